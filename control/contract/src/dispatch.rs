@@ -1,0 +1,25 @@
+//! The payload a dispatcher hands to a worker (Lambda event, CodeBuild env, local task).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{OrderNum, RunId};
+
+/// Everything a worker needs to find, unlock, run and report one order attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchPayload {
+    /// Key of the order's bundle in the internal bucket.
+    pub s3_location: String,
+    /// The internal bucket (the local engine's store root name).
+    pub internal_bucket: String,
+    /// A callback URL minted at dispatch; preferred over the bundle's when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The run.
+    pub run_id: RunId,
+    /// The order.
+    pub order_num: OrderNum,
+    /// The attempt id the worker claims before running anything.
+    pub attempt: String,
+    /// Where the order's private age key is (SSM parameter name, or a local key path).
+    pub key_path: String,
+}

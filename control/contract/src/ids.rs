@@ -1,0 +1,173 @@
+//! Identifiers: run ids, trace ids, flow ids and order numbers.
+//!
+//! Their textual forms are part of the storage layout and of the PR comments users search
+//! for, so formatting lives here and nowhere else.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A run's id: a UUIDv4 in its hyphenated lower-case form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A fresh random run id.
+    pub fn generate() -> Self {
+        RunId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Parses a run id, accepting only the hyphenated UUID form (which is what keys hold).
+    pub fn parse(text: &str) -> Option<Self> {
+        let uuid = uuid::Uuid::try_parse(text).ok()?;
+        let canonical = uuid.hyphenated().to_string();
+        (canonical == text).then_some(RunId(canonical))
+    }
+
+    /// The id as it appears in keys and documents.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job's trace id: 8 lower-case hex characters, shared by every event of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TraceId(String);
+
+impl TraceId {
+    /// A fresh random trace id.
+    pub fn generate() -> Self {
+        let hex = uuid::Uuid::new_v4().simple().to_string();
+        TraceId(hex[..8].to_owned())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The flow id users see: `<username>:<trace_id>-<flow_label>`.
+pub fn flow_id(username: &str, trace_id: &TraceId, flow_label: &str) -> String {
+    format!("{username}:{trace_id}-{flow_label}")
+}
+
+/// The tag that marks a run's PR comment so it can be found again: `sluice-<run_id>`.
+pub fn pr_search_tag(run_id: &RunId) -> String {
+    format!("sluice-{run_id}")
+}
+
+/// An order's 1-based position in its job, written zero-padded to four digits (`0001`).
+///
+/// `0000` ([`OrderNum::INIT`]) is not an order: it is the init trigger whose result wakes the
+/// orchestrator for the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct OrderNum(u32);
+
+impl OrderNum {
+    /// The init trigger's number, `0000`.
+    pub const INIT: OrderNum = OrderNum(0);
+    /// The largest order number that fits the four-digit layout.
+    pub const MAX: u32 = 9999;
+
+    /// The number of the order at `index` (0-based) in the job's `orders` list.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `index + 1` exceeds [`OrderNum::MAX`]; validation rejects such jobs first.
+    pub fn from_index(index: usize) -> Self {
+        let n = u32::try_from(index + 1).expect("order index fits u32");
+        assert!(n <= Self::MAX, "order number {n} exceeds {}", Self::MAX);
+        OrderNum(n)
+    }
+
+    /// The order's 1-based number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The order's 0-based index in the job's `orders` list (`None` for the init trigger).
+    pub fn index(self) -> Option<usize> {
+        (self.0 > 0).then(|| self.0 as usize - 1)
+    }
+}
+
+impl fmt::Display for OrderNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}", self.0)
+    }
+}
+
+impl FromStr for OrderNum {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("order number {text:?} is not four digits"));
+        }
+        text.parse::<u32>()
+            .map(OrderNum)
+            .map_err(|e| format!("order number {text:?}: {e}"))
+    }
+}
+
+impl From<OrderNum> for String {
+    fn from(num: OrderNum) -> String {
+        num.to_string()
+    }
+}
+
+impl TryFrom<String> for OrderNum {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_num_is_zero_padded_and_round_trips() {
+        let num = OrderNum::from_index(6);
+        assert_eq!(num.to_string(), "0007");
+        assert_eq!("0007".parse::<OrderNum>(), Ok(num));
+        assert_eq!(OrderNum::INIT.to_string(), "0000");
+        assert!("7".parse::<OrderNum>().is_err());
+        assert!("00a7".parse::<OrderNum>().is_err());
+    }
+
+    #[test]
+    fn run_id_parse_accepts_only_canonical_uuids() {
+        let id = RunId::generate();
+        assert_eq!(RunId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(RunId::parse(&id.as_str().to_uppercase()), None);
+        assert_eq!(RunId::parse("../etc"), None);
+    }
+
+    #[test]
+    fn trace_id_is_eight_hex_chars() {
+        let t = TraceId::generate();
+        assert_eq!(t.as_str().len(), 8);
+        assert!(t.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(flow_id("bob", &t, "exec"), format!("bob:{t}-exec"));
+    }
+}

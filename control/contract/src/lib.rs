@@ -1,0 +1,49 @@
+//! The wire contract shared by Sluice's control plane and its workers.
+//!
+//! Everything that crosses a process or machine boundary is defined here, as plain serde
+//! types with no runtime attached (no tokio, no AWS SDK), so that the engine, the worker
+//! host, the Lambda binaries and any external tool agree on one definition.
+//!
+//! # Brief overview
+//!
+//! - [`job`]: the job payload ([`JobSpec`], [`OrderSpec`]) exactly as users write it; unknown
+//!   fields are rejected with the field's path ([`parse_job`]).
+//! - [`validate`]: every rule a job must satisfy, checked fail-fast into a [`ValidJob`] whose
+//!   orders have their numbers, names, queue ids and resolved dependencies.
+//! - [`ids`]: run, trace and flow ids, order numbers.
+//! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
+//! - [`keys`]: the storage layout (same keys in S3 and the local store).
+//! - [`manifest`]: `order.json`, what a worker is told to run.
+//! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
+//! - [`dispatch`]: the payload a dispatcher hands to a worker.
+//! - [`exit_codes`]: the CLI's documented exit codes.
+//!
+//! # Example
+//!
+//! ```
+//! use sluice_contract::{parse_job, validate::validate, ValidateOptions};
+//!
+//! let job = parse_job(br#"{"orders": [
+//!     {"cmds": ["echo build"], "timeout": 60, "order_name": "build"},
+//!     {"cmds": ["echo test"], "timeout": 60, "dependencies": ["build"]}
+//! ]}"#).unwrap();
+//! let valid = validate(&job, &ValidateOptions::local("alice")).unwrap();
+//! assert_eq!(valid.orders[1].order_name, "order-2");
+//! assert_eq!(valid.orders[1].depends_on, vec![valid.orders[0].order_num]);
+//! ```
+#![warn(missing_docs)]
+
+pub mod dispatch;
+pub mod exit_codes;
+pub mod ids;
+pub mod job;
+pub mod keys;
+pub mod manifest;
+pub mod result;
+pub mod status;
+pub mod validate;
+
+pub use ids::{OrderNum, RunId, TraceId};
+pub use job::{parse_job, ExecutionTarget, JobSpec, OrderSpec, ParseError};
+pub use status::{JobStatus, OrderStatus};
+pub use validate::{ValidJob, ValidOrder, ValidateOptions, ValidationError};

@@ -1,0 +1,260 @@
+//! `result.json` (v1) and the done document.
+//!
+//! A worker (or the watchdog) writes a [`ResultDoc`]; the orchestrator reads it with
+//! [`parse_result`], a tolerant reader: a missing `schema_version` means v1 and unknown fields
+//! are ignored, but anything that cannot be trusted (not JSON, not a terminal status, too
+//! large) is a [`MalformedResult`], which marks that order failed rather than blocking the
+//! run. The [`DoneDoc`] is what a finished run publishes at its done endpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::OrderNum;
+use crate::status::{JobStatus, OrderStatus};
+
+/// The schema version this crate writes.
+pub const SCHEMA_VERSION: &str = "v1";
+/// The most log bytes a result carries (the tail of the full log).
+pub const MAX_LOG_TAIL_BYTES: usize = 256 * 1024;
+/// The largest result document a reader accepts (the tail, JSON-escaped, plus fields).
+pub const MAX_RESULT_BYTES: usize = 4 * MAX_LOG_TAIL_BYTES;
+/// The reason written for an order whose result could not be read.
+pub const MALFORMED_RESULT: &str = "malformed_result";
+/// The reason written for orders failed because a dependency did not succeed.
+pub const DEPENDENCY_FAILED: &str = "dependency_failed";
+/// The reason written for orders stopped because the job ran out of time.
+pub const JOB_TIMEOUT: &str = "job_timeout";
+/// The log the watchdog writes for a worker that never reported.
+pub const WATCHDOG_LOG: &str = "Worker unresponsive, timed out by watchdog";
+
+/// An order's result, as called back by its worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultDoc {
+    /// `v1`; readers treat a missing version as v1.
+    #[serde(default = "default_schema_version")]
+    pub schema_version: String,
+    /// A terminal status.
+    pub status: OrderStatus,
+    /// The tail of the log (at most [`MAX_LOG_TAIL_BYTES`]).
+    #[serde(default)]
+    pub log: String,
+    /// Exit code of the last command run, when one ran to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Size of the full log in bytes.
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Whether `log` is only the end of a longer log.
+    #[serde(default)]
+    pub log_truncated: bool,
+    /// Where the full log was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
+    /// When the worker started the order (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the order ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The dispatch attempt this result belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
+    /// Why the order ended as it did, when the status alone does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Values the order published for others (free-form JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn default_schema_version() -> String {
+    SCHEMA_VERSION.to_owned()
+}
+
+impl ResultDoc {
+    /// A result with only a status and a log; every other field empty.
+    pub fn new(status: OrderStatus, log: impl Into<String>) -> Self {
+        ResultDoc {
+            schema_version: default_schema_version(),
+            status,
+            log: log.into(),
+            exit_code: None,
+            log_bytes: 0,
+            log_truncated: false,
+            log_key: None,
+            started_at: None,
+            finished_at: None,
+            attempt: None,
+            reason: None,
+            outputs: None,
+        }
+    }
+
+    /// How long the order ran, when both timestamps are present and readable.
+    pub fn duration_ms(&self) -> Option<u64> {
+        let started = parse_timestamp(self.started_at.as_deref()?)?;
+        let finished = parse_timestamp(self.finished_at.as_deref()?)?;
+        Some(finished.saturating_sub(started))
+    }
+}
+
+/// Why a result document cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedResult {
+    /// Larger than [`MAX_RESULT_BYTES`].
+    #[error("result is {size} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a JSON result object.
+    #[error("result is not a v1 result document: {0}")]
+    Unreadable(String),
+    /// A schema version this reader does not know.
+    #[error("result has unknown schema_version {0:?}")]
+    UnknownVersion(String),
+    /// A status that does not end an order.
+    #[error("result status {0} is not terminal")]
+    NotTerminal(OrderStatus),
+}
+
+/// Reads a result document tolerantly (see the module docs).
+///
+/// # Errors
+///
+/// A [`MalformedResult`] saying why the document cannot be trusted.
+pub fn parse_result(bytes: &[u8]) -> Result<ResultDoc, MalformedResult> {
+    if bytes.len() > MAX_RESULT_BYTES {
+        return Err(MalformedResult::TooLarge {
+            size: bytes.len(),
+            max: MAX_RESULT_BYTES,
+        });
+    }
+    let doc: ResultDoc =
+        serde_json::from_slice(bytes).map_err(|e| MalformedResult::Unreadable(e.to_string()))?;
+    if doc.schema_version != SCHEMA_VERSION && !doc.schema_version.starts_with("v1.") {
+        return Err(MalformedResult::UnknownVersion(doc.schema_version));
+    }
+    if !doc.status.is_terminal() {
+        return Err(MalformedResult::NotTerminal(doc.status));
+    }
+    Ok(doc)
+}
+
+/// Counts of a finished run's orders by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneSummary {
+    /// Orders that succeeded.
+    #[serde(default)]
+    pub succeeded: u32,
+    /// Orders that failed.
+    #[serde(default)]
+    pub failed: u32,
+    /// Orders that timed out.
+    #[serde(default)]
+    pub timed_out: u32,
+}
+
+/// One order's line in the done document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneOrder {
+    /// The order's number.
+    pub order_num: OrderNum,
+    /// The order's name.
+    pub order_name: String,
+    /// Its final status.
+    pub status: OrderStatus,
+    /// Why it ended so, when known.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// How long it ran, when it ran.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// The exit code of its last command, when one ran to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Where its full log is stored, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
+}
+
+/// What a finished run publishes at its done endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneDoc {
+    /// The job's status.
+    pub status: JobStatus,
+    /// The run.
+    pub run_id: String,
+    /// The run's trace id.
+    #[serde(default)]
+    pub trace_id: String,
+    /// The run's flow id.
+    #[serde(default)]
+    pub flow_id: String,
+    /// Counts by status.
+    #[serde(default)]
+    pub summary: DoneSummary,
+    /// Every order, in order.
+    #[serde(default)]
+    pub orders: Vec<DoneOrder>,
+}
+
+/// Reads a done document, ignoring fields this version does not know.
+///
+/// # Errors
+///
+/// The JSON error when the bytes are not a done document.
+pub fn parse_done(bytes: &[u8]) -> Result<DoneDoc, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 with millisecond precision.
+pub fn format_timestamp(epoch_ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(epoch_ms);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Reads an RFC 3339 timestamp back into milliseconds since the epoch.
+pub fn parse_timestamp(text: &str) -> Option<u64> {
+    let time = humantime::parse_rfc3339_weak(text).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_version_is_v1_and_unknown_fields_are_ignored() {
+        let doc = parse_result(br#"{"status":"succeeded","log":"hi","future_field":[1]}"#).unwrap();
+        assert_eq!(doc.schema_version, "v1");
+        assert_eq!(doc.status, OrderStatus::Succeeded);
+        assert_eq!(doc.log, "hi");
+    }
+
+    #[test]
+    fn untrustworthy_results_are_malformed() {
+        assert!(matches!(parse_result(b"not json"), Err(MalformedResult::Unreadable(_))));
+        assert!(matches!(parse_result(br#"{"status":"exploded"}"#), Err(MalformedResult::Unreadable(_))));
+        assert!(matches!(parse_result(br#"{"status":"running"}"#), Err(MalformedResult::NotTerminal(_))));
+        assert!(matches!(
+            parse_result(br#"{"schema_version":"v9","status":"failed"}"#),
+            Err(MalformedResult::UnknownVersion(_))
+        ));
+        let huge = vec![b' '; MAX_RESULT_BYTES + 1];
+        assert!(matches!(parse_result(&huge), Err(MalformedResult::TooLarge { .. })));
+    }
+
+    #[test]
+    fn durations_come_from_timestamps() {
+        let mut doc = ResultDoc::new(OrderStatus::Succeeded, "");
+        doc.started_at = Some(format_timestamp(1_700_000_000_000));
+        doc.finished_at = Some(format_timestamp(1_700_000_001_250));
+        assert_eq!(doc.duration_ms(), Some(1250));
+        let back = parse_result(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(back, doc);
+    }
+}

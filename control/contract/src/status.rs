@@ -1,0 +1,189 @@
+//! Order and job statuses, the transitions an order may make, and the job-status rule.
+//!
+//! Every store applies a transition as a conditional write from the expected previous
+//! status; [`OrderStatus::can_become`] is the single list of the transitions that exist, so
+//! a late or duplicate result can never overwrite a terminal status.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Waiting for its dependencies or for dispatch.
+    Queued,
+    /// Claimed by an orchestrator that is starting its worker.
+    Dispatching,
+    /// Its worker was started; a result is expected.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with failure (non-zero exit, failed dependency, malformed result...).
+    Failed,
+    /// Its deadline or the job's passed.
+    TimedOut,
+}
+
+impl OrderStatus {
+    /// Every status, in life order.
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Queued,
+        OrderStatus::Dispatching,
+        OrderStatus::Running,
+        OrderStatus::Succeeded,
+        OrderStatus::Failed,
+        OrderStatus::TimedOut,
+    ];
+
+    /// Whether the order is finished for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Succeeded | OrderStatus::Failed | OrderStatus::TimedOut
+        )
+    }
+
+    /// Whether `self -> next` is an allowed transition.
+    ///
+    /// `queued -> dispatching -> running -> terminal`; `queued -> failed` (a dependency
+    /// failed) or `-> timed_out` (the job timed out); `dispatching -> queued` (the worker could
+    /// not be started and the order is given back) and `dispatching -> terminal` (the job
+    /// timed out, or the target refused the order). Nothing leaves a terminal status.
+    pub fn can_become(self, next: OrderStatus) -> bool {
+        use OrderStatus::*;
+        match (self, next) {
+            (Queued, Dispatching | Failed | TimedOut) => true,
+            (Dispatching, Running | Queued | Failed | TimedOut) => true,
+            (Running, Succeeded | Failed | TimedOut) => true,
+            _ => false,
+        }
+    }
+
+    /// The status as written in rows and documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Queued => "queued",
+            OrderStatus::Dispatching => "dispatching",
+            OrderStatus::Running => "running",
+            OrderStatus::Succeeded => "succeeded",
+            OrderStatus::Failed => "failed",
+            OrderStatus::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        OrderStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| format!("unknown order status {text:?}"))
+    }
+}
+
+/// A finished job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Every `must_succeed` order succeeded.
+    Succeeded,
+    /// A `must_succeed` order failed (and none timed out).
+    Failed,
+    /// A `must_succeed` order timed out, or the job exceeded `job_timeout`.
+    TimedOut,
+}
+
+impl JobStatus {
+    /// The job-status rule: among `must_succeed` orders, any timed out makes the job timed
+    /// out, else any failed makes it failed, else it succeeded. Orders with
+    /// `must_succeed = false` are reported but never decide. A job past its `job_timeout` is
+    /// timed out whatever its orders say.
+    pub fn decide(
+        orders: impl IntoIterator<Item = (OrderStatus, bool)>,
+        job_timeout_exceeded: bool,
+    ) -> JobStatus {
+        if job_timeout_exceeded {
+            return JobStatus::TimedOut;
+        }
+        let mut status = JobStatus::Succeeded;
+        for (order_status, must_succeed) in orders {
+            if !must_succeed {
+                continue;
+            }
+            match order_status {
+                OrderStatus::TimedOut => return JobStatus::TimedOut,
+                OrderStatus::Failed => status = JobStatus::Failed,
+                _ => {}
+            }
+        }
+        status
+    }
+
+    /// The status as written in documents.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderStatus::*;
+
+    #[test]
+    fn terminal_statuses_never_change() {
+        for from in [Succeeded, Failed, TimedOut] {
+            for to in OrderStatus::ALL {
+                assert!(!from.can_become(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn running_is_reached_only_through_dispatching() {
+        let sources: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_become(Running))
+            .collect();
+        assert_eq!(sources, vec![Dispatching]);
+    }
+
+    #[test]
+    fn status_text_round_trips() {
+        for s in OrderStatus::ALL {
+            assert_eq!(s.as_str().parse::<OrderStatus>(), Ok(s));
+        }
+        assert!("done".parse::<OrderStatus>().is_err());
+    }
+
+    #[test]
+    fn job_status_rule() {
+        assert_eq!(JobStatus::decide([(Succeeded, true)], false), JobStatus::Succeeded);
+        assert_eq!(JobStatus::decide([(Failed, false)], false), JobStatus::Succeeded);
+        assert_eq!(JobStatus::decide([(Failed, true), (Succeeded, true)], false), JobStatus::Failed);
+        assert_eq!(JobStatus::decide([(Failed, true), (TimedOut, true)], false), JobStatus::TimedOut);
+        assert_eq!(JobStatus::decide([(TimedOut, false)], false), JobStatus::Succeeded);
+        assert_eq!(JobStatus::decide([(Succeeded, true)], true), JobStatus::TimedOut);
+    }
+}

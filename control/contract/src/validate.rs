@@ -1,0 +1,808 @@
+//! Job validation: every rule of the contract, checked fail-fast.
+//!
+//! [`validate`] turns a [`JobSpec`] into a [`ValidJob`]: defaults applied (names, queue ids,
+//! targets, timeouts), dependencies resolved to order numbers, the graph checked for cycles.
+//! The first problem found is returned as one [`ValidationError`] that names the order and
+//! the field, so a user fixes one thing at a time with nothing to guess.
+//!
+//! Queue ids are compared after normalising numbers (`"01"`, `1` and `"1"` are the same id),
+//! so a dependency on a default queue id (an order's position) resolves, and a cycle through
+//! default queue ids is found like any other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use crate::ids::OrderNum;
+use crate::job::{ExecutionTarget, JobSpec, OrderSpec, Reference, WasmSpec};
+use crate::manifest::Task;
+
+/// Default `flow_label`.
+pub const DEFAULT_FLOW_LABEL: &str = "exec";
+/// Default `presign_expiry`, seconds.
+pub const DEFAULT_PRESIGN_EXPIRY: u64 = 7200;
+/// Default `job_timeout`, seconds.
+pub const DEFAULT_JOB_TIMEOUT: u64 = 3600;
+/// Margin `presign_expiry` must leave beyond the longest order timeout, seconds.
+pub const PRESIGN_MARGIN: u64 = 300;
+/// Default memory limit of a WebAssembly order, MiB.
+pub const DEFAULT_WASM_MEMORY_MB: u64 = 256;
+
+/// Where a job will run; some fields only make sense in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// The local engine: `code_dir` allowed, `s3_location` may be a local path.
+    Local,
+    /// AWS: `username` required, `s3_location` must be `s3://`, no `code_dir`.
+    Aws,
+}
+
+/// What validation needs to know beyond the job itself.
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    /// Where the job will run.
+    pub platform: Platform,
+    /// Username used when the job has none (locally, `$USER`).
+    pub default_username: Option<String>,
+}
+
+impl ValidateOptions {
+    /// Options for the local engine, with the user to default `username` to.
+    pub fn local(default_username: impl Into<String>) -> Self {
+        ValidateOptions {
+            platform: Platform::Local,
+            default_username: Some(default_username.into()),
+        }
+    }
+
+    /// Options for AWS (a job must name its user).
+    pub fn aws() -> Self {
+        ValidateOptions {
+            platform: Platform::Aws,
+            default_username: None,
+        }
+    }
+}
+
+/// Where an order's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeSource {
+    /// No code: self-contained commands.
+    None,
+    /// A local folder (local engine only), as written in the job.
+    Dir(String),
+    /// A zip: `s3://bucket/key.zip`, or locally a path or `file://` URL.
+    Zip(String),
+    /// A folder of a repository at a commit.
+    Git(GitSource),
+}
+
+/// A repository source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// The repository URL.
+    pub repo: String,
+    /// Credential location of an HTTPS token.
+    pub token_location: Option<String>,
+    /// Credential location of an SSH key.
+    pub ssh_key_location: Option<String>,
+    /// Commit to check out (default: the default branch's head).
+    pub commit: Option<String>,
+    /// Folder holding the order's code (default: the whole repository).
+    pub folder: Option<String>,
+}
+
+/// An order that passed validation, with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidOrder {
+    /// Its number (1-based position).
+    pub order_num: OrderNum,
+    /// Its name.
+    pub order_name: String,
+    /// Its queue id (normalised).
+    pub queue_id: String,
+    /// The orders it waits for, sorted, without repeats.
+    pub depends_on: Vec<OrderNum>,
+    /// Whether its outcome decides the job.
+    pub must_succeed: bool,
+    /// Seconds it may run.
+    pub timeout: u64,
+    /// Where it runs on AWS.
+    pub execution_target: ExecutionTarget,
+    /// What it runs.
+    pub task: Task,
+    /// Where its code comes from.
+    pub code: CodeSource,
+    /// Its plain variables.
+    pub env_vars: BTreeMap<String, String>,
+    /// Its SSM credential locations.
+    pub ssm_paths: Vec<String>,
+    /// Its Secrets Manager credential locations.
+    pub secret_manager_paths: Vec<String>,
+    /// An age recipient to encrypt its env to.
+    pub sops_key: Option<String>,
+}
+
+/// A job that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidJob {
+    /// Who submitted it.
+    pub username: String,
+    /// Its flow label.
+    pub flow_label: String,
+    /// Lifetime of callback URLs, seconds.
+    pub presign_expiry: u64,
+    /// The job's deadline, seconds after init.
+    pub job_timeout: u64,
+    /// PR to comment on.
+    pub pr_number: Option<u64>,
+    /// VCS provider.
+    pub git_provider: String,
+    /// Whether to upload bundles without their env too.
+    pub stripped_copy: bool,
+    /// The orders, in order.
+    pub orders: Vec<ValidOrder>,
+}
+
+/// The first rule a job breaks: which order, which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ValidationError {
+    /// The order (or the job) and the field.
+    pub location: Location,
+    /// What is wrong, quoting the bad value.
+    pub message: String,
+}
+
+/// Where a validation error is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The order, as `(number, name)`; `None` for a job-level field.
+    pub order: Option<(OrderNum, String)>,
+    /// The field (`dependencies`, `cmds[2]`, `orders`).
+    pub field: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.order {
+            Some((num, name)) => write!(f, "order {num} ({name}), field `{}`", self.field),
+            None => write!(f, "job, field `{}`", self.field),
+        }
+    }
+}
+
+fn job_error(field: &str, message: impl Into<String>) -> ValidationError {
+    ValidationError {
+        location: Location {
+            order: None,
+            field: field.to_owned(),
+        },
+        message: message.into(),
+    }
+}
+
+/// The name and number of the order being checked, for error messages.
+struct OrderCtx {
+    num: OrderNum,
+    name: String,
+}
+
+impl OrderCtx {
+    fn error(&self, field: &str, message: impl Into<String>) -> ValidationError {
+        ValidationError {
+            location: Location {
+                order: Some((self.num, self.name.clone())),
+                field: field.to_owned(),
+            },
+            message: message.into(),
+        }
+    }
+}
+
+/// Normalises a queue id or reference: decimal numbers lose leading zeros.
+fn normalise_ref(text: &str) -> String {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let trimmed = text.trim_start_matches('0');
+        if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Checks every rule of the contract and applies defaults (see the module docs).
+///
+/// # Errors
+///
+/// The first [`ValidationError`] found.
+pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, ValidationError> {
+    let username = match (&job.username, &options.default_username) {
+        (Some(name), _) => name.clone(),
+        (None, Some(default)) => default.clone(),
+        (None, None) => return Err(job_error("username", "is required")),
+    };
+    check_label("username", &username)?;
+    let flow_label = job.flow_label.clone().unwrap_or_else(|| DEFAULT_FLOW_LABEL.to_owned());
+    check_label("flow_label", &flow_label)?;
+    let job_timeout = job.job_timeout.unwrap_or(DEFAULT_JOB_TIMEOUT);
+    if job_timeout == 0 {
+        return Err(job_error("job_timeout", "must be greater than 0 seconds"));
+    }
+    let presign_expiry = job.presign_expiry.unwrap_or(DEFAULT_PRESIGN_EXPIRY);
+    if job.orders.is_empty() {
+        return Err(job_error("orders", "the job has no orders; give at least one"));
+    }
+    if job.orders.len() > OrderNum::MAX as usize {
+        return Err(job_error(
+            "orders",
+            format!("the job has {} orders; at most {} are allowed", job.orders.len(), OrderNum::MAX),
+        ));
+    }
+
+    let mut orders = Vec::with_capacity(job.orders.len());
+    let mut by_queue_id: HashMap<String, usize> = HashMap::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (index, spec) in job.orders.iter().enumerate() {
+        let order = validate_order(job, spec, index, options.platform)?;
+        let ctx = OrderCtx {
+            num: order.order_num,
+            name: order.order_name.clone(),
+        };
+        if let Some(&other) = by_queue_id.get(&order.queue_id) {
+            return Err(ctx.error(
+                "queue_id",
+                format!("queue_id {:?} is already used by order {}", order.queue_id, orders_label(&orders, other)),
+            ));
+        }
+        if let Some(&other) = by_name.get(&order.order_name) {
+            return Err(ctx.error(
+                "order_name",
+                format!("order_name {:?} is already used by order {}", order.order_name, orders_label(&orders, other)),
+            ));
+        }
+        by_queue_id.insert(order.queue_id.clone(), index);
+        by_name.insert(order.order_name.clone(), index);
+        orders.push(order);
+    }
+
+    for (index, spec) in job.orders.iter().enumerate() {
+        let depends_on = resolve_dependencies(&orders[index], spec, &orders, &by_queue_id, &by_name)?;
+        orders[index].depends_on = depends_on;
+    }
+    check_acyclic(&orders)?;
+
+    let longest = orders.iter().map(|o| o.timeout).max().unwrap_or(0);
+    if presign_expiry < longest.saturating_add(PRESIGN_MARGIN) {
+        return Err(job_error(
+            "presign_expiry",
+            format!(
+                "{presign_expiry} s is shorter than the longest order timeout ({longest} s) plus {PRESIGN_MARGIN} s; \
+                 callbacks would expire before the order reports"
+            ),
+        ));
+    }
+
+    Ok(ValidJob {
+        username,
+        flow_label,
+        presign_expiry,
+        job_timeout,
+        pr_number: job.pr_number,
+        git_provider: job.git_provider.clone().unwrap_or_else(|| "github".to_owned()),
+        stripped_copy: job.stripped_copy.unwrap_or(false),
+        orders,
+    })
+}
+
+fn orders_label(orders: &[ValidOrder], index: usize) -> String {
+    let o = &orders[index];
+    format!("{} ({})", o.order_num, o.order_name)
+}
+
+/// Labels end up in flow ids and keys: keep them to printable text without separators.
+fn check_label(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() || value.chars().any(|c| c.is_control() || c == ':' || c == '/' || c.is_whitespace()) {
+        return Err(job_error(
+            field,
+            format!("{value:?} must be non-empty, without spaces, `:` or `/`"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_order(
+    job: &JobSpec,
+    spec: &OrderSpec,
+    index: usize,
+    platform: Platform,
+) -> Result<ValidOrder, ValidationError> {
+    let num = OrderNum::from_index(index);
+    let order_name = spec.order_name.clone().unwrap_or_else(|| format!("order-{}", num.get()));
+    let ctx = OrderCtx {
+        num,
+        name: order_name.clone(),
+    };
+    if order_name.is_empty()
+        || order_name.len() > 128
+        || order_name.chars().any(|c| c.is_control() || c == ':' || c == '/')
+    {
+        return Err(ctx.error(
+            "order_name",
+            format!("{order_name:?} must be 1 to 128 characters, without `:` or `/`"),
+        ));
+    }
+
+    let task = match (&spec.cmds, &spec.wasm) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.error("cmds", "both `cmds` and `wasm` are set; an order runs one or the other"));
+        }
+        (None, None) => return Err(ctx.error("cmds", "neither `cmds` nor `wasm` is set; give one of them")),
+        (Some(cmds), None) => {
+            if cmds.is_empty() {
+                return Err(ctx.error("cmds", "is empty; give at least one command"));
+            }
+            if let Some(i) = cmds.iter().position(|c| c.trim().is_empty()) {
+                return Err(ctx.error(&format!("cmds[{i}]"), "is blank"));
+            }
+            if let Some(i) = cmds.iter().position(|c| c.contains('\0')) {
+                return Err(ctx.error(&format!("cmds[{i}]"), "contains a NUL byte"));
+            }
+            Task::Cmds(cmds.clone())
+        }
+        (None, Some(wasm)) => Task::Wasm(validate_wasm(&ctx, wasm)?),
+    };
+
+    let timeout = match spec.timeout {
+        None => return Err(ctx.error("timeout", "is missing; give the order's timeout in seconds")),
+        Some(0) => return Err(ctx.error("timeout", "must be greater than 0 seconds")),
+        Some(t) => t,
+    };
+
+    let queue_id = match &spec.queue_id {
+        Some(id) if id.as_str().trim().is_empty() => return Err(ctx.error("queue_id", "is empty")),
+        Some(id) => normalise_ref(id.as_str()),
+        None => num.get().to_string(),
+    };
+
+    let execution_target = match (spec.execution_target, spec.use_lambda) {
+        (Some(target), Some(use_lambda)) if (target == ExecutionTarget::Lambda) != use_lambda => {
+            return Err(ctx.error(
+                "use_lambda",
+                format!("use_lambda={use_lambda} contradicts execution_target={target}; keep one"),
+            ));
+        }
+        (Some(target), _) => target,
+        (None, Some(true)) => ExecutionTarget::Lambda,
+        (None, Some(false)) | (None, None) => ExecutionTarget::Codebuild,
+    };
+
+    let code = code_source(&ctx, job, spec, platform)?;
+
+    for (name, value) in &spec.env_vars {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(ctx.error("env_vars", format!("{name:?} is not a valid variable name")));
+        }
+        if value.contains('\0') {
+            return Err(ctx.error("env_vars", format!("the value of {name} contains a NUL byte")));
+        }
+    }
+    if let Some(key) = &spec.sops_key
+        && !key.starts_with("age1")
+    {
+        return Err(ctx.error("sops_key", format!("{key:?} is not an age recipient (age1...)")));
+    }
+
+    Ok(ValidOrder {
+        order_num: num,
+        order_name,
+        queue_id,
+        depends_on: Vec::new(),
+        must_succeed: spec.must_succeed.unwrap_or(true),
+        timeout,
+        execution_target,
+        task,
+        code,
+        env_vars: spec.env_vars.clone(),
+        ssm_paths: spec.ssm_paths.clone(),
+        secret_manager_paths: spec.secret_manager_paths.clone(),
+        sops_key: spec.sops_key.clone(),
+    })
+}
+
+/// A path relative to the code root that cannot leave it.
+fn is_contained_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path.split('/').all(|part| part != "..")
+}
+
+fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, ValidationError> {
+    if !is_contained_relative(&wasm.module) {
+        return Err(ctx.error(
+            "wasm.module",
+            format!("{:?} must be a path inside the order's code root", wasm.module),
+        ));
+    }
+    let mut guests: Vec<&str> = Vec::new();
+    for (i, dir) in wasm.dirs.iter().enumerate() {
+        if !is_contained_relative(&dir.host) && dir.host != "." {
+            return Err(ctx.error(
+                &format!("wasm.dirs[{i}].host"),
+                format!("{:?} must be a folder inside the order's code root", dir.host),
+            ));
+        }
+        if !dir.guest.starts_with('/') {
+            return Err(ctx.error(&format!("wasm.dirs[{i}].guest"), format!("{:?} must be absolute", dir.guest)));
+        }
+        if guests.contains(&dir.guest.as_str()) {
+            return Err(ctx.error(&format!("wasm.dirs[{i}].guest"), format!("{:?} is mounted twice", dir.guest)));
+        }
+        guests.push(&dir.guest);
+    }
+    if wasm.memory_mb == Some(0) {
+        return Err(ctx.error("wasm.memory_mb", "must be greater than 0"));
+    }
+    let mut wasm = wasm.clone();
+    wasm.memory_mb.get_or_insert(DEFAULT_WASM_MEMORY_MB);
+    Ok(wasm)
+}
+
+fn code_source(
+    ctx: &OrderCtx,
+    job: &JobSpec,
+    spec: &OrderSpec,
+    platform: Platform,
+) -> Result<CodeSource, ValidationError> {
+    let given: Vec<&str> = [
+        spec.s3_location.as_ref().map(|_| "s3_location"),
+        spec.git_repo.as_ref().map(|_| "git_repo"),
+        spec.code_dir.as_ref().map(|_| "code_dir"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        return Err(ctx.error(given[1], format!("an order has one code source, but {} are set", given.join(" and "))));
+    }
+    if let Some(location) = &spec.s3_location {
+        if platform == Platform::Aws && !location.starts_with("s3://") {
+            return Err(ctx.error("s3_location", format!("{location:?} must be an s3://bucket/key.zip URL")));
+        }
+        if location.trim().is_empty() {
+            return Err(ctx.error("s3_location", "is empty"));
+        }
+        return Ok(CodeSource::Zip(location.clone()));
+    }
+    if let Some(dir) = &spec.code_dir {
+        if platform == Platform::Aws {
+            return Err(ctx.error("code_dir", "is only for the local engine; on AWS use s3_location or git_repo"));
+        }
+        if dir.trim().is_empty() {
+            return Err(ctx.error("code_dir", "is empty"));
+        }
+        return Ok(CodeSource::Dir(dir.clone()));
+    }
+    let (repo, token, ssh) = match &spec.git_repo {
+        Some(repo) => (repo, &spec.git_token_location, &spec.git_ssh_key_location),
+        None => match &job.git_repo {
+            Some(repo) => (repo, &job.git_token_location, &job.git_ssh_key_location),
+            None => {
+                if spec.git_folder.is_some() {
+                    return Err(ctx.error("git_folder", "is set but neither the order nor the job has a git_repo"));
+                }
+                return Ok(CodeSource::None);
+            }
+        },
+    };
+    let token = token.clone().or_else(|| job.git_token_location.clone());
+    let ssh = ssh.clone().or_else(|| job.git_ssh_key_location.clone());
+    if let Some(folder) = &spec.git_folder
+        && !is_contained_relative(folder)
+    {
+        return Err(ctx.error("git_folder", format!("{folder:?} must be a folder inside the repository")));
+    }
+    Ok(CodeSource::Git(GitSource {
+        repo: repo.clone(),
+        token_location: token,
+        ssh_key_location: ssh,
+        commit: spec.commit_hash.clone().or_else(|| job.commit_hash.clone()),
+        folder: spec.git_folder.clone(),
+    }))
+}
+
+fn resolve_dependencies(
+    order: &ValidOrder,
+    spec: &OrderSpec,
+    orders: &[ValidOrder],
+    by_queue_id: &HashMap<String, usize>,
+    by_name: &HashMap<String, usize>,
+) -> Result<Vec<OrderNum>, ValidationError> {
+    let ctx = OrderCtx {
+        num: order.order_num,
+        name: order.order_name.clone(),
+    };
+    let mut resolved = Vec::with_capacity(spec.dependencies.len());
+    for reference in &spec.dependencies {
+        let index = resolve_one(&ctx, reference, orders, by_queue_id, by_name)?;
+        if orders[index].order_num == order.order_num {
+            return Err(ctx.error(
+                "dependencies",
+                format!("dependency cycle: the order depends on itself ({:?})", reference.as_str()),
+            ));
+        }
+        resolved.push(orders[index].order_num);
+    }
+    resolved.sort();
+    resolved.dedup();
+    Ok(resolved)
+}
+
+fn resolve_one(
+    ctx: &OrderCtx,
+    reference: &Reference,
+    orders: &[ValidOrder],
+    by_queue_id: &HashMap<String, usize>,
+    by_name: &HashMap<String, usize>,
+) -> Result<usize, ValidationError> {
+    let by_id = by_queue_id.get(&normalise_ref(reference.as_str())).copied();
+    let by_order_name = by_name.get(reference.as_str()).copied();
+    match (by_id, by_order_name) {
+        (Some(a), Some(b)) if a != b => Err(ctx.error(
+            "dependencies",
+            format!(
+                "dependency {:?} is ambiguous: it is the queue_id of order {} and the order_name of order {}",
+                reference.as_str(),
+                orders_label(orders, a),
+                orders_label(orders, b)
+            ),
+        )),
+        (Some(index), _) | (None, Some(index)) => Ok(index),
+        (None, None) => Err(ctx.error(
+            "dependencies",
+            format!("unknown dependency {:?}: no order has that queue_id or order_name", reference.as_str()),
+        )),
+    }
+}
+
+/// Finds a cycle with a depth-first search and reports it as a path of order names.
+fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut marks = vec![Mark::New; orders.len()];
+    for start in 0..orders.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (order index, next dependency to visit).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let deps = &orders[node].depends_on;
+            if *next == deps.len() {
+                marks[node] = Mark::Done;
+                stack.pop();
+                continue;
+            }
+            let dep = deps[*next].index().expect("dependencies are real orders");
+            *next += 1;
+            match marks[dep] {
+                Mark::Done => {}
+                Mark::New => {
+                    marks[dep] = Mark::OnPath;
+                    stack.push((dep, 0));
+                }
+                Mark::OnPath => {
+                    let from = stack.iter().position(|&(n, _)| n == dep).expect("on path");
+                    let mut path: Vec<&str> = stack[from..].iter().map(|&(n, _)| orders[n].order_name.as_str()).collect();
+                    path.push(&orders[dep].order_name);
+                    let first = &orders[dep];
+                    return Err(OrderCtx {
+                        num: first.order_num,
+                        name: first.order_name.clone(),
+                    }
+                    .error("dependencies", format!("dependency cycle: {}", path.join(" -> "))));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::parse_job;
+
+    fn check(json: &str) -> Result<ValidJob, ValidationError> {
+        validate(&parse_job(json.as_bytes()).unwrap(), &ValidateOptions::local("tester"))
+    }
+
+    fn error_of(json: &str) -> String {
+        check(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let job = check(r#"{"orders":[{"cmds":["true"],"timeout":5},{"cmds":["true"],"timeout":5,"dependencies":["1"],"use_lambda":true}]}"#).unwrap();
+        assert_eq!(job.username, "tester");
+        assert_eq!(job.flow_label, "exec");
+        assert_eq!(job.job_timeout, DEFAULT_JOB_TIMEOUT);
+        let second = &job.orders[1];
+        assert_eq!(second.order_name, "order-2");
+        assert_eq!(second.queue_id, "2");
+        assert!(second.must_succeed);
+        assert_eq!(second.execution_target, ExecutionTarget::Lambda);
+        assert_eq!(second.depends_on, vec![OrderNum::from_index(0)]);
+        assert_eq!(job.orders[0].execution_target, ExecutionTarget::Codebuild);
+    }
+
+    #[test]
+    fn dependencies_resolve_by_name_padded_number_or_queue_id() {
+        let job = check(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5,"order_name":"build"},
+                {"cmds":["true"],"timeout":5,"queue_id":"lint"},
+                {"cmds":["true"],"timeout":5,"dependencies":["build","lint","0001",1]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(job.orders[2].depends_on, vec![OrderNum::from_index(0), OrderNum::from_index(1)]);
+    }
+
+    #[test]
+    fn no_orders() {
+        assert!(error_of(r#"{"orders":[]}"#).contains("no orders"));
+        assert!(error_of(r#"{}"#).contains("no orders"));
+    }
+
+    #[test]
+    fn empty_and_blank_cmds() {
+        let e = error_of(r#"{"orders":[{"cmds":[],"timeout":5,"order_name":"x"}]}"#);
+        assert!(e.contains("order 0001 (x)") && e.contains("`cmds`") && e.contains("empty"), "{e}");
+        let e = error_of(r#"{"orders":[{"cmds":["true","  "],"timeout":5}]}"#);
+        assert!(e.contains("cmds[1]") && e.contains("blank"), "{e}");
+    }
+
+    #[test]
+    fn missing_or_zero_timeout() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"]}]}"#);
+        assert!(e.contains("`timeout`") && e.contains("missing"), "{e}");
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":0}]}"#);
+        assert!(e.contains("`timeout`") && e.contains("greater than 0"), "{e}");
+    }
+
+    #[test]
+    fn cmds_and_wasm_are_exclusive() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"wasm":{"module":"a.wasm"},"timeout":5}]}"#);
+        assert!(e.contains("both `cmds` and `wasm`"), "{e}");
+        let e = error_of(r#"{"orders":[{"timeout":5}]}"#);
+        assert!(e.contains("neither `cmds` nor `wasm`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_dependency_names_the_reference() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a","dependencies":["biuld"]}]}"#);
+        assert!(e.contains("order 0001 (a)") && e.contains("unknown dependency \"biuld\""), "{e}");
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"queue_id":"q"},{"cmds":["true"],"timeout":5,"queue_id":"q"}]}"#);
+        assert!(e.contains("order 0002") && e.contains("queue_id \"q\" is already used by order 0001"), "{e}");
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"n"},{"cmds":["true"],"timeout":5,"order_name":"n"}]}"#);
+        assert!(e.contains("order_name \"n\" is already used"), "{e}");
+        // An explicit queue id that collides with another order's default one.
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5},{"cmds":["true"],"timeout":5,"queue_id":"01"}]}"#);
+        assert!(e.contains("queue_id \"1\" is already used"), "{e}");
+    }
+
+    #[test]
+    fn cycles_are_reported_as_paths() {
+        let e = error_of(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5,"order_name":"a","dependencies":["c"]},
+                {"cmds":["true"],"timeout":5,"order_name":"b","dependencies":["a"]},
+                {"cmds":["true"],"timeout":5,"order_name":"c","dependencies":["b"]}]}"#,
+        );
+        assert!(e.contains("dependency cycle: a -> c -> b -> a"), "{e}");
+    }
+
+    #[test]
+    fn cycles_through_default_queue_ids_are_found() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":[2]},{"cmds":["true"],"timeout":5,"dependencies":["1"]}]}"#);
+        assert!(e.contains("dependency cycle: order-1 -> order-2 -> order-1"), "{e}");
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":["0001"]}]}"#);
+        assert!(e.contains("depends on itself"), "{e}");
+    }
+
+    #[test]
+    fn presign_expiry_must_outlast_the_longest_order() {
+        let e = error_of(r#"{"presign_expiry":600,"orders":[{"cmds":["true"],"timeout":400}]}"#);
+        assert!(e.contains("`presign_expiry`") && e.contains("400"), "{e}");
+        assert!(check(r#"{"presign_expiry":700,"orders":[{"cmds":["true"],"timeout":400}]}"#).is_ok());
+    }
+
+    #[test]
+    fn one_code_source_per_order() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"code_dir":"a","s3_location":"b.zip"}]}"#);
+        assert!(e.contains("one code source"), "{e}");
+        let job = parse_job(br#"{"username":"u","orders":[{"cmds":["true"],"timeout":5,"code_dir":"a"}]}"#).unwrap();
+        let e = validate(&job, &ValidateOptions::aws()).unwrap_err().to_string();
+        assert!(e.contains("only for the local engine"), "{e}");
+    }
+
+    #[test]
+    fn aws_requires_a_username() {
+        let job = parse_job(br#"{"orders":[{"cmds":["true"],"timeout":5}]}"#).unwrap();
+        let e = validate(&job, &ValidateOptions::aws()).unwrap_err().to_string();
+        assert!(e.contains("`username`") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn contradictory_targets_are_rejected() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"use_lambda":false,"execution_target":"lambda"}]}"#);
+        assert!(e.contains("contradicts"), "{e}");
+    }
+
+    #[test]
+    fn wasm_paths_stay_inside_the_code_root() {
+        let e = error_of(r#"{"orders":[{"wasm":{"module":"../x.wasm"},"timeout":5}]}"#);
+        assert!(e.contains("wasm.module"), "{e}");
+        let e = error_of(r#"{"orders":[{"wasm":{"module":"x.wasm","dirs":[{"host":"d","guest":"rel"}]},"timeout":5}]}"#);
+        assert!(e.contains("wasm.dirs[0].guest"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::job::OrderSpec;
+    use proptest::prelude::*;
+
+    fn job_with_edges(n: usize, edges: &[(usize, usize)]) -> JobSpec {
+        let mut orders: Vec<OrderSpec> = (0..n)
+            .map(|_| OrderSpec {
+                cmds: Some(vec!["true".into()]),
+                timeout: Some(5),
+                ..OrderSpec::default()
+            })
+            .collect();
+        for &(from, to) in edges {
+            orders[from].dependencies.push(Reference((to + 1).to_string()));
+        }
+        JobSpec {
+            orders,
+            ..JobSpec::default()
+        }
+    }
+
+    proptest! {
+        /// Invariant: a graph whose edges all point to earlier orders is a DAG and validates;
+        /// adding one edge from an order to one of its transitive dependents makes a cycle
+        /// that validation reports.
+        #[test]
+        fn forward_edges_validate_and_a_back_edge_is_a_cycle(
+            n in 2usize..12,
+            raw in proptest::collection::vec((0usize..100, 0usize..100), 0..30),
+        ) {
+            let edges: Vec<(usize, usize)> = raw
+                .iter()
+                .map(|&(a, b)| (a % n, b % n))
+                .filter(|&(a, b)| a > b)
+                .collect();
+            let options = ValidateOptions::local("p");
+            let dag = job_with_edges(n, &edges);
+            prop_assert!(validate(&dag, &options).is_ok());
+            if let Some(&(from, to)) = edges.first() {
+                // `from` depends on `to`; make `to` depend on `from`.
+                let mut cyclic = edges.clone();
+                cyclic.push((to, from));
+                let err = validate(&job_with_edges(n, &cyclic), &options).unwrap_err();
+                prop_assert!(err.message.contains("dependency cycle"), "{}", err);
+            }
+        }
+    }
+}
