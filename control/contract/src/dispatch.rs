@@ -23,3 +23,15 @@ pub struct DispatchPayload {
     /// Where the order's private age key is (SSM parameter name, or a local key path).
     pub key_path: String,
 }
+
+/// The marker a worker writes (if absent) at `keys::claim` before running an attempt.
+///
+/// Its presence tells a retried dispatch that the attempt already runs; its time tells the
+/// watchdog when the order really started (a worker may wait for a free slot first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The attempt claimed.
+    pub attempt: String,
+    /// When the worker claimed it, ms since the epoch.
+    pub claimed_at_ms: u64,
+}

@@ -1,1 +1,39 @@
-//! placeholder
+//! Sluice's control plane: init_job, the orchestrator and the watchdog, written once over
+//! ports, plus the local backends that run them on one machine.
+//!
+//! # Brief overview
+//!
+//! - [`ports`]: the traits every backend implements ([`ObjectStore`], [`OrderStore`],
+//!   [`Dispatcher`], [`WatchdogStarter`], [`KeyStore`], [`Clock`]), each method documented with
+//!   its guarantee (atomic put, conditional transition...).
+//! - [`Engine`]: the ports plus [`EngineConfig`]; [`Engine::init_job`] validates, bundles,
+//!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
+//!   [`Engine::watchdog_check`] times out workers that never report.
+//! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
+//! - [`local`]: directory object store, SQLite tables, file key store, in-process dispatcher,
+//!   timer watchdogs and the event bus that wires them into a [`local::LocalRuntime`].
+//!
+//! The AWS backends implement the same ports in `sluice-aws`; nothing here knows about AWS.
+//!
+//! # Example
+//!
+//! Running a job locally needs a worker launcher (the CLI supplies the worker host); see
+//! the `sluice` crate's `local_worker` module for the full wiring.
+#![warn(missing_docs)]
+
+pub mod blocking;
+pub mod bundle;
+pub mod engine;
+pub mod error;
+pub mod init_job;
+pub mod local;
+pub mod orchestrator;
+pub mod ports;
+pub mod watchdog;
+
+pub use engine::{Engine, EngineConfig, Ports};
+pub use error::{EngineError, StoreError};
+pub use ports::{
+    Clock, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore, SystemClock,
+    Transition, WatchdogInput, WatchdogStarter,
+};

@@ -1,0 +1,93 @@
+//! The engine: the ports it runs on and the settings it runs with.
+//!
+//! [`Engine`] is cheap to share (`Arc`) and holds no per-run state: every invocation
+//! (init_job, orchestrate, watchdog_check) reads what it needs from the stores, as a Lambda
+//! invocation would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_contract::validate::Platform;
+
+use crate::ports::{Clock, Dispatcher, KeyStore, ObjectStore, OrderStore, WatchdogStarter};
+
+/// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
+/// lock lease 60 s, dispatch lease 120 s, 16 dispatches in parallel, watchdog slack 40 s,
+/// event TTL 90 days, order TTL 1 day, platform local.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where jobs run (decides which fields validation accepts).
+    pub platform: Platform,
+    /// How long an orchestrator holds a run's lock without renewing it before another may
+    /// take over (crash recovery).
+    pub lock_lease: Duration,
+    /// How long an order may stay `dispatching` before its start is retried.
+    pub dispatch_lease: Duration,
+    /// How many orders one orchestrator pass starts at the same time.
+    pub dispatch_parallelism: usize,
+    /// How long past an order's timeout the watchdog waits for the worker's own report
+    /// (covers the kill grace period and the log upload).
+    pub watchdog_slack: Duration,
+    /// How long order_events rows are kept.
+    pub event_ttl: Duration,
+    /// How long orders rows are kept.
+    pub order_ttl: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            platform: Platform::Local,
+            lock_lease: Duration::from_secs(60),
+            dispatch_lease: Duration::from_secs(120),
+            dispatch_parallelism: 16,
+            watchdog_slack: Duration::from_secs(40),
+            event_ttl: Duration::from_secs(90 * 24 * 3600),
+            order_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The backends the engine runs on.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// The internal bucket: bundles, callbacks, logs, claims.
+    pub internal: Arc<dyn ObjectStore>,
+    /// The done bucket: done documents.
+    pub done: Arc<dyn ObjectStore>,
+    /// The tables.
+    pub orders: Arc<dyn OrderStore>,
+    /// Starts workers.
+    pub dispatcher: Arc<dyn Dispatcher>,
+    /// Starts watchdogs.
+    pub watchdog: Arc<dyn WatchdogStarter>,
+    /// Keeps per-order private keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// Tells the time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The control plane over its ports.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The backends.
+    pub ports: Ports,
+    /// The settings.
+    pub config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine over `ports` with `config`.
+    pub fn new(ports: Ports, config: EngineConfig) -> Self {
+        Engine { ports, config }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.ports.clock.now_ms()
+    }
+}
+
+/// Milliseconds in a duration, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

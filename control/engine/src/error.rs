@@ -1,0 +1,111 @@
+//! Errors of the engine and of every backend behind its ports.
+//!
+//! One [`StoreError`] for every backend (object_store's rule): the outcomes a caller acts on
+//! (`NotFound`, `ConditionFailed`) are variants of their own and carry the key or row, so
+//! the orchestrator treats a failed conditional write the same on SQLite and DynamoDB.
+
+use sluice_contract::ValidationError;
+
+/// A storage, table or key-store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The object, row or key does not exist.
+    #[error("{key} not found")]
+    NotFound {
+        /// Which key or row.
+        key: String,
+    },
+    /// A conditional write found the item not in the expected state.
+    #[error("condition failed on {what}: {detail}")]
+    ConditionFailed {
+        /// Which key or row.
+        what: String,
+        /// The condition that did not hold.
+        detail: String,
+    },
+    /// A local file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The operation and path.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend refused or failed the operation.
+    #[error("{what}: {message}")]
+    Backend {
+        /// The operation and key.
+        what: String,
+        /// The backend's message.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Builds an [`StoreError::Io`] naming the operation and path.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Whether this is a failed conditional write.
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, StoreError::ConditionFailed { .. })
+    }
+
+    /// Whether this says the item does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// An engine operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The job breaks a rule of the contract.
+    #[error("invalid job: {0}")]
+    Invalid(#[from] ValidationError),
+    /// The job asks for something this engine cannot provide (named order and field).
+    #[error("order {order_num} ({order_name}), field `{field}`: {message}")]
+    Unsupported {
+        /// The order.
+        order_num: String,
+        /// The order's name.
+        order_name: String,
+        /// The field.
+        field: String,
+        /// What is missing.
+        message: String,
+    },
+    /// An order's code could not be packaged.
+    #[error("order {order_num} ({order_name}): packaging its code failed: {message}")]
+    Bundle {
+        /// The order.
+        order_num: String,
+        /// The order's name.
+        order_name: String,
+        /// What went wrong, with the path.
+        message: String,
+    },
+    /// A backend operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run does not exist.
+    #[error("run {0} has no orders")]
+    UnknownRun(String),
+}
+
+impl EngineError {
+    /// Whether the caller's input is at fault (a 400 on AWS, exit 3 locally).
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Invalid(_) | EngineError::Unsupported { .. } | EngineError::Bundle { .. }
+        )
+    }
+}

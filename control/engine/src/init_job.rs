@@ -1,0 +1,248 @@
+//! init_job: validate a job, package each order, upload, queue, and wake the orchestrator.
+//!
+//! The steps, in order: validate → ids → per order (in parallel, bounded): key pair, env
+//! encrypted, presigned callback, bundle, upload → insert all rows (all or none) → `_job`
+//! started event → init trigger `0000/result.json`, whose arrival runs the orchestrator for
+//! the first time. Bundles are uploaded before rows are inserted so that a dispatched order
+//! always finds its bundle; a failure before the insert leaves no queued orders behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use sluice_contract::ids::{flow_id, pr_search_tag};
+use sluice_contract::manifest::OrderManifest;
+use sluice_contract::result::ResultDoc;
+use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
+use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys};
+
+use crate::blocking::run_blocking;
+use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
+use crate::engine::{Engine, millis};
+use crate::error::{EngineError, StoreError};
+use crate::ports::{OrderEvent, OrderRecord};
+
+/// What init_job answers (the body of the 200 response on AWS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InitResponse {
+    /// The new run.
+    pub run_id: RunId,
+    /// Its trace id.
+    pub trace_id: TraceId,
+    /// Its flow id.
+    pub flow_id: String,
+    /// Where its done document will be.
+    pub done_endpt: String,
+    /// The tag of its PR comment.
+    pub pr_search_tag: String,
+}
+
+/// How many orders are packaged and uploaded at the same time.
+const PACKAGING_PARALLELISM: usize = 8;
+
+impl Engine {
+    /// Validates and queues a job; see the module docs for the steps.
+    ///
+    /// `base_dir` is the folder relative paths in the job (`code_dir`, a local zip) are read
+    /// from: the job file's folder locally.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Invalid`] / [`EngineError::Unsupported`] / [`EngineError::Bundle`] when
+    /// the job is at fault (nothing is queued); [`EngineError::Store`] when a backend fails.
+    pub async fn init_job(
+        &self,
+        job: &JobSpec,
+        options: &ValidateOptions,
+        base_dir: &Path,
+    ) -> Result<InitResponse, EngineError> {
+        let valid = validate(job, options)?;
+        for order in &valid.orders {
+            self.check_supported(order)?;
+        }
+        let run_id = RunId::generate();
+        let trace_id = TraceId::generate();
+        let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
+        let now = self.now_ms();
+        let ids = RunIds {
+            run_id: &run_id,
+            trace_id: &trace_id,
+            flow_id: &flow_id,
+            created_at_ms: now,
+            job: &valid,
+        };
+        let _span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id).entered();
+
+        let records: Vec<OrderRecord> = stream::iter(valid.orders.iter())
+            .map(|order| self.package_order(&ids, order, base_dir))
+            .buffered(PACKAGING_PARALLELISM)
+            .try_collect()
+            .await?;
+
+        self.ports.orders.insert_orders(&records).await?;
+        self.ports
+            .orders
+            .put_event(&OrderEvent {
+                trace_id: trace_id.clone(),
+                order_name: OrderEvent::JOB.to_owned(),
+                epoch_ms: now,
+                event: "started".to_owned(),
+                run_id: run_id.clone(),
+                detail: serde_json::json!({ "flow_id": flow_id, "orders": records.len(), "username": valid.username }),
+            })
+            .await?;
+        let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
+        self.ports
+            .internal
+            .put(&keys::result(&run_id, OrderNum::INIT), to_json(&trigger))
+            .await?;
+        tracing::info!(orders = records.len(), "job queued");
+
+        Ok(InitResponse {
+            done_endpt: self.ports.done.object_url(&keys::done(&run_id)),
+            pr_search_tag: pr_search_tag(&run_id),
+            run_id,
+            trace_id,
+            flow_id,
+        })
+    }
+
+    /// Rejects, with the order and field named, what this engine cannot fetch yet.
+    fn check_supported(&self, order: &ValidOrder) -> Result<(), EngineError> {
+        let unsupported = |field: &str, message: &str| EngineError::Unsupported {
+            order_num: order.order_num.to_string(),
+            order_name: order.order_name.clone(),
+            field: field.to_owned(),
+            message: message.to_owned(),
+        };
+        if let CodeSource::Git(_) = order.code {
+            return Err(unsupported("git_repo", "code from git repositories is not supported by this engine yet"));
+        }
+        if !order.ssm_paths.is_empty() {
+            return Err(unsupported("ssm_paths", "credential sources are not supported by this engine yet"));
+        }
+        if !order.secret_manager_paths.is_empty() {
+            return Err(unsupported("secret_manager_paths", "credential sources are not supported by this engine yet"));
+        }
+        if let (Platform::Aws, CodeSource::Zip(_)) = (self.config.platform, &order.code) {
+            return Err(unsupported("s3_location", "downloading code zips from S3 is not supported by this engine yet"));
+        }
+        Ok(())
+    }
+
+    async fn package_order(
+        &self,
+        ids: &RunIds<'_>,
+        order: &ValidOrder,
+        base_dir: &Path,
+    ) -> Result<OrderRecord, EngineError> {
+        let run_id = ids.run_id;
+        let order_num = order.order_num;
+        let bundle_error = |message: String| EngineError::Bundle {
+            order_num: order_num.to_string(),
+            order_name: order.order_name.clone(),
+            message,
+        };
+        let code = match &order.code {
+            CodeSource::None => CodeInput::None,
+            CodeSource::Dir(dir) => {
+                let path = base_dir.join(dir);
+                if !path.is_dir() {
+                    return Err(bundle_error(format!("code_dir {} is not a folder", path.display())));
+                }
+                CodeInput::Dir(path)
+            }
+            CodeSource::Zip(location) => {
+                let path = base_dir.join(location.strip_prefix("file://").unwrap_or(location));
+                if !path.is_file() {
+                    return Err(bundle_error(format!("s3_location {} is not a file", path.display())));
+                }
+                CodeInput::Zip(path)
+            }
+            CodeSource::Git(_) => unreachable!("rejected by check_supported"),
+        };
+
+        let key = OrderKey::generate();
+        let mut recipients = vec![key.recipient.clone()];
+        recipients.extend(order.sops_key.iter().cloned());
+        let key_path = self.ports.keys.put_key(run_id, order_num, &key.secret).await?;
+
+        let expiry = Duration::from_secs(ids.job.presign_expiry);
+        let callback_url = self
+            .ports
+            .internal
+            .presign_put(&keys::result(run_id, order_num), expiry)
+            .await?;
+        let log_key = keys::log(run_id, order_num);
+        let input = BundleInput {
+            manifest: OrderManifest {
+                schema_version: sluice_contract::result::SCHEMA_VERSION.to_owned(),
+                run_id: run_id.clone(),
+                trace_id: ids.trace_id.clone(),
+                flow_id: ids.flow_id.to_owned(),
+                order_num,
+                order_name: order.order_name.clone(),
+                timeout: order.timeout,
+                task: order.task.clone(),
+                log_key: log_key.clone(),
+                callback_url,
+            },
+            env: order.env_vars.clone(),
+            secret_names: Vec::new(),
+            recipients,
+            code,
+        };
+        let bytes = match run_blocking("building exec.zip", move || {
+            bundle::build(&input).map_err(|message| StoreError::Backend {
+                what: "exec.zip".to_owned(),
+                message,
+            })
+        })
+        .await
+        {
+            Ok(bytes) => bytes,
+            Err(StoreError::Backend { message, .. }) => return Err(bundle_error(message)),
+            Err(other) => return Err(other.into()),
+        };
+        self.ports.internal.put(&keys::exec_zip(run_id, order_num), bytes).await?;
+
+        Ok(OrderRecord {
+            run_id: run_id.clone(),
+            order_num,
+            order_name: order.order_name.clone(),
+            queue_id: order.queue_id.clone(),
+            depends_on: order.depends_on.clone(),
+            must_succeed: order.must_succeed,
+            timeout: order.timeout,
+            execution_target: order.execution_target,
+            trace_id: ids.trace_id.clone(),
+            flow_id: ids.flow_id.to_owned(),
+            created_at_ms: ids.created_at_ms,
+            job_deadline_ms: ids.created_at_ms + ids.job.job_timeout * 1000,
+            callback_expires_at_ms: ids.created_at_ms + millis(expiry),
+            key_path,
+            log_key,
+            status: OrderStatus::Queued,
+            attempt: None,
+            dispatched_at_ms: None,
+            finished_at_ms: None,
+            duration_ms: None,
+            exit_code: None,
+            reason: None,
+        })
+    }
+}
+
+/// The ids and settings shared by every order of the run being initialised.
+struct RunIds<'a> {
+    run_id: &'a RunId,
+    trace_id: &'a TraceId,
+    flow_id: &'a str,
+    created_at_ms: u64,
+    job: &'a ValidJob,
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("contract types serialize")
+}

@@ -1,0 +1,73 @@
+//! [`LocalDispatcher`]: workers as tasks of this process, at most N at a time.
+//!
+//! The engine does not know the worker host (the dependency points the other way), so the
+//! dispatcher is given a [`Launcher`]: the function that runs one dispatch payload to its end.
+//! The CLI passes one that runs `sluice-worker`; tests pass their own. Starts beyond the
+//! concurrency limit wait for a slot; the worker claims its attempt only once it runs, which
+//! is what the watchdog measures from.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use sluice_contract::ExecutionTarget;
+use sluice_contract::dispatch::DispatchPayload;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::ports::{DispatchError, Dispatcher};
+
+/// Runs one dispatch payload to its end (fetch, run, call back).
+pub type Launcher = Arc<dyn Fn(DispatchPayload) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// An in-process dispatcher with bounded concurrency.
+pub struct LocalDispatcher {
+    slots: Arc<Semaphore>,
+    tasks: Mutex<JoinSet<()>>,
+    launcher: Launcher,
+}
+
+impl fmt::Debug for LocalDispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalDispatcher")
+            .field("free_slots", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalDispatcher {
+    /// A dispatcher running at most `concurrency` workers at once (at least one).
+    pub fn new(concurrency: usize, launcher: Launcher) -> Self {
+        LocalDispatcher {
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            tasks: Mutex::new(JoinSet::new()),
+            launcher,
+        }
+    }
+
+    /// Stops every worker task; dropping a worker kills its processes.
+    pub fn shutdown(&self) {
+        self.lock_tasks().abort_all();
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Dispatcher for LocalDispatcher {
+    /// Local orders run the same whatever their `execution_target`.
+    async fn start(&self, _target: ExecutionTarget, payload: &DispatchPayload) -> Result<(), DispatchError> {
+        let slots = Arc::clone(&self.slots);
+        let launch = (self.launcher)(payload.clone());
+        let mut tasks = self.lock_tasks();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else { return };
+            launch.await;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! The local backends: the engine on one machine, with nothing to install.
+//!
+//! - [`DirStore`]: an [`ObjectStore`](crate::ObjectStore) over a directory, same key layout
+//!   as S3, atomic puts by rename, conditional puts by hard link.
+//! - [`SqliteStore`]: the orders / order_events / locks tables in SQLite (bundled), with
+//!   real conditional writes inside `BEGIN IMMEDIATE` transactions.
+//! - [`FileKeyStore`]: per-order private keys as 0600 files.
+//! - [`LocalDispatcher`]: runs workers as tasks in this process, with bounded concurrency.
+//! - [`LocalWatchdog`]: tokio timers calling [`crate::Engine::watchdog_check`].
+//! - [`LocalRuntime`]: wires them together with the event bus, which starts an orchestrator
+//!   invocation for every result written, concurrently, as S3 events start Lambdas.
+
+mod dir_store;
+mod dispatcher;
+mod key_store;
+mod runtime;
+mod sqlite;
+
+pub use dir_store::DirStore;
+pub use dispatcher::{Launcher, LocalDispatcher};
+pub use key_store::FileKeyStore;
+pub use runtime::{LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError};
+pub use sqlite::SqliteStore;

@@ -1,0 +1,255 @@
+//! [`LocalRuntime`]: the local backends wired into a running engine.
+//!
+//! The state folder holds `internal/` and `done/` (the two buckets), `sluice.db` (the
+//! tables) and `keys/` (per-order private keys). Three loops run beside the engine:
+//! - the **event bus** receives every key written to the internal store and, for each
+//!   `result.json` under the callback prefix, starts an orchestrator invocation for its run,
+//!   concurrently with any other, as S3 notifications start Lambdas; a failed invocation is
+//!   retried with backoff, as Lambda retries failed async invocations;
+//! - the **watchdogs**: one timer loop per dispatched order calling
+//!   [`Engine::watchdog_check`], kicking the orchestrator when asked;
+//! - **done notifications**: writers of done documents wake [`LocalRuntime::wait_done`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_contract::result::{DoneDoc, parse_done};
+use sluice_contract::{RunId, keys};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+
+use super::{DirStore, FileKeyStore, Launcher, LocalDispatcher, SqliteStore};
+use crate::engine::{Engine, EngineConfig, Ports};
+use crate::error::StoreError;
+use crate::ports::{DispatchError, ObjectStore, SystemClock, WatchdogInput, WatchdogStarter};
+
+/// Name of the local internal bucket.
+pub const INTERNAL_BUCKET: &str = "internal";
+/// Name of the local done bucket.
+pub const DONE_BUCKET: &str = "done";
+/// Delays before retrying a failed orchestrator invocation.
+const ORCHESTRATE_RETRIES: [Duration; 3] =
+    [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
+
+/// Settings of the local runtime.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The state folder.
+    pub state_dir: PathBuf,
+    /// How many workers run at once.
+    pub concurrency: usize,
+    /// The engine's settings.
+    pub engine: EngineConfig,
+}
+
+/// The local runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("state folder {path}: {source}")]
+pub struct RuntimeError {
+    /// The state folder.
+    pub path: PathBuf,
+    /// What failed.
+    #[source]
+    pub source: StoreError,
+}
+
+/// [`WatchdogStarter`] that hands each watch to the runtime's timer loops.
+#[derive(Debug, Clone)]
+pub struct LocalWatchdog {
+    sender: mpsc::UnboundedSender<WatchdogInput>,
+}
+
+#[async_trait]
+impl WatchdogStarter for LocalWatchdog {
+    async fn start(&self, input: &WatchdogInput) -> Result<(), DispatchError> {
+        self.sender.send(input.clone()).map_err(|_| DispatchError {
+            target: sluice_contract::ExecutionTarget::Lambda,
+            run_id: input.run_id.clone(),
+            order_num: input.order_num,
+            message: "the local runtime is shutting down".to_owned(),
+        })
+    }
+}
+
+/// The engine on local backends, with its event bus and watchdogs running.
+#[derive(Debug)]
+pub struct LocalRuntime {
+    engine: Arc<Engine>,
+    internal: Arc<DirStore>,
+    dispatcher: Arc<LocalDispatcher>,
+    done_events: broadcast::Sender<String>,
+    loops: JoinSet<()>,
+}
+
+impl LocalRuntime {
+    /// Opens the state folder and starts the loops. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError`] when the state folder cannot be created or opened.
+    pub fn start(options: LocalOptions, launcher: Launcher) -> Result<Self, RuntimeError> {
+        let dir = &options.state_dir;
+        let fail = |source| RuntimeError {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(StoreError::io("creating the folder", e)))?;
+        let (bus_tx, bus_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+        let internal = Arc::new(
+            DirStore::open(&dir.join(INTERNAL_BUCKET), INTERNAL_BUCKET)
+                .map_err(fail)?
+                .with_listener(bus_tx),
+        );
+        let done = Arc::new(
+            DirStore::open(&dir.join(DONE_BUCKET), DONE_BUCKET)
+                .map_err(fail)?
+                .with_listener(done_tx),
+        );
+        let config = options.engine.clone();
+        let orders = Arc::new(SqliteStore::open(&dir.join("sluice.db"), config.order_ttl, config.event_ttl).map_err(fail)?);
+        let keys = Arc::new(FileKeyStore::open(&dir.join("keys")).map_err(fail)?);
+        let dispatcher = Arc::new(LocalDispatcher::new(options.concurrency, launcher));
+        let ports = Ports {
+            internal: Arc::clone(&internal) as Arc<dyn ObjectStore>,
+            done,
+            orders,
+            dispatcher: Arc::clone(&dispatcher) as _,
+            watchdog: Arc::new(LocalWatchdog { sender: watch_tx }),
+            keys,
+            clock: Arc::new(SystemClock),
+        };
+        let engine = Arc::new(Engine::new(ports, config));
+        let (done_events, _) = broadcast::channel(1024);
+        let mut loops = JoinSet::new();
+        loops.spawn(event_bus(Arc::clone(&engine), bus_rx));
+        loops.spawn(watchdogs(Arc::clone(&engine), watch_rx));
+        loops.spawn(forward_done(done_rx, done_events.clone()));
+        Ok(LocalRuntime {
+            engine,
+            internal,
+            dispatcher,
+            done_events,
+            loops,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The internal bucket (the local callback writes through it).
+    pub fn internal_store(&self) -> &Arc<DirStore> {
+        &self.internal
+    }
+
+    /// Waits until the run's done document is written, and returns it.
+    ///
+    /// # Errors
+    ///
+    /// A storage error, or a done document that does not parse.
+    pub async fn wait_done(&self, run_id: &RunId) -> Result<DoneDoc, StoreError> {
+        let key = keys::done(run_id);
+        let mut written = self.done_events.subscribe();
+        loop {
+            match self.engine.ports.done.get(&key).await {
+                Ok(bytes) => {
+                    return parse_done(&bytes).map_err(|e| StoreError::Backend {
+                        what: format!("done document {key}"),
+                        message: e.to_string(),
+                    });
+                }
+                Err(StoreError::NotFound { .. }) => {}
+                Err(other) => return Err(other),
+            }
+            // Wait for the next done document (or a lagged channel: just look again).
+            loop {
+                match written.recv().await {
+                    Ok(k) if k == key => break,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Stops the loops and every worker (their processes are killed).
+    pub async fn shutdown(mut self) {
+        self.dispatcher.shutdown();
+        self.loops.shutdown().await;
+    }
+}
+
+/// Starts an orchestrator invocation for every result written, each in its own task.
+async fn event_bus(engine: Arc<Engine>, mut keys_written: mpsc::UnboundedReceiver<String>) {
+    let mut invocations = JoinSet::new();
+    loop {
+        tokio::select! {
+            key = keys_written.recv() => {
+                let Some(key) = key else { break };
+                if let Some((run_id, _)) = keys::parse_result(&key) {
+                    invocations.spawn(orchestrate_with_retries(Arc::clone(&engine), run_id));
+                }
+            }
+            Some(_) = invocations.join_next(), if !invocations.is_empty() => {}
+        }
+    }
+    invocations.shutdown().await;
+}
+
+async fn orchestrate_with_retries(engine: Arc<Engine>, run_id: RunId) {
+    for delay in std::iter::once(Duration::ZERO).chain(ORCHESTRATE_RETRIES) {
+        tokio::time::sleep(delay).await;
+        match engine.orchestrate(&run_id).await {
+            Ok(_) => return,
+            Err(error) => tracing::error!(run_id = %run_id, %error, "orchestrator invocation failed"),
+        }
+    }
+    tracing::error!(run_id = %run_id, "orchestrator invocation failed after retries; the next event or watchdog resumes the run");
+}
+
+/// Runs one timer loop per watched order.
+async fn watchdogs(engine: Arc<Engine>, mut watches: mpsc::UnboundedReceiver<WatchdogInput>) {
+    let mut loops = JoinSet::new();
+    loop {
+        tokio::select! {
+            input = watches.recv() => {
+                let Some(input) = input else { break };
+                loops.spawn(watch(Arc::clone(&engine), input));
+            }
+            Some(_) = loops.join_next(), if !loops.is_empty() => {}
+        }
+    }
+    loops.shutdown().await;
+}
+
+async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
+    let mut wait = Duration::from_secs(input.timeout.min(crate::watchdog::MAX_WAIT_SECONDS));
+    loop {
+        tokio::time::sleep(wait).await;
+        match engine.watchdog_check(&input).await {
+            Ok(verdict) if verdict.done => return,
+            Ok(verdict) => {
+                if verdict.kick {
+                    tokio::spawn(orchestrate_with_retries(Arc::clone(&engine), input.run_id.clone()));
+                }
+                wait = Duration::from_secs(verdict.wait_seconds.max(1));
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %input.run_id, order_num = %input.order_num, %error, "watchdog check failed");
+                wait = Duration::from_secs(5);
+            }
+        }
+    }
+}
+
+async fn forward_done(mut written: mpsc::UnboundedReceiver<String>, done_events: broadcast::Sender<String>) {
+    while let Some(key) = written.recv().await {
+        let _ = done_events.send(key);
+    }
+}
+

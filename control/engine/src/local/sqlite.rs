@@ -1,0 +1,465 @@
+//! [`SqliteStore`]: the orders, order_events and locks tables in SQLite.
+//!
+//! Same rows as DynamoDB: orders keyed by `<run_id>:<order_num>` with an index on
+//! (`run_id`, `order_num`), events keyed by (`trace_id`, `<order_name>:<epoch_ms>:<event>`)
+//! with an index on (`order_name`, `epoch`), locks keyed by `lock:<run_id>`; TTLs as
+//! `expires_at` columns. Each conditional write reads and writes inside one
+//! `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock first: the condition holds
+//! against every other writer, in this process or another one sharing the file.
+//!
+//! rusqlite is blocking: every call runs on the blocking pool ([`crate::blocking`]), over one
+//! connection behind a mutex (SQLite serialises writers anyway).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
+
+use crate::blocking::run_blocking;
+use crate::engine::millis;
+use crate::error::StoreError;
+use crate::ports::order_pk;
+use crate::ports::{
+    AcquireOutcome, Clock, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, SystemClock,
+    Transition,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS orders (
+    pk TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    order_num TEXT NOT NULL,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_by_run ON orders (run_id, order_num);
+CREATE TABLE IF NOT EXISTS order_events (
+    trace_id TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    order_name TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (trace_id, sk)
+);
+CREATE INDEX IF NOT EXISTS events_by_order_name ON order_events (order_name, epoch);
+CREATE TABLE IF NOT EXISTS locks (
+    pk TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    lease_until INTEGER NOT NULL,
+    dirty INTEGER NOT NULL
+);
+";
+
+/// The three tables in one SQLite file (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    order_ttl_ms: u64,
+    event_ttl_ms: u64,
+}
+
+fn backend(what: &str, error: rusqlite::Error) -> StoreError {
+    StoreError::Backend {
+        what: what.to_owned(),
+        message: error.to_string(),
+    }
+}
+
+fn lock_pk(run_id: &RunId) -> String {
+    format!("lock:{run_id}")
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database at `path`, with rows kept for the given TTLs.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the file cannot be opened or the schema created.
+    pub fn open(path: &Path, order_ttl: Duration, event_ttl: Duration) -> Result<Self, StoreError> {
+        let what = format!("opening {}", path.display());
+        let conn = Connection::open(path).map_err(|e| backend(&what, e))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| backend(&what, e))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| backend(&what, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| backend(&what, e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| backend(&what, e))?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            order_ttl_ms: millis(order_ttl),
+            event_ttl_ms: millis(event_ttl),
+        })
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        run_blocking(what, move || {
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut guard)
+        })
+        .await
+    }
+}
+
+fn decode_record(text: &str) -> Result<OrderRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Backend {
+        what: "reading an orders row".to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("rows serialize")
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
+        let orders = orders.to_vec();
+        let ttl = self.order_ttl_ms;
+        let now = SystemClock.now_ms();
+        self.with_conn("inserting orders", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend("inserting orders", e))?;
+            for order in &orders {
+                let inserted = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO orders (pk, run_id, order_num, status, record, expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            order.pk(),
+                            order.run_id.as_str(),
+                            order.order_num.to_string(),
+                            order.status.as_str(),
+                            encode(order),
+                            (now + ttl) as i64
+                        ],
+                    )
+                    .map_err(|e| backend("inserting orders", e))?;
+                if inserted == 0 {
+                    return Err(StoreError::ConditionFailed {
+                        what: format!("orders row {}", order.pk()),
+                        detail: "it exists already".to_owned(),
+                    });
+                }
+            }
+            tx.commit().map_err(|e| backend("inserting orders", e))
+        })
+        .await
+    }
+
+    async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
+        let run_id = run_id.to_string();
+        self.with_conn("querying a run's orders", move |conn| {
+            let mut statement = conn
+                .prepare("SELECT record FROM orders WHERE run_id = ?1 ORDER BY order_num")
+                .map_err(|e| backend("querying orders", e))?;
+            let rows = statement
+                .query_map(params![run_id], |row| row.get::<_, String>(0))
+                .map_err(|e| backend("querying orders", e))?;
+            rows.map(|row| decode_record(&row.map_err(|e| backend("querying orders", e))?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_order(&self, run_id: &RunId, order_num: OrderNum) -> Result<OrderRecord, StoreError> {
+        let pk = order_pk(run_id, order_num);
+        self.with_conn("reading an order", move |conn| {
+            let text: Option<String> = conn
+                .query_row("SELECT record FROM orders WHERE pk = ?1", params![pk], |row| row.get(0))
+                .optional()
+                .map_err(|e| backend("reading an order", e))?;
+            match text {
+                Some(text) => decode_record(&text),
+                None => Err(StoreError::NotFound { key: format!("orders row {pk}") }),
+            }
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        from: OrderStatus,
+        change: &Transition,
+    ) -> Result<OrderRecord, StoreError> {
+        if !from.can_become(change.to) {
+            return Err(StoreError::Backend {
+                what: format!("order {run_id}:{order_num}"),
+                message: format!("{from} -> {} is not an allowed transition", change.to),
+            });
+        }
+        let pk = order_pk(run_id, order_num);
+        let change = change.clone();
+        self.with_conn("changing an order's status", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend("changing an order's status", e))?;
+            let text: Option<String> = tx
+                .query_row("SELECT record FROM orders WHERE pk = ?1", params![pk], |row| row.get(0))
+                .optional()
+                .map_err(|e| backend("changing an order's status", e))?;
+            let Some(text) = text else {
+                return Err(StoreError::NotFound { key: format!("orders row {pk}") });
+            };
+            let mut record = decode_record(&text)?;
+            if record.status != from {
+                return Err(StoreError::ConditionFailed {
+                    what: format!("orders row {pk}"),
+                    detail: format!("status is {}, not {from}", record.status),
+                });
+            }
+            change.apply(&mut record);
+            tx.execute(
+                "UPDATE orders SET status = ?2, record = ?3 WHERE pk = ?1",
+                params![pk, record.status.as_str(), encode(&record)],
+            )
+            .map_err(|e| backend("changing an order's status", e))?;
+            tx.commit().map_err(|e| backend("changing an order's status", e))?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        let expires_at = event.epoch_ms + self.event_ttl_ms;
+        self.with_conn("recording an event", move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO order_events
+                 (trace_id, sk, order_name, epoch, event, run_id, detail, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    event.trace_id.as_str(),
+                    event.sk(),
+                    event.order_name,
+                    event.epoch_ms as i64,
+                    event.event,
+                    event.run_id.as_str(),
+                    event.detail.to_string(),
+                    expires_at as i64
+                ],
+            )
+            .map_err(|e| backend("recording an event", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError> {
+        let trace = trace_id.clone();
+        self.with_conn("reading events", move |conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT order_name, epoch, event, run_id, detail FROM order_events
+                     WHERE trace_id = ?1 ORDER BY sk",
+                )
+                .map_err(|e| backend("reading events", e))?;
+            let rows = statement
+                .query_map(params![trace.as_str()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(|e| backend("reading events", e))?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (order_name, epoch, event, raw_run_id, detail) = row.map_err(|e| backend("reading events", e))?;
+                let run_id = RunId::parse(&raw_run_id).ok_or_else(|| StoreError::Backend {
+                    what: "reading events".to_owned(),
+                    message: format!("bad run id {raw_run_id:?}"),
+                })?;
+                events.push(OrderEvent {
+                    trace_id: trace.clone(),
+                    order_name,
+                    epoch_ms: epoch as u64,
+                    event,
+                    run_id,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                });
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn acquire_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<AcquireOutcome, StoreError> {
+        let pk = lock_pk(run_id);
+        let owner = owner.to_owned();
+        self.with_conn("acquiring a lock", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend("acquiring a lock", e))?;
+            let current: Option<(String, i64)> = tx
+                .query_row("SELECT status, lease_until FROM locks WHERE pk = ?1", params![pk], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()
+                .map_err(|e| backend("acquiring a lock", e))?;
+            let free = match &current {
+                None => true,
+                Some((status, _)) if status == "completed" => return Ok(AcquireOutcome::Completed),
+                Some((status, _)) if status == "released" => true,
+                Some((_, lease_until)) => (*lease_until as u64) < now_ms,
+            };
+            if !free {
+                return Ok(AcquireOutcome::Held);
+            }
+            tx.execute(
+                "INSERT INTO locks (pk, owner, status, lease_until, dirty) VALUES (?1, ?2, 'held', ?3, 0)
+                 ON CONFLICT (pk) DO UPDATE SET owner = ?2, status = 'held', lease_until = ?3, dirty = 0",
+                params![pk, owner, lease_until_ms as i64],
+            )
+            .map_err(|e| backend("acquiring a lock", e))?;
+            tx.commit().map_err(|e| backend("acquiring a lock", e))?;
+            Ok(AcquireOutcome::Acquired)
+        })
+        .await
+    }
+
+    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError> {
+        let pk = lock_pk(run_id);
+        self.with_conn("marking a lock dirty", move |conn| {
+            let marked = conn
+                .execute("UPDATE locks SET dirty = 1 WHERE pk = ?1 AND status = 'held'", params![pk])
+                .map_err(|e| backend("marking a lock dirty", e))?;
+            if marked == 1 {
+                return Ok(MarkDirtyOutcome::Marked);
+            }
+            let status: Option<String> = conn
+                .query_row("SELECT status FROM locks WHERE pk = ?1", params![pk], |row| row.get(0))
+                .optional()
+                .map_err(|e| backend("marking a lock dirty", e))?;
+            Ok(if status.as_deref() == Some("completed") {
+                MarkDirtyOutcome::Completed
+            } else {
+                MarkDirtyOutcome::NotHeld
+            })
+        })
+        .await
+    }
+
+    async fn renew_lock(&self, run_id: &RunId, owner: &str, lease_until_ms: u64) -> Result<(), StoreError> {
+        conditional_lock_update(
+            self,
+            run_id,
+            owner,
+            "UPDATE locks SET lease_until = ?3 WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
+            Some(lease_until_ms),
+            "renewing a lock",
+        )
+        .await
+    }
+
+    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        conditional_lock_update(
+            self,
+            run_id,
+            owner,
+            "UPDATE locks SET status = 'released' WHERE pk = ?1 AND owner = ?2 AND status = 'held' AND dirty = 0",
+            None,
+            "releasing a lock",
+        )
+        .await
+    }
+
+    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        conditional_lock_update(
+            self,
+            run_id,
+            owner,
+            "UPDATE locks SET dirty = 0 WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
+            None,
+            "clearing a lock's dirty flag",
+        )
+        .await
+    }
+
+    async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        conditional_lock_update(
+            self,
+            run_id,
+            owner,
+            "UPDATE locks SET status = 'completed', dirty = 0 WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
+            None,
+            "completing a lock",
+        )
+        .await
+    }
+
+    async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {
+        let pk = lock_pk(run_id);
+        self.with_conn("reading a lock", move |conn| {
+            conn.query_row(
+                "SELECT owner, status, lease_until, dirty FROM locks WHERE pk = ?1",
+                params![pk],
+                |row| {
+                    Ok(LockState {
+                        owner: row.get(0)?,
+                        status: row.get(1)?,
+                        lease_until_ms: row.get::<_, i64>(2)? as u64,
+                        dirty: row.get::<_, i64>(3)? != 0,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| backend("reading a lock", e))
+        })
+        .await
+    }
+}
+
+/// Runs one conditional UPDATE on a lock row (`?1` pk, `?2` owner, `?3` optional value);
+/// no row changed means the condition failed.
+async fn conditional_lock_update(
+    store: &SqliteStore,
+    run_id: &RunId,
+    owner: &str,
+    sql: &'static str,
+    value: Option<u64>,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let pk = lock_pk(run_id);
+    let owner = owner.to_owned();
+    store
+        .with_conn(what, move |conn| {
+            let changed = match value {
+                Some(v) => conn.execute(sql, params![pk, owner, v as i64]),
+                None => conn.execute(sql, params![pk, owner]),
+            }
+            .map_err(|e| backend(what, e))?;
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::ConditionFailed {
+                    what: pk,
+                    detail: format!("{what}: not held by {owner} (or dirty)"),
+                })
+            }
+        })
+        .await
+}

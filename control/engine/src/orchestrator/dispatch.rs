@@ -1,0 +1,175 @@
+//! dispatch: fail what cannot run, start what can, and retry starts that were interrupted.
+//!
+//! Starting an order is idempotent: `queued → dispatching` is a conditional write that also
+//! records a fresh attempt id, then the worker and its watchdog are started, then
+//! `dispatching → running`. An order found `dispatching` longer than the dispatch lease (its
+//! orchestrator crashed mid-start) is started again with the same attempt id; the worker
+//! claims the attempt before running anything, so the order still runs at most once.
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use sluice_contract::dispatch::DispatchPayload;
+use sluice_contract::result::DEPENDENCY_FAILED;
+use sluice_contract::{OrderStatus, RunId, keys};
+
+use super::evaluate::{Node, evaluate};
+use crate::engine::{Engine, millis};
+use crate::error::{EngineError, StoreError};
+use crate::ports::{OrderRecord, Transition, WatchdogInput};
+
+/// Callback URLs must stay valid this long after an order's timeout.
+const CALLBACK_MARGIN_MS: u64 = 300_000;
+
+impl Engine {
+    /// Evaluates the run and acts on the plan; returns the orders as they are afterwards.
+    ///
+    /// Past the job's deadline nothing new is started: finalize times the rest out.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub(crate) async fn apply_plan(
+        &self,
+        run_id: &RunId,
+        mut orders: Vec<OrderRecord>,
+    ) -> Result<Vec<OrderRecord>, EngineError> {
+        let now = self.now_ms();
+        if orders.iter().any(|o| now >= o.job_deadline_ms) {
+            return Ok(orders);
+        }
+        let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
+        let plan = evaluate(&nodes);
+
+        for num in &plan.dependency_failed {
+            let index = num.index().expect("real order");
+            let change = Transition {
+                finished_at_ms: Some(now),
+                ..Transition::to(OrderStatus::Failed).reason(DEPENDENCY_FAILED)
+            };
+            match self.ports.orders.transition(run_id, *num, OrderStatus::Queued, &change).await {
+                Ok(updated) => {
+                    self.record_event(&updated, "failed", serde_json::json!({ "reason": DEPENDENCY_FAILED })).await;
+                    orders[index] = updated;
+                }
+                Err(StoreError::ConditionFailed { .. }) => {
+                    orders[index] = self.ports.orders.get_order(run_id, *num).await?;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+
+        let stale_before = now.saturating_sub(millis(self.config.dispatch_lease));
+        let to_start: Vec<(usize, bool)> = plan
+            .ready
+            .iter()
+            .map(|num| (num.index().expect("real order"), false))
+            .chain(orders.iter().enumerate().filter_map(|(i, o)| {
+                let stale = o.status == OrderStatus::Dispatching
+                    && o.dispatched_at_ms.is_none_or(|t| t <= stale_before);
+                stale.then_some((i, true))
+            }))
+            .collect();
+        let started: Vec<(usize, Result<OrderRecord, EngineError>)> = stream::iter(to_start)
+            .map(|(index, retry)| {
+                let order = orders[index].clone();
+                async move { (index, self.start_order(order, retry).await) }
+            })
+            .buffer_unordered(self.config.dispatch_parallelism.max(1))
+            .collect()
+            .await;
+        for (index, result) in started {
+            orders[index] = result?;
+        }
+        Ok(orders)
+    }
+
+    /// Starts one order (or restarts a stale start with the same attempt id).
+    async fn start_order(&self, order: OrderRecord, retry: bool) -> Result<OrderRecord, EngineError> {
+        let store = &self.ports.orders;
+        let now = self.now_ms();
+        let order = if retry {
+            tracing::warn!(order_num = %order.order_num, "retrying an interrupted dispatch");
+            order
+        } else {
+            let change = Transition {
+                attempt: Some(uuid::Uuid::new_v4().simple().to_string()),
+                dispatched_at_ms: Some(now),
+                ..Transition::to(OrderStatus::Dispatching)
+            };
+            match store.transition(&order.run_id, order.order_num, OrderStatus::Queued, &change).await {
+                Ok(updated) => updated,
+                Err(StoreError::ConditionFailed { .. }) => {
+                    return Ok(store.get_order(&order.run_id, order.order_num).await?);
+                }
+                Err(other) => return Err(other.into()),
+            }
+        };
+        let attempt = order.attempt.clone().unwrap_or_default();
+
+        // The URL minted at init may not outlive this order: mint a fresh one if so.
+        let needed_until = now + order.timeout * 1000 + CALLBACK_MARGIN_MS;
+        let callback_url = if needed_until > order.callback_expires_at_ms {
+            let expiry = Duration::from_millis(order.timeout * 1000 + CALLBACK_MARGIN_MS);
+            Some(self.ports.internal.presign_put(&keys::result(&order.run_id, order.order_num), expiry).await?)
+        } else {
+            None
+        };
+        let payload = DispatchPayload {
+            s3_location: keys::exec_zip(&order.run_id, order.order_num),
+            internal_bucket: self.ports.internal.bucket().to_owned(),
+            callback_url,
+            run_id: order.run_id.clone(),
+            order_num: order.order_num,
+            attempt: attempt.clone(),
+            key_path: order.key_path.clone(),
+        };
+        let watch = WatchdogInput {
+            run_id: order.run_id.clone(),
+            order_num: order.order_num,
+            attempt: attempt.clone(),
+            timeout: order.timeout,
+            start_time: order.dispatched_at_ms.unwrap_or(now) / 1000,
+            job_deadline: order.job_deadline_ms.div_ceil(1000),
+            internal_bucket: self.ports.internal.bucket().to_owned(),
+        };
+        let started = async {
+            self.ports.dispatcher.start(order.execution_target, &payload).await?;
+            self.ports.watchdog.start(&watch).await
+        }
+        .await;
+        if let Err(error) = started {
+            tracing::error!(order_num = %order.order_num, %error, "dispatch failed");
+            let change = Transition {
+                finished_at_ms: Some(self.now_ms()),
+                ..Transition::to(OrderStatus::Failed).reason(format!("dispatch_failed: {}", error.message))
+            };
+            return match store.transition(&order.run_id, order.order_num, OrderStatus::Dispatching, &change).await {
+                Ok(updated) => {
+                    self.record_event(&updated, "failed", serde_json::json!({ "reason": updated.reason })).await;
+                    Ok(updated)
+                }
+                Err(StoreError::ConditionFailed { .. }) => Ok(store.get_order(&order.run_id, order.order_num).await?),
+                Err(other) => Err(other.into()),
+            };
+        }
+        match store
+            .transition(&order.run_id, order.order_num, OrderStatus::Dispatching, &Transition::to(OrderStatus::Running))
+            .await
+        {
+            Ok(updated) => {
+                tracing::info!(order_num = %order.order_num, %attempt, target = %order.execution_target, "order dispatched");
+                self.record_event(
+                    &updated,
+                    "dispatched",
+                    serde_json::json!({ "attempt": attempt, "target": order.execution_target.to_string() }),
+                )
+                .await;
+                Ok(updated)
+            }
+            // Its result was applied already (a very fast worker): fine.
+            Err(StoreError::ConditionFailed { .. }) => Ok(store.get_order(&order.run_id, order.order_num).await?),
+            Err(other) => Err(other.into()),
+        }
+    }
+}

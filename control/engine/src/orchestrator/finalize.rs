@@ -1,0 +1,130 @@
+//! finalize: once every order is terminal, or the job's deadline passed, publish the done
+//! document exactly once.
+//!
+//! Past the deadline every unfinished order becomes `timed_out` (reason `job_timeout`) by a
+//! conditional write from its current status. The done document is written with a
+//! conditional put (if absent): that put is the "exactly once" gate, so an orchestrator that
+//! crashed after it and is resumed does not record a second completion. Then the `_job`
+//! completed event, the per-order keys deleted, and the lock marked `completed` for good.
+
+use sluice_contract::result::{DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
+use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
+
+use crate::engine::Engine;
+use crate::error::{EngineError, StoreError};
+use crate::init_job::to_json;
+use crate::ports::{OrderEvent, OrderRecord, Transition};
+
+impl Engine {
+    /// Finalizes the run if it is over; returns the job status when it did.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub(crate) async fn finalize_if_done(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        orders: &[OrderRecord],
+    ) -> Result<Option<JobStatus>, EngineError> {
+        let now = self.now_ms();
+        let past_deadline = orders.iter().any(|o| now >= o.job_deadline_ms);
+        let all_terminal = orders.iter().all(|o| o.status.is_terminal());
+        if !all_terminal && !past_deadline {
+            return Ok(None);
+        }
+        let mut orders = orders.to_vec();
+        if !all_terminal {
+            for order in orders.iter_mut().filter(|o| !o.status.is_terminal()) {
+                *order = self.time_out_for_job(order, now).await?;
+            }
+        }
+        let cut_by_deadline = orders.iter().any(|o| o.reason.as_deref() == Some(JOB_TIMEOUT));
+        let status = JobStatus::decide(orders.iter().map(|o| (o.status, o.must_succeed)), cut_by_deadline);
+        let doc = done_document(run_id, status, &orders);
+
+        let first = match self.ports.done.put_if_absent(&keys::done(run_id), to_json(&doc)).await {
+            Ok(()) => true,
+            Err(StoreError::ConditionFailed { .. }) => false,
+            Err(other) => return Err(other.into()),
+        };
+        if first {
+            let trace_id = orders[0].trace_id.clone();
+            let event = OrderEvent {
+                trace_id,
+                order_name: OrderEvent::JOB.to_owned(),
+                epoch_ms: now,
+                event: "completed".to_owned(),
+                run_id: run_id.clone(),
+                detail: serde_json::json!({ "status": status, "summary": doc.summary }),
+            };
+            if let Err(error) = self.ports.orders.put_event(&event).await {
+                tracing::warn!(%error, "could not record the completed event");
+            }
+            tracing::info!(%status, "run finalized");
+        }
+        self.ports.keys.delete_run_keys(run_id).await?;
+        match self.ports.orders.complete_lock(run_id, owner).await {
+            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(Some(status)),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn time_out_for_job(&self, order: &OrderRecord, now: u64) -> Result<OrderRecord, EngineError> {
+        let mut current = order.clone();
+        // The order may move under us (a result landing): retry from its new status.
+        for _ in 0..4 {
+            if current.status.is_terminal() {
+                return Ok(current);
+            }
+            let change = Transition {
+                finished_at_ms: Some(now),
+                duration_ms: current.dispatched_at_ms.map(|t| now.saturating_sub(t)),
+                ..Transition::to(OrderStatus::TimedOut).reason(JOB_TIMEOUT)
+            };
+            match self.ports.orders.transition(&current.run_id, current.order_num, current.status, &change).await {
+                Ok(updated) => {
+                    self.record_event(&updated, "timed_out", serde_json::json!({ "reason": JOB_TIMEOUT })).await;
+                    return Ok(updated);
+                }
+                Err(StoreError::ConditionFailed { .. }) => {
+                    current = self.ports.orders.get_order(&current.run_id, current.order_num).await?;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(current)
+    }
+}
+
+/// The done document of a finished run.
+pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) -> DoneDoc {
+    let mut summary = DoneSummary::default();
+    for order in orders {
+        match order.status {
+            OrderStatus::Succeeded => summary.succeeded += 1,
+            OrderStatus::Failed => summary.failed += 1,
+            OrderStatus::TimedOut => summary.timed_out += 1,
+            _ => {}
+        }
+    }
+    DoneDoc {
+        status,
+        run_id: run_id.to_string(),
+        trace_id: orders.first().map(|o| o.trace_id.to_string()).unwrap_or_default(),
+        flow_id: orders.first().map(|o| o.flow_id.clone()).unwrap_or_default(),
+        summary,
+        orders: orders
+            .iter()
+            .map(|o| DoneOrder {
+                order_num: o.order_num,
+                order_name: o.order_name.clone(),
+                status: o.status,
+                reason: o.reason.clone(),
+                duration_ms: o.duration_ms,
+                exit_code: o.exit_code,
+                log_key: o.dispatched_at_ms.map(|_| o.log_key.clone()),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,99 @@
+//! The per-run lock protocol, over the [`OrderStore`](crate::OrderStore)'s conditional writes.
+//!
+//! Acquire: conditional on the lock being absent, released, or held with an expired lease.
+//! Held by someone else: set `dirty` on it and leave; if that finds the lock released
+//! meanwhile, try to acquire again. Release: conditional on `owner = me AND dirty = false`;
+//! when it fails because the lock is dirty, clear `dirty` and loop once more. No wake-up is
+//! lost: an event that arrives at any moment either finds the lock free (and runs) or marks
+//! it dirty before the holder's conditional release (which then fails and loops).
+
+use sluice_contract::RunId;
+
+use crate::engine::{Engine, millis};
+use crate::error::StoreError;
+use crate::ports::{AcquireOutcome, MarkDirtyOutcome};
+
+/// What trying to take the lock led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// The caller holds the lock.
+    Acquired,
+    /// Another holder will process the event (lock marked dirty).
+    Deferred,
+    /// The run is finalized.
+    Completed,
+}
+
+/// What releasing led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Released; the run waits for its next event.
+    Released,
+    /// An event arrived meanwhile; `dirty` was cleared and the holder must loop.
+    Dirty,
+    /// The lock was no longer ours.
+    Lost,
+}
+
+/// How many times acquire and mark-dirty may chase each other before giving up.
+const MAX_ACQUIRE_ROUNDS: usize = 100;
+
+/// Takes the lock, or hands the event to the current holder.
+///
+/// # Errors
+///
+/// A backend failure, or a lock that changes hands more than [`MAX_ACQUIRE_ROUNDS`] times.
+pub async fn acquire(engine: &Engine, run_id: &RunId, owner: &str) -> Result<LockAttempt, StoreError> {
+    let store = &engine.ports.orders;
+    for _ in 0..MAX_ACQUIRE_ROUNDS {
+        let now = engine.now_ms();
+        let lease_until = now + millis(engine.config.lock_lease);
+        match store.acquire_lock(run_id, owner, now, lease_until).await? {
+            AcquireOutcome::Acquired => return Ok(LockAttempt::Acquired),
+            AcquireOutcome::Completed => return Ok(LockAttempt::Completed),
+            AcquireOutcome::Held => match store.mark_dirty(run_id).await? {
+                MarkDirtyOutcome::Marked => return Ok(LockAttempt::Deferred),
+                MarkDirtyOutcome::Completed => return Ok(LockAttempt::Completed),
+                MarkDirtyOutcome::NotHeld => continue,
+            },
+        }
+    }
+    Err(StoreError::Backend {
+        what: format!("lock:{run_id}"),
+        message: format!("the lock changed hands {MAX_ACQUIRE_ROUNDS} times while acquiring"),
+    })
+}
+
+/// Releases the lock if no event arrived meanwhile (see [`Release`]).
+///
+/// # Errors
+///
+/// A backend failure.
+pub async fn release(engine: &Engine, run_id: &RunId, owner: &str) -> Result<Release, StoreError> {
+    let store = &engine.ports.orders;
+    match store.release_lock(run_id, owner).await {
+        Ok(()) => Ok(Release::Released),
+        Err(StoreError::ConditionFailed { .. }) => match store.clear_dirty(run_id, owner).await {
+            Ok(()) => Ok(Release::Dirty),
+            Err(StoreError::ConditionFailed { .. }) => Ok(Release::Lost),
+            Err(other) => Err(other),
+        },
+        Err(other) => Err(other),
+    }
+}
+
+/// Gives the lock back after an error, whatever its dirty flag says: the caller reports the
+/// error and is retried (Lambda retries failed async invocations; the local event bus too),
+/// and the retry must find the lock free rather than wait out the lease.
+///
+/// # Errors
+///
+/// A backend failure.
+pub async fn abandon(engine: &Engine, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+    for _ in 0..MAX_ACQUIRE_ROUNDS {
+        if release(engine, run_id, owner).await? != Release::Dirty {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The orchestrator: one invocation per result event, advancing a run under its lock.
+//!
+//! Each invocation first takes `lock:<run_id>` ([`lock`]). If another invocation holds it,
+//! this one marks it dirty and leaves: the holder loops once more before releasing, so the
+//! event that woke us is processed by someone. The holder loops
+//! [`read_state`](read_state) → [`evaluate`](evaluate) → [`dispatch`](dispatch) →
+//! [`finalize`](finalize) until nothing changed and the lock is released clean, or the run is
+//! finalized. A crash anywhere leaves a lock whose lease expires; the next event (or a
+//! watchdog's kick) resumes the run from what the tables say.
+
+pub mod dispatch;
+pub mod evaluate;
+pub mod finalize;
+pub mod lock;
+pub mod read_state;
+
+use sluice_contract::{JobStatus, RunId};
+use tracing::Instrument;
+
+use crate::engine::{Engine, millis};
+use crate::error::{EngineError, StoreError};
+use lock::{LockAttempt, Release};
+
+/// How an orchestrator invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// This invocation finalized the run.
+    Finalized(JobStatus),
+    /// It advanced the run and released the lock.
+    Released,
+    /// Another invocation held the lock; it was marked dirty.
+    Deferred,
+    /// The run had already been finalized.
+    AlreadyFinished,
+    /// The lock's lease expired while this invocation worked and another took over.
+    LostLock,
+}
+
+impl Engine {
+    /// Advances `run_id` as far as it can go now (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Store`] when a backend fails; the lock is then released (dirty) so the
+    /// next event retries from the tables.
+    pub async fn orchestrate(&self, run_id: &RunId) -> Result<Outcome, EngineError> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
+        async {
+            match lock::acquire(self, run_id, &owner).await? {
+                LockAttempt::Acquired => {}
+                LockAttempt::Deferred => return Ok(Outcome::Deferred),
+                LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
+            }
+            match self.hold_and_advance(run_id, &owner).await {
+                Ok(outcome) => Ok(outcome),
+                Err(error) => {
+                    // Give the lock back so the next event can retry at once rather than after
+                    // the lease; the tables hold everything needed to resume.
+                    if let Err(release) = lock::abandon(self, run_id, &owner).await {
+                        tracing::warn!(error = %release, "could not give back the lock after an error");
+                    }
+                    Err(error)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
+        loop {
+            let lease_until = self.now_ms() + millis(self.config.lock_lease);
+            match self.ports.orders.renew_lock(run_id, owner, lease_until).await {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed { .. }) => {
+                    tracing::warn!("lease expired while working; another invocation took over");
+                    return Ok(Outcome::LostLock);
+                }
+                Err(other) => return Err(other.into()),
+            }
+            let orders = self.read_state(run_id).await?;
+            if orders.is_empty() {
+                return Err(EngineError::UnknownRun(run_id.to_string()));
+            }
+            let orders = self.apply_plan(run_id, orders).await?;
+            if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
+                return Ok(Outcome::Finalized(status));
+            }
+            match lock::release(self, run_id, owner).await? {
+                Release::Released => return Ok(Outcome::Released),
+                Release::Dirty => continue,
+                Release::Lost => return Ok(Outcome::LostLock),
+            }
+        }
+    }
+}

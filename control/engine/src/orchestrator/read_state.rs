@@ -1,0 +1,102 @@
+//! read_state: the run's orders as they are now, with every result that arrived applied.
+//!
+//! Incremental by construction: one query for the run's orders, one LIST of the run's
+//! callback prefix, and a GET only for results of orders still waiting for one
+//! (`dispatching` or `running`). Applying a result is a conditional transition, so a result
+//! that arrives twice, or late after a timeout, never changes a terminal status.
+
+use std::collections::HashSet;
+
+use sluice_contract::result::{MALFORMED_RESULT, parse_result};
+use sluice_contract::{OrderNum, OrderStatus, RunId, keys};
+
+use crate::engine::Engine;
+use crate::error::{EngineError, StoreError};
+use crate::ports::{OrderRecord, Transition};
+
+impl Engine {
+    /// Reads the run's orders and applies the results that arrived (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub async fn read_state(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, EngineError> {
+        let mut orders = self.ports.orders.run_orders(run_id).await?;
+        let arrived: HashSet<OrderNum> = self
+            .ports
+            .internal
+            .list(&keys::run_callbacks(run_id))
+            .await?
+            .iter()
+            .filter_map(|key| keys::parse_result(key))
+            .map(|(_, num)| num)
+            .collect();
+        for order in orders.iter_mut() {
+            let waiting = matches!(order.status, OrderStatus::Dispatching | OrderStatus::Running);
+            if waiting && arrived.contains(&order.order_num) {
+                *order = self.apply_result(order).await?;
+            }
+        }
+        Ok(orders)
+    }
+
+    /// Reads one order's result and moves the order to the status it reports.
+    async fn apply_result(&self, order: &OrderRecord) -> Result<OrderRecord, EngineError> {
+        let key = keys::result(&order.run_id, order.order_num);
+        let bytes = match self.ports.internal.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Ok(order.clone()),
+            Err(other) => return Err(other.into()),
+        };
+        let now = self.now_ms();
+        let fallback_duration = order.dispatched_at_ms.map(|t| now.saturating_sub(t));
+        let (change, detail) = match parse_result(&bytes) {
+            Ok(doc) => {
+                let mut change = Transition::to(doc.status);
+                change.exit_code = doc.exit_code;
+                change.reason = doc.reason.clone();
+                change.duration_ms = doc.duration_ms().or(fallback_duration);
+                let detail = serde_json::json!({
+                    "exit_code": doc.exit_code, "reason": doc.reason, "attempt": doc.attempt,
+                    "log_bytes": doc.log_bytes, "log_truncated": doc.log_truncated,
+                });
+                (change, detail)
+            }
+            Err(malformed) => {
+                tracing::warn!(order_num = %order.order_num, error = %malformed, "malformed result");
+                let mut change = Transition::to(OrderStatus::Failed).reason(MALFORMED_RESULT);
+                change.duration_ms = fallback_duration;
+                (change, serde_json::json!({ "reason": MALFORMED_RESULT, "error": malformed.to_string() }))
+            }
+        };
+        let mut change = change;
+        change.finished_at_ms = Some(now);
+        match self.ports.orders.transition(&order.run_id, order.order_num, order.status, &change).await {
+            Ok(updated) => {
+                tracing::info!(order_num = %order.order_num, status = %updated.status, "order finished");
+                self.record_event(&updated, updated.status.as_str(), detail).await;
+                Ok(updated)
+            }
+            // Someone else applied it (or the job timed it out) first: theirs stands.
+            Err(StoreError::ConditionFailed { .. }) => {
+                Ok(self.ports.orders.get_order(&order.run_id, order.order_num).await?)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Records an order event; a failure is logged, never fatal (events are for humans).
+    pub(crate) async fn record_event(&self, order: &OrderRecord, event: &str, detail: serde_json::Value) {
+        let row = crate::ports::OrderEvent {
+            trace_id: order.trace_id.clone(),
+            order_name: order.order_name.clone(),
+            epoch_ms: self.now_ms(),
+            event: event.to_owned(),
+            run_id: order.run_id.clone(),
+            detail,
+        };
+        if let Err(error) = self.ports.orders.put_event(&row).await {
+            tracing::warn!(order_num = %order.order_num, %error, "could not record the {event} event");
+        }
+    }
+}

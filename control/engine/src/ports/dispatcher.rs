@@ -1,0 +1,65 @@
+//! Starting workers (Lambda, CodeBuild, in-process) and their watchdogs (Step Functions,
+//! local timers).
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sluice_contract::dispatch::DispatchPayload;
+use sluice_contract::{ExecutionTarget, OrderNum, RunId};
+
+/// A worker could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("starting the {target} worker for order {order_num} of run {run_id} failed: {message}")]
+pub struct DispatchError {
+    /// Where it was to run.
+    pub target: ExecutionTarget,
+    /// The run.
+    pub run_id: RunId,
+    /// The order.
+    pub order_num: OrderNum,
+    /// The backend's message.
+    pub message: String,
+}
+
+/// Starts a worker for one order attempt.
+#[async_trait]
+pub trait Dispatcher: Send + Sync + Debug {
+    /// Starts (or queues the start of) a worker for `payload` on `target` and returns once the
+    /// start is accepted; the worker runs on its own and reports through the callback.
+    ///
+    /// Starting the same attempt twice is allowed (a retry after a crash): the worker claims
+    /// the attempt before running anything, so the order runs at most once.
+    async fn start(
+        &self,
+        target: ExecutionTarget,
+        payload: &DispatchPayload,
+    ) -> Result<(), DispatchError>;
+}
+
+/// What a watchdog needs to follow one order attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchdogInput {
+    /// The run.
+    pub run_id: RunId,
+    /// The order.
+    pub order_num: OrderNum,
+    /// The attempt being watched.
+    pub attempt: String,
+    /// The order's timeout, seconds.
+    pub timeout: u64,
+    /// When the order was dispatched, seconds since the epoch.
+    pub start_time: u64,
+    /// When the whole job times out, seconds since the epoch.
+    pub job_deadline: u64,
+    /// The internal bucket holding the result.
+    pub internal_bucket: String,
+}
+
+/// Starts a watchdog that calls [`crate::Engine::watchdog_check`] until it reports done.
+#[async_trait]
+pub trait WatchdogStarter: Send + Sync + Debug {
+    /// Starts watching; returns once the watchdog is running. Starting the same attempt's
+    /// watchdog twice is harmless.
+    async fn start(&self, input: &WatchdogInput) -> Result<(), DispatchError>;
+}

@@ -1,0 +1,30 @@
+//! Where per-order private age keys are kept: SSM SecureString on AWS, 0600 files locally.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use sluice_contract::{OrderNum, RunId};
+
+use crate::error::StoreError;
+
+/// A store of per-order private keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + Debug {
+    /// Stores an order's private key and returns the path a worker fetches it from.
+    async fn put_key(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        secret_key: &str,
+    ) -> Result<String, StoreError>;
+
+    /// Fetches a key by the path [`KeyStore::put_key`] returned.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the key is gone (deleted at finalize).
+    async fn get_key(&self, key_path: &str) -> Result<String, StoreError>;
+
+    /// Deletes every key of a run; succeeds when they are already gone.
+    async fn delete_run_keys(&self, run_id: &RunId) -> Result<(), StoreError>;
+}

@@ -1,0 +1,20 @@
+//! The ports: traits the engine is written against, one adapter per backend.
+//!
+//! Each method's docs state the guarantee every adapter must give (an atomic put, a
+//! conditional transition), because the orchestration protocol relies on exactly those and
+//! nothing more. Local adapters live in [`crate::local`]; AWS adapters in `sluice-aws`.
+
+mod clock;
+mod dispatcher;
+mod key_store;
+mod object_store;
+mod order_store;
+
+pub use clock::{Clock, SystemClock};
+pub use dispatcher::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
+pub use key_store::KeyStore;
+pub use object_store::ObjectStore;
+pub use order_store::{
+    order_pk,
+    AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
+};

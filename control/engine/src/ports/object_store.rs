@@ -1,0 +1,52 @@
+//! Object storage: S3 buckets on AWS, a directory locally.
+
+use std::fmt::Debug;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::StoreError;
+
+/// One bucket of objects addressed by `/`-separated keys.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// The bucket's name (the local store's folder name).
+    fn bucket(&self) -> &str;
+
+    /// Reads a whole object.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when there is no object at `key`.
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// Writes an object atomically: readers see the old object or the whole new one, never a
+    /// part. Replaces any existing object.
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Writes an object only if none exists at `key` (S3's `If-None-Match: *`). Atomic.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when an object already exists.
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Uploads a local file as an object, streaming it (for logs of any size). Atomic.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError>;
+
+    /// The size of the object at `key`, or `None` when there is none.
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Every key under `prefix`, in lexicographic order (all pages).
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes the object at `key`; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// The URL users are given for an object (`s3://bucket/key`, or `file://` locally).
+    fn object_url(&self, key: &str) -> String;
+
+    /// A URL that lets its holder PUT one object at `key` until `expiry` has passed.
+    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<String, StoreError>;
+}

@@ -1,0 +1,291 @@
+//! The tables: orders, order_events and locks (DynamoDB on AWS, SQLite locally).
+//!
+//! Every status change is a conditional write from the expected previous status, and every
+//! lock operation is a conditional write on the lock row; the orchestrator's correctness
+//! (no lost wake-ups, no double dispatch, finalize once) rests on these conditions alone.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
+
+use crate::error::StoreError;
+
+/// One row of the orders table (pk `<run_id>:<order_num>`). Holds no logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    /// The run.
+    pub run_id: RunId,
+    /// The order.
+    pub order_num: OrderNum,
+    /// Its name.
+    pub order_name: String,
+    /// Its queue id.
+    pub queue_id: String,
+    /// The orders it waits for.
+    pub depends_on: Vec<OrderNum>,
+    /// Whether its outcome decides the job.
+    pub must_succeed: bool,
+    /// Seconds it may run.
+    pub timeout: u64,
+    /// Where it runs.
+    pub execution_target: ExecutionTarget,
+    /// The run's trace id.
+    pub trace_id: TraceId,
+    /// The run's flow id.
+    pub flow_id: String,
+    /// When the job was initialised, ms since the epoch.
+    pub created_at_ms: u64,
+    /// When the job times out, ms since the epoch.
+    pub job_deadline_ms: u64,
+    /// When the callback URL in the bundle expires, ms since the epoch.
+    pub callback_expires_at_ms: u64,
+    /// Where the worker fetches the order's private key.
+    pub key_path: String,
+    /// Where the full log will be stored.
+    pub log_key: String,
+    /// Current status.
+    pub status: OrderStatus,
+    /// The current dispatch attempt.
+    #[serde(default)]
+    pub attempt: Option<String>,
+    /// When the current attempt was dispatched, ms since the epoch.
+    #[serde(default)]
+    pub dispatched_at_ms: Option<u64>,
+    /// When the order reached a terminal status, ms since the epoch.
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+    /// How long it ran.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Exit code of its last command.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Why it ended as it did.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl OrderRecord {
+    /// The table's primary key, `<run_id>:<order_num>`.
+    pub fn pk(&self) -> String {
+        order_pk(&self.run_id, self.order_num)
+    }
+}
+
+/// The primary key of an order row.
+pub fn order_pk(run_id: &RunId, order_num: OrderNum) -> String {
+    format!("{run_id}:{order_num}")
+}
+
+/// A status change and the fields it sets (fields left `None` keep their value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The new status.
+    pub to: OrderStatus,
+    /// Sets `attempt`.
+    pub attempt: Option<String>,
+    /// Sets `dispatched_at_ms`.
+    pub dispatched_at_ms: Option<u64>,
+    /// Sets `finished_at_ms`.
+    pub finished_at_ms: Option<u64>,
+    /// Sets `duration_ms`.
+    pub duration_ms: Option<u64>,
+    /// Sets `exit_code`.
+    pub exit_code: Option<i32>,
+    /// Sets `reason`.
+    pub reason: Option<String>,
+}
+
+impl Transition {
+    /// A change to `status` that sets nothing else.
+    pub fn to(status: OrderStatus) -> Self {
+        Transition {
+            to: status,
+            attempt: None,
+            dispatched_at_ms: None,
+            finished_at_ms: None,
+            duration_ms: None,
+            exit_code: None,
+            reason: None,
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Applies the change to a record (the store has checked the condition).
+    pub fn apply(&self, record: &mut OrderRecord) {
+        record.status = self.to;
+        let fields = [
+            (&self.dispatched_at_ms, &mut record.dispatched_at_ms),
+            (&self.finished_at_ms, &mut record.finished_at_ms),
+            (&self.duration_ms, &mut record.duration_ms),
+        ];
+        for (new, old) in fields {
+            if new.is_some() {
+                *old = *new;
+            }
+        }
+        if self.attempt.is_some() {
+            record.attempt.clone_from(&self.attempt);
+        }
+        if self.exit_code.is_some() {
+            record.exit_code = self.exit_code;
+        }
+        if self.reason.is_some() {
+            record.reason.clone_from(&self.reason);
+        }
+    }
+}
+
+/// One row of order_events (pk `trace_id`, sk `<order_name>:<epoch_ms>:<event>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    /// The run's trace id.
+    pub trace_id: TraceId,
+    /// The order's name, or `_job` for job-level events.
+    pub order_name: String,
+    /// When it happened, ms since the epoch.
+    pub epoch_ms: u64,
+    /// What happened (`started`, `dispatched`, `succeeded`, `completed`...).
+    pub event: String,
+    /// The run.
+    pub run_id: RunId,
+    /// Free-form details (status, reason, attempt...).
+    pub detail: serde_json::Value,
+}
+
+impl OrderEvent {
+    /// The order_name used for job-level events.
+    pub const JOB: &'static str = "_job";
+
+    /// The sort key, `<order_name>:<epoch_ms>:<event>`.
+    pub fn sk(&self) -> String {
+        format!("{}:{}:{}", self.order_name, self.epoch_ms, self.event)
+    }
+}
+
+/// What [`OrderStore::acquire_lock`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcquireOutcome {
+    /// The caller holds the lock now.
+    Acquired,
+    /// Another owner holds it and its lease has not expired.
+    Held,
+    /// The run was finalized; there is nothing left to do.
+    Completed,
+}
+
+/// What [`OrderStore::mark_dirty`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkDirtyOutcome {
+    /// The holder will see the flag before it releases.
+    Marked,
+    /// Nobody holds the lock (it was released meanwhile): try to acquire again.
+    NotHeld,
+    /// The run was finalized.
+    Completed,
+}
+
+/// A lock row, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockState {
+    /// Current owner.
+    pub owner: String,
+    /// `held`, `released` or `completed`.
+    pub status: String,
+    /// When the holder's lease ends, ms since the epoch.
+    pub lease_until_ms: u64,
+    /// Whether an event arrived while it was held.
+    pub dirty: bool,
+}
+
+/// The three tables.
+#[async_trait]
+pub trait OrderStore: Send + Sync + Debug {
+    /// Inserts a run's orders, all or none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when a row with one of the keys exists.
+    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError>;
+
+    /// Every order of a run, by order number (all pages).
+    async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError>;
+
+    /// One order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when there is no such order.
+    async fn get_order(&self, run_id: &RunId, order_num: OrderNum) -> Result<OrderRecord, StoreError>;
+
+    /// Changes an order's status if, and only if, it is `from` now; returns the new row.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when the order is not in `from`;
+    /// [`StoreError::NotFound`] when it does not exist.
+    async fn transition(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        from: OrderStatus,
+        change: &Transition,
+    ) -> Result<OrderRecord, StoreError>;
+
+    /// Records an event (replacing one with the same key).
+    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError>;
+
+    /// Every event of a trace, by sort key.
+    async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError>;
+
+    /// Takes `lock:<run_id>` for `owner` if it is absent, released, or held with a lease that
+    /// ended before `now_ms`.
+    async fn acquire_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<AcquireOutcome, StoreError>;
+
+    /// Sets `dirty` on a held lock, so its holder loops once more before releasing.
+    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError>;
+
+    /// Extends the holder's lease.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when `owner` no longer holds the lock.
+    async fn renew_lock(&self, run_id: &RunId, owner: &str, lease_until_ms: u64) -> Result<(), StoreError>;
+
+    /// Releases the lock if `owner` holds it and it is not dirty.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when it is dirty or not held by `owner`.
+    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError>;
+
+    /// Clears `dirty` if `owner` holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when `owner` no longer holds it.
+    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError>;
+
+    /// Marks the run finalized: the lock becomes `completed` for good.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when `owner` no longer holds it.
+    async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError>;
+
+    /// The lock row, if any.
+    async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError>;
+}
