@@ -1,1 +1,45 @@
-fn main() {}
+//! `sluice`: run jobs of orders with dependencies, on this machine or on AWS.
+//!
+//! `main` parses the command line once into a typed [`cli::Config`], runs the command, and
+//! turns its outcome into a documented exit code (`sluice_contract::exit_codes`). Errors are
+//! printed as one line with their whole cause chain; there are no panics on bad input.
+
+mod cli;
+mod commands;
+mod local_worker;
+mod progress;
+
+use std::process::ExitCode;
+
+use sluice_contract::exit_codes;
+
+fn main() -> ExitCode {
+    let command = match cli::parse() {
+        Ok(command) => command,
+        Err(exit) => return exit,
+    };
+    init_tracing(command.verbosity());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice: error: starting the async runtime: {error}");
+            return ExitCode::from(exit_codes::INTERNAL_ERROR as u8);
+        }
+    };
+    let code = runtime.block_on(commands::run(command));
+    // Workers still running (job timeout, Ctrl-C) are dropped here, which kills their
+    // process groups; don't wait on blocking tasks that may be stuck on a pipe.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Logs go to stderr as text; `SLUICE_LOG` (tracing's filter syntax) overrides the level.
+fn init_tracing(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

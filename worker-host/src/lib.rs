@@ -1,1 +1,28 @@
-//! placeholder
+//! Sluice's worker host: runs one order attempt from its bundle to its callback.
+//!
+//! The same code runs as the worker Lambda, as the CodeBuild entrypoint, and in-process
+//! under the local engine; only the [`WorkerIo`] differs (where bundles, keys, logs and
+//! results live).
+//!
+//! # Brief overview
+//!
+//! - [`run::run_order`]: the pipeline — fetch the bundle, [`extract`] it safely, decrypt the
+//!   env in memory ([`envelope`]), claim the attempt, run it, store the log, call back.
+//! - [`shell`]: commands as real subprocesses, each in its own process group
+//!   ([`process_group`]), env built from scratch, one deadline, SIGTERM → grace → SIGKILL.
+//! - [`log_sink`]: the streaming log pipeline: output spooled to a file as it arrives, the
+//!   tail kept in bounded memory for `result.json`.
+//! - [`io`]: the [`WorkerIo`] seam.
+//!
+//! Nothing here holds a whole log in memory, and decrypted values never touch the disk.
+
+pub mod envelope;
+pub mod extract;
+pub mod io;
+pub mod log_sink;
+pub mod process_group;
+pub mod run;
+pub mod shell;
+
+pub use io::{IoError, WorkerIo};
+pub use run::{WorkerConfig, WorkerError, WorkerReport, run_order};

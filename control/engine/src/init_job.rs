@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use sluice_contract::ids::{flow_id, pr_search_tag};
-use sluice_contract::manifest::OrderManifest;
+use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
 use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
 use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys};
@@ -58,9 +58,7 @@ impl Engine {
         base_dir: &Path,
     ) -> Result<InitResponse, EngineError> {
         let valid = validate(job, options)?;
-        for order in &valid.orders {
-            self.check_supported(order)?;
-        }
+        let code = preflight(&valid, self.config.platform, base_dir)?;
         let run_id = RunId::generate();
         let trace_id = TraceId::generate();
         let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
@@ -74,8 +72,8 @@ impl Engine {
         };
         let _span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id).entered();
 
-        let records: Vec<OrderRecord> = stream::iter(valid.orders.iter())
-            .map(|order| self.package_order(&ids, order, base_dir))
+        let records: Vec<OrderRecord> = stream::iter(valid.orders.iter().zip(code))
+            .map(|(order, code)| self.package_order(&ids, order, code))
             .buffered(PACKAGING_PARALLELISM)
             .try_collect()
             .await?;
@@ -108,34 +106,11 @@ impl Engine {
         })
     }
 
-    /// Rejects, with the order and field named, what this engine cannot fetch yet.
-    fn check_supported(&self, order: &ValidOrder) -> Result<(), EngineError> {
-        let unsupported = |field: &str, message: &str| EngineError::Unsupported {
-            order_num: order.order_num.to_string(),
-            order_name: order.order_name.clone(),
-            field: field.to_owned(),
-            message: message.to_owned(),
-        };
-        if let CodeSource::Git(_) = order.code {
-            return Err(unsupported("git_repo", "code from git repositories is not supported by this engine yet"));
-        }
-        if !order.ssm_paths.is_empty() {
-            return Err(unsupported("ssm_paths", "credential sources are not supported by this engine yet"));
-        }
-        if !order.secret_manager_paths.is_empty() {
-            return Err(unsupported("secret_manager_paths", "credential sources are not supported by this engine yet"));
-        }
-        if let (Platform::Aws, CodeSource::Zip(_)) = (self.config.platform, &order.code) {
-            return Err(unsupported("s3_location", "downloading code zips from S3 is not supported by this engine yet"));
-        }
-        Ok(())
-    }
-
     async fn package_order(
         &self,
         ids: &RunIds<'_>,
         order: &ValidOrder,
-        base_dir: &Path,
+        code: CodeInput,
     ) -> Result<OrderRecord, EngineError> {
         let run_id = ids.run_id;
         let order_num = order.order_num;
@@ -144,25 +119,6 @@ impl Engine {
             order_name: order.order_name.clone(),
             message,
         };
-        let code = match &order.code {
-            CodeSource::None => CodeInput::None,
-            CodeSource::Dir(dir) => {
-                let path = base_dir.join(dir);
-                if !path.is_dir() {
-                    return Err(bundle_error(format!("code_dir {} is not a folder", path.display())));
-                }
-                CodeInput::Dir(path)
-            }
-            CodeSource::Zip(location) => {
-                let path = base_dir.join(location.strip_prefix("file://").unwrap_or(location));
-                if !path.is_file() {
-                    return Err(bundle_error(format!("s3_location {} is not a file", path.display())));
-                }
-                CodeInput::Zip(path)
-            }
-            CodeSource::Git(_) => unreachable!("rejected by check_supported"),
-        };
-
         let key = OrderKey::generate();
         let mut recipients = vec![key.recipient.clone()];
         recipients.extend(order.sops_key.iter().cloned());
@@ -231,6 +187,61 @@ impl Engine {
             exit_code: None,
             reason: None,
         })
+    }
+}
+
+/// Checks what validation cannot: that this engine can fetch every order's code and
+/// credentials, and that local code folders and zips exist. Returns each order's code, in
+/// order. `sluice validate` runs it too, so a job that validates also starts.
+///
+/// # Errors
+///
+/// [`EngineError::Unsupported`] or [`EngineError::Bundle`] naming the order and field.
+pub fn preflight(valid: &ValidJob, platform: Platform, base_dir: &Path) -> Result<Vec<CodeInput>, EngineError> {
+    valid.orders.iter().map(|order| preflight_order(order, platform, base_dir)).collect()
+}
+
+fn preflight_order(order: &ValidOrder, platform: Platform, base_dir: &Path) -> Result<CodeInput, EngineError> {
+    let unsupported = |field: &str, message: &str| EngineError::Unsupported {
+        order_num: order.order_num.to_string(),
+        order_name: order.order_name.clone(),
+        field: field.to_owned(),
+        message: message.to_owned(),
+    };
+    let missing = |message: String| EngineError::Bundle {
+        order_num: order.order_num.to_string(),
+        order_name: order.order_name.clone(),
+        message,
+    };
+    if let Task::Wasm(_) = order.task {
+        return Err(unsupported("wasm", "wasm orders are not supported by this engine yet"));
+    }
+    if !order.ssm_paths.is_empty() {
+        return Err(unsupported("ssm_paths", "credential sources are not supported by this engine yet"));
+    }
+    if !order.secret_manager_paths.is_empty() {
+        return Err(unsupported("secret_manager_paths", "credential sources are not supported by this engine yet"));
+    }
+    match (&order.code, platform) {
+        (CodeSource::None, _) => Ok(CodeInput::None),
+        (CodeSource::Git(_), _) => Err(unsupported("git_repo", "code from git repositories is not supported by this engine yet")),
+        (CodeSource::Zip(_), Platform::Aws) => Err(unsupported("s3_location", "downloading code zips from S3 is not supported by this engine yet")),
+        (CodeSource::Dir(dir), _) => {
+            let path = base_dir.join(dir);
+            if path.is_dir() {
+                Ok(CodeInput::Dir(path))
+            } else {
+                Err(missing(format!("code_dir {} is not a folder", path.display())))
+            }
+        }
+        (CodeSource::Zip(location), Platform::Local) => {
+            let path = base_dir.join(location.strip_prefix("file://").unwrap_or(location));
+            if path.is_file() {
+                Ok(CodeInput::Zip(path))
+            } else {
+                Err(missing(format!("s3_location {} is not a file", path.display())))
+            }
+        }
     }
 }
 

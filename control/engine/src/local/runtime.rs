@@ -86,10 +86,16 @@ pub struct LocalRuntime {
 impl LocalRuntime {
     /// Opens the state folder and starts the loops. Must be called inside a tokio runtime.
     ///
+    /// `make_launcher` gets the internal store and the key store (what a local worker reads
+    /// and writes through; its writes fire the event bus) and returns the worker launcher.
+    ///
     /// # Errors
     ///
     /// [`RuntimeError`] when the state folder cannot be created or opened.
-    pub fn start(options: LocalOptions, launcher: Launcher) -> Result<Self, RuntimeError> {
+    pub fn start(
+        options: LocalOptions,
+        make_launcher: impl FnOnce(&Arc<DirStore>, &Arc<FileKeyStore>) -> Launcher,
+    ) -> Result<Self, RuntimeError> {
         let dir = &options.state_dir;
         let fail = |source| RuntimeError {
             path: dir.clone(),
@@ -112,6 +118,7 @@ impl LocalRuntime {
         let config = options.engine.clone();
         let orders = Arc::new(SqliteStore::open(&dir.join("sluice.db"), config.order_ttl, config.event_ttl).map_err(fail)?);
         let keys = Arc::new(FileKeyStore::open(&dir.join("keys")).map_err(fail)?);
+        let launcher = make_launcher(&internal, &keys);
         let dispatcher = Arc::new(LocalDispatcher::new(options.concurrency, launcher));
         let ports = Ports {
             internal: Arc::clone(&internal) as Arc<dyn ObjectStore>,

@@ -1,0 +1,142 @@
+//! The command line, parsed once into typed settings.
+//!
+//! Every setting is a flag or a `SLUICE_*` variable (flag wins). Code below this module never
+//! reads the environment: the few host variables orders inherit (`PATH`, `HOME`, `LANG`) and
+//! the default username are captured here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice_contract::exit_codes;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Run jobs of shell orders with dependencies", long_about = None)]
+struct Args {
+    #[command(subcommand)]
+    command: CommandArgs,
+    /// Log more (repeat for more detail); SLUICE_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum CommandArgs {
+    /// Run a job with the local engine and wait for it to finish.
+    Run {
+        /// The job file (JSON).
+        job: PathBuf,
+        /// Folder for the run's state: bundles, results, logs, tables, keys.
+        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+        state_dir: PathBuf,
+        /// Print only the done document on stdout (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// How many orders run at the same time.
+        #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        concurrency: u32,
+        /// Seconds between SIGTERM and SIGKILL when an order times out.
+        #[arg(long, env = "SLUICE_GRACE_PERIOD", default_value_t = 10)]
+        grace_period: u64,
+    },
+    /// Check a job file without running it.
+    Validate {
+        /// The job file (JSON).
+        job: PathBuf,
+    },
+}
+
+/// What to do, fully parsed.
+#[derive(Debug)]
+pub enum Command {
+    /// `sluice run`.
+    Run(RunConfig),
+    /// `sluice validate`.
+    Validate {
+        /// The job file.
+        job: PathBuf,
+        /// Username jobs default to.
+        username: String,
+        /// Log level.
+        verbosity: &'static str,
+    },
+}
+
+/// Settings of `sluice run`.
+#[derive(Debug)]
+pub struct RunConfig {
+    /// The job file.
+    pub job: PathBuf,
+    /// The state folder.
+    pub state_dir: PathBuf,
+    /// Print the done document only.
+    pub json: bool,
+    /// Workers at once.
+    pub concurrency: usize,
+    /// SIGTERM → SIGKILL delay.
+    pub grace_period: Duration,
+    /// Username jobs default to (`$USER`).
+    pub username: String,
+    /// `PATH`, `HOME`, `LANG` of the host, passed on to commands.
+    pub host_env: Vec<(String, String)>,
+    /// Whether stderr is a terminal (live progress) or not (plain lines).
+    pub interactive: bool,
+    /// Log level.
+    pub verbosity: &'static str,
+}
+
+impl Command {
+    /// The default log level.
+    pub fn verbosity(&self) -> &'static str {
+        match self {
+            Command::Run(config) => config.verbosity,
+            Command::Validate { verbosity, .. } => verbosity,
+        }
+    }
+}
+
+/// Parses the command line; on `--help`/`--version` or a usage error, returns the exit code
+/// to end with (0, or 3 for bad usage) after printing.
+pub fn parse() -> Result<Command, ExitCode> {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            let code = if error.use_stderr() { exit_codes::INVALID_INPUT } else { exit_codes::SUCCEEDED };
+            let _ = error.print();
+            return Err(ExitCode::from(code as u8));
+        }
+    };
+    let verbosity = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let username = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "local".to_owned());
+    Ok(match args.command {
+        CommandArgs::Run { job, state_dir, json, concurrency, grace_period } => {
+            use std::io::IsTerminal;
+            let host_env = ["PATH", "HOME", "LANG"]
+                .into_iter()
+                .map(|name| {
+                    let fallback = if name == "PATH" { "/usr/local/bin:/usr/bin:/bin" } else { "" };
+                    (name.to_owned(), std::env::var(name).unwrap_or_else(|_| fallback.to_owned()))
+                })
+                .filter(|(_, value)| !value.is_empty())
+                .collect();
+            Command::Run(RunConfig {
+                job,
+                state_dir,
+                json,
+                concurrency: concurrency as usize,
+                grace_period: Duration::from_secs(grace_period),
+                username,
+                host_env,
+                interactive: std::io::stderr().is_terminal(),
+                verbosity,
+            })
+        }
+        CommandArgs::Validate { job } => Command::Validate { job, username, verbosity },
+    })
+}

@@ -1,0 +1,61 @@
+//! The CLI's commands; each returns the process's exit code.
+
+mod run;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use sluice_contract::{JobSpec, exit_codes, parse_job};
+
+use crate::cli::Command;
+
+/// Runs a parsed command.
+pub async fn run(command: Command) -> i32 {
+    match command {
+        Command::Run(config) => run::run(config).await,
+        Command::Validate { job, username, .. } => validate::validate(&job, &username),
+    }
+}
+
+/// A failure and the exit code it ends the process with.
+pub struct Failure {
+    code: i32,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// The caller's input is at fault (exit 3).
+    pub fn invalid(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: exit_codes::INVALID_INPUT, error: error.into() }
+    }
+
+    /// Sluice itself failed (exit 4).
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: exit_codes::INTERNAL_ERROR, error: error.into() }
+    }
+
+    /// Prints the error on one line with its causes and returns the exit code.
+    pub fn report(self) -> i32 {
+        eprintln!("sluice: error: {:#}", self.error);
+        self.code
+    }
+}
+
+/// Reads and parses a job file; problems are the caller's (exit 3) and name the file.
+pub fn read_job(path: &Path) -> Result<(JobSpec, PathBuf), Failure> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading job file {}", path.display()))
+        .map_err(Failure::invalid)?;
+    let job = parse_job(&bytes)
+        .with_context(|| format!("job file {}", path.display()))
+        .map_err(Failure::invalid)?;
+    let base_dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .canonicalize()
+        .with_context(|| format!("resolving the folder of {}", path.display()))
+        .map_err(Failure::invalid)?;
+    Ok((job, base_dir))
+}

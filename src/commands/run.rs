@@ -1,0 +1,95 @@
+//! `sluice run JOB.json`: queue the job on the local engine, follow it, report it.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sluice_contract::{ValidateOptions, exit_codes};
+use sluice_engine::EngineConfig;
+use sluice_engine::local::{LocalOptions, LocalRuntime};
+use sluice_worker::WorkerConfig;
+use sluice_worker::shell::ShellSettings;
+use tokio::sync::oneshot;
+
+use super::{Failure, read_job};
+use crate::cli::RunConfig;
+use crate::{local_worker, progress};
+
+/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: i32 = 130;
+
+pub async fn run(config: RunConfig) -> i32 {
+    match run_job(&config).await {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
+    }
+}
+
+async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
+    let (job, base_dir) = read_job(&config.job)?;
+    let worker = WorkerConfig {
+        work_root: None,
+        shell: ShellSettings {
+            grace: config.grace_period,
+            ..ShellSettings::default()
+        },
+        limits: Default::default(),
+        host_env: config.host_env.clone(),
+    };
+    let engine_config = EngineConfig {
+        watchdog_slack: config.grace_period + EngineConfig::default().watchdog_slack,
+        ..EngineConfig::default()
+    };
+    let options = LocalOptions {
+        state_dir: config.state_dir.clone(),
+        concurrency: config.concurrency,
+        engine: engine_config,
+    };
+    let runtime = LocalRuntime::start(options, |internal, keys| local_worker::launcher(internal, keys, worker))
+        .map_err(Failure::internal)?;
+    let engine = Arc::clone(runtime.engine());
+
+    let init = engine.init_job(&job, &ValidateOptions::local(&config.username), &base_dir).await;
+    let response = match init {
+        Ok(response) => response,
+        Err(error) => {
+            let invalid = error.is_invalid_input();
+            let error = anyhow::Error::new(error).context(format!("job file {}", config.job.display()));
+            runtime.shutdown().await;
+            return Err(if invalid { Failure::invalid(error) } else { Failure::internal(error) });
+        }
+    };
+    eprintln!(
+        "sluice: run {} · flow {} · {} orders · state in {}",
+        response.run_id,
+        response.flow_id,
+        job.orders.len(),
+        config.state_dir.display()
+    );
+
+    let (stop_progress, stopped) = oneshot::channel();
+    let display = tokio::spawn(progress::follow(Arc::clone(&engine), response.run_id.clone(), config.interactive, stopped));
+    let done = tokio::select! {
+        done = runtime.wait_done(&response.run_id) => done,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = stop_progress.send(());
+            let _ = display.await;
+            eprintln!("sluice: interrupted: stopping run {} (its processes are killed)", response.run_id);
+            runtime.shutdown().await;
+            return Ok(INTERRUPTED);
+        }
+    };
+    let _ = stop_progress.send(());
+    let _ = display.await;
+    let done = done.context("waiting for the run to finish").map_err(Failure::internal)?;
+
+    let summary = progress::summary(&done, runtime.internal_store().root());
+    if config.json {
+        eprint!("{summary}");
+        println!("{}", serde_json::to_string_pretty(&done).expect("done documents serialize"));
+    } else {
+        print!("{summary}");
+    }
+    eprintln!("sluice: done document: {}", response.done_endpt);
+    runtime.shutdown().await;
+    Ok(exit_codes::for_job_status(done.status))
+}

@@ -1,0 +1,197 @@
+//! What `sluice run` shows while a run goes on, and the summary at its end.
+//!
+//! On a terminal: a live table of orders redrawn in place (a line of counts when there are
+//! too many orders for a screen). Otherwise (CI logs, pipes): one plain line per status
+//! change. Both go to stderr, so `--json` keeps stdout for the done document. The display
+//! polls the orders table, the same rows `sluice status` would read: it observes the run and
+//! never takes part in it.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_contract::result::DoneDoc;
+use sluice_contract::{OrderNum, OrderStatus, RunId};
+use sluice_engine::{Clock as _, Engine, OrderRecord};
+use tokio::sync::oneshot;
+
+/// Above this many orders the live view shows counts instead of one line per order.
+const MAX_LIVE_ROWS: usize = 20;
+/// Lines of a failed order's log shown in the summary.
+const LOG_LINES_SHOWN: usize = 10;
+
+/// Follows a run until `stop` fires, drawing its progress on stderr.
+pub async fn follow(engine: Arc<Engine>, run_id: RunId, interactive: bool, mut stop: oneshot::Receiver<()>) {
+    let started = Instant::now();
+    let mut seen: HashMap<OrderNum, OrderStatus> = HashMap::new();
+    let mut drawn_lines = 0;
+    let period = Duration::from_millis(if interactive { 150 } else { 250 });
+    loop {
+        let finished = tokio::select! {
+            _ = &mut stop => true,
+            _ = tokio::time::sleep(period) => false,
+        };
+        if let Ok(orders) = engine.ports.orders.run_orders(&run_id).await {
+            let elapsed = started.elapsed();
+            if interactive {
+                drawn_lines = redraw(&orders, elapsed, drawn_lines);
+            } else {
+                print_changes(&orders, elapsed, &mut seen);
+            }
+        }
+        if finished {
+            if interactive && drawn_lines > 0 {
+                // Leave the summary to replace the live view.
+                eprint!("\x1b[{drawn_lines}F\x1b[J");
+            }
+            return;
+        }
+    }
+}
+
+fn symbol(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Queued => "·",
+        OrderStatus::Dispatching | OrderStatus::Running => "▸",
+        OrderStatus::Succeeded => "✓",
+        OrderStatus::Failed => "✗",
+        OrderStatus::TimedOut => "⏱",
+    }
+}
+
+fn running_for(order: &OrderRecord) -> String {
+    match (order.status, order.dispatched_at_ms, order.duration_ms) {
+        (_, _, Some(ms)) => format_ms(ms),
+        (OrderStatus::Running | OrderStatus::Dispatching, Some(at), None) => {
+            let now = sluice_engine::SystemClock.now_ms();
+            format_ms(now.saturating_sub(at))
+        }
+        _ => String::new(),
+    }
+}
+
+
+fn redraw(orders: &[OrderRecord], elapsed: Duration, drawn_lines: usize) -> usize {
+    let mut screen = String::new();
+    if drawn_lines > 0 {
+        let _ = write!(screen, "\x1b[{drawn_lines}F\x1b[J");
+    }
+    let mut lines = 0;
+    if orders.len() <= MAX_LIVE_ROWS {
+        let width = orders.iter().map(|o| o.order_name.len()).max().unwrap_or(4).min(40);
+        for order in orders {
+            let _ = writeln!(
+                screen,
+                "  {} {} {:width$}  {:<11} {}",
+                symbol(order.status),
+                order.order_num,
+                order.order_name,
+                order.status.as_str(),
+                running_for(order),
+            );
+            lines += 1;
+        }
+    }
+    let _ = writeln!(screen, "  {}  [{}]", counts(orders), format_ms(elapsed.as_millis() as u64));
+    lines += 1;
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(screen.as_bytes());
+    let _ = stderr.flush();
+    lines
+}
+
+fn counts(orders: &[OrderRecord]) -> String {
+    let count = |pred: fn(OrderStatus) -> bool| orders.iter().filter(|o| pred(o.status)).count();
+    format!(
+        "{} queued · {} running · {} succeeded · {} failed · {} timed out",
+        count(|s| s == OrderStatus::Queued),
+        count(|s| matches!(s, OrderStatus::Dispatching | OrderStatus::Running)),
+        count(|s| s == OrderStatus::Succeeded),
+        count(|s| s == OrderStatus::Failed),
+        count(|s| s == OrderStatus::TimedOut),
+    )
+}
+
+fn print_changes(orders: &[OrderRecord], elapsed: Duration, seen: &mut HashMap<OrderNum, OrderStatus>) {
+    let mut stderr = std::io::stderr().lock();
+    for order in orders {
+        // Dispatching is a blink between queued and running: not worth a line.
+        if order.status == OrderStatus::Dispatching || seen.get(&order.order_num) == Some(&order.status) {
+            continue;
+        }
+        if order.status == OrderStatus::Queued && !seen.contains_key(&order.order_num) {
+            seen.insert(order.order_num, order.status);
+            continue;
+        }
+        seen.insert(order.order_num, order.status);
+        let detail = order.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let _ = writeln!(
+            stderr,
+            "[{:>8}] {} {} {}{detail}",
+            format_ms(elapsed.as_millis() as u64),
+            order.order_num,
+            order.order_name,
+            order.status
+        );
+    }
+}
+
+/// `1.23s`, `2m05s`.
+pub fn format_ms(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// The end-of-run table, with the end of each unsuccessful order's log.
+pub fn summary(done: &DoneDoc, internal_root: &Path) -> String {
+    let mut out = String::new();
+    let width = done.orders.iter().map(|o| o.order_name.len()).max().unwrap_or(4).clamp(4, 40);
+    let _ = writeln!(out, "ORDER  {:width$}  STATUS     DURATION  DETAIL", "NAME");
+    for order in &done.orders {
+        let duration = order.duration_ms.map(format_ms).unwrap_or_else(|| "-".to_owned());
+        let detail = order.reason.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}   {:width$}  {:<10} {:<9} {}",
+            order.order_num, order.order_name, order.status.as_str(), duration, detail
+        );
+    }
+    for order in done.orders.iter().filter(|o| matches!(o.status, OrderStatus::Failed | OrderStatus::TimedOut)) {
+        let Some(log_key) = &order.log_key else { continue };
+        let path = internal_root.join(log_key);
+        if let Some(tail) = last_lines(&path, LOG_LINES_SHOWN) {
+            let _ = writeln!(out, "\n--- {} {}: last lines of {}", order.order_num, order.order_name, path.display());
+            for line in tail {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    let s = &done.summary;
+    let _ = writeln!(
+        out,
+        "\njob {}: {} succeeded, {} failed, {} timed out",
+        done.status, s.succeeded, s.failed, s.timed_out
+    );
+    out
+}
+
+/// The last `count` lines of a file, reading only its end.
+fn last_lines(path: &Path, count: usize) -> Option<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let start = len.saturating_sub(8 * 1024);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let skip = lines.len().saturating_sub(count);
+    Some(lines.into_iter().skip(skip).collect())
+}

@@ -1,0 +1,41 @@
+//! [`WorkerIo`]: where a worker finds its bundle and key and sends its log and result.
+//!
+//! On AWS: S3 GETs, an SSM parameter, S3 conditional PUT for the claim, presigned PUTs for
+//! the log and the result. Locally: the directory store and key files, so a result written by
+//! the local callback fires the event bus exactly as an S3 notification would.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sluice_contract::dispatch::Claim;
+use sluice_contract::{OrderNum, RunId};
+
+/// An IO operation of the worker failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct IoError {
+    /// The operation and the key, path or URL.
+    pub what: String,
+    /// The cause.
+    pub message: String,
+}
+
+/// The worker's view of the outside world.
+#[async_trait]
+pub trait WorkerIo: Send + Sync {
+    /// The bundle at `key` in `bucket`.
+    async fn fetch_bundle(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IoError>;
+
+    /// The order's private age key.
+    async fn fetch_key(&self, key_path: &str) -> Result<String, IoError>;
+
+    /// Records `claim` for the attempt if nobody has; `Ok(false)` when it was claimed before
+    /// (the attempt is already running elsewhere and must not run again).
+    async fn claim(&self, run_id: &RunId, order_num: OrderNum, claim: &Claim) -> Result<bool, IoError>;
+
+    /// Stores the full log file at `log_key`.
+    async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError>;
+
+    /// PUTs `body` to the callback `url`.
+    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError>;
+}

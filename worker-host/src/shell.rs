@@ -1,0 +1,202 @@
+//! Running an order's commands as real subprocesses.
+//!
+//! Each command runs as `sh -c <cmd>` in a new process group, with stdin closed, the
+//! environment built from scratch (only what [`ShellOrder::env`] lists), and stdout and
+//! stderr read concurrently, as they arrive, into the log pipeline. One deadline covers the
+//! whole order. At the deadline the group gets SIGTERM, then, after the grace period (output
+//! still drained meanwhile), SIGKILL. After a command exits, its pipes get a bounded time to
+//! close: a background process holding them cannot hang the worker. When a command is done,
+//! whatever is left of its process group is killed, so nothing an order started outlives it.
+//! Commands run in turn and the first non-zero exit stops the order.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::log_sink::{CHUNK_SIZE, LogSender, LogSink};
+use crate::process_group::ProcessGroup;
+
+/// How commands are stopped and drained. Defaults: 10 s grace, 2 s for pipes to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShellSettings {
+    /// Time between SIGTERM and SIGKILL at the deadline.
+    pub grace: Duration,
+    /// Time pipes get to close after their command exited.
+    pub pipe_drain: Duration,
+}
+
+impl Default for ShellSettings {
+    fn default() -> Self {
+        ShellSettings {
+            grace: Duration::from_secs(10),
+            pipe_drain: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What to run, where, with what.
+#[derive(Debug)]
+pub struct ShellOrder<'a> {
+    /// The commands, in order.
+    pub cmds: &'a [String],
+    /// The complete environment of every command.
+    pub env: &'a [(String, String)],
+    /// The working directory.
+    pub cwd: &'a Path,
+    /// When the order's time is up.
+    pub deadline: Instant,
+}
+
+/// How an order's commands ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellOutcome {
+    /// Every command exited 0.
+    Succeeded,
+    /// A command exited non-zero or was killed by a signal.
+    Failed {
+        /// Which command (0-based).
+        cmd_index: usize,
+        /// Its exit code (128 + signal when killed by one).
+        exit_code: i32,
+        /// A sentence for the result's `reason`.
+        reason: String,
+    },
+    /// The deadline passed; the command's group was stopped.
+    TimedOut {
+        /// Which command was running.
+        cmd_index: usize,
+    },
+    /// A command could not be started.
+    SpawnFailed {
+        /// Which command.
+        cmd_index: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs the commands (see the module docs), writing their output into `log`.
+pub async fn run_cmds(order: &ShellOrder<'_>, log: &LogSink, settings: ShellSettings) -> ShellOutcome {
+    let total = order.cmds.len();
+    for (cmd_index, cmd) in order.cmds.iter().enumerate() {
+        log.note(&format!("[{}/{total}] {cmd}", cmd_index + 1)).await;
+        match run_one(cmd, order, log, settings).await {
+            Ok(CmdEnd::Exited(status)) if status.success() => {}
+            Ok(CmdEnd::Exited(status)) => {
+                let (exit_code, reason) = describe(&status);
+                log.note(&reason).await;
+                return ShellOutcome::Failed { cmd_index, exit_code, reason };
+            }
+            Ok(CmdEnd::TimedOut) => {
+                log.note(&format!("timed out: command {} stopped at the order's deadline", cmd_index + 1))
+                    .await;
+                return ShellOutcome::TimedOut { cmd_index };
+            }
+            Err(e) => {
+                let reason = format!("command {} could not be started: {e}", cmd_index + 1);
+                log.note(&reason).await;
+                return ShellOutcome::SpawnFailed { cmd_index, reason };
+            }
+        }
+    }
+    ShellOutcome::Succeeded
+}
+
+enum CmdEnd {
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+fn describe(status: &ExitStatus) -> (i32, String) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code, format!("exit code {code}")),
+        (None, Some(signal)) => (128 + signal, format!("killed by signal {signal}")),
+        (None, None) => (-1, "ended without an exit code".to_owned()),
+    }
+}
+
+async fn run_one(cmd: &str, order: &ShellOrder<'_>, log: &LogSink, settings: ShellSettings) -> std::io::Result<CmdEnd> {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(cmd)
+        .env_clear()
+        .envs(order.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(order.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = Command::from(command).kill_on_drop(true).spawn()?;
+    let group = ProcessGroup::new(child.id().expect("a just-spawned child has a pid"));
+    let mut readers = vec![
+        pump(child.stdout.take().expect("stdout is piped"), log.sender()),
+        pump(child.stderr.take().expect("stderr is piped"), log.sender()),
+    ];
+
+    let end = match timeout_at(order.deadline, child.wait()).await {
+        Ok(status) => CmdEnd::Exited(status?),
+        Err(_) => {
+            group.signal(Signal::SIGTERM);
+            let kill_at = Instant::now() + settings.grace;
+            // Wait for the command to exit and its output to end, up to the grace period.
+            let exited = timeout_at(kill_at, async {
+                let status = child.wait().await;
+                join_all(&mut readers).await;
+                status
+            })
+            .await;
+            if exited.is_err() {
+                group.signal(Signal::SIGKILL);
+                child.wait().await?;
+            }
+            CmdEnd::TimedOut
+        }
+    };
+    if timeout(settings.pipe_drain, join_all(&mut readers)).await.is_err() {
+        log.note("output still open after the command exited: its background processes are killed").await;
+    }
+    drop(group); // SIGKILL to whatever is left of the group.
+    // Killed processes close their pipes at once; a reader still stuck now is held by a
+    // process that left the group (setsid): give up on it rather than hang.
+    if timeout(Duration::from_secs(1), join_all(&mut readers)).await.is_err() {
+        for reader in &readers {
+            reader.abort();
+        }
+    }
+    Ok(end)
+}
+
+/// Waits for every reader still running; cancel-safe (finished handles are removed).
+async fn join_all(readers: &mut Vec<JoinHandle<()>>) {
+    while let Some(reader) = readers.last_mut() {
+        let _ = reader.await;
+        readers.pop();
+    }
+}
+
+/// Copies a pipe into the log, chunk by chunk, as data arrives.
+fn pump<R: AsyncRead + Unpin + Send + 'static>(mut pipe: R, log: LogSender) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; CHUNK_SIZE];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if log.send(buffer[..n].to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
