@@ -33,6 +33,9 @@ enum CommandArgs {
         /// Print only the done document on stdout (progress goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Show the end of every order's log in the summary (unsuccessful ones always are).
+        #[arg(long)]
+        logs: bool,
         /// How many orders run at the same time.
         #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         concurrency: u32,
@@ -72,6 +75,8 @@ pub struct RunConfig {
     pub state_dir: PathBuf,
     /// Print the done document only.
     pub json: bool,
+    /// Show every order's log tail in the summary.
+    pub logs: bool,
     /// Workers at once.
     pub concurrency: usize,
     /// SIGTERM → SIGKILL delay.
@@ -115,7 +120,7 @@ pub fn parse() -> Result<Command, ExitCode> {
     };
     let username = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "local".to_owned());
     Ok(match args.command {
-        CommandArgs::Run { job, state_dir, json, concurrency, grace_period } => {
+        CommandArgs::Run { job, state_dir, json, logs, concurrency, grace_period } => {
             use std::io::IsTerminal;
             let host_env = ["PATH", "HOME", "LANG"]
                 .into_iter()
@@ -129,6 +134,7 @@ pub fn parse() -> Result<Command, ExitCode> {
                 job,
                 state_dir,
                 json,
+                logs,
                 concurrency: concurrency as usize,
                 grace_period: Duration::from_secs(grace_period),
                 username,

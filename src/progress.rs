@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_contract::result::DoneDoc;
+use sluice_contract::result::{DoneDoc, DoneOrder};
 use sluice_contract::{OrderNum, OrderStatus, RunId};
 use sluice_engine::{Clock as _, Engine, OrderRecord};
 use tokio::sync::oneshot;
@@ -148,8 +148,9 @@ pub fn format_ms(ms: u64) -> String {
     }
 }
 
-/// The end-of-run table, with the end of each unsuccessful order's log.
-pub fn summary(done: &DoneDoc, internal_root: &Path) -> String {
+/// The end-of-run table, with the end of each unsuccessful order's log (of every order's
+/// with `all_logs`).
+pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
     let mut out = String::new();
     let width = done.orders.iter().map(|o| o.order_name.len()).max().unwrap_or(4).clamp(4, 40);
     let _ = writeln!(out, "ORDER  {:width$}  STATUS     DURATION  DETAIL", "NAME");
@@ -162,7 +163,8 @@ pub fn summary(done: &DoneDoc, internal_root: &Path) -> String {
             order.order_num, order.order_name, order.status.as_str(), duration, detail
         );
     }
-    for order in done.orders.iter().filter(|o| matches!(o.status, OrderStatus::Failed | OrderStatus::TimedOut)) {
+    let shown = |o: &&DoneOrder| all_logs || matches!(o.status, OrderStatus::Failed | OrderStatus::TimedOut);
+    for order in done.orders.iter().filter(shown) {
         let Some(log_key) = &order.log_key else { continue };
         let path = internal_root.join(log_key);
         if let Some(tail) = last_lines(&path, LOG_LINES_SHOWN) {

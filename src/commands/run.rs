@@ -82,7 +82,7 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
     let _ = display.await;
     let done = done.context("waiting for the run to finish").map_err(Failure::internal)?;
 
-    let summary = progress::summary(&done, runtime.internal_store().root());
+    let summary = progress::summary(&done, runtime.internal_store().root(), config.logs);
     if config.json {
         eprint!("{summary}");
         println!("{}", serde_json::to_string_pretty(&done).expect("done documents serialize"));

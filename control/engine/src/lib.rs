@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod blocking;
+pub mod conformance;
 pub mod bundle;
 pub mod engine;
 pub mod error;

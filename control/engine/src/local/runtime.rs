@@ -235,7 +235,8 @@ async fn watchdogs(engine: Arc<Engine>, mut watches: mpsc::UnboundedReceiver<Wat
 }
 
 async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
-    let mut wait = Duration::from_secs(input.timeout.min(crate::watchdog::MAX_WAIT_SECONDS));
+    // The first check comes soon; from then on the check says how long to wait.
+    let mut wait = Duration::from_secs(1);
     loop {
         tokio::time::sleep(wait).await;
         match engine.watchdog_check(&input).await {

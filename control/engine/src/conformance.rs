@@ -1,0 +1,156 @@
+//! Adapter conformance suites: the guarantees every [`ObjectStore`] and [`OrderStore`] must
+//! give, as one backend-agnostic suite each (object_store's `integration.rs` rule).
+//!
+//! The local adapters run them in this crate's tests; `sluice-aws` runs the same suites
+//! against moto. A failed guarantee panics with the operation named.
+
+use std::time::Duration;
+
+use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
+
+use crate::error::StoreError;
+use crate::ports::{AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Transition};
+
+/// A queued order row for tests.
+pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
+    let order_num = OrderNum::from_index(index);
+    OrderRecord {
+        run_id: run_id.clone(),
+        order_num,
+        order_name: format!("order-{}", index + 1),
+        queue_id: (index + 1).to_string(),
+        depends_on: Vec::new(),
+        must_succeed: true,
+        timeout: 60,
+        execution_target: ExecutionTarget::Lambda,
+        trace_id: TraceId::generate(),
+        flow_id: "test:flow".to_owned(),
+        created_at_ms: 1,
+        job_deadline_ms: u64::MAX / 2,
+        callback_expires_at_ms: u64::MAX / 2,
+        key_path: "key".to_owned(),
+        log_key: "log".to_owned(),
+        status: OrderStatus::Queued,
+        attempt: None,
+        dispatched_at_ms: None,
+        finished_at_ms: None,
+        duration_ms: None,
+        exit_code: None,
+        reason: None,
+    }
+}
+
+/// Puts are atomic and replace; conditional puts fail on existing keys; lists see every key
+/// under a prefix and nothing else; deletes are idempotent.
+pub async fn object_store_suite(store: &dyn ObjectStore) {
+    let base = format!("conformance/{}", uuid::Uuid::new_v4().simple());
+    let key = format!("{base}/a/result.json");
+    assert!(store.get(&key).await.unwrap_err().is_not_found(), "get of a missing key is NotFound");
+    assert_eq!(store.head(&key).await.unwrap(), None, "head of a missing key");
+
+    store.put(&key, b"one".to_vec()).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), b"one");
+    store.put(&key, b"two!".to_vec()).await.unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), b"two!", "put replaces");
+    assert_eq!(store.head(&key).await.unwrap(), Some(4), "head gives the size");
+
+    let err = store.put_if_absent(&key, b"three".to_vec()).await.unwrap_err();
+    assert!(err.is_condition_failed(), "put_if_absent on an existing key: {err}");
+    assert_eq!(store.get(&key).await.unwrap(), b"two!", "a failed conditional put changes nothing");
+    let fresh = format!("{base}/b/claim");
+    store.put_if_absent(&fresh, b"mine".to_vec()).await.unwrap();
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![b'x'; 300_000]).unwrap();
+    let log = format!("{base}/c/log.txt");
+    store.put_file(&log, file.path()).await.unwrap();
+    assert_eq!(store.head(&log).await.unwrap(), Some(300_000), "put_file uploads the whole file");
+
+    store.put(&format!("{base}x/other"), b"not mine".to_vec()).await.unwrap();
+    let listed = store.list(&format!("{base}/")).await.unwrap();
+    assert_eq!(listed, vec![key.clone(), fresh.clone(), log.clone()], "list is sorted and complete");
+    let partial = store.list(&format!("{base}/a")).await.unwrap();
+    assert_eq!(partial, vec![key.clone()], "prefixes may end inside a name");
+
+    store.delete(&key).await.unwrap();
+    store.delete(&key).await.unwrap();
+    assert!(store.get(&key).await.unwrap_err().is_not_found(), "deleted");
+    let url = store.presign_put(&fresh, Duration::from_secs(60)).await.unwrap();
+    assert!(!url.is_empty());
+    for k in [fresh, log, format!("{base}x/other")] {
+        store.delete(&k).await.unwrap();
+    }
+}
+
+/// Orders insert all-or-none, transitions are conditional and follow the state machine,
+/// events are kept by key, and the lock's conditional writes behave as the protocol needs.
+pub async fn order_store_suite(store: &dyn OrderStore) {
+    let run = RunId::generate();
+    let orders: Vec<OrderRecord> = (0..3).map(|i| sample_order(&run, i)).collect();
+    store.insert_orders(&orders).await.unwrap();
+    let err = store.insert_orders(&orders[..1]).await.unwrap_err();
+    assert!(err.is_condition_failed(), "inserting an existing order: {err}");
+    let read = store.run_orders(&run).await.unwrap();
+    assert_eq!(read, orders, "run_orders returns every row in order");
+    let num = orders[0].order_num;
+
+    let dispatching = Transition {
+        attempt: Some("a1".to_owned()),
+        dispatched_at_ms: Some(5),
+        ..Transition::to(OrderStatus::Dispatching)
+    };
+    let row = store.transition(&run, num, OrderStatus::Queued, &dispatching).await.unwrap();
+    assert_eq!((row.status, row.attempt.as_deref(), row.dispatched_at_ms), (OrderStatus::Dispatching, Some("a1"), Some(5)));
+    let err = store.transition(&run, num, OrderStatus::Queued, &dispatching).await.unwrap_err();
+    assert!(err.is_condition_failed(), "a second queued -> dispatching must fail: {err}");
+    store.transition(&run, num, OrderStatus::Dispatching, &Transition::to(OrderStatus::Running)).await.unwrap();
+    let done = Transition { exit_code: Some(0), ..Transition::to(OrderStatus::Succeeded) };
+    store.transition(&run, num, OrderStatus::Running, &done).await.unwrap();
+    let late = Transition::to(OrderStatus::Failed);
+    assert!(store.transition(&run, num, OrderStatus::Running, &late).await.unwrap_err().is_condition_failed(), "late result keeps terminal status");
+    assert!(
+        store.transition(&run, num, OrderStatus::Succeeded, &late).await.is_err(),
+        "terminal statuses never change"
+    );
+    let row = store.get_order(&run, num).await.unwrap();
+    assert_eq!((row.status, row.exit_code, row.attempt.as_deref()), (OrderStatus::Succeeded, Some(0), Some("a1")));
+    assert!(store.get_order(&run, OrderNum::from_index(9)).await.unwrap_err().is_not_found());
+
+    let event = OrderEvent {
+        trace_id: orders[0].trace_id.clone(),
+        order_name: OrderEvent::JOB.to_owned(),
+        epoch_ms: 7,
+        event: "started".to_owned(),
+        run_id: run.clone(),
+        detail: serde_json::json!({"n": 1}),
+    };
+    store.put_event(&event).await.unwrap();
+    store.put_event(&event).await.unwrap();
+    assert_eq!(store.trace_events(&orders[0].trace_id).await.unwrap(), vec![event], "events are kept once per key");
+
+    lock_suite(store).await;
+}
+
+async fn lock_suite(store: &dyn OrderStore) {
+    let run = RunId::generate();
+    assert_eq!(store.lock_state(&run).await.unwrap(), None);
+    assert_eq!(store.mark_dirty(&run).await.unwrap(), MarkDirtyOutcome::NotHeld, "nobody holds an absent lock");
+    assert_eq!(store.acquire_lock(&run, "a", 100, 200).await.unwrap(), AcquireOutcome::Acquired);
+    assert_eq!(store.acquire_lock(&run, "b", 150, 250).await.unwrap(), AcquireOutcome::Held, "a live lease holds");
+    assert_eq!(store.mark_dirty(&run).await.unwrap(), MarkDirtyOutcome::Marked);
+    let err = store.release_lock(&run, "a").await.unwrap_err();
+    assert!(err.is_condition_failed(), "a dirty lock cannot be released: {err}");
+    assert!(store.clear_dirty(&run, "b").await.unwrap_err().is_condition_failed(), "only the owner clears dirty");
+    store.clear_dirty(&run, "a").await.unwrap();
+    store.release_lock(&run, "a").await.unwrap();
+    assert!(store.renew_lock(&run, "a", 300).await.unwrap_err().is_condition_failed(), "a released lock is not renewed");
+
+    assert_eq!(store.acquire_lock(&run, "b", 300, 400).await.unwrap(), AcquireOutcome::Acquired, "a released lock is free");
+    assert_eq!(store.acquire_lock(&run, "c", 401, 500).await.unwrap(), AcquireOutcome::Acquired, "an expired lease is free");
+    assert!(store.renew_lock(&run, "b", 600).await.unwrap_err().is_condition_failed(), "the old holder lost it");
+    assert!(matches!(store.complete_lock(&run, "b").await, Err(StoreError::ConditionFailed { .. })));
+    store.complete_lock(&run, "c").await.unwrap();
+    assert_eq!(store.acquire_lock(&run, "d", 10_000, 20_000).await.unwrap(), AcquireOutcome::Completed, "completed is final");
+    assert_eq!(store.mark_dirty(&run).await.unwrap(), MarkDirtyOutcome::Completed);
+    assert_eq!(store.lock_state(&run).await.unwrap().unwrap().status, "completed");
+}
