@@ -1,0 +1,71 @@
+//! Shared helpers of the CLI end-to-end tests: each test gets its own temp folder for job
+//! files and state, and runs the real `sluice` binary.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use sluice_contract::result::DoneDoc;
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox { dir: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn write_job(&self, name: &str, json: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        path
+    }
+
+    /// `sluice run JOB --state-dir <sandbox>/state --json` with extra args.
+    pub fn run(&self, job: &Path, extra: &[&str]) -> std::process::Output {
+        sluice()
+            .arg("run")
+            .arg(job)
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    /// The full stored log of an order, from the done document.
+    pub fn log_of(&self, done: &DoneDoc, order_name: &str) -> String {
+        let order = done.orders.iter().find(|o| o.order_name == order_name).unwrap();
+        let key = order.log_key.as_ref().expect("the order ran");
+        std::fs::read_to_string(self.state().join("internal").join(key)).unwrap()
+    }
+}
+
+pub fn sluice() -> Command {
+    Command::cargo_bin("sluice").unwrap()
+}
+
+pub fn done_of(output: &std::process::Output) -> DoneDoc {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a done document ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs")
+}
