@@ -107,7 +107,11 @@ pub fn parse() -> Result<Command, ExitCode> {
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(error) => {
-            let code = if error.use_stderr() { exit_codes::INVALID_INPUT } else { exit_codes::SUCCEEDED };
+            let code = if error.use_stderr() {
+                exit_codes::INVALID_INPUT
+            } else {
+                exit_codes::SUCCEEDED
+            };
             let _ = error.print();
             return Err(ExitCode::from(code as u8));
         }
@@ -118,15 +122,32 @@ pub fn parse() -> Result<Command, ExitCode> {
         2 => "debug",
         _ => "trace",
     };
-    let username = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "local".to_owned());
+    let username = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "local".to_owned());
     Ok(match args.command {
-        CommandArgs::Run { job, state_dir, json, logs, concurrency, grace_period } => {
+        CommandArgs::Run {
+            job,
+            state_dir,
+            json,
+            logs,
+            concurrency,
+            grace_period,
+        } => {
             use std::io::IsTerminal;
             let host_env = ["PATH", "HOME", "LANG"]
                 .into_iter()
                 .map(|name| {
-                    let fallback = if name == "PATH" { "/usr/local/bin:/usr/bin:/bin" } else { "" };
-                    (name.to_owned(), std::env::var(name).unwrap_or_else(|_| fallback.to_owned()))
+                    let fallback = if name == "PATH" {
+                        "/usr/local/bin:/usr/bin:/bin"
+                    } else {
+                        ""
+                    };
+                    (
+                        name.to_owned(),
+                        std::env::var(name).unwrap_or_else(|_| fallback.to_owned()),
+                    )
                 })
                 .filter(|(_, value)| !value.is_empty())
                 .collect();
@@ -143,6 +164,10 @@ pub fn parse() -> Result<Command, ExitCode> {
                 verbosity,
             })
         }
-        CommandArgs::Validate { job } => Command::Validate { job, username, verbosity },
+        CommandArgs::Validate { job } => Command::Validate {
+            job,
+            username,
+            verbosity,
+        },
     })
 }

@@ -23,7 +23,10 @@ pub struct LocalWorkerIo {
 }
 
 fn io_error(what: String) -> impl FnOnce(StoreError) -> IoError {
-    move |e| IoError { what, message: e.to_string() }
+    move |e| IoError {
+        what,
+        message: e.to_string(),
+    }
 }
 
 #[async_trait]
@@ -35,14 +38,25 @@ impl WorkerIo for LocalWorkerIo {
                 message: format!("the local engine has no bucket {bucket:?}"),
             });
         }
-        self.internal.get(key).await.map_err(io_error(format!("fetching {key}")))
+        self.internal
+            .get(key)
+            .await
+            .map_err(io_error(format!("fetching {key}")))
     }
 
     async fn fetch_key(&self, key_path: &str) -> Result<String, IoError> {
-        self.keys.get_key(key_path).await.map_err(io_error(format!("fetching key {key_path}")))
+        self.keys
+            .get_key(key_path)
+            .await
+            .map_err(io_error(format!("fetching key {key_path}")))
     }
 
-    async fn claim(&self, run_id: &RunId, order_num: OrderNum, claim: &Claim) -> Result<bool, IoError> {
+    async fn claim(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        claim: &Claim,
+    ) -> Result<bool, IoError> {
         let key = keys::claim(run_id, order_num, &claim.attempt);
         let body = serde_json::to_vec(claim).expect("claims serialize");
         match self.internal.put_if_absent(&key, body).await {
@@ -53,7 +67,10 @@ impl WorkerIo for LocalWorkerIo {
     }
 
     async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError> {
-        self.internal.put_file(log_key, path).await.map_err(io_error(format!("storing {log_key}")))
+        self.internal
+            .put_file(log_key, path)
+            .await
+            .map_err(io_error(format!("storing {log_key}")))
     }
 
     async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
@@ -61,12 +78,19 @@ impl WorkerIo for LocalWorkerIo {
             what: format!("calling back {url}"),
             message: "not a URL of the local store".to_owned(),
         })?;
-        self.internal.put(&key, body).await.map_err(io_error(format!("calling back {key}")))
+        self.internal
+            .put(&key, body)
+            .await
+            .map_err(io_error(format!("calling back {key}")))
     }
 }
 
 /// The launcher for [`sluice_engine::local::LocalRuntime::start`].
-pub fn launcher(internal: &Arc<DirStore>, keys: &Arc<FileKeyStore>, config: WorkerConfig) -> Launcher {
+pub fn launcher(
+    internal: &Arc<DirStore>,
+    keys: &Arc<FileKeyStore>,
+    config: WorkerConfig,
+) -> Launcher {
     let io = Arc::new(LocalWorkerIo {
         internal: Arc::clone(internal),
         keys: Arc::clone(keys),

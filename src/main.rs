@@ -19,7 +19,10 @@ fn main() -> ExitCode {
         Err(exit) => return exit,
     };
     init_tracing(command.verbosity());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sluice: error: starting the async runtime: {error}");
@@ -36,7 +39,8 @@ fn main() -> ExitCode {
 /// Logs go to stderr as text; `SLUICE_LOG` (tracing's filter syntax) overrides the level.
 fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

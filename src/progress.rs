@@ -24,7 +24,12 @@ const MAX_LIVE_ROWS: usize = 20;
 const LOG_LINES_SHOWN: usize = 10;
 
 /// Follows a run until `stop` fires, drawing its progress on stderr.
-pub async fn follow(engine: Arc<Engine>, run_id: RunId, interactive: bool, mut stop: oneshot::Receiver<()>) {
+pub async fn follow(
+    engine: Arc<Engine>,
+    run_id: RunId,
+    interactive: bool,
+    mut stop: oneshot::Receiver<()>,
+) {
     let started = Instant::now();
     let mut seen: HashMap<OrderNum, OrderStatus> = HashMap::new();
     let mut drawn_lines = 0;
@@ -73,7 +78,6 @@ fn running_for(order: &OrderRecord) -> String {
     }
 }
 
-
 fn redraw(orders: &[OrderRecord], elapsed: Duration, drawn_lines: usize) -> usize {
     let mut screen = String::new();
     if drawn_lines > 0 {
@@ -81,7 +85,12 @@ fn redraw(orders: &[OrderRecord], elapsed: Duration, drawn_lines: usize) -> usiz
     }
     let mut lines = 0;
     if orders.len() <= MAX_LIVE_ROWS {
-        let width = orders.iter().map(|o| o.order_name.len()).max().unwrap_or(4).min(40);
+        let width = orders
+            .iter()
+            .map(|o| o.order_name.len())
+            .max()
+            .unwrap_or(4)
+            .min(40);
         for order in orders {
             let _ = writeln!(
                 screen,
@@ -95,7 +104,12 @@ fn redraw(orders: &[OrderRecord], elapsed: Duration, drawn_lines: usize) -> usiz
             lines += 1;
         }
     }
-    let _ = writeln!(screen, "  {}  [{}]", counts(orders), format_ms(elapsed.as_millis() as u64));
+    let _ = writeln!(
+        screen,
+        "  {}  [{}]",
+        counts(orders),
+        format_ms(elapsed.as_millis() as u64)
+    );
     lines += 1;
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(screen.as_bytes());
@@ -115,11 +129,17 @@ fn counts(orders: &[OrderRecord]) -> String {
     )
 }
 
-fn print_changes(orders: &[OrderRecord], elapsed: Duration, seen: &mut HashMap<OrderNum, OrderStatus>) {
+fn print_changes(
+    orders: &[OrderRecord],
+    elapsed: Duration,
+    seen: &mut HashMap<OrderNum, OrderStatus>,
+) {
     let mut stderr = std::io::stderr().lock();
     for order in orders {
         // Dispatching is a blink between queued and running: not worth a line.
-        if order.status == OrderStatus::Dispatching || seen.get(&order.order_num) == Some(&order.status) {
+        if order.status == OrderStatus::Dispatching
+            || seen.get(&order.order_num) == Some(&order.status)
+        {
             continue;
         }
         if order.status == OrderStatus::Queued && !seen.contains_key(&order.order_num) {
@@ -127,7 +147,11 @@ fn print_changes(orders: &[OrderRecord], elapsed: Duration, seen: &mut HashMap<O
             continue;
         }
         seen.insert(order.order_num, order.status);
-        let detail = order.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let detail = order
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
         let _ = writeln!(
             stderr,
             "[{:>8}] {} {} {}{detail}",
@@ -152,23 +176,46 @@ pub fn format_ms(ms: u64) -> String {
 /// with `all_logs`).
 pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
     let mut out = String::new();
-    let width = done.orders.iter().map(|o| o.order_name.len()).max().unwrap_or(4).clamp(4, 40);
+    let width = done
+        .orders
+        .iter()
+        .map(|o| o.order_name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 40);
     let _ = writeln!(out, "ORDER  {:width$}  STATUS     DURATION  DETAIL", "NAME");
     for order in &done.orders {
-        let duration = order.duration_ms.map(format_ms).unwrap_or_else(|| "-".to_owned());
+        let duration = order
+            .duration_ms
+            .map(format_ms)
+            .unwrap_or_else(|| "-".to_owned());
         let detail = order.reason.clone().unwrap_or_default();
         let _ = writeln!(
             out,
             "{}   {:width$}  {:<10} {:<9} {}",
-            order.order_num, order.order_name, order.status.as_str(), duration, detail
+            order.order_num,
+            order.order_name,
+            order.status.as_str(),
+            duration,
+            detail
         );
     }
-    let shown = |o: &&DoneOrder| all_logs || matches!(o.status, OrderStatus::Failed | OrderStatus::TimedOut);
+    let shown = |o: &&DoneOrder| {
+        all_logs || matches!(o.status, OrderStatus::Failed | OrderStatus::TimedOut)
+    };
     for order in done.orders.iter().filter(shown) {
-        let Some(log_key) = &order.log_key else { continue };
+        let Some(log_key) = &order.log_key else {
+            continue;
+        };
         let path = internal_root.join(log_key);
         if let Some(tail) = last_lines(&path, LOG_LINES_SHOWN) {
-            let _ = writeln!(out, "\n--- {} {}: last lines of {}", order.order_num, order.order_name, path.display());
+            let _ = writeln!(
+                out,
+                "\n--- {} {}: last lines of {}",
+                order.order_num,
+                order.order_name,
+                path.display()
+            );
             for line in tail {
                 let _ = writeln!(out, "    {line}");
             }

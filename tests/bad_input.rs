@@ -11,41 +11,71 @@ fn cases() -> Vec<(&'static str, String, &'static [&'static str])> {
     vec![
         ("not json", "orders: [".to_owned(), &["not valid JSON"]),
         ("no orders", r#"{"orders": []}"#.to_owned(), &["no orders"]),
-        ("unknown field", format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "dependecies": ["x"]}}]}}"#), &["orders[0]", "dependecies"]),
+        (
+            "unknown field",
+            format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "dependecies": ["x"]}}]}}"#),
+            &["orders[0]", "dependecies"],
+        ),
         (
             "cycle",
-            format!(r#"{{"orders": [{{"order_name": "a", "cmds": ["true"], {T}, "dependencies": ["b"]}}, {{"order_name": "b", "cmds": ["true"], {T}, "dependencies": ["a"]}}]}}"#),
+            format!(
+                r#"{{"orders": [{{"order_name": "a", "cmds": ["true"], {T}, "dependencies": ["b"]}}, {{"order_name": "b", "cmds": ["true"], {T}, "dependencies": ["a"]}}]}}"#
+            ),
             &["dependency cycle: a -> b -> a"],
         ),
         (
             "cycle through default queue ids",
-            format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "dependencies": [2]}}, {{"cmds": ["true"], {T}, "dependencies": ["1"]}}]}}"#),
+            format!(
+                r#"{{"orders": [{{"cmds": ["true"], {T}, "dependencies": [2]}}, {{"cmds": ["true"], {T}, "dependencies": ["1"]}}]}}"#
+            ),
             &["dependency cycle", "order-1", "order-2"],
         ),
         (
             "unknown dependency",
-            format!(r#"{{"orders": [{{"order_name": "deploy", "cmds": ["true"], {T}, "dependencies": ["biuld"]}}]}}"#),
+            format!(
+                r#"{{"orders": [{{"order_name": "deploy", "cmds": ["true"], {T}, "dependencies": ["biuld"]}}]}}"#
+            ),
             &["order 0001 (deploy)", "unknown dependency \"biuld\""],
         ),
         (
             "duplicate queue_id",
-            format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "queue_id": "q"}}, {{"cmds": ["true"], {T}, "queue_id": "q"}}]}}"#),
+            format!(
+                r#"{{"orders": [{{"cmds": ["true"], {T}, "queue_id": "q"}}, {{"cmds": ["true"], {T}, "queue_id": "q"}}]}}"#
+            ),
             &["order 0002", "queue_id \"q\" is already used"],
         ),
         (
             "duplicate order_name",
-            format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "order_name": "n"}}, {{"cmds": ["true"], {T}, "order_name": "n"}}]}}"#),
+            format!(
+                r#"{{"orders": [{{"cmds": ["true"], {T}, "order_name": "n"}}, {{"cmds": ["true"], {T}, "order_name": "n"}}]}}"#
+            ),
             &["order 0002", "order_name \"n\" is already used"],
         ),
-        ("empty cmds", format!(r#"{{"orders": [{{"cmds": [], {T}}}]}}"#), &["`cmds`", "empty"]),
-        ("missing timeout", r#"{"orders": [{"cmds": ["true"]}]}"#.to_owned(), &["`timeout`", "missing"]),
-        ("zero timeout", r#"{"orders": [{"cmds": ["true"], "timeout": 0}]}"#.to_owned(), &["`timeout`", "greater than 0"]),
+        (
+            "empty cmds",
+            format!(r#"{{"orders": [{{"cmds": [], {T}}}]}}"#),
+            &["`cmds`", "empty"],
+        ),
+        (
+            "missing timeout",
+            r#"{"orders": [{"cmds": ["true"]}]}"#.to_owned(),
+            &["`timeout`", "missing"],
+        ),
+        (
+            "zero timeout",
+            r#"{"orders": [{"cmds": ["true"], "timeout": 0}]}"#.to_owned(),
+            &["`timeout`", "greater than 0"],
+        ),
         (
             "both cmds and wasm",
             format!(r#"{{"orders": [{{"cmds": ["true"], "wasm": {{"module": "m.wasm"}}, {T}}}]}}"#),
             &["both `cmds` and `wasm`"],
         ),
-        ("missing code_dir", format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "code_dir": "nowhere"}}]}}"#), &["code_dir", "nowhere", "not a folder"]),
+        (
+            "missing code_dir",
+            format!(r#"{{"orders": [{{"cmds": ["true"], {T}, "code_dir": "nowhere"}}]}}"#),
+            &["code_dir", "nowhere", "not a folder"],
+        ),
     ]
 }
 
@@ -55,9 +85,15 @@ fn assert_one_clear_line(name: &str, output: &std::process::Output, needles: &[&
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{name}: one line expected, got:\n{stderr}");
     assert!(lines[0].starts_with("sluice: error: "), "{name}: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{name}: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{name}: {stderr}"
+    );
     for needle in needles {
-        assert!(stderr.contains(needle), "{name}: {needle:?} not in {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{name}: {needle:?} not in {stderr}"
+        );
     }
 }
 
@@ -72,13 +108,18 @@ fn bad_jobs_exit_3_with_a_message_naming_the_problem() {
         let validate = sluice().arg("validate").arg(&job).output().unwrap();
         assert_one_clear_line(name, &validate, needles);
     }
-    let queued = std::fs::read_dir(sandbox.state().join("internal/tmp/exec")).map(|d| d.count()).unwrap_or(0);
+    let queued = std::fs::read_dir(sandbox.state().join("internal/tmp/exec"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(queued, 0, "no bad job left a bundle behind");
 }
 
 #[test]
 fn a_missing_job_file_is_named() {
-    let output = sluice().args(["run", "/nonexistent/job.json"]).output().unwrap();
+    let output = sluice()
+        .args(["run", "/nonexistent/job.json"])
+        .output()
+        .unwrap();
     assert_one_clear_line("missing file", &output, &["/nonexistent/job.json"]);
 }
 
@@ -88,7 +129,10 @@ fn bad_usage_exits_3() {
     assert_eq!(output.status.code(), Some(3));
     let output = sluice().args(["run"]).output().unwrap();
     assert_eq!(output.status.code(), Some(3));
-    let output = sluice().args(["run", "x.json", "--concurrency", "0"]).output().unwrap();
+    let output = sluice()
+        .args(["run", "x.json", "--concurrency", "0"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(3));
     let output = sluice().arg("--help").output().unwrap();
     assert_eq!(output.status.code(), Some(0));

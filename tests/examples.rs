@@ -14,7 +14,12 @@ fn status_of(done: &sluice_contract::result::DoneDoc, name: &str) -> (OrderStatu
 fn hello_greets_from_its_code_folder() {
     let sandbox = Sandbox::new();
     let output = sandbox.run(&examples().join("hello.json"), &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::Succeeded);
     let log = sandbox.log_of(&done, "greet");
@@ -26,12 +31,24 @@ fn hello_greets_from_its_code_folder() {
 fn diamond_runs_its_middle_orders_at_the_same_time() {
     let sandbox = Sandbox::new();
     let output = sandbox.run(&examples().join("diamond.json"), &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let done = done_of(&output);
     let window = |name: &str| {
         let log = sandbox.log_of(&done, name);
         let time = |word: &str| -> f64 {
-            log.lines().find(|l| l.ends_with(&format!("{word} {name}"))).unwrap().split(' ').next().unwrap().parse().unwrap()
+            log.lines()
+                .find(|l| l.ends_with(&format!("{word} {name}")))
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         (time("start"), time("end"))
     };
@@ -39,9 +56,18 @@ fn diamond_runs_its_middle_orders_at_the_same_time() {
     let (build_start, build_end) = window("build");
     let (lint_start, lint_end) = window("lint");
     let (publish_start, _) = window("publish");
-    assert!(fetch_start < fetch_end && fetch_end <= build_start && fetch_end <= lint_start, "the wave waits for fetch");
-    assert!(build_start < lint_end && lint_start < build_end, "build and lint overlap");
-    assert!(publish_start >= build_end && publish_start >= lint_end, "publish waits for both");
+    assert!(
+        fetch_start < fetch_end && fetch_end <= build_start && fetch_end <= lint_start,
+        "the wave waits for fetch"
+    );
+    assert!(
+        build_start < lint_end && lint_start < build_end,
+        "build and lint overlap"
+    );
+    assert!(
+        publish_start >= build_end && publish_start >= lint_end,
+        "publish waits for both"
+    );
 }
 
 #[test]
@@ -52,16 +78,37 @@ fn cascade_fails_dependents_and_runs_optional_orders() {
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::Failed);
     assert_eq!(status_of(&done, "migrate").0, OrderStatus::Failed);
-    assert_eq!(status_of(&done, "deploy"), (OrderStatus::Failed, Some("dependency_failed".into())));
-    assert_eq!(status_of(&done, "smoke-test"), (OrderStatus::Failed, Some("dependency_failed".into())));
-    assert_eq!(status_of(&done, "notify").0, OrderStatus::Succeeded, "must_succeed=false runs whatever its dependencies did");
+    assert_eq!(
+        status_of(&done, "deploy"),
+        (OrderStatus::Failed, Some("dependency_failed".into()))
+    );
+    assert_eq!(
+        status_of(&done, "smoke-test"),
+        (OrderStatus::Failed, Some("dependency_failed".into()))
+    );
+    assert_eq!(
+        status_of(&done, "notify").0,
+        OrderStatus::Succeeded,
+        "must_succeed=false runs whatever its dependencies did"
+    );
     assert_eq!(status_of(&done, "optional-lint").0, OrderStatus::Failed);
     assert_eq!(status_of(&done, "docs").0, OrderStatus::Succeeded);
-    let migrate = done.orders.iter().find(|o| o.order_name == "migrate").unwrap();
+    let migrate = done
+        .orders
+        .iter()
+        .find(|o| o.order_name == "migrate")
+        .unwrap();
     assert_eq!(migrate.exit_code, Some(3));
-    assert!(sandbox.log_of(&done, "migrate").contains("schema check failed"));
+    assert!(
+        sandbox
+            .log_of(&done, "migrate")
+            .contains("schema check failed")
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("schema check failed"), "the summary shows the failed order's log: {stderr}");
+    assert!(
+        stderr.contains("schema check failed"),
+        "the summary shows the failed order's log: {stderr}"
+    );
 }
 
 #[test]
@@ -72,7 +119,10 @@ fn timeout_stops_the_hanging_order_and_reports_timed_out() {
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::TimedOut);
     assert_eq!(status_of(&done, "hangs").0, OrderStatus::TimedOut);
-    assert_eq!(status_of(&done, "after"), (OrderStatus::Failed, Some("dependency_failed".into())));
+    assert_eq!(
+        status_of(&done, "after"),
+        (OrderStatus::Failed, Some("dependency_failed".into()))
+    );
     assert!(sandbox.log_of(&done, "hangs").contains("got SIGTERM"));
 }
 
@@ -81,7 +131,13 @@ fn every_example_validates() {
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
         let output = sluice().arg("validate").arg(&path).output().unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert!(String::from_utf8_lossy(&output.stdout).contains("valid"));
     }
 }
@@ -99,6 +155,12 @@ fn without_json_the_summary_table_goes_to_stdout() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("ORDER") && stdout.contains("greet") && stdout.contains("succeeded"), "{stdout}");
-    assert!(stdout.contains("Hello, Sluice!"), "--logs shows the log: {stdout}");
+    assert!(
+        stdout.contains("ORDER") && stdout.contains("greet") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Hello, Sluice!"),
+        "--logs shows the log: {stdout}"
+    );
 }

@@ -28,10 +28,18 @@ fn orders_see_only_their_own_env() {
         .output()
         .unwrap();
     let done = done_of(&output);
-    assert_eq!(done.status, JobStatus::Succeeded, "{}", sandbox.log_of(&done, "mine"));
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{}",
+        sandbox.log_of(&done, "mine")
+    );
     let env = sandbox.log_of(&done, "mine");
     assert!(!env.contains("from-the-shell-that-started-sluice"), "{env}");
-    assert!(env.contains("SLUICE_ORDER_NAME=mine") && env.contains("SLUICE_RUN_ID="), "{env}");
+    assert!(
+        env.contains("SLUICE_ORDER_NAME=mine") && env.contains("SLUICE_RUN_ID="),
+        "{env}"
+    );
 }
 
 #[test]
@@ -58,10 +66,18 @@ fn a_timed_out_orders_grandchildren_are_dead_when_it_is_reported() {
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::TimedOut);
     assert_eq!(done.orders[0].status, OrderStatus::TimedOut);
-    assert_eq!(done.orders[1].status, OrderStatus::Succeeded, "{}", sandbox.log_of(&done, "check"));
+    assert_eq!(
+        done.orders[1].status,
+        OrderStatus::Succeeded,
+        "{}",
+        sandbox.log_of(&done, "check")
+    );
     assert_eq!(std::fs::read_to_string(&pids).unwrap().lines().count(), 2);
     // Reported within timeout + grace (plus start-up and the check order).
     let hang_ms = done.orders[0].duration_ms.unwrap();
-    assert!(hang_ms <= (1 + grace) * 1000 + 1000, "reported after {hang_ms} ms");
+    assert!(
+        hang_ms <= (1 + grace) * 1000 + 1000,
+        "reported after {hang_ms} ms"
+    );
     assert!(elapsed < Duration::from_secs(1 + grace + 10), "{elapsed:?}");
 }

@@ -17,7 +17,12 @@ fn an_order_printing_200_mb_keeps_the_cli_under_100_mb() {
     );
     let output = sandbox.run(&job, &[]);
     let done = done_of(&output);
-    assert_eq!(done.status, JobStatus::Succeeded, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let peak_kib = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
     assert!(peak_kib < 100 * 1024, "peak RSS {peak_kib} KiB");
     let log_key = done.orders[0].log_key.clone().unwrap();
@@ -25,12 +30,19 @@ fn an_order_printing_200_mb_keeps_the_cli_under_100_mb() {
     let size = std::fs::metadata(&log).unwrap().len();
     assert!(size > 200_000_000, "the whole log is stored: {size}");
     let result = std::fs::read(
-        sandbox.state().join("internal/tmp/callbacks/runs").join(&done.run_id).join("0001/result.json"),
+        sandbox
+            .state()
+            .join("internal/tmp/callbacks/runs")
+            .join(&done.run_id)
+            .join("0001/result.json"),
     )
     .unwrap();
     let result = sluice_contract::result::parse_result(&result).unwrap();
     assert!(result.log_truncated);
     assert!(result.log.len() <= sluice_contract::result::MAX_LOG_TAIL_BYTES);
-    assert!(result.log.contains("END-OF-OUTPUT"), "the end of the output is kept");
+    assert!(
+        result.log.contains("END-OF-OUTPUT"),
+        "the end of the output is kept"
+    );
     assert!(result.log_bytes > 200_000_000);
 }

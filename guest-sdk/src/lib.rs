@@ -48,7 +48,11 @@ pub struct ContextError {
 
 impl fmt::Display for ContextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} (is this program run by sluice?)", self.variable, self.problem)
+        write!(
+            f,
+            "{} {} (is this program run by sluice?)",
+            self.variable, self.problem
+        )
     }
 }
 
@@ -71,7 +75,12 @@ impl OrderContext {
     /// [`ContextError`] naming the first variable that is missing or malformed.
     pub fn from_lookup<F: Fn(&str) -> Option<String>>(lookup: F) -> Result<Self, ContextError> {
         let get = |variable: &'static str| {
-            lookup(variable).filter(|v| !v.is_empty()).ok_or(ContextError { variable, problem: "is not set" })
+            lookup(variable)
+                .filter(|v| !v.is_empty())
+                .ok_or(ContextError {
+                    variable,
+                    problem: "is not set",
+                })
         };
         let timeout = get("SLUICE_TIMEOUT")?;
         let timeout_secs = timeout.parse().map_err(|_| ContextError {
@@ -94,8 +103,16 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let owned: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |name| owned.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            owned
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
     }
 
     const FULL: &[(&str, &str)] = &[
@@ -118,7 +135,11 @@ mod tests {
 
     #[test]
     fn names_the_missing_variable() {
-        let partial: Vec<(&str, &str)> = FULL.iter().copied().filter(|(k, _)| *k != "SLUICE_TRACE_ID").collect();
+        let partial: Vec<(&str, &str)> = FULL
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "SLUICE_TRACE_ID")
+            .collect();
         let err = OrderContext::from_lookup(env(&partial)).unwrap_err();
         assert_eq!(err.variable, "SLUICE_TRACE_ID");
         assert!(err.to_string().contains("is not set"));
@@ -128,6 +149,9 @@ mod tests {
     fn rejects_a_bad_timeout() {
         let mut bad: Vec<(&str, &str)> = FULL.to_vec();
         bad[5] = ("SLUICE_TIMEOUT", "soon");
-        assert_eq!(OrderContext::from_lookup(env(&bad)).unwrap_err().variable, "SLUICE_TIMEOUT");
+        assert_eq!(
+            OrderContext::from_lookup(env(&bad)).unwrap_err().variable,
+            "SLUICE_TIMEOUT"
+        );
     }
 }

@@ -27,12 +27,18 @@ pub struct Failure {
 impl Failure {
     /// The caller's input is at fault (exit 3).
     pub fn invalid(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: exit_codes::INVALID_INPUT, error: error.into() }
+        Failure {
+            code: exit_codes::INVALID_INPUT,
+            error: error.into(),
+        }
     }
 
     /// Sluice itself failed (exit 4).
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: exit_codes::INTERNAL_ERROR, error: error.into() }
+        Failure {
+            code: exit_codes::INTERNAL_ERROR,
+            error: error.into(),
+        }
     }
 
     /// Prints the error on one line with its causes and returns the exit code.
@@ -52,7 +58,13 @@ pub fn read_job(path: &Path) -> Result<(JobSpec, PathBuf), Failure> {
         .map_err(Failure::invalid)?;
     let base_dir = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .canonicalize()
         .with_context(|| format!("resolving the folder of {}", path.display()))

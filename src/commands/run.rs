@@ -44,18 +44,27 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
         concurrency: config.concurrency,
         engine: engine_config,
     };
-    let runtime = LocalRuntime::start(options, |internal, keys| local_worker::launcher(internal, keys, worker))
-        .map_err(Failure::internal)?;
+    let runtime = LocalRuntime::start(options, |internal, keys| {
+        local_worker::launcher(internal, keys, worker)
+    })
+    .map_err(Failure::internal)?;
     let engine = Arc::clone(runtime.engine());
 
-    let init = engine.init_job(&job, &ValidateOptions::local(&config.username), &base_dir).await;
+    let init = engine
+        .init_job(&job, &ValidateOptions::local(&config.username), &base_dir)
+        .await;
     let response = match init {
         Ok(response) => response,
         Err(error) => {
             let invalid = error.is_invalid_input();
-            let error = anyhow::Error::new(error).context(format!("job file {}", config.job.display()));
+            let error =
+                anyhow::Error::new(error).context(format!("job file {}", config.job.display()));
             runtime.shutdown().await;
-            return Err(if invalid { Failure::invalid(error) } else { Failure::internal(error) });
+            return Err(if invalid {
+                Failure::invalid(error)
+            } else {
+                Failure::internal(error)
+            });
         }
     };
     eprintln!(
@@ -67,7 +76,12 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
     );
 
     let (stop_progress, stopped) = oneshot::channel();
-    let display = tokio::spawn(progress::follow(Arc::clone(&engine), response.run_id.clone(), config.interactive, stopped));
+    let display = tokio::spawn(progress::follow(
+        Arc::clone(&engine),
+        response.run_id.clone(),
+        config.interactive,
+        stopped,
+    ));
     let done = tokio::select! {
         done = runtime.wait_done(&response.run_id) => done,
         _ = tokio::signal::ctrl_c() => {
@@ -80,12 +94,17 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
     };
     let _ = stop_progress.send(());
     let _ = display.await;
-    let done = done.context("waiting for the run to finish").map_err(Failure::internal)?;
+    let done = done
+        .context("waiting for the run to finish")
+        .map_err(Failure::internal)?;
 
     let summary = progress::summary(&done, runtime.internal_store().root(), config.logs);
     if config.json {
         eprint!("{summary}");
-        println!("{}", serde_json::to_string_pretty(&done).expect("done documents serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&done).expect("done documents serialize")
+        );
     } else {
         print!("{summary}");
     }

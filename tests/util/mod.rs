@@ -14,7 +14,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().unwrap() }
+        Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -46,7 +48,11 @@ impl Sandbox {
 
     /// The full stored log of an order, from the done document.
     pub fn log_of(&self, done: &DoneDoc, order_name: &str) -> String {
-        let order = done.orders.iter().find(|o| o.order_name == order_name).unwrap();
+        let order = done
+            .orders
+            .iter()
+            .find(|o| o.order_name == order_name)
+            .unwrap();
         let key = order.log_key.as_ref().expect("the order ran");
         std::fs::read_to_string(self.state().join("internal").join(key)).unwrap()
     }

@@ -72,14 +72,23 @@ pub enum ExtractError {
 ///
 /// The first [`ExtractError`] found; `dest` may then hold part of the bundle.
 pub fn extract(bundle: &[u8], dest: &Path, limits: ExtractLimits) -> Result<(), ExtractError> {
-    let mut archive = ZipArchive::new(Cursor::new(bundle)).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
+    let mut archive =
+        ZipArchive::new(Cursor::new(bundle)).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
     if archive.len() > limits.max_entries {
-        return Err(ExtractError::TooManyEntries(archive.len(), limits.max_entries));
+        return Err(ExtractError::TooManyEntries(
+            archive.len(),
+            limits.max_entries,
+        ));
     }
     let mut written: u64 = 0;
     for index in 0..archive.len() {
-        let mut entry = archive.by_index(index).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
-        let name = entry.name().map(|n| n.into_owned()).unwrap_or_else(|_| format!("entry {index}"));
+        let mut entry = archive
+            .by_index(index)
+            .map_err(|e| ExtractError::NotAZip(e.to_string()))?;
+        let name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| format!("entry {index}"));
         let io = |e: std::io::Error| ExtractError::Io {
             name: name.clone(),
             message: e.to_string(),
@@ -99,16 +108,25 @@ pub fn extract(bundle: &[u8], dest: &Path, limits: ExtractLimits) -> Result<(), 
         }
         if entry.is_symlink() {
             let mut target = String::new();
-            entry.by_ref().take(4096).read_to_string(&mut target).map_err(io)?;
+            entry
+                .by_ref()
+                .take(4096)
+                .read_to_string(&mut target)
+                .map_err(io)?;
             if !link_stays_inside(&relative, Path::new(&target)) {
                 return Err(ExtractError::UnsafeLink { name, target });
             }
             std::os::unix::fs::symlink(&target, &path).map_err(io)?;
             continue;
         }
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
         let remaining = limits.max_bytes - written;
-        let copied = std::io::copy(&mut entry.by_ref().take(remaining + 1), &mut file).map_err(io)?;
+        let copied =
+            std::io::copy(&mut entry.by_ref().take(remaining + 1), &mut file).map_err(io)?;
         if copied > remaining {
             return Err(ExtractError::TooLarge(limits.max_bytes));
         }
@@ -164,10 +182,18 @@ mod tests {
     #[test]
     fn plain_bundles_unpack_with_modes_but_no_setuid() {
         let dest = tempfile::tempdir().unwrap();
-        extract(&zip_of(&[("code/run.sh", b"echo hi")], &[("code/l", "run.sh")]), dest.path(), ExtractLimits::default()).unwrap();
+        extract(
+            &zip_of(&[("code/run.sh", b"echo hi")], &[("code/l", "run.sh")]),
+            dest.path(),
+            ExtractLimits::default(),
+        )
+        .unwrap();
         let path = dest.path().join("code/run.sh");
         assert_eq!(fs::read(&path).unwrap(), b"echo hi");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o755);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
         assert_eq!(fs::read(dest.path().join("code/l")).unwrap(), b"echo hi");
     }
 
@@ -175,9 +201,17 @@ mod tests {
     fn parent_and_absolute_paths_are_rejected() {
         let dest = tempfile::tempdir().unwrap();
         for name in ["../evil", "/etc/evil", "code/../../evil"] {
-            let err = extract(&zip_of(&[(name, b"x")], &[]), dest.path(), ExtractLimits::default()).unwrap_err();
+            let err = extract(
+                &zip_of(&[(name, b"x")], &[]),
+                dest.path(),
+                ExtractLimits::default(),
+            )
+            .unwrap_err();
             assert!(matches!(err, ExtractError::UnsafePath(_)), "{name}: {err}");
-            assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none(), "{name} wrote something");
+            assert!(
+                std::fs::read_dir(dest.path()).unwrap().next().is_none(),
+                "{name} wrote something"
+            );
         }
     }
 
@@ -185,18 +219,37 @@ mod tests {
     fn links_leaving_the_work_folder_are_rejected() {
         let dest = tempfile::tempdir().unwrap();
         for target in ["/etc/passwd", "../../x", "../.."] {
-            let err = extract(&zip_of(&[], &[("code/l", target)]), dest.path(), ExtractLimits::default()).unwrap_err();
-            assert!(matches!(err, ExtractError::UnsafeLink { .. }), "{target}: {err}");
+            let err = extract(
+                &zip_of(&[], &[("code/l", target)]),
+                dest.path(),
+                ExtractLimits::default(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ExtractError::UnsafeLink { .. }),
+                "{target}: {err}"
+            );
         }
     }
 
     #[test]
     fn limits_are_enforced() {
         let dest = tempfile::tempdir().unwrap();
-        let limits = ExtractLimits { max_entries: 1, max_bytes: 1 << 20 };
-        let err = extract(&zip_of(&[("a", b"1"), ("b", b"2")], &[]), dest.path(), limits).unwrap_err();
+        let limits = ExtractLimits {
+            max_entries: 1,
+            max_bytes: 1 << 20,
+        };
+        let err = extract(
+            &zip_of(&[("a", b"1"), ("b", b"2")], &[]),
+            dest.path(),
+            limits,
+        )
+        .unwrap_err();
         assert!(matches!(err, ExtractError::TooManyEntries(2, 1)), "{err}");
-        let limits = ExtractLimits { max_entries: 10, max_bytes: 4 };
+        let limits = ExtractLimits {
+            max_entries: 10,
+            max_bytes: 4,
+        };
         let err = extract(&zip_of(&[("a", b"12345")], &[]), dest.path(), limits).unwrap_err();
         assert!(matches!(err, ExtractError::TooLarge(4)), "{err}");
     }

@@ -31,7 +31,12 @@ pub trait WorkerIo: Send + Sync {
 
     /// Records `claim` for the attempt if nobody has; `Ok(false)` when it was claimed before
     /// (the attempt is already running elsewhere and must not run again).
-    async fn claim(&self, run_id: &RunId, order_num: OrderNum, claim: &Claim) -> Result<bool, IoError>;
+    async fn claim(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        claim: &Claim,
+    ) -> Result<bool, IoError>;
 
     /// Stores the full log file at `log_key`.
     async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError>;

@@ -1,17 +1,16 @@
-//! The streaming log pipeline: bytes spooled to a file as they arrive, the tail kept in
-//! bounded memory.
+//! The streaming log pipeline: bytes spooled to a file as they arrive, memory bounded.
 //!
 //! Readers of a command's stdout and stderr send chunks into one bounded channel, so the two
 //! streams are merged in arrival order and a fast producer waits for the disk rather than
 //! filling memory. A single writer on the blocking pool appends each chunk to the spool file
-//! and to a ring buffer of the last [`MAX_LOG_TAIL_BYTES`] bytes, which becomes the `log` of
-//! `result.json`. Memory stays at the channel's capacity plus the tail, whatever the output
-//! size.
+//! and hands the buffer back to a small pool the readers take from, so the pipeline
+//! allocates a fixed set of buffers whatever the output size. When the producers are done,
+//! the tail for `result.json` (the last [`MAX_LOG_TAIL_BYTES`]) is read back from the spool.
 
-use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use sluice_contract::result::MAX_LOG_TAIL_BYTES;
 use tempfile::NamedTempFile;
@@ -21,10 +20,30 @@ use tokio::task::JoinHandle;
 /// Chunks in flight between the readers and the writer (each at most [`CHUNK_SIZE`]).
 const CHANNEL_CHUNKS: usize = 16;
 /// Size of one read from a pipe.
-pub const CHUNK_SIZE: usize = 64 * 1024;
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// Buffers returned by the writer, reused by the readers.
+type BufferPool = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// Where producers send log bytes (cheap to clone: one per pipe reader).
-pub type LogSender = mpsc::Sender<Vec<u8>>;
+#[derive(Debug, Clone)]
+pub struct LogSender {
+    chunks: mpsc::Sender<Vec<u8>>,
+    pool: BufferPool,
+}
+
+impl LogSender {
+    /// An empty buffer of [`CHUNK_SIZE`] capacity, reused when one is free.
+    pub fn buffer(&self) -> Vec<u8> {
+        let reused = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE))
+    }
+
+    /// Sends a chunk; waits while the writer is behind. `Err` when the pipeline is gone.
+    pub async fn send(&self, chunk: Vec<u8>) -> Result<(), ()> {
+        self.chunks.send(chunk).await.map_err(|_| ())
+    }
+}
 
 /// The spooled log, once every producer is done.
 #[derive(Debug)]
@@ -54,9 +73,14 @@ impl LogSink {
     /// The spool file cannot be created.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         let spool = tempfile::Builder::new().prefix("log-").tempfile_in(dir)?;
-        let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
-        let writer = tokio::task::spawn_blocking(move || write_all(spool, receiver));
-        Ok(LogSink { sender, writer })
+        let (chunks, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+        let pool = BufferPool::default();
+        let writer_pool = Arc::clone(&pool);
+        let writer = tokio::task::spawn_blocking(move || write_all(spool, receiver, writer_pool));
+        Ok(LogSink {
+            sender: LogSender { chunks, pool },
+            writer,
+        })
     }
 
     /// A sender for one producer.
@@ -73,19 +97,22 @@ impl LogSink {
     ///
     /// # Errors
     ///
-    /// Writing the spool file failed.
+    /// Writing or reading back the spool file failed.
     pub async fn finish(self) -> std::io::Result<LogSummary> {
         drop(self.sender);
         self.writer.await.map_err(std::io::Error::other)?
     }
 }
 
-fn write_all(spool: NamedTempFile, mut receiver: mpsc::Receiver<Vec<u8>>) -> std::io::Result<LogSummary> {
-    let mut out = BufWriter::with_capacity(1 << 20, spool.reopen()?);
-    let mut tail: VecDeque<u8> = VecDeque::with_capacity(MAX_LOG_TAIL_BYTES);
+fn write_all(
+    spool: NamedTempFile,
+    mut receiver: mpsc::Receiver<Vec<u8>>,
+    pool: BufferPool,
+) -> std::io::Result<LogSummary> {
+    let mut out = spool.reopen()?;
     let mut bytes: u64 = 0;
     let mut failure: Option<std::io::Error> = None;
-    while let Some(chunk) = receiver.blocking_recv() {
+    while let Some(mut chunk) = receiver.blocking_recv() {
         bytes += chunk.len() as u64;
         if failure.is_none()
             && let Err(e) = out.write_all(&chunk)
@@ -93,42 +120,77 @@ fn write_all(spool: NamedTempFile, mut receiver: mpsc::Receiver<Vec<u8>>) -> std
             // Keep draining so producers never block on a dead writer; report at the end.
             failure = Some(e);
         }
-        keep_tail(&mut tail, &chunk);
+        if chunk.capacity() == CHUNK_SIZE {
+            chunk.clear();
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(chunk);
+        }
     }
     if let Some(e) = failure {
         return Err(e);
     }
-    finish_file(out)?;
-    let truncated = bytes > tail.len() as u64;
+    let (tail, truncated) = read_tail(&mut out, bytes)?;
     Ok(LogSummary {
         spool,
         bytes,
-        tail: tail_text(tail.make_contiguous(), truncated),
+        tail,
         truncated,
     })
 }
 
-fn finish_file(mut out: BufWriter<File>) -> std::io::Result<()> {
-    out.flush()?;
-    out.get_ref().sync_data()
-}
-
-fn keep_tail(tail: &mut VecDeque<u8>, chunk: &[u8]) {
-    let chunk = &chunk[chunk.len().saturating_sub(MAX_LOG_TAIL_BYTES)..];
-    let overflow = (tail.len() + chunk.len()).saturating_sub(MAX_LOG_TAIL_BYTES);
-    tail.drain(..overflow);
-    tail.extend(chunk);
+/// Reads the last [`MAX_LOG_TAIL_BYTES`] of the spool back.
+fn read_tail(file: &mut File, bytes: u64) -> std::io::Result<(String, bool)> {
+    let start = bytes.saturating_sub(MAX_LOG_TAIL_BYTES as u64);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::with_capacity((bytes - start) as usize);
+    file.read_to_end(&mut tail)?;
+    let text = tail_text(&tail, start > 0);
+    let (text, cut) = fit_escaped(text, MAX_LOG_TAIL_BYTES);
+    Ok((text, start > 0 || cut))
 }
 
 /// The tail as text: when it was cut, a partial first character is dropped; other invalid
 /// UTF-8 becomes U+FFFD.
 fn tail_text(bytes: &[u8], truncated: bool) -> String {
     let start = if truncated {
-        bytes.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count()
+        bytes
+            .iter()
+            .take(3)
+            .take_while(|&&b| b & 0xC0 == 0x80)
+            .count()
     } else {
         0
     };
     String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Bytes a character takes inside a JSON string.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Drops characters from the front until the text, JSON-escaped, fits in `max` bytes, so a
+/// tail of control characters (6 bytes each once escaped) or of replacement characters still
+/// makes a result readers accept. Returns whether anything was dropped.
+fn fit_escaped(text: String, max: usize) -> (String, bool) {
+    let total: usize = text.chars().map(escaped_len).sum();
+    if total <= max {
+        return (text, false);
+    }
+    let excess = total - max;
+    let mut dropped = 0;
+    let cut = text
+        .char_indices()
+        .find(|&(_, c)| {
+            let enough = dropped >= excess;
+            dropped += escaped_len(c);
+            enough
+        })
+        .map_or(text.len(), |(i, _)| i);
+    (text[cut..].to_owned(), true)
 }
 
 #[cfg(test)]
@@ -140,18 +202,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = LogSink::create(dir.path()).unwrap();
         let sender = sink.sender();
-        let line = vec![b'x'; 1000];
         for _ in 0..1000 {
-            sender.send(line.clone()).await.unwrap();
+            let mut buffer = sender.buffer();
+            buffer.extend_from_slice(&[b'x'; 1000]);
+            sender.send(buffer).await.unwrap();
         }
         sender.send(b"THE END\n".to_vec()).await.unwrap();
         drop(sender);
         let summary = sink.finish().await.unwrap();
         assert_eq!(summary.bytes, 1_000_008);
         assert!(summary.truncated);
-        assert_eq!(summary.tail.len(), MAX_LOG_TAIL_BYTES);
-        assert!(summary.tail.ends_with("THE END\n"));
-        assert_eq!(std::fs::metadata(summary.spool.path()).unwrap().len(), 1_000_008);
+        // The tail fills the budget as JSON: the final newline escapes to two bytes.
+        assert_eq!(summary.tail.len(), MAX_LOG_TAIL_BYTES - 1);
+        assert!(summary.tail.ends_with("xxTHE END\n"));
+        assert_eq!(
+            std::fs::metadata(summary.spool.path()).unwrap().len(),
+            1_000_008
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_log_is_whole_in_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::create(dir.path()).unwrap();
+        sink.note("hello").await;
+        let summary = sink.finish().await.unwrap();
+        assert_eq!(summary.tail, "==> hello\n");
+        assert!(!summary.truncated);
+    }
+
+    #[tokio::test]
+    async fn a_tail_of_control_characters_still_fits_once_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::create(dir.path()).unwrap();
+        sink.sender()
+            .send(vec![0u8; 3 * MAX_LOG_TAIL_BYTES])
+            .await
+            .unwrap();
+        sink.note("end").await;
+        let summary = sink.finish().await.unwrap();
+        assert!(summary.truncated);
+        assert!(summary.tail.ends_with("==> end\n"));
+        let escaped = serde_json::to_string(&summary.tail).unwrap();
+        assert!(escaped.len() <= MAX_LOG_TAIL_BYTES + 2, "{}", escaped.len());
+        assert!(
+            escaped.len() > MAX_LOG_TAIL_BYTES - 6,
+            "keeps as much as fits"
+        );
+    }
+
+    #[test]
+    fn fitting_keeps_short_text_and_cuts_at_characters() {
+        assert_eq!(fit_escaped("abc".into(), 3), ("abc".into(), false));
+        assert_eq!(fit_escaped("a\"bc".into(), 3), ("bc".into(), true));
+        assert_eq!(fit_escaped("ééé".into(), 4), ("éé".into(), true));
     }
 
     #[test]

@@ -29,7 +29,9 @@ impl ProcessGroup {
     pub fn signal(&self, signal: Signal) {
         match killpg(self.pgid, signal) {
             Ok(()) | Err(Errno::ESRCH) => {}
-            Err(error) => tracing::warn!(pgid = self.pgid.as_raw(), %error, ?signal, "could not signal process group"),
+            Err(error) => {
+                tracing::warn!(pgid = self.pgid.as_raw(), %error, ?signal, "could not signal process group")
+            }
         }
     }
 }

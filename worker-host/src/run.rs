@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sluice_contract::OrderStatus;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::manifest::{CODE_DIR, ENV_FILE, MANIFEST_FILE, OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, format_timestamp};
-use sluice_contract::OrderStatus;
 use tokio::time::Instant;
 
 use crate::envelope::decrypt_env;
@@ -75,7 +75,9 @@ pub enum WorkerError {
 }
 
 fn now_ms() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -127,7 +129,10 @@ pub async fn run_order(
             manifest.run_id, manifest.order_num
         )));
     }
-    let callback_url = payload.callback_url.clone().unwrap_or_else(|| manifest.callback_url.clone());
+    let callback_url = payload
+        .callback_url
+        .clone()
+        .unwrap_or_else(|| manifest.callback_url.clone());
 
     let started_ms = now_ms();
     let mut result = match prepare_and_run(payload, io, config, &manifest, work.path()).await {
@@ -162,8 +167,12 @@ async fn prepare_and_run(
     manifest: &OrderManifest,
     work: &Path,
 ) -> Result<Option<ResultDoc>, String> {
-    let key = io.fetch_key(&payload.key_path).await.map_err(|e| format!("fetching the order's key: {e}"))?;
-    let ciphertext = std::fs::read(work.join(ENV_FILE)).map_err(|e| format!("reading {ENV_FILE}: {e}"))?;
+    let key = io
+        .fetch_key(&payload.key_path)
+        .await
+        .map_err(|e| format!("fetching the order's key: {e}"))?;
+    let ciphertext =
+        std::fs::read(work.join(ENV_FILE)).map_err(|e| format!("reading {ENV_FILE}: {e}"))?;
     let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, &key))
         .await
         .map_err(|e| e.to_string())??;
@@ -194,7 +203,11 @@ async fn prepare_and_run(
             };
             match run_cmds(&order, &log, config.shell).await {
                 ShellOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
-                ShellOutcome::Failed { exit_code, reason, cmd_index } => (
+                ShellOutcome::Failed {
+                    exit_code,
+                    reason,
+                    cmd_index,
+                } => (
                     OrderStatus::Failed,
                     Some(exit_code),
                     Some(format!("command {} failed: {reason}", cmd_index + 1)),
@@ -202,18 +215,28 @@ async fn prepare_and_run(
                 ShellOutcome::TimedOut { cmd_index } => (
                     OrderStatus::TimedOut,
                     None,
-                    Some(format!("timed out after {} s in command {}", manifest.timeout, cmd_index + 1)),
+                    Some(format!(
+                        "timed out after {} s in command {}",
+                        manifest.timeout,
+                        cmd_index + 1
+                    )),
                 ),
-                ShellOutcome::SpawnFailed { reason, .. } => (OrderStatus::Failed, None, Some(reason)),
+                ShellOutcome::SpawnFailed { reason, .. } => {
+                    (OrderStatus::Failed, None, Some(reason))
+                }
             }
         }
         Task::Wasm(_) => {
-            let reason = "wasm orders need the WASI runner, which this worker does not have yet".to_owned();
+            let reason =
+                "wasm orders need the WASI runner, which this worker does not have yet".to_owned();
             log.note(&reason).await;
             (OrderStatus::Failed, None, Some(reason))
         }
     };
-    let summary = log.finish().await.map_err(|e| format!("writing the log: {e}"))?;
+    let summary = log
+        .finish()
+        .await
+        .map_err(|e| format!("writing the log: {e}"))?;
     let mut doc = ResultDoc::new(status, summary.tail);
     doc.exit_code = exit_code;
     doc.reason = reason;
@@ -221,14 +244,20 @@ async fn prepare_and_run(
     doc.log_truncated = summary.truncated;
     match io.store_log(&manifest.log_key, summary.spool.path()).await {
         Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
-        Err(error) => tracing::warn!(%error, "the full log could not be stored; the result keeps its tail"),
+        Err(error) => {
+            tracing::warn!(%error, "the full log could not be stored; the result keeps its tail")
+        }
     }
     Ok(Some(doc))
 }
 
 /// The complete environment of the order's commands: the minimal host variables, then the
 /// order's own (decrypted) variables, then Sluice's. Nothing else of the host.
-fn order_env(config: &WorkerConfig, manifest: &OrderManifest, secrets: &BTreeMap<String, String>) -> Vec<(String, String)> {
+fn order_env(
+    config: &WorkerConfig,
+    manifest: &OrderManifest,
+    secrets: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = config.host_env.iter().cloned().collect();
     env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
     let timeout = manifest.timeout.to_string();

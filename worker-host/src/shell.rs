@@ -83,20 +83,32 @@ pub enum ShellOutcome {
 }
 
 /// Runs the commands (see the module docs), writing their output into `log`.
-pub async fn run_cmds(order: &ShellOrder<'_>, log: &LogSink, settings: ShellSettings) -> ShellOutcome {
+pub async fn run_cmds(
+    order: &ShellOrder<'_>,
+    log: &LogSink,
+    settings: ShellSettings,
+) -> ShellOutcome {
     let total = order.cmds.len();
     for (cmd_index, cmd) in order.cmds.iter().enumerate() {
-        log.note(&format!("[{}/{total}] {cmd}", cmd_index + 1)).await;
+        log.note(&format!("[{}/{total}] {cmd}", cmd_index + 1))
+            .await;
         match run_one(cmd, order, log, settings).await {
             Ok(CmdEnd::Exited(status)) if status.success() => {}
             Ok(CmdEnd::Exited(status)) => {
                 let (exit_code, reason) = describe(&status);
                 log.note(&reason).await;
-                return ShellOutcome::Failed { cmd_index, exit_code, reason };
+                return ShellOutcome::Failed {
+                    cmd_index,
+                    exit_code,
+                    reason,
+                };
             }
             Ok(CmdEnd::TimedOut) => {
-                log.note(&format!("timed out: command {} stopped at the order's deadline", cmd_index + 1))
-                    .await;
+                log.note(&format!(
+                    "timed out: command {} stopped at the order's deadline",
+                    cmd_index + 1
+                ))
+                .await;
                 return ShellOutcome::TimedOut { cmd_index };
             }
             Err(e) => {
@@ -123,7 +135,12 @@ fn describe(status: &ExitStatus) -> (i32, String) {
     }
 }
 
-async fn run_one(cmd: &str, order: &ShellOrder<'_>, log: &LogSink, settings: ShellSettings) -> std::io::Result<CmdEnd> {
+async fn run_one(
+    cmd: &str,
+    order: &ShellOrder<'_>,
+    log: &LogSink,
+    settings: ShellSettings,
+) -> std::io::Result<CmdEnd> {
     let mut command = std::process::Command::new("sh");
     command
         .arg("-c")
@@ -137,10 +154,11 @@ async fn run_one(cmd: &str, order: &ShellOrder<'_>, log: &LogSink, settings: She
         .process_group(0);
     let mut child = Command::from(command).kill_on_drop(true).spawn()?;
     let group = ProcessGroup::new(child.id().expect("a just-spawned child has a pid"));
-    let mut readers = vec![
-        pump(child.stdout.take().expect("stdout is piped"), log.sender()),
-        pump(child.stderr.take().expect("stderr is piped"), log.sender()),
-    ];
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    widen_pipe(&stdout);
+    widen_pipe(&stderr);
+    let mut readers = vec![pump(stdout, log.sender()), pump(stderr, log.sender())];
 
     let end = match timeout_at(order.deadline, child.wait()).await {
         Ok(status) => CmdEnd::Exited(status?),
@@ -161,13 +179,20 @@ async fn run_one(cmd: &str, order: &ShellOrder<'_>, log: &LogSink, settings: She
             CmdEnd::TimedOut
         }
     };
-    if timeout(settings.pipe_drain, join_all(&mut readers)).await.is_err() {
-        log.note("output still open after the command exited: its background processes are killed").await;
+    if timeout(settings.pipe_drain, join_all(&mut readers))
+        .await
+        .is_err()
+    {
+        log.note("output still open after the command exited: its background processes are killed")
+            .await;
     }
     drop(group); // SIGKILL to whatever is left of the group.
     // Killed processes close their pipes at once; a reader still stuck now is held by a
     // process that left the group (setsid): give up on it rather than hang.
-    if timeout(Duration::from_secs(1), join_all(&mut readers)).await.is_err() {
+    if timeout(Duration::from_secs(1), join_all(&mut readers))
+        .await
+        .is_err()
+    {
         for reader in &readers {
             reader.abort();
         }
@@ -186,12 +211,16 @@ async fn join_all(readers: &mut Vec<JoinHandle<()>>) {
 /// Copies a pipe into the log, chunk by chunk, as data arrives.
 fn pump<R: AsyncRead + Unpin + Send + 'static>(mut pipe: R, log: LogSender) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut buffer = vec![0u8; CHUNK_SIZE];
         loop {
-            match pipe.read(&mut buffer).await {
+            let mut buffer = log.buffer();
+            match (&mut pipe)
+                .take(CHUNK_SIZE as u64)
+                .read_buf(&mut buffer)
+                .await
+            {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if log.send(buffer[..n].to_vec()).await.is_err() {
+                Ok(_) => {
+                    if log.send(buffer).await.is_err() {
                         return;
                     }
                 }
@@ -200,3 +229,8 @@ fn pump<R: AsyncRead + Unpin + Send + 'static>(mut pipe: R, log: LogSender) -> J
     })
 }
 
+/// Grows a pipe's kernel buffer so a fast producer wakes the reader less often. Best effort:
+/// the system's limit (`/proc/sys/fs/pipe-max-size`) may refuse, which changes nothing else.
+fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK_SIZE as i32));
+}

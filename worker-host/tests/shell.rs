@@ -12,12 +12,22 @@ fn base_env() -> Vec<(String, String)> {
     vec![("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned())]
 }
 
-async fn run(cmds: &[&str], env: &[(String, String)], timeout: Duration, settings: ShellSettings) -> (ShellOutcome, LogSummary, Duration) {
+async fn run(
+    cmds: &[&str],
+    env: &[(String, String)],
+    timeout: Duration,
+    settings: ShellSettings,
+) -> (ShellOutcome, LogSummary, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
     let log = LogSink::create(dir.path()).unwrap();
     let started = Instant::now();
-    let order = ShellOrder { cmds: &cmds, env, cwd: dir.path(), deadline: started + timeout };
+    let order = ShellOrder {
+        cmds: &cmds,
+        env,
+        cwd: dir.path(),
+        deadline: started + timeout,
+    };
     let outcome = run_cmds(&order, &log, settings).await;
     let elapsed = started.elapsed();
     (outcome, log.finish().await.unwrap(), elapsed)
@@ -27,7 +37,10 @@ fn is_gone(pid: &str) -> bool {
     // A killed process is gone, or a zombie waiting for init to reap it.
     match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z')),
     }
 }
 
@@ -37,18 +50,34 @@ async fn commands_see_only_the_env_they_are_given() {
     let host_only = std::env::var("HOME").unwrap_or_default();
     let mut env = base_env();
     env.push(("GREETING".to_owned(), "hello there".to_owned()));
-    let (outcome, log, _) = run(&["echo \"$GREETING\"; env"], &env, Duration::from_secs(10), ShellSettings::default()).await;
+    let (outcome, log, _) = run(
+        &["echo \"$GREETING\"; env"],
+        &env,
+        Duration::from_secs(10),
+        ShellSettings::default(),
+    )
+    .await;
     assert_eq!(outcome, ShellOutcome::Succeeded);
     assert!(log.tail.contains("hello there"), "{}", log.tail);
     assert!(log.tail.contains("PATH=/usr/local/bin"), "{}", log.tail);
     if !host_only.is_empty() {
-        assert!(!log.tail.contains(&format!("HOME={host_only}")), "{}", log.tail);
+        assert!(
+            !log.tail.contains(&format!("HOME={host_only}")),
+            "{}",
+            log.tail
+        );
     }
 }
 
 #[tokio::test]
 async fn stdout_and_stderr_are_both_captured_in_order() {
-    let (outcome, log, _) = run(&["echo one; echo two >&2; sleep 0.2; echo three"], &base_env(), Duration::from_secs(10), ShellSettings::default()).await;
+    let (outcome, log, _) = run(
+        &["echo one; echo two >&2; sleep 0.2; echo three"],
+        &base_env(),
+        Duration::from_secs(10),
+        ShellSettings::default(),
+    )
+    .await;
     assert_eq!(outcome, ShellOutcome::Succeeded);
     let one = log.tail.find("one").unwrap();
     let three = log.tail.find("three").unwrap();
@@ -58,8 +87,24 @@ async fn stdout_and_stderr_are_both_captured_in_order() {
 
 #[tokio::test]
 async fn the_first_failing_command_stops_the_order() {
-    let (outcome, log, _) = run(&["echo first", "exit 3", "echo never"], &base_env(), Duration::from_secs(10), ShellSettings::default()).await;
-    assert!(matches!(outcome, ShellOutcome::Failed { cmd_index: 1, exit_code: 3, .. }), "{outcome:?}");
+    let (outcome, log, _) = run(
+        &["echo first", "exit 3", "echo never"],
+        &base_env(),
+        Duration::from_secs(10),
+        ShellSettings::default(),
+    )
+    .await;
+    assert!(
+        matches!(
+            outcome,
+            ShellOutcome::Failed {
+                cmd_index: 1,
+                exit_code: 3,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
     assert!(log.tail.contains("first"));
     assert!(!log.tail.contains("\nnever"), "{}", log.tail);
 }
@@ -68,24 +113,45 @@ async fn the_first_failing_command_stops_the_order() {
 async fn the_deadline_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
-    let cmd = format!("sleep 300 & echo $! > {p}; sh -c 'sleep 300' & echo $! >> {p}; wait", p = pids.display());
-    let settings = ShellSettings { grace: Duration::from_secs(2), pipe_drain: Duration::from_secs(1) };
+    let cmd = format!(
+        "sleep 300 & echo $! > {p}; sh -c 'sleep 300' & echo $! >> {p}; wait",
+        p = pids.display()
+    );
+    let settings = ShellSettings {
+        grace: Duration::from_secs(2),
+        pipe_drain: Duration::from_secs(1),
+    };
     let (outcome, _, elapsed) = run(&[&cmd], &base_env(), Duration::from_secs(1), settings).await;
     assert_eq!(outcome, ShellOutcome::TimedOut { cmd_index: 0 });
     let pids = std::fs::read_to_string(&pids).unwrap();
     for pid in pids.lines() {
         assert!(is_gone(pid), "grandchild {pid} survived the timeout");
     }
-    assert!(elapsed < Duration::from_secs(1) + settings.grace + Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1) + settings.grace + Duration::from_secs(2),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
-    let settings = ShellSettings { grace: Duration::from_secs(1), pipe_drain: Duration::from_secs(1) };
-    let (outcome, log, elapsed) = run(&["trap '' TERM; echo trapped; while :; do sleep 0.1; done"], &base_env(), Duration::from_secs(1), settings).await;
+    let settings = ShellSettings {
+        grace: Duration::from_secs(1),
+        pipe_drain: Duration::from_secs(1),
+    };
+    let (outcome, log, elapsed) = run(
+        &["trap '' TERM; echo trapped; while :; do sleep 0.1; done"],
+        &base_env(),
+        Duration::from_secs(1),
+        settings,
+    )
+    .await;
     assert_eq!(outcome, ShellOutcome::TimedOut { cmd_index: 0 });
     assert!(log.tail.contains("trapped"));
-    assert!(elapsed >= Duration::from_secs(2), "SIGKILL came before the grace period: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "SIGKILL came before the grace period: {elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -93,11 +159,19 @@ async fn a_background_process_holding_the_pipe_cannot_hang_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
     let cmd = format!("sleep 300 & echo $! > {}; echo started", pid_file.display());
-    let settings = ShellSettings { grace: Duration::from_secs(5), pipe_drain: Duration::from_millis(300) };
-    let (outcome, log, elapsed) = run(&[&cmd], &base_env(), Duration::from_secs(60), settings).await;
+    let settings = ShellSettings {
+        grace: Duration::from_secs(5),
+        pipe_drain: Duration::from_millis(300),
+    };
+    let (outcome, log, elapsed) =
+        run(&[&cmd], &base_env(), Duration::from_secs(60), settings).await;
     assert_eq!(outcome, ShellOutcome::Succeeded);
     assert!(log.tail.contains("started"));
-    assert!(log.tail.contains("background processes are killed"), "{}", log.tail);
+    assert!(
+        log.tail.contains("background processes are killed"),
+        "{}",
+        log.tail
+    );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert!(is_gone(&std::fs::read_to_string(&pid_file).unwrap()));
 }
@@ -107,7 +181,15 @@ async fn a_missing_working_directory_is_a_spawn_failure() {
     let cmds = vec!["true".to_owned()];
     let dir = tempfile::tempdir().unwrap();
     let log = LogSink::create(dir.path()).unwrap();
-    let order = ShellOrder { cmds: &cmds, env: &base_env(), cwd: Path::new("/nonexistent/sluice"), deadline: Instant::now() + Duration::from_secs(5) };
+    let order = ShellOrder {
+        cmds: &cmds,
+        env: &base_env(),
+        cwd: Path::new("/nonexistent/sluice"),
+        deadline: Instant::now() + Duration::from_secs(5),
+    };
     let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
-    assert!(matches!(outcome, ShellOutcome::SpawnFailed { cmd_index: 0, .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ShellOutcome::SpawnFailed { cmd_index: 0, .. }),
+        "{outcome:?}"
+    );
 }

@@ -268,7 +268,9 @@ mod tests {
 
     #[test]
     fn unknown_job_field_is_rejected() {
-        let err = parse_job(br#"{"orders":[],"job_timout":5}"#).unwrap_err().to_string();
+        let err = parse_job(br#"{"orders":[],"job_timout":5}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("job_timout"), "{err}");
     }
 
@@ -283,7 +285,10 @@ mod tests {
         let job = parse_job(br#"{"orders":[{"cmds":["true"],"timeout":1,"queue_id":7,"dependencies":[3,"build"]}]}"#).unwrap();
         let order = &job.orders[0];
         assert_eq!(order.queue_id, Some(Reference("7".into())));
-        assert_eq!(order.dependencies, vec![Reference("3".into()), Reference("build".into())]);
+        assert_eq!(
+            order.dependencies,
+            vec![Reference("3".into()), Reference("build".into())]
+        );
     }
 
     #[test]

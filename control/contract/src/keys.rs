@@ -61,7 +61,10 @@ mod tests {
         let run = RunId::generate();
         let num = OrderNum::from_index(2);
         assert_eq!(parse_result(&result(&run, num)), Some((run.clone(), num)));
-        assert_eq!(parse_result(&result(&run, OrderNum::INIT)), Some((run.clone(), OrderNum::INIT)));
+        assert_eq!(
+            parse_result(&result(&run, OrderNum::INIT)),
+            Some((run.clone(), OrderNum::INIT))
+        );
         assert_eq!(parse_result(&log(&run, num)), None);
         assert_eq!(parse_result(&format!("{}/extra", result(&run, num))), None);
         assert_eq!(parse_result("tmp/callbacks/runs/x/0001/result.json"), None);

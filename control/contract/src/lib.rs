@@ -44,6 +44,6 @@ pub mod status;
 pub mod validate;
 
 pub use ids::{OrderNum, RunId, TraceId};
-pub use job::{parse_job, ExecutionTarget, JobSpec, OrderSpec, ParseError};
+pub use job::{ExecutionTarget, JobSpec, OrderSpec, ParseError, parse_job};
 pub use status::{JobStatus, OrderStatus};
 pub use validate::{ValidJob, ValidOrder, ValidateOptions, ValidationError};

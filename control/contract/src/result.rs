@@ -237,15 +237,27 @@ mod tests {
 
     #[test]
     fn untrustworthy_results_are_malformed() {
-        assert!(matches!(parse_result(b"not json"), Err(MalformedResult::Unreadable(_))));
-        assert!(matches!(parse_result(br#"{"status":"exploded"}"#), Err(MalformedResult::Unreadable(_))));
-        assert!(matches!(parse_result(br#"{"status":"running"}"#), Err(MalformedResult::NotTerminal(_))));
+        assert!(matches!(
+            parse_result(b"not json"),
+            Err(MalformedResult::Unreadable(_))
+        ));
+        assert!(matches!(
+            parse_result(br#"{"status":"exploded"}"#),
+            Err(MalformedResult::Unreadable(_))
+        ));
+        assert!(matches!(
+            parse_result(br#"{"status":"running"}"#),
+            Err(MalformedResult::NotTerminal(_))
+        ));
         assert!(matches!(
             parse_result(br#"{"schema_version":"v9","status":"failed"}"#),
             Err(MalformedResult::UnknownVersion(_))
         ));
         let huge = vec![b' '; MAX_RESULT_BYTES + 1];
-        assert!(matches!(parse_result(&huge), Err(MalformedResult::TooLarge { .. })));
+        assert!(matches!(
+            parse_result(&huge),
+            Err(MalformedResult::TooLarge { .. })
+        ));
     }
 
     #[test]

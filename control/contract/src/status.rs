@@ -54,12 +54,12 @@ impl OrderStatus {
     /// timed out, or the target refused the order). Nothing leaves a terminal status.
     pub fn can_become(self, next: OrderStatus) -> bool {
         use OrderStatus::*;
-        match (self, next) {
-            (Queued, Dispatching | Failed | TimedOut) => true,
-            (Dispatching, Running | Queued | Failed | TimedOut) => true,
-            (Running, Succeeded | Failed | TimedOut) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued, Dispatching | Failed | TimedOut)
+                | (Dispatching, Running | Queued | Failed | TimedOut)
+                | (Running, Succeeded | Failed | TimedOut)
+        )
     }
 
     /// The status as written in rows and documents.
@@ -179,11 +179,29 @@ mod tests {
 
     #[test]
     fn job_status_rule() {
-        assert_eq!(JobStatus::decide([(Succeeded, true)], false), JobStatus::Succeeded);
-        assert_eq!(JobStatus::decide([(Failed, false)], false), JobStatus::Succeeded);
-        assert_eq!(JobStatus::decide([(Failed, true), (Succeeded, true)], false), JobStatus::Failed);
-        assert_eq!(JobStatus::decide([(Failed, true), (TimedOut, true)], false), JobStatus::TimedOut);
-        assert_eq!(JobStatus::decide([(TimedOut, false)], false), JobStatus::Succeeded);
-        assert_eq!(JobStatus::decide([(Succeeded, true)], true), JobStatus::TimedOut);
+        assert_eq!(
+            JobStatus::decide([(Succeeded, true)], false),
+            JobStatus::Succeeded
+        );
+        assert_eq!(
+            JobStatus::decide([(Failed, false)], false),
+            JobStatus::Succeeded
+        );
+        assert_eq!(
+            JobStatus::decide([(Failed, true), (Succeeded, true)], false),
+            JobStatus::Failed
+        );
+        assert_eq!(
+            JobStatus::decide([(Failed, true), (TimedOut, true)], false),
+            JobStatus::TimedOut
+        );
+        assert_eq!(
+            JobStatus::decide([(TimedOut, false)], false),
+            JobStatus::Succeeded
+        );
+        assert_eq!(
+            JobStatus::decide([(Succeeded, true)], true),
+            JobStatus::TimedOut
+        );
     }
 }

@@ -203,7 +203,11 @@ impl OrderCtx {
 fn normalise_ref(text: &str) -> String {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         let trimmed = text.trim_start_matches('0');
-        if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() }
+        if trimmed.is_empty() {
+            "0".to_owned()
+        } else {
+            trimmed.to_owned()
+        }
     } else {
         text.to_owned()
     }
@@ -221,7 +225,10 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         (None, None) => return Err(job_error("username", "is required")),
     };
     check_label("username", &username)?;
-    let flow_label = job.flow_label.clone().unwrap_or_else(|| DEFAULT_FLOW_LABEL.to_owned());
+    let flow_label = job
+        .flow_label
+        .clone()
+        .unwrap_or_else(|| DEFAULT_FLOW_LABEL.to_owned());
     check_label("flow_label", &flow_label)?;
     let job_timeout = job.job_timeout.unwrap_or(DEFAULT_JOB_TIMEOUT);
     if job_timeout == 0 {
@@ -229,12 +236,19 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
     }
     let presign_expiry = job.presign_expiry.unwrap_or(DEFAULT_PRESIGN_EXPIRY);
     if job.orders.is_empty() {
-        return Err(job_error("orders", "the job has no orders; give at least one"));
+        return Err(job_error(
+            "orders",
+            "the job has no orders; give at least one",
+        ));
     }
     if job.orders.len() > OrderNum::MAX as usize {
         return Err(job_error(
             "orders",
-            format!("the job has {} orders; at most {} are allowed", job.orders.len(), OrderNum::MAX),
+            format!(
+                "the job has {} orders; at most {} are allowed",
+                job.orders.len(),
+                OrderNum::MAX
+            ),
         ));
     }
 
@@ -250,13 +264,21 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         if let Some(&other) = by_queue_id.get(&order.queue_id) {
             return Err(ctx.error(
                 "queue_id",
-                format!("queue_id {:?} is already used by order {}", order.queue_id, orders_label(&orders, other)),
+                format!(
+                    "queue_id {:?} is already used by order {}",
+                    order.queue_id,
+                    orders_label(&orders, other)
+                ),
             ));
         }
         if let Some(&other) = by_name.get(&order.order_name) {
             return Err(ctx.error(
                 "order_name",
-                format!("order_name {:?} is already used by order {}", order.order_name, orders_label(&orders, other)),
+                format!(
+                    "order_name {:?} is already used by order {}",
+                    order.order_name,
+                    orders_label(&orders, other)
+                ),
             ));
         }
         by_queue_id.insert(order.queue_id.clone(), index);
@@ -265,7 +287,8 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
     }
 
     for (index, spec) in job.orders.iter().enumerate() {
-        let depends_on = resolve_dependencies(&orders[index], spec, &orders, &by_queue_id, &by_name)?;
+        let depends_on =
+            resolve_dependencies(&orders[index], spec, &orders, &by_queue_id, &by_name)?;
         orders[index].depends_on = depends_on;
     }
     check_acyclic(&orders)?;
@@ -287,7 +310,10 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         presign_expiry,
         job_timeout,
         pr_number: job.pr_number,
-        git_provider: job.git_provider.clone().unwrap_or_else(|| "github".to_owned()),
+        git_provider: job
+            .git_provider
+            .clone()
+            .unwrap_or_else(|| "github".to_owned()),
         stripped_copy: job.stripped_copy.unwrap_or(false),
         orders,
     })
@@ -300,7 +326,11 @@ fn orders_label(orders: &[ValidOrder], index: usize) -> String {
 
 /// Labels end up in flow ids and keys: keep them to printable text without separators.
 fn check_label(field: &str, value: &str) -> Result<(), ValidationError> {
-    if value.is_empty() || value.chars().any(|c| c.is_control() || c == ':' || c == '/' || c.is_whitespace()) {
+    if value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_control() || c == ':' || c == '/' || c.is_whitespace())
+    {
         return Err(job_error(
             field,
             format!("{value:?} must be non-empty, without spaces, `:` or `/`"),
@@ -316,14 +346,19 @@ fn validate_order(
     platform: Platform,
 ) -> Result<ValidOrder, ValidationError> {
     let num = OrderNum::from_index(index);
-    let order_name = spec.order_name.clone().unwrap_or_else(|| format!("order-{}", num.get()));
+    let order_name = spec
+        .order_name
+        .clone()
+        .unwrap_or_else(|| format!("order-{}", num.get()));
     let ctx = OrderCtx {
         num,
         name: order_name.clone(),
     };
     if order_name.is_empty()
         || order_name.len() > 128
-        || order_name.chars().any(|c| c.is_control() || c == ':' || c == '/')
+        || order_name
+            .chars()
+            .any(|c| c.is_control() || c == ':' || c == '/')
     {
         return Err(ctx.error(
             "order_name",
@@ -333,9 +368,14 @@ fn validate_order(
 
     let task = match (&spec.cmds, &spec.wasm) {
         (Some(_), Some(_)) => {
-            return Err(ctx.error("cmds", "both `cmds` and `wasm` are set; an order runs one or the other"));
+            return Err(ctx.error(
+                "cmds",
+                "both `cmds` and `wasm` are set; an order runs one or the other",
+            ));
         }
-        (None, None) => return Err(ctx.error("cmds", "neither `cmds` nor `wasm` is set; give one of them")),
+        (None, None) => {
+            return Err(ctx.error("cmds", "neither `cmds` nor `wasm` is set; give one of them"));
+        }
         (Some(cmds), None) => {
             if cmds.is_empty() {
                 return Err(ctx.error("cmds", "is empty; give at least one command"));
@@ -382,13 +422,19 @@ fn validate_order(
             return Err(ctx.error("env_vars", format!("{name:?} is not a valid variable name")));
         }
         if value.contains('\0') {
-            return Err(ctx.error("env_vars", format!("the value of {name} contains a NUL byte")));
+            return Err(ctx.error(
+                "env_vars",
+                format!("the value of {name} contains a NUL byte"),
+            ));
         }
     }
     if let Some(key) = &spec.sops_key
         && !key.starts_with("age1")
     {
-        return Err(ctx.error("sops_key", format!("{key:?} is not an age recipient (age1...)")));
+        return Err(ctx.error(
+            "sops_key",
+            format!("{key:?} is not an age recipient (age1...)"),
+        ));
     }
 
     Ok(ValidOrder {
@@ -420,7 +466,10 @@ fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, Validation
     if !is_contained_relative(&wasm.module) {
         return Err(ctx.error(
             "wasm.module",
-            format!("{:?} must be a path inside the order's code root", wasm.module),
+            format!(
+                "{:?} must be a path inside the order's code root",
+                wasm.module
+            ),
         ));
     }
     let mut guests: Vec<&str> = Vec::new();
@@ -428,14 +477,23 @@ fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, Validation
         if !is_contained_relative(&dir.host) && dir.host != "." {
             return Err(ctx.error(
                 &format!("wasm.dirs[{i}].host"),
-                format!("{:?} must be a folder inside the order's code root", dir.host),
+                format!(
+                    "{:?} must be a folder inside the order's code root",
+                    dir.host
+                ),
             ));
         }
         if !dir.guest.starts_with('/') {
-            return Err(ctx.error(&format!("wasm.dirs[{i}].guest"), format!("{:?} must be absolute", dir.guest)));
+            return Err(ctx.error(
+                &format!("wasm.dirs[{i}].guest"),
+                format!("{:?} must be absolute", dir.guest),
+            ));
         }
         if guests.contains(&dir.guest.as_str()) {
-            return Err(ctx.error(&format!("wasm.dirs[{i}].guest"), format!("{:?} is mounted twice", dir.guest)));
+            return Err(ctx.error(
+                &format!("wasm.dirs[{i}].guest"),
+                format!("{:?} is mounted twice", dir.guest),
+            ));
         }
         guests.push(&dir.guest);
     }
@@ -462,11 +520,20 @@ fn code_source(
     .flatten()
     .collect();
     if given.len() > 1 {
-        return Err(ctx.error(given[1], format!("an order has one code source, but {} are set", given.join(" and "))));
+        return Err(ctx.error(
+            given[1],
+            format!(
+                "an order has one code source, but {} are set",
+                given.join(" and ")
+            ),
+        ));
     }
     if let Some(location) = &spec.s3_location {
         if platform == Platform::Aws && !location.starts_with("s3://") {
-            return Err(ctx.error("s3_location", format!("{location:?} must be an s3://bucket/key.zip URL")));
+            return Err(ctx.error(
+                "s3_location",
+                format!("{location:?} must be an s3://bucket/key.zip URL"),
+            ));
         }
         if location.trim().is_empty() {
             return Err(ctx.error("s3_location", "is empty"));
@@ -475,7 +542,10 @@ fn code_source(
     }
     if let Some(dir) = &spec.code_dir {
         if platform == Platform::Aws {
-            return Err(ctx.error("code_dir", "is only for the local engine; on AWS use s3_location or git_repo"));
+            return Err(ctx.error(
+                "code_dir",
+                "is only for the local engine; on AWS use s3_location or git_repo",
+            ));
         }
         if dir.trim().is_empty() {
             return Err(ctx.error("code_dir", "is empty"));
@@ -488,7 +558,10 @@ fn code_source(
             Some(repo) => (repo, &job.git_token_location, &job.git_ssh_key_location),
             None => {
                 if spec.git_folder.is_some() {
-                    return Err(ctx.error("git_folder", "is set but neither the order nor the job has a git_repo"));
+                    return Err(ctx.error(
+                        "git_folder",
+                        "is set but neither the order nor the job has a git_repo",
+                    ));
                 }
                 return Ok(CodeSource::None);
             }
@@ -499,7 +572,10 @@ fn code_source(
     if let Some(folder) = &spec.git_folder
         && !is_contained_relative(folder)
     {
-        return Err(ctx.error("git_folder", format!("{folder:?} must be a folder inside the repository")));
+        return Err(ctx.error(
+            "git_folder",
+            format!("{folder:?} must be a folder inside the repository"),
+        ));
     }
     Ok(CodeSource::Git(GitSource {
         repo: repo.clone(),
@@ -527,7 +603,10 @@ fn resolve_dependencies(
         if orders[index].order_num == order.order_num {
             return Err(ctx.error(
                 "dependencies",
-                format!("dependency cycle: the order depends on itself ({:?})", reference.as_str()),
+                format!(
+                    "dependency cycle: the order depends on itself ({:?})",
+                    reference.as_str()
+                ),
             ));
         }
         resolved.push(orders[index].order_num);
@@ -597,14 +676,20 @@ fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError> {
                 }
                 Mark::OnPath => {
                     let from = stack.iter().position(|&(n, _)| n == dep).expect("on path");
-                    let mut path: Vec<&str> = stack[from..].iter().map(|&(n, _)| orders[n].order_name.as_str()).collect();
+                    let mut path: Vec<&str> = stack[from..]
+                        .iter()
+                        .map(|&(n, _)| orders[n].order_name.as_str())
+                        .collect();
                     path.push(&orders[dep].order_name);
                     let first = &orders[dep];
                     return Err(OrderCtx {
                         num: first.order_num,
                         name: first.order_name.clone(),
                     }
-                    .error("dependencies", format!("dependency cycle: {}", path.join(" -> "))));
+                    .error(
+                        "dependencies",
+                        format!("dependency cycle: {}", path.join(" -> ")),
+                    ));
                 }
             }
         }
@@ -618,7 +703,10 @@ mod tests {
     use crate::job::parse_job;
 
     fn check(json: &str) -> Result<ValidJob, ValidationError> {
-        validate(&parse_job(json.as_bytes()).unwrap(), &ValidateOptions::local("tester"))
+        validate(
+            &parse_job(json.as_bytes()).unwrap(),
+            &ValidateOptions::local("tester"),
+        )
     }
 
     fn error_of(json: &str) -> String {
@@ -649,7 +737,10 @@ mod tests {
                 {"cmds":["true"],"timeout":5,"dependencies":["build","lint","0001",1]}]}"#,
         )
         .unwrap();
-        assert_eq!(job.orders[2].depends_on, vec![OrderNum::from_index(0), OrderNum::from_index(1)]);
+        assert_eq!(
+            job.orders[2].depends_on,
+            vec![OrderNum::from_index(0), OrderNum::from_index(1)]
+        );
     }
 
     #[test]
@@ -661,7 +752,10 @@ mod tests {
     #[test]
     fn empty_and_blank_cmds() {
         let e = error_of(r#"{"orders":[{"cmds":[],"timeout":5,"order_name":"x"}]}"#);
-        assert!(e.contains("order 0001 (x)") && e.contains("`cmds`") && e.contains("empty"), "{e}");
+        assert!(
+            e.contains("order 0001 (x)") && e.contains("`cmds`") && e.contains("empty"),
+            "{e}"
+        );
         let e = error_of(r#"{"orders":[{"cmds":["true","  "],"timeout":5}]}"#);
         assert!(e.contains("cmds[1]") && e.contains("blank"), "{e}");
     }
@@ -671,12 +765,16 @@ mod tests {
         let e = error_of(r#"{"orders":[{"cmds":["true"]}]}"#);
         assert!(e.contains("`timeout`") && e.contains("missing"), "{e}");
         let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":0}]}"#);
-        assert!(e.contains("`timeout`") && e.contains("greater than 0"), "{e}");
+        assert!(
+            e.contains("`timeout`") && e.contains("greater than 0"),
+            "{e}"
+        );
     }
 
     #[test]
     fn cmds_and_wasm_are_exclusive() {
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"wasm":{"module":"a.wasm"},"timeout":5}]}"#);
+        let e =
+            error_of(r#"{"orders":[{"cmds":["true"],"wasm":{"module":"a.wasm"},"timeout":5}]}"#);
         assert!(e.contains("both `cmds` and `wasm`"), "{e}");
         let e = error_of(r#"{"orders":[{"timeout":5}]}"#);
         assert!(e.contains("neither `cmds` nor `wasm`"), "{e}");
@@ -684,18 +782,32 @@ mod tests {
 
     #[test]
     fn unknown_dependency_names_the_reference() {
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a","dependencies":["biuld"]}]}"#);
-        assert!(e.contains("order 0001 (a)") && e.contains("unknown dependency \"biuld\""), "{e}");
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a","dependencies":["biuld"]}]}"#,
+        );
+        assert!(
+            e.contains("order 0001 (a)") && e.contains("unknown dependency \"biuld\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicates_are_rejected() {
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"queue_id":"q"},{"cmds":["true"],"timeout":5,"queue_id":"q"}]}"#);
-        assert!(e.contains("order 0002") && e.contains("queue_id \"q\" is already used by order 0001"), "{e}");
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"n"},{"cmds":["true"],"timeout":5,"order_name":"n"}]}"#);
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"queue_id":"q"},{"cmds":["true"],"timeout":5,"queue_id":"q"}]}"#,
+        );
+        assert!(
+            e.contains("order 0002") && e.contains("queue_id \"q\" is already used by order 0001"),
+            "{e}"
+        );
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"n"},{"cmds":["true"],"timeout":5,"order_name":"n"}]}"#,
+        );
         assert!(e.contains("order_name \"n\" is already used"), "{e}");
         // An explicit queue id that collides with another order's default one.
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5},{"cmds":["true"],"timeout":5,"queue_id":"01"}]}"#);
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5},{"cmds":["true"],"timeout":5,"queue_id":"01"}]}"#,
+        );
         assert!(e.contains("queue_id \"1\" is already used"), "{e}");
     }
 
@@ -712,8 +824,13 @@ mod tests {
 
     #[test]
     fn cycles_through_default_queue_ids_are_found() {
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":[2]},{"cmds":["true"],"timeout":5,"dependencies":["1"]}]}"#);
-        assert!(e.contains("dependency cycle: order-1 -> order-2 -> order-1"), "{e}");
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":[2]},{"cmds":["true"],"timeout":5,"dependencies":["1"]}]}"#,
+        );
+        assert!(
+            e.contains("dependency cycle: order-1 -> order-2 -> order-1"),
+            "{e}"
+        );
         let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":["0001"]}]}"#);
         assert!(e.contains("depends on itself"), "{e}");
     }
@@ -722,28 +839,41 @@ mod tests {
     fn presign_expiry_must_outlast_the_longest_order() {
         let e = error_of(r#"{"presign_expiry":600,"orders":[{"cmds":["true"],"timeout":400}]}"#);
         assert!(e.contains("`presign_expiry`") && e.contains("400"), "{e}");
-        assert!(check(r#"{"presign_expiry":700,"orders":[{"cmds":["true"],"timeout":400}]}"#).is_ok());
+        assert!(
+            check(r#"{"presign_expiry":700,"orders":[{"cmds":["true"],"timeout":400}]}"#).is_ok()
+        );
     }
 
     #[test]
     fn one_code_source_per_order() {
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"code_dir":"a","s3_location":"b.zip"}]}"#);
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"code_dir":"a","s3_location":"b.zip"}]}"#,
+        );
         assert!(e.contains("one code source"), "{e}");
-        let job = parse_job(br#"{"username":"u","orders":[{"cmds":["true"],"timeout":5,"code_dir":"a"}]}"#).unwrap();
-        let e = validate(&job, &ValidateOptions::aws()).unwrap_err().to_string();
+        let job = parse_job(
+            br#"{"username":"u","orders":[{"cmds":["true"],"timeout":5,"code_dir":"a"}]}"#,
+        )
+        .unwrap();
+        let e = validate(&job, &ValidateOptions::aws())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only for the local engine"), "{e}");
     }
 
     #[test]
     fn aws_requires_a_username() {
         let job = parse_job(br#"{"orders":[{"cmds":["true"],"timeout":5}]}"#).unwrap();
-        let e = validate(&job, &ValidateOptions::aws()).unwrap_err().to_string();
+        let e = validate(&job, &ValidateOptions::aws())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`username`") && e.contains("required"), "{e}");
     }
 
     #[test]
     fn contradictory_targets_are_rejected() {
-        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"use_lambda":false,"execution_target":"lambda"}]}"#);
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"use_lambda":false,"execution_target":"lambda"}]}"#,
+        );
         assert!(e.contains("contradicts"), "{e}");
     }
 
@@ -751,7 +881,9 @@ mod tests {
     fn wasm_paths_stay_inside_the_code_root() {
         let e = error_of(r#"{"orders":[{"wasm":{"module":"../x.wasm"},"timeout":5}]}"#);
         assert!(e.contains("wasm.module"), "{e}");
-        let e = error_of(r#"{"orders":[{"wasm":{"module":"x.wasm","dirs":[{"host":"d","guest":"rel"}]},"timeout":5}]}"#);
+        let e = error_of(
+            r#"{"orders":[{"wasm":{"module":"x.wasm","dirs":[{"host":"d","guest":"rel"}]},"timeout":5}]}"#,
+        );
         assert!(e.contains("wasm.dirs[0].guest"), "{e}");
     }
 }
@@ -771,7 +903,9 @@ mod proptests {
             })
             .collect();
         for &(from, to) in edges {
-            orders[from].dependencies.push(Reference((to + 1).to_string()));
+            orders[from]
+                .dependencies
+                .push(Reference((to + 1).to_string()));
         }
         JobSpec {
             orders,

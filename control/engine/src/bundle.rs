@@ -75,12 +75,19 @@ pub fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, Strin
         .iter()
         .map(|r| r.parse().map_err(|e| format!("age recipient {r:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    let encryptor = age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-        .map_err(|e| format!("age encryption: {e}"))?;
+    let encryptor =
+        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| format!("age encryption: {e}"))?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
-    let mut writer = encryptor.wrap_output(&mut out).map_err(|e| format!("age encryption: {e}"))?;
-    writer.write_all(plaintext).map_err(|e| format!("age encryption: {e}"))?;
-    writer.finish().map_err(|e| format!("age encryption: {e}"))?;
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| format!("age encryption: {e}"))?;
+    writer
+        .write_all(plaintext)
+        .map_err(|e| format!("age encryption: {e}"))?;
+    writer
+        .finish()
+        .map_err(|e| format!("age encryption: {e}"))?;
     Ok(out)
 }
 
@@ -94,14 +101,29 @@ pub fn build(input: &BundleInput) -> Result<Vec<u8>, String> {
     let file = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     let private = file.unix_permissions(0o600);
 
-    let manifest = serde_json::to_vec_pretty(&input.manifest).map_err(|e| format!("order.json: {e}"))?;
+    let manifest =
+        serde_json::to_vec_pretty(&input.manifest).map_err(|e| format!("order.json: {e}"))?;
     add_bytes(&mut zip, MANIFEST_FILE, &manifest, private)?;
     let env_json = serde_json::to_vec(&input.env).map_err(|e| format!("env: {e}"))?;
-    add_bytes(&mut zip, ENV_FILE, &encrypt(&env_json, &input.recipients)?, private)?;
+    add_bytes(
+        &mut zip,
+        ENV_FILE,
+        &encrypt(&env_json, &input.recipients)?,
+        private,
+    )?;
     let names: String = input.env.keys().map(|k| format!("{k}\n")).collect();
     add_bytes(&mut zip, ENV_NAMES_FILE, names.as_bytes(), private)?;
-    let secret_names: String = input.secret_names.iter().map(|k| format!("{k}\n")).collect();
-    add_bytes(&mut zip, SECRET_NAMES_FILE, secret_names.as_bytes(), private)?;
+    let secret_names: String = input
+        .secret_names
+        .iter()
+        .map(|k| format!("{k}\n"))
+        .collect();
+    add_bytes(
+        &mut zip,
+        SECRET_NAMES_FILE,
+        secret_names.as_bytes(),
+        private,
+    )?;
 
     zip.add_directory(format!("{CODE_DIR}/"), file.unix_permissions(0o755))
         .map_err(|e| format!("{CODE_DIR}/: {e}"))?;
@@ -110,7 +132,9 @@ pub fn build(input: &BundleInput) -> Result<Vec<u8>, String> {
         CodeInput::Dir(dir) => add_dir(&mut zip, dir, dir, file)?,
         CodeInput::Zip(path) => add_zip(&mut zip, path)?,
     }
-    let cursor = zip.finish().map_err(|e| format!("finishing exec.zip: {e}"))?;
+    let cursor = zip
+        .finish()
+        .map_err(|e| format!("finishing exec.zip: {e}"))?;
     Ok(cursor.into_inner())
 }
 
@@ -120,19 +144,24 @@ fn add_bytes(
     bytes: &[u8],
     options: SimpleFileOptions,
 ) -> Result<(), String> {
-    zip.start_file(name, options).map_err(|e| format!("{name}: {e}"))?;
+    zip.start_file(name, options)
+        .map_err(|e| format!("{name}: {e}"))?;
     zip.write_all(bytes).map_err(|e| format!("{name}: {e}"))
 }
 
 /// The `/`-joined name of `path` relative to `root`, under `code/`.
 fn entry_name(root: &Path, path: &Path) -> Result<String, String> {
-    let relative = path.strip_prefix(root).map_err(|_| format!("{} is outside {}", path.display(), root.display()))?;
+    let relative = path
+        .strip_prefix(root)
+        .map_err(|_| format!("{} is outside {}", path.display(), root.display()))?;
     let mut name = String::from(CODE_DIR);
     for component in relative.components() {
         let Component::Normal(part) = component else {
             return Err(format!("{}: unexpected path component", path.display()));
         };
-        let part = part.to_str().ok_or_else(|| format!("{}: file name is not UTF-8", path.display()))?;
+        let part = part
+            .to_str()
+            .ok_or_else(|| format!("{}: file name is not UTF-8", path.display()))?;
         name.push('/');
         name.push_str(part);
     }
@@ -164,7 +193,9 @@ fn add_dir(
                     target.display()
                 ));
             }
-            let target = target.to_str().ok_or_else(|| format!("{}: link target is not UTF-8", path.display()))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| format!("{}: link target is not UTF-8", path.display()))?;
             zip.add_symlink(name.as_str(), target, options)
                 .map_err(|e| format!("{name}: {e}"))?;
         } else if meta.is_dir() {
@@ -172,9 +203,15 @@ fn add_dir(
                 .map_err(|e| format!("{name}: {e}"))?;
             add_dir(zip, root, &path, options)?;
         } else if meta.is_file() {
-            zip.start_file(name.as_str(), options.unix_permissions(mode).large_file(meta.len() >= u32::MAX as u64))
-                .map_err(|e| format!("{name}: {e}"))?;
-            let mut source = fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            zip.start_file(
+                name.as_str(),
+                options
+                    .unix_permissions(mode)
+                    .large_file(meta.len() >= u32::MAX as u64),
+            )
+            .map_err(|e| format!("{name}: {e}"))?;
+            let mut source =
+                fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             std::io::copy(&mut source, zip).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         // Sockets, fifos and devices are not code: skipped.
@@ -187,8 +224,12 @@ pub fn link_stays_inside(root: &Path, link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
-    let Some(parent) = link.parent() else { return false };
-    let Ok(relative_parent) = parent.strip_prefix(root) else { return false };
+    let Some(parent) = link.parent() else {
+        return false;
+    };
+    let Ok(relative_parent) = parent.strip_prefix(root) else {
+        return false;
+    };
     let mut depth: usize = 0;
     for component in relative_parent.components().chain(target.components()) {
         match component {
@@ -206,16 +247,30 @@ pub fn link_stays_inside(root: &Path, link: &Path, target: &Path) -> bool {
 
 fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), String> {
     let file = fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let mut archive = ZipArchive::new(file).map_err(|e| format!("{} is not a readable zip: {e}", path.display()))?;
+    let mut archive = ZipArchive::new(file)
+        .map_err(|e| format!("{} is not a readable zip: {e}", path.display()))?;
     for index in 0..archive.len() {
-        let entry = archive.by_index_raw(index).map_err(|e| format!("{}: entry {index}: {e}", path.display()))?;
-        let raw_name = entry.name().map(|n| n.into_owned()).unwrap_or_else(|_| format!("entry {index}"));
+        let entry = archive
+            .by_index_raw(index)
+            .map_err(|e| format!("{}: entry {index}: {e}", path.display()))?;
+        let raw_name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| format!("entry {index}"));
         let Some(safe) = entry.enclosed_name() else {
-            return Err(format!("{}: entry {raw_name:?} escapes the archive", path.display()));
+            return Err(format!(
+                "{}: entry {raw_name:?} escapes the archive",
+                path.display()
+            ));
         };
         let name = entry_name(Path::new(""), &safe)?;
-        let name = if entry.is_dir() { format!("{name}/") } else { name };
-        zip.raw_copy_file_rename(entry, name).map_err(|e| format!("{}: {raw_name}: {e}", path.display()))?;
+        let name = if entry.is_dir() {
+            format!("{name}/")
+        } else {
+            name
+        };
+        zip.raw_copy_file_rename(entry, name)
+            .map_err(|e| format!("{}: {raw_name}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -229,7 +284,9 @@ pub fn read_entry(bundle: &[u8], name: &str) -> Result<Vec<u8>, String> {
     let mut archive = ZipArchive::new(Cursor::new(bundle)).map_err(|e| format!("bundle: {e}"))?;
     let mut entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
     let mut out = Vec::new();
-    entry.read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    entry
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{name}: {e}"))?;
     Ok(out)
 }
 
@@ -271,7 +328,9 @@ mod tests {
         let encrypted = read_entry(&bundle, ENV_FILE).unwrap();
         let identity: age::x25519::Identity = key.secret.parse().unwrap();
         let decryptor = age::Decryptor::new(&encrypted[..]).unwrap();
-        let mut reader = decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).unwrap();
+        let mut reader = decryptor
+            .decrypt(std::iter::once(&identity as &dyn age::Identity))
+            .unwrap();
         let mut plain = String::new();
         reader.read_to_string(&mut plain).unwrap();
         assert_eq!(plain, r#"{"API_TOKEN":"hunter2-very-secret"}"#);
@@ -295,7 +354,10 @@ mod tests {
         };
         let bundle = build(&input).unwrap();
         let mut archive = ZipArchive::new(Cursor::new(&bundle)).unwrap();
-        assert_eq!(archive.by_name("code/run.sh").unwrap().unix_mode().unwrap() & 0o777, 0o755);
+        assert_eq!(
+            archive.by_name("code/run.sh").unwrap().unix_mode().unwrap() & 0o777,
+            0o755
+        );
         assert!(archive.by_name("code/sub/link").unwrap().is_symlink());
 
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("escape")).unwrap();
@@ -307,8 +369,20 @@ mod tests {
     #[test]
     fn link_containment() {
         let root = Path::new("/r");
-        assert!(link_stays_inside(root, Path::new("/r/a/l"), Path::new("../b")));
-        assert!(!link_stays_inside(root, Path::new("/r/a/l"), Path::new("../../b")));
-        assert!(!link_stays_inside(root, Path::new("/r/l"), Path::new("/etc")));
+        assert!(link_stays_inside(
+            root,
+            Path::new("/r/a/l"),
+            Path::new("../b")
+        ));
+        assert!(!link_stays_inside(
+            root,
+            Path::new("/r/a/l"),
+            Path::new("../../b")
+        ));
+        assert!(!link_stays_inside(
+            root,
+            Path::new("/r/l"),
+            Path::new("/etc")
+        ));
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
 use crate::error::StoreError;
-use crate::ports::{AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Transition};
+use crate::ports::{
+    AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Transition,
+};
 
 /// A queued order row for tests.
 pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
@@ -45,18 +47,39 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
 pub async fn object_store_suite(store: &dyn ObjectStore) {
     let base = format!("conformance/{}", uuid::Uuid::new_v4().simple());
     let key = format!("{base}/a/result.json");
-    assert!(store.get(&key).await.unwrap_err().is_not_found(), "get of a missing key is NotFound");
-    assert_eq!(store.head(&key).await.unwrap(), None, "head of a missing key");
+    assert!(
+        store.get(&key).await.unwrap_err().is_not_found(),
+        "get of a missing key is NotFound"
+    );
+    assert_eq!(
+        store.head(&key).await.unwrap(),
+        None,
+        "head of a missing key"
+    );
 
     store.put(&key, b"one".to_vec()).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), b"one");
     store.put(&key, b"two!".to_vec()).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), b"two!", "put replaces");
-    assert_eq!(store.head(&key).await.unwrap(), Some(4), "head gives the size");
+    assert_eq!(
+        store.head(&key).await.unwrap(),
+        Some(4),
+        "head gives the size"
+    );
 
-    let err = store.put_if_absent(&key, b"three".to_vec()).await.unwrap_err();
-    assert!(err.is_condition_failed(), "put_if_absent on an existing key: {err}");
-    assert_eq!(store.get(&key).await.unwrap(), b"two!", "a failed conditional put changes nothing");
+    let err = store
+        .put_if_absent(&key, b"three".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_condition_failed(),
+        "put_if_absent on an existing key: {err}"
+    );
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        b"two!",
+        "a failed conditional put changes nothing"
+    );
     let fresh = format!("{base}/b/claim");
     store.put_if_absent(&fresh, b"mine".to_vec()).await.unwrap();
 
@@ -64,18 +87,32 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     std::fs::write(file.path(), vec![b'x'; 300_000]).unwrap();
     let log = format!("{base}/c/log.txt");
     store.put_file(&log, file.path()).await.unwrap();
-    assert_eq!(store.head(&log).await.unwrap(), Some(300_000), "put_file uploads the whole file");
+    assert_eq!(
+        store.head(&log).await.unwrap(),
+        Some(300_000),
+        "put_file uploads the whole file"
+    );
 
-    store.put(&format!("{base}x/other"), b"not mine".to_vec()).await.unwrap();
+    store
+        .put(&format!("{base}x/other"), b"not mine".to_vec())
+        .await
+        .unwrap();
     let listed = store.list(&format!("{base}/")).await.unwrap();
-    assert_eq!(listed, vec![key.clone(), fresh.clone(), log.clone()], "list is sorted and complete");
+    assert_eq!(
+        listed,
+        vec![key.clone(), fresh.clone(), log.clone()],
+        "list is sorted and complete"
+    );
     let partial = store.list(&format!("{base}/a")).await.unwrap();
     assert_eq!(partial, vec![key.clone()], "prefixes may end inside a name");
 
     store.delete(&key).await.unwrap();
     store.delete(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap_err().is_not_found(), "deleted");
-    let url = store.presign_put(&fresh, Duration::from_secs(60)).await.unwrap();
+    let url = store
+        .presign_put(&fresh, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert!(!url.is_empty());
     for k in [fresh, log, format!("{base}x/other")] {
         store.delete(&k).await.unwrap();
@@ -89,7 +126,10 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     let orders: Vec<OrderRecord> = (0..3).map(|i| sample_order(&run, i)).collect();
     store.insert_orders(&orders).await.unwrap();
     let err = store.insert_orders(&orders[..1]).await.unwrap_err();
-    assert!(err.is_condition_failed(), "inserting an existing order: {err}");
+    assert!(
+        err.is_condition_failed(),
+        "inserting an existing order: {err}"
+    );
     let read = store.run_orders(&run).await.unwrap();
     assert_eq!(read, orders, "run_orders returns every row in order");
     let num = orders[0].order_num;
@@ -99,22 +139,67 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         dispatched_at_ms: Some(5),
         ..Transition::to(OrderStatus::Dispatching)
     };
-    let row = store.transition(&run, num, OrderStatus::Queued, &dispatching).await.unwrap();
-    assert_eq!((row.status, row.attempt.as_deref(), row.dispatched_at_ms), (OrderStatus::Dispatching, Some("a1"), Some(5)));
-    let err = store.transition(&run, num, OrderStatus::Queued, &dispatching).await.unwrap_err();
-    assert!(err.is_condition_failed(), "a second queued -> dispatching must fail: {err}");
-    store.transition(&run, num, OrderStatus::Dispatching, &Transition::to(OrderStatus::Running)).await.unwrap();
-    let done = Transition { exit_code: Some(0), ..Transition::to(OrderStatus::Succeeded) };
-    store.transition(&run, num, OrderStatus::Running, &done).await.unwrap();
-    let late = Transition::to(OrderStatus::Failed);
-    assert!(store.transition(&run, num, OrderStatus::Running, &late).await.unwrap_err().is_condition_failed(), "late result keeps terminal status");
+    let row = store
+        .transition(&run, num, OrderStatus::Queued, &dispatching)
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.status, row.attempt.as_deref(), row.dispatched_at_ms),
+        (OrderStatus::Dispatching, Some("a1"), Some(5))
+    );
+    let err = store
+        .transition(&run, num, OrderStatus::Queued, &dispatching)
+        .await
+        .unwrap_err();
     assert!(
-        store.transition(&run, num, OrderStatus::Succeeded, &late).await.is_err(),
+        err.is_condition_failed(),
+        "a second queued -> dispatching must fail: {err}"
+    );
+    store
+        .transition(
+            &run,
+            num,
+            OrderStatus::Dispatching,
+            &Transition::to(OrderStatus::Running),
+        )
+        .await
+        .unwrap();
+    let done = Transition {
+        exit_code: Some(0),
+        ..Transition::to(OrderStatus::Succeeded)
+    };
+    store
+        .transition(&run, num, OrderStatus::Running, &done)
+        .await
+        .unwrap();
+    let late = Transition::to(OrderStatus::Failed);
+    assert!(
+        store
+            .transition(&run, num, OrderStatus::Running, &late)
+            .await
+            .unwrap_err()
+            .is_condition_failed(),
+        "late result keeps terminal status"
+    );
+    assert!(
+        store
+            .transition(&run, num, OrderStatus::Succeeded, &late)
+            .await
+            .is_err(),
         "terminal statuses never change"
     );
     let row = store.get_order(&run, num).await.unwrap();
-    assert_eq!((row.status, row.exit_code, row.attempt.as_deref()), (OrderStatus::Succeeded, Some(0), Some("a1")));
-    assert!(store.get_order(&run, OrderNum::from_index(9)).await.unwrap_err().is_not_found());
+    assert_eq!(
+        (row.status, row.exit_code, row.attempt.as_deref()),
+        (OrderStatus::Succeeded, Some(0), Some("a1"))
+    );
+    assert!(
+        store
+            .get_order(&run, OrderNum::from_index(9))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     let event = OrderEvent {
         trace_id: orders[0].trace_id.clone(),
@@ -126,7 +211,11 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     };
     store.put_event(&event).await.unwrap();
     store.put_event(&event).await.unwrap();
-    assert_eq!(store.trace_events(&orders[0].trace_id).await.unwrap(), vec![event], "events are kept once per key");
+    assert_eq!(
+        store.trace_events(&orders[0].trace_id).await.unwrap(),
+        vec![event],
+        "events are kept once per key"
+    );
 
     lock_suite(store).await;
 }
@@ -134,23 +223,82 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
 async fn lock_suite(store: &dyn OrderStore) {
     let run = RunId::generate();
     assert_eq!(store.lock_state(&run).await.unwrap(), None);
-    assert_eq!(store.mark_dirty(&run).await.unwrap(), MarkDirtyOutcome::NotHeld, "nobody holds an absent lock");
-    assert_eq!(store.acquire_lock(&run, "a", 100, 200).await.unwrap(), AcquireOutcome::Acquired);
-    assert_eq!(store.acquire_lock(&run, "b", 150, 250).await.unwrap(), AcquireOutcome::Held, "a live lease holds");
-    assert_eq!(store.mark_dirty(&run).await.unwrap(), MarkDirtyOutcome::Marked);
+    assert_eq!(
+        store.mark_dirty(&run).await.unwrap(),
+        MarkDirtyOutcome::NotHeld,
+        "nobody holds an absent lock"
+    );
+    assert_eq!(
+        store.acquire_lock(&run, "a", 100, 200).await.unwrap(),
+        AcquireOutcome::Acquired
+    );
+    assert_eq!(
+        store.acquire_lock(&run, "b", 150, 250).await.unwrap(),
+        AcquireOutcome::Held,
+        "a live lease holds"
+    );
+    assert_eq!(
+        store.mark_dirty(&run).await.unwrap(),
+        MarkDirtyOutcome::Marked
+    );
     let err = store.release_lock(&run, "a").await.unwrap_err();
-    assert!(err.is_condition_failed(), "a dirty lock cannot be released: {err}");
-    assert!(store.clear_dirty(&run, "b").await.unwrap_err().is_condition_failed(), "only the owner clears dirty");
+    assert!(
+        err.is_condition_failed(),
+        "a dirty lock cannot be released: {err}"
+    );
+    assert!(
+        store
+            .clear_dirty(&run, "b")
+            .await
+            .unwrap_err()
+            .is_condition_failed(),
+        "only the owner clears dirty"
+    );
     store.clear_dirty(&run, "a").await.unwrap();
     store.release_lock(&run, "a").await.unwrap();
-    assert!(store.renew_lock(&run, "a", 300).await.unwrap_err().is_condition_failed(), "a released lock is not renewed");
+    assert!(
+        store
+            .renew_lock(&run, "a", 300)
+            .await
+            .unwrap_err()
+            .is_condition_failed(),
+        "a released lock is not renewed"
+    );
 
-    assert_eq!(store.acquire_lock(&run, "b", 300, 400).await.unwrap(), AcquireOutcome::Acquired, "a released lock is free");
-    assert_eq!(store.acquire_lock(&run, "c", 401, 500).await.unwrap(), AcquireOutcome::Acquired, "an expired lease is free");
-    assert!(store.renew_lock(&run, "b", 600).await.unwrap_err().is_condition_failed(), "the old holder lost it");
-    assert!(matches!(store.complete_lock(&run, "b").await, Err(StoreError::ConditionFailed { .. })));
+    assert_eq!(
+        store.acquire_lock(&run, "b", 300, 400).await.unwrap(),
+        AcquireOutcome::Acquired,
+        "a released lock is free"
+    );
+    assert_eq!(
+        store.acquire_lock(&run, "c", 401, 500).await.unwrap(),
+        AcquireOutcome::Acquired,
+        "an expired lease is free"
+    );
+    assert!(
+        store
+            .renew_lock(&run, "b", 600)
+            .await
+            .unwrap_err()
+            .is_condition_failed(),
+        "the old holder lost it"
+    );
+    assert!(matches!(
+        store.complete_lock(&run, "b").await,
+        Err(StoreError::ConditionFailed { .. })
+    ));
     store.complete_lock(&run, "c").await.unwrap();
-    assert_eq!(store.acquire_lock(&run, "d", 10_000, 20_000).await.unwrap(), AcquireOutcome::Completed, "completed is final");
-    assert_eq!(store.mark_dirty(&run).await.unwrap(), MarkDirtyOutcome::Completed);
-    assert_eq!(store.lock_state(&run).await.unwrap().unwrap().status, "completed");
+    assert_eq!(
+        store.acquire_lock(&run, "d", 10_000, 20_000).await.unwrap(),
+        AcquireOutcome::Completed,
+        "completed is final"
+    );
+    assert_eq!(
+        store.mark_dirty(&run).await.unwrap(),
+        MarkDirtyOutcome::Completed
+    );
+    assert_eq!(
+        store.lock_state(&run).await.unwrap().unwrap().status,
+        "completed"
+    );
 }

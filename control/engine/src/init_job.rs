@@ -70,7 +70,8 @@ impl Engine {
             created_at_ms: now,
             job: &valid,
         };
-        let _span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id).entered();
+        let _span =
+            tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id).entered();
 
         let records: Vec<OrderRecord> = stream::iter(valid.orders.iter().zip(code))
             .map(|(order, code)| self.package_order(&ids, order, code))
@@ -122,7 +123,11 @@ impl Engine {
         let key = OrderKey::generate();
         let mut recipients = vec![key.recipient.clone()];
         recipients.extend(order.sops_key.iter().cloned());
-        let key_path = self.ports.keys.put_key(run_id, order_num, &key.secret).await?;
+        let key_path = self
+            .ports
+            .keys
+            .put_key(run_id, order_num, &key.secret)
+            .await?;
 
         let expiry = Duration::from_secs(ids.job.presign_expiry);
         let callback_url = self
@@ -161,7 +166,10 @@ impl Engine {
             Err(StoreError::Backend { message, .. }) => return Err(bundle_error(message)),
             Err(other) => return Err(other.into()),
         };
-        self.ports.internal.put(&keys::exec_zip(run_id, order_num), bytes).await?;
+        self.ports
+            .internal
+            .put(&keys::exec_zip(run_id, order_num), bytes)
+            .await?;
 
         Ok(OrderRecord {
             run_id: run_id.clone(),
@@ -197,11 +205,23 @@ impl Engine {
 /// # Errors
 ///
 /// [`EngineError::Unsupported`] or [`EngineError::Bundle`] naming the order and field.
-pub fn preflight(valid: &ValidJob, platform: Platform, base_dir: &Path) -> Result<Vec<CodeInput>, EngineError> {
-    valid.orders.iter().map(|order| preflight_order(order, platform, base_dir)).collect()
+pub fn preflight(
+    valid: &ValidJob,
+    platform: Platform,
+    base_dir: &Path,
+) -> Result<Vec<CodeInput>, EngineError> {
+    valid
+        .orders
+        .iter()
+        .map(|order| preflight_order(order, platform, base_dir))
+        .collect()
 }
 
-fn preflight_order(order: &ValidOrder, platform: Platform, base_dir: &Path) -> Result<CodeInput, EngineError> {
+fn preflight_order(
+    order: &ValidOrder,
+    platform: Platform,
+    base_dir: &Path,
+) -> Result<CodeInput, EngineError> {
     let unsupported = |field: &str, message: &str| EngineError::Unsupported {
         order_num: order.order_num.to_string(),
         order_name: order.order_name.clone(),
@@ -214,24 +234,42 @@ fn preflight_order(order: &ValidOrder, platform: Platform, base_dir: &Path) -> R
         message,
     };
     if let Task::Wasm(_) = order.task {
-        return Err(unsupported("wasm", "wasm orders are not supported by this engine yet"));
+        return Err(unsupported(
+            "wasm",
+            "wasm orders are not supported by this engine yet",
+        ));
     }
     if !order.ssm_paths.is_empty() {
-        return Err(unsupported("ssm_paths", "credential sources are not supported by this engine yet"));
+        return Err(unsupported(
+            "ssm_paths",
+            "credential sources are not supported by this engine yet",
+        ));
     }
     if !order.secret_manager_paths.is_empty() {
-        return Err(unsupported("secret_manager_paths", "credential sources are not supported by this engine yet"));
+        return Err(unsupported(
+            "secret_manager_paths",
+            "credential sources are not supported by this engine yet",
+        ));
     }
     match (&order.code, platform) {
         (CodeSource::None, _) => Ok(CodeInput::None),
-        (CodeSource::Git(_), _) => Err(unsupported("git_repo", "code from git repositories is not supported by this engine yet")),
-        (CodeSource::Zip(_), Platform::Aws) => Err(unsupported("s3_location", "downloading code zips from S3 is not supported by this engine yet")),
+        (CodeSource::Git(_), _) => Err(unsupported(
+            "git_repo",
+            "code from git repositories is not supported by this engine yet",
+        )),
+        (CodeSource::Zip(_), Platform::Aws) => Err(unsupported(
+            "s3_location",
+            "downloading code zips from S3 is not supported by this engine yet",
+        )),
         (CodeSource::Dir(dir), _) => {
             let path = base_dir.join(dir);
             if path.is_dir() {
                 Ok(CodeInput::Dir(path))
             } else {
-                Err(missing(format!("code_dir {} is not a folder", path.display())))
+                Err(missing(format!(
+                    "code_dir {} is not a folder",
+                    path.display()
+                )))
             }
         }
         (CodeSource::Zip(location), Platform::Local) => {
@@ -239,7 +277,10 @@ fn preflight_order(order: &ValidOrder, platform: Platform, base_dir: &Path) -> R
             if path.is_file() {
                 Ok(CodeInput::Zip(path))
             } else {
-                Err(missing(format!("s3_location {} is not a file", path.display())))
+                Err(missing(format!(
+                    "s3_location {} is not a file",
+                    path.display()
+                )))
             }
         }
     }

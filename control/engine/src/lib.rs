@@ -22,8 +22,8 @@
 #![warn(missing_docs)]
 
 pub mod blocking;
-pub mod conformance;
 pub mod bundle;
+pub mod conformance;
 pub mod engine;
 pub mod error;
 pub mod init_job;

@@ -36,10 +36,18 @@ pub struct WatchdogVerdict {
 }
 
 impl WatchdogVerdict {
-    const DONE: WatchdogVerdict = WatchdogVerdict { done: true, wait_seconds: 0, kick: false };
+    const DONE: WatchdogVerdict = WatchdogVerdict {
+        done: true,
+        wait_seconds: 0,
+        kick: false,
+    };
 
     fn kick() -> Self {
-        WatchdogVerdict { done: false, wait_seconds: KICK_WAIT_SECONDS, kick: true }
+        WatchdogVerdict {
+            done: false,
+            wait_seconds: KICK_WAIT_SECONDS,
+            kick: true,
+        }
     }
 }
 
@@ -49,9 +57,16 @@ impl Engine {
     /// # Errors
     ///
     /// A backend failure; the loop retries at its next check.
-    pub async fn watchdog_check(&self, input: &WatchdogInput) -> Result<WatchdogVerdict, EngineError> {
+    pub async fn watchdog_check(
+        &self,
+        input: &WatchdogInput,
+    ) -> Result<WatchdogVerdict, EngineError> {
         let store = &self.ports.internal;
-        let order = self.ports.orders.get_order(&input.run_id, input.order_num).await?;
+        let order = self
+            .ports
+            .orders
+            .get_order(&input.run_id, input.order_num)
+            .await?;
         if order.status.is_terminal() || order.attempt.as_deref() != Some(input.attempt.as_str()) {
             return Ok(WatchdogVerdict::DONE);
         }
@@ -64,13 +79,19 @@ impl Engine {
         if now >= job_deadline_ms {
             return Ok(WatchdogVerdict::kick());
         }
-        let claimed_at = match store.get(&keys::claim(&input.run_id, input.order_num, &input.attempt)).await {
-            Ok(bytes) => serde_json::from_slice::<Claim>(&bytes).ok().map(|c| c.claimed_at_ms),
+        let claimed_at = match store
+            .get(&keys::claim(&input.run_id, input.order_num, &input.attempt))
+            .await
+        {
+            Ok(bytes) => serde_json::from_slice::<Claim>(&bytes)
+                .ok()
+                .map(|c| c.claimed_at_ms),
             Err(StoreError::NotFound { .. }) => None,
             Err(other) => return Err(other.into()),
         };
         let deadline_ms = match claimed_at {
-            Some(at) => (at + input.timeout * 1000 + millis(self.config.watchdog_slack)).min(job_deadline_ms),
+            Some(at) => (at + input.timeout * 1000 + millis(self.config.watchdog_slack))
+                .min(job_deadline_ms),
             None => job_deadline_ms,
         };
         if now >= deadline_ms {
@@ -86,7 +107,13 @@ impl Engine {
                 Err(other) => Err(other.into()),
             };
         }
-        let wait = (deadline_ms - now).div_ceil(1000).clamp(1, MAX_WAIT_SECONDS);
-        Ok(WatchdogVerdict { done: false, wait_seconds: wait, kick: false })
+        let wait = (deadline_ms - now)
+            .div_ceil(1000)
+            .clamp(1, MAX_WAIT_SECONDS);
+        Ok(WatchdogVerdict {
+            done: false,
+            wait_seconds: wait,
+            kick: false,
+        })
     }
 }

@@ -15,7 +15,12 @@ async fn dir_store_meets_the_object_store_guarantees() {
 #[tokio::test]
 async fn sqlite_meets_the_order_store_guarantees() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db"), Duration::from_secs(60), Duration::from_secs(60)).unwrap();
+    let store = SqliteStore::open(
+        &dir.path().join("t.db"),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    )
+    .unwrap();
     order_store_suite(&store).await;
 }
 
@@ -27,9 +32,16 @@ async fn dir_store_conditional_puts_have_one_winner_under_contention() {
         let store = std::sync::Arc::clone(&store);
         tokio::spawn(async move {
             use sluice_engine::ObjectStore;
-            store.put_if_absent("race/claim", format!("{i}").into_bytes()).await.is_ok()
+            store
+                .put_if_absent("race/claim", format!("{i}").into_bytes())
+                .await
+                .is_ok()
         })
     });
-    let winners = futures::future::join_all(attempts).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    let winners = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
     assert_eq!(winners, 1);
 }

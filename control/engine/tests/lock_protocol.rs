@@ -12,7 +12,9 @@ use sluice_contract::{ExecutionTarget, RunId};
 use sluice_engine::local::{DirStore, FileKeyStore, SqliteStore};
 use sluice_engine::orchestrator::lock::{self, LockAttempt, Release};
 use sluice_engine::ports::DispatchError;
-use sluice_engine::{Dispatcher, Engine, EngineConfig, Ports, SystemClock, WatchdogInput, WatchdogStarter};
+use sluice_engine::{
+    Dispatcher, Engine, EngineConfig, Ports, SystemClock, WatchdogInput, WatchdogStarter,
+};
 
 #[derive(Debug)]
 struct Unused;
@@ -35,7 +37,14 @@ fn engine(dir: &std::path::Path) -> Engine {
     let ports = Ports {
         internal: Arc::new(DirStore::open(&dir.join("i"), "i").unwrap()),
         done: Arc::new(DirStore::open(&dir.join("d"), "d").unwrap()),
-        orders: Arc::new(SqliteStore::open(&dir.join("db"), Duration::from_secs(60), Duration::from_secs(60)).unwrap()),
+        orders: Arc::new(
+            SqliteStore::open(
+                &dir.join("db"),
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+            )
+            .unwrap(),
+        ),
         dispatcher: Arc::new(Unused),
         watchdog: Arc::new(Unused),
         keys: Arc::new(FileKeyStore::open(&dir.join("k")).unwrap()),

@@ -13,7 +13,9 @@ use sluice_contract::{ExecutionTarget, JobSpec, OrderStatus, RunId, ValidateOpti
 use sluice_engine::local::{DirStore, FileKeyStore, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::DispatchError;
-use sluice_engine::{Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, WatchdogInput, WatchdogStarter};
+use sluice_engine::{
+    Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, WatchdogInput, WatchdogStarter,
+};
 
 #[derive(Debug)]
 struct ManualClock(AtomicU64);
@@ -38,7 +40,11 @@ struct Recorder {
 
 #[async_trait]
 impl Dispatcher for Recorder {
-    async fn start(&self, _: ExecutionTarget, payload: &DispatchPayload) -> Result<(), DispatchError> {
+    async fn start(
+        &self,
+        _: ExecutionTarget,
+        payload: &DispatchPayload,
+    ) -> Result<(), DispatchError> {
         self.dispatched.lock().unwrap().push(payload.clone());
         Ok(())
     }
@@ -68,22 +74,51 @@ fn setup() -> Setup {
     let ports = Ports {
         internal: internal.clone(),
         done: Arc::new(DirStore::open(&dir.path().join("done"), "done").unwrap()),
-        orders: Arc::new(SqliteStore::open(&dir.path().join("db"), Duration::from_secs(60), Duration::from_secs(60)).unwrap()),
+        orders: Arc::new(
+            SqliteStore::open(
+                &dir.path().join("db"),
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+            )
+            .unwrap(),
+        ),
         dispatcher: recorder.clone(),
         watchdog: recorder.clone(),
         keys: Arc::new(FileKeyStore::open(&dir.path().join("keys")).unwrap()),
         clock: clock.clone(),
     };
-    let config = EngineConfig { watchdog_slack: Duration::from_secs(30), ..EngineConfig::default() };
-    Setup { engine: Engine::new(ports, config), clock, recorder, internal, _dir: dir }
+    let config = EngineConfig {
+        watchdog_slack: Duration::from_secs(30),
+        ..EngineConfig::default()
+    };
+    Setup {
+        engine: Engine::new(ports, config),
+        clock,
+        recorder,
+        internal,
+        _dir: dir,
+    }
 }
 
 async fn one_order_run(setup: &Setup, timeout: u64) -> RunId {
     let job = JobSpec {
-        orders: vec![OrderSpec { cmds: Some(vec!["true".into()]), timeout: Some(timeout), ..OrderSpec::default() }],
+        orders: vec![OrderSpec {
+            cmds: Some(vec!["true".into()]),
+            timeout: Some(timeout),
+            ..OrderSpec::default()
+        }],
         ..JobSpec::default()
     };
-    setup.engine.init_job(&job, &ValidateOptions::local("t"), std::path::Path::new(".")).await.unwrap().run_id
+    setup
+        .engine
+        .init_job(
+            &job,
+            &ValidateOptions::local("t"),
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap()
+        .run_id
 }
 
 #[tokio::test]
@@ -93,12 +128,25 @@ async fn an_expired_lease_lets_the_next_event_resume_the_run() {
     let orders = &setup.engine.ports.orders;
     let now = setup.clock.now_ms();
     // An orchestrator took the lock and crashed.
-    orders.acquire_lock(&run, "crashed", now, now + 60_000).await.unwrap();
-    assert_eq!(setup.engine.orchestrate(&run).await.unwrap(), Outcome::Deferred);
+    orders
+        .acquire_lock(&run, "crashed", now, now + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Deferred
+    );
     assert!(setup.recorder.dispatched.lock().unwrap().is_empty());
     setup.clock.advance(Duration::from_secs(61));
-    assert_eq!(setup.engine.orchestrate(&run).await.unwrap(), Outcome::Released);
-    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1, "the run resumed after the lease");
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    assert_eq!(
+        setup.recorder.dispatched.lock().unwrap().len(),
+        1,
+        "the run resumed after the lease"
+    );
 }
 
 #[tokio::test]
@@ -113,24 +161,56 @@ async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();
     assert!(!verdict.done && !verdict.kick);
 
-    let claim = Claim { attempt: input.attempt.clone(), claimed_at_ms: setup.clock.now_ms() };
-    setup.internal.put(&keys::claim(&run, input.order_num, &input.attempt), serde_json::to_vec(&claim).unwrap()).await.unwrap();
+    let claim = Claim {
+        attempt: input.attempt.clone(),
+        claimed_at_ms: setup.clock.now_ms(),
+    };
+    setup
+        .internal
+        .put(
+            &keys::claim(&run, input.order_num, &input.attempt),
+            serde_json::to_vec(&claim).unwrap(),
+        )
+        .await
+        .unwrap();
     setup.clock.advance(Duration::from_secs(100 + 29));
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();
-    assert!(!verdict.done, "within timeout + slack the worker still has time");
-    assert!(verdict.wait_seconds >= 1 && verdict.wait_seconds <= 2, "{verdict:?}");
+    assert!(
+        !verdict.done,
+        "within timeout + slack the worker still has time"
+    );
+    assert!(
+        verdict.wait_seconds >= 1 && verdict.wait_seconds <= 2,
+        "{verdict:?}"
+    );
 
     setup.clock.advance(Duration::from_secs(2));
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();
     assert!(verdict.done);
-    let result = parse_result(&setup.internal.get(&keys::result(&run, input.order_num)).await.unwrap()).unwrap();
+    let result = parse_result(
+        &setup
+            .internal
+            .get(&keys::result(&run, input.order_num))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(result.status, OrderStatus::TimedOut);
     assert_eq!(result.log, WATCHDOG_LOG);
 
     setup.engine.orchestrate(&run).await.unwrap();
-    let row = setup.engine.ports.orders.get_order(&run, input.order_num).await.unwrap();
+    let row = setup
+        .engine
+        .ports
+        .orders
+        .get_order(&run, input.order_num)
+        .await
+        .unwrap();
     assert_eq!(row.status, OrderStatus::TimedOut);
-    assert!(setup.engine.watchdog_check(&input).await.unwrap().done, "a terminal order needs no watching");
+    assert!(
+        setup.engine.watchdog_check(&input).await.unwrap().done,
+        "a terminal order needs no watching"
+    );
 }
 
 #[tokio::test]
@@ -141,10 +221,20 @@ async fn the_watchdog_kicks_a_run_whose_result_was_not_processed() {
     let input = setup.recorder.watched.lock().unwrap()[0].clone();
     // A result landed, but its event was lost: the order is still running.
     let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
-    setup.internal.put(&keys::result(&run, input.order_num), serde_json::to_vec(&doc).unwrap()).await.unwrap();
+    setup
+        .internal
+        .put(
+            &keys::result(&run, input.order_num),
+            serde_json::to_vec(&doc).unwrap(),
+        )
+        .await
+        .unwrap();
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();
     assert!(verdict.kick && !verdict.done, "{verdict:?}");
-    assert!(matches!(setup.engine.orchestrate(&run).await.unwrap(), Outcome::Finalized(_)));
+    assert!(matches!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Finalized(_)
+    ));
     assert!(setup.engine.watchdog_check(&input).await.unwrap().done);
 }
 
@@ -154,19 +244,50 @@ async fn a_callback_url_that_would_expire_is_replaced_at_dispatch() {
     let job = JobSpec {
         presign_expiry: Some(400),
         orders: vec![
-            OrderSpec { cmds: Some(vec!["true".into()]), timeout: Some(60), ..OrderSpec::default() },
-            OrderSpec { cmds: Some(vec!["true".into()]), timeout: Some(60), dependencies: vec![sluice_contract::job::Reference("1".into())], ..OrderSpec::default() },
+            OrderSpec {
+                cmds: Some(vec!["true".into()]),
+                timeout: Some(60),
+                ..OrderSpec::default()
+            },
+            OrderSpec {
+                cmds: Some(vec!["true".into()]),
+                timeout: Some(60),
+                dependencies: vec![sluice_contract::job::Reference("1".into())],
+                ..OrderSpec::default()
+            },
         ],
         ..JobSpec::default()
     };
-    let run = setup.engine.init_job(&job, &ValidateOptions::local("t"), std::path::Path::new(".")).await.unwrap().run_id;
+    let run = setup
+        .engine
+        .init_job(
+            &job,
+            &ValidateOptions::local("t"),
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap()
+        .run_id;
     setup.engine.orchestrate(&run).await.unwrap();
     let first = setup.recorder.dispatched.lock().unwrap()[0].clone();
-    assert_eq!(first.callback_url, None, "the URL minted at init is still good");
+    assert_eq!(
+        first.callback_url, None,
+        "the URL minted at init is still good"
+    );
     setup.clock.advance(Duration::from_secs(300));
     let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
-    setup.internal.put(&keys::result(&run, first.order_num), serde_json::to_vec(&doc).unwrap()).await.unwrap();
+    setup
+        .internal
+        .put(
+            &keys::result(&run, first.order_num),
+            serde_json::to_vec(&doc).unwrap(),
+        )
+        .await
+        .unwrap();
     setup.engine.orchestrate(&run).await.unwrap();
     let second = setup.recorder.dispatched.lock().unwrap()[1].clone();
-    assert!(second.callback_url.is_some(), "a fresh URL is minted when the old one would expire");
+    assert!(
+        second.callback_url.is_some(),
+        "a fresh URL is minted when the old one would expire"
+    );
 }

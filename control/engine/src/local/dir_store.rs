@@ -81,7 +81,9 @@ impl DirStore {
     }
 
     fn temp_path(&self) -> PathBuf {
-        self.root.join(TMP_DIR).join(uuid::Uuid::new_v4().simple().to_string())
+        self.root
+            .join(TMP_DIR)
+            .join(uuid::Uuid::new_v4().simple().to_string())
     }
 }
 
@@ -89,7 +91,9 @@ impl DirStore {
 fn checked_key(key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
         || key.starts_with('/')
-        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
         || key.split('/').next() == Some(TMP_DIR);
     if bad {
         return Err(StoreError::Backend {
@@ -102,10 +106,16 @@ fn checked_key(key: &str) -> Result<(), StoreError> {
 
 fn create_parent(path: &Path) -> Result<(), StoreError> {
     let parent = path.parent().expect("object paths have a parent");
-    fs::create_dir_all(parent).map_err(|e| StoreError::io(format!("creating {}", parent.display()), e))
+    fs::create_dir_all(parent)
+        .map_err(|e| StoreError::io(format!("creating {}", parent.display()), e))
 }
 
-fn list_under(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
+fn list_under(
+    dir: &Path,
+    root: &Path,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<(), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -120,7 +130,9 @@ fn list_under(dir: &Path, root: &Path, prefix: &str, out: &mut Vec<String>) -> R
         if key == TMP_DIR {
             continue;
         }
-        let file_type = entry.file_type().map_err(|e| StoreError::io(format!("listing {}", path.display()), e))?;
+        let file_type = entry
+            .file_type()
+            .map_err(|e| StoreError::io(format!("listing {}", path.display()), e))?;
         if file_type.is_dir() {
             // Descend only where keys under the folder can still match the prefix.
             let folder = format!("{key}/");
@@ -155,9 +167,11 @@ impl ObjectStore for DirStore {
         let path = self.path_of(key)?;
         let temp = self.temp_path();
         run_blocking("writing an object", move || {
-            fs::write(&temp, &bytes).map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?;
+            fs::write(&temp, &bytes)
+                .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?;
             create_parent(&path)?;
-            fs::rename(&temp, &path).map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e))
+            fs::rename(&temp, &path)
+                .map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e))
         })
         .await?;
         self.notify(key);
@@ -169,17 +183,23 @@ impl ObjectStore for DirStore {
         let temp = self.temp_path();
         let what = key.to_owned();
         run_blocking("writing an object if absent", move || {
-            fs::write(&temp, &bytes).map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?;
+            fs::write(&temp, &bytes)
+                .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?;
             create_parent(&path)?;
             let linked = fs::hard_link(&temp, &path);
             let _ = fs::remove_file(&temp);
             match linked {
                 Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::ConditionFailed {
-                    what,
-                    detail: "an object already exists".to_owned(),
-                }),
-                Err(e) => Err(StoreError::io(format!("linking into {}", path.display()), e)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    Err(StoreError::ConditionFailed {
+                        what,
+                        detail: "an object already exists".to_owned(),
+                    })
+                }
+                Err(e) => Err(StoreError::io(
+                    format!("linking into {}", path.display()),
+                    e,
+                )),
             }
         })
         .await?;
@@ -192,9 +212,11 @@ impl ObjectStore for DirStore {
         let temp = self.temp_path();
         let source = source.to_owned();
         run_blocking("uploading a file", move || {
-            fs::copy(&source, &temp).map_err(|e| StoreError::io(format!("copying {}", source.display()), e))?;
+            fs::copy(&source, &temp)
+                .map_err(|e| StoreError::io(format!("copying {}", source.display()), e))?;
             create_parent(&path)?;
-            fs::rename(&temp, &path).map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e))
+            fs::rename(&temp, &path)
+                .map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e))
         })
         .await?;
         self.notify(key);

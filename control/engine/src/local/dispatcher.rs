@@ -52,20 +52,28 @@ impl LocalDispatcher {
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 #[async_trait]
 impl Dispatcher for LocalDispatcher {
     /// Local orders run the same whatever their `execution_target`.
-    async fn start(&self, _target: ExecutionTarget, payload: &DispatchPayload) -> Result<(), DispatchError> {
+    async fn start(
+        &self,
+        _target: ExecutionTarget,
+        payload: &DispatchPayload,
+    ) -> Result<(), DispatchError> {
         let slots = Arc::clone(&self.slots);
         let launch = (self.launcher)(payload.clone());
         let mut tasks = self.lock_tasks();
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else { return };
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
             launch.await;
         });
         Ok(())

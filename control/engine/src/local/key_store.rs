@@ -46,7 +46,12 @@ impl FileKeyStore {
 
 #[async_trait]
 impl KeyStore for FileKeyStore {
-    async fn put_key(&self, run_id: &RunId, order_num: OrderNum, secret_key: &str) -> Result<String, StoreError> {
+    async fn put_key(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        secret_key: &str,
+    ) -> Result<String, StoreError> {
         let dir = self.run_dir(run_id);
         let path = dir.join(format!("{order_num}.key"));
         let secret = format!("{secret_key}\n");
@@ -72,7 +77,9 @@ impl KeyStore for FileKeyStore {
     async fn get_key(&self, key_path: &str) -> Result<String, StoreError> {
         let path = PathBuf::from(key_path);
         if !path.starts_with(&self.root) {
-            return Err(StoreError::NotFound { key: key_path.to_owned() });
+            return Err(StoreError::NotFound {
+                key: key_path.to_owned(),
+            });
         }
         let key = key_path.to_owned();
         run_blocking("reading a key", move || match fs::read_to_string(&path) {
@@ -104,13 +111,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileKeyStore::open(&dir.path().join("keys")).unwrap();
         let run = RunId::generate();
-        let path = store.put_key(&run, OrderNum::from_index(0), "AGE-SECRET-KEY-1XYZ").await.unwrap();
+        let path = store
+            .put_key(&run, OrderNum::from_index(0), "AGE-SECRET-KEY-1XYZ")
+            .await
+            .unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = fs::metadata(Path::new(&path).parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(Path::new(&path).parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dir_mode, 0o700);
         assert_eq!(store.get_key(&path).await.unwrap(), "AGE-SECRET-KEY-1XYZ");
-        assert!(store.get_key("/etc/passwd").await.unwrap_err().is_not_found());
+        assert!(
+            store
+                .get_key("/etc/passwd")
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
         store.delete_run_keys(&run).await.unwrap();
         assert!(store.get_key(&path).await.unwrap_err().is_not_found());
     }

@@ -30,8 +30,11 @@ pub const INTERNAL_BUCKET: &str = "internal";
 /// Name of the local done bucket.
 pub const DONE_BUCKET: &str = "done";
 /// Delays before retrying a failed orchestrator invocation.
-const ORCHESTRATE_RETRIES: [Duration; 3] =
-    [Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)];
+const ORCHESTRATE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+];
 
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
@@ -116,7 +119,10 @@ impl LocalRuntime {
                 .with_listener(done_tx),
         );
         let config = options.engine.clone();
-        let orders = Arc::new(SqliteStore::open(&dir.join("sluice.db"), config.order_ttl, config.event_ttl).map_err(fail)?);
+        let orders = Arc::new(
+            SqliteStore::open(&dir.join("sluice.db"), config.order_ttl, config.event_ttl)
+                .map_err(fail)?,
+        );
         let keys = Arc::new(FileKeyStore::open(&dir.join("keys")).map_err(fail)?);
         let launcher = make_launcher(&internal, &keys);
         let dispatcher = Arc::new(LocalDispatcher::new(options.concurrency, launcher));
@@ -213,7 +219,9 @@ async fn orchestrate_with_retries(engine: Arc<Engine>, run_id: RunId) {
         tokio::time::sleep(delay).await;
         match engine.orchestrate(&run_id).await {
             Ok(_) => return,
-            Err(error) => tracing::error!(run_id = %run_id, %error, "orchestrator invocation failed"),
+            Err(error) => {
+                tracing::error!(run_id = %run_id, %error, "orchestrator invocation failed")
+            }
         }
     }
     tracing::error!(run_id = %run_id, "orchestrator invocation failed after retries; the next event or watchdog resumes the run");
@@ -243,7 +251,10 @@ async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
             Ok(verdict) if verdict.done => return,
             Ok(verdict) => {
                 if verdict.kick {
-                    tokio::spawn(orchestrate_with_retries(Arc::clone(&engine), input.run_id.clone()));
+                    tokio::spawn(orchestrate_with_retries(
+                        Arc::clone(&engine),
+                        input.run_id.clone(),
+                    ));
                 }
                 wait = Duration::from_secs(verdict.wait_seconds.max(1));
             }
@@ -255,9 +266,11 @@ async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
     }
 }
 
-async fn forward_done(mut written: mpsc::UnboundedReceiver<String>, done_events: broadcast::Sender<String>) {
+async fn forward_done(
+    mut written: mpsc::UnboundedReceiver<String>,
+    done_events: broadcast::Sender<String>,
+) {
     while let Some(key) = written.recv().await {
         let _ = done_events.send(key);
     }
 }
-

@@ -23,8 +23,8 @@ use crate::engine::millis;
 use crate::error::StoreError;
 use crate::ports::order_pk;
 use crate::ports::{
-    AcquireOutcome, Clock, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, SystemClock,
-    Transition,
+    AcquireOutcome, Clock, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore,
+    SystemClock, Transition,
 };
 
 const SCHEMA: &str = "
@@ -86,9 +86,12 @@ impl SqliteStore {
     pub fn open(path: &Path, order_ttl: Duration, event_ttl: Duration) -> Result<Self, StoreError> {
         let what = format!("opening {}", path.display());
         let conn = Connection::open(path).map_err(|e| backend(&what, e))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| backend(&what, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| backend(&what, e))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| backend(&what, e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| backend(&what, e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| backend(&what, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| backend(&what, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| backend(&what, e))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -175,16 +178,26 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn get_order(&self, run_id: &RunId, order_num: OrderNum) -> Result<OrderRecord, StoreError> {
+    async fn get_order(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+    ) -> Result<OrderRecord, StoreError> {
         let pk = order_pk(run_id, order_num);
         self.with_conn("reading an order", move |conn| {
             let text: Option<String> = conn
-                .query_row("SELECT record FROM orders WHERE pk = ?1", params![pk], |row| row.get(0))
+                .query_row(
+                    "SELECT record FROM orders WHERE pk = ?1",
+                    params![pk],
+                    |row| row.get(0),
+                )
                 .optional()
                 .map_err(|e| backend("reading an order", e))?;
             match text {
                 Some(text) => decode_record(&text),
-                None => Err(StoreError::NotFound { key: format!("orders row {pk}") }),
+                None => Err(StoreError::NotFound {
+                    key: format!("orders row {pk}"),
+                }),
             }
         })
         .await
@@ -210,11 +223,17 @@ impl OrderStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("changing an order's status", e))?;
             let text: Option<String> = tx
-                .query_row("SELECT record FROM orders WHERE pk = ?1", params![pk], |row| row.get(0))
+                .query_row(
+                    "SELECT record FROM orders WHERE pk = ?1",
+                    params![pk],
+                    |row| row.get(0),
+                )
                 .optional()
                 .map_err(|e| backend("changing an order's status", e))?;
             let Some(text) = text else {
-                return Err(StoreError::NotFound { key: format!("orders row {pk}") });
+                return Err(StoreError::NotFound {
+                    key: format!("orders row {pk}"),
+                });
             };
             let mut record = decode_record(&text)?;
             if record.status != from {
@@ -229,7 +248,8 @@ impl OrderStore for SqliteStore {
                 params![pk, record.status.as_str(), encode(&record)],
             )
             .map_err(|e| backend("changing an order's status", e))?;
-            tx.commit().map_err(|e| backend("changing an order's status", e))?;
+            tx.commit()
+                .map_err(|e| backend("changing an order's status", e))?;
             Ok(record)
         })
         .await
@@ -282,7 +302,8 @@ impl OrderStore for SqliteStore {
                 .map_err(|e| backend("reading events", e))?;
             let mut events = Vec::new();
             for row in rows {
-                let (order_name, epoch, event, raw_run_id, detail) = row.map_err(|e| backend("reading events", e))?;
+                let (order_name, epoch, event, raw_run_id, detail) =
+                    row.map_err(|e| backend("reading events", e))?;
                 let run_id = RunId::parse(&raw_run_id).ok_or_else(|| StoreError::Backend {
                     what: "reading events".to_owned(),
                     message: format!("bad run id {raw_run_id:?}"),
@@ -345,13 +366,20 @@ impl OrderStore for SqliteStore {
         let pk = lock_pk(run_id);
         self.with_conn("marking a lock dirty", move |conn| {
             let marked = conn
-                .execute("UPDATE locks SET dirty = 1 WHERE pk = ?1 AND status = 'held'", params![pk])
+                .execute(
+                    "UPDATE locks SET dirty = 1 WHERE pk = ?1 AND status = 'held'",
+                    params![pk],
+                )
                 .map_err(|e| backend("marking a lock dirty", e))?;
             if marked == 1 {
                 return Ok(MarkDirtyOutcome::Marked);
             }
             let status: Option<String> = conn
-                .query_row("SELECT status FROM locks WHERE pk = ?1", params![pk], |row| row.get(0))
+                .query_row(
+                    "SELECT status FROM locks WHERE pk = ?1",
+                    params![pk],
+                    |row| row.get(0),
+                )
                 .optional()
                 .map_err(|e| backend("marking a lock dirty", e))?;
             Ok(if status.as_deref() == Some("completed") {
@@ -363,7 +391,12 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn renew_lock(&self, run_id: &RunId, owner: &str, lease_until_ms: u64) -> Result<(), StoreError> {
+    async fn renew_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError> {
         conditional_lock_update(
             self,
             run_id,

@@ -47,9 +47,19 @@ impl Engine {
                 finished_at_ms: Some(now),
                 ..Transition::to(OrderStatus::Failed).reason(DEPENDENCY_FAILED)
             };
-            match self.ports.orders.transition(run_id, *num, OrderStatus::Queued, &change).await {
+            match self
+                .ports
+                .orders
+                .transition(run_id, *num, OrderStatus::Queued, &change)
+                .await
+            {
                 Ok(updated) => {
-                    self.record_event(&updated, "failed", serde_json::json!({ "reason": DEPENDENCY_FAILED })).await;
+                    self.record_event(
+                        &updated,
+                        "failed",
+                        serde_json::json!({ "reason": DEPENDENCY_FAILED }),
+                    )
+                    .await;
                     orders[index] = updated;
                 }
                 Err(StoreError::ConditionFailed { .. }) => {
@@ -85,7 +95,11 @@ impl Engine {
     }
 
     /// Starts one order (or restarts a stale start with the same attempt id).
-    async fn start_order(&self, order: OrderRecord, retry: bool) -> Result<OrderRecord, EngineError> {
+    async fn start_order(
+        &self,
+        order: OrderRecord,
+        retry: bool,
+    ) -> Result<OrderRecord, EngineError> {
         let store = &self.ports.orders;
         let now = self.now_ms();
         let order = if retry {
@@ -97,7 +111,10 @@ impl Engine {
                 dispatched_at_ms: Some(now),
                 ..Transition::to(OrderStatus::Dispatching)
             };
-            match store.transition(&order.run_id, order.order_num, OrderStatus::Queued, &change).await {
+            match store
+                .transition(&order.run_id, order.order_num, OrderStatus::Queued, &change)
+                .await
+            {
                 Ok(updated) => updated,
                 Err(StoreError::ConditionFailed { .. }) => {
                     return Ok(store.get_order(&order.run_id, order.order_num).await?);
@@ -111,7 +128,12 @@ impl Engine {
         let needed_until = now + order.timeout * 1000 + CALLBACK_MARGIN_MS;
         let callback_url = if needed_until > order.callback_expires_at_ms {
             let expiry = Duration::from_millis(order.timeout * 1000 + CALLBACK_MARGIN_MS);
-            Some(self.ports.internal.presign_put(&keys::result(&order.run_id, order.order_num), expiry).await?)
+            Some(
+                self.ports
+                    .internal
+                    .presign_put(&keys::result(&order.run_id, order.order_num), expiry)
+                    .await?,
+            )
         } else {
             None
         };
@@ -134,7 +156,10 @@ impl Engine {
             internal_bucket: self.ports.internal.bucket().to_owned(),
         };
         let started = async {
-            self.ports.dispatcher.start(order.execution_target, &payload).await?;
+            self.ports
+                .dispatcher
+                .start(order.execution_target, &payload)
+                .await?;
             self.ports.watchdog.start(&watch).await
         }
         .await;
@@ -142,19 +167,40 @@ impl Engine {
             tracing::error!(order_num = %order.order_num, %error, "dispatch failed");
             let change = Transition {
                 finished_at_ms: Some(self.now_ms()),
-                ..Transition::to(OrderStatus::Failed).reason(format!("dispatch_failed: {}", error.message))
+                ..Transition::to(OrderStatus::Failed)
+                    .reason(format!("dispatch_failed: {}", error.message))
             };
-            return match store.transition(&order.run_id, order.order_num, OrderStatus::Dispatching, &change).await {
+            return match store
+                .transition(
+                    &order.run_id,
+                    order.order_num,
+                    OrderStatus::Dispatching,
+                    &change,
+                )
+                .await
+            {
                 Ok(updated) => {
-                    self.record_event(&updated, "failed", serde_json::json!({ "reason": updated.reason })).await;
+                    self.record_event(
+                        &updated,
+                        "failed",
+                        serde_json::json!({ "reason": updated.reason }),
+                    )
+                    .await;
                     Ok(updated)
                 }
-                Err(StoreError::ConditionFailed { .. }) => Ok(store.get_order(&order.run_id, order.order_num).await?),
+                Err(StoreError::ConditionFailed { .. }) => {
+                    Ok(store.get_order(&order.run_id, order.order_num).await?)
+                }
                 Err(other) => Err(other.into()),
             };
         }
         match store
-            .transition(&order.run_id, order.order_num, OrderStatus::Dispatching, &Transition::to(OrderStatus::Running))
+            .transition(
+                &order.run_id,
+                order.order_num,
+                OrderStatus::Dispatching,
+                &Transition::to(OrderStatus::Running),
+            )
             .await
         {
             Ok(updated) => {
@@ -168,7 +214,9 @@ impl Engine {
                 Ok(updated)
             }
             // Its result was applied already (a very fast worker): fine.
-            Err(StoreError::ConditionFailed { .. }) => Ok(store.get_order(&order.run_id, order.order_num).await?),
+            Err(StoreError::ConditionFailed { .. }) => {
+                Ok(store.get_order(&order.run_id, order.order_num).await?)
+            }
             Err(other) => Err(other.into()),
         }
     }

@@ -54,7 +54,8 @@ pub struct Plan {
 
 /// Applies the rules of the module docs to every queued order.
 pub fn evaluate(nodes: &[Node]) -> Plan {
-    let mut status: HashMap<OrderNum, OrderStatus> = nodes.iter().map(|n| (n.num, n.status)).collect();
+    let mut status: HashMap<OrderNum, OrderStatus> =
+        nodes.iter().map(|n| (n.num, n.status)).collect();
     let is_failure = |s: OrderStatus| matches!(s, OrderStatus::Failed | OrderStatus::TimedOut);
     let mut plan = Plan::default();
     loop {
@@ -63,7 +64,11 @@ pub fn evaluate(nodes: &[Node]) -> Plan {
             if status[&node.num] != OrderStatus::Queued {
                 continue;
             }
-            if node.depends_on.iter().any(|d| status.get(d).copied().is_some_and(is_failure)) {
+            if node
+                .depends_on
+                .iter()
+                .any(|d| status.get(d).copied().is_some_and(is_failure))
+            {
                 status.insert(node.num, OrderStatus::Failed);
                 plan.dependency_failed.push(node.num);
                 changed = true;
@@ -93,8 +98,8 @@ pub fn evaluate(nodes: &[Node]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use OrderStatus::*;
+    use proptest::prelude::*;
 
     fn n(i: usize) -> OrderNum {
         OrderNum::from_index(i)
@@ -123,7 +128,11 @@ mod tests {
 
     #[test]
     fn succeeded_dependencies_make_ready() {
-        let plan = evaluate(&[node(0, Succeeded, true, &[]), node(1, Succeeded, true, &[]), node(2, Queued, true, &[0, 1])]);
+        let plan = evaluate(&[
+            node(0, Succeeded, true, &[]),
+            node(1, Succeeded, true, &[]),
+            node(2, Queued, true, &[0, 1]),
+        ]);
         assert_eq!(plan.ready, vec![n(2)]);
     }
 
@@ -148,7 +157,11 @@ mod tests {
 
     #[test]
     fn optional_order_waits_for_all_dependencies() {
-        let plan = evaluate(&[node(0, Failed, true, &[]), node(1, Running, true, &[]), node(2, Queued, false, &[0, 1])]);
+        let plan = evaluate(&[
+            node(0, Failed, true, &[]),
+            node(1, Running, true, &[]),
+            node(2, Queued, false, &[0, 1]),
+        ]);
         assert_eq!(plan.waiting, vec![n(2)]);
     }
 

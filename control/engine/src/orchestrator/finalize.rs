@@ -39,11 +39,21 @@ impl Engine {
                 *order = self.time_out_for_job(order, now).await?;
             }
         }
-        let cut_by_deadline = orders.iter().any(|o| o.reason.as_deref() == Some(JOB_TIMEOUT));
-        let status = JobStatus::decide(orders.iter().map(|o| (o.status, o.must_succeed)), cut_by_deadline);
+        let cut_by_deadline = orders
+            .iter()
+            .any(|o| o.reason.as_deref() == Some(JOB_TIMEOUT));
+        let status = JobStatus::decide(
+            orders.iter().map(|o| (o.status, o.must_succeed)),
+            cut_by_deadline,
+        );
         let doc = done_document(run_id, status, &orders);
 
-        let first = match self.ports.done.put_if_absent(&keys::done(run_id), to_json(&doc)).await {
+        let first = match self
+            .ports
+            .done
+            .put_if_absent(&keys::done(run_id), to_json(&doc))
+            .await
+        {
             Ok(()) => true,
             Err(StoreError::ConditionFailed { .. }) => false,
             Err(other) => return Err(other.into()),
@@ -70,7 +80,11 @@ impl Engine {
         }
     }
 
-    async fn time_out_for_job(&self, order: &OrderRecord, now: u64) -> Result<OrderRecord, EngineError> {
+    async fn time_out_for_job(
+        &self,
+        order: &OrderRecord,
+        now: u64,
+    ) -> Result<OrderRecord, EngineError> {
         let mut current = order.clone();
         // The order may move under us (a result landing): retry from its new status.
         for _ in 0..4 {
@@ -82,13 +96,27 @@ impl Engine {
                 duration_ms: current.dispatched_at_ms.map(|t| now.saturating_sub(t)),
                 ..Transition::to(OrderStatus::TimedOut).reason(JOB_TIMEOUT)
             };
-            match self.ports.orders.transition(&current.run_id, current.order_num, current.status, &change).await {
+            match self
+                .ports
+                .orders
+                .transition(&current.run_id, current.order_num, current.status, &change)
+                .await
+            {
                 Ok(updated) => {
-                    self.record_event(&updated, "timed_out", serde_json::json!({ "reason": JOB_TIMEOUT })).await;
+                    self.record_event(
+                        &updated,
+                        "timed_out",
+                        serde_json::json!({ "reason": JOB_TIMEOUT }),
+                    )
+                    .await;
                     return Ok(updated);
                 }
                 Err(StoreError::ConditionFailed { .. }) => {
-                    current = self.ports.orders.get_order(&current.run_id, current.order_num).await?;
+                    current = self
+                        .ports
+                        .orders
+                        .get_order(&current.run_id, current.order_num)
+                        .await?;
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -111,8 +139,14 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
     DoneDoc {
         status,
         run_id: run_id.to_string(),
-        trace_id: orders.first().map(|o| o.trace_id.to_string()).unwrap_or_default(),
-        flow_id: orders.first().map(|o| o.flow_id.clone()).unwrap_or_default(),
+        trace_id: orders
+            .first()
+            .map(|o| o.trace_id.to_string())
+            .unwrap_or_default(),
+        flow_id: orders
+            .first()
+            .map(|o| o.flow_id.clone())
+            .unwrap_or_default(),
         summary,
         orders: orders
             .iter()

@@ -43,7 +43,11 @@ const MAX_ACQUIRE_ROUNDS: usize = 100;
 /// # Errors
 ///
 /// A backend failure, or a lock that changes hands more than [`MAX_ACQUIRE_ROUNDS`] times.
-pub async fn acquire(engine: &Engine, run_id: &RunId, owner: &str) -> Result<LockAttempt, StoreError> {
+pub async fn acquire(
+    engine: &Engine,
+    run_id: &RunId,
+    owner: &str,
+) -> Result<LockAttempt, StoreError> {
     let store = &engine.ports.orders;
     for _ in 0..MAX_ACQUIRE_ROUNDS {
         let now = engine.now_ms();

@@ -71,7 +71,12 @@ impl Engine {
     async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
         loop {
             let lease_until = self.now_ms() + millis(self.config.lock_lease);
-            match self.ports.orders.renew_lock(run_id, owner, lease_until).await {
+            match self
+                .ports
+                .orders
+                .renew_lock(run_id, owner, lease_until)
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::ConditionFailed { .. }) => {
                     tracing::warn!("lease expired while working; another invocation took over");

@@ -32,7 +32,10 @@ impl Engine {
             .map(|(_, num)| num)
             .collect();
         for order in orders.iter_mut() {
-            let waiting = matches!(order.status, OrderStatus::Dispatching | OrderStatus::Running);
+            let waiting = matches!(
+                order.status,
+                OrderStatus::Dispatching | OrderStatus::Running
+            );
             if waiting && arrived.contains(&order.order_num) {
                 *order = self.apply_result(order).await?;
             }
@@ -66,27 +69,43 @@ impl Engine {
                 tracing::warn!(order_num = %order.order_num, error = %malformed, "malformed result");
                 let mut change = Transition::to(OrderStatus::Failed).reason(MALFORMED_RESULT);
                 change.duration_ms = fallback_duration;
-                (change, serde_json::json!({ "reason": MALFORMED_RESULT, "error": malformed.to_string() }))
+                (
+                    change,
+                    serde_json::json!({ "reason": MALFORMED_RESULT, "error": malformed.to_string() }),
+                )
             }
         };
         let mut change = change;
         change.finished_at_ms = Some(now);
-        match self.ports.orders.transition(&order.run_id, order.order_num, order.status, &change).await {
+        match self
+            .ports
+            .orders
+            .transition(&order.run_id, order.order_num, order.status, &change)
+            .await
+        {
             Ok(updated) => {
                 tracing::info!(order_num = %order.order_num, status = %updated.status, "order finished");
-                self.record_event(&updated, updated.status.as_str(), detail).await;
+                self.record_event(&updated, updated.status.as_str(), detail)
+                    .await;
                 Ok(updated)
             }
             // Someone else applied it (or the job timed it out) first: theirs stands.
-            Err(StoreError::ConditionFailed { .. }) => {
-                Ok(self.ports.orders.get_order(&order.run_id, order.order_num).await?)
-            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(self
+                .ports
+                .orders
+                .get_order(&order.run_id, order.order_num)
+                .await?),
             Err(other) => Err(other.into()),
         }
     }
 
     /// Records an order event; a failure is logged, never fatal (events are for humans).
-    pub(crate) async fn record_event(&self, order: &OrderRecord, event: &str, detail: serde_json::Value) {
+    pub(crate) async fn record_event(
+        &self,
+        order: &OrderRecord,
+        event: &str,
+        detail: serde_json::Value,
+    ) {
         let row = crate::ports::OrderEvent {
             trace_id: order.trace_id.clone(),
             order_name: order.order_name.clone(),

@@ -15,6 +15,6 @@ pub use dispatcher::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 pub use key_store::KeyStore;
 pub use object_store::ObjectStore;
 pub use order_store::{
-    order_pk,
     AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
+    order_pk,
 };

@@ -223,7 +223,11 @@ pub trait OrderStore: Send + Sync + Debug {
     /// # Errors
     ///
     /// [`StoreError::NotFound`] when there is no such order.
-    async fn get_order(&self, run_id: &RunId, order_num: OrderNum) -> Result<OrderRecord, StoreError>;
+    async fn get_order(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+    ) -> Result<OrderRecord, StoreError>;
 
     /// Changes an order's status if, and only if, it is `from` now; returns the new row.
     ///
@@ -263,7 +267,12 @@ pub trait OrderStore: Send + Sync + Debug {
     /// # Errors
     ///
     /// [`StoreError::ConditionFailed`] when `owner` no longer holds the lock.
-    async fn renew_lock(&self, run_id: &RunId, owner: &str, lease_until_ms: u64) -> Result<(), StoreError>;
+    async fn renew_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// Releases the lock if `owner` holds it and it is not dirty.
     ///

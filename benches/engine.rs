@@ -1,0 +1,195 @@
+//! Sluice's benchmarks (run with `scripts/bench`): figures, not pass/fail tests.
+//!
+//! 1. Capture: the worker's log pipeline on 1 GiB of output (`head -c 1G /dev/zero`), MB/s
+//!    and the peak RSS of the process, next to `head -c 1G /dev/zero | cat > /dev/null`.
+//! 2. Per-hop overhead: a chain of 100 `true` orders through the whole local engine (init,
+//!    orchestrator, dispatch, worker, callback, finalize), minus a one-order job, per hop.
+//! 3. Fan-out: 500 independent `true` orders, wall time.
+//!
+//! Each engine figure is the median of a few runs of the release `sluice` binary.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{UsageWho, getrusage};
+use sluice_worker::log_sink::LogSink;
+use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
+
+const GIB: u64 = 1 << 30;
+
+fn main() {
+    // `cargo bench` passes `--bench`; keep only our own arguments: [RUNS] [capture|engine].
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let only = args.get(1).map(String::as_str);
+    println!("# sluice benchmarks ({runs} runs each, median)");
+    if only != Some("engine") {
+        capture();
+    }
+    if only != Some("capture") {
+        engine(runs);
+    }
+}
+
+fn capture() {
+    let stream = format!("head -c {GIB} /dev/zero");
+    let baseline = median(3, || {
+        let started = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{stream} | cat > /dev/null"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        started.elapsed()
+    });
+    let disk = median(3, || {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let started = Instant::now();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{stream} | cat > {}", file.path().display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        started.elapsed()
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let worker = median(3, || {
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = LogSink::create(dir.path()).unwrap();
+            let cmds = vec![stream.clone()];
+            let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+            let started = Instant::now();
+            let order = ShellOrder {
+                cmds: &cmds,
+                env: &env,
+                cwd: dir.path(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(600),
+            };
+            let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
+            let summary = log.finish().await.unwrap();
+            let elapsed = started.elapsed();
+            assert_eq!(outcome, ShellOutcome::Succeeded);
+            assert!(summary.bytes >= GIB);
+            elapsed
+        })
+    });
+    let worker_peak = peak_rss_mib();
+    // The whole CLI on the same stream: bundle, worker, spool upload, callback, finalize.
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("loud.json");
+    let order = serde_json::json!({ "cmds": [stream], "timeout": 600 });
+    std::fs::write(&job, serde_json::json!({ "orders": [order] }).to_string()).unwrap();
+    let cli = median(3, || run_sluice(&job, dir.path(), 8));
+    // Children's peak RSS: the largest `sluice` run so far (the baseline's sh/cat are tiny).
+    let cli_peak = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() as f64 / 1024.0;
+    let mbps = |d: Duration| GIB as f64 / 1e6 / d.as_secs_f64();
+    println!(
+        "capture 1 GiB: `cat > /dev/null` {:.0} MB/s ({:.2} s)",
+        mbps(baseline),
+        baseline.as_secs_f64()
+    );
+    println!(
+        "capture 1 GiB: `cat > file` (same temp disk) {:.0} MB/s ({:.2} s)",
+        mbps(disk),
+        disk.as_secs_f64()
+    );
+    println!(
+        "capture 1 GiB: worker log pipeline {:.0} MB/s ({:.2} s), process peak RSS {worker_peak:.1} MiB",
+        mbps(worker),
+        worker.as_secs_f64()
+    );
+    println!(
+        "capture 1 GiB: `sluice run` end to end {:.0} MB/s ({:.2} s), peak RSS {cli_peak:.1} MiB",
+        mbps(cli),
+        cli.as_secs_f64()
+    );
+}
+
+/// This process's peak RSS since it started (`VmHWM`; unlike `ru_maxrss` it does not carry
+/// over the RSS of the process that exec'd us).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1024.0
+}
+
+fn engine(runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = write_job(dir.path(), "chain.json", 100, true);
+    let single = write_job(dir.path(), "single.json", 1, false);
+    let fan = write_job(dir.path(), "fan.json", 500, false);
+    let one = median(runs, || run_sluice(&single, dir.path(), 8));
+    let hundred = median(runs, || run_sluice(&chain, dir.path(), 8));
+    let per_hop = (hundred.saturating_sub(one)).as_secs_f64() * 1000.0 / 99.0;
+    println!(
+        "one-order job: {:.0} ms wall (process start to exit)",
+        one.as_secs_f64() * 1000.0
+    );
+    println!(
+        "chain of 100 `true`: {:.2} s wall, {per_hop:.1} ms per hop",
+        hundred.as_secs_f64()
+    );
+    for concurrency in [8, 64] {
+        let wall = median(runs, || run_sluice(&fan, dir.path(), concurrency));
+        println!(
+            "500 independent `true` (--concurrency {concurrency}): {:.2} s wall, {:.0} orders/s",
+            wall.as_secs_f64(),
+            500.0 / wall.as_secs_f64()
+        );
+    }
+}
+
+fn write_job(dir: &Path, name: &str, orders: usize, chained: bool) -> std::path::PathBuf {
+    let orders: Vec<serde_json::Value> = (0..orders)
+        .map(|i| {
+            let deps: Vec<usize> = if chained && i > 0 { vec![i] } else { vec![] };
+            serde_json::json!({ "cmds": ["true"], "timeout": 60, "dependencies": deps })
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::json!({ "orders": orders }).to_string()).unwrap();
+    path
+}
+
+fn run_sluice(job: &Path, dir: &Path, concurrency: usize) -> Duration {
+    let state = tempfile::tempdir_in(dir).unwrap();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(job)
+        .arg("--json")
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    elapsed
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..runs.max(1)).map(|_| f()).collect();
+    times.sort();
+    times[times.len() / 2]
+}
