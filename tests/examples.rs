@@ -25,6 +25,11 @@ fn hello_greets_from_its_code_folder() {
     let log = sandbox.log_of(&done, "greet");
     assert!(log.contains("Hello, Sluice!"), "{log}");
     assert!(log.contains("order 0001 (greet)"), "{log}");
+    let keys = sandbox.state().join("keys").join(&done.run_id);
+    assert!(
+        !keys.exists(),
+        "the run's private keys are deleted when it ends"
+    );
 }
 
 #[test]

@@ -29,6 +29,8 @@ use crate::ports::{DispatchError, ObjectStore, SystemClock, WatchdogInput, Watch
 pub const INTERNAL_BUCKET: &str = "internal";
 /// Name of the local done bucket.
 pub const DONE_BUCKET: &str = "done";
+/// How long [`LocalRuntime::wait_done`] waits for finalize to complete after the document.
+const FINALIZE_WAIT: Duration = Duration::from_secs(30);
 /// Delays before retrying a failed orchestrator invocation.
 const ORCHESTRATE_RETRIES: [Duration; 3] = [
     Duration::from_millis(200),
@@ -160,7 +162,8 @@ impl LocalRuntime {
         &self.internal
     }
 
-    /// Waits until the run's done document is written, and returns it.
+    /// Waits until the run is finalized — its done document written and the rest of finalize
+    /// (completed event, keys deleted, lock completed) done — and returns the document.
     ///
     /// # Errors
     ///
@@ -171,10 +174,12 @@ impl LocalRuntime {
         loop {
             match self.engine.ports.done.get(&key).await {
                 Ok(bytes) => {
-                    return parse_done(&bytes).map_err(|e| StoreError::Backend {
+                    let doc = parse_done(&bytes).map_err(|e| StoreError::Backend {
                         what: format!("done document {key}"),
                         message: e.to_string(),
-                    });
+                    })?;
+                    self.wait_lock_completed(run_id).await?;
+                    return Ok(doc);
                 }
                 Err(StoreError::NotFound { .. }) => {}
                 Err(other) => return Err(other),
@@ -187,6 +192,25 @@ impl LocalRuntime {
                     Err(_) => break,
                 }
             }
+        }
+    }
+
+    /// The done document is the first step of finalize; the finalizing invocation completes
+    /// the lock last. Polled: it is a matter of milliseconds, once per run.
+    /// If finalize keeps failing after its document (retried by the event bus), give up
+    /// waiting after [`FINALIZE_WAIT`] rather than hang: the document is what users need.
+    async fn wait_lock_completed(&self, run_id: &RunId) -> Result<(), StoreError> {
+        let give_up = tokio::time::Instant::now() + FINALIZE_WAIT;
+        loop {
+            let lock = self.engine.ports.orders.lock_state(run_id).await?;
+            if lock.is_some_and(|l| l.status == "completed") {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= give_up {
+                tracing::warn!(run_id = %run_id, "the done document is written but finalize did not complete");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
