@@ -66,12 +66,19 @@ pub enum ExtractError {
     },
 }
 
-/// Unpacks `bundle` into `dest` (which must exist) under `limits`.
+/// Unpacks the entries of `bundle` under the folder `only` (for example `code`) into `dest`
+/// (which must exist), under `limits`. Other entries are left in the archive: small files
+/// are read with [`read_entry`] instead of going through the disk.
 ///
 /// # Errors
 ///
 /// The first [`ExtractError`] found; `dest` may then hold part of the bundle.
-pub fn extract(bundle: &[u8], dest: &Path, limits: ExtractLimits) -> Result<(), ExtractError> {
+pub fn extract(
+    bundle: &[u8],
+    dest: &Path,
+    only: &str,
+    limits: ExtractLimits,
+) -> Result<(), ExtractError> {
     let mut archive =
         ZipArchive::new(Cursor::new(bundle)).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
     if archive.len() > limits.max_entries {
@@ -98,6 +105,9 @@ pub fn extract(bundle: &[u8], dest: &Path, limits: ExtractLimits) -> Result<(), 
             .enclosed_name()
             .filter(|_| !raw_unsafe)
             .ok_or_else(|| ExtractError::UnsafePath(name.clone()))?;
+        if !relative.starts_with(only) {
+            continue;
+        }
         let path = dest.join(&relative);
         if entry.is_dir() {
             fs::create_dir_all(&path).map_err(io)?;
@@ -137,6 +147,32 @@ pub fn extract(bundle: &[u8], dest: &Path, limits: ExtractLimits) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Reads the file `name` of `bundle` into memory, refusing more than `max` bytes.
+///
+/// # Errors
+///
+/// [`ExtractError::NotAZip`] when the bundle or the entry cannot be read (a missing entry
+/// included), [`ExtractError::TooLarge`] beyond `max`.
+pub fn read_entry(bundle: &[u8], name: &str, max: u64) -> Result<Vec<u8>, ExtractError> {
+    let mut archive =
+        ZipArchive::new(Cursor::new(bundle)).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
+    let entry = archive
+        .by_name(name)
+        .map_err(|e| ExtractError::NotAZip(format!("{name}: {e}")))?;
+    let mut bytes = Vec::new();
+    entry
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ExtractError::Io {
+            name: name.to_owned(),
+            message: e.to_string(),
+        })?;
+    if bytes.len() as u64 > max {
+        return Err(ExtractError::TooLarge(max));
+    }
+    Ok(bytes)
 }
 
 /// Whether a relative link at `link` (relative to the work folder) pointing to `target`
@@ -183,8 +219,12 @@ mod tests {
     fn plain_bundles_unpack_with_modes_but_no_setuid() {
         let dest = tempfile::tempdir().unwrap();
         extract(
-            &zip_of(&[("code/run.sh", b"echo hi")], &[("code/l", "run.sh")]),
+            &zip_of(
+                &[("code/run.sh", b"echo hi"), ("order.json", b"{}")],
+                &[("code/l", "run.sh")],
+            ),
             dest.path(),
+            "code",
             ExtractLimits::default(),
         )
         .unwrap();
@@ -195,15 +235,25 @@ mod tests {
             0o755
         );
         assert_eq!(fs::read(dest.path().join("code/l")).unwrap(), b"echo hi");
+        assert!(
+            !dest.path().join("order.json").exists(),
+            "only code/ is unpacked"
+        );
     }
 
     #[test]
     fn parent_and_absolute_paths_are_rejected() {
         let dest = tempfile::tempdir().unwrap();
-        for name in ["../evil", "/etc/evil", "code/../../evil"] {
+        for name in [
+            "../evil",
+            "/etc/evil",
+            "code/../../evil",
+            "code/../../code/evil",
+        ] {
             let err = extract(
                 &zip_of(&[(name, b"x")], &[]),
                 dest.path(),
+                "code",
                 ExtractLimits::default(),
             )
             .unwrap_err();
@@ -222,6 +272,7 @@ mod tests {
             let err = extract(
                 &zip_of(&[], &[("code/l", target)]),
                 dest.path(),
+                "code",
                 ExtractLimits::default(),
             )
             .unwrap_err();
@@ -240,8 +291,9 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let err = extract(
-            &zip_of(&[("a", b"1"), ("b", b"2")], &[]),
+            &zip_of(&[("code/a", b"1"), ("code/b", b"2")], &[]),
             dest.path(),
+            "code",
             limits,
         )
         .unwrap_err();
@@ -250,7 +302,30 @@ mod tests {
             max_entries: 10,
             max_bytes: 4,
         };
-        let err = extract(&zip_of(&[("a", b"12345")], &[]), dest.path(), limits).unwrap_err();
+        let err = extract(
+            &zip_of(&[("code/a", b"12345")], &[]),
+            dest.path(),
+            "code",
+            limits,
+        )
+        .unwrap_err();
         assert!(matches!(err, ExtractError::TooLarge(4)), "{err}");
+    }
+
+    #[test]
+    fn small_entries_are_read_in_memory_with_a_limit() {
+        let bundle = zip_of(&[("order.json", b"{\"a\":1}")], &[]);
+        assert_eq!(
+            read_entry(&bundle, "order.json", 100).unwrap(),
+            b"{\"a\":1}"
+        );
+        assert!(matches!(
+            read_entry(&bundle, "order.json", 3),
+            Err(ExtractError::TooLarge(3))
+        ));
+        assert!(matches!(
+            read_entry(&bundle, "missing", 100),
+            Err(ExtractError::NotAZip(_))
+        ));
     }
 }

@@ -14,9 +14,10 @@ use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::manifest::{CODE_DIR, ENV_FILE, MANIFEST_FILE, OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, format_timestamp};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::envelope::decrypt_env;
-use crate::extract::{ExtractLimits, extract};
+use crate::extract::{ExtractLimits, extract, read_entry};
 use crate::io::{IoError, WorkerIo};
 use crate::log_sink::LogSink;
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
@@ -74,6 +75,9 @@ pub enum WorkerError {
     },
 }
 
+/// Largest manifest or encrypted env a worker reads into memory.
+const MAX_SMALL_FILE: u64 = 16 << 20;
+
 fn now_ms() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -92,8 +96,14 @@ pub async fn run_order(
     config: &WorkerConfig,
 ) -> Result<WorkerReport, WorkerError> {
     let span = tracing::info_span!("worker", run_id = %payload.run_id, order_num = %payload.order_num, attempt = %payload.attempt);
-    let _entered = span.enter();
-    drop(_entered);
+    run_attempt(payload, io, config).instrument(span).await
+}
+
+async fn run_attempt(
+    payload: &DispatchPayload,
+    io: &dyn WorkerIo,
+    config: &WorkerConfig,
+) -> Result<WorkerReport, WorkerError> {
     let bundle_error = |message: String| WorkerError::Bundle {
         run_id: payload.run_id.to_string(),
         order_num: payload.order_num.to_string(),
@@ -115,13 +125,16 @@ pub async fn run_order(
         })?;
     let dest = work.path().to_owned();
     let limits = config.limits;
-    tokio::task::spawn_blocking(move || extract(&bundle, &dest, limits))
-        .await
-        .map_err(|e| bundle_error(e.to_string()))?
-        .map_err(|e| bundle_error(e.to_string()))?;
-    let manifest: OrderManifest = std::fs::read(work.path().join(MANIFEST_FILE))
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    let (manifest, ciphertext) = tokio::task::spawn_blocking(move || {
+        extract(&bundle, &dest, CODE_DIR, limits)?;
+        let manifest = read_entry(&bundle, MANIFEST_FILE, MAX_SMALL_FILE)?;
+        let ciphertext = read_entry(&bundle, ENV_FILE, MAX_SMALL_FILE)?;
+        Ok::<_, crate::extract::ExtractError>((manifest, ciphertext))
+    })
+    .await
+    .map_err(|e| bundle_error(e.to_string()))?
+    .map_err(|e| bundle_error(e.to_string()))?;
+    let manifest: OrderManifest = serde_json::from_slice(&manifest)
         .map_err(|e| bundle_error(format!("{MANIFEST_FILE}: {e}")))?;
     if manifest.run_id != payload.run_id || manifest.order_num != payload.order_num {
         return Err(bundle_error(format!(
@@ -135,16 +148,17 @@ pub async fn run_order(
         .unwrap_or_else(|| manifest.callback_url.clone());
 
     let started_ms = now_ms();
-    let mut result = match prepare_and_run(payload, io, config, &manifest, work.path()).await {
-        Ok(Some(result)) => result,
-        Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
-        Err(reason) => {
-            tracing::error!(%reason, "order could not run");
-            let mut doc = ResultDoc::new(OrderStatus::Failed, format!("==> {reason}\n"));
-            doc.reason = Some(reason);
-            doc
-        }
-    };
+    let mut result =
+        match prepare_and_run(payload, io, config, &manifest, ciphertext, work.path()).await {
+            Ok(Some(result)) => result,
+            Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
+            Err(reason) => {
+                tracing::error!(%reason, "order could not run");
+                let mut doc = ResultDoc::new(OrderStatus::Failed, format!("==> {reason}\n"));
+                doc.reason = Some(reason);
+                doc
+            }
+        };
     result.attempt = Some(payload.attempt.clone());
     result.started_at = Some(format_timestamp(started_ms));
     result.finished_at = Some(format_timestamp(now_ms()));
@@ -165,14 +179,13 @@ async fn prepare_and_run(
     io: &dyn WorkerIo,
     config: &WorkerConfig,
     manifest: &OrderManifest,
+    ciphertext: Vec<u8>,
     work: &Path,
 ) -> Result<Option<ResultDoc>, String> {
     let key = io
         .fetch_key(&payload.key_path)
         .await
         .map_err(|e| format!("fetching the order's key: {e}"))?;
-    let ciphertext =
-        std::fs::read(work.join(ENV_FILE)).map_err(|e| format!("reading {ENV_FILE}: {e}"))?;
     let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, &key))
         .await
         .map_err(|e| e.to_string())??;

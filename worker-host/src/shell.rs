@@ -1,6 +1,6 @@
 //! Running an order's commands as real subprocesses.
 //!
-//! Each command runs as `sh -c <cmd>` in a new process group, with stdin closed, the
+//! Each command runs as `/bin/sh -c <cmd>` in a new process group, with stdin closed, the
 //! environment built from scratch (only what [`ShellOrder::env`] lists), and stdout and
 //! stderr read concurrently, as they arrive, into the log pipeline. One deadline covers the
 //! whole order. At the deadline the group gets SIGTERM, then, after the grace period (output
@@ -141,7 +141,9 @@ async fn run_one(
     log: &LogSink,
     settings: ShellSettings,
 ) -> std::io::Result<CmdEnd> {
-    let mut command = std::process::Command::new("sh");
+    // An absolute path lets std spawn with posix_spawn (vfork) even though PATH is set in the
+    // child env; a PATH lookup would make it fall back to fork, copying our page tables.
+    let mut command = std::process::Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(cmd)

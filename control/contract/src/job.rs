@@ -224,7 +224,7 @@ impl<'de> Deserialize<'de> for Reference {
 #[non_exhaustive]
 pub enum ParseError {
     /// The bytes are not JSON, or not a job: the message names the field's path.
-    #[error("{path}: {message}")]
+    #[error("{}{message}", if path == "." { String::new() } else { format!("{path}: ") })]
     Invalid {
         /// Where in the document (`orders[1].dependecies`, or `.` for the top).
         path: String,

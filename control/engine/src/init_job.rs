@@ -16,6 +16,7 @@ use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
 use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
 use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys};
+use tracing::Instrument;
 
 use crate::blocking::run_blocking;
 use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
@@ -70,34 +71,8 @@ impl Engine {
             created_at_ms: now,
             job: &valid,
         };
-        let _span =
-            tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id).entered();
-
-        let records: Vec<OrderRecord> = stream::iter(valid.orders.iter().zip(code))
-            .map(|(order, code)| self.package_order(&ids, order, code))
-            .buffered(PACKAGING_PARALLELISM)
-            .try_collect()
-            .await?;
-
-        self.ports.orders.insert_orders(&records).await?;
-        self.ports
-            .orders
-            .put_event(&OrderEvent {
-                trace_id: trace_id.clone(),
-                order_name: OrderEvent::JOB.to_owned(),
-                epoch_ms: now,
-                event: "started".to_owned(),
-                run_id: run_id.clone(),
-                detail: serde_json::json!({ "flow_id": flow_id, "orders": records.len(), "username": valid.username }),
-            })
-            .await?;
-        let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
-        self.ports
-            .internal
-            .put(&keys::result(&run_id, OrderNum::INIT), to_json(&trigger))
-            .await?;
-        tracing::info!(orders = records.len(), "job queued");
-
+        let span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id);
+        self.queue_run(code, &ids).instrument(span).await?;
         Ok(InitResponse {
             done_endpt: self.ports.done.object_url(&keys::done(&run_id)),
             pr_search_tag: pr_search_tag(&run_id),
@@ -105,6 +80,35 @@ impl Engine {
             trace_id,
             flow_id,
         })
+    }
+
+    /// Packages and uploads every order, inserts the rows (all or none), records the start
+    /// and writes the init trigger.
+    async fn queue_run(&self, code: Vec<CodeInput>, ids: &RunIds<'_>) -> Result<(), EngineError> {
+        let records: Vec<OrderRecord> = stream::iter(ids.job.orders.iter().zip(code))
+            .map(|(order, code)| self.package_order(ids, order, code))
+            .buffered(PACKAGING_PARALLELISM)
+            .try_collect()
+            .await?;
+        self.ports.orders.insert_orders(&records).await?;
+        self.ports
+            .orders
+            .put_event(&OrderEvent {
+                trace_id: ids.trace_id.clone(),
+                order_name: OrderEvent::JOB.to_owned(),
+                epoch_ms: ids.created_at_ms,
+                event: "started".to_owned(),
+                run_id: ids.run_id.clone(),
+                detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
+            })
+            .await?;
+        let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
+        self.ports
+            .internal
+            .put(&keys::result(ids.run_id, OrderNum::INIT), to_json(&trigger))
+            .await?;
+        tracing::info!(orders = records.len(), "job queued");
+        Ok(())
     }
 
     async fn package_order(

@@ -1,0 +1,99 @@
+//! Orders take their code from a local folder or a zip (path or `file://` URL), with file
+//! modes kept; a zip with an entry escaping the code root is refused before anything runs.
+
+mod util;
+
+use std::io::Write;
+use std::path::Path;
+
+use sluice_contract::JobStatus;
+use util::{Sandbox, done_of};
+use zip::write::SimpleFileOptions;
+
+fn write_zip(path: &Path, entries: &[(&str, &str, u32)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, content, mode) in entries {
+        zip.start_file(*name, SimpleFileOptions::default().unix_permissions(*mode))
+            .unwrap();
+        zip.write_all(content.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn zips_by_path_and_by_file_url_become_the_orders_code() {
+    let sandbox = Sandbox::new();
+    let zip = sandbox.path().join("code.zip");
+    write_zip(
+        &zip,
+        &[
+            (
+                "bin/run.sh",
+                "#!/bin/sh\necho \"read: $(cat data/input.txt)\"\n",
+                0o755,
+            ),
+            ("data/input.txt", "zipped data", 0o644),
+        ],
+    );
+    let job = format!(
+        r#"{{"orders": [
+            {{"order_name": "by-path", "s3_location": "code.zip", "cmds": ["./bin/run.sh"], "timeout": 10}},
+            {{"order_name": "by-url", "s3_location": "file://{}", "cmds": ["./bin/run.sh"], "timeout": 10}}
+        ]}}"#,
+        zip.display()
+    );
+    let job = sandbox.write_job("job.json", &job);
+    let output = sandbox.run(&job, &[]);
+    let done = done_of(&output);
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in ["by-path", "by-url"] {
+        assert!(
+            sandbox.log_of(&done, name).contains("read: zipped data"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_zip_entry_escaping_the_code_root_is_refused() {
+    let sandbox = Sandbox::new();
+    write_zip(
+        &sandbox.path().join("evil.zip"),
+        &[("../../escape.sh", "echo gotcha", 0o755)],
+    );
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [{"order_name": "evil", "s3_location": "evil.zip", "cmds": ["true"], "timeout": 10}]}"#,
+    );
+    let output = sandbox.run(&job, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("order 0001 (evil)") && stderr.contains("escapes the archive"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_code_folder_link_leaving_it_is_refused() {
+    let sandbox = Sandbox::new();
+    let code = sandbox.path().join("code");
+    std::fs::create_dir(&code).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", code.join("passwd")).unwrap();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [{"order_name": "linky", "code_dir": "code", "cmds": ["cat passwd"], "timeout": 10}]}"#,
+    );
+    let output = sandbox.run(&job, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("order 0001 (linky)") && stderr.contains("outside the code folder"),
+        "{stderr}"
+    );
+}
