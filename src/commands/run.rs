@@ -16,6 +16,26 @@ use crate::{local_worker, progress};
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 const INTERRUPTED: i32 = 130;
+/// Exit code after SIGTERM (128 + 15).
+const TERMINATED: i32 = 143;
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM (`kill`, CI
+/// cancelling, `timeout`). Either way the run's processes must not outlive sluice, since
+/// each runs in a process group of its own that no terminal signal reaches.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupted";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}
 
 pub async fn run(config: RunConfig) -> i32 {
     match run_job(&config).await {
@@ -84,12 +104,12 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
     ));
     let done = tokio::select! {
         done = runtime.wait_done(&response.run_id) => done,
-        _ = tokio::signal::ctrl_c() => {
+        signal = interrupted() => {
             let _ = stop_progress.send(());
             let _ = display.await;
-            eprintln!("sluice: interrupted: stopping run {} (its processes are killed)", response.run_id);
+            eprintln!("sluice: {signal}: stopping run {} (its processes are killed)", response.run_id);
             runtime.shutdown().await;
-            return Ok(INTERRUPTED);
+            return Ok(if signal == "terminated" { TERMINATED } else { INTERRUPTED });
         }
     };
     let _ = stop_progress.send(());

@@ -24,6 +24,12 @@ pub const DEFAULT_PRESIGN_EXPIRY: u64 = 7200;
 pub const DEFAULT_JOB_TIMEOUT: u64 = 3600;
 /// Margin `presign_expiry` must leave beyond the longest order timeout, seconds.
 pub const PRESIGN_MARGIN: u64 = 300;
+/// Longest `presign_expiry`: SigV4 presigned URLs live at most 7 days.
+pub const MAX_PRESIGN_EXPIRY: u64 = 7 * 24 * 3600;
+/// Longest order `timeout`: its callback URL must outlive it by [`PRESIGN_MARGIN`].
+pub const MAX_ORDER_TIMEOUT: u64 = MAX_PRESIGN_EXPIRY - PRESIGN_MARGIN;
+/// Longest `job_timeout`, 30 days.
+pub const MAX_JOB_TIMEOUT: u64 = 30 * 24 * 3600;
 /// Default memory limit of a WebAssembly order, MiB.
 pub const DEFAULT_WASM_MEMORY_MB: u64 = 256;
 
@@ -231,10 +237,21 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         .unwrap_or_else(|| DEFAULT_FLOW_LABEL.to_owned());
     check_label("flow_label", &flow_label)?;
     let job_timeout = job.job_timeout.unwrap_or(DEFAULT_JOB_TIMEOUT);
-    if job_timeout == 0 {
-        return Err(job_error("job_timeout", "must be greater than 0 seconds"));
+    if job_timeout == 0 || job_timeout > MAX_JOB_TIMEOUT {
+        return Err(job_error(
+            "job_timeout",
+            format!("{job_timeout} s is out of range: give 1 to {MAX_JOB_TIMEOUT} seconds"),
+        ));
     }
     let presign_expiry = job.presign_expiry.unwrap_or(DEFAULT_PRESIGN_EXPIRY);
+    if presign_expiry > MAX_PRESIGN_EXPIRY {
+        return Err(job_error(
+            "presign_expiry",
+            format!(
+                "{presign_expiry} s is longer than presigned URLs can live ({MAX_PRESIGN_EXPIRY} s)"
+            ),
+        ));
+    }
     if job.orders.is_empty() {
         return Err(job_error(
             "orders",
@@ -394,6 +411,12 @@ fn validate_order(
     let timeout = match spec.timeout {
         None => return Err(ctx.error("timeout", "is missing; give the order's timeout in seconds")),
         Some(0) => return Err(ctx.error("timeout", "must be greater than 0 seconds")),
+        Some(t) if t > MAX_ORDER_TIMEOUT => {
+            return Err(ctx.error(
+                "timeout",
+                format!("{t} s is longer than the {MAX_ORDER_TIMEOUT} s an order may run"),
+            ));
+        }
         Some(t) => t,
     };
 
@@ -833,6 +856,22 @@ mod tests {
         );
         let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":["0001"]}]}"#);
         assert!(e.contains("depends on itself"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":18446744073709551615}]}"#);
+        assert!(e.contains("`timeout`") && e.contains("longer than"), "{e}");
+        let e = error_of(
+            r#"{"job_timeout":18446744073709551615,"orders":[{"cmds":["true"],"timeout":5}]}"#,
+        );
+        assert!(
+            e.contains("`job_timeout`") && e.contains("out of range"),
+            "{e}"
+        );
+        let e =
+            error_of(r#"{"presign_expiry":999999999,"orders":[{"cmds":["true"],"timeout":5}]}"#);
+        assert!(e.contains("`presign_expiry`"), "{e}");
     }
 
     #[test]
