@@ -7,17 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::Sandbox;
-
-fn is_gone(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('Z')),
-    }
-}
+use util::{Sandbox, is_gone};
 
 fn stop_with(signal: Signal, expected_code: i32) {
     let sandbox = Sandbox::new();

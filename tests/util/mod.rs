@@ -75,3 +75,14 @@ pub fn done_of(output: &std::process::Output) -> DoneDoc {
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs")
 }
+
+/// Whether a process is gone: no longer exists, or a zombie waiting for init to reap it.
+pub fn is_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z')),
+    }
+}

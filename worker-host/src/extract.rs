@@ -10,7 +10,9 @@
 use std::fs;
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path};
+use std::path::Path;
+
+use sluice_contract::paths::link_stays_inside;
 
 use zip::ZipArchive;
 
@@ -173,28 +175,6 @@ pub fn read_entry(bundle: &[u8], name: &str, max: u64) -> Result<Vec<u8>, Extrac
         return Err(ExtractError::TooLarge(max));
     }
     Ok(bytes)
-}
-
-/// Whether a relative link at `link` (relative to the work folder) pointing to `target`
-/// resolves inside the work folder.
-fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    if target.as_os_str().is_empty() {
-        return false;
-    }
-    let parent = link.parent().unwrap_or(Path::new(""));
-    let mut depth: usize = 0;
-    for component in parent.components().chain(target.components()) {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]

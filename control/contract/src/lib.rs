@@ -14,6 +14,7 @@
 //! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
+//! - [`paths`]: what stays inside a code root (shared by packer and unpacker).
 //! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
 //! - [`dispatch`]: the payload a dispatcher hands to a worker.
 //! - [`exit_codes`]: the CLI's documented exit codes.
@@ -39,6 +40,7 @@ pub mod ids;
 pub mod job;
 pub mod keys;
 pub mod manifest;
+pub mod paths;
 pub mod result;
 pub mod status;
 pub mod validate;

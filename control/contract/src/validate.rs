@@ -15,6 +15,7 @@ use std::fmt;
 use crate::ids::OrderNum;
 use crate::job::{ExecutionTarget, JobSpec, OrderSpec, Reference, WasmSpec};
 use crate::manifest::Task;
+use crate::paths::is_inside;
 
 /// Default `flow_label`.
 pub const DEFAULT_FLOW_LABEL: &str = "exec";
@@ -477,16 +478,8 @@ fn validate_order(
     })
 }
 
-/// A path relative to the code root that cannot leave it.
-fn is_contained_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && !path.contains('\0')
-        && path.split('/').all(|part| part != "..")
-}
-
 fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, ValidationError> {
-    if !is_contained_relative(&wasm.module) {
+    if !is_inside(&wasm.module) {
         return Err(ctx.error(
             "wasm.module",
             format!(
@@ -497,7 +490,7 @@ fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, Validation
     }
     let mut guests: Vec<&str> = Vec::new();
     for (i, dir) in wasm.dirs.iter().enumerate() {
-        if !is_contained_relative(&dir.host) && dir.host != "." {
+        if !is_inside(&dir.host) && dir.host != "." {
             return Err(ctx.error(
                 &format!("wasm.dirs[{i}].host"),
                 format!(
@@ -593,7 +586,7 @@ fn code_source(
     let token = token.clone().or_else(|| job.git_token_location.clone());
     let ssh = ssh.clone().or_else(|| job.git_ssh_key_location.clone());
     if let Some(folder) = &spec.git_folder
-        && !is_contained_relative(folder)
+        && !is_inside(folder)
     {
         return Err(ctx.error(
             "git_folder",

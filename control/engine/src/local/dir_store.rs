@@ -87,6 +87,66 @@ impl DirStore {
     }
 }
 
+/// Where a new object's bytes come from.
+enum Content {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// How a new object takes its key.
+#[derive(Clone, Copy)]
+enum Landing {
+    /// Rename over whatever is there.
+    Replace,
+    /// Hard-link, which fails if something is there.
+    IfAbsent,
+}
+
+impl DirStore {
+    /// Writes `content` to a temporary file, then lands it at `key` (see the module docs),
+    /// then tells the listener.
+    async fn write(&self, key: &str, content: Content, landing: Landing) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let temp = self.temp_path();
+        let what = key.to_owned();
+        run_blocking("writing an object", move || {
+            match &content {
+                Content::Bytes(bytes) => fs::write(&temp, bytes)
+                    .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?,
+                Content::File(source) => {
+                    fs::copy(source, &temp)
+                        .map_err(|e| StoreError::io(format!("copying {}", source.display()), e))?;
+                }
+            }
+            create_parent(&path)?;
+            match landing {
+                Landing::Replace => fs::rename(&temp, &path)
+                    .map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e)),
+                Landing::IfAbsent => {
+                    let linked = fs::hard_link(&temp, &path);
+                    let _ = fs::remove_file(&temp);
+                    match linked {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                            Err(StoreError::ConditionFailed {
+                                what,
+                                detail: "an object already exists".to_owned(),
+                            })
+                        }
+                        Err(e) => Err(StoreError::io(
+                            format!("linking into {}", path.display()),
+                            e,
+                        )),
+                    }
+                }
+            }
+        })
+        .await?;
+        self.notify(key);
+        Ok(())
+    }
+}
+
 /// Rejects keys that would leave the root or hit the temporary folder.
 fn checked_key(key: &str) -> Result<(), StoreError> {
     let bad = key.is_empty()
@@ -164,63 +224,18 @@ impl ObjectStore for DirStore {
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let path = self.path_of(key)?;
-        let temp = self.temp_path();
-        run_blocking("writing an object", move || {
-            fs::write(&temp, &bytes)
-                .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?;
-            create_parent(&path)?;
-            fs::rename(&temp, &path)
-                .map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e))
-        })
-        .await?;
-        self.notify(key);
-        Ok(())
+        self.write(key, Content::Bytes(bytes), Landing::Replace)
+            .await
     }
 
     async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let path = self.path_of(key)?;
-        let temp = self.temp_path();
-        let what = key.to_owned();
-        run_blocking("writing an object if absent", move || {
-            fs::write(&temp, &bytes)
-                .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?;
-            create_parent(&path)?;
-            let linked = fs::hard_link(&temp, &path);
-            let _ = fs::remove_file(&temp);
-            match linked {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    Err(StoreError::ConditionFailed {
-                        what,
-                        detail: "an object already exists".to_owned(),
-                    })
-                }
-                Err(e) => Err(StoreError::io(
-                    format!("linking into {}", path.display()),
-                    e,
-                )),
-            }
-        })
-        .await?;
-        self.notify(key);
-        Ok(())
+        self.write(key, Content::Bytes(bytes), Landing::IfAbsent)
+            .await
     }
 
     async fn put_file(&self, key: &str, source: &Path) -> Result<(), StoreError> {
-        let path = self.path_of(key)?;
-        let temp = self.temp_path();
-        let source = source.to_owned();
-        run_blocking("uploading a file", move || {
-            fs::copy(&source, &temp)
-                .map_err(|e| StoreError::io(format!("copying {}", source.display()), e))?;
-            create_parent(&path)?;
-            fs::rename(&temp, &path)
-                .map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e))
-        })
-        .await?;
-        self.notify(key);
-        Ok(())
+        self.write(key, Content::File(source.to_owned()), Landing::Replace)
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
