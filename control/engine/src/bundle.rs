@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -71,7 +71,7 @@ impl OrderKey {
 /// # Errors
 ///
 /// A message naming the recipient that does not parse, or the age failure.
-pub fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, String> {
+fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, String> {
     let parsed: Vec<age::x25519::Recipient> = recipients
         .iter()
         .map(|r| r.parse().map_err(|e| format!("age recipient {r:?}: {e}")))
@@ -256,24 +256,21 @@ fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), Stri
     Ok(())
 }
 
-/// Reads one file out of a bundle (for inspection and tests).
-///
-/// # Errors
-///
-/// A message when the bundle or the entry cannot be read.
-pub fn read_entry(bundle: &[u8], name: &str) -> Result<Vec<u8>, String> {
-    let mut archive = ZipArchive::new(Cursor::new(bundle)).map_err(|e| format!("bundle: {e}"))?;
-    let mut entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
-    let mut out = Vec::new();
-    entry
-        .read_to_end(&mut out)
-        .map_err(|e| format!("{name}: {e}"))?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    fn read_entry(bundle: &[u8], name: &str) -> Result<Vec<u8>, String> {
+        let mut archive =
+            ZipArchive::new(Cursor::new(bundle)).map_err(|e| format!("bundle: {e}"))?;
+        let mut entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+        let mut out = Vec::new();
+        entry
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{name}: {e}"))?;
+        Ok(out)
+    }
     use sluice_contract::manifest::Task;
     use sluice_contract::{OrderNum, RunId, TraceId};
 

@@ -291,3 +291,38 @@ async fn a_callback_url_that_would_expire_is_replaced_at_dispatch() {
         "a fresh URL is minted when the old one would expire"
     );
 }
+
+#[tokio::test]
+async fn a_result_for_an_order_left_dispatching_is_applied() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    let num = sluice_contract::OrderNum::from_index(0);
+    // An orchestrator claimed the order, started its worker and crashed before `running`.
+    let dispatching = sluice_engine::Transition {
+        attempt: Some("a1".into()),
+        dispatched_at_ms: Some(setup.clock.now_ms()),
+        ..sluice_engine::Transition::to(OrderStatus::Dispatching)
+    };
+    setup
+        .engine
+        .ports
+        .orders
+        .transition(&run, num, OrderStatus::Queued, &dispatching)
+        .await
+        .unwrap();
+    let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
+    setup
+        .internal
+        .put(&keys::result(&run, num), serde_json::to_vec(&doc).unwrap())
+        .await
+        .unwrap();
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+    );
+    assert!(
+        setup.recorder.dispatched.lock().unwrap().is_empty(),
+        "nothing is started twice"
+    );
+}

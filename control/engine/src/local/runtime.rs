@@ -70,7 +70,7 @@ pub struct LocalWatchdog {
 impl WatchdogStarter for LocalWatchdog {
     async fn start(&self, input: &WatchdogInput) -> Result<(), DispatchError> {
         self.sender.send(input.clone()).map_err(|_| DispatchError {
-            target: sluice_contract::ExecutionTarget::Lambda,
+            what: "watchdog".to_owned(),
             run_id: input.run_id.clone(),
             order_num: input.order_num,
             message: "the local runtime is shutting down".to_owned(),

@@ -51,6 +51,37 @@ impl Engine {
             Err(StoreError::NotFound { .. }) => return Ok(order.clone()),
             Err(other) => return Err(other.into()),
         };
+        // A result for an order still `dispatching` means its orchestrator stopped between
+        // starting the worker and recording it: record it now, then apply the result.
+        let order = if order.status == OrderStatus::Dispatching {
+            let running = Transition::to(OrderStatus::Running);
+            match self
+                .ports
+                .orders
+                .transition(
+                    &order.run_id,
+                    order.order_num,
+                    OrderStatus::Dispatching,
+                    &running,
+                )
+                .await
+            {
+                Ok(updated) => updated,
+                Err(StoreError::ConditionFailed { .. }) => {
+                    self.ports
+                        .orders
+                        .get_order(&order.run_id, order.order_num)
+                        .await?
+                }
+                Err(other) => return Err(other.into()),
+            }
+        } else {
+            order.clone()
+        };
+        if order.status != OrderStatus::Running {
+            return Ok(order);
+        }
+        let order = &order;
         let now = self.now_ms();
         let fallback_duration = order.dispatched_at_ms.map(|t| now.saturating_sub(t));
         let (change, detail) = match parse_result(&bytes) {

@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::{ExecutionTarget, OrderNum, RunId};
 
-/// A worker could not be started.
+/// A worker or a watchdog could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("starting the {target} worker for order {order_num} of run {run_id} failed: {message}")]
+#[error("starting the {what} for order {order_num} of run {run_id} failed: {message}")]
 pub struct DispatchError {
-    /// Where it was to run.
-    pub target: ExecutionTarget,
+    /// What was being started (`lambda worker`, `codebuild worker`, `watchdog`).
+    pub what: String,
     /// The run.
     pub run_id: RunId,
     /// The order.
