@@ -25,3 +25,50 @@ pub fn decrypt_env(
     serde_json::from_reader(reader)
         .map_err(|e| format!("env.json.age does not hold a JSON object of strings: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+    use std::io::Write;
+
+    fn encrypt_to(identity: &age::x25519::Identity, plaintext: &[u8]) -> Vec<u8> {
+        let recipient = identity.to_public();
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .unwrap();
+        let mut out = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut out).unwrap();
+        writer.write_all(plaintext).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn decrypts_the_env_with_the_orders_key() {
+        let identity = age::x25519::Identity::generate();
+        let ciphertext = encrypt_to(&identity, br#"{"TOKEN":"s3cr3t-value"}"#);
+        let env = decrypt_env(&ciphertext, identity.to_string().expose_secret()).unwrap();
+        assert_eq!(env["TOKEN"], "s3cr3t-value");
+    }
+
+    #[test]
+    fn failures_say_which_step_failed_and_leak_nothing() {
+        let identity = age::x25519::Identity::generate();
+        let other = age::x25519::Identity::generate();
+        let ciphertext = encrypt_to(&identity, br#"{"TOKEN":"s3cr3t-value"}"#);
+        let wrong_key = decrypt_env(&ciphertext, other.to_string().expose_secret()).unwrap_err();
+        assert!(wrong_key.contains("cannot be decrypted"), "{wrong_key}");
+        let bad_key = decrypt_env(&ciphertext, "not-a-key").unwrap_err();
+        assert!(bad_key.contains("not an age identity"), "{bad_key}");
+        let not_json = decrypt_env(
+            &encrypt_to(&identity, b"TOKEN=s3cr3t-value"),
+            identity.to_string().expose_secret(),
+        )
+        .unwrap_err();
+        assert!(not_json.contains("JSON object of strings"), "{not_json}");
+        for message in [wrong_key, bad_key, not_json] {
+            assert!(!message.contains("s3cr3t"), "{message}");
+        }
+    }
+}

@@ -25,3 +25,16 @@ pub fn for_job_status(status: JobStatus) -> i32 {
         JobStatus::TimedOut => TIMED_OUT,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_status_has_its_own_code() {
+        assert_eq!(for_job_status(JobStatus::Succeeded), 0);
+        assert_eq!(for_job_status(JobStatus::Failed), 1);
+        assert_eq!(for_job_status(JobStatus::TimedOut), 2);
+        assert_eq!(INVALID_INPUT, 3);
+    }
+}

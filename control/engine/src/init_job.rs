@@ -302,3 +302,69 @@ struct RunIds<'a> {
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("contract types serialize")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_contract::parse_job;
+
+    fn preflight_error(order: &str, platform: Platform) -> String {
+        let job =
+            parse_job(format!(r#"{{"username":"u","orders":[{order}]}}"#).as_bytes()).unwrap();
+        let options = match platform {
+            Platform::Local => ValidateOptions::local("u"),
+            Platform::Aws => ValidateOptions::aws(),
+        };
+        let valid = validate(&job, &options).unwrap();
+        preflight(&valid, platform, Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn what_this_engine_cannot_fetch_is_named() {
+        let cases = [
+            (r#"{"wasm":{"module":"m.wasm"},"timeout":5}"#, "`wasm`"),
+            (
+                r#"{"cmds":["true"],"timeout":5,"ssm_paths":["aws:::ssm:/x"]}"#,
+                "`ssm_paths`",
+            ),
+            (
+                r#"{"cmds":["true"],"timeout":5,"secret_manager_paths":["aws:::secretd:/x"]}"#,
+                "`secret_manager_paths`",
+            ),
+            (
+                r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git"}"#,
+                "`git_repo`",
+            ),
+        ];
+        for (order, field) in cases {
+            let err = preflight_error(order, Platform::Local);
+            assert!(
+                err.contains("order 0001 (order-1)")
+                    && err.contains(field)
+                    && err.contains("not supported"),
+                "{err}"
+            );
+        }
+        let err = preflight_error(
+            r#"{"cmds":["true"],"timeout":5,"s3_location":"s3://b/k.zip"}"#,
+            Platform::Aws,
+        );
+        assert!(err.contains("`s3_location`"), "{err}");
+    }
+
+    #[test]
+    fn missing_local_code_is_named_with_its_path() {
+        let err = preflight_error(
+            r#"{"cmds":["true"],"timeout":5,"code_dir":"src"}"#,
+            Platform::Local,
+        );
+        assert!(err.contains("/nonexistent/src is not a folder"), "{err}");
+        let err = preflight_error(
+            r#"{"cmds":["true"],"timeout":5,"s3_location":"file://code.zip"}"#,
+            Platform::Local,
+        );
+        assert!(err.contains("/nonexistent/code.zip is not a file"), "{err}");
+    }
+}

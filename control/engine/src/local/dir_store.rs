@@ -286,3 +286,51 @@ impl ObjectStore for DirStore {
         Ok(self.object_url(key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_cannot_leave_the_root_and_urls_map_back_to_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&dir.path().join("b"), "b").unwrap();
+        for bad in ["../x", "/abs", "a//b", "a/./b", ".tmp/x", ""] {
+            assert!(
+                store.put(bad, b"x".to_vec()).await.is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        let url = store
+            .presign_put(
+                "tmp/callbacks/runs/r/0001/result.json",
+                Duration::from_secs(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.key_for_url(&url).as_deref(),
+            Some("tmp/callbacks/runs/r/0001/result.json")
+        );
+        assert_eq!(store.key_for_url("file:///etc/passwd"), None);
+        assert_eq!(
+            store.key_for_url(&format!("file://{}/../x", store.root().display())),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn every_write_is_announced_to_the_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = DirStore::open(&dir.path().join("b"), "b")
+            .unwrap()
+            .with_listener(tx);
+        store.put("a/one", b"1".to_vec()).await.unwrap();
+        store.put_if_absent("a/two", b"2".to_vec()).await.unwrap();
+        assert!(store.put_if_absent("a/two", b"2".to_vec()).await.is_err());
+        assert_eq!(rx.recv().await.as_deref(), Some("a/one"));
+        assert_eq!(rx.recv().await.as_deref(), Some("a/two"));
+        assert!(rx.try_recv().is_err(), "a refused write is not announced");
+    }
+}

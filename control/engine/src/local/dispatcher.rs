@@ -79,3 +79,53 @@ impl Dispatcher for LocalDispatcher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use sluice_contract::{OrderNum, RunId};
+
+    #[tokio::test]
+    async fn never_runs_more_workers_than_its_concurrency() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (r, p, f) = (running.clone(), peak.clone(), finished.clone());
+        let launcher: Launcher = Arc::new(move |_| {
+            let (r, p, f) = (r.clone(), p.clone(), f.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                f.fetch_add(1, Ordering::SeqCst);
+            }
+            .boxed()
+        });
+        let dispatcher = LocalDispatcher::new(3, launcher);
+        let run = RunId::generate();
+        for i in 0..12 {
+            let payload = DispatchPayload {
+                s3_location: String::new(),
+                internal_bucket: String::new(),
+                callback_url: None,
+                run_id: run.clone(),
+                order_num: OrderNum::from_index(i),
+                attempt: format!("a{i}"),
+                key_path: String::new(),
+            };
+            dispatcher
+                .start(ExecutionTarget::Lambda, &payload)
+                .await
+                .unwrap();
+        }
+        while finished.load(Ordering::SeqCst) < 12 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+}

@@ -162,3 +162,42 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::sample_order;
+
+    #[test]
+    fn the_done_document_counts_and_lists_every_order() {
+        let run = RunId::generate();
+        let mut orders: Vec<OrderRecord> = (0..4).map(|i| sample_order(&run, i)).collect();
+        orders[0].status = OrderStatus::Succeeded;
+        orders[0].dispatched_at_ms = Some(1);
+        orders[0].duration_ms = Some(40);
+        orders[1].status = OrderStatus::Failed;
+        orders[1].reason = Some("dependency_failed".into());
+        orders[2].status = OrderStatus::TimedOut;
+        orders[2].dispatched_at_ms = Some(1);
+        orders[3].status = OrderStatus::Succeeded;
+        orders[3].dispatched_at_ms = Some(1);
+        let doc = done_document(&run, JobStatus::TimedOut, &orders);
+        assert_eq!(
+            doc.summary,
+            DoneSummary {
+                succeeded: 2,
+                failed: 1,
+                timed_out: 1
+            }
+        );
+        assert_eq!(doc.orders.len(), 4);
+        assert_eq!(doc.orders[0].duration_ms, Some(40));
+        assert_eq!(doc.orders[1].reason.as_deref(), Some("dependency_failed"));
+        assert_eq!(
+            doc.orders[1].log_key, None,
+            "an order that never ran has no log"
+        );
+        assert!(doc.orders[2].log_key.is_some());
+        assert_eq!(doc.trace_id, orders[0].trace_id.to_string());
+    }
+}

@@ -1,0 +1,231 @@
+//! The worker pipeline end to end over an in-memory [`WorkerIo`]: bundle in, result out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use age::secrecy::ExposeSecret;
+use async_trait::async_trait;
+use sluice_contract::dispatch::{Claim, DispatchPayload};
+use sluice_contract::manifest::{OrderManifest, Task};
+use sluice_contract::result::{ResultDoc, parse_result};
+use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
+use sluice_worker::{IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
+use zip::write::SimpleFileOptions;
+
+#[derive(Default)]
+struct MemoryIo {
+    bundle: Vec<u8>,
+    key: String,
+    claims: Mutex<HashSet<String>>,
+    logs: Mutex<BTreeMap<String, Vec<u8>>>,
+    results: Mutex<Vec<(String, Vec<u8>)>>,
+    refuse_callbacks: bool,
+}
+
+#[async_trait]
+impl WorkerIo for MemoryIo {
+    async fn fetch_bundle(&self, _bucket: &str, _key: &str) -> Result<Vec<u8>, IoError> {
+        Ok(self.bundle.clone())
+    }
+    async fn fetch_key(&self, _key_path: &str) -> Result<String, IoError> {
+        Ok(self.key.clone())
+    }
+    async fn claim(&self, _run: &RunId, _num: OrderNum, claim: &Claim) -> Result<bool, IoError> {
+        Ok(self.claims.lock().unwrap().insert(claim.attempt.clone()))
+    }
+    async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError> {
+        self.logs
+            .lock()
+            .unwrap()
+            .insert(log_key.to_owned(), std::fs::read(path).unwrap());
+        Ok(())
+    }
+    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
+        if self.refuse_callbacks {
+            return Err(IoError {
+                what: url.to_owned(),
+                message: "403 Forbidden".to_owned(),
+            });
+        }
+        self.results.lock().unwrap().push((url.to_owned(), body));
+        Ok(())
+    }
+}
+
+fn manifest(run_id: &RunId, cmds: &[&str]) -> OrderManifest {
+    OrderManifest {
+        schema_version: "v1".into(),
+        run_id: run_id.clone(),
+        trace_id: TraceId::generate(),
+        flow_id: "t:flow".into(),
+        order_num: OrderNum::from_index(0),
+        order_name: "unit".into(),
+        timeout: 10,
+        task: Task::Cmds(cmds.iter().map(|c| c.to_string()).collect()),
+        log_key: "tmp/logs/x/0001/log.txt".into(),
+        callback_url: "memory://bundle-url".into(),
+    }
+}
+
+/// A bundle as init_job makes it: manifest, env encrypted to a fresh key, an empty code/.
+fn bundle(manifest: &OrderManifest, env: &str) -> (Vec<u8>, String) {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .unwrap();
+    let mut encrypted = Vec::new();
+    let mut writer = encryptor.wrap_output(&mut encrypted).unwrap();
+    writer.write_all(env.as_bytes()).unwrap();
+    writer.finish().unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default();
+    zip.start_file("order.json", options).unwrap();
+    zip.write_all(&serde_json::to_vec(manifest).unwrap())
+        .unwrap();
+    zip.start_file("env.json.age", options).unwrap();
+    zip.write_all(&encrypted).unwrap();
+    zip.add_directory("code/", options).unwrap();
+    (
+        zip.finish().unwrap().into_inner(),
+        identity.to_string().expose_secret().to_owned(),
+    )
+}
+
+fn payload(run_id: &RunId, callback_url: Option<&str>) -> DispatchPayload {
+    DispatchPayload {
+        s3_location: "tmp/exec/x/0001/exec.zip".into(),
+        internal_bucket: "internal".into(),
+        callback_url: callback_url.map(str::to_owned),
+        run_id: run_id.clone(),
+        order_num: OrderNum::from_index(0),
+        attempt: "attempt-1".into(),
+        key_path: "key".into(),
+    }
+}
+
+fn config() -> WorkerConfig {
+    WorkerConfig {
+        host_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        ..WorkerConfig::default()
+    }
+}
+
+fn only_result(io: &MemoryIo) -> (String, ResultDoc) {
+    let results = io.results.lock().unwrap();
+    assert_eq!(results.len(), 1, "exactly one callback");
+    let (url, body) = &results[0];
+    (url.clone(), parse_result(body).unwrap())
+}
+
+#[tokio::test]
+async fn runs_the_order_stores_its_log_and_calls_back() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(
+        &manifest(&run, &["echo \"token is $TOKEN\"", "echo done"]),
+        r#"{"TOKEN":"abc123"}"#,
+    );
+    let io = MemoryIo {
+        bundle,
+        key,
+        ..MemoryIo::default()
+    };
+    let report = run_order(&payload(&run, Some("memory://fresh-url")), &io, &config())
+        .await
+        .unwrap();
+    assert!(matches!(report, WorkerReport::Reported(_)));
+    let (url, result) = only_result(&io);
+    assert_eq!(
+        url, "memory://fresh-url",
+        "a URL minted at dispatch wins over the bundle's"
+    );
+    assert_eq!(result.status, OrderStatus::Succeeded);
+    assert_eq!(result.exit_code, Some(0));
+    assert_eq!(result.attempt.as_deref(), Some("attempt-1"));
+    assert!(result.log.contains("token is abc123"), "{}", result.log);
+    assert!(result.duration_ms().is_some());
+    let logs = io.logs.lock().unwrap();
+    assert_eq!(result.log_key.as_deref(), Some("tmp/logs/x/0001/log.txt"));
+    assert!(String::from_utf8_lossy(&logs["tmp/logs/x/0001/log.txt"]).contains("done"));
+}
+
+#[tokio::test]
+async fn an_attempt_claimed_elsewhere_does_not_run() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["echo ran"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        ..MemoryIo::default()
+    };
+    io.claims.lock().unwrap().insert("attempt-1".into());
+    let report = run_order(&payload(&run, None), &io, &config())
+        .await
+        .unwrap();
+    assert_eq!(report, WorkerReport::AlreadyClaimed);
+    assert!(io.results.lock().unwrap().is_empty());
+    assert!(io.logs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_env_that_cannot_be_decrypted_is_reported_as_failed() {
+    let run = RunId::generate();
+    let (bundle, _) = bundle(&manifest(&run, &["echo ran"]), "{}");
+    let other_key = age::x25519::Identity::generate()
+        .to_string()
+        .expose_secret()
+        .to_owned();
+    let io = MemoryIo {
+        bundle,
+        key: other_key,
+        ..MemoryIo::default()
+    };
+    run_order(&payload(&run, None), &io, &config())
+        .await
+        .unwrap();
+    let (url, result) = only_result(&io);
+    assert_eq!(url, "memory://bundle-url");
+    assert_eq!(result.status, OrderStatus::Failed);
+    assert!(result.reason.unwrap().contains("cannot be decrypted"));
+    assert!(io.claims.lock().unwrap().is_empty(), "nothing was claimed");
+}
+
+#[tokio::test]
+async fn a_bundle_for_another_order_is_refused() {
+    let (bundle, key) = bundle(&manifest(&RunId::generate(), &["echo ran"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        ..MemoryIo::default()
+    };
+    let err = run_order(&payload(&RunId::generate(), None), &io, &config())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not the one dispatched"), "{err}");
+    assert!(io.results.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_callback_is_reported_to_the_caller() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["exit 4"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        refuse_callbacks: true,
+        ..MemoryIo::default()
+    };
+    match run_order(&payload(&run, None), &io, &config())
+        .await
+        .unwrap()
+    {
+        WorkerReport::CallbackFailed(result, error) => {
+            assert_eq!(result.status, OrderStatus::Failed);
+            assert_eq!(result.exit_code, Some(4));
+            assert!(error.message.contains("403"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
