@@ -11,11 +11,12 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::result::DEPENDENCY_FAILED;
-use sluice_contract::{OrderStatus, RunId, keys};
+use sluice_contract::{OrderStatus, keys};
 
+use super::Moved;
 use super::evaluate::{Node, evaluate};
 use crate::engine::{Engine, millis};
-use crate::error::{EngineError, StoreError};
+use crate::error::EngineError;
 use crate::ports::{OrderRecord, Transition, WatchdogInput};
 
 /// Callback URLs must stay valid this long after an order's timeout.
@@ -31,7 +32,6 @@ impl Engine {
     /// A backend failure.
     pub(crate) async fn apply_plan(
         &self,
-        run_id: &RunId,
         mut orders: Vec<OrderRecord>,
     ) -> Result<Vec<OrderRecord>, EngineError> {
         let now = self.now_ms();
@@ -47,26 +47,14 @@ impl Engine {
                 finished_at_ms: Some(now),
                 ..Transition::to(OrderStatus::Failed).reason(DEPENDENCY_FAILED)
             };
-            match self
-                .ports
-                .orders
-                .transition(run_id, *num, OrderStatus::Queued, &change)
-                .await
-            {
-                Ok(updated) => {
-                    self.record_event(
-                        &updated,
-                        "failed",
-                        serde_json::json!({ "reason": DEPENDENCY_FAILED }),
-                    )
-                    .await;
-                    orders[index] = updated;
+            orders[index] = match self.move_order(&orders[index], &change).await? {
+                Moved::Applied(updated) => {
+                    let detail = serde_json::json!({ "reason": DEPENDENCY_FAILED });
+                    self.record_event(&updated, "failed", detail).await;
+                    updated
                 }
-                Err(StoreError::ConditionFailed { .. }) => {
-                    orders[index] = self.ports.orders.get_order(run_id, *num).await?;
-                }
-                Err(other) => return Err(other.into()),
-            }
+                Moved::Lost(current) => current,
+            };
         }
 
         let stale_before = now.saturating_sub(millis(self.config.dispatch_lease));
@@ -100,7 +88,6 @@ impl Engine {
         order: OrderRecord,
         retry: bool,
     ) -> Result<OrderRecord, EngineError> {
-        let store = &self.ports.orders;
         let now = self.now_ms();
         let order = if retry {
             tracing::warn!(order_num = %order.order_num, "retrying an interrupted dispatch");
@@ -111,15 +98,9 @@ impl Engine {
                 dispatched_at_ms: Some(now),
                 ..Transition::to(OrderStatus::Dispatching)
             };
-            match store
-                .transition(&order.run_id, order.order_num, OrderStatus::Queued, &change)
-                .await
-            {
-                Ok(updated) => updated,
-                Err(StoreError::ConditionFailed { .. }) => {
-                    return Ok(store.get_order(&order.run_id, order.order_num).await?);
-                }
-                Err(other) => return Err(other.into()),
+            match self.move_order(&order, &change).await? {
+                Moved::Applied(updated) => updated,
+                Moved::Lost(current) => return Ok(current),
             }
         };
         let attempt = order.attempt.clone().unwrap_or_default();
@@ -170,54 +151,27 @@ impl Engine {
                 ..Transition::to(OrderStatus::Failed)
                     .reason(format!("dispatch_failed: {}", error.message))
             };
-            return match store
-                .transition(
-                    &order.run_id,
-                    order.order_num,
-                    OrderStatus::Dispatching,
-                    &change,
-                )
-                .await
-            {
-                Ok(updated) => {
-                    self.record_event(
-                        &updated,
-                        "failed",
-                        serde_json::json!({ "reason": updated.reason }),
-                    )
-                    .await;
-                    Ok(updated)
+            return Ok(match self.move_order(&order, &change).await? {
+                Moved::Applied(updated) => {
+                    let detail = serde_json::json!({ "reason": updated.reason });
+                    self.record_event(&updated, "failed", detail).await;
+                    updated
                 }
-                Err(StoreError::ConditionFailed { .. }) => {
-                    Ok(store.get_order(&order.run_id, order.order_num).await?)
-                }
-                Err(other) => Err(other.into()),
-            };
+                Moved::Lost(current) => current,
+            });
         }
-        match store
-            .transition(
-                &order.run_id,
-                order.order_num,
-                OrderStatus::Dispatching,
-                &Transition::to(OrderStatus::Running),
-            )
-            .await
+        match self
+            .move_order(&order, &Transition::to(OrderStatus::Running))
+            .await?
         {
-            Ok(updated) => {
+            Moved::Applied(updated) => {
                 tracing::info!(order_num = %order.order_num, %attempt, target = %order.execution_target, "order dispatched");
-                self.record_event(
-                    &updated,
-                    "dispatched",
-                    serde_json::json!({ "attempt": attempt, "target": order.execution_target.to_string() }),
-                )
-                .await;
+                let detail = serde_json::json!({ "attempt": attempt, "target": order.execution_target.to_string() });
+                self.record_event(&updated, "dispatched", detail).await;
                 Ok(updated)
             }
             // Its result was applied already (a very fast worker): fine.
-            Err(StoreError::ConditionFailed { .. }) => {
-                Ok(store.get_order(&order.run_id, order.order_num).await?)
-            }
-            Err(other) => Err(other.into()),
+            Moved::Lost(current) => Ok(current),
         }
     }
 }

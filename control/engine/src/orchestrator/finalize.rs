@@ -10,6 +10,7 @@
 use sluice_contract::result::{DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
 use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
 
+use super::Moved;
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::init_job::to_json;
@@ -96,29 +97,13 @@ impl Engine {
                 duration_ms: current.dispatched_at_ms.map(|t| now.saturating_sub(t)),
                 ..Transition::to(OrderStatus::TimedOut).reason(JOB_TIMEOUT)
             };
-            match self
-                .ports
-                .orders
-                .transition(&current.run_id, current.order_num, current.status, &change)
-                .await
-            {
-                Ok(updated) => {
-                    self.record_event(
-                        &updated,
-                        "timed_out",
-                        serde_json::json!({ "reason": JOB_TIMEOUT }),
-                    )
-                    .await;
+            match self.move_order(&current, &change).await? {
+                Moved::Applied(updated) => {
+                    let detail = serde_json::json!({ "reason": JOB_TIMEOUT });
+                    self.record_event(&updated, "timed_out", detail).await;
                     return Ok(updated);
                 }
-                Err(StoreError::ConditionFailed { .. }) => {
-                    current = self
-                        .ports
-                        .orders
-                        .get_order(&current.run_id, current.order_num)
-                        .await?;
-                }
-                Err(other) => return Err(other.into()),
+                Moved::Lost(moved) => current = moved,
             }
         }
         Ok(current)

@@ -19,7 +19,26 @@ use tracing::Instrument;
 
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, StoreError};
+use crate::ports::{OrderRecord, Transition};
 use lock::{LockAttempt, Release};
+
+/// What [`Engine::move_order`] found.
+#[derive(Debug)]
+pub(crate) enum Moved {
+    /// This call changed the order; the new row.
+    Applied(OrderRecord),
+    /// Someone moved the order first (a result, the job timeout...); their row stands.
+    Lost(OrderRecord),
+}
+
+impl Moved {
+    /// The order's row, whoever moved it.
+    pub(crate) fn row(self) -> OrderRecord {
+        match self {
+            Moved::Applied(row) | Moved::Lost(row) => row,
+        }
+    }
+}
 
 /// How an orchestrator invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +87,30 @@ impl Engine {
         .await
     }
 
+    /// Moves `order` from the status it has in `order` with `change` (a conditional write);
+    /// when it is no longer in that status, reads what it became instead.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub(crate) async fn move_order(
+        &self,
+        order: &OrderRecord,
+        change: &Transition,
+    ) -> Result<Moved, EngineError> {
+        let store = &self.ports.orders;
+        match store
+            .transition(&order.run_id, order.order_num, order.status, change)
+            .await
+        {
+            Ok(updated) => Ok(Moved::Applied(updated)),
+            Err(StoreError::ConditionFailed { .. }) => Ok(Moved::Lost(
+                store.get_order(&order.run_id, order.order_num).await?,
+            )),
+            Err(other) => Err(other.into()),
+        }
+    }
+
     async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
         loop {
             let lease_until = self.now_ms() + millis(self.config.lock_lease);
@@ -88,7 +131,7 @@ impl Engine {
             if orders.is_empty() {
                 return Err(EngineError::UnknownRun(run_id.to_string()));
             }
-            let orders = self.apply_plan(run_id, orders).await?;
+            let orders = self.apply_plan(orders).await?;
             if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
                 return Ok(Outcome::Finalized(status));
             }

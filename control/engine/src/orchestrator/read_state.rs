@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use sluice_contract::result::{MALFORMED_RESULT, parse_result};
 use sluice_contract::{OrderNum, OrderStatus, RunId, keys};
 
+use super::Moved;
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderRecord, Transition};
@@ -54,27 +55,9 @@ impl Engine {
         // A result for an order still `dispatching` means its orchestrator stopped between
         // starting the worker and recording it: record it now, then apply the result.
         let order = if order.status == OrderStatus::Dispatching {
-            let running = Transition::to(OrderStatus::Running);
-            match self
-                .ports
-                .orders
-                .transition(
-                    &order.run_id,
-                    order.order_num,
-                    OrderStatus::Dispatching,
-                    &running,
-                )
-                .await
-            {
-                Ok(updated) => updated,
-                Err(StoreError::ConditionFailed { .. }) => {
-                    self.ports
-                        .orders
-                        .get_order(&order.run_id, order.order_num)
-                        .await?
-                }
-                Err(other) => return Err(other.into()),
-            }
+            self.move_order(order, &Transition::to(OrderStatus::Running))
+                .await?
+                .row()
         } else {
             order.clone()
         };
@@ -108,25 +91,15 @@ impl Engine {
         };
         let mut change = change;
         change.finished_at_ms = Some(now);
-        match self
-            .ports
-            .orders
-            .transition(&order.run_id, order.order_num, order.status, &change)
-            .await
-        {
-            Ok(updated) => {
+        match self.move_order(order, &change).await? {
+            Moved::Applied(updated) => {
                 tracing::info!(order_num = %order.order_num, status = %updated.status, "order finished");
                 self.record_event(&updated, updated.status.as_str(), detail)
                     .await;
                 Ok(updated)
             }
             // Someone else applied it (or the job timed it out) first: theirs stands.
-            Err(StoreError::ConditionFailed { .. }) => Ok(self
-                .ports
-                .orders
-                .get_order(&order.run_id, order.order_num)
-                .await?),
-            Err(other) => Err(other.into()),
+            Moved::Lost(current) => Ok(current),
         }
     }
 
