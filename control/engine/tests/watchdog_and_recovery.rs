@@ -100,6 +100,17 @@ fn setup() -> Setup {
     }
 }
 
+/// Writes a succeeded result for the order, as its worker would.
+async fn report_success(setup: &Setup, run: &RunId, order_num: sluice_contract::OrderNum) {
+    let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
+    let key = keys::result(run, order_num);
+    setup
+        .internal
+        .put(&key, serde_json::to_vec(&doc).unwrap())
+        .await
+        .unwrap();
+}
+
 async fn one_order_run(setup: &Setup, timeout: u64) -> RunId {
     let job = JobSpec {
         orders: vec![OrderSpec {
@@ -220,15 +231,7 @@ async fn the_watchdog_kicks_a_run_whose_result_was_not_processed() {
     setup.engine.orchestrate(&run).await.unwrap();
     let input = setup.recorder.watched.lock().unwrap()[0].clone();
     // A result landed, but its event was lost: the order is still running.
-    let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
-    setup
-        .internal
-        .put(
-            &keys::result(&run, input.order_num),
-            serde_json::to_vec(&doc).unwrap(),
-        )
-        .await
-        .unwrap();
+    report_success(&setup, &run, input.order_num).await;
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();
     assert!(verdict.kick && !verdict.done, "{verdict:?}");
     assert!(matches!(
@@ -275,15 +278,7 @@ async fn a_callback_url_that_would_expire_is_replaced_at_dispatch() {
         "the URL minted at init is still good"
     );
     setup.clock.advance(Duration::from_secs(300));
-    let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
-    setup
-        .internal
-        .put(
-            &keys::result(&run, first.order_num),
-            serde_json::to_vec(&doc).unwrap(),
-        )
-        .await
-        .unwrap();
+    report_success(&setup, &run, first.order_num).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let second = setup.recorder.dispatched.lock().unwrap()[1].clone();
     assert!(
@@ -310,12 +305,7 @@ async fn a_result_for_an_order_left_dispatching_is_applied() {
         .transition(&run, num, OrderStatus::Queued, &dispatching)
         .await
         .unwrap();
-    let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
-    setup
-        .internal
-        .put(&keys::result(&run, num), serde_json::to_vec(&doc).unwrap())
-        .await
-        .unwrap();
+    report_success(&setup, &run, num).await;
     let outcome = setup.engine.orchestrate(&run).await.unwrap();
     assert_eq!(
         outcome,
