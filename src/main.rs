@@ -1,6 +1,6 @@
 //! `sluice`: run jobs of orders with dependencies, on this machine or on AWS.
 //!
-//! `main` parses the command line once into a typed [`cli::Config`], runs the command, and
+//! `main` parses the command line once into a typed [`cli::Command`], runs the command, and
 //! turns its outcome into a documented exit code (`sluice_contract::exit_codes`). Errors are
 //! printed as one line with their whole cause chain; there are no panics on bad input.
 

@@ -125,7 +125,7 @@ pub struct OrderSpec {
 pub struct WasmSpec {
     /// Path of the module, relative to the order's code root.
     pub module: String,
-    /// Arguments after argv[0].
+    /// Arguments after `argv[0]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// Names of the order's variables the module may see.

@@ -42,7 +42,7 @@ const MAX_ACQUIRE_ROUNDS: usize = 100;
 ///
 /// # Errors
 ///
-/// A backend failure, or a lock that changes hands more than [`MAX_ACQUIRE_ROUNDS`] times.
+/// A backend failure, or a lock that changes hands more than 100 times while acquiring.
 pub async fn acquire(
     engine: &Engine,
     run_id: &RunId,

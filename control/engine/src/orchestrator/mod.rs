@@ -3,8 +3,8 @@
 //! Each invocation first takes `lock:<run_id>` ([`lock`]). If another invocation holds it,
 //! this one marks it dirty and leaves: the holder loops once more before releasing, so the
 //! event that woke us is processed by someone. The holder loops
-//! [`read_state`](read_state) → [`evaluate`](evaluate) → [`dispatch`](dispatch) →
-//! [`finalize`](finalize) until nothing changed and the lock is released clean, or the run is
+//! [`read_state`] → [`evaluate`] → [`dispatch`] →
+//! [`finalize`] until nothing changed and the lock is released clean, or the run is
 //! finalized. A crash anywhere leaves a lock whose lease expires; the next event (or a
 //! watchdog's kick) resumes the run from what the tables say.
 
