@@ -6,7 +6,9 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use sluice_contract::{JobSpec, exit_codes, parse_job};
+use sluice_contract::validate::{Platform, ValidJob, validate};
+use sluice_contract::{JobSpec, ValidateOptions, exit_codes, parse_job};
+use sluice_engine::init_job::preflight;
 
 use crate::cli::Command;
 
@@ -70,4 +72,18 @@ pub fn read_job(path: &Path) -> Result<(JobSpec, PathBuf), Failure> {
         .with_context(|| format!("resolving the folder of {}", path.display()))
         .map_err(Failure::invalid)?;
     Ok((job, base_dir))
+}
+
+/// Reads a job file and makes every check `run` makes before queueing anything (validation,
+/// then what the local engine can fetch), without touching any state.
+pub fn read_valid_job(
+    path: &Path,
+    username: &str,
+) -> Result<(JobSpec, PathBuf, ValidJob), Failure> {
+    let (job, base_dir) = read_job(path)?;
+    let in_file =
+        |e: anyhow::Error| Failure::invalid(e.context(format!("job file {}", path.display())));
+    let valid = validate(&job, &ValidateOptions::local(username)).map_err(|e| in_file(e.into()))?;
+    preflight(&valid, Platform::Local, &base_dir).map_err(|e| in_file(e.into()))?;
+    Ok((job, base_dir, valid))
 }

@@ -10,7 +10,7 @@ use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
 use tokio::sync::oneshot;
 
-use super::{Failure, read_job};
+use super::{Failure, read_valid_job};
 use crate::cli::RunConfig;
 use crate::{local_worker, progress};
 
@@ -45,7 +45,8 @@ pub async fn run(config: RunConfig) -> i32 {
 }
 
 async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
-    let (job, base_dir) = read_job(&config.job)?;
+    // Check everything first: a bad job leaves no trace, not even a state folder.
+    let (job, base_dir, _) = read_valid_job(&config.job, &config.username)?;
     let worker = WorkerConfig {
         work_root: None,
         shell: ShellSettings {

@@ -2,11 +2,9 @@
 
 use std::path::Path;
 
-use sluice_contract::validate::{Platform, validate as validate_job};
-use sluice_contract::{ValidateOptions, exit_codes};
-use sluice_engine::init_job::preflight;
+use sluice_contract::exit_codes;
 
-use super::{Failure, read_job};
+use super::{Failure, read_valid_job};
 
 pub fn validate(path: &Path, username: &str) -> i32 {
     match check(path, username) {
@@ -19,13 +17,7 @@ pub fn validate(path: &Path, username: &str) -> i32 {
 }
 
 fn check(path: &Path, username: &str) -> Result<String, Failure> {
-    let (job, base_dir) = read_job(path)?;
-    let valid = validate_job(&job, &ValidateOptions::local(username)).map_err(|e| {
-        Failure::invalid(anyhow::Error::new(e).context(format!("job file {}", path.display())))
-    })?;
-    preflight(&valid, Platform::Local, &base_dir).map_err(|e| {
-        Failure::invalid(anyhow::Error::new(e).context(format!("job file {}", path.display())))
-    })?;
+    let (_, _, valid) = read_valid_job(path, username)?;
     let mut out = format!("{}: valid, {} orders\n", path.display(), valid.orders.len());
     for order in &valid.orders {
         let deps: Vec<String> = order.depends_on.iter().map(|d| d.to_string()).collect();

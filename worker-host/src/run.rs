@@ -53,15 +53,14 @@ pub enum WorkerReport {
 #[non_exhaustive]
 pub enum WorkerError {
     /// Fetching the bundle failed.
-    #[error("run {run_id} order {order_num}: {source}")]
+    #[error("run {run_id} order {order_num}: {cause}")]
     Fetch {
         /// The run.
         run_id: String,
         /// The order.
         order_num: String,
-        /// The failure.
-        #[source]
-        source: IoError,
+        /// The failure (printed in the message, so not chained as a source too).
+        cause: IoError,
     },
     /// The bundle is unusable (not a zip, unsafe entries, no manifest).
     #[error("run {run_id} order {order_num}: bad bundle: {message}")]
@@ -118,10 +117,10 @@ async fn run_attempt(
     let bundle = io
         .fetch_bundle(&payload.internal_bucket, &payload.s3_location)
         .await
-        .map_err(|source| WorkerError::Fetch {
+        .map_err(|cause| WorkerError::Fetch {
             run_id: payload.run_id.to_string(),
             order_num: payload.order_num.to_string(),
-            source,
+            cause,
         })?;
     let dest = work.path().to_owned();
     let limits = config.limits;

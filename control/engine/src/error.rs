@@ -25,13 +25,12 @@ pub enum StoreError {
         detail: String,
     },
     /// A local file operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// The operation and path.
         what: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (printed in the message, so not chained as a source too).
+        cause: std::io::Error,
     },
     /// The backend refused or failed the operation.
     #[error("{what}: {message}")]
@@ -45,10 +44,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// Builds an [`StoreError::Io`] naming the operation and path.
-    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(what: impl Into<String>, cause: std::io::Error) -> Self {
         StoreError::Io {
             what: what.into(),
-            source,
+            cause,
         }
     }
 
@@ -68,7 +67,7 @@ impl StoreError {
 #[non_exhaustive]
 pub enum EngineError {
     /// The job breaks a rule of the contract.
-    #[error("invalid job: {0}")]
+    #[error(transparent)]
     Invalid(#[from] ValidationError),
     /// The job asks for something this engine cannot provide (named order and field).
     #[error("order {order_num} ({order_name}), field `{field}`: {message}")]

@@ -51,13 +51,12 @@ pub struct LocalOptions {
 
 /// The local runtime could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("state folder {path}: {source}")]
+#[error("state folder {path}: {cause}")]
 pub struct RuntimeError {
     /// The state folder.
     pub path: PathBuf,
-    /// What failed.
-    #[source]
-    pub source: StoreError,
+    /// What failed (printed in the message, so not chained as a source too).
+    pub cause: StoreError,
 }
 
 /// [`WatchdogStarter`] that hands each watch to the runtime's timer loops.
@@ -102,9 +101,9 @@ impl LocalRuntime {
         make_launcher: impl FnOnce(&Arc<DirStore>, &Arc<FileKeyStore>) -> Launcher,
     ) -> Result<Self, RuntimeError> {
         let dir = &options.state_dir;
-        let fail = |source| RuntimeError {
+        let fail = |cause| RuntimeError {
             path: dir.clone(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(StoreError::io("creating the folder", e)))?;
         let (bus_tx, bus_rx) = mpsc::unbounded_channel();
