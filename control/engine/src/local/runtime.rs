@@ -238,16 +238,21 @@ async fn event_bus(engine: Arc<Engine>, mut keys_written: mpsc::UnboundedReceive
 }
 
 async fn orchestrate_with_retries(engine: Arc<Engine>, run_id: RunId) {
-    for delay in std::iter::once(Duration::ZERO).chain(ORCHESTRATE_RETRIES) {
-        tokio::time::sleep(delay).await;
+    // The first attempt runs at once (a zero sleep would still wait for the timer's next tick).
+    let mut delays = ORCHESTRATE_RETRIES.iter();
+    loop {
         match engine.orchestrate(&run_id).await {
             Ok(_) => return,
             Err(error) => {
                 tracing::error!(run_id = %run_id, %error, "orchestrator invocation failed")
             }
         }
+        let Some(delay) = delays.next() else {
+            tracing::error!(run_id = %run_id, "orchestrator invocation failed after retries; the next event or watchdog resumes the run");
+            return;
+        };
+        tokio::time::sleep(*delay).await;
     }
-    tracing::error!(run_id = %run_id, "orchestrator invocation failed after retries; the next event or watchdog resumes the run");
 }
 
 /// Runs one timer loop per watched order.
