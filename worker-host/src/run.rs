@@ -1,8 +1,9 @@
 //! The worker pipeline for one order attempt: bundle → env → claim → run → log → callback.
 //!
-//! Until the bundle's manifest is read the worker cannot report anything (it does not know
-//! where to), so those failures are returned as errors and the watchdog times the order out.
-//! From then on every failure becomes a `failed` result with a reason, so the user sees why.
+//! Every failure becomes a `failed` result with a reason, so the user sees why: the callback
+//! URL comes with the dispatch, so even a bundle that cannot be fetched or read is reported.
+//! Only without such a URL (and without a readable manifest holding one) is the failure
+//! returned as an error, and the watchdog times the order out.
 //! An attempt already claimed by another worker is not run and not reported.
 
 use std::collections::BTreeMap;
@@ -103,6 +104,70 @@ async fn run_attempt(
     io: &dyn WorkerIo,
     config: &WorkerConfig,
 ) -> Result<WorkerReport, WorkerError> {
+    let started_ms = now_ms();
+    let (work, manifest, ciphertext) = match open_bundle(payload, io, config).await {
+        Ok(opened) => opened,
+        // With a callback URL from the dispatcher, even an unusable bundle is reported.
+        Err(error) => match &payload.callback_url {
+            Some(url) => {
+                tracing::error!(%error, "the bundle is unusable; reporting the order failed");
+                let failed = failed_result(error.to_string());
+                return Ok(report(io, url, failed, payload, started_ms).await);
+            }
+            None => return Err(error),
+        },
+    };
+    let callback_url = payload
+        .callback_url
+        .clone()
+        .unwrap_or_else(|| manifest.callback_url.clone());
+    let result =
+        match prepare_and_run(payload, io, config, &manifest, ciphertext, work.path()).await {
+            Ok(Some(result)) => result,
+            Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
+            Err(reason) => {
+                tracing::error!(%reason, "order could not run");
+                failed_result(reason)
+            }
+        };
+    Ok(report(io, &callback_url, result, payload, started_ms).await)
+}
+
+/// A failed result whose reason is also the log, for failures before any command ran.
+fn failed_result(reason: String) -> ResultDoc {
+    let mut doc = ResultDoc::new(OrderStatus::Failed, format!("==> {reason}\n"));
+    doc.reason = Some(reason);
+    doc
+}
+
+/// Stamps the result with the attempt and times, and PUTs it to the callback URL.
+async fn report(
+    io: &dyn WorkerIo,
+    url: &str,
+    mut result: ResultDoc,
+    payload: &DispatchPayload,
+    started_ms: u64,
+) -> WorkerReport {
+    result.attempt = Some(payload.attempt.clone());
+    result.started_at = Some(format_timestamp(started_ms));
+    result.finished_at = Some(format_timestamp(now_ms()));
+    let body = serde_json::to_vec(&result).expect("results serialize");
+    match io.call_back(url, body).await {
+        Ok(()) => WorkerReport::Reported(result),
+        Err(error) => {
+            tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "callback failed");
+            WorkerReport::CallbackFailed(result, error)
+        }
+    }
+}
+
+/// Fetches the bundle, unpacks its code into a fresh work folder, and reads its manifest
+/// and encrypted env, checking the manifest is for the order dispatched.
+async fn open_bundle(
+    payload: &DispatchPayload,
+    io: &dyn WorkerIo,
+    config: &WorkerConfig,
+) -> Result<(tempfile::TempDir, OrderManifest, Vec<u8>), WorkerError> {
     let bundle_error = |message: String| WorkerError::Bundle {
         run_id: payload.run_id.to_string(),
         order_num: payload.order_num.to_string(),
@@ -113,7 +178,6 @@ async fn run_attempt(
         None => tempfile::Builder::new().prefix("sluice-").tempdir(),
     }
     .map_err(|e| bundle_error(format!("creating a work folder: {e}")))?;
-
     let bundle = io
         .fetch_bundle(&payload.internal_bucket, &payload.s3_location)
         .await
@@ -141,34 +205,7 @@ async fn run_attempt(
             manifest.run_id, manifest.order_num
         )));
     }
-    let callback_url = payload
-        .callback_url
-        .clone()
-        .unwrap_or_else(|| manifest.callback_url.clone());
-
-    let started_ms = now_ms();
-    let mut result =
-        match prepare_and_run(payload, io, config, &manifest, ciphertext, work.path()).await {
-            Ok(Some(result)) => result,
-            Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
-            Err(reason) => {
-                tracing::error!(%reason, "order could not run");
-                let mut doc = ResultDoc::new(OrderStatus::Failed, format!("==> {reason}\n"));
-                doc.reason = Some(reason);
-                doc
-            }
-        };
-    result.attempt = Some(payload.attempt.clone());
-    result.started_at = Some(format_timestamp(started_ms));
-    result.finished_at = Some(format_timestamp(now_ms()));
-    let body = serde_json::to_vec(&result).expect("results serialize");
-    match io.call_back(&callback_url, body).await {
-        Ok(()) => Ok(WorkerReport::Reported(result)),
-        Err(error) => {
-            tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "callback failed");
-            Ok(WorkerReport::CallbackFailed(result, error))
-        }
-    }
+    Ok((work, manifest, ciphertext))
 }
 
 /// Decrypts, claims and runs; `Ok(None)` when the attempt was claimed by someone else,

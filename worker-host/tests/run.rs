@@ -193,17 +193,38 @@ async fn an_env_that_cannot_be_decrypted_is_reported_as_failed() {
 }
 
 #[tokio::test]
-async fn a_bundle_for_another_order_is_refused() {
+async fn a_bundle_for_another_order_is_refused_and_reported() {
     let (bundle, key) = bundle(&manifest(&RunId::generate(), &["echo ran"]), "{}");
     let io = MemoryIo {
         bundle,
         key,
         ..MemoryIo::default()
     };
+    let run = RunId::generate();
+    run_order(&payload(&run, Some("memory://fresh-url")), &io, &config())
+        .await
+        .unwrap();
+    let (url, result) = only_result(&io);
+    assert_eq!(url, "memory://fresh-url");
+    assert_eq!(result.status, OrderStatus::Failed);
+    assert!(result.reason.unwrap().contains("not the one dispatched"));
+    assert!(
+        io.claims.lock().unwrap().is_empty(),
+        "nothing was claimed or run"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_bundle_without_a_callback_url_is_an_error() {
+    let io = MemoryIo {
+        bundle: b"not a zip".to_vec(),
+        key: String::new(),
+        ..MemoryIo::default()
+    };
     let err = run_order(&payload(&RunId::generate(), None), &io, &config())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not the one dispatched"), "{err}");
+    assert!(err.to_string().contains("not a readable zip"), "{err}");
     assert!(io.results.lock().unwrap().is_empty());
 }
 

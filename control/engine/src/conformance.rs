@@ -29,7 +29,6 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
         flow_id: "test:flow".to_owned(),
         created_at_ms: 1,
         job_deadline_ms: u64::MAX / 2,
-        callback_expires_at_ms: u64::MAX / 2,
         key_path: "key".to_owned(),
         log_key: "log".to_owned(),
         status: OrderStatus::Queued,

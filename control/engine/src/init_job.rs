@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::blocking::run_blocking;
 use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
-use crate::engine::{Engine, millis};
+use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord};
 
@@ -188,7 +188,6 @@ impl Engine {
             flow_id: ids.flow_id.to_owned(),
             created_at_ms: ids.created_at_ms,
             job_deadline_ms: ids.created_at_ms + ids.job.job_timeout * 1000,
-            callback_expires_at_ms: ids.created_at_ms + millis(expiry),
             key_path,
             log_key,
             status: OrderStatus::Queued,

@@ -242,48 +242,15 @@ async fn the_watchdog_kicks_a_run_whose_result_was_not_processed() {
 }
 
 #[tokio::test]
-async fn a_callback_url_that_would_expire_is_replaced_at_dispatch() {
+async fn every_dispatch_carries_a_fresh_callback_url() {
     let setup = setup();
-    let job = JobSpec {
-        presign_expiry: Some(400),
-        orders: vec![
-            OrderSpec {
-                cmds: Some(vec!["true".into()]),
-                timeout: Some(60),
-                ..OrderSpec::default()
-            },
-            OrderSpec {
-                cmds: Some(vec!["true".into()]),
-                timeout: Some(60),
-                dependencies: vec![sluice_contract::job::Reference("1".into())],
-                ..OrderSpec::default()
-            },
-        ],
-        ..JobSpec::default()
-    };
-    let run = setup
-        .engine
-        .init_job(
-            &job,
-            &ValidateOptions::local("t"),
-            std::path::Path::new("."),
-        )
-        .await
-        .unwrap()
-        .run_id;
+    let run = one_order_run(&setup, 60).await;
     setup.engine.orchestrate(&run).await.unwrap();
-    let first = setup.recorder.dispatched.lock().unwrap()[0].clone();
+    let payload = setup.recorder.dispatched.lock().unwrap()[0].clone();
+    let url = payload.callback_url.expect("minted at dispatch");
     assert_eq!(
-        first.callback_url, None,
-        "the URL minted at init is still good"
-    );
-    setup.clock.advance(Duration::from_secs(300));
-    report_success(&setup, &run, first.order_num).await;
-    setup.engine.orchestrate(&run).await.unwrap();
-    let second = setup.recorder.dispatched.lock().unwrap()[1].clone();
-    assert!(
-        second.callback_url.is_some(),
-        "a fresh URL is minted when the old one would expire"
+        setup.internal.key_for_url(&url),
+        Some(keys::result(&run, payload.order_num))
     );
 }
 

@@ -19,7 +19,7 @@ use crate::engine::{Engine, millis};
 use crate::error::EngineError;
 use crate::ports::{OrderRecord, Transition, WatchdogInput};
 
-/// Callback URLs must stay valid this long after an order's timeout.
+/// Callback URLs minted at dispatch stay valid this long after the order's timeout.
 const CALLBACK_MARGIN_MS: u64 = 300_000;
 
 impl Engine {
@@ -105,19 +105,17 @@ impl Engine {
         };
         let attempt = order.attempt.clone().unwrap_or_default();
 
-        // The URL minted at init may not outlive this order: mint a fresh one if so.
-        let needed_until = now + order.timeout * 1000 + CALLBACK_MARGIN_MS;
-        let callback_url = if needed_until > order.callback_expires_at_ms {
-            let expiry = Duration::from_millis(order.timeout * 1000 + CALLBACK_MARGIN_MS);
-            Some(
-                self.ports
-                    .internal
-                    .presign_put(&keys::result(&order.run_id, order.order_num), expiry)
-                    .await?,
-            )
-        } else {
-            None
-        };
+        // Every dispatch carries a freshly minted callback URL: the one minted at init may
+        // have expired (a long chain, or the signing role's session ended), and a worker
+        // that cannot even read its bundle can still report through this one.
+        let expiry = Duration::from_millis(order.timeout * 1000 + CALLBACK_MARGIN_MS);
+        let callback_key = keys::result(&order.run_id, order.order_num);
+        let callback_url = Some(
+            self.ports
+                .internal
+                .presign_put(&callback_key, expiry)
+                .await?,
+        );
         let payload = DispatchPayload {
             s3_location: keys::exec_zip(&order.run_id, order.order_num),
             internal_bucket: self.ports.internal.bucket().to_owned(),

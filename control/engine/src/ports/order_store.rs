@@ -39,8 +39,6 @@ pub struct OrderRecord {
     pub created_at_ms: u64,
     /// When the job times out, ms since the epoch.
     pub job_deadline_ms: u64,
-    /// When the callback URL in the bundle expires, ms since the epoch.
-    pub callback_expires_at_ms: u64,
     /// Where the worker fetches the order's private key.
     pub key_path: String,
     /// Where the full log will be stored.
