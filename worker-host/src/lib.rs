@@ -10,6 +10,9 @@
 //!   env in memory ([`envelope`]), claim the attempt, run it, store the log, call back.
 //! - [`shell`]: commands as real subprocesses, each in its own process group
 //!   ([`process_group`]), env built from scratch, one deadline, SIGTERM → grace → SIGKILL.
+//! - [`wasm`]: WebAssembly modules and components in wasmtime, seeing only what the order
+//!   grants, with memory, time and (optional) fuel limits and a compile cache.
+//! - [`events`]: the events an order dropped in its events folder, sent with the result.
 //! - [`log_sink`]: the streaming log pipeline: output spooled to a file as it arrives, the
 //!   tail kept in bounded memory for `result.json`.
 //! - [`io`]: the [`WorkerIo`] seam.
@@ -17,12 +20,14 @@
 //! Nothing here holds a whole log in memory, and decrypted values never touch the disk.
 
 pub mod envelope;
+pub mod events;
 pub mod extract;
 pub mod io;
 pub mod log_sink;
 pub mod process_group;
 pub mod run;
 pub mod shell;
+pub mod wasm;
 
 pub use io::{IoError, WorkerIo};
 pub use run::{WorkerConfig, WorkerError, WorkerReport, run_order};

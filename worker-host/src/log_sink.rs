@@ -39,6 +39,11 @@ impl LogSender {
         reused.unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE))
     }
 
+    /// The channel itself, for producers that reserve a slot before filling a buffer.
+    pub(crate) fn channel(&self) -> mpsc::Sender<Vec<u8>> {
+        self.chunks.clone()
+    }
+
     /// Sends a chunk; waits while the writer is behind. `Err` when the pipeline is gone.
     pub async fn send(&self, chunk: Vec<u8>) -> Result<(), ()> {
         self.chunks.send(chunk).await.map_err(|_| ())

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_contract::OrderStatus;
@@ -17,14 +18,19 @@ use sluice_contract::result::{ResultDoc, format_timestamp};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use sluice_contract::events::EVENTS_DIR_VAR;
+
 use crate::envelope::decrypt_env;
+use crate::events::collect_events;
 use crate::extract::{ExtractLimits, extract, read_entry};
 use crate::io::{IoError, WorkerIo};
 use crate::log_sink::LogSink;
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
+use crate::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
 
 /// Settings of the worker. Defaults: work folder = the system temp dir, shell defaults
-/// (10 s grace, 2 s pipe drain), extraction defaults, no host variables passed on.
+/// (10 s grace, 2 s pipe drain), extraction defaults, no host variables passed on, a
+/// WebAssembly runtime without a disk cache.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerConfig {
     /// Where attempts unpack their bundle (a fresh folder each, deleted afterwards).
@@ -36,6 +42,8 @@ pub struct WorkerConfig {
     /// The host variables commands inherit (the minimal `PATH`, `HOME`, `LANG`), read once
     /// at start-up by the binary.
     pub host_env: Vec<(String, String)>,
+    /// The WebAssembly runtime shared by the process's orders (engines, compile caches).
+    pub wasm: Arc<WasmRuntime>,
 }
 
 /// What the worker did with an attempt.
@@ -241,47 +249,20 @@ async fn prepare_and_run(
 
     let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
     let log = LogSink::create(work).map_err(|e| format!("creating the log spool: {e}"))?;
-    let (status, exit_code, reason) = match &manifest.task {
-        Task::Cmds(cmds) => {
-            let env = order_env(config, manifest, &secrets);
-            let order = ShellOrder {
-                cmds,
-                env: &env,
-                cwd: &work.join(CODE_DIR),
-                deadline,
-            };
-            match run_cmds(&order, &log, config.shell).await {
-                ShellOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
-                ShellOutcome::Failed {
-                    exit_code,
-                    reason,
-                    cmd_index,
-                } => (
-                    OrderStatus::Failed,
-                    Some(exit_code),
-                    Some(format!("command {} failed: {reason}", cmd_index + 1)),
-                ),
-                ShellOutcome::TimedOut { cmd_index } => (
-                    OrderStatus::TimedOut,
-                    None,
-                    Some(format!(
-                        "timed out after {} s in command {}",
-                        manifest.timeout,
-                        cmd_index + 1
-                    )),
-                ),
-                ShellOutcome::SpawnFailed { reason, .. } => {
-                    (OrderStatus::Failed, None, Some(reason))
-                }
-            }
-        }
-        Task::Wasm(_) => {
-            let reason =
-                "wasm orders need the WASI runner, which this worker does not have yet".to_owned();
-            log.note(&reason).await;
-            (OrderStatus::Failed, None, Some(reason))
-        }
+    let events_dir = work.join(EVENTS_FOLDER);
+    tokio::fs::create_dir(&events_dir)
+        .await
+        .map_err(|e| format!("creating the events folder: {e}"))?;
+    let task = TaskRun {
+        config,
+        manifest,
+        secrets: &secrets,
+        code_root: &work.join(CODE_DIR),
+        events_dir: &events_dir,
+        deadline,
     };
+    let (status, exit_code, reason) = task.run(&log).await;
+    let events = collect_events(&events_dir, &log).await;
     let summary = log
         .finish()
         .await
@@ -291,6 +272,7 @@ async fn prepare_and_run(
     doc.reason = reason;
     doc.log_bytes = summary.bytes;
     doc.log_truncated = summary.truncated;
+    doc.events = events;
     match io.store_log(&manifest.log_key, summary.spool.path()).await {
         Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
         Err(error) => {
@@ -300,17 +282,95 @@ async fn prepare_and_run(
     Ok(Some(doc))
 }
 
-/// The complete environment of the order's commands: the minimal host variables, then the
-/// order's own (decrypted) variables, then Sluice's. Nothing else of the host.
-fn order_env(
-    config: &WorkerConfig,
-    manifest: &OrderManifest,
-    secrets: &BTreeMap<String, String>,
-) -> Vec<(String, String)> {
-    let mut env: BTreeMap<String, String> = config.host_env.iter().cloned().collect();
-    env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+/// Where an attempt's events folder is, next to its `code/` folder.
+const EVENTS_FOLDER: &str = "events";
+
+/// One order's task, with everything it runs with.
+struct TaskRun<'a> {
+    config: &'a WorkerConfig,
+    manifest: &'a OrderManifest,
+    secrets: &'a BTreeMap<String, String>,
+    code_root: &'a Path,
+    events_dir: &'a Path,
+    deadline: Instant,
+}
+
+impl TaskRun<'_> {
+    /// Runs the commands or the module; returns the status, exit code and reason.
+    async fn run(&self, log: &LogSink) -> (OrderStatus, Option<i32>, Option<String>) {
+        let timed_out = |place: String| {
+            let reason = format!("timed out after {} s{place}", self.manifest.timeout);
+            (OrderStatus::TimedOut, None, Some(reason))
+        };
+        match &self.manifest.task {
+            Task::Cmds(cmds) => {
+                let env = self.shell_env();
+                let order = ShellOrder {
+                    cmds,
+                    env: &env,
+                    cwd: self.code_root,
+                    deadline: self.deadline,
+                };
+                match run_cmds(&order, log, self.config.shell).await {
+                    ShellOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
+                    ShellOutcome::Failed {
+                        exit_code,
+                        reason,
+                        cmd_index,
+                    } => (
+                        OrderStatus::Failed,
+                        Some(exit_code),
+                        Some(format!("command {} failed: {reason}", cmd_index + 1)),
+                    ),
+                    ShellOutcome::TimedOut { cmd_index } => {
+                        timed_out(format!(" in command {}", cmd_index + 1))
+                    }
+                    ShellOutcome::SpawnFailed { reason, .. } => {
+                        (OrderStatus::Failed, None, Some(reason))
+                    }
+                }
+            }
+            Task::Wasm(spec) => {
+                let context = sluice_context(self.manifest);
+                let order = WasmOrder {
+                    grants: Grants {
+                        spec,
+                        secrets: self.secrets,
+                        context: &context,
+                        code_root: self.code_root,
+                        events_dir: self.events_dir,
+                    },
+                    deadline: self.deadline,
+                };
+                match self.config.wasm.run(&order, log).await {
+                    WasmOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
+                    WasmOutcome::Failed { exit_code, reason } => {
+                        (OrderStatus::Failed, exit_code, Some(reason))
+                    }
+                    WasmOutcome::TimedOut => timed_out(String::new()),
+                }
+            }
+        }
+    }
+
+    /// The complete environment of the order's commands: the minimal host variables, then
+    /// the order's own (decrypted) variables, then Sluice's. Nothing else of the host.
+    fn shell_env(&self) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = self.config.host_env.iter().cloned().collect();
+        env.extend(self.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(sluice_context(self.manifest));
+        env.insert(
+            EVENTS_DIR_VAR.to_owned(),
+            self.events_dir.display().to_string(),
+        );
+        env.into_iter().collect()
+    }
+}
+
+/// Sluice's variables, which every order sees (`TIMEOUT` as the seed system names it).
+fn sluice_context(manifest: &OrderManifest) -> Vec<(String, String)> {
     let timeout = manifest.timeout.to_string();
-    let sluice = [
+    [
         ("SLUICE_RUN_ID", manifest.run_id.to_string()),
         ("SLUICE_ORDER_NUM", manifest.order_num.to_string()),
         ("SLUICE_ORDER_NAME", manifest.order_name.clone()),
@@ -318,7 +378,8 @@ fn order_env(
         ("SLUICE_FLOW_ID", manifest.flow_id.clone()),
         ("SLUICE_TIMEOUT", timeout.clone()),
         ("TIMEOUT", timeout),
-    ];
-    env.extend(sluice.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    env.into_iter().collect()
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }

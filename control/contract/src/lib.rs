@@ -16,6 +16,7 @@
 //! - [`manifest`]: `order.json`, what a worker is told to run.
 //! - [`paths`]: what stays inside a code root (shared by packer and unpacker).
 //! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
+//! - [`events`]: events an order emits about itself, carried back in its result.
 //! - [`dispatch`]: the payload a dispatcher hands to a worker.
 //! - [`exit_codes`]: the CLI's documented exit codes.
 //!
@@ -35,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod dispatch;
+pub mod events;
 pub mod exit_codes;
 pub mod ids;
 pub mod job;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::OrderEmitted;
 use crate::ids::OrderNum;
 use crate::status::{JobStatus, OrderStatus};
 
@@ -15,7 +16,8 @@ use crate::status::{JobStatus, OrderStatus};
 pub const SCHEMA_VERSION: &str = "v1";
 /// The most log bytes a result carries (the tail of the full log).
 pub const MAX_LOG_TAIL_BYTES: usize = 256 * 1024;
-/// The largest result document a reader accepts (the tail, JSON-escaped, plus fields).
+/// The largest result document a reader accepts: the tail (at most this once
+/// JSON-escaped), the events (at most [`MAX_EVENTS`](crate::events::MAX_EVENTS) of 4 KiB each), and the other fields.
 pub const MAX_RESULT_BYTES: usize = 4 * MAX_LOG_TAIL_BYTES;
 /// The reason written for an order whose result could not be read.
 pub const MALFORMED_RESULT: &str = "malformed_result";
@@ -64,6 +66,9 @@ pub struct ResultDoc {
     /// Values the order published for others (free-form JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Events the order emitted, in order (at most [`MAX_EVENTS`](crate::events::MAX_EVENTS)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<OrderEmitted>,
 }
 
 fn default_schema_version() -> String {
@@ -86,6 +91,7 @@ impl ResultDoc {
             attempt: None,
             reason: None,
             outputs: None,
+            events: Vec::new(),
         }
     }
 

@@ -33,6 +33,8 @@ pub const MAX_ORDER_TIMEOUT: u64 = MAX_PRESIGN_EXPIRY - PRESIGN_MARGIN;
 pub const MAX_JOB_TIMEOUT: u64 = 30 * 24 * 3600;
 /// Default memory limit of a WebAssembly order, MiB.
 pub const DEFAULT_WASM_MEMORY_MB: u64 = 256;
+/// Largest memory limit of a WebAssembly order, MiB: all a 32-bit module can address.
+pub const MAX_WASM_MEMORY_MB: u64 = 4096;
 
 /// Where a job will run; some fields only make sense in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +442,12 @@ fn validate_order(
     };
 
     let code = code_source(&ctx, job, spec, platform)?;
+    if matches!(task, Task::Wasm(_)) && code == CodeSource::None {
+        return Err(ctx.error(
+            "wasm.module",
+            "a wasm order needs a code source holding its module (code_dir, s3_location or git_repo)",
+        ));
+    }
 
     for (name, value) in &spec.env_vars {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
@@ -488,7 +496,25 @@ fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, Validation
             ),
         ));
     }
-    let mut guests: Vec<&str> = Vec::new();
+    if let Some(i) = wasm.args.iter().position(|a| a.contains('\0')) {
+        return Err(ctx.error(&format!("wasm.args[{i}]"), "contains a NUL byte"));
+    }
+    for (i, name) in wasm.env.iter().enumerate() {
+        let field = format!("wasm.env[{i}]");
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(ctx.error(&field, format!("{name:?} is not a valid variable name")));
+        }
+        if name.starts_with("SLUICE_") {
+            return Err(ctx.error(
+                &field,
+                format!("{name} is Sluice's own; every module sees the SLUICE_* variables"),
+            ));
+        }
+        if wasm.env[..i].contains(name) {
+            return Err(ctx.error(&field, format!("{name} is listed twice")));
+        }
+    }
+    let mut guests: Vec<String> = Vec::new();
     for (i, dir) in wasm.dirs.iter().enumerate() {
         if !is_inside(&dir.host) && dir.host != "." {
             return Err(ctx.error(
@@ -499,26 +525,61 @@ fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, Validation
                 ),
             ));
         }
-        if !dir.guest.starts_with('/') {
+        let field = format!("wasm.dirs[{i}].guest");
+        let Some(guest) = normalise_guest_path(&dir.guest) else {
             return Err(ctx.error(
-                &format!("wasm.dirs[{i}].guest"),
-                format!("{:?} must be absolute", dir.guest),
+                &field,
+                format!(
+                    "{:?} must be an absolute path without `.` or `..` components",
+                    dir.guest
+                ),
+            ));
+        };
+        if guest == "/" || guest == "/sluice" || guest.starts_with("/sluice/") {
+            return Err(ctx.error(
+                &field,
+                format!("{guest:?} is reserved (`/sluice/events` is the events folder)"),
             ));
         }
-        if guests.contains(&dir.guest.as_str()) {
-            return Err(ctx.error(
-                &format!("wasm.dirs[{i}].guest"),
-                format!("{:?} is mounted twice", dir.guest),
-            ));
+        if guests.contains(&guest) {
+            return Err(ctx.error(&field, format!("{guest:?} is mounted twice")));
         }
-        guests.push(&dir.guest);
+        guests.push(guest);
     }
-    if wasm.memory_mb == Some(0) {
-        return Err(ctx.error("wasm.memory_mb", "must be greater than 0"));
+    match wasm.memory_mb {
+        Some(0) => return Err(ctx.error("wasm.memory_mb", "must be greater than 0")),
+        Some(mb) if mb > MAX_WASM_MEMORY_MB => {
+            return Err(ctx.error(
+                "wasm.memory_mb",
+                format!("{mb} is more than a 32-bit module can address ({MAX_WASM_MEMORY_MB})"),
+            ));
+        }
+        _ => {}
+    }
+    if wasm.fuel == Some(0) {
+        return Err(ctx.error("wasm.fuel", "must be greater than 0 (or left out)"));
     }
     let mut wasm = wasm.clone();
     wasm.memory_mb.get_or_insert(DEFAULT_WASM_MEMORY_MB);
+    for (dir, guest) in wasm.dirs.iter_mut().zip(guests) {
+        dir.guest = guest;
+    }
     Ok(wasm)
+}
+
+/// `/data/./x/` → `/data/x`; `None` for a relative path or one with `..`.
+fn normalise_guest_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?;
+    let mut parts = Vec::new();
+    for part in rest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            _ if part.contains('\0') => return None,
+            _ => parts.push(part),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
 }
 
 fn code_source(
@@ -907,6 +968,45 @@ mod tests {
             r#"{"orders":[{"cmds":["true"],"timeout":5,"use_lambda":false,"execution_target":"lambda"}]}"#,
         );
         assert!(e.contains("contradicts"), "{e}");
+    }
+
+    #[test]
+    fn wasm_orders_are_checked_field_by_field() {
+        let wasm = |spec: &str| {
+            error_of(&format!(
+                r#"{{"orders":[{{"wasm":{spec},"timeout":5,"code_dir":"c"}}]}}"#
+            ))
+        };
+        let cases = [
+            (r#"{"module":"m.wasm","env":["A","A"]}"#, "wasm.env[1]", "listed twice"),
+            (r#"{"module":"m.wasm","env":["SLUICE_RUN_ID"]}"#, "wasm.env[0]", "Sluice's own"),
+            (r#"{"module":"m.wasm","env":["A=B"]}"#, "wasm.env[0]", "not a valid"),
+            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/d/"},{"host":"b","guest":"/d/."}]}"#, "wasm.dirs[1].guest", "mounted twice"),
+            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/d/../e"}]}"#, "wasm.dirs[0].guest", "without `.` or `..`"),
+            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/sluice/events"}]}"#, "wasm.dirs[0].guest", "reserved"),
+            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/"}]}"#, "wasm.dirs[0].guest", "reserved"),
+            (r#"{"module":"m.wasm","memory_mb":5000}"#, "wasm.memory_mb", "32-bit"),
+            (r#"{"module":"m.wasm","fuel":0}"#, "wasm.fuel", "greater than 0"),
+        ];
+        for (spec, field, message) in cases {
+            let e = wasm(spec);
+            assert!(e.contains(field) && e.contains(message), "{spec}: {e}");
+        }
+        let e = error_of(r#"{"orders":[{"wasm":{"module":"m.wasm"},"timeout":5}]}"#);
+        assert!(e.contains("needs a code source"), "{e}");
+    }
+
+    #[test]
+    fn wasm_defaults_and_normalised_mounts() {
+        let valid = check(
+            r#"{"orders":[{"wasm":{"module":"m.wasm","dirs":[{"host":"d","guest":"/data/./in/"}]},"timeout":5,"code_dir":"c"}]}"#,
+        )
+        .unwrap();
+        let Task::Wasm(wasm) = &valid.orders[0].task else {
+            panic!("a wasm order")
+        };
+        assert_eq!(wasm.memory_mb, Some(DEFAULT_WASM_MEMORY_MB));
+        assert_eq!(wasm.dirs[0].guest, "/data/in");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use sluice_contract::ids::{flow_id, pr_search_tag};
+use sluice_contract::job::WasmSpec;
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
 use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
@@ -236,12 +237,6 @@ fn preflight_order(
         order_name: order.order_name.clone(),
         message,
     };
-    if let Task::Wasm(_) = order.task {
-        return Err(unsupported(
-            "wasm",
-            "wasm orders are not supported by this engine yet",
-        ));
-    }
     if !order.ssm_paths.is_empty() {
         return Err(unsupported(
             "ssm_paths",
@@ -267,6 +262,9 @@ fn preflight_order(
         (CodeSource::Dir(dir), _) => {
             let path = base_dir.join(dir);
             if path.is_dir() {
+                if let Task::Wasm(wasm) = &order.task {
+                    check_wasm_paths(wasm, &path).map_err(missing)?;
+                }
                 Ok(CodeInput::Dir(path))
             } else {
                 Err(missing(format!(
@@ -287,6 +285,22 @@ fn preflight_order(
             }
         }
     }
+}
+
+/// A wasm order's module and mounted folders exist in its code folder (checked here so a
+/// typo is reported before anything runs; the worker checks again in what it unpacked).
+fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), String> {
+    let module = code_dir.join(&wasm.module);
+    if !module.is_file() {
+        return Err(format!("wasm.module {} is not a file", module.display()));
+    }
+    for (i, dir) in wasm.dirs.iter().enumerate() {
+        let host = code_dir.join(&dir.host);
+        if !host.is_dir() {
+            return Err(format!("wasm.dirs[{i}].host {} is not a folder", host.display()));
+        }
+    }
+    Ok(())
 }
 
 /// The ids and settings shared by every order of the run being initialised.
@@ -323,7 +337,6 @@ mod tests {
     #[test]
     fn what_this_engine_cannot_fetch_is_named() {
         let cases = [
-            (r#"{"wasm":{"module":"m.wasm"},"timeout":5}"#, "`wasm`"),
             (
                 r#"{"cmds":["true"],"timeout":5,"ssm_paths":["aws:::ssm:/x"]}"#,
                 "`ssm_paths`",
@@ -365,5 +378,27 @@ mod tests {
             Platform::Local,
         );
         assert!(err.contains("/nonexistent/code.zip is not a file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_module_or_mount_is_named() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(code.path().join("m.wasm"), b"\0asm").unwrap();
+        let error_for = |wasm: &str| {
+            let order = format!(
+                r#"{{"wasm":{wasm},"timeout":5,"code_dir":{:?}}}"#,
+                code.path().display().to_string()
+            );
+            let job = parse_job(format!(r#"{{"orders":[{order}]}}"#).as_bytes()).unwrap();
+            let valid = validate(&job, &ValidateOptions::local("u")).unwrap();
+            preflight(&valid, Platform::Local, Path::new("/")).map(|_| ())
+        };
+        assert!(error_for(r#"{"module":"m.wasm"}"#).is_ok());
+        let err = error_for(r#"{"module":"other.wasm"}"#).unwrap_err().to_string();
+        assert!(err.contains("wasm.module") && err.contains("other.wasm is not a file"), "{err}");
+        let err = error_for(r#"{"module":"m.wasm","dirs":[{"host":"data","guest":"/d"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wasm.dirs[0].host") && err.contains("data is not a folder"), "{err}");
     }
 }

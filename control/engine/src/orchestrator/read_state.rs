@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use sluice_contract::events::OrderEmitted;
 use sluice_contract::result::{MALFORMED_RESULT, parse_result};
 use sluice_contract::{OrderNum, OrderStatus, RunId, keys};
 
@@ -67,8 +68,10 @@ impl Engine {
         let order = &order;
         let now = self.now_ms();
         let fallback_duration = order.dispatched_at_ms.map(|t| now.saturating_sub(t));
+        let mut emitted = Vec::new();
         let (change, detail) = match parse_result(&bytes) {
             Ok(doc) => {
+                emitted = doc.events.clone();
                 let mut change = Transition::to(doc.status);
                 change.exit_code = doc.exit_code;
                 change.reason = doc.reason.clone();
@@ -94,12 +97,30 @@ impl Engine {
         match self.move_order(order, &change).await? {
             Moved::Applied(updated) => {
                 tracing::info!(order_num = %order.order_num, status = %updated.status, "order finished");
+                self.record_emitted(&updated, emitted).await;
                 self.record_event(&updated, updated.status.as_str(), detail)
                     .await;
                 Ok(updated)
             }
             // Someone else applied it (or the job timed it out) first: theirs stands.
             Moved::Lost(current) => Ok(current),
+        }
+    }
+
+    /// Records the events an order emitted (carried in its result) as `emitted:<kind>` rows.
+    /// Their times are made strictly increasing, so two events of one millisecond keep
+    /// distinct keys and their order.
+    async fn record_emitted(&self, order: &OrderRecord, emitted: Vec<OrderEmitted>) {
+        let mut last_ms = 0;
+        for event in emitted {
+            let at_ms = event
+                .at_ms
+                .unwrap_or_else(|| self.now_ms())
+                .max(last_ms + 1);
+            last_ms = at_ms;
+            let detail = serde_json::json!({ "message": event.message, "data": event.data });
+            self.put_event_row(order, at_ms, &format!("emitted:{}", event.kind), detail)
+                .await;
         }
     }
 
@@ -110,10 +131,21 @@ impl Engine {
         event: &str,
         detail: serde_json::Value,
     ) {
+        self.put_event_row(order, self.now_ms(), event, detail)
+            .await;
+    }
+
+    async fn put_event_row(
+        &self,
+        order: &OrderRecord,
+        epoch_ms: u64,
+        event: &str,
+        detail: serde_json::Value,
+    ) {
         let row = crate::ports::OrderEvent {
             trace_id: order.trace_id.clone(),
             order_name: order.order_name.clone(),
-            epoch_ms: self.now_ms(),
+            epoch_ms,
             event: event.to_owned(),
             run_id: order.run_id.clone(),
             detail,

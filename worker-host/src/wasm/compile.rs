@@ -1,0 +1,307 @@
+//! From a module file to something ready to instantiate, doing the expensive part rarely.
+//!
+//! Compiling a module with Cranelift costs from milliseconds to seconds; a job runs the same
+//! module again and again. So compiled code is kept at two levels:
+//! - on disk, in a folder of files named by the module's sha256 and a hash of the engine's
+//!   configuration (wasmtime version, target, settings such as fuel metering), written
+//!   atomically; a second process (or the next `sluice run`) skips compilation;
+//! - in memory, the linked and type-checked [`Prepared`] guest, so the next order of this
+//!   process only builds a store and instantiates.
+//!
+//! Text-format modules (`.wat`) are accepted and converted first. What is neither a core
+//! module nor a component, or imports something the sandbox does not provide, is refused
+//! with wasmtime's message, which names the import.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Engine, InstancePre, Module};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use super::sandbox::GuestState;
+
+/// Largest module file read.
+pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+/// Prepared guests kept in memory per process (dropped all at once when full).
+const MAX_PREPARED: usize = 64;
+/// The first bytes of every WebAssembly binary.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+/// The version field of a core module (version 1, layer 0).
+const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
+/// The version field of a component (version 0x0d, layer 1).
+const COMPONENT_VERSION: &[u8] = &[0x0d, 0, 1, 0];
+
+/// A guest linked against the sandbox, ready to instantiate in a fresh store.
+#[derive(Clone)]
+pub enum Prepared {
+    /// A WASI preview 1 core module (`wasm32-wasi`, `wasm32-wasip1`); runs `_start`.
+    Module(InstancePre<GuestState>),
+    /// A WASI preview 2 component exporting `wasi:cli/run`.
+    Component(CommandPre<GuestState>),
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Prepared::Module(_) => "Prepared::Module",
+            Prepared::Component(_) => "Prepared::Component",
+        })
+    }
+}
+
+/// Where a prepared guest came from (written to the order's log).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Provenance {
+    /// Compiled now, in this long.
+    Compiled(Duration),
+    /// Loaded from the on-disk cache.
+    DiskCache,
+    /// Already prepared in this process.
+    MemoryCache,
+}
+
+/// Why a guest cannot be prepared (becomes the order's failure reason).
+pub type PrepareError = String;
+
+/// The linkers of one engine: what a guest may import.
+pub struct Linkers {
+    /// For core modules: WASI preview 1.
+    pub module: wasmtime::Linker<GuestState>,
+    /// For components: WASI preview 2.
+    pub component: wasmtime::component::Linker<GuestState>,
+}
+
+/// Compiled code on disk and prepared guests in memory, for one engine.
+pub struct GuestCache {
+    engine: Engine,
+    linkers: Linkers,
+    disk: Option<PathBuf>,
+    config_tag: String,
+    prepared: Mutex<HashMap<[u8; 32], Prepared>>,
+}
+
+impl std::fmt::Debug for GuestCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestCache")
+            .field("disk", &self.disk)
+            .field("config_tag", &self.config_tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestCache {
+    /// A cache for `engine`, keeping compiled code under `disk` when given and usable.
+    pub fn new(engine: Engine, linkers: Linkers, disk: Option<PathBuf>) -> Self {
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let config_tag = format!("{:016x}", hasher.finish());
+        let disk = disk.filter(|dir| match private_dir(dir) {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(dir = %dir.display(), %reason, "not caching compiled modules on disk");
+                false
+            }
+        });
+        GuestCache {
+            engine,
+            linkers,
+            disk,
+            config_tag,
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The engine guests of this cache run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, compiles (or loads) and links the guest at `path`. Blocking: call it from
+    /// the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// A reason naming the module and what is wrong with it.
+    pub fn prepare(&self, path: &Path) -> Result<(Prepared, Provenance), PrepareError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let binary = read_binary(path).map_err(|e| format!("module {name}: {e}"))?;
+        let digest: [u8; 32] = Sha256::digest(&binary).into();
+        if let Some(prepared) = self.lock_prepared().get(&digest) {
+            return Ok((prepared.clone(), Provenance::MemoryCache));
+        }
+        let (prepared, provenance) = self
+            .load_or_compile(&binary, &digest)
+            .map_err(|e| format!("module {name}: {e}"))?;
+        let mut cache = self.lock_prepared();
+        if cache.len() >= MAX_PREPARED {
+            cache.clear();
+        }
+        cache.insert(digest, prepared.clone());
+        Ok((prepared, provenance))
+    }
+
+    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Prepared>> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn load_or_compile(
+        &self,
+        binary: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(Prepared, Provenance), String> {
+        let is_component = match binary.get(4..8) {
+            Some(CORE_MODULE_VERSION) => false,
+            Some(COMPONENT_VERSION) => true,
+            _ => return Err("is a WebAssembly binary of an unknown version or layer".to_owned()),
+        };
+        let cached = self.disk.as_ref().map(|dir| {
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            dir.join(format!("{hex}-{}.cwasm", self.config_tag))
+        });
+        if let Some(file) = &cached
+            && file.is_file()
+        {
+            match self.load(file, is_component) {
+                Ok(prepared) => return Ok((prepared?, Provenance::DiskCache)),
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "ignoring an unusable compile cache entry");
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        }
+        let started = Instant::now();
+        let (prepared, serialized) = if is_component {
+            let component =
+                Component::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
+            (self.link_component(&component)?, component.serialize().ok())
+        } else {
+            let module = Module::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
+            (self.link_module(&module)?, module.serialize().ok())
+        };
+        let elapsed = started.elapsed();
+        if let (Some(file), Some(code)) = (cached, serialized)
+            && let Err(error) = write_atomically(&file, &seal(code))
+        {
+            tracing::warn!(file = %file.display(), %error, "could not cache the compiled module");
+        }
+        Ok((prepared, Provenance::Compiled(elapsed)))
+    }
+
+    /// Loads compiled code written by [`Self::load_or_compile`]. The outer error means the
+    /// file is unusable (recompile); the inner one that the guest cannot be linked.
+    #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
+    fn load(&self, file: &Path, is_component: bool) -> Result<Result<Prepared, String>, String> {
+        let sealed = std::fs::read(file).map_err(|e| e.to_string())?;
+        let code = unseal(&sealed).ok_or("its checksum does not match its contents")?;
+        // SAFETY: `code` is exactly what `serialize` produced for an engine of this
+        // configuration: the checksum written with it matches (so it is neither partial nor
+        // damaged), the file name carries the configuration hash (and wasmtime itself checks
+        // version and settings, erring on a mismatch), and the folder is checked to be ours
+        // and writable by no one else, so no other user can have replaced it.
+        Ok(if is_component {
+            let component = unsafe { Component::deserialize(&self.engine, code) }
+                .map_err(|e| format!("{e:#}"))?;
+            self.link_component(&component)
+        } else {
+            let module =
+                unsafe { Module::deserialize(&self.engine, code) }.map_err(|e| format!("{e:#}"))?;
+            self.link_module(&module)
+        })
+    }
+
+    fn link_module(&self, module: &Module) -> Result<Prepared, String> {
+        if module.get_export("_start").is_none() {
+            return Err(
+                "has no `_start` export: build it as a WASI command (reactor modules cannot run as orders)"
+                    .to_owned(),
+            );
+        }
+        let pre = self
+            .linkers
+            .module
+            .instantiate_pre(module)
+            .map_err(|e| format!("cannot be linked: {e:#}"))?;
+        Ok(Prepared::Module(pre))
+    }
+
+    fn link_component(&self, component: &Component) -> Result<Prepared, String> {
+        let pre = self
+            .linkers
+            .component
+            .instantiate_pre(component)
+            .map_err(|e| format!("cannot be linked: {e:#}"))?;
+        let command = CommandPre::new(pre)
+            .map_err(|e| format!("is not a WASI command (no `wasi:cli/run` export): {e:#}"))?;
+        Ok(Prepared::Component(command))
+    }
+}
+
+/// The module as a binary: read (bounded), and converted from the text format if need be.
+fn read_binary(path: &Path) -> Result<Vec<u8>, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot be read: {e}"))?
+        .len();
+    if size > MAX_MODULE_BYTES {
+        return Err(format!(
+            "is {size} bytes, more than the {MAX_MODULE_BYTES} a module may be"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.starts_with(WASM_MAGIC) {
+        return Ok(bytes);
+    }
+    wat::parse_bytes(&bytes)
+        .map(|binary| binary.into_owned())
+        .map_err(|e| format!("is neither a WebAssembly binary nor valid text format: {e}"))
+}
+
+/// Compiled code as stored: its sha256, then the code.
+fn seal(mut code: Vec<u8>) -> Vec<u8> {
+    let digest = Sha256::digest(&code);
+    code.splice(0..0, digest);
+    code
+}
+
+/// The code of a stored file, when its checksum matches.
+fn unseal(sealed: &[u8]) -> Option<&[u8]> {
+    let (digest, code) = sealed.split_at_checked(32)?;
+    (Sha256::digest(code).as_slice() == digest).then_some(code)
+}
+
+/// Creates `dir` (0700) if needed and checks nobody but us can write there, since what is
+/// loaded from it runs as native code.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err("it belongs to another user".to_owned());
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err("others can write to it".to_owned());
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a temporary file next to `file`, then renames it into place.
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(file).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! WebAssembly orders: a module or component run in wasmtime, seeing only what its order
+//! grants, within hard limits on memory and time.
+//!
+//! [`WasmRuntime`] is made once per process and shared by every order: it owns the
+//! engines (one plain, one with fuel metering, built on first use), their epoch tickers,
+//! and the compile caches (module `compile`). [`WasmRuntime::run`] runs one order:
+//! 1. prepare the guest (compile or load from cache, link) on the blocking pool;
+//! 2. build its sandbox (module `sandbox`): args, listed env, mounts, events folder, output into
+//!    the log pipeline;
+//! 3. instantiate and run `_start` (core module) or `wasi:cli/run` (component).
+//!
+//! Time: the order's one deadline covers all three. The engine's epoch advances every
+//! [`EPOCH_TICK`] and a running guest yields to the executor at each tick, so the async
+//! wall-clock timeout around the whole run stops a busy loop as well as a guest parked in
+//! a host call (`sleep`, `poll`), by dropping its future. Memory: a [`limits::MemoryGuard`]
+//! budget of `memory_mb` for all the store's memories. Fuel, when the order sets it, meters
+//! instructions deterministically.
+
+mod compile;
+mod limits;
+mod output;
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::I32Exit;
+
+use self::compile::{GuestCache, Linkers, Prepared, Provenance};
+pub use self::sandbox::Grants;
+use self::sandbox::{GuestState, guest_state};
+use crate::log_sink::LogSink;
+
+/// How often the engines' epoch advances: the granularity of stopping a running guest.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How a WebAssembly order ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WasmOutcome {
+    /// It returned from its entry point, or exited with code 0.
+    Succeeded,
+    /// It exited non-zero, trapped, ran out of memory or fuel, or could not start.
+    Failed {
+        /// The exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Why, in a line.
+        reason: String,
+    },
+    /// The order's deadline passed (during compilation or the run).
+    TimedOut,
+}
+
+/// One WebAssembly order to run.
+#[derive(Debug)]
+pub struct WasmOrder<'a> {
+    /// What it is granted (module, args, env, mounts).
+    pub grants: Grants<'a>,
+    /// When it must be done.
+    pub deadline: Instant,
+}
+
+/// The process-wide WebAssembly runtime (see the module docs).
+#[derive(Debug, Default)]
+pub struct WasmRuntime {
+    cache_dir: Option<PathBuf>,
+    plain: OnceLock<Result<Arc<GuestCache>, String>>,
+    metered: OnceLock<Result<Arc<GuestCache>, String>>,
+}
+
+impl WasmRuntime {
+    /// A runtime keeping compiled modules under `cache_dir` (created `0700` if missing);
+    /// without one, modules are compiled once per process.
+    pub fn new(cache_dir: Option<PathBuf>) -> Self {
+        WasmRuntime {
+            cache_dir,
+            ..WasmRuntime::default()
+        }
+    }
+
+    /// Runs one order, streaming its output into `log` (see the module docs).
+    pub async fn run(&self, order: &WasmOrder<'_>, log: &LogSink) -> WasmOutcome {
+        let work = async {
+            let spec = order.grants.spec;
+            let cache = self.cache(spec.fuel.is_some())?;
+            let module = module_path(order.grants.code_root, &spec.module)?;
+            let preparing = Arc::clone(&cache);
+            let (prepared, provenance) =
+                tokio::task::spawn_blocking(move || preparing.prepare(&module))
+                    .await
+                    .map_err(|e| format!("preparing the module: {e}"))??;
+            log.note(&match provenance {
+                Provenance::Compiled(took) => {
+                    format!("compiled {} in {} ms", spec.module, took.as_millis())
+                }
+                Provenance::DiskCache => format!("loaded {} from the compile cache", spec.module),
+                Provenance::MemoryCache => format!("{} already compiled", spec.module),
+            })
+            .await;
+            let state = guest_state(&order.grants, &log.sender())?;
+            Ok::<_, String>(execute(cache.engine(), prepared, state, spec, log).await)
+        };
+        let outcome = match tokio::time::timeout_at(order.deadline, work).await {
+            Err(_elapsed) => return WasmOutcome::TimedOut,
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(reason)) => WasmOutcome::Failed {
+                exit_code: None,
+                reason,
+            },
+        };
+        if let WasmOutcome::Failed { reason, .. } = &outcome {
+            log.note(reason).await;
+        }
+        outcome
+    }
+
+    fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, String> {
+        let slot = if metered { &self.metered } else { &self.plain };
+        slot.get_or_init(|| {
+            let cache_dir = self.cache_dir.clone();
+            new_cache(metered, cache_dir).map(Arc::new)
+        })
+        .clone()
+    }
+}
+
+/// An engine (fuel metering on or off), its linkers, its epoch ticker and its cache.
+fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, String> {
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .consume_fuel(metered)
+        .wasm_component_model(true);
+    let engine = Engine::new(&config).map_err(|e| format!("starting wasmtime: {e:#}"))?;
+    let mut module = wasmtime::Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut module, GuestState::wasi_p1)
+        .map_err(|e| format!("linking WASI preview 1: {e:#}"))?;
+    let mut component = wasmtime::component::Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut component)
+        .map_err(|e| format!("linking WASI preview 2: {e:#}"))?;
+    start_epoch_ticker(&engine);
+    Ok(GuestCache::new(
+        engine,
+        Linkers { module, component },
+        cache_dir,
+    ))
+}
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("sluice-wasm-epoch".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        // Without ticks a busy guest never yields; the wall-clock timeout cannot stop it.
+        tracing::error!(%error, "could not start the epoch ticker");
+    }
+}
+
+/// The module's file, checked to stay inside the code root.
+fn module_path(code_root: &Path, module: &str) -> Result<PathBuf, String> {
+    let root = code_root
+        .canonicalize()
+        .map_err(|e| format!("code root: {e}"))?;
+    let path = root
+        .join(module)
+        .canonicalize()
+        .map_err(|e| format!("module {module} is not in the order's code ({e})"))?;
+    if !path.starts_with(&root) {
+        return Err(format!("module {module} leads out of the order's code"));
+    }
+    Ok(path)
+}
+
+/// Instantiates and runs the guest in a fresh store, and says how it ended.
+async fn execute(
+    engine: &Engine,
+    prepared: Prepared,
+    state: GuestState,
+    spec: &sluice_contract::job::WasmSpec,
+    log: &LogSink,
+) -> WasmOutcome {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    if let Some(fuel) = spec.fuel
+        && let Err(error) = store.set_fuel(fuel)
+    {
+        return WasmOutcome::Failed {
+            exit_code: None,
+            reason: format!("setting the fuel limit: {error:#}"),
+        };
+    }
+    let ended: wasmtime::Result<Option<i32>> = match prepared {
+        Prepared::Module(pre) => async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await.map(|()| None)
+        }
+        .await,
+        Prepared::Component(pre) => async {
+            let command = pre.instantiate_async(&mut store).await?;
+            let run = command.wasi_cli_run().call_run(&mut store).await?;
+            // `run` returning an error is the component's way to exit 1.
+            Ok(run.err().map(|()| 1))
+        }
+        .await,
+    };
+    let (outcome, details) = classify(ended, spec.fuel);
+    if let Some(details) = details {
+        log.note(&details).await;
+    }
+    let memory = &store.data().memory;
+    match (outcome, memory.refused()) {
+        (WasmOutcome::Failed { exit_code, reason }, Some(asked)) => WasmOutcome::Failed {
+            exit_code,
+            reason: format!(
+                "memory limit reached: the module asked for {} MiB, wasm.memory_mb allows {} ({reason})",
+                asked.div_ceil(1 << 20),
+                memory.limit_mb()
+            ),
+        },
+        (outcome, _) => outcome,
+    }
+}
+
+/// Turns how the entry point returned into an outcome, plus details for the log (a
+/// trap's wasm backtrace) that are too long for the one-line reason.
+fn classify(
+    ended: wasmtime::Result<Option<i32>>,
+    fuel: Option<u64>,
+) -> (WasmOutcome, Option<String>) {
+    let error = match ended {
+        Ok(None) => return (WasmOutcome::Succeeded, None),
+        Ok(Some(code)) => return (exited(code), None),
+        Err(error) => error,
+    };
+    if let Some(I32Exit(code)) = error.downcast_ref::<I32Exit>() {
+        return (exited(*code), None);
+    }
+    let (reason, details) = match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (
+            format!(
+                "fuel exhausted: the module used all {} units of wasm.fuel",
+                fuel.unwrap_or_default()
+            ),
+            None,
+        ),
+        Some(trap) => {
+            let message = trap.to_string();
+            let message = message.strip_prefix("wasm trap: ").unwrap_or(&message);
+            (format!("trap: {message}"), Some(format!("{error:?}")))
+        }
+        None => (format!("{error:#}"), None),
+    };
+    let outcome = WasmOutcome::Failed {
+        exit_code: None,
+        reason,
+    };
+    (outcome, details)
+}
+
+fn exited(code: i32) -> WasmOutcome {
+    if code == 0 {
+        WasmOutcome::Succeeded
+    } else {
+        WasmOutcome::Failed {
+            exit_code: Some(code),
+            reason: format!("exited with code {code}"),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! What a guest may see: exactly what its order grants, nothing of the host.
+//!
+//! The WASI context starts empty and gets only: `argv` (the module's file name, then the
+//! order's `args`), the listed variables with their decrypted values plus Sluice's own
+//! `SLUICE_*` context, the listed folders of the code root (read-only unless `rw`) and the
+//! events folder at `/sluice/events`. Directory access goes through cap-std handles opened
+//! on those folders, so `..`, absolute paths and symlinks cannot reach past them; stdin is
+//! empty; sockets and name lookup are refused. A mount is resolved and checked to stay in
+//! the code root before it is opened.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sluice_contract::events::{EVENTS_DIR_VAR, GUEST_EVENTS_DIR};
+use sluice_contract::job::{DirMode, WasmSpec};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::limits::MemoryGuard;
+use super::output::GuestOutput;
+use crate::log_sink::LogSender;
+
+/// The data of a guest's store: its WASI context and its memory budget.
+pub struct GuestState {
+    wasi: WasiP1Ctx,
+    /// The memory budget (checked after the run for a refusal).
+    pub memory: MemoryGuard,
+}
+
+impl GuestState {
+    /// The WASI preview 1 view, for the core-module linker.
+    pub fn wasi_p1(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi.ctx()
+    }
+}
+
+/// Everything the order grants its guest.
+#[derive(Debug)]
+pub struct Grants<'a> {
+    /// The order's `wasm` field.
+    pub spec: &'a WasmSpec,
+    /// The order's decrypted variables (only the listed ones are passed on).
+    pub secrets: &'a BTreeMap<String, String>,
+    /// Sluice's context variables (`SLUICE_RUN_ID`...), always passed.
+    pub context: &'a [(String, String)],
+    /// The unpacked code root the module and mounts are relative to.
+    pub code_root: &'a Path,
+    /// The attempt's events folder (host side).
+    pub events_dir: &'a Path,
+}
+
+/// Builds the guest's store data. `Err` is the reason the order fails (a listed variable
+/// without a value, a mount that is missing or leaves the code root).
+pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, String> {
+    let spec = grants.spec;
+    let mut builder = WasiCtxBuilder::new();
+    builder.arg(argv0(&spec.module));
+    builder.args(&spec.args);
+    for name in &spec.env {
+        let value = grants.secrets.get(name).ok_or_else(|| {
+            format!("wasm.env lists {name}, but the order has no variable {name}")
+        })?;
+        builder.env(name, value);
+    }
+    for (name, value) in grants.context {
+        builder.env(name, value);
+    }
+    builder.env(EVENTS_DIR_VAR, GUEST_EVENTS_DIR);
+    for (i, dir) in spec.dirs.iter().enumerate() {
+        let host = mount_source(grants.code_root, &dir.host)
+            .map_err(|e| format!("wasm.dirs[{i}] ({} -> {}): {e}", dir.host, dir.guest))?;
+        let perms = match dir.mode {
+            DirMode::Ro => FsPerms::ReadOnly,
+            DirMode::Rw => FsPerms::ReadWrite,
+        };
+        builder
+            .preopened_dir(&host, &dir.guest, perms)
+            .map_err(|e| format!("wasm.dirs[{i}] ({}): cannot open: {e}", dir.host))?;
+    }
+    builder
+        .preopened_dir(grants.events_dir, GUEST_EVENTS_DIR, FsPerms::ReadWrite)
+        .map_err(|e| format!("cannot open the events folder: {e}"))?;
+    builder
+        .stdout(GuestOutput::new(log.clone()))
+        .stderr(GuestOutput::new(log.clone()))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    Ok(GuestState {
+        wasi: builder.build_p1(),
+        memory: MemoryGuard::new(spec.memory_mb.unwrap_or(
+            sluice_contract::validate::DEFAULT_WASM_MEMORY_MB,
+        )),
+    })
+}
+
+/// `argv[0]`: the module's file name, as a shell would pass a program's name.
+fn argv0(module: &str) -> &str {
+    module.rsplit('/').next().unwrap_or(module)
+}
+
+/// The real folder behind a mount, checked to be a folder inside the code root (following
+/// symlinks, which the unpacker already refuses when they point out).
+fn mount_source(code_root: &Path, host: &str) -> Result<PathBuf, String> {
+    let root = code_root
+        .canonicalize()
+        .map_err(|e| format!("code root: {e}"))?;
+    let path = root
+        .join(host)
+        .canonicalize()
+        .map_err(|e| format!("{host} does not exist in the order's code ({e})"))?;
+    if !path.starts_with(&root) {
+        return Err(format!("{host} leads out of the order's code"));
+    }
+    if !path.is_dir() {
+        return Err(format!("{host} is not a folder"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv0_is_the_file_name() {
+        assert_eq!(argv0("bin/tool.wasm"), "tool.wasm");
+        assert_eq!(argv0("tool.wasm"), "tool.wasm");
+    }
+
+    #[test]
+    fn mounts_must_be_folders_inside_the_code() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::create_dir(code.path().join("data")).unwrap();
+        std::fs::write(code.path().join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", code.path().join("out")).unwrap();
+        assert!(mount_source(code.path(), "data").is_ok());
+        assert!(mount_source(code.path(), ".").is_ok());
+        assert!(mount_source(code.path(), "out").unwrap_err().contains("leads out"));
+        assert!(mount_source(code.path(), "file").unwrap_err().contains("not a folder"));
+        assert!(mount_source(code.path(), "gone").unwrap_err().contains("does not exist"));
+    }
+}
