@@ -6,7 +6,7 @@
 //! polls the orders table, the same rows `sluice status` would read: it observes the run and
 //! never takes part in it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 
 use sluice_contract::result::{DoneDoc, DoneOrder};
 use sluice_contract::{OrderNum, OrderStatus, RunId};
-use sluice_engine::{Clock as _, Engine, OrderRecord};
+use sluice_engine::{Clock as _, Engine, OrderEvent, OrderRecord};
 use tokio::sync::oneshot;
 
 /// Above this many orders the live view shows counts instead of one line per order.
 const MAX_LIVE_ROWS: usize = 20;
+/// The event name prefix of events orders emit themselves.
+const EMITTED_PREFIX: &str = "emitted:";
 /// Lines of a failed order's log shown in the summary.
 const LOG_LINES_SHOWN: usize = 10;
 
@@ -32,6 +34,7 @@ pub async fn follow(
 ) {
     let started = Instant::now();
     let mut seen: HashMap<OrderNum, OrderStatus> = HashMap::new();
+    let mut events_seen: HashSet<String> = HashSet::new();
     let mut drawn_lines = 0;
     let period = Duration::from_millis(if interactive { 150 } else { 250 });
     loop {
@@ -41,10 +44,15 @@ pub async fn follow(
         };
         if let Ok(orders) = engine.ports.orders.run_orders(&run_id).await {
             let elapsed = started.elapsed();
+            let emitted = match orders.first() {
+                Some(order) => emitted_events(&engine, order).await,
+                None => Vec::new(),
+            };
             if interactive {
-                drawn_lines = redraw(&orders, elapsed, drawn_lines);
+                drawn_lines = redraw(&orders, &emitted, elapsed, drawn_lines);
             } else {
                 print_changes(&orders, elapsed, &mut seen);
+                print_new_events(&orders, &emitted, elapsed, &mut events_seen);
             }
         }
         if finished {
@@ -54,6 +62,56 @@ pub async fn follow(
             }
             return;
         }
+    }
+}
+
+/// The events the run's orders emitted (`emitted:<kind>` rows), oldest first.
+async fn emitted_events(engine: &Engine, any_order: &OrderRecord) -> Vec<OrderEvent> {
+    let mut events: Vec<OrderEvent> =
+        match engine.ports.orders.trace_events(&any_order.trace_id).await {
+            Ok(events) => events,
+            Err(_) => return Vec::new(),
+        };
+    events.retain(|e| e.run_id == any_order.run_id && e.event.starts_with(EMITTED_PREFIX));
+    events.sort_by_key(|e| e.epoch_ms);
+    events
+}
+
+/// `progress: checked haiku.txt`.
+fn describe(event: &OrderEvent) -> String {
+    let kind = event
+        .event
+        .strip_prefix(EMITTED_PREFIX)
+        .unwrap_or(&event.event);
+    match event.detail.get("message").and_then(|m| m.as_str()) {
+        Some(message) => format!("{kind}: {message}"),
+        None => kind.to_owned(),
+    }
+}
+
+fn print_new_events(
+    orders: &[OrderRecord],
+    emitted: &[OrderEvent],
+    elapsed: Duration,
+    seen: &mut HashSet<String>,
+) {
+    let mut stderr = std::io::stderr().lock();
+    for event in emitted {
+        if !seen.insert(event.sk()) {
+            continue;
+        }
+        let num = orders
+            .iter()
+            .find(|o| o.order_name == event.order_name)
+            .map(|o| o.order_num.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            stderr,
+            "[{:>8}] {num} {} · {}",
+            format_ms(elapsed.as_millis() as u64),
+            event.order_name,
+            describe(event)
+        );
     }
 }
 
@@ -78,7 +136,12 @@ fn running_for(order: &OrderRecord) -> String {
     }
 }
 
-fn redraw(orders: &[OrderRecord], elapsed: Duration, drawn_lines: usize) -> usize {
+fn redraw(
+    orders: &[OrderRecord],
+    emitted: &[OrderEvent],
+    elapsed: Duration,
+    drawn_lines: usize,
+) -> usize {
     let mut screen = String::new();
     if drawn_lines > 0 {
         let _ = write!(screen, "\x1b[{drawn_lines}F\x1b[J");
@@ -92,9 +155,16 @@ fn redraw(orders: &[OrderRecord], elapsed: Duration, drawn_lines: usize) -> usiz
             .unwrap_or(4)
             .min(40);
         for order in orders {
+            // The order's latest event says what it is doing.
+            let latest = emitted
+                .iter()
+                .rev()
+                .find(|e| e.order_name == order.order_name)
+                .map(|e| format!("  {}", describe(e)))
+                .unwrap_or_default();
             let _ = writeln!(
                 screen,
-                "  {} {} {:width$}  {:<11} {}",
+                "  {} {} {:width$}  {:<11} {:<8}{latest}",
                 symbol(order.status),
                 order.order_num,
                 order.order_name,

@@ -1,4 +1,4 @@
-//! Helpers for people who write Sluice orders: the order's context.
+//! Helpers for people who write Sluice orders: the order's context and its events.
 //!
 //! Every order Sluice runs is told who it is through environment variables:
 //! `SLUICE_RUN_ID`, `SLUICE_ORDER_NUM`, `SLUICE_ORDER_NAME`, `SLUICE_TRACE_ID`,
@@ -6,19 +6,34 @@
 //! typed value, so a program (a native tool run by a `cmds` order, or a WASI module) can tag
 //! its own logs and outputs with the run it belongs to.
 //!
+//! An order can also report what it is doing as [`Event`]s: [`Events::from_env`] finds the
+//! events folder (`$SLUICE_EVENTS_DIR`; WASI modules see it at `/sluice/events`) and
+//! [`Events::emit`] writes one event file there. When the order ends, Sluice sends them with
+//! its result and records each as an `order_events` row (`emitted:<kind>`).
+//!
 //! The crate has no dependencies and builds with Rust 1.63 (Debian's `rustc` for
 //! `wasm32-wasi`) as well as current Rust (`wasm32-wasip1`, native targets).
 //!
 //! # Example
 //!
 //! ```no_run
-//! let ctx = sluice_guest::OrderContext::from_env().expect("run by sluice");
+//! use sluice_guest::{Event, Events, OrderContext};
+//!
+//! let ctx = OrderContext::from_env().expect("run by sluice");
 //! eprintln!("[{}] order {} of run {}", ctx.trace_id, ctx.order_name, ctx.run_id);
+//! let mut events = Events::from_env().expect("run by sluice");
+//! events
+//!     .emit(&Event::new("progress").message("half way").field("done", 5).field("of", 10))
+//!     .expect("the events folder is writable");
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::fmt;
+
+mod events;
+
+pub use events::{Event, EventError, Events, Value};
 
 /// Who the running order is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,12 +8,15 @@ use sluice_engine::EngineConfig;
 use sluice_engine::local::{LocalOptions, LocalRuntime};
 use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
+use sluice_worker::wasm::WasmRuntime;
 use tokio::sync::oneshot;
 
 use super::{Failure, read_valid_job};
 use crate::cli::RunConfig;
 use crate::{local_worker, progress};
 
+/// Where compiled WebAssembly modules are cached, inside the state folder.
+const WASM_CACHE_FOLDER: &str = "wasm-cache";
 /// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
 const INTERRUPTED: i32 = 130;
 /// Exit code after SIGTERM (128 + 15).
@@ -55,6 +58,9 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
         },
         limits: Default::default(),
         host_env: config.host_env.clone(),
+        wasm: Arc::new(WasmRuntime::new(Some(
+            config.state_dir.join(WASM_CACHE_FOLDER),
+        ))),
     };
     let engine_config = EngineConfig {
         watchdog_slack: config.grace_period + EngineConfig::default().watchdog_slack,

@@ -38,7 +38,12 @@ fn read_events(dir: &Path) -> (Vec<OrderEmitted>, Vec<String>) {
             .map(|entry| entry.file_name())
             .filter(|name| !name.to_string_lossy().starts_with('.'))
             .collect(),
-        Err(error) => return (Vec::new(), vec![format!("reading the events folder: {error}")]),
+        Err(error) => {
+            return (
+                Vec::new(),
+                vec![format!("reading the events folder: {error}")],
+            );
+        }
     };
     names.sort();
     let mut events = Vec::new();
@@ -94,7 +99,10 @@ mod tests {
         write("001-a.json", r#"{"kind":"first","message":"hi"}"#);
         write("003-bad.json", "not json");
         write(".004-partial.json", "{");
-        write("005-big.json", &format!(r#"{{"kind":"x","message":"{}"}}"#, "a".repeat(5000)));
+        write(
+            "005-big.json",
+            &format!(r#"{{"kind":"x","message":"{}"}}"#, "a".repeat(5000)),
+        );
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("006-link.json")).unwrap();
         let (events, skipped) = read_events(dir.path());
         let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
@@ -111,7 +119,11 @@ mod tests {
     fn keeps_at_most_the_allowed_count() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..MAX_EVENTS + 3 {
-            std::fs::write(dir.path().join(format!("{i:04}.json")), r#"{"kind":"tick"}"#).unwrap();
+            std::fs::write(
+                dir.path().join(format!("{i:04}.json")),
+                r#"{"kind":"tick"}"#,
+            )
+            .unwrap();
         }
         let (events, skipped) = read_events(dir.path());
         assert_eq!(events.len(), MAX_EVENTS);

@@ -320,7 +320,11 @@ async fn argv_is_the_module_name_then_the_args() {
     let run = Sandbox::new().run(&dumps("args"), spec, SHORT).await;
     assert_eq!(run.outcome, WasmOutcome::Succeeded);
     let output = run.output();
-    let argv: Vec<&str> = output.trim_end().split('\0').filter(|a| !a.is_empty()).collect();
+    let argv: Vec<&str> = output
+        .trim_end()
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect();
     assert_eq!(argv, ["guest.wasm", "a", "b c"]);
 }
 
@@ -332,7 +336,11 @@ async fn the_environment_is_exactly_the_listed_variables_and_sluices() {
     let run = Sandbox::new().run(&dumps("environ"), spec, SHORT).await;
     assert_eq!(run.outcome, WasmOutcome::Succeeded);
     let output = run.output();
-    let mut env: Vec<&str> = output.trim_end().split('\0').filter(|e| !e.is_empty()).collect();
+    let mut env: Vec<&str> = output
+        .trim_end()
+        .split('\0')
+        .filter(|e| !e.is_empty())
+        .collect();
     env.sort_unstable();
     assert_eq!(
         env,
@@ -477,14 +485,18 @@ async fn fuel_runs_out() {
 async fn a_trap_is_reported_with_its_message_and_a_backtrace_in_the_log() {
     let guest = module(r#"(func $deep unreachable) (func (export "_start") (call $deep))"#);
     let run = Sandbox::new().run(&guest, no_grants(), SHORT).await;
-    assert_eq!(run.reason(), "trap: wasm `unreachable` instruction executed");
+    assert_eq!(
+        run.reason(),
+        "trap: wasm `unreachable` instruction executed"
+    );
     assert!(run.log.tail.contains("backtrace"), "{}", run.log.tail);
 }
 
 #[tokio::test]
 async fn what_cannot_run_is_refused_with_a_reason_naming_it() {
     let sandbox = Sandbox::new();
-    let imports_unknown = r#"(module (import "env" "launch_missiles" (func)) (func (export "_start")))"#;
+    let imports_unknown =
+        r#"(module (import "env" "launch_missiles" (func)) (func (export "_start")))"#;
     let run = sandbox.run(imports_unknown, no_grants(), SHORT).await;
     assert!(
         run.reason().contains("cannot be linked") && run.reason().contains("launch_missiles"),
@@ -493,17 +505,23 @@ async fn what_cannot_run_is_refused_with_a_reason_naming_it() {
     );
     let reactor = r#"(module (func (export "_initialize")))"#;
     let run = sandbox.run(reactor, no_grants(), SHORT).await;
-    assert!(run.reason().contains("no `_start` export"), "{}", run.reason());
+    assert!(
+        run.reason().contains("no `_start` export"),
+        "{}",
+        run.reason()
+    );
     sandbox.file("junk.wasm", b"#!/bin/sh\necho not wasm\n");
     let run = sandbox.run_file("junk.wasm", no_grants(), SHORT).await;
     assert!(
-        run.reason().contains("neither a WebAssembly binary nor valid text"),
+        run.reason()
+            .contains("neither a WebAssembly binary nor valid text"),
         "{}",
         run.reason()
     );
     let run = sandbox.run_file("absent.wasm", no_grants(), SHORT).await;
     assert!(
-        run.reason().contains("module absent.wasm is not in the order's code"),
+        run.reason()
+            .contains("module absent.wasm is not in the order's code"),
         "{}",
         run.reason()
     );
@@ -521,7 +539,9 @@ async fn preview2_components_run() {
 #[tokio::test]
 async fn fifty_megabytes_of_output_stream_through_and_the_end_is_kept() {
     let chunks = 800; // 800 × 64 KiB = 50 MiB
-    let run = Sandbox::new().run(&floods(chunks), no_grants(), SHORT).await;
+    let run = Sandbox::new()
+        .run(&floods(chunks), no_grants(), SHORT)
+        .await;
     assert_eq!(run.outcome, WasmOutcome::Succeeded);
     // The log is the worker's compile note, then exactly what the guest wrote.
     let spool = std::fs::read(run.log.spool.path()).unwrap();

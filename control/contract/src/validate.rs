@@ -978,15 +978,51 @@ mod tests {
             ))
         };
         let cases = [
-            (r#"{"module":"m.wasm","env":["A","A"]}"#, "wasm.env[1]", "listed twice"),
-            (r#"{"module":"m.wasm","env":["SLUICE_RUN_ID"]}"#, "wasm.env[0]", "Sluice's own"),
-            (r#"{"module":"m.wasm","env":["A=B"]}"#, "wasm.env[0]", "not a valid"),
-            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/d/"},{"host":"b","guest":"/d/."}]}"#, "wasm.dirs[1].guest", "mounted twice"),
-            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/d/../e"}]}"#, "wasm.dirs[0].guest", "without `.` or `..`"),
-            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/sluice/events"}]}"#, "wasm.dirs[0].guest", "reserved"),
-            (r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/"}]}"#, "wasm.dirs[0].guest", "reserved"),
-            (r#"{"module":"m.wasm","memory_mb":5000}"#, "wasm.memory_mb", "32-bit"),
-            (r#"{"module":"m.wasm","fuel":0}"#, "wasm.fuel", "greater than 0"),
+            (
+                r#"{"module":"m.wasm","env":["A","A"]}"#,
+                "wasm.env[1]",
+                "listed twice",
+            ),
+            (
+                r#"{"module":"m.wasm","env":["SLUICE_RUN_ID"]}"#,
+                "wasm.env[0]",
+                "Sluice's own",
+            ),
+            (
+                r#"{"module":"m.wasm","env":["A=B"]}"#,
+                "wasm.env[0]",
+                "not a valid",
+            ),
+            (
+                r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/d/"},{"host":"b","guest":"/d/."}]}"#,
+                "wasm.dirs[1].guest",
+                "mounted twice",
+            ),
+            (
+                r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/d/../e"}]}"#,
+                "wasm.dirs[0].guest",
+                "without `.` or `..`",
+            ),
+            (
+                r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/sluice/events"}]}"#,
+                "wasm.dirs[0].guest",
+                "reserved",
+            ),
+            (
+                r#"{"module":"m.wasm","dirs":[{"host":"a","guest":"/"}]}"#,
+                "wasm.dirs[0].guest",
+                "reserved",
+            ),
+            (
+                r#"{"module":"m.wasm","memory_mb":5000}"#,
+                "wasm.memory_mb",
+                "32-bit",
+            ),
+            (
+                r#"{"module":"m.wasm","fuel":0}"#,
+                "wasm.fuel",
+                "greater than 0",
+            ),
         ];
         for (spec, field, message) in cases {
             let e = wasm(spec);

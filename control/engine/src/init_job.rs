@@ -297,7 +297,10 @@ fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), String> {
     for (i, dir) in wasm.dirs.iter().enumerate() {
         let host = code_dir.join(&dir.host);
         if !host.is_dir() {
-            return Err(format!("wasm.dirs[{i}].host {} is not a folder", host.display()));
+            return Err(format!(
+                "wasm.dirs[{i}].host {} is not a folder",
+                host.display()
+            ));
         }
     }
     Ok(())
@@ -394,11 +397,19 @@ mod tests {
             preflight(&valid, Platform::Local, Path::new("/")).map(|_| ())
         };
         assert!(error_for(r#"{"module":"m.wasm"}"#).is_ok());
-        let err = error_for(r#"{"module":"other.wasm"}"#).unwrap_err().to_string();
-        assert!(err.contains("wasm.module") && err.contains("other.wasm is not a file"), "{err}");
+        let err = error_for(r#"{"module":"other.wasm"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wasm.module") && err.contains("other.wasm is not a file"),
+            "{err}"
+        );
         let err = error_for(r#"{"module":"m.wasm","dirs":[{"host":"data","guest":"/d"}]}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("wasm.dirs[0].host") && err.contains("data is not a folder"), "{err}");
+        assert!(
+            err.contains("wasm.dirs[0].host") && err.contains("data is not a folder"),
+            "{err}"
+        );
     }
 }

@@ -185,7 +185,8 @@ impl GuestCache {
                 Component::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
             (self.link_component(&component)?, component.serialize().ok())
         } else {
-            let module = Module::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
+            let module =
+                Module::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
             (self.link_module(&module)?, module.serialize().ok())
         };
         let elapsed = started.elapsed();

@@ -204,19 +204,23 @@ async fn execute(
         };
     }
     let ended: wasmtime::Result<Option<i32>> = match prepared {
-        Prepared::Module(pre) => async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await.map(|()| None)
+        Prepared::Module(pre) => {
+            async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await.map(|()| None)
+            }
+            .await
         }
-        .await,
-        Prepared::Component(pre) => async {
-            let command = pre.instantiate_async(&mut store).await?;
-            let run = command.wasi_cli_run().call_run(&mut store).await?;
-            // `run` returning an error is the component's way to exit 1.
-            Ok(run.err().map(|()| 1))
+        Prepared::Component(pre) => {
+            async {
+                let command = pre.instantiate_async(&mut store).await?;
+                let run = command.wasi_cli_run().call_run(&mut store).await?;
+                // `run` returning an error is the component's way to exit 1.
+                Ok(run.err().map(|()| 1))
+            }
+            .await
         }
-        .await,
     };
     let (outcome, details) = classify(ended, spec.fuel);
     if let Some(details) = details {

@@ -94,9 +94,10 @@ pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, S
         .allow_ip_name_lookup(false);
     Ok(GuestState {
         wasi: builder.build_p1(),
-        memory: MemoryGuard::new(spec.memory_mb.unwrap_or(
-            sluice_contract::validate::DEFAULT_WASM_MEMORY_MB,
-        )),
+        memory: MemoryGuard::new(
+            spec.memory_mb
+                .unwrap_or(sluice_contract::validate::DEFAULT_WASM_MEMORY_MB),
+        ),
     })
 }
 
@@ -142,8 +143,20 @@ mod tests {
         std::os::unix::fs::symlink("/etc", code.path().join("out")).unwrap();
         assert!(mount_source(code.path(), "data").is_ok());
         assert!(mount_source(code.path(), ".").is_ok());
-        assert!(mount_source(code.path(), "out").unwrap_err().contains("leads out"));
-        assert!(mount_source(code.path(), "file").unwrap_err().contains("not a folder"));
-        assert!(mount_source(code.path(), "gone").unwrap_err().contains("does not exist"));
+        assert!(
+            mount_source(code.path(), "out")
+                .unwrap_err()
+                .contains("leads out")
+        );
+        assert!(
+            mount_source(code.path(), "file")
+                .unwrap_err()
+                .contains("not a folder")
+        );
+        assert!(
+            mount_source(code.path(), "gone")
+                .unwrap_err()
+                .contains("does not exist")
+        );
     }
 }
