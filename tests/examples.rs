@@ -133,6 +133,7 @@ fn timeout_stops_the_hanging_order_and_reports_timed_out() {
 
 #[test]
 fn every_example_validates() {
+    util::require_built_guests();
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
         let output = sluice().arg("validate").arg(&path).output().unwrap();

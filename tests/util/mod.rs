@@ -86,3 +86,16 @@ pub fn is_gone(pid: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('Z')),
     }
 }
+
+/// The example guests `scripts/build-guests` compiles (C and Rust): panics with the command
+/// to run when they are missing, so a failing test says what to do.
+pub fn require_built_guests() {
+    let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/guests/build");
+    for guest in ["wordcount.wasm", "report.wasm"] {
+        assert!(
+            build.join(guest).is_file(),
+            "{} is missing: run scripts/build-guests first (scripts/test does)",
+            build.join(guest).display()
+        );
+    }
+}

@@ -241,7 +241,10 @@ async fn execute(
 }
 
 /// Turns how the entry point returned into an outcome, plus details for the log (a
-/// trap's wasm backtrace) that are too long for the one-line reason.
+/// trap's wasm backtrace) that are too long for the one-line reason. The details use the
+/// error's `Display` chain, never `Debug`: with `RUST_BACKTRACE` set, `Debug` would
+/// symbolize the host's own native backtrace (hundreds of MB and seconds, for nothing a
+/// guest author can use).
 fn classify(
     ended: wasmtime::Result<Option<i32>>,
     fuel: Option<u64>,
@@ -265,9 +268,11 @@ fn classify(
         Some(trap) => {
             let message = trap.to_string();
             let message = message.strip_prefix("wasm trap: ").unwrap_or(&message);
-            (format!("trap: {message}"), Some(format!("{error:?}")))
+            (format!("trap: {message}"), Some(format!("{error:#}")))
         }
-        None => (format!("{error:#}"), None),
+        // A host error (e.g. WASI's "missing required memory export"): its root cause is
+        // the one line that says what went wrong; the chain and backtrace go to the log.
+        None => (error.root_cause().to_string(), Some(format!("{error:#}"))),
     };
     let outcome = WasmOutcome::Failed {
         exit_code: None,

@@ -1,0 +1,217 @@
+//! WebAssembly orders through `sluice run`: the example guests (WAT, C, Rust), statuses,
+//! exit codes and reasons in the done document, events, the compile cache across runs.
+
+mod util;
+
+use sluice_contract::result::DoneDoc;
+use sluice_contract::{JobStatus, OrderStatus};
+use util::{Sandbox, done_of, examples, require_built_guests};
+
+fn order<'a>(done: &'a DoneDoc, name: &str) -> &'a sluice_contract::result::DoneOrder {
+    done.orders
+        .iter()
+        .find(|o| o.order_name == name)
+        .unwrap_or_else(|| panic!("no order {name}"))
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_wat_example_runs_without_a_toolchain_and_emits_an_event() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&examples().join("wasm-hello.json"), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let done = done_of(&output);
+    let log = sandbox.log_of(&done, "hello-wat");
+    assert!(
+        log.contains("hello from a WAT guest\n(this line went to stderr)\n"),
+        "{log}"
+    );
+    assert!(
+        stderr(&output).contains("0001 hello-wat · greeted: hello"),
+        "the event is shown: {}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn the_mixed_example_runs_shell_c_rust_and_wat_orders_with_their_grants() {
+    require_built_guests();
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&examples().join("mixed.json"), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let done = done_of(&output);
+    assert_eq!(done.status, JobStatus::Succeeded);
+
+    // C: the listed variable only, the mount read-only, nothing else of the host.
+    let count = sandbox.log_of(&done, "count");
+    assert!(count.contains("hello from the C guest\n"), "{count}");
+    assert!(!count.contains("never sees"), "{count}");
+    assert!(
+        count.contains("reading /etc/passwd: Capabilities insufficient"),
+        "{count}"
+    );
+    assert!(
+        count.contains("writing into /data: Operation not permitted"),
+        "{count}"
+    );
+    assert!(count.contains("5       37      218  total"), "{count}");
+    assert_eq!(order(&done, "count").exit_code, Some(0));
+
+    // Rust with the SDK: its context, and its events recorded and shown.
+    let report = sandbox.log_of(&done, "report");
+    assert!(
+        report.contains(&format!("order 0003 (report) of run {}", done.run_id)),
+        "{report}"
+    );
+    let progress = stderr(&output);
+    for line in [
+        "0001 prepare · data.checked: 2 files, 218 bytes",
+        "0003 report · progress: checked haiku.txt",
+        "0003 report · progress: checked lorem.txt",
+        "0003 report · checked: 2 files, 0 empty",
+        "0004 wat · greeted: hello",
+    ] {
+        assert!(progress.contains(line), "missing {line:?} in:\n{progress}");
+    }
+}
+
+/// A job of one wasm order running `guest` (WAT text) with the given `wasm` fields.
+fn wasm_job(sandbox: &Sandbox, guest: &str, wasm: &str, timeout: u64) -> std::path::PathBuf {
+    let code = sandbox.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("guest.wat"), guest).unwrap();
+    sandbox.write_job(
+        "job.json",
+        &format!(
+            r#"{{"orders": [{{"order_name": "guest", "code_dir": "code", "timeout": {timeout},
+                "wasm": {{"module": "guest.wat" {wasm}}}}}]}}"#
+        ),
+    )
+}
+
+const EXITS_3: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (i32.const 3))))"#;
+
+#[test]
+fn a_non_zero_exit_fails_the_order_with_its_code() {
+    let sandbox = Sandbox::new();
+    let job = wasm_job(&sandbox, EXITS_3, "", 30);
+    let output = sandbox.run(&job, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let done = done_of(&output);
+    let guest = order(&done, "guest");
+    assert_eq!(guest.status, OrderStatus::Failed);
+    assert_eq!(guest.exit_code, Some(3));
+    assert_eq!(guest.reason.as_deref(), Some("exited with code 3"));
+}
+
+#[test]
+fn a_busy_guest_is_timed_out_at_the_order_timeout() {
+    let sandbox = Sandbox::new();
+    let spin = r#"(module (func (export "_start") (loop $forever (br $forever))))"#;
+    let job = wasm_job(&sandbox, spin, "", 1);
+    let output = sandbox.run(&job, &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let done = done_of(&output);
+    assert_eq!(order(&done, "guest").status, OrderStatus::TimedOut);
+    assert_eq!(
+        order(&done, "guest").reason.as_deref(),
+        Some("timed out after 1 s")
+    );
+}
+
+#[test]
+fn a_module_wasi_cannot_serve_fails_with_a_one_line_reason() {
+    let sandbox = Sandbox::new();
+    // WASI preview 1 needs the module's memory exported.
+    let no_memory = EXITS_3.replace(r#"(memory (export "memory") 1)"#, "");
+    let job = wasm_job(&sandbox, &no_memory, "", 30);
+    let done = done_of(&sandbox.run(&job, &[]));
+    assert_eq!(
+        order(&done, "guest").reason.as_deref(),
+        Some("missing required memory export")
+    );
+    assert!(sandbox.log_of(&done, "guest").contains("wasm backtrace"));
+}
+
+#[test]
+fn a_trap_fails_the_order_with_its_message() {
+    let sandbox = Sandbox::new();
+    let trap =
+        r#"(module (func (export "_start") (drop (i32.div_u (i32.const 1) (i32.const 0)))))"#;
+    let job = wasm_job(&sandbox, trap, "", 30);
+    let done = done_of(&sandbox.run(&job, &[]));
+    assert_eq!(
+        order(&done, "guest").reason.as_deref(),
+        Some("trap: integer divide by zero")
+    );
+}
+
+#[test]
+fn the_second_run_loads_the_module_from_the_compile_cache() {
+    let sandbox = Sandbox::new();
+    let job = wasm_job(&sandbox, EXITS_3, "", 30);
+    let first = done_of(&sandbox.run(&job, &[]));
+    assert!(
+        sandbox
+            .log_of(&first, "guest")
+            .starts_with("==> compiled guest.wat in ")
+    );
+    let second = done_of(&sandbox.run(&job, &[]));
+    assert!(
+        sandbox
+            .log_of(&second, "guest")
+            .starts_with("==> loaded guest.wat from the compile cache\n"),
+        "{}",
+        sandbox.log_of(&second, "guest")
+    );
+    assert_eq!(order(&second, "guest").exit_code, Some(3));
+}
+
+#[test]
+fn a_missing_module_is_rejected_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    let job = wasm_job(&sandbox, EXITS_3, "", 30);
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("guest.wat", "gone.wasm");
+    std::fs::write(&job, text).unwrap();
+    let output = sandbox.run(&job, &[]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("order 0001 (guest)")
+            && stderr(&output).contains("gone.wasm is not a file"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!sandbox.state().exists());
+}
+
+#[test]
+fn shell_orders_emit_events_through_their_events_folder() {
+    let sandbox = Sandbox::new();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [{"order_name": "deploy", "timeout": 30, "cmds": [
+            "echo '{\"kind\":\"deployed\",\"message\":\"v2 is live\"}' > \"$SLUICE_EVENTS_DIR/1.json\"",
+            "echo 'not json' > \"$SLUICE_EVENTS_DIR/2.json\""
+        ]}]}"#,
+    );
+    let output = sandbox.run(&job, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("0001 deploy · deployed: v2 is live"),
+        "{}",
+        stderr(&output)
+    );
+    let log = sandbox.log_of(&done_of(&output), "deploy");
+    assert!(
+        log.contains("==> skipped event 2.json: not an event object"),
+        "{log}"
+    );
+}
