@@ -5,6 +5,10 @@
 //! 2. Per-hop overhead: a chain of 100 `true` orders through the whole local engine (init,
 //!    orchestrator, dispatch, worker, callback, finalize), minus a one-order job, per hop.
 //! 3. Fan-out: 500 independent `true` orders, wall time.
+//! 4. WebAssembly start-up: one hello order through the worker's runners: a native
+//!    `echo` (shell runner, a real process), the WAT hello guest and the Rust example guest
+//!    cold (compiled), warm from the disk cache (a new process) and warm in memory (the next
+//!    order of the same process).
 //!
 //! Each engine figure is the median of a few runs of the release `sluice` binary.
 
@@ -14,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
 use sluice_worker::log_sink::LogSink;
+use sluice_contract::job::WasmSpec;
 use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
+use sluice_worker::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
 
 const GIB: u64 = 1 << 30;
 
 fn main() {
-    // `cargo bench` passes `--bench`; keep only our own arguments: [RUNS] [capture|engine].
+    // `cargo bench` passes `--bench`; keep only our own arguments: [RUNS] [capture|engine|wasm].
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -27,12 +33,123 @@ fn main() {
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let only = args.get(1).map(String::as_str);
     println!("# sluice benchmarks ({runs} runs each, median)");
-    if only != Some("engine") {
+    if only.is_none() || only == Some("capture") {
         capture();
     }
-    if only != Some("capture") {
+    if only.is_none() || only == Some("engine") {
         engine(runs);
     }
+    if only.is_none() || only == Some("wasm") {
+        wasm(runs.max(5));
+    }
+}
+
+fn wasm(runs: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let native = median(runs, || {
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let log = LogSink::create(dir.path()).unwrap();
+            let cmds = vec!["echo hello".to_owned()];
+            let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+            let started = Instant::now();
+            let order = ShellOrder {
+                cmds: &cmds,
+                env: &env,
+                cwd: dir.path(),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            };
+            let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
+            let elapsed = started.elapsed();
+            log.finish().await.unwrap();
+            assert_eq!(outcome, ShellOutcome::Succeeded);
+            elapsed
+        })
+    });
+    println!(
+        "hello: native `echo` through the shell runner {:.2} ms",
+        native.as_secs_f64() * 1000.0
+    );
+    let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/guests");
+    // The WAT guest writes its event through fd 3, so it gets no other mount.
+    for (module, label, dirs) in [
+        ("wat/hello.wat", "WAT hello", serde_json::json!([])),
+        (
+            "build/report.wasm",
+            "Rust report (180 KB, scripts/build-guests)",
+            serde_json::json!([{"host": "data", "guest": "/data"}]),
+        ),
+    ] {
+        let spec: WasmSpec = serde_json::from_value(serde_json::json!({
+            "module": module, "memory_mb": 64, "dirs": dirs
+        }))
+        .unwrap();
+        if !guests.join(module).is_file() {
+            println!("{label}: skipped, {module} is not built");
+            continue;
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let cold = median(runs, || {
+            let fresh = tempfile::tempdir().unwrap();
+            let runtime = WasmRuntime::new(Some(fresh.path().to_owned()));
+            rt.block_on(run_guest(&runtime, &guests, &spec))
+        });
+        // Fill the disk cache once, then time new runtimes (new processes) loading from it.
+        let filling = WasmRuntime::new(Some(cache.path().to_owned()));
+        rt.block_on(run_guest(&filling, &guests, &spec));
+        let disk = median(runs, || {
+            let runtime = WasmRuntime::new(Some(cache.path().to_owned()));
+            rt.block_on(run_guest(&runtime, &guests, &spec))
+        });
+        let runtime = WasmRuntime::new(Some(cache.path().to_owned()));
+        rt.block_on(run_guest(&runtime, &guests, &spec));
+        let memory = median(runs, || rt.block_on(run_guest(&runtime, &guests, &spec)));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{label}: cold (compile) {:.1} ms, warm from disk cache {:.2} ms, warm in process {:.2} ms",
+            ms(cold),
+            ms(disk),
+            ms(memory)
+        );
+    }
+}
+
+/// Runs a guest of the guests folder; the time from start to exit.
+async fn run_guest(runtime: &WasmRuntime, guests: &Path, spec: &WasmSpec) -> Duration {
+    let events = tempfile::tempdir().unwrap();
+    let context: Vec<(String, String)> = [
+        ("SLUICE_RUN_ID", "bench"),
+        ("SLUICE_ORDER_NUM", "0001"),
+        ("SLUICE_ORDER_NAME", "bench"),
+        ("SLUICE_TRACE_ID", "00000000"),
+        ("SLUICE_FLOW_ID", "bench"),
+        ("SLUICE_TIMEOUT", "60"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let secrets = Default::default();
+    let order = WasmOrder {
+        grants: Grants {
+            spec,
+            secrets: &secrets,
+            context: &context,
+            code_root: guests,
+            events_dir: events.path(),
+        },
+        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = LogSink::create(dir.path()).unwrap();
+    let started = Instant::now();
+    let outcome = runtime.run(&order, &log).await;
+    let elapsed = started.elapsed();
+    let summary = log.finish().await.unwrap();
+    assert_eq!(outcome, WasmOutcome::Succeeded, "{}", summary.tail);
+    elapsed
 }
 
 fn capture() {

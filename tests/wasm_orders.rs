@@ -78,6 +78,36 @@ fn the_mixed_example_runs_shell_c_rust_and_wat_orders_with_their_grants() {
     }
 }
 
+#[test]
+fn a_preview2_component_runs_with_its_mounts_context_and_events() {
+    let sandbox = Sandbox::new();
+    let code = sandbox.path().join("code");
+    std::fs::create_dir_all(code.join("data")).unwrap();
+    std::fs::write(code.join("data/one.txt"), "one\n").unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/report-component.wasm");
+    std::fs::copy(fixture, code.join("report.wasm")).unwrap();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [{"order_name": "component", "code_dir": "code", "timeout": 60,
+            "wasm": {"module": "report.wasm", "dirs": [{"host": "data", "guest": "/data"}]}}]}"#,
+    );
+    let output = sandbox.run(&job, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let done = done_of(&output);
+    let log = sandbox.log_of(&done, "component");
+    assert!(
+        log.contains(&format!("order 0001 (component) of run {}", done.run_id)),
+        "{log}"
+    );
+    assert!(log.contains("one.txt: 4 bytes, ok"), "{log}");
+    assert!(
+        stderr(&output).contains("0001 component · checked: 1 files, 0 empty"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// A job of one wasm order running `guest` (WAT text) with the given `wasm` fields.
 fn wasm_job(sandbox: &Sandbox, guest: &str, wasm: &str, timeout: u64) -> std::path::PathBuf {
     let code = sandbox.path().join("code");
@@ -108,6 +138,34 @@ fn a_non_zero_exit_fails_the_order_with_its_code() {
     assert_eq!(guest.status, OrderStatus::Failed);
     assert_eq!(guest.exit_code, Some(3));
     assert_eq!(guest.reason.as_deref(), Some("exited with code 3"));
+}
+
+#[test]
+fn a_module_reads_nothing_from_stdin_even_when_sluice_has_some() {
+    // Reads fd 0; exits with the number of bytes read (100 + errno on an error).
+    let reads_stdin = r#"(module
+      (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (local $errno i32)
+        (i32.store (i32.const 0) (i32.const 4096))
+        (i32.store (i32.const 4) (i32.const 1024))
+        (local.set $errno (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (if (local.get $errno) (then (call $exit (i32.add (i32.const 100) (local.get $errno)))))
+        (call $exit (i32.load (i32.const 8)))))"#;
+    let sandbox = Sandbox::new();
+    let job = wasm_job(&sandbox, reads_stdin, "", 30);
+    let output = util::sluice()
+        .arg("run")
+        .arg(&job)
+        .arg("--state-dir")
+        .arg(sandbox.state())
+        .arg("--json")
+        .write_stdin("the host's stdin, which no order may read\n")
+        .output()
+        .unwrap();
+    let done = done_of(&output);
+    assert_eq!(order(&done, "guest").exit_code, Some(0), "{}", stderr(&output));
 }
 
 #[test]
