@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
-use sluice_worker::log_sink::LogSink;
 use sluice_contract::job::WasmSpec;
+use sluice_worker::log_sink::LogSink;
 use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
 use sluice_worker::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
 

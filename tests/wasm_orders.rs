@@ -165,7 +165,12 @@ fn a_module_reads_nothing_from_stdin_even_when_sluice_has_some() {
         .output()
         .unwrap();
     let done = done_of(&output);
-    assert_eq!(order(&done, "guest").exit_code, Some(0), "{}", stderr(&output));
+    assert_eq!(
+        order(&done, "guest").exit_code,
+        Some(0),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! Time: the order's one deadline covers all three. The engine's epoch advances every
 //! [`EPOCH_TICK`] and a running guest yields to the executor at each tick, so the async
 //! wall-clock timeout around the whole run stops a busy loop as well as a guest parked in
-//! a host call (`sleep`, `poll`), by dropping its future. Memory: a [`limits::MemoryGuard`]
+//! a host call (`sleep`, `poll`), by dropping its future. Memory: a guard (module `limits`) with a
 //! budget of `memory_mb` for all the store's memories. Fuel, when the order sets it, meters
 //! instructions deterministically.
 
