@@ -108,6 +108,25 @@ fn a_preview2_component_runs_with_its_mounts_context_and_events() {
     );
 }
 
+#[test]
+fn validate_lists_what_each_order_runs() {
+    require_built_guests();
+    let output = util::sluice()
+        .arg("validate")
+        .arg(examples().join("mixed.json"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listing.contains("  0001 prepare: 1 command (timeout 30 s)\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("  0002 count: wasm build/wordcount.wasm (timeout 30 s) after 0001\n"),
+        "{listing}"
+    );
+}
+
 /// A job of one wasm order running `guest` (WAT text) with the given `wasm` fields.
 fn wasm_job(sandbox: &Sandbox, guest: &str, wasm: &str, timeout: u64) -> std::path::PathBuf {
     let code = sandbox.path().join("code");

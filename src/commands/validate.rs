@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use sluice_contract::exit_codes;
+use sluice_contract::manifest::Task;
 
 use super::{Failure, read_valid_job};
 
@@ -26,8 +27,13 @@ fn check(path: &Path, username: &str) -> Result<String, Failure> {
         } else {
             format!(" after {}", deps.join(", "))
         };
+        let task = match &order.task {
+            Task::Cmds(cmds) if cmds.len() == 1 => "1 command".to_owned(),
+            Task::Cmds(cmds) => format!("{} commands", cmds.len()),
+            Task::Wasm(wasm) => format!("wasm {}", wasm.module),
+        };
         out.push_str(&format!(
-            "  {} {} (timeout {} s){after}\n",
+            "  {} {}: {task} (timeout {} s){after}\n",
             order.order_num, order.order_name, order.timeout
         ));
     }

@@ -447,6 +447,11 @@ async fn a_busy_loop_is_stopped_at_the_deadline() {
         .run(&spins(), no_grants(), Duration::from_secs(1))
         .await;
     assert_eq!(run.outcome, WasmOutcome::TimedOut);
+    assert!(
+        run.log
+            .tail
+            .ends_with("==> timed out: the module was stopped at the order's deadline\n")
+    );
 }
 
 #[tokio::test]

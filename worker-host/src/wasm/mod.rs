@@ -103,7 +103,11 @@ impl WasmRuntime {
             Ok::<_, String>(execute(cache.engine(), prepared, state, spec, log).await)
         };
         let outcome = match tokio::time::timeout_at(order.deadline, work).await {
-            Err(_elapsed) => return WasmOutcome::TimedOut,
+            Err(_elapsed) => {
+                log.note("timed out: the module was stopped at the order's deadline")
+                    .await;
+                return WasmOutcome::TimedOut;
+            }
             Ok(Ok(outcome)) => outcome,
             Ok(Err(reason)) => WasmOutcome::Failed {
                 exit_code: None,
