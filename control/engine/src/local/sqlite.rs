@@ -210,12 +210,7 @@ impl OrderStore for SqliteStore {
         from: OrderStatus,
         change: &Transition,
     ) -> Result<OrderRecord, StoreError> {
-        if !from.can_become(change.to) {
-            return Err(StoreError::Backend {
-                what: format!("order {run_id}:{order_num}"),
-                message: format!("{from} -> {} is not an allowed transition", change.to),
-            });
-        }
+        change.check_allowed(run_id, order_num, from)?;
         let pk = order_pk(run_id, order_num);
         let change = change.clone();
         self.with_conn("changing an order's status", move |conn| {

@@ -116,6 +116,28 @@ impl Transition {
         self
     }
 
+    /// Refuses a change the status table does not allow from `from` (every store checks
+    /// this before writing anything).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] naming the order and the refused change.
+    pub fn check_allowed(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        from: OrderStatus,
+    ) -> Result<(), StoreError> {
+        if from.can_become(self.to) {
+            Ok(())
+        } else {
+            Err(StoreError::Backend {
+                what: format!("order {run_id}:{order_num}"),
+                message: format!("{from} -> {} is not an allowed transition", self.to),
+            })
+        }
+    }
+
     /// Applies the change to a record (the store has checked the condition).
     pub fn apply(&self, record: &mut OrderRecord) {
         record.status = self.to;

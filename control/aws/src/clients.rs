@@ -1,0 +1,27 @@
+//! The SDK clients, built once per process from the standard AWS configuration chain
+//! (credentials, region, and `AWS_ENDPOINT_URL`, which points every client at moto in
+//! tests).
+
+/// The clients Sluice's adapters use.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// S3 (path-style addressing when an endpoint override is set, as moto needs).
+    pub s3: aws_sdk_s3::Client,
+    /// DynamoDB.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    /// Loads the AWS configuration and builds the clients.
+    pub async fn load() -> Self {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let custom_endpoint = shared.endpoint_url().is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(custom_endpoint)
+            .build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! [`DynamoOrderStore`]: the orders, order_events and locks tables on DynamoDB.
+//!
+//! Every status change is one `UpdateItem` conditioned on the expected status, and every
+//! lock operation one `UpdateItem` conditioned on the lock row (DESIGN §3); reads are
+//! strongly consistent, so the orchestrator never acts on a status older than its own
+//! writes. Inserting a run's orders is a transaction per 100 rows (DynamoDB's limit); when a
+//! later batch fails, the earlier ones are deleted again, so a run is inserted whole or not
+//! at all. Rows are the engine's serde types stored as native attributes (see `item`).
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use serde::de::DeserializeOwned;
+use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
+use sluice_engine::error::StoreError;
+use sluice_engine::ports::{
+    AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
+};
+
+use crate::calls::CallCounter;
+use crate::item::{from_item, to_attribute, to_item};
+use crate::schema::{EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE};
+use crate::settings::AwsSettings;
+
+const SERVICE: &str = "dynamodb";
+/// Most items in one `TransactWriteItems`.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+const SECONDS_PER_DAY: u64 = 24 * 3600;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The three tables.
+#[derive(Debug, Clone)]
+pub struct DynamoOrderStore {
+    client: aws_sdk_dynamodb::Client,
+    orders_table: String,
+    events_table: String,
+    locks_table: String,
+    order_ttl_days: u64,
+    event_ttl_days: u64,
+    calls: CallCounter,
+}
+
+fn backend<E, R>(what: impl Into<String>, error: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend {
+        what: what.into(),
+        message: DisplayErrorContext(&error).to_string(),
+    }
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(
+        error.code(),
+        Some("ConditionalCheckFailedException" | "TransactionCanceledException")
+    )
+}
+
+fn parse<T: DeserializeOwned>(what: &str, item: &Item) -> Result<T, StoreError> {
+    serde_json::from_value(from_item(item)).map_err(|e| StoreError::Backend {
+        what: what.to_owned(),
+        message: format!("unreadable row: {e}"),
+    })
+}
+
+fn expires_at(ttl_days: u64) -> AttributeValue {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    AttributeValue::N((now + ttl_days * SECONDS_PER_DAY).to_string())
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn lock_pk(run_id: &RunId) -> AttributeValue {
+    s(format!("lock:{run_id}"))
+}
+
+impl DynamoOrderStore {
+    /// The tables named in `settings`, counting calls in `calls`.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        settings: &AwsSettings,
+        calls: CallCounter,
+    ) -> Self {
+        DynamoOrderStore {
+            client,
+            orders_table: settings.orders_table.clone(),
+            events_table: settings.events_table.clone(),
+            locks_table: settings.locks_table.clone(),
+            order_ttl_days: settings.order_ttl_days,
+            event_ttl_days: settings.event_ttl_days,
+            calls,
+        }
+    }
+
+    fn order_key(run_id: &RunId, order_num: OrderNum) -> Item {
+        HashMap::from([
+            (ORDERS_PARTITION.to_owned(), s(run_id.to_string())),
+            (ORDERS_SORT.to_owned(), s(order_num.to_string())),
+        ])
+    }
+
+    fn order_item(&self, order: &OrderRecord) -> Result<Item, StoreError> {
+        let value = serde_json::to_value(order).map_err(|e| StoreError::Backend {
+            what: format!("order {}", order.pk()),
+            message: e.to_string(),
+        })?;
+        let mut item = to_item(&value);
+        item.insert(TTL_ATTRIBUTE.to_owned(), expires_at(self.order_ttl_days));
+        Ok(item)
+    }
+
+    /// Deletes orders inserted by an earlier batch of a failed insert (best effort).
+    async fn undo_insert(&self, inserted: &[OrderRecord]) {
+        for order in inserted {
+            self.calls.count(SERVICE, "DeleteItem");
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.orders_table)
+                .set_key(Some(Self::order_key(&order.run_id, order.order_num)))
+                .send()
+                .await;
+            if let Err(error) = deleted {
+                tracing::error!(order = %order.pk(), error = %DisplayErrorContext(&error), "could not undo a partial insert");
+            }
+        }
+    }
+
+    /// Reads the lock row (consistent).
+    async fn lock_item(&self, run_id: &RunId) -> Result<Option<Item>, StoreError> {
+        self.calls.count(SERVICE, "GetItem");
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend(format!("reading lock:{run_id}"), e))?;
+        Ok(output.item)
+    }
+
+    /// One conditional update of the lock row held by `owner`.
+    async fn update_held_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        set: &str,
+        extra_condition: &str,
+        values: &[(&str, AttributeValue)],
+        what: &str,
+    ) -> Result<(), StoreError> {
+        self.calls.count(SERVICE, "UpdateItem");
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression(set)
+            .condition_expression(format!(
+                "#owner = :owner AND #status = :held{extra_condition}"
+            ))
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":held", s("held"));
+        for (name, value) in values {
+            update = update.expression_attribute_values(*name, value.clone());
+        }
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed {
+                what: format!("lock:{run_id}"),
+                detail: format!("{what}: not held by {owner} (or dirty)"),
+            }),
+            Err(e) => Err(backend(format!("{what} lock:{run_id}"), e)),
+        }
+    }
+}
+
+#[async_trait]
+impl OrderStore for DynamoOrderStore {
+    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
+        for (batch_index, batch) in orders.chunks(MAX_TRANSACTION_ITEMS).enumerate() {
+            let mut items = Vec::with_capacity(batch.len());
+            for order in batch {
+                let put = Put::builder()
+                    .table_name(&self.orders_table)
+                    .set_item(Some(self.order_item(order)?))
+                    .condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", ORDERS_PARTITION)
+                    .build()
+                    .map_err(|e| StoreError::Backend {
+                        what: format!("order {}", order.pk()),
+                        message: e.to_string(),
+                    })?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+            self.calls.count(SERVICE, "TransactWriteItems");
+            let written = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            if let Err(error) = written {
+                let inserted = &orders[..batch_index * MAX_TRANSACTION_ITEMS];
+                self.undo_insert(inserted).await;
+                let first = &batch[0];
+                return Err(if is_condition_failure(&error) {
+                    StoreError::ConditionFailed {
+                        what: format!("orders of run {}", first.run_id),
+                        detail: "an order with one of these keys exists".to_owned(),
+                    }
+                } else {
+                    backend(
+                        format!("inserting the orders of run {}", first.run_id),
+                        error,
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
+        let mut orders = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.calls.count(SERVICE, "Query");
+            let page = self
+                .client
+                .query()
+                .table_name(&self.orders_table)
+                .key_condition_expression("#run = :run")
+                .expression_attribute_names("#run", ORDERS_PARTITION)
+                .expression_attribute_values(":run", s(run_id.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend(format!("querying the orders of run {run_id}"), e))?;
+            for item in page.items() {
+                orders.push(parse(&format!("an order of run {run_id}"), item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(orders)
+    }
+
+    async fn get_order(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+    ) -> Result<OrderRecord, StoreError> {
+        self.calls.count(SERVICE, "GetItem");
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.orders_table)
+            .set_key(Some(Self::order_key(run_id, order_num)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend(format!("reading order {run_id}:{order_num}"), e))?;
+        match output.item {
+            Some(item) => parse(&format!("order {run_id}:{order_num}"), &item),
+            None => Err(StoreError::NotFound {
+                key: format!("order {run_id}:{order_num}"),
+            }),
+        }
+    }
+
+    async fn transition(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        from: OrderStatus,
+        change: &Transition,
+    ) -> Result<OrderRecord, StoreError> {
+        change.check_allowed(run_id, order_num, from)?;
+        let mut sets = vec!["#status = :to".to_owned()];
+        let mut names = vec![("#status".to_owned(), "status".to_owned())];
+        let mut values = vec![
+            (":to".to_owned(), s(change.to.as_str())),
+            (":from".to_owned(), s(from.as_str())),
+        ];
+        let fields: [(&str, Option<serde_json::Value>); 6] = [
+            ("attempt", change.attempt.clone().map(Into::into)),
+            ("dispatched_at_ms", change.dispatched_at_ms.map(Into::into)),
+            ("finished_at_ms", change.finished_at_ms.map(Into::into)),
+            ("duration_ms", change.duration_ms.map(Into::into)),
+            ("exit_code", change.exit_code.map(Into::into)),
+            ("reason", change.reason.clone().map(Into::into)),
+        ];
+        for (field, value) in fields {
+            if let Some(value) = value {
+                sets.push(format!("#{field} = :{field}"));
+                names.push((format!("#{field}"), field.to_owned()));
+                values.push((format!(":{field}"), to_attribute(&value)));
+            }
+        }
+        self.calls.count(SERVICE, "UpdateItem");
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.orders_table)
+            .set_key(Some(Self::order_key(run_id, order_num)))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(#status) AND #status = :from")
+            .set_expression_attribute_names(Some(names.into_iter().collect()))
+            .set_expression_attribute_values(Some(values.into_iter().collect()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match updated {
+            Ok(output) => parse(
+                &format!("order {run_id}:{order_num}"),
+                &output.attributes.unwrap_or_default(),
+            ),
+            Err(e) if is_condition_failure(&e) => {
+                // Missing, or in another status: say which.
+                let current = self.get_order(run_id, order_num).await?;
+                Err(StoreError::ConditionFailed {
+                    what: format!("order {run_id}:{order_num}"),
+                    detail: format!(
+                        "expected {from}, found {} (wanted {})",
+                        current.status, change.to
+                    ),
+                })
+            }
+            Err(e) => Err(backend(format!("updating order {run_id}:{order_num}"), e)),
+        }
+    }
+
+    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
+        let value = serde_json::to_value(event).map_err(|e| StoreError::Backend {
+            what: format!("event {}", event.sk()),
+            message: e.to_string(),
+        })?;
+        let mut item = to_item(&value);
+        item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
+        item.insert(TTL_ATTRIBUTE.to_owned(), expires_at(self.event_ttl_days));
+        self.calls.count(SERVICE, "PutItem");
+        self.client
+            .put_item()
+            .table_name(&self.events_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend(format!("recording event {}", event.sk()), e))?;
+        Ok(())
+    }
+
+    async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.calls.count(SERVICE, "Query");
+            let page = self
+                .client
+                .query()
+                .table_name(&self.events_table)
+                .key_condition_expression("trace_id = :trace")
+                .expression_attribute_values(":trace", s(trace_id.to_string()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend(format!("querying the events of trace {trace_id}"), e))?;
+            for item in page.items() {
+                events.push(parse(&format!("an event of trace {trace_id}"), item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(events)
+    }
+
+    async fn acquire_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<AcquireOutcome, StoreError> {
+        self.calls.count(SERVICE, "UpdateItem");
+        let acquired = self
+            .client
+            .update_item()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression(
+                "SET #owner = :owner, #status = :held, lease_until = :lease, dirty = :false",
+            )
+            .condition_expression(
+                "attribute_not_exists(#status) OR #status = :released \
+                 OR (#status = :held AND lease_until < :now)",
+            )
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":held", s("held"))
+            .expression_attribute_values(":released", s("released"))
+            .expression_attribute_values(":lease", AttributeValue::N(lease_until_ms.to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match acquired {
+            Ok(_) => Ok(AcquireOutcome::Acquired),
+            Err(e) if is_condition_failure(&e) => {
+                let status = self
+                    .lock_item(run_id)
+                    .await?
+                    .and_then(|item| item.get("status").and_then(|v| v.as_s().ok()).cloned());
+                Ok(if status.as_deref() == Some("completed") {
+                    AcquireOutcome::Completed
+                } else {
+                    AcquireOutcome::Held
+                })
+            }
+            Err(e) => Err(backend(format!("acquiring lock:{run_id}"), e)),
+        }
+    }
+
+    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError> {
+        self.calls.count(SERVICE, "UpdateItem");
+        let marked = self
+            .client
+            .update_item()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression("SET dirty = :true")
+            .condition_expression("#status = :held")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":held", s("held"))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match marked {
+            Ok(_) => Ok(MarkDirtyOutcome::Marked),
+            Err(e) if is_condition_failure(&e) => {
+                let status = self
+                    .lock_item(run_id)
+                    .await?
+                    .and_then(|item| item.get("status").and_then(|v| v.as_s().ok()).cloned());
+                Ok(if status.as_deref() == Some("completed") {
+                    MarkDirtyOutcome::Completed
+                } else {
+                    MarkDirtyOutcome::NotHeld
+                })
+            }
+            Err(e) => Err(backend(format!("marking lock:{run_id} dirty"), e)),
+        }
+    }
+
+    async fn renew_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease_until_ms: u64,
+    ) -> Result<(), StoreError> {
+        let lease = AttributeValue::N(lease_until_ms.to_string());
+        self.update_held_lock(
+            run_id,
+            owner,
+            "SET lease_until = :lease",
+            "",
+            &[(":lease", lease)],
+            "renewing a lock",
+        )
+        .await
+    }
+
+    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        self.update_held_lock(
+            run_id,
+            owner,
+            "SET #status = :released",
+            " AND dirty = :false",
+            &[
+                (":released", s("released")),
+                (":false", AttributeValue::Bool(false)),
+            ],
+            "releasing a lock",
+        )
+        .await
+    }
+
+    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        self.update_held_lock(
+            run_id,
+            owner,
+            "SET dirty = :false",
+            "",
+            &[(":false", AttributeValue::Bool(false))],
+            "clearing a lock's dirty flag",
+        )
+        .await
+    }
+
+    async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        self.update_held_lock(
+            run_id,
+            owner,
+            "SET #status = :completed, dirty = :false",
+            "",
+            &[
+                (":completed", s("completed")),
+                (":false", AttributeValue::Bool(false)),
+            ],
+            "completing a lock",
+        )
+        .await
+    }
+
+    async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {
+        let Some(item) = self.lock_item(run_id).await? else {
+            return Ok(None);
+        };
+        let text = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(Some(LockState {
+            owner: text("owner"),
+            status: text("status"),
+            lease_until_ms: item
+                .get("lease_until")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_default(),
+            dirty: item
+                .get("dirty")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,31 @@
+//! Sluice's AWS backends: the engine's ports over the real AWS SDK clients.
+//!
+//! The engine (`sluice-engine`) knows nothing of AWS; this crate gives it S3 buckets and
+//! DynamoDB tables with the same guarantees as the local backends, proven by the same
+//! conformance suites run against moto server (a real HTTP endpoint speaking the AWS
+//! protocols). It is a separate crate so the local engine builds without the AWS SDK.
+//!
+//! # Brief overview
+//!
+//! - [`settings`]: the `SLUICE_*` configuration, parsed once, every missing variable named.
+//! - [`clients`]: SDK clients built once per process from the standard AWS configuration
+//!   (`AWS_ENDPOINT_URL` points them at moto in tests).
+//! - [`s3`]: [`S3Store`], an object store over one bucket (conditional puts with
+//!   `If-None-Match`, presigned PUTs, paginated lists).
+//! - [`dynamo`]: [`DynamoOrderStore`], the orders, order_events and locks tables with every
+//!   status change and lock operation a conditional write; [`schema`] names their keys.
+//! - [`calls`]: a per-service, per-operation call counter shared by the adapters, so a test
+//!   or a log line can show how many AWS calls a run made.
+
+pub mod calls;
+pub mod clients;
+pub mod dynamo;
+mod item;
+pub mod s3;
+pub mod schema;
+pub mod settings;
+
+pub use calls::CallCounter;
+pub use dynamo::DynamoOrderStore;
+pub use s3::S3Store;
+pub use settings::AwsSettings;

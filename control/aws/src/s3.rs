@@ -1,0 +1,234 @@
+//! [`S3Store`]: the engine's object store over one S3 bucket.
+//!
+//! Conditional puts use `If-None-Match: *` (S3 answers 412 when the key exists), lists
+//! follow continuation tokens, uploads of files stream from disk, and callback URLs are
+//! SigV4-presigned PUTs. Errors name the bucket, key and operation.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use sluice_engine::error::StoreError;
+use sluice_engine::ports::ObjectStore;
+
+use crate::calls::CallCounter;
+
+const SERVICE: &str = "s3";
+
+/// One bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    calls: CallCounter,
+}
+
+impl S3Store {
+    /// The store over `bucket`, counting its calls in `calls`.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, calls: CallCounter) -> Self {
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            calls,
+        }
+    }
+
+    fn what(&self, operation: &str, key: &str) -> String {
+        format!("{operation} s3://{}/{key}", self.bucket)
+    }
+
+    fn backend<E, R>(&self, operation: &str, key: &str, error: SdkError<E, R>) -> StoreError
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        StoreError::Backend {
+            what: self.what(operation, key),
+            message: DisplayErrorContext(&error).to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.calls.count(SERVICE, "GetObject");
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(service) if service.is_no_such_key() => StoreError::NotFound {
+                    key: format!("s3://{}/{key}", self.bucket),
+                },
+                _ => self.backend("GetObject", key, e),
+            })?;
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Backend {
+                what: self.what("reading GetObject body of", key),
+                message: e.to_string(),
+            })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.calls.count(SERVICE, "PutObject");
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.backend("PutObject", key, e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.calls.count(SERVICE, "PutObject");
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            // 412 Precondition Failed: the key exists; 409 ConditionalRequestConflict: a
+            // concurrent conditional put of the same key won.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) =>
+            {
+                Err(StoreError::ConditionFailed {
+                    what: format!("s3://{}/{key}", self.bucket),
+                    detail: "the object already exists".to_owned(),
+                })
+            }
+            Err(e) => Err(self.backend("PutObject (if absent)", key, e)),
+        }
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StoreError::Backend {
+                what: format!(
+                    "reading {} for {}",
+                    path.display(),
+                    self.what("PutObject", key)
+                ),
+                message: e.to_string(),
+            })?;
+        self.calls.count(SERVICE, "PutObject");
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.backend("PutObject", key, e))?;
+        Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.calls.count(SERVICE, "HeadObject");
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(
+                output
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+            )),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.backend("HeadObject", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.calls.count(SERVICE, "ListObjectsV2");
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.backend("ListObjectsV2", prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|object| object.key().map(str::to_owned)),
+            );
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.calls.count(SERVICE, "DeleteObject");
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.backend("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    fn object_url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<String, StoreError> {
+        let config = PresigningConfig::expires_in(expiry).map_err(|e| StoreError::Backend {
+            what: self.what("presigning PutObject", key),
+            message: e.to_string(),
+        })?;
+        // Signing is local: no call to AWS.
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| self.backend("presigning PutObject", key, e))?;
+        Ok(request.uri().to_owned())
+    }
+}

@@ -1,0 +1,143 @@
+//! The `SLUICE_*` settings of the AWS binaries, parsed once at start-up.
+//!
+//! Every missing or malformed variable is reported in one error, each by name, so a
+//! misconfigured function fails its first invocation with everything to fix at once.
+
+use std::fmt;
+
+/// Where Sluice's AWS resources are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// `SLUICE_INTERNAL_BUCKET`: bundles, callbacks, logs, claims.
+    pub internal_bucket: String,
+    /// `SLUICE_DONE_BUCKET`: done documents.
+    pub done_bucket: String,
+    /// `SLUICE_ORDERS_TABLE`.
+    pub orders_table: String,
+    /// `SLUICE_EVENTS_TABLE`: order_events.
+    pub events_table: String,
+    /// `SLUICE_LOCKS_TABLE`.
+    pub locks_table: String,
+    /// `SLUICE_EVENT_TTL_DAYS` (default 90): how long order_events rows live.
+    pub event_ttl_days: u64,
+    /// `SLUICE_ORDER_TTL_DAYS` (default 1): how long orders rows live.
+    pub order_ttl_days: u64,
+}
+
+/// Variables that are missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SettingsError {
+    /// One line per problem, each naming its variable.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad configuration: {}", self.problems.join("; "))
+    }
+}
+
+impl AwsSettings {
+    /// Reads the settings from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError`] naming every missing or malformed variable.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError`] naming every missing or malformed variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut problems = Vec::new();
+        let mut required = |name: &str| match lookup(name).filter(|v| !v.trim().is_empty()) {
+            Some(value) => value,
+            None => {
+                problems.push(format!("{name} is not set"));
+                String::new()
+            }
+        };
+        let internal_bucket = required("SLUICE_INTERNAL_BUCKET");
+        let done_bucket = required("SLUICE_DONE_BUCKET");
+        let orders_table = required("SLUICE_ORDERS_TABLE");
+        let events_table = required("SLUICE_EVENTS_TABLE");
+        let locks_table = required("SLUICE_LOCKS_TABLE");
+        let mut days = |name: &str, default: u64| match lookup(name) {
+            None => default,
+            Some(value) => match value.trim().parse::<u64>() {
+                Ok(days) if days > 0 => days,
+                _ => {
+                    problems.push(format!("{name}={value:?} is not a positive number of days"));
+                    default
+                }
+            },
+        };
+        let event_ttl_days = days("SLUICE_EVENT_TTL_DAYS", 90);
+        let order_ttl_days = days("SLUICE_ORDER_TTL_DAYS", 1);
+        if !problems.is_empty() {
+            return Err(SettingsError { problems });
+        }
+        Ok(AwsSettings {
+            internal_bucket,
+            done_bucket,
+            orders_table,
+            events_table,
+            locks_table,
+            event_ttl_days,
+            order_ttl_days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn reads_every_setting_with_defaults() {
+        let settings = AwsSettings::from_lookup(lookup(&[
+            ("SLUICE_INTERNAL_BUCKET", "internal"),
+            ("SLUICE_DONE_BUCKET", "done"),
+            ("SLUICE_ORDERS_TABLE", "orders"),
+            ("SLUICE_EVENTS_TABLE", "events"),
+            ("SLUICE_LOCKS_TABLE", "locks"),
+        ]))
+        .unwrap();
+        assert_eq!(settings.internal_bucket, "internal");
+        assert_eq!(settings.event_ttl_days, 90);
+        assert_eq!(settings.order_ttl_days, 1);
+    }
+
+    #[test]
+    fn names_every_missing_or_bad_variable_at_once() {
+        let err = AwsSettings::from_lookup(lookup(&[
+            ("SLUICE_INTERNAL_BUCKET", "internal"),
+            ("SLUICE_DONE_BUCKET", " "),
+            ("SLUICE_EVENT_TTL_DAYS", "soon"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "SLUICE_DONE_BUCKET is not set",
+                "SLUICE_ORDERS_TABLE is not set",
+                "SLUICE_EVENTS_TABLE is not set",
+                "SLUICE_LOCKS_TABLE is not set",
+                "SLUICE_EVENT_TTL_DAYS=\"soon\" is not a positive number of days",
+            ]
+        );
+    }
+}
