@@ -9,6 +9,14 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     /// DynamoDB.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// SSM Parameter Store.
+    pub ssm: aws_sdk_ssm::Client,
+    /// Lambda.
+    pub lambda: aws_sdk_lambda::Client,
+    /// CodeBuild.
+    pub codebuild: aws_sdk_codebuild::Client,
+    /// Step Functions.
+    pub sfn: aws_sdk_sfn::Client,
 }
 
 impl Clients {
@@ -22,6 +30,10 @@ impl Clients {
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
+            ssm: aws_sdk_ssm::Client::new(&shared),
+            lambda: aws_sdk_lambda::Client::new(&shared),
+            codebuild: aws_sdk_codebuild::Client::new(&shared),
+            sfn: aws_sdk_sfn::Client::new(&shared),
         }
     }
 }

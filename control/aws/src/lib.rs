@@ -14,16 +14,23 @@
 //!   `If-None-Match`, presigned PUTs, paginated lists).
 //! - [`dynamo`]: [`DynamoOrderStore`], the orders, order_events and locks tables with every
 //!   status change and lock operation a conditional write; [`schema`] names their keys.
+//! - [`keys`]: [`keys::SsmKeyStore`], per-order private keys as SSM SecureStrings.
+//! - [`dispatch`]: workers started on Lambda (async invoke) or CodeBuild, and the Step
+//!   Functions watchdog of each attempt.
+//! - [`wiring`]: [`wiring::aws_engine`], the engine with every port bound to AWS.
 //! - [`calls`]: a per-service, per-operation call counter shared by the adapters, so a test
 //!   or a log line can show how many AWS calls a run made.
 
 pub mod calls;
 pub mod clients;
+pub mod dispatch;
 pub mod dynamo;
 mod item;
+pub mod keys;
 pub mod s3;
 pub mod schema;
 pub mod settings;
+pub mod wiring;
 
 pub use calls::CallCounter;
 pub use dynamo::DynamoOrderStore;

@@ -18,6 +18,14 @@ pub struct AwsSettings {
     pub events_table: String,
     /// `SLUICE_LOCKS_TABLE`.
     pub locks_table: String,
+    /// `SLUICE_WORKER_FUNCTION`: the worker Lambda (name or ARN).
+    pub worker_function: String,
+    /// `SLUICE_CODEBUILD_PROJECT`: the CodeBuild project running long orders.
+    pub codebuild_project: String,
+    /// `SLUICE_WATCHDOG_STATE_MACHINE`: the watchdog state machine's ARN.
+    pub watchdog_state_machine: String,
+    /// `SLUICE_SSM_PREFIX` (default `/sluice`): where per-order keys are kept.
+    pub ssm_prefix: String,
     /// `SLUICE_EVENT_TTL_DAYS` (default 90): how long order_events rows live.
     pub event_ttl_days: u64,
     /// `SLUICE_ORDER_TTL_DAYS` (default 1): how long orders rows live.
@@ -66,6 +74,17 @@ impl AwsSettings {
         let orders_table = required("SLUICE_ORDERS_TABLE");
         let events_table = required("SLUICE_EVENTS_TABLE");
         let locks_table = required("SLUICE_LOCKS_TABLE");
+        let worker_function = required("SLUICE_WORKER_FUNCTION");
+        let codebuild_project = required("SLUICE_CODEBUILD_PROJECT");
+        let watchdog_state_machine = required("SLUICE_WATCHDOG_STATE_MACHINE");
+        let ssm_prefix = match lookup("SLUICE_SSM_PREFIX") {
+            Some(prefix) if prefix.starts_with('/') => prefix,
+            Some(prefix) => {
+                problems.push(format!("SLUICE_SSM_PREFIX={prefix:?} must start with '/'"));
+                prefix
+            }
+            None => "/sluice".to_owned(),
+        };
         let mut days = |name: &str, default: u64| match lookup(name) {
             None => default,
             Some(value) => match value.trim().parse::<u64>() {
@@ -87,6 +106,10 @@ impl AwsSettings {
             orders_table,
             events_table,
             locks_table,
+            worker_function,
+            codebuild_project,
+            watchdog_state_machine,
+            ssm_prefix,
             event_ttl_days,
             order_ttl_days,
         })
@@ -114,8 +137,15 @@ mod tests {
             ("SLUICE_ORDERS_TABLE", "orders"),
             ("SLUICE_EVENTS_TABLE", "events"),
             ("SLUICE_LOCKS_TABLE", "locks"),
+            ("SLUICE_WORKER_FUNCTION", "worker"),
+            ("SLUICE_CODEBUILD_PROJECT", "builds"),
+            (
+                "SLUICE_WATCHDOG_STATE_MACHINE",
+                "arn:aws:states:us-east-1:1:stateMachine:w",
+            ),
         ]))
         .unwrap();
+        assert_eq!(settings.ssm_prefix, "/sluice");
         assert_eq!(settings.internal_bucket, "internal");
         assert_eq!(settings.event_ttl_days, 90);
         assert_eq!(settings.order_ttl_days, 1);
@@ -136,6 +166,9 @@ mod tests {
                 "SLUICE_ORDERS_TABLE is not set",
                 "SLUICE_EVENTS_TABLE is not set",
                 "SLUICE_LOCKS_TABLE is not set",
+                "SLUICE_WORKER_FUNCTION is not set",
+                "SLUICE_CODEBUILD_PROJECT is not set",
+                "SLUICE_WATCHDOG_STATE_MACHINE is not set",
                 "SLUICE_EVENT_TTL_DAYS=\"soon\" is not a positive number of days",
             ]
         );

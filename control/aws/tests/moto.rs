@@ -78,6 +78,10 @@ async fn order_store(clients: &Clients, calls: &CallCounter) -> DynamoOrderStore
         orders_table: table(clients, ORDERS_KEY).await,
         events_table: table(clients, EVENTS_KEY).await,
         locks_table: table(clients, LOCKS_KEY).await,
+        worker_function: String::new(),
+        codebuild_project: String::new(),
+        watchdog_state_machine: String::new(),
+        ssm_prefix: "/sluice".to_owned(),
         event_ttl_days: 90,
         order_ttl_days: 1,
     };
@@ -159,14 +163,20 @@ async fn runs_larger_than_one_transaction_insert_whole_and_read_back_in_order() 
     );
 }
 
-/// PUTs `body` to a presigned URL with a plain HTTP/1.1 request (moto speaks plain HTTP).
+/// PUTs `body` to a presigned URL.
 async fn put_url(url: &str, body: &[u8]) -> u16 {
+    http_request(url, "PUT", "", body).await
+}
+
+/// A plain HTTP/1.1 request (moto speaks plain HTTP) with extra header lines; returns the
+/// status code.
+async fn http_request(url: &str, method: &str, headers: &str, body: &[u8]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
     let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -178,4 +188,304 @@ async fn put_url(url: &str, body: &[u8]) -> u16 {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn ssm_keeps_keys_secret_and_deletes_a_runs_keys() {
+    use sluice_aws::keys::SsmKeyStore;
+    use sluice_engine::ports::KeyStore;
+    let clients = moto().await;
+    let prefix = format!("/{}", unique("sluice-test"));
+    let store = SsmKeyStore::new(clients.ssm.clone(), &prefix, CallCounter::default());
+    let run = RunId::generate();
+    let other = RunId::generate();
+    // More keys than one DeleteParameters call takes.
+    let mut paths = Vec::new();
+    for i in 0..12 {
+        let num = sluice_contract::OrderNum::from_index(i);
+        paths.push(
+            store
+                .put_key(&run, num, &format!("AGE-SECRET-KEY-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let kept = store
+        .put_key(
+            &other,
+            sluice_contract::OrderNum::from_index(0),
+            "AGE-SECRET-KEY-other",
+        )
+        .await
+        .unwrap();
+    assert_eq!(paths[3], format!("{prefix}/sops-keys/{run}/0004"));
+    assert_eq!(store.get_key(&paths[3]).await.unwrap(), "AGE-SECRET-KEY-3");
+    let parameter = clients
+        .ssm
+        .get_parameter()
+        .name(&paths[3])
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap();
+    assert_eq!(parameter.r#type().map(|t| t.as_str()), Some("SecureString"));
+
+    store.delete_run_keys(&run).await.unwrap();
+    for path in &paths {
+        assert!(store.get_key(path).await.unwrap_err().is_not_found());
+    }
+    assert_eq!(store.get_key(&kept).await.unwrap(), "AGE-SECRET-KEY-other");
+    store.delete_run_keys(&run).await.unwrap();
+}
+
+fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPayload {
+    sluice_contract::dispatch::DispatchPayload {
+        s3_location: format!("tmp/exec/{run}/0001/exec.zip"),
+        internal_bucket: "internal".to_owned(),
+        callback_url: Some("http://127.0.0.1/callback".to_owned()),
+        run_id: run.clone(),
+        order_num: sluice_contract::OrderNum::from_index(0),
+        attempt: attempt.to_owned(),
+        key_path: "/sluice/sops-keys/x/0001".to_owned(),
+    }
+}
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/sluice-test";
+
+#[tokio::test]
+async fn codebuild_workers_start_with_the_payload_in_their_environment() {
+    use sluice_aws::dispatch::AwsDispatcher;
+    use sluice_engine::ports::Dispatcher;
+    let clients = moto().await;
+    let project = unique("sluice-test");
+    clients
+        .codebuild
+        .create_project()
+        .name(&project)
+        .source(
+            aws_sdk_codebuild::types::ProjectSource::builder()
+                .r#type(aws_sdk_codebuild::types::SourceType::S3)
+                .location("artifacts/worker.zip")
+                .build()
+                .unwrap(),
+        )
+        .artifacts(
+            aws_sdk_codebuild::types::ProjectArtifacts::builder()
+                .r#type(aws_sdk_codebuild::types::ArtifactsType::NoArtifacts)
+                .build()
+                .unwrap(),
+        )
+        .environment(
+            aws_sdk_codebuild::types::ProjectEnvironment::builder()
+                .r#type(aws_sdk_codebuild::types::EnvironmentType::LinuxContainer)
+                .image("public.ecr.aws/sluice/worker:latest")
+                .compute_type(aws_sdk_codebuild::types::ComputeType::BuildGeneral1Small)
+                .build()
+                .unwrap(),
+        )
+        .service_role(ROLE)
+        .send()
+        .await
+        .unwrap();
+    let calls = CallCounter::default();
+    let dispatcher = AwsDispatcher::new(
+        clients.lambda.clone(),
+        clients.codebuild.clone(),
+        "unused",
+        &project,
+        calls.clone(),
+    );
+    let run = RunId::generate();
+    dispatcher
+        .start(
+            sluice_contract::ExecutionTarget::Codebuild,
+            &payload(&run, "a1"),
+        )
+        .await
+        .unwrap();
+    let builds = clients
+        .codebuild
+        .list_builds_for_project()
+        .project_name(&project)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(builds.ids().len(), 1);
+    assert_eq!(calls.snapshot()[&("codebuild", "StartBuild")], 1);
+
+    let missing = AwsDispatcher::new(
+        clients.lambda.clone(),
+        clients.codebuild.clone(),
+        "unused",
+        "no-such-project",
+        calls.clone(),
+    );
+    let err = missing
+        .start(
+            sluice_contract::ExecutionTarget::Codebuild,
+            &payload(&run, "a2"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("codebuild worker"), "{err}");
+    assert!(err.to_string().contains(&run.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn a_watchdog_starts_once_per_attempt() {
+    use sluice_aws::dispatch::SfnWatchdog;
+    use sluice_engine::ports::{WatchdogInput, WatchdogStarter};
+    let clients = moto().await;
+    let machine = clients
+        .sfn
+        .create_state_machine()
+        .name(unique("sluice-test"))
+        .definition(r#"{"StartAt":"Done","States":{"Done":{"Type":"Succeed"}}}"#)
+        .role_arn(ROLE)
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    let watchdog = SfnWatchdog::new(clients.sfn.clone(), &machine, CallCounter::default());
+    let run = RunId::generate();
+    let input = WatchdogInput {
+        run_id: run.clone(),
+        order_num: sluice_contract::OrderNum::from_index(1),
+        attempt: uuid::Uuid::new_v4().simple().to_string(),
+        timeout: 60,
+        start_time: 1_700_000_000,
+        job_deadline: 1_700_003_600,
+        internal_bucket: "internal".to_owned(),
+    };
+    watchdog.start(&input).await.unwrap();
+    watchdog.start(&input).await.unwrap();
+    let executions = clients
+        .sfn
+        .list_executions()
+        .state_machine_arn(&machine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        executions.executions().len(),
+        1,
+        "the same attempt is watched once"
+    );
+    let execution = &executions.executions()[0];
+    assert_eq!(execution.name(), format!("{run}-0002-{}", input.attempt));
+    let described = clients
+        .sfn
+        .describe_execution()
+        .execution_arn(execution.execution_arn())
+        .send()
+        .await
+        .unwrap();
+    let sent: WatchdogInput = serde_json::from_str(described.input().unwrap()).unwrap();
+    assert_eq!(sent, input);
+}
+
+/// moto cannot run Lambda code (no Docker): it is told to accept invokes without running.
+async fn moto_lambda_without_docker() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let status = http_request(
+        &format!("{endpoint}/moto-api/config"),
+        "POST",
+        "",
+        br#"{"lambda": {"use_docker": false}}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "configuring moto's Lambda");
+    // Lambda checks its role exists: create it with IAM's query API (no IAM SDK needed).
+    let policy = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
+    let body = format!(
+        "Action=CreateRole&Version=2010-05-08&RoleName=sluice-test&AssumeRolePolicyDocument={policy}"
+    );
+    let status = http_request(
+        &format!("{endpoint}/"),
+        "POST",
+        "Content-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n",
+        body.as_bytes(),
+    )
+    .await;
+    assert!(
+        status == 200 || status == 409,
+        "creating the role: {status}"
+    );
+}
+
+#[tokio::test]
+async fn lambda_workers_are_invoked_asynchronously() {
+    use sluice_aws::dispatch::AwsDispatcher;
+    use sluice_engine::ports::Dispatcher;
+    let clients = moto().await;
+    moto_lambda_without_docker().await;
+    let function = unique("sluice-worker");
+    clients
+        .lambda
+        .create_function()
+        .function_name(&function)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .handler("bootstrap")
+        .role(ROLE)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let calls = CallCounter::default();
+    let dispatcher = AwsDispatcher::new(
+        clients.lambda.clone(),
+        clients.codebuild.clone(),
+        &function,
+        "unused",
+        calls.clone(),
+    );
+    let run = RunId::generate();
+    dispatcher
+        .start(
+            sluice_contract::ExecutionTarget::Lambda,
+            &payload(&run, "a1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls.snapshot()[&("lambda", "Invoke")], 1);
+    // (moto accepts an asynchronous invoke of a missing function, so the error path of
+    // Lambda dispatch cannot be shown here; CodeBuild's is, above.)
+}
+
+/// A zip holding one empty `bootstrap` (the smallest code moto accepts).
+fn empty_zip() -> Vec<u8> {
+    // Local file header, central directory and end record of a zip with one empty file.
+    let name = b"bootstrap";
+    let mut zip = Vec::new();
+    let local = [
+        &[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[0; 12][..],
+        &(name.len() as u16).to_le_bytes(),
+        &[0, 0],
+        name,
+    ]
+    .concat();
+    let central = [
+        &[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[0; 12][..],
+        &(name.len() as u16).to_le_bytes(),
+        &[0; 12][..],
+        &0u32.to_le_bytes(),
+        name,
+    ]
+    .concat();
+    zip.extend_from_slice(&local);
+    let central_at = zip.len() as u32;
+    zip.extend_from_slice(&central);
+    zip.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 1, 0, 1, 0]);
+    zip.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    zip.extend_from_slice(&central_at.to_le_bytes());
+    zip.extend_from_slice(&[0, 0]);
+    zip
 }

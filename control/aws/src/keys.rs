@@ -1,0 +1,128 @@
+//! [`SsmKeyStore`]: per-order private age keys as SSM SecureString parameters,
+//! `<prefix>/sops-keys/<run_id>/<order_num>`, deleted when the run is finalized.
+
+use async_trait::async_trait;
+use aws_sdk_ssm::error::{DisplayErrorContext, SdkError};
+use aws_sdk_ssm::types::ParameterType;
+use sluice_contract::{OrderNum, RunId};
+use sluice_engine::error::StoreError;
+use sluice_engine::ports::KeyStore;
+
+use crate::calls::CallCounter;
+
+const SERVICE: &str = "ssm";
+/// Most names one `DeleteParameters` call takes.
+const MAX_DELETE: usize = 10;
+
+/// Keys under one SSM path prefix.
+#[derive(Debug, Clone)]
+pub struct SsmKeyStore {
+    client: aws_sdk_ssm::Client,
+    prefix: String,
+    calls: CallCounter,
+}
+
+fn backend<E, R>(what: impl Into<String>, error: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend {
+        what: what.into(),
+        message: DisplayErrorContext(&error).to_string(),
+    }
+}
+
+impl SsmKeyStore {
+    /// Keys under `prefix` (e.g. `/sluice`; a trailing `/` is ignored).
+    pub fn new(client: aws_sdk_ssm::Client, prefix: &str, calls: CallCounter) -> Self {
+        SsmKeyStore {
+            client,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            calls,
+        }
+    }
+
+    fn run_path(&self, run_id: &RunId) -> String {
+        format!("{}/sops-keys/{run_id}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl KeyStore for SsmKeyStore {
+    async fn put_key(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        secret_key: &str,
+    ) -> Result<String, StoreError> {
+        let name = format!("{}/{order_num}", self.run_path(run_id));
+        self.calls.count(SERVICE, "PutParameter");
+        self.client
+            .put_parameter()
+            .name(&name)
+            .value(secret_key)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| backend(format!("storing key {name}"), e))?;
+        Ok(name)
+    }
+
+    async fn get_key(&self, key_path: &str) -> Result<String, StoreError> {
+        self.calls.count(SERVICE, "GetParameter");
+        let output = self
+            .client
+            .get_parameter()
+            .name(key_path)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(service) if service.is_parameter_not_found() => StoreError::NotFound {
+                    key: key_path.to_owned(),
+                },
+                _ => backend(format!("reading key {key_path}"), e),
+            })?;
+        output
+            .parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| StoreError::NotFound {
+                key: key_path.to_owned(),
+            })
+    }
+
+    async fn delete_run_keys(&self, run_id: &RunId) -> Result<(), StoreError> {
+        let path = self.run_path(run_id);
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.calls.count(SERVICE, "GetParametersByPath");
+            let page = self
+                .client
+                .get_parameters_by_path()
+                .path(&path)
+                .recursive(true)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| backend(format!("listing keys under {path}"), e))?;
+            names.extend(page.parameters().iter().filter_map(|p| p.name.clone()));
+            match page.next_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => break,
+            }
+        }
+        for batch in names.chunks(MAX_DELETE) {
+            self.calls.count(SERVICE, "DeleteParameters");
+            self.client
+                .delete_parameters()
+                .set_names(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| backend(format!("deleting keys under {path}"), e))?;
+        }
+        Ok(())
+    }
+}

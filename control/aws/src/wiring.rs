@@ -1,0 +1,60 @@
+//! The engine on AWS: every port bound to its AWS adapter, from one set of clients and
+//! settings (built once per Lambda cold start).
+
+use std::sync::Arc;
+
+use sluice_contract::validate::Platform;
+use sluice_engine::{Engine, EngineConfig, Ports, SystemClock};
+
+use crate::calls::CallCounter;
+use crate::clients::Clients;
+use crate::dispatch::{AwsDispatcher, SfnWatchdog};
+use crate::dynamo::DynamoOrderStore;
+use crate::keys::SsmKeyStore;
+use crate::s3::S3Store;
+use crate::settings::AwsSettings;
+
+/// The engine over S3, DynamoDB, SSM, Lambda, CodeBuild and Step Functions, counting its
+/// AWS calls in `calls`.
+pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter) -> Engine {
+    let ports = Ports {
+        internal: Arc::new(S3Store::new(
+            clients.s3.clone(),
+            &settings.internal_bucket,
+            calls.clone(),
+        )),
+        done: Arc::new(S3Store::new(
+            clients.s3.clone(),
+            &settings.done_bucket,
+            calls.clone(),
+        )),
+        orders: Arc::new(DynamoOrderStore::new(
+            clients.dynamodb.clone(),
+            settings,
+            calls.clone(),
+        )),
+        dispatcher: Arc::new(AwsDispatcher::new(
+            clients.lambda.clone(),
+            clients.codebuild.clone(),
+            &settings.worker_function,
+            &settings.codebuild_project,
+            calls.clone(),
+        )),
+        watchdog: Arc::new(SfnWatchdog::new(
+            clients.sfn.clone(),
+            &settings.watchdog_state_machine,
+            calls.clone(),
+        )),
+        keys: Arc::new(SsmKeyStore::new(
+            clients.ssm.clone(),
+            &settings.ssm_prefix,
+            calls.clone(),
+        )),
+        clock: Arc::new(SystemClock),
+    };
+    let config = EngineConfig {
+        platform: Platform::Aws,
+        ..EngineConfig::default()
+    };
+    Engine::new(ports, config)
+}
