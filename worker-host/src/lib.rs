@@ -15,7 +15,8 @@
 //! - [`events`]: the events an order dropped in its events folder, sent with the result.
 //! - [`log_sink`]: the streaming log pipeline: output spooled to a file as it arrives, the
 //!   tail kept in bounded memory for `result.json`.
-//! - [`io`]: the [`WorkerIo`] seam.
+//! - [`io`]: the [`WorkerIo`] seam; [`store_io`]: its implementation over the engine's
+//!   object and key stores, shared by the local engine and AWS.
 //!
 //! Nothing here holds a whole log in memory, and decrypted values never touch the disk.
 
@@ -27,6 +28,7 @@ pub mod log_sink;
 pub mod process_group;
 pub mod run;
 pub mod shell;
+pub mod store_io;
 pub mod wasm;
 
 pub use io::{IoError, WorkerIo};

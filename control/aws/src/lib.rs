@@ -18,9 +18,13 @@
 //! - [`dispatch`]: workers started on Lambda (async invoke) or CodeBuild, and the Step
 //!   Functions watchdog of each attempt.
 //! - [`wiring`]: [`wiring::aws_engine`], the engine with every port bound to AWS.
+//! - [`s3_events`]: the orchestrator's handling of S3 notifications (one pass per run).
+//! - [`worker`]: one dispatch payload run by the worker host over S3, SSM and an HTTP PUT
+//!   to the presigned callback URL ([`callback`]).
 //! - [`calls`]: a per-service, per-operation call counter shared by the adapters, so a test
 //!   or a log line can show how many AWS calls a run made.
 
+pub mod callback;
 pub mod calls;
 pub mod clients;
 pub mod dispatch;
@@ -28,9 +32,11 @@ pub mod dynamo;
 mod item;
 pub mod keys;
 pub mod s3;
+pub mod s3_events;
 pub mod schema;
 pub mod settings;
 pub mod wiring;
+pub mod worker;
 
 pub use calls::CallCounter;
 pub use dynamo::DynamoOrderStore;

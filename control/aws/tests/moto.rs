@@ -5,71 +5,14 @@
 //! `scripts/test` starts moto on 127.0.0.1 and exports `AWS_ENDPOINT_URL`; every test makes
 //! its own buckets and tables, so tests run in parallel.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
-use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY, TableKey};
+mod support;
+
+use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
 use sluice_aws::{AwsSettings, CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
 use sluice_engine::conformance::{object_store_suite, order_store_suite, sample_order};
 use sluice_engine::ports::{ObjectStore, OrderStore};
-
-/// The clients, pointed at moto (the test fails with instructions when it is not running).
-async fn moto() -> Clients {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run these tests through scripts/test, which starts moto server"
-    );
-    Clients::load().await
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-async fn bucket(clients: &Clients) -> String {
-    let name = unique("sluice-test");
-    clients
-        .s3
-        .create_bucket()
-        .bucket(&name)
-        .send()
-        .await
-        .unwrap();
-    name
-}
-
-async fn table(clients: &Clients, key: TableKey) -> String {
-    let name = unique("sluice-test");
-    let mut create = clients
-        .dynamodb
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (attribute, key_type) in [
-        (Some(key.partition), KeyType::Hash),
-        (key.sort, KeyType::Range),
-    ] {
-        let Some(attribute) = attribute else { continue };
-        create = create
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(attribute)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(attribute)
-                    .key_type(key_type)
-                    .build()
-                    .unwrap(),
-            );
-    }
-    create.send().await.unwrap();
-    name
-}
+use support::{ROLE, bucket, empty_zip, moto, moto_lambda_without_docker, put_url, table, unique};
 
 async fn order_store(clients: &Clients, calls: &CallCounter) -> DynamoOrderStore {
     let settings = AwsSettings {
@@ -163,33 +106,6 @@ async fn runs_larger_than_one_transaction_insert_whole_and_read_back_in_order() 
     );
 }
 
-/// PUTs `body` to a presigned URL.
-async fn put_url(url: &str, body: &[u8]) -> u16 {
-    http_request(url, "PUT", "", body).await
-}
-
-/// A plain HTTP/1.1 request (moto speaks plain HTTP) with extra header lines; returns the
-/// status code.
-async fn http_request(url: &str, method: &str, headers: &str, body: &[u8]) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn ssm_keeps_keys_secret_and_deletes_a_runs_keys() {
     use sluice_aws::keys::SsmKeyStore;
@@ -250,8 +166,6 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
         key_path: "/sluice/sops-keys/x/0001".to_owned(),
     }
 }
-
-const ROLE: &str = "arn:aws:iam::123456789012:role/sluice-test";
 
 #[tokio::test]
 async fn codebuild_workers_start_with_the_payload_in_their_environment() {
@@ -385,36 +299,6 @@ async fn a_watchdog_starts_once_per_attempt() {
     assert_eq!(sent, input);
 }
 
-/// moto cannot run Lambda code (no Docker): it is told to accept invokes without running.
-async fn moto_lambda_without_docker() {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let status = http_request(
-        &format!("{endpoint}/moto-api/config"),
-        "POST",
-        "",
-        br#"{"lambda": {"use_docker": false}}"#,
-    )
-    .await;
-    assert_eq!(status, 201, "configuring moto's Lambda");
-    // Lambda checks its role exists: create it with IAM's query API (no IAM SDK needed).
-    let policy = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
-    let body = format!(
-        "Action=CreateRole&Version=2010-05-08&RoleName=sluice-test&AssumeRolePolicyDocument={policy}"
-    );
-    let status = http_request(
-        &format!("{endpoint}/"),
-        "POST",
-        "Content-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n",
-        body.as_bytes(),
-    )
-    .await;
-    assert!(
-        status == 200 || status == 409,
-        "creating the role: {status}"
-    );
-}
-
 #[tokio::test]
 async fn lambda_workers_are_invoked_asynchronously() {
     use sluice_aws::dispatch::AwsDispatcher;
@@ -456,36 +340,4 @@ async fn lambda_workers_are_invoked_asynchronously() {
     assert_eq!(calls.snapshot()[&("lambda", "Invoke")], 1);
     // (moto accepts an asynchronous invoke of a missing function, so the error path of
     // Lambda dispatch cannot be shown here; CodeBuild's is, above.)
-}
-
-/// A zip holding one empty `bootstrap` (the smallest code moto accepts).
-fn empty_zip() -> Vec<u8> {
-    // Local file header, central directory and end record of a zip with one empty file.
-    let name = b"bootstrap";
-    let mut zip = Vec::new();
-    let local = [
-        &[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
-        &[0; 12][..],
-        &(name.len() as u16).to_le_bytes(),
-        &[0, 0],
-        name,
-    ]
-    .concat();
-    let central = [
-        &[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
-        &[0; 12][..],
-        &(name.len() as u16).to_le_bytes(),
-        &[0; 12][..],
-        &0u32.to_le_bytes(),
-        name,
-    ]
-    .concat();
-    zip.extend_from_slice(&local);
-    let central_at = zip.len() as u32;
-    zip.extend_from_slice(&central);
-    zip.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 1, 0, 1, 0]);
-    zip.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    zip.extend_from_slice(&central_at.to_le_bytes());
-    zip.extend_from_slice(&[0, 0]);
-    zip
 }

@@ -1,0 +1,108 @@
+//! What the orchestrator Lambda does with an S3 notification: every record's key is
+//! URL-decoded (S3 encodes keys in events, spaces as `+`), keys outside the callback layout
+//! (`tmp/callbacks/runs/<run_id>/<order_num>/result.json`) and test events are ignored, and
+//! the orchestrator runs once per distinct run, whatever the number of records.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use sluice_contract::{RunId, keys};
+use sluice_engine::orchestrator::Outcome;
+use sluice_engine::{Engine, EngineError};
+
+/// The distinct runs whose callbacks an S3 event (as JSON) reports, in order.
+pub fn runs_in_event(event: &Value) -> Vec<RunId> {
+    let records = event
+        .get("Records")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let runs: BTreeSet<RunId> = records
+        .iter()
+        .filter_map(|record| record.pointer("/s3/object/key").and_then(Value::as_str))
+        .filter_map(|key| keys::parse_result(&url_decode(key)))
+        .map(|(run_id, _)| run_id)
+        .collect();
+    runs.into_iter().collect()
+}
+
+/// Runs the orchestrator once for each run of the event; returns each run's outcome.
+///
+/// # Errors
+///
+/// The first run whose orchestration failed (the others still ran); Lambda then retries
+/// the event, which is safe: orchestration is idempotent.
+pub async fn orchestrate_event(
+    engine: &Engine,
+    event: &Value,
+) -> Result<Vec<(RunId, Outcome)>, EngineError> {
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for run_id in runs_in_event(event) {
+        match engine.orchestrate(&run_id).await {
+            Ok(outcome) => outcomes.push((run_id, outcome)),
+            Err(error) => {
+                tracing::error!(run_id = %run_id, %error, "orchestration failed");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(outcomes),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (a space) in an S3 event key.
+fn url_decode(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_decoded_and_only_callbacks_count() {
+        assert_eq!(url_decode("a%2Fb+c%3A"), "a/b c:");
+        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(url_decode("%zz"), "%zz");
+        let run = RunId::generate();
+        let other = RunId::generate();
+        let event = serde_json::json!({"Records": [
+            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{run}/0001/result.json")}}},
+            {"s3": {"object": {"key": format!("tmp%2Fcallbacks%2Fruns%2F{run}%2F0002%2Fresult.json")}}},
+            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{other}/0000/result.json")}}},
+            {"s3": {"object": {"key": format!("tmp/logs/{run}/0001/log.txt")}}},
+            {"s3": {"object": {"key": "tmp/callbacks/runs/not-a-run/0001/result.json"}}},
+            {"eventName": "no object"},
+        ]});
+        let mut expected = vec![run, other];
+        expected.sort();
+        assert_eq!(runs_in_event(&event), expected);
+        let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent"});
+        assert!(runs_in_event(&test_event).is_empty());
+    }
+}

@@ -1,0 +1,458 @@
+//! Whole runs on moto: init_job → exec.zip in S3 and rows in DynamoDB → the init trigger's
+//! S3 notification on SQS → an event pump feeding the orchestrator's S3-event handler →
+//! Lambda dispatch (the payload taken off the wire as it goes to moto, which cannot run
+//! code) → the worker run here with that exact payload over S3/SSM → presigned PUT of
+//! result.json to moto → notification → ... → finalize → done document in the done bucket.
+//!
+//! Step Functions executions are started for real; since moto cannot run their Lambda
+//! tasks, the pump plays the state machine for a worker that never reports: it calls
+//! `watchdog_check` with the execution's input and follows its verdict.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_lambda::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_lambda::error::BoxError;
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use sluice_aws::callback::HttpCallback;
+use sluice_aws::clients::Clients;
+use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
+use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring, worker};
+use sluice_contract::dispatch::{Claim, DispatchPayload};
+use sluice_contract::result::DoneDoc;
+use sluice_contract::{JobStatus, OrderStatus, ValidateOptions, keys, parse_job};
+use sluice_engine::Engine;
+use sluice_engine::ports::WatchdogInput;
+use sluice_worker::WorkerConfig;
+use support::{ROLE, bucket, empty_zip, moto, moto_lambda_without_docker, table, unique};
+
+/// Copies every Lambda `Invoke` payload as it is sent (moto accepts it but runs nothing).
+#[derive(Debug, Clone, Default)]
+struct WireTap(Arc<Mutex<Vec<DispatchPayload>>>);
+
+impl Intercept for WireTap {
+    fn name(&self) -> &'static str {
+        "wire-tap"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(bytes) = context.request().body().bytes()
+            && let Ok(payload) = serde_json::from_slice(bytes)
+        {
+            self.0.lock().unwrap().push(payload);
+        }
+        Ok(())
+    }
+}
+
+/// A Sluice deployment in moto.
+struct Cloud {
+    clients: Clients,
+    sqs: aws_sdk_sqs::Client,
+    settings: AwsSettings,
+    queue_url: String,
+    tap: WireTap,
+    calls: CallCounter,
+}
+
+async fn cloud() -> Cloud {
+    let mut clients = moto().await;
+    moto_lambda_without_docker().await;
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&shared);
+    let internal = bucket(&clients).await;
+    let done = bucket(&clients).await;
+
+    // S3 → SQS notifications for results, as the template wires S3 → the orchestrator.
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("sluice-test"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let rule =
+        |name: FilterRuleName, value: &str| FilterRule::builder().name(name).value(value).build();
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(&internal)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(queue_arn)
+                        .events(Event::S3ObjectCreated)
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .filter_rules(rule(
+                                            FilterRuleName::Prefix,
+                                            keys::CALLBACK_PREFIX,
+                                        ))
+                                        .filter_rules(rule(FilterRuleName::Suffix, "result.json"))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let worker_function = unique("sluice-worker");
+    clients
+        .lambda
+        .create_function()
+        .function_name(&worker_function)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .handler("bootstrap")
+        .role(ROLE)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let watchdog_state_machine = clients
+        .sfn
+        .create_state_machine()
+        .name(unique("sluice-watchdog"))
+        .definition(r#"{"StartAt":"Check","States":{"Check":{"Type":"Succeed"}}}"#)
+        .role_arn(ROLE)
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+
+    let tap = WireTap::default();
+    clients.lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(&shared)
+            .interceptor(tap.clone())
+            .build(),
+    );
+    let settings = AwsSettings {
+        internal_bucket: internal,
+        done_bucket: done,
+        orders_table: table(&clients, ORDERS_KEY).await,
+        events_table: table(&clients, EVENTS_KEY).await,
+        locks_table: table(&clients, LOCKS_KEY).await,
+        worker_function,
+        codebuild_project: "unused".to_owned(),
+        watchdog_state_machine,
+        ssm_prefix: format!("/{}", unique("sluice-test")),
+        event_ttl_days: 90,
+        order_ttl_days: 1,
+    };
+    Cloud {
+        clients,
+        sqs,
+        settings,
+        queue_url,
+        tap,
+        calls: CallCounter::default(),
+    }
+}
+
+/// What the pump does with a dispatched attempt.
+#[derive(Clone, Copy, PartialEq)]
+enum Worker {
+    /// Runs it.
+    Runs,
+    /// Claims it, then dies without reporting (for the watchdog).
+    DiesAfterClaiming,
+}
+
+impl Cloud {
+    fn engine(&self) -> Engine {
+        let mut engine = wiring::aws_engine(&self.clients, &self.settings, &self.calls);
+        // Short enough for a test to see the watchdog act.
+        engine.config.watchdog_slack = Duration::from_secs(1);
+        engine
+    }
+
+    /// Submits `job` and pumps events until its done document appears.
+    async fn run(&self, job: &str, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
+        let engine = Arc::new(self.engine());
+        let job = parse_job(job.as_bytes()).unwrap();
+        let names: Vec<String> = job
+            .orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o.order_name.clone().unwrap_or(format!("order-{}", i + 1)))
+            .collect();
+        let response = engine
+            .init_job(&job, &ValidateOptions::aws(), Path::new("."))
+            .await
+            .unwrap();
+        let run_id = response.run_id;
+        let callback = HttpCallback::new().unwrap();
+        let config = WorkerConfig {
+            host_env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
+            ..WorkerConfig::default()
+        };
+        let mut abandoned: Vec<DispatchPayload> = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "run {run_id} did not finish"
+            );
+            // S3 notifications → the orchestrator handler, concurrently as Lambda would.
+            let messages = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            for message in messages.messages() {
+                let event: serde_json::Value =
+                    serde_json::from_str(message.body().unwrap_or("{}")).unwrap();
+                let engine = Arc::clone(&engine);
+                tasks.spawn(async move {
+                    s3_events::orchestrate_event(&engine, &event).await.unwrap();
+                });
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            // Dispatched attempts → workers.
+            let dispatched: Vec<DispatchPayload> = self.tap.0.lock().unwrap().drain(..).collect();
+            for payload in dispatched {
+                let name = &names[payload.order_num.get() as usize - 1];
+                match worker_of(name) {
+                    Worker::Runs => {
+                        let (clients, callback, config, calls) = (
+                            self.clients.clone(),
+                            callback.clone(),
+                            config.clone(),
+                            self.calls.clone(),
+                        );
+                        tasks.spawn(async move {
+                            worker::run_payload(&payload, &clients, &callback, &config, &calls)
+                                .await
+                                .unwrap();
+                        });
+                    }
+                    Worker::DiesAfterClaiming => {
+                        let claim = Claim {
+                            attempt: payload.attempt.clone(),
+                            claimed_at_ms: now_ms(),
+                        };
+                        engine
+                            .ports
+                            .internal
+                            .put_if_absent(
+                                &keys::claim(&payload.run_id, payload.order_num, &payload.attempt),
+                                serde_json::to_vec(&claim).unwrap(),
+                            )
+                            .await
+                            .unwrap();
+                        abandoned.push(payload);
+                    }
+                }
+            }
+            // The watchdog state machine of each abandoned attempt, played here.
+            for input in self.watchdog_inputs(&abandoned).await {
+                let verdict = engine.watchdog_check(&input).await.unwrap();
+                if verdict.kick {
+                    engine.orchestrate(&input.run_id).await.unwrap();
+                }
+            }
+            if let Ok(bytes) = engine.ports.done.get(&keys::done(&run_id)).await {
+                while tasks.join_next().await.is_some() {}
+                return serde_json::from_slice(&bytes).unwrap();
+            }
+        }
+    }
+
+    /// The inputs of the watchdog executions started for `attempts`.
+    async fn watchdog_inputs(&self, attempts: &[DispatchPayload]) -> Vec<WatchdogInput> {
+        if attempts.is_empty() {
+            return Vec::new();
+        }
+        let wanted: HashSet<&str> = attempts.iter().map(|p| p.attempt.as_str()).collect();
+        let executions = self
+            .clients
+            .sfn
+            .list_executions()
+            .state_machine_arn(&self.settings.watchdog_state_machine)
+            .send()
+            .await
+            .unwrap();
+        let mut inputs = Vec::new();
+        for execution in executions.executions() {
+            let described = self
+                .clients
+                .sfn
+                .describe_execution()
+                .execution_arn(execution.execution_arn())
+                .send()
+                .await
+                .unwrap();
+            let input: WatchdogInput = serde_json::from_str(described.input().unwrap()).unwrap();
+            if wanted.contains(input.attempt.as_str()) {
+                inputs.push(input);
+            }
+        }
+        inputs
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn status_of(done: &DoneDoc, name: &str) -> (OrderStatus, Option<String>) {
+    let order = done.orders.iter().find(|o| o.order_name == name).unwrap();
+    (order.status, order.reason.clone())
+}
+
+fn order(name: &str, cmd: &str, deps: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "order_name": name, "cmds": [cmd], "timeout": 60, "dependencies": deps,
+        "execution_target": "lambda",
+    })
+}
+
+fn job(orders: Vec<serde_json::Value>) -> String {
+    serde_json::json!({ "username": "tester", "orders": orders }).to_string()
+}
+
+#[tokio::test]
+async fn a_diamond_runs_to_its_done_document() {
+    let cloud = cloud().await;
+    let done = cloud
+        .run(
+            &job(vec![
+                order("fetch", "echo fetched", &[]),
+                order("build", "echo built by $SLUICE_ORDER_NAME", &["fetch"]),
+                order("lint", "echo linted", &["fetch"]),
+                order("publish", "echo published", &["build", "lint"]),
+            ]),
+            |_| Worker::Runs,
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    for name in ["fetch", "build", "lint", "publish"] {
+        assert_eq!(status_of(&done, name).0, OrderStatus::Succeeded, "{name}");
+    }
+    // The full log is in the internal bucket; the run's keys are gone from SSM.
+    let engine = cloud.engine();
+    let build = done
+        .orders
+        .iter()
+        .find(|o| o.order_name == "build")
+        .unwrap();
+    let log = engine
+        .ports
+        .internal
+        .get(build.log_key.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("built by build"));
+    let keys = cloud
+        .clients
+        .ssm
+        .get_parameters_by_path()
+        .path(&cloud.settings.ssm_prefix)
+        .recursive(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(keys.parameters().is_empty(), "keys are deleted at finalize");
+    println!("AWS calls for a 4-order diamond:\n{}", cloud.calls);
+}
+
+#[tokio::test]
+async fn a_failure_cascades_and_optional_orders_still_run() {
+    let cloud = cloud().await;
+    let mut optional = order("report", "echo reporting", &["migrate"]);
+    optional["must_succeed"] = false.into();
+    let done = cloud
+        .run(
+            &job(vec![
+                order("migrate", "exit 3", &[]),
+                order("deploy", "echo never", &["migrate"]),
+                optional,
+            ]),
+            |_| Worker::Runs,
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(status_of(&done, "migrate").0, OrderStatus::Failed);
+    assert_eq!(
+        done.orders
+            .iter()
+            .find(|o| o.order_name == "migrate")
+            .unwrap()
+            .exit_code,
+        Some(3)
+    );
+    assert_eq!(
+        status_of(&done, "deploy"),
+        (OrderStatus::Failed, Some("dependency_failed".to_owned()))
+    );
+    assert_eq!(status_of(&done, "report").0, OrderStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_worker_that_never_reports_is_timed_out_by_the_watchdog() {
+    let cloud = cloud().await;
+    let mut lost = order("lost", "echo never runs", &[]);
+    lost["timeout"] = 1.into();
+    let done = cloud
+        .run(&job(vec![lost, order("fine", "echo fine", &[])]), |name| {
+            if name == "lost" {
+                Worker::DiesAfterClaiming
+            } else {
+                Worker::Runs
+            }
+        })
+        .await;
+    assert_eq!(done.status, JobStatus::TimedOut);
+    assert_eq!(status_of(&done, "lost").0, OrderStatus::TimedOut);
+    assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
+}

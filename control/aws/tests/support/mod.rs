@@ -1,0 +1,159 @@
+//! Helpers shared by the moto-backed tests: clients pointed at moto, fresh buckets and
+//! tables, raw HTTP for moto's own API.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use sluice_aws::clients::Clients;
+use sluice_aws::schema::TableKey;
+
+/// A role ARN for resources that need one (created in moto by [`moto_lambda_without_docker`]).
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/sluice-test";
+
+/// The clients, pointed at moto (the test fails with instructions when it is not running).
+pub async fn moto() -> Clients {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run these tests through scripts/test, which starts moto server"
+    );
+    Clients::load().await
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn bucket(clients: &Clients) -> String {
+    let name = unique("sluice-test");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+pub async fn table(clients: &Clients, key: TableKey) -> String {
+    let name = unique("sluice-test");
+    let mut create = clients
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (attribute, key_type) in [
+        (Some(key.partition), KeyType::Hash),
+        (key.sort, KeyType::Range),
+    ] {
+        let Some(attribute) = attribute else { continue };
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attribute)
+                    .key_type(key_type)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    create.send().await.unwrap();
+    name
+}
+
+/// moto cannot run Lambda code (no Docker): it is told to accept invokes without running.
+pub async fn moto_lambda_without_docker() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let status = http_request(
+        &format!("{endpoint}/moto-api/config"),
+        "POST",
+        "",
+        br#"{"lambda": {"use_docker": false}}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "configuring moto's Lambda");
+    // Lambda checks its role exists: create it with IAM's query API (no IAM SDK needed).
+    let policy = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
+    let body = format!(
+        "Action=CreateRole&Version=2010-05-08&RoleName=sluice-test&AssumeRolePolicyDocument={policy}"
+    );
+    let status = http_request(
+        &format!("{endpoint}/"),
+        "POST",
+        "Content-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n",
+        body.as_bytes(),
+    )
+    .await;
+    assert!(
+        status == 200 || status == 409,
+        "creating the role: {status}"
+    );
+}
+
+/// PUTs `body` to a presigned URL.
+pub async fn put_url(url: &str, body: &[u8]) -> u16 {
+    http_request(url, "PUT", "", body).await
+}
+
+/// A plain HTTP/1.1 request (moto speaks plain HTTP) with extra header lines; returns the
+/// status code.
+pub async fn http_request(url: &str, method: &str, headers: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A zip holding one empty `bootstrap` (the smallest code moto accepts).
+pub fn empty_zip() -> Vec<u8> {
+    // Local file header, central directory and end record of a zip with one empty file.
+    let name = b"bootstrap";
+    let mut zip = Vec::new();
+    let local = [
+        &[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[0; 12][..],
+        &(name.len() as u16).to_le_bytes(),
+        &[0, 0],
+        name,
+    ]
+    .concat();
+    let central = [
+        &[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[0; 12][..],
+        &(name.len() as u16).to_le_bytes(),
+        &[0; 12][..],
+        &0u32.to_le_bytes(),
+        name,
+    ]
+    .concat();
+    zip.extend_from_slice(&local);
+    let central_at = zip.len() as u32;
+    zip.extend_from_slice(&central);
+    zip.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 1, 0, 1, 0]);
+    zip.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    zip.extend_from_slice(&central_at.to_le_bytes());
+    zip.extend_from_slice(&[0, 0]);
+    zip
+}

@@ -1,0 +1,104 @@
+//! [`StoreIo`]: the [`WorkerIo`] of a worker whose bundles, claims and logs live in an
+//! [`ObjectStore`] and whose keys in a [`KeyStore`] — the engine's own ports, so the local
+//! engine (directory store, key files) and AWS (S3, SSM) share one implementation and
+//! differ only in how a result is called back ([`Callback`]: a write into the local store,
+//! or an HTTP PUT to a presigned URL).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sluice_contract::dispatch::Claim;
+use sluice_contract::{OrderNum, RunId, keys};
+use sluice_engine::{KeyStore, ObjectStore, StoreError};
+
+use crate::io::{IoError, WorkerIo};
+
+/// How a result reaches its callback URL.
+#[async_trait]
+pub trait Callback: Send + Sync + std::fmt::Debug {
+    /// PUTs `body` to `url`.
+    async fn put(&self, url: &str, body: Vec<u8>) -> Result<(), IoError>;
+}
+
+/// A worker's IO over the engine's ports.
+#[derive(Debug, Clone)]
+pub struct StoreIo {
+    internal: Arc<dyn ObjectStore>,
+    keys: Arc<dyn KeyStore>,
+    callback: Arc<dyn Callback>,
+}
+
+fn io_error(what: String) -> impl FnOnce(StoreError) -> IoError {
+    move |e| IoError {
+        what,
+        message: e.to_string(),
+    }
+}
+
+impl StoreIo {
+    /// Bundles, claims and logs in `internal`, keys in `keys`, results through `callback`.
+    pub fn new(
+        internal: Arc<dyn ObjectStore>,
+        keys: Arc<dyn KeyStore>,
+        callback: Arc<dyn Callback>,
+    ) -> Self {
+        StoreIo {
+            internal,
+            keys,
+            callback,
+        }
+    }
+}
+
+#[async_trait]
+impl WorkerIo for StoreIo {
+    async fn fetch_bundle(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IoError> {
+        if bucket != self.internal.bucket() {
+            return Err(IoError {
+                what: format!("fetching {bucket}/{key}"),
+                message: format!(
+                    "this worker reads bundles from bucket {:?}",
+                    self.internal.bucket()
+                ),
+            });
+        }
+        self.internal
+            .get(key)
+            .await
+            .map_err(io_error(format!("fetching {key}")))
+    }
+
+    async fn fetch_key(&self, key_path: &str) -> Result<String, IoError> {
+        self.keys
+            .get_key(key_path)
+            .await
+            .map_err(io_error(format!("fetching key {key_path}")))
+    }
+
+    async fn claim(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        claim: &Claim,
+    ) -> Result<bool, IoError> {
+        let key = keys::claim(run_id, order_num, &claim.attempt);
+        let body = serde_json::to_vec(claim).expect("claims serialize");
+        match self.internal.put_if_absent(&key, body).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(io_error(format!("claiming {key}"))(e)),
+        }
+    }
+
+    async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError> {
+        self.internal
+            .put_file(log_key, path)
+            .await
+            .map_err(io_error(format!("storing {log_key}")))
+    }
+
+    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
+        self.callback.put(url, body).await
+    }
+}
