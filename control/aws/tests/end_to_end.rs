@@ -236,10 +236,10 @@ impl Cloud {
                 .receive_message()
                 .queue_url(&self.queue_url)
                 .max_number_of_messages(10)
-                .wait_time_seconds(1)
                 .send()
                 .await
                 .unwrap();
+            let idle = messages.messages().is_empty() && self.tap.0.lock().unwrap().is_empty();
             for message in messages.messages() {
                 let event: serde_json::Value =
                     serde_json::from_str(message.body().unwrap_or("{}")).unwrap();
@@ -301,6 +301,12 @@ impl Cloud {
             if let Ok(bytes) = engine.ports.done.get(&keys::done(&run_id)).await {
                 while tasks.join_next().await.is_some() {}
                 return serde_json::from_slice(&bytes).unwrap();
+            }
+            while let Some(finished) = tasks.try_join_next() {
+                finished.unwrap();
+            }
+            if idle {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
@@ -455,4 +461,45 @@ async fn a_worker_that_never_reports_is_timed_out_by_the_watchdog() {
     assert_eq!(done.status, JobStatus::TimedOut);
     assert_eq!(status_of(&done, "lost").0, OrderStatus::TimedOut);
     assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
+}
+
+/// A job of `n` `true` orders, independent (`wide`) or each waiting for the previous.
+fn shaped_job(n: usize, chain: bool) -> String {
+    let orders = (0..n)
+        .map(|i| {
+            let previous = format!("o{}", i.saturating_sub(1));
+            let deps: Vec<&str> = if chain && i > 0 {
+                vec![&previous]
+            } else {
+                vec![]
+            };
+            order(&format!("o{i}"), "true", &deps)
+        })
+        .collect();
+    job(orders)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
+    let mut per_order = Vec::new();
+    for (shape, chain) in [("wide", false), ("chain", true)] {
+        for n in [10, 100] {
+            let cloud = cloud().await;
+            let done = cloud.run(&shaped_job(n, chain), |_| Worker::Runs).await;
+            assert_eq!(done.status, JobStatus::Succeeded);
+            let calls = cloud.calls.total() as f64 / n as f64;
+            println!(
+                "{shape} {n}: {calls:.1} AWS calls per order\n{}",
+                cloud.calls
+            );
+            per_order.push((shape, n, calls));
+        }
+    }
+    for pair in per_order.chunks(2) {
+        let ((shape, _, small), (_, _, large)) = (pair[0], pair[1]);
+        assert!(
+            large <= small * 1.2,
+            "{shape}: {small:.1} calls per order at 10 orders, {large:.1} at 100"
+        );
+    }
 }
