@@ -29,21 +29,48 @@ pub struct AwsDispatcher {
     calls: CallCounter,
 }
 
-/// The dispatch payload as the CodeBuild worker's environment (the worker binary reads the
-/// same names back).
+/// The CodeBuild worker's environment variables and the payload fields they carry.
+const PAYLOAD_ENV: [(&str, &str); 7] = [
+    ("SLUICE_S3_LOCATION", "s3_location"),
+    ("SLUICE_INTERNAL_BUCKET", "internal_bucket"),
+    ("SLUICE_CALLBACK_URL", "callback_url"),
+    ("SLUICE_RUN_ID", "run_id"),
+    ("SLUICE_ORDER_NUM", "order_num"),
+    ("SLUICE_ATTEMPT", "attempt"),
+    ("SLUICE_KEY_PATH", "key_path"),
+];
+
+/// The dispatch payload as the CodeBuild worker's environment (absent fields are left out).
 pub fn payload_env(payload: &DispatchPayload) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("SLUICE_S3_LOCATION", payload.s3_location.clone()),
-        ("SLUICE_INTERNAL_BUCKET", payload.internal_bucket.clone()),
-        ("SLUICE_RUN_ID", payload.run_id.to_string()),
-        ("SLUICE_ORDER_NUM", payload.order_num.to_string()),
-        ("SLUICE_ATTEMPT", payload.attempt.clone()),
-        ("SLUICE_KEY_PATH", payload.key_path.clone()),
-    ];
-    if let Some(url) = &payload.callback_url {
-        env.push(("SLUICE_CALLBACK_URL", url.clone()));
-    }
-    env
+    let fields = serde_json::to_value(payload).unwrap_or_default();
+    PAYLOAD_ENV
+        .iter()
+        .filter_map(|(name, field)| {
+            let value = fields.get(*field)?.as_str()?;
+            Some((*name, value.to_owned()))
+        })
+        .collect()
+}
+
+/// The dispatch payload read back from the environment [`payload_env`] set.
+///
+/// # Errors
+///
+/// A message naming the missing or malformed variables.
+pub fn payload_from_env(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<DispatchPayload, String> {
+    let fields: serde_json::Map<String, serde_json::Value> = PAYLOAD_ENV
+        .iter()
+        .filter_map(|(name, field)| Some(((*field).to_owned(), lookup(name)?.into())))
+        .collect();
+    serde_json::from_value(fields.into()).map_err(|e| {
+        let names: Vec<&str> = PAYLOAD_ENV.iter().map(|(name, _)| *name).collect();
+        format!(
+            "the worker's environment ({}) is incomplete: {e}",
+            names.join(", ")
+        )
+    })
 }
 
 impl AwsDispatcher {
@@ -192,5 +219,30 @@ impl WatchdogStarter for SfnWatchdog {
                 aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_survives_the_environment() {
+        let payload = DispatchPayload {
+            s3_location: "tmp/exec/r/0001/exec.zip".to_owned(),
+            internal_bucket: "internal".to_owned(),
+            callback_url: Some("https://b.s3.amazonaws.com/k?X-Amz-Signature=s".to_owned()),
+            run_id: sluice_contract::RunId::generate(),
+            order_num: sluice_contract::OrderNum::from_index(2),
+            attempt: "a1".to_owned(),
+            key_path: "/sluice/sops-keys/r/0003".to_owned(),
+        };
+        let env = payload_env(&payload);
+        assert_eq!(env.len(), 7);
+        assert!(env.contains(&("SLUICE_ORDER_NUM", "0003".to_owned())));
+        let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        assert_eq!(payload_from_env(lookup).unwrap(), payload);
+        let err = payload_from_env(|_| None).unwrap_err();
+        assert!(err.contains("SLUICE_S3_LOCATION"), "{err}");
     }
 }

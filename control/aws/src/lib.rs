@@ -18,9 +18,11 @@
 //! - [`dispatch`]: workers started on Lambda (async invoke) or CodeBuild, and the Step
 //!   Functions watchdog of each attempt.
 //! - [`wiring`]: [`wiring::aws_engine`], the engine with every port bound to AWS.
+//! - [`handlers`]: what the init-job and watchdog-check functions do with their events.
 //! - [`s3_events`]: the orchestrator's handling of S3 notifications (one pass per run).
 //! - [`worker`]: one dispatch payload run by the worker host over S3, SSM and an HTTP PUT
 //!   to the presigned callback URL ([`callback`]).
+//! - [`runtime`]: a cold start: JSON logs, settings, clients, engine.
 //! - [`calls`]: a per-service, per-operation call counter shared by the adapters, so a test
 //!   or a log line can show how many AWS calls a run made.
 
@@ -29,8 +31,10 @@ pub mod calls;
 pub mod clients;
 pub mod dispatch;
 pub mod dynamo;
+pub mod handlers;
 mod item;
 pub mod keys;
+pub mod runtime;
 pub mod s3;
 pub mod s3_events;
 pub mod schema;

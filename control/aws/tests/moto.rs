@@ -7,27 +7,16 @@
 
 mod support;
 
-use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
-use sluice_aws::{AwsSettings, CallCounter, DynamoOrderStore, S3Store, clients::Clients};
+use sluice_aws::{CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
 use sluice_engine::conformance::{object_store_suite, order_store_suite, sample_order};
 use sluice_engine::ports::{ObjectStore, OrderStore};
-use support::{ROLE, bucket, empty_zip, moto, moto_lambda_without_docker, put_url, table, unique};
+use support::{
+    ROLE, bucket, empty_zip, moto, moto_lambda_without_docker, put_url, store_settings, unique,
+};
 
 async fn order_store(clients: &Clients, calls: &CallCounter) -> DynamoOrderStore {
-    let settings = AwsSettings {
-        internal_bucket: String::new(),
-        done_bucket: String::new(),
-        orders_table: table(clients, ORDERS_KEY).await,
-        events_table: table(clients, EVENTS_KEY).await,
-        locks_table: table(clients, LOCKS_KEY).await,
-        worker_function: String::new(),
-        codebuild_project: String::new(),
-        watchdog_state_machine: String::new(),
-        ssm_prefix: "/sluice".to_owned(),
-        event_ttl_days: 90,
-        order_ttl_days: 1,
-    };
+    let settings = store_settings(clients).await;
     DynamoOrderStore::new(clients.dynamodb.clone(), &settings, calls.clone())
 }
 

@@ -6,8 +6,9 @@
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
+use sluice_aws::AwsSettings;
 use sluice_aws::clients::Clients;
-use sluice_aws::schema::TableKey;
+use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY, TableKey};
 
 /// A role ARN for resources that need one (created in moto by [`moto_lambda_without_docker`]).
 pub const ROLE: &str = "arn:aws:iam::123456789012:role/sluice-test";
@@ -156,4 +157,21 @@ pub fn empty_zip() -> Vec<u8> {
     zip.extend_from_slice(&central_at.to_le_bytes());
     zip.extend_from_slice(&[0, 0]);
     zip
+}
+
+/// Settings naming fresh buckets and tables (dispatch targets left empty).
+pub async fn store_settings(clients: &Clients) -> AwsSettings {
+    AwsSettings {
+        internal_bucket: bucket(clients).await,
+        done_bucket: bucket(clients).await,
+        orders_table: table(clients, ORDERS_KEY).await,
+        events_table: table(clients, EVENTS_KEY).await,
+        locks_table: table(clients, LOCKS_KEY).await,
+        worker_function: String::new(),
+        codebuild_project: String::new(),
+        watchdog_state_machine: String::new(),
+        ssm_prefix: format!("/{}", unique("sluice-test")),
+        event_ttl_days: 90,
+        order_ttl_days: 1,
+    }
 }

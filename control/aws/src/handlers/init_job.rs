@@ -1,0 +1,189 @@
+//! init-job: accepts a job from API Gateway (REST v1 and HTTP v2), a Lambda function URL,
+//! SNS, or a direct invoke, and answers in the caller's shape.
+//!
+//! The job is the JSON document itself or `{"job_parameters_b64": "<base64 of it>"}`.
+//! HTTP callers get a proxy response: 405 for anything but POST, 400 with the error list
+//! for a job that does not parse or validate, 200 with `{run_id, trace_id, flow_id,
+//! done_endpt, pr_search_tag}`. SNS and direct callers get that JSON object (or
+//! `{"errors": [...]}`) as the result; a failure of Sluice itself is an error, so Lambda
+//! reports (and for asynchronous sources retries) it.
+
+use std::path::Path;
+
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::sns::SnsEvent;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_contract::{ValidateOptions, parse_job};
+use sluice_engine::{Engine, EngineError};
+
+/// Where the job came from, which decides the answer's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// API Gateway REST API (payload v1).
+    RestApi,
+    /// API Gateway HTTP API (payload v2) or a Lambda function URL (same format).
+    HttpApi,
+    /// An SNS notification.
+    Sns,
+    /// A direct `Invoke`.
+    Direct,
+}
+
+/// A job request taken out of its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The event's kind.
+    pub source: Source,
+    /// The HTTP method, for HTTP sources.
+    pub method: Option<String>,
+    /// The body: the job, or `{"job_parameters_b64": ...}`.
+    pub body: Vec<u8>,
+}
+
+/// Recognises the event's shape.
+///
+/// # Errors
+///
+/// A message saying what could not be read.
+pub fn read_event(event: &Value) -> Result<Request, String> {
+    let http_body = |body: Option<&str>, base64: bool| -> Result<Vec<u8>, String> {
+        let body = body.unwrap_or_default();
+        if base64 {
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|e| format!("the body is not valid base64: {e}"))
+        } else {
+            Ok(body.as_bytes().to_vec())
+        }
+    };
+    if event.get("version").and_then(Value::as_str) == Some("2.0")
+        && event.pointer("/requestContext/http").is_some()
+    {
+        let request: ApiGatewayV2httpRequest = serde_json::from_value(event.clone())
+            .map_err(|e| format!("unreadable HTTP API event: {e}"))?;
+        return Ok(Request {
+            source: Source::HttpApi,
+            method: Some(request.request_context.http.method.to_string()),
+            body: http_body(request.body.as_deref(), request.is_base64_encoded)?,
+        });
+    }
+    if event.get("httpMethod").is_some() && event.get("requestContext").is_some() {
+        let request: ApiGatewayProxyRequest = serde_json::from_value(event.clone())
+            .map_err(|e| format!("unreadable REST API event: {e}"))?;
+        return Ok(Request {
+            source: Source::RestApi,
+            method: Some(request.http_method.to_string()),
+            body: http_body(request.body.as_deref(), request.is_base64_encoded)?,
+        });
+    }
+    if event.pointer("/Records/0/Sns").is_some() {
+        let sns: SnsEvent = serde_json::from_value(event.clone())
+            .map_err(|e| format!("unreadable SNS event: {e}"))?;
+        let record = sns
+            .records
+            .into_iter()
+            .next()
+            .ok_or("the SNS event has no record")?;
+        return Ok(Request {
+            source: Source::Sns,
+            method: None,
+            body: record.sns.message.into_bytes(),
+        });
+    }
+    Ok(Request {
+        source: Source::Direct,
+        method: None,
+        body: serde_json::to_vec(event).map_err(|e| e.to_string())?,
+    })
+}
+
+/// The job document from a body: itself, or the decoding of its `job_parameters_b64`.
+fn job_bytes(body: &[u8]) -> Result<Vec<u8>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match value.get("job_parameters_b64") {
+        Some(Value::String(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| format!("job_parameters_b64 is not valid base64: {e}")),
+        Some(_) => Err("job_parameters_b64 must be a string".to_owned()),
+        None => Ok(body.to_vec()),
+    }
+}
+
+/// Handles one event (see the module docs).
+///
+/// # Errors
+///
+/// Sluice itself failed (storage, keys): not the caller's fault.
+pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError> {
+    let request = match read_event(event) {
+        Ok(request) => request,
+        Err(message) => return Ok(answer(Source::Direct, 400, &json!({ "errors": [message] }))),
+    };
+    if let Some(method) = &request.method
+        && !method.eq_ignore_ascii_case("POST")
+    {
+        let body = json!({ "errors": [format!("{method} is not allowed: POST the job")] });
+        return Ok(answer(request.source, 405, &body));
+    }
+    let job = match job_bytes(&request.body)
+        .and_then(|bytes| parse_job(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(job) => job,
+        Err(message) => return Ok(answer(request.source, 400, &json!({ "errors": [message] }))),
+    };
+    match engine
+        .init_job(&job, &ValidateOptions::aws(), Path::new("/"))
+        .await
+    {
+        Ok(response) => {
+            tracing::info!(run_id = %response.run_id, orders = job.orders.len(), "job accepted");
+            let body = json!({
+                "run_id": response.run_id, "trace_id": response.trace_id,
+                "flow_id": response.flow_id, "done_endpt": response.done_endpt,
+                "pr_search_tag": response.pr_search_tag,
+            });
+            Ok(answer(request.source, 200, &body))
+        }
+        Err(error) if error.is_invalid_input() => Ok(answer(
+            request.source,
+            400,
+            &json!({ "errors": [error.to_string()] }),
+        )),
+        Err(error) => Err(error),
+    }
+}
+
+/// The answer in the caller's shape: an HTTP proxy response, or the body itself.
+fn answer(source: Source, status: u16, body: &Value) -> Value {
+    match source {
+        Source::RestApi | Source::HttpApi => json!({
+            "statusCode": status,
+            "headers": { "content-type": "application/json" },
+            "body": body.to_string(),
+            "isBase64Encoded": false,
+        }),
+        Source::Sns | Source::Direct => body.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_may_be_the_job_or_its_base64() {
+        let job = br#"{"orders":[]}"#;
+        assert_eq!(job_bytes(job).unwrap(), job);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(job);
+        let wrapped = format!(r#"{{"job_parameters_b64":"{encoded}"}}"#);
+        assert_eq!(job_bytes(wrapped.as_bytes()).unwrap(), job);
+        assert!(
+            job_bytes(br#"{"job_parameters_b64":"%%%"}"#)
+                .unwrap_err()
+                .contains("not valid base64")
+        );
+        assert!(job_bytes(b"nope").unwrap_err().contains("not JSON"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The Lambda handlers fed real event shapes (API Gateway REST and HTTP APIs, a function
+//! URL, SNS, a direct invoke, a watchdog step), against moto.
+
+mod support;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice_aws::handlers::{init_job, watchdog};
+use sluice_aws::{CallCounter, wiring};
+use sluice_contract::{OrderStatus, RunId, keys};
+use sluice_engine::Engine;
+use sluice_engine::ports::Transition;
+use support::{moto, store_settings};
+
+async fn engine() -> Engine {
+    let clients = moto().await;
+    let settings = store_settings(&clients).await;
+    wiring::aws_engine(&clients, &settings, &CallCounter::default())
+}
+
+const JOB: &str = r#"{"username": "alice", "flow_label": "deploy", "orders": [
+    {"order_name": "plan", "cmds": ["echo plan"], "timeout": 60},
+    {"order_name": "apply", "cmds": ["echo apply"], "timeout": 60, "dependencies": ["plan"]}
+]}"#;
+
+/// An API Gateway REST API (v1) proxy event.
+fn rest_event(method: &str, body: &str) -> Value {
+    json!({
+        "resource": "/init", "path": "/init", "httpMethod": method,
+        "headers": {"content-type": "application/json"},
+        "multiValueHeaders": {"content-type": ["application/json"]},
+        "queryStringParameters": null, "pathParameters": null, "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012", "resourceId": "abc123", "stage": "prod",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "httpMethod": method,
+            "path": "/prod/init", "resourcePath": "/init", "protocol": "HTTP/1.1",
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "curl/8.0"},
+            "apiId": "1234567890"
+        },
+        "body": body, "isBase64Encoded": false
+    })
+}
+
+/// An API Gateway HTTP API (v2) event; Lambda function URLs send the same shape.
+fn http_event(method: &str, body: &str, base64: bool) -> Value {
+    json!({
+        "version": "2.0", "routeKey": "POST /init", "rawPath": "/init", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "abc.lambda-url.us-east-1.on.aws"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc", "requestId": "id", "routeKey": "$default", "stage": "$default",
+            "time": "27/Nov/2026:07:00:00 +0000", "timeEpoch": 1795762800000u64,
+            "http": {"method": method, "path": "/init", "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}
+        },
+        "body": body, "isBase64Encoded": base64
+    })
+}
+
+fn sns_event(message: &str) -> Value {
+    json!({"Records": [{
+        "EventSource": "aws:sns", "EventVersion": "1.0",
+        "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:jobs:2bcfbf39",
+        "Sns": {
+            "Type": "Notification", "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:jobs", "Subject": null,
+            "Message": message, "Timestamp": "2026-11-27T07:00:00.000Z",
+            "SignatureVersion": "1", "Signature": "EXAMPLE", "SigningCertUrl": "https://example",
+            "UnsubscribeUrl": "https://example", "MessageAttributes": {}
+        }
+    }]})
+}
+
+/// The proxy response's status and parsed body.
+fn http_answer(answer: &Value) -> (u64, Value) {
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    (answer["statusCode"].as_u64().unwrap(), body)
+}
+
+/// The run exists: both bundles, the init trigger, two rows.
+async fn assert_queued(engine: &Engine, answer: &Value) {
+    let run_id = RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
+    assert!(answer["flow_id"].as_str().unwrap().starts_with("alice:"));
+    assert_eq!(answer["pr_search_tag"], format!("sluice-{run_id}"));
+    assert_eq!(
+        answer["done_endpt"],
+        format!("s3://{}/{run_id}/done", engine.ports.done.bucket())
+    );
+    let objects = engine
+        .ports
+        .internal
+        .list(&format!("tmp/exec/{run_id}/"))
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    let trigger = keys::result(&run_id, sluice_contract::OrderNum::INIT);
+    assert!(
+        engine
+            .ports
+            .internal
+            .head(&trigger)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        engine.ports.orders.run_orders(&run_id).await.unwrap().len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn init_job_takes_a_rest_api_post() {
+    let engine = engine().await;
+    let answer = init_job::handle(&engine, &rest_event("POST", JOB))
+        .await
+        .unwrap();
+    let (status, body) = http_answer(&answer);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(answer["headers"]["content-type"], "application/json");
+    assert_queued(&engine, &body).await;
+}
+
+#[tokio::test]
+async fn init_job_takes_base64_bodies_and_job_parameters_b64_from_http_apis() {
+    let engine = engine().await;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(JOB);
+    let wrapped = json!({ "job_parameters_b64": encoded }).to_string();
+    let body = base64::engine::general_purpose::STANDARD.encode(&wrapped);
+    let answer = init_job::handle(&engine, &http_event("POST", &body, true))
+        .await
+        .unwrap();
+    let (status, body) = http_answer(&answer);
+    assert_eq!(status, 200, "{body}");
+    assert_queued(&engine, &body).await;
+}
+
+#[tokio::test]
+async fn init_job_refuses_other_methods_and_bad_jobs_over_http() {
+    let engine = engine().await;
+    let (status, body) = http_answer(
+        &init_job::handle(&engine, &http_event("GET", "", false))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 405);
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("GET is not allowed")
+    );
+
+    let (status, body) = http_answer(
+        &init_job::handle(&engine, &rest_event("POST", "{not json"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("not JSON"),
+        "{body}"
+    );
+
+    // AWS requires a username; the error names the field.
+    let anonymous = r#"{"orders": [{"cmds": ["true"], "timeout": 5}]}"#;
+    let (status, body) = http_answer(
+        &init_job::handle(&engine, &rest_event("POST", anonymous))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("username"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn init_job_takes_sns_messages_and_direct_invokes() {
+    let engine = engine().await;
+    let answer = init_job::handle(&engine, &sns_event(JOB)).await.unwrap();
+    assert_queued(&engine, &answer).await;
+
+    let direct: Value = serde_json::from_str(JOB).unwrap();
+    let answer = init_job::handle(&engine, &direct).await.unwrap();
+    assert_queued(&engine, &answer).await;
+
+    let invalid = json!({"username": "alice", "orders": []});
+    let answer = init_job::handle(&engine, &invalid).await.unwrap();
+    assert!(
+        answer["errors"][0].as_str().unwrap().contains("orders"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_watchdog_step_returns_its_input_with_the_verdict() {
+    let engine = engine().await;
+    let answer = init_job::handle(&engine, &serde_json::from_str::<Value>(JOB).unwrap())
+        .await
+        .unwrap();
+    let run_id = answer["run_id"].as_str().unwrap();
+    // Attempt a1 of order 0001 is running (as if dispatched).
+    let run = RunId::parse(run_id).unwrap();
+    let first = sluice_contract::OrderNum::from_index(0);
+    let dispatch = Transition {
+        attempt: Some("a1".to_owned()),
+        ..Transition::to(OrderStatus::Dispatching)
+    };
+    let orders = &engine.ports.orders;
+    orders
+        .transition(&run, first, OrderStatus::Queued, &dispatch)
+        .await
+        .unwrap();
+    let running = Transition::to(OrderStatus::Running);
+    orders
+        .transition(&run, first, OrderStatus::Dispatching, &running)
+        .await
+        .unwrap();
+    let input = json!({
+        "run_id": run_id, "order_num": "0001", "attempt": "a1", "timeout": 60,
+        "start_time": 1_700_000_000u64, "job_deadline": 4_000_000_000u64,
+        "internal_bucket": engine.ports.internal.bucket(),
+    });
+    let output = watchdog::handle(&engine, &input).await.unwrap();
+    assert_eq!(output["run_id"], input["run_id"]);
+    assert_eq!(output["attempt"], "a1");
+    assert_eq!(
+        output["done"], false,
+        "nobody claimed it and the job has time: {output}"
+    );
+    assert!(output["wait_seconds"].as_u64().unwrap() > 0);
+
+    // A step for an attempt that is no longer the order's is done at once.
+    let mut stale = input.clone();
+    stale["attempt"] = "a0".into();
+    assert_eq!(
+        watchdog::handle(&engine, &stale).await.unwrap()["done"],
+        true
+    );
+
+    let error = watchdog::handle(&engine, &json!({"run_id": 3}))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("not a watchdog input"),
+        "{error}"
+    );
+}
