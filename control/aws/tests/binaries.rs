@@ -1,0 +1,294 @@
+//! The four binaries started as AWS starts them: a process whose `AWS_LAMBDA_RUNTIME_API`
+//! points at a Lambda Runtime API (served here on 127.0.0.1), with the function's
+//! environment, `AWS_ENDPOINT_URL` at moto and the `SLUICE_*` settings. Each gets real
+//! events through `GET /runtime/invocation/next` and answers through
+//! `POST /runtime/invocation/<id>/response`, as in Lambda. Together they carry a job from
+//! init to its done document.
+
+mod support;
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_aws::{AwsSettings, CallCounter, wiring};
+use sluice_contract::result::DoneDoc;
+use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
+use support::{ROLE, empty_zip, moto, moto_lambda_without_docker, store_settings, unique};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// A Lambda Runtime API serving `events` in turn and collecting the answers.
+struct RuntimeApi {
+    address: String,
+    answers: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl RuntimeApi {
+    async fn start(events: Vec<Value>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let events = Arc::new(Mutex::new(VecDeque::from(events)));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let served = Arc::clone(&answers);
+        tokio::spawn(async move {
+            let mut next_id = 0;
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (events, answers) = (Arc::clone(&events), Arc::clone(&served));
+                let mut ids = next_id;
+                next_id += 1000;
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut reader = BufReader::new(read);
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0;
+                        loop {
+                            let mut header = String::new();
+                            reader.read_line(&mut header).await.unwrap();
+                            if header.trim().is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':')
+                                && name.eq_ignore_ascii_case("content-length")
+                            {
+                                length = value.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).await.unwrap();
+                        let path = request_line.split_whitespace().nth(1).unwrap().to_owned();
+                        let response = if path.ends_with("/invocation/next") {
+                            let event = events.lock().unwrap().pop_front();
+                            let Some(event) = event else {
+                                // No more events: park the runtime, as Lambda freezes it.
+                                std::future::pending::<()>().await;
+                                return;
+                            };
+                            ids += 1;
+                            let body = event.to_string();
+                            format!(
+                                "HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: req-{ids}\r\n\
+                                 Lambda-Runtime-Deadline-Ms: 4102444800000\r\n\
+                                 Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:f\r\n\
+                                 Lambda-Runtime-Trace-Id: Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700\r\n\
+                                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        } else {
+                            let kind = if path.ends_with("/response") {
+                                "response"
+                            } else {
+                                "error"
+                            };
+                            let value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                                Value::String(String::from_utf8_lossy(&body).into())
+                            });
+                            answers.lock().unwrap().push((kind.to_owned(), value));
+                            "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}".to_owned()
+                        };
+                        write.write_all(response.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        RuntimeApi { address, answers }
+    }
+}
+
+/// Runs `binary` as a Lambda function over `events`; returns its answers, in order.
+async fn invoke(binary: &str, settings: &AwsSettings, events: Vec<Value>) -> Vec<(String, Value)> {
+    let expected = events.len();
+    let api = RuntimeApi::start(events).await;
+    let mut child = tokio::process::Command::new(binary)
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "sluice-test")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("SLUICE_INTERNAL_BUCKET", &settings.internal_bucket)
+        .env("SLUICE_DONE_BUCKET", &settings.done_bucket)
+        .env("SLUICE_ORDERS_TABLE", &settings.orders_table)
+        .env("SLUICE_EVENTS_TABLE", &settings.events_table)
+        .env("SLUICE_LOCKS_TABLE", &settings.locks_table)
+        .env("SLUICE_WORKER_FUNCTION", &settings.worker_function)
+        .env("SLUICE_CODEBUILD_PROJECT", &settings.codebuild_project)
+        .env(
+            "SLUICE_WATCHDOG_STATE_MACHINE",
+            &settings.watchdog_state_machine,
+        )
+        .env("SLUICE_SSM_PREFIX", &settings.ssm_prefix)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if api.answers.lock().unwrap().len() >= expected {
+                break;
+            }
+            tokio::select! {
+                line = logs.next_line() => {
+                    let line = line.unwrap().expect("the function exited early");
+                    let log: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
+                    assert!(log.get("level").is_some(), "{line}");
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    })
+    .await;
+    child.kill().await.unwrap();
+    waited.expect("the function answered every event");
+    api.answers.lock().unwrap().clone()
+}
+
+async fn deployment() -> AwsSettings {
+    let clients = moto().await;
+    moto_lambda_without_docker().await;
+    let mut settings = store_settings(&clients).await;
+    settings.worker_function = unique("sluice-worker");
+    settings.codebuild_project = "no-orders-run-there".to_owned();
+    clients
+        .lambda
+        .create_function()
+        .function_name(&settings.worker_function)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .handler("bootstrap")
+        .role(ROLE)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    settings.watchdog_state_machine = clients
+        .sfn
+        .create_state_machine()
+        .name(unique("sluice-watchdog"))
+        .definition(r#"{"StartAt":"Check","States":{"Check":{"Type":"Succeed"}}}"#)
+        .role_arn(ROLE)
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    settings
+}
+
+fn s3_event(bucket: &str, key: &str) -> Value {
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-27T07:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
+        "responseElements": {"x-amz-request-id": "EXAMPLE", "x-amz-id-2": "EXAMPLE"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "results",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"},
+                          "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": key.replace(':', "%3A"), "size": 100, "eTag": "0123456789abcdef",
+                          "sequencer": "0A1B2C3D4E5F678901"}}
+    }]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
+    let settings = deployment().await;
+    let bin = |name: &str| match name {
+        "init-job" => env!("CARGO_BIN_EXE_init-job"),
+        "orchestrator" => env!("CARGO_BIN_EXE_orchestrator"),
+        "watchdog-check" => env!("CARGO_BIN_EXE_watchdog-check"),
+        _ => env!("CARGO_BIN_EXE_worker"),
+    };
+
+    // init-job, through API Gateway's HTTP API.
+    let job = json!({"username": "alice", "orders": [
+        {"order_name": "hello", "cmds": ["echo hello from $SLUICE_ORDER_NAME"], "timeout": 60,
+         "execution_target": "lambda"}
+    ]});
+    let http = json!({
+        "version": "2.0", "routeKey": "POST /init", "rawPath": "/init", "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {"accountId": "123456789012", "apiId": "abc", "requestId": "id",
+            "stage": "$default", "time": "27/Nov/2026:07:00:00 +0000", "timeEpoch": 1795762800000u64,
+            "http": {"method": "POST", "path": "/init", "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}},
+        "body": job.to_string(), "isBase64Encoded": false
+    });
+    let answers = invoke(bin("init-job"), &settings, vec![http]).await;
+    assert_eq!(answers[0].0, "response", "{answers:?}");
+    assert_eq!(answers[0].1["statusCode"], 200, "{answers:?}");
+    let body: Value = serde_json::from_str(answers[0].1["body"].as_str().unwrap()).unwrap();
+    let run_id = RunId::parse(body["run_id"].as_str().unwrap()).unwrap();
+
+    // The orchestrator, woken by the init trigger's S3 event, dispatches the order.
+    let trigger = keys::result(&run_id, OrderNum::INIT);
+    let answers = invoke(
+        bin("orchestrator"),
+        &settings,
+        vec![s3_event(&settings.internal_bucket, &trigger)],
+    )
+    .await;
+    assert_eq!(answers[0].0, "response", "{answers:?}");
+    let clients = moto().await;
+    let engine = wiring::aws_engine(&clients, &settings, &CallCounter::default());
+    let first = OrderNum::from_index(0);
+    let order = engine.ports.orders.get_order(&run_id, first).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Running);
+
+    // The worker, invoked with the dispatch payload (moto's Lambda ran nothing).
+    let payload = json!({
+        "s3_location": keys::exec_zip(&run_id, first), "internal_bucket": settings.internal_bucket,
+        "run_id": run_id, "order_num": first, "attempt": order.attempt, "key_path": order.key_path,
+    });
+    let answers = invoke(bin("worker"), &settings, vec![payload]).await;
+    assert_eq!(
+        answers[0],
+        ("response".to_owned(), json!({"reported": "succeeded"}))
+    );
+
+    // A watchdog step for that attempt: the result is there but not applied yet, so the
+    // step kicks the orchestrator, which finalizes the run.
+    let step = json!({
+        "run_id": run_id, "order_num": first, "attempt": order.attempt, "timeout": 60,
+        "start_time": 1_795_762_800u64, "job_deadline": 4_102_444_800u64,
+        "internal_bucket": settings.internal_bucket,
+    });
+    let answers = invoke(bin("watchdog-check"), &settings, vec![step]).await;
+    assert_eq!(answers[0].1["attempt"], json!(order.attempt), "{answers:?}");
+    assert!(
+        answers[0].1["wait_seconds"].as_u64().is_some(),
+        "{answers:?}"
+    );
+
+    // The result's own S3 event, arriving after: the run is already finished.
+    let result = keys::result(&run_id, first);
+    let answers = invoke(
+        bin("orchestrator"),
+        &settings,
+        vec![s3_event(&settings.internal_bucket, &result)],
+    )
+    .await;
+    assert_eq!(
+        answers[0].1["runs"][0]["outcome"], "AlreadyFinished",
+        "{answers:?}"
+    );
+    let done = engine.ports.done.get(&keys::done(&run_id)).await.unwrap();
+    let done: DoneDoc = serde_json::from_slice(&done).unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let log = engine
+        .ports
+        .internal
+        .get(&keys::log(&run_id, first))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("hello from hello"));
+}
