@@ -2,7 +2,8 @@
 //! `wait_seconds` → Task). The input is the watchdog input the dispatcher started the
 //! execution with; the output adds `done` and `wait_seconds` to it, so the next step gets
 //! the same input back. When the check asks for a kick, the orchestrator runs for the run
-//! here and now.
+//! here and now. Waits are spread by up to a tenth (at most 30 s, the same for one attempt),
+//! so the watchdogs of orders dispatched together do not all wake in the same second.
 
 use serde_json::Value;
 use sluice_engine::ports::WatchdogInput;
@@ -24,6 +25,35 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, anyhow::Err
     }
     let mut output = serde_json::to_value(&input)?;
     output["done"] = verdict.done.into();
-    output["wait_seconds"] = verdict.wait_seconds.into();
+    output["wait_seconds"] = jittered(verdict.wait_seconds, &input.attempt).into();
     Ok(output)
+}
+
+/// `wait` plus up to a tenth of it (at most 30 s), fixed by the attempt id.
+fn jittered(wait: u64, attempt: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let spread = (wait / 10).min(30);
+    if spread == 0 {
+        return wait;
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    attempt.hash(&mut hasher);
+    wait + hasher.finish() % (spread + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_spread_by_at_most_a_tenth() {
+        assert_eq!(jittered(5, "a"), 5, "short waits are exact");
+        let waits: std::collections::BTreeSet<u64> = (0..50)
+            .map(|i| jittered(100, &format!("attempt-{i}")))
+            .collect();
+        assert!(waits.iter().all(|w| (100..=110).contains(w)), "{waits:?}");
+        assert!(waits.len() > 3, "attempts are spread: {waits:?}");
+        assert_eq!(jittered(100, "same"), jittered(100, "same"));
+        assert!(jittered(3000, "x") <= 3030);
+    }
 }
