@@ -18,12 +18,8 @@ fn orders_see_only_their_own_env() {
             {"order_name": "other", "cmds": ["test \"$OTHER\" = 1"], "env_vars": {"OTHER": "1"}, "timeout": 10}
         ]}"#,
     );
-    let output = util::sluice()
-        .arg("run")
-        .arg(&job)
-        .arg("--state-dir")
-        .arg(sandbox.state())
-        .arg("--json")
+    let output = sandbox
+        .run_command(&job)
         .env("HOST_ONLY_SECRET", "from-the-shell-that-started-sluice")
         .output()
         .unwrap();

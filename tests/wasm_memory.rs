@@ -63,12 +63,8 @@ fn guests_cannot_grow_the_hosts_memory() {
         ]}"#,
     );
     // With RUST_BACKTRACE set, a trap must not symbolize the host's backtrace (260 MB).
-    let output = util::sluice()
-        .arg("run")
-        .arg(&job)
-        .arg("--state-dir")
-        .arg(sandbox.state())
-        .arg("--json")
+    let output = sandbox
+        .run_command(&job)
         .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();

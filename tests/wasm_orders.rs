@@ -174,12 +174,8 @@ fn a_module_reads_nothing_from_stdin_even_when_sluice_has_some() {
         (call $exit (i32.load (i32.const 8)))))"#;
     let sandbox = Sandbox::new();
     let job = wasm_job(&sandbox, reads_stdin, "", 30);
-    let output = util::sluice()
-        .arg("run")
-        .arg(&job)
-        .arg("--state-dir")
-        .arg(sandbox.state())
-        .arg("--json")
+    let output = sandbox
+        .run_command(&job)
         .write_stdin("the host's stdin, which no order may read\n")
         .output()
         .unwrap();

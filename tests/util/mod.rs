@@ -33,17 +33,22 @@ impl Sandbox {
         path
     }
 
-    /// `sluice run JOB --state-dir <sandbox>/state --json` with extra args.
-    pub fn run(&self, job: &Path, extra: &[&str]) -> std::process::Output {
-        sluice()
+    /// `sluice run JOB --state-dir <sandbox>/state --json`, for a test to add to (env,
+    /// stdin) before running it.
+    pub fn run_command(&self, job: &Path) -> Command {
+        let mut command = sluice();
+        command
             .arg("run")
             .arg(job)
             .arg("--state-dir")
             .arg(self.state())
-            .arg("--json")
-            .args(extra)
-            .output()
-            .unwrap()
+            .arg("--json");
+        command
+    }
+
+    /// `sluice run JOB --state-dir <sandbox>/state --json` with extra args.
+    pub fn run(&self, job: &Path, extra: &[&str]) -> std::process::Output {
+        self.run_command(job).args(extra).output().unwrap()
     }
 
     /// The full stored log of an order, from the done document.

@@ -11,7 +11,9 @@
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use sluice_contract::events::{MAX_EVENT_FILE_BYTES, MAX_EVENTS, OrderEmitted, parse_event_file};
+use sluice_contract::events::{
+    BadEvent, MAX_EVENT_FILE_BYTES, MAX_EVENTS, OrderEmitted, parse_event_file,
+};
 
 use crate::log_sink::LogSink;
 
@@ -70,10 +72,7 @@ fn read_event(path: &Path) -> Result<OrderEmitted, String> {
         return Err("not a regular file".to_owned());
     }
     if meta.len() > MAX_EVENT_FILE_BYTES {
-        return Err(format!(
-            "{} bytes, more than the {MAX_EVENT_FILE_BYTES} allowed",
-            meta.len()
-        ));
+        return Err(BadEvent::TooLarge { size: meta.len() }.to_string());
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let mut event = parse_event_file(&bytes).map_err(|e| e.to_string())?;

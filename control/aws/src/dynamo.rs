@@ -22,7 +22,10 @@ use sluice_engine::ports::{
 
 use crate::calls::CallCounter;
 use crate::item::{from_item, to_attribute, to_item};
-use crate::schema::{EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE};
+use crate::schema::{
+    EVENTS_PARTITION, EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE,
+};
+use crate::sdk_error::backend;
 use crate::settings::AwsSettings;
 
 const SERVICE: &str = "dynamodb";
@@ -42,17 +45,6 @@ pub struct DynamoOrderStore {
     order_ttl_days: u64,
     event_ttl_days: u64,
     calls: CallCounter,
-}
-
-fn backend<E, R>(what: impl Into<String>, error: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Backend {
-        what: what.into(),
-        message: DisplayErrorContext(&error).to_string(),
-    }
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
@@ -79,6 +71,14 @@ fn expires_at(ttl_days: u64) -> AttributeValue {
 
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
+}
+
+/// A string attribute of `item` (empty when absent).
+fn text(item: &Item, name: &str) -> String {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn lock_pk(run_id: &RunId) -> AttributeValue {
@@ -135,6 +135,49 @@ impl DynamoOrderStore {
                 tracing::error!(order = %order.pk(), error = %DisplayErrorContext(&error), "could not undo a partial insert");
             }
         }
+    }
+
+    /// Every row of `table` whose partition key `partition` is `value`, in sort-key order
+    /// (a consistent Query, all pages).
+    async fn query_all<T: DeserializeOwned>(
+        &self,
+        table: &str,
+        partition: &str,
+        value: &str,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.calls.count(SERVICE, "Query");
+            let page = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression("#partition = :value")
+                .expression_attribute_names("#partition", partition)
+                .expression_attribute_values(":value", s(value))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend(format!("querying {what}"), e))?;
+            for item in page.items() {
+                rows.push(parse(&format!("a row of {what}"), item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Whether the run's lock is `completed` (read after a lock condition failed, to tell a
+    /// finalized run from a held or released lock).
+    async fn lock_completed(&self, run_id: &RunId) -> Result<bool, StoreError> {
+        let item = self.lock_item(run_id).await?;
+        Ok(item.is_some_and(|item| text(&item, "status") == "completed"))
     }
 
     /// Reads the lock row (consistent).
@@ -236,31 +279,13 @@ impl OrderStore for DynamoOrderStore {
     }
 
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
-        let mut orders = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            self.calls.count(SERVICE, "Query");
-            let page = self
-                .client
-                .query()
-                .table_name(&self.orders_table)
-                .key_condition_expression("#run = :run")
-                .expression_attribute_names("#run", ORDERS_PARTITION)
-                .expression_attribute_values(":run", s(run_id.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| backend(format!("querying the orders of run {run_id}"), e))?;
-            for item in page.items() {
-                orders.push(parse(&format!("an order of run {run_id}"), item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(orders)
+        self.query_all(
+            &self.orders_table,
+            ORDERS_PARTITION,
+            &run_id.to_string(),
+            &format!("the orders of run {run_id}"),
+        )
+        .await
     }
 
     async fn get_order(
@@ -368,30 +393,13 @@ impl OrderStore for DynamoOrderStore {
     }
 
     async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError> {
-        let mut events = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            self.calls.count(SERVICE, "Query");
-            let page = self
-                .client
-                .query()
-                .table_name(&self.events_table)
-                .key_condition_expression("trace_id = :trace")
-                .expression_attribute_values(":trace", s(trace_id.to_string()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| backend(format!("querying the events of trace {trace_id}"), e))?;
-            for item in page.items() {
-                events.push(parse(&format!("an event of trace {trace_id}"), item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        Ok(events)
+        self.query_all(
+            &self.events_table,
+            EVENTS_PARTITION,
+            &trace_id.to_string(),
+            &format!("the events of trace {trace_id}"),
+        )
+        .await
     }
 
     async fn acquire_lock(
@@ -426,17 +434,11 @@ impl OrderStore for DynamoOrderStore {
             .await;
         match acquired {
             Ok(_) => Ok(AcquireOutcome::Acquired),
-            Err(e) if is_condition_failure(&e) => {
-                let status = self
-                    .lock_item(run_id)
-                    .await?
-                    .and_then(|item| item.get("status").and_then(|v| v.as_s().ok()).cloned());
-                Ok(if status.as_deref() == Some("completed") {
-                    AcquireOutcome::Completed
-                } else {
-                    AcquireOutcome::Held
-                })
-            }
+            Err(e) if is_condition_failure(&e) => Ok(if self.lock_completed(run_id).await? {
+                AcquireOutcome::Completed
+            } else {
+                AcquireOutcome::Held
+            }),
             Err(e) => Err(backend(format!("acquiring lock:{run_id}"), e)),
         }
     }
@@ -457,17 +459,11 @@ impl OrderStore for DynamoOrderStore {
             .await;
         match marked {
             Ok(_) => Ok(MarkDirtyOutcome::Marked),
-            Err(e) if is_condition_failure(&e) => {
-                let status = self
-                    .lock_item(run_id)
-                    .await?
-                    .and_then(|item| item.get("status").and_then(|v| v.as_s().ok()).cloned());
-                Ok(if status.as_deref() == Some("completed") {
-                    MarkDirtyOutcome::Completed
-                } else {
-                    MarkDirtyOutcome::NotHeld
-                })
-            }
+            Err(e) if is_condition_failure(&e) => Ok(if self.lock_completed(run_id).await? {
+                MarkDirtyOutcome::Completed
+            } else {
+                MarkDirtyOutcome::NotHeld
+            }),
             Err(e) => Err(backend(format!("marking lock:{run_id} dirty"), e)),
         }
     }
@@ -536,15 +532,9 @@ impl OrderStore for DynamoOrderStore {
         let Some(item) = self.lock_item(run_id).await? else {
             return Ok(None);
         };
-        let text = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default()
-        };
         Ok(Some(LockState {
-            owner: text("owner"),
-            status: text("status"),
+            owner: text(&item, "owner"),
+            status: text(&item, "status"),
             lease_until_ms: item
                 .get("lease_until")
                 .and_then(|v| v.as_n().ok())

@@ -2,13 +2,13 @@
 //! `<prefix>/sops-keys/<run_id>/<order_num>`, deleted when the run is finalized.
 
 use async_trait::async_trait;
-use aws_sdk_ssm::error::{DisplayErrorContext, SdkError};
 use aws_sdk_ssm::types::ParameterType;
 use sluice_contract::{OrderNum, RunId};
 use sluice_engine::error::StoreError;
 use sluice_engine::ports::KeyStore;
 
 use crate::calls::CallCounter;
+use crate::sdk_error::backend;
 
 const SERVICE: &str = "ssm";
 /// Most names one `DeleteParameters` call takes.
@@ -20,17 +20,6 @@ pub struct SsmKeyStore {
     client: aws_sdk_ssm::Client,
     prefix: String,
     calls: CallCounter,
-}
-
-fn backend<E, R>(what: impl Into<String>, error: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Backend {
-        what: what.into(),
-        message: DisplayErrorContext(&error).to_string(),
-    }
 }
 
 impl SsmKeyStore {

@@ -38,6 +38,7 @@ pub mod runtime;
 pub mod s3;
 pub mod s3_events;
 pub mod schema;
+mod sdk_error;
 pub mod settings;
 pub mod wiring;
 pub mod worker;

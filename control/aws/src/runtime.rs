@@ -1,8 +1,11 @@
 //! What every Lambda binary does at a cold start: JSON logs, the settings, the clients and
 //! the engine, built once and shared by every invocation of the process.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
 use sluice_engine::Engine;
 
 use crate::calls::CallCounter;
@@ -36,4 +39,23 @@ pub async fn engine_from_env() -> anyhow::Result<Arc<Engine>> {
         &settings,
         &CallCounter::default(),
     )))
+}
+
+/// The whole life of a control-plane function: logging, the engine, then `handler` for each
+/// event (JSON in, JSON out) until the Lambda runtime stops the process.
+///
+/// # Errors
+///
+/// The settings are incomplete, or the runtime API fails.
+pub async fn serve_engine<F, Fut>(handler: F) -> Result<(), Error>
+where
+    F: Fn(Arc<Engine>, Value) -> Fut,
+    Fut: Future<Output = Result<Value, Error>>,
+{
+    init_logging();
+    let engine = engine_from_env().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        handler(Arc::clone(&engine), event.payload)
+    }))
+    .await
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use sluice_engine::error::StoreError;
@@ -45,10 +45,7 @@ impl S3Store {
         E: std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        StoreError::Backend {
-            what: self.what(operation, key),
-            message: DisplayErrorContext(&error).to_string(),
-        }
+        crate::sdk_error::backend(self.what(operation, key), error)
     }
 }
 

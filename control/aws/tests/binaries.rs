@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
-use support::{ROLE, empty_zip, moto, moto_lambda_without_docker, store_settings, unique};
+use support::{moto, store_settings, watchdog_machine, worker_function};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -152,35 +152,10 @@ async fn invoke(binary: &str, settings: &AwsSettings, events: Vec<Value>) -> Vec
 
 async fn deployment() -> AwsSettings {
     let clients = moto().await;
-    moto_lambda_without_docker().await;
     let mut settings = store_settings(&clients).await;
-    settings.worker_function = unique("sluice-worker");
+    settings.worker_function = worker_function(&clients).await;
     settings.codebuild_project = "no-orders-run-there".to_owned();
-    clients
-        .lambda
-        .create_function()
-        .function_name(&settings.worker_function)
-        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
-        .handler("bootstrap")
-        .role(ROLE)
-        .code(
-            aws_sdk_lambda::types::FunctionCode::builder()
-                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    settings.watchdog_state_machine = clients
-        .sfn
-        .create_state_machine()
-        .name(unique("sluice-watchdog"))
-        .definition(r#"{"StartAt":"Check","States":{"Check":{"Type":"Succeed"}}}"#)
-        .role_arn(ROLE)
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn;
+    settings.watchdog_state_machine = watchdog_machine(&clients).await;
     settings
 }
 

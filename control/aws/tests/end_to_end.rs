@@ -32,7 +32,7 @@ use sluice_contract::{JobStatus, OrderStatus, ValidateOptions, keys, parse_job};
 use sluice_engine::Engine;
 use sluice_engine::ports::WatchdogInput;
 use sluice_worker::WorkerConfig;
-use support::{ROLE, bucket, empty_zip, moto, moto_lambda_without_docker, table, unique};
+use support::{bucket, moto, table, unique, watchdog_machine, worker_function};
 
 /// Copies every Lambda `Invoke` payload as it is sent (moto accepts it but runs nothing).
 #[derive(Debug, Clone, Default)]
@@ -70,7 +70,6 @@ struct Cloud {
 
 async fn cloud() -> Cloud {
     let mut clients = moto().await;
-    moto_lambda_without_docker().await;
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&shared);
     let internal = bucket(&clients).await;
@@ -129,32 +128,8 @@ async fn cloud() -> Cloud {
         .await
         .unwrap();
 
-    let worker_function = unique("sluice-worker");
-    clients
-        .lambda
-        .create_function()
-        .function_name(&worker_function)
-        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
-        .handler("bootstrap")
-        .role(ROLE)
-        .code(
-            aws_sdk_lambda::types::FunctionCode::builder()
-                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let watchdog_state_machine = clients
-        .sfn
-        .create_state_machine()
-        .name(unique("sluice-watchdog"))
-        .definition(r#"{"StartAt":"Check","States":{"Check":{"Type":"Succeed"}}}"#)
-        .role_arn(ROLE)
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn;
+    let worker_function = worker_function(&clients).await;
+    let watchdog_state_machine = watchdog_machine(&clients).await;
 
     let tap = WireTap::default();
     clients.lambda = aws_sdk_lambda::Client::from_conf(

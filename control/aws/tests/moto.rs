@@ -12,7 +12,7 @@ use sluice_contract::RunId;
 use sluice_engine::conformance::{object_store_suite, order_store_suite, sample_order};
 use sluice_engine::ports::{ObjectStore, OrderStore};
 use support::{
-    ROLE, bucket, empty_zip, moto, moto_lambda_without_docker, put_url, store_settings, unique,
+    ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
 };
 
 async fn order_store(clients: &Clients, calls: &CallCounter) -> DynamoOrderStore {
@@ -240,16 +240,7 @@ async fn a_watchdog_starts_once_per_attempt() {
     use sluice_aws::dispatch::SfnWatchdog;
     use sluice_engine::ports::{WatchdogInput, WatchdogStarter};
     let clients = moto().await;
-    let machine = clients
-        .sfn
-        .create_state_machine()
-        .name(unique("sluice-test"))
-        .definition(r#"{"StartAt":"Done","States":{"Done":{"Type":"Succeed"}}}"#)
-        .role_arn(ROLE)
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn;
+    let machine = watchdog_machine(&clients).await;
     let watchdog = SfnWatchdog::new(clients.sfn.clone(), &machine, CallCounter::default());
     let run = RunId::generate();
     let input = WatchdogInput {
@@ -293,23 +284,7 @@ async fn lambda_workers_are_invoked_asynchronously() {
     use sluice_aws::dispatch::AwsDispatcher;
     use sluice_engine::ports::Dispatcher;
     let clients = moto().await;
-    moto_lambda_without_docker().await;
-    let function = unique("sluice-worker");
-    clients
-        .lambda
-        .create_function()
-        .function_name(&function)
-        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
-        .handler("bootstrap")
-        .role(ROLE)
-        .code(
-            aws_sdk_lambda::types::FunctionCode::builder()
-                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let function = worker_function(&clients).await;
     let calls = CallCounter::default();
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),

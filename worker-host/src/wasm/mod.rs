@@ -31,7 +31,7 @@ use wasmtime_wasi::I32Exit;
 
 use self::compile::{GuestCache, Linkers, Prepared, Provenance};
 pub use self::sandbox::Grants;
-use self::sandbox::{GuestState, guest_state};
+use self::sandbox::{GuestState, NotInCode, guest_state, resolve_in_code};
 use crate::log_sink::LogSink;
 
 /// How often the engines' epoch advances: the granularity of stopping a running guest.
@@ -174,17 +174,12 @@ fn start_epoch_ticker(engine: &Engine) {
 
 /// The module's file, checked to stay inside the code root.
 fn module_path(code_root: &Path, module: &str) -> Result<PathBuf, String> {
-    let root = code_root
-        .canonicalize()
-        .map_err(|e| format!("code root: {e}"))?;
-    let path = root
-        .join(module)
-        .canonicalize()
-        .map_err(|e| format!("module {module} is not in the order's code ({e})"))?;
-    if !path.starts_with(&root) {
-        return Err(format!("module {module} leads out of the order's code"));
-    }
-    Ok(path)
+    resolve_in_code(code_root, module).map_err(|e| match e {
+        NotInCode::Missing(cause) => {
+            format!("module {module} is not in the order's code ({cause})")
+        }
+        NotInCode::Outside => format!("module {module} leads out of the order's code"),
+    })
 }
 
 /// Instantiates and runs the guest in a fresh store, and says how it ended.

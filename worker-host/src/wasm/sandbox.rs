@@ -106,19 +106,38 @@ fn argv0(module: &str) -> &str {
     module.rsplit('/').next().unwrap_or(module)
 }
 
-/// The real folder behind a mount, checked to be a folder inside the code root (following
-/// symlinks, which the unpacker already refuses when they point out).
-fn mount_source(code_root: &Path, host: &str) -> Result<PathBuf, String> {
+/// Why a path of the order's code could not be used.
+pub(super) enum NotInCode {
+    /// It does not exist (or the code root cannot be read): the cause.
+    Missing(String),
+    /// It resolves (through symlinks) to somewhere outside the code root.
+    Outside,
+}
+
+/// The real path behind `relative`, checked to stay inside the code root once symlinks are
+/// followed (the unpacker already refuses links that point out; this is the last check
+/// before a module is loaded or a folder is handed to a guest).
+pub(super) fn resolve_in_code(code_root: &Path, relative: &str) -> Result<PathBuf, NotInCode> {
     let root = code_root
         .canonicalize()
-        .map_err(|e| format!("code root: {e}"))?;
+        .map_err(|e| NotInCode::Missing(format!("code root: {e}")))?;
     let path = root
-        .join(host)
+        .join(relative)
         .canonicalize()
-        .map_err(|e| format!("{host} does not exist in the order's code ({e})"))?;
-    if !path.starts_with(&root) {
-        return Err(format!("{host} leads out of the order's code"));
+        .map_err(|e| NotInCode::Missing(e.to_string()))?;
+    if path.starts_with(&root) {
+        Ok(path)
+    } else {
+        Err(NotInCode::Outside)
     }
+}
+
+/// The real folder behind a mount, checked to be a folder inside the code root.
+fn mount_source(code_root: &Path, host: &str) -> Result<PathBuf, String> {
+    let path = resolve_in_code(code_root, host).map_err(|e| match e {
+        NotInCode::Missing(cause) => format!("{host} does not exist in the order's code ({cause})"),
+        NotInCode::Outside => format!("{host} leads out of the order's code"),
+    })?;
     if !path.is_dir() {
         return Err(format!("{host} is not a folder"));
     }

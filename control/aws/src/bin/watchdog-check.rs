@@ -1,18 +1,11 @@
 //! The watchdog-check Lambda: one step of the watchdog state machine (see
 //! `handlers::watchdog`).
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde_json::Value;
+use lambda_runtime::Error;
 use sluice_aws::handlers::watchdog;
-use sluice_aws::runtime::{engine_from_env, init_logging};
+use sluice_aws::runtime::serve_engine;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_logging();
-    let engine = engine_from_env().await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let engine = engine.clone();
-        async move { Ok::<_, Error>(watchdog::handle(&engine, &event.payload).await?) }
-    }))
-    .await
+    serve_engine(|engine, event| async move { Ok(watchdog::handle(&engine, &event).await?) }).await
 }

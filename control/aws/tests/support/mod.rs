@@ -71,7 +71,7 @@ pub async fn table(clients: &Clients, key: TableKey) -> String {
 }
 
 /// moto cannot run Lambda code (no Docker): it is told to accept invokes without running.
-pub async fn moto_lambda_without_docker() {
+async fn moto_lambda_without_docker() {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let status = http_request(
         &format!("{endpoint}/moto-api/config"),
@@ -128,7 +128,7 @@ pub async fn http_request(url: &str, method: &str, headers: &str, body: &[u8]) -
 }
 
 /// A zip holding one empty `bootstrap` (the smallest code moto accepts).
-pub fn empty_zip() -> Vec<u8> {
+fn empty_zip() -> Vec<u8> {
     // Local file header, central directory and end record of a zip with one empty file.
     let name = b"bootstrap";
     let mut zip = Vec::new();
@@ -174,4 +174,40 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         event_ttl_days: 90,
         order_ttl_days: 1,
     }
+}
+
+/// A worker function in moto (Lambda configured to accept invokes without running them).
+pub async fn worker_function(clients: &Clients) -> String {
+    moto_lambda_without_docker().await;
+    let name = unique("sluice-worker");
+    clients
+        .lambda
+        .create_function()
+        .function_name(&name)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .handler("bootstrap")
+        .role(ROLE)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(empty_zip()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+/// A watchdog state machine in moto (moto cannot run its Lambda tasks, so one step does).
+pub async fn watchdog_machine(clients: &Clients) -> String {
+    clients
+        .sfn
+        .create_state_machine()
+        .name(unique("sluice-watchdog"))
+        .definition(r#"{"StartAt":"Check","States":{"Check":{"Type":"Succeed"}}}"#)
+        .role_arn(ROLE)
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn
 }
