@@ -42,11 +42,18 @@ enum CommandArgs {
         /// Seconds between SIGTERM and SIGKILL when an order times out.
         #[arg(long, env = "SLUICE_GRACE_PERIOD", default_value_t = 10)]
         grace_period: u64,
+        /// JSON file mapping credential locations (`aws:::ssm:<path>`, `aws:::secretd:<id>`)
+        /// to their values, for orders with `ssm_paths` / `secret_manager_paths`.
+        #[arg(long, env = "SLUICE_SECRETS")]
+        secrets: Option<PathBuf>,
     },
     /// Check a job file without running it.
     Validate {
         /// The job file (JSON).
         job: PathBuf,
+        /// Also check every credential the job lists against this secrets file.
+        #[arg(long, env = "SLUICE_SECRETS")]
+        secrets: Option<PathBuf>,
     },
 }
 
@@ -59,6 +66,8 @@ pub enum Command {
     Validate {
         /// The job file.
         job: PathBuf,
+        /// The secrets file to check credentials against.
+        secrets: Option<PathBuf>,
         /// Username jobs default to.
         username: String,
         /// Log level.
@@ -81,6 +90,8 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// SIGTERM → SIGKILL delay.
     pub grace_period: Duration,
+    /// The secrets file, if any.
+    pub secrets: Option<PathBuf>,
     /// Username jobs default to (`$USER`).
     pub username: String,
     /// `PATH`, `HOME`, `LANG` of the host, passed on to commands.
@@ -134,6 +145,7 @@ pub fn parse() -> Result<Command, ExitCode> {
             logs,
             concurrency,
             grace_period,
+            secrets,
         } => {
             use std::io::IsTerminal;
             let host_env = ["PATH", "HOME", "LANG"]
@@ -158,14 +170,16 @@ pub fn parse() -> Result<Command, ExitCode> {
                 logs,
                 concurrency: concurrency as usize,
                 grace_period: Duration::from_secs(grace_period),
+                secrets,
                 username,
                 host_env,
                 interactive: std::io::stderr().is_terminal(),
                 verbosity,
             })
         }
-        CommandArgs::Validate { job } => Command::Validate {
+        CommandArgs::Validate { job, secrets } => Command::Validate {
             job,
+            secrets,
             username,
             verbosity,
         },

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use sluice_contract::validate::{Platform, ValidJob, validate};
 use sluice_contract::{JobSpec, ValidateOptions, exit_codes, parse_job};
+use sluice_engine::credentials;
 use sluice_engine::init_job::preflight;
+use sluice_engine::local::SecretsFile;
 
 use crate::cli::Command;
 
@@ -16,7 +18,12 @@ use crate::cli::Command;
 pub async fn run(command: Command) -> i32 {
     match command {
         Command::Run(config) => run::run(config).await,
-        Command::Validate { job, username, .. } => validate::validate(&job, &username),
+        Command::Validate {
+            job,
+            secrets,
+            username,
+            ..
+        } => validate::validate(&job, secrets.as_deref(), &username).await,
     }
 }
 
@@ -86,4 +93,27 @@ pub fn read_valid_job(
     let valid = validate(&job, &ValidateOptions::local(username)).map_err(|e| in_file(e.into()))?;
     preflight(&valid, Platform::Local, &base_dir).map_err(|e| in_file(e.into()))?;
     Ok((job, base_dir, valid))
+}
+
+/// Reads the secrets file (none given: every credential is missing) and checks that it
+/// holds every credential the job lists, by the same rules as SSM and Secrets Manager.
+pub async fn check_credentials(
+    job_path: &Path,
+    valid: &ValidJob,
+    secrets: Option<&Path>,
+) -> Result<SecretsFile, Failure> {
+    let file = match secrets {
+        Some(path) => SecretsFile::load(path).map_err(Failure::invalid)?,
+        None => SecretsFile::none(),
+    };
+    credentials::resolve(valid, &file).await.map_err(|e| {
+        let invalid = e.is_invalid_input();
+        let error = anyhow::Error::new(e).context(format!("job file {}", job_path.display()));
+        if invalid {
+            Failure::invalid(error)
+        } else {
+            Failure::internal(error)
+        }
+    })?;
+    Ok(file)
 }

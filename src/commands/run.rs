@@ -11,7 +11,7 @@ use sluice_worker::shell::ShellSettings;
 use sluice_worker::wasm::WasmRuntime;
 use tokio::sync::oneshot;
 
-use super::{Failure, read_valid_job};
+use super::{Failure, check_credentials, read_valid_job};
 use crate::cli::RunConfig;
 use crate::{local_worker, progress};
 
@@ -49,7 +49,8 @@ pub async fn run(config: RunConfig) -> i32 {
 
 async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
     // Check everything first: a bad job leaves no trace, not even a state folder.
-    let (job, base_dir, _) = read_valid_job(&config.job, &config.username)?;
+    let (job, base_dir, valid) = read_valid_job(&config.job, &config.username)?;
+    let secrets = check_credentials(&config.job, &valid, config.secrets.as_deref()).await?;
     let worker = WorkerConfig {
         work_root: None,
         shell: ShellSettings {
@@ -70,6 +71,7 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
         state_dir: config.state_dir.clone(),
         concurrency: config.concurrency,
         engine: engine_config,
+        secrets,
     };
     let runtime = LocalRuntime::start(options, |internal, keys| {
         local_worker::launcher(internal, keys, worker)

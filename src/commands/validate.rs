@@ -5,10 +5,10 @@ use std::path::Path;
 use sluice_contract::exit_codes;
 use sluice_contract::manifest::Task;
 
-use super::{Failure, read_valid_job};
+use super::{Failure, check_credentials, read_valid_job};
 
-pub fn validate(path: &Path, username: &str) -> i32 {
-    match check(path, username) {
+pub async fn validate(path: &Path, secrets: Option<&Path>, username: &str) -> i32 {
+    match check(path, secrets, username).await {
         Ok(lines) => {
             print!("{lines}");
             exit_codes::SUCCEEDED
@@ -17,9 +17,26 @@ pub fn validate(path: &Path, username: &str) -> i32 {
     }
 }
 
-fn check(path: &Path, username: &str) -> Result<String, Failure> {
+async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<String, Failure> {
     let (_, _, valid) = read_valid_job(path, username)?;
-    let mut out = format!("{}: valid, {} orders\n", path.display(), valid.orders.len());
+    let listed = valid
+        .orders
+        .iter()
+        .map(|o| o.credentials.len())
+        .sum::<usize>();
+    let credentials = if listed == 0 {
+        String::new()
+    } else if secrets.is_some() {
+        check_credentials(path, &valid, secrets).await?;
+        format!(", {listed} credentials found in the secrets file")
+    } else {
+        format!(", {listed} credentials not checked (no --secrets file)")
+    };
+    let mut out = format!(
+        "{}: valid, {} orders{credentials}\n",
+        path.display(),
+        valid.orders.len()
+    );
     for order in &valid.orders {
         let deps: Vec<String> = order.depends_on.iter().map(|d| d.to_string()).collect();
         let after = if deps.is_empty() {

@@ -11,6 +11,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// SSM Parameter Store.
     pub ssm: aws_sdk_ssm::Client,
+    /// Secrets Manager.
+    pub secrets_manager: aws_sdk_secretsmanager::Client,
     /// Lambda.
     pub lambda: aws_sdk_lambda::Client,
     /// CodeBuild.
@@ -31,6 +33,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::new(&shared),
             ssm: aws_sdk_ssm::Client::new(&shared),
+            secrets_manager: aws_sdk_secretsmanager::Client::new(&shared),
             lambda: aws_sdk_lambda::Client::new(&shared),
             codebuild: aws_sdk_codebuild::Client::new(&shared),
             sfn: aws_sdk_sfn::Client::new(&shared),

@@ -9,6 +9,8 @@
 //! - Watchdog: `StartExecution` named `<run_id>-<order_num>-<attempt>`, so starting the same
 //!   attempt's watchdog twice is refused by Step Functions and treated as done.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
 use aws_sdk_lambda::primitives::Blob;
@@ -92,6 +94,16 @@ impl AwsDispatcher {
     }
 }
 
+/// The CodeBuild build timeout for an order's `timeout`: room for the worker's margin, in
+/// whole minutes, within what CodeBuild accepts (5 to 2160).
+pub fn build_timeout_minutes(timeout: Duration) -> i32 {
+    let seconds = timeout.as_secs() + ExecutionTarget::Codebuild.worker_margin();
+    let minutes = seconds
+        .div_ceil(60)
+        .clamp(5, ExecutionTarget::Codebuild.platform_limit() / 60);
+    minutes as i32
+}
+
 fn failed(what: &str, payload: &DispatchPayload, message: String) -> DispatchError {
     DispatchError {
         what: what.to_owned(),
@@ -106,6 +118,7 @@ impl Dispatcher for AwsDispatcher {
     async fn start(
         &self,
         target: ExecutionTarget,
+        timeout: Duration,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
         match target {
@@ -130,7 +143,8 @@ impl Dispatcher for AwsDispatcher {
                     .codebuild
                     .start_build()
                     .project_name(&self.codebuild_project)
-                    .idempotency_token(&payload.attempt);
+                    .idempotency_token(&payload.attempt)
+                    .timeout_in_minutes_override(build_timeout_minutes(timeout));
                 for (name, value) in payload_env(payload) {
                     let variable = EnvironmentVariable::builder()
                         .name(name)
@@ -244,5 +258,16 @@ mod tests {
         assert_eq!(payload_from_env(lookup).unwrap(), payload);
         let err = payload_from_env(|_| None).unwrap_err();
         assert!(err.contains("SLUICE_S3_LOCATION"), "{err}");
+    }
+
+    #[test]
+    fn builds_get_the_orders_timeout_plus_the_workers_margin_in_minutes() {
+        let minutes = |secs| build_timeout_minutes(Duration::from_secs(secs));
+        assert_eq!(minutes(1), 11, "a second plus 600 s, rounded up");
+        assert_eq!(minutes(3600), 70);
+        assert_eq!(minutes(3601), 71);
+        let longest = ExecutionTarget::Codebuild.max_order_timeout();
+        assert_eq!(minutes(longest), 2160, "CodeBuild's own limit");
+        assert_eq!(minutes(u64::MAX / 2), 2160);
     }
 }

@@ -15,6 +15,8 @@
 //! - [`dynamo`]: [`DynamoOrderStore`], the orders, order_events and locks tables with every
 //!   status change and lock operation a conditional write; [`schema`] names their keys.
 //! - [`keys`]: [`keys::SsmKeyStore`], per-order private keys as SSM SecureStrings.
+//! - [`secrets`]: [`secrets::AwsSecretSource`], the credentials orders list, from SSM and
+//!   Secrets Manager.
 //! - [`dispatch`]: workers started on Lambda (async invoke) or CodeBuild, and the Step
 //!   Functions watchdog of each attempt.
 //! - [`wiring`]: [`wiring::aws_engine`], the engine with every port bound to AWS.
@@ -39,6 +41,7 @@ pub mod s3;
 pub mod s3_events;
 pub mod schema;
 mod sdk_error;
+pub mod secrets;
 pub mod settings;
 pub mod wiring;
 pub mod worker;

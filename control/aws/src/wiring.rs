@@ -12,9 +12,10 @@ use crate::dispatch::{AwsDispatcher, SfnWatchdog};
 use crate::dynamo::DynamoOrderStore;
 use crate::keys::SsmKeyStore;
 use crate::s3::S3Store;
+use crate::secrets::AwsSecretSource;
 use crate::settings::AwsSettings;
 
-/// The engine over S3, DynamoDB, SSM, Lambda, CodeBuild and Step Functions, counting its
+/// The engine over S3, DynamoDB, SSM, Secrets Manager, Lambda, CodeBuild and Step Functions, counting its
 /// AWS calls in `calls`.
 pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter) -> Engine {
     let ports = Ports {
@@ -48,6 +49,11 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
         keys: Arc::new(SsmKeyStore::new(
             clients.ssm.clone(),
             &settings.ssm_prefix,
+            calls.clone(),
+        )),
+        secrets: Arc::new(AwsSecretSource::new(
+            clients.ssm.clone(),
+            clients.secrets_manager.clone(),
             calls.clone(),
         )),
         clock: Arc::new(SystemClock),

@@ -12,12 +12,9 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_lambda::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_lambda::error::BoxError;
 use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
@@ -32,31 +29,7 @@ use sluice_contract::{JobStatus, OrderStatus, ValidateOptions, keys, parse_job};
 use sluice_engine::Engine;
 use sluice_engine::ports::WatchdogInput;
 use sluice_worker::WorkerConfig;
-use support::{bucket, moto, table, unique, watchdog_machine, worker_function};
-
-/// Copies every Lambda `Invoke` payload as it is sent (moto accepts it but runs nothing).
-#[derive(Debug, Clone, Default)]
-struct WireTap(Arc<Mutex<Vec<DispatchPayload>>>);
-
-impl Intercept for WireTap {
-    fn name(&self) -> &'static str {
-        "wire-tap"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(bytes) = context.request().body().bytes()
-            && let Ok(payload) = serde_json::from_slice(bytes)
-        {
-            self.0.lock().unwrap().push(payload);
-        }
-        Ok(())
-    }
-}
+use support::{BodyTap, bucket, moto, table, unique, watchdog_machine, worker_function};
 
 /// A Sluice deployment in moto.
 struct Cloud {
@@ -64,7 +37,8 @@ struct Cloud {
     sqs: aws_sdk_sqs::Client,
     settings: AwsSettings,
     queue_url: String,
-    tap: WireTap,
+    /// The Lambda client's request bodies: the dispatch payloads.
+    tap: BodyTap,
     calls: CallCounter,
 }
 
@@ -131,7 +105,7 @@ async fn cloud() -> Cloud {
     let worker_function = worker_function(&clients).await;
     let watchdog_state_machine = watchdog_machine(&clients).await;
 
-    let tap = WireTap::default();
+    let tap = BodyTap::default();
     clients.lambda = aws_sdk_lambda::Client::from_conf(
         aws_sdk_lambda::config::Builder::from(&shared)
             .interceptor(tap.clone())
@@ -214,7 +188,7 @@ impl Cloud {
                 .send()
                 .await
                 .unwrap();
-            let idle = messages.messages().is_empty() && self.tap.0.lock().unwrap().is_empty();
+            let idle = messages.messages().is_empty() && self.tap.is_empty();
             for message in messages.messages() {
                 let event: serde_json::Value =
                     serde_json::from_str(message.body().unwrap_or("{}")).unwrap();
@@ -231,7 +205,7 @@ impl Cloud {
                     .unwrap();
             }
             // Dispatched attempts → workers.
-            let dispatched: Vec<DispatchPayload> = self.tap.0.lock().unwrap().drain(..).collect();
+            let dispatched: Vec<DispatchPayload> = self.tap.take();
             for payload in dispatched {
                 let name = &names[payload.order_num.get() as usize - 1];
                 match worker_of(name) {
@@ -436,6 +410,77 @@ async fn a_worker_that_never_reports_is_timed_out_by_the_watchdog() {
     assert_eq!(done.status, JobStatus::TimedOut);
     assert_eq!(status_of(&done, "lost").0, OrderStatus::TimedOut);
     assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
+    let cloud = cloud().await;
+    let parameter = format!("/{}/db", unique("sluice-test"));
+    let json = r#"{"DB_USER":"app","DB_PASSWORD":"pw-from-ssm"}"#;
+    cloud
+        .clients
+        .ssm
+        .put_parameter()
+        .name(&parameter)
+        .value(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            json,
+        ))
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let token = format!("{}/api-token", unique("sluice-test"));
+    cloud
+        .clients
+        .secrets_manager
+        .create_secret()
+        .name(&token)
+        .secret_string("tok-from-secrets-manager")
+        .send()
+        .await
+        .unwrap();
+    let mut uses = order(
+        "uses",
+        r#"test "$DB_USER:$DB_PASSWORD:$API_TOKEN:$MODE" = "app:pw-from-ssm:tok-from-secrets-manager:ci""#,
+        &[],
+    );
+    uses["env_vars"] = serde_json::json!({ "MODE": "ci", "DB_USER": "overridden" });
+    uses["ssm_paths"] = serde_json::json!([format!("aws:::ssm:{parameter}")]);
+    uses["secret_manager_paths"] = serde_json::json!([token]);
+    let mut without = order("without", r#"test -z "$DB_PASSWORD$API_TOKEN""#, &[]);
+    without["env_vars"] = serde_json::json!({ "MODE": "ci" });
+    let done = cloud.run(&job(vec![uses, without]), |_| Worker::Runs).await;
+    assert_eq!(status_of(&done, "uses").0, OrderStatus::Succeeded);
+    assert_eq!(status_of(&done, "without").0, OrderStatus::Succeeded);
+    // One read per location, however many orders the job has.
+    let counted = cloud.calls.snapshot();
+    assert_eq!(
+        counted[&("ssm", "GetParameter")],
+        3,
+        "one for the credential, one per order for its worker's key"
+    );
+    assert_eq!(counted[&("secretsmanager", "GetSecretValue")], 1);
+
+    // A location that holds nothing fails the job before anything is queued.
+    let mut missing = order("missing", "true", &[]);
+    missing["ssm_paths"] = serde_json::json!([format!("{parameter}-gone")]);
+    let error = cloud
+        .engine()
+        .init_job(
+            &parse_job(job(vec![missing]).as_bytes()).unwrap(),
+            &ValidateOptions::aws(),
+            Path::new("."),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_invalid_input());
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "order 0001 (missing), field `ssm_paths`: nothing is stored at aws:::ssm:{parameter}-gone"
+        )
+    );
 }
 
 /// A job of `n` `true` orders, independent (`wide`) or each waiting for the previous.

@@ -7,12 +7,14 @@
 
 mod support;
 
+use std::time::Duration;
+
 use sluice_aws::{CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
 use sluice_engine::conformance::{object_store_suite, order_store_suite, sample_order};
 use sluice_engine::ports::{ObjectStore, OrderStore};
 use support::{
-    ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
+    BodyTap, ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
 };
 
 async fn order_store(clients: &Clients, calls: &CallCounter) -> DynamoOrderStore {
@@ -192,18 +194,27 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
         .await
         .unwrap();
     let calls = CallCounter::default();
+    let tap = BodyTap::default();
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let tapped = aws_sdk_codebuild::Client::from_conf(
+        aws_sdk_codebuild::config::Builder::from(&shared)
+            .interceptor(tap.clone())
+            .build(),
+    );
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
-        clients.codebuild.clone(),
+        tapped,
         "unused",
         &project,
         calls.clone(),
     );
     let run = RunId::generate();
+    let sent = payload(&run, "a1");
     dispatcher
         .start(
             sluice_contract::ExecutionTarget::Codebuild,
-            &payload(&run, "a1"),
+            Duration::from_secs(3600),
+            &sent,
         )
         .await
         .unwrap();
@@ -216,6 +227,27 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
         .unwrap();
     assert_eq!(builds.ids().len(), 1);
     assert_eq!(calls.snapshot()[&("codebuild", "StartBuild")], 1);
+    // What went on the wire: the payload as env overrides, the attempt as idempotency token,
+    // and a build timeout covering the order's hour plus the worker's margin.
+    let request = tap.take::<serde_json::Value>().remove(0);
+    assert_eq!(request["idempotencyToken"], "a1");
+    assert_eq!(request["timeoutInMinutesOverride"], 70);
+    let env: Vec<(String, String)> = request["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(
+        sluice_aws::dispatch::payload_from_env(lookup).unwrap(),
+        sent
+    );
 
     let missing = AwsDispatcher::new(
         clients.lambda.clone(),
@@ -227,6 +259,7 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
     let err = missing
         .start(
             sluice_contract::ExecutionTarget::Codebuild,
+            Duration::from_secs(60),
             &payload(&run, "a2"),
         )
         .await
@@ -297,6 +330,7 @@ async fn lambda_workers_are_invoked_asynchronously() {
     dispatcher
         .start(
             sluice_contract::ExecutionTarget::Lambda,
+            Duration::from_secs(60),
             &payload(&run, "a1"),
         )
         .await
@@ -304,4 +338,73 @@ async fn lambda_workers_are_invoked_asynchronously() {
     assert_eq!(calls.snapshot()[&("lambda", "Invoke")], 1);
     // (moto accepts an asynchronous invoke of a missing function, so the error path of
     // Lambda dispatch cannot be shown here; CodeBuild's is, above.)
+}
+
+#[tokio::test]
+async fn credentials_come_from_ssm_and_secrets_manager() {
+    use sluice_aws::secrets::AwsSecretSource;
+    use sluice_contract::credentials::SecretLocation;
+    use sluice_engine::ports::SecretSource;
+    let clients = moto().await;
+    let calls = CallCounter::default();
+    let source = AwsSecretSource::new(
+        clients.ssm.clone(),
+        clients.secrets_manager.clone(),
+        calls.clone(),
+    );
+    let parameter = format!("/{}/db", unique("sluice-test"));
+    clients
+        .ssm
+        .put_parameter()
+        .name(&parameter)
+        .value("eyJEQl9VU0VSIjoiYXBwIn0=")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let text_secret = unique("sluice-test/api-token");
+    clients
+        .secrets_manager
+        .create_secret()
+        .name(&text_secret)
+        .secret_string("tok-123456")
+        .send()
+        .await
+        .unwrap();
+    let binary_secret = unique("sluice-test/blob");
+    clients
+        .secrets_manager
+        .create_secret()
+        .name(&binary_secret)
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(
+            b"{\"A\":\"b\"}".to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    let ssm = SecretLocation::Ssm(parameter.clone());
+    assert_eq!(
+        source.fetch(&ssm).await.unwrap(),
+        "eyJEQl9VU0VSIjoiYXBwIn0=",
+        "SecureStrings come back decrypted"
+    );
+    let text = SecretLocation::SecretsManager(text_secret);
+    assert_eq!(source.fetch(&text).await.unwrap(), "tok-123456");
+    let binary = SecretLocation::SecretsManager(binary_secret);
+    assert_eq!(source.fetch(&binary).await.unwrap(), "{\"A\":\"b\"}");
+
+    let missing = SecretLocation::Ssm(format!("{parameter}-gone"));
+    let error = source.fetch(&missing).await.unwrap_err();
+    assert!(error.is_not_found(), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("aws:::ssm:{parameter}-gone"))
+    );
+    let missing = SecretLocation::SecretsManager(unique("sluice-test/gone"));
+    assert!(source.fetch(&missing).await.unwrap_err().is_not_found());
+    let counted = calls.snapshot();
+    assert_eq!(counted[&("ssm", "GetParameter")], 2);
+    assert_eq!(counted[&("secretsmanager", "GetSecretValue")], 3);
 }

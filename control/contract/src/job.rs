@@ -177,6 +177,32 @@ pub enum ExecutionTarget {
     Codebuild,
 }
 
+impl ExecutionTarget {
+    /// How long the platform lets one worker run, seconds: Lambda's 15 minutes, CodeBuild's
+    /// 36 hours.
+    pub const fn platform_limit(self) -> u64 {
+        match self {
+            ExecutionTarget::Lambda => 15 * 60,
+            ExecutionTarget::Codebuild => 36 * 3600,
+        }
+    }
+
+    /// What a worker needs on top of the order's timeout, seconds: fetching and unpacking
+    /// the bundle before, the kill grace, the log upload and the callback after (and, on
+    /// CodeBuild, provisioning the build container).
+    pub const fn worker_margin(self) -> u64 {
+        match self {
+            ExecutionTarget::Lambda => 60,
+            ExecutionTarget::Codebuild => 600,
+        }
+    }
+
+    /// Longest order `timeout` this target can host, seconds.
+    pub const fn max_order_timeout(self) -> u64 {
+        self.platform_limit() - self.worker_margin()
+    }
+}
+
 impl fmt::Display for ExecutionTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

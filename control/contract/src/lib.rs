@@ -17,6 +17,7 @@
 //! - [`paths`]: what stays inside a code root (shared by packer and unpacker).
 //! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
 //! - [`events`]: events an order emits about itself, carried back in its result.
+//! - [`credentials`]: credential locations and how their values become variables.
 //! - [`dispatch`]: the payload a dispatcher hands to a worker.
 //! - [`exit_codes`]: the CLI's documented exit codes.
 //!
@@ -35,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod credentials;
 pub mod dispatch;
 pub mod events;
 pub mod exit_codes;

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::credentials::{SecretLocation, SecretStore, is_variable_name};
 use crate::ids::OrderNum;
 use crate::job::{ExecutionTarget, JobSpec, OrderSpec, Reference, WasmSpec};
 use crate::manifest::Task;
@@ -123,10 +124,9 @@ pub struct ValidOrder {
     pub code: CodeSource,
     /// Its plain variables.
     pub env_vars: BTreeMap<String, String>,
-    /// Its SSM credential locations.
-    pub ssm_paths: Vec<String>,
-    /// Its Secrets Manager credential locations.
-    pub secret_manager_paths: Vec<String>,
+    /// Where its credentials live, in the order they are merged into its env (`ssm_paths`,
+    /// then `secret_manager_paths`; a later one overrides an earlier one's variable).
+    pub credentials: Vec<SecretLocation>,
     /// An age recipient to encrypt its env to.
     pub sops_key: Option<String>,
 }
@@ -440,6 +440,21 @@ fn validate_order(
         (None, Some(true)) => ExecutionTarget::Lambda,
         (None, Some(false)) | (None, None) => ExecutionTarget::Codebuild,
     };
+    if platform == Platform::Aws && timeout > execution_target.max_order_timeout() {
+        let limit = execution_target.max_order_timeout();
+        let hint = match execution_target {
+            ExecutionTarget::Lambda => "; use execution_target codebuild for longer orders",
+            ExecutionTarget::Codebuild => "",
+        };
+        return Err(ctx.error(
+            "timeout",
+            format!(
+                "{timeout} s is longer than a {execution_target} order can run ({limit} s: the platform's {} s less the worker's {} s){hint}",
+                execution_target.platform_limit(),
+                execution_target.worker_margin()
+            ),
+        ));
+    }
 
     let code = code_source(&ctx, job, spec, platform)?;
     if matches!(task, Task::Wasm(_)) && code == CodeSource::None {
@@ -450,7 +465,7 @@ fn validate_order(
     }
 
     for (name, value) in &spec.env_vars {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
+        if !is_variable_name(name) {
             return Err(ctx.error("env_vars", format!("{name:?} is not a valid variable name")));
         }
         if value.contains('\0') {
@@ -460,6 +475,7 @@ fn validate_order(
             ));
         }
     }
+    let credentials = credential_locations(&ctx, spec)?;
     if let Some(key) = &spec.sops_key
         && !key.starts_with("age1")
     {
@@ -480,10 +496,39 @@ fn validate_order(
         task,
         code,
         env_vars: spec.env_vars.clone(),
-        ssm_paths: spec.ssm_paths.clone(),
-        secret_manager_paths: spec.secret_manager_paths.clone(),
+        credentials,
         sops_key: spec.sops_key.clone(),
     })
+}
+
+/// The order's credential locations, `ssm_paths` then `secret_manager_paths`, each parsed.
+fn credential_locations(
+    ctx: &OrderCtx,
+    spec: &OrderSpec,
+) -> Result<Vec<SecretLocation>, ValidationError> {
+    let fields = [
+        ("ssm_paths", SecretStore::Ssm, &spec.ssm_paths),
+        (
+            "secret_manager_paths",
+            SecretStore::SecretsManager,
+            &spec.secret_manager_paths,
+        ),
+    ];
+    let mut locations = Vec::new();
+    for (field, store, entries) in fields {
+        for (i, entry) in entries.iter().enumerate() {
+            let location = SecretLocation::parse_for(store, entry)
+                .map_err(|message| ctx.error(&format!("{field}[{i}]"), message))?;
+            if locations.contains(&location) {
+                return Err(ctx.error(
+                    &format!("{field}[{i}]"),
+                    format!("{location} is listed twice"),
+                ));
+            }
+            locations.push(location);
+        }
+    }
+    Ok(locations)
 }
 
 fn validate_wasm(ctx: &OrderCtx, wasm: &WasmSpec) -> Result<WasmSpec, ValidationError> {
@@ -818,6 +863,75 @@ mod tests {
             job.orders[2].depends_on,
             vec![OrderNum::from_index(0), OrderNum::from_index(1)]
         );
+    }
+
+    #[test]
+    fn credential_locations_keep_their_order_and_are_checked() {
+        let job = check(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,
+                "secret_manager_paths":["aws:::secretd:prod/api"],
+                "ssm_paths":["/team/db","aws:::ssm:/team/cache"]}]}"#,
+        )
+        .unwrap();
+        let listed: Vec<String> = job.orders[0]
+            .credentials
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "aws:::ssm:/team/db",
+                "aws:::ssm:/team/cache",
+                "aws:::secretd:prod/api"
+            ]
+        );
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"ssm_paths":["aws:::secretd:x"]}]}"#,
+        );
+        assert!(
+            e.contains("`ssm_paths[0]`") && e.contains("belongs in secret_manager_paths"),
+            "{e}"
+        );
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"ssm_paths":["/a","aws:::ssm:/a"]}]}"#,
+        );
+        assert!(
+            e.contains("`ssm_paths[1]`") && e.contains("listed twice"),
+            "{e}"
+        );
+        let e =
+            error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"secret_manager_paths":[""]}]}"#);
+        assert!(e.contains("names no parameter or secret"), "{e}");
+    }
+
+    #[test]
+    fn on_aws_an_orders_timeout_must_fit_its_target() {
+        let aws = |json: &str| {
+            validate(
+                &parse_job(json.as_bytes()).unwrap(),
+                &ValidateOptions::aws(),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let job = |target: &str, timeout: u64| {
+            format!(
+                r#"{{"username":"u","presign_expiry":604800,"orders":[{{"cmds":["true"],"timeout":{timeout},"execution_target":"{target}"}}]}}"#
+            )
+        };
+        assert!(aws(&job("lambda", 840)).is_ok());
+        let e = aws(&job("lambda", 841)).unwrap_err();
+        assert!(
+            e.contains("`timeout`")
+                && e.contains("841 s is longer than a lambda order can run (840 s")
+                && e.contains("use execution_target codebuild"),
+            "{e}"
+        );
+        assert!(aws(&job("codebuild", 36 * 3600 - 600)).is_ok());
+        assert!(aws(&job("codebuild", 36 * 3600)).is_err());
+        // Locally targets are ignored, and so are their limits.
+        assert!(check(&job("lambda", 3600)).is_ok());
     }
 
     #[test]

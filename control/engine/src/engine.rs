@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use sluice_contract::validate::Platform;
 
-use crate::ports::{Clock, Dispatcher, KeyStore, ObjectStore, OrderStore, WatchdogStarter};
+use crate::ports::{
+    Clock, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource, WatchdogStarter,
+};
 
 /// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
 /// lock lease 60 s, dispatch lease 120 s, 16 dispatches in parallel, watchdog slack 40 s,
@@ -63,6 +65,8 @@ pub struct Ports {
     pub watchdog: Arc<dyn WatchdogStarter>,
     /// Keeps per-order private keys.
     pub keys: Arc<dyn KeyStore>,
+    /// Holds the credentials orders list.
+    pub secrets: Arc<dyn SecretSource>,
     /// Tells the time.
     pub clock: Arc<dyn Clock>,
 }

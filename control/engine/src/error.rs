@@ -91,6 +91,18 @@ pub enum EngineError {
         /// What went wrong, with the path.
         message: String,
     },
+    /// A credential an order lists is missing or breaks its store's rules.
+    #[error("order {order_num} ({order_name}), field `{field}`: {message}")]
+    Credential {
+        /// The order.
+        order_num: String,
+        /// The order's name.
+        order_name: String,
+        /// The field listing the location.
+        field: String,
+        /// What is wrong, naming the location (never the value).
+        message: String,
+    },
     /// A backend operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -104,7 +116,10 @@ impl EngineError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            EngineError::Invalid(_) | EngineError::Unsupported { .. } | EngineError::Bundle { .. }
+            EngineError::Invalid(_)
+                | EngineError::Unsupported { .. }
+                | EngineError::Bundle { .. }
+                | EngineError::Credential { .. }
         )
     }
 }

@@ -1,7 +1,8 @@
 //! init_job: validate a job, package each order, upload, queue, and wake the orchestrator.
 //!
-//! The steps, in order: validate → ids → per order (in parallel, bounded): key pair, env
-//! encrypted, presigned callback, bundle, upload → insert all rows (all or none) → `_job`
+//! The steps, in order: validate → preflight → credentials fetched (each location once) →
+//! ids → per order (in parallel, bounded): key pair, env encrypted, presigned callback,
+//! bundle, upload → insert all rows (all or none) → `_job`
 //! started event → init trigger `0000/result.json`, whose arrival runs the orchestrator for
 //! the first time. Bundles are uploaded before rows are inserted so that a dispatched order
 //! always finds its bundle; a failure before the insert leaves no queued orders behind.
@@ -21,6 +22,7 @@ use tracing::Instrument;
 
 use crate::blocking::run_blocking;
 use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
+use crate::credentials::{self, OrderEnv};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord};
@@ -61,6 +63,7 @@ impl Engine {
     ) -> Result<InitResponse, EngineError> {
         let valid = validate(job, options)?;
         let code = preflight(&valid, self.config.platform, base_dir)?;
+        let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
         let run_id = RunId::generate();
         let trace_id = TraceId::generate();
         let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
@@ -73,7 +76,7 @@ impl Engine {
             job: &valid,
         };
         let span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id);
-        self.queue_run(code, &ids).instrument(span).await?;
+        self.queue_run(code, envs, &ids).instrument(span).await?;
         Ok(InitResponse {
             done_endpt: self.ports.done.object_url(&keys::done(&run_id)),
             pr_search_tag: pr_search_tag(&run_id),
@@ -85,9 +88,14 @@ impl Engine {
 
     /// Packages and uploads every order, inserts the rows (all or none), records the start
     /// and writes the init trigger.
-    async fn queue_run(&self, code: Vec<CodeInput>, ids: &RunIds<'_>) -> Result<(), EngineError> {
-        let records: Vec<OrderRecord> = stream::iter(ids.job.orders.iter().zip(code))
-            .map(|(order, code)| self.package_order(ids, order, code))
+    async fn queue_run(
+        &self,
+        code: Vec<CodeInput>,
+        envs: Vec<OrderEnv>,
+        ids: &RunIds<'_>,
+    ) -> Result<(), EngineError> {
+        let records: Vec<OrderRecord> = stream::iter(ids.job.orders.iter().zip(code).zip(envs))
+            .map(|((order, code), env)| self.package_order(ids, order, code, env))
             .buffered(PACKAGING_PARALLELISM)
             .try_collect()
             .await?;
@@ -117,6 +125,7 @@ impl Engine {
         ids: &RunIds<'_>,
         order: &ValidOrder,
         code: CodeInput,
+        env: OrderEnv,
     ) -> Result<OrderRecord, EngineError> {
         let run_id = ids.run_id;
         let order_num = order.order_num;
@@ -154,8 +163,8 @@ impl Engine {
                 log_key: log_key.clone(),
                 callback_url,
             },
-            env: order.env_vars.clone(),
-            secret_names: Vec::new(),
+            env: env.env,
+            secret_names: env.secret_names,
             recipients,
             code,
         };
@@ -202,8 +211,8 @@ impl Engine {
     }
 }
 
-/// Checks what validation cannot: that this engine can fetch every order's code and
-/// credentials, and that local code folders and zips exist. Returns each order's code, in
+/// Checks what validation cannot: that this engine can fetch every order's code, and that
+/// local code folders and zips exist (credentials are checked by fetching them). Returns each order's code, in
 /// order. `sluice validate` runs it too, so a job that validates also starts.
 ///
 /// # Errors
@@ -237,18 +246,6 @@ fn preflight_order(
         order_name: order.order_name.clone(),
         message,
     };
-    if !order.ssm_paths.is_empty() {
-        return Err(unsupported(
-            "ssm_paths",
-            "credential sources are not supported by this engine yet",
-        ));
-    }
-    if !order.secret_manager_paths.is_empty() {
-        return Err(unsupported(
-            "secret_manager_paths",
-            "credential sources are not supported by this engine yet",
-        ));
-    }
     match (&order.code, platform) {
         (CodeSource::None, _) => Ok(CodeInput::None),
         (CodeSource::Git(_), _) => Err(unsupported(
@@ -339,20 +336,10 @@ mod tests {
 
     #[test]
     fn what_this_engine_cannot_fetch_is_named() {
-        let cases = [
-            (
-                r#"{"cmds":["true"],"timeout":5,"ssm_paths":["aws:::ssm:/x"]}"#,
-                "`ssm_paths`",
-            ),
-            (
-                r#"{"cmds":["true"],"timeout":5,"secret_manager_paths":["aws:::secretd:/x"]}"#,
-                "`secret_manager_paths`",
-            ),
-            (
-                r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git"}"#,
-                "`git_repo`",
-            ),
-        ];
+        let cases = [(
+            r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git"}"#,
+            "`git_repo`",
+        )];
         for (order, field) in cases {
             let err = preflight_error(order, Platform::Local);
             assert!(

@@ -4,11 +4,12 @@
 //! # Brief overview
 //!
 //! - [`ports`]: the traits every backend implements ([`ObjectStore`], [`OrderStore`],
-//!   [`Dispatcher`], [`WatchdogStarter`], [`KeyStore`], [`Clock`]), each method documented with
+//!   [`Dispatcher`], [`WatchdogStarter`], [`KeyStore`], [`SecretSource`], [`Clock`]), each method documented with
 //!   its guarantee (atomic put, conditional transition...).
 //! - [`Engine`]: the ports plus [`EngineConfig`]; [`Engine::init_job`] validates, bundles,
 //!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
 //!   [`Engine::watchdog_check`] times out workers that never report.
+//! - [`credentials`]: fetching an order's credentials and merging them into its env.
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
 //! - [`local`]: directory object store, SQLite tables, file key store, in-process dispatcher,
 //!   timer watchdogs and the event bus that wires them into a [`local::LocalRuntime`].
@@ -24,6 +25,7 @@
 pub mod blocking;
 pub mod bundle;
 pub mod conformance;
+pub mod credentials;
 pub mod engine;
 pub mod error;
 pub mod init_job;
@@ -35,6 +37,6 @@ pub mod watchdog;
 pub use engine::{Engine, EngineConfig, Ports};
 pub use error::{EngineError, StoreError};
 pub use ports::{
-    Clock, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore, SystemClock,
-    Transition, WatchdogInput, WatchdogStarter,
+    Clock, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore, SecretSource,
+    SystemClock, Transition, WatchdogInput, WatchdogStarter,
 };

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use proptest::prelude::*;
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::{ExecutionTarget, RunId};
-use sluice_engine::local::{DirStore, FileKeyStore, SqliteStore};
+use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::lock::{self, LockAttempt, Release};
 use sluice_engine::ports::DispatchError;
 use sluice_engine::{
@@ -21,7 +21,12 @@ struct Unused;
 
 #[async_trait]
 impl Dispatcher for Unused {
-    async fn start(&self, _: ExecutionTarget, _: &DispatchPayload) -> Result<(), DispatchError> {
+    async fn start(
+        &self,
+        _: ExecutionTarget,
+        _: Duration,
+        _: &DispatchPayload,
+    ) -> Result<(), DispatchError> {
         unreachable!("the lock test dispatches nothing")
     }
 }
@@ -48,6 +53,7 @@ fn engine(dir: &std::path::Path) -> Engine {
         dispatcher: Arc::new(Unused),
         watchdog: Arc::new(Unused),
         keys: Arc::new(FileKeyStore::open(&dir.join("k")).unwrap()),
+        secrets: Arc::new(SecretsFile::none()),
         clock: Arc::new(SystemClock),
     };
     Engine::new(ports, EngineConfig::default())

@@ -11,7 +11,7 @@ use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::job::{OrderSpec, Reference};
 use sluice_contract::result::{DoneDoc, ResultDoc};
 use sluice_contract::{JobSpec, JobStatus, OrderNum, OrderStatus, ValidateOptions, keys};
-use sluice_engine::local::{LocalOptions, LocalRuntime};
+use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
 use sluice_engine::{EngineConfig, ObjectStore};
 use tokio::sync::mpsc;
 
@@ -30,6 +30,7 @@ impl Harness {
             state_dir: dir.path().join("state"),
             concurrency,
             engine: EngineConfig::default(),
+            secrets: SecretsFile::none(),
         };
         let runtime = LocalRuntime::start(options, move |_, _| {
             Arc::new(move |payload| {

@@ -10,7 +10,7 @@ use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::OrderSpec;
 use sluice_contract::result::{WATCHDOG_LOG, parse_result};
 use sluice_contract::{ExecutionTarget, JobSpec, OrderStatus, RunId, ValidateOptions, keys};
-use sluice_engine::local::{DirStore, FileKeyStore, SqliteStore};
+use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::DispatchError;
 use sluice_engine::{
@@ -43,6 +43,7 @@ impl Dispatcher for Recorder {
     async fn start(
         &self,
         _: ExecutionTarget,
+        _: Duration,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
         self.dispatched.lock().unwrap().push(payload.clone());
@@ -85,6 +86,7 @@ fn setup() -> Setup {
         dispatcher: recorder.clone(),
         watchdog: recorder.clone(),
         keys: Arc::new(FileKeyStore::open(&dir.path().join("keys")).unwrap()),
+        secrets: Arc::new(SecretsFile::none()),
         clock: clock.clone(),
     };
     let config = EngineConfig {

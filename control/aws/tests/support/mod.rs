@@ -3,9 +3,14 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::sync::{Arc, Mutex};
+
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
+use aws_sdk_lambda::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_lambda::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_lambda::error::BoxError;
 use sluice_aws::AwsSettings;
 use sluice_aws::clients::Clients;
 use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY, TableKey};
@@ -20,6 +25,49 @@ pub async fn moto() -> Clients {
         "AWS_ENDPOINT_URL is not set: run these tests through scripts/test, which starts moto server"
     );
     Clients::load().await
+}
+
+/// Copies the JSON body of every request a client sends, as it goes on the wire (moto
+/// accepts some calls without acting on them: a Lambda `Event` invoke runs nothing, and
+/// moto's CodeBuild keeps no build overrides, so tests read what was sent).
+#[derive(Debug, Clone, Default)]
+pub struct BodyTap(pub Arc<Mutex<Vec<serde_json::Value>>>);
+
+impl BodyTap {
+    /// Takes the bodies captured so far, parsed as `T` (others are dropped).
+    pub fn take<T: serde::de::DeserializeOwned>(&self) -> Vec<T> {
+        self.0
+            .lock()
+            .unwrap()
+            .drain(..)
+            .filter_map(|body| serde_json::from_value(body).ok())
+            .collect()
+    }
+
+    /// Whether nothing is waiting to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap().is_empty()
+    }
+}
+
+impl Intercept for BodyTap {
+    fn name(&self) -> &'static str {
+        "body-tap"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(bytes) = context.request().body().bytes()
+            && let Ok(body) = serde_json::from_slice(bytes)
+        {
+            self.0.lock().unwrap().push(body);
+        }
+        Ok(())
+    }
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -64,6 +65,7 @@ impl Dispatcher for LocalDispatcher {
     async fn start(
         &self,
         _target: ExecutionTarget,
+        _timeout: Duration,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
         let slots = Arc::clone(&self.slots);
@@ -119,7 +121,7 @@ mod tests {
                 key_path: String::new(),
             };
             dispatcher
-                .start(ExecutionTarget::Lambda, &payload)
+                .start(ExecutionTarget::Lambda, Duration::from_secs(5), &payload)
                 .await
                 .unwrap();
         }

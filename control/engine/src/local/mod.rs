@@ -5,6 +5,7 @@
 //! - [`SqliteStore`]: the orders / order_events / locks tables in SQLite (bundled), with
 //!   real conditional writes inside `BEGIN IMMEDIATE` transactions.
 //! - [`FileKeyStore`]: per-order private keys as 0600 files.
+//! - [`SecretsFile`]: credential values from a JSON file (`sluice run --secrets`).
 //! - [`LocalDispatcher`]: runs workers as tasks in this process, with bounded concurrency.
 //! - [`LocalWatchdog`]: tokio timers calling [`crate::Engine::watchdog_check`].
 //! - [`LocalRuntime`]: wires them together with the event bus, which starts an orchestrator
@@ -14,10 +15,12 @@ mod dir_store;
 mod dispatcher;
 mod key_store;
 mod runtime;
+mod secrets_file;
 mod sqlite;
 
 pub use dir_store::DirStore;
 pub use dispatcher::{Launcher, LocalDispatcher};
 pub use key_store::FileKeyStore;
 pub use runtime::{LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError};
+pub use secrets_file::{SecretsFile, SecretsFileError};
 pub use sqlite::SqliteStore;

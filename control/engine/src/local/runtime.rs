@@ -20,7 +20,7 @@ use sluice_contract::{RunId, keys};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
-use super::{DirStore, FileKeyStore, Launcher, LocalDispatcher, SqliteStore};
+use super::{DirStore, FileKeyStore, Launcher, LocalDispatcher, SecretsFile, SqliteStore};
 use crate::engine::{Engine, EngineConfig, Ports};
 use crate::error::StoreError;
 use crate::ports::{DispatchError, ObjectStore, SystemClock, WatchdogInput, WatchdogStarter};
@@ -47,6 +47,8 @@ pub struct LocalOptions {
     pub concurrency: usize,
     /// The engine's settings.
     pub engine: EngineConfig,
+    /// Where credentials orders list come from.
+    pub secrets: SecretsFile,
 }
 
 /// The local runtime could not start.
@@ -134,6 +136,7 @@ impl LocalRuntime {
             dispatcher: Arc::clone(&dispatcher) as _,
             watchdog: Arc::new(LocalWatchdog { sender: watch_tx }),
             keys,
+            secrets: Arc::new(options.secrets),
             clock: Arc::new(SystemClock),
         };
         let engine = Arc::new(Engine::new(ports, config));

@@ -137,7 +137,11 @@ impl Engine {
         let started = async {
             self.ports
                 .dispatcher
-                .start(order.execution_target, &payload)
+                .start(
+                    order.execution_target,
+                    Duration::from_secs(order.timeout),
+                    &payload,
+                )
                 .await?;
             self.ports.watchdog.start(&watch).await
         }

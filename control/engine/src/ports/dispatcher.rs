@@ -2,6 +2,7 @@
 //! local timers).
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,12 +28,15 @@ pub struct DispatchError {
 pub trait Dispatcher: Send + Sync + Debug {
     /// Starts (or queues the start of) a worker for `payload` on `target` and returns once the
     /// start is accepted; the worker runs on its own and reports through the callback.
+    /// `timeout` is the order's: a backend with its own time limit (a CodeBuild build) sets
+    /// it to let the worker enforce the order's timeout and report.
     ///
     /// Starting the same attempt twice is allowed (a retry after a crash): the worker claims
     /// the attempt before running anything, so the order runs at most once.
     async fn start(
         &self,
         target: ExecutionTarget,
+        timeout: Duration,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError>;
 }

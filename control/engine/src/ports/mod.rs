@@ -9,6 +9,7 @@ mod dispatcher;
 mod key_store;
 mod object_store;
 mod order_store;
+mod secret_source;
 
 pub use clock::{Clock, SystemClock};
 pub use dispatcher::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
@@ -18,3 +19,4 @@ pub use order_store::{
     AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
     order_pk,
 };
+pub use secret_source::SecretSource;
