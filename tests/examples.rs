@@ -132,6 +132,21 @@ fn timeout_stops_the_hanging_order_and_reports_timed_out() {
 }
 
 #[test]
+fn credentials_come_from_the_example_secrets_file() {
+    let sandbox = Sandbox::new();
+    let secrets = examples().join("../secrets/local.json");
+    let output = sandbox.run(
+        &examples().join("credentials.json"),
+        &["--secrets", secrets.to_str().unwrap()],
+    );
+    let done = done_of(&output);
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let log = sandbox.log_of(&done, "connect");
+    assert!(log.contains("connecting to db.internal as app"), "{log}");
+    assert!(log.contains("the API token has 20 characters"), "{log}");
+}
+
+#[test]
 fn every_example_validates() {
     util::require_built_guests();
     for entry in std::fs::read_dir(examples()).unwrap() {

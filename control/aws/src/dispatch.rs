@@ -5,7 +5,10 @@
 //!   function's async config must have `MaximumRetryAttempts=0`; a retry is the engine's
 //!   decision, and the worker's claim makes a duplicate start harmless).
 //! - CodeBuild: `StartBuild` with the payload's fields as environment overrides
-//!   (`SLUICE_S3_LOCATION`...; see [`payload_env`]) and `idempotencyToken` = the attempt id.
+//!   (`SLUICE_S3_LOCATION`...; see [`payload_env`]), `idempotencyToken` = the attempt id and
+//!   a build timeout covering the order's. The callback URL (a capability: whoever has it
+//!   can write the order's result) goes through an SSM SecureString and a `PARAMETER_STORE`
+//!   variable, since plaintext overrides are visible to anyone who can read the build.
 //! - Watchdog: `StartExecution` named `<run_id>-<order_num>-<attempt>`, so starting the same
 //!   attempt's watchdog twice is refused by Step Functions and treated as done.
 
@@ -20,22 +23,27 @@ use sluice_contract::dispatch::DispatchPayload;
 use sluice_engine::ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 
 use crate::calls::CallCounter;
+use crate::keys::SsmKeyStore;
 
 /// Starts workers on Lambda or CodeBuild.
 #[derive(Debug, Clone)]
 pub struct AwsDispatcher {
     lambda: aws_sdk_lambda::Client,
     codebuild: aws_sdk_codebuild::Client,
+    keys: SsmKeyStore,
     worker_function: String,
     codebuild_project: String,
     calls: CallCounter,
 }
 
+/// The variable carrying the callback URL.
+const CALLBACK_ENV: &str = "SLUICE_CALLBACK_URL";
+
 /// The CodeBuild worker's environment variables and the payload fields they carry.
 const PAYLOAD_ENV: [(&str, &str); 7] = [
     ("SLUICE_S3_LOCATION", "s3_location"),
     ("SLUICE_INTERNAL_BUCKET", "internal_bucket"),
-    ("SLUICE_CALLBACK_URL", "callback_url"),
+    (CALLBACK_ENV, "callback_url"),
     ("SLUICE_RUN_ID", "run_id"),
     ("SLUICE_ORDER_NUM", "order_num"),
     ("SLUICE_ATTEMPT", "attempt"),
@@ -76,10 +84,12 @@ pub fn payload_from_env(
 }
 
 impl AwsDispatcher {
-    /// Workers run as `worker_function` (Lambda) or in `codebuild_project`.
+    /// Workers run as `worker_function` (Lambda) or in `codebuild_project`; CodeBuild
+    /// callback URLs are kept in `keys`.
     pub fn new(
         lambda: aws_sdk_lambda::Client,
         codebuild: aws_sdk_codebuild::Client,
+        keys: SsmKeyStore,
         worker_function: impl Into<String>,
         codebuild_project: impl Into<String>,
         calls: CallCounter,
@@ -87,6 +97,7 @@ impl AwsDispatcher {
         AwsDispatcher {
             lambda,
             codebuild,
+            keys,
             worker_function: worker_function.into(),
             codebuild_project: codebuild_project.into(),
             calls,
@@ -146,10 +157,25 @@ impl Dispatcher for AwsDispatcher {
                     .idempotency_token(&payload.attempt)
                     .timeout_in_minutes_override(build_timeout_minutes(timeout));
                 for (name, value) in payload_env(payload) {
+                    let (value, kind) = if name == CALLBACK_ENV {
+                        let parameter = self
+                            .keys
+                            .put_callback(
+                                &payload.run_id,
+                                payload.order_num,
+                                &payload.attempt,
+                                &value,
+                            )
+                            .await
+                            .map_err(|e| failed("codebuild worker", payload, e.to_string()))?;
+                        (parameter, EnvironmentVariableType::ParameterStore)
+                    } else {
+                        (value, EnvironmentVariableType::Plaintext)
+                    };
                     let variable = EnvironmentVariable::builder()
                         .name(name)
                         .value(value)
-                        .r#type(EnvironmentVariableType::Plaintext)
+                        .r#type(kind)
                         .build()
                         .map_err(|e| failed("codebuild worker", payload, e.to_string()))?;
                     build = build.environment_variables_override(variable);

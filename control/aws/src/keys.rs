@@ -1,8 +1,10 @@
 //! [`SsmKeyStore`]: per-order private age keys as SSM SecureString parameters,
-//! `<prefix>/sops-keys/<run_id>/<order_num>`, deleted when the run is finalized.
+//! `<prefix>/sops-keys/<run_id>/<order_num>`, and the callback URLs of CodeBuild attempts
+//! (`<prefix>/sops-keys/<run_id>/callbacks/<order_num>/<attempt>`, so they stay out of the
+//! build's visible environment), all deleted when the run is finalized.
 
 use async_trait::async_trait;
-use aws_sdk_ssm::types::ParameterType;
+use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use sluice_contract::{OrderNum, RunId};
 use sluice_engine::error::StoreError;
 use sluice_engine::ports::KeyStore;
@@ -35,6 +37,41 @@ impl SsmKeyStore {
     fn run_path(&self, run_id: &RunId) -> String {
         format!("{}/sops-keys/{run_id}", self.prefix)
     }
+
+    /// Stores an attempt's callback URL as a SecureString and returns its name, for a
+    /// CodeBuild environment variable of type `PARAMETER_STORE` (CodeBuild resolves it when
+    /// the build starts; the console and `BatchGetBuilds` show only the name).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] naming the parameter.
+    pub async fn put_callback(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        attempt: &str,
+        url: &str,
+    ) -> Result<String, StoreError> {
+        let name = format!("{}/callbacks/{order_num}/{attempt}", self.run_path(run_id));
+        self.put_secure(&name, url, "storing callback URL").await?;
+        Ok(name)
+    }
+
+    async fn put_secure(&self, name: &str, value: &str, what: &str) -> Result<(), StoreError> {
+        self.calls.count(SERVICE, "PutParameter");
+        self.client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::SecureString)
+            // A presigned URL signed with session credentials can outgrow the standard tier.
+            .tier(ParameterTier::IntelligentTiering)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| backend(format!("{what} {name}"), e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -46,16 +83,7 @@ impl KeyStore for SsmKeyStore {
         secret_key: &str,
     ) -> Result<String, StoreError> {
         let name = format!("{}/{order_num}", self.run_path(run_id));
-        self.calls.count(SERVICE, "PutParameter");
-        self.client
-            .put_parameter()
-            .name(&name)
-            .value(secret_key)
-            .r#type(ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .map_err(|e| backend(format!("storing key {name}"), e))?;
+        self.put_secure(&name, secret_key, "storing key").await?;
         Ok(name)
     }
 

@@ -37,6 +37,7 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
         dispatcher: Arc::new(AwsDispatcher::new(
             clients.lambda.clone(),
             clients.codebuild.clone(),
+            SsmKeyStore::new(clients.ssm.clone(), &settings.ssm_prefix, calls.clone()),
             &settings.worker_function,
             &settings.codebuild_project,
             calls.clone(),

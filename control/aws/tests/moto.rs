@@ -161,7 +161,8 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
 #[tokio::test]
 async fn codebuild_workers_start_with_the_payload_in_their_environment() {
     use sluice_aws::dispatch::AwsDispatcher;
-    use sluice_engine::ports::Dispatcher;
+    use sluice_aws::keys::SsmKeyStore;
+    use sluice_engine::ports::{Dispatcher, KeyStore};
     let clients = moto().await;
     let project = unique("sluice-test");
     clients
@@ -201,9 +202,12 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
             .interceptor(tap.clone())
             .build(),
     );
+    let prefix = format!("/{}", unique("sluice-test"));
+    let keys = SsmKeyStore::new(clients.ssm.clone(), &prefix, calls.clone());
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
         tapped,
+        keys.clone(),
         "unused",
         &project,
         calls.clone(),
@@ -228,30 +232,38 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
     assert_eq!(builds.ids().len(), 1);
     assert_eq!(calls.snapshot()[&("codebuild", "StartBuild")], 1);
     // What went on the wire: the payload as env overrides, the attempt as idempotency token,
-    // and a build timeout covering the order's hour plus the worker's margin.
+    // a build timeout covering the order's hour plus the worker's margin, and the callback
+    // URL only as the name of the SecureString holding it.
     let request = tap.take::<serde_json::Value>().remove(0);
     assert_eq!(request["idempotencyToken"], "a1");
     assert_eq!(request["timeoutInMinutesOverride"], 70);
-    let env: Vec<(String, String)> = request["environmentVariablesOverride"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_owned(),
-                v["value"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let callback_url = sent.callback_url.as_deref().unwrap();
+    assert!(!request.to_string().contains(callback_url));
+    let mut env = Vec::new();
+    for variable in request["environmentVariablesOverride"].as_array().unwrap() {
+        let name = variable["name"].as_str().unwrap().to_owned();
+        let value = variable["value"].as_str().unwrap().to_owned();
+        let value = match variable["type"].as_str().unwrap() {
+            "PLAINTEXT" => value,
+            "PARAMETER_STORE" => keys.get_key(&value).await.unwrap(),
+            other => panic!("{name} has type {other}"),
+        };
+        env.push((name, value));
+    }
     let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     assert_eq!(
         sluice_aws::dispatch::payload_from_env(lookup).unwrap(),
         sent
     );
+    // Finalize deletes the run's callback URLs with its keys.
+    let parameter = format!("{prefix}/sops-keys/{run}/callbacks/0001/a1");
+    keys.delete_run_keys(&run).await.unwrap();
+    assert!(keys.get_key(&parameter).await.unwrap_err().is_not_found());
 
     let missing = AwsDispatcher::new(
         clients.lambda.clone(),
         clients.codebuild.clone(),
+        keys.clone(),
         "unused",
         "no-such-project",
         calls.clone(),
@@ -315,6 +327,7 @@ async fn a_watchdog_starts_once_per_attempt() {
 #[tokio::test]
 async fn lambda_workers_are_invoked_asynchronously() {
     use sluice_aws::dispatch::AwsDispatcher;
+    use sluice_aws::keys::SsmKeyStore;
     use sluice_engine::ports::Dispatcher;
     let clients = moto().await;
     let function = worker_function(&clients).await;
@@ -322,6 +335,7 @@ async fn lambda_workers_are_invoked_asynchronously() {
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
         clients.codebuild.clone(),
+        SsmKeyStore::new(clients.ssm.clone(), "/unused", calls.clone()),
         &function,
         "unused",
         calls.clone(),
