@@ -42,6 +42,10 @@ enum CommandArgs {
         /// Seconds between SIGTERM and SIGKILL when an order times out.
         #[arg(long, env = "SLUICE_GRACE_PERIOD", default_value_t = 10)]
         grace_period: u64,
+        /// Most MiB of an order's log that are stored; beyond it, its first and last halves
+        /// are kept with a marker saying how much was dropped.
+        #[arg(long, env = "SLUICE_MAX_LOG_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+        max_log_mb: u64,
         /// JSON file mapping credential locations (`aws:::ssm:<path>`, `aws:::secretd:<id>`)
         /// to their values, for orders with `ssm_paths` / `secret_manager_paths`.
         #[arg(long, env = "SLUICE_SECRETS")]
@@ -92,6 +96,8 @@ pub struct RunConfig {
     pub grace_period: Duration,
     /// The secrets file, if any.
     pub secrets: Option<PathBuf>,
+    /// Log cap, bytes.
+    pub max_log_bytes: u64,
     /// Username jobs default to (`$USER`).
     pub username: String,
     /// `PATH`, `HOME`, `LANG` of the host, passed on to commands.
@@ -145,6 +151,7 @@ pub fn parse() -> Result<Command, ExitCode> {
             logs,
             concurrency,
             grace_period,
+            max_log_mb,
             secrets,
         } => {
             use std::io::IsTerminal;
@@ -171,6 +178,7 @@ pub fn parse() -> Result<Command, ExitCode> {
                 concurrency: concurrency as usize,
                 grace_period: Duration::from_secs(grace_period),
                 secrets,
+                max_log_bytes: max_log_mb << 20,
                 username,
                 host_env,
                 interactive: std::io::stderr().is_terminal(),

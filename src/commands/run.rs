@@ -62,6 +62,8 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
         wasm: Arc::new(WasmRuntime::new(Some(
             config.state_dir.join(WASM_CACHE_FOLDER),
         ))),
+        max_log_bytes: config.max_log_bytes,
+        ..WorkerConfig::default()
     };
     let engine_config = EngineConfig {
         watchdog_slack: config.grace_period + EngineConfig::default().watchdog_slack,

@@ -16,9 +16,11 @@ use sluice_contract::events::{
 };
 
 use crate::log_sink::LogSink;
+use crate::redact::Redactor;
 
-/// Reads the events in `dir`, noting every skipped file in `log`.
-pub async fn collect_events(dir: &Path, log: &LogSink) -> Vec<OrderEmitted> {
+/// Reads the events in `dir` with the order's secrets masked, noting every skipped file in
+/// `log`.
+pub async fn collect_events(dir: &Path, log: &LogSink, redactor: &Redactor) -> Vec<OrderEmitted> {
     let dir = dir.to_owned();
     let read = tokio::task::spawn_blocking(move || read_events(&dir)).await;
     let (events, skipped) = match read {
@@ -28,7 +30,33 @@ pub async fn collect_events(dir: &Path, log: &LogSink) -> Vec<OrderEmitted> {
     for line in skipped {
         log.note(&line).await;
     }
-    events
+    events.into_iter().map(|e| masked(e, redactor)).collect()
+}
+
+/// `event` with secrets masked: in its message, and in its data's JSON text (data that no
+/// longer parses once masked, a secret number for one, is kept as that text). A kind that
+/// was a secret becomes `redacted`, which is still a valid kind.
+fn masked(event: OrderEmitted, redactor: &Redactor) -> OrderEmitted {
+    let kind = match redactor.redact_str(&event.kind) {
+        std::borrow::Cow::Borrowed(_) => event.kind,
+        std::borrow::Cow::Owned(_) => "redacted".to_owned(),
+    };
+    let message = event.message.map(|m| redactor.redact_str(&m).into_owned());
+    let data = event.data.map(|data| {
+        let text = data.to_string();
+        match redactor.redact_str(&text) {
+            std::borrow::Cow::Borrowed(_) => data,
+            std::borrow::Cow::Owned(masked) => {
+                serde_json::from_str(&masked).unwrap_or(serde_json::Value::String(masked))
+            }
+        }
+    });
+    OrderEmitted {
+        kind,
+        message,
+        data,
+        at_ms: event.at_ms,
+    }
 }
 
 /// The events of `dir`, and a line for each file skipped.
@@ -112,6 +140,21 @@ mod tests {
         assert!(skipped[0].contains("003-bad.json") && skipped[0].contains("not an event"));
         assert!(skipped[1].contains("005-big.json") && skipped[1].contains("more than"));
         assert!(skipped[2].contains("006-link.json") && skipped[2].contains("not a regular"));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_messages_data_and_kinds() {
+        let redactor = Redactor::new([("TOKEN", "tok-123456"), ("PIN", "98765432")]);
+        let event = |json: &str| masked(serde_json::from_str(json).unwrap(), &redactor);
+        let e = event(
+            r#"{"kind":"login","message":"used tok-123456","data":{"t":"tok-123456","n":1}}"#,
+        );
+        assert_eq!(e.kind, "login");
+        assert_eq!(e.message.as_deref(), Some("used ***"));
+        assert_eq!(e.data, Some(serde_json::json!({"t": "***", "n": 1})));
+        let e = event(r#"{"kind":"tok-123456","data":{"pin":98765432}}"#);
+        assert_eq!(e.kind, "redacted");
+        assert_eq!(e.data, Some(serde_json::json!(r#"{"pin":***}"#)));
     }
 
     #[test]

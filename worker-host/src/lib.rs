@@ -13,8 +13,11 @@
 //! - [`wasm`]: WebAssembly modules and components in wasmtime, seeing only what the order
 //!   grants, with memory, time and (optional) fuel limits and a compile cache.
 //! - [`events`]: the events an order dropped in its events folder, sent with the result.
-//! - [`log_sink`]: the streaming log pipeline: output spooled to a file as it arrives, the
-//!   tail kept in bounded memory for `result.json`.
+//! - [`log_sink`]: the streaming log pipeline: output masked ([`redact`]) and spooled to a
+//!   file as it arrives, head and tail kept beyond a size cap, the tail read back for
+//!   `result.json`.
+//! - [`redact`]: the order's secrets masked in every form a log could show them.
+//! - [`retry`]: the callback retried with backoff and jitter.
 //! - [`io`]: the [`WorkerIo`] seam; [`store_io`]: its implementation over the engine's
 //!   object and key stores, shared by the local engine and AWS.
 //!
@@ -26,8 +29,11 @@ pub mod extract;
 pub mod io;
 pub mod log_sink;
 pub mod process_group;
+pub mod redact;
+pub mod retry;
 pub mod run;
 pub mod shell;
+pub mod spool;
 pub mod store_io;
 pub mod wasm;
 

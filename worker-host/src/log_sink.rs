@@ -1,19 +1,26 @@
-//! The streaming log pipeline: bytes spooled to a file as they arrive, memory bounded.
+//! The streaming log pipeline: bytes masked and spooled to a file as they arrive, memory
+//! and disk bounded.
 //!
-//! Readers of a command's stdout and stderr send chunks into one bounded channel, so the two
-//! streams are merged in arrival order and a fast producer waits for the disk rather than
-//! filling memory. A single writer on the blocking pool appends each chunk to the spool file
-//! and hands the buffer back to a small pool the readers take from, so the pipeline
-//! allocates a fixed set of buffers whatever the output size. When the producers are done,
-//! the tail for `result.json` (the last [`MAX_LOG_TAIL_BYTES`]) is read back from the spool.
+//! Readers of a command's stdout and stderr (or a module's output streams, or the worker's
+//! own notes) send chunks into one bounded channel, so the streams are merged in arrival
+//! order and a fast producer waits for the disk rather than filling memory. A single writer
+//! on the blocking pool masks the order's secrets in each chunk ([`crate::redact`]) — the
+//! only way into the spool, so no unmasked byte is ever written — appends it to the
+//! [`BoundedSpool`] (head and tail kept beyond the cap) and hands the buffer back to a small
+//! pool the readers take from, so the pipeline allocates a fixed set of buffers whatever the
+//! output size. When the producers are done, the tail for `result.json` (the last
+//! [`MAX_LOG_TAIL_BYTES`]) is read back from the spool.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sluice_contract::result::MAX_LOG_TAIL_BYTES;
 use tempfile::NamedTempFile;
+
+use crate::redact::Redactor;
+use crate::spool::{BoundedSpool, DEFAULT_MAX_LOG_BYTES};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -53,10 +60,12 @@ impl LogSender {
 /// The spooled log, once every producer is done.
 #[derive(Debug)]
 pub struct LogSummary {
-    /// The full log (deleted when this is dropped).
+    /// The stored log (deleted when this is dropped): all of it, or its head and tail.
     pub spool: NamedTempFile,
-    /// Its size.
+    /// The size of the whole log, dropped bytes included.
     pub bytes: u64,
+    /// Bytes dropped from the middle of the stored log (0 under the cap).
+    pub dropped: u64,
     /// Its last bytes (at most [`MAX_LOG_TAIL_BYTES`]), as text.
     pub tail: String,
     /// Whether `tail` is only the end of the log.
@@ -71,17 +80,37 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    /// Starts a pipeline spooling into a new file in `dir`.
+    /// Starts a pipeline spooling into a new file in `dir`, with no secrets to mask and the
+    /// default cap.
     ///
     /// # Errors
     ///
     /// The spool file cannot be created.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
+        Self::create_with(dir, Arc::new(Redactor::default()), DEFAULT_MAX_LOG_BYTES)
+    }
+
+    /// Starts a pipeline spooling into a new file in `dir`, masking `redactor`'s secrets and
+    /// keeping at most `max_bytes` of the log (its head and tail).
+    ///
+    /// # Errors
+    ///
+    /// The spool file cannot be created.
+    pub fn create_with(
+        dir: &Path,
+        redactor: Arc<Redactor>,
+        max_bytes: u64,
+    ) -> std::io::Result<Self> {
         let spool = tempfile::Builder::new().prefix("log-").tempfile_in(dir)?;
         let (chunks, receiver) = mpsc::channel(CHANNEL_CHUNKS);
         let pool = BufferPool::default();
         let writer_pool = Arc::clone(&pool);
-        let writer = tokio::task::spawn_blocking(move || write_all(spool, receiver, writer_pool));
+        let dir = dir.to_owned();
+        let writer = tokio::task::spawn_blocking(move || {
+            let file = spool.reopen()?;
+            let bounded = BoundedSpool::new(file, &dir, max_bytes);
+            write_all(spool, bounded, &redactor, receiver, writer_pool)
+        });
         Ok(LogSink {
             sender: LogSender { chunks, pool },
             writer,
@@ -111,16 +140,19 @@ impl LogSink {
 
 fn write_all(
     spool: NamedTempFile,
+    mut bounded: BoundedSpool,
+    redactor: &Redactor,
     mut receiver: mpsc::Receiver<Vec<u8>>,
     pool: BufferPool,
 ) -> std::io::Result<LogSummary> {
-    let mut out = spool.reopen()?;
-    let mut bytes: u64 = 0;
+    let mut stream = redactor.stream();
+    let mut masked = Vec::with_capacity(CHUNK_SIZE);
     let mut failure: Option<std::io::Error> = None;
     while let Some(mut chunk) = receiver.blocking_recv() {
-        bytes += chunk.len() as u64;
+        masked.clear();
+        stream.push(&chunk, &mut masked);
         if failure.is_none()
-            && let Err(e) = out.write_all(&chunk)
+            && let Err(e) = bounded.write(&masked)
         {
             // Keep draining so producers never block on a dead writer; report at the end.
             failure = Some(e);
@@ -133,12 +165,19 @@ fn write_all(
     if let Some(e) = failure {
         return Err(e);
     }
-    let (tail, truncated) = read_tail(&mut out, bytes)?;
+    masked.clear();
+    stream.finish(&mut masked);
+    bounded.write(&masked)?;
+    let end = bounded.finish()?;
+    let mut out = spool.reopen()?;
+    let stored = out.seek(SeekFrom::End(0))?;
+    let (tail, truncated) = read_tail(&mut out, stored)?;
     Ok(LogSummary {
         spool,
-        bytes,
+        bytes: end.bytes,
+        dropped: end.dropped,
         tail,
-        truncated,
+        truncated: truncated || end.dropped > 0,
     })
 }
 

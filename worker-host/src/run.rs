@@ -1,5 +1,8 @@
 //! The worker pipeline for one order attempt: bundle → env → claim → run → log → callback.
 //!
+//! The order's secrets (the variables named in the bundle's `secrets.src`) are masked in
+//! everything the result carries or the worker stores: its log, events and reason.
+//!
 //! Every failure becomes a `failed` result with a reason, so the user sees why: the callback
 //! URL comes with the dispatch, so even a bundle that cannot be fetched or read is reported.
 //! Only without such a URL (and without a readable manifest holding one) is the failure
@@ -13,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_contract::OrderStatus;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
-use sluice_contract::manifest::{CODE_DIR, ENV_FILE, MANIFEST_FILE, OrderManifest, Task};
+use sluice_contract::manifest::{
+    CODE_DIR, ENV_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE, Task,
+};
 use sluice_contract::result::{ResultDoc, format_timestamp};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -25,13 +30,17 @@ use crate::events::collect_events;
 use crate::extract::{ExtractLimits, extract, read_entry};
 use crate::io::{IoError, WorkerIo};
 use crate::log_sink::LogSink;
+use crate::redact::{MIN_SECRET_LEN, Redactor};
+use crate::retry::{self, RetryPolicy};
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
+use crate::spool::DEFAULT_MAX_LOG_BYTES;
 use crate::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
 
 /// Settings of the worker. Defaults: work folder = the system temp dir, shell defaults
 /// (10 s grace, 2 s pipe drain), extraction defaults, no host variables passed on, a
-/// WebAssembly runtime without a disk cache.
-#[derive(Debug, Clone, Default)]
+/// WebAssembly runtime without a disk cache, logs capped at 64 MiB, the default callback
+/// retries.
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Where attempts unpack their bundle (a fresh folder each, deleted afterwards).
     pub work_root: Option<PathBuf>,
@@ -44,6 +53,24 @@ pub struct WorkerConfig {
     pub host_env: Vec<(String, String)>,
     /// The WebAssembly runtime shared by the process's orders (engines, compile caches).
     pub wasm: Arc<WasmRuntime>,
+    /// Most bytes of an order's log that are stored (its head and tail beyond).
+    pub max_log_bytes: u64,
+    /// How the result is retried when the callback fails.
+    pub callback: RetryPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            work_root: None,
+            shell: ShellSettings::default(),
+            limits: ExtractLimits::default(),
+            host_env: Vec::new(),
+            wasm: Arc::default(),
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            callback: RetryPolicy::default(),
+        }
+    }
 }
 
 /// What the worker did with an attempt.
@@ -113,14 +140,14 @@ async fn run_attempt(
     config: &WorkerConfig,
 ) -> Result<WorkerReport, WorkerError> {
     let started_ms = now_ms();
-    let (work, manifest, ciphertext) = match open_bundle(payload, io, config).await {
+    let opened = match open_bundle(payload, io, config).await {
         Ok(opened) => opened,
         // With a callback URL from the dispatcher, even an unusable bundle is reported.
         Err(error) => match &payload.callback_url {
             Some(url) => {
                 tracing::error!(%error, "the bundle is unusable; reporting the order failed");
                 let failed = failed_result(error.to_string());
-                return Ok(report(io, url, failed, payload, started_ms).await);
+                return Ok(report(io, url, failed, payload, started_ms, config.callback).await);
             }
             None => return Err(error),
         },
@@ -128,17 +155,24 @@ async fn run_attempt(
     let callback_url = payload
         .callback_url
         .clone()
-        .unwrap_or_else(|| manifest.callback_url.clone());
-    let result =
-        match prepare_and_run(payload, io, config, &manifest, ciphertext, work.path()).await {
-            Ok(Some(result)) => result,
-            Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
-            Err(reason) => {
-                tracing::error!(%reason, "order could not run");
-                failed_result(reason)
-            }
-        };
-    Ok(report(io, &callback_url, result, payload, started_ms).await)
+        .unwrap_or_else(|| opened.manifest.callback_url.clone());
+    let result = match prepare_and_run(payload, io, config, &opened).await {
+        Ok(Some(result)) => result,
+        Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
+        Err(reason) => {
+            tracing::error!(%reason, "order could not run");
+            failed_result(reason)
+        }
+    };
+    Ok(report(
+        io,
+        &callback_url,
+        result,
+        payload,
+        started_ms,
+        config.callback,
+    )
+    .await)
 }
 
 /// A failed result whose reason is also the log, for failures before any command ran.
@@ -148,25 +182,35 @@ fn failed_result(reason: String) -> ResultDoc {
     doc
 }
 
-/// Stamps the result with the attempt and times, and PUTs it to the callback URL.
+/// Stamps the result with the attempt and times, and PUTs it to the callback URL (retried
+/// as `policy` says).
 async fn report(
     io: &dyn WorkerIo,
     url: &str,
     mut result: ResultDoc,
     payload: &DispatchPayload,
     started_ms: u64,
+    policy: RetryPolicy,
 ) -> WorkerReport {
     result.attempt = Some(payload.attempt.clone());
     result.started_at = Some(format_timestamp(started_ms));
     result.finished_at = Some(format_timestamp(now_ms()));
     let body = serde_json::to_vec(&result).expect("results serialize");
-    match io.call_back(url, body).await {
+    match retry::call_back(io, url, &body, policy, payload).await {
         Ok(()) => WorkerReport::Reported(result),
-        Err(error) => {
-            tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "callback failed");
-            WorkerReport::CallbackFailed(result, error)
-        }
+        Err(error) => WorkerReport::CallbackFailed(result, error),
     }
+}
+
+/// A bundle fetched, its code unpacked, its small files read.
+struct OpenedBundle {
+    /// The attempt's work folder (deleted when dropped).
+    work: tempfile::TempDir,
+    manifest: OrderManifest,
+    /// `env.json.age`.
+    ciphertext: Vec<u8>,
+    /// The names in `secrets.src`.
+    secret_names: Vec<String>,
 }
 
 /// Fetches the bundle, unpacks its code into a fresh work folder, and reads its manifest
@@ -175,7 +219,7 @@ async fn open_bundle(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
     config: &WorkerConfig,
-) -> Result<(tempfile::TempDir, OrderManifest, Vec<u8>), WorkerError> {
+) -> Result<OpenedBundle, WorkerError> {
     let bundle_error = |message: String| WorkerError::Bundle {
         run_id: payload.run_id.to_string(),
         order_num: payload.order_num.to_string(),
@@ -196,11 +240,12 @@ async fn open_bundle(
         })?;
     let dest = work.path().to_owned();
     let limits = config.limits;
-    let (manifest, ciphertext) = tokio::task::spawn_blocking(move || {
+    let (manifest, ciphertext, secret_names) = tokio::task::spawn_blocking(move || {
         extract(&bundle, &dest, CODE_DIR, limits)?;
         let manifest = read_entry(&bundle, MANIFEST_FILE, MAX_SMALL_FILE)?;
         let ciphertext = read_entry(&bundle, ENV_FILE, MAX_SMALL_FILE)?;
-        Ok::<_, crate::extract::ExtractError>((manifest, ciphertext))
+        let secret_names = read_entry(&bundle, SECRET_NAMES_FILE, MAX_SMALL_FILE)?;
+        Ok::<_, crate::extract::ExtractError>((manifest, ciphertext, secret_names))
     })
     .await
     .map_err(|e| bundle_error(e.to_string()))?
@@ -213,7 +258,17 @@ async fn open_bundle(
             manifest.run_id, manifest.order_num
         )));
     }
-    Ok((work, manifest, ciphertext))
+    let secret_names = String::from_utf8_lossy(&secret_names)
+        .lines()
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(OpenedBundle {
+        work,
+        manifest,
+        ciphertext,
+        secret_names,
+    })
 }
 
 /// Decrypts, claims and runs; `Ok(None)` when the attempt was claimed by someone else,
@@ -222,17 +277,24 @@ async fn prepare_and_run(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
     config: &WorkerConfig,
-    manifest: &OrderManifest,
-    ciphertext: Vec<u8>,
-    work: &Path,
+    opened: &OpenedBundle,
 ) -> Result<Option<ResultDoc>, String> {
+    let (manifest, work) = (&opened.manifest, opened.work.path());
     let key = io
         .fetch_key(&payload.key_path)
         .await
         .map_err(|e| format!("fetching the order's key: {e}"))?;
+    let ciphertext = opened.ciphertext.clone();
     let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, &key))
         .await
         .map_err(|e| e.to_string())??;
+    let redactor = Arc::new(Redactor::new(opened.secret_names.iter().filter_map(
+        |name| {
+            secrets
+                .get(name)
+                .map(|value| (name.as_str(), value.as_str()))
+        },
+    )));
 
     let claim = Claim {
         attempt: payload.attempt.clone(),
@@ -248,7 +310,14 @@ async fn prepare_and_run(
     }
 
     let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
-    let log = LogSink::create(work).map_err(|e| format!("creating the log spool: {e}"))?;
+    let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes)
+        .map_err(|e| format!("creating the log spool: {e}"))?;
+    for name in redactor.unmasked() {
+        log.note(&format!(
+            "warning: the secret {name} is shorter than {MIN_SECRET_LEN} characters and is not masked in this log"
+        ))
+        .await;
+    }
     let events_dir = work.join(EVENTS_FOLDER);
     tokio::fs::create_dir(&events_dir)
         .await
@@ -262,14 +331,14 @@ async fn prepare_and_run(
         deadline,
     };
     let (status, exit_code, reason) = task.run(&log).await;
-    let events = collect_events(&events_dir, &log).await;
+    let events = collect_events(&events_dir, &log, &redactor).await;
     let summary = log
         .finish()
         .await
         .map_err(|e| format!("writing the log: {e}"))?;
     let mut doc = ResultDoc::new(status, summary.tail);
     doc.exit_code = exit_code;
-    doc.reason = reason;
+    doc.reason = reason.map(|r| redactor.redact_str(&r).into_owned());
     doc.log_bytes = summary.bytes;
     doc.log_truncated = summary.truncated;
     doc.events = events;

@@ -225,6 +225,40 @@ fn name_from_id(id: &str) -> Result<String, String> {
     Ok(name)
 }
 
+/// Names of variables whose value is a secret wherever it comes from (compared without
+/// regard to case).
+const SECRET_NAMES: [&str; 7] = [
+    "PASSWORD",
+    "TOKEN",
+    "SECRET",
+    "API_KEY",
+    "PRIVATE_KEY",
+    "ACCESS_KEY",
+    "CALLBACK_URL",
+];
+/// Endings of such names (`GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `DB_PASSWORD`...).
+const SECRET_SUFFIXES: [&str; 11] = [
+    "_PASSWORD",
+    "_PASSWD",
+    "_TOKEN",
+    "_SECRET",
+    "_SECRET_KEY",
+    "_PRIVATE_KEY",
+    "_ACCESS_KEY",
+    "_API_KEY",
+    "_CREDENTIALS",
+    "_CALLBACK_URL",
+    "_AUTH",
+];
+
+/// Whether a variable named `name` holds a secret by its name alone (`*_TOKEN`,
+/// `*_PASSWORD`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...), so a plain `env_vars`
+/// entry is masked like a credential.
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_NAMES.contains(&upper.as_str()) || SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+}
+
 /// A name an environment variable can have (what `env_vars` accepts too).
 pub fn is_variable_name(name: &str) -> bool {
     !name.is_empty() && !name.contains('=') && !name.contains('\0')
@@ -262,6 +296,32 @@ mod tests {
         list.iter()
             .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn secret_names_are_recognised_by_their_usual_endings() {
+        for name in [
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "db_password",
+            "PASSWORD",
+            "STRIPE_API_KEY",
+            "SSH_PRIVATE_KEY",
+            "CALLBACK_URL",
+            "NPM_AUTH",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in [
+            "PATH",
+            "TOKENIZER",
+            "PASSWORD_FILE",
+            "DB_HOST",
+            "AWS_REGION",
+        ] {
+            assert!(!is_secret_name(name), "{name}");
+        }
     }
 
     #[test]

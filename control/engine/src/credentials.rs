@@ -3,14 +3,16 @@
 //! init_job fetches each distinct location once per job, whatever number of orders list it,
 //! concurrently, then builds every order's env in a documented order: its `env_vars`, then
 //! each `ssm_paths` entry, then each `secret_manager_paths` entry, in the order listed — a
-//! later source's variable replaces an earlier one of the same name. The names that came
-//! from a credential are the order's secret names (`secrets.src` in its bundle); the worker
-//! masks their values in everything it stores.
+//! later source's variable replaces an earlier one of the same name. The order's secret
+//! names (`secrets.src` in its bundle) are those that came from a credential and those of
+//! `env_vars` named like secrets (`*_TOKEN`, `*_PASSWORD`, ...:
+//! [`sluice_contract::credentials::is_secret_name`]); the worker masks their values in
+//! everything it stores.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::stream::{self, StreamExt};
-use sluice_contract::credentials::{SecretLocation, expand};
+use sluice_contract::credentials::{SecretLocation, expand, is_secret_name};
 use sluice_contract::validate::{ValidJob, ValidOrder};
 
 use crate::error::{EngineError, StoreError};
@@ -24,7 +26,7 @@ const FETCH_PARALLELISM: usize = 8;
 pub struct OrderEnv {
     /// Every variable, plain and secret.
     pub env: BTreeMap<String, String>,
-    /// The names whose values came from a credential, sorted.
+    /// The names whose values are secrets, sorted: from a credential, or named like one.
     pub secret_names: Vec<String>,
 }
 
@@ -57,7 +59,11 @@ fn order_env(
     fetched: &HashMap<&SecretLocation, Result<String, StoreError>>,
 ) -> Result<OrderEnv, EngineError> {
     let mut env = order.env_vars.clone();
-    let mut secret_names = BTreeSet::new();
+    let mut secret_names: BTreeSet<String> = env
+        .keys()
+        .filter(|name| is_secret_name(name))
+        .cloned()
+        .collect();
     for location in &order.credentials {
         let field = match location {
             SecretLocation::Ssm(_) => "ssm_paths",
@@ -154,9 +160,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn later_sources_override_earlier_ones_and_only_credentials_are_secret() {
+    async fn later_sources_override_earlier_ones_and_credentials_are_secret() {
         let job = job(r#"{"cmds":["true"],"timeout":5,
-                "env_vars":{"DB_USER":"plain","MODE":"ci"},
+                "env_vars":{"DB_USER":"plain","MODE":"ci","GITHUB_TOKEN":"ghp_x"},
                 "secret_manager_paths":["prod/db-password"],
                 "ssm_paths":["/db"]}"#);
         let envs = resolve(&job, &source()).await.unwrap();
@@ -167,7 +173,11 @@ mod tests {
             env["DB_PASSWORD"], "from-secrets-manager",
             "secret_manager_paths override ssm_paths"
         );
-        assert_eq!(envs[0].secret_names, ["DB_PASSWORD", "DB_USER"]);
+        assert_eq!(
+            envs[0].secret_names,
+            ["DB_PASSWORD", "DB_USER", "GITHUB_TOKEN"],
+            "credentials, and plain variables named like secrets"
+        );
     }
 
     #[tokio::test]

@@ -17,20 +17,28 @@ use sluice_contract::dispatch::DispatchPayload;
 use sluice_worker::wasm::WasmRuntime;
 use sluice_worker::{WorkerConfig, WorkerReport};
 
-/// The host variables commands inherit, and where compiled modules are cached (the only
-/// writable folder on Lambda is /tmp).
-fn worker_config() -> WorkerConfig {
+/// The host variables commands inherit, where compiled modules are cached (the only
+/// writable folder on Lambda is /tmp), and the log cap (`SLUICE_MAX_LOG_MB`, default 64).
+fn worker_config() -> Result<WorkerConfig, Error> {
     let host_env = ["PATH", "HOME", "LANG"]
         .into_iter()
         .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
         .collect();
     let temp = std::env::temp_dir();
-    WorkerConfig {
+    let mut config = WorkerConfig {
         work_root: Some(temp.clone()),
         host_env,
         wasm: Arc::new(WasmRuntime::new(Some(temp.join("sluice-wasm-cache")))),
         ..WorkerConfig::default()
+    };
+    if let Ok(text) = std::env::var("SLUICE_MAX_LOG_MB") {
+        let mib: u64 =
+            text.parse().ok().filter(|&mib| mib > 0).ok_or_else(|| {
+                format!("SLUICE_MAX_LOG_MB={text:?} is not a positive number of MiB")
+            })?;
+        config.max_log_bytes = mib << 20;
     }
+    Ok(config)
 }
 
 fn describe(report: &WorkerReport) -> serde_json::Value {
@@ -48,7 +56,7 @@ async fn main() -> Result<(), Error> {
     init_logging();
     let clients = Clients::load().await;
     let callback = HttpCallback::new()?;
-    let config = worker_config();
+    let config = worker_config()?;
     let calls = CallCounter::default();
     if std::env::args().any(|arg| arg == "--from-env") {
         let payload = payload_from_env(|name| std::env::var(name).ok())?;

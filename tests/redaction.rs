@@ -1,0 +1,123 @@
+//! Secrets never reach the state folder: whatever form an order prints them in, its log,
+//! result, events and the done document hold `***` instead, and the rest of the output is
+//! kept.
+
+mod util;
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use sluice_contract::{JobStatus, OrderStatus};
+use util::{Sandbox, done_of, examples};
+
+const DB_PASSWORD: &str = "correct horse/battery+staple!";
+const DEPLOY_KEY: &str = "-----BEGIN KEY-----\nAbCdEf0123456789xyz\n-----END KEY-----";
+const GITHUB_TOKEN: &str = "ghp_0123456789abcdef";
+/// What the WAT example prints, registered as a secret of the wasm order.
+const WAT_SECRET: &str = "from a WAT guest";
+
+/// Every byte string that must appear nowhere in the state folder.
+fn forbidden() -> Vec<String> {
+    let mut list = Vec::new();
+    for secret in [DB_PASSWORD, DEPLOY_KEY, GITHUB_TOKEN, WAT_SECRET] {
+        list.push(secret.to_owned());
+        list.push(STANDARD.encode(secret).trim_end_matches('=').to_owned());
+        list.push(URL_SAFE_NO_PAD.encode(secret));
+        let json = serde_json::to_string(secret).unwrap();
+        list.push(json[1..json.len() - 1].to_owned());
+    }
+    list.push("correct%20horse%2Fbattery%2Bstaple%21".to_owned());
+    list.push("AbCdEf0123456789xyz".to_owned());
+    list
+}
+
+fn files_under(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, found);
+        } else {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn secrets_printed_in_every_form_are_stored_nowhere() {
+    let sandbox = Sandbox::new();
+    let ssm = STANDARD.encode(serde_json::json!({ "DB_PASSWORD": DB_PASSWORD }).to_string());
+    let secrets = sandbox.path().join("secrets.json");
+    std::fs::write(
+        &secrets,
+        serde_json::json!({
+            "aws:::ssm:/db": ssm,
+            "aws:::secretd:deploy-key": DEPLOY_KEY,
+            "aws:::secretd:wat/greeting": WAT_SECRET,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let cmds = [
+        r#"echo "plain: $DB_PASSWORD""#,
+        r#"printf 'base64: %s\n' "$(printf %s "$DB_PASSWORD" | base64 -w0)""#,
+        r#"printf 'base64 shifted: %s\n' "$(printf 'xy%s' "$DB_PASSWORD" | base64 -w0)""#,
+        r#"python3 -c 'import json, os, urllib.parse; print("json:", json.dumps({"key": os.environ["DEPLOY_KEY"]})); print("url: https://h/?p=" + urllib.parse.quote(os.environ["DB_PASSWORD"], safe=""))'"#,
+        r#"printf 'split: %s' "${GITHUB_TOKEN%????????}"; sleep 0.3; printf '%s :end\n' "${GITHUB_TOKEN#????????????}""#,
+        r#"echo "multi-line:"; echo "$DEPLOY_KEY""#,
+        r#"echo "the rest is intact""#,
+        r#"printf '{"kind":"leak","message":"pw %s","data":{"token":"%s"}}' "$DB_PASSWORD" "$GITHUB_TOKEN" > "$SLUICE_EVENTS_DIR/1.json""#,
+        r#"echo "$DB_PASSWORD" >&2; exit 3"#,
+    ];
+    let job = serde_json::json!({ "orders": [
+        { "order_name": "leaky", "timeout": 30, "cmds": cmds,
+          "env_vars": { "GITHUB_TOKEN": GITHUB_TOKEN },
+          "ssm_paths": ["/db"], "secret_manager_paths": ["deploy-key"] },
+        { "order_name": "guest", "timeout": 30, "code_dir": examples().join("../guests"),
+          "wasm": { "module": "wat/hello.wat" },
+          "secret_manager_paths": ["wat/greeting"] },
+    ]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    let done = done_of(&output);
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.orders[1].status, OrderStatus::Succeeded);
+
+    let log = sandbox.log_of(&done, "leaky");
+    for kept in [
+        "plain: ***\n",
+        "base64: ***",
+        "base64 shifted: ",
+        "json: {\"key\": \"***\"}",
+        "url: https://h/?p=***\n",
+        "split: *** :end\n",
+        "multi-line:\n***\n",
+        "the rest is intact\n",
+    ] {
+        assert!(log.contains(kept), "{kept:?} missing from:\n{log}");
+    }
+    let guest = sandbox.log_of(&done, "guest");
+    assert!(guest.contains("hello ***\n"), "{guest}");
+
+    let mut files = Vec::new();
+    files_under(&sandbox.state(), &mut files);
+    // The compiled module holds its own data segment, the text it prints: code, not output.
+    files.retain(|f| !f.components().any(|c| c.as_os_str() == "wasm-cache"));
+    assert!(files.len() > 10, "the run left its state: {files:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    for secret in forbidden() {
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret:?} found in {}",
+                file.display()
+            );
+        }
+        assert!(
+            !stdout.contains(&secret) && !stderr.contains(&secret),
+            "{secret:?} printed"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Calling back with retries: a result is the one thing a worker must deliver, and the
+//! endpoint (S3 behind a presigned URL, a proxy on the way) can fail for a moment.
+//!
+//! [`RetryPolicy::default`]: 4 attempts, each bounded by a timeout, with exponential backoff
+//! and jitter in between (about 1, 2, 4 s, each randomly between half and all of it, so the
+//! workers of a wide run that failed together do not retry together). Only a 2xx answer is
+//! success (the [`WorkerIo`] says so). When every attempt fails the failure is logged with
+//! the order's ids and returned; the order's watchdog then times it out.
+
+use std::time::Duration;
+
+use sluice_contract::dispatch::DispatchPayload;
+
+use crate::io::{IoError, WorkerIo};
+
+/// How a callback is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all (at least 1).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each later one, then jittered.
+    pub first_backoff: Duration,
+    /// Longest one attempt may take.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            first_backoff: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt` (2-based: none before the first), jittered.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let full = self
+            .first_backoff
+            .saturating_mul(1 << (attempt - 2).min(16));
+        full.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+}
+
+/// PUTs `body` to `url` until an attempt succeeds or the policy's attempts are spent.
+///
+/// # Errors
+///
+/// The last attempt's [`IoError`] when none succeeded.
+pub async fn call_back(
+    io: &dyn WorkerIo,
+    url: &str,
+    body: &[u8],
+    policy: RetryPolicy,
+    payload: &DispatchPayload,
+) -> Result<(), IoError> {
+    let attempts = policy.attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let outcome =
+            tokio::time::timeout(policy.attempt_timeout, io.call_back(url, body.to_vec()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(IoError {
+                        what: "calling back".to_owned(),
+                        message: format!("no answer within {:?}", policy.attempt_timeout),
+                    })
+                });
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt == attempts => {
+                tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, attempt = %payload.attempt, %error, tries = attempts, "callback failed for good: the watchdog will time the order out");
+                return Err(error);
+            }
+            Err(error) => {
+                attempt += 1;
+                let wait = policy.backoff(attempt);
+                tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, %error, next_try = attempt, wait_ms = wait.as_millis() as u64, "callback failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_jittered_within_half_to_all() {
+        let policy = RetryPolicy::default();
+        for attempt in 2..=4 {
+            let full = Duration::from_secs(1 << (attempt - 2));
+            for _ in 0..50 {
+                let wait = policy.backoff(attempt);
+                assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+            }
+        }
+    }
+}
