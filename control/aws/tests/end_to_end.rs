@@ -29,7 +29,10 @@ use sluice_contract::{JobStatus, OrderStatus, ValidateOptions, keys, parse_job};
 use sluice_engine::Engine;
 use sluice_engine::ports::WatchdogInput;
 use sluice_worker::WorkerConfig;
-use support::{BodyTap, bucket, moto, table, unique, watchdog_machine, worker_function};
+use sluice_worker::retry::RetryPolicy;
+use support::{
+    BodyTap, FlakyEndpoint, bucket, moto, table, unique, watchdog_machine, worker_function,
+};
 
 /// A Sluice deployment in moto.
 struct Cloud {
@@ -135,12 +138,14 @@ async fn cloud() -> Cloud {
 }
 
 /// What the pump does with a dispatched attempt.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone)]
 enum Worker {
     /// Runs it.
     Runs,
     /// Claims it, then dies without reporting (for the watchdog).
     DiesAfterClaiming,
+    /// Runs it, calling back through this endpoint (watched like an abandoned attempt).
+    CallsBackThrough(FlakyEndpoint),
 }
 
 impl Cloud {
@@ -169,6 +174,10 @@ impl Cloud {
         let callback = HttpCallback::new().unwrap();
         let config = WorkerConfig {
             host_env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
+            callback: RetryPolicy {
+                first_backoff: Duration::from_millis(50),
+                ..RetryPolicy::default()
+            },
             ..WorkerConfig::default()
         };
         let mut abandoned: Vec<DispatchPayload> = Vec::new();
@@ -209,6 +218,23 @@ impl Cloud {
             for payload in dispatched {
                 let name = &names[payload.order_num.get() as usize - 1];
                 match worker_of(name) {
+                    Worker::CallsBackThrough(endpoint) => {
+                        let mut rerouted = payload.clone();
+                        rerouted.callback_url =
+                            Some(endpoint.url_for(payload.callback_url.as_deref().unwrap()));
+                        let (clients, callback, config, calls) = (
+                            self.clients.clone(),
+                            callback.clone(),
+                            config.clone(),
+                            self.calls.clone(),
+                        );
+                        tasks.spawn(async move {
+                            worker::run_payload(&rerouted, &clients, &callback, &config, &calls)
+                                .await
+                                .unwrap();
+                        });
+                        abandoned.push(payload);
+                    }
                     Worker::Runs => {
                         let (clients, callback, config, calls) = (
                             self.clients.clone(),
@@ -480,6 +506,50 @@ async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
         format!(
             "order 0001 (missing), field `ssm_paths`: nothing is stored at aws:::ssm:{parameter}-gone"
         )
+    );
+}
+
+#[tokio::test]
+async fn a_callback_failing_twice_is_retried_until_the_result_arrives() {
+    let cloud = cloud().await;
+    let endpoint = FlakyEndpoint::start(Some(2)).await;
+    let done = cloud
+        .run(&job(vec![order("flaky", "echo reported", &[])]), |_| {
+            Worker::CallsBackThrough(endpoint.clone())
+        })
+        .await;
+    assert_eq!(status_of(&done, "flaky").0, OrderStatus::Succeeded);
+    assert_eq!(
+        endpoint.puts.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "two refusals, then the result"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_that_always_fails_ends_in_a_watchdog_timeout() {
+    let cloud = cloud().await;
+    let endpoint = FlakyEndpoint::start(None).await;
+    let mut unheard = order("unheard", "echo never reported", &[]);
+    unheard["timeout"] = 1.into();
+    let done = cloud
+        .run(
+            &job(vec![unheard, order("fine", "echo fine", &[])]),
+            |name| {
+                if name == "unheard" {
+                    Worker::CallsBackThrough(endpoint.clone())
+                } else {
+                    Worker::Runs
+                }
+            },
+        )
+        .await;
+    assert_eq!(status_of(&done, "unheard").0, OrderStatus::TimedOut);
+    assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
+    assert_eq!(
+        endpoint.puts.load(std::sync::atomic::Ordering::SeqCst),
+        RetryPolicy::default().attempts as usize,
+        "every attempt was made before giving up"
     );
 }
 

@@ -259,3 +259,112 @@ pub async fn watchdog_machine(clients: &Clients) -> String {
         .unwrap()
         .state_machine_arn
 }
+
+/// A callback endpoint on 127.0.0.1 that answers 500 to the first `failures` PUTs it gets
+/// (every PUT when `None`) and forwards the others to the real callback URL carried in the
+/// path, answering with its status: a flaky proxy in front of S3.
+#[derive(Debug, Clone)]
+pub struct FlakyEndpoint {
+    pub base: String,
+    pub puts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FlakyEndpoint {
+    pub async fn start(failures: Option<usize>) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&puts);
+        tokio::spawn(async move {
+            let forward = sluice_aws::callback::HttpCallback::new().unwrap();
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = counter.fetch_add(1, Ordering::SeqCst);
+                let forward = forward.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let (head_end, length) = loop {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                    };
+                    while request.len() < head_end + length {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let status = if failures.is_none_or(|f| seen < f) {
+                        "500 Internal Server Error"
+                    } else {
+                        let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                        let path = head.split(' ').nth(1).unwrap_or("/");
+                        let target = percent_decode(path.trim_start_matches("/to/"));
+                        let body = request[head_end..head_end + length].to_vec();
+                        use sluice_worker::store_io::Callback;
+                        match forward.put(&target, body).await {
+                            Ok(()) => "200 OK",
+                            Err(_) => "502 Bad Gateway",
+                        }
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        FlakyEndpoint { base, puts }
+    }
+
+    /// The URL to give a worker instead of `real`.
+    pub fn url_for(&self, real: &str) -> String {
+        let encoded: String = real
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("{}/to/{encoded}", self.base)
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
