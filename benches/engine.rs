@@ -1,7 +1,9 @@
 //! Sluice's benchmarks (run with `scripts/bench`): figures, not pass/fail tests.
 //!
 //! 1. Capture: the worker's log pipeline on 1 GiB of output (`head -c 1G /dev/zero`), MB/s
-//!    and the peak RSS of the process, next to `head -c 1G /dev/zero | cat > /dev/null`.
+//!    and the peak RSS of the process, next to `head -c 1G /dev/zero | cat > /dev/null`;
+//!    then 1 GiB of text lines with no secrets and with 20 secrets registered (the
+//!    redactor's cost).
 //! 2. Per-hop overhead: a chain of 100 `true` orders through the whole local engine (init,
 //!    orchestrator, dispatch, worker, callback, finalize), minus a one-order job, per hop.
 //! 3. Fan-out: 500 independent `true` orders, wall time.
@@ -18,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
 use sluice_contract::job::WasmSpec;
+use std::sync::Arc;
+
 use sluice_worker::log_sink::LogSink;
+use sluice_worker::redact::Redactor;
 use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
+use sluice_worker::spool::DEFAULT_MAX_LOG_BYTES;
 use sluice_worker::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
 
 const GIB: u64 = 1 << 30;
@@ -49,26 +55,8 @@ fn wasm(runs: usize) {
         .enable_all()
         .build()
         .unwrap();
-    let native = median(runs, || {
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let log = LogSink::create(dir.path()).unwrap();
-            let cmds = vec!["echo hello".to_owned()];
-            let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-            let started = Instant::now();
-            let order = ShellOrder {
-                cmds: &cmds,
-                env: &env,
-                cwd: dir.path(),
-                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-            };
-            let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
-            let elapsed = started.elapsed();
-            log.finish().await.unwrap();
-            assert_eq!(outcome, ShellOutcome::Succeeded);
-            elapsed
-        })
-    });
+    let no_secrets = Arc::new(Redactor::default());
+    let native = median(runs, || rt.block_on(pipeline("echo hello", &no_secrets)).0);
     println!(
         "hello: native `echo` through the shell runner {:.2} ms",
         native.as_secs_f64() * 1000.0
@@ -179,28 +167,28 @@ fn capture() {
         .enable_all()
         .build()
         .unwrap();
-    let worker = median(3, || {
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let log = LogSink::create(dir.path()).unwrap();
-            let cmds = vec![stream.clone()];
-            let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-            let started = Instant::now();
-            let order = ShellOrder {
-                cmds: &cmds,
-                env: &env,
-                cwd: dir.path(),
-                deadline: tokio::time::Instant::now() + Duration::from_secs(600),
-            };
-            let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
-            let summary = log.finish().await.unwrap();
-            let elapsed = started.elapsed();
-            assert_eq!(outcome, ShellOutcome::Succeeded);
-            assert!(summary.bytes >= GIB);
-            elapsed
-        })
-    });
+    let no_secrets = Arc::new(Redactor::default());
+    let gib_through = |stream: &str, redactor: &Arc<Redactor>| {
+        let (elapsed, bytes) = rt.block_on(pipeline(stream, redactor));
+        assert!(bytes >= GIB);
+        elapsed
+    };
+    let worker = median(3, || gib_through(&stream, &no_secrets));
     let worker_peak = peak_rss_mib();
+    let text = format!(
+        "yes 'INFO 2026-11-27T08:31:26Z step 42 of 99: applied change to resource aws_s3_bucket.logs (0.25 s)' | head -c {GIB}"
+    );
+    let plain = median(3, || gib_through(&text, &no_secrets));
+    let tokens: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            let value: String = (0..24).map(|_| fastrand::alphanumeric()).collect();
+            (format!("SECRET_{i}_TOKEN"), value)
+        })
+        .collect();
+    let twenty = Arc::new(Redactor::new(
+        tokens.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    ));
+    let redacted = median(3, || gib_through(&text, &twenty));
     // The whole CLI on the same stream: bundle, worker, spool upload, callback, finalize.
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("loud.json");
@@ -230,6 +218,35 @@ fn capture() {
         mbps(cli),
         cli.as_secs_f64()
     );
+    println!(
+        "capture 1 GiB of text lines: no secrets {:.0} MB/s, 20 secrets registered {:.0} MB/s ({:.0} % of it)",
+        mbps(plain),
+        mbps(redacted),
+        100.0 * plain.as_secs_f64() / redacted.as_secs_f64()
+    );
+}
+
+/// One shell order running `cmd` through the shell runner and the worker's log pipeline
+/// (masking `redactor`'s secrets, default log cap), timed from start to the finished log;
+/// also the log's size.
+async fn pipeline(cmd: &str, redactor: &Arc<Redactor>) -> (Duration, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log =
+        LogSink::create_with(dir.path(), Arc::clone(redactor), DEFAULT_MAX_LOG_BYTES).unwrap();
+    let cmds = vec![cmd.to_owned()];
+    let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
+    let started = Instant::now();
+    let order = ShellOrder {
+        cmds: &cmds,
+        env: &env,
+        cwd: dir.path(),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(600),
+    };
+    let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
+    let summary = log.finish().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(outcome, ShellOutcome::Succeeded);
+    (elapsed, summary.bytes)
 }
 
 /// This process's peak RSS since it started (`VmHWM`; unlike `ru_maxrss` it does not carry

@@ -18,7 +18,8 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use aho_corasick::automaton::Automaton;
-use aho_corasick::{AhoCorasick, Anchored, MatchKind, nfa::contiguous::NFA};
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, packed};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -45,11 +46,25 @@ pub struct Redactor {
 #[derive(Debug, Clone)]
 struct Matcher {
     /// Leftmost-longest search for every form of every secret.
-    search: AhoCorasick,
+    search: Search,
     /// The same patterns, walked anchored to ask "could these bytes start a secret?".
     prefixes: NFA,
     /// Length of the longest pattern.
     longest: usize,
+}
+
+/// Most patterns one packed (SIMD) searcher takes efficiently.
+const PACKED_GROUP: usize = 64;
+
+/// How the text is scanned.
+#[derive(Debug, Clone)]
+enum Search {
+    /// SIMD packed searchers (Teddy) over groups of patterns, one scan per group: several
+    /// GB/s each, since they skip ordinary text instead of walking it byte by byte.
+    Packed(Vec<packed::Searcher>),
+    /// An Aho-Corasick DFA, where the CPU has no packed searcher: one table lookup per
+    /// byte (about 600 MB/s here), whatever the number of patterns.
+    Automaton(AhoCorasick),
 }
 
 impl Redactor {
@@ -75,19 +90,7 @@ impl Redactor {
         patterns.retain(|p| p.len() >= MIN_SECRET_LEN);
         unmasked.sort();
         unmasked.dedup();
-        let matcher = if patterns.is_empty() {
-            None
-        } else {
-            let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
-            Some(Matcher {
-                search: AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&patterns)
-                    .expect("literal patterns of bounded size build"),
-                prefixes: NFA::new(&patterns).expect("literal patterns of bounded size build"),
-                longest,
-            })
-        };
+        let matcher = (!patterns.is_empty()).then(|| Matcher::new(&patterns));
         Redactor { matcher, unmasked }
     }
 
@@ -98,17 +101,17 @@ impl Redactor {
 
     /// `text` with every secret masked.
     pub fn redact_str<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        match &self.matcher {
-            Some(m) if m.search.is_match(text) => {
-                let mut out = String::with_capacity(text.len());
-                m.search.replace_all_with(text, &mut out, |_, _, dst| {
-                    dst.push_str(MASK);
-                    true
-                });
-                Cow::Owned(out)
-            }
-            _ => Cow::Borrowed(text),
+        let Some(matcher) = &self.matcher else {
+            return Cow::Borrowed(text);
+        };
+        let found = matcher.find_all(text.as_bytes());
+        if found.is_empty() {
+            return Cow::Borrowed(text);
         }
+        let mut out = Vec::with_capacity(text.len());
+        mask_into(text.as_bytes(), &found, &mut out);
+        // Whole UTF-8 patterns replaced inside UTF-8 text leave it UTF-8.
+        Cow::Owned(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// A stream masking secrets in the bytes pushed through it.
@@ -147,13 +150,13 @@ impl RedactingStream<'_> {
         let window = buf.len().saturating_sub(matcher.longest - 1);
         let mut hold_from = matcher.could_grow_from(buf, window);
         let mut written = 0;
-        for found in matcher.search.find_iter(buf) {
-            if found.start() >= hold_from {
+        for (start, end) in matcher.find_all(buf) {
+            if start >= hold_from {
                 break;
             }
-            out.extend_from_slice(&buf[written..found.start()]);
+            out.extend_from_slice(&buf[written..start]);
             out.extend_from_slice(MASK.as_bytes());
-            written = found.end();
+            written = end;
             if written > hold_from {
                 hold_from = matcher.could_grow_from(buf, written.max(window));
             }
@@ -166,18 +169,82 @@ impl RedactingStream<'_> {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let held = std::mem::take(&mut self.held);
         match &self.redactor.matcher {
-            Some(matcher) => matcher
-                .search
-                .replace_all_with_bytes(&held, out, |_, _, dst| {
-                    dst.extend_from_slice(MASK.as_bytes());
-                    true
-                }),
+            Some(matcher) => mask_into(&held, &matcher.find_all(&held), out),
             None => out.extend_from_slice(&held),
         }
     }
 }
 
+/// The automaton search, for CPUs without packed searchers.
+fn automaton(patterns: &BTreeSet<Vec<u8>>) -> Search {
+    Search::Automaton(
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(patterns)
+            .expect("literal patterns of bounded size build"),
+    )
+}
+
+/// `text` with the spans in `found` (sorted, not overlapping) replaced by [`MASK`].
+fn mask_into(text: &[u8], found: &[(usize, usize)], out: &mut Vec<u8>) {
+    let mut written = 0;
+    for &(start, end) in found {
+        out.extend_from_slice(&text[written..start]);
+        out.extend_from_slice(MASK.as_bytes());
+        written = end;
+    }
+    out.extend_from_slice(&text[written..]);
+}
+
 impl Matcher {
+    fn new(patterns: &BTreeSet<Vec<u8>>) -> Self {
+        let packed: Option<Vec<packed::Searcher>> = patterns
+            .iter()
+            .collect::<Vec<_>>()
+            .chunks(PACKED_GROUP)
+            .map(|group| {
+                packed::Config::new()
+                    .match_kind(packed::MatchKind::LeftmostLongest)
+                    .builder()
+                    .extend(group)
+                    .build()
+            })
+            .collect();
+        Matcher {
+            search: packed.map_or_else(|| automaton(patterns), Search::Packed),
+            prefixes: NFA::new(patterns).expect("literal patterns of bounded size build"),
+            longest: patterns.iter().map(Vec::len).max().unwrap_or(0),
+        }
+    }
+
+    /// Every occurrence of a pattern in `text`, leftmost-longest, as sorted spans that do
+    /// not overlap.
+    fn find_all(&self, text: &[u8]) -> Vec<(usize, usize)> {
+        match &self.search {
+            Search::Automaton(ac) => ac.find_iter(text).map(|m| (m.start(), m.end())).collect(),
+            Search::Packed(searchers) => {
+                let mut found: Vec<(usize, usize)> = searchers
+                    .iter()
+                    .flat_map(|s| s.find_iter(text).map(|m| (m.start(), m.end())))
+                    .collect();
+                if searchers.len() > 1 {
+                    // Merge the groups' answers: leftmost first, the longest at a start.
+                    found.sort_unstable_by_key(|&(start, end)| (start, std::cmp::Reverse(end)));
+                    let mut end_so_far = 0;
+                    found.retain(|&(start, end)| {
+                        let keep = start >= end_so_far;
+                        if keep {
+                            end_so_far = end;
+                        }
+                        keep
+                    });
+                }
+                found
+            }
+        }
+    }
+
     /// The first position at or after `from` where the rest of `buf` is the beginning of a
     /// pattern (`buf.len()` when there is none).
     fn could_grow_from(&self, buf: &[u8], from: usize) -> usize {
@@ -334,6 +401,37 @@ mod tests {
         let mut out = Vec::new();
         r.stream().push(&bytes, &mut out);
         assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn the_automaton_finds_what_the_packed_searchers_find() {
+        // 30 secrets make more patterns than one packed searcher takes.
+        let secrets: Vec<(String, String)> = (0..30)
+            .map(|i| (format!("S{i}"), format!("secret-{i:02}-{}", "x".repeat(i))))
+            .collect();
+        let packed = Redactor::new(secrets.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let matcher = packed.matcher.clone().unwrap();
+        assert!(matches!(&matcher.search, Search::Packed(groups) if groups.len() > 1));
+        let patterns: BTreeSet<Vec<u8>> = secrets
+            .iter()
+            .flat_map(|(_, v)| {
+                let mut set = BTreeSet::new();
+                add_forms(&mut set, v);
+                set
+            })
+            .filter(|p| p.len() >= MIN_SECRET_LEN)
+            .collect();
+        let fallback = Matcher {
+            search: automaton(&patterns),
+            ..matcher.clone()
+        };
+        let text: String = secrets
+            .iter()
+            .map(|(_, v)| format!("a {v} b {} c ", STANDARD.encode(v)))
+            .collect();
+        let found = matcher.find_all(text.as_bytes());
+        assert_eq!(found.len(), 60);
+        assert_eq!(fallback.find_all(text.as_bytes()), found);
     }
 
     proptest! {

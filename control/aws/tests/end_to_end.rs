@@ -146,6 +146,8 @@ enum Worker {
     DiesAfterClaiming,
     /// Runs it, calling back through this endpoint (watched like an abandoned attempt).
     CallsBackThrough(FlakyEndpoint),
+    /// Runs nothing and PUTs garbage to the callback URL instead of a result.
+    CallsBackGarbage,
 }
 
 impl Cloud {
@@ -234,6 +236,14 @@ impl Cloud {
                                 .unwrap();
                         });
                         abandoned.push(payload);
+                    }
+                    Worker::CallsBackGarbage => {
+                        use sluice_worker::store_io::Callback;
+                        let url = payload.callback_url.clone().unwrap();
+                        callback
+                            .put(&url, b"{\"status\": \"exploded\", garbage".to_vec())
+                            .await
+                            .unwrap();
                     }
                     Worker::Runs => {
                         let (clients, callback, config, calls) = (
@@ -551,6 +561,37 @@ async fn a_callback_that_always_fails_ends_in_a_watchdog_timeout() {
         RetryPolicy::default().attempts as usize,
         "every attempt was made before giving up"
     );
+}
+
+#[tokio::test]
+async fn a_garbage_result_fails_its_order_and_the_run_still_finishes() {
+    let cloud = cloud().await;
+    let done = cloud
+        .run(
+            &job(vec![
+                order("garbled", "echo never runs", &[]),
+                order("after", "echo after", &["garbled"]),
+                order("fine", "echo fine", &[]),
+            ]),
+            |name| {
+                if name == "garbled" {
+                    Worker::CallsBackGarbage
+                } else {
+                    Worker::Runs
+                }
+            },
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(
+        status_of(&done, "garbled"),
+        (OrderStatus::Failed, Some("malformed_result".to_owned()))
+    );
+    assert_eq!(
+        status_of(&done, "after"),
+        (OrderStatus::Failed, Some("dependency_failed".to_owned()))
+    );
+    assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
 }
 
 /// A job of `n` `true` orders, independent (`wide`) or each waiting for the previous.
