@@ -79,7 +79,10 @@ fn guests_cannot_grow_the_hosts_memory() {
     let floods = &done.orders[0];
     assert_eq!(floods.status, OrderStatus::Succeeded);
     let log = sandbox.log_of(&done, "floods");
-    assert!(log.len() > 200 * 1024 * 1024, "the whole output is stored");
+    assert!(
+        log.contains("bytes of this log were dropped here"),
+        "200 MB is over the default cap: its head and tail are stored"
+    );
     assert!(log.ends_with("xxxxTHE END\n"));
 
     let hoards = &done.orders[1];

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_contract::OrderStatus;
+use sluice_contract::credentials::is_secret_name;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE, Task,
@@ -288,13 +289,12 @@ async fn prepare_and_run(
     let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, &key))
         .await
         .map_err(|e| e.to_string())??;
-    let redactor = Arc::new(Redactor::new(opened.secret_names.iter().filter_map(
-        |name| {
-            secrets
-                .get(name)
-                .map(|value| (name.as_str(), value.as_str()))
-        },
-    )));
+    // init_job lists the secret names; names that look secret are masked even if a bundle
+    // made elsewhere forgot them.
+    let redactor = Arc::new(Redactor::new(secrets.iter().filter_map(|(name, value)| {
+        (opened.secret_names.contains(name) || is_secret_name(name))
+            .then_some((name.as_str(), value.as_str()))
+    })));
 
     let claim = Claim {
         attempt: payload.attempt.clone(),

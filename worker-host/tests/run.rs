@@ -87,6 +87,8 @@ fn bundle(manifest: &OrderManifest, env: &str) -> (Vec<u8>, String) {
         .unwrap();
     zip.start_file("env.json.age", options).unwrap();
     zip.write_all(&encrypted).unwrap();
+    zip.start_file("secrets.src", options).unwrap();
+    zip.write_all(b"DB_PASSWORD\n").unwrap();
     zip.add_directory("code/", options).unwrap();
     (
         zip.finish().unwrap().into_inner(),
@@ -109,6 +111,10 @@ fn payload(run_id: &RunId, callback_url: Option<&str>) -> DispatchPayload {
 fn config() -> WorkerConfig {
     WorkerConfig {
         host_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        callback: sluice_worker::retry::RetryPolicy {
+            first_backoff: std::time::Duration::from_millis(10),
+            ..Default::default()
+        },
         ..WorkerConfig::default()
     }
 }
@@ -124,8 +130,14 @@ fn only_result(io: &MemoryIo) -> (String, ResultDoc) {
 async fn runs_the_order_stores_its_log_and_calls_back() {
     let run = RunId::generate();
     let (bundle, key) = bundle(
-        &manifest(&run, &["echo \"token is $TOKEN\"", "echo done"]),
-        r#"{"TOKEN":"abc123"}"#,
+        &manifest(
+            &run,
+            &[
+                "echo \"token is $TOKEN, password is $DB_PASSWORD, mode is $MODE\"",
+                "echo done",
+            ],
+        ),
+        r#"{"TOKEN":"abc123","DB_PASSWORD":"pw-from-ssm","MODE":"careful"}"#,
     );
     let io = MemoryIo {
         bundle,
@@ -144,7 +156,13 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
     assert_eq!(result.status, OrderStatus::Succeeded);
     assert_eq!(result.exit_code, Some(0));
     assert_eq!(result.attempt.as_deref(), Some("attempt-1"));
-    assert!(result.log.contains("token is abc123"), "{}", result.log);
+    assert!(
+        result
+            .log
+            .contains("token is ***, password is ***, mode is careful"),
+        "secrets.src names and secret-looking names are masked, the rest kept: {}",
+        result.log
+    );
     assert!(result.duration_ms().is_some());
     let logs = io.logs.lock().unwrap();
     assert_eq!(result.log_key.as_deref(), Some("tmp/logs/x/0001/log.txt"));
