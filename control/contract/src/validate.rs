@@ -92,9 +92,9 @@ pub struct GitSource {
     /// The repository URL.
     pub repo: String,
     /// Credential location of an HTTPS token.
-    pub token_location: Option<String>,
+    pub token_location: Option<SecretLocation>,
     /// Credential location of an SSH key.
-    pub ssh_key_location: Option<String>,
+    pub ssh_key_location: Option<SecretLocation>,
     /// Commit to check out (default: the default branch's head).
     pub commit: Option<String>,
     /// Folder holding the order's code (default: the whole repository).
@@ -689,8 +689,18 @@ fn code_source(
             }
         },
     };
-    let token = token.clone().or_else(|| job.git_token_location.clone());
-    let ssh = ssh.clone().or_else(|| job.git_ssh_key_location.clone());
+    let location = |field: &str, text: Option<&String>| {
+        text.map(|t| SecretLocation::parse(t).map_err(|message| ctx.error(field, message)))
+            .transpose()
+    };
+    let token = location(
+        "git_token_location",
+        token.as_ref().or(job.git_token_location.as_ref()),
+    )?;
+    let ssh = location(
+        "git_ssh_key_location",
+        ssh.as_ref().or(job.git_ssh_key_location.as_ref()),
+    )?;
     if let Some(folder) = &spec.git_folder
         && !is_inside(folder)
     {
@@ -932,6 +942,28 @@ mod tests {
         assert!(aws(&job("codebuild", 36 * 3600)).is_err());
         // Locally targets are ignored, and so are their limits.
         assert!(check(&job("lambda", 3600)).is_ok());
+    }
+
+    #[test]
+    fn git_credential_locations_are_checked() {
+        let e = error_of(
+            r#"{"git_token_location":"/team/token","orders":[{"cmds":["true"],"timeout":5,"git_repo":"https://x/r.git"}]}"#,
+        );
+        assert!(
+            e.contains("`git_token_location`") && e.contains("is not a credential location"),
+            "{e}"
+        );
+        let job = check(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"git_repo":"https://x/r.git","git_token_location":"aws:::ssm:/team/token"}]}"#,
+        )
+        .unwrap();
+        let CodeSource::Git(git) = &job.orders[0].code else {
+            panic!("{:?}", job.orders[0].code)
+        };
+        assert_eq!(
+            git.token_location,
+            Some(SecretLocation::Ssm("/team/token".to_owned()))
+        );
     }
 
     #[test]
