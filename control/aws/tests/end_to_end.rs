@@ -184,6 +184,20 @@ impl Cloud {
         };
         let mut abandoned: Vec<DispatchPayload> = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
+        // The worker run here with the dispatched payload, as the Lambda would run it.
+        let spawn_worker = |tasks: &mut tokio::task::JoinSet<()>, payload: DispatchPayload| {
+            let (clients, callback, config, calls) = (
+                self.clients.clone(),
+                callback.clone(),
+                config.clone(),
+                self.calls.clone(),
+            );
+            tasks.spawn(async move {
+                worker::run_payload(&payload, &clients, &callback, &config, &calls)
+                    .await
+                    .unwrap();
+            });
+        };
         let started = Instant::now();
         loop {
             assert!(
@@ -224,17 +238,7 @@ impl Cloud {
                         let mut rerouted = payload.clone();
                         rerouted.callback_url =
                             Some(endpoint.url_for(payload.callback_url.as_deref().unwrap()));
-                        let (clients, callback, config, calls) = (
-                            self.clients.clone(),
-                            callback.clone(),
-                            config.clone(),
-                            self.calls.clone(),
-                        );
-                        tasks.spawn(async move {
-                            worker::run_payload(&rerouted, &clients, &callback, &config, &calls)
-                                .await
-                                .unwrap();
-                        });
+                        spawn_worker(&mut tasks, rerouted);
                         abandoned.push(payload);
                     }
                     Worker::CallsBackGarbage => {
@@ -245,19 +249,7 @@ impl Cloud {
                             .await
                             .unwrap();
                     }
-                    Worker::Runs => {
-                        let (clients, callback, config, calls) = (
-                            self.clients.clone(),
-                            callback.clone(),
-                            config.clone(),
-                            self.calls.clone(),
-                        );
-                        tasks.spawn(async move {
-                            worker::run_payload(&payload, &clients, &callback, &config, &calls)
-                                .await
-                                .unwrap();
-                        });
-                    }
+                    Worker::Runs => spawn_worker(&mut tasks, payload),
                     Worker::DiesAfterClaiming => {
                         let claim = Claim {
                             attempt: payload.attempt.clone(),

@@ -155,16 +155,7 @@ pub fn expand(
                         error_position(&e)
                     ))
                 })?;
-            object
-                .into_iter()
-                .map(|(name, value)| match value {
-                    serde_json::Value::String(text) => Ok((name, text)),
-                    other => Err(fail(format!(
-                        "member {name:?} is {}, not a string",
-                        kind(&other)
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?
+            members(object, Members::StringsOnly).map_err(fail)?
         }
         SecretLocation::SecretsManager(id) => {
             if value.trim_start().starts_with('{') {
@@ -175,18 +166,7 @@ pub fn expand(
                             error_position(&e)
                         ))
                     })?;
-                object
-                    .into_iter()
-                    .map(|(name, value)| match value {
-                        serde_json::Value::String(text) => Ok((name, text)),
-                        serde_json::Value::Number(n) => Ok((name, n.to_string())),
-                        serde_json::Value::Bool(b) => Ok((name, b.to_string())),
-                        other => Err(fail(format!(
-                            "member {name:?} is {}; only strings, numbers and booleans become variables",
-                            kind(&other)
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
+                members(object, Members::Scalars).map_err(fail)?
             } else {
                 vec![(name_from_id(id).map_err(fail)?, value.to_owned())]
             }
@@ -201,6 +181,37 @@ pub fn expand(
         }
     }
     Ok(vars)
+}
+
+/// Which JSON members become variables.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Members {
+    /// Strings only (SSM's contract).
+    StringsOnly,
+    /// Strings, numbers and booleans (Secrets Manager key/value secrets).
+    Scalars,
+}
+
+/// The variables a JSON object holds, or a message naming the member that cannot be one.
+fn members(
+    object: serde_json::Map<String, serde_json::Value>,
+    accepted: Members,
+) -> Result<Vec<(String, String)>, String> {
+    object
+        .into_iter()
+        .map(|(name, value)| match (value, accepted) {
+            (serde_json::Value::String(text), _) => Ok((name, text)),
+            (serde_json::Value::Number(n), Members::Scalars) => Ok((name, n.to_string())),
+            (serde_json::Value::Bool(b), Members::Scalars) => Ok((name, b.to_string())),
+            (other, Members::StringsOnly) => {
+                Err(format!("member {name:?} is {}, not a string", kind(&other)))
+            }
+            (other, Members::Scalars) => Err(format!(
+                "member {name:?} is {}; only strings, numbers and booleans become variables",
+                kind(&other)
+            )),
+        })
+        .collect()
 }
 
 /// The variable a plain-string secret becomes: the id's last `/` or `:` segment,
