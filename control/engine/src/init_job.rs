@@ -16,7 +16,7 @@ use sluice_contract::ids::{flow_id, pr_search_tag};
 use sluice_contract::job::WasmSpec;
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
-use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
+use sluice_contract::validate::{CodeSource, GitSource, Platform, ValidJob, ValidOrder, validate};
 use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys};
 use tracing::Instrument;
 
@@ -25,6 +25,7 @@ use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
+use crate::git::GitWorkspace;
 use crate::ports::{OrderEvent, OrderRecord};
 
 /// What init_job answers (the body of the 200 response on AWS).
@@ -62,8 +63,11 @@ impl Engine {
         base_dir: &Path,
     ) -> Result<InitResponse, EngineError> {
         let valid = validate(job, options)?;
-        let code = preflight(&valid, self.config.platform, base_dir)?;
+        let plans = preflight(&valid, self.config.platform, base_dir)?;
         let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
+        // Clones and archives live until every bundle is built.
+        let mut git = None;
+        let code = self.fetch_code(&valid, plans, &mut git).await?;
         let run_id = RunId::generate();
         let trace_id = TraceId::generate();
         let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
@@ -84,6 +88,64 @@ impl Engine {
             trace_id,
             flow_id,
         })
+    }
+
+    /// Each order's code as local paths: folders and zips as they are, git sources cloned
+    /// (once per repository) and archived into `workspace`.
+    async fn fetch_code(
+        &self,
+        valid: &ValidJob,
+        plans: Vec<CodePlan>,
+        workspace: &mut Option<GitWorkspace>,
+    ) -> Result<Vec<CodeInput>, EngineError> {
+        let mut code = Vec::with_capacity(plans.len());
+        for (order, plan) in valid.orders.iter().zip(plans) {
+            let source = match plan {
+                CodePlan::Local(input) => {
+                    code.push(input);
+                    continue;
+                }
+                CodePlan::Git(source) => source,
+            };
+            let failed = |field: &str, message: String| EngineError::Credential {
+                order_num: order.order_num.to_string(),
+                order_name: order.order_name.clone(),
+                field: field.to_owned(),
+                message,
+            };
+            let token = match &source.token_location {
+                Some(location) => match self.ports.secrets.fetch(location).await {
+                    Ok(token) => Some(token),
+                    Err(StoreError::NotFound { key }) => {
+                        return Err(failed(
+                            "git_token_location",
+                            format!("nothing is stored at {key}"),
+                        ));
+                    }
+                    Err(other) => return Err(other.into()),
+                },
+                None => None,
+            };
+            if workspace.is_none() {
+                *workspace = Some(
+                    GitWorkspace::new()
+                        .map_err(|e| StoreError::io("creating a folder for git clones", e))?,
+                );
+            }
+            let zip = workspace
+                .as_mut()
+                .expect("created above")
+                .code_zip(&source, token.as_deref())
+                .await
+                .map_err(|message| EngineError::Bundle {
+                    order_num: order.order_num.to_string(),
+                    order_name: order.order_name.clone(),
+                    message: format!("git_repo: {message}"),
+                })?;
+            tracing::info!(order_num = %order.order_num, repo = %source.repo, "code fetched from git");
+            code.push(CodeInput::Zip(zip));
+        }
+        Ok(code)
     }
 
     /// Packages and uploads every order, inserts the rows (all or none), records the start
@@ -211,8 +273,18 @@ impl Engine {
     }
 }
 
+/// Where an order's code will come from, once preflight has checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodePlan {
+    /// Local paths, ready to bundle.
+    Local(CodeInput),
+    /// A repository folder at a commit, fetched by init_job.
+    Git(GitSource),
+}
+
 /// Checks what validation cannot: that this engine can fetch every order's code, and that
-/// local code folders and zips exist (credentials are checked by fetching them). Returns each order's code, in
+/// local code folders and zips exist (credentials and repositories are checked by fetching
+/// them). Returns each order's code, in
 /// order. `sluice validate` runs it too, so a job that validates also starts.
 ///
 /// # Errors
@@ -222,7 +294,7 @@ pub fn preflight(
     valid: &ValidJob,
     platform: Platform,
     base_dir: &Path,
-) -> Result<Vec<CodeInput>, EngineError> {
+) -> Result<Vec<CodePlan>, EngineError> {
     valid
         .orders
         .iter()
@@ -234,7 +306,7 @@ fn preflight_order(
     order: &ValidOrder,
     platform: Platform,
     base_dir: &Path,
-) -> Result<CodeInput, EngineError> {
+) -> Result<CodePlan, EngineError> {
     let unsupported = |field: &str, message: &str| EngineError::Unsupported {
         order_num: order.order_num.to_string(),
         order_name: order.order_name.clone(),
@@ -246,42 +318,48 @@ fn preflight_order(
         order_name: order.order_name.clone(),
         message,
     };
-    match (&order.code, platform) {
-        (CodeSource::None, _) => Ok(CodeInput::None),
-        (CodeSource::Git(_), _) => Err(unsupported(
-            "git_repo",
-            "code from git repositories is not supported by this engine yet",
-        )),
-        (CodeSource::Zip(_), Platform::Aws) => Err(unsupported(
-            "s3_location",
-            "downloading code zips from S3 is not supported by this engine yet",
-        )),
+    let local = match (&order.code, platform) {
+        (CodeSource::None, _) => CodeInput::None,
+        (CodeSource::Git(git), _) => {
+            if git.ssh_key_location.is_some() {
+                return Err(unsupported(
+                    "git_ssh_key_location",
+                    "SSH keys are not supported yet; use git_token_location over HTTPS",
+                ));
+            }
+            return Ok(CodePlan::Git(git.clone()));
+        }
+        (CodeSource::Zip(_), Platform::Aws) => {
+            return Err(unsupported(
+                "s3_location",
+                "downloading code zips from S3 is not supported by this engine yet",
+            ));
+        }
         (CodeSource::Dir(dir), _) => {
             let path = base_dir.join(dir);
-            if path.is_dir() {
-                if let Task::Wasm(wasm) = &order.task {
-                    check_wasm_paths(wasm, &path).map_err(missing)?;
-                }
-                Ok(CodeInput::Dir(path))
-            } else {
-                Err(missing(format!(
+            if !path.is_dir() {
+                return Err(missing(format!(
                     "code_dir {} is not a folder",
                     path.display()
-                )))
+                )));
             }
+            if let Task::Wasm(wasm) = &order.task {
+                check_wasm_paths(wasm, &path).map_err(missing)?;
+            }
+            CodeInput::Dir(path)
         }
         (CodeSource::Zip(location), Platform::Local) => {
             let path = base_dir.join(location.strip_prefix("file://").unwrap_or(location));
-            if path.is_file() {
-                Ok(CodeInput::Zip(path))
-            } else {
-                Err(missing(format!(
+            if !path.is_file() {
+                return Err(missing(format!(
                     "s3_location {} is not a file",
                     path.display()
-                )))
+                )));
             }
+            CodeInput::Zip(path)
         }
-    }
+    };
+    Ok(CodePlan::Local(local))
 }
 
 /// A wasm order's module and mounted folders exist in its code folder (checked here so a
@@ -337,8 +415,8 @@ mod tests {
     #[test]
     fn what_this_engine_cannot_fetch_is_named() {
         let cases = [(
-            r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git"}"#,
-            "`git_repo`",
+            r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git","git_ssh_key_location":"aws:::ssm:/k"}"#,
+            "`git_ssh_key_location`",
         )];
         for (order, field) in cases {
             let err = preflight_error(order, Platform::Local);

@@ -10,6 +10,7 @@
 //!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
 //!   [`Engine::watchdog_check`] times out workers that never report.
 //! - [`credentials`]: fetching an order's credentials and merging them into its env.
+//! - [`git`]: orders' code from git repositories (one clone per repository per job).
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
 //! - [`local`]: directory object store, SQLite tables, file key store, in-process dispatcher,
 //!   timer watchdogs and the event bus that wires them into a [`local::LocalRuntime`].
@@ -28,6 +29,7 @@ pub mod conformance;
 pub mod credentials;
 pub mod engine;
 pub mod error;
+pub mod git;
 pub mod init_job;
 pub mod local;
 pub mod orchestrator;

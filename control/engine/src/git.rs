@@ -1,0 +1,278 @@
+//! Code from git repositories (`git_repo`, `commit_hash`, `git_folder`), fetched by init_job
+//! with the `git` command.
+//!
+//! One bare clone per repository per job, shared by its orders; then one `git archive` of
+//! each distinct (commit, folder) as a zip, which becomes the orders' code like any other
+//! zip: the folder's files at the root, without `.git`, modes and links kept, and no
+//! checkout on disk.
+//!
+//! A token (`git_token_location`) goes to git through `GIT_ASKPASS`: a script reading it
+//! from a 0600 file in the job's workspace, so it is in no command line and no environment
+//! variable, and it is only sent over HTTPS (or plain HTTP to this machine). git runs with
+//! an environment built from scratch: no user or system configuration, no prompts, only the
+//! `https`, `http`, `ssh`, `git` and `file` transports (never `ext::`), and its messages are
+//! shown with the token masked.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use sluice_contract::validate::GitSource;
+
+/// The user name sent with a token (GitHub's convention for tokens of every kind).
+const TOKEN_USER: &str = "x-access-token";
+
+/// Answers git's username and password prompts from the token file.
+const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) echo x-access-token ;;\n  *) cat \"$SLUICE_GIT_TOKEN_FILE\" ;;\nesac\n";
+
+/// The clones and archives of one job, in a folder deleted with it.
+#[derive(Debug)]
+pub struct GitWorkspace {
+    dir: tempfile::TempDir,
+    /// Clone folder of each (repository, token).
+    clones: HashMap<(String, Option<String>), PathBuf>,
+    /// Zip of each (clone, commit, folder).
+    archives: HashMap<(PathBuf, String, Option<String>), PathBuf>,
+}
+
+impl GitWorkspace {
+    /// A new, empty workspace in the system's temp folder.
+    ///
+    /// # Errors
+    ///
+    /// The folder cannot be created.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(GitWorkspace {
+            dir: tempfile::Builder::new().prefix("sluice-git-").tempdir()?,
+            clones: HashMap::new(),
+            archives: HashMap::new(),
+        })
+    }
+
+    /// A zip of `source`'s folder at its commit (the default branch's head when none),
+    /// cloning the repository first if this job has not. `token` is the value of its
+    /// `git_token_location`.
+    ///
+    /// # Errors
+    ///
+    /// A message (with the token masked) saying which repository, commit or folder could
+    /// not be had, and why.
+    pub async fn code_zip(
+        &mut self,
+        source: &GitSource,
+        token: Option<&str>,
+    ) -> Result<PathBuf, String> {
+        let clone = self.clone_of(source, token).await?;
+        let mask = |text: String| mask_token(text, token);
+        let commit = source.commit.as_deref().unwrap_or("HEAD");
+        let sha = git(
+            &clone,
+            &self.env(None),
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{commit}^{{commit}}"),
+            ],
+        )
+        .await
+        .map_err(|_| mask(format!("commit {commit} is not in {}", source.repo)))?;
+        let key = (clone.clone(), sha.clone(), source.folder.clone());
+        if let Some(zip) = self.archives.get(&key) {
+            return Ok(zip.clone());
+        }
+        let tree = match &source.folder {
+            Some(folder) => {
+                let folder = folder.trim_matches('/');
+                let object = format!("{sha}:{folder}");
+                let kind = git(&clone, &self.env(None), &["cat-file", "-t", &object]).await;
+                if kind.as_deref() != Ok("tree") {
+                    return Err(mask(format!(
+                        "git_folder {folder} is not a folder of {} at commit {sha}",
+                        source.repo
+                    )));
+                }
+                object
+            }
+            None => sha.clone(),
+        };
+        let zip = self
+            .dir
+            .path()
+            .join(format!("code-{}.zip", self.archives.len() + 1));
+        let output = zip.display().to_string();
+        git(
+            &clone,
+            &self.env(None),
+            &["archive", "--format=zip", "-o", &output, &tree],
+        )
+        .await
+        .map_err(|e| mask(format!("archiving {tree} of {}: {e}", source.repo)))?;
+        self.archives.insert(key, zip.clone());
+        Ok(zip)
+    }
+
+    /// The bare clone of `source.repo` made with `token`, made now if need be.
+    async fn clone_of(
+        &mut self,
+        source: &GitSource,
+        token: Option<&str>,
+    ) -> Result<PathBuf, String> {
+        let key = (source.repo.clone(), token.map(str::to_owned));
+        if let Some(clone) = self.clones.get(&key) {
+            return Ok(clone.clone());
+        }
+        let n = self.clones.len() + 1;
+        let token_file = match token {
+            Some(token) => {
+                check_token_transport(&source.repo)?;
+                Some(self.write_private(&format!("token-{n}"), token.trim().as_bytes(), 0o600)?)
+            }
+            None => None,
+        };
+        let clone = self.dir.path().join(format!("repo-{n}.git"));
+        let dest = clone.display().to_string();
+        let result = git(
+            self.dir.path(),
+            &self.env(token_file.as_deref()),
+            &["clone", "--bare", "--quiet", "--", &source.repo, &dest],
+        )
+        .await;
+        if let Some(file) = &token_file {
+            let _ = std::fs::remove_file(file);
+        }
+        result.map_err(|e| mask_token(format!("cloning {}: {e}", source.repo), token))?;
+        self.clones.insert(key, clone.clone());
+        Ok(clone)
+    }
+
+    /// git's environment: nothing of this process's but `PATH`; with a token file, the
+    /// askpass script that reads it.
+    fn env(&self, token_file: Option<&Path>) -> Vec<(&'static str, String)> {
+        let home = self.dir.path().display().to_string();
+        let mut env = vec![
+            (
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned()),
+            ),
+            ("HOME", home),
+            ("LC_ALL", "C".to_owned()),
+            ("GIT_CONFIG_NOSYSTEM", "1".to_owned()),
+            ("GIT_CONFIG_GLOBAL", "/dev/null".to_owned()),
+            ("GIT_TERMINAL_PROMPT", "0".to_owned()),
+            ("GIT_ALLOW_PROTOCOL", "https:http:ssh:git:file".to_owned()),
+        ];
+        if let Some(file) = token_file {
+            let askpass = self.dir.path().join("askpass.sh");
+            env.push(("GIT_ASKPASS", askpass.display().to_string()));
+            env.push(("SLUICE_GIT_TOKEN_FILE", file.display().to_string()));
+        }
+        env
+    }
+
+    /// Writes `bytes` to a new file of the workspace, created with `mode`; writes the
+    /// askpass script beside it the first time.
+    fn write_private(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, String> {
+        let askpass = self.dir.path().join("askpass.sh");
+        if !askpass.exists() {
+            std::fs::write(&askpass, ASKPASS)
+                .and_then(|()| {
+                    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| format!("writing {}: {e}", askpass.display()))?;
+        }
+        let path = self.dir.path().join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A token is sent over HTTPS, or over plain HTTP only to this machine.
+fn check_token_transport(repo: &str) -> Result<(), String> {
+    let lower = repo.to_ascii_lowercase();
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| lower.starts_with(prefix));
+    if lower.starts_with("https://") || loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "{repo}: a git token is only sent over https:// (or http:// to this machine)"
+        ))
+    }
+}
+
+/// `text` with the token, and the Basic credentials made of it, masked.
+fn mask_token(text: String, token: Option<&str>) -> String {
+    match token.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => {
+            let basic = STANDARD.encode(format!("{TOKEN_USER}:{token}"));
+            text.replace(token, "***").replace(&basic, "***")
+        }
+        None => text,
+    }
+}
+
+/// Runs `git ARGS` in `dir` with exactly `env`; its trimmed stdout, or its stderr's last
+/// lines as the error.
+async fn git(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> Result<String, String> {
+    let output = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "git is not installed (it fetches code from git repositories)".to_owned()
+            }
+            _ => format!("running git: {e}"),
+        })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last = lines[lines.len().saturating_sub(3)..].join(" / ");
+        Err(if last.is_empty() {
+            format!("git {} failed ({})", args[0], output.status)
+        } else {
+            last
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_travel_only_over_https_or_to_this_machine() {
+        assert!(check_token_transport("https://github.com/o/r.git").is_ok());
+        assert!(check_token_transport("http://127.0.0.1:8080/r.git").is_ok());
+        let e = check_token_transport("http://git.example.com/r.git").unwrap_err();
+        assert!(e.contains("only sent over https://"), "{e}");
+        assert!(check_token_transport("git@github.com:o/r.git").is_err());
+    }
+
+    #[test]
+    fn messages_never_show_the_token() {
+        let basic = STANDARD.encode("x-access-token:ghp_secret123");
+        let text = format!("fatal: https://ghp_secret123@h/r: Authorization: Basic {basic}");
+        let masked = mask_token(text, Some("ghp_secret123\n"));
+        assert_eq!(masked, "fatal: https://***@h/r: Authorization: Basic ***");
+    }
+}

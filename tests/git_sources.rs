@@ -1,0 +1,357 @@
+//! Orders take their code from a folder of a git repository at a commit: over file:// and
+//! over HTTP with a token, against `git http-backend` served on 127.0.0.1. One clone per
+//! repository per job; the token reaches no command line, environment, log or state file.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use sluice_contract::{JobStatus, OrderStatus};
+use util::{Sandbox, done_of};
+
+const TOKEN: &str = "ghp_TestToken0123456789";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A repository with two folders and two commits; returns its path and the first commit.
+fn repository(root: &Path) -> (PathBuf, String) {
+    let repo = root.join("infra.git");
+    std::fs::create_dir_all(repo.join("vpc")).unwrap();
+    std::fs::create_dir_all(repo.join("dns")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.join("vpc/plan.sh"),
+        "#!/bin/sh\necho \"vpc plan v1 in $(basename \"$PWD\")\"; ls -a\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("dns/plan.sh"),
+        "#!/bin/sh\necho dns plan; ls -a\n",
+    )
+    .unwrap();
+    for script in ["vpc/plan.sh", "dns/plan.sh"] {
+        std::fs::set_permissions(repo.join(script), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "v1"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("vpc/plan.sh"), "#!/bin/sh\necho vpc plan v2\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "v2"]);
+    (repo, first)
+}
+
+/// What the test server saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Authorised ref advertisements (one per clone).
+    clones: usize,
+    /// Requests refused for lack of the token.
+    refused: usize,
+    /// Processes whose command line or environment held the token while git talked to us.
+    leaks: Vec<String>,
+}
+
+/// Serves the repositories under `root` over smart HTTP (through `git http-backend`),
+/// requiring `Authorization: Basic x-access-token:TOKEN`.
+fn serve(root: PathBuf) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let state = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (root, state) = (root.clone(), Arc::clone(&state));
+            std::thread::spawn(move || answer(stream, &root, &state));
+        }
+    });
+    (base, seen)
+}
+
+fn answer(mut stream: std::net::TcpStream, root: &Path, seen: &Mutex<Seen>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+
+    let expected = format!(
+        "Basic {}",
+        STANDARD.encode(format!("x-access-token:{TOKEN}"))
+    );
+    if header("authorization").as_deref() != Some(expected.as_str()) {
+        seen.lock().unwrap().refused += 1;
+        let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    }
+    {
+        let mut seen = seen.lock().unwrap();
+        if path.ends_with("/info/refs") {
+            seen.clones += 1;
+        }
+        seen.leaks.extend(processes_holding(TOKEN));
+    }
+    let mut cgi = Command::new("git")
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("REQUEST_METHOD", method)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .env("CONTENT_LENGTH", length.to_string())
+        .env(
+            "HTTP_CONTENT_ENCODING",
+            header("content-encoding").unwrap_or_default(),
+        )
+        .env(
+            "HTTP_GIT_PROTOCOL",
+            header("git-protocol").unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cgi.stdin.take().unwrap().write_all(&body).unwrap();
+    let output = cgi.wait_with_output().unwrap();
+    let split = output
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| {
+            output
+                .stdout
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, 2))
+        })
+        .unwrap();
+    let cgi_head = String::from_utf8_lossy(&output.stdout[..split.0]).into_owned();
+    let payload = &output.stdout[split.0 + split.1..];
+    let mut status = "200 OK".to_owned();
+    let mut response = String::new();
+    for line in cgi_head.lines() {
+        match line.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("status") => {
+                status = value.trim().to_owned()
+            }
+            Some(_) => response.push_str(&format!("{line}\r\n")),
+            None => {}
+        }
+    }
+    let head = format!(
+        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(payload);
+}
+
+/// Processes (other than this test) whose command line or environment contains `needle`.
+fn processes_holding(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        for part in ["cmdline", "environ"] {
+            if let Ok(bytes) = std::fs::read(entry.path().join(part))
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                found.push(format!("{pid}/{part}"));
+            }
+        }
+    }
+    found
+}
+
+fn files_holding(dir: &Path, needle: &str, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_holding(&path, needle, found);
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn orders_run_in_folders_of_a_repository_at_a_commit() {
+    let sandbox = Sandbox::new();
+    let (repo, first) = repository(sandbox.path());
+    let url = format!("file://{}", repo.display());
+    let job = serde_json::json!({ "git_repo": url, "orders": [
+        { "order_name": "vpc-then", "git_folder": "vpc", "commit_hash": first, "cmds": ["./plan.sh"], "timeout": 30 },
+        { "order_name": "vpc-now", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
+        { "order_name": "dns", "git_folder": "dns/", "cmds": ["./plan.sh"], "timeout": 30 },
+    ]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    let output = sandbox.run(&job, &[]);
+    let done = done_of(&output);
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let then = sandbox.log_of(&done, "vpc-then");
+    assert!(
+        then.contains("vpc plan v1 in code"),
+        "the folder's files are the code root: {then}"
+    );
+    assert!(!then.contains(".git"), "no .git in the code: {then}");
+    assert!(sandbox.log_of(&done, "vpc-now").contains("vpc plan v2"));
+    assert!(sandbox.log_of(&done, "dns").contains("dns plan"));
+}
+
+#[test]
+fn a_token_clones_once_over_http_and_is_never_seen() {
+    let sandbox = Sandbox::new();
+    let (repo, _) = repository(sandbox.path());
+    let (base, seen) = serve(repo.parent().unwrap().to_owned());
+    let secrets = sandbox.path().join("secrets.json");
+    std::fs::write(
+        &secrets,
+        serde_json::json!({ "aws:::ssm:/git/token": TOKEN }).to_string(),
+    )
+    .unwrap();
+    let job = serde_json::json!({
+    "git_repo": format!("{base}/infra.git"),
+    "git_token_location": "aws:::ssm:/git/token",
+    "orders": [
+        { "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
+        { "order_name": "dns", "git_folder": "dns", "cmds": ["./plan.sh"], "timeout": 30 },
+    ]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    let done = done_of(&output);
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(done.orders[0].status, OrderStatus::Succeeded);
+    assert!(sandbox.log_of(&done, "dns").contains("dns plan"));
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.clones, 1, "one clone for both orders: {seen:?}");
+    assert!(
+        seen.refused >= 1,
+        "git asked for the token only when the server did"
+    );
+    assert!(
+        seen.leaks.is_empty(),
+        "the token was visible in {:?}",
+        seen.leaks
+    );
+    let mut files = Vec::new();
+    files_holding(&sandbox.state(), TOKEN, &mut files);
+    assert!(files.is_empty(), "the token is stored in {files:?}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!printed.contains(TOKEN));
+}
+
+#[test]
+fn a_missing_commit_folder_or_token_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    let (repo, _) = repository(sandbox.path());
+    let (base, _) = serve(repo.parent().unwrap().to_owned());
+    let secrets = sandbox.path().join("secrets.json");
+    std::fs::write(
+        &secrets,
+        serde_json::json!({ "aws:::ssm:/git/wrong": "ghp_WrongToken987654321" }).to_string(),
+    )
+    .unwrap();
+    let cases = [
+        (
+            serde_json::json!({ "git_repo": format!("file://{}", repo.display()), "commit_hash": "0123456789abcdef0123456789abcdef01234567" }),
+            "order 0001 (plan): packaging its code failed: git_repo: commit 0123456789abcdef0123456789abcdef01234567 is not in file://",
+        ),
+        (
+            serde_json::json!({ "git_repo": format!("file://{}", repo.display()), "git_folder": "nope" }),
+            "git_repo: git_folder nope is not a folder of file://",
+        ),
+        (
+            serde_json::json!({ "git_repo": format!("{base}/infra.git"), "git_token_location": "aws:::ssm:/git/wrong" }),
+            "git_repo: cloning http://127.0.0.1",
+        ),
+    ];
+    for (source, expected) in cases {
+        let mut order =
+            serde_json::json!({ "order_name": "plan", "cmds": ["./plan.sh"], "timeout": 30 });
+        order
+            .as_object_mut()
+            .unwrap()
+            .extend(source.as_object().unwrap().clone());
+        let job = sandbox.write_job(
+            "job.json",
+            &serde_json::json!({ "orders": [order] }).to_string(),
+        );
+        let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr} should say {expected}");
+        assert!(!stderr.contains("ghp_WrongToken987654321"), "{stderr}");
+    }
+}
