@@ -97,3 +97,59 @@ fn a_code_folder_link_leaving_it_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_stripped_copy_has_the_code_but_no_env_and_no_callback_url() {
+    use std::io::Read;
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("app")).unwrap();
+    std::fs::write(sandbox.path().join("app/run.sh"), "echo run").unwrap();
+    let job = |stripped: bool| {
+        format!(
+            r#"{{"stripped_copy": {stripped}, "orders": [{{"code_dir": "app", "cmds": ["sh run.sh"], "timeout": 10, "env_vars": {{"API_TOKEN": "tok-0123456789"}}}}]}}"#
+        )
+    };
+    let entries = |path: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+        (0..zip.len())
+            .map(|i| {
+                let mut entry = zip.by_index(i).unwrap();
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).unwrap();
+                (entry.name().unwrap().into_owned(), bytes)
+            })
+            .collect()
+    };
+
+    let output = sandbox.run(&sandbox.write_job("job.json", &job(true)), &[]);
+    let done = done_of(&output);
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let folder = sandbox
+        .state()
+        .join("internal/tmp/exec")
+        .join(&done.run_id)
+        .join("0001");
+    let full = entries(&folder.join("exec.zip"));
+    let stripped = entries(&folder.join("exec-stripped.zip"));
+    let names =
+        |list: &[(String, Vec<u8>)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert!(names(&full).contains(&"env.json.age".to_owned()));
+    assert!(!names(&stripped).contains(&"env.json.age".to_owned()));
+    assert!(names(&stripped).contains(&"code/run.sh".to_owned()));
+    assert!(names(&stripped).contains(&"env_vars.env".to_owned()));
+    let manifest = |list: &[(String, Vec<u8>)]| -> serde_json::Value {
+        serde_json::from_slice(&list.iter().find(|(n, _)| n == "order.json").unwrap().1).unwrap()
+    };
+    assert!(!manifest(&full)["callback_url"].as_str().unwrap().is_empty());
+    assert_eq!(manifest(&stripped)["callback_url"], "");
+
+    let output = sandbox.run(&sandbox.write_job("job.json", &job(false)), &[]);
+    let done = done_of(&output);
+    let folder = sandbox
+        .state()
+        .join("internal/tmp/exec")
+        .join(&done.run_id)
+        .join("0001");
+    assert!(folder.join("exec.zip").is_file());
+    assert!(!folder.join("exec-stripped.zip").exists());
+}

@@ -1,4 +1,5 @@
-//! [`S3Store`]: the engine's object store over one S3 bucket.
+//! [`S3Store`]: the engine's object store over one S3 bucket; [`S3Archives`]: orders'
+//! code zips named by `s3://bucket/key` URLs, in any bucket.
 //!
 //! Conditional puts use `If-None-Match: *` (S3 answers 412 when the key exists), lists
 //! follow continuation tokens, uploads of files stream from disk, and callback URLs are
@@ -12,7 +13,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use sluice_engine::error::StoreError;
-use sluice_engine::ports::ObjectStore;
+use sluice_engine::ports::{CodeArchives, ObjectStore};
 
 use crate::calls::CallCounter;
 
@@ -46,6 +47,37 @@ impl S3Store {
         R: std::fmt::Debug,
     {
         crate::sdk_error::backend(self.what(operation, key), error)
+    }
+}
+
+/// Code zips by `s3://bucket/key` URL.
+#[derive(Debug, Clone)]
+pub struct S3Archives {
+    client: aws_sdk_s3::Client,
+    calls: CallCounter,
+}
+
+impl S3Archives {
+    /// Zips read with `client`, counting calls in `calls`.
+    pub fn new(client: aws_sdk_s3::Client, calls: CallCounter) -> Self {
+        S3Archives { client, calls }
+    }
+}
+
+#[async_trait]
+impl CodeArchives for S3Archives {
+    async fn fetch_zip(&self, location: &str) -> Result<Vec<u8>, StoreError> {
+        let (bucket, key) = location
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+            .ok_or_else(|| StoreError::Backend {
+                what: format!("reading {location}"),
+                message: "not an s3://bucket/key URL".to_owned(),
+            })?;
+        S3Store::new(self.client.clone(), bucket, self.calls.clone())
+            .get(key)
+            .await
     }
 }
 

@@ -11,7 +11,7 @@ use crate::clients::Clients;
 use crate::dispatch::{AwsDispatcher, SfnWatchdog};
 use crate::dynamo::DynamoOrderStore;
 use crate::keys::SsmKeyStore;
-use crate::s3::S3Store;
+use crate::s3::{S3Archives, S3Store};
 use crate::secrets::AwsSecretSource;
 use crate::settings::AwsSettings;
 
@@ -57,6 +57,7 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
             clients.secrets_manager.clone(),
             calls.clone(),
         )),
+        archives: Some(Arc::new(S3Archives::new(clients.s3.clone(), calls.clone()))),
         clock: Arc::new(SystemClock),
     };
     let config = EngineConfig {

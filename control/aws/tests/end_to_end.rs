@@ -586,6 +586,82 @@ async fn a_garbage_result_fails_its_order_and_the_run_still_finishes() {
     assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
 }
 
+#[tokio::test]
+async fn orders_share_a_code_zip_from_s3_downloaded_once() {
+    use std::io::Write as _;
+    let cloud = cloud().await;
+    let code_bucket = bucket(&cloud.clients).await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let exec = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    zip.start_file("bin/plan.sh", exec).unwrap();
+    zip.write_all(b"#!/bin/sh\necho \"planning $1 with $(cat data/vars.txt)\"\n")
+        .unwrap();
+    zip.start_file("data/vars.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(b"region=eu-west-1").unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    cloud
+        .clients
+        .s3
+        .put_object()
+        .bucket(&code_bucket)
+        .key("code/infra.zip")
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap();
+    let location = format!("s3://{code_bucket}/code/infra.zip");
+    let mut vpc = order("vpc", "./bin/plan.sh vpc", &[]);
+    vpc["s3_location"] = location.clone().into();
+    let mut dns = order("dns", "./bin/plan.sh dns", &[]);
+    dns["s3_location"] = location.clone().into();
+    let job_text = job(vec![vpc, dns]);
+
+    // init_job reads the zip once for both orders.
+    cloud.calls.reset();
+    cloud
+        .engine()
+        .init_job(
+            &parse_job(job_text.as_bytes()).unwrap(),
+            &ValidateOptions::aws(),
+            Path::new("."),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cloud.calls.snapshot()[&("s3", "GetObject")], 1);
+
+    let done = cloud.run(&job_text, |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let dns = done.orders.iter().find(|o| o.order_name == "dns").unwrap();
+    let log = cloud
+        .engine()
+        .ports
+        .internal
+        .get(dns.log_key.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("planning dns with region=eu-west-1"));
+
+    let mut missing = order("missing", "true", &[]);
+    missing["s3_location"] = format!("s3://{code_bucket}/code/gone.zip").into();
+    let error = cloud
+        .engine()
+        .init_job(
+            &parse_job(job(vec![missing]).as_bytes()).unwrap(),
+            &ValidateOptions::aws(),
+            Path::new("."),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_invalid_input());
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "order 0001 (missing): packaging its code failed: s3_location: nothing is stored at s3://{code_bucket}/code/gone.zip"
+        )
+    );
+}
+
 /// A job of `n` `true` orders, independent (`wide`) or each waiting for the previous.
 fn shaped_job(n: usize, chain: bool) -> String {
     let orders = (0..n)

@@ -15,6 +15,11 @@ pub fn exec_zip(run_id: &RunId, order_num: OrderNum) -> String {
     format!("tmp/exec/{run_id}/{order_num}/exec.zip")
 }
 
+/// Where the copy of an order's bundle without its encrypted env is (`stripped_copy`).
+pub fn exec_zip_stripped(run_id: &RunId, order_num: OrderNum) -> String {
+    format!("tmp/exec/{run_id}/{order_num}/exec-stripped.zip")
+}
+
 /// Where an order's result is called back to (`0000` is the init trigger).
 pub fn result(run_id: &RunId, order_num: OrderNum) -> String {
     format!("{CALLBACK_PREFIX}{run_id}/{order_num}/result.json")

@@ -98,20 +98,40 @@ fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, String> {
 ///
 /// A message naming the path or entry that could not be packaged.
 pub fn build(input: &BundleInput) -> Result<Vec<u8>, String> {
+    build_bundle(input, true)
+}
+
+/// Builds the stripped copy of the bundle (`stripped_copy`), for inspection and audit:
+/// everything but the encrypted env, and a manifest without the callback URL (a capability:
+/// whoever holds it can write the order's result).
+///
+/// # Errors
+///
+/// A message naming the path or entry that could not be packaged.
+pub fn build_stripped(input: &BundleInput) -> Result<Vec<u8>, String> {
+    build_bundle(input, false)
+}
+
+fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     let file = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     let private = file.unix_permissions(0o600);
 
-    let manifest =
-        serde_json::to_vec_pretty(&input.manifest).map_err(|e| format!("order.json: {e}"))?;
+    let mut manifest = input.manifest.clone();
+    if !whole {
+        manifest.callback_url.clear();
+    }
+    let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| format!("order.json: {e}"))?;
     add_bytes(&mut zip, MANIFEST_FILE, &manifest, private)?;
-    let env_json = serde_json::to_vec(&input.env).map_err(|e| format!("env: {e}"))?;
-    add_bytes(
-        &mut zip,
-        ENV_FILE,
-        &encrypt(&env_json, &input.recipients)?,
-        private,
-    )?;
+    if whole {
+        let env_json = serde_json::to_vec(&input.env).map_err(|e| format!("env: {e}"))?;
+        add_bytes(
+            &mut zip,
+            ENV_FILE,
+            &encrypt(&env_json, &input.recipients)?,
+            private,
+        )?;
+    }
     let names: String = input.env.keys().map(|k| format!("{k}\n")).collect();
     add_bytes(&mut zip, ENV_NAMES_FILE, names.as_bytes(), private)?;
     let secret_names: String = input

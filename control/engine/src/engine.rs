@@ -10,7 +10,8 @@ use std::time::Duration;
 use sluice_contract::validate::Platform;
 
 use crate::ports::{
-    Clock, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource, WatchdogStarter,
+    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource,
+    WatchdogStarter,
 };
 
 /// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
@@ -67,6 +68,9 @@ pub struct Ports {
     pub keys: Arc<dyn KeyStore>,
     /// Holds the credentials orders list.
     pub secrets: Arc<dyn SecretSource>,
+    /// Serves code zips named by URL (`s3://`); `None` for an engine that reads zips from
+    /// paths only (the local one).
+    pub archives: Option<Arc<dyn CodeArchives>>,
     /// Tells the time.
     pub clock: Arc<dyn Clock>,
 }

@@ -16,16 +16,16 @@ use sluice_contract::ids::{flow_id, pr_search_tag};
 use sluice_contract::job::WasmSpec;
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
-use sluice_contract::validate::{CodeSource, GitSource, Platform, ValidJob, ValidOrder, validate};
+use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
 use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys};
 use tracing::Instrument;
 
 use crate::blocking::run_blocking;
 use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
+use crate::code::CodePlan;
 use crate::credentials::{self, OrderEnv};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
-use crate::git::GitWorkspace;
 use crate::ports::{OrderEvent, OrderRecord};
 
 /// What init_job answers (the body of the 200 response on AWS).
@@ -65,9 +65,9 @@ impl Engine {
         let valid = validate(job, options)?;
         let plans = preflight(&valid, self.config.platform, base_dir)?;
         let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
-        // Clones and archives live until every bundle is built.
-        let mut git = None;
-        let code = self.fetch_code(&valid, plans, &mut git).await?;
+        // Clones and downloads live until every bundle is built.
+        let mut fetched = self.fetch_code(&valid, plans).await?;
+        let code = std::mem::take(&mut fetched.inputs);
         let run_id = RunId::generate();
         let trace_id = TraceId::generate();
         let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
@@ -88,64 +88,6 @@ impl Engine {
             trace_id,
             flow_id,
         })
-    }
-
-    /// Each order's code as local paths: folders and zips as they are, git sources cloned
-    /// (once per repository) and archived into `workspace`.
-    async fn fetch_code(
-        &self,
-        valid: &ValidJob,
-        plans: Vec<CodePlan>,
-        workspace: &mut Option<GitWorkspace>,
-    ) -> Result<Vec<CodeInput>, EngineError> {
-        let mut code = Vec::with_capacity(plans.len());
-        for (order, plan) in valid.orders.iter().zip(plans) {
-            let source = match plan {
-                CodePlan::Local(input) => {
-                    code.push(input);
-                    continue;
-                }
-                CodePlan::Git(source) => source,
-            };
-            let failed = |field: &str, message: String| EngineError::Credential {
-                order_num: order.order_num.to_string(),
-                order_name: order.order_name.clone(),
-                field: field.to_owned(),
-                message,
-            };
-            let token = match &source.token_location {
-                Some(location) => match self.ports.secrets.fetch(location).await {
-                    Ok(token) => Some(token),
-                    Err(StoreError::NotFound { key }) => {
-                        return Err(failed(
-                            "git_token_location",
-                            format!("nothing is stored at {key}"),
-                        ));
-                    }
-                    Err(other) => return Err(other.into()),
-                },
-                None => None,
-            };
-            if workspace.is_none() {
-                *workspace = Some(
-                    GitWorkspace::new()
-                        .map_err(|e| StoreError::io("creating a folder for git clones", e))?,
-                );
-            }
-            let zip = workspace
-                .as_mut()
-                .expect("created above")
-                .code_zip(&source, token.as_deref())
-                .await
-                .map_err(|message| EngineError::Bundle {
-                    order_num: order.order_num.to_string(),
-                    order_name: order.order_name.clone(),
-                    message: format!("git_repo: {message}"),
-                })?;
-            tracing::info!(order_num = %order.order_num, repo = %source.repo, "code fetched from git");
-            code.push(CodeInput::Zip(zip));
-        }
-        Ok(code)
     }
 
     /// Packages and uploads every order, inserts the rows (all or none), records the start
@@ -230,15 +172,23 @@ impl Engine {
             recipients,
             code,
         };
-        let bytes = match run_blocking("building exec.zip", move || {
-            bundle::build(&input).map_err(|message| StoreError::Backend {
+        let stripped_copy = ids.job.stripped_copy;
+        let (bytes, stripped) = match run_blocking("building exec.zip", move || {
+            let packaged = || {
+                let built = bundle::build(&input)?;
+                let stripped = stripped_copy
+                    .then(|| bundle::build_stripped(&input))
+                    .transpose()?;
+                Ok((built, stripped))
+            };
+            packaged().map_err(|message| StoreError::Backend {
                 what: "exec.zip".to_owned(),
                 message,
             })
         })
         .await
         {
-            Ok(bytes) => bytes,
+            Ok(built) => built,
             Err(StoreError::Backend { message, .. }) => return Err(bundle_error(message)),
             Err(other) => return Err(other.into()),
         };
@@ -246,6 +196,12 @@ impl Engine {
             .internal
             .put(&keys::exec_zip(run_id, order_num), bytes)
             .await?;
+        if let Some(stripped) = stripped {
+            self.ports
+                .internal
+                .put(&keys::exec_zip_stripped(run_id, order_num), stripped)
+                .await?;
+        }
 
         Ok(OrderRecord {
             run_id: run_id.clone(),
@@ -271,15 +227,6 @@ impl Engine {
             reason: None,
         })
     }
-}
-
-/// Where an order's code will come from, once preflight has checked it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CodePlan {
-    /// Local paths, ready to bundle.
-    Local(CodeInput),
-    /// A repository folder at a commit, fetched by init_job.
-    Git(GitSource),
 }
 
 /// Checks what validation cannot: that this engine can fetch every order's code, and that
@@ -329,11 +276,8 @@ fn preflight_order(
             }
             return Ok(CodePlan::Git(git.clone()));
         }
-        (CodeSource::Zip(_), Platform::Aws) => {
-            return Err(unsupported(
-                "s3_location",
-                "downloading code zips from S3 is not supported by this engine yet",
-            ));
+        (CodeSource::Zip(location), Platform::Aws) => {
+            return Ok(CodePlan::Archive(location.clone()));
         }
         (CodeSource::Dir(dir), _) => {
             let path = base_dir.join(dir);
@@ -414,24 +358,15 @@ mod tests {
 
     #[test]
     fn what_this_engine_cannot_fetch_is_named() {
-        let cases = [(
-            r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git","git_ssh_key_location":"aws:::ssm:/k"}"#,
-            "`git_ssh_key_location`",
-        )];
-        for (order, field) in cases {
-            let err = preflight_error(order, Platform::Local);
-            assert!(
-                err.contains("order 0001 (order-1)")
-                    && err.contains(field)
-                    && err.contains("not supported"),
-                "{err}"
-            );
-        }
         let err = preflight_error(
-            r#"{"cmds":["true"],"timeout":5,"s3_location":"s3://b/k.zip"}"#,
-            Platform::Aws,
+            r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git","git_ssh_key_location":"aws:::ssm:/k"}"#,
+            Platform::Local,
         );
-        assert!(err.contains("`s3_location`"), "{err}");
+        assert!(
+            err.contains("order 0001 (order-1), field `git_ssh_key_location`")
+                && err.contains("not supported"),
+            "{err}"
+        );
     }
 
     #[test]

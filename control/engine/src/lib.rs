@@ -10,6 +10,7 @@
 //!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
 //!   [`Engine::watchdog_check`] times out workers that never report.
 //! - [`credentials`]: fetching an order's credentials and merging them into its env.
+//! - [`code`]: fetching orders' code (folders, zips, git, `s3://` zips) once per job.
 //! - [`git`]: orders' code from git repositories (one clone per repository per job).
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
 //! - [`local`]: directory object store, SQLite tables, file key store, in-process dispatcher,
@@ -25,6 +26,7 @@
 
 pub mod blocking;
 pub mod bundle;
+pub mod code;
 pub mod conformance;
 pub mod credentials;
 pub mod engine;
@@ -39,6 +41,6 @@ pub mod watchdog;
 pub use engine::{Engine, EngineConfig, Ports};
 pub use error::{EngineError, StoreError};
 pub use ports::{
-    Clock, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore, SecretSource,
-    SystemClock, Transition, WatchdogInput, WatchdogStarter,
+    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore,
+    SecretSource, SystemClock, Transition, WatchdogInput, WatchdogStarter,
 };

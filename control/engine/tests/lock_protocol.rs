@@ -54,6 +54,7 @@ fn engine(dir: &std::path::Path) -> Engine {
         watchdog: Arc::new(Unused),
         keys: Arc::new(FileKeyStore::open(&dir.join("k")).unwrap()),
         secrets: Arc::new(SecretsFile::none()),
+        archives: None,
         clock: Arc::new(SystemClock),
     };
     Engine::new(ports, EngineConfig::default())

@@ -87,6 +87,7 @@ fn setup() -> Setup {
         watchdog: recorder.clone(),
         keys: Arc::new(FileKeyStore::open(&dir.path().join("keys")).unwrap()),
         secrets: Arc::new(SecretsFile::none()),
+        archives: None,
         clock: clock.clone(),
     };
     let config = EngineConfig {

@@ -137,6 +137,7 @@ impl LocalRuntime {
             watchdog: Arc::new(LocalWatchdog { sender: watch_tx }),
             keys,
             secrets: Arc::new(options.secrets),
+            archives: None,
             clock: Arc::new(SystemClock),
         };
         let engine = Arc::new(Engine::new(ports, config));

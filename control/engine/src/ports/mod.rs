@@ -5,6 +5,7 @@
 //! nothing more. Local adapters live in [`crate::local`]; AWS adapters in `sluice-aws`.
 
 mod clock;
+mod code_archives;
 mod dispatcher;
 mod key_store;
 mod object_store;
@@ -12,6 +13,7 @@ mod order_store;
 mod secret_source;
 
 pub use clock::{Clock, SystemClock};
+pub use code_archives::CodeArchives;
 pub use dispatcher::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 pub use key_store::KeyStore;
 pub use object_store::ObjectStore;

@@ -1,0 +1,159 @@
+//! Fetching orders' code for init_job: local folders and zips are used where they are; a
+//! repository folder at a commit is cloned and archived ([`crate::git`]); a zip named by
+//! URL (`s3://` on AWS) is downloaded through the [`CodeArchives`] port. Each distinct
+//! repository and each distinct zip is fetched once per job, whatever the number of orders
+//! sharing it, into a scratch folder that lives until the bundles are built.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use sluice_contract::validate::{GitSource, ValidJob, ValidOrder};
+
+use crate::bundle::CodeInput;
+use crate::engine::Engine;
+use crate::error::{EngineError, StoreError};
+use crate::git::GitWorkspace;
+use crate::ports::CodeArchives;
+
+/// Where an order's code will come from, once preflight has checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodePlan {
+    /// Local paths, ready to bundle.
+    Local(CodeInput),
+    /// A repository folder at a commit.
+    Git(GitSource),
+    /// A zip named by URL (`s3://bucket/key.zip`).
+    Archive(String),
+}
+
+/// Every order's code as local paths, and the scratch space holding what was fetched.
+#[derive(Debug)]
+pub(crate) struct FetchedCode {
+    /// One per order, in order.
+    pub inputs: Vec<CodeInput>,
+    _git: Option<GitWorkspace>,
+    _downloads: Option<tempfile::TempDir>,
+}
+
+impl Engine {
+    /// Fetches what `plans` (one per order of `valid`) name; see the module docs.
+    pub(crate) async fn fetch_code(
+        &self,
+        valid: &ValidJob,
+        plans: Vec<CodePlan>,
+    ) -> Result<FetchedCode, EngineError> {
+        let mut git: Option<GitWorkspace> = None;
+        let mut downloads: Option<tempfile::TempDir> = None;
+        let mut downloaded: HashMap<String, PathBuf> = HashMap::new();
+        let mut inputs = Vec::with_capacity(plans.len());
+        for (order, plan) in valid.orders.iter().zip(plans) {
+            let input = match plan {
+                CodePlan::Local(input) => input,
+                CodePlan::Git(source) => {
+                    let token = self.git_token(order, &source).await?;
+                    if git.is_none() {
+                        git =
+                            Some(GitWorkspace::new().map_err(|e| {
+                                StoreError::io("creating a folder for git clones", e)
+                            })?);
+                    }
+                    let workspace = git.as_mut().expect("created above");
+                    let zip = workspace
+                        .code_zip(&source, token.as_deref())
+                        .await
+                        .map_err(|message| bundle_error(order, format!("git_repo: {message}")))?;
+                    tracing::info!(order_num = %order.order_num, repo = %source.repo, "code fetched from git");
+                    CodeInput::Zip(zip)
+                }
+                CodePlan::Archive(location) => {
+                    if let Some(path) = downloaded.get(&location) {
+                        CodeInput::Zip(path.clone())
+                    } else {
+                        let archives = self.ports.archives.as_deref().ok_or_else(|| {
+                            bundle_error(
+                                order,
+                                format!(
+                                    "s3_location {location}: this engine reads zips from paths only"
+                                ),
+                            )
+                        })?;
+                        if downloads.is_none() {
+                            downloads = Some(
+                                tempfile::Builder::new()
+                                    .prefix("sluice-zips-")
+                                    .tempdir()
+                                    .map_err(|e| {
+                                        StoreError::io("creating a folder for code zips", e)
+                                    })?,
+                            );
+                        }
+                        let dir = downloads.as_ref().expect("created above").path();
+                        let path = dir.join(format!("code-{}.zip", downloaded.len() + 1));
+                        download(archives, order, &location, &path).await?;
+                        downloaded.insert(location, path.clone());
+                        CodeInput::Zip(path)
+                    }
+                }
+            };
+            inputs.push(input);
+        }
+        Ok(FetchedCode {
+            inputs,
+            _git: git,
+            _downloads: downloads,
+        })
+    }
+
+    /// The value of a git source's `git_token_location`, if it has one.
+    async fn git_token(
+        &self,
+        order: &ValidOrder,
+        source: &GitSource,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(location) = &source.token_location else {
+            return Ok(None);
+        };
+        match self.ports.secrets.fetch(location).await {
+            Ok(token) => Ok(Some(token)),
+            Err(StoreError::NotFound { key }) => Err(EngineError::Credential {
+                order_num: order.order_num.to_string(),
+                order_name: order.order_name.clone(),
+                field: "git_token_location".to_owned(),
+                message: format!("nothing is stored at {key}"),
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// Downloads the zip at `location` to `path`.
+async fn download(
+    archives: &dyn CodeArchives,
+    order: &ValidOrder,
+    location: &str,
+    path: &std::path::Path,
+) -> Result<(), EngineError> {
+    let bytes = match archives.fetch_zip(location).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { key }) => {
+            return Err(bundle_error(
+                order,
+                format!("s3_location: nothing is stored at {key}"),
+            ));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    tokio::fs::write(path, &bytes)
+        .await
+        .map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+    tracing::info!(order_num = %order.order_num, %location, bytes = bytes.len(), "code zip downloaded");
+    Ok(())
+}
+
+fn bundle_error(order: &ValidOrder, message: String) -> EngineError {
+    EngineError::Bundle {
+        order_num: order.order_num.to_string(),
+        order_name: order.order_name.clone(),
+        message,
+    }
+}
