@@ -21,14 +21,16 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use serde::{Deserialize, Serialize};
 
 /// Prefix of an SSM parameter location.
 pub const SSM_PREFIX: &str = "aws:::ssm:";
 /// Prefix of a Secrets Manager secret location.
 pub const SECRETS_MANAGER_PREFIX: &str = "aws:::secretd:";
 
-/// Where a credential lives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Where a credential lives (stored and sent in its full form, `aws:::ssm:/team/db`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum SecretLocation {
     /// An SSM parameter, by name (`/team/db`).
     Ssm(String),
@@ -104,6 +106,20 @@ impl SecretLocation {
         match self {
             SecretLocation::Ssm(path) | SecretLocation::SecretsManager(path) => path,
         }
+    }
+}
+
+impl From<SecretLocation> for String {
+    fn from(location: SecretLocation) -> String {
+        location.to_string()
+    }
+}
+
+impl TryFrom<String> for SecretLocation {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        SecretLocation::parse(&text)
     }
 }
 

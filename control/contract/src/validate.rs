@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::credentials::{SecretLocation, SecretStore, is_variable_name};
 use crate::ids::OrderNum;
 use crate::job::{ExecutionTarget, JobSpec, OrderSpec, Reference, WasmSpec};
@@ -142,10 +144,8 @@ pub struct ValidJob {
     pub presign_expiry: u64,
     /// The job's deadline, seconds after init.
     pub job_timeout: u64,
-    /// PR to comment on.
-    pub pr_number: Option<u64>,
-    /// VCS provider.
-    pub git_provider: String,
+    /// The pull request whose comment follows the run (`pr_number` set).
+    pub pr: Option<PullRequest>,
     /// Whether to upload bundles without their env too.
     pub stripped_copy: bool,
     /// The orders, in order.
@@ -329,14 +329,72 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         flow_label,
         presign_expiry,
         job_timeout,
-        pr_number: job.pr_number,
-        git_provider: job
-            .git_provider
-            .clone()
-            .unwrap_or_else(|| "github".to_owned()),
+        pr: pull_request(job)?,
         stripped_copy: job.stripped_copy.unwrap_or(false),
         orders,
     })
+}
+
+/// A pull request of a GitHub repository, which a run's comment follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// `owner/name`.
+    pub repo: String,
+    /// The PR's number.
+    pub number: u64,
+    /// Credential location of the token to post with (the job's `git_token_location`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_location: Option<SecretLocation>,
+}
+
+/// The PR a job with `pr_number` comments on: in the repository of its `git_repo`.
+fn pull_request(job: &JobSpec) -> Result<Option<PullRequest>, ValidationError> {
+    let Some(number) = job.pr_number else {
+        return Ok(None);
+    };
+    if number == 0 {
+        return Err(job_error("pr_number", "must be greater than 0"));
+    }
+    let provider = job.git_provider.as_deref().unwrap_or("github");
+    if provider != "github" {
+        return Err(job_error(
+            "git_provider",
+            format!("{provider:?}: PR comments are posted to GitHub only (\"github\")"),
+        ));
+    }
+    let Some(url) = &job.git_repo else {
+        return Err(job_error(
+            "pr_number",
+            "needs the job's git_repo, the repository the pull request is in",
+        ));
+    };
+    let path = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, path)| path.trim_end_matches('/').trim_end_matches(".git"));
+    let repo = match path.map(|p| p.split('/').collect::<Vec<_>>()) {
+        Some(parts) if parts.len() == 2 && parts.iter().all(|p| !p.is_empty()) => parts.join("/"),
+        _ => {
+            return Err(job_error(
+                "git_repo",
+                format!(
+                    "{url:?} is not an https://host/owner/name repository URL, which pr_number needs"
+                ),
+            ));
+        }
+    };
+    let token_location = job
+        .git_token_location
+        .as_deref()
+        .map(SecretLocation::parse)
+        .transpose()
+        .map_err(|message| job_error("git_token_location", message))?;
+    Ok(Some(PullRequest {
+        repo,
+        number,
+        token_location,
+    }))
 }
 
 fn orders_label(orders: &[ValidOrder], index: usize) -> String {
@@ -963,6 +1021,41 @@ mod tests {
         assert_eq!(
             git.token_location,
             Some(SecretLocation::Ssm("/team/token".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_pr_number_names_the_repository_its_pr_is_in() {
+        let job = check(
+            r#"{"pr_number":7,"git_repo":"https://github.com/acme/infra.git","git_token_location":"aws:::ssm:/t","orders":[{"cmds":["true"],"timeout":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.pr,
+            Some(PullRequest {
+                repo: "acme/infra".to_owned(),
+                number: 7,
+                token_location: Some(SecretLocation::Ssm("/t".to_owned())),
+            })
+        );
+        let e = error_of(r#"{"pr_number":7,"orders":[{"cmds":["true"],"timeout":5}]}"#);
+        assert!(
+            e.contains("`pr_number`") && e.contains("needs the job's git_repo"),
+            "{e}"
+        );
+        let e = error_of(
+            r#"{"pr_number":7,"git_repo":"git@github.com:acme/infra.git","orders":[{"cmds":["true"],"timeout":5}]}"#,
+        );
+        assert!(e.contains("`git_repo`") && e.contains("owner/name"), "{e}");
+        let e = error_of(
+            r#"{"pr_number":7,"git_provider":"gitlab","git_repo":"https://gitlab.com/a/b","orders":[{"cmds":["true"],"timeout":5}]}"#,
+        );
+        assert!(e.contains("GitHub only"), "{e}");
+        assert_eq!(
+            check(r#"{"orders":[{"cmds":["true"],"timeout":5}]}"#)
+                .unwrap()
+                .pr,
+            None
         );
     }
 
