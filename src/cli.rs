@@ -46,6 +46,11 @@ enum CommandArgs {
         /// are kept with a marker saying how much was dropped.
         #[arg(long, env = "SLUICE_MAX_LOG_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
         max_log_mb: u64,
+        /// GitHub API to keep the PR comment of a job with `pr_number` on
+        /// (`https://api.github.com`, or GitHub Enterprise's `https://HOST/api/v3`); without
+        /// it, no comment is posted from this machine.
+        #[arg(long, env = "SLUICE_GITHUB_API")]
+        github_api: Option<String>,
         /// JSON file mapping credential locations (`aws:::ssm:<path>`, `aws:::secretd:<id>`)
         /// to their values, for orders with `ssm_paths` / `secret_manager_paths`.
         #[arg(long, env = "SLUICE_SECRETS")]
@@ -98,6 +103,8 @@ pub struct RunConfig {
     pub secrets: Option<PathBuf>,
     /// Log cap, bytes.
     pub max_log_bytes: u64,
+    /// Where PR comments go, if anywhere.
+    pub github_api: Option<String>,
     /// Username jobs default to (`$USER`).
     pub username: String,
     /// `PATH`, `HOME`, `LANG` of the host, passed on to commands.
@@ -152,6 +159,7 @@ pub fn parse() -> Result<Command, ExitCode> {
             concurrency,
             grace_period,
             max_log_mb,
+            github_api,
             secrets,
         } => {
             use std::io::IsTerminal;
@@ -179,6 +187,7 @@ pub fn parse() -> Result<Command, ExitCode> {
                 grace_period: Duration::from_secs(grace_period),
                 secrets,
                 max_log_bytes: max_log_mb << 20,
+                github_api,
                 username,
                 host_env,
                 interactive: std::io::stderr().is_terminal(),

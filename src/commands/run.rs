@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sluice_contract::{ValidateOptions, exit_codes};
-use sluice_engine::EngineConfig;
+use sluice_engine::github::GitHubVcs;
 use sluice_engine::local::{LocalOptions, LocalRuntime};
+use sluice_engine::{EngineConfig, Vcs};
 use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
 use sluice_worker::wasm::WasmRuntime;
@@ -51,6 +52,22 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
     // Check everything first: a bad job leaves no trace, not even a state folder.
     let (job, base_dir, valid) = read_valid_job(&config.job, &config.username)?;
     let secrets = check_credentials(&config.job, &valid, config.secrets.as_deref()).await?;
+    let vcs = match (&valid.pr, &config.github_api) {
+        (Some(_), Some(api)) => {
+            let github = GitHubVcs::new(api)
+                .with_context(|| format!("--github-api {api}"))
+                .map_err(Failure::internal)?;
+            Some(Arc::new(github) as Arc<dyn Vcs>)
+        }
+        (Some(pr), None) => {
+            eprintln!(
+                "sluice: note: no PR comment on {}#{}: pass --github-api to keep one from this machine",
+                pr.repo, pr.number
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let worker = WorkerConfig {
         work_root: None,
         shell: ShellSettings {
@@ -74,6 +91,7 @@ async fn run_job(config: &RunConfig) -> Result<i32, Failure> {
         concurrency: config.concurrency,
         engine: engine_config,
         secrets,
+        vcs,
     };
     let runtime = LocalRuntime::start(options, |internal, keys| {
         local_worker::launcher(internal, keys, worker)

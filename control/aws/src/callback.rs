@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
+use sluice_engine::http::HttpClient;
 use sluice_worker::IoError;
 use sluice_worker::store_io::Callback;
 
@@ -19,7 +17,7 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(60);
 /// PUTs results over HTTP(S).
 #[derive(Debug, Clone)]
 pub struct HttpCallback {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl HttpCallback {
@@ -29,13 +27,8 @@ impl HttpCallback {
     ///
     /// The platform's certificates cannot be loaded.
     pub fn new() -> std::io::Result<Self> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(HttpCallback {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: HttpClient::new(PUT_TIMEOUT)?,
         })
     }
 }
@@ -56,25 +49,15 @@ impl Callback for HttpCallback {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| failed(e.to_string()))?;
-        let response = tokio::time::timeout(PUT_TIMEOUT, self.client.request(request))
-            .await
-            .map_err(|_| failed(format!("no answer within {} s", PUT_TIMEOUT.as_secs())))?
-            .map_err(|e| failed(e.to_string()))?;
-        let status = response.status();
-        // Read the body so the connection can be reused, and to explain a refusal.
-        let answer = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if status.is_success() {
+        let answer = self.client.send(request).await.map_err(failed)?;
+        if answer.status.is_success() {
             Ok(())
         } else {
-            let answer = String::from_utf8_lossy(&answer);
+            let text = String::from_utf8_lossy(&answer.body);
             Err(failed(format!(
-                "HTTP {status}: {}",
-                answer.chars().take(300).collect::<String>()
+                "HTTP {}: {}",
+                answer.status,
+                text.chars().take(300).collect::<String>()
             )))
         }
     }

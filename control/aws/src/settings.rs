@@ -30,6 +30,9 @@ pub struct AwsSettings {
     pub event_ttl_days: u64,
     /// `SLUICE_ORDER_TTL_DAYS` (default 1): how long orders rows live.
     pub order_ttl_days: u64,
+    /// `SLUICE_GITHUB_API` (default `https://api.github.com`; `off` for none): where the PR
+    /// comments of runs with `pr_number` are kept.
+    pub github_api: Option<String>,
 }
 
 /// Variables that are missing or malformed.
@@ -97,6 +100,17 @@ impl AwsSettings {
         };
         let event_ttl_days = days("SLUICE_EVENT_TTL_DAYS", 90);
         let order_ttl_days = days("SLUICE_ORDER_TTL_DAYS", 1);
+        let github_api = match lookup("SLUICE_GITHUB_API") {
+            Some(api) if api.trim() == "off" => None,
+            Some(api) if api.starts_with("https://") || api.starts_with("http://") => Some(api),
+            Some(api) => {
+                problems.push(format!(
+                    "SLUICE_GITHUB_API={api:?} is not an http(s):// URL (or \"off\")"
+                ));
+                None
+            }
+            None => Some(sluice_engine::github::GITHUB_API.to_owned()),
+        };
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -112,6 +126,7 @@ impl AwsSettings {
             ssm_prefix,
             event_ttl_days,
             order_ttl_days,
+            github_api,
         })
     }
 }

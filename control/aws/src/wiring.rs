@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use sluice_contract::validate::Platform;
-use sluice_engine::{Engine, EngineConfig, Ports, SystemClock};
+use sluice_engine::github::GitHubVcs;
+use sluice_engine::{Engine, EngineConfig, Ports, SystemClock, Vcs};
 
 use crate::calls::CallCounter;
 use crate::clients::Clients;
@@ -14,6 +15,18 @@ use crate::keys::SsmKeyStore;
 use crate::s3::{S3Archives, S3Store};
 use crate::secrets::AwsSecretSource;
 use crate::settings::AwsSettings;
+
+/// The GitHub client at `api` (PR comments off, with the reason logged, if it cannot be
+/// built).
+fn github(api: &str) -> Option<Arc<dyn Vcs>> {
+    match GitHubVcs::new(api) {
+        Ok(github) => Some(Arc::new(github)),
+        Err(error) => {
+            tracing::error!(%error, "PR comments are off: no HTTPS client");
+            None
+        }
+    }
+}
 
 /// The engine over S3, DynamoDB, SSM, Secrets Manager, Lambda, CodeBuild and Step Functions, counting its
 /// AWS calls in `calls`.
@@ -58,6 +71,7 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
             calls.clone(),
         )),
         archives: Some(Arc::new(S3Archives::new(clients.s3.clone(), calls.clone()))),
+        vcs: settings.github_api.as_deref().and_then(github),
         clock: Arc::new(SystemClock),
     };
     let config = EngineConfig {

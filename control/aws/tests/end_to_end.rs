@@ -126,6 +126,7 @@ async fn cloud() -> Cloud {
         ssm_prefix: format!("/{}", unique("sluice-test")),
         event_ttl_days: 90,
         order_ttl_days: 1,
+        github_api: None,
     };
     Cloud {
         clients,

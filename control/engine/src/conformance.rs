@@ -38,6 +38,7 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
         duration_ms: None,
         exit_code: None,
         reason: None,
+        pr: None,
     }
 }
 

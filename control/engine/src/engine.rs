@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice_contract::validate::Platform;
 
 use crate::ports::{
-    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource,
+    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource, Vcs,
     WatchdogStarter,
 };
 
@@ -71,6 +71,8 @@ pub struct Ports {
     /// Serves code zips named by URL (`s3://`); `None` for an engine that reads zips from
     /// paths only (the local one).
     pub archives: Option<Arc<dyn CodeArchives>>,
+    /// Keeps the PR comments of runs with `pr_number`; `None` turns them off.
+    pub vcs: Option<Arc<dyn Vcs>>,
     /// Tells the time.
     pub clock: Arc<dyn Clock>,
 }

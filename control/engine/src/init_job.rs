@@ -115,6 +115,8 @@ impl Engine {
                 detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
             })
             .await?;
+        // Before the trigger: the orchestrator then finds the comment to update.
+        self.update_pr_comment(&records, None).await;
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
         self.ports
             .internal
@@ -225,6 +227,7 @@ impl Engine {
             duration_ms: None,
             exit_code: None,
             reason: None,
+            pr: ids.job.pr.clone(),
         })
     }
 }

@@ -12,6 +12,9 @@
 //! - [`credentials`]: fetching an order's credentials and merging them into its env.
 //! - [`code`]: fetching orders' code (folders, zips, git, `s3://` zips) once per job.
 //! - [`git`]: orders' code from git repositories (one clone per repository per job).
+//! - [`github`]: PR comments through GitHub's REST API ([`Vcs`]); the comment itself is
+//!   rendered and kept current by the engine (`pr_comment`).
+//! - [`http`]: the HTTP(S) client of the adapters that speak HTTP.
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
 //! - [`local`]: directory object store, SQLite tables, file key store, in-process dispatcher,
 //!   timer watchdogs and the event bus that wires them into a [`local::LocalRuntime`].
@@ -32,15 +35,18 @@ pub mod credentials;
 pub mod engine;
 pub mod error;
 pub mod git;
+pub mod github;
+pub mod http;
 pub mod init_job;
 pub mod local;
 pub mod orchestrator;
 pub mod ports;
+mod pr_comment;
 pub mod watchdog;
 
 pub use engine::{Engine, EngineConfig, Ports};
 pub use error::{EngineError, StoreError};
 pub use ports::{
     Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore,
-    SecretSource, SystemClock, Transition, WatchdogInput, WatchdogStarter,
+    SecretSource, SystemClock, Transition, Vcs, WatchdogInput, WatchdogStarter,
 };

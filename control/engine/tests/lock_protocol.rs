@@ -55,6 +55,7 @@ fn engine(dir: &std::path::Path) -> Engine {
         keys: Arc::new(FileKeyStore::open(&dir.join("k")).unwrap()),
         secrets: Arc::new(SecretsFile::none()),
         archives: None,
+        vcs: None,
         clock: Arc::new(SystemClock),
     };
     Engine::new(ports, EngineConfig::default())

@@ -31,6 +31,7 @@ impl Harness {
             concurrency,
             engine: EngineConfig::default(),
             secrets: SecretsFile::none(),
+            vcs: None,
         };
         let runtime = LocalRuntime::start(options, move |_, _| {
             Arc::new(move |payload| {

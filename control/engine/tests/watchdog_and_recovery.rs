@@ -88,6 +88,7 @@ fn setup() -> Setup {
         keys: Arc::new(FileKeyStore::open(&dir.path().join("keys")).unwrap()),
         secrets: Arc::new(SecretsFile::none()),
         archives: None,
+        vcs: None,
         clock: clock.clone(),
     };
     let config = EngineConfig {

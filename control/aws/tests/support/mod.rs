@@ -221,6 +221,7 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         ssm_prefix: format!("/{}", unique("sluice-test")),
         event_ttl_days: 90,
         order_ttl_days: 1,
+        github_api: None,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct LocalOptions {
     pub engine: EngineConfig,
     /// Where credentials orders list come from.
     pub secrets: SecretsFile,
+    /// Where PR comments go (`None`: nowhere).
+    pub vcs: Option<Arc<dyn crate::ports::Vcs>>,
 }
 
 /// The local runtime could not start.
@@ -138,6 +140,7 @@ impl LocalRuntime {
             keys,
             secrets: Arc::new(options.secrets),
             archives: None,
+            vcs: options.vcs,
             clock: Arc::new(SystemClock),
         };
         let engine = Arc::new(Engine::new(ports, config));

@@ -73,6 +73,7 @@ impl Engine {
                 tracing::warn!(%error, "could not record the completed event");
             }
             tracing::info!(%status, "run finalized");
+            self.update_pr_comment(&orders, Some(status)).await;
         }
         self.ports.keys.delete_run_keys(run_id).await?;
         match self.ports.orders.complete_lock(run_id, owner).await {

@@ -112,6 +112,8 @@ impl Engine {
     }
 
     async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
+        // The statuses the PR comment was last brought up to date with in this invocation.
+        let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
         loop {
             let lease_until = self.now_ms() + millis(self.config.lock_lease);
             match self
@@ -134,6 +136,11 @@ impl Engine {
             let orders = self.apply_plan(orders).await?;
             if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
                 return Ok(Outcome::Finalized(status));
+            }
+            let statuses: Vec<_> = orders.iter().map(|o| o.status).collect();
+            if commented.as_ref() != Some(&statuses) {
+                self.update_pr_comment(&orders, None).await;
+                commented = Some(statuses);
             }
             match lock::release(self, run_id, owner).await? {
                 Release::Released => return Ok(Outcome::Released),

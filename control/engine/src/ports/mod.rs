@@ -11,6 +11,7 @@ mod key_store;
 mod object_store;
 mod order_store;
 mod secret_source;
+mod vcs;
 
 pub use clock::{Clock, SystemClock};
 pub use code_archives::CodeArchives;
@@ -22,3 +23,4 @@ pub use order_store::{
     order_pk,
 };
 pub use secret_source::SecretSource;
+pub use vcs::Vcs;

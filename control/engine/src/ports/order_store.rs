@@ -8,6 +8,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sluice_contract::validate::PullRequest;
 use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
 use crate::error::StoreError;
@@ -63,6 +64,9 @@ pub struct OrderRecord {
     /// Why it ended as it did.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The pull request whose comment follows the run (the same on every row of a run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr: Option<PullRequest>,
 }
 
 impl OrderRecord {

@@ -1,0 +1,77 @@
+//! [`HttpClient`]: the one HTTP(S) client of Sluice's adapters (the worker's result PUT, the
+//! GitHub API): the platform's trusted roots, plain HTTP allowed (moto and the test
+//! stand-ins on 127.0.0.1), a timeout on every request, the whole answer read.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// An answer.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// Its status.
+    pub status: hyper::StatusCode,
+    /// Its headers.
+    pub headers: hyper::HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// An HTTP(S) client (cheap to clone: connections are pooled and shared).
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// A client trusting the platform's root certificates, giving each request `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The platform's certificates cannot be loaded.
+    pub fn new(timeout: Duration) -> std::io::Result<Self> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(HttpClient {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            timeout,
+        })
+    }
+
+    /// Sends `request` and reads the whole answer.
+    ///
+    /// # Errors
+    ///
+    /// A message when there is no answer within the timeout or the connection fails (the
+    /// status of an answer, whatever it is, is the caller's to judge).
+    pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<HttpAnswer, String> {
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| format!("no answer within {} s", self.timeout.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(self.timeout, body.collect())
+            .await
+            .map_err(|_| {
+                format!(
+                    "the answer did not finish within {} s",
+                    self.timeout.as_secs()
+                )
+            })?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(HttpAnswer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}

@@ -1,0 +1,24 @@
+//! Where a run's PR comment is kept: GitHub's REST API ([`crate::github::GitHubVcs`]).
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use sluice_contract::validate::PullRequest;
+
+/// A version control host's pull-request comments.
+#[async_trait]
+pub trait Vcs: Send + Sync + Debug {
+    /// Makes `body` the text of `pr`'s comment that contains `tag`: edits it when there is
+    /// one, posts it otherwise. `token` authenticates the calls.
+    ///
+    /// # Errors
+    ///
+    /// A message saying which call failed and how (never the token).
+    async fn upsert_comment(
+        &self,
+        pr: &PullRequest,
+        token: Option<&str>,
+        tag: &str,
+        body: &str,
+    ) -> Result<(), String>;
+}
