@@ -355,3 +355,102 @@ fn a_missing_commit_folder_or_token_is_refused_before_anything_runs() {
         assert!(!stderr.contains("ghp_WrongToken987654321"), "{stderr}");
     }
 }
+
+/// An sshd on 127.0.0.1 accepting one key for this user, stopped when dropped.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sshd(dir: &Path, authorized: &Path) -> Sshd {
+    let sshd = Path::new("/usr/sbin/sshd");
+    assert!(
+        sshd.exists(),
+        "sshd is missing: install openssh-server (scripts/test does)"
+    );
+    let host_key = dir.join("host_key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {}\n",
+            host_key.display(),
+            authorized.display(),
+            dir.join("sshd.pid").display()
+        ),
+    )
+    .unwrap();
+    // sshd's privilege separation folder.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Sshd { child, port };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("sshd did not start on port {port}");
+}
+
+#[test]
+fn an_ssh_key_clones_over_ssh() {
+    let sandbox = Sandbox::new();
+    let (repo, _) = repository(sandbox.path());
+    let key = sandbox.path().join("id_ed25519");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "sluice-test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let server = sshd(sandbox.path(), &key.with_extension("pub"));
+    let private = std::fs::read_to_string(&key).unwrap();
+    let secrets = sandbox.path().join("secrets.json");
+    std::fs::write(
+        &secrets,
+        serde_json::json!({ "aws:::ssm:/git/key": private }).to_string(),
+    )
+    .unwrap();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let job = serde_json::json!({
+        "git_repo": format!("ssh://{}@127.0.0.1:{}{}", user.trim(), server.port, repo.display()),
+        "git_ssh_key_location": "aws:::ssm:/git/key",
+        "orders": [{ "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 }]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    let done = done_of(&output);
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(sandbox.log_of(&done, "vpc").contains("vpc plan v2"));
+    let key_line = private.lines().nth(1).unwrap();
+    let mut files = Vec::new();
+    files_holding(&sandbox.state(), key_line, &mut files);
+    assert!(files.is_empty(), "the key is stored in {files:?}");
+}

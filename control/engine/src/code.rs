@@ -12,7 +12,7 @@ use sluice_contract::validate::{GitSource, ValidJob, ValidOrder};
 use crate::bundle::CodeInput;
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
-use crate::git::GitWorkspace;
+use crate::git::{GitCredential, GitWorkspace};
 use crate::ports::CodeArchives;
 
 /// Where an order's code will come from, once preflight has checked it.
@@ -50,7 +50,7 @@ impl Engine {
             let input = match plan {
                 CodePlan::Local(input) => input,
                 CodePlan::Git(source) => {
-                    let token = self.git_token(order, &source).await?;
+                    let credential = self.git_credential(order, &source).await?;
                     if git.is_none() {
                         git =
                             Some(GitWorkspace::new().map_err(|e| {
@@ -59,7 +59,7 @@ impl Engine {
                     }
                     let workspace = git.as_mut().expect("created above");
                     let zip = workspace
-                        .code_zip(&source, token.as_deref())
+                        .code_zip(&source, credential.as_ref())
                         .await
                         .map_err(|message| bundle_error(order, format!("git_repo: {message}")))?;
                     tracing::info!(order_num = %order.order_num, repo = %source.repo, "code fetched from git");
@@ -104,21 +104,25 @@ impl Engine {
         })
     }
 
-    /// The value of a git source's `git_token_location`, if it has one.
-    async fn git_token(
+    /// What a git source is cloned with: the value of its `git_token_location` or of its
+    /// `git_ssh_key_location` (the token when both are given), if any.
+    async fn git_credential(
         &self,
         order: &ValidOrder,
         source: &GitSource,
-    ) -> Result<Option<String>, EngineError> {
-        let Some(location) = &source.token_location else {
-            return Ok(None);
-        };
+    ) -> Result<Option<GitCredential>, EngineError> {
+        let (field, location, make): (_, _, fn(String) -> GitCredential) =
+            match (&source.token_location, &source.ssh_key_location) {
+                (Some(token), _) => ("git_token_location", token, GitCredential::Token),
+                (None, Some(key)) => ("git_ssh_key_location", key, GitCredential::SshKey),
+                (None, None) => return Ok(None),
+            };
         match self.ports.secrets.fetch(location).await {
-            Ok(token) => Ok(Some(token)),
+            Ok(value) => Ok(Some(make(value))),
             Err(StoreError::NotFound { key }) => Err(EngineError::Credential {
                 order_num: order.order_num.to_string(),
                 order_name: order.order_name.clone(),
-                field: "git_token_location".to_owned(),
+                field: field.to_owned(),
                 message: format!("nothing is stored at {key}"),
             }),
             Err(other) => Err(other.into()),

@@ -69,18 +69,6 @@ pub enum EngineError {
     /// The job breaks a rule of the contract.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// The job asks for something this engine cannot provide (named order and field).
-    #[error("order {order_num} ({order_name}), field `{field}`: {message}")]
-    Unsupported {
-        /// The order.
-        order_num: String,
-        /// The order's name.
-        order_name: String,
-        /// The field.
-        field: String,
-        /// What is missing.
-        message: String,
-    },
     /// An order's code could not be packaged.
     #[error("order {order_num} ({order_name}): packaging its code failed: {message}")]
     Bundle {
@@ -116,10 +104,7 @@ impl EngineError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            EngineError::Invalid(_)
-                | EngineError::Unsupported { .. }
-                | EngineError::Bundle { .. }
-                | EngineError::Credential { .. }
+            EngineError::Invalid(_) | EngineError::Bundle { .. } | EngineError::Credential { .. }
         )
     }
 }

@@ -8,7 +8,10 @@
 //!
 //! A token (`git_token_location`) goes to git through `GIT_ASKPASS`: a script reading it
 //! from a 0600 file in the job's workspace, so it is in no command line and no environment
-//! variable, and it is only sent over HTTPS (or plain HTTP to this machine). git runs with
+//! variable, and it is only sent over HTTPS (or plain HTTP to this machine). An SSH key
+//! (`git_ssh_key_location`) is written to a 0600 file that `ssh -i` reads (no agent, no
+//! user configuration; the host's key is trusted on first use and remembered for the job
+//! only). Both files are deleted as soon as the clone is done. git runs with
 //! an environment built from scratch: no user or system configuration, no prompts, only the
 //! `https`, `http`, `ssh`, `git` and `file` transports (never `ext::`), and its messages are
 //! shown with the token masked.
@@ -29,12 +32,37 @@ const TOKEN_USER: &str = "x-access-token";
 /// Answers git's username and password prompts from the token file.
 const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) echo x-access-token ;;\n  *) cat \"$SLUICE_GIT_TOKEN_FILE\" ;;\nesac\n";
 
+/// What a repository is cloned with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GitCredential {
+    /// An HTTPS token.
+    Token(String),
+    /// An SSH private key (OpenSSH or PEM text).
+    SshKey(String),
+}
+
+/// The token among a clone's credential, for masking messages.
+fn token_of(credential: Option<&GitCredential>) -> Option<&str> {
+    match credential {
+        Some(GitCredential::Token(token)) => Some(token),
+        _ => None,
+    }
+}
+
+/// The secret file a clone authenticates with.
+enum Auth<'a> {
+    /// A token file, read by the askpass script.
+    Token(&'a Path),
+    /// An SSH private key file.
+    SshKey(&'a Path),
+}
+
 /// The clones and archives of one job, in a folder deleted with it.
 #[derive(Debug)]
 pub struct GitWorkspace {
     dir: tempfile::TempDir,
-    /// Clone folder of each (repository, token).
-    clones: HashMap<(String, Option<String>), PathBuf>,
+    /// Clone folder of each (repository, credential).
+    clones: HashMap<(String, Option<GitCredential>), PathBuf>,
     /// Zip of each (clone, commit, folder).
     archives: HashMap<(PathBuf, String, Option<String>), PathBuf>,
 }
@@ -54,8 +82,8 @@ impl GitWorkspace {
     }
 
     /// A zip of `source`'s folder at its commit (the default branch's head when none),
-    /// cloning the repository first if this job has not. `token` is the value of its
-    /// `git_token_location`.
+    /// cloning the repository first (with `credential`, the value of its
+    /// `git_token_location` or `git_ssh_key_location`) if this job has not.
     ///
     /// # Errors
     ///
@@ -64,9 +92,10 @@ impl GitWorkspace {
     pub async fn code_zip(
         &mut self,
         source: &GitSource,
-        token: Option<&str>,
+        credential: Option<&GitCredential>,
     ) -> Result<PathBuf, String> {
-        let clone = self.clone_of(source, token).await?;
+        let clone = self.clone_of(source, credential).await?;
+        let token = token_of(credential);
         let mask = |text: String| mask_token(text, token);
         let commit = source.commit.as_deref().unwrap_or("HEAD");
         let sha = git(
@@ -116,43 +145,56 @@ impl GitWorkspace {
         Ok(zip)
     }
 
-    /// The bare clone of `source.repo` made with `token`, made now if need be.
+    /// The bare clone of `source.repo` made with `credential`, made now if need be.
     async fn clone_of(
         &mut self,
         source: &GitSource,
-        token: Option<&str>,
+        credential: Option<&GitCredential>,
     ) -> Result<PathBuf, String> {
-        let key = (source.repo.clone(), token.map(str::to_owned));
+        let key = (source.repo.clone(), credential.cloned());
         if let Some(clone) = self.clones.get(&key) {
             return Ok(clone.clone());
         }
         let n = self.clones.len() + 1;
-        let token_file = match token {
-            Some(token) => {
+        let (secret_file, env) = match credential {
+            Some(GitCredential::Token(token)) => {
                 check_token_transport(&source.repo)?;
-                Some(self.write_private(&format!("token-{n}"), token.trim().as_bytes(), 0o600)?)
+                let file = self.write_private(&format!("token-{n}"), token.trim().as_bytes())?;
+                let env = self.env(Some(Auth::Token(&file)));
+                (Some(file), env)
             }
-            None => None,
+            Some(GitCredential::SshKey(key)) => {
+                let text = format!("{}\n", key.trim());
+                let file = self.write_private(&format!("ssh-key-{n}"), text.as_bytes())?;
+                let env = self.env(Some(Auth::SshKey(&file)));
+                (Some(file), env)
+            }
+            None => (None, self.env(None)),
         };
         let clone = self.dir.path().join(format!("repo-{n}.git"));
         let dest = clone.display().to_string();
         let result = git(
             self.dir.path(),
-            &self.env(token_file.as_deref()),
+            &env,
             &["clone", "--bare", "--quiet", "--", &source.repo, &dest],
         )
         .await;
-        if let Some(file) = &token_file {
+        if let Some(file) = &secret_file {
             let _ = std::fs::remove_file(file);
         }
-        result.map_err(|e| mask_token(format!("cloning {}: {e}", source.repo), token))?;
+        result.map_err(|e| {
+            mask_token(
+                format!("cloning {}: {e}", source.repo),
+                token_of(credential),
+            )
+        })?;
         self.clones.insert(key, clone.clone());
         Ok(clone)
     }
 
     /// git's environment: nothing of this process's but `PATH`; with a token file, the
-    /// askpass script that reads it.
-    fn env(&self, token_file: Option<&Path>) -> Vec<(&'static str, String)> {
+    /// askpass script that reads it; with a key file, the ssh command that uses it.
+    fn env(&self, auth: Option<Auth<'_>>) -> Vec<(&'static str, String)> {
         let home = self.dir.path().display().to_string();
         let mut env = vec![
             (
@@ -166,17 +208,31 @@ impl GitWorkspace {
             ("GIT_TERMINAL_PROMPT", "0".to_owned()),
             ("GIT_ALLOW_PROTOCOL", "https:http:ssh:git:file".to_owned()),
         ];
-        if let Some(file) = token_file {
-            let askpass = self.dir.path().join("askpass.sh");
-            env.push(("GIT_ASKPASS", askpass.display().to_string()));
-            env.push(("SLUICE_GIT_TOKEN_FILE", file.display().to_string()));
+        match auth {
+            Some(Auth::Token(file)) => {
+                let askpass = self.dir.path().join("askpass.sh");
+                env.push(("GIT_ASKPASS", askpass.display().to_string()));
+                env.push(("SLUICE_GIT_TOKEN_FILE", file.display().to_string()));
+            }
+            Some(Auth::SshKey(file)) => {
+                let known_hosts = self.dir.path().join("known_hosts");
+                env.push((
+                    "GIT_SSH_COMMAND",
+                    format!(
+                        "ssh -F /dev/null -i '{}' -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='{}'",
+                        file.display(),
+                        known_hosts.display()
+                    ),
+                ));
+            }
+            None => {}
         }
         env
     }
 
-    /// Writes `bytes` to a new file of the workspace, created with `mode`; writes the
+    /// Writes `bytes` to a new file of the workspace readable by its owner only; writes the
     /// askpass script beside it the first time.
-    fn write_private(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, String> {
+    fn write_private(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
         let askpass = self.dir.path().join("askpass.sh");
         if !askpass.exists() {
             std::fs::write(&askpass, ASKPASS)
@@ -189,7 +245,7 @@ impl GitWorkspace {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(bytes))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -54,7 +54,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`EngineError::Invalid`] / [`EngineError::Unsupported`] / [`EngineError::Bundle`] when
+    /// [`EngineError::Invalid`] / [`EngineError::Credential`] / [`EngineError::Bundle`] when
     /// the job is at fault (nothing is queued); [`EngineError::Store`] when a backend fails.
     pub async fn init_job(
         &self,
@@ -239,7 +239,7 @@ impl Engine {
 ///
 /// # Errors
 ///
-/// [`EngineError::Unsupported`] or [`EngineError::Bundle`] naming the order and field.
+/// [`EngineError::Bundle`] naming the order and the missing path.
 pub fn preflight(
     valid: &ValidJob,
     platform: Platform,
@@ -257,12 +257,6 @@ fn preflight_order(
     platform: Platform,
     base_dir: &Path,
 ) -> Result<CodePlan, EngineError> {
-    let unsupported = |field: &str, message: &str| EngineError::Unsupported {
-        order_num: order.order_num.to_string(),
-        order_name: order.order_name.clone(),
-        field: field.to_owned(),
-        message: message.to_owned(),
-    };
     let missing = |message: String| EngineError::Bundle {
         order_num: order.order_num.to_string(),
         order_name: order.order_name.clone(),
@@ -270,15 +264,7 @@ fn preflight_order(
     };
     let local = match (&order.code, platform) {
         (CodeSource::None, _) => CodeInput::None,
-        (CodeSource::Git(git), _) => {
-            if git.ssh_key_location.is_some() {
-                return Err(unsupported(
-                    "git_ssh_key_location",
-                    "SSH keys are not supported yet; use git_token_location over HTTPS",
-                ));
-            }
-            return Ok(CodePlan::Git(git.clone()));
-        }
+        (CodeSource::Git(git), _) => return Ok(CodePlan::Git(git.clone())),
         (CodeSource::Zip(location), Platform::Aws) => {
             return Ok(CodePlan::Archive(location.clone()));
         }
@@ -357,19 +343,6 @@ mod tests {
         preflight(&valid, platform, Path::new("/nonexistent"))
             .unwrap_err()
             .to_string()
-    }
-
-    #[test]
-    fn what_this_engine_cannot_fetch_is_named() {
-        let err = preflight_error(
-            r#"{"cmds":["true"],"timeout":5,"git_repo":"https://example.invalid/r.git","git_ssh_key_location":"aws:::ssm:/k"}"#,
-            Platform::Local,
-        );
-        assert!(
-            err.contains("order 0001 (order-1), field `git_ssh_key_location`")
-                && err.contains("not supported"),
-            "{err}"
-        );
     }
 
     #[test]
