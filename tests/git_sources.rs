@@ -4,7 +4,7 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sluice_contract::{JobStatus, OrderStatus};
-use util::{Sandbox, done_of};
+use util::{HttpRequest, Sandbox, done_of};
 
 const TOKEN: &str = "ghp_TestToken0123456789";
 
@@ -95,32 +95,16 @@ fn serve(root: PathBuf) -> (String, Arc<Mutex<Seen>>) {
 
 fn answer(mut stream: std::net::TcpStream, root: &Path, seen: &Mutex<Seen>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.trim_end().split_once(':') {
-            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+    let Some(request) = HttpRequest::read(&mut reader) else {
+        return;
     };
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+    let header = |name: &str| request.header(name);
+    let (method, target, body) = (
+        request.method.as_str(),
+        request.target.as_str(),
+        &request.body,
+    );
+    let length = body.len();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
 
     let expected = format!(
@@ -160,7 +144,7 @@ fn answer(mut stream: std::net::TcpStream, root: &Path, seen: &Mutex<Seen>) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    cgi.stdin.take().unwrap().write_all(&body).unwrap();
+    cgi.stdin.take().unwrap().write_all(body).unwrap();
     let output = cgi.wait_with_output().unwrap();
     let split = output
         .stdout
@@ -400,15 +384,19 @@ fn sshd(dir: &Path, authorized: &Path) -> Sshd {
     .unwrap();
     // sshd's privilege separation folder.
     let _ = std::fs::create_dir_all("/run/sshd");
-    let child = Command::new(sshd)
-        .args(["-D", "-e", "-f"])
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Owned by `Sshd` at once, so a failed start below still stops it.
+    let server = Sshd {
+        child: Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        port,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Sshd { child, port };
+            return server;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

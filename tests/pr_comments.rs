@@ -4,12 +4,12 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use sluice_contract::JobStatus;
-use util::{Sandbox, done_of};
+use util::{HttpRequest, Sandbox, done_of};
 
 const TOKEN: &str = "ghp_PrCommentToken42";
 
@@ -44,40 +44,11 @@ fn serve() -> (String, Arc<Mutex<GitHub>>) {
 
 fn answer(mut stream: std::net::TcpStream, state: &Mutex<GitHub>, api: &str) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.trim_end().split_once(':') {
-                headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-            }
-        }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let length: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        let mut parts = request_line.split_whitespace();
-        let (method, target) = (
-            parts.next().unwrap().to_owned(),
-            parts.next().unwrap().to_owned(),
-        );
+    while let Some(request) = HttpRequest::read(&mut reader) {
+        let (method, target, body) = (&request.method, &request.target, &request.body);
+        let header = |name: &str| request.header(name);
         let (status, extra, reply) =
-            route(state, api, &method, &target, header("authorization"), &body);
+            route(state, api, method, target, header("authorization"), body);
         let head = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
             reply.len()

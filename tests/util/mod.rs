@@ -104,3 +104,57 @@ pub fn require_built_guests() {
         );
     }
 }
+
+/// One HTTP/1.1 request read off a connection by the test servers (GitHub and git stand-ins).
+pub struct HttpRequest {
+    pub method: String,
+    pub target: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// Reads the next request; `None` when the client closed the connection.
+    pub fn read(reader: &mut impl std::io::BufRead) -> Option<Self> {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).ok()? == 0 {
+            return None;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.trim_end().split_once(':') {
+                headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+            }
+        }
+        let mut request = HttpRequest {
+            method: String::new(),
+            target: String::new(),
+            headers,
+            body: Vec::new(),
+        };
+        let length: usize = request
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        request.body = vec![0; length];
+        reader.read_exact(&mut request.body).ok()?;
+        let mut parts = request_line.split_whitespace();
+        request.method = parts.next()?.to_owned();
+        request.target = parts.next()?.to_owned();
+        Some(request)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+}

@@ -289,6 +289,21 @@ impl Cloud {
         }
     }
 
+    /// What init_job says of a job of `orders` it refuses as the job's fault.
+    async fn refused(&self, orders: Vec<serde_json::Value>) -> String {
+        let error = self
+            .engine()
+            .init_job(
+                &parse_job(job(orders).as_bytes()).unwrap(),
+                &ValidateOptions::aws(),
+                Path::new("."),
+            )
+            .await
+            .unwrap_err();
+        assert!(error.is_invalid_input(), "{error}");
+        error.to_string()
+    }
+
     /// The inputs of the watchdog executions started for `attempts`.
     async fn watchdog_inputs(&self, attempts: &[DispatchPayload]) -> Vec<WatchdogInput> {
         if attempts.is_empty() {
@@ -494,18 +509,8 @@ async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
     // A location that holds nothing fails the job before anything is queued.
     let mut missing = order("missing", "true", &[]);
     missing["ssm_paths"] = serde_json::json!([format!("{parameter}-gone")]);
-    let error = cloud
-        .engine()
-        .init_job(
-            &parse_job(job(vec![missing]).as_bytes()).unwrap(),
-            &ValidateOptions::aws(),
-            Path::new("."),
-        )
-        .await
-        .unwrap_err();
-    assert!(error.is_invalid_input());
     assert_eq!(
-        error.to_string(),
+        cloud.refused(vec![missing]).await,
         format!(
             "order 0001 (missing), field `ssm_paths`: nothing is stored at aws:::ssm:{parameter}-gone"
         )
@@ -645,18 +650,8 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
 
     let mut missing = order("missing", "true", &[]);
     missing["s3_location"] = format!("s3://{code_bucket}/code/gone.zip").into();
-    let error = cloud
-        .engine()
-        .init_job(
-            &parse_job(job(vec![missing]).as_bytes()).unwrap(),
-            &ValidateOptions::aws(),
-            Path::new("."),
-        )
-        .await
-        .unwrap_err();
-    assert!(error.is_invalid_input());
     assert_eq!(
-        error.to_string(),
+        cloud.refused(vec![missing]).await,
         format!(
             "order 0001 (missing): packaging its code failed: s3_location: nothing is stored at s3://{code_bucket}/code/gone.zip"
         )
