@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_worker::store_io::StoreIo;
+use sluice_worker::wasm::WasmRuntime;
 use sluice_worker::{WorkerConfig, WorkerError, WorkerReport, run_order};
 
 use crate::callback::HttpCallback;
@@ -13,6 +14,40 @@ use crate::calls::CallCounter;
 use crate::clients::Clients;
 use crate::keys::SsmKeyStore;
 use crate::s3::S3Store;
+
+/// The worker's settings from its environment (read through `lookup`): the host variables
+/// commands inherit (`PATH`, `HOME`, `LANG`), where compiled modules are cached (`temp`: the
+/// only writable folder on Lambda is /tmp), and the log cap (`SLUICE_MAX_LOG_MB`, default
+/// 64).
+///
+/// # Errors
+///
+/// A message naming a malformed variable.
+pub fn worker_config(
+    lookup: impl Fn(&str) -> Option<String>,
+    temp: &std::path::Path,
+) -> Result<WorkerConfig, String> {
+    let host_env = ["PATH", "HOME", "LANG"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_owned(), lookup(name)?)))
+        .collect();
+    let mut config = WorkerConfig {
+        work_root: Some(temp.to_owned()),
+        host_env,
+        wasm: Arc::new(WasmRuntime::new(Some(temp.join("sluice-wasm-cache")))),
+        ..WorkerConfig::default()
+    };
+    if let Some(text) = lookup("SLUICE_MAX_LOG_MB") {
+        let mib: u64 = text
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&mib| mib > 0)
+            .ok_or_else(|| format!("SLUICE_MAX_LOG_MB={text:?} is not a positive number of MiB"))?;
+        config.max_log_bytes = mib << 20;
+    }
+    Ok(config)
+}
 
 /// Runs one attempt.
 ///

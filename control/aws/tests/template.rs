@@ -1,0 +1,338 @@
+//! The SAM template (`infra/template.yaml`) and the code agree: every variable a function
+//! is given is one its code reads (and every one it needs is given), names in variables
+//! are the names of the resources, table keys and TTL attributes are the ones the adapters
+//! use, the results notification matches the callback layout, and each role reaches the
+//! key prefixes its code writes and reads.
+//!
+//! The template is read with cfn-lint's own decoder (`scripts/test` installs cfn-lint), so
+//! the short intrinsic forms (`!Sub`, `!Ref`) arrive as CloudFormation JSON; `!Sub` strings
+//! are then evaluated with sample parameters.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use sluice_aws::AwsSettings;
+use sluice_aws::schema::{
+    EVENTS_PARTITION, EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE,
+};
+use sluice_contract::{OrderNum, RunId, keys};
+
+fn template() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg("import json, sys\nfrom cfnlint.decode import decode\ntemplate, problems = decode(sys.argv[1])\nassert not problems, problems\nprint(json.dumps(template))")
+        .arg(&path)
+        .output()
+        .expect("python3 runs (scripts/test installs cfn-lint)");
+    assert!(
+        output.status.success(),
+        "reading the template with cfn-lint: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A value with `!Sub` and `!Ref` of parameters evaluated for a sample deployment.
+fn evaluate(template: &Value, value: &Value) -> String {
+    let parameters = &template["Parameters"];
+    let resolve = |name: &str| -> String {
+        match name {
+            "AWS::AccountId" => "123456789012".to_owned(),
+            "AWS::Region" => "eu-west-1".to_owned(),
+            "AWS::Partition" => "aws".to_owned(),
+            other => match &parameters[other]["Default"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => panic!("{other} is not a parameter with a default"),
+            },
+        }
+    };
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Object(o) if o.contains_key("Ref") => resolve(o["Ref"].as_str().unwrap()),
+        Value::Object(o) if o.contains_key("Fn::Sub") => {
+            let mut text = o["Fn::Sub"]
+                .as_str()
+                .expect("plain !Sub strings")
+                .to_owned();
+            while let Some(start) = text.find("${") {
+                let end = start + text[start..].find('}').unwrap();
+                let name = text[start + 2..end].to_owned();
+                text.replace_range(start..=end, &resolve(&name));
+            }
+            text
+        }
+        other => panic!("cannot evaluate {other}"),
+    }
+}
+
+fn resource<'t>(template: &'t Value, name: &str) -> &'t Value {
+    let found = &template["Resources"][name];
+    assert!(found.is_object(), "the template has no {name}");
+    found
+}
+
+/// A function's environment, evaluated.
+fn environment(template: &Value, function: &str) -> BTreeMap<String, String> {
+    resource(template, function)["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), evaluate(template, v)))
+        .collect()
+}
+
+/// Every resource ARN a function's (or role's) policy statements allow, evaluated.
+fn allowed(template: &Value, statements: &Value) -> Vec<(Vec<String>, String)> {
+    let mut out = Vec::new();
+    for statement in statements.as_array().unwrap() {
+        let actions: Vec<String> = match &statement["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(list) => list
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
+            _ => continue,
+        };
+        let resources = match &statement["Resource"] {
+            Value::Array(list) => list.clone(),
+            Value::Null => continue,
+            single => vec![single.clone()],
+        };
+        for r in resources {
+            out.push((actions.clone(), evaluate(template, &r)));
+        }
+    }
+    out
+}
+
+fn function_statements<'t>(template: &'t Value, function: &str) -> &'t Value {
+    &resource(template, function)["Properties"]["Policies"][0]["Statement"]
+}
+
+fn can(rules: &[(Vec<String>, String)], action: &str, object: &str) -> bool {
+    rules.iter().any(|(actions, arn)| {
+        actions.iter().any(|a| a == action)
+            && match arn.strip_suffix('*') {
+                Some(prefix) => object.starts_with(prefix),
+                None => object == arn,
+            }
+    })
+}
+
+#[test]
+fn control_plane_functions_get_exactly_the_settings_their_code_reads() {
+    let template = template();
+    for function in [
+        "InitJobFunction",
+        "OrchestratorFunction",
+        "WatchdogCheckFunction",
+    ] {
+        let env = environment(&template, function);
+        let asked = RefCell::new(BTreeSet::new());
+        let settings = AwsSettings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            env.get(name).cloned()
+        })
+        .unwrap_or_else(|e| panic!("{function}: {e}"));
+        let unread: Vec<_> = env
+            .keys()
+            .filter(|k| !asked.borrow().contains(*k))
+            .collect();
+        assert!(
+            unread.is_empty(),
+            "{function} is given {unread:?}, which nothing reads"
+        );
+
+        // The names in the settings are the resources' names.
+        let name_of = |resource_name: &str, property: &str| {
+            evaluate(
+                &template,
+                &resource(&template, resource_name)["Properties"][property],
+            )
+        };
+        assert_eq!(
+            settings.internal_bucket,
+            name_of("InternalBucket", "BucketName")
+        );
+        assert_eq!(settings.done_bucket, name_of("DoneBucket", "BucketName"));
+        assert_eq!(settings.orders_table, name_of("OrdersTable", "TableName"));
+        assert_eq!(settings.events_table, name_of("EventsTable", "TableName"));
+        assert_eq!(settings.locks_table, name_of("LocksTable", "TableName"));
+        assert_eq!(
+            settings.worker_function,
+            name_of("WorkerFunction", "FunctionName")
+        );
+        assert_eq!(
+            settings.codebuild_project,
+            name_of("CodeBuildWorker", "Name")
+        );
+        assert!(
+            settings.watchdog_state_machine.ends_with(&format!(
+                ":stateMachine:{}",
+                name_of("WatchdogStateMachine", "Name")
+            )),
+            "{}",
+            settings.watchdog_state_machine
+        );
+    }
+}
+
+#[test]
+fn the_worker_gets_what_its_code_reads_and_retries_nothing_itself() {
+    let template = template();
+    let env = environment(&template, "WorkerFunction");
+    let asked = RefCell::new(BTreeSet::new());
+    let config = sluice_aws::worker::worker_config(
+        |name| {
+            asked.borrow_mut().insert(name.to_owned());
+            env.get(name).cloned()
+        },
+        Path::new("/tmp"),
+    )
+    .unwrap();
+    assert_eq!(config.max_log_bytes, 64 << 20);
+    for name in env.keys() {
+        assert!(
+            asked.borrow().contains(name),
+            "the worker is given {name}, which it never reads"
+        );
+    }
+    let invoke = &resource(&template, "WorkerFunction")["Properties"]["EventInvokeConfig"];
+    assert_eq!(invoke["MaximumRetryAttempts"], 0);
+    let buildspec = evaluate(
+        &template,
+        &resource(&template, "CodeBuildWorker")["Properties"]["Source"]["BuildSpec"],
+    );
+    assert!(buildspec.contains("./worker --from-env"), "{buildspec}");
+}
+
+#[test]
+fn tables_have_the_keys_and_ttl_the_adapters_use() {
+    let template = template();
+    for (table, partition, sort, ttl) in [
+        ("OrdersTable", ORDERS_PARTITION, Some(ORDERS_SORT), true),
+        ("EventsTable", EVENTS_PARTITION, Some(EVENTS_SORT), true),
+        ("LocksTable", LOCKS_PARTITION, None, false),
+    ] {
+        let properties = &resource(&template, table)["Properties"];
+        let keys: Vec<(String, String)> = properties["KeySchema"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap().to_owned(),
+                    k["KeyType"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let mut expected = vec![(partition.to_owned(), "HASH".to_owned())];
+        if let Some(sort) = sort {
+            expected.push((sort.to_owned(), "RANGE".to_owned()));
+        }
+        assert_eq!(keys, expected, "{table}");
+        let spec = &properties["TimeToLiveSpecification"];
+        if ttl {
+            assert_eq!(spec["AttributeName"], TTL_ATTRIBUTE, "{table}");
+            assert_eq!(spec["Enabled"], true, "{table}");
+        } else {
+            assert!(spec.is_null(), "{table} has no TTL");
+        }
+    }
+}
+
+#[test]
+fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
+    let template = template();
+    let rules = &resource(&template, "OrchestratorFunction")["Properties"]["Events"]["Results"]["Properties"]
+        ["Filter"]["S3Key"]["Rules"];
+    let rule = |name: &str| {
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["Name"] == name)
+            .unwrap()["Value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let run = RunId::generate();
+    let order = OrderNum::from_index(0);
+    let result_key = keys::result(&run, order);
+    assert_eq!(rule("prefix"), keys::CALLBACK_PREFIX);
+    assert!(result_key.starts_with(&rule("prefix")) && result_key.ends_with(&rule("suffix")));
+
+    let internal = evaluate(
+        &template,
+        &resource(&template, "InternalBucket")["Properties"]["BucketName"],
+    );
+    let object = |key: &str| format!("arn:aws:s3:::{internal}/{key}");
+    let worker = allowed(&template, function_statements(&template, "WorkerFunction"));
+    assert!(can(
+        &worker,
+        "s3:GetObject",
+        &object(&keys::exec_zip(&run, order))
+    ));
+    assert!(can(
+        &worker,
+        "s3:PutObject",
+        &object(&keys::claim(&run, order, "a1"))
+    ));
+    assert!(can(
+        &worker,
+        "s3:PutObject",
+        &object(&keys::log(&run, order))
+    ));
+    assert!(
+        !can(&worker, "s3:PutObject", &object(&result_key)),
+        "results go through the presigned URL"
+    );
+    assert!(
+        worker
+            .iter()
+            .all(|(actions, _)| actions.iter().all(|a| !a.starts_with("dynamodb:"))),
+        "the worker writes no table"
+    );
+    let key_path = format!("/sluice/sops-keys/{run}/{order}");
+    assert!(can(
+        &worker,
+        "ssm:GetParameter",
+        &format!("arn:aws:ssm:eu-west-1:123456789012:parameter{key_path}")
+    ));
+
+    let init = allowed(&template, function_statements(&template, "InitJobFunction"));
+    assert!(can(
+        &init,
+        "s3:PutObject",
+        &object(&keys::exec_zip(&run, order))
+    ));
+    assert!(can(
+        &init,
+        "s3:PutObject",
+        &object(&keys::result(&run, OrderNum::INIT))
+    ));
+    let orchestrator = allowed(
+        &template,
+        function_statements(&template, "OrchestratorFunction"),
+    );
+    assert!(can(&orchestrator, "s3:GetObject", &object(&result_key)));
+    assert!(
+        can(&orchestrator, "s3:PutObject", &object(&result_key)),
+        "callback URLs are presigned with this role"
+    );
+    let done = evaluate(
+        &template,
+        &resource(&template, "DoneBucket")["Properties"]["BucketName"],
+    );
+    assert!(can(
+        &orchestrator,
+        "s3:PutObject",
+        &format!("arn:aws:s3:::{done}/{}", keys::done(&run))
+    ));
+}
