@@ -3,7 +3,8 @@
 //! environment, `AWS_ENDPOINT_URL` at moto and the `SLUICE_*` settings. Each gets real
 //! events through `GET /runtime/invocation/next` and answers through
 //! `POST /runtime/invocation/<id>/response`, as in Lambda. Together they carry a job from
-//! init to its done document.
+//! init to its done document. With `SLUICE_LAMBDA_DIR` set (`scripts/build-lambdas
+//! --check`), the binaries are the `bootstrap` files built for Lambda.
 
 mod support;
 
@@ -177,11 +178,20 @@ fn s3_event(bucket: &str, key: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     let settings = deployment().await;
-    let bin = |name: &str| match name {
-        "init-job" => env!("CARGO_BIN_EXE_init-job"),
-        "orchestrator" => env!("CARGO_BIN_EXE_orchestrator"),
-        "watchdog-check" => env!("CARGO_BIN_EXE_watchdog-check"),
-        _ => env!("CARGO_BIN_EXE_worker"),
+    // The binaries cargo built for this test, or (SLUICE_LAMBDA_DIR, set by
+    // `scripts/build-lambdas --check`) the `bootstrap` files built for Lambda.
+    let lambda_dir = std::env::var("SLUICE_LAMBDA_DIR").ok();
+    let bin = |name: &str| -> String {
+        if let Some(dir) = &lambda_dir {
+            return format!("{dir}/{name}/bootstrap");
+        }
+        match name {
+            "init-job" => env!("CARGO_BIN_EXE_init-job"),
+            "orchestrator" => env!("CARGO_BIN_EXE_orchestrator"),
+            "watchdog-check" => env!("CARGO_BIN_EXE_watchdog-check"),
+            _ => env!("CARGO_BIN_EXE_worker"),
+        }
+        .to_owned()
     };
 
     // init-job, through API Gateway's HTTP API.
@@ -198,7 +208,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
                      "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}},
         "body": job.to_string(), "isBase64Encoded": false
     });
-    let answers = invoke(bin("init-job"), &settings, vec![http]).await;
+    let answers = invoke(&bin("init-job"), &settings, vec![http]).await;
     assert_eq!(answers[0].0, "response", "{answers:?}");
     assert_eq!(answers[0].1["statusCode"], 200, "{answers:?}");
     let body: Value = serde_json::from_str(answers[0].1["body"].as_str().unwrap()).unwrap();
@@ -207,7 +217,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     // The orchestrator, woken by the init trigger's S3 event, dispatches the order.
     let trigger = keys::result(&run_id, OrderNum::INIT);
     let answers = invoke(
-        bin("orchestrator"),
+        &bin("orchestrator"),
         &settings,
         vec![s3_event(&settings.internal_bucket, &trigger)],
     )
@@ -224,7 +234,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
         "s3_location": keys::exec_zip(&run_id, first), "internal_bucket": settings.internal_bucket,
         "run_id": run_id, "order_num": first, "attempt": order.attempt, "key_path": order.key_path,
     });
-    let answers = invoke(bin("worker"), &settings, vec![payload]).await;
+    let answers = invoke(&bin("worker"), &settings, vec![payload]).await;
     assert_eq!(
         answers[0],
         ("response".to_owned(), json!({"reported": "succeeded"}))
@@ -237,7 +247,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
         "start_time": 1_795_762_800u64, "job_deadline": 4_102_444_800u64,
         "internal_bucket": settings.internal_bucket,
     });
-    let answers = invoke(bin("watchdog-check"), &settings, vec![step]).await;
+    let answers = invoke(&bin("watchdog-check"), &settings, vec![step]).await;
     assert_eq!(answers[0].1["attempt"], json!(order.attempt), "{answers:?}");
     assert!(
         answers[0].1["wait_seconds"].as_u64().is_some(),
@@ -247,7 +257,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     // The result's own S3 event, arriving after: the run is already finished.
     let result = keys::result(&run_id, first);
     let answers = invoke(
-        bin("orchestrator"),
+        &bin("orchestrator"),
         &settings,
         vec![s3_event(&settings.internal_bucket, &result)],
     )
