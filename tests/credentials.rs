@@ -21,13 +21,13 @@ const JOB: &str = r#"{"orders": [
 ]}"#;
 
 fn secrets_file(sandbox: &Sandbox, ssm_value: &str) -> String {
-    let path = sandbox.path().join("secrets.json");
-    std::fs::write(
-        &path,
-        format!(r#"{{"aws:::ssm:/team/db": "{ssm_value}", "aws:::secretd:prod/api-token": "tok-123456"}}"#),
-    )
-    .unwrap();
-    path.display().to_string()
+    sandbox
+        .write_secrets(serde_json::json!({
+            "aws:::ssm:/team/db": ssm_value,
+            "aws:::secretd:prod/api-token": "tok-123456",
+        }))
+        .display()
+        .to_string()
 }
 
 #[test]

@@ -249,12 +249,7 @@ fn a_token_clones_once_over_http_and_is_never_seen() {
     let sandbox = Sandbox::new();
     let (repo, _) = repository(sandbox.path());
     let (base, seen) = serve(repo.parent().unwrap().to_owned());
-    let secrets = sandbox.path().join("secrets.json");
-    std::fs::write(
-        &secrets,
-        serde_json::json!({ "aws:::ssm:/git/token": TOKEN }).to_string(),
-    )
-    .unwrap();
+    let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/git/token": TOKEN }));
     let job = serde_json::json!({
     "git_repo": format!("{base}/infra.git"),
     "git_token_location": "aws:::ssm:/git/token",
@@ -301,12 +296,8 @@ fn a_missing_commit_folder_or_token_is_refused_before_anything_runs() {
     let sandbox = Sandbox::new();
     let (repo, _) = repository(sandbox.path());
     let (base, _) = serve(repo.parent().unwrap().to_owned());
-    let secrets = sandbox.path().join("secrets.json");
-    std::fs::write(
-        &secrets,
-        serde_json::json!({ "aws:::ssm:/git/wrong": "ghp_WrongToken987654321" }).to_string(),
-    )
-    .unwrap();
+    let secrets = sandbox
+        .write_secrets(serde_json::json!({ "aws:::ssm:/git/wrong": "ghp_WrongToken987654321" }));
     let cases = [
         (
             serde_json::json!({ "git_repo": format!("file://{}", repo.display()), "commit_hash": "0123456789abcdef0123456789abcdef01234567" }),
@@ -416,12 +407,7 @@ fn an_ssh_key_clones_over_ssh() {
     assert!(keygen.success());
     let server = sshd(sandbox.path(), &key.with_extension("pub"));
     let private = std::fs::read_to_string(&key).unwrap();
-    let secrets = sandbox.path().join("secrets.json");
-    std::fs::write(
-        &secrets,
-        serde_json::json!({ "aws:::ssm:/git/key": private }).to_string(),
-    )
-    .unwrap();
+    let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/git/key": private }));
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     let job = serde_json::json!({
         "git_repo": format!("ssh://{}@127.0.0.1:{}{}", user.trim(), server.port, repo.display()),

@@ -153,12 +153,7 @@ fn one_comment_follows_the_run_to_its_end() {
     let sandbox = Sandbox::new();
     let (api, github) = serve();
     std::fs::create_dir_all(sandbox.path().join("app")).unwrap();
-    let secrets = sandbox.path().join("secrets.json");
-    std::fs::write(
-        &secrets,
-        serde_json::json!({ "aws:::ssm:/gh/token": TOKEN }).to_string(),
-    )
-    .unwrap();
+    let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/gh/token": TOKEN }));
     let job = serde_json::json!({
     "pr_number": 7,
     "git_repo": "https://github.com/acme/infra.git",

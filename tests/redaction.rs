@@ -47,17 +47,11 @@ fn files_under(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 fn secrets_printed_in_every_form_are_stored_nowhere() {
     let sandbox = Sandbox::new();
     let ssm = STANDARD.encode(serde_json::json!({ "DB_PASSWORD": DB_PASSWORD }).to_string());
-    let secrets = sandbox.path().join("secrets.json");
-    std::fs::write(
-        &secrets,
-        serde_json::json!({
-            "aws:::ssm:/db": ssm,
-            "aws:::secretd:deploy-key": DEPLOY_KEY,
-            "aws:::secretd:wat/greeting": WAT_SECRET,
-        })
-        .to_string(),
-    )
-    .unwrap();
+    let secrets = sandbox.write_secrets(serde_json::json!({
+        "aws:::ssm:/db": ssm,
+        "aws:::secretd:deploy-key": DEPLOY_KEY,
+        "aws:::secretd:wat/greeting": WAT_SECRET,
+    }));
     let cmds = [
         r#"echo "plain: $DB_PASSWORD""#,
         r#"printf 'base64: %s\n' "$(printf %s "$DB_PASSWORD" | base64 -w0)""#,

@@ -33,6 +33,13 @@ impl Sandbox {
         path
     }
 
+    /// Writes a secrets file (`--secrets`) mapping credential locations to values.
+    pub fn write_secrets(&self, secrets: serde_json::Value) -> PathBuf {
+        let path = self.dir.path().join("secrets.json");
+        std::fs::write(&path, secrets.to_string()).unwrap();
+        path
+    }
+
     /// `sluice run JOB --state-dir <sandbox>/state --json`, for a test to add to (env,
     /// stdin) before running it.
     pub fn run_command(&self, job: &Path) -> Command {
