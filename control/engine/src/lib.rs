@@ -4,8 +4,9 @@
 //! # Brief overview
 //!
 //! - [`ports`]: the traits every backend implements ([`ObjectStore`], [`OrderStore`],
-//!   [`Dispatcher`], [`WatchdogStarter`], [`KeyStore`], [`SecretSource`], [`Clock`]), each method documented with
-//!   its guarantee (atomic put, conditional transition...).
+//!   [`Dispatcher`], [`WatchdogStarter`], [`KeyStore`], [`SecretSource`], [`CodeArchives`],
+//!   [`Vcs`], [`Clock`]), each method documented with its guarantee (atomic put,
+//!   conditional transition...).
 //! - [`Engine`]: the ports plus [`EngineConfig`]; [`Engine::init_job`] validates, bundles,
 //!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
 //!   [`Engine::watchdog_check`] times out workers that never report.
@@ -16,8 +17,9 @@
 //!   rendered and kept current by the engine (`pr_comment`).
 //! - [`http`]: the HTTP(S) client of the adapters that speak HTTP.
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
-//! - [`local`]: directory object store, SQLite tables, file key store, in-process dispatcher,
-//!   timer watchdogs and the event bus that wires them into a [`local::LocalRuntime`].
+//! - [`local`]: directory object store, SQLite tables, file key store, secrets file,
+//!   in-process dispatcher, timer watchdogs and the event bus that wires them into a
+//!   [`local::LocalRuntime`].
 //!
 //! The AWS backends implement the same ports in `sluice-aws`; nothing here knows about AWS.
 //!
