@@ -5,7 +5,8 @@
 //! of at least [`MIN_SECRET_LEN`] bytes it masks the value itself, each line of a multi-line
 //! value, its JSON-escaped and URL-encoded forms, and its base64 (standard and URL-safe
 //! alphabets, at each of the three alignments a value can have inside a longer base64
-//! text: the characters that depend only on the value). Every occurrence becomes [`MASK`].
+//! text: the characters that depend only on the value). Every occurrence becomes [`MASK`];
+//! occurrences that overlap (two secrets sharing bytes in the text) are masked as one.
 //!
 //! The log is masked as a stream ([`RedactingStream`]) on its way to the spool, so nothing
 //! unmasked is ever written. A secret split across two reads is still caught: the stream
@@ -19,7 +20,7 @@ use std::collections::BTreeSet;
 
 use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous::NFA;
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, packed};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, MatchKind, Span, packed};
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -175,11 +176,12 @@ impl RedactingStream<'_> {
     }
 }
 
-/// The automaton search, for CPUs without packed searchers.
+/// The automaton search, for CPUs without packed searchers (standard semantics, so that
+/// overlapping occurrences are all reported).
 fn automaton(patterns: &BTreeSet<Vec<u8>>) -> Search {
     Search::Automaton(
         AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
+            .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
             .build(patterns)
             .expect("literal patterns of bounded size build"),
@@ -218,31 +220,37 @@ impl Matcher {
         }
     }
 
-    /// Every occurrence of a pattern in `text`, leftmost-longest, as sorted spans that do
-    /// not overlap.
+    /// The bytes of `text` that belong to an occurrence of a pattern, as sorted spans that
+    /// do not overlap: every occurrence counts, overlapping ones included, so two secrets
+    /// sharing bytes in the text are masked whole, as one span.
     fn find_all(&self, text: &[u8]) -> Vec<(usize, usize)> {
-        match &self.search {
-            Search::Automaton(ac) => ac.find_iter(text).map(|m| (m.start(), m.end())).collect(),
+        let mut found: Vec<(usize, usize)> = match &self.search {
+            Search::Automaton(ac) => ac
+                .find_overlapping_iter(text)
+                .map(|m| (m.start(), m.end()))
+                .collect(),
             Search::Packed(searchers) => {
-                let mut found: Vec<(usize, usize)> = searchers
-                    .iter()
-                    .flat_map(|s| s.find_iter(text).map(|m| (m.start(), m.end())))
-                    .collect();
-                if searchers.len() > 1 {
-                    // Merge the groups' answers: leftmost first, the longest at a start.
-                    found.sort_unstable_by_key(|&(start, end)| (start, std::cmp::Reverse(end)));
-                    let mut end_so_far = 0;
-                    found.retain(|&(start, end)| {
-                        let keep = start >= end_so_far;
-                        if keep {
-                            end_so_far = end;
-                        }
-                        keep
-                    });
+                let mut found = Vec::new();
+                for searcher in searchers {
+                    // The longest occurrence at each start, then on from the next byte.
+                    let mut at = 0;
+                    while let Some(m) = searcher.find_in(text, Span::from(at..text.len())) {
+                        found.push((m.start(), m.end()));
+                        at = m.start() + 1;
+                    }
                 }
                 found
             }
+        };
+        found.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
+        for (start, end) in found {
+            match merged.last_mut() {
+                Some(last) if start < last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
         }
+        merged
     }
 
     /// The first position at or after `from` where the rest of `buf` is the beginning of a
@@ -392,6 +400,13 @@ mod tests {
         let r = Redactor::new([("A", "abcdef"), ("B", "abcdefghij")]);
         assert_eq!(through_stream(&r, &[b"x abcdef", b"ghij y"]), "x *** y");
         assert_eq!(through_stream(&r, &[b"x abcdef", b"gh y"]), "x ***gh y");
+    }
+
+    #[test]
+    fn secrets_overlapping_in_the_text_are_masked_whole() {
+        let r = Redactor::new([("A", "abcdefgh"), ("B", "efghijkl")]);
+        assert_eq!(r.redact_str("x abcdefghijkl y"), "x *** y");
+        assert_eq!(through_stream(&r, &[b"x abcde", b"fghijkl y"]), "x *** y");
     }
 
     #[test]
