@@ -56,6 +56,30 @@ enum CommandArgs {
         #[arg(long, env = "SLUICE_SECRETS")]
         secrets: Option<PathBuf>,
     },
+    /// Show a run on AWS: its done document, or its orders while it runs (JSON on stdout).
+    #[cfg(feature = "aws")]
+    Status {
+        /// The run id init-job answered.
+        run_id: String,
+    },
+    /// Wait for a run on AWS to finish, printing its orders' progress; then its done
+    /// document (stdout) and the job's exit code.
+    #[cfg(feature = "aws")]
+    Wait {
+        /// The run id.
+        run_id: String,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        poll: u64,
+    },
+    /// Print the stored log of an order of a run on AWS.
+    #[cfg(feature = "aws")]
+    Logs {
+        /// The run id.
+        run_id: String,
+        /// The order: its number (`2`, `0002`) or its name.
+        order: String,
+    },
     /// Check a job file without running it.
     Validate {
         /// The job file (JSON).
@@ -69,6 +93,15 @@ enum CommandArgs {
 /// What to do, fully parsed.
 #[derive(Debug)]
 pub enum Command {
+    /// `sluice status | wait | logs` (runs on AWS; the `SLUICE_*` settings and the AWS
+    /// configuration come from the environment).
+    #[cfg(feature = "aws")]
+    Aws {
+        /// Which.
+        command: AwsCommand,
+        /// Log level.
+        verbosity: &'static str,
+    },
     /// `sluice run`.
     Run(RunConfig),
     /// `sluice validate`.
@@ -81,6 +114,31 @@ pub enum Command {
         username: String,
         /// Log level.
         verbosity: &'static str,
+    },
+}
+
+/// A question about a run on AWS.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+pub enum AwsCommand {
+    /// `sluice status RUN_ID`.
+    Status {
+        /// The run.
+        run_id: String,
+    },
+    /// `sluice wait RUN_ID`.
+    Wait {
+        /// The run.
+        run_id: String,
+        /// Time between looks.
+        poll: Duration,
+    },
+    /// `sluice logs RUN_ID ORDER`.
+    Logs {
+        /// The run.
+        run_id: String,
+        /// The order's number or name.
+        order: String,
     },
 }
 
@@ -121,6 +179,8 @@ impl Command {
         match self {
             Command::Run(config) => config.verbosity,
             Command::Validate { verbosity, .. } => verbosity,
+            #[cfg(feature = "aws")]
+            Command::Aws { verbosity, .. } => verbosity,
         }
     }
 }
@@ -194,6 +254,24 @@ pub fn parse() -> Result<Command, ExitCode> {
                 verbosity,
             })
         }
+        #[cfg(feature = "aws")]
+        CommandArgs::Status { run_id } => Command::Aws {
+            command: AwsCommand::Status { run_id },
+            verbosity,
+        },
+        #[cfg(feature = "aws")]
+        CommandArgs::Wait { run_id, poll } => Command::Aws {
+            command: AwsCommand::Wait {
+                run_id,
+                poll: Duration::from_secs(poll),
+            },
+            verbosity,
+        },
+        #[cfg(feature = "aws")]
+        CommandArgs::Logs { run_id, order } => Command::Aws {
+            command: AwsCommand::Logs { run_id, order },
+            verbosity,
+        },
         CommandArgs::Validate { job, secrets } => Command::Validate {
             job,
             secrets,

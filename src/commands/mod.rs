@@ -1,5 +1,7 @@
 //! The CLI's commands; each returns the process's exit code.
 
+#[cfg(feature = "aws")]
+mod aws;
 mod run;
 mod validate;
 
@@ -24,6 +26,8 @@ pub async fn run(command: Command) -> i32 {
             username,
             ..
         } => validate::validate(&job, secrets.as_deref(), &username).await,
+        #[cfg(feature = "aws")]
+        Command::Aws { command, .. } => aws::run(command).await,
     }
 }
 

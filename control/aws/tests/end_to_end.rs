@@ -403,6 +403,39 @@ async fn a_diamond_runs_to_its_done_document() {
         .unwrap();
     assert!(keys.parameters().is_empty(), "keys are deleted at finalize");
     println!("AWS calls for a 4-order diamond:\n{}", cloud.calls);
+
+    // What `sluice status | wait | logs` read.
+    let run = &sluice_contract::RunId::parse(&done.run_id).unwrap();
+    let view = engine.run_view(run).await.unwrap();
+    assert_eq!(view.done.as_ref(), Some(&done));
+    assert_eq!(view.orders.len(), 4);
+    for order in ["build", "2", "0002"] {
+        let log = engine.order_log(run, order).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&log).contains("built by build"),
+            "{order}"
+        );
+    }
+    let unknown = engine
+        .order_log(run, "deploy")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("has no order \"deploy\"") && unknown.contains("0001 fetch, 0002 build"),
+        "{unknown}"
+    );
+    let mut changes = 0;
+    let waited = engine
+        .wait_for_done(run, Duration::from_millis(10), |_| changes += 1)
+        .await
+        .unwrap();
+    assert_eq!((waited, changes), (done, 1));
+    let missing = engine
+        .run_view(&sluice_contract::RunId::generate())
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("has no orders"), "{missing}");
 }
 
 #[tokio::test]

@@ -97,6 +97,16 @@ pub enum EngineError {
     /// The run does not exist.
     #[error("run {0} has no orders")]
     UnknownRun(String),
+    /// The run has no such order.
+    #[error("run {run_id} has no order {order:?} (its orders: {known})")]
+    UnknownOrder {
+        /// The run.
+        run_id: String,
+        /// The order asked for.
+        order: String,
+        /// The run's orders, `0001 name, ...`.
+        known: String,
+    },
 }
 
 impl EngineError {

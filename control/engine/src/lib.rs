@@ -17,6 +17,7 @@
 //!   rendered and kept current by the engine (`pr_comment`).
 //! - [`http`]: the HTTP(S) client of the adapters that speak HTTP.
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
+//! - [`runs`]: what a client asks about a run (rows, done document, a log, waiting).
 //! - [`local`]: directory object store, SQLite tables, file key store, secrets file,
 //!   in-process dispatcher, timer watchdogs and the event bus that wires them into a
 //!   [`local::LocalRuntime`].
@@ -44,6 +45,7 @@ pub mod local;
 pub mod orchestrator;
 pub mod ports;
 mod pr_comment;
+pub mod runs;
 pub mod watchdog;
 
 pub use engine::{Engine, EngineConfig, Ports};

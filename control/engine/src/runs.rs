@@ -1,0 +1,111 @@
+//! What a client asks about a run after submitting it: its orders and done document, one
+//! order's stored log, and waiting for the end — over the ports, so the same on any
+//! backend (`sluice status | wait | logs` on AWS).
+
+use std::time::Duration;
+
+use sluice_contract::result::{DoneDoc, parse_done};
+use sluice_contract::{OrderStatus, RunId, keys};
+
+use crate::engine::Engine;
+use crate::error::{EngineError, StoreError};
+use crate::ports::OrderRecord;
+
+/// A run as a client sees it.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// Its orders' rows, in order (gone a day after the run: the rows' TTL).
+    pub orders: Vec<OrderRecord>,
+    /// Its done document, once finalized.
+    pub done: Option<DoneDoc>,
+}
+
+impl Engine {
+    /// The run's rows and done document.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::UnknownRun`] when there is neither; a backend failure.
+    pub async fn run_view(&self, run_id: &RunId) -> Result<RunView, EngineError> {
+        let orders = self.ports.orders.run_orders(run_id).await?;
+        let key = keys::done(run_id);
+        let done = match self.ports.done.get(&key).await {
+            Ok(bytes) => Some(parse_done(&bytes).map_err(|e| StoreError::Backend {
+                what: format!("done document {key}"),
+                message: e.to_string(),
+            })?),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(other) => return Err(other.into()),
+        };
+        if orders.is_empty() && done.is_none() {
+            return Err(EngineError::UnknownRun(run_id.to_string()));
+        }
+        Ok(RunView { orders, done })
+    }
+
+    /// The stored log of the run's order `order` (its number, `2` or `0002`, or its name).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::UnknownOrder`] listing the run's orders; [`StoreError::NotFound`]
+    /// when the order has no stored log yet (it has not run, or its worker died).
+    pub async fn order_log(&self, run_id: &RunId, order: &str) -> Result<Vec<u8>, EngineError> {
+        let view = self.run_view(run_id).await?;
+        let row = view
+            .orders
+            .iter()
+            .find(|o| {
+                o.order_name == order
+                    || o.order_num.to_string() == order
+                    || order.parse::<u32>().is_ok_and(|n| n == o.order_num.get())
+            })
+            .ok_or_else(|| EngineError::UnknownOrder {
+                run_id: run_id.to_string(),
+                order: order.to_owned(),
+                known: view
+                    .orders
+                    .iter()
+                    .map(|o| format!("{} {}", o.order_num, o.order_name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        match self.ports.internal.get(&row.log_key).await {
+            Ok(log) => Ok(log),
+            Err(StoreError::NotFound { .. }) => Err(StoreError::NotFound {
+                key: format!(
+                    "the log of order {} ({}, {})",
+                    row.order_num, row.order_name, row.status
+                ),
+            }
+            .into()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Waits for the run's done document, looking every `poll` and calling `on_change`
+    /// with the run whenever an order's status changed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::run_view`].
+    pub async fn wait_for_done(
+        &self,
+        run_id: &RunId,
+        poll: Duration,
+        mut on_change: impl FnMut(&RunView),
+    ) -> Result<DoneDoc, EngineError> {
+        let mut last: Option<Vec<OrderStatus>> = None;
+        loop {
+            let view = self.run_view(run_id).await?;
+            let statuses: Vec<OrderStatus> = view.orders.iter().map(|o| o.status).collect();
+            if last.as_ref() != Some(&statuses) {
+                on_change(&view);
+                last = Some(statuses);
+            }
+            if let Some(done) = view.done {
+                return Ok(done);
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `sluice status | wait | logs` (the `aws` feature): what they refuse before asking AWS
+//! anything. What they read is tested on moto with the engine functions behind them
+//! (`control/aws/tests/end_to_end.rs`).
+#![cfg(feature = "aws")]
+
+mod util;
+
+use util::sluice;
+
+#[test]
+fn a_bad_run_id_or_missing_settings_are_named() {
+    let output = sluice().args(["status", "not-a-run"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("\"not-a-run\" is not a run id"));
+
+    let output = sluice()
+        .args(["logs", "3f2c1a8e-4b5d-4e6f-8a9b-0c1d2e3f4a5b", "build"])
+        .env_remove("SLUICE_INTERNAL_BUCKET")
+        .env_remove("SLUICE_ORDERS_TABLE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the deployment's settings")
+            && stderr.contains("SLUICE_INTERNAL_BUCKET is not set"),
+        "{stderr}"
+    );
+}
