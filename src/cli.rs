@@ -56,6 +56,20 @@ enum CommandArgs {
         #[arg(long, env = "SLUICE_SECRETS")]
         secrets: Option<PathBuf>,
     },
+    /// Submit a job to a deployment: a SigV4-signed POST to its HTTP API (`--endpoint`,
+    /// the stack's InitEndpoint output) or a direct invoke of its init-job function
+    /// (`--function`); prints init-job's answer (the run id...) as JSON.
+    #[cfg(feature = "aws")]
+    Submit {
+        /// The job file (JSON).
+        job: PathBuf,
+        /// The HTTP API's /init URL.
+        #[arg(long, env = "SLUICE_INIT_ENDPOINT", conflicts_with = "function")]
+        endpoint: Option<String>,
+        /// The init-job function's name or ARN.
+        #[arg(long, env = "SLUICE_INIT_FUNCTION")]
+        function: Option<String>,
+    },
     /// Show a run on AWS: its done document, or its orders while it runs (JSON on stdout).
     #[cfg(feature = "aws")]
     Status {
@@ -121,6 +135,13 @@ pub enum Command {
 #[cfg(feature = "aws")]
 #[derive(Debug)]
 pub enum AwsCommand {
+    /// `sluice submit JOB.json`.
+    Submit {
+        /// The job file.
+        job: PathBuf,
+        /// Where init-job is: an HTTP API URL or a function.
+        target: SubmitTarget,
+    },
     /// `sluice status RUN_ID`.
     Status {
         /// The run.
@@ -140,6 +161,16 @@ pub enum AwsCommand {
         /// The order's number or name.
         order: String,
     },
+}
+
+/// Where `sluice submit` sends a job.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+pub enum SubmitTarget {
+    /// A SigV4-signed POST to this URL.
+    Endpoint(String),
+    /// A direct invoke of this function.
+    Function(String),
 }
 
 /// Settings of `sluice run`.
@@ -253,6 +284,27 @@ pub fn parse() -> Result<Command, ExitCode> {
                 interactive: std::io::stderr().is_terminal(),
                 verbosity,
             })
+        }
+        #[cfg(feature = "aws")]
+        CommandArgs::Submit {
+            job,
+            endpoint,
+            function,
+        } => {
+            let target = match (endpoint, function) {
+                (Some(url), _) => SubmitTarget::Endpoint(url),
+                (None, Some(function)) => SubmitTarget::Function(function),
+                (None, None) => {
+                    eprintln!(
+                        "sluice: error: say where init-job is: --endpoint URL (SLUICE_INIT_ENDPOINT) or --function NAME (SLUICE_INIT_FUNCTION)"
+                    );
+                    return Err(ExitCode::from(exit_codes::INVALID_INPUT as u8));
+                }
+            };
+            Command::Aws {
+                command: AwsCommand::Submit { job, target },
+                verbosity,
+            }
         }
         #[cfg(feature = "aws")]
         CommandArgs::Status { run_id } => Command::Aws {

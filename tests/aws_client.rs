@@ -27,3 +27,38 @@ fn a_bad_run_id_or_missing_settings_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn submit_needs_a_target_and_a_job_valid_for_aws() {
+    let sandbox = util::Sandbox::new();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [{"cmds": ["true"], "timeout": 3600, "execution_target": "lambda"}]}"#,
+    );
+    let output = sluice()
+        .arg("submit")
+        .arg(&job)
+        .env_remove("SLUICE_INIT_ENDPOINT")
+        .env_remove("SLUICE_INIT_FUNCTION")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("--endpoint URL (SLUICE_INIT_ENDPOINT) or --function NAME")
+    );
+
+    // Checked as AWS will check it, before anything is sent: no username, a Lambda order too long.
+    let output = sluice()
+        .arg("submit")
+        .arg(&job)
+        .args(["--endpoint", "http://127.0.0.1:9/init"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("job file") && stderr.contains("username"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,6 @@
-//! `sluice status | wait | logs`: questions about a run on AWS, answered from its tables and
-//! buckets (the `SLUICE_*` settings of the deployment and the standard AWS configuration come
-//! from the environment).
+//! `sluice submit | status | wait | logs`: a job sent to a deployment, and questions about a
+//! run on AWS answered from its tables and buckets (the `SLUICE_*` settings of the
+//! deployment and the standard AWS configuration come from the environment).
 
 use std::io::Write as _;
 
@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use sluice_contract::{RunId, exit_codes};
 use sluice_engine::EngineError;
 
-use super::Failure;
-use crate::cli::AwsCommand;
+use super::{Failure, read_job};
+use crate::cli::{AwsCommand, SubmitTarget};
 
 pub async fn run(command: AwsCommand) -> i32 {
     match answer(command).await {
@@ -26,20 +26,10 @@ fn engine_failure(error: EngineError) -> Failure {
 }
 
 async fn answer(command: AwsCommand) -> Result<i32, Failure> {
-    let run_id = match &command {
-        AwsCommand::Status { run_id }
-        | AwsCommand::Wait { run_id, .. }
-        | AwsCommand::Logs { run_id, .. } => run_id.clone(),
-    };
-    let run_id = RunId::parse(&run_id)
-        .with_context(|| format!("{run_id:?} is not a run id"))
-        .map_err(Failure::invalid)?;
-    let engine = sluice_aws::runtime::engine_from_env()
-        .await
-        .context("the deployment's settings")
-        .map_err(Failure::invalid)?;
     match command {
-        AwsCommand::Status { .. } => {
+        AwsCommand::Submit { job, target } => submit(&job, &target).await,
+        AwsCommand::Status { run_id } => {
+            let (engine, run_id) = engine_and_run(&run_id).await?;
             let view = engine.run_view(&run_id).await.map_err(engine_failure)?;
             let shown = match &view.done {
                 Some(done) => serde_json::to_value(done).expect("done documents serialize"),
@@ -58,7 +48,8 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
             );
             Ok(exit_codes::SUCCEEDED)
         }
-        AwsCommand::Wait { poll, .. } => {
+        AwsCommand::Wait { run_id, poll } => {
+            let (engine, run_id) = engine_and_run(&run_id).await?;
             let done = engine
                 .wait_for_done(&run_id, poll, |view| {
                     let line: Vec<String> = view
@@ -76,7 +67,8 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
             );
             Ok(exit_codes::for_job_status(done.status))
         }
-        AwsCommand::Logs { order, .. } => {
+        AwsCommand::Logs { run_id, order } => {
+            let (engine, run_id) = engine_and_run(&run_id).await?;
             let log = engine
                 .order_log(&run_id, &order)
                 .await
@@ -87,5 +79,51 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
                 .map_err(Failure::internal)?;
             Ok(exit_codes::SUCCEEDED)
         }
+    }
+}
+
+/// The engine over the deployment named by the environment, and `text` as a run id.
+async fn engine_and_run(
+    text: &str,
+) -> Result<(std::sync::Arc<sluice_engine::Engine>, RunId), Failure> {
+    let run_id = RunId::parse(text)
+        .with_context(|| format!("{text:?} is not a run id"))
+        .map_err(Failure::invalid)?;
+    let engine = sluice_aws::runtime::engine_from_env()
+        .await
+        .context("the deployment's settings")
+        .map_err(Failure::invalid)?;
+    Ok((engine, run_id))
+}
+
+/// Checks the job as AWS will (so a bad one is refused here, naming the order and field),
+/// then sends the file as written.
+async fn submit(job: &std::path::Path, target: &SubmitTarget) -> Result<i32, Failure> {
+    let (spec, _) = read_job(job)?;
+    sluice_contract::validate::validate(&spec, &sluice_contract::ValidateOptions::aws())
+        .with_context(|| format!("job file {}", job.display()))
+        .map_err(Failure::invalid)?;
+    let bytes = std::fs::read(job)
+        .with_context(|| format!("reading job file {}", job.display()))
+        .map_err(Failure::invalid)?;
+    let answer = match target {
+        SubmitTarget::Endpoint(url) => sluice_aws::client::submit_http(url, bytes).await,
+        SubmitTarget::Function(function) => {
+            let clients = sluice_aws::clients::Clients::load().await;
+            sluice_aws::client::submit_invoke(&clients.lambda, function, bytes).await
+        }
+    };
+    match answer {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).expect("JSON serializes")
+            );
+            Ok(exit_codes::SUCCEEDED)
+        }
+        Err(message) if message.starts_with("the job was refused") => {
+            Err(Failure::invalid(anyhow::anyhow!(message)))
+        }
+        Err(message) => Err(Failure::internal(anyhow::anyhow!(message))),
     }
 }

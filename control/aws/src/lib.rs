@@ -8,6 +8,7 @@
 //! # Brief overview
 //!
 //! - [`settings`]: the `SLUICE_*` configuration, parsed once, every missing variable named.
+//! - [`client`]: submitting a job to a deployment (`sluice submit`).
 //! - [`clients`]: SDK clients built once per process from the standard AWS configuration
 //!   (`AWS_ENDPOINT_URL` points them at moto in tests).
 //! - [`s3`]: [`S3Store`], an object store over one bucket (conditional puts with
@@ -30,6 +31,7 @@
 
 pub mod callback;
 pub mod calls;
+pub mod client;
 pub mod clients;
 pub mod dispatch;
 pub mod dynamo;
