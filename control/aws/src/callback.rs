@@ -53,12 +53,7 @@ impl Callback for HttpCallback {
         if answer.status.is_success() {
             Ok(())
         } else {
-            let text = String::from_utf8_lossy(&answer.body);
-            Err(failed(format!(
-                "HTTP {}: {}",
-                answer.status,
-                text.chars().take(300).collect::<String>()
-            )))
+            Err(failed(answer.refusal()))
         }
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use sluice_contract::validate::{GitSource, ValidJob, ValidOrder};
 
 use crate::bundle::CodeInput;
+use crate::credentials::fetch_failed;
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::git::{GitCredential, GitWorkspace};
@@ -119,13 +120,7 @@ impl Engine {
             };
         match self.ports.secrets.fetch(location).await {
             Ok(value) => Ok(Some(make(value))),
-            Err(StoreError::NotFound { key }) => Err(EngineError::Credential {
-                order_num: order.order_num.to_string(),
-                order_name: order.order_name.clone(),
-                field: field.to_owned(),
-                message: format!("nothing is stored at {key}"),
-            }),
-            Err(other) => Err(other.into()),
+            Err(error) => Err(fetch_failed(order, field, location, &error)),
         }
     }
 }

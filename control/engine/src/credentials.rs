@@ -69,28 +69,12 @@ fn order_env(
             SecretLocation::Ssm(_) => "ssm_paths",
             SecretLocation::SecretsManager(_) => "secret_manager_paths",
         };
-        let credential_error = |message: String| EngineError::Credential {
-            order_num: order.order_num.to_string(),
-            order_name: order.order_name.clone(),
-            field: field.to_owned(),
-            message,
-        };
-        let value = match &fetched[location] {
-            Ok(value) => value,
-            Err(StoreError::NotFound { key }) => {
-                return Err(credential_error(format!("nothing is stored at {key}")));
-            }
-            Err(other) => {
-                return Err(EngineError::Store(StoreError::Backend {
-                    what: format!(
-                        "fetching {location} for order {} ({})",
-                        order.order_num, order.order_name
-                    ),
-                    message: other.to_string(),
-                }));
-            }
-        };
-        for (name, value) in expand(location, value).map_err(|e| credential_error(e.to_string()))? {
+        let value = fetched[location]
+            .as_ref()
+            .map_err(|error| fetch_failed(order, field, location, error))?;
+        let expanded =
+            expand(location, value).map_err(|e| credential_error(order, field, e.to_string()))?;
+        for (name, value) in expanded {
             if env.insert(name.clone(), value).is_some() {
                 tracing::debug!(order_num = %order.order_num, variable = %name, from = %location, "a credential replaces an earlier variable");
             }
@@ -101,6 +85,39 @@ fn order_env(
         env,
         secret_names: secret_names.into_iter().collect(),
     })
+}
+
+/// A credential of `order`'s `field` is missing or malformed: the job's fault.
+fn credential_error(order: &ValidOrder, field: &str, message: String) -> EngineError {
+    EngineError::Credential {
+        order_num: order.order_num.to_string(),
+        order_name: order.order_name.clone(),
+        field: field.to_owned(),
+        message,
+    }
+}
+
+/// Fetching `location`, which `order`'s `field` lists, failed: nothing stored there is the
+/// job's fault ([`EngineError::Credential`]); any other failure is the store's, named with
+/// the order.
+pub(crate) fn fetch_failed(
+    order: &ValidOrder,
+    field: &str,
+    location: &SecretLocation,
+    error: &StoreError,
+) -> EngineError {
+    match error {
+        StoreError::NotFound { key } => {
+            credential_error(order, field, format!("nothing is stored at {key}"))
+        }
+        other => EngineError::Store(StoreError::Backend {
+            what: format!(
+                "fetching {location} for order {} ({})",
+                order.order_num, order.order_name
+            ),
+            message: other.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]

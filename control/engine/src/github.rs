@@ -71,12 +71,7 @@ impl GitHubVcs {
         if answer.status.is_success() {
             Ok(answer)
         } else {
-            let text = String::from_utf8_lossy(&answer.body);
-            Err(format!(
-                "{method} {url}: HTTP {}: {}",
-                answer.status,
-                text.chars().take(300).collect::<String>()
-            ))
+            Err(format!("{method} {url}: {}", answer.refusal()))
         }
     }
 

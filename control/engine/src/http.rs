@@ -21,6 +21,18 @@ pub struct HttpAnswer {
     pub body: Bytes,
 }
 
+impl HttpAnswer {
+    /// The answer as an error text: its status and the start of its body.
+    pub fn refusal(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        format!(
+            "HTTP {}: {}",
+            self.status,
+            text.chars().take(300).collect::<String>()
+        )
+    }
+}
+
 /// An HTTP(S) client (cheap to clone: connections are pooled and shared).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
