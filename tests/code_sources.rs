@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use sluice_contract::JobStatus;
-use util::{Sandbox, done_of};
+use util::{Sandbox, done_of, succeeded};
 use zip::write::SimpleFileOptions;
 
 fn write_zip(path: &Path, entries: &[(&str, &str, u32)]) {
@@ -44,13 +44,7 @@ fn zips_by_path_and_by_file_url_become_the_orders_code() {
     );
     let job = sandbox.write_job("job.json", &job);
     let output = sandbox.run(&job, &[]);
-    let done = done_of(&output);
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = succeeded(&output);
     for name in ["by-path", "by-url"] {
         assert!(
             sandbox.log_of(&done, name).contains("read: zipped data"),

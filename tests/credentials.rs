@@ -5,8 +5,7 @@ mod util;
 
 use std::io::Read;
 
-use sluice_contract::JobStatus;
-use util::{Sandbox, done_of, sluice};
+use util::{Sandbox, sluice, succeeded};
 
 /// base64 of `{"DB_USER":"app","DB_PASSWORD":"pw-from-ssm"}`.
 const SSM_VALUE: &str = "eyJEQl9VU0VSIjoiYXBwIiwiREJfUEFTU1dPUkQiOiJwdy1mcm9tLXNzbSJ9";
@@ -36,13 +35,7 @@ fn credentials_from_the_secrets_file_reach_the_orders_that_list_them() {
     let job = sandbox.write_job("job.json", JOB);
     let secrets = secrets_file(&sandbox, SSM_VALUE);
     let output = sandbox.run(&job, &["--secrets", &secrets]);
-    let done = done_of(&output);
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = succeeded(&output);
 
     // The bundle lists the names that came from credentials, and holds no value in the clear
     // (order.json has the command, which quotes the expected values).

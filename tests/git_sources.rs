@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use sluice_contract::{JobStatus, OrderStatus};
-use util::{HttpRequest, Sandbox, done_of};
+use sluice_contract::OrderStatus;
+use util::{HttpRequest, Sandbox, succeeded};
 
 const TOKEN: &str = "ghp_TestToken0123456789";
 
@@ -227,13 +227,7 @@ fn orders_run_in_folders_of_a_repository_at_a_commit() {
     ]});
     let job = sandbox.write_job("job.json", &job.to_string());
     let output = sandbox.run(&job, &[]);
-    let done = done_of(&output);
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = succeeded(&output);
     let then = sandbox.log_of(&done, "vpc-then");
     assert!(
         then.contains("vpc plan v1 in code"),
@@ -259,13 +253,7 @@ fn a_token_clones_once_over_http_and_is_never_seen() {
     ]});
     let job = sandbox.write_job("job.json", &job.to_string());
     let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
-    let done = done_of(&output);
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = succeeded(&output);
     assert_eq!(done.orders[0].status, OrderStatus::Succeeded);
     assert!(sandbox.log_of(&done, "dns").contains("dns plan"));
 
@@ -415,13 +403,7 @@ fn an_ssh_key_clones_over_ssh() {
         "orders": [{ "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 }]});
     let job = sandbox.write_job("job.json", &job.to_string());
     let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
-    let done = done_of(&output);
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = succeeded(&output);
     assert!(sandbox.log_of(&done, "vpc").contains("vpc plan v2"));
     let key_line = private.lines().nth(1).unwrap();
     let mut files = Vec::new();

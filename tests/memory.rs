@@ -5,8 +5,7 @@
 mod util;
 
 use nix::sys::resource::{UsageWho, getrusage};
-use sluice_contract::JobStatus;
-use util::{Sandbox, done_of};
+use util::{Sandbox, succeeded};
 
 #[test]
 fn an_order_printing_2_gb_keeps_the_cli_under_100_mb_and_its_log_head_and_tail() {
@@ -19,13 +18,7 @@ fn an_order_printing_2_gb_keeps_the_cli_under_100_mb_and_its_log_head_and_tail()
             "cmds": ["echo START-OF-OUTPUT; yes 'a line of output that repeats, 0123456789' | head -c 2000000000; echo; echo \"END-OF-OUTPUT $API_TOKEN\""]}]}"#,
     );
     let output = sandbox.run(&job, &["--max-log-mb", "8"]);
-    let done = done_of(&output);
-    assert_eq!(
-        done.status,
-        JobStatus::Succeeded,
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = succeeded(&output);
     let peak_kib = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
     assert!(peak_kib < 100 * 1024, "peak RSS {peak_kib} KiB");
 

@@ -84,6 +84,18 @@ pub fn done_of(output: &std::process::Output) -> DoneDoc {
     })
 }
 
+/// The done document of a run that must have succeeded (its stderr shown if it did not).
+pub fn succeeded(output: &std::process::Output) -> DoneDoc {
+    let done = done_of(output);
+    assert_eq!(
+        done.status,
+        sluice_contract::JobStatus::Succeeded,
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    done
+}
+
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs")
 }
