@@ -47,12 +47,16 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`EngineError::UnknownOrder`] listing the run's orders; [`StoreError::NotFound`]
+    /// [`EngineError::UnknownRun`] for a run without rows; [`EngineError::UnknownOrder`]
+    /// listing the run's orders; [`StoreError::NotFound`]
     /// when the order has no stored log yet (it has not run, or its worker died).
     pub async fn order_log(&self, run_id: &RunId, order: &str) -> Result<Vec<u8>, EngineError> {
-        let view = self.run_view(run_id).await?;
-        let row = view
-            .orders
+        // Only the rows: the done document has nothing a log needs.
+        let orders = self.ports.orders.run_orders(run_id).await?;
+        if orders.is_empty() {
+            return Err(EngineError::UnknownRun(run_id.to_string()));
+        }
+        let row = orders
             .iter()
             .find(|o| {
                 o.order_name == order
@@ -62,8 +66,7 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownOrder {
                 run_id: run_id.to_string(),
                 order: order.to_owned(),
-                known: view
-                    .orders
+                known: orders
                     .iter()
                     .map(|o| format!("{} {}", o.order_num, o.order_name))
                     .collect::<Vec<_>>()
