@@ -1,6 +1,6 @@
-//! `sluice status | wait | logs` (the `aws` feature): what they refuse before asking AWS
-//! anything. What they read is tested on moto with the engine functions behind them
-//! (`control/aws/tests/end_to_end.rs`).
+//! `sluice submit | status | wait | logs` (the `aws` feature): what they refuse before
+//! asking AWS anything. Their happy path, against a deployment in moto, is
+//! `control/aws/tests/cli.rs` (where the moto fixtures are).
 #![cfg(feature = "aws")]
 
 mod util;

@@ -20,7 +20,9 @@ pub async fn run(command: AwsCommand) -> i32 {
 
 fn engine_failure(error: EngineError) -> Failure {
     match error {
-        EngineError::UnknownRun(_) | EngineError::UnknownOrder { .. } => Failure::invalid(error),
+        EngineError::UnknownRun(_)
+        | EngineError::UnknownOrder { .. }
+        | EngineError::NoLog { .. } => Failure::invalid(error),
         other => Failure::internal(other),
     }
 }

@@ -16,6 +16,8 @@ use http_body_util::Full;
 use serde_json::Value;
 use sluice_engine::http::HttpClient;
 
+use crate::sdk_error::describe;
+
 /// Longest a submission may take (init-job clones and packages every order).
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -105,12 +107,7 @@ pub async fn submit_invoke(
         .payload(Blob::new(job))
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "invoking {function}: {}",
-                aws_sdk_lambda::error::DisplayErrorContext(&e)
-            )
-        })?;
+        .map_err(|e| format!("invoking {function}: {}", describe(&e)))?;
     let payload = output.payload.map(Blob::into_inner).unwrap_or_default();
     let body: Value = serde_json::from_slice(&payload)
         .map_err(|e| format!("invoking {function}: the answer is not JSON: {e}"))?;

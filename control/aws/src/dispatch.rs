@@ -24,6 +24,7 @@ use sluice_engine::ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogSta
 
 use crate::calls::CallCounter;
 use crate::keys::SsmKeyStore;
+use crate::sdk_error::describe;
 
 /// Starts workers on Lambda or CodeBuild.
 #[derive(Debug, Clone)]
@@ -144,10 +145,7 @@ impl Dispatcher for AwsDispatcher {
                     .payload(Blob::new(event))
                     .send()
                     .await
-                    .map_err(|e| {
-                        let message = aws_sdk_lambda::error::DisplayErrorContext(&e).to_string();
-                        failed("lambda worker", payload, message)
-                    })?;
+                    .map_err(|e| failed("lambda worker", payload, describe(&e)))?;
             }
             ExecutionTarget::Codebuild => {
                 let mut build = self
@@ -189,10 +187,7 @@ impl Dispatcher for AwsDispatcher {
                     Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
                         tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, error = %aws_sdk_codebuild::error::DisplayErrorContext(&e), "StartBuild accepted, but its answer could not be read");
                     }
-                    Err(e) => {
-                        let message = aws_sdk_codebuild::error::DisplayErrorContext(&e).to_string();
-                        return Err(failed("codebuild worker", payload, message));
-                    }
+                    Err(e) => return Err(failed("codebuild worker", payload, describe(&e))),
                 }
             }
         }
@@ -255,9 +250,7 @@ impl WatchdogStarter for SfnWatchdog {
             {
                 Ok(())
             }
-            Err(e) => Err(fail(
-                aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
-            )),
+            Err(e) => Err(fail(describe(&e))),
         }
     }
 }

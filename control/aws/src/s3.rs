@@ -44,7 +44,7 @@ impl S3Store {
     fn backend<E, R>(&self, operation: &str, key: &str, error: SdkError<E, R>) -> StoreError
     where
         E: std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         crate::sdk_error::backend(self.what(operation, key), error)
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
-use support::{moto, store_settings, watchdog_machine, worker_function};
+use support::{moto, settings_env, store_settings, watchdog_machine, worker_function};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -112,18 +112,7 @@ async fn invoke(binary: &str, settings: &AwsSettings, events: Vec<Value>) -> Vec
         .env("AWS_LAMBDA_FUNCTION_NAME", "sluice-test")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("SLUICE_INTERNAL_BUCKET", &settings.internal_bucket)
-        .env("SLUICE_DONE_BUCKET", &settings.done_bucket)
-        .env("SLUICE_ORDERS_TABLE", &settings.orders_table)
-        .env("SLUICE_EVENTS_TABLE", &settings.events_table)
-        .env("SLUICE_LOCKS_TABLE", &settings.locks_table)
-        .env("SLUICE_WORKER_FUNCTION", &settings.worker_function)
-        .env("SLUICE_CODEBUILD_PROJECT", &settings.codebuild_project)
-        .env(
-            "SLUICE_WATCHDOG_STATE_MACHINE",
-            &settings.watchdog_state_machine,
-        )
-        .env("SLUICE_SSM_PREFIX", &settings.ssm_prefix)
+        .envs(settings_env(settings))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

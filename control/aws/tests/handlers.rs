@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_aws::handlers::{init_job, watchdog};
@@ -10,6 +12,7 @@ use sluice_aws::{CallCounter, wiring};
 use sluice_contract::{OrderStatus, RunId, keys};
 use sluice_engine::Engine;
 use sluice_engine::ports::Transition;
+use support::http_api::{HttpApi, http_event};
 use support::{moto, store_settings};
 
 async fn engine() -> Engine {
@@ -38,22 +41,6 @@ fn rest_event(method: &str, body: &str) -> Value {
             "apiId": "1234567890"
         },
         "body": body, "isBase64Encoded": false
-    })
-}
-
-/// An API Gateway HTTP API (v2) event; Lambda function URLs send the same shape.
-fn http_event(method: &str, body: &str, base64: bool) -> Value {
-    json!({
-        "version": "2.0", "routeKey": "POST /init", "rawPath": "/init", "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "abc.lambda-url.us-east-1.on.aws"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "abc", "requestId": "id", "routeKey": "$default", "stage": "$default",
-            "time": "27/Nov/2026:07:00:00 +0000", "timeEpoch": 1795762800000u64,
-            "http": {"method": method, "path": "/init", "protocol": "HTTP/1.1",
-                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}
-        },
-        "body": body, "isBase64Encoded": base64
     })
 }
 
@@ -249,68 +236,17 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     );
 }
 
-/// One request to an HTTP API stand-in on 127.0.0.1: checks that it is SigV4-signed for
-/// `execute-api` (AWS checks the signature itself; moto cannot run the function), turns it
-/// into the HTTP API event and answers with the real init-job handler's answer.
-async fn serve_one(listener: &tokio::net::TcpListener, engine: &Engine) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let (socket, _) = listener.accept().await.unwrap();
-    let (read, mut write) = socket.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.unwrap();
-    let mut authorization = String::new();
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).await.unwrap();
-        if header.trim().is_empty() {
-            break;
-        }
-        let (name, value) = header.trim_end().split_once(':').unwrap();
-        match name.to_ascii_lowercase().as_str() {
-            "authorization" => authorization = value.trim().to_owned(),
-            "content-length" => length = value.trim().parse().unwrap(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.unwrap();
-    let signed = authorization.starts_with("AWS4-HMAC-SHA256 Credential=")
-        && authorization.contains("/execute-api/aws4_request")
-        && authorization.contains("Signature=");
-    let (status, reply) = if signed {
-        let event = http_event("POST", &String::from_utf8(body).unwrap(), false);
-        let answer = init_job::handle(engine, &event).await.unwrap();
-        let status = answer["statusCode"].as_u64().unwrap();
-        (status, answer["body"].as_str().unwrap().to_owned())
-    } else {
-        (403, r#"{"message":"Forbidden"}"#.to_owned())
-    };
-    let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        reply.len()
-    );
-    write.write_all(head.as_bytes()).await.unwrap();
-    write.write_all(reply.as_bytes()).await.unwrap();
-}
-
 #[tokio::test]
 async fn sluice_submit_posts_a_signed_job_to_the_http_api() {
-    let engine = engine().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/init", listener.local_addr().unwrap());
-    let (answer, ()) = tokio::join!(
-        sluice_aws::client::submit_http(&url, JOB.as_bytes().to_vec()),
-        serve_one(&listener, &engine)
-    );
+    let engine = Arc::new(engine().await);
+    let api = HttpApi::start(Arc::clone(&engine));
+    let answer = sluice_aws::client::submit_http(&api.url, JOB.as_bytes().to_vec()).await;
     assert_queued(&engine, &answer.unwrap()).await;
 
-    let (refused, ()) = tokio::join!(
-        sluice_aws::client::submit_http(&url, br#"{"username":"a","orders":[]}"#.to_vec()),
-        serve_one(&listener, &engine)
-    );
-    let refused = refused.unwrap_err();
+    let refused =
+        sluice_aws::client::submit_http(&api.url, br#"{"username":"a","orders":[]}"#.to_vec())
+            .await
+            .unwrap_err();
     assert!(
         refused.starts_with("the job was refused: ") && refused.contains("no orders"),
         "{refused}"

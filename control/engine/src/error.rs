@@ -107,6 +107,16 @@ pub enum EngineError {
         /// The run's orders, `0001 name, ...`.
         known: String,
     },
+    /// The order has no stored log: it has not run yet, or its worker stored none.
+    #[error("order {order} of run {run_id} has no log yet ({why})")]
+    NoLog {
+        /// The run.
+        run_id: String,
+        /// The order, `0002 build`.
+        order: String,
+        /// Its status, and what that means for its log.
+        why: String,
+    },
 }
 
 impl EngineError {

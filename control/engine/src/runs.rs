@@ -48,8 +48,8 @@ impl Engine {
     /// # Errors
     ///
     /// [`EngineError::UnknownRun`] for a run without rows; [`EngineError::UnknownOrder`]
-    /// listing the run's orders; [`StoreError::NotFound`]
-    /// when the order has no stored log yet (it has not run, or its worker died).
+    /// listing the run's orders; [`EngineError::NoLog`] when the order has no stored log
+    /// (it has not run, or its worker died before storing one).
     pub async fn order_log(&self, run_id: &RunId, order: &str) -> Result<Vec<u8>, EngineError> {
         // Only the rows: the done document has nothing a log needs.
         let orders = self.ports.orders.run_orders(run_id).await?;
@@ -74,13 +74,15 @@ impl Engine {
             })?;
         match self.ports.internal.get(&row.log_key).await {
             Ok(log) => Ok(log),
-            Err(StoreError::NotFound { .. }) => Err(StoreError::NotFound {
-                key: format!(
-                    "the log of order {} ({}, {})",
-                    row.order_num, row.order_name, row.status
-                ),
-            }
-            .into()),
+            Err(StoreError::NotFound { .. }) => Err(EngineError::NoLog {
+                run_id: run_id.to_string(),
+                order: format!("{} {}", row.order_num, row.order_name),
+                why: if row.status.is_terminal() {
+                    format!("it is {}: its worker stored none", row.status)
+                } else {
+                    format!("it is {}: its log is stored when it ends", row.status)
+                },
+            }),
             Err(other) => Err(other.into()),
         }
     }

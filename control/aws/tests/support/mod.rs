@@ -3,6 +3,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod cloud;
+pub mod http_api;
+
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::types::{
@@ -223,6 +226,28 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         order_ttl_days: 1,
         github_api: None,
     }
+}
+
+/// The `SLUICE_*` variables naming `settings`, as the template gives them to the functions
+/// and a user exports them for `sluice status | wait | logs`.
+pub fn settings_env(settings: &AwsSettings) -> Vec<(&'static str, String)> {
+    vec![
+        ("SLUICE_INTERNAL_BUCKET", settings.internal_bucket.clone()),
+        ("SLUICE_DONE_BUCKET", settings.done_bucket.clone()),
+        ("SLUICE_ORDERS_TABLE", settings.orders_table.clone()),
+        ("SLUICE_EVENTS_TABLE", settings.events_table.clone()),
+        ("SLUICE_LOCKS_TABLE", settings.locks_table.clone()),
+        ("SLUICE_WORKER_FUNCTION", settings.worker_function.clone()),
+        (
+            "SLUICE_CODEBUILD_PROJECT",
+            settings.codebuild_project.clone(),
+        ),
+        (
+            "SLUICE_WATCHDOG_STATE_MACHINE",
+            settings.watchdog_state_machine.clone(),
+        ),
+        ("SLUICE_SSM_PREFIX", settings.ssm_prefix.clone()),
+    ]
 }
 
 /// A worker function in moto (Lambda configured to accept invokes without running them).

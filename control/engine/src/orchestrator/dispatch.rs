@@ -23,7 +23,12 @@ use crate::ports::{OrderRecord, Transition, WatchdogInput};
 const CALLBACK_MARGIN_MS: u64 = 300_000;
 
 impl Engine {
-    /// Evaluates the run and acts on the plan; returns the orders as they are afterwards.
+    /// Evaluates the run and acts on the plan until nothing more can change without a
+    /// worker's result; returns the orders as they are afterwards.
+    ///
+    /// An order whose start failed is `failed` at once, with no worker and so no result to
+    /// wake the orchestrator again: the plan is evaluated once more, so its dependents fail
+    /// (or, when they need not succeed, start) now rather than wait forever.
     ///
     /// Past the job's deadline nothing new is started: finalize times the rest out.
     ///
@@ -34,9 +39,23 @@ impl Engine {
         &self,
         mut orders: Vec<OrderRecord>,
     ) -> Result<Vec<OrderRecord>, EngineError> {
+        loop {
+            let failed_to_start;
+            (orders, failed_to_start) = self.apply_plan_once(orders).await?;
+            if !failed_to_start {
+                return Ok(orders);
+            }
+        }
+    }
+
+    /// One evaluation and its actions; also says whether an order failed to start.
+    async fn apply_plan_once(
+        &self,
+        mut orders: Vec<OrderRecord>,
+    ) -> Result<(Vec<OrderRecord>, bool), EngineError> {
         let now = self.now_ms();
         if orders.iter().any(|o| now >= o.job_deadline_ms) {
-            return Ok(orders);
+            return Ok((orders, false));
         }
         let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
         let plan = evaluate(&nodes);
@@ -76,10 +95,12 @@ impl Engine {
             .buffer_unordered(self.config.dispatch_parallelism.max(1))
             .collect()
             .await;
+        let mut failed_to_start = false;
         for (index, result) in started {
             orders[index] = result?;
+            failed_to_start |= orders[index].status.is_terminal();
         }
-        Ok(orders)
+        Ok((orders, failed_to_start))
     }
 
     /// Starts one order (or restarts a stale start with the same attempt id).
@@ -150,8 +171,10 @@ impl Engine {
             tracing::error!(order_num = %order.order_num, %error, "dispatch failed");
             let change = Transition {
                 finished_at_ms: Some(self.now_ms()),
-                ..Transition::to(OrderStatus::Failed)
-                    .reason(format!("dispatch_failed: {}", error.message))
+                ..Transition::to(OrderStatus::Failed).reason(format!(
+                    "dispatch_failed: starting the {}: {}",
+                    error.what, error.message
+                ))
             };
             return Ok(match self.move_order(&order, &change).await? {
                 Moved::Applied(updated) => {

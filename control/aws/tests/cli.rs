@@ -1,0 +1,188 @@
+//! The `sluice` client commands against a deployment in moto, as a user runs them after
+//! `sam deploy`: `submit` (SigV4-signed POST to the HTTP API stand-in, which hands it to the
+//! real init-job handler), `status` while the run is queued, `wait` in the background while
+//! the run goes through the deployment, then `status` and `logs` of the finished run.
+//!
+//! The `sluice` binary is the root crate's, built with the `aws` feature: `cargo test
+//! --workspace --all-features` (what scripts/test runs) builds it next to this test.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_contract::result::DoneDoc;
+use sluice_contract::{JobStatus, OrderStatus, RunId};
+use support::cloud::{Cloud, Worker, cloud};
+use support::http_api::HttpApi;
+use support::settings_env;
+
+/// The `sluice` binary built alongside this test (target/<profile>/sluice).
+fn sluice_binary() -> PathBuf {
+    let binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("sluice");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test --workspace --all-features` (scripts/test), which \
+         builds the sluice binary with the aws feature",
+        binary.display()
+    );
+    binary
+}
+
+/// `sluice ARGS` with the deployment's settings and moto's AWS configuration.
+fn sluice(cloud: &Cloud, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(sluice_binary());
+    command
+        .args(args)
+        .envs(settings_env(&cloud.settings))
+        .kill_on_drop(true);
+    command
+}
+
+async fn output(cloud: &Cloud, args: &[&str]) -> Output {
+    let output = sluice(cloud, args).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("unrecognized subcommand"),
+        "the sluice binary was built without the aws feature: {stderr}"
+    );
+    output
+}
+
+fn stdout_json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not the JSON expected ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[tokio::test]
+async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
+    let cloud = cloud().await;
+    let api = HttpApi::start(Arc::new(cloud.engine()));
+    let folder = tempfile::tempdir().unwrap();
+    let job = folder.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"username": "alice", "orders": [
+            {"order_name": "fetch", "cmds": ["echo fetched"], "timeout": 60, "execution_target": "lambda"},
+            {"order_name": "build", "cmds": ["echo built by $SLUICE_ORDER_NAME"], "timeout": 60,
+             "dependencies": ["fetch"], "execution_target": "lambda"},
+            {"order_name": "check", "cmds": ["echo checking", "exit 4"], "timeout": 60,
+             "dependencies": ["fetch"], "execution_target": "lambda"}
+        ]}"#,
+    )
+    .unwrap();
+
+    let submitted: Value = stdout_json(
+        &output(
+            &cloud,
+            &["submit", job.to_str().unwrap(), "--endpoint", &api.url],
+        )
+        .await,
+    );
+    let run = submitted["run_id"].as_str().unwrap().to_owned();
+    let run_id = RunId::parse(&run).unwrap();
+    assert_eq!(submitted["pr_search_tag"], format!("sluice-{run}"));
+
+    // Queued, not yet run: the orders' rows, and no log to show.
+    let status: Value = stdout_json(&output(&cloud, &["status", &run]).await);
+    assert_eq!(status["status"], "running");
+    let orders: Vec<(String, String)> = status["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["order_name"].as_str().unwrap().to_owned(),
+                o["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        orders,
+        [
+            ("fetch".to_owned(), "queued".to_owned()),
+            ("build".to_owned(), "queued".to_owned()),
+            ("check".to_owned(), "queued".to_owned())
+        ]
+    );
+    let early = output(&cloud, &["logs", &run, "build"]).await;
+    let stderr = String::from_utf8_lossy(&early.stderr);
+    assert_eq!(early.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("order 0002 build of run")
+            && stderr.contains("has no log yet (it is queued: its log is stored when it ends)"),
+        "{stderr}"
+    );
+
+    // `wait` follows the run while the deployment carries it to its end.
+    let waiting = sluice(&cloud, &["wait", &run, "--poll", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = cloud.pump(&run_id, |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let waited = waiting.wait_with_output().await.unwrap();
+    let progress = String::from_utf8_lossy(&waited.stderr);
+    assert_eq!(
+        waited.status.code(),
+        Some(sluice_contract::exit_codes::FAILED),
+        "{progress}"
+    );
+    let waited_done: DoneDoc = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(waited_done, done);
+    assert!(
+        progress.contains("0001 fetch queued")
+            && progress.contains("0001 fetch succeeded · 0002 build succeeded · 0003 check failed"),
+        "{progress}"
+    );
+
+    // The finished run: its done document, and each order's log by name or number.
+    let status: DoneDoc = stdout_json(&output(&cloud, &["status", &run]).await);
+    assert_eq!(status, done);
+    let check = done
+        .orders
+        .iter()
+        .find(|o| o.order_name == "check")
+        .unwrap();
+    assert_eq!(check.status, OrderStatus::Failed);
+    for (order, expected) in [
+        ("build", "built by build"),
+        ("3", "checking"),
+        ("0001", "fetched"),
+    ] {
+        let log = output(&cloud, &["logs", &run, order]).await;
+        assert_eq!(log.status.code(), Some(0), "{order}");
+        assert!(
+            String::from_utf8_lossy(&log.stdout).contains(expected),
+            "{order}: {}",
+            String::from_utf8_lossy(&log.stdout)
+        );
+    }
+    let unknown = output(&cloud, &["logs", &run, "deploy"]).await;
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("0001 fetch, 0002 build, 0003 check"),
+        "{stderr}"
+    );
+    let missing = output(&cloud, &["status", &RunId::generate().to_string()]).await;
+    assert_eq!(missing.status.code(), Some(3));
+}

@@ -1,0 +1,99 @@
+//! The deployment's HTTP API as a stand-in on 127.0.0.1 (moto cannot run the function
+//! behind an API): each request's SigV4 signature for `execute-api` is checked the way the
+//! IAM authorizer would reject an unsigned one, and the request is handed, as the HTTP API
+//! event, to the real init-job handler.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sluice_aws::handlers::init_job;
+use sluice_engine::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An API Gateway HTTP API (v2) event; Lambda function URLs send the same shape.
+pub fn http_event(method: &str, body: &str, base64: bool) -> Value {
+    json!({
+        "version": "2.0", "routeKey": "POST /init", "rawPath": "/init", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "abc.lambda-url.us-east-1.on.aws"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc", "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abc", "requestId": "id", "routeKey": "$default", "stage": "$default",
+            "time": "27/Nov/2026:07:00:00 +0000", "timeEpoch": 1795762800000u64,
+            "http": {"method": method, "path": "/init", "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}
+        },
+        "body": body, "isBase64Encoded": base64
+    })
+}
+
+/// The stand-in, serving one request at a time on its own thread until the test ends (the
+/// init-job future is not `Send`: rustc cannot prove it for the engine's borrowing
+/// closures, so it cannot be given to `tokio::spawn`).
+pub struct HttpApi {
+    /// `POST` jobs here (the stack's `InitEndpoint`).
+    pub url: String,
+}
+
+impl HttpApi {
+    pub fn start(engine: Arc<Engine>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/init", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                while let Ok((socket, _)) = listener.accept().await {
+                    serve(socket, &engine).await;
+                }
+            });
+        });
+        HttpApi { url }
+    }
+}
+
+/// Answers one request: 403 unless signed, else init-job's answer.
+async fn serve(socket: TcpStream, engine: &Engine) {
+    let (read, mut write) = socket.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    let mut authorization = String::new();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).await.unwrap();
+        if header.trim().is_empty() {
+            break;
+        }
+        let (name, value) = header.trim_end().split_once(':').unwrap();
+        match name.to_ascii_lowercase().as_str() {
+            "authorization" => authorization = value.trim().to_owned(),
+            "content-length" => length = value.trim().parse().unwrap(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    let signed = authorization.starts_with("AWS4-HMAC-SHA256 Credential=")
+        && authorization.contains("/execute-api/aws4_request")
+        && authorization.contains("Signature=");
+    let (status, reply) = if signed {
+        let event = http_event("POST", &String::from_utf8(body).unwrap(), false);
+        let answer = init_job::handle(engine, &event).await.unwrap();
+        let status = answer["statusCode"].as_u64().unwrap();
+        (status, answer["body"].as_str().unwrap().to_owned())
+    } else {
+        (403, r#"{"message":"Forbidden"}"#.to_owned())
+    };
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        reply.len()
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    write.write_all(reply.as_bytes()).await.unwrap();
+}
