@@ -239,6 +239,48 @@ fn orders_run_in_folders_of_a_repository_at_a_commit() {
 }
 
 #[test]
+fn git_from_a_layer_is_found_through_its_exec_path() {
+    // A git installed elsewhere (a Lambda layer's, under /opt) finds its helpers through
+    // GIT_EXEC_PATH: the one variable of the host's, with PATH and LD_LIBRARY_PATH, that
+    // reaches git. Here the exec path is a copy of the real one whose git-upload-pack
+    // leaves a mark when the clone runs it.
+    let sandbox = Sandbox::new();
+    let (repo, _) = repository(sandbox.path());
+    let real = git(sandbox.path(), &["--exec-path"]);
+    let exec_path = sandbox.path().join("layer/libexec/git-core");
+    std::fs::create_dir_all(&exec_path).unwrap();
+    for entry in std::fs::read_dir(&real).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), exec_path.join(entry.file_name())).unwrap();
+    }
+    let mark = sandbox.path().join("upload-pack-ran");
+    let wrapper = exec_path.join("git-upload-pack");
+    std::fs::remove_file(&wrapper).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nexec '{real}/git-upload-pack' \"$@\"\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let job = serde_json::json!({ "git_repo": format!("file://{}", repo.display()), "orders": [
+        { "order_name": "dns", "git_folder": "dns", "cmds": ["./plan.sh"], "timeout": 30 },
+    ]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    let output = sandbox
+        .run_command(&job)
+        .env("GIT_EXEC_PATH", &exec_path)
+        .output()
+        .unwrap();
+    let done = succeeded(&output);
+    assert!(sandbox.log_of(&done, "dns").contains("dns plan"));
+    assert!(mark.exists(), "git used the exec path it was given");
+}
+
+#[test]
 fn a_token_clones_once_over_http_and_is_never_seen() {
     let sandbox = Sandbox::new();
     let (repo, _) = repository(sandbox.path());

@@ -36,7 +36,13 @@ fn template() -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// A value with `!Sub` and `!Ref` of parameters evaluated for a sample deployment.
+/// Parameters of the sample deployment that differ from their defaults: every option on.
+const SAMPLE_PARAMETERS: &[(&str, &str)] = &[(
+    "GitLayerArn",
+    "arn:aws:lambda:eu-west-1:123456789012:layer:git:1",
+)];
+
+/// A value with `!Sub` and `!Ref` of parameters evaluated for the sample deployment.
 fn evaluate(template: &Value, value: &Value) -> String {
     let parameters = &template["Parameters"];
     let resolve = |name: &str| -> String {
@@ -44,6 +50,10 @@ fn evaluate(template: &Value, value: &Value) -> String {
             "AWS::AccountId" => "123456789012".to_owned(),
             "AWS::Region" => "eu-west-1".to_owned(),
             "AWS::Partition" => "aws".to_owned(),
+            other if SAMPLE_PARAMETERS.iter().any(|(name, _)| *name == other) => {
+                let (_, value) = SAMPLE_PARAMETERS.iter().find(|(n, _)| *n == other).unwrap();
+                (*value).to_owned()
+            }
             other => match &parameters[other]["Default"] {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
@@ -76,13 +86,43 @@ fn resource<'t>(template: &'t Value, name: &str) -> &'t Value {
     found
 }
 
+/// Whether the template's condition `name` holds for the sample deployment.
+fn condition(template: &Value, name: &str) -> bool {
+    fn holds(template: &Value, expression: &Value) -> bool {
+        let object = expression.as_object().expect("a condition expression");
+        if let Some(operand) = object.get("Fn::Not") {
+            !holds(template, &operand[0])
+        } else if let Some(operands) = object.get("Fn::Equals") {
+            evaluate(template, &operands[0]) == evaluate(template, &operands[1])
+        } else if let Some(other) = object.get("Condition") {
+            condition(template, other.as_str().unwrap())
+        } else {
+            panic!("cannot evaluate the condition {expression}")
+        }
+    }
+    holds(template, &template["Conditions"][name])
+}
+
+/// `value` with a top-level `!If` decided for the sample deployment; `None` for
+/// `AWS::NoValue`.
+fn choose(template: &Value, value: &Value) -> Option<Value> {
+    let chosen = match value.get("Fn::If") {
+        Some(branches) => {
+            let name = branches[0].as_str().unwrap();
+            branches[if condition(template, name) { 1 } else { 2 }].clone()
+        }
+        None => value.clone(),
+    };
+    (chosen.get("Ref") != Some(&Value::from("AWS::NoValue"))).then_some(chosen)
+}
+
 /// A function's environment, evaluated.
 fn environment(template: &Value, function: &str) -> BTreeMap<String, String> {
     resource(template, function)["Properties"]["Environment"]["Variables"]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), evaluate(template, v)))
+        .filter_map(|(k, v)| Some((k.clone(), evaluate(template, &choose(template, v)?))))
         .collect()
 }
 
@@ -139,9 +179,13 @@ fn control_plane_functions_get_exactly_the_settings_their_code_reads() {
             env.get(name).cloned()
         })
         .unwrap_or_else(|e| panic!("{function}: {e}"));
+        // init-job also runs git, which is given the variables that locate it.
+        let read_by_git = |name: &str| {
+            function == "InitJobFunction" && sluice_engine::git::HOST_VARIABLES.contains(&name)
+        };
         let unread: Vec<_> = env
             .keys()
-            .filter(|k| !asked.borrow().contains(*k))
+            .filter(|k| !asked.borrow().contains(*k) && !read_by_git(k))
             .collect();
         assert!(
             unread.is_empty(),
@@ -335,4 +379,40 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         "s3:PutObject",
         &format!("arn:aws:s3:::{done}/{}", keys::done(&run))
     ));
+}
+
+#[test]
+fn the_client_environment_output_holds_the_settings_init_job_is_given() {
+    let template = template();
+    let init = environment(&template, "InitJobFunction");
+    let output = &template["Outputs"]["ClientEnvironment"]["Value"]["Fn::Sub"];
+    let mut given = BTreeMap::new();
+    for pair in output.as_str().expect("a plain !Sub").split_whitespace() {
+        let (name, value) = pair.split_once('=').unwrap();
+        // `${Resource}` is the resource's name (a state machine's: its ARN).
+        let logical = value.strip_prefix("${").and_then(|v| v.strip_suffix('}'));
+        let value = match logical.filter(|l| template["Resources"].get(*l).is_some()) {
+            Some(logical) => {
+                let found = resource(&template, logical);
+                let properties = &found["Properties"];
+                let property = ["BucketName", "TableName", "FunctionName", "Name"]
+                    .iter()
+                    .find_map(|p| properties.get(*p))
+                    .unwrap_or_else(|| panic!("{logical} has no name"));
+                let resource_name = evaluate(&template, property);
+                if found["Type"] == "AWS::Serverless::StateMachine" {
+                    format!("arn:aws:states:eu-west-1:123456789012:stateMachine:{resource_name}")
+                } else {
+                    resource_name
+                }
+            }
+            None => evaluate(&template, &serde_json::json!({ "Fn::Sub": value })),
+        };
+        given.insert(name.to_owned(), value);
+    }
+    AwsSettings::from_lookup(|name| given.get(name).cloned())
+        .expect("the output is enough for sluice status | wait | logs");
+    for (name, value) in &given {
+        assert_eq!(Some(value), init.get(name), "{name}");
+    }
 }

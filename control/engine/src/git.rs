@@ -14,7 +14,9 @@
 //! only). Both files are deleted as soon as the clone is done. git runs with
 //! an environment built from scratch: no user or system configuration, no prompts, only the
 //! `https`, `http`, `ssh`, `git` and `file` transports (never `ext::`), and its messages are
-//! shown with the token masked.
+//! shown with the token masked. Of this process's environment git gets only what locates
+//! git itself ([`HOST_VARIABLES`]): a git from a Lambda layer lives under `/opt` and needs
+//! its helpers' and libraries' paths.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,6 +27,11 @@ use std::process::Stdio;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sluice_contract::validate::GitSource;
+
+/// The variables of this process that git is given, when set: where git, its helpers
+/// (`git-remote-https`, `git-upload-pack`) and its libraries are. Nothing else of the
+/// host's environment reaches git.
+pub const HOST_VARIABLES: &[&str] = &["PATH", "LD_LIBRARY_PATH", "GIT_EXEC_PATH"];
 
 /// The user name sent with a token (GitHub's convention for tokens of every kind).
 const TOKEN_USER: &str = "x-access-token";
@@ -192,22 +199,26 @@ impl GitWorkspace {
         Ok(clone)
     }
 
-    /// git's environment: nothing of this process's but `PATH`; with a token file, the
-    /// askpass script that reads it; with a key file, the ssh command that uses it.
+    /// git's environment: nothing of this process's but [`HOST_VARIABLES`]; with a token
+    /// file, the askpass script that reads it; with a key file, the ssh command that uses
+    /// it.
     fn env(&self, auth: Option<Auth<'_>>) -> Vec<(&'static str, String)> {
         let home = self.dir.path().display().to_string();
-        let mut env = vec![
-            (
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".to_owned()),
-            ),
+        let mut env: Vec<(&'static str, String)> = HOST_VARIABLES
+            .iter()
+            .filter_map(|&name| std::env::var(name).ok().map(|value| (name, value)))
+            .collect();
+        if !env.iter().any(|(name, _)| *name == "PATH") {
+            env.push(("PATH", "/usr/bin:/bin".to_owned()));
+        }
+        env.extend([
             ("HOME", home),
             ("LC_ALL", "C".to_owned()),
             ("GIT_CONFIG_NOSYSTEM", "1".to_owned()),
             ("GIT_CONFIG_GLOBAL", "/dev/null".to_owned()),
             ("GIT_TERMINAL_PROMPT", "0".to_owned()),
             ("GIT_ALLOW_PROTOCOL", "https:http:ssh:git:file".to_owned()),
-        ];
+        ]);
         match auth {
             Some(Auth::Token(file)) => {
                 let askpass = self.dir.path().join("askpass.sh");
@@ -293,7 +304,9 @@ async fn git(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> Resul
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
-                "git is not installed (it fetches code from git repositories)".to_owned()
+                "git is not installed (it fetches code from git repositories; on AWS, \
+                 deploy init-job with a git layer: GitLayerArn in docs/deploy.md)"
+                    .to_owned()
             }
             _ => format!("running git: {e}"),
         })?;
