@@ -74,7 +74,7 @@ fn stdout_json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
 #[tokio::test]
 async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
     let cloud = cloud().await;
-    let api = HttpApi::start(Arc::new(cloud.engine()));
+    let api = HttpApi::start(Arc::new(cloud.engine())).await;
     let folder = tempfile::tempdir().unwrap();
     let job = folder.path().join("job.json");
     std::fs::write(

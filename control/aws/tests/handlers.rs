@@ -239,7 +239,7 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
 #[tokio::test]
 async fn sluice_submit_posts_a_signed_job_to_the_http_api() {
     let engine = Arc::new(engine().await);
-    let api = HttpApi::start(Arc::clone(&engine));
+    let api = HttpApi::start(Arc::clone(&engine)).await;
     let answer = sluice_aws::client::submit_http(&api.url, JOB.as_bytes().to_vec()).await;
     assert_queued(&engine, &answer.unwrap()).await;
 

@@ -43,8 +43,14 @@ pub async fn resolve(
 ) -> Result<Vec<OrderEnv>, EngineError> {
     let distinct: BTreeSet<&SecretLocation> =
         job.orders.iter().flat_map(|o| &o.credentials).collect();
-    let fetched: HashMap<&SecretLocation, Result<String, StoreError>> = stream::iter(distinct)
+    // The futures are made before they go into the stream: a closure inside the stream
+    // would make rustc lose that the whole future is `Send` (its lifetimes turn higher-
+    // ranked), and callers spawn init_job.
+    let fetches: Vec<_> = distinct
+        .into_iter()
         .map(|location| async move { (location, source.fetch(location).await) })
+        .collect();
+    let fetched: HashMap<&SecretLocation, Result<String, StoreError>> = stream::iter(fetches)
         .buffer_unordered(FETCH_PARALLELISM)
         .collect()
         .await;

@@ -98,8 +98,17 @@ impl Engine {
         envs: Vec<OrderEnv>,
         ids: &RunIds<'_>,
     ) -> Result<(), EngineError> {
-        let records: Vec<OrderRecord> = stream::iter(ids.job.orders.iter().zip(code).zip(envs))
+        // Made before they go into the stream, so the future stays `Send` (see
+        // `credentials::resolve`).
+        let packaging: Vec<_> = ids
+            .job
+            .orders
+            .iter()
+            .zip(code)
+            .zip(envs)
             .map(|((order, code), env)| self.package_order(ids, order, code, env))
+            .collect();
+        let records: Vec<OrderRecord> = stream::iter(packaging)
             .buffered(PACKAGING_PARALLELISM)
             .try_collect()
             .await?;

@@ -216,6 +216,39 @@ proptest! {
 }
 
 #[test]
+fn jobs_are_initialised_at_once_from_spawned_tasks() {
+    // A server takes submissions concurrently: init_job's future must be `Send` (this
+    // does not compile otherwise) and runs must not mix.
+    runtime().block_on(async {
+        let harness = Harness::start(8);
+        let inits: Vec<_> = (0..4)
+            .map(|i| {
+                let engine = Arc::clone(harness.runtime.engine());
+                tokio::spawn(async move {
+                    let orders = (0..=i).map(|_| order(&[], true)).collect();
+                    let answer = engine
+                        .init_job(
+                            &job(orders),
+                            &ValidateOptions::local("t"),
+                            std::path::Path::new("."),
+                        )
+                        .await
+                        .unwrap();
+                    (answer.run_id, i + 1)
+                })
+            })
+            .collect();
+        let runs = futures::future::join_all(inits).await;
+        let engine = harness.runtime.engine();
+        for run in runs {
+            let (run_id, orders) = run.unwrap();
+            let rows = engine.ports.orders.run_orders(&run_id).await.unwrap();
+            assert_eq!(rows.len(), orders, "run {run_id}");
+        }
+    });
+}
+
+#[test]
 fn many_results_arriving_at_once_are_all_processed() {
     runtime().block_on(async {
         const ORDERS: usize = 300;

@@ -27,37 +27,27 @@ pub fn http_event(method: &str, body: &str, base64: bool) -> Value {
     })
 }
 
-/// The stand-in, serving one request at a time on its own thread until the test ends (the
-/// init-job future is not `Send`: rustc cannot prove it for the engine's borrowing
-/// closures, so it cannot be given to `tokio::spawn`).
+/// The stand-in, serving until the test ends.
 pub struct HttpApi {
     /// `POST` jobs here (the stack's `InitEndpoint`).
     pub url: String,
 }
 
 impl HttpApi {
-    pub fn start(engine: Arc<Engine>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+    pub async fn start(engine: Arc<Engine>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/init", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = TcpListener::from_std(listener).unwrap();
-                while let Ok((socket, _)) = listener.accept().await {
-                    serve(socket, &engine).await;
-                }
-            });
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket, Arc::clone(&engine)));
+            }
         });
         HttpApi { url }
     }
 }
 
 /// Answers one request: 403 unless signed, else init-job's answer.
-async fn serve(socket: TcpStream, engine: &Engine) {
+async fn serve(socket: TcpStream, engine: Arc<Engine>) {
     let (read, mut write) = socket.into_split();
     let mut reader = BufReader::new(read);
     let mut line = String::new();
@@ -84,7 +74,7 @@ async fn serve(socket: TcpStream, engine: &Engine) {
         && authorization.contains("Signature=");
     let (status, reply) = if signed {
         let event = http_event("POST", &String::from_utf8(body).unwrap(), false);
-        let answer = init_job::handle(engine, &event).await.unwrap();
+        let answer = init_job::handle(&engine, &event).await.unwrap();
         let status = answer["statusCode"].as_u64().unwrap();
         (status, answer["body"].as_str().unwrap().to_owned())
     } else {
