@@ -11,6 +11,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use sluice_contract::result::DoneDoc;
@@ -18,6 +19,7 @@ use sluice_contract::{JobStatus, OrderStatus, RunId};
 use support::cloud::{Cloud, Worker, cloud};
 use support::http_api::HttpApi;
 use support::settings_env;
+use tokio::io::AsyncBufReadExt;
 
 /// The `sluice` binary built alongside this test (target/<profile>/sluice).
 fn sluice_binary() -> PathBuf {
@@ -131,27 +133,41 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
         "{stderr}"
     );
 
-    // `wait` follows the run while the deployment carries it to its end.
-    let waiting = sluice(&cloud, &["wait", &run, "--poll", "1"])
+    // `wait` follows the run while the deployment carries it to its end: its first line is
+    // the queued run (read before the run moves), its last the finished one.
+    let mut waiting = sluice(&cloud, &["wait", &run, "--poll", "1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut progress = tokio::io::BufReader::new(waiting.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), progress.next_line())
+        .await
+        .expect("wait prints the run at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first,
+        "sluice: 0001 fetch queued · 0002 build queued · 0003 check queued"
+    );
     let done = cloud.pump(&run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Failed);
+    let mut rest = Vec::new();
+    while let Some(line) = progress.next_line().await.unwrap() {
+        rest.push(line);
+    }
     let waited = waiting.wait_with_output().await.unwrap();
-    let progress = String::from_utf8_lossy(&waited.stderr);
     assert_eq!(
         waited.status.code(),
         Some(sluice_contract::exit_codes::FAILED),
-        "{progress}"
+        "{rest:?}"
     );
     let waited_done: DoneDoc = serde_json::from_slice(&waited.stdout).unwrap();
     assert_eq!(waited_done, done);
-    assert!(
-        progress.contains("0001 fetch queued")
-            && progress.contains("0001 fetch succeeded · 0002 build succeeded · 0003 check failed"),
-        "{progress}"
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("sluice: 0001 fetch succeeded · 0002 build succeeded · 0003 check failed"),
+        "{rest:?}"
     );
 
     // The finished run: its done document, and each order's log by name or number.
