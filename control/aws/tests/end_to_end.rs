@@ -143,6 +143,39 @@ async fn an_order_that_cannot_be_started_fails_and_the_run_still_finishes() {
 }
 
 #[tokio::test]
+async fn without_its_watchdog_an_order_is_not_started_at_all() {
+    // The watchdog state machine is missing: StartExecution fails. The worker must not be
+    // started (it would run unwatched while its order is reported failed).
+    let mut cloud = cloud().await;
+    cloud.settings.watchdog_state_machine =
+        "arn:aws:states:us-east-1:123456789012:stateMachine:missing".to_owned();
+    let done = cloud
+        .run(
+            &job(vec![
+                order("plan", "echo planned", &[]),
+                order("apply", "echo applied", &["plan"]),
+            ]),
+            |_| Worker::Runs,
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let (status, reason) = status_of(&done, "plan");
+    assert_eq!(status, OrderStatus::Failed);
+    let reason = reason.unwrap();
+    assert!(
+        reason.starts_with("dispatch_failed: starting the watchdog: ")
+            && reason.contains("StateMachineDoesNotExist"),
+        "{reason}"
+    );
+    assert_eq!(
+        status_of(&done, "apply"),
+        (OrderStatus::Failed, Some("dependency_failed".to_owned()))
+    );
+    let calls = cloud.calls.snapshot();
+    assert_eq!(calls.get(&("lambda", "Invoke")), None, "{calls:?}");
+}
+
+#[tokio::test]
 async fn a_worker_that_never_reports_is_timed_out_by_the_watchdog() {
     let cloud = cloud().await;
     let mut lost = order("lost", "echo never runs", &[]);

@@ -1,10 +1,11 @@
 //! dispatch: fail what cannot run, start what can, and retry starts that were interrupted.
 //!
 //! Starting an order is idempotent: `queued → dispatching` is a conditional write that also
-//! records a fresh attempt id, then the worker and its watchdog are started, then
-//! `dispatching → running`. An order found `dispatching` longer than the dispatch lease (its
-//! orchestrator crashed mid-start) is started again with the same attempt id; the worker
-//! claims the attempt before running anything, so the order still runs at most once.
+//! records a fresh attempt id, then the watchdog and the worker are started (in that order:
+//! nothing runs unwatched), then `dispatching → running`. An order found `dispatching`
+//! longer than the dispatch lease (its orchestrator crashed mid-start) is started again with
+//! the same attempt id; the worker claims the attempt before running anything, so the order
+//! still runs at most once.
 
 use std::time::Duration;
 
@@ -155,7 +156,11 @@ impl Engine {
             job_deadline: order.job_deadline_ms.div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
         };
+        // The watchdog first: when it cannot be started, nothing runs unwatched (a worker
+        // started without one would run on while its order is reported failed); when the
+        // worker then cannot be started, its watchdog sees the failed order and stops.
         let started = async {
+            self.ports.watchdog.start(&watch).await?;
             self.ports
                 .dispatcher
                 .start(
@@ -163,8 +168,7 @@ impl Engine {
                     Duration::from_secs(order.timeout),
                     &payload,
                 )
-                .await?;
-            self.ports.watchdog.start(&watch).await
+                .await
         }
         .await;
         if let Err(error) = started {
