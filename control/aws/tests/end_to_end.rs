@@ -5,6 +5,7 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderStatus, ValidateOptions, parse_job};
@@ -173,6 +174,53 @@ async fn without_its_watchdog_an_order_is_not_started_at_all() {
     );
     let calls = cloud.calls.snapshot();
     assert_eq!(calls.get(&("lambda", "Invoke")), None, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_run_whose_first_notification_is_lost_is_started_by_its_start_watch() {
+    let cloud = cloud().await;
+    let engine = cloud.engine();
+    let answer = engine
+        .init_job(
+            &parse_job(job(vec![order("plan", "echo planned", &[])]).as_bytes()).unwrap(),
+            &ValidateOptions::aws(),
+            Path::new("."),
+        )
+        .await
+        .unwrap();
+    let run_id = answer.run_id;
+    // The init trigger's notification never reaches the orchestrator.
+    assert!(cloud.lose_notifications().await >= 1);
+    let watch = cloud
+        .watchdog_executions()
+        .await
+        .into_iter()
+        .find(|w| w.run_id == run_id)
+        .expect("init-job started the run's start watch");
+    assert_eq!(watch.order_num, sluice_contract::OrderNum::INIT);
+
+    // The state machine's steps, through the real watchdog-check handler.
+    let mut input = serde_json::to_value(&watch).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let output = sluice_aws::handlers::watchdog::handle(&engine, &input)
+            .await
+            .unwrap();
+        if output["done"] == true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{output}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        input = output;
+    }
+    let row = &engine.ports.orders.run_orders(&run_id).await.unwrap()[0];
+    assert_ne!(
+        row.status,
+        OrderStatus::Queued,
+        "the start watch ran a pass"
+    );
+    let done = cloud.pump(&run_id, |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
 }
 
 #[tokio::test]

@@ -365,6 +365,17 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         &template,
         function_statements(&template, "OrchestratorFunction"),
     );
+    // Watchdogs: init-job starts a run's start watch, the orchestrator each order's.
+    let machine = format!(
+        "arn:aws:states:eu-west-1:123456789012:stateMachine:{}",
+        evaluate(
+            &template,
+            &resource(&template, "WatchdogStateMachine")["Properties"]["Name"]
+        )
+    );
+    for (role, rules) in [("init-job", &init), ("orchestrator", &orchestrator)] {
+        assert!(can(rules, "states:StartExecution", &machine), "{role}");
+    }
     assert!(can(&orchestrator, "s3:GetObject", &object(&result_key)));
     assert!(
         can(&orchestrator, "s3:PutObject", &object(&result_key)),

@@ -31,6 +31,9 @@ pub struct EngineConfig {
     /// How long past an order's timeout the watchdog waits for the worker's own report
     /// (covers the kill grace period and the log upload).
     pub watchdog_slack: Duration,
+    /// How long after init the run's first orchestrator pass may take before the start
+    /// watch runs it (its notification was lost).
+    pub start_grace: Duration,
     /// How long order_events rows are kept.
     pub event_ttl: Duration,
     /// How long orders rows are kept.
@@ -45,6 +48,7 @@ impl Default for EngineConfig {
             dispatch_lease: Duration::from_secs(120),
             dispatch_parallelism: 16,
             watchdog_slack: Duration::from_secs(40),
+            start_grace: Duration::from_secs(60),
             event_ttl: Duration::from_secs(90 * 24 * 3600),
             order_ttl: Duration::from_secs(24 * 3600),
         }

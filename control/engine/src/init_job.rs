@@ -3,9 +3,12 @@
 //! The steps, in order: validate → preflight → credentials fetched (each location once) →
 //! ids → per order (in parallel, bounded): key pair, env encrypted, presigned callback,
 //! bundle, upload → insert all rows (all or none) → `_job`
-//! started event → init trigger `0000/result.json`, whose arrival runs the orchestrator for
-//! the first time. Bundles are uploaded before rows are inserted so that a dispatched order
-//! always finds its bundle; a failure before the insert leaves no queued orders behind.
+//! started event → the run's start watch → init trigger `0000/result.json`, whose arrival
+//! runs the orchestrator for the first time. Bundles are uploaded before rows are inserted
+//! so that a dispatched order always finds its bundle; a failure before the insert leaves
+//! no queued orders behind. The start watch (a watchdog for order `0000`) runs the first
+//! pass itself should the trigger's notification be lost: until a pass has run, no order
+//! has a watchdog of its own.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +29,8 @@ use crate::code::CodePlan;
 use crate::credentials::{self, OrderEnv};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
-use crate::ports::{OrderEvent, OrderRecord};
+use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
+use crate::watchdog::START_WATCH;
 
 /// What init_job answers (the body of the 200 response on AWS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,6 +130,7 @@ impl Engine {
             .await?;
         // Before the trigger: the orchestrator then finds the comment to update.
         self.update_pr_comment(&records, None).await;
+        self.start_watch(ids).await;
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
         self.ports
             .internal
@@ -133,6 +138,23 @@ impl Engine {
             .await?;
         tracing::info!(orders = records.len(), "job queued");
         Ok(())
+    }
+
+    /// Starts the run's start watch. Best effort: the trigger's notification is what
+    /// normally runs the first pass, so a failure here is logged, not fatal.
+    async fn start_watch(&self, ids: &RunIds<'_>) {
+        let watch = WatchdogInput {
+            run_id: ids.run_id.clone(),
+            order_num: OrderNum::INIT,
+            attempt: START_WATCH.to_owned(),
+            timeout: 0,
+            start_time: ids.created_at_ms / 1000,
+            job_deadline: (ids.created_at_ms + ids.job.job_timeout * 1000).div_ceil(1000),
+            internal_bucket: self.ports.internal.bucket().to_owned(),
+        };
+        if let Err(error) = self.ports.watchdog.start(&watch).await {
+            tracing::warn!(%error, "the start watch could not be started; the run relies on its trigger's notification");
+        }
     }
 
     async fn package_order(

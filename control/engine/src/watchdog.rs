@@ -8,11 +8,17 @@
 //! put, so a real result that lands at the same moment wins) and that result wakes the
 //! orchestrator like any other. A result that exists while the order still runs, or a job
 //! past its deadline, asks the caller to kick the orchestrator.
+//!
+//! The run's start watch (order `0000`, attempt [`START_WATCH`], started by init_job) covers
+//! the time before any order has a watchdog: once the start grace has passed with every
+//! order still queued (no pass has run: the init trigger's notification was lost, or every
+//! pass failed), it kicks the orchestrator, and again every [`START_RETRY_SECONDS`] until
+//! one has.
 
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::Claim;
 use sluice_contract::result::{ResultDoc, WATCHDOG_LOG};
-use sluice_contract::{OrderStatus, keys};
+use sluice_contract::{OrderNum, OrderStatus, keys};
 
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, StoreError};
@@ -23,6 +29,10 @@ use crate::ports::WatchdogInput;
 pub const MAX_WAIT_SECONDS: u64 = 60;
 /// Wait after asking for a kick, seconds.
 pub const KICK_WAIT_SECONDS: u64 = 5;
+/// The attempt id of a run's start watch.
+pub const START_WATCH: &str = "start";
+/// Wait between the start watch's kicks, seconds.
+pub const START_RETRY_SECONDS: u64 = 60;
 
 /// What the watchdog loop does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +71,9 @@ impl Engine {
         &self,
         input: &WatchdogInput,
     ) -> Result<WatchdogVerdict, EngineError> {
+        if input.order_num == OrderNum::INIT {
+            return self.start_watch_check(input).await;
+        }
         let store = &self.ports.internal;
         let order = self
             .ports
@@ -114,6 +127,32 @@ impl Engine {
             done: false,
             wait_seconds: wait,
             kick: false,
+        })
+    }
+
+    /// One check of a run's start watch (see the module docs).
+    async fn start_watch_check(
+        &self,
+        input: &WatchdogInput,
+    ) -> Result<WatchdogVerdict, EngineError> {
+        let orders = self.ports.orders.run_orders(&input.run_id).await?;
+        if orders.iter().any(|o| o.status != OrderStatus::Queued) || orders.is_empty() {
+            return Ok(WatchdogVerdict::DONE);
+        }
+        let now = self.now_ms();
+        let due_ms = input.start_time * 1000 + millis(self.config.start_grace);
+        if now < due_ms {
+            return Ok(WatchdogVerdict {
+                done: false,
+                wait_seconds: (due_ms - now).div_ceil(1000).clamp(1, MAX_WAIT_SECONDS),
+                kick: false,
+            });
+        }
+        tracing::warn!(run_id = %input.run_id, "no orchestrator pass has run since init; running one");
+        Ok(WatchdogVerdict {
+            done: false,
+            wait_seconds: START_RETRY_SECONDS,
+            kick: true,
         })
     }
 }

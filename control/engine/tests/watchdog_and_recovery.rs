@@ -9,10 +9,13 @@ use async_trait::async_trait;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::OrderSpec;
 use sluice_contract::result::{WATCHDOG_LOG, parse_result};
-use sluice_contract::{ExecutionTarget, JobSpec, OrderStatus, RunId, ValidateOptions, keys};
+use sluice_contract::{
+    ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, ValidateOptions, keys,
+};
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::DispatchError;
+use sluice_engine::watchdog::START_WATCH;
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, WatchdogInput, WatchdogStarter,
 };
@@ -136,6 +139,49 @@ async fn one_order_run(setup: &Setup, timeout: u64) -> RunId {
         .run_id
 }
 
+/// The watchdog started for the run's first order (not its start watch).
+fn order_watch(setup: &Setup) -> WatchdogInput {
+    let watched = setup.recorder.watched.lock().unwrap();
+    watched
+        .iter()
+        .find(|w| w.order_num != OrderNum::INIT)
+        .expect("an order was dispatched")
+        .clone()
+}
+
+#[tokio::test]
+async fn the_start_watch_runs_the_first_pass_when_the_trigger_is_lost() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    // init_job started the run's start watch; the trigger's event never comes.
+    let watch = setup.recorder.watched.lock().unwrap()[0].clone();
+    assert_eq!(
+        (
+            watch.run_id.clone(),
+            watch.order_num,
+            watch.attempt.as_str()
+        ),
+        (run.clone(), OrderNum::INIT, START_WATCH)
+    );
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(!verdict.done && !verdict.kick, "{verdict:?}");
+    assert_eq!(verdict.wait_seconds, 60, "the start grace");
+
+    setup.clock.advance(Duration::from_secs(61));
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(verdict.kick && !verdict.done, "{verdict:?}");
+    // What the watchdog's handler does on a kick.
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1);
+    assert!(
+        setup.engine.watchdog_check(&watch).await.unwrap().done,
+        "a run that has had a pass needs no start watch"
+    );
+}
+
 #[tokio::test]
 async fn an_expired_lease_lets_the_next_event_resume_the_run() {
     let setup = setup();
@@ -169,7 +215,7 @@ async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
     let setup = setup();
     let run = one_order_run(&setup, 100).await;
     setup.engine.orchestrate(&run).await.unwrap();
-    let input = setup.recorder.watched.lock().unwrap()[0].clone();
+    let input = order_watch(&setup);
     assert_eq!((input.timeout, input.attempt.is_empty()), (100, false));
 
     // Not claimed yet (waiting for a slot): bounded by the job deadline only.
@@ -233,7 +279,7 @@ async fn the_watchdog_kicks_a_run_whose_result_was_not_processed() {
     let setup = setup();
     let run = one_order_run(&setup, 100).await;
     setup.engine.orchestrate(&run).await.unwrap();
-    let input = setup.recorder.watched.lock().unwrap()[0].clone();
+    let input = order_watch(&setup);
     // A result landed, but its event was lost: the order is still running.
     report_success(&setup, &run, input.order_num).await;
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();

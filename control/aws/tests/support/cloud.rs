@@ -154,8 +154,9 @@ pub enum Worker {
 impl Cloud {
     pub fn engine(&self) -> Engine {
         let mut engine = wiring::aws_engine(&self.clients, &self.settings, &self.calls);
-        // Short enough for a test to see the watchdog act.
+        // Short enough for a test to see the watchdogs act.
         engine.config.watchdog_slack = Duration::from_secs(1);
+        engine.config.start_grace = Duration::from_secs(1);
         engine
     }
 
@@ -322,6 +323,15 @@ impl Cloud {
             return Vec::new();
         }
         let wanted: HashSet<&str> = attempts.iter().map(|p| p.attempt.as_str()).collect();
+        self.watchdog_executions()
+            .await
+            .into_iter()
+            .filter(|input| wanted.contains(input.attempt.as_str()))
+            .collect()
+    }
+
+    /// The inputs of every watchdog execution started so far.
+    pub async fn watchdog_executions(&self) -> Vec<WatchdogInput> {
         let executions = self
             .clients
             .sfn
@@ -340,12 +350,38 @@ impl Cloud {
                 .send()
                 .await
                 .unwrap();
-            let input: WatchdogInput = serde_json::from_str(described.input().unwrap()).unwrap();
-            if wanted.contains(input.attempt.as_str()) {
-                inputs.push(input);
-            }
+            inputs.push(serde_json::from_str(described.input().unwrap()).unwrap());
         }
         inputs
+    }
+
+    /// Takes every S3 notification waiting for the orchestrator and throws it away, as if
+    /// its delivery had failed; returns how many there were.
+    pub async fn lose_notifications(&self) -> usize {
+        let mut lost = 0;
+        loop {
+            let messages = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            if messages.messages().is_empty() {
+                return lost;
+            }
+            for message in messages.messages() {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                lost += 1;
+            }
+        }
     }
 }
 
