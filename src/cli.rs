@@ -58,7 +58,8 @@ enum CommandArgs {
     },
     /// Submit a job to a deployment: a SigV4-signed POST to its HTTP API (`--endpoint`,
     /// the stack's InitEndpoint output) or a direct invoke of its init-job function
-    /// (`--function`); prints init-job's answer (the run id...) as JSON.
+    /// (`--function`); prints init-job's answer (the run id...) as JSON. With `--wait`,
+    /// follows the run as `sluice wait` does instead.
     #[cfg(feature = "aws")]
     Submit {
         /// The job file (JSON).
@@ -69,6 +70,13 @@ enum CommandArgs {
         /// The init-job function's name or ARN.
         #[arg(long, env = "SLUICE_INIT_FUNCTION")]
         function: Option<String>,
+        /// Then wait for the run: progress on stderr, its done document on stdout, the
+        /// job's exit code (needs the deployment's SLUICE_* settings, checked first).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: seconds between looks.
+        #[arg(long, default_value_t = 5, requires = "wait", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        poll: u64,
     },
     /// Show a run on AWS: its done document, or its orders while it runs (JSON on stdout).
     #[cfg(feature = "aws")]
@@ -141,6 +149,8 @@ pub enum AwsCommand {
         job: PathBuf,
         /// Where init-job is: an HTTP API URL or a function.
         target: SubmitTarget,
+        /// Follow the run afterwards, looking this often.
+        wait: Option<Duration>,
     },
     /// `sluice status RUN_ID`.
     Status {
@@ -290,6 +300,8 @@ pub fn parse() -> Result<Command, ExitCode> {
             job,
             endpoint,
             function,
+            wait,
+            poll,
         } => {
             let target = match (endpoint, function) {
                 (Some(url), _) => SubmitTarget::Endpoint(url),
@@ -302,7 +314,11 @@ pub fn parse() -> Result<Command, ExitCode> {
                 }
             };
             Command::Aws {
-                command: AwsCommand::Submit { job, target },
+                command: AwsCommand::Submit {
+                    job,
+                    target,
+                    wait: wait.then(|| Duration::from_secs(poll)),
+                },
                 verbosity,
             }
         }

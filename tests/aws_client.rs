@@ -62,3 +62,26 @@ fn submit_needs_a_target_and_a_job_valid_for_aws() {
         "{stderr}"
     );
 }
+
+#[test]
+fn submit_wait_checks_the_deployment_settings_before_sending_anything() {
+    let sandbox = util::Sandbox::new();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"username": "alice", "orders": [{"cmds": ["true"], "timeout": 60, "execution_target": "lambda"}]}"#,
+    );
+    // Nothing listens on the endpoint: sending would fail with exit 4, not 3.
+    let output = sluice()
+        .arg("submit")
+        .arg(&job)
+        .args(["--endpoint", "http://127.0.0.1:9/init", "--wait"])
+        .env_remove("SLUICE_INTERNAL_BUCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("SLUICE_INTERNAL_BUCKET is not set"),
+        "{stderr}"
+    );
+}

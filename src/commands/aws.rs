@@ -3,10 +3,12 @@
 //! deployment and the standard AWS configuration come from the environment).
 
 use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_contract::{RunId, exit_codes};
-use sluice_engine::EngineError;
+use sluice_engine::{Engine, EngineError};
 
 use super::{Failure, read_job};
 use crate::cli::{AwsCommand, SubmitTarget};
@@ -29,7 +31,7 @@ fn engine_failure(error: EngineError) -> Failure {
 
 async fn answer(command: AwsCommand) -> Result<i32, Failure> {
     match command {
-        AwsCommand::Submit { job, target } => submit(&job, &target).await,
+        AwsCommand::Submit { job, target, wait } => submit(&job, &target, wait).await,
         AwsCommand::Status { run_id } => {
             let (engine, run_id) = engine_and_run(&run_id).await?;
             let view = engine.run_view(&run_id).await.map_err(engine_failure)?;
@@ -52,22 +54,7 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
         }
         AwsCommand::Wait { run_id, poll } => {
             let (engine, run_id) = engine_and_run(&run_id).await?;
-            let done = engine
-                .wait_for_done(&run_id, poll, |view| {
-                    let line: Vec<String> = view
-                        .orders
-                        .iter()
-                        .map(|o| format!("{} {} {}", o.order_num, o.order_name, o.status))
-                        .collect();
-                    eprintln!("sluice: {}", line.join(" · "));
-                })
-                .await
-                .map_err(engine_failure)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&done).expect("done documents serialize")
-            );
-            Ok(exit_codes::for_job_status(done.status))
+            wait(&engine, &run_id, poll).await
         }
         AwsCommand::Logs { run_id, order } => {
             let (engine, run_id) = engine_and_run(&run_id).await?;
@@ -84,27 +71,58 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
     }
 }
 
+/// Follows the run until its done document: a line on stderr whenever a status changes,
+/// then the document on stdout; the job's exit code.
+async fn wait(engine: &Engine, run_id: &RunId, poll: Duration) -> Result<i32, Failure> {
+    let done = engine
+        .wait_for_done(run_id, poll, |view| {
+            let line: Vec<String> = view
+                .orders
+                .iter()
+                .map(|o| format!("{} {} {}", o.order_num, o.order_name, o.status))
+                .collect();
+            eprintln!("sluice: {}", line.join(" · "));
+        })
+        .await
+        .map_err(engine_failure)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&done).expect("done documents serialize")
+    );
+    Ok(exit_codes::for_job_status(done.status))
+}
+
+/// The engine over the deployment named by the environment.
+async fn deployment() -> Result<Arc<Engine>, Failure> {
+    sluice_aws::runtime::engine_from_env()
+        .await
+        .context("the deployment's settings")
+        .map_err(Failure::invalid)
+}
+
 /// The engine over the deployment named by the environment, and `text` as a run id.
-async fn engine_and_run(
-    text: &str,
-) -> Result<(std::sync::Arc<sluice_engine::Engine>, RunId), Failure> {
+async fn engine_and_run(text: &str) -> Result<(Arc<Engine>, RunId), Failure> {
     let run_id = RunId::parse(text)
         .with_context(|| format!("{text:?} is not a run id"))
         .map_err(Failure::invalid)?;
-    let engine = sluice_aws::runtime::engine_from_env()
-        .await
-        .context("the deployment's settings")
-        .map_err(Failure::invalid)?;
-    Ok((engine, run_id))
+    Ok((deployment().await?, run_id))
 }
 
-/// Checks the job as AWS will (so a bad one is refused here, naming the order and field),
-/// then sends the file as written.
-async fn submit(job: &std::path::Path, target: &SubmitTarget) -> Result<i32, Failure> {
+/// Checks the job as AWS will (so a bad one is refused here, naming the order and field)
+/// and, to wait, the deployment's settings; then sends the file as written.
+async fn submit(
+    job: &std::path::Path,
+    target: &SubmitTarget,
+    wait_poll: Option<Duration>,
+) -> Result<i32, Failure> {
     let (spec, _) = read_job(job)?;
     sluice_contract::validate::validate(&spec, &sluice_contract::ValidateOptions::aws())
         .with_context(|| format!("job file {}", job.display()))
         .map_err(Failure::invalid)?;
+    let follow = match wait_poll {
+        Some(poll) => Some((deployment().await?, poll)),
+        None => None,
+    };
     let bytes = std::fs::read(job)
         .with_context(|| format!("reading job file {}", job.display()))
         .map_err(Failure::invalid)?;
@@ -115,17 +133,26 @@ async fn submit(job: &std::path::Path, target: &SubmitTarget) -> Result<i32, Fai
             sluice_aws::client::submit_invoke(&clients.lambda, function, bytes).await
         }
     };
-    match answer {
-        Ok(answer) => {
+    match (answer, follow) {
+        (Ok(answer), None) => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&answer).expect("JSON serializes")
             );
             Ok(exit_codes::SUCCEEDED)
         }
-        Err(message) if message.starts_with("the job was refused") => {
+        (Ok(answer), Some((engine, poll))) => {
+            let run_id = answer["run_id"]
+                .as_str()
+                .and_then(RunId::parse)
+                .with_context(|| format!("init-job answered without a run id: {answer}"))
+                .map_err(Failure::internal)?;
+            eprintln!("sluice: submitted run {run_id}");
+            wait(&engine, &run_id, poll).await
+        }
+        (Err(message), _) if message.starts_with("the job was refused") => {
             Err(Failure::invalid(anyhow::anyhow!(message)))
         }
-        Err(message) => Err(Failure::internal(anyhow::anyhow!(message))),
+        (Err(message), _) => Err(Failure::internal(anyhow::anyhow!(message))),
     }
 }

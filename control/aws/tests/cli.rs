@@ -202,3 +202,60 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
     let missing = output(&cloud, &["status", &RunId::generate().to_string()]).await;
     assert_eq!(missing.status.code(), Some(3));
 }
+
+#[tokio::test]
+async fn submit_wait_follows_the_run_it_submitted() {
+    let cloud = cloud().await;
+    let api = HttpApi::start(Arc::new(cloud.engine())).await;
+    let folder = tempfile::tempdir().unwrap();
+    let job = folder.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"username": "alice", "orders": [
+            {"order_name": "plan", "cmds": ["echo planned"], "timeout": 60, "execution_target": "lambda"}
+        ]}"#,
+    )
+    .unwrap();
+    let mut submitting = sluice(
+        &cloud,
+        &[
+            "submit",
+            job.to_str().unwrap(),
+            "--endpoint",
+            &api.url,
+            "--wait",
+            "--poll",
+            "1",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut progress = tokio::io::BufReader::new(submitting.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), progress.next_line())
+        .await
+        .expect("submit says which run it submitted")
+        .unwrap()
+        .unwrap();
+    let run = first
+        .strip_prefix("sluice: submitted run ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let done = cloud
+        .pump(&RunId::parse(run).unwrap(), |_| Worker::Runs)
+        .await;
+    let mut rest = Vec::new();
+    while let Some(line) = progress.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let submitted = submitting.wait_with_output().await.unwrap();
+    assert_eq!(submitted.status.code(), Some(0), "{rest:?}");
+    // stdout holds the done document only, as with `sluice wait`.
+    let waited: DoneDoc = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!((waited.status, &waited), (JobStatus::Succeeded, &done));
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("sluice: 0001 plan succeeded"),
+        "{rest:?}"
+    );
+}
