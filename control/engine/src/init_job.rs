@@ -149,7 +149,7 @@ impl Engine {
             attempt: START_WATCH.to_owned(),
             timeout: 0,
             start_time: ids.created_at_ms / 1000,
-            job_deadline: (ids.created_at_ms + ids.job.job_timeout * 1000).div_ceil(1000),
+            job_deadline: ids.job_deadline_ms().div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
         };
         if let Err(error) = self.ports.watchdog.start(&watch).await {
@@ -248,7 +248,7 @@ impl Engine {
             trace_id: ids.trace_id.clone(),
             flow_id: ids.flow_id.to_owned(),
             created_at_ms: ids.created_at_ms,
-            job_deadline_ms: ids.created_at_ms + ids.job.job_timeout * 1000,
+            job_deadline_ms: ids.job_deadline_ms(),
             key_path,
             log_key,
             status: OrderStatus::Queued,
@@ -352,6 +352,13 @@ struct RunIds<'a> {
     flow_id: &'a str,
     created_at_ms: u64,
     job: &'a ValidJob,
+}
+
+impl RunIds<'_> {
+    /// When the whole job times out, ms since the epoch.
+    fn job_deadline_ms(&self) -> u64 {
+        self.created_at_ms + self.job.job_timeout * 1000
+    }
 }
 
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
