@@ -50,14 +50,13 @@ fn evaluate(template: &Value, value: &Value) -> String {
             "AWS::AccountId" => "123456789012".to_owned(),
             "AWS::Region" => "eu-west-1".to_owned(),
             "AWS::Partition" => "aws".to_owned(),
-            other if SAMPLE_PARAMETERS.iter().any(|(name, _)| *name == other) => {
-                let (_, value) = SAMPLE_PARAMETERS.iter().find(|(n, _)| *n == other).unwrap();
-                (*value).to_owned()
-            }
-            other => match &parameters[other]["Default"] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => panic!("{other} is not a parameter with a default"),
+            other => match SAMPLE_PARAMETERS.iter().find(|(name, _)| *name == other) {
+                Some((_, value)) => (*value).to_owned(),
+                None => match &parameters[other]["Default"] {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => panic!("{other} is not a parameter with a default"),
+                },
             },
         }
     };
