@@ -58,6 +58,43 @@ async fn output(cloud: &Cloud, args: &[&str]) -> Output {
     output
 }
 
+/// A `sluice` command left running while the deployment carries a run, its stderr read
+/// line by line as it comes.
+struct Following {
+    child: tokio::process::Child,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+}
+
+impl Following {
+    fn start(cloud: &Cloud, args: &[&str]) -> Self {
+        let mut child = sluice(cloud, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        Following { child, stderr }
+    }
+
+    /// Its next stderr line, which must come `within`.
+    async fn next_line(&mut self, within: Duration, what: &str) -> String {
+        tokio::time::timeout(within, self.stderr.next_line())
+            .await
+            .expect(what)
+            .unwrap()
+            .unwrap_or_else(|| panic!("stderr ended: {what}"))
+    }
+
+    /// Once it ends: the rest of its stderr, and its exit status and stdout.
+    async fn finish(mut self) -> (Vec<String>, Output) {
+        let mut rest = Vec::new();
+        while let Some(line) = self.stderr.next_line().await.unwrap() {
+            rest.push(line);
+        }
+        (rest, self.child.wait_with_output().await.unwrap())
+    }
+}
+
 fn stdout_json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
     assert_eq!(
         output.status.code(),
@@ -135,28 +172,17 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
 
     // `wait` follows the run while the deployment carries it to its end: its first line is
     // the queued run (read before the run moves), its last the finished one.
-    let mut waiting = sluice(&cloud, &["wait", &run, "--poll", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut progress = tokio::io::BufReader::new(waiting.stderr.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), progress.next_line())
-        .await
-        .expect("wait prints the run at once")
-        .unwrap()
-        .unwrap();
+    let mut waiting = Following::start(&cloud, &["wait", &run, "--poll", "1"]);
+    let first = waiting
+        .next_line(Duration::from_secs(30), "wait prints the run at once")
+        .await;
     assert_eq!(
         first,
         "sluice: 0001 fetch queued · 0002 build queued · 0003 check queued"
     );
     let done = cloud.pump(&run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Failed);
-    let mut rest = Vec::new();
-    while let Some(line) = progress.next_line().await.unwrap() {
-        rest.push(line);
-    }
-    let waited = waiting.wait_with_output().await.unwrap();
+    let (rest, waited) = waiting.finish().await;
     assert_eq!(
         waited.status.code(),
         Some(sluice_contract::exit_codes::FAILED),
@@ -216,7 +242,7 @@ async fn submit_wait_follows_the_run_it_submitted() {
         ]}"#,
     )
     .unwrap();
-    let mut submitting = sluice(
+    let mut submitting = Following::start(
         &cloud,
         &[
             "submit",
@@ -227,28 +253,20 @@ async fn submit_wait_follows_the_run_it_submitted() {
             "--poll",
             "1",
         ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut progress = tokio::io::BufReader::new(submitting.stderr.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), progress.next_line())
-        .await
-        .expect("submit says which run it submitted")
-        .unwrap()
-        .unwrap();
+    );
+    let first = submitting
+        .next_line(
+            Duration::from_secs(60),
+            "submit says which run it submitted",
+        )
+        .await;
     let run = first
         .strip_prefix("sluice: submitted run ")
         .unwrap_or_else(|| panic!("{first}"));
     let done = cloud
         .pump(&RunId::parse(run).unwrap(), |_| Worker::Runs)
         .await;
-    let mut rest = Vec::new();
-    while let Some(line) = progress.next_line().await.unwrap() {
-        rest.push(line);
-    }
-    let submitted = submitting.wait_with_output().await.unwrap();
+    let (rest, submitted) = submitting.finish().await;
     assert_eq!(submitted.status.code(), Some(0), "{rest:?}");
     // stdout holds the done document only, as with `sluice wait`.
     let waited: DoneDoc = serde_json::from_slice(&submitted.stdout).unwrap();

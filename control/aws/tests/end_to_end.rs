@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use sluice_contract::result::DoneDoc;
-use sluice_contract::{JobStatus, OrderStatus, ValidateOptions, parse_job};
+use sluice_contract::{JobStatus, OrderStatus};
 use sluice_worker::retry::RetryPolicy;
 use support::cloud::{Worker, cloud};
 use support::{FlakyEndpoint, bucket, unique};
@@ -180,12 +179,8 @@ async fn without_its_watchdog_an_order_is_not_started_at_all() {
 async fn a_run_whose_first_notification_is_lost_is_started_by_its_start_watch() {
     let cloud = cloud().await;
     let engine = cloud.engine();
-    let answer = engine
-        .init_job(
-            &parse_job(job(vec![order("plan", "echo planned", &[])]).as_bytes()).unwrap(),
-            &ValidateOptions::aws(),
-            Path::new("."),
-        )
+    let answer = cloud
+        .submit(&job(vec![order("plan", "echo planned", &[])]))
         .await
         .unwrap();
     let run_id = answer.run_id;
@@ -411,15 +406,7 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
 
     // init_job reads the zip once for both orders.
     cloud.calls.reset();
-    cloud
-        .engine()
-        .init_job(
-            &parse_job(job_text.as_bytes()).unwrap(),
-            &ValidateOptions::aws(),
-            Path::new("."),
-        )
-        .await
-        .unwrap();
+    cloud.submit(&job_text).await.unwrap();
     assert_eq!(cloud.calls.snapshot()[&("s3", "GetObject")], 1);
 
     let done = cloud.run(&job_text, |_| Worker::Runs).await;

@@ -25,8 +25,9 @@ use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring, worker};
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{RunId, ValidateOptions, keys, parse_job};
-use sluice_engine::Engine;
+use sluice_engine::init_job::InitResponse;
 use sluice_engine::ports::WatchdogInput;
+use sluice_engine::{Engine, EngineError};
 use sluice_worker::WorkerConfig;
 use sluice_worker::retry::RetryPolicy;
 
@@ -160,17 +161,20 @@ impl Cloud {
         engine
     }
 
-    /// Submits `job` and pumps events until its done document appears.
-    pub async fn run(&self, job: &str, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
-        let response = self
-            .engine()
+    /// Submits `job` (JSON) as init-job does.
+    pub async fn submit(&self, job: &str) -> Result<InitResponse, EngineError> {
+        self.engine()
             .init_job(
                 &parse_job(job.as_bytes()).unwrap(),
                 &ValidateOptions::aws(),
                 Path::new("."),
             )
             .await
-            .unwrap();
+    }
+
+    /// Submits `job` and pumps events until its done document appears.
+    pub async fn run(&self, job: &str, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
+        let response = self.submit(job).await.unwrap();
         self.pump(&response.run_id, worker_of).await
     }
 
@@ -304,15 +308,7 @@ impl Cloud {
 
     /// What init_job says of `job`, which it refuses as the job's fault.
     pub async fn refused(&self, job: &str) -> String {
-        let error = self
-            .engine()
-            .init_job(
-                &parse_job(job.as_bytes()).unwrap(),
-                &ValidateOptions::aws(),
-                Path::new("."),
-            )
-            .await
-            .unwrap_err();
+        let error = self.submit(job).await.unwrap_err();
         assert!(error.is_invalid_input(), "{error}");
         error.to_string()
     }
