@@ -110,14 +110,40 @@ fn stdout_json<T: serde::de::DeserializeOwned>(output: &Output) -> T {
     })
 }
 
+/// A deployment in moto behind its HTTP API stand-in, and a job file to submit to it.
+struct Deployment {
+    cloud: Cloud,
+    endpoint: String,
+    job: String,
+    _folder: tempfile::TempDir,
+}
+
+impl Deployment {
+    async fn with_job(job: &str) -> Self {
+        let cloud = cloud().await;
+        let endpoint = HttpApi::start(Arc::new(cloud.engine())).await.url;
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("job.json");
+        std::fs::write(&path, job).unwrap();
+        Deployment {
+            cloud,
+            endpoint,
+            job: path.to_str().unwrap().to_owned(),
+            _folder: folder,
+        }
+    }
+
+    /// `submit JOB --endpoint URL` and `extra`.
+    fn submit<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["submit", &self.job, "--endpoint", &self.endpoint];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 #[tokio::test]
 async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
-    let cloud = cloud().await;
-    let api = HttpApi::start(Arc::new(cloud.engine())).await;
-    let folder = tempfile::tempdir().unwrap();
-    let job = folder.path().join("job.json");
-    std::fs::write(
-        &job,
+    let deployment = Deployment::with_job(
         r#"{"username": "alice", "orders": [
             {"order_name": "fetch", "cmds": ["echo fetched"], "timeout": 60, "execution_target": "lambda"},
             {"order_name": "build", "cmds": ["echo built by $SLUICE_ORDER_NAME"], "timeout": 60,
@@ -126,21 +152,16 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
              "dependencies": ["fetch"], "execution_target": "lambda"}
         ]}"#,
     )
-    .unwrap();
+    .await;
+    let cloud = &deployment.cloud;
 
-    let submitted: Value = stdout_json(
-        &output(
-            &cloud,
-            &["submit", job.to_str().unwrap(), "--endpoint", &api.url],
-        )
-        .await,
-    );
+    let submitted: Value = stdout_json(&output(cloud, &deployment.submit(&[])).await);
     let run = submitted["run_id"].as_str().unwrap().to_owned();
     let run_id = RunId::parse(&run).unwrap();
     assert_eq!(submitted["pr_search_tag"], format!("sluice-{run}"));
 
     // Queued, not yet run: the orders' rows, and no log to show.
-    let status: Value = stdout_json(&output(&cloud, &["status", &run]).await);
+    let status: Value = stdout_json(&output(cloud, &["status", &run]).await);
     assert_eq!(status["status"], "running");
     let orders: Vec<(String, String)> = status["orders"]
         .as_array()
@@ -161,7 +182,7 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
             ("check".to_owned(), "queued".to_owned())
         ]
     );
-    let early = output(&cloud, &["logs", &run, "build"]).await;
+    let early = output(cloud, &["logs", &run, "build"]).await;
     let stderr = String::from_utf8_lossy(&early.stderr);
     assert_eq!(early.status.code(), Some(3), "{stderr}");
     assert!(
@@ -172,7 +193,7 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
 
     // `wait` follows the run while the deployment carries it to its end: its first line is
     // the queued run (read before the run moves), its last the finished one.
-    let mut waiting = Following::start(&cloud, &["wait", &run, "--poll", "1"]);
+    let mut waiting = Following::start(cloud, &["wait", &run, "--poll", "1"]);
     let first = waiting
         .next_line(Duration::from_secs(30), "wait prints the run at once")
         .await;
@@ -197,7 +218,7 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
     );
 
     // The finished run: its done document, and each order's log by name or number.
-    let status: DoneDoc = stdout_json(&output(&cloud, &["status", &run]).await);
+    let status: DoneDoc = stdout_json(&output(cloud, &["status", &run]).await);
     assert_eq!(status, done);
     let check = done
         .orders
@@ -210,7 +231,7 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
         ("3", "checking"),
         ("0001", "fetched"),
     ] {
-        let log = output(&cloud, &["logs", &run, order]).await;
+        let log = output(cloud, &["logs", &run, order]).await;
         assert_eq!(log.status.code(), Some(0), "{order}");
         assert!(
             String::from_utf8_lossy(&log.stdout).contains(expected),
@@ -218,42 +239,27 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
             String::from_utf8_lossy(&log.stdout)
         );
     }
-    let unknown = output(&cloud, &["logs", &run, "deploy"]).await;
+    let unknown = output(cloud, &["logs", &run, "deploy"]).await;
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert_eq!(unknown.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("0001 fetch, 0002 build, 0003 check"),
         "{stderr}"
     );
-    let missing = output(&cloud, &["status", &RunId::generate().to_string()]).await;
+    let missing = output(cloud, &["status", &RunId::generate().to_string()]).await;
     assert_eq!(missing.status.code(), Some(3));
 }
 
 #[tokio::test]
 async fn submit_wait_follows_the_run_it_submitted() {
-    let cloud = cloud().await;
-    let api = HttpApi::start(Arc::new(cloud.engine())).await;
-    let folder = tempfile::tempdir().unwrap();
-    let job = folder.path().join("job.json");
-    std::fs::write(
-        &job,
+    let deployment = Deployment::with_job(
         r#"{"username": "alice", "orders": [
             {"order_name": "plan", "cmds": ["echo planned"], "timeout": 60, "execution_target": "lambda"}
         ]}"#,
     )
-    .unwrap();
-    let mut submitting = Following::start(
-        &cloud,
-        &[
-            "submit",
-            job.to_str().unwrap(),
-            "--endpoint",
-            &api.url,
-            "--wait",
-            "--poll",
-            "1",
-        ],
-    );
+    .await;
+    let cloud = &deployment.cloud;
+    let mut submitting = Following::start(cloud, &deployment.submit(&["--wait", "--poll", "1"]));
     let first = submitting
         .next_line(
             Duration::from_secs(60),

@@ -223,29 +223,13 @@ impl Cloud {
                 "run {run_id} did not finish"
             );
             // S3 notifications → the orchestrator handler, concurrently as Lambda would.
-            let messages = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            let idle = messages.messages().is_empty() && self.tap.is_empty();
-            for message in messages.messages() {
-                let event: serde_json::Value =
-                    serde_json::from_str(message.body().unwrap_or("{}")).unwrap();
+            let events = self.take_notifications().await;
+            let idle = events.is_empty() && self.tap.is_empty();
+            for event in events {
                 let engine = Arc::clone(&engine);
                 tasks.spawn(async move {
                     s3_events::orchestrate_event(&engine, &event).await.unwrap();
                 });
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
             }
             // Dispatched attempts → workers.
             let dispatched: Vec<DispatchPayload> = self.tap.take();
@@ -351,31 +335,39 @@ impl Cloud {
         inputs
     }
 
+    /// Takes (receives and deletes) up to ten S3 notifications waiting for the
+    /// orchestrator; their events.
+    async fn take_notifications(&self) -> Vec<serde_json::Value> {
+        let messages = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        for message in messages.messages() {
+            events.push(serde_json::from_str(message.body().unwrap_or("{}")).unwrap());
+            self.sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        events
+    }
+
     /// Takes every S3 notification waiting for the orchestrator and throws it away, as if
     /// its delivery had failed; returns how many there were.
     pub async fn lose_notifications(&self) -> usize {
         let mut lost = 0;
         loop {
-            let messages = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            if messages.messages().is_empty() {
-                return lost;
-            }
-            for message in messages.messages() {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                lost += 1;
+            match self.take_notifications().await.len() {
+                0 => return lost,
+                taken => lost += taken,
             }
         }
     }
