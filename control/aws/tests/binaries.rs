@@ -18,7 +18,7 @@ use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
 use support::{moto, settings_env, store_settings, watchdog_machine, worker_function};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// A Lambda Runtime API serving `events` in turn and collecting the answers.
@@ -45,26 +45,10 @@ impl RuntimeApi {
                     let (read, mut write) = stream.into_split();
                     let mut reader = BufReader::new(read);
                     loop {
-                        let mut request_line = String::new();
-                        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        let Some(request) = support::read_request(&mut reader).await else {
                             return;
-                        }
-                        let mut length = 0;
-                        loop {
-                            let mut header = String::new();
-                            reader.read_line(&mut header).await.unwrap();
-                            if header.trim().is_empty() {
-                                break;
-                            }
-                            if let Some((name, value)) = header.split_once(':')
-                                && name.eq_ignore_ascii_case("content-length")
-                            {
-                                length = value.trim().parse().unwrap();
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        reader.read_exact(&mut body).await.unwrap();
-                        let path = request_line.split_whitespace().nth(1).unwrap().to_owned();
+                        };
+                        let path = request.line.split_whitespace().nth(1).unwrap().to_owned();
                         let response = if path.ends_with("/invocation/next") {
                             let event = events.lock().unwrap().pop_front();
                             let Some(event) = event else {
@@ -88,9 +72,10 @@ impl RuntimeApi {
                             } else {
                                 "error"
                             };
-                            let value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-                                Value::String(String::from_utf8_lossy(&body).into())
-                            });
+                            let value =
+                                serde_json::from_slice(&request.body).unwrap_or_else(|_| {
+                                    Value::String(String::from_utf8_lossy(&request.body).into())
+                                });
                             answers.lock().unwrap().push((kind.to_owned(), value));
                             "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}".to_owned()
                         };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sluice_aws::handlers::init_job;
 use sluice_engine::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// An API Gateway HTTP API (v2) event; Lambda function URLs send the same shape.
@@ -50,30 +50,17 @@ impl HttpApi {
 async fn serve(socket: TcpStream, engine: Arc<Engine>) {
     let (read, mut write) = socket.into_split();
     let mut reader = BufReader::new(read);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.unwrap();
-    let mut authorization = String::new();
-    let mut length = 0;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).await.unwrap();
-        if header.trim().is_empty() {
-            break;
-        }
-        let (name, value) = header.trim_end().split_once(':').unwrap();
-        match name.to_ascii_lowercase().as_str() {
-            "authorization" => authorization = value.trim().to_owned(),
-            "content-length" => length = value.trim().parse().unwrap(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.unwrap();
+    let request = super::read_request(&mut reader).await.expect("a request");
+    let authorization = request
+        .headers
+        .get("authorization")
+        .cloned()
+        .unwrap_or_default();
     let signed = authorization.starts_with("AWS4-HMAC-SHA256 Credential=")
         && authorization.contains("/execute-api/aws4_request")
         && authorization.contains("Signature=");
     let (status, reply) = if signed {
-        let event = http_event("POST", &String::from_utf8(body).unwrap(), false);
+        let event = http_event("POST", &String::from_utf8(request.body).unwrap(), false);
         let answer = init_job::handle(&engine, &event).await.unwrap();
         let status = answer["statusCode"].as_u64().unwrap();
         (status, answer["body"].as_str().unwrap().to_owned())

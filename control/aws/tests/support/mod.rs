@@ -151,6 +151,44 @@ async fn moto_lambda_without_docker() {
     );
 }
 
+/// An HTTP/1.1 request as the test servers on 127.0.0.1 read it.
+pub struct Request {
+    /// `POST /init HTTP/1.1`.
+    pub line: String,
+    /// The headers, names lower-cased.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// Reads the next request off `reader`; `None` when the client has closed the connection.
+pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<Request> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).await.unwrap();
+        if header.trim().is_empty() {
+            break;
+        }
+        let (name, value) = header.trim_end().split_once(':').unwrap();
+        headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let length = headers
+        .get("content-length")
+        .map_or(0, |length| length.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.unwrap();
+    Some(Request {
+        line,
+        headers,
+        body,
+    })
+}
+
 /// PUTs `body` to a presigned URL.
 pub async fn put_url(url: &str, body: &[u8]) -> u16 {
     http_request(url, "PUT", "", body).await
