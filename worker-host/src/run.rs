@@ -299,6 +299,7 @@ async fn prepare_and_run(
     let claim = Claim {
         attempt: payload.attempt.clone(),
         claimed_at_ms: now_ms(),
+        worker: uuid::Uuid::new_v4().simple().to_string(),
     };
     if !io
         .claim(&payload.run_id, payload.order_num, &claim)

@@ -86,7 +86,15 @@ impl WorkerIo for StoreIo {
         let body = serde_json::to_vec(claim).expect("claims serialize");
         match self.internal.put_if_absent(&key, body).await {
             Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            // Someone's claim is there: ours when a put whose answer was lost was retried.
+            Err(StoreError::ConditionFailed { .. }) => {
+                let stored = self
+                    .internal
+                    .get(&key)
+                    .await
+                    .map_err(io_error(format!("reading the claim {key}")))?;
+                Ok(serde_json::from_slice::<Claim>(&stored).is_ok_and(|found| found == *claim))
+            }
             Err(e) => Err(io_error(format!("claiming {key}"))(e)),
         }
     }

@@ -20,11 +20,12 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use sluice_contract::ExecutionTarget;
 use sluice_contract::dispatch::DispatchPayload;
+use sluice_engine::ErrorKind;
 use sluice_engine::ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 
 use crate::calls::CallCounter;
 use crate::keys::SsmKeyStore;
-use crate::sdk_error::describe;
+use crate::sdk_error::{describe, kind};
 
 /// Starts workers on Lambda or CodeBuild.
 #[derive(Debug, Clone)]
@@ -116,8 +117,14 @@ pub fn build_timeout_minutes(timeout: Duration) -> i32 {
     minutes as i32
 }
 
-fn failed(what: &str, payload: &DispatchPayload, message: String) -> DispatchError {
+fn failed(
+    kind: ErrorKind,
+    what: &str,
+    payload: &DispatchPayload,
+    message: String,
+) -> DispatchError {
     DispatchError {
+        kind,
         what: what.to_owned(),
         run_id: payload.run_id.clone(),
         order_num: payload.order_num,
@@ -135,8 +142,14 @@ impl Dispatcher for AwsDispatcher {
     ) -> Result<(), DispatchError> {
         match target {
             ExecutionTarget::Lambda => {
-                let event = serde_json::to_vec(payload)
-                    .map_err(|e| failed("lambda worker", payload, e.to_string()))?;
+                let event = serde_json::to_vec(payload).map_err(|e| {
+                    failed(
+                        ErrorKind::Permanent,
+                        "lambda worker",
+                        payload,
+                        e.to_string(),
+                    )
+                })?;
                 self.calls.count("lambda", "Invoke");
                 self.lambda
                     .invoke()
@@ -145,7 +158,7 @@ impl Dispatcher for AwsDispatcher {
                     .payload(Blob::new(event))
                     .send()
                     .await
-                    .map_err(|e| failed("lambda worker", payload, describe(&e)))?;
+                    .map_err(|e| failed(kind(&e), "lambda worker", payload, describe(&e)))?;
             }
             ExecutionTarget::Codebuild => {
                 let mut build = self
@@ -165,7 +178,9 @@ impl Dispatcher for AwsDispatcher {
                                 &value,
                             )
                             .await
-                            .map_err(|e| failed("codebuild worker", payload, e.to_string()))?;
+                            .map_err(|e| {
+                                failed(e.kind(), "codebuild worker", payload, e.to_string())
+                            })?;
                         (parameter, EnvironmentVariableType::ParameterStore)
                     } else {
                         (value, EnvironmentVariableType::Plaintext)
@@ -175,7 +190,14 @@ impl Dispatcher for AwsDispatcher {
                         .value(value)
                         .r#type(kind)
                         .build()
-                        .map_err(|e| failed("codebuild worker", payload, e.to_string()))?;
+                        .map_err(|e| {
+                            failed(
+                                ErrorKind::Permanent,
+                                "codebuild worker",
+                                payload,
+                                e.to_string(),
+                            )
+                        })?;
                     build = build.environment_variables_override(variable);
                 }
                 self.calls.count("codebuild", "StartBuild");
@@ -187,7 +209,9 @@ impl Dispatcher for AwsDispatcher {
                     Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
                         tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, error = %aws_sdk_codebuild::error::DisplayErrorContext(&e), "StartBuild accepted, but its answer could not be read");
                     }
-                    Err(e) => return Err(failed("codebuild worker", payload, describe(&e))),
+                    Err(e) => {
+                        return Err(failed(kind(&e), "codebuild worker", payload, describe(&e)));
+                    }
                 }
             }
         }
@@ -221,13 +245,15 @@ impl SfnWatchdog {
 #[async_trait]
 impl WatchdogStarter for SfnWatchdog {
     async fn start(&self, input: &WatchdogInput) -> Result<(), DispatchError> {
-        let fail = |message: String| DispatchError {
+        let fail = |kind, message: String| DispatchError {
+            kind,
             what: "watchdog".to_owned(),
             run_id: input.run_id.clone(),
             order_num: input.order_num,
             message,
         };
-        let body = serde_json::to_string(input).map_err(|e| fail(e.to_string()))?;
+        let body =
+            serde_json::to_string(input).map_err(|e| fail(ErrorKind::Permanent, e.to_string()))?;
         // Execution names: at most 80 characters of [A-Za-z0-9_-].
         let name: String = format!("{}-{}-{}", input.run_id, input.order_num, input.attempt)
             .chars()
@@ -250,7 +276,7 @@ impl WatchdogStarter for SfnWatchdog {
             {
                 Ok(())
             }
-            Err(e) => Err(fail(describe(&e))),
+            Err(e) => Err(fail(kind(&e), describe(&e))),
         }
     }
 }

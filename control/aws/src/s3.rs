@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -41,10 +42,9 @@ impl S3Store {
         format!("{operation} s3://{}/{key}", self.bucket)
     }
 
-    fn backend<E, R>(&self, operation: &str, key: &str, error: SdkError<E, R>) -> StoreError
+    fn backend<E>(&self, operation: &str, key: &str, error: SdkError<E, HttpResponse>) -> StoreError
     where
-        E: std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         crate::sdk_error::backend(self.what(operation, key), error)
     }

@@ -4,19 +4,50 @@
 //! error says what was refused and why. The SDK's own `DisplayErrorContext` appends the
 //! error's `Debug` form (the raw HTTP response, headers and all): fine in an operator's
 //! log, not in an order's reason, a done document or a CLI message.
+//!
+//! It also says whether the failure is transient ([`kind`]), with the SDK's own lists of
+//! throttling and transient error codes: the engine retries those (a throttled table, a
+//! 503 SlowDown, a connection reset) instead of failing an order or a pass for good.
 
-use aws_sdk_s3::error::SdkError;
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use sluice_engine::ErrorKind;
 use sluice_engine::error::StoreError;
 
-/// A backend failure of the operation described by `what`.
-pub(crate) fn backend<E, R>(what: impl Into<String>, error: SdkError<E, R>) -> StoreError
+/// A backend failure of the operation described by `what`: [`StoreError::Unavailable`] when
+/// it is transient, [`StoreError::Backend`] otherwise.
+pub(crate) fn backend<E>(what: impl Into<String>, error: SdkError<E, HttpResponse>) -> StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    StoreError::Backend {
-        what: what.into(),
-        message: describe(&error),
+    let (what, message) = (what.into(), describe(&error));
+    match kind(&error) {
+        ErrorKind::Transient => StoreError::Unavailable { what, message },
+        ErrorKind::Permanent => StoreError::Backend { what, message },
+    }
+}
+
+/// Whether the call may succeed when made again: a time-out, a failed connection, an answer
+/// that could not be read, a 5xx or 429, or a throttling or transient error code.
+pub(crate) fn kind<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> ErrorKind {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorKind::Transient,
+        SdkError::DispatchFailure(failure) if !failure.is_user() => ErrorKind::Transient,
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or_default();
+            let transient = status >= 500
+                || status == 429
+                || THROTTLING_ERRORS.contains(&code)
+                || TRANSIENT_ERRORS.contains(&code);
+            if transient {
+                ErrorKind::Transient
+            } else {
+                ErrorKind::Permanent
+            }
+        }
+        _ => ErrorKind::Permanent,
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
-use support::{moto, settings_env, store_settings, watchdog_machine, worker_function};
+use support::{moto, settings_env, store_settings, worker_function};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -130,7 +130,6 @@ async fn deployment() -> AwsSettings {
     let mut settings = store_settings(&clients).await;
     settings.worker_function = worker_function(&clients).await;
     settings.codebuild_project = "no-orders-run-there".to_owned();
-    settings.watchdog_state_machine = watchdog_machine(&clients).await;
     settings
 }
 

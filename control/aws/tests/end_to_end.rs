@@ -144,20 +144,19 @@ async fn an_order_that_cannot_be_started_fails_and_the_run_still_finishes() {
 
 #[tokio::test]
 async fn without_its_watchdog_an_order_is_not_started_at_all() {
-    // The watchdog state machine is missing: StartExecution fails. The worker must not be
-    // started (it would run unwatched while its order is reported failed).
+    // The watchdog state machine goes missing after init: StartExecution fails. The worker
+    // must not be started (it would run unwatched while its order is reported failed).
     let mut cloud = cloud().await;
+    let submitted = cloud
+        .submit(&job(vec![
+            order("plan", "echo planned", &[]),
+            order("apply", "echo applied", &["plan"]),
+        ]))
+        .await
+        .unwrap();
     cloud.settings.watchdog_state_machine =
         "arn:aws:states:us-east-1:123456789012:stateMachine:missing".to_owned();
-    let done = cloud
-        .run(
-            &job(vec![
-                order("plan", "echo planned", &[]),
-                order("apply", "echo applied", &["plan"]),
-            ]),
-            |_| Worker::Runs,
-        )
-        .await;
+    let done = cloud.pump(&submitted.run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Failed);
     let (status, reason) = status_of(&done, "plan");
     assert_eq!(status, OrderStatus::Failed);
@@ -176,7 +175,41 @@ async fn without_its_watchdog_an_order_is_not_started_at_all() {
 }
 
 #[tokio::test]
-async fn a_run_whose_first_notification_is_lost_is_started_by_its_start_watch() {
+async fn a_job_whose_watch_cannot_start_is_refused_and_leaves_nothing() {
+    let mut cloud = cloud().await;
+    cloud.settings.watchdog_state_machine =
+        "arn:aws:states:us-east-1:123456789012:stateMachine:missing".to_owned();
+    let error = cloud
+        .submit(&job(vec![order("plan", "echo planned", &[])]))
+        .await
+        .unwrap_err();
+    let sluice_engine::EngineError::Start(start) = &error else {
+        panic!("{error}");
+    };
+    assert!(
+        start.message.contains("StateMachineDoesNotExist"),
+        "{error}"
+    );
+    let engine = cloud.engine();
+    assert!(
+        engine
+            .ports
+            .orders
+            .run_orders(&start.run_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let key_path = format!(
+        "{}/sops-keys/{}/0001",
+        cloud.settings.ssm_prefix, start.run_id
+    );
+    let keys = engine.ports.keys.get_key(&key_path);
+    assert!(keys.await.unwrap_err().is_not_found(), "no key was stored");
+}
+
+#[tokio::test]
+async fn a_run_whose_first_notification_is_lost_is_started_by_its_watch() {
     let cloud = cloud().await;
     let engine = cloud.engine();
     let answer = cloud
@@ -191,31 +224,32 @@ async fn a_run_whose_first_notification_is_lost_is_started_by_its_start_watch() 
         .await
         .into_iter()
         .find(|w| w.run_id == run_id)
-        .expect("init-job started the run's start watch");
+        .expect("init-job started the run's watch");
     assert_eq!(watch.order_num, sluice_contract::OrderNum::INIT);
 
-    // The state machine's steps, through the real watchdog-check handler.
+    // The state machine's steps, through the real watchdog-check handler, until a kick
+    // has run a pass.
     let mut input = serde_json::to_value(&watch).unwrap();
     let started = std::time::Instant::now();
-    loop {
+    let queued = || async { engine.ports.orders.run_orders(&run_id).await.unwrap()[0].status };
+    while queued().await == OrderStatus::Queued {
         let output = sluice_aws::handlers::watchdog::handle(&engine, &input)
             .await
             .unwrap();
-        if output["done"] == true {
-            break;
-        }
+        assert_eq!(output["done"], false, "the run is not finalized: {output}");
         assert!(started.elapsed() < Duration::from_secs(30), "{output}");
         tokio::time::sleep(Duration::from_millis(200)).await;
         input = output;
     }
-    let row = &engine.ports.orders.run_orders(&run_id).await.unwrap()[0];
-    assert_ne!(
-        row.status,
-        OrderStatus::Queued,
-        "the start watch ran a pass"
-    );
     let done = cloud.pump(&run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Succeeded);
+    let output = sluice_aws::handlers::watchdog::handle(&engine, &input)
+        .await
+        .unwrap();
+    assert_eq!(
+        output["done"], true,
+        "a finalized run needs no watch: {output}"
+    );
 }
 
 #[tokio::test]

@@ -254,6 +254,45 @@ fn the_worker_gets_what_its_code_reads_and_retries_nothing_itself() {
     assert!(buildspec.contains("./worker --from-env"), "{buildspec}");
 }
 
+/// A watch may last as long as its run: no error of the check may end the loop (a Retry
+/// on every error, then a Catch that waits and checks again), and only `done` leaves it.
+#[test]
+fn no_error_ends_a_watch() {
+    let template = template();
+    let definition = &resource(&template, "WatchdogStateMachine")["Properties"]["Definition"];
+    let states = &definition["States"];
+    let check = &states[definition["StartAt"].as_str().unwrap()];
+    let every_error = serde_json::json!(["States.ALL"]);
+    assert!(
+        check["Retry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ErrorEquals"] == every_error),
+        "{check}"
+    );
+    let caught = check["Catch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ErrorEquals"] == every_error)
+        .expect("a Catch for every error");
+    let recover = &states[caught["Next"].as_str().unwrap()];
+    assert_eq!(recover["Type"], "Wait");
+    assert_eq!(recover["Next"], definition["StartAt"], "back to the check");
+    let finishing: Vec<&String> = states
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, state)| state["Type"] == "Succeed" || state["Type"] == "Fail")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(finishing.len(), 1, "{finishing:?}");
+    let choice = &states[check["Next"].as_str().unwrap()];
+    assert_eq!(choice["Choices"][0]["Variable"], "$.done");
+    assert_eq!(&choice["Choices"][0]["Next"], finishing[0]);
+}
+
 #[test]
 fn tables_have_the_keys_and_ttl_the_adapters_use() {
     let template = template();
@@ -364,7 +403,7 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         &template,
         function_statements(&template, "OrchestratorFunction"),
     );
-    // Watchdogs: init-job starts a run's start watch, the orchestrator each order's.
+    // Watchdogs: init-job starts a run's watch, the orchestrator each order's.
     let machine = format!(
         "arn:aws:states:eu-west-1:123456789012:stateMachine:{}",
         evaluate(

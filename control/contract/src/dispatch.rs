@@ -27,11 +27,16 @@ pub struct DispatchPayload {
 /// The marker a worker writes (if absent) at `keys::claim` before running an attempt.
 ///
 /// Its presence tells a retried dispatch that the attempt already runs; its time tells the
-/// watchdog when the order really started (a worker may wait for a free slot first).
+/// watchdog when the order really started (a worker may wait for a free slot first). Its
+/// `worker` id, fresh for each worker, tells a worker whose conditional put was answered
+/// with an error (and retried, finding a claim) whether the claim is its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The attempt claimed.
     pub attempt: String,
     /// When the worker claimed it, ms since the epoch.
     pub claimed_at_ms: u64,
+    /// The claiming worker's own id.
+    #[serde(default)]
+    pub worker: String,
 }

@@ -16,7 +16,7 @@ use crate::ports::{
 
 /// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
 /// lock lease 60 s, dispatch lease 120 s, 16 dispatches in parallel, watchdog slack 40 s,
-/// event TTL 90 days, order TTL 1 day, platform local.
+/// start grace 60 s, init limit 15 min, event TTL 90 days, order TTL 1 day, platform local.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Where jobs run (decides which fields validation accepts).
@@ -34,6 +34,9 @@ pub struct EngineConfig {
     /// How long after init the run's first orchestrator pass may take before the start
     /// watch runs it (its notification was lost).
     pub start_grace: Duration,
+    /// The longest init_job can take (a Lambda's 15 minutes): a run's watch that finds no
+    /// rows this long after init started knows init failed, and deletes the run's keys.
+    pub init_limit: Duration,
     /// How long order_events rows are kept.
     pub event_ttl: Duration,
     /// How long orders rows are kept.
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             dispatch_parallelism: 16,
             watchdog_slack: Duration::from_secs(40),
             start_grace: Duration::from_secs(60),
+            init_limit: Duration::from_secs(15 * 60),
             event_ttl: Duration::from_secs(90 * 24 * 3600),
             order_ttl: Duration::from_secs(24 * 3600),
         }

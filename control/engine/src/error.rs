@@ -3,8 +3,26 @@
 //! One [`StoreError`] for every backend (object_store's rule): the outcomes a caller acts on
 //! (`NotFound`, `ConditionFailed`) are variants of their own and carry the key or row, so
 //! the orchestrator treats a failed conditional write the same on SQLite and DynamoDB.
+//!
+//! Every error also has an [`ErrorKind`]: whether calling again later may succeed. A pass of
+//! the orchestrator retries transient failures (throttling, 5xx, time-outs, a folder made
+//! unwritable for a while) and a dispatch that failed transiently is started again with the
+//! same attempt; only a permanent failure becomes an outcome (an order `dispatch_failed`).
 
 use sluice_contract::ValidationError;
+
+use crate::ports::DispatchError;
+
+/// Whether a failed call may succeed when made again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Throttling, a 5xx, a time-out, a connection reset, a local disk full or unwritable
+    /// for a while: call again later (with backoff).
+    Transient,
+    /// The call will fail the same way again (a missing resource, a refused permission, bad
+    /// input): act on it.
+    Permanent,
+}
 
 /// A storage, table or key-store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +49,16 @@ pub enum StoreError {
         what: String,
         /// The cause (printed in the message, so not chained as a source too).
         cause: std::io::Error,
+    },
+    /// The backend is unavailable for now (throttling, 5xx, time-out, connection reset):
+    /// the same call may succeed later. A conditional write that failed this way may have
+    /// been applied: callers re-read before concluding anything.
+    #[error("{what}: {message} (transient)")]
+    Unavailable {
+        /// The operation and key.
+        what: String,
+        /// The backend's message.
+        message: String,
     },
     /// The backend refused or failed the operation.
     #[error("{what}: {message}")]
@@ -59,6 +87,31 @@ impl StoreError {
     /// Whether this says the item does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Whether the same call may succeed later.
+    ///
+    /// A local file operation is transient unless its error says the request itself is
+    /// wrong: a folder made unwritable, a full disk or a lost mount heal without Sluice.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Unavailable { .. } => ErrorKind::Transient,
+            StoreError::Io { cause, .. } => match cause.kind() {
+                std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::Unsupported
+                | std::io::ErrorKind::InvalidFilename => ErrorKind::Permanent,
+                _ => ErrorKind::Transient,
+            },
+            StoreError::NotFound { .. }
+            | StoreError::ConditionFailed { .. }
+            | StoreError::Backend { .. } => ErrorKind::Permanent,
+        }
+    }
+
+    /// Whether the same call may succeed later (see [`StoreError::kind`]).
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
     }
 }
 
@@ -94,6 +147,9 @@ pub enum EngineError {
     /// A backend operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A worker or a watchdog could not be started.
+    #[error(transparent)]
+    Start(Box<DispatchError>),
     /// The run does not exist.
     #[error("run {0} has no orders")]
     UnknownRun(String),
@@ -120,6 +176,15 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Whether the same operation may succeed later: only a backend's transient failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Store(store) => store.kind(),
+            EngineError::Start(start) => start.kind,
+            _ => ErrorKind::Permanent,
+        }
+    }
+
     /// Whether the caller's input is at fault (a 400 on AWS, exit 3 locally).
     pub fn is_invalid_input(&self) -> bool {
         matches!(

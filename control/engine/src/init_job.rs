@@ -2,13 +2,15 @@
 //!
 //! The steps, in order: validate → preflight → credentials fetched (each location once) →
 //! ids → per order (in parallel, bounded): key pair, env encrypted, presigned callback,
-//! bundle, upload → insert all rows (all or none) → `_job`
-//! started event → the run's start watch → init trigger `0000/result.json`, whose arrival
-//! runs the orchestrator for the first time. Bundles are uploaded before rows are inserted
-//! so that a dispatched order always finds its bundle; a failure before the insert leaves
-//! no queued orders behind. The start watch (a watchdog for order `0000`) runs the first
-//! pass itself should the trigger's notification be lost: until a pass has run, no order
-//! has a watchdog of its own.
+//! bundle, upload → the run's watch → private keys stored → insert all rows (all or none)
+//! → `_job` started event → init trigger `0000/result.json`, whose arrival runs the
+//! orchestrator for the first time. Bundles are uploaded before rows are inserted so that a
+//! dispatched order always finds its bundle; a failure before the insert leaves no queued
+//! orders behind. The watch is started before the keys and rows exist, so neither exists
+//! without one: it runs the first pass itself should the trigger's notification be lost,
+//! and every later one nothing else starts, and when no rows came (init failed or died) it
+//! deletes the keys. Once the rows are in, init succeeds: a failure to write the started
+//! event or the trigger is logged, and the watch carries the run.
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,7 +32,7 @@ use crate::credentials::{self, OrderEnv};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
-use crate::watchdog::START_WATCH;
+use crate::watchdog::RUN_WATCH;
 
 /// What init_job answers (the body of the 200 response on AWS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -112,49 +114,90 @@ impl Engine {
             .zip(envs)
             .map(|((order, code), env)| self.package_order(ids, order, code, env))
             .collect();
-        let records: Vec<OrderRecord> = stream::iter(packaging)
+        let packaged: Vec<Packaged> = stream::iter(packaging)
             .buffered(PACKAGING_PARALLELISM)
             .try_collect()
             .await?;
-        self.ports.orders.insert_orders(&records).await?;
-        self.ports
-            .orders
-            .put_event(&OrderEvent {
-                trace_id: ids.trace_id.clone(),
-                order_name: OrderEvent::JOB.to_owned(),
-                epoch_ms: ids.created_at_ms,
-                event: "started".to_owned(),
-                run_id: ids.run_id.clone(),
-                detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
-            })
+        // The watch before anything it must clean up: from here on, whatever fails, the
+        // run is either carried to its done document or (no rows came) its keys deleted.
+        self.start_run_watch(ids).await?;
+        let storing: Vec<_> = packaged
+            .into_iter()
+            .map(|order| self.store_key(order))
+            .collect();
+        let records: Vec<OrderRecord> = stream::iter(storing)
+            .buffered(PACKAGING_PARALLELISM)
+            .try_collect()
             .await?;
+        if let Err(error) = self.ports.orders.insert_orders(&records).await {
+            // A write that timed out may have landed all the same: then the run exists.
+            let landed = self
+                .ports
+                .orders
+                .run_orders(ids.run_id)
+                .await
+                .is_ok_and(|rows| rows.len() == records.len());
+            if !landed {
+                return Err(error.into());
+            }
+            tracing::warn!(%error, "inserting the rows reported an error, but they are there");
+        }
+        // From here on the run exists and its watch carries it: what fails now is logged,
+        // and the caller is told the run id, never an error for a run that exists.
+        let started = OrderEvent {
+            trace_id: ids.trace_id.clone(),
+            order_name: OrderEvent::JOB.to_owned(),
+            epoch_ms: ids.created_at_ms,
+            event: "started".to_owned(),
+            run_id: ids.run_id.clone(),
+            detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
+        };
+        if let Err(error) = self.ports.orders.put_event(&started).await {
+            tracing::warn!(%error, "could not record the job's started event");
+        }
         // Before the trigger: the orchestrator then finds the comment to update.
         self.update_pr_comment(&records, None).await;
-        self.start_watch(ids).await;
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
-        self.ports
+        let trigger_key = keys::result(ids.run_id, OrderNum::INIT);
+        if let Err(error) = self
+            .ports
             .internal
-            .put(&keys::result(ids.run_id, OrderNum::INIT), to_json(&trigger))
-            .await?;
+            .put(&trigger_key, to_json(&trigger))
+            .await
+        {
+            tracing::warn!(%error, "could not write the init trigger; the run's watch starts the run");
+        }
         tracing::info!(orders = records.len(), "job queued");
         Ok(())
     }
 
-    /// Starts the run's start watch. Best effort: the trigger's notification is what
-    /// normally runs the first pass, so a failure here is logged, not fatal.
-    async fn start_watch(&self, ids: &RunIds<'_>) {
+    /// Starts the run's watch (see [`crate::watchdog`]).
+    async fn start_run_watch(&self, ids: &RunIds<'_>) -> Result<(), EngineError> {
         let watch = WatchdogInput {
             run_id: ids.run_id.clone(),
             order_num: OrderNum::INIT,
-            attempt: START_WATCH.to_owned(),
+            attempt: RUN_WATCH.to_owned(),
             timeout: 0,
             start_time: ids.created_at_ms / 1000,
             job_deadline: ids.job_deadline_ms().div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
         };
-        if let Err(error) = self.ports.watchdog.start(&watch).await {
-            tracing::warn!(%error, "the start watch could not be started; the run relies on its trigger's notification");
-        }
+        self.ports
+            .watchdog
+            .start(&watch)
+            .await
+            .map_err(|error| EngineError::Start(Box::new(error)))
+    }
+
+    /// Stores an order's private key and records where.
+    async fn store_key(&self, order: Packaged) -> Result<OrderRecord, EngineError> {
+        let Packaged { mut record, secret } = order;
+        record.key_path = self
+            .ports
+            .keys
+            .put_key(&record.run_id, record.order_num, &secret)
+            .await?;
+        Ok(record)
     }
 
     async fn package_order(
@@ -163,7 +206,7 @@ impl Engine {
         order: &ValidOrder,
         code: CodeInput,
         env: OrderEnv,
-    ) -> Result<OrderRecord, EngineError> {
+    ) -> Result<Packaged, EngineError> {
         let run_id = ids.run_id;
         let order_num = order.order_num;
         let bundle_error = |message: String| EngineError::Bundle {
@@ -174,11 +217,6 @@ impl Engine {
         let key = OrderKey::generate();
         let mut recipients = vec![key.recipient.clone()];
         recipients.extend(order.sops_key.iter().cloned());
-        let key_path = self
-            .ports
-            .keys
-            .put_key(run_id, order_num, &key.secret)
-            .await?;
 
         let expiry = Duration::from_secs(ids.job.presign_expiry);
         let callback_url = self
@@ -236,7 +274,7 @@ impl Engine {
                 .await?;
         }
 
-        Ok(OrderRecord {
+        let record = OrderRecord {
             run_id: run_id.clone(),
             order_num,
             order_name: order.order_name.clone(),
@@ -249,7 +287,7 @@ impl Engine {
             flow_id: ids.flow_id.to_owned(),
             created_at_ms: ids.created_at_ms,
             job_deadline_ms: ids.job_deadline_ms(),
-            key_path,
+            key_path: String::new(),
             log_key,
             status: OrderStatus::Queued,
             attempt: None,
@@ -259,6 +297,10 @@ impl Engine {
             exit_code: None,
             reason: None,
             pr: ids.job.pr.clone(),
+        };
+        Ok(Packaged {
+            record,
+            secret: key.secret,
         })
     }
 }
@@ -346,6 +388,14 @@ fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), String> {
 }
 
 /// The ids and settings shared by every order of the run being initialised.
+/// An order packaged and uploaded, its private key not stored yet.
+struct Packaged {
+    /// Its row, without the key's path.
+    record: OrderRecord,
+    /// Its private key.
+    secret: String,
+}
+
 struct RunIds<'a> {
     run_id: &'a RunId,
     trace_id: &'a TraceId,

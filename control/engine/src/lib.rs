@@ -9,7 +9,10 @@
 //!   conditional transition...).
 //! - [`Engine`]: the ports plus [`EngineConfig`]; [`Engine::init_job`] validates, bundles,
 //!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
-//!   [`Engine::watchdog_check`] times out workers that never report.
+//!   [`Engine::watchdog_check`] times out workers that never report and, for the run's
+//!   watch, kicks a run that nothing else would wake.
+//! - [`ErrorKind`]: every failure says whether it is transient (retried: a pass retries
+//!   itself, a start is retried with the same attempt) or permanent (an outcome).
 //! - [`credentials`]: fetching an order's credentials and merging them into its env.
 //! - [`code`]: fetching orders' code (folders, zips, git, `s3://` zips) once per job.
 //! - [`git`]: orders' code from git repositories (one clone per repository per job).
@@ -45,11 +48,12 @@ pub mod local;
 pub mod orchestrator;
 pub mod ports;
 mod pr_comment;
+mod retry;
 pub mod runs;
 pub mod watchdog;
 
 pub use engine::{Engine, EngineConfig, Ports};
-pub use error::{EngineError, StoreError};
+pub use error::{EngineError, ErrorKind, StoreError};
 pub use ports::{
     Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore,
     SecretSource, SystemClock, Transition, Vcs, WatchdogInput, WatchdogStarter,

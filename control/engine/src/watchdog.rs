@@ -9,11 +9,12 @@
 //! orchestrator like any other. A result that exists while the order still runs, or a job
 //! past its deadline, asks the caller to kick the orchestrator.
 //!
-//! The run's start watch (order `0000`, attempt [`START_WATCH`], started by init_job) covers
-//! the time before any order has a watchdog: once the start grace has passed with every
-//! order still queued (no pass has run: the init trigger's notification was lost, or every
-//! pass failed), it kicks the orchestrator, and again every [`START_RETRY_SECONDS`] until
-//! one has.
+//! The run's watch (order `0000`, attempt [`RUN_WATCH`], started by init_job before the
+//! run's rows are written) lives until the run is finalized, so no failure can leave a run
+//! that nobody wakes: lost notifications, a pass that crashed or gave up, an order whose
+//! own watchdog ended. Each check reads the run's rows and kicks the orchestrator when the
+//! run is stalled (see [`Stall`]); otherwise it sleeps until the next moment one of them
+//! could become true, at most [`MAX_WAIT_SECONDS`].
 
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::Claim;
@@ -23,16 +24,43 @@ use sluice_contract::{OrderNum, OrderStatus, keys};
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, StoreError};
 use crate::init_job::to_json;
-use crate::ports::WatchdogInput;
+use crate::ports::{OrderRecord, WatchdogInput};
 
 /// Longest wait between two checks, seconds.
 pub const MAX_WAIT_SECONDS: u64 = 60;
 /// Wait after asking for a kick, seconds.
 pub const KICK_WAIT_SECONDS: u64 = 5;
-/// The attempt id of a run's start watch.
-pub const START_WATCH: &str = "start";
-/// Wait between the start watch's kicks, seconds.
-pub const START_RETRY_SECONDS: u64 = 60;
+/// The attempt id of a run's watch.
+pub const RUN_WATCH: &str = "run";
+
+/// Why a run needs a pass that nothing else will start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// The job's deadline passed: finalize must time the rest out.
+    PastDeadline,
+    /// Every order ended, and the run is not finalized.
+    Unfinalized,
+    /// An order has been `dispatching` past the dispatch lease (its start was interrupted,
+    /// or failed transiently).
+    StartInterrupted,
+    /// Orders are queued and none is in flight, so no result will wake the run.
+    NothingInFlight,
+    /// A result arrived for an order in flight and was not applied (its notification was
+    /// lost, or the pass that took it failed).
+    ResultWaiting,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stall::PastDeadline => "the job's deadline has passed",
+            Stall::Unfinalized => "every order has ended but the run is not finalized",
+            Stall::StartInterrupted => "an order's start was interrupted",
+            Stall::NothingInFlight => "orders are queued and none is in flight",
+            Stall::ResultWaiting => "a result has not been applied",
+        })
+    }
+}
 
 /// What the watchdog loop does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +87,18 @@ impl WatchdogVerdict {
             kick: true,
         }
     }
+
+    /// Check again at `at_ms` (within 1 to [`MAX_WAIT_SECONDS`] seconds).
+    fn wait_until(now_ms: u64, at_ms: u64) -> Self {
+        WatchdogVerdict {
+            done: false,
+            wait_seconds: at_ms
+                .saturating_sub(now_ms)
+                .div_ceil(1000)
+                .clamp(1, MAX_WAIT_SECONDS),
+            kick: false,
+        }
+    }
 }
 
 impl Engine {
@@ -72,7 +112,7 @@ impl Engine {
         input: &WatchdogInput,
     ) -> Result<WatchdogVerdict, EngineError> {
         if input.order_num == OrderNum::INIT {
-            return self.start_watch_check(input).await;
+            return self.run_watch_check(input).await;
         }
         let store = &self.ports.internal;
         let order = self
@@ -120,39 +160,95 @@ impl Engine {
                 Err(other) => Err(other.into()),
             };
         }
-        let wait = (deadline_ms - now)
-            .div_ceil(1000)
-            .clamp(1, MAX_WAIT_SECONDS);
-        Ok(WatchdogVerdict {
-            done: false,
-            wait_seconds: wait,
-            kick: false,
-        })
+        Ok(WatchdogVerdict::wait_until(now, deadline_ms))
     }
 
-    /// One check of a run's start watch (see the module docs).
-    async fn start_watch_check(
-        &self,
-        input: &WatchdogInput,
-    ) -> Result<WatchdogVerdict, EngineError> {
-        let orders = self.ports.orders.run_orders(&input.run_id).await?;
-        if orders.iter().any(|o| o.status != OrderStatus::Queued) || orders.is_empty() {
+    /// One check of a run's watch (see the module docs).
+    async fn run_watch_check(&self, input: &WatchdogInput) -> Result<WatchdogVerdict, EngineError> {
+        let run_id = &input.run_id;
+        let finalized = self
+            .ports
+            .orders
+            .lock_state(run_id)
+            .await?
+            .is_some_and(|lock| lock.is_completed());
+        if finalized {
             return Ok(WatchdogVerdict::DONE);
         }
+        let orders = self.ports.orders.run_orders(run_id).await?;
         let now = self.now_ms();
-        let due_ms = input.start_time * 1000 + millis(self.config.start_grace);
-        if now < due_ms {
-            return Ok(WatchdogVerdict {
-                done: false,
-                wait_seconds: (due_ms - now).div_ceil(1000).clamp(1, MAX_WAIT_SECONDS),
-                kick: false,
-            });
+        let grace_ends_ms = input.start_time * 1000 + millis(self.config.start_grace);
+        if orders.is_empty() {
+            // init_job starts the watch before it stores keys and writes rows; when the rows
+            // never come (init failed or died), the keys it may have stored go, and there is
+            // nothing more to watch.
+            let init_over_ms = input.start_time * 1000 + millis(self.config.init_limit);
+            if now < init_over_ms {
+                return Ok(WatchdogVerdict::wait_until(now, init_over_ms));
+            }
+            self.ports.keys.delete_run_keys(run_id).await?;
+            return Ok(WatchdogVerdict::DONE);
         }
-        tracing::warn!(run_id = %input.run_id, "no orchestrator pass has run since init; running one");
-        Ok(WatchdogVerdict {
-            done: false,
-            wait_seconds: START_RETRY_SECONDS,
-            kick: true,
-        })
+        let (stall, next_check_ms) = self.stall(&orders, now, grace_ends_ms).await?;
+        if let Some(stall) = stall {
+            tracing::warn!(run_id = %run_id, %stall, "the run is stalled; running a pass");
+            return Ok(WatchdogVerdict::kick());
+        }
+        Ok(WatchdogVerdict::wait_until(now, next_check_ms))
+    }
+
+    /// Whether the run is stalled, and otherwise when it could next be.
+    async fn stall(
+        &self,
+        orders: &[OrderRecord],
+        now: u64,
+        grace_ends_ms: u64,
+    ) -> Result<(Option<Stall>, u64), EngineError> {
+        let deadline_ms = orders.iter().map(|o| o.job_deadline_ms).min().unwrap_or(0);
+        if now >= deadline_ms {
+            return Ok((Some(Stall::PastDeadline), now));
+        }
+        if orders.iter().all(|o| o.status.is_terminal()) {
+            return Ok((Some(Stall::Unfinalized), now));
+        }
+        let mut next_ms = deadline_ms;
+        let lease = millis(self.config.dispatch_lease);
+        for order in orders
+            .iter()
+            .filter(|o| o.status == OrderStatus::Dispatching)
+        {
+            let retry_at = order.dispatched_at_ms.unwrap_or(0).saturating_add(lease);
+            if now >= retry_at {
+                return Ok((Some(Stall::StartInterrupted), now));
+            }
+            next_ms = next_ms.min(retry_at);
+        }
+        let in_flight: Vec<OrderNum> = orders
+            .iter()
+            .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
+            .map(|o| o.order_num)
+            .collect();
+        if in_flight.is_empty() {
+            // Only queued and ended orders: the pass that ended the last one should have
+            // started or failed the rest. Right after init the trigger's pass may still come.
+            if now >= grace_ends_ms {
+                return Ok((Some(Stall::NothingInFlight), now));
+            }
+            return Ok((None, next_ms.min(grace_ends_ms)));
+        }
+        let run_id = &orders[0].run_id;
+        let arrived = self
+            .ports
+            .internal
+            .list(&keys::run_callbacks(run_id))
+            .await?;
+        let waiting = arrived
+            .iter()
+            .filter_map(|key| keys::parse_result(key))
+            .any(|(_, num)| in_flight.contains(&num));
+        if waiting {
+            return Ok((Some(Stall::ResultWaiting), now));
+        }
+        Ok((None, next_ms))
     }
 }

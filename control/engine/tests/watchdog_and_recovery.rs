@@ -15,7 +15,7 @@ use sluice_contract::{
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::DispatchError;
-use sluice_engine::watchdog::START_WATCH;
+use sluice_engine::watchdog::RUN_WATCH;
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, WatchdogInput, WatchdogStarter,
 };
@@ -149,20 +149,23 @@ fn order_watch(setup: &Setup) -> WatchdogInput {
         .clone()
 }
 
+/// The run's watch, as init_job started it.
+fn run_watch(setup: &Setup) -> WatchdogInput {
+    let watched = setup.recorder.watched.lock().unwrap();
+    watched
+        .iter()
+        .find(|w| w.order_num == OrderNum::INIT)
+        .expect("init_job started the run's watch")
+        .clone()
+}
+
 #[tokio::test]
-async fn the_start_watch_runs_the_first_pass_when_the_trigger_is_lost() {
+async fn the_run_watch_runs_the_first_pass_when_the_trigger_is_lost() {
     let setup = setup();
     let run = one_order_run(&setup, 60).await;
-    // init_job started the run's start watch; the trigger's event never comes.
-    let watch = setup.recorder.watched.lock().unwrap()[0].clone();
-    assert_eq!(
-        (
-            watch.run_id.clone(),
-            watch.order_num,
-            watch.attempt.as_str()
-        ),
-        (run.clone(), OrderNum::INIT, START_WATCH)
-    );
+    // init_job started the run's watch; the trigger's event never comes.
+    let watch = run_watch(&setup);
+    assert_eq!((&watch.run_id, watch.attempt.as_str()), (&run, RUN_WATCH));
     let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
     assert!(!verdict.done && !verdict.kick, "{verdict:?}");
     assert_eq!(verdict.wait_seconds, 60, "the start grace");
@@ -176,10 +179,84 @@ async fn the_start_watch_runs_the_first_pass_when_the_trigger_is_lost() {
         Outcome::Released
     );
     assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1);
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
     assert!(
-        setup.engine.watchdog_check(&watch).await.unwrap().done,
-        "a run that has had a pass needs no start watch"
+        !verdict.done && !verdict.kick,
+        "a running order needs no pass, but the watch lives until the run is finalized: {verdict:?}"
     );
+}
+
+/// Before, the watch ended once any order left `queued`: a pass that applied the last
+/// result and then failed before finalize left the run without a done document for good.
+#[tokio::test]
+async fn the_run_watch_finalizes_a_run_whose_finalize_failed() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    // A pass applied the order's result, then died before finalize.
+    let finished = sluice_engine::Transition {
+        finished_at_ms: Some(setup.clock.now_ms()),
+        ..sluice_engine::Transition::to(OrderStatus::Succeeded)
+    };
+    let orders = &setup.engine.ports.orders;
+    orders
+        .transition(&run, num, OrderStatus::Running, &finished)
+        .await
+        .unwrap();
+    let watch = run_watch(&setup);
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(verdict.kick && !verdict.done, "{verdict:?}");
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+    );
+    assert!(setup.engine.watchdog_check(&watch).await.unwrap().done);
+}
+
+/// A result whose notification was lost while the order's own watchdog had already ended
+/// is found by the run's watch.
+#[tokio::test]
+async fn the_run_watch_applies_a_result_nobody_announced() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let watch = run_watch(&setup);
+    assert!(!setup.engine.watchdog_check(&watch).await.unwrap().kick);
+    report_success(&setup, &run, OrderNum::from_index(0)).await;
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(verdict.kick, "{verdict:?}");
+}
+
+/// When init_job died after starting the watch and storing keys, but before the rows, the
+/// watch deletes the keys once init cannot be running any more.
+#[tokio::test]
+async fn the_run_watch_of_a_run_never_queued_deletes_its_keys() {
+    let setup = setup();
+    let run = RunId::generate();
+    let keys = &setup.engine.ports.keys;
+    let path = keys
+        .put_key(&run, OrderNum::from_index(0), "AGE-SECRET-KEY-1")
+        .await
+        .unwrap();
+    let watch = WatchdogInput {
+        run_id: run.clone(),
+        order_num: OrderNum::INIT,
+        attempt: RUN_WATCH.to_owned(),
+        timeout: 0,
+        start_time: setup.clock.now_ms() / 1000,
+        job_deadline: setup.clock.now_ms() / 1000 + 3600,
+        internal_bucket: "internal".to_owned(),
+    };
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(
+        !verdict.done && !verdict.kick,
+        "init may still be running: {verdict:?}"
+    );
+    assert!(keys.get_key(&path).await.is_ok());
+    setup.clock.advance(setup.engine.config.init_limit);
+    assert!(setup.engine.watchdog_check(&watch).await.unwrap().done);
+    assert!(keys.get_key(&path).await.unwrap_err().is_not_found());
 }
 
 #[tokio::test]
@@ -225,6 +302,7 @@ async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
     let claim = Claim {
         attempt: input.attempt.clone(),
         claimed_at_ms: setup.clock.now_ms(),
+        worker: "w1".to_owned(),
     };
     setup
         .internal
@@ -332,4 +410,22 @@ async fn a_result_for_an_order_left_dispatching_is_applied() {
         setup.recorder.dispatched.lock().unwrap().is_empty(),
         "nothing is started twice"
     );
+}
+
+/// init_job records the job-level `started` event once (an item of the original
+/// specification's test list that had no test).
+#[tokio::test]
+async fn init_records_the_jobs_started_event() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    let orders = &setup.engine.ports.orders;
+    let rows = orders.run_orders(&run).await.unwrap();
+    let events = orders.trace_events(&rows[0].trace_id).await.unwrap();
+    let started: Vec<_> = events
+        .iter()
+        .filter(|e| e.order_name == sluice_engine::OrderEvent::JOB && e.event == "started")
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0].run_id, run);
+    assert_eq!(started[0].detail["orders"], 1);
 }

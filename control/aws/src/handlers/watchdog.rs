@@ -6,8 +6,8 @@
 //! so the watchdogs of orders dispatched together do not all wake in the same second.
 
 use serde_json::Value;
+use sluice_engine::Engine;
 use sluice_engine::ports::WatchdogInput;
-use sluice_engine::{Engine, EngineError};
 
 /// Handles one step.
 ///
@@ -19,9 +19,16 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, anyhow::Err
         .map_err(|e| anyhow::anyhow!("not a watchdog input: {e}"))?;
     let verdict = engine.watchdog_check(&input).await?;
     if verdict.kick {
-        let outcome: Result<_, EngineError> = engine.orchestrate(&input.run_id).await;
-        tracing::info!(run_id = %input.run_id, ?outcome, "kicked the orchestrator");
-        outcome?;
+        // A kicked pass that fails is logged, not thrown: the watch goes on and kicks again
+        // at its next check, while an error would end the state machine's loop.
+        match engine.orchestrate(&input.run_id).await {
+            Ok(outcome) => {
+                tracing::info!(run_id = %input.run_id, ?outcome, "kicked the orchestrator")
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %input.run_id, %error, "the kicked pass failed; the watch goes on")
+            }
+        }
     }
     let mut output = serde_json::to_value(&input)?;
     output["done"] = verdict.done.into();

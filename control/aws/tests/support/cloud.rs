@@ -256,6 +256,7 @@ impl Cloud {
                         let claim = Claim {
                             attempt: payload.attempt.clone(),
                             claimed_at_ms: now_ms(),
+                            worker: "w1".to_owned(),
                         };
                         engine
                             .ports

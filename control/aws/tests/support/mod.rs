@@ -248,7 +248,8 @@ fn empty_zip() -> Vec<u8> {
     zip
 }
 
-/// Settings naming fresh buckets and tables (dispatch targets left empty).
+/// Settings naming fresh buckets, tables and a watchdog state machine (every run needs its
+/// watch; the worker targets are left empty).
 pub async fn store_settings(clients: &Clients) -> AwsSettings {
     AwsSettings {
         internal_bucket: bucket(clients).await,
@@ -258,7 +259,7 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         locks_table: table(clients, LOCKS_KEY).await,
         worker_function: String::new(),
         codebuild_project: String::new(),
-        watchdog_state_machine: String::new(),
+        watchdog_state_machine: watchdog_machine(clients).await,
         ssm_prefix: format!("/{}", unique("sluice-test")),
         event_ttl_days: 90,
         order_ttl_days: 1,

@@ -6,8 +6,9 @@
 //!   `result.json` under the callback prefix, starts an orchestrator invocation for its run,
 //!   concurrently with any other, as S3 notifications start Lambdas; a failed invocation is
 //!   retried with backoff, as Lambda retries failed async invocations;
-//! - the **watchdogs**: one timer loop per dispatched order calling
-//!   [`Engine::watchdog_check`], kicking the orchestrator when asked;
+//! - the **watchdogs**: one timer loop per dispatched order, and one per run (its watch,
+//!   until the run is finalized), calling [`Engine::watchdog_check`] and kicking the
+//!   orchestrator when asked;
 //! - **done notifications**: writers of done documents wake [`LocalRuntime::wait_done`].
 
 use std::path::PathBuf;
@@ -31,7 +32,12 @@ pub const INTERNAL_BUCKET: &str = "internal";
 pub const DONE_BUCKET: &str = "done";
 /// How long [`LocalRuntime::wait_done`] waits for finalize to complete after the document.
 const FINALIZE_WAIT: Duration = Duration::from_secs(30);
-/// Delays before retrying a failed orchestrator invocation.
+/// How long [`LocalRuntime::wait_done`] waits after a transient failure to read.
+const TRANSIENT_READ_WAIT: Duration = Duration::from_secs(1);
+/// How often [`LocalRuntime::wait_done`] looks for the document without being told.
+const DONE_POLL: Duration = Duration::from_secs(5);
+/// Delays before retrying a failed orchestrator invocation (each invocation also retries
+/// transient failures itself; past these, the run's watch starts the next pass).
 const ORCHESTRATE_RETRIES: [Duration; 3] = [
     Duration::from_millis(200),
     Duration::from_secs(1),
@@ -73,6 +79,7 @@ pub struct LocalWatchdog {
 impl WatchdogStarter for LocalWatchdog {
     async fn start(&self, input: &WatchdogInput) -> Result<(), DispatchError> {
         self.sender.send(input.clone()).map_err(|_| DispatchError {
+            kind: crate::ErrorKind::Permanent,
             what: "watchdog".to_owned(),
             run_id: input.run_id.clone(),
             order_num: input.order_num,
@@ -188,16 +195,28 @@ impl LocalRuntime {
                     return Ok(doc);
                 }
                 Err(StoreError::NotFound { .. }) => {}
+                Err(error) if error.is_transient() => {
+                    // Storage is failing for now; the run's watch finishes the run once it
+                    // heals, and the document is read then.
+                    tracing::warn!(%error, "reading the done document failed; trying again");
+                    tokio::time::sleep(TRANSIENT_READ_WAIT).await;
+                    continue;
+                }
                 Err(other) => return Err(other),
             }
-            // Wait for the next done document (or a lagged channel: just look again).
-            loop {
-                match written.recv().await {
-                    Ok(k) if k == key => break,
-                    Ok(_) => continue,
-                    Err(_) => break,
+            // Wait for the next done document (or a lagged channel: just look again), and
+            // look anyway now and then: a document written while reads were failing, or
+            // by another process resuming the run, sends no event here.
+            let next = async {
+                loop {
+                    match written.recv().await {
+                        Ok(k) if k == key => break,
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    }
                 }
-            }
+            };
+            let _ = tokio::time::timeout(DONE_POLL, next).await;
         }
     }
 
@@ -208,8 +227,12 @@ impl LocalRuntime {
     async fn wait_lock_completed(&self, run_id: &RunId) -> Result<(), StoreError> {
         let give_up = tokio::time::Instant::now() + FINALIZE_WAIT;
         loop {
-            let lock = self.engine.ports.orders.lock_state(run_id).await?;
-            if lock.is_some_and(|l| l.status == "completed") {
+            let lock = match self.engine.ports.orders.lock_state(run_id).await {
+                Ok(lock) => lock,
+                Err(error) if error.is_transient() => None,
+                Err(other) => return Err(other),
+            };
+            if lock.is_some_and(|l| l.is_completed()) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= give_up {
@@ -255,7 +278,7 @@ async fn orchestrate_with_retries(engine: Arc<Engine>, run_id: RunId) {
             }
         }
         let Some(delay) = delays.next() else {
-            tracing::error!(run_id = %run_id, "orchestrator invocation failed after retries; the next event or watchdog resumes the run");
+            tracing::error!(run_id = %run_id, "orchestrator invocation failed after retries; the run's watch resumes the run");
             return;
         };
         tokio::time::sleep(*delay).await;

@@ -5,7 +5,9 @@
 //! nothing runs unwatched), then `dispatching → running`. An order found `dispatching`
 //! longer than the dispatch lease (its orchestrator crashed mid-start) is started again with
 //! the same attempt id; the worker claims the attempt before running anything, so the order
-//! still runs at most once.
+//! still runs at most once. A start that fails transiently (throttled, timed out) is
+//! retried a few times in the pass, then left `dispatching` for that later retry; only a
+//! permanent failure fails the order (`dispatch_failed`).
 
 use std::time::Duration;
 
@@ -17,11 +19,15 @@ use sluice_contract::{OrderStatus, keys};
 use super::Moved;
 use super::evaluate::{Node, evaluate};
 use crate::engine::{Engine, millis};
-use crate::error::EngineError;
-use crate::ports::{OrderRecord, Transition, WatchdogInput};
+use crate::error::{EngineError, ErrorKind};
+use crate::ports::{DispatchError, OrderRecord, Transition, WatchdogInput};
+use crate::retry::Backoff;
 
 /// Callback URLs minted at dispatch stay valid this long after the order's timeout.
 const CALLBACK_MARGIN_MS: u64 = 300_000;
+/// Retries of a start that failed transiently within one pass, and the first wait.
+const START_RETRIES: u32 = 2;
+const START_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Evaluates the run and acts on the plan until nothing more can change without a
@@ -104,6 +110,44 @@ impl Engine {
         Ok((orders, failed_to_start))
     }
 
+    /// Starts the watchdog, then the worker, retrying a transient failure a few times.
+    ///
+    /// The watchdog first: when it cannot be started, nothing runs unwatched (a worker
+    /// started without one would run on while its order is reported failed); when the
+    /// worker then cannot be started, its watchdog sees the failed order and stops.
+    async fn start_watched(
+        &self,
+        order: &OrderRecord,
+        watch: &WatchdogInput,
+        payload: &DispatchPayload,
+    ) -> Result<(), DispatchError> {
+        let mut backoff = Backoff::new(START_RETRY_FIRST, START_RETRIES);
+        loop {
+            let started = async {
+                self.ports.watchdog.start(watch).await?;
+                self.ports
+                    .dispatcher
+                    .start(
+                        order.execution_target,
+                        Duration::from_secs(order.timeout),
+                        payload,
+                    )
+                    .await
+            }
+            .await;
+            match started {
+                Err(error) if error.kind == ErrorKind::Transient => match backoff.next_delay() {
+                    Some(delay) => {
+                        tracing::warn!(order_num = %order.order_num, %error, ?delay, "start failed transiently; retrying");
+                        self.ports.clock.sleep(delay).await;
+                    }
+                    None => return Err(error),
+                },
+                other => return other,
+            }
+        }
+    }
+
     /// Starts one order (or restarts a stale start with the same attempt id).
     async fn start_order(
         &self,
@@ -156,22 +200,15 @@ impl Engine {
             job_deadline: order.job_deadline_ms.div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
         };
-        // The watchdog first: when it cannot be started, nothing runs unwatched (a worker
-        // started without one would run on while its order is reported failed); when the
-        // worker then cannot be started, its watchdog sees the failed order and stops.
-        let started = async {
-            self.ports.watchdog.start(&watch).await?;
-            self.ports
-                .dispatcher
-                .start(
-                    order.execution_target,
-                    Duration::from_secs(order.timeout),
-                    &payload,
-                )
-                .await
-        }
-        .await;
+        let started = self.start_watched(&order, &watch, &payload).await;
         if let Err(error) = started {
+            if error.kind == ErrorKind::Transient {
+                // It may even have started. The order stays `dispatching`: once the dispatch
+                // lease has passed, a pass (kicked by the run's watch) starts the same
+                // attempt again, and the worker's claim makes a second start harmless.
+                tracing::warn!(order_num = %order.order_num, %error, "dispatch failed transiently; it will be retried");
+                return Ok(order);
+            }
             tracing::error!(order_num = %order.order_num, %error, "dispatch failed");
             let change = Transition {
                 finished_at_ms: Some(self.now_ms()),

@@ -14,13 +14,21 @@ pub mod finalize;
 pub mod lock;
 pub mod read_state;
 
+use std::time::Duration;
+
 use sluice_contract::{JobStatus, RunId};
 use tracing::Instrument;
 
 use crate::engine::{Engine, millis};
-use crate::error::{EngineError, StoreError};
+use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{OrderRecord, Transition};
+use crate::retry::Backoff;
 use lock::{LockAttempt, Release};
+
+/// How many times one invocation retries a pass that failed transiently, and the first
+/// wait: about 0.5 + 1 + 2 + 4 s at most, far inside the lock's lease.
+const PASS_RETRIES: u32 = 4;
+const PASS_RETRY_FIRST: Duration = Duration::from_millis(500);
 
 /// What [`Engine::move_order`] found.
 #[derive(Debug)]
@@ -90,6 +98,11 @@ impl Engine {
     /// Moves `order` from the status it has in `order` with `change` (a conditional write);
     /// when it is no longer in that status, reads what it became instead.
     ///
+    /// A failed condition is not always someone else's move: a write that timed out may have
+    /// been applied, and the store's own retry of it then finds the condition failed (or
+    /// the store reports the time-out). The row read back tells: when it already holds
+    /// every field `change` sets (a fresh attempt id, a finish time), the move is ours.
+    ///
     /// # Errors
     ///
     /// A backend failure.
@@ -104,49 +117,87 @@ impl Engine {
             .await
         {
             Ok(updated) => Ok(Moved::Applied(updated)),
-            Err(StoreError::ConditionFailed { .. }) => Ok(Moved::Lost(
-                store.get_order(&order.run_id, order.order_num).await?,
-            )),
+            Err(StoreError::ConditionFailed { .. }) => {
+                let current = store.get_order(&order.run_id, order.order_num).await?;
+                if change.is_applied_in(&current) {
+                    Ok(Moved::Applied(current))
+                } else {
+                    Ok(Moved::Lost(current))
+                }
+            }
+            // The write may have landed though its answer was lost: the row tells.
+            Err(error) if error.is_transient() => {
+                match store.get_order(&order.run_id, order.order_num).await {
+                    Ok(current) if change.is_applied_in(&current) => Ok(Moved::Applied(current)),
+                    _ => Err(error.into()),
+                }
+            }
             Err(other) => Err(other.into()),
         }
     }
 
+    /// Loops one step at a time until the run is finalized or the lock released clean. A
+    /// transient failure (throttling, a folder unwritable for a while) is retried after a
+    /// backoff, from the tables, as a new event would: every step is safe to repeat.
     async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
+        let mut backoff = Backoff::new(PASS_RETRY_FIRST, PASS_RETRIES);
         loop {
-            let lease_until = self.now_ms() + millis(self.config.lock_lease);
-            match self
-                .ports
-                .orders
-                .renew_lock(run_id, owner, lease_until)
-                .await
-            {
-                Ok(()) => {}
-                Err(StoreError::ConditionFailed { .. }) => {
-                    tracing::warn!("lease expired while working; another invocation took over");
-                    return Ok(Outcome::LostLock);
+            match self.advance_once(run_id, owner, &mut commented).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => backoff.reset(PASS_RETRIES),
+                Err(error) if error.kind() == ErrorKind::Transient => {
+                    let Some(delay) = backoff.next_delay() else {
+                        return Err(error);
+                    };
+                    tracing::warn!(%error, ?delay, "transient failure in an orchestrator pass; retrying");
+                    self.ports.clock.sleep(delay).await;
                 }
-                Err(other) => return Err(other.into()),
-            }
-            let orders = self.read_state(run_id).await?;
-            if orders.is_empty() {
-                return Err(EngineError::UnknownRun(run_id.to_string()));
-            }
-            let orders = self.apply_plan(orders).await?;
-            if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
-                return Ok(Outcome::Finalized(status));
-            }
-            let statuses: Vec<_> = orders.iter().map(|o| o.status).collect();
-            if commented.as_ref() != Some(&statuses) {
-                self.update_pr_comment(&orders, None).await;
-                commented = Some(statuses);
-            }
-            match lock::release(self, run_id, owner).await? {
-                Release::Released => return Ok(Outcome::Released),
-                Release::Dirty => continue,
-                Release::Lost => return Ok(Outcome::LostLock),
+                Err(error) => return Err(error),
             }
         }
+    }
+
+    /// One step: renew the lease, read, evaluate and dispatch, finalize or release. `None`
+    /// when an event arrived meanwhile and the loop must go round again.
+    async fn advance_once(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let lease_until = self.now_ms() + millis(self.config.lock_lease);
+        match self
+            .ports
+            .orders
+            .renew_lock(run_id, owner, lease_until)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => {
+                tracing::warn!("lease expired while working; another invocation took over");
+                return Ok(Some(Outcome::LostLock));
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let orders = self.read_state(run_id).await?;
+        if orders.is_empty() {
+            return Err(EngineError::UnknownRun(run_id.to_string()));
+        }
+        let orders = self.apply_plan(orders).await?;
+        if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
+            return Ok(Some(Outcome::Finalized(status)));
+        }
+        let statuses: Vec<_> = orders.iter().map(|o| o.status).collect();
+        if commented.as_ref() != Some(&statuses) {
+            self.update_pr_comment(&orders, None).await;
+            *commented = Some(statuses);
+        }
+        Ok(match lock::release(self, run_id, owner).await? {
+            Release::Released => Some(Outcome::Released),
+            Release::Dirty => None,
+            Release::Lost => Some(Outcome::LostLock),
+        })
     }
 }

@@ -1,12 +1,20 @@
-//! Time, as a port, so the watchdog and lease logic can be tested at any instant.
+//! Time, as a port, so the watchdog, lease and retry logic can be tested at any instant.
 
 use std::fmt::Debug;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time.
+use async_trait::async_trait;
+
+/// A source of wall-clock time, and of waiting.
+#[async_trait]
 pub trait Clock: Send + Sync + Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Waits for `duration` (a retry's backoff). A test clock moves itself forward instead.
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
 }
 
 /// The system's wall clock.

@@ -9,10 +9,18 @@ use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::{ExecutionTarget, OrderNum, RunId};
 
+use crate::error::ErrorKind;
+
 /// A worker or a watchdog could not be started.
+///
+/// A [`ErrorKind::Transient`] failure (throttled, timed out on our side) may have been
+/// accepted all the same: the orchestrator starts the same attempt again later, and the
+/// worker's claim makes a duplicate start harmless. A permanent one fails the order.
 #[derive(Debug, thiserror::Error)]
 #[error("starting the {what} for order {order_num} of run {run_id} failed: {message}")]
 pub struct DispatchError {
+    /// Whether starting again later may succeed.
+    pub kind: ErrorKind,
     /// What was being started (`lambda worker`, `codebuild worker`, `watchdog`).
     pub what: String,
     /// The run.

@@ -142,6 +142,15 @@ impl Transition {
         }
     }
 
+    /// Whether `record` already holds this change: its status and every field the change
+    /// sets. A change that sets a value nobody else writes (a fresh attempt id, a time)
+    /// is then known to be this writer's own, applied by a write whose answer was lost.
+    pub fn is_applied_in(&self, record: &OrderRecord) -> bool {
+        let mut expected = record.clone();
+        self.apply(&mut expected);
+        expected == *record
+    }
+
     /// Applies the change to a record (the store has checked the condition).
     pub fn apply(&self, record: &mut OrderRecord) {
         record.status = self.to;
@@ -227,6 +236,13 @@ pub struct LockState {
     pub lease_until_ms: u64,
     /// Whether an event arrived while it was held.
     pub dirty: bool,
+}
+
+impl LockState {
+    /// Whether the run was finalized (the lock is `completed` for good).
+    pub fn is_completed(&self) -> bool {
+        self.status == "completed"
+    }
 }
 
 /// The three tables.

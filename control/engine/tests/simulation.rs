@@ -1,0 +1,1002 @@
+//! The proof that every run finishes exactly once, whatever fails: a seeded, deterministic
+//! simulation of random DAG jobs on the local backends (real SQLite, real directory store,
+//! real key files) with faults injected at every port call, and the invariants checked
+//! after each run.
+//!
+//! Faults, each drawn per call from the job's rates: a transient error before the call
+//! takes effect; a transient error after it took effect (the answer was lost); a crash
+//! before or after it (the invocation is dropped at that await, as a Lambda killed there:
+//! no clean-up runs, its lock stays held until the lease ends); a permanent refusal of a
+//! start. Notifications of results are lost or delivered twice; time jumps expire leases
+//! and deadlines. The simulated worker follows the worker's protocol (claim the attempt if
+//! absent, run, report; retry what fails transiently), and counts what it executes.
+//!
+//! A failure prints the seed; `SLUICE_SIM_SEED=<seed>` replays that job alone, and
+//! `SLUICE_SIM_JOBS=<n>` runs more jobs.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_contract::dispatch::{Claim, DispatchPayload};
+use sluice_contract::job::{OrderSpec, Reference};
+use sluice_contract::result::{DEPENDENCY_FAILED, JOB_TIMEOUT, ResultDoc, parse_done};
+use sluice_contract::{
+    ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys,
+};
+use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
+use sluice_engine::ports::{
+    AcquireOutcome, DispatchError, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord,
+};
+use sluice_engine::{
+    Clock, Dispatcher, Engine, EngineConfig, ErrorKind, KeyStore, ObjectStore, OrderStore, Ports,
+    StoreError, Transition, WatchdogInput, WatchdogStarter,
+};
+
+/// Jobs simulated by default (each a fresh state folder, 1 to 8 orders).
+const DEFAULT_JOBS: u64 = 1000;
+/// Actions (deliveries, worker runs, watch checks) after which a run that has not finished
+/// counts as stuck.
+const MAX_ACTIONS: usize = 4000;
+/// Attempts the simulated worker makes at each store call before it dies.
+const WORKER_TRIES: usize = 8;
+
+// ---------------------------------------------------------------------------------------
+// The world: clock, fault dice, notifications, started workers and watches.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    TransientBefore,
+    TransientAfter,
+    CrashBefore,
+    CrashAfter,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    calls: u64,
+    transient: u64,
+    crashes: u64,
+    refused_starts: u64,
+    lost_notifications: u64,
+    duplicated_notifications: u64,
+    kicks: u64,
+}
+
+#[derive(Debug)]
+struct World {
+    now_ms: AtomicU64,
+    rng: Mutex<fastrand::Rng>,
+    /// Per-call probabilities: transient error, crash, permanent refusal of a start.
+    rates: (f64, f64, f64),
+    armed: AtomicBool,
+    crashed: tokio::sync::Notify,
+    notifications: Mutex<VecDeque<String>>,
+    starts: Mutex<Vec<DispatchPayload>>,
+    watches: Mutex<Vec<(WatchdogInput, u64)>>,
+    executed: Mutex<HashMap<(OrderNum, String), u32>>,
+    /// Orders one of whose workers died (crashed, or gave up on a store call).
+    died: Mutex<HashSet<OrderNum>>,
+    runs: Mutex<Vec<RunId>>,
+    counts: Mutex<Counts>,
+    /// Faults given to the next calls of an operation, before any drawn at random.
+    scripted: Mutex<Vec<(&'static str, Fault)>>,
+}
+
+impl World {
+    /// A world whose fault rates are drawn from `seed`.
+    fn new(seed: u64) -> Arc<Self> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let transient = [0.0, 0.02, 0.05, 0.1, 0.2][rng.usize(0..5)];
+        let crash = [0.0, 0.005, 0.02][rng.usize(0..3)];
+        let refuse = [0.0, 0.0, 0.05][rng.usize(0..3)];
+        World::with_rates(rng, (transient, crash, refuse))
+    }
+
+    fn with_rates(rng: fastrand::Rng, rates: (f64, f64, f64)) -> Arc<Self> {
+        Arc::new(World {
+            now_ms: AtomicU64::new(1_800_000_000_000),
+            rng: Mutex::new(rng),
+            rates,
+            armed: AtomicBool::new(false),
+            crashed: tokio::sync::Notify::new(),
+            notifications: Mutex::default(),
+            starts: Mutex::default(),
+            watches: Mutex::default(),
+            executed: Mutex::default(),
+            died: Mutex::default(),
+            runs: Mutex::default(),
+            counts: Mutex::default(),
+            scripted: Mutex::default(),
+        })
+    }
+
+    fn chance(&self, p: f64) -> bool {
+        p > 0.0 && self.rng.lock().unwrap().f64() < p
+    }
+
+    fn below(&self, n: usize) -> usize {
+        self.rng.lock().unwrap().usize(0..n)
+    }
+
+    fn now(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self, ms: u64) {
+        self.now_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    fn fault(&self, what: &str) -> Fault {
+        if !self.armed.load(Ordering::SeqCst) {
+            return Fault::None;
+        }
+        let mut scripted = self.scripted.lock().unwrap();
+        if let Some(next) = scripted.iter().position(|(op, _)| *op == what) {
+            return scripted.remove(next).1;
+        }
+        drop(scripted);
+        self.counts.lock().unwrap().calls += 1;
+        let (transient, crash, _) = self.rates;
+        let fault = if self.chance(transient) {
+            if self.chance(0.5) {
+                Fault::TransientBefore
+            } else {
+                Fault::TransientAfter
+            }
+        } else if self.chance(crash) {
+            if self.chance(0.5) {
+                Fault::CrashBefore
+            } else {
+                Fault::CrashAfter
+            }
+        } else {
+            Fault::None
+        };
+        let mut counts = self.counts.lock().unwrap();
+        match fault {
+            Fault::TransientBefore | Fault::TransientAfter => counts.transient += 1,
+            Fault::CrashBefore | Fault::CrashAfter => counts.crashes += 1,
+            Fault::None => {}
+        }
+        fault
+    }
+
+    /// The invocation dies here: the runner drops it at this await.
+    async fn crash<T>(&self) -> T {
+        self.crashed.notify_one();
+        std::future::pending().await
+    }
+
+    /// Runs `call` under the fault drawn for it.
+    async fn faulty<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let injected = || StoreError::Unavailable {
+            what: what.to_owned(),
+            message: "injected fault".to_owned(),
+        };
+        match self.fault(what) {
+            Fault::None => call.await,
+            Fault::TransientBefore => Err(injected()),
+            Fault::TransientAfter => {
+                let _ = call.await;
+                Err(injected())
+            }
+            Fault::CrashBefore => self.crash().await,
+            Fault::CrashAfter => {
+                let _ = call.await;
+                self.crash().await
+            }
+        }
+    }
+
+    /// Runs one invocation to its end, or until a fault crashes it.
+    async fn invoke<T>(&self, invocation: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.crashed.notified() => None,
+            done = invocation => Some(done),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimClock(Arc<World>);
+
+#[async_trait]
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        self.0.now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.0.advance(duration.as_millis() as u64);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ports, each a real local adapter behind the fault dice.
+
+#[derive(Debug)]
+struct FaultyObjects {
+    inner: Arc<DirStore>,
+    world: Arc<World>,
+}
+
+impl FaultyObjects {
+    /// A result written fires a notification, as S3 does (even when the answer is lost).
+    fn written(&self, key: &str) {
+        if keys::parse_result(key).is_some() {
+            self.world
+                .notifications
+                .lock()
+                .unwrap()
+                .push_back(key.to_owned());
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyObjects {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.world.faulty("get", self.inner.get(key)).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let call = async {
+            self.inner.put(key, bytes).await?;
+            self.written(key);
+            Ok(())
+        };
+        self.world.faulty("put", call).await
+    }
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let call = async {
+            self.inner.put_if_absent(key, bytes).await?;
+            self.written(key);
+            Ok(())
+        };
+        self.world.faulty("put_if_absent", call).await
+    }
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        self.world
+            .faulty("put_file", self.inner.put_file(key, path))
+            .await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.world.faulty("head", self.inner.head(key)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.world.faulty("list", self.inner.list(prefix)).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.world.faulty("delete", self.inner.delete(key)).await
+    }
+    fn object_url(&self, key: &str) -> String {
+        self.inner.object_url(key)
+    }
+    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<String, StoreError> {
+        let call = self.inner.presign_put(key, expiry);
+        self.world.faulty("presign_put", call).await
+    }
+}
+
+#[derive(Debug)]
+struct FaultyTables {
+    inner: SqliteStore,
+    world: Arc<World>,
+}
+
+#[async_trait]
+impl OrderStore for FaultyTables {
+    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
+        let call = self.inner.insert_orders(orders);
+        self.world.faulty("insert_orders", call).await
+    }
+    async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
+        self.world
+            .faulty("run_orders", self.inner.run_orders(run_id))
+            .await
+    }
+    async fn get_order(&self, run_id: &RunId, num: OrderNum) -> Result<OrderRecord, StoreError> {
+        let call = self.inner.get_order(run_id, num);
+        self.world.faulty("get_order", call).await
+    }
+    async fn transition(
+        &self,
+        run_id: &RunId,
+        num: OrderNum,
+        from: OrderStatus,
+        change: &Transition,
+    ) -> Result<OrderRecord, StoreError> {
+        let call = self.inner.transition(run_id, num, from, change);
+        self.world.faulty("transition", call).await
+    }
+    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
+        self.world
+            .faulty("put_event", self.inner.put_event(event))
+            .await
+    }
+    async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError> {
+        let call = self.inner.trace_events(trace_id);
+        self.world.faulty("trace_events", call).await
+    }
+    async fn acquire_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<AcquireOutcome, StoreError> {
+        let call = self
+            .inner
+            .acquire_lock(run_id, owner, now_ms, lease_until_ms);
+        self.world.faulty("acquire_lock", call).await
+    }
+    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError> {
+        self.world
+            .faulty("mark_dirty", self.inner.mark_dirty(run_id))
+            .await
+    }
+    async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<(), StoreError> {
+        let call = self.inner.renew_lock(run_id, owner, until);
+        self.world.faulty("renew_lock", call).await
+    }
+    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        let call = self.inner.release_lock(run_id, owner);
+        self.world.faulty("release_lock", call).await
+    }
+    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        let call = self.inner.clear_dirty(run_id, owner);
+        self.world.faulty("clear_dirty", call).await
+    }
+    async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        let call = self.inner.complete_lock(run_id, owner);
+        self.world.faulty("complete_lock", call).await
+    }
+    async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {
+        self.world
+            .faulty("lock_state", self.inner.lock_state(run_id))
+            .await
+    }
+}
+
+#[derive(Debug)]
+struct FaultyKeys {
+    inner: FileKeyStore,
+    world: Arc<World>,
+}
+
+#[async_trait]
+impl KeyStore for FaultyKeys {
+    async fn put_key(
+        &self,
+        run: &RunId,
+        num: OrderNum,
+        secret: &str,
+    ) -> Result<String, StoreError> {
+        self.world
+            .faulty("put_key", self.inner.put_key(run, num, secret))
+            .await
+    }
+    async fn get_key(&self, key_path: &str) -> Result<String, StoreError> {
+        self.world
+            .faulty("get_key", self.inner.get_key(key_path))
+            .await
+    }
+    async fn delete_run_keys(&self, run_id: &RunId) -> Result<(), StoreError> {
+        let call = self.inner.delete_run_keys(run_id);
+        self.world.faulty("delete_run_keys", call).await
+    }
+}
+
+/// Starts of workers and watches are recorded for the simulation to play; a start may fail
+/// transiently (before or after it was accepted), be refused for good, or crash its caller.
+#[derive(Debug)]
+struct Starts(Arc<World>);
+
+impl Starts {
+    async fn start(
+        &self,
+        what: &str,
+        run_id: &RunId,
+        order_num: OrderNum,
+        record: impl FnOnce(&World),
+    ) -> Result<(), DispatchError> {
+        let world = &self.0;
+        let refuse = |kind| DispatchError {
+            kind,
+            what: what.to_owned(),
+            run_id: run_id.clone(),
+            order_num,
+            message: "injected fault".to_owned(),
+        };
+        if world.armed.load(Ordering::SeqCst) && world.chance(world.rates.2) {
+            world.counts.lock().unwrap().refused_starts += 1;
+            return Err(refuse(ErrorKind::Permanent));
+        }
+        match world.fault(what) {
+            Fault::None => {
+                record(world);
+                Ok(())
+            }
+            Fault::TransientBefore => Err(refuse(ErrorKind::Transient)),
+            Fault::TransientAfter => {
+                record(world);
+                Err(refuse(ErrorKind::Transient))
+            }
+            Fault::CrashBefore => world.crash().await,
+            Fault::CrashAfter => {
+                record(world);
+                world.crash().await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Dispatcher for Starts {
+    async fn start(
+        &self,
+        _: ExecutionTarget,
+        _: Duration,
+        payload: &DispatchPayload,
+    ) -> Result<(), DispatchError> {
+        self.start("worker", &payload.run_id, payload.order_num, |world| {
+            world.starts.lock().unwrap().push(payload.clone())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl WatchdogStarter for Starts {
+    async fn start(&self, input: &WatchdogInput) -> Result<(), DispatchError> {
+        self.start("watchdog", &input.run_id, input.order_num, |world| {
+            let mut runs = world.runs.lock().unwrap();
+            if !runs.contains(&input.run_id) {
+                runs.push(input.run_id.clone());
+            }
+            let mut watches = world.watches.lock().unwrap();
+            // Starting the same attempt's watch twice is a no-op (a named execution).
+            if !watches.iter().any(|(w, _)| w == input) {
+                watches.push((input.clone(), world.now() + 1000));
+            }
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs and what their orders do.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Succeeds,
+    Fails,
+    /// Claims its attempt and never reports (the watchdog must time it out).
+    Hangs,
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    job: JobSpec,
+    behaviours: Vec<Behaviour>,
+}
+
+fn random_plan(world: &World) -> Plan {
+    let count = 1 + world.below(8);
+    let mut orders = Vec::new();
+    let mut behaviours = Vec::new();
+    for index in 0..count {
+        let dependencies: Vec<Reference> = (0..index)
+            .filter(|_| world.chance(0.3))
+            .map(|d| Reference((d + 1).to_string()))
+            .collect();
+        behaviours.push(match world.below(20) {
+            0..=12 => Behaviour::Succeeds,
+            13..=17 => Behaviour::Fails,
+            _ => Behaviour::Hangs,
+        });
+        orders.push(OrderSpec {
+            cmds: Some(vec!["true".into()]),
+            timeout: Some(30 + 30 * world.below(10) as u64),
+            dependencies,
+            must_succeed: Some(!world.chance(0.2)),
+            ..OrderSpec::default()
+        });
+    }
+    let job_timeout = if world.chance(0.15) { 300 } else { 7200 };
+    Plan {
+        job: JobSpec {
+            orders,
+            job_timeout: Some(job_timeout),
+            ..JobSpec::default()
+        },
+        behaviours,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The simulation of one job.
+
+struct Sim {
+    world: Arc<World>,
+    engine: Engine,
+    plan: Plan,
+    done: Arc<DirStore>,
+    tables: SqliteStore,
+    keys_dir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let world = World::new(seed);
+        let plan = random_plan(&world);
+        Sim::build(world, plan)
+    }
+
+    fn build(world: Arc<World>, plan: Plan) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let internal = Arc::new(DirStore::open(&dir.path().join("internal"), "internal").unwrap());
+        let done = Arc::new(DirStore::open(&dir.path().join("done"), "done").unwrap());
+        let open_tables = || {
+            let ttl = Duration::from_secs(86_400);
+            SqliteStore::open(&dir.path().join("sluice.db"), ttl, ttl).unwrap()
+        };
+        let keys_dir = dir.path().join("keys");
+        let starts = Arc::new(Starts(Arc::clone(&world)));
+        let ports = Ports {
+            internal: Arc::new(FaultyObjects {
+                inner: Arc::clone(&internal),
+                world: Arc::clone(&world),
+            }),
+            done: Arc::new(FaultyObjects {
+                inner: Arc::clone(&done),
+                world: Arc::clone(&world),
+            }),
+            orders: Arc::new(FaultyTables {
+                inner: open_tables(),
+                world: Arc::clone(&world),
+            }),
+            dispatcher: starts.clone(),
+            watchdog: starts,
+            keys: Arc::new(FaultyKeys {
+                inner: FileKeyStore::open(&keys_dir).unwrap(),
+                world: Arc::clone(&world),
+            }),
+            secrets: Arc::new(SecretsFile::none()),
+            archives: None,
+            vcs: None,
+            clock: Arc::new(SimClock(Arc::clone(&world))),
+        };
+        let config = EngineConfig {
+            dispatch_parallelism: 1,
+            ..EngineConfig::default()
+        };
+        Sim {
+            engine: Engine::new(ports, config),
+            plan,
+            done,
+            tables: open_tables(),
+            keys_dir,
+            world,
+            _dir: dir,
+        }
+    }
+
+    fn run_id(&self) -> Option<RunId> {
+        self.world.runs.lock().unwrap().first().cloned()
+    }
+
+    /// Finalized, or never queued (init failed; the watch, once idle, has cleaned up).
+    async fn finished(&self, run_id: &RunId) -> bool {
+        let lock = self.tables.lock_state(run_id).await.unwrap();
+        lock.is_some_and(|l| l.is_completed())
+            || self.tables.run_orders(run_id).await.unwrap().is_empty()
+    }
+
+    /// Plays the job to its end; returns how many actions it took.
+    async fn play(&self) -> Result<usize, String> {
+        self.world.armed.store(true, Ordering::SeqCst);
+        let options = ValidateOptions::local("sim");
+        let init = self
+            .engine
+            .init_job(&self.plan.job, &options, Path::new("."));
+        let init_ok = matches!(self.world.invoke(init).await, Some(Ok(_)));
+        for action in 0..MAX_ACTIONS {
+            let run_over = match self.run_id() {
+                Some(run) => self.finished(&run).await,
+                None => true,
+            };
+            let idle = self.world.notifications.lock().unwrap().is_empty()
+                && self.world.starts.lock().unwrap().is_empty()
+                && self.world.watches.lock().unwrap().is_empty();
+            if run_over && idle {
+                self.world.armed.store(false, Ordering::SeqCst);
+                return Ok(action);
+            }
+            self.step().await;
+        }
+        Err(format!(
+            "not finished after {MAX_ACTIONS} actions (init {}): {}",
+            if init_ok { "succeeded" } else { "failed" },
+            self.describe().await
+        ))
+    }
+
+    /// What the run looks like, for a failure's message.
+    async fn describe(&self) -> String {
+        let Some(run_id) = self.run_id() else {
+            return "no run".to_owned();
+        };
+        let rows = self.tables.run_orders(&run_id).await.unwrap();
+        let statuses: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {} {:?}", r.order_num, r.status, r.reason))
+            .collect();
+        let lock = self.tables.lock_state(&run_id).await.unwrap();
+        let watches: Vec<String> = (self.world.watches.lock().unwrap().iter())
+            .map(|(w, at)| format!("{}:{} at {}", w.order_num, w.attempt, at))
+            .collect();
+        format!(
+            "orders [{}], lock {lock:?}, watches [{}], now {}, {} notifications, {} starts",
+            statuses.join(", "),
+            watches.join(", "),
+            self.world.now(),
+            self.world.notifications.lock().unwrap().len(),
+            self.world.starts.lock().unwrap().len(),
+        )
+    }
+
+    /// One action, chosen at random among those possible.
+    async fn step(&self) {
+        let notified = !self.world.notifications.lock().unwrap().is_empty();
+        let started = !self.world.starts.lock().unwrap().is_empty();
+        match self.world.below(3) {
+            0 if notified => self.deliver().await,
+            1 if started => self.run_worker().await,
+            _ => self.tick().await,
+        }
+    }
+
+    /// Delivers the oldest notification (S3 → orchestrator): lost, or delivered twice.
+    async fn deliver(&self) {
+        let Some(key) = self.world.notifications.lock().unwrap().pop_front() else {
+            return;
+        };
+        if self.world.chance(0.1) {
+            self.world.counts.lock().unwrap().lost_notifications += 1;
+            return;
+        }
+        if self.world.chance(0.1) {
+            self.world.counts.lock().unwrap().duplicated_notifications += 1;
+            self.world
+                .notifications
+                .lock()
+                .unwrap()
+                .push_back(key.clone());
+        }
+        let (run_id, _) = keys::parse_result(&key).expect("results only");
+        let _ = self.world.invoke(self.engine.orchestrate(&run_id)).await;
+    }
+
+    /// Runs one started worker: claim, execute, report.
+    async fn run_worker(&self) {
+        let payload = {
+            let mut starts = self.world.starts.lock().unwrap();
+            let index = self.world.below(starts.len());
+            starts.swap_remove(index)
+        };
+        if self.world.invoke(self.work(&payload)).await != Some(true) {
+            self.world.died.lock().unwrap().insert(payload.order_num);
+        }
+    }
+
+    /// One worker; `false` when it died (gave up on a store call).
+    async fn work(&self, payload: &DispatchPayload) -> bool {
+        let store = &self.engine.ports.internal;
+        let claim = Claim {
+            attempt: payload.attempt.clone(),
+            claimed_at_ms: self.world.now(),
+            worker: format!("w{}", self.world.below(1 << 30)),
+        };
+        let claim_key = keys::claim(&payload.run_id, payload.order_num, &payload.attempt);
+        let body = serde_json::to_vec(&claim).unwrap();
+        let mut ours = None;
+        for _ in 0..WORKER_TRIES {
+            ours = match store.put_if_absent(&claim_key, body.clone()).await {
+                Ok(()) => Some(true),
+                Err(StoreError::ConditionFailed { .. }) => match store.get(&claim_key).await {
+                    Ok(found) => Some(serde_json::from_slice::<Claim>(&found).unwrap() == claim),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            if ours.is_some() {
+                break;
+            }
+            self.world.advance(1000);
+        }
+        match ours {
+            Some(true) => {}
+            Some(false) => return true, // a duplicate start: the claim is another's
+            None => return false,
+        }
+        *self
+            .world
+            .executed
+            .lock()
+            .unwrap()
+            .entry((payload.order_num, payload.attempt.clone()))
+            .or_default() += 1;
+        let index = payload.order_num.index().unwrap();
+        let status = match self.plan.behaviours[index] {
+            Behaviour::Succeeds => OrderStatus::Succeeded,
+            Behaviour::Fails => OrderStatus::Failed,
+            Behaviour::Hangs => return true,
+        };
+        self.world.advance(1000 * (1 + self.world.below(20) as u64));
+        let mut doc = ResultDoc::new(status, "sim");
+        doc.attempt = Some(payload.attempt.clone());
+        if status == OrderStatus::Failed {
+            doc.exit_code = Some(1);
+        }
+        let key = keys::result(&payload.run_id, payload.order_num);
+        for _ in 0..WORKER_TRIES {
+            if store
+                .put(&key, serde_json::to_vec(&doc).unwrap())
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            self.world.advance(1000);
+        }
+        false
+    }
+
+    /// Moves time to the next watch check (or a little), and runs every check that is due.
+    async fn tick(&self) {
+        let next = self
+            .world
+            .watches
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, at)| *at)
+            .min();
+        let now = self.world.now();
+        match next {
+            Some(at) if at > now => self.world.advance(at - now),
+            Some(_) => {}
+            None => self
+                .world
+                .advance(1000 * (1 + self.world.below(120) as u64)),
+        }
+        let now = self.world.now();
+        let due: Vec<WatchdogInput> = self
+            .world
+            .watches
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(w, _)| w.clone())
+            .collect();
+        for input in due {
+            let verdict = self.world.invoke(self.engine.watchdog_check(&input)).await;
+            let kick = {
+                let mut watches = self.world.watches.lock().unwrap();
+                let Some(slot) = watches.iter().position(|(w, _)| *w == input) else {
+                    continue;
+                };
+                match verdict {
+                    Some(Ok(v)) if v.done => {
+                        watches.swap_remove(slot);
+                        false
+                    }
+                    Some(Ok(v)) => {
+                        watches[slot].1 = now + v.wait_seconds * 1000;
+                        v.kick
+                    }
+                    // An error or a crash: the state machine retries the check later.
+                    _ => {
+                        watches[slot].1 = now + 5000;
+                        false
+                    }
+                }
+            };
+            if kick {
+                self.world.counts.lock().unwrap().kicks += 1;
+                let pass = self.engine.orchestrate(&input.run_id);
+                let _ = self.world.invoke(pass).await;
+            }
+        }
+    }
+
+    /// The invariants, read with faults off.
+    async fn check(&self) -> Result<(), String> {
+        let Some(run_id) = self.run_id() else {
+            return Ok(()); // init failed before its watch: nothing exists
+        };
+        let rows = self.tables.run_orders(&run_id).await.unwrap();
+        let key_files = std::fs::read_dir(&self.keys_dir)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if rows.is_empty() {
+            // init failed after its watch started: the watch cleaned up.
+            let done = self.done.list("").await.unwrap();
+            return match (key_files, done.is_empty()) {
+                (0, true) => Ok(()),
+                _ => Err(format!(
+                    "a run with no rows left {key_files} key entries, done {done:?}"
+                )),
+            };
+        }
+        let done_keys = self.done.list("").await.unwrap();
+        if done_keys != vec![keys::done(&run_id)] {
+            return Err(format!("done bucket holds {done_keys:?}"));
+        }
+        let doc = parse_done(&self.done.get(&keys::done(&run_id)).await.unwrap())
+            .map_err(|e| format!("done document: {e}"))?;
+        if key_files != 0 {
+            return Err(format!("{key_files} key entries left after finalize"));
+        }
+        for ((num, attempt), times) in self.world.executed.lock().unwrap().iter() {
+            if *times != 1 {
+                return Err(format!("order {num} attempt {attempt} ran {times} times"));
+            }
+        }
+        for (row, listed) in rows.iter().zip(&doc.orders) {
+            if !row.status.is_terminal() {
+                return Err(format!("order {} left {}", row.order_num, row.status));
+            }
+            if (row.status, &row.reason, row.exit_code)
+                != (listed.status, &listed.reason, listed.exit_code)
+            {
+                return Err(format!(
+                    "order {}: row {:?}/{:?} but done document {:?}/{:?}",
+                    row.order_num, row.status, row.reason, listed.status, listed.reason
+                ));
+            }
+            self.check_status(row, &rows)?;
+        }
+        Ok(())
+    }
+
+    /// An order's status is one its behaviour and its dependencies allow.
+    fn check_status(&self, row: &OrderRecord, rows: &[OrderRecord]) -> Result<(), String> {
+        let behaviour = self.plan.behaviours[row.order_num.index().unwrap()];
+        let reason = row.reason.as_deref().unwrap_or_default();
+        let ok = match row.status {
+            OrderStatus::Succeeded => behaviour == Behaviour::Succeeds,
+            OrderStatus::Failed if reason == DEPENDENCY_FAILED => {
+                row.must_succeed
+                    && row
+                        .depends_on
+                        .iter()
+                        .any(|dep| rows[dep.index().unwrap()].status != OrderStatus::Succeeded)
+            }
+            OrderStatus::Failed if reason.starts_with("dispatch_failed") => true,
+            OrderStatus::Failed => behaviour == Behaviour::Fails,
+            OrderStatus::TimedOut => {
+                behaviour == Behaviour::Hangs
+                    || reason == JOB_TIMEOUT
+                    || self.world.died.lock().unwrap().contains(&row.order_num)
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "order {} is {} ({reason}) though it {behaviour:?}",
+                row.order_num, row.status
+            ))
+        }
+    }
+}
+
+/// A start whose row write landed but whose answer was lost (DynamoDB's own retry then
+/// finds its write as a failed condition, or the call times out) is started in the same
+/// pass. Before, the order waited `dispatching` for the dispatch lease and a kick.
+#[test]
+fn a_start_whose_answer_was_lost_is_still_started_at_once() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let world = World::with_rates(fastrand::Rng::with_seed(7), (0.0, 0.0, 0.0));
+        let plan = Plan {
+            job: JobSpec {
+                orders: vec![OrderSpec {
+                    cmds: Some(vec!["true".into()]),
+                    timeout: Some(60),
+                    ..OrderSpec::default()
+                }],
+                ..JobSpec::default()
+            },
+            behaviours: vec![Behaviour::Succeeds],
+        };
+        let sim = Sim::build(world, plan);
+        let options = ValidateOptions::local("sim");
+        let init = sim.engine.init_job(&sim.plan.job, &options, Path::new("."));
+        let run_id = init.await.unwrap().run_id;
+        sim.world.armed.store(true, Ordering::SeqCst);
+        // queued → dispatching is applied, and answered with a time-out.
+        (sim.world.scripted.lock().unwrap()).push(("transition", Fault::TransientAfter));
+        sim.engine.orchestrate(&run_id).await.unwrap();
+        let starts = sim.world.starts.lock().unwrap().len();
+        assert_eq!(
+            starts, 1,
+            "the order's worker was started in the first pass"
+        );
+    });
+}
+
+fn simulate(seed: u64) -> Result<(usize, Counts), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let sim = Sim::new(seed);
+        let actions = sim.play().await?;
+        sim.check().await?;
+        let counts = std::mem::take(&mut *sim.world.counts.lock().unwrap());
+        Ok((actions, counts))
+    })
+}
+
+#[test]
+fn every_run_finishes_exactly_once_under_injected_faults() {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let first = env("SLUICE_SIM_SEED");
+    let jobs = if first.is_some() {
+        1
+    } else {
+        env("SLUICE_SIM_JOBS").unwrap_or(DEFAULT_JOBS)
+    };
+    let base = first.unwrap_or_else(|| fastrand::u64(..) >> 16);
+    println!("simulation: {jobs} jobs from seed {base} (SLUICE_SIM_SEED=<seed> replays one)");
+    let mut totals = Counts::default();
+    let mut actions = 0;
+    for seed in base..base + jobs {
+        match simulate(seed) {
+            Ok((taken, counts)) => {
+                actions += taken;
+                totals.calls += counts.calls;
+                totals.transient += counts.transient;
+                totals.crashes += counts.crashes;
+                totals.refused_starts += counts.refused_starts;
+                totals.lost_notifications += counts.lost_notifications;
+                totals.duplicated_notifications += counts.duplicated_notifications;
+                totals.kicks += counts.kicks;
+            }
+            Err(failure) => panic!("seed {seed}: {failure}\nreplay: SLUICE_SIM_SEED={seed}"),
+        }
+    }
+    println!(
+        "simulation: {jobs} runs completed, {actions} actions; port calls {}, transient faults {}, \
+         crashes {}, refused starts {}, lost notifications {}, duplicated {}, watch kicks {}",
+        totals.calls,
+        totals.transient,
+        totals.crashes,
+        totals.refused_starts,
+        totals.lost_notifications,
+        totals.duplicated_notifications,
+        totals.kicks
+    );
+}
