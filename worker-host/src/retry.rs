@@ -1,27 +1,39 @@
 //! Calling back with retries: a result is the one thing a worker must deliver, and the
-//! endpoint (S3 behind a presigned URL, a proxy on the way) can fail for a moment.
+//! endpoint (S3 behind a presigned URL, a proxy on the way, a local disk) can fail for a
+//! while.
 //!
-//! [`RetryPolicy::default`]: 4 attempts, each bounded by a timeout, with exponential backoff
-//! and jitter in between (about 1, 2, 4 s, each randomly between half and all of it, so the
-//! workers of a wide run that failed together do not retry together). Only a 2xx answer is
-//! success (the [`WorkerIo`] says so). When every attempt fails the failure is logged with
-//! the order's ids and returned; the order's watchdog then times it out.
+//! [`RetryPolicy::default`]: at least 4 attempts, each bounded by a timeout, with
+//! exponential backoff and jitter in between (about 1, 2, 4, then at most 5 s, each randomly
+//! between half and all of it, so the workers of a wide run that failed together do not
+//! retry together), and more until the report deadline: the order's timeout plus the
+//! report window (30 s) after the attempt started, which ends before the watchdog's (the
+//! order's timeout plus its slack, 40 s or more, after the claim). So an outage that ends
+//! in time costs nothing, and one that does not ends as the watchdog's time-out, not as a
+//! result lost while the watchdog still waits. Only a 2xx answer is success (the
+//! [`WorkerIo`] says so). When the attempts and the time are spent the failure is logged
+//! with the order's ids and returned.
 
 use std::time::Duration;
 
 use sluice_contract::dispatch::DispatchPayload;
+use tokio::time::Instant;
 
 use crate::io::{IoError, WorkerIo};
 
 /// How a callback is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all (at least 1).
+    /// Attempts made however soon the report deadline comes (at least 1).
     pub attempts: u32,
     /// Wait before the second attempt; doubled before each later one, then jittered.
     pub first_backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
     /// Longest one attempt may take.
     pub attempt_timeout: Duration,
+    /// How long past the order's timeout (counted from the attempt's start) the worker
+    /// keeps trying to report: less than the watchdog's slack.
+    pub report_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -29,7 +41,9 @@ impl Default for RetryPolicy {
         RetryPolicy {
             attempts: 4,
             first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(30),
+            report_window: Duration::from_secs(30),
         }
     }
 }
@@ -39,12 +53,14 @@ impl RetryPolicy {
     fn backoff(&self, attempt: u32) -> Duration {
         let full = self
             .first_backoff
-            .saturating_mul(1 << (attempt - 2).min(16));
+            .saturating_mul(1 << (attempt - 2).min(16))
+            .min(self.max_backoff);
         full.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 }
 
-/// PUTs `body` to `url` until an attempt succeeds or the policy's attempts are spent.
+/// PUTs `body` to `url` until an attempt succeeds, or the policy's attempts are spent and
+/// `report_by` has passed.
 ///
 /// # Errors
 ///
@@ -55,6 +71,7 @@ pub async fn call_back(
     body: &[u8],
     policy: RetryPolicy,
     payload: &DispatchPayload,
+    report_by: Instant,
 ) -> Result<(), IoError> {
     let attempts = policy.attempts.max(1);
     let mut attempt = 1;
@@ -68,19 +85,18 @@ pub async fn call_back(
                         message: format!("no answer within {:?}", policy.attempt_timeout),
                     })
                 });
-        match outcome {
+        let error = match outcome {
             Ok(()) => return Ok(()),
-            Err(error) if attempt == attempts => {
-                tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, attempt = %payload.attempt, %error, tries = attempts, "callback failed for good: the watchdog will time the order out");
-                return Err(error);
-            }
-            Err(error) => {
-                attempt += 1;
-                let wait = policy.backoff(attempt);
-                tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, %error, next_try = attempt, wait_ms = wait.as_millis() as u64, "callback failed; retrying");
-                tokio::time::sleep(wait).await;
-            }
+            Err(error) => error,
+        };
+        let wait = policy.backoff(attempt + 1);
+        if attempt >= attempts && Instant::now() + wait >= report_by {
+            tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, attempt = %payload.attempt, %error, tries = attempt, "callback failed for good: the watchdog will time the order out");
+            return Err(error);
         }
+        attempt += 1;
+        tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, %error, next_try = attempt, wait_ms = wait.as_millis() as u64, "callback failed; retrying");
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -89,10 +105,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_jittered_within_half_to_all() {
+    fn backoff_doubles_up_to_its_cap_and_is_jittered_within_half_to_all() {
         let policy = RetryPolicy::default();
-        for attempt in 2..=4 {
-            let full = Duration::from_secs(1 << (attempt - 2));
+        for attempt in 2..=6 {
+            let full = Duration::from_secs(1 << (attempt - 2)).min(policy.max_backoff);
             for _ in 0..50 {
                 let wait = policy.backoff(attempt);
                 assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");

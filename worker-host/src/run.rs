@@ -141,6 +141,7 @@ async fn run_attempt(
     config: &WorkerConfig,
 ) -> Result<WorkerReport, WorkerError> {
     let started_ms = now_ms();
+    let started = tokio::time::Instant::now();
     let opened = match open_bundle(payload, io, config).await {
         Ok(opened) => opened,
         // With a callback URL from the dispatcher, even an unusable bundle is reported.
@@ -148,10 +149,22 @@ async fn run_attempt(
             Some(url) => {
                 tracing::error!(%error, "the bundle is unusable; reporting the order failed");
                 let failed = failed_result(error.to_string());
-                return Ok(report(io, url, failed, payload, started_ms, config.callback).await);
+                let sending = Sending {
+                    policy: config.callback,
+                    started_ms,
+                    report_by: started + config.callback.report_window,
+                };
+                return Ok(report(io, url, failed, payload, sending).await);
             }
             None => return Err(error),
         },
+    };
+    let sending = Sending {
+        policy: config.callback,
+        started_ms,
+        report_by: started
+            + Duration::from_secs(opened.manifest.timeout)
+            + config.callback.report_window,
     };
     let callback_url = payload
         .callback_url
@@ -165,15 +178,17 @@ async fn run_attempt(
             failed_result(reason)
         }
     };
-    Ok(report(
-        io,
-        &callback_url,
-        result,
-        payload,
-        started_ms,
-        config.callback,
-    )
-    .await)
+    Ok(report(io, &callback_url, result, payload, sending).await)
+}
+
+/// How and until when a result is sent.
+#[derive(Debug, Clone, Copy)]
+struct Sending {
+    policy: RetryPolicy,
+    /// When the attempt started, ms since the epoch.
+    started_ms: u64,
+    /// Past this, and past the policy's attempts, the worker gives up reporting.
+    report_by: tokio::time::Instant,
 }
 
 /// A failed result whose reason is also the log, for failures before any command ran.
@@ -184,20 +199,20 @@ fn failed_result(reason: String) -> ResultDoc {
 }
 
 /// Stamps the result with the attempt and times, and PUTs it to the callback URL (retried
-/// as `policy` says).
+/// as `sending` says).
 async fn report(
     io: &dyn WorkerIo,
     url: &str,
     mut result: ResultDoc,
     payload: &DispatchPayload,
-    started_ms: u64,
-    policy: RetryPolicy,
+    sending: Sending,
 ) -> WorkerReport {
     result.attempt = Some(payload.attempt.clone());
-    result.started_at = Some(format_timestamp(started_ms));
+    result.started_at = Some(format_timestamp(sending.started_ms));
     result.finished_at = Some(format_timestamp(now_ms()));
     let body = serde_json::to_vec(&result).expect("results serialize");
-    match retry::call_back(io, url, &body, policy, payload).await {
+    let sent = retry::call_back(io, url, &body, sending.policy, payload, sending.report_by);
+    match sent.await {
         Ok(()) => WorkerReport::Reported(result),
         Err(error) => WorkerReport::CallbackFailed(result, error),
     }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use age::secrecy::ExposeSecret;
 use async_trait::async_trait;
@@ -21,7 +22,9 @@ struct MemoryIo {
     claims: Mutex<HashSet<String>>,
     logs: Mutex<BTreeMap<String, Vec<u8>>>,
     results: Mutex<Vec<(String, Vec<u8>)>>,
-    refuse_callbacks: bool,
+    /// How many callbacks are refused before one is taken.
+    refuse_callbacks: usize,
+    callbacks_refused: AtomicUsize,
 }
 
 #[async_trait]
@@ -43,7 +46,7 @@ impl WorkerIo for MemoryIo {
         Ok(())
     }
     async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
-        if self.refuse_callbacks {
+        if self.callbacks_refused.fetch_add(1, Ordering::SeqCst) < self.refuse_callbacks {
             return Err(IoError {
                 what: url.to_owned(),
                 message: "403 Forbidden".to_owned(),
@@ -113,6 +116,8 @@ fn config() -> WorkerConfig {
         host_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         callback: sluice_worker::retry::RetryPolicy {
             first_backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_millis(20),
+            report_window: std::time::Duration::ZERO,
             ..Default::default()
         },
         ..WorkerConfig::default()
@@ -249,11 +254,13 @@ async fn an_unreadable_bundle_without_a_callback_url_is_an_error() {
 #[tokio::test]
 async fn a_refused_callback_is_reported_to_the_caller() {
     let run = RunId::generate();
-    let (bundle, key) = bundle(&manifest(&run, &["exit 4"]), "{}");
+    let mut manifest = manifest(&run, &["exit 4"]);
+    manifest.timeout = 1;
+    let (bundle, key) = bundle(&manifest, "{}");
     let io = MemoryIo {
         bundle,
         key,
-        refuse_callbacks: true,
+        refuse_callbacks: usize::MAX,
         ..MemoryIo::default()
     };
     match run_order(&payload(&run, None), &io, &config())
@@ -267,4 +274,25 @@ async fn a_refused_callback_is_reported_to_the_caller() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Before, the worker gave up after 4 attempts (4–7 s) while the watchdog waited for the
+/// order's timeout plus its slack: an outage of 15 s turned a success into a time-out. Now
+/// it keeps trying until the report deadline (the order's timeout plus the report window).
+#[tokio::test]
+async fn a_callback_refused_past_its_attempts_is_retried_until_the_report_deadline() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["true"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        refuse_callbacks: 12,
+        ..MemoryIo::default()
+    };
+    let report = run_order(&payload(&run, None), &io, &config())
+        .await
+        .unwrap();
+    assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
+    assert_eq!(io.callbacks_refused.load(Ordering::SeqCst), 13);
+    assert_eq!(only_result(&io).1.status, OrderStatus::Succeeded);
 }

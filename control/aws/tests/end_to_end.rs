@@ -369,10 +369,10 @@ async fn a_callback_that_always_fails_ends_in_a_watchdog_timeout() {
         .await;
     assert_eq!(status_of(&done, "unheard").0, OrderStatus::TimedOut);
     assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
-    assert_eq!(
-        endpoint.puts.load(std::sync::atomic::Ordering::SeqCst),
-        RetryPolicy::default().attempts as usize,
-        "every attempt was made before giving up"
+    let puts = endpoint.puts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        puts >= RetryPolicy::default().attempts as usize,
+        "every attempt was made before giving up: {puts}"
     );
 }
 

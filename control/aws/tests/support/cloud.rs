@@ -196,6 +196,8 @@ impl Cloud {
             host_env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
             callback: RetryPolicy {
                 first_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                report_window: Duration::ZERO,
                 ..RetryPolicy::default()
             },
             ..WorkerConfig::default()
