@@ -27,35 +27,26 @@ enum CommandArgs {
     Run {
         /// The job file (JSON).
         job: PathBuf,
-        /// Folder for the run's state: bundles, results, logs, tables, keys.
-        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
-        state_dir: PathBuf,
-        /// Print only the done document on stdout (progress goes to stderr).
-        #[arg(long)]
-        json: bool,
-        /// Show the end of every order's log in the summary (unsuccessful ones always are).
-        #[arg(long)]
-        logs: bool,
-        /// How many orders run at the same time.
-        #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        concurrency: u32,
-        /// Seconds between SIGTERM and SIGKILL when an order times out.
-        #[arg(long, env = "SLUICE_GRACE_PERIOD", default_value_t = 10)]
-        grace_period: u64,
-        /// Most MiB of an order's log that are stored; beyond it, its first and last halves
-        /// are kept with a marker saying how much was dropped.
-        #[arg(long, env = "SLUICE_MAX_LOG_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
-        max_log_mb: u64,
-        /// GitHub API to keep the PR comment of a job with `pr_number` on
-        /// (`https://api.github.com`, or GitHub Enterprise's `https://HOST/api/v3`); without
-        /// it, no comment is posted from this machine.
-        #[arg(long, env = "SLUICE_GITHUB_API")]
-        github_api: Option<String>,
         /// JSON file mapping credential locations (`aws:::ssm:<path>`, `aws:::secretd:<id>`)
         /// to their values, for orders with `ssm_paths` / `secret_manager_paths`.
         #[arg(long, env = "SLUICE_SECRETS")]
         secrets: Option<PathBuf>,
+        #[command(flatten)]
+        local: LocalArgs,
     },
+    /// Carry unfinished local runs to their done documents after the sluice that ran them
+    /// died (killed, crashed, the machine restarted): kills what the dead run left, keeps
+    /// every order that ended, runs again the ones that were running (a new attempt), and
+    /// reports as `run` does.
+    Resume {
+        /// The run to resume (default: every unfinished run in the state folder).
+        run_id: Option<String>,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// The sentinel `run` and `resume` start beside themselves (internal).
+    #[command(hide = true)]
+    Sentinel,
     /// Submit a job to a deployment: a SigV4-signed POST to its HTTP API (`--endpoint`,
     /// the stack's InitEndpoint output) or a direct invoke of its init-job function
     /// (`--function`); prints init-job's answer (the run id...) as JSON. With `--wait`,
@@ -112,6 +103,36 @@ enum CommandArgs {
     },
 }
 
+/// How the local engine runs: the options `run` and `resume` share.
+#[derive(Debug, clap::Args)]
+struct LocalArgs {
+    /// Folder for the run's state: bundles, results, logs, tables, keys.
+    #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+    state_dir: PathBuf,
+    /// Print only the done document on stdout (progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Show the end of every order's log in the summary (unsuccessful ones always are).
+    #[arg(long)]
+    logs: bool,
+    /// How many orders run at the same time.
+    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Seconds between SIGTERM and SIGKILL when an order times out or the run is stopped
+    /// (Ctrl-C, SIGTERM).
+    #[arg(long, env = "SLUICE_GRACE_PERIOD", default_value_t = 10)]
+    grace_period: u64,
+    /// Most MiB of an order's log that are stored; beyond it, its first and last halves
+    /// are kept with a marker saying how much was dropped.
+    #[arg(long, env = "SLUICE_MAX_LOG_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_log_mb: u64,
+    /// GitHub API to keep the PR comment of a job with `pr_number` on
+    /// (`https://api.github.com`, or GitHub Enterprise's `https://HOST/api/v3`); without
+    /// it, no comment is posted from this machine.
+    #[arg(long, env = "SLUICE_GITHUB_API")]
+    github_api: Option<String>,
+}
+
 /// What to do, fully parsed.
 #[derive(Debug)]
 pub enum Command {
@@ -125,7 +146,23 @@ pub enum Command {
         verbosity: &'static str,
     },
     /// `sluice run`.
-    Run(RunConfig),
+    Run {
+        /// The job file.
+        job: PathBuf,
+        /// The secrets file, if any.
+        secrets: Option<PathBuf>,
+        /// How the local engine runs.
+        config: LocalConfig,
+    },
+    /// `sluice resume`.
+    Resume {
+        /// The run, or every unfinished one.
+        run_id: Option<String>,
+        /// How the local engine runs.
+        config: LocalConfig,
+    },
+    /// The hidden `sluice sentinel`.
+    Sentinel,
     /// `sluice validate`.
     Validate {
         /// The job file.
@@ -183,11 +220,9 @@ pub enum SubmitTarget {
     Function(String),
 }
 
-/// Settings of `sluice run`.
+/// Settings of the local engine (`sluice run`, `sluice resume`).
 #[derive(Debug)]
-pub struct RunConfig {
-    /// The job file.
-    pub job: PathBuf,
+pub struct LocalConfig {
     /// The state folder.
     pub state_dir: PathBuf,
     /// Print the done document only.
@@ -198,8 +233,6 @@ pub struct RunConfig {
     pub concurrency: usize,
     /// SIGTERM → SIGKILL delay.
     pub grace_period: Duration,
-    /// The secrets file, if any.
-    pub secrets: Option<PathBuf>,
     /// Log cap, bytes.
     pub max_log_bytes: u64,
     /// Where PR comments go, if anywhere.
@@ -218,7 +251,8 @@ impl Command {
     /// The default log level.
     pub fn verbosity(&self) -> &'static str {
         match self {
-            Command::Run(config) => config.verbosity,
+            Command::Run { config, .. } | Command::Resume { config, .. } => config.verbosity,
+            Command::Sentinel => "warn",
             Command::Validate { verbosity, .. } => verbosity,
             #[cfg(feature = "aws")]
             Command::Aws { verbosity, .. } => verbosity,
@@ -254,47 +288,18 @@ pub fn parse() -> Result<Command, ExitCode> {
     Ok(match args.command {
         CommandArgs::Run {
             job,
-            state_dir,
-            json,
-            logs,
-            concurrency,
-            grace_period,
-            max_log_mb,
-            github_api,
             secrets,
-        } => {
-            use std::io::IsTerminal;
-            let host_env = ["PATH", "HOME", "LANG"]
-                .into_iter()
-                .map(|name| {
-                    let fallback = if name == "PATH" {
-                        "/usr/local/bin:/usr/bin:/bin"
-                    } else {
-                        ""
-                    };
-                    (
-                        name.to_owned(),
-                        std::env::var(name).unwrap_or_else(|_| fallback.to_owned()),
-                    )
-                })
-                .filter(|(_, value)| !value.is_empty())
-                .collect();
-            Command::Run(RunConfig {
-                job,
-                state_dir,
-                json,
-                logs,
-                concurrency: concurrency as usize,
-                grace_period: Duration::from_secs(grace_period),
-                secrets,
-                max_log_bytes: max_log_mb << 20,
-                github_api,
-                username,
-                host_env,
-                interactive: std::io::stderr().is_terminal(),
-                verbosity,
-            })
-        }
+            local,
+        } => Command::Run {
+            job,
+            secrets,
+            config: local_config(local, username, verbosity),
+        },
+        CommandArgs::Resume { run_id, local } => Command::Resume {
+            run_id,
+            config: local_config(local, username, verbosity),
+        },
+        CommandArgs::Sentinel => Command::Sentinel,
         #[cfg(feature = "aws")]
         CommandArgs::Submit {
             job,
@@ -347,4 +352,37 @@ pub fn parse() -> Result<Command, ExitCode> {
             verbosity,
         },
     })
+}
+
+/// The local engine's settings, with what they take from the host.
+fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> LocalConfig {
+    use std::io::IsTerminal;
+    let host_env = ["PATH", "HOME", "LANG"]
+        .into_iter()
+        .map(|name| {
+            let fallback = if name == "PATH" {
+                "/usr/local/bin:/usr/bin:/bin"
+            } else {
+                ""
+            };
+            (
+                name.to_owned(),
+                std::env::var(name).unwrap_or_else(|_| fallback.to_owned()),
+            )
+        })
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
+    LocalConfig {
+        state_dir: local.state_dir,
+        json: local.json,
+        logs: local.logs,
+        concurrency: local.concurrency as usize,
+        grace_period: Duration::from_secs(local.grace_period),
+        max_log_bytes: local.max_log_mb << 20,
+        github_api: local.github_api,
+        username,
+        host_env,
+        interactive: std::io::stderr().is_terminal(),
+        verbosity,
+    }
 }

@@ -13,6 +13,8 @@ use sluice_engine::{KeyStore, ObjectStore};
 use sluice_worker::store_io::{Callback, StoreIo};
 use sluice_worker::{IoError, WorkerConfig, WorkerReport, run_order};
 
+use crate::sentinel::Sentinel;
+
 /// Calls back by writing the result into the local store (a `file://` URL of it), which
 /// fires the event bus as an S3 notification would.
 #[derive(Debug, Clone)]
@@ -35,10 +37,12 @@ impl Callback for LocalCallback {
 }
 
 /// The launcher for [`sluice_engine::local::LocalRuntime::start`].
+/// Each worker first tells the `sentinel` its run, so that its processes die with `sluice`.
 pub fn launcher(
     internal: &Arc<DirStore>,
     keys: &Arc<FileKeyStore>,
     config: WorkerConfig,
+    sentinel: Arc<Sentinel>,
 ) -> Launcher {
     let callback = LocalCallback {
         internal: Arc::clone(internal),
@@ -52,6 +56,7 @@ pub fn launcher(
     Arc::new(move |payload| {
         let io = Arc::clone(&io);
         let config = Arc::clone(&config);
+        sentinel.watch(payload.run_id.as_str());
         async move {
             match run_order(&payload, io.as_ref(), &config).await {
                 Ok(WorkerReport::Reported(_)) | Ok(WorkerReport::AlreadyClaimed) => {}

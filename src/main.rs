@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod local_worker;
 mod progress;
+mod sentinel;
 
 use std::process::ExitCode;
 

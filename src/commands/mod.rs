@@ -2,6 +2,8 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod local;
+mod resume;
 mod run;
 mod validate;
 
@@ -19,7 +21,15 @@ use crate::cli::Command;
 /// Runs a parsed command.
 pub async fn run(command: Command) -> i32 {
     match command {
-        Command::Run(config) => run::run(config).await,
+        Command::Run {
+            job,
+            secrets,
+            config,
+        } => run::run(&job, secrets.as_deref(), config).await,
+        Command::Resume { run_id, config } => resume::resume(run_id.as_deref(), config).await,
+        Command::Sentinel => tokio::task::spawn_blocking(crate::sentinel::serve)
+            .await
+            .unwrap_or(exit_codes::INTERNAL_ERROR),
         Command::Validate {
             job,
             secrets,

@@ -31,6 +31,7 @@ use crate::events::collect_events;
 use crate::extract::{ExtractLimits, extract, read_entry};
 use crate::io::{IoError, WorkerIo};
 use crate::log_sink::LogSink;
+use crate::process_group::RUN_MARKER;
 use crate::redact::{MIN_SECRET_LEN, Redactor};
 use crate::retry::{self, RetryPolicy};
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
@@ -456,7 +457,7 @@ impl TaskRun<'_> {
 fn sluice_context(manifest: &OrderManifest) -> Vec<(String, String)> {
     let timeout = manifest.timeout.to_string();
     [
-        ("SLUICE_RUN_ID", manifest.run_id.to_string()),
+        (RUN_MARKER, manifest.run_id.to_string()),
         ("SLUICE_ORDER_NUM", manifest.order_num.to_string()),
         ("SLUICE_ORDER_NAME", manifest.order_name.clone()),
         ("SLUICE_TRACE_ID", manifest.trace_id.to_string()),

@@ -51,14 +51,16 @@ impl OrderStatus {
     /// `queued -> dispatching -> running -> terminal`; `queued -> failed` (a dependency
     /// failed) or `-> timed_out` (the job timed out); `dispatching -> queued` (the worker could
     /// not be started and the order is given back) and `dispatching -> terminal` (the job
-    /// timed out, or the target refused the order). Nothing leaves a terminal status.
+    /// timed out, or the target refused the order); `running -> queued` (a local run resumed
+    /// after the process running it died: the attempt died with it, and the order gets a new
+    /// one). Nothing leaves a terminal status.
     pub fn can_become(self, next: OrderStatus) -> bool {
         use OrderStatus::*;
         matches!(
             (self, next),
             (Queued, Dispatching | Failed | TimedOut)
                 | (Dispatching, Running | Queued | Failed | TimedOut)
-                | (Running, Succeeded | Failed | TimedOut)
+                | (Running, Succeeded | Failed | TimedOut | Queued)
         )
     }
 

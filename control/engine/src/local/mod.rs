@@ -9,11 +9,13 @@
 //! - [`LocalDispatcher`]: runs workers as tasks in this process, with bounded concurrency.
 //! - [`LocalWatchdog`]: tokio timers calling [`crate::Engine::watchdog_check`].
 //! - [`LocalRuntime`]: wires them together with the event bus, which starts an orchestrator
-//!   invocation for every result written, concurrently, as S3 events start Lambdas.
+//!   invocation for every result written, concurrently, as S3 events start Lambdas; and
+//!   resumes a run whose process died ([`LocalRuntime::resume`]).
 
 mod dir_store;
 mod dispatcher;
 mod key_store;
+mod resume;
 mod runtime;
 mod secrets_file;
 mod sqlite;
@@ -21,6 +23,7 @@ mod sqlite;
 pub use dir_store::DirStore;
 pub use dispatcher::{Launcher, LocalDispatcher};
 pub use key_store::FileKeyStore;
+pub use resume::{OwnershipError, Resumed, RunOwnership};
 pub use runtime::{LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError};
 pub use secrets_file::{SecretsFile, SecretsFileError};
 pub use sqlite::SqliteStore;

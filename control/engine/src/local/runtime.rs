@@ -91,7 +91,9 @@ impl WatchdogStarter for LocalWatchdog {
 /// The engine on local backends, with its event bus and watchdogs running.
 #[derive(Debug)]
 pub struct LocalRuntime {
-    engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
+    pub(super) tables: Arc<SqliteStore>,
+    pub(super) state_dir: PathBuf,
     internal: Arc<DirStore>,
     dispatcher: Arc<LocalDispatcher>,
     done_events: broadcast::Sender<String>,
@@ -141,7 +143,7 @@ impl LocalRuntime {
         let ports = Ports {
             internal: Arc::clone(&internal) as Arc<dyn ObjectStore>,
             done,
-            orders,
+            orders: Arc::clone(&orders) as _,
             dispatcher: Arc::clone(&dispatcher) as _,
             watchdog: Arc::new(LocalWatchdog { sender: watch_tx }),
             keys,
@@ -158,6 +160,8 @@ impl LocalRuntime {
         loops.spawn(forward_done(done_rx, done_events.clone()));
         Ok(LocalRuntime {
             engine,
+            tables: orders,
+            state_dir: dir.clone(),
             internal,
             dispatcher,
             done_events,
@@ -241,6 +245,15 @@ impl LocalRuntime {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Starts an orchestrator pass for `run_id` in the background (retried as the event
+    /// bus retries one).
+    pub(super) fn kick(&self, run_id: &RunId) {
+        tokio::spawn(orchestrate_with_retries(
+            Arc::clone(&self.engine),
+            run_id.clone(),
+        ));
     }
 
     /// Stops the loops and every worker (their processes are killed).

@@ -100,6 +100,44 @@ impl SqliteStore {
         })
     }
 
+    /// Runs that have rows and are not finalized (their lock is not `completed`), for a
+    /// local resume after the process running them died.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        self.with_conn("listing unfinished runs", move |conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT DISTINCT run_id FROM orders WHERE 'lock:' || run_id NOT IN
+                     (SELECT pk FROM locks WHERE status = 'completed') ORDER BY run_id",
+                )
+                .map_err(|e| backend("listing unfinished runs", e))?;
+            let rows = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(|e| backend("listing unfinished runs", e))?;
+            let mut runs = Vec::new();
+            for row in rows {
+                let text = row.map_err(|e| backend("listing unfinished runs", e))?;
+                runs.extend(RunId::parse(&text));
+            }
+            Ok(runs)
+        })
+        .await
+    }
+
+    /// Frees a run's lock whoever holds it, unless the run is finalized: for a local resume,
+    /// once the process that held it is known to be dead.
+    pub async fn free_lock(&self, run_id: &RunId) -> Result<(), StoreError> {
+        let pk = lock_pk(run_id);
+        self.with_conn("freeing a lock", move |conn| {
+            conn.execute(
+                "UPDATE locks SET status = 'released', dirty = 0 WHERE pk = ?1 AND status = 'held'",
+                params![pk],
+            )
+            .map_err(|e| backend("freeing a lock", e))?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Runs `work` with the connection on the blocking pool.
     async fn with_conn<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
     where
