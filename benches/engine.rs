@@ -129,6 +129,7 @@ async fn run_guest(runtime: &WasmRuntime, guests: &Path, spec: &WasmSpec) -> Dur
             events_dir: events.path(),
         },
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        stop: &tokio_util::sync::CancellationToken::new(),
     };
     let dir = tempfile::tempdir().unwrap();
     let log = LogSink::create(dir.path()).unwrap();
@@ -241,6 +242,7 @@ async fn pipeline(cmd: &str, redactor: &Arc<Redactor>) -> (Duration, u64) {
         env: &env,
         cwd: dir.path(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(600),
+        stop: &tokio_util::sync::CancellationToken::new(),
     };
     let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
     let summary = log.finish().await.unwrap();

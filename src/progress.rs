@@ -122,6 +122,7 @@ fn symbol(status: OrderStatus) -> &'static str {
         OrderStatus::Succeeded => "✓",
         OrderStatus::Failed => "✗",
         OrderStatus::TimedOut => "⏱",
+        OrderStatus::Cancelled => "■",
     }
 }
 
@@ -271,7 +272,11 @@ pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
         );
     }
     let shown = |o: &&DoneOrder| {
-        all_logs || matches!(o.status, OrderStatus::Failed | OrderStatus::TimedOut)
+        all_logs
+            || matches!(
+                o.status,
+                OrderStatus::Failed | OrderStatus::TimedOut | OrderStatus::Cancelled
+            )
     };
     for order in done.orders.iter().filter(shown) {
         let Some(log_key) = &order.log_key else {
@@ -292,9 +297,14 @@ pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
         }
     }
     let s = &done.summary;
+    let cancelled = if s.cancelled > 0 {
+        format!(", {} cancelled", s.cancelled)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "\njob {}: {} succeeded, {} failed, {} timed out",
+        "\njob {}: {} succeeded, {} failed, {} timed out{cancelled}",
         done.status, s.succeeded, s.failed, s.timed_out
     );
     out

@@ -60,3 +60,84 @@ fn sigterm_stops_the_runs_processes() {
 fn ctrl_c_stops_the_runs_processes() {
     stop_with(Signal::SIGINT, 130);
 }
+
+/// Ctrl-C / SIGTERM stop a run gracefully: the running order gets SIGTERM and the grace
+/// period to end (its trap runs), an order that ignores it is killed after the grace
+/// period, orders not started are not started, and the run is finalized as `cancelled`
+/// with every order stopped this way `cancelled`.
+fn stop_gracefully(signal: Signal, expected_code: i32) {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path().display().to_string();
+    let job = format!(
+        r#"{{"orders": [
+        {{"order_name": "traps", "timeout": 300, "cmds": [
+          "trap 'echo cleaned up > {dir}/trapped; exit 0' TERM; touch {dir}/started; while true; do sleep 0.1; done"]}},
+        {{"order_name": "ignores", "timeout": 300, "cmds": [
+          "trap '' TERM; touch {dir}/ignoring; while true; do sleep 0.1; done"]}},
+        {{"order_name": "never", "timeout": 60, "cmds": ["touch {dir}/never"], "dependencies": ["traps"]}},
+        {{"order_name": "quick", "timeout": 60, "cmds": ["true"]}}
+        ]}}"#
+    );
+    let job = sandbox.write_job("job.json", &job);
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(&job)
+        .args(["--json", "--grace-period", "1", "--state-dir"])
+        .arg(sandbox.state())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !(sandbox.path().join("started").exists() && sandbox.path().join("ignoring").exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the orders never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(expected_code), "{said}");
+    let done: sluice_contract::result::DoneDoc = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{said}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(done.status, sluice_contract::JobStatus::Cancelled);
+    let status_of = |name: &str| {
+        done.orders
+            .iter()
+            .find(|o| o.order_name == name)
+            .map(|o| o.status)
+            .unwrap()
+    };
+    use sluice_contract::OrderStatus::{Cancelled, Succeeded};
+    assert_eq!(status_of("traps"), Cancelled, "whatever its exit code");
+    assert_eq!(status_of("ignores"), Cancelled);
+    assert_eq!(status_of("never"), Cancelled);
+    assert_eq!(status_of("quick"), Succeeded);
+    assert_eq!(done.summary.cancelled, 3);
+    let trapped = std::fs::read_to_string(sandbox.path().join("trapped")).unwrap();
+    assert_eq!(
+        trapped, "cleaned up\n",
+        "the order got SIGTERM and time to clean up"
+    );
+    assert!(
+        !sandbox.path().join("never").exists(),
+        "nothing starts once stopped"
+    );
+    let log = sandbox.log_of(&done, "traps");
+    assert!(
+        log.contains("stopped because the run was cancelled"),
+        "{log}"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_after_a_grace_period() {
+    stop_gracefully(Signal::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_cancels_the_run_after_a_grace_period() {
+    stop_gracefully(Signal::SIGTERM, 143);
+}

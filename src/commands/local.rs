@@ -2,6 +2,7 @@
 //! sentinel, and following a run to its done document.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_contract::{RunId, exit_codes};
@@ -12,6 +13,7 @@ use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
 use sluice_worker::wasm::WasmRuntime;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::Failure;
 use crate::cli::LocalConfig;
@@ -20,10 +22,17 @@ use crate::{local_worker, progress};
 
 /// Where compiled WebAssembly modules are cached, inside the state folder.
 const WASM_CACHE_FOLDER: &str = "wasm-cache";
-/// Exit code after Ctrl-C (128 + SIGINT), as shells report it.
-pub const INTERRUPTED: i32 = 130;
-/// Exit code after SIGTERM (128 + 15).
-pub const TERMINATED: i32 = 143;
+/// How long after its orders were stopped a stopped run may take to be finalized.
+const FINALIZE_AFTER_STOP: Duration = Duration::from_secs(30);
+
+/// The local runtime, and the token that stops its workers' orders.
+#[derive(Debug)]
+pub struct Session {
+    /// The engine on the state folder, with its workers.
+    pub runtime: LocalRuntime,
+    /// Cancelled to stop every running order (SIGTERM, grace period, SIGKILL).
+    stop: CancellationToken,
+}
 
 /// The GitHub client for `--github-api`, if given.
 pub fn github(config: &LocalConfig) -> Result<Option<Arc<dyn Vcs>>, Failure> {
@@ -41,7 +50,8 @@ pub fn start(
     config: &LocalConfig,
     secrets: SecretsFile,
     vcs: Option<Arc<dyn Vcs>>,
-) -> Result<LocalRuntime, Failure> {
+) -> Result<Session, Failure> {
+    let stop = CancellationToken::new();
     let sentinel = Sentinel::spawn()
         .context("starting the sentinel that stops the orders' processes should sluice die")
         .map_err(Failure::internal)?;
@@ -57,6 +67,7 @@ pub fn start(
             config.state_dir.join(WASM_CACHE_FOLDER),
         ))),
         max_log_bytes: config.max_log_bytes,
+        stop: stop.clone(),
         ..WorkerConfig::default()
     };
     let engine_config = EngineConfig {
@@ -71,10 +82,44 @@ pub fn start(
         vcs,
     };
     let sentinel = Arc::new(sentinel);
-    LocalRuntime::start(options, |internal, keys| {
+    let runtime = LocalRuntime::start(options, |internal, keys| {
         local_worker::launcher(internal, keys, worker, sentinel)
     })
-    .map_err(Failure::internal)
+    .map_err(Failure::internal)?;
+    Ok(Session { runtime, stop })
+}
+
+impl Session {
+    /// Stops `runs` (Ctrl-C, SIGTERM): their unfinished orders become `cancelled`, nothing
+    /// more starts, and running orders get SIGTERM, then SIGKILL after the grace period (at
+    /// once on a second signal); then a pass finalizes each run.
+    async fn stop_runs(&self, runs: &[RunId], signal: &str, config: &LocalConfig) {
+        let grace = config.grace_period.as_secs();
+        eprintln!(
+            "sluice: {signal}: stopping: SIGTERM to the orders, SIGKILL after {grace} s (signal again to kill them now)"
+        );
+        let engine = self.runtime.engine();
+        let reason = format!("cancelled: sluice was {signal}");
+        for run in runs {
+            if let Err(error) = engine.cancel_run(run, &reason).await {
+                eprintln!("sluice: warning: cancelling run {run}: {error:#}");
+            }
+        }
+        self.stop.cancel();
+        let limit = config.grace_period + Duration::from_secs(5);
+        tokio::select! {
+            _ = self.runtime.stop_workers(limit) => {}
+            again = interrupted() => eprintln!("sluice: {again} again: killing the orders now"),
+        }
+        for run in runs {
+            self.runtime.kick(run);
+        }
+    }
+
+    /// Stops the loops and every worker still running (their processes are killed).
+    pub async fn shutdown(self) {
+        self.runtime.shutdown().await;
+    }
 }
 
 /// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM (`kill`, CI
@@ -96,13 +141,16 @@ async fn interrupted() -> &'static str {
 }
 
 /// Shows the run's progress until its done document, then prints the summary (and the
-/// document with `--json`); returns the job's exit code, or 130/143 when interrupted (the
-/// caller then shuts the runtime down, which kills the orders' processes).
+/// document with `--json`); returns the job's exit code. A signal stops every run in
+/// `stoppable` (see [`Session::stop_runs`]); the exit code is then 130 (Ctrl-C) or 143
+/// (SIGTERM), once the run is finalized as `cancelled`.
 pub async fn follow(
-    runtime: &LocalRuntime,
+    session: &Session,
     run_id: &RunId,
+    stoppable: &[RunId],
     config: &LocalConfig,
 ) -> Result<i32, Failure> {
+    let runtime = &session.runtime;
     let engine = Arc::clone(runtime.engine());
     let (stop_progress, stopped) = oneshot::channel();
     let display = tokio::spawn(progress::follow(
@@ -111,20 +159,38 @@ pub async fn follow(
         config.interactive,
         stopped,
     ));
-    let done = tokio::select! {
-        done = runtime.wait_done(run_id) => done,
+    let (done, signal) = tokio::select! {
+        done = runtime.wait_done(run_id) => (done.map_err(anyhow::Error::new), None),
         signal = interrupted() => {
-            let _ = stop_progress.send(());
-            let _ = display.await;
-            eprintln!("sluice: {signal}: stopping run {run_id} (its processes are killed)");
-            return Ok(if signal == "terminated" { TERMINATED } else { INTERRUPTED });
+            session.stop_runs(stoppable, signal, config).await;
+            let done = tokio::time::timeout(FINALIZE_AFTER_STOP, runtime.wait_done(run_id))
+                .await
+                .map_err(|_| anyhow::anyhow!("not finalized within {FINALIZE_AFTER_STOP:?}"))
+                .and_then(|done| done.map_err(anyhow::Error::new));
+            (done, Some(signal))
         }
     };
     let _ = stop_progress.send(());
     let _ = display.await;
-    let done = done
-        .context("waiting for the run to finish")
-        .map_err(Failure::internal)?;
+    let stopped_code = signal.map(|signal| {
+        if signal == "terminated" {
+            exit_codes::TERMINATED
+        } else {
+            exit_codes::INTERRUPTED
+        }
+    });
+    let done = match (done, stopped_code) {
+        (Ok(done), _) => done,
+        (Err(error), Some(code)) => {
+            eprintln!("sluice: run {run_id} was stopped; its done document: {error:#}");
+            return Ok(code);
+        }
+        (Err(error), None) => {
+            return Err(Failure::internal(
+                error.context("waiting for the run to finish"),
+            ));
+        }
+    };
 
     let summary = progress::summary(&done, runtime.internal_store().root(), config.logs);
     if config.json {
@@ -141,5 +207,5 @@ pub async fn follow(
         "sluice: done document: {}",
         runtime.engine().ports.done.object_url(&done_key)
     );
-    Ok(exit_codes::for_job_status(done.status))
+    Ok(stopped_code.unwrap_or_else(|| exit_codes::for_job_status(done.status)))
 }

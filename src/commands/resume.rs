@@ -1,6 +1,6 @@
 //! `sluice resume [RUN_ID]`: carry runs whose sluice died to their done documents.
 
-use sluice_contract::RunId;
+use sluice_contract::{RunId, exit_codes};
 use sluice_engine::local::SecretsFile;
 use sluice_worker::process_group::kill_run_processes;
 
@@ -28,7 +28,8 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
         )));
     }
     // Credentials were encrypted into the bundles at init: nothing to read again.
-    let runtime = local::start(config, SecretsFile::none(), local::github(config)?)?;
+    let session = local::start(config, SecretsFile::none(), local::github(config)?)?;
+    let runtime = &session.runtime;
     let runs = match asked {
         Some(run) => vec![run],
         None => runtime.unfinished_runs().await.map_err(Failure::internal)?,
@@ -38,7 +39,7 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
             "sluice: every run in {} is finished; nothing to resume",
             config.state_dir.display()
         );
-        runtime.shutdown().await;
+        session.shutdown().await;
         return Ok(0);
     }
     let mut owned = Vec::new();
@@ -46,7 +47,7 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
         let ownership = match runtime.own(run) {
             Ok(ownership) => ownership,
             Err(error) => {
-                runtime.shutdown().await;
+                session.shutdown().await;
                 return Err(Failure::invalid(error));
             }
         };
@@ -59,7 +60,7 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
             Ok(resumed) => resumed,
             Err(error) => {
                 let invalid = matches!(error, sluice_engine::EngineError::UnknownRun(_));
-                runtime.shutdown().await;
+                session.shutdown().await;
                 let error = anyhow::Error::new(error).context(format!("resuming run {run}"));
                 return Err(if invalid {
                     Failure::invalid(error)
@@ -76,14 +77,16 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
     }
     let mut code = 0;
     for run in &runs {
-        let followed = local::follow(&runtime, run, config).await;
-        let interrupted =
-            matches!(followed, Ok(c) if c == local::INTERRUPTED || c == local::TERMINATED);
+        let followed = local::follow(&session, run, &runs, config).await;
+        let interrupted = matches!(
+            followed,
+            Ok(exit_codes::INTERRUPTED | exit_codes::TERMINATED)
+        );
         code = code.max(followed?);
         if interrupted {
             break;
         }
     }
-    runtime.shutdown().await;
+    session.shutdown().await;
     Ok(code)
 }

@@ -33,8 +33,8 @@ async fn run_job(
         Some(_) => local::github(config)?,
         None => None,
     };
-    let runtime = local::start(config, secrets, vcs)?;
-    let engine = std::sync::Arc::clone(runtime.engine());
+    let session = local::start(config, secrets, vcs)?;
+    let engine = std::sync::Arc::clone(session.runtime.engine());
 
     let init = engine
         .init_job(&job, &ValidateOptions::local(&config.username), &base_dir)
@@ -45,7 +45,7 @@ async fn run_job(
             let invalid = error.is_invalid_input();
             let error =
                 anyhow::Error::new(error).context(format!("job file {}", job_path.display()));
-            runtime.shutdown().await;
+            session.shutdown().await;
             return Err(if invalid {
                 Failure::invalid(error)
             } else {
@@ -54,7 +54,10 @@ async fn run_job(
         }
     };
     // This process carries the run: `sluice resume` will not take it over while it lives.
-    let _ownership = runtime.own(&response.run_id).map_err(Failure::internal)?;
+    let _ownership = session
+        .runtime
+        .own(&response.run_id)
+        .map_err(Failure::internal)?;
     eprintln!(
         "sluice: run {} · flow {} · {} orders · state in {}",
         response.run_id,
@@ -62,7 +65,8 @@ async fn run_job(
         job.orders.len(),
         config.state_dir.display()
     );
-    let code = local::follow(&runtime, &response.run_id, config).await;
-    runtime.shutdown().await;
+    let run = std::slice::from_ref(&response.run_id);
+    let code = local::follow(&session, &response.run_id, run, config).await;
+    session.shutdown().await;
     code
 }

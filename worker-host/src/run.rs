@@ -37,6 +37,7 @@ use crate::retry::{self, RetryPolicy};
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
 use crate::spool::DEFAULT_MAX_LOG_BYTES;
 use crate::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
+use tokio_util::sync::CancellationToken;
 
 /// Settings of the worker. Defaults: work folder = the system temp dir, shell defaults
 /// (10 s grace, 2 s pipe drain), extraction defaults, no host variables passed on, a
@@ -59,6 +60,9 @@ pub struct WorkerConfig {
     pub max_log_bytes: u64,
     /// How the result is retried when the callback fails.
     pub callback: RetryPolicy,
+    /// Cancelled when the run is stopped (`sluice run` interrupted): running orders are
+    /// stopped as at their deadline and report `cancelled`.
+    pub stop: CancellationToken,
 }
 
 impl Default for WorkerConfig {
@@ -71,6 +75,7 @@ impl Default for WorkerConfig {
             wasm: Arc::default(),
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             callback: RetryPolicy::default(),
+            stop: CancellationToken::new(),
         }
     }
 }
@@ -388,6 +393,10 @@ impl TaskRun<'_> {
             let reason = format!("timed out after {} s{place}", self.manifest.timeout);
             (OrderStatus::TimedOut, None, Some(reason))
         };
+        let cancelled = |step: usize| {
+            let reason = format!("cancelled: the run was stopped during step {step}");
+            (OrderStatus::Cancelled, None, Some(reason))
+        };
         match &self.manifest.task {
             Task::Cmds(cmds) => {
                 let env = self.shell_env();
@@ -396,6 +405,7 @@ impl TaskRun<'_> {
                     env: &env,
                     cwd: self.code_root,
                     deadline: self.deadline,
+                    stop: &self.config.stop,
                 };
                 match run_cmds(&order, log, self.config.shell).await {
                     ShellOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
@@ -411,6 +421,7 @@ impl TaskRun<'_> {
                     ShellOutcome::TimedOut { cmd_index } => {
                         timed_out(format!(" in command {}", cmd_index + 1))
                     }
+                    ShellOutcome::Stopped { cmd_index } => cancelled(cmd_index + 1),
                     ShellOutcome::SpawnFailed { reason, .. } => {
                         (OrderStatus::Failed, None, Some(reason))
                     }
@@ -427,6 +438,7 @@ impl TaskRun<'_> {
                         events_dir: self.events_dir,
                     },
                     deadline: self.deadline,
+                    stop: &self.config.stop,
                 };
                 match self.config.wasm.run(&order, log).await {
                     WasmOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
@@ -434,6 +446,7 @@ impl TaskRun<'_> {
                         (OrderStatus::Failed, exit_code, Some(reason))
                     }
                     WasmOutcome::TimedOut => timed_out(String::new()),
+                    WasmOutcome::Stopped => cancelled(1),
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! Each command runs as `/bin/sh -c <cmd>` in a new process group, with stdin closed, the
 //! environment built from scratch (only what [`ShellOrder::env`] lists), and stdout and
 //! stderr read concurrently, as they arrive, into the log pipeline. One deadline covers the
-//! whole order. At the deadline the group gets SIGTERM, then, after the grace period (output
-//! still drained meanwhile), SIGKILL. After a command exits, its pipes get a bounded time to
+//! whole order. At the deadline, or when the run is stopped, the group gets SIGTERM, then,
+//! after the grace period (output still drained meanwhile), SIGKILL. After a command exits, its pipes get a bounded time to
 //! close: a background process holding them cannot hang the worker. When a command is done,
 //! whatever is left of its process group is killed, so nothing an order started outlives it.
 //! Commands run in turn and the first non-zero exit stops the order.
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use crate::log_sink::{CHUNK_SIZE, LogSender, LogSink};
 use crate::process_group::ProcessGroup;
@@ -52,6 +53,9 @@ pub struct ShellOrder<'a> {
     pub cwd: &'a Path,
     /// When the order's time is up.
     pub deadline: Instant,
+    /// Cancelled when the run is stopped (Ctrl-C, SIGTERM): the command is stopped as at
+    /// the deadline (SIGTERM, the grace period, SIGKILL).
+    pub stop: &'a CancellationToken,
 }
 
 /// How an order's commands ended.
@@ -70,6 +74,11 @@ pub enum ShellOutcome {
     },
     /// The deadline passed; the command's group was stopped.
     TimedOut {
+        /// Which command was running.
+        cmd_index: usize,
+    },
+    /// The run was stopped; the command's group was stopped with it.
+    Stopped {
         /// Which command was running.
         cmd_index: usize,
     },
@@ -111,6 +120,14 @@ pub async fn run_cmds(
                 .await;
                 return ShellOutcome::TimedOut { cmd_index };
             }
+            Ok(CmdEnd::Stopped) => {
+                log.note(&format!(
+                    "stopped: command {} stopped because the run was cancelled",
+                    cmd_index + 1
+                ))
+                .await;
+                return ShellOutcome::Stopped { cmd_index };
+            }
             Err(e) => {
                 let reason = format!("command {} could not be started: {e}", cmd_index + 1);
                 log.note(&reason).await;
@@ -124,6 +141,7 @@ pub async fn run_cmds(
 enum CmdEnd {
     Exited(ExitStatus),
     TimedOut,
+    Stopped,
 }
 
 fn describe(status: &ExitStatus) -> (i32, String) {
@@ -162,9 +180,14 @@ async fn run_one(
     widen_pipe(&stderr);
     let mut readers = vec![pump(stdout, log.sender()), pump(stderr, log.sender())];
 
-    let end = match timeout_at(order.deadline, child.wait()).await {
-        Ok(status) => CmdEnd::Exited(status?),
-        Err(_) => {
+    let stopped = tokio::select! {
+        status = child.wait() => Ok(status?),
+        _ = tokio::time::sleep_until(order.deadline) => Err(CmdEnd::TimedOut),
+        _ = order.stop.cancelled() => Err(CmdEnd::Stopped),
+    };
+    let end = match stopped {
+        Ok(status) => CmdEnd::Exited(status),
+        Err(why) => {
             group.signal(Signal::SIGTERM);
             let kill_at = Instant::now() + settings.grace;
             // Wait for the command to exit and its output to end, up to the grace period.
@@ -178,7 +201,7 @@ async fn run_one(
                 group.signal(Signal::SIGKILL);
                 child.wait().await?;
             }
-            CmdEnd::TimedOut
+            why
         }
     };
     if timeout(settings.pipe_drain, join_all(&mut readers))

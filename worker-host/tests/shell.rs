@@ -27,6 +27,7 @@ async fn run(
         env,
         cwd: dir.path(),
         deadline: started + timeout,
+        stop: &tokio_util::sync::CancellationToken::new(),
     };
     let outcome = run_cmds(&order, &log, settings).await;
     let elapsed = started.elapsed();
@@ -186,6 +187,7 @@ async fn a_missing_working_directory_is_a_spawn_failure() {
         env: &base_env(),
         cwd: Path::new("/nonexistent/sluice"),
         deadline: Instant::now() + Duration::from_secs(5),
+        stop: &tokio_util::sync::CancellationToken::new(),
     };
     let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
     assert!(

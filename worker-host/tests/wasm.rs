@@ -231,6 +231,7 @@ impl Sandbox {
                 events_dir: self.events.path(),
             },
             deadline: Instant::now() + timeout,
+            stop: &tokio_util::sync::CancellationToken::new(),
         };
         let log_dir = tempfile::tempdir().unwrap();
         let sink = LogSink::create(log_dir.path()).unwrap();
@@ -260,7 +261,7 @@ impl Run {
         match &self.outcome {
             WasmOutcome::Succeeded => Some(0),
             WasmOutcome::Failed { exit_code, .. } => *exit_code,
-            WasmOutcome::TimedOut => None,
+            WasmOutcome::TimedOut | WasmOutcome::Stopped => None,
         }
     }
 

@@ -16,6 +16,10 @@ pub const TIMED_OUT: i32 = 2;
 pub const INVALID_INPUT: i32 = 3;
 /// Sluice itself could not do its work (state directory unwritable, storage error).
 pub const INTERNAL_ERROR: i32 = 4;
+/// The run was stopped by Ctrl-C (128 + SIGINT, as shells report it); also a cancelled job.
+pub const INTERRUPTED: i32 = 130;
+/// The run was stopped by SIGTERM (128 + 15).
+pub const TERMINATED: i32 = 143;
 
 /// The exit code that reports a finished job's status.
 pub fn for_job_status(status: JobStatus) -> i32 {
@@ -23,6 +27,7 @@ pub fn for_job_status(status: JobStatus) -> i32 {
         JobStatus::Succeeded => SUCCEEDED,
         JobStatus::Failed => FAILED,
         JobStatus::TimedOut => TIMED_OUT,
+        JobStatus::Cancelled => INTERRUPTED,
     }
 }
 

@@ -161,6 +161,13 @@ pub struct DoneSummary {
     /// Orders that timed out.
     #[serde(default)]
     pub timed_out: u32,
+    /// Orders cancelled when the run was stopped (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cancelled: u32,
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 /// One order's line in the done document.

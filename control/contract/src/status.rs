@@ -25,24 +25,31 @@ pub enum OrderStatus {
     Failed,
     /// Its deadline or the job's passed.
     TimedOut,
+    /// The run was stopped (Ctrl-C, SIGTERM) before the order ended, whatever its
+    /// process did when it was stopped.
+    Cancelled,
 }
 
 impl OrderStatus {
     /// Every status, in life order.
-    pub const ALL: [OrderStatus; 6] = [
+    pub const ALL: [OrderStatus; 7] = [
         OrderStatus::Queued,
         OrderStatus::Dispatching,
         OrderStatus::Running,
         OrderStatus::Succeeded,
         OrderStatus::Failed,
         OrderStatus::TimedOut,
+        OrderStatus::Cancelled,
     ];
 
     /// Whether the order is finished for good.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            OrderStatus::Succeeded | OrderStatus::Failed | OrderStatus::TimedOut
+            OrderStatus::Succeeded
+                | OrderStatus::Failed
+                | OrderStatus::TimedOut
+                | OrderStatus::Cancelled
         )
     }
 
@@ -53,14 +60,18 @@ impl OrderStatus {
     /// not be started and the order is given back) and `dispatching -> terminal` (the job
     /// timed out, or the target refused the order); `running -> queued` (a local run resumed
     /// after the process running it died: the attempt died with it, and the order gets a new
-    /// one). Nothing leaves a terminal status.
+    /// one); any unfinished status `-> cancelled` (the run was stopped). Nothing leaves a
+    /// terminal status.
     pub fn can_become(self, next: OrderStatus) -> bool {
         use OrderStatus::*;
         matches!(
             (self, next),
-            (Queued, Dispatching | Failed | TimedOut)
-                | (Dispatching, Running | Queued | Failed | TimedOut)
-                | (Running, Succeeded | Failed | TimedOut | Queued)
+            (Queued, Dispatching | Failed | TimedOut | Cancelled)
+                | (
+                    Dispatching,
+                    Running | Queued | Failed | TimedOut | Cancelled
+                )
+                | (Running, Succeeded | Failed | TimedOut | Queued | Cancelled)
         )
     }
 
@@ -73,6 +84,7 @@ impl OrderStatus {
             OrderStatus::Succeeded => "succeeded",
             OrderStatus::Failed => "failed",
             OrderStatus::TimedOut => "timed_out",
+            OrderStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -104,17 +116,24 @@ pub enum JobStatus {
     Failed,
     /// A `must_succeed` order timed out, or the job exceeded `job_timeout`.
     TimedOut,
+    /// The run was stopped before it ended (an order was cancelled).
+    Cancelled,
 }
 
 impl JobStatus {
-    /// The job-status rule: among `must_succeed` orders, any timed out makes the job timed
-    /// out, else any failed makes it failed, else it succeeded. Orders with
-    /// `must_succeed = false` are reported but never decide. A job past its `job_timeout` is
-    /// timed out whatever its orders say.
+    /// The job-status rule: a run with a cancelled order (any) was stopped: cancelled.
+    /// Otherwise, among `must_succeed` orders, any timed out makes the job timed out, else
+    /// any failed makes it failed, else it succeeded. Orders with `must_succeed = false` are
+    /// reported but never decide. A job past its `job_timeout` is timed out whatever its
+    /// orders say.
     pub fn decide(
         orders: impl IntoIterator<Item = (OrderStatus, bool)>,
         job_timeout_exceeded: bool,
     ) -> JobStatus {
+        let orders: Vec<(OrderStatus, bool)> = orders.into_iter().collect();
+        if orders.iter().any(|(s, _)| *s == OrderStatus::Cancelled) {
+            return JobStatus::Cancelled;
+        }
         if job_timeout_exceeded {
             return JobStatus::TimedOut;
         }
@@ -138,6 +157,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::TimedOut => "timed_out",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 }

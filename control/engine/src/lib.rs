@@ -35,6 +35,7 @@
 
 pub mod blocking;
 pub mod bundle;
+pub mod cancel;
 pub mod code;
 pub mod conformance;
 pub mod credentials;

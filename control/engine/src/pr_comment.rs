@@ -88,6 +88,7 @@ fn mark(status: OrderStatus) -> &'static str {
         OrderStatus::Succeeded => "✅",
         OrderStatus::Failed => "❌",
         OrderStatus::TimedOut => "⏱️",
+        OrderStatus::Cancelled => "⏹️",
         OrderStatus::Running | OrderStatus::Dispatching => "🔄",
         OrderStatus::Queued => "⏳",
     }

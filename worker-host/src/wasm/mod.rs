@@ -26,6 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::I32Exit;
 
@@ -51,6 +52,8 @@ pub enum WasmOutcome {
     },
     /// The order's deadline passed (during compilation or the run).
     TimedOut,
+    /// The run was stopped; the module was stopped at once (it has no signal to handle).
+    Stopped,
 }
 
 /// One WebAssembly order to run.
@@ -60,6 +63,8 @@ pub struct WasmOrder<'a> {
     pub grants: Grants<'a>,
     /// When it must be done.
     pub deadline: Instant,
+    /// Cancelled when the run is stopped.
+    pub stop: &'a CancellationToken,
 }
 
 /// The process-wide WebAssembly runtime (see the module docs).
@@ -102,7 +107,15 @@ impl WasmRuntime {
             let state = guest_state(&order.grants, &log.sender())?;
             Ok::<_, String>(execute(cache.engine(), prepared, state, spec, log).await)
         };
-        let outcome = match tokio::time::timeout_at(order.deadline, work).await {
+        let timed = tokio::select! {
+            done = tokio::time::timeout_at(order.deadline, work) => done,
+            _ = order.stop.cancelled() => {
+                log.note("stopped: the module was stopped because the run was cancelled")
+                    .await;
+                return WasmOutcome::Stopped;
+            }
+        };
+        let outcome = match timed {
             Err(_elapsed) => {
                 log.note("timed out: the module was stopped at the order's deadline")
                     .await;

@@ -7,6 +7,7 @@
 //! is what the watchdog measures from.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct LocalDispatcher {
     slots: Arc<Semaphore>,
     tasks: Mutex<JoinSet<()>>,
     launcher: Launcher,
+    /// Set when the run is being stopped: workers still waiting for a slot never start.
+    stopping: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for LocalDispatcher {
@@ -44,7 +47,28 @@ impl LocalDispatcher {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             tasks: Mutex::new(JoinSet::new()),
             launcher,
+            stopping: Arc::default(),
         }
+    }
+
+    /// Starts no more workers: those waiting for a slot, and any started from now on,
+    /// end without running anything.
+    pub fn stop_launching(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every worker task has ended, or `limit` has passed; says whether they
+    /// all ended.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let mut tasks = std::mem::take(&mut *self.lock_tasks());
+        let ended =
+            tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} })
+                .await
+                .is_ok();
+        // Those still running go back, for `shutdown` to abort. Tasks started meanwhile
+        // launch nothing (`stop_launching`): dropping their set aborts them.
+        *self.lock_tasks() = tasks;
+        ended
     }
 
     /// Stops every worker task; dropping a worker kills its processes.
@@ -69,6 +93,7 @@ impl Dispatcher for LocalDispatcher {
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
         let slots = Arc::clone(&self.slots);
+        let stopping = Arc::clone(&self.stopping);
         let launch = (self.launcher)(payload.clone());
         let mut tasks = self.lock_tasks();
         while tasks.try_join_next().is_some() {}
@@ -76,7 +101,9 @@ impl Dispatcher for LocalDispatcher {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            launch.await;
+            if !stopping.load(Ordering::SeqCst) {
+                launch.await;
+            }
         });
         Ok(())
     }

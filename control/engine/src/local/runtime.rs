@@ -247,9 +247,17 @@ impl LocalRuntime {
         }
     }
 
+    /// Starts no more workers and waits up to `limit` for those running to end (the caller
+    /// has asked them to stop); says whether they all did. Those left are killed by
+    /// [`LocalRuntime::shutdown`].
+    pub async fn stop_workers(&self, limit: Duration) -> bool {
+        self.dispatcher.stop_launching();
+        self.dispatcher.wait_idle(limit).await
+    }
+
     /// Starts an orchestrator pass for `run_id` in the background (retried as the event
     /// bus retries one).
-    pub(super) fn kick(&self, run_id: &RunId) {
+    pub fn kick(&self, run_id: &RunId) {
         tokio::spawn(orchestrate_with_retries(
             Arc::clone(&self.engine),
             run_id.clone(),

@@ -56,7 +56,12 @@ pub struct Plan {
 pub fn evaluate(nodes: &[Node]) -> Plan {
     let mut status: HashMap<OrderNum, OrderStatus> =
         nodes.iter().map(|n| (n.num, n.status)).collect();
-    let is_failure = |s: OrderStatus| matches!(s, OrderStatus::Failed | OrderStatus::TimedOut);
+    let is_failure = |s: OrderStatus| {
+        matches!(
+            s,
+            OrderStatus::Failed | OrderStatus::TimedOut | OrderStatus::Cancelled
+        )
+    };
     let mut plan = Plan::default();
     loop {
         let mut changed = false;

@@ -87,8 +87,21 @@ impl Engine {
         order: &OrderRecord,
         now: u64,
     ) -> Result<OrderRecord, EngineError> {
+        self.settle(order, OrderStatus::TimedOut, JOB_TIMEOUT, now)
+            .await
+    }
+
+    /// Ends an unfinished order with `status` and `reason` by a conditional write from
+    /// whatever status it has; when it moves under us (a result landing), tries again from
+    /// its new status, and leaves it be once it has ended otherwise.
+    pub(crate) async fn settle(
+        &self,
+        order: &OrderRecord,
+        status: OrderStatus,
+        reason: &str,
+        now: u64,
+    ) -> Result<OrderRecord, EngineError> {
         let mut current = order.clone();
-        // The order may move under us (a result landing): retry from its new status.
         for _ in 0..4 {
             if current.status.is_terminal() {
                 return Ok(current);
@@ -96,12 +109,12 @@ impl Engine {
             let change = Transition {
                 finished_at_ms: Some(now),
                 duration_ms: current.dispatched_at_ms.map(|t| now.saturating_sub(t)),
-                ..Transition::to(OrderStatus::TimedOut).reason(JOB_TIMEOUT)
+                ..Transition::to(status).reason(reason)
             };
             match self.move_order(&current, &change).await? {
                 Moved::Applied(updated) => {
-                    let detail = serde_json::json!({ "reason": JOB_TIMEOUT });
-                    self.record_event(&updated, "timed_out", detail).await;
+                    let detail = serde_json::json!({ "reason": reason });
+                    self.record_event(&updated, status.as_str(), detail).await;
                     return Ok(updated);
                 }
                 Moved::Lost(moved) => current = moved,
@@ -119,6 +132,7 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
             OrderStatus::Succeeded => summary.succeeded += 1,
             OrderStatus::Failed => summary.failed += 1,
             OrderStatus::TimedOut => summary.timed_out += 1,
+            OrderStatus::Cancelled => summary.cancelled += 1,
             _ => {}
         }
     }
@@ -173,7 +187,8 @@ mod tests {
             DoneSummary {
                 succeeded: 2,
                 failed: 1,
-                timed_out: 1
+                timed_out: 1,
+                cancelled: 0
             }
         );
         assert_eq!(doc.orders.len(), 4);

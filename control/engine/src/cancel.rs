@@ -1,0 +1,43 @@
+//! Stopping a run: every order that has not ended becomes `cancelled`.
+//!
+//! Results that already arrived are applied first (an order that finished keeps its
+//! status); then each unfinished order — queued, being dispatched, running — is moved to
+//! `cancelled` by a conditional write, so nothing more is dispatched and a result its
+//! worker still sends changes nothing. With every order ended, the next pass writes the
+//! done document, whose status is `cancelled`. Stopping the workers' processes is the
+//! caller's part (locally: SIGTERM, the grace period, SIGKILL).
+
+use sluice_contract::{OrderStatus, RunId};
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::ports::OrderRecord;
+
+impl Engine {
+    /// Cancels every unfinished order of `run_id` with `reason`; returns the orders as
+    /// they are afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::UnknownRun`] when the run has no orders; a backend failure.
+    pub async fn cancel_run(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+    ) -> Result<Vec<OrderRecord>, EngineError> {
+        let orders = self.read_state(run_id).await?;
+        if orders.is_empty() {
+            return Err(EngineError::UnknownRun(run_id.to_string()));
+        }
+        let now = self.now_ms();
+        let mut settled = Vec::with_capacity(orders.len());
+        for order in &orders {
+            settled.push(
+                self.settle(order, OrderStatus::Cancelled, reason, now)
+                    .await?,
+            );
+        }
+        tracing::info!(run_id = %run_id, reason, "run cancelled");
+        Ok(settled)
+    }
+}
