@@ -61,12 +61,16 @@ fn parse<T: DeserializeOwned>(what: &str, item: &Item) -> Result<T, StoreError> 
     })
 }
 
-fn expires_at(ttl_days: u64) -> AttributeValue {
-    let now = SystemTime::now()
+/// The TTL attribute: `ttl_days` after `from` (seconds since the epoch).
+fn expires_at(from: u64, ttl_days: u64) -> AttributeValue {
+    AttributeValue::N((from + ttl_days * SECONDS_PER_DAY).to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or_default();
-    AttributeValue::N((now + ttl_days * SECONDS_PER_DAY).to_string())
+        .unwrap_or_default()
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -116,7 +120,13 @@ impl DynamoOrderStore {
             message: e.to_string(),
         })?;
         let mut item = to_item(&value);
-        item.insert(TTL_ATTRIBUTE.to_owned(), expires_at(self.order_ttl_days));
+        // Kept for the retention after the job's deadline, not after init: a run may last
+        // as long as its job_timeout (30 days at most).
+        let deadline = order.job_deadline_ms / 1000;
+        item.insert(
+            TTL_ATTRIBUTE.to_owned(),
+            expires_at(deadline, self.order_ttl_days),
+        );
         Ok(item)
     }
 
@@ -380,7 +390,10 @@ impl OrderStore for DynamoOrderStore {
         })?;
         let mut item = to_item(&value);
         item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
-        item.insert(TTL_ATTRIBUTE.to_owned(), expires_at(self.event_ttl_days));
+        item.insert(
+            TTL_ATTRIBUTE.to_owned(),
+            expires_at(now_secs(), self.event_ttl_days),
+        );
         self.calls.count(SERVICE, "PutItem");
         self.client
             .put_item()

@@ -40,6 +40,40 @@ async fn dynamo_store_passes_the_order_store_suite() {
     order_store_suite(&store).await;
 }
 
+/// An order row's TTL attribute is the retention after its job's deadline (a job may last
+/// 30 days): before, it was a day after init, so a long job's rows expired under it.
+#[tokio::test]
+async fn order_rows_expire_the_retention_after_the_jobs_deadline() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use sluice_aws::schema::{ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE};
+    let clients = moto().await;
+    let settings = store_settings(&clients).await;
+    let store = DynamoOrderStore::new(clients.dynamodb.clone(), &settings, CallCounter::default());
+    let run = RunId::generate();
+    let mut order = sample_order(&run, 0);
+    order.job_deadline_ms = 1_800_000_000_000 + 30 * 86_400_000;
+    store
+        .insert_orders(std::slice::from_ref(&order))
+        .await
+        .unwrap();
+    let item = clients
+        .dynamodb
+        .get_item()
+        .table_name(&settings.orders_table)
+        .key(ORDERS_PARTITION, AttributeValue::S(run.to_string()))
+        .key(ORDERS_SORT, AttributeValue::S(order.order_num.to_string()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let ttl: u64 = item[TTL_ATTRIBUTE].as_n().unwrap().parse().unwrap();
+    assert_eq!(
+        ttl,
+        order.job_deadline_ms / 1000 + settings.order_ttl_days * 86_400
+    );
+}
+
 #[tokio::test]
 async fn lists_follow_pages_and_presigned_puts_write_objects() {
     let clients = moto().await;

@@ -293,6 +293,27 @@ fn no_error_ends_a_watch() {
     assert_eq!(&choice["Choices"][0]["Next"], finishing[0]);
 }
 
+/// Run state in the internal bucket outlives the longest job a deployment accepts (it
+/// expired a day after init while a job may last 30 days).
+#[test]
+fn run_state_outlives_the_longest_job() {
+    let template = template();
+    let rules =
+        &resource(&template, "InternalBucket")["Properties"]["LifecycleConfiguration"]["Rules"];
+    let tmp = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["Prefix"] == "tmp/")
+        .expect("a lifecycle rule for tmp/");
+    let days = tmp["ExpirationInDays"].as_u64().unwrap();
+    let longest_job_days = sluice_contract::validate::MAX_JOB_TIMEOUT.div_ceil(86_400);
+    assert!(
+        days > longest_job_days,
+        "{days} days for a {longest_job_days}-day job"
+    );
+}
+
 #[test]
 fn tables_have_the_keys_and_ttl_the_adapters_use() {
     let template = template();

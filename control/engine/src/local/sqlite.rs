@@ -23,8 +23,7 @@ use crate::engine::millis;
 use crate::error::StoreError;
 use crate::ports::order_pk;
 use crate::ports::{
-    AcquireOutcome, Clock, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore,
-    SystemClock, Transition,
+    AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
 };
 
 const SCHEMA: &str = "
@@ -169,7 +168,6 @@ impl OrderStore for SqliteStore {
     async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
         let orders = orders.to_vec();
         let ttl = self.order_ttl_ms;
-        let now = SystemClock.now_ms();
         self.with_conn("inserting orders", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -185,7 +183,9 @@ impl OrderStore for SqliteStore {
                             order.order_num.to_string(),
                             order.status.as_str(),
                             encode(order),
-                            (now + ttl) as i64
+                            // The retention counts from the job's deadline: a run may last
+                            // as long as its job_timeout.
+                            (order.job_deadline_ms + ttl) as i64
                         ],
                     )
                     .map_err(|e| backend("inserting orders", e))?;
@@ -528,4 +528,39 @@ async fn conditional_lock_update(
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::sample_order;
+
+    /// A row lives for the retention after its job's deadline, not after init: a job may
+    /// last 30 days, and its rows must outlive it (before, they expired a day after init).
+    #[tokio::test]
+    async fn order_rows_expire_the_retention_after_the_jobs_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86_400);
+        let store = SqliteStore::open(&dir.path().join("db"), day, day).unwrap();
+        let run = RunId::generate();
+        let mut order = sample_order(&run, 0);
+        order.job_deadline_ms = order.created_at_ms + 30 * 86_400_000;
+        store
+            .insert_orders(std::slice::from_ref(&order))
+            .await
+            .unwrap();
+        let pk = order.pk();
+        let expires_at: i64 = store
+            .with_conn("reading back", move |conn| {
+                conn.query_row(
+                    "SELECT expires_at FROM orders WHERE pk = ?1",
+                    params![pk],
+                    |row| row.get(0),
+                )
+                .map_err(|e| backend("reading back", e))
+            })
+            .await
+            .unwrap();
+        assert_eq!(expires_at as u64, order.job_deadline_ms + 86_400_000);
+    }
 }
