@@ -14,6 +14,9 @@ use sluice_engine::{KeyStore, ObjectStore, StoreError};
 
 use crate::io::{IoError, WorkerIo};
 
+/// Most bytes of a claim read back (a claim is a few dozen; anyone may have written it).
+const MAX_CLAIM_BYTES: u64 = 4096;
+
 /// How a result reaches its callback URL.
 #[async_trait]
 pub trait Callback: Send + Sync + std::fmt::Debug {
@@ -90,7 +93,7 @@ impl WorkerIo for StoreIo {
             Err(StoreError::ConditionFailed { .. }) => {
                 let stored = self
                     .internal
-                    .get(&key)
+                    .get_prefix(&key, MAX_CLAIM_BYTES)
                     .await
                     .map_err(io_error(format!("reading the claim {key}")))?;
                 Ok(serde_json::from_slice::<Claim>(&stored).is_ok_and(|found| found == *claim))

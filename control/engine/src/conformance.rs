@@ -57,8 +57,21 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
         "head of a missing key"
     );
 
+    assert!(
+        store.get_prefix(&key, 8).await.unwrap_err().is_not_found(),
+        "get_prefix of a missing key is NotFound"
+    );
     store.put(&key, b"one".to_vec()).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), b"one");
+    assert_eq!(store.get_prefix(&key, 8).await.unwrap(), b"one");
+    assert_eq!(
+        store.get_prefix(&key, 1).await.unwrap(),
+        b"on",
+        "get_prefix reads max_bytes + 1 bytes at most"
+    );
+    let empty = format!("{base}x/empty");
+    store.put(&empty, Vec::new()).await.unwrap();
+    assert_eq!(store.get_prefix(&empty, 8).await.unwrap(), b"");
     store.put(&key, b"two!".to_vec()).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap(), b"two!", "put replaces");
     assert_eq!(

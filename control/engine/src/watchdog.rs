@@ -30,6 +30,8 @@ use crate::ports::{OrderRecord, WatchdogInput};
 pub const MAX_WAIT_SECONDS: u64 = 60;
 /// Wait after asking for a kick, seconds.
 pub const KICK_WAIT_SECONDS: u64 = 5;
+/// Most bytes of a claim that are read (a worker writes it: a claim is a few dozen).
+const MAX_CLAIM_BYTES: u64 = 4096;
 /// The attempt id of a run's watch.
 pub const RUN_WATCH: &str = "run";
 
@@ -132,10 +134,8 @@ impl Engine {
         if now >= job_deadline_ms {
             return Ok(WatchdogVerdict::kick());
         }
-        let claimed_at = match store
-            .get(&keys::claim(&input.run_id, input.order_num, &input.attempt))
-            .await
-        {
+        let claim_key = keys::claim(&input.run_id, input.order_num, &input.attempt);
+        let claimed_at = match store.get_prefix(&claim_key, MAX_CLAIM_BYTES).await {
             Ok(bytes) => serde_json::from_slice::<Claim>(&bytes)
                 .ok()
                 .map(|c| c.claimed_at_ms),

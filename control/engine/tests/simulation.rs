@@ -251,6 +251,10 @@ impl ObjectStore for FaultyObjects {
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.world.faulty("get", self.inner.get(key)).await
     }
+    async fn get_prefix(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, StoreError> {
+        let call = self.inner.get_prefix(key, max_bytes);
+        self.world.faulty("get_prefix", call).await
+    }
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let call = async {
             self.inner.put(key, bytes).await?;

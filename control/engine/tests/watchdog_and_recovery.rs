@@ -39,6 +39,8 @@ impl ManualClock {
 struct Recorder {
     dispatched: Mutex<Vec<DispatchPayload>>,
     watched: Mutex<Vec<WatchdogInput>>,
+    /// How long a worker start takes (real time).
+    start_delay: Mutex<Duration>,
 }
 
 #[async_trait]
@@ -49,6 +51,8 @@ impl Dispatcher for Recorder {
         _: Duration,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
+        let delay = *self.start_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         self.dispatched.lock().unwrap().push(payload.clone());
         Ok(())
     }
@@ -428,4 +432,68 @@ async fn init_records_the_jobs_started_event() {
     assert_eq!(started.len(), 1, "{events:?}");
     assert_eq!(started[0].run_id, run);
     assert_eq!(started[0].detail["orders"], 1);
+}
+
+/// A result of any size (whoever holds the callback URL may PUT gigabytes) is read only as
+/// far as a result can go, and fails its order as malformed. Before, the whole object was
+/// loaded first: a 64 GiB result (a sparse file here) could not be, and every pass failed.
+#[tokio::test]
+async fn an_oversized_result_fails_its_order_without_being_loaded() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    let path = setup.internal.root().join(keys::result(&run, num));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(64 << 30).unwrap();
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Finalized(sluice_contract::JobStatus::Failed)
+    );
+    let row = setup
+        .engine
+        .ports
+        .orders
+        .get_order(&run, num)
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.status, row.reason.as_deref()),
+        (OrderStatus::Failed, Some("malformed_result"))
+    );
+}
+
+/// A pass that takes longer than the lock's lease keeps it: another invocation cannot take
+/// the lock while it works. Before, the lease was renewed only between loops, so a long
+/// pass (a 2000-result fan-in) lost it midway and two invocations worked the run at once.
+#[tokio::test]
+async fn a_pass_longer_than_the_lease_keeps_the_lock() {
+    let mut setup = setup();
+    setup.engine.config.lock_lease = Duration::from_millis(300);
+    let run = one_order_run(&setup, 60).await;
+    *setup.recorder.start_delay.lock().unwrap() = Duration::from_millis(1000);
+    let intruder = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        setup.clock.advance(Duration::from_millis(400));
+        // Past the lease the pass took; renewals (every 100 ms) extend it from now on.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = setup.clock.now_ms();
+        setup
+            .engine
+            .ports
+            .orders
+            .acquire_lock(&run, "intruder", now, now + 300)
+            .await
+            .unwrap()
+    };
+    let (outcome, intruded) = tokio::join!(setup.engine.orchestrate(&run), intruder);
+    assert_eq!(
+        intruded,
+        sluice_engine::ports::AcquireOutcome::Held,
+        "the working pass still held the lock"
+    );
+    assert_eq!(outcome.unwrap(), Outcome::Released);
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1);
 }

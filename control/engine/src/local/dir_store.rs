@@ -223,6 +223,27 @@ impl ObjectStore for DirStore {
         .await
     }
 
+    async fn get_prefix(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, StoreError> {
+        use std::io::Read;
+        let path = self.path_of(key)?;
+        let key = key.to_owned();
+        run_blocking("reading an object", move || {
+            let file = match fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound { key });
+                }
+                Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+            };
+            let mut bytes = Vec::new();
+            file.take(max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+            Ok(bytes)
+        })
+        .await
+    }
+
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         self.write(key, Content::Bytes(bytes), Landing::Replace)
             .await

@@ -136,10 +136,49 @@ impl Engine {
         }
     }
 
+    /// Advances the run while keeping the lock's lease: a pass may take longer than the
+    /// lease (thousands of results to apply, hundreds of orders to start). Should the lease
+    /// be lost all the same, the pass stops where it is — as a crash would, which every step
+    /// is written to survive — since another invocation owns the run now.
+    async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
+        tokio::select! {
+            biased;
+            outcome = self.advance_until_settled(run_id, owner) => outcome,
+            () = self.keep_lease(run_id, owner) => {
+                tracing::warn!("the lease was lost during the pass; another invocation took over");
+                Ok(Outcome::LostLock)
+            }
+        }
+    }
+
+    /// Renews the lease every third of it for as long as it is polled; returns only once
+    /// the lease is lost. A failed renewal is tried again at the next third.
+    async fn keep_lease(&self, run_id: &RunId, owner: &str) {
+        let every = self.config.lock_lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let lease_until = self.now_ms() + millis(self.config.lock_lease);
+            match self
+                .ports
+                .orders
+                .renew_lock(run_id, owner, lease_until)
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed { .. }) => return,
+                Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
+            }
+        }
+    }
+
     /// Loops one step at a time until the run is finalized or the lock released clean. A
     /// transient failure (throttling, a folder unwritable for a while) is retried after a
     /// backoff, from the tables, as a new event would: every step is safe to repeat.
-    async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
+    async fn advance_until_settled(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+    ) -> Result<Outcome, EngineError> {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
         let mut backoff = Backoff::new(PASS_RETRY_FIRST, PASS_RETRIES);

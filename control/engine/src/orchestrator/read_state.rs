@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use sluice_contract::events::OrderEmitted;
-use sluice_contract::result::{MALFORMED_RESULT, parse_result};
+use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
 use sluice_contract::{OrderNum, OrderStatus, RunId, keys};
 
 use super::Moved;
@@ -48,7 +48,14 @@ impl Engine {
     /// Reads one order's result and moves the order to the status it reports.
     async fn apply_result(&self, order: &OrderRecord) -> Result<OrderRecord, EngineError> {
         let key = keys::result(&order.run_id, order.order_num);
-        let bytes = match self.ports.internal.get(&key).await {
+        // Bounded: a worker (or whoever holds its URL) may have written any size; one larger
+        // than a result can be is malformed, and is never loaded whole.
+        let bytes = match self
+            .ports
+            .internal
+            .get_prefix(&key, MAX_RESULT_BYTES as u64)
+            .await
+        {
             Ok(bytes) => bytes,
             Err(StoreError::NotFound { .. }) => return Ok(order.clone()),
             Err(other) => return Err(other.into()),

@@ -21,6 +21,15 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// [`StoreError::NotFound`] when there is no object at `key`.
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
 
+    /// Reads at most the first `max_bytes + 1` bytes of an object (a ranged read), so that
+    /// a caller can tell an object larger than `max_bytes` without loading it: for objects
+    /// that someone else wrote (a worker's result or claim), which may be of any size.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when there is no object at `key`.
+    async fn get_prefix(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, StoreError>;
+
     /// Writes an object atomically: readers see the old object or the whole new one, never a
     /// part. Replaces any existing object.
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
