@@ -3,6 +3,11 @@
 //! invoke of the init-job function. Credentials and region come from the standard AWS
 //! configuration; the answer is init-job's (`{run_id, trace_id, flow_id, done_endpt,
 //! pr_search_tag}`), and a refused job's error list is the error.
+//!
+//! Submitting is safe to repeat: a job without an `idempotency_key` is given a fresh one
+//! before it is sent, so a POST that failed on the way (a connection reset, API Gateway
+//! cutting a long init at 30 s with a 504, a throttle) is sent again as the same submission
+//! and answers the run the first one created, never a second run.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +25,27 @@ use crate::sdk_error::describe;
 
 /// Longest a submission may take (init-job clones and packages every order).
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Tries of a POST that failed on the way (not a refusal), and the first wait between.
+const SUBMIT_TRIES: u32 = 4;
+const SUBMIT_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The job with an `idempotency_key`: its own, or a fresh one.
+///
+/// # Errors
+///
+/// The job is not a JSON object.
+pub fn with_idempotency_key(job: &[u8]) -> Result<Vec<u8>, String> {
+    let mut value: Value =
+        serde_json::from_slice(job).map_err(|e| format!("the job is not JSON: {e}"))?;
+    let object = value
+        .as_object_mut()
+        .ok_or("the job is not a JSON object")?;
+    if !object.contains_key("idempotency_key") {
+        let key = format!("submit-{}", uuid::Uuid::new_v4().simple());
+        object.insert("idempotency_key".to_owned(), Value::String(key));
+    }
+    Ok(serde_json::to_vec(&value).expect("JSON serializes"))
+}
 
 /// POSTs `job` to `endpoint` (the stack's `InitEndpoint`), signed for `execute-api`.
 ///
@@ -28,23 +54,76 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// A message: no credentials, the endpoint unreachable, the job refused (with init-job's
 /// error list), or another answer (with its status).
 pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, String> {
+    let job = with_idempotency_key(&job)?;
+    let mut wait = SUBMIT_RETRY_FIRST;
+    for attempt in 1..=SUBMIT_TRIES {
+        match post_once(endpoint, job.clone()).await {
+            Posted::Answer(answer) => return answer,
+            Posted::Failed(error) if attempt == SUBMIT_TRIES => return Err(error),
+            Posted::Failed(error) => {
+                tracing::warn!(%error, attempt, "submitting failed on the way; sending the same submission again");
+                eprintln!("sluice: {error}; sending the same submission again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+/// What one POST came to.
+enum Posted {
+    /// init-job's answer (the run, or the refusal).
+    Answer(Result<Value, String>),
+    /// It failed on the way (unreachable, throttled, 5xx): it may be sent again.
+    Failed(String),
+}
+
+async fn post_once(endpoint: &str, job: Vec<u8>) -> Posted {
+    match signed_post(endpoint, job).await {
+        Ok((status, body)) if status.is_server_error() || status.as_u16() == 429 => {
+            Posted::Failed(format!("POST {endpoint}: HTTP {status}: {body}"))
+        }
+        Ok((status, body)) => Posted::Answer(read_answer(
+            status.is_success(),
+            body,
+            &format!("POST {endpoint}: HTTP {status}"),
+        )),
+        Err(SendError::Setup(error)) => Posted::Answer(Err(error)),
+        Err(SendError::Transport(error)) => Posted::Failed(error),
+    }
+}
+
+/// Why a POST got no answer.
+enum SendError {
+    /// It could not be made (no credentials, a bad URL): sending again will not help.
+    Setup(String),
+    /// It failed on the way.
+    Transport(String),
+}
+
+async fn signed_post(
+    endpoint: &str,
+    job: Vec<u8>,
+) -> Result<(hyper::StatusCode, Value), SendError> {
+    let setup = SendError::Setup;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let region = config
         .region()
-        .ok_or("no AWS region is configured (AWS_REGION)")?
+        .ok_or_else(|| setup("no AWS region is configured (AWS_REGION)".to_owned()))?
         .to_string();
     let credentials = config
         .credentials_provider()
-        .ok_or("no AWS credentials are configured")?
+        .ok_or_else(|| setup("no AWS credentials are configured".to_owned()))?
         .provide_credentials()
         .await
-        .map_err(|e| format!("AWS credentials: {e}"))?;
+        .map_err(|e| setup(format!("AWS credentials: {e}")))?;
     let identity = credentials.into();
     let host = endpoint
         .split("://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
-        .ok_or_else(|| format!("{endpoint} is not an http(s) URL"))?
+        .ok_or_else(|| setup(format!("{endpoint} is not an http(s) URL")))?
         .to_owned();
     let headers = [
         ("content-type", "application/json"),
@@ -56,7 +135,7 @@ pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, String> 
         headers.iter().copied(),
         SignableBody::Bytes(&job),
     )
-    .map_err(|e| format!("signing the request: {e}"))?;
+    .map_err(|e| setup(format!("signing the request: {e}")))?;
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(&region)
@@ -64,10 +143,10 @@ pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, String> 
         .time(SystemTime::now())
         .settings(SigningSettings::default())
         .build()
-        .map_err(|e| format!("signing the request: {e}"))?
+        .map_err(|e| setup(format!("signing the request: {e}")))?
         .into();
     let (instructions, _) = sign(signable, &params)
-        .map_err(|e| format!("signing the request: {e}"))?
+        .map_err(|e| setup(format!("signing the request: {e}")))?
         .into_parts();
     let mut request = hyper::Request::post(endpoint).header("content-type", "application/json");
     for (name, value) in instructions.headers() {
@@ -75,19 +154,15 @@ pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, String> 
     }
     let request = request
         .body(Full::new(Bytes::from(job)))
-        .map_err(|e| format!("POST {endpoint}: {e}"))?;
-    let client = HttpClient::new(SUBMIT_TIMEOUT).map_err(|e| e.to_string())?;
+        .map_err(|e| setup(format!("POST {endpoint}: {e}")))?;
+    let client = HttpClient::new(SUBMIT_TIMEOUT).map_err(|e| setup(e.to_string()))?;
     let answer = client
         .send(request)
         .await
-        .map_err(|e| format!("POST {endpoint}: {e}"))?;
+        .map_err(|e| SendError::Transport(format!("POST {endpoint}: {e}")))?;
     let body: Value = serde_json::from_slice(&answer.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer.body).into_owned()));
-    read_answer(
-        answer.status.is_success(),
-        body,
-        &format!("POST {endpoint}: HTTP {}", answer.status),
-    )
+    Ok((answer.status, body))
 }
 
 /// Invokes `function` (the init-job function) with `job` and waits for its answer.
@@ -100,6 +175,7 @@ pub async fn submit_invoke(
     function: &str,
     job: Vec<u8>,
 ) -> Result<Value, String> {
+    let job = with_idempotency_key(&job)?;
     let output = lambda
         .invoke()
         .function_name(function)

@@ -168,6 +168,9 @@ async fn init_job_takes_sns_messages_and_direct_invokes() {
     let engine = engine().await;
     let answer = init_job::handle(&engine, &sns_event(JOB)).await.unwrap();
     assert_queued(&engine, &answer).await;
+    // SNS delivers at least once: the same message again is the same run.
+    let again = init_job::handle(&engine, &sns_event(JOB)).await.unwrap();
+    assert_eq!(again["run_id"], answer["run_id"], "{again}");
 
     let direct: Value = serde_json::from_str(JOB).unwrap();
     let answer = init_job::handle(&engine, &direct).await.unwrap();
@@ -250,5 +253,36 @@ async fn sluice_submit_posts_a_signed_job_to_the_http_api() {
     assert!(
         refused.starts_with("the job was refused: ") && refused.contains("no orders"),
         "{refused}"
+    );
+}
+
+/// API Gateway cuts a long init at 30 s with a 504 while init-job goes on and queues the
+/// run. `sluice submit` sends every job with an idempotency key (its own or a fresh one) and
+/// sends the same submission again after a failure on the way: the caller gets the run the
+/// first request created, and no second run is made. Before, the caller got an error for a
+/// run that existed, and a resubmit made another run.
+#[tokio::test]
+async fn a_submission_cut_by_the_gateway_is_sent_again_and_answers_the_same_run() {
+    let engine = Arc::new(engine().await);
+    let api = HttpApi::start(Arc::clone(&engine)).await;
+    api.cut.store(1, std::sync::atomic::Ordering::SeqCst);
+    let answer = sluice_aws::client::submit_http(&api.url, JOB.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert_queued(&engine, &answer).await;
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "sent again after the 504");
+    let key = seen[0].0["idempotency_key"]
+        .as_str()
+        .expect("a key was added");
+    assert!(key.starts_with("submit-"), "{key}");
+    assert_eq!(seen[1].0["idempotency_key"], seen[0].0["idempotency_key"]);
+    assert_eq!(
+        seen[0].1["run_id"], answer["run_id"],
+        "the first request's run"
+    );
+    assert_eq!(
+        seen[1].1["run_id"], answer["run_id"],
+        "answered again, not made again"
     );
 }

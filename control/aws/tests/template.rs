@@ -420,6 +420,14 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         "s3:PutObject",
         &object(&keys::result(&run, OrderNum::INIT))
     ));
+    // Idempotency records: written if absent, read when present, forgotten after a failure.
+    let record = object(&keys::idempotency("0123abcd"));
+    for action in ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"] {
+        assert!(
+            can(&init, action, &record),
+            "init-job may not {action} {record}"
+        );
+    }
     let orchestrator = allowed(
         &template,
         function_statements(&template, "OrchestratorFunction"),

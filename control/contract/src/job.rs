@@ -48,6 +48,10 @@ pub struct JobSpec {
     /// Upload a copy of each bundle without the encrypted env, for inspection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripped_copy: Option<bool>,
+    /// A key of the caller's (1 to 128 of `A-Z a-z 0-9 . _ : -`) that makes submitting the
+    /// job again harmless: the same user submitting the same key gets the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// The orders, in order; an order's position gives its number (`0001` first).
     #[serde(default)]
     pub orders: Vec<OrderSpec>,

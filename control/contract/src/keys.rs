@@ -2,7 +2,8 @@
 //!
 //! Internal bucket: `tmp/exec/<run_id>/<order_num>/exec.zip`,
 //! `tmp/callbacks/runs/<run_id>/<order_num>/result.json`,
-//! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`.
+//! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
+//! `tmp/idempotency/<digest>.json`.
 //! Done bucket: `<run_id>/done`.
 
 use crate::ids::{OrderNum, RunId};
@@ -39,6 +40,12 @@ pub fn log(run_id: &RunId, order_num: OrderNum) -> String {
 /// dispatched twice runs once.
 pub fn claim(run_id: &RunId, order_num: OrderNum, attempt: &str) -> String {
     format!("tmp/claims/{run_id}/{order_num}/{attempt}")
+}
+
+/// Where the run a submission created is recorded, by the digest of its user and
+/// idempotency key: a second submission with the same key gets the same run.
+pub fn idempotency(digest: &str) -> String {
+    format!("tmp/idempotency/{digest}.json")
 }
 
 /// Where a run's done document lives in the done bucket.

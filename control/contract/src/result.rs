@@ -212,7 +212,14 @@ pub struct DoneDoc {
     /// Every order, in order.
     #[serde(default)]
     pub orders: Vec<DoneOrder>,
+    /// Why the run ended without its orders deciding (`init_failed: …`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+/// The done document's reason for a run that was accepted but never queued.
+pub const INIT_FAILED: &str =
+    "init_failed: the job was accepted but its orders were never queued (init did not complete)";
 
 /// Reads a done document, ignoring fields this version does not know.
 ///

@@ -148,6 +148,8 @@ pub struct ValidJob {
     pub pr: Option<PullRequest>,
     /// Whether to upload bundles without their env too.
     pub stripped_copy: bool,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<String>,
     /// The orders, in order.
     pub orders: Vec<ValidOrder>,
 }
@@ -324,6 +326,10 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         ));
     }
 
+    if let Some(key) = &job.idempotency_key {
+        check_idempotency_key(key)?;
+    }
+
     Ok(ValidJob {
         username,
         flow_label,
@@ -331,8 +337,23 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         job_timeout,
         pr: pull_request(job)?,
         stripped_copy: job.stripped_copy.unwrap_or(false),
+        idempotency_key: job.idempotency_key.clone(),
         orders,
     })
+}
+
+/// Longest `idempotency_key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+fn check_idempotency_key(key: &str) -> Result<(), ValidationError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.chars().all(allowed) {
+        return Err(job_error(
+            "idempotency_key",
+            format!("{key:?} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} of A-Z a-z 0-9 . _ : -"),
+        ));
+    }
+    Ok(())
 }
 
 /// A pull request of a GitHub repository, which a run's comment follows.
@@ -901,6 +922,36 @@ mod tests {
 
     fn error_of(json: &str) -> String {
         check(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_plain_words() {
+        let with = |key: &str| {
+            check(&format!(
+                r#"{{"idempotency_key":{key:?},"orders":[{{"cmds":["true"],"timeout":5}}]}}"#
+            ))
+        };
+        assert_eq!(
+            with("pr-42:build.7_a").unwrap().idempotency_key.as_deref(),
+            Some("pr-42:build.7_a")
+        );
+        for bad in ["", "a b", "x/y", &"k".repeat(129)] {
+            let error = with(bad).unwrap_err().to_string();
+            assert!(error.contains("idempotency_key"), "{error}");
+        }
+    }
+
+    /// Fail-fast (the original specification's rule): a job with two bad orders reports
+    /// the first, and only it.
+    #[test]
+    fn two_bad_orders_report_only_the_first() {
+        let error = check(
+            r#"{"orders":[{"cmds":["true"],"timeout":5},{"order_name":"second","timeout":5},{"order_name":"third","cmds":["true"]}]}"#,
+        )
+        .unwrap_err();
+        let (num, name) = error.location.order.clone().expect("an order's error");
+        assert_eq!((num, name.as_str()), (OrderNum::from_index(1), "second"));
+        assert!(!error.to_string().contains("third"), "{error}");
     }
 
     #[test]

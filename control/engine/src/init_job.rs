@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sluice_contract::ids::{flow_id, pr_search_tag};
 use sluice_contract::job::WasmSpec;
 use sluice_contract::manifest::{OrderManifest, Task};
@@ -35,7 +36,7 @@ use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
 use crate::watchdog::RUN_WATCH;
 
 /// What init_job answers (the body of the 200 response on AWS).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitResponse {
     /// The new run.
     pub run_id: RunId,
@@ -51,6 +52,24 @@ pub struct InitResponse {
 
 /// How many orders are packaged and uploaded at the same time.
 const PACKAGING_PARALLELISM: usize = 8;
+/// Most bytes of an idempotency record read back.
+const MAX_SUBMISSION_BYTES: u64 = 16 * 1024;
+
+/// What queueing a run came to.
+enum Queued {
+    /// The run was queued.
+    New,
+    /// The same submission was made before: its run.
+    Again(InitResponse),
+}
+
+/// Whether a submission with an idempotency key is the first.
+enum Submission {
+    /// It is: its record's key (forgotten should it fail for good).
+    First(String),
+    /// It was made before, and created this run.
+    Again(InitResponse),
+}
 
 impl Engine {
     /// Validates and queues a job; see the module docs for the steps.
@@ -85,25 +104,33 @@ impl Engine {
             created_at_ms: now,
             job: &valid,
         };
-        let span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id);
-        self.queue_run(code, envs, &ids).instrument(span).await?;
-        Ok(InitResponse {
+        let response = InitResponse {
             done_endpt: self.ports.done.object_url(&keys::done(&run_id)),
             pr_search_tag: pr_search_tag(&run_id),
-            run_id,
-            trace_id,
-            flow_id,
-        })
+            run_id: run_id.clone(),
+            trace_id: trace_id.clone(),
+            flow_id: flow_id.clone(),
+        };
+        let span = tracing::info_span!("init_job", run_id = %run_id, trace_id = %trace_id);
+        match self
+            .queue_run(code, envs, &ids, &response)
+            .instrument(span)
+            .await?
+        {
+            Queued::New => Ok(response),
+            Queued::Again(previous) => Ok(previous),
+        }
     }
 
     /// Packages and uploads every order, inserts the rows (all or none), records the start
-    /// and writes the init trigger.
+    /// and writes the init trigger; or, for a submission seen before, answers its run.
     async fn queue_run(
         &self,
         code: Vec<CodeInput>,
         envs: Vec<OrderEnv>,
         ids: &RunIds<'_>,
-    ) -> Result<(), EngineError> {
+        response: &InitResponse,
+    ) -> Result<Queued, EngineError> {
         // Made before they go into the stream, so the future stays `Send` (see
         // `credentials::resolve`).
         let packaging: Vec<_> = ids
@@ -118,30 +145,31 @@ impl Engine {
             .buffered(PACKAGING_PARALLELISM)
             .try_collect()
             .await?;
-        // The watch before anything it must clean up: from here on, whatever fails, the
-        // run is either carried to its done document or (no rows came) its keys deleted.
+        // The watch before anything it must clean up or finish: from here on, whatever
+        // fails, the run is carried to its done document (an `init_failed` one when no rows
+        // came, its keys deleted).
         self.start_run_watch(ids).await?;
-        let storing: Vec<_> = packaged
-            .into_iter()
-            .map(|order| self.store_key(order))
-            .collect();
-        let records: Vec<OrderRecord> = stream::iter(storing)
-            .buffered(PACKAGING_PARALLELISM)
-            .try_collect()
-            .await?;
-        if let Err(error) = self.ports.orders.insert_orders(&records).await {
-            // A write that timed out may have landed all the same: then the run exists.
-            let landed = self
-                .ports
-                .orders
-                .run_orders(ids.run_id)
-                .await
-                .is_ok_and(|rows| rows.len() == records.len());
-            if !landed {
-                return Err(error.into());
+        let submission = match &ids.job.idempotency_key {
+            Some(key) => match self
+                .record_submission(&ids.job.username, key, response)
+                .await?
+            {
+                Submission::First(record) => Some(record),
+                Submission::Again(previous) => {
+                    tracing::info!(run_id = %previous.run_id, "submitted again with the same idempotency key: answering its run");
+                    return Ok(Queued::Again(previous));
+                }
+            },
+            None => None,
+        };
+        let queued = self.store_rows(packaged, ids).await;
+        if let (Err(_), Some(record)) = (&queued, &submission) {
+            // A submission that failed for good may be made again: forget it.
+            if let Err(error) = self.ports.internal.delete(record).await {
+                tracing::warn!(%error, "could not forget a failed submission's idempotency key");
             }
-            tracing::warn!(%error, "inserting the rows reported an error, but they are there");
         }
+        let records = queued?;
         // From here on the run exists and its watch carries it: what fails now is logged,
         // and the caller is told the run id, never an error for a run that exists.
         let started = OrderEvent {
@@ -168,7 +196,70 @@ impl Engine {
             tracing::warn!(%error, "could not write the init trigger; the run's watch starts the run");
         }
         tracing::info!(orders = records.len(), "job queued");
-        Ok(())
+        Ok(Queued::New)
+    }
+
+    /// Stores the orders' keys and inserts their rows; returns the rows.
+    async fn store_rows(
+        &self,
+        packaged: Vec<Packaged>,
+        ids: &RunIds<'_>,
+    ) -> Result<Vec<OrderRecord>, EngineError> {
+        let storing: Vec<_> = packaged
+            .into_iter()
+            .map(|order| self.store_key(order))
+            .collect();
+        let records: Vec<OrderRecord> = stream::iter(storing)
+            .buffered(PACKAGING_PARALLELISM)
+            .try_collect()
+            .await?;
+        if let Err(error) = self.ports.orders.insert_orders(&records).await {
+            // A write that timed out may have landed all the same: then the run exists.
+            let landed = self
+                .ports
+                .orders
+                .run_orders(ids.run_id)
+                .await
+                .is_ok_and(|rows| rows.len() == records.len());
+            if !landed {
+                return Err(error.into());
+            }
+            tracing::warn!(%error, "inserting the rows reported an error, but they are there");
+        }
+        Ok(records)
+    }
+
+    /// Records that `username` submitted `key` as `response`'s run, unless someone did
+    /// first (a conditional put): then that submission's answer.
+    async fn record_submission(
+        &self,
+        username: &str,
+        key: &str,
+        response: &InitResponse,
+    ) -> Result<Submission, EngineError> {
+        let digest = Sha256::digest(format!("{username}\n{key}"));
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let record = keys::idempotency(&hex);
+        let internal = &self.ports.internal;
+        let put = internal.put_if_absent(&record, to_json(response)).await;
+        let Err(error) = put else {
+            return Ok(Submission::First(record));
+        };
+        // Someone's record is there (or ours, written by a put whose answer was lost).
+        let found = match internal.get_prefix(&record, MAX_SUBMISSION_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(_) => return Err(error.into()),
+        };
+        let previous: InitResponse =
+            serde_json::from_slice(&found).map_err(|e| StoreError::Backend {
+                what: format!("the idempotency record {record}"),
+                message: e.to_string(),
+            })?;
+        Ok(if previous.run_id == response.run_id {
+            Submission::First(record)
+        } else {
+            Submission::Again(previous)
+        })
     }
 
     /// Starts the run's watch (see [`crate::watchdog`]).

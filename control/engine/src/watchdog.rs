@@ -18,8 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::Claim;
-use sluice_contract::result::{ResultDoc, WATCHDOG_LOG};
-use sluice_contract::{OrderNum, OrderStatus, keys};
+use sluice_contract::result::{DoneDoc, INIT_FAILED, ResultDoc, WATCHDOG_LOG};
+use sluice_contract::{JobStatus, OrderNum, OrderStatus, keys};
 
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, StoreError};
@@ -180,13 +180,14 @@ impl Engine {
         let grace_ends_ms = input.start_time * 1000 + millis(self.config.start_grace);
         if orders.is_empty() {
             // init_job starts the watch before it stores keys and writes rows; when the rows
-            // never come (init failed or died), the keys it may have stored go, and there is
-            // nothing more to watch.
+            // never come (init failed or died), the keys it may have stored go, and the run
+            // (whose id a caller may hold) still ends with a done document.
             let init_over_ms = input.start_time * 1000 + millis(self.config.init_limit);
             if now < init_over_ms {
                 return Ok(WatchdogVerdict::wait_until(now, init_over_ms));
             }
             self.ports.keys.delete_run_keys(run_id).await?;
+            self.finish_unqueued(run_id).await?;
             return Ok(WatchdogVerdict::DONE);
         }
         let (stall, next_check_ms) = self.stall(&orders, now, grace_ends_ms).await?;
@@ -195,6 +196,32 @@ impl Engine {
             return Ok(WatchdogVerdict::kick());
         }
         Ok(WatchdogVerdict::wait_until(now, next_check_ms))
+    }
+
+    /// Writes the done document of a run that was accepted but never queued (once).
+    async fn finish_unqueued(&self, run_id: &sluice_contract::RunId) -> Result<(), EngineError> {
+        let doc = DoneDoc {
+            status: JobStatus::Failed,
+            run_id: run_id.to_string(),
+            trace_id: String::new(),
+            flow_id: String::new(),
+            summary: Default::default(),
+            orders: Vec::new(),
+            reason: Some(INIT_FAILED.to_owned()),
+        };
+        match self
+            .ports
+            .done
+            .put_if_absent(&keys::done(run_id), to_json(&doc))
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(run_id = %run_id, "a run accepted but never queued ends as init_failed");
+                Ok(())
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Whether the run is stalled, and otherwise when it could next be.

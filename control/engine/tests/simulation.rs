@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::{OrderSpec, Reference};
-use sluice_contract::result::{DEPENDENCY_FAILED, JOB_TIMEOUT, ResultDoc, parse_done};
+use sluice_contract::result::{DEPENDENCY_FAILED, INIT_FAILED, JOB_TIMEOUT, ResultDoc, parse_done};
 use sluice_contract::{
     ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys,
 };
@@ -839,13 +839,17 @@ impl Sim {
             .map(|d| d.count())
             .unwrap_or(0);
         if rows.is_empty() {
-            // init failed after its watch started: the watch cleaned up.
+            // init failed after its watch started: the watch cleaned up and ended the run.
             let done = self.done.list("").await.unwrap();
-            return match (key_files, done.is_empty()) {
-                (0, true) => Ok(()),
-                _ => Err(format!(
+            if key_files != 0 || done != vec![keys::done(&run_id)] {
+                return Err(format!(
                     "a run with no rows left {key_files} key entries, done {done:?}"
-                )),
+                ));
+            }
+            let doc = parse_done(&self.done.get(&done[0]).await.unwrap()).unwrap();
+            return match doc.reason.as_deref() {
+                Some(INIT_FAILED) => Ok(()),
+                other => Err(format!("a run with no rows ended with reason {other:?}")),
             };
         }
         let done_keys = self.done.list("").await.unwrap();

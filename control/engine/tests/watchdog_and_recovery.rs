@@ -261,6 +261,72 @@ async fn the_run_watch_of_a_run_never_queued_deletes_its_keys() {
     setup.clock.advance(setup.engine.config.init_limit);
     assert!(setup.engine.watchdog_check(&watch).await.unwrap().done);
     assert!(keys.get_key(&path).await.unwrap_err().is_not_found());
+    // Whoever was told the run id learns how it ended.
+    let done = setup
+        .engine
+        .ports
+        .done
+        .get(&keys::done(&run))
+        .await
+        .unwrap();
+    let done = sluice_contract::result::parse_done(&done).unwrap();
+    assert_eq!(done.status, sluice_contract::JobStatus::Failed);
+    assert_eq!(
+        done.reason.as_deref(),
+        Some(sluice_contract::result::INIT_FAILED)
+    );
+}
+
+fn keyed_job(key: &str) -> JobSpec {
+    JobSpec {
+        idempotency_key: Some(key.to_owned()),
+        orders: vec![OrderSpec {
+            cmds: Some(vec!["true".into()]),
+            timeout: Some(60),
+            ..OrderSpec::default()
+        }],
+        ..JobSpec::default()
+    }
+}
+
+/// A submission made again (a client retrying after API Gateway's 30 s cut, SNS delivering
+/// twice, Lambda retrying an invocation) answers the run the first one created, once,
+/// even when both arrive at the same moment; another key, or another user, is another run.
+#[tokio::test]
+async fn the_same_submission_made_again_is_the_same_run() {
+    let setup = setup();
+    let options = ValidateOptions::local("alice");
+    let here = std::path::Path::new(".");
+    let job = keyed_job("pr-42-build-7");
+    let (first, second) = tokio::join!(
+        setup.engine.init_job(&job, &options, here),
+        setup.engine.init_job(&job, &options, here)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first, second);
+    let third = setup.engine.init_job(&job, &options, here).await.unwrap();
+    assert_eq!(third.run_id, first.run_id);
+    let rows = setup
+        .engine
+        .ports
+        .orders
+        .run_orders(&first.run_id)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one run's rows");
+
+    let other_key = setup
+        .engine
+        .init_job(&keyed_job("pr-42-build-8"), &options, here)
+        .await
+        .unwrap();
+    let other_user = setup
+        .engine
+        .init_job(&job, &ValidateOptions::local("bob"), here)
+        .await
+        .unwrap();
+    assert_ne!(other_key.run_id, first.run_id);
+    assert_ne!(other_user.run_id, first.run_id);
 }
 
 #[tokio::test]

@@ -39,6 +39,9 @@ pub struct Request {
     pub method: Option<String>,
     /// The body: the job, or `{"job_parameters_b64": ...}`.
     pub body: Vec<u8>,
+    /// The delivery's own id, which a redelivery repeats (SNS delivers at least once): the
+    /// job's idempotency key when it names none.
+    pub delivery_id: Option<String>,
 }
 
 /// Recognises the event's shape.
@@ -66,6 +69,7 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
             source: Source::HttpApi,
             method: Some(request.request_context.http.method.to_string()),
             body: http_body(request.body.as_deref(), request.is_base64_encoded)?,
+            delivery_id: None,
         });
     }
     if event.get("httpMethod").is_some() && event.get("requestContext").is_some() {
@@ -75,6 +79,7 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
             source: Source::RestApi,
             method: Some(request.http_method.to_string()),
             body: http_body(request.body.as_deref(), request.is_base64_encoded)?,
+            delivery_id: None,
         });
     }
     if event.pointer("/Records/0/Sns").is_some() {
@@ -89,12 +94,14 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
             source: Source::Sns,
             method: None,
             body: record.sns.message.into_bytes(),
+            delivery_id: Some(format!("sns-{}", record.sns.message_id)),
         });
     }
     Ok(Request {
         source: Source::Direct,
         method: None,
         body: serde_json::to_vec(event).map_err(|e| e.to_string())?,
+        delivery_id: None,
     })
 }
 
@@ -127,12 +134,15 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
         let body = json!({ "errors": [format!("{method} is not allowed: POST the job")] });
         return Ok(answer(request.source, 405, &body));
     }
-    let job = match job_bytes(&request.body)
+    let mut job = match job_bytes(&request.body)
         .and_then(|bytes| parse_job(&bytes).map_err(|e| e.to_string()))
     {
         Ok(job) => job,
         Err(message) => return Ok(answer(request.source, 400, &json!({ "errors": [message] }))),
     };
+    if job.idempotency_key.is_none() {
+        job.idempotency_key = request.delivery_id;
+    }
     match engine
         .init_job(&job, &ValidateOptions::aws(), Path::new("/"))
         .await

@@ -3,7 +3,8 @@
 //! IAM authorizer would reject an unsigned one, and the request is handed, as the HTTP API
 //! event, to the real init-job handler.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use sluice_aws::handlers::init_job;
@@ -31,23 +32,43 @@ pub fn http_event(method: &str, body: &str, base64: bool) -> Value {
 pub struct HttpApi {
     /// `POST` jobs here (the stack's `InitEndpoint`).
     pub url: String,
+    /// How many of the next signed requests get a 504 once init-job has answered, as API
+    /// Gateway answers an integration that took longer than 30 s.
+    pub cut: Arc<AtomicUsize>,
+    /// Each signed request's body and init-job's answer to it.
+    pub seen: Arc<Mutex<Vec<(Value, Value)>>>,
 }
 
 impl HttpApi {
     pub async fn start(engine: Arc<Engine>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/init", listener.local_addr().unwrap());
+        let cut = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let gateway = Gateway {
+            engine,
+            cut: Arc::clone(&cut),
+            seen: Arc::clone(&seen),
+        };
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, Arc::clone(&engine)));
+                tokio::spawn(serve(socket, gateway.clone()));
             }
         });
-        HttpApi { url }
+        HttpApi { url, cut, seen }
     }
 }
 
-/// Answers one request: 403 unless signed, else init-job's answer.
-async fn serve(socket: TcpStream, engine: Arc<Engine>) {
+#[derive(Clone)]
+struct Gateway {
+    engine: Arc<Engine>,
+    cut: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<(Value, Value)>>>,
+}
+
+/// Answers one request: 403 unless signed, else init-job's answer (or a 504 when cut).
+async fn serve(socket: TcpStream, gateway: Gateway) {
+    let engine = &gateway.engine;
     let (read, mut write) = socket.into_split();
     let mut reader = BufReader::new(read);
     let request = super::read_request(&mut reader).await.expect("a request");
@@ -60,10 +81,26 @@ async fn serve(socket: TcpStream, engine: Arc<Engine>) {
         && authorization.contains("/execute-api/aws4_request")
         && authorization.contains("Signature=");
     let (status, reply) = if signed {
-        let event = http_event("POST", &String::from_utf8(request.body).unwrap(), false);
-        let answer = init_job::handle(&engine, &event).await.unwrap();
+        let body = String::from_utf8(request.body).unwrap();
+        let event = http_event("POST", &body, false);
+        let answer = init_job::handle(engine, &event).await.unwrap();
         let status = answer["statusCode"].as_u64().unwrap();
-        (status, answer["body"].as_str().unwrap().to_owned())
+        let reply = answer["body"].as_str().unwrap().to_owned();
+        let parsed = serde_json::from_str(&reply).unwrap_or(Value::Null);
+        let sent = serde_json::from_str(&body).unwrap_or(Value::Null);
+        gateway.seen.lock().unwrap().push((sent, parsed));
+        let cut = gateway
+            .cut
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if cut {
+            (
+                504,
+                r#"{"message":"Endpoint request timed out"}"#.to_owned(),
+            )
+        } else {
+            (status, reply)
+        }
     } else {
         (403, r#"{"message":"Forbidden"}"#.to_owned())
     };

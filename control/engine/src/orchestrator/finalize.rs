@@ -137,6 +137,7 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
         }
     }
     DoneDoc {
+        reason: None,
         status,
         run_id: run_id.to_string(),
         trace_id: orders
