@@ -255,10 +255,17 @@ impl WatchdogStarter for SfnWatchdog {
         let body =
             serde_json::to_string(input).map_err(|e| fail(ErrorKind::Permanent, e.to_string()))?;
         // Execution names: at most 80 characters of [A-Za-z0-9_-].
-        let name: String = format!("{}-{}-{}", input.run_id, input.order_num, input.attempt)
-            .chars()
-            .take(80)
-            .collect();
+        let generation = match input.generation {
+            0 => String::new(),
+            n => format!("-g{n}"),
+        };
+        let name: String = format!(
+            "{}-{}-{}{generation}",
+            input.run_id, input.order_num, input.attempt
+        )
+        .chars()
+        .take(80)
+        .collect();
         self.calls.count("sfn", "StartExecution");
         let started = self
             .client

@@ -16,9 +16,14 @@ use support::http_api::{HttpApi, http_event};
 use support::{moto, store_settings};
 
 async fn engine() -> Engine {
+    engine_and_settings().await.0
+}
+
+async fn engine_and_settings() -> (Engine, sluice_aws::AwsSettings) {
     let clients = moto().await;
     let settings = store_settings(&clients).await;
-    wiring::aws_engine(&clients, &settings, &CallCounter::default())
+    let engine = wiring::aws_engine(&clients, &settings, &CallCounter::default());
+    (engine, settings)
 }
 
 const JOB: &str = r#"{"username": "alice", "flow_label": "deploy", "orders": [
@@ -186,7 +191,7 @@ async fn init_job_takes_sns_messages_and_direct_invokes() {
 
 #[tokio::test]
 async fn a_watchdog_step_returns_its_input_with_the_verdict() {
-    let engine = engine().await;
+    let (engine, settings) = engine_and_settings().await;
     let answer = init_job::handle(&engine, &serde_json::from_str::<Value>(JOB).unwrap())
         .await
         .unwrap();
@@ -221,6 +226,17 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
         "nobody claimed it and the job has time: {output}"
     );
     assert!(output["wait_seconds"].as_u64().unwrap() > 0);
+
+    assert_eq!(output["checks"], 1, "the execution counts its checks");
+
+    // An execution that has checked long enough hands the watch to a new one.
+    let mut worn = output.clone();
+    worn["checks"] = (watchdog::CHECKS_PER_EXECUTION - 1).into();
+    let handed = watchdog::handle(&engine, &worn).await.unwrap();
+    assert_eq!(handed["done"], true, "{handed}");
+    let executions = sfn_executions(&settings.watchdog_state_machine).await;
+    let successor = format!("{run_id}-0001-a1-g1");
+    assert!(executions.contains(&successor), "{executions:?}");
 
     // A step for an attempt that is no longer the order's is done at once.
     let mut stale = input.clone();
@@ -285,4 +301,20 @@ async fn a_submission_cut_by_the_gateway_is_sent_again_and_answers_the_same_run(
         seen[1].1["run_id"], answer["run_id"],
         "answered again, not made again"
     );
+}
+
+/// The names of a state machine's executions.
+async fn sfn_executions(machine: &str) -> Vec<String> {
+    let clients = moto().await;
+    clients
+        .sfn
+        .list_executions()
+        .state_machine_arn(machine)
+        .send()
+        .await
+        .unwrap()
+        .executions
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
 }

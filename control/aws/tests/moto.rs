@@ -330,6 +330,7 @@ async fn a_watchdog_starts_once_per_attempt() {
         start_time: 1_700_000_000,
         job_deadline: 1_700_003_600,
         internal_bucket: "internal".to_owned(),
+        generation: 0,
     };
     watchdog.start(&input).await.unwrap();
     watchdog.start(&input).await.unwrap();

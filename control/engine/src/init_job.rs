@@ -272,6 +272,7 @@ impl Engine {
             start_time: ids.created_at_ms / 1000,
             job_deadline: ids.job_deadline_ms().div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
+            generation: 0,
         };
         self.ports
             .watchdog

@@ -4,8 +4,18 @@
 //! the same input back. When the check asks for a kick, the orchestrator runs for the run
 //! here and now. Waits are spread by up to a tenth (at most 30 s, the same for one attempt),
 //! so the watchdogs of orders dispatched together do not all wake in the same second.
+//!
+//! No error of a kick ends the loop (it is logged; the next check kicks again), and a watch
+//! that lives long is handed over: the output counts the execution's checks (`checks`), and
+//! after [`CHECKS_PER_EXECUTION`] the step starts the same watch's next generation as a new
+//! execution and answers `done`, long before the 25 000 events a Step Functions history may
+//! hold (a loop writes about a dozen).
 
 use serde_json::Value;
+
+/// Checks one execution makes before it hands its watch over to a new one (about 12 000
+/// history events; 1000 checks a minute apart is 16 hours).
+pub const CHECKS_PER_EXECUTION: u64 = 1000;
 use sluice_engine::Engine;
 use sluice_engine::ports::WatchdogInput;
 
@@ -30,10 +40,33 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, anyhow::Err
             }
         }
     }
+    let checks = event.get("checks").and_then(Value::as_u64).unwrap_or(0) + 1;
+    let handed_over =
+        !verdict.done && checks >= CHECKS_PER_EXECUTION && hand_over(engine, &input).await;
     let mut output = serde_json::to_value(&input)?;
-    output["done"] = verdict.done.into();
+    output["done"] = (verdict.done || handed_over).into();
     output["wait_seconds"] = jittered(verdict.wait_seconds, &input.attempt).into();
+    output["checks"] = checks.into();
     Ok(output)
+}
+
+/// Starts the watch's next generation; says whether it started (if not, this execution
+/// goes on and tries again at its next check).
+async fn hand_over(engine: &Engine, input: &WatchdogInput) -> bool {
+    let next = WatchdogInput {
+        generation: input.generation + 1,
+        ..input.clone()
+    };
+    match engine.ports.watchdog.start(&next).await {
+        Ok(()) => {
+            tracing::info!(run_id = %input.run_id, order_num = %input.order_num, generation = next.generation, "watch handed over to a new execution");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(run_id = %input.run_id, %error, "could not hand the watch over; this execution goes on");
+            false
+        }
+    }
 }
 
 /// `wait` plus up to a tenth of it (at most 30 s), fixed by the attempt id.

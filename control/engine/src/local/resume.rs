@@ -108,6 +108,7 @@ impl LocalRuntime {
             start_time: first.created_at_ms / 1000,
             job_deadline: first.job_deadline_ms.div_ceil(1000),
             internal_bucket: engine.ports.internal.bucket().to_owned(),
+            generation: 0,
         };
         let mut requeued = Vec::new();
         for order in &orders {

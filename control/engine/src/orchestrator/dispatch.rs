@@ -199,6 +199,7 @@ impl Engine {
             start_time: order.dispatched_at_ms.unwrap_or(now) / 1000,
             job_deadline: order.job_deadline_ms.div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
+            generation: 0,
         };
         let started = self.start_watched(&order, &watch, &payload).await;
         if let Err(error) = started {

@@ -66,6 +66,14 @@ pub struct WatchdogInput {
     pub job_deadline: u64,
     /// The internal bucket holding the result.
     pub internal_bucket: String,
+    /// Which execution of this watch this is: a watch that lives long (a run's, for up to
+    /// 30 days) is carried on by a fresh execution before a Step Functions history fills.
+    #[serde(default, skip_serializing_if = "is_first")]
+    pub generation: u32,
+}
+
+fn is_first(generation: &u32) -> bool {
+    *generation == 0
 }
 
 /// Starts a watchdog that calls [`crate::Engine::watchdog_check`] until it reports done.
