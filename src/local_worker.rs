@@ -25,13 +25,16 @@ struct LocalCallback {
 #[async_trait]
 impl Callback for LocalCallback {
     async fn put(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
-        let key = self.internal.key_for_url(url).ok_or_else(|| IoError {
-            what: format!("calling back {url}"),
-            message: "not a URL of the local store".to_owned(),
+        let key = self.internal.key_for_url(url).ok_or_else(|| {
+            IoError::permanent(
+                format!("calling back {url}"),
+                "not a URL of the local store",
+            )
         })?;
         self.internal.put(&key, body).await.map_err(|e| IoError {
             what: format!("calling back {key}"),
             message: e.to_string(),
+            transient: e.is_transient(),
         })
     }
 }

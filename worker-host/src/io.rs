@@ -18,6 +18,29 @@ pub struct IoError {
     pub what: String,
     /// The cause.
     pub message: String,
+    /// Whether the same call may succeed later (throttling, a 5xx, a time-out, a reset
+    /// connection, a folder unwritable for a while): the worker then tries again.
+    pub transient: bool,
+}
+
+impl IoError {
+    /// A failure that will not go away by trying again.
+    pub fn permanent(what: impl Into<String>, message: impl Into<String>) -> Self {
+        IoError {
+            what: what.into(),
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// A failure that may go away (see [`IoError::transient`]).
+    pub fn transient(what: impl Into<String>, message: impl Into<String>) -> Self {
+        IoError {
+            what: what.into(),
+            message: message.into(),
+            transient: true,
+        }
+    }
 }
 
 /// The worker's view of the outside world.

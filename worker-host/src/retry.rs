@@ -80,10 +80,10 @@ pub async fn call_back(
             tokio::time::timeout(policy.attempt_timeout, io.call_back(url, body.to_vec()))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(IoError {
-                        what: "calling back".to_owned(),
-                        message: format!("no answer within {:?}", policy.attempt_timeout),
-                    })
+                    Err(IoError::transient(
+                        "calling back",
+                        format!("no answer within {:?}", policy.attempt_timeout),
+                    ))
                 });
         let error = match outcome {
             Ok(()) => return Ok(()),
@@ -97,6 +97,38 @@ pub async fn call_back(
         attempt += 1;
         tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, %error, next_try = attempt, wait_ms = wait.as_millis() as u64, "callback failed; retrying");
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Calls `call` again while it fails transiently (a throttled key store, a storage hiccup),
+/// with the policy's backoff, until `give_up_by`; a permanent failure returns at once.
+///
+/// # Errors
+///
+/// The last failure.
+pub async fn while_transient<T, F, Fut>(
+    policy: RetryPolicy,
+    give_up_by: Instant,
+    mut call: F,
+) -> Result<T, IoError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, IoError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(error) if error.transient => {
+                let wait = policy.backoff(attempt + 1);
+                if Instant::now() + wait >= give_up_by {
+                    return Err(error);
+                }
+                attempt += 1;
+                tracing::warn!(%error, wait_ms = wait.as_millis() as u64, "failed transiently; trying again");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
     }
 }
 

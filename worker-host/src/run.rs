@@ -148,7 +148,10 @@ async fn run_attempt(
 ) -> Result<WorkerReport, WorkerError> {
     let started_ms = now_ms();
     let started = tokio::time::Instant::now();
-    let opened = match open_bundle(payload, io, config).await {
+    // Steps before the run (bundle, key, claim) that fail transiently are tried again
+    // for as long as the worker would try to report.
+    let patience = started + config.callback.report_window;
+    let opened = match open_bundle(payload, io, config, patience).await {
         Ok(opened) => opened,
         // With a callback URL from the dispatcher, even an unusable bundle is reported.
         Err(error) => match &payload.callback_url {
@@ -176,7 +179,7 @@ async fn run_attempt(
         .callback_url
         .clone()
         .unwrap_or_else(|| opened.manifest.callback_url.clone());
-    let result = match prepare_and_run(payload, io, config, &opened).await {
+    let result = match prepare_and_run(payload, io, config, &opened, patience).await {
         Ok(Some(result)) => result,
         Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
         Err(reason) => {
@@ -241,6 +244,7 @@ async fn open_bundle(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
     config: &WorkerConfig,
+    patience: tokio::time::Instant,
 ) -> Result<OpenedBundle, WorkerError> {
     let bundle_error = |message: String| WorkerError::Bundle {
         run_id: payload.run_id.to_string(),
@@ -252,14 +256,15 @@ async fn open_bundle(
         None => tempfile::Builder::new().prefix("sluice-").tempdir(),
     }
     .map_err(|e| bundle_error(format!("creating a work folder: {e}")))?;
-    let bundle = io
-        .fetch_bundle(&payload.internal_bucket, &payload.s3_location)
-        .await
-        .map_err(|cause| WorkerError::Fetch {
-            run_id: payload.run_id.to_string(),
-            order_num: payload.order_num.to_string(),
-            cause,
-        })?;
+    let bundle = retry::while_transient(config.callback, patience, || {
+        io.fetch_bundle(&payload.internal_bucket, &payload.s3_location)
+    })
+    .await
+    .map_err(|cause| WorkerError::Fetch {
+        run_id: payload.run_id.to_string(),
+        order_num: payload.order_num.to_string(),
+        cause,
+    })?;
     let dest = work.path().to_owned();
     let limits = config.limits;
     let (manifest, ciphertext, secret_names) = tokio::task::spawn_blocking(move || {
@@ -300,12 +305,14 @@ async fn prepare_and_run(
     io: &dyn WorkerIo,
     config: &WorkerConfig,
     opened: &OpenedBundle,
+    patience: tokio::time::Instant,
 ) -> Result<Option<ResultDoc>, String> {
     let (manifest, work) = (&opened.manifest, opened.work.path());
-    let key = io
-        .fetch_key(&payload.key_path)
-        .await
-        .map_err(|e| format!("fetching the order's key: {e}"))?;
+    let key = retry::while_transient(config.callback, patience, || {
+        io.fetch_key(&payload.key_path)
+    })
+    .await
+    .map_err(|e| format!("fetching the order's key: {e}"))?;
     let ciphertext = opened.ciphertext.clone();
     let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, &key))
         .await
@@ -322,11 +329,12 @@ async fn prepare_and_run(
         claimed_at_ms: now_ms(),
         worker: uuid::Uuid::new_v4().simple().to_string(),
     };
-    if !io
-        .claim(&payload.run_id, payload.order_num, &claim)
-        .await
-        .map_err(|e| format!("claiming the attempt: {e}"))?
-    {
+    let claimed = retry::while_transient(config.callback, patience, || {
+        io.claim(&payload.run_id, payload.order_num, &claim)
+    })
+    .await
+    .map_err(|e| format!("claiming the attempt: {e}"))?;
+    if !claimed {
         tracing::warn!("attempt already claimed by another worker: not running it again");
         return Ok(None);
     }

@@ -36,6 +36,7 @@ fn io_error(what: String) -> impl FnOnce(StoreError) -> IoError {
     move |e| IoError {
         what,
         message: e.to_string(),
+        transient: e.is_transient(),
     }
 }
 
@@ -58,13 +59,13 @@ impl StoreIo {
 impl WorkerIo for StoreIo {
     async fn fetch_bundle(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IoError> {
         if bucket != self.internal.bucket() {
-            return Err(IoError {
-                what: format!("fetching {bucket}/{key}"),
-                message: format!(
+            return Err(IoError::permanent(
+                format!("fetching {bucket}/{key}"),
+                format!(
                     "this worker reads bundles from bucket {:?}",
                     self.internal.bucket()
                 ),
-            });
+            ));
         }
         self.internal
             .get(key)

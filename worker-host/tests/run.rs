@@ -22,6 +22,8 @@ struct MemoryIo {
     claims: Mutex<HashSet<String>>,
     logs: Mutex<BTreeMap<String, Vec<u8>>>,
     results: Mutex<Vec<(String, Vec<u8>)>>,
+    /// How many key fetches fail transiently (a throttled key store) before one works.
+    throttled_key_fetches: AtomicUsize,
     /// How many callbacks are refused before one is taken.
     refuse_callbacks: usize,
     callbacks_refused: AtomicUsize,
@@ -32,7 +34,17 @@ impl WorkerIo for MemoryIo {
     async fn fetch_bundle(&self, _bucket: &str, _key: &str) -> Result<Vec<u8>, IoError> {
         Ok(self.bundle.clone())
     }
-    async fn fetch_key(&self, _key_path: &str) -> Result<String, IoError> {
+    async fn fetch_key(&self, key_path: &str) -> Result<String, IoError> {
+        let throttled = self
+            .throttled_key_fetches
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if throttled {
+            return Err(IoError::transient(
+                key_path,
+                "ThrottlingException: Rate exceeded",
+            ));
+        }
         Ok(self.key.clone())
     }
     async fn claim(&self, _run: &RunId, _num: OrderNum, claim: &Claim) -> Result<bool, IoError> {
@@ -47,10 +59,7 @@ impl WorkerIo for MemoryIo {
     }
     async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
         if self.callbacks_refused.fetch_add(1, Ordering::SeqCst) < self.refuse_callbacks {
-            return Err(IoError {
-                what: url.to_owned(),
-                message: "403 Forbidden".to_owned(),
-            });
+            return Err(IoError::permanent(url, "403 Forbidden"));
         }
         self.results.lock().unwrap().push((url.to_owned(), body));
         Ok(())
@@ -295,4 +304,25 @@ async fn a_callback_refused_past_its_attempts_is_retried_until_the_report_deadli
     assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
     assert_eq!(io.callbacks_refused.load(Ordering::SeqCst), 13);
     assert_eq!(only_result(&io).1.status, OrderStatus::Succeeded);
+}
+
+/// A key store that throttles the first fetches (SSM's rate limit) does not fail the order:
+/// before, the first error before the claim was the order's failure.
+#[tokio::test]
+async fn a_throttled_key_fetch_is_tried_again_and_the_order_runs() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["echo ran"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        throttled_key_fetches: AtomicUsize::new(3),
+        ..MemoryIo::default()
+    };
+    let mut config = config();
+    config.callback.report_window = std::time::Duration::from_secs(5);
+    let report = run_order(&payload(&run, None), &io, &config).await.unwrap();
+    let WorkerReport::Reported(result) = report else {
+        panic!("{report:?}");
+    };
+    assert_eq!(result.status, OrderStatus::Succeeded, "{:?}", result.reason);
 }

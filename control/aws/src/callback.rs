@@ -41,19 +41,24 @@ fn shown(url: &str) -> &str {
 #[async_trait]
 impl Callback for HttpCallback {
     async fn put(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
-        let failed = |message: String| IoError {
-            what: format!("PUT {}", shown(url)),
-            message,
-        };
+        let what = || format!("PUT {}", shown(url));
         let request = hyper::Request::put(url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| failed(e.to_string()))?;
-        let answer = self.client.send(request).await.map_err(failed)?;
-        if answer.status.is_success() {
+            .map_err(|e| IoError::permanent(what(), e.to_string()))?;
+        // No answer at all may well be a passing network failure.
+        let answer = self
+            .client
+            .send(request)
+            .await
+            .map_err(|e| IoError::transient(what(), e))?;
+        let status = answer.status;
+        if status.is_success() {
             Ok(())
+        } else if status.is_server_error() || status.as_u16() == 429 {
+            Err(IoError::transient(what(), answer.refusal()))
         } else {
-            Err(failed(answer.refusal()))
+            Err(IoError::permanent(what(), answer.refusal()))
         }
     }
 }
