@@ -25,18 +25,23 @@ impl Clients {
     /// Loads the AWS configuration and builds the clients.
     pub async fn load() -> Self {
         let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::from_config(&shared)
+    }
+
+    /// The clients for an AWS configuration already loaded.
+    pub fn from_config(shared: &aws_config::SdkConfig) -> Self {
         let custom_endpoint = shared.endpoint_url().is_some();
-        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        let s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(custom_endpoint)
             .build();
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
-            ssm: aws_sdk_ssm::Client::new(&shared),
-            secrets_manager: aws_sdk_secretsmanager::Client::new(&shared),
-            lambda: aws_sdk_lambda::Client::new(&shared),
-            codebuild: aws_sdk_codebuild::Client::new(&shared),
-            sfn: aws_sdk_sfn::Client::new(&shared),
+            dynamodb: aws_sdk_dynamodb::Client::new(shared),
+            ssm: aws_sdk_ssm::Client::new(shared),
+            secrets_manager: aws_sdk_secretsmanager::Client::new(shared),
+            lambda: aws_sdk_lambda::Client::new(shared),
+            codebuild: aws_sdk_codebuild::Client::new(shared),
+            sfn: aws_sdk_sfn::Client::new(shared),
         }
     }
 }

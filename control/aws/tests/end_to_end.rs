@@ -505,3 +505,51 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
         );
     }
 }
+
+/// AWS throttles a tenth of the calls (400 ThrottlingException, 429 for Lambda, 503 SlowDown
+/// for S3, presigned result PUTs included) and delays the rest: every run still finishes
+/// with the statuses its orders earned. The SDK retries most throttles itself; the engine
+/// and the worker retry what gets past it (a transient error is never an outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_finish_right_while_aws_throttles_a_tenth_of_the_calls() {
+    let proxy = support::throttle::ThrottleProxy::start(0.1, Duration::from_millis(20)).await;
+    let diamond = job(vec![
+        order("fetch", "echo fetched", &[]),
+        order("build", "echo built", &["fetch"]),
+        order("lint", "exit 3", &["fetch"]),
+        order("publish", "echo published", &["build", "lint"]),
+    ]);
+    let mut runs = 0;
+    for (job, expected) in [
+        (shaped_job(8, false), JobStatus::Succeeded),
+        (diamond, JobStatus::Failed),
+    ] {
+        let mut cloud = cloud().await;
+        cloud.through(&proxy.endpoint).await;
+        let done = cloud.run(&job, |_| Worker::Runs).await;
+        assert_eq!(done.status, expected, "{done:?}");
+        runs += 1;
+        if expected == JobStatus::Failed {
+            assert_eq!(status_of(&done, "fetch").0, OrderStatus::Succeeded);
+            assert_eq!(status_of(&done, "build").0, OrderStatus::Succeeded);
+            assert_eq!(status_of(&done, "lint").0, OrderStatus::Failed);
+            assert_eq!(
+                status_of(&done, "publish"),
+                (OrderStatus::Failed, Some("dependency_failed".to_owned()))
+            );
+        } else {
+            assert!(
+                done.orders
+                    .iter()
+                    .all(|o| o.status == OrderStatus::Succeeded)
+            );
+        }
+    }
+    let throttled = proxy.throttled.load(std::sync::atomic::Ordering::SeqCst);
+    let passed = proxy.passed.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "throttled {throttled} of {} AWS calls; {runs} runs finished right",
+        throttled + passed
+    );
+    assert!(throttled > 0, "the proxy throttled something");
+}

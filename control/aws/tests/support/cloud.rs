@@ -153,6 +153,22 @@ pub enum Worker {
 }
 
 impl Cloud {
+    /// Sends every AWS call of the engine and the workers (presigned callbacks included)
+    /// through `endpoint`: a proxy in front of moto.
+    pub async fn through(&mut self, endpoint: &str) {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        let mut clients = Clients::from_config(&shared);
+        clients.lambda = aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&shared)
+                .interceptor(self.tap.clone())
+                .build(),
+        );
+        self.clients = clients;
+    }
+
     pub fn engine(&self) -> Engine {
         let mut engine = wiring::aws_engine(&self.clients, &self.settings, &self.calls);
         // Short enough for a test to see the watchdogs act.

@@ -5,6 +5,7 @@
 
 pub mod cloud;
 pub mod http_api;
+pub mod throttle;
 
 use std::sync::{Arc, Mutex};
 
