@@ -46,7 +46,10 @@ enum CommandArgs {
     },
     /// The sentinel `run` and `resume` start beside themselves (internal).
     #[command(hide = true)]
-    Sentinel,
+    Sentinel {
+        /// The state folder of the runs it watches.
+        state_dir: PathBuf,
+    },
     /// Submit a job to a deployment: a SigV4-signed POST to its HTTP API (`--endpoint`,
     /// the stack's InitEndpoint output) or a direct invoke of its init-job function
     /// (`--function`); prints init-job's answer (the run id...) as JSON. With `--wait`,
@@ -162,7 +165,10 @@ pub enum Command {
         config: LocalConfig,
     },
     /// The hidden `sluice sentinel`.
-    Sentinel,
+    Sentinel {
+        /// The state folder of the runs it watches.
+        state_dir: PathBuf,
+    },
     /// `sluice validate`.
     Validate {
         /// The job file.
@@ -252,7 +258,7 @@ impl Command {
     pub fn verbosity(&self) -> &'static str {
         match self {
             Command::Run { config, .. } | Command::Resume { config, .. } => config.verbosity,
-            Command::Sentinel => "warn",
+            Command::Sentinel { .. } => "warn",
             Command::Validate { verbosity, .. } => verbosity,
             #[cfg(feature = "aws")]
             Command::Aws { verbosity, .. } => verbosity,
@@ -299,7 +305,7 @@ pub fn parse() -> Result<Command, ExitCode> {
             run_id,
             config: local_config(local, username, verbosity),
         },
-        CommandArgs::Sentinel => Command::Sentinel,
+        CommandArgs::Sentinel { state_dir } => Command::Sentinel { state_dir },
         #[cfg(feature = "aws")]
         CommandArgs::Submit {
             job,

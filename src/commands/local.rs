@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sluice_contract::{RunId, exit_codes};
+use sluice_contract::{JobStatus, RunId, exit_codes};
 use sluice_engine::github::GitHubVcs;
 use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
 use sluice_engine::{EngineConfig, Vcs};
@@ -52,7 +52,7 @@ pub fn start(
     vcs: Option<Arc<dyn Vcs>>,
 ) -> Result<Session, Failure> {
     let stop = CancellationToken::new();
-    let sentinel = Sentinel::spawn()
+    let sentinel = Sentinel::spawn(&config.state_dir)
         .context("starting the sentinel that stops the orders' processes should sluice die")
         .map_err(Failure::internal)?;
     let worker = WorkerConfig {
@@ -98,6 +98,10 @@ impl Session {
         eprintln!(
             "sluice: {signal}: stopping: SIGTERM to the orders, SIGKILL after {grace} s (signal again to kill them now)"
         );
+        // Nothing starts from now on, and what runs is asked to stop, before the orders are
+        // marked: a pass dispatching meanwhile launches nothing.
+        self.runtime.stop_launching();
+        self.stop.cancel();
         let engine = self.runtime.engine();
         let reason = format!("cancelled: sluice was {signal}");
         for run in runs {
@@ -105,10 +109,9 @@ impl Session {
                 eprintln!("sluice: warning: cancelling run {run}: {error:#}");
             }
         }
-        self.stop.cancel();
         let limit = config.grace_period + Duration::from_secs(5);
         tokio::select! {
-            _ = self.runtime.stop_workers(limit) => {}
+            _ = self.runtime.wait_workers(limit) => {}
             again = interrupted() => eprintln!("sluice: {again} again: killing the orders now"),
         }
         for run in runs {
@@ -140,16 +143,25 @@ async fn interrupted() -> &'static str {
     }
 }
 
+/// How following a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// The exit code it calls for.
+    pub code: i32,
+    /// Whether a signal stopped it (and every other run of this process).
+    pub stopped: bool,
+}
+
 /// Shows the run's progress until its done document, then prints the summary (and the
-/// document with `--json`); returns the job's exit code. A signal stops every run in
-/// `stoppable` (see [`Session::stop_runs`]); the exit code is then 130 (Ctrl-C) or 143
-/// (SIGTERM), once the run is finalized as `cancelled`.
+/// document with `--json`). A signal stops every run in `stoppable` (see
+/// [`Session::stop_runs`]); the exit code is then 130 (Ctrl-C) or 143 (SIGTERM), once the
+/// run is finalized as `cancelled` (a run that had ended anyway keeps its own code).
 pub async fn follow(
     session: &Session,
     run_id: &RunId,
     stoppable: &[RunId],
     config: &LocalConfig,
-) -> Result<i32, Failure> {
+) -> Result<Followed, Failure> {
     let runtime = &session.runtime;
     let engine = Arc::clone(runtime.engine());
     let (stop_progress, stopped) = oneshot::channel();
@@ -179,11 +191,15 @@ pub async fn follow(
             exit_codes::INTERRUPTED
         }
     });
+    let stopped = stopped_code.is_some();
     let done = match (done, stopped_code) {
         (Ok(done), _) => done,
         (Err(error), Some(code)) => {
             eprintln!("sluice: run {run_id} was stopped; its done document: {error:#}");
-            return Ok(code);
+            return Ok(Followed {
+                code,
+                stopped: true,
+            });
         }
         (Err(error), None) => {
             return Err(Failure::internal(
@@ -207,5 +223,9 @@ pub async fn follow(
         "sluice: done document: {}",
         runtime.engine().ports.done.object_url(&done_key)
     );
-    Ok(stopped_code.unwrap_or_else(|| exit_codes::for_job_status(done.status)))
+    let code = match stopped_code {
+        Some(code) if done.status == JobStatus::Cancelled => code,
+        _ => exit_codes::for_job_status(done.status),
+    };
+    Ok(Followed { code, stopped })
 }

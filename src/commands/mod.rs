@@ -27,9 +27,11 @@ pub async fn run(command: Command) -> i32 {
             config,
         } => run::run(&job, secrets.as_deref(), config).await,
         Command::Resume { run_id, config } => resume::resume(run_id.as_deref(), config).await,
-        Command::Sentinel => tokio::task::spawn_blocking(crate::sentinel::serve)
-            .await
-            .unwrap_or(exit_codes::INTERNAL_ERROR),
+        Command::Sentinel { state_dir } => {
+            tokio::task::spawn_blocking(move || crate::sentinel::serve(&state_dir))
+                .await
+                .unwrap_or(exit_codes::INTERNAL_ERROR)
+        }
         Command::Validate {
             job,
             secrets,

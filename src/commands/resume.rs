@@ -1,11 +1,16 @@
 //! `sluice resume [RUN_ID]`: carry runs whose sluice died to their done documents.
 
-use sluice_contract::{RunId, exit_codes};
+use std::time::Duration;
+
+use sluice_contract::RunId;
 use sluice_engine::local::SecretsFile;
 use sluice_worker::process_group::kill_run_processes;
 
 use super::{Failure, local};
 use crate::cli::LocalConfig;
+
+/// How long `resume` waits for a run held by a dead sluice's sentinel.
+const SENTINEL_PATIENCE: Duration = Duration::from_secs(5);
 
 pub async fn resume(run_id: Option<&str>, config: LocalConfig) -> i32 {
     match resume_runs(run_id, &config).await {
@@ -43,15 +48,20 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
         return Ok(0);
     }
     let mut owned = Vec::new();
+    let mut resuming = Vec::new();
+    let mut busy = None;
     for run in &runs {
-        let ownership = match runtime.own(run) {
+        let ownership = match own_when_free(runtime, run).await {
             Ok(ownership) => ownership,
+            // Another live sluice carries it: leave it be, resume the others.
             Err(error) => {
-                session.shutdown().await;
-                return Err(Failure::invalid(error));
+                eprintln!("sluice: {error}; not resuming it");
+                busy = Some(error);
+                continue;
             }
         };
         owned.push(ownership);
+        resuming.push(run.clone());
         let marker = run.to_string();
         let killed = tokio::task::spawn_blocking(move || kill_run_processes(&marker))
             .await
@@ -76,17 +86,36 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
         );
     }
     let mut code = 0;
-    for run in &runs {
-        let followed = local::follow(&session, run, &runs, config).await;
-        let interrupted = matches!(
-            followed,
-            Ok(exit_codes::INTERRUPTED | exit_codes::TERMINATED)
-        );
-        code = code.max(followed?);
-        if interrupted {
+    for run in &resuming {
+        let followed = local::follow(&session, run, &resuming, config).await?;
+        code = code.max(followed.code);
+        if followed.stopped {
             break;
         }
     }
     session.shutdown().await;
-    Ok(code)
+    match (resuming.is_empty(), busy) {
+        // The only run asked for (or every unfinished one) is carried elsewhere.
+        (true, Some(error)) => Err(Failure::invalid(error)),
+        _ => Ok(code),
+    }
+}
+
+/// Takes hold of `run`, waiting a few seconds if needed: the sentinel of the sluice that
+/// died holds it while it kills what that sluice left.
+async fn own_when_free(
+    runtime: &sluice_engine::local::LocalRuntime,
+    run: &RunId,
+) -> Result<sluice_engine::local::RunOwnership, sluice_engine::local::OwnershipError> {
+    let give_up = tokio::time::Instant::now() + SENTINEL_PATIENCE;
+    loop {
+        match runtime.own(run) {
+            Err(sluice_engine::local::OwnershipError::Busy(_))
+                if tokio::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sluice_contract::ValidateOptions;
+use sluice_contract::{RunId, ValidateOptions};
 
 use super::{Failure, check_credentials, local, read_valid_job};
 use crate::cli::LocalConfig;
@@ -36,8 +36,17 @@ async fn run_job(
     let session = local::start(config, secrets, vcs)?;
     let engine = std::sync::Arc::clone(session.runtime.engine());
 
+    // This process carries the run, from before its rows exist: `sluice resume` will not
+    // take it over while this process lives.
+    let run_id = RunId::generate();
+    let _ownership = session.runtime.own(&run_id).map_err(Failure::internal)?;
     let init = engine
-        .init_job(&job, &ValidateOptions::local(&config.username), &base_dir)
+        .init_job_as(
+            run_id,
+            &job,
+            &ValidateOptions::local(&config.username),
+            &base_dir,
+        )
         .await;
     let response = match init {
         Ok(response) => response,
@@ -53,11 +62,6 @@ async fn run_job(
             });
         }
     };
-    // This process carries the run: `sluice resume` will not take it over while it lives.
-    let _ownership = session
-        .runtime
-        .own(&response.run_id)
-        .map_err(Failure::internal)?;
     eprintln!(
         "sluice: run {} · flow {} · {} orders · state in {}",
         response.run_id,
@@ -66,7 +70,7 @@ async fn run_job(
         config.state_dir.display()
     );
     let run = std::slice::from_ref(&response.run_id);
-    let code = local::follow(&session, &response.run_id, run, config).await;
+    let followed = local::follow(&session, &response.run_id, run, config).await;
     session.shutdown().await;
-    code
+    followed.map(|followed| followed.code)
 }

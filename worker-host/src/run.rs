@@ -324,6 +324,10 @@ async fn prepare_and_run(
             .then_some((name.as_str(), value.as_str()))
     })));
 
+    if config.stop.is_cancelled() {
+        // The run is being stopped: nothing more starts.
+        return Ok(None);
+    }
     let claim = Claim {
         attempt: payload.attempt.clone(),
         claimed_at_ms: now_ms(),

@@ -262,16 +262,21 @@ impl OrderStore for DynamoOrderStore {
                 items.push(TransactWriteItem::builder().put(put).build());
             }
             self.calls.count(SERVICE, "TransactWriteItems");
+            // The token makes the SDK's own retry of a transaction that was applied (its
+            // answer lost) succeed, rather than fail its conditions on its own rows.
+            let first = &batch[0];
+            let token = format!("{}-{batch_index}", first.run_id.as_str().replace('-', ""));
             let written = self
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items))
+                .client_request_token(token)
                 .send()
                 .await;
             if let Err(error) = written {
-                let inserted = &orders[..batch_index * MAX_TRANSACTION_ITEMS];
-                self.undo_insert(inserted).await;
-                let first = &batch[0];
+                // This batch too: it may have been applied though its answer was lost.
+                let end = ((batch_index + 1) * MAX_TRANSACTION_ITEMS).min(orders.len());
+                self.undo_insert(&orders[..end]).await;
                 return Err(if is_condition_failure(&error) {
                     StoreError::ConditionFailed {
                         what: format!("orders of run {}", first.run_id),

@@ -15,6 +15,16 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use sluice_engine::ErrorKind;
 use sluice_engine::error::StoreError;
 
+/// Codes that say a service is busy for now, beyond the SDK's lists: CodeBuild's limit on
+/// concurrent builds, a Lambda function being updated or not ready yet, SSM's own name for
+/// throttled writes.
+const BUSY_ERRORS: &[&str] = &[
+    "AccountLimitExceededException",
+    "ResourceConflictException",
+    "ResourceNotReadyException",
+    "TooManyUpdates",
+];
+
 /// A backend failure of the operation described by `what`: [`StoreError::Unavailable`] when
 /// it is transient, [`StoreError::Backend`] otherwise.
 pub(crate) fn backend<E>(what: impl Into<String>, error: SdkError<E, HttpResponse>) -> StoreError
@@ -40,7 +50,8 @@ pub(crate) fn kind<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -
             let transient = status >= 500
                 || status == 429
                 || THROTTLING_ERRORS.contains(&code)
-                || TRANSIENT_ERRORS.contains(&code);
+                || TRANSIENT_ERRORS.contains(&code)
+                || BUSY_ERRORS.contains(&code);
             if transient {
                 ErrorKind::Transient
             } else {

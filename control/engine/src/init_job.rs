@@ -87,13 +87,38 @@ impl Engine {
         options: &ValidateOptions,
         base_dir: &Path,
     ) -> Result<InitResponse, EngineError> {
+        self.init_job_as(RunId::generate(), job, options, base_dir)
+            .await
+    }
+
+    /// [`Engine::init_job`] with the run id the caller chose (fresh, never used): the local
+    /// CLI takes hold of its run before the run exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::init_job`].
+    pub async fn init_job_as(
+        &self,
+        run_id: RunId,
+        job: &JobSpec,
+        options: &ValidateOptions,
+        base_dir: &Path,
+    ) -> Result<InitResponse, EngineError> {
         let valid = validate(job, options)?;
+        // A submission made again is answered at once, before any of init's work: a
+        // client retrying after API Gateway's 30 s cut must not wait as long again.
+        if let Some(key) = &valid.idempotency_key {
+            let record = submission_record(&valid.username, key);
+            if let Some(previous) = self.recorded_submission(&record).await? {
+                tracing::info!(run_id = %previous.run_id, "submitted again with the same idempotency key: answering its run");
+                return Ok(previous);
+            }
+        }
         let plans = preflight(&valid, self.config.platform, base_dir)?;
         let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
         // Clones and downloads live until every bundle is built.
         let mut fetched = self.fetch_code(&valid, plans).await?;
         let code = std::mem::take(&mut fetched.inputs);
-        let run_id = RunId::generate();
         let trace_id = TraceId::generate();
         let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
         let now = self.now_ms();
@@ -164,8 +189,16 @@ impl Engine {
         };
         let queued = self.store_rows(packaged, ids).await;
         if let (Err(_), Some(record)) = (&queued, &submission) {
-            // A submission that failed for good may be made again: forget it.
-            if let Err(error) = self.ports.internal.delete(record).await {
+            // A submission that failed for good may be made again, but only once its run is
+            // known to have no rows: otherwise the record stays, and the run it names is
+            // carried by its watch (to an `init_failed` end if its rows never all came).
+            let no_rows = self
+                .ports
+                .orders
+                .run_orders(ids.run_id)
+                .await
+                .is_ok_and(|rows| rows.is_empty());
+            if no_rows && let Err(error) = self.ports.internal.delete(record).await {
                 tracing::warn!(%error, "could not forget a failed submission's idempotency key");
             }
         }
@@ -237,29 +270,43 @@ impl Engine {
         key: &str,
         response: &InitResponse,
     ) -> Result<Submission, EngineError> {
-        let digest = Sha256::digest(format!("{username}\n{key}"));
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let record = keys::idempotency(&hex);
-        let internal = &self.ports.internal;
-        let put = internal.put_if_absent(&record, to_json(response)).await;
+        let record = submission_record(username, key);
+        let put = self
+            .ports
+            .internal
+            .put_if_absent(&record, to_json(response))
+            .await;
         let Err(error) = put else {
             return Ok(Submission::First(record));
         };
         // Someone's record is there (or ours, written by a put whose answer was lost).
-        let found = match internal.get_prefix(&record, MAX_SUBMISSION_BYTES).await {
-            Ok(bytes) => bytes,
-            Err(_) => return Err(error.into()),
+        let Ok(Some(previous)) = self.recorded_submission(&record).await else {
+            return Err(error.into());
         };
-        let previous: InitResponse =
-            serde_json::from_slice(&found).map_err(|e| StoreError::Backend {
-                what: format!("the idempotency record {record}"),
-                message: e.to_string(),
-            })?;
         Ok(if previous.run_id == response.run_id {
             Submission::First(record)
         } else {
             Submission::Again(previous)
         })
+    }
+
+    /// The answer recorded for a submission, if any.
+    async fn recorded_submission(&self, record: &str) -> Result<Option<InitResponse>, EngineError> {
+        let found = match self
+            .ports
+            .internal
+            .get_prefix(record, MAX_SUBMISSION_BYTES)
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(other) => return Err(other.into()),
+        };
+        let previous = serde_json::from_slice(&found).map_err(|e| StoreError::Backend {
+            what: format!("the idempotency record {record}"),
+            message: e.to_string(),
+        })?;
+        Ok(Some(previous))
     }
 
     /// Starts the run's watch (see [`crate::watchdog`]).
@@ -269,7 +316,9 @@ impl Engine {
             order_num: OrderNum::INIT,
             attempt: RUN_WATCH.to_owned(),
             timeout: 0,
-            start_time: ids.created_at_ms / 1000,
+            // From now, not from init's start: packaging may have taken long, and the
+            // watch's limits (the start grace, init's longest time) count from here.
+            start_time: self.now_ms() / 1000,
             job_deadline: ids.job_deadline_ms().div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
             generation: 0,
@@ -480,6 +529,13 @@ fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), String> {
 }
 
 /// The ids and settings shared by every order of the run being initialised.
+/// Where a user's submission with an idempotency key is recorded.
+fn submission_record(username: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{username}\n{key}"));
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    keys::idempotency(&hex)
+}
+
 /// An order packaged and uploaded, its private key not stored yet.
 struct Packaged {
     /// Its row, without the key's path.

@@ -307,6 +307,11 @@ async fn the_same_submission_made_again_is_the_same_run() {
     assert_eq!(first, second);
     let third = setup.engine.init_job(&job, &options, here).await.unwrap();
     assert_eq!(third.run_id, first.run_id);
+    // Answered before any of init's work: code that is gone by now is not even looked at.
+    let mut moved = job.clone();
+    moved.orders[0].code_dir = Some("gone/by/now".to_owned());
+    let fourth = setup.engine.init_job(&moved, &options, here).await.unwrap();
+    assert_eq!(fourth.run_id, first.run_id);
     let rows = setup
         .engine
         .ports

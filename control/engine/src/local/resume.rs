@@ -33,6 +33,29 @@ pub struct RunOwnership {
     _lock: File,
 }
 
+impl RunOwnership {
+    /// Takes the hold on `run_id` in the state folder `state_dir`, unless a live process
+    /// has it.
+    ///
+    /// # Errors
+    ///
+    /// [`OwnershipError::Busy`] when a live process holds it.
+    pub fn take(state_dir: &std::path::Path, run_id: &RunId) -> Result<Self, OwnershipError> {
+        let io = |cause| OwnershipError::Io {
+            run_id: run_id.clone(),
+            cause,
+        };
+        let folder = state_dir.join(OWNERS_FOLDER);
+        std::fs::create_dir_all(&folder).map_err(io)?;
+        let file = File::create(folder.join(format!("{run_id}.lock"))).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunOwnership { _lock: file }),
+            Err(TryLockError::WouldBlock) => Err(OwnershipError::Busy(run_id.clone())),
+            Err(TryLockError::Error(cause)) => Err(io(cause)),
+        }
+    }
+}
+
 /// A run could not be owned.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnershipError {
@@ -74,18 +97,7 @@ impl LocalRuntime {
     ///
     /// [`OwnershipError::Busy`] when a live process holds it.
     pub fn own(&self, run_id: &RunId) -> Result<RunOwnership, OwnershipError> {
-        let io = |cause| OwnershipError::Io {
-            run_id: run_id.clone(),
-            cause,
-        };
-        let folder = self.state_dir.join(OWNERS_FOLDER);
-        std::fs::create_dir_all(&folder).map_err(io)?;
-        let file = File::create(folder.join(format!("{run_id}.lock"))).map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(RunOwnership { _lock: file }),
-            Err(TryLockError::WouldBlock) => Err(OwnershipError::Busy(run_id.clone())),
-            Err(TryLockError::Error(cause)) => Err(io(cause)),
-        }
+        RunOwnership::take(&self.state_dir, run_id)
     }
 
     /// Takes over `run_id` (see the module docs).

@@ -247,11 +247,16 @@ impl LocalRuntime {
         }
     }
 
-    /// Starts no more workers and waits up to `limit` for those running to end (the caller
-    /// has asked them to stop); says whether they all did. Those left are killed by
-    /// [`LocalRuntime::shutdown`].
-    pub async fn stop_workers(&self, limit: Duration) -> bool {
+    /// Starts no more workers: those waiting for a slot, and any dispatched from now on,
+    /// end without running anything.
+    pub fn stop_launching(&self) {
         self.dispatcher.stop_launching();
+    }
+
+    /// Waits up to `limit` for the running workers to end (the caller has asked them to
+    /// stop); says whether they all did. Those left are killed by
+    /// [`LocalRuntime::shutdown`].
+    pub async fn wait_workers(&self, limit: Duration) -> bool {
         self.dispatcher.wait_idle(limit).await
     }
 
