@@ -50,7 +50,12 @@ pub struct DynamoOrderStore {
 fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
     matches!(
         error.code(),
-        Some("ConditionalCheckFailedException" | "TransactionCanceledException")
+        Some(
+            "ConditionalCheckFailedException"
+                | "TransactionCanceledException"
+                // The same batch token with other rows: a second insert for the same run.
+                | "IdempotentParameterMismatchException"
+        )
     )
 }
 
@@ -274,8 +279,15 @@ impl OrderStore for DynamoOrderStore {
                 .send()
                 .await;
             if let Err(error) = written {
-                // This batch too: it may have been applied though its answer was lost.
-                let end = ((batch_index + 1) * MAX_TRANSACTION_ITEMS).min(orders.len());
+                // A batch whose conditions failed was not applied (a retry of an applied one
+                // succeeds by its token): undo the ones before it. One that failed otherwise
+                // may have been applied though its answer was lost: undo it too.
+                let failed_batch_applied = !is_condition_failure(&error);
+                let end = if failed_batch_applied {
+                    ((batch_index + 1) * MAX_TRANSACTION_ITEMS).min(orders.len())
+                } else {
+                    batch_index * MAX_TRANSACTION_ITEMS
+                };
                 self.undo_insert(&orders[..end]).await;
                 return Err(if is_condition_failure(&error) {
                     StoreError::ConditionFailed {

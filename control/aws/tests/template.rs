@@ -428,6 +428,31 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             "init-job may not {action} {record}"
         );
     }
+    // Whoever reads a key that may not exist yet (an idempotency record; a result, a
+    // claim) must be able to list the bucket, with no condition, or S3 answers 403, not
+    // 404, and "not yet" becomes a failure.
+    let bucket_arn = format!("arn:aws:s3:::{internal}");
+    for function in [
+        "InitJobFunction",
+        "OrchestratorFunction",
+        "WatchdogCheckFunction",
+    ] {
+        let statements = function_statements(&template, function).as_array().unwrap();
+        let lists = statements.iter().any(|statement| {
+            let actions = &statement["Action"];
+            let lists = actions == "s3:ListBucket"
+                || actions
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|a| a == "s3:ListBucket"));
+            lists
+                && statement["Condition"].is_null()
+                && evaluate(&template, &statement["Resource"]) == bucket_arn
+        });
+        assert!(
+            lists,
+            "{function} may not list the internal bucket unconditionally"
+        );
+    }
     let orchestrator = allowed(
         &template,
         function_statements(&template, "OrchestratorFunction"),
