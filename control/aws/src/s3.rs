@@ -42,6 +42,44 @@ impl S3Store {
         format!("{operation} s3://{}/{key}", self.bucket)
     }
 
+    /// GetObject, whole or its first `max_bytes + 1` bytes (a ranged GET).
+    async fn get_object(&self, key: &str, max_bytes: Option<u64>) -> Result<Vec<u8>, StoreError> {
+        self.calls.count(SERVICE, "GetObject");
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(max_bytes.map(|max| format!("bytes=0-{max}")))
+            .send()
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(StoreError::NotFound {
+                    key: format!("s3://{}/{key}", self.bucket),
+                });
+            }
+            // An empty object has no byte 0: S3 answers 416 to any range of it.
+            Err(e)
+                if max_bytes.is_some()
+                    && e.raw_response().is_some_and(|r| r.status().as_u16() == 416) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(self.backend("GetObject", key, e)),
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Backend {
+                what: self.what("reading GetObject body of", key),
+                message: e.to_string(),
+            })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
     fn backend<E>(&self, operation: &str, key: &str, error: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -88,63 +126,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.calls.count(SERVICE, "GetObject");
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(service) if service.is_no_such_key() => StoreError::NotFound {
-                    key: format!("s3://{}/{key}", self.bucket),
-                },
-                _ => self.backend("GetObject", key, e),
-            })?;
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Backend {
-                what: self.what("reading GetObject body of", key),
-                message: e.to_string(),
-            })?;
-        Ok(body.into_bytes().to_vec())
+        self.get_object(key, None).await
     }
 
     async fn get_prefix(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, StoreError> {
-        self.calls.count(SERVICE, "GetObject");
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes=0-{max_bytes}"))
-            .send()
-            .await;
-        let output = match output {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(StoreError::NotFound {
-                    key: format!("s3://{}/{key}", self.bucket),
-                });
-            }
-            // An empty object has no byte 0: S3 answers 416 to any range of it.
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(self.backend("GetObject", key, e)),
-        };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Backend {
-                what: self.what("reading GetObject body of", key),
-                message: e.to_string(),
-            })?;
-        let mut bytes = body.into_bytes().to_vec();
+        let mut bytes = self.get_object(key, Some(max_bytes)).await?;
         // A store that ignored the range still gives no more than asked for.
         bytes.truncate(usize::try_from(max_bytes.saturating_add(1)).unwrap_or(usize::MAX));
         Ok(bytes)

@@ -151,19 +151,22 @@ impl Engine {
         }
     }
 
+    /// Extends `owner`'s lease on the run's lock by a whole lease from now.
+    async fn renew_lease(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        let lease_until = self.now_ms() + millis(self.config.lock_lease);
+        self.ports
+            .orders
+            .renew_lock(run_id, owner, lease_until)
+            .await
+    }
+
     /// Renews the lease every third of it for as long as it is polled; returns only once
     /// the lease is lost. A failed renewal is tried again at the next third.
     async fn keep_lease(&self, run_id: &RunId, owner: &str) {
         let every = self.config.lock_lease / 3;
         loop {
             tokio::time::sleep(every).await;
-            let lease_until = self.now_ms() + millis(self.config.lock_lease);
-            match self
-                .ports
-                .orders
-                .renew_lock(run_id, owner, lease_until)
-                .await
-            {
+            match self.renew_lease(run_id, owner).await {
                 Ok(()) => {}
                 Err(StoreError::ConditionFailed { .. }) => return,
                 Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
@@ -206,13 +209,7 @@ impl Engine {
         owner: &str,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
     ) -> Result<Option<Outcome>, EngineError> {
-        let lease_until = self.now_ms() + millis(self.config.lock_lease);
-        match self
-            .ports
-            .orders
-            .renew_lock(run_id, owner, lease_until)
-            .await
-        {
+        match self.renew_lease(run_id, owner).await {
             Ok(()) => {}
             Err(StoreError::ConditionFailed { .. }) => {
                 tracing::warn!("lease expired while working; another invocation took over");
