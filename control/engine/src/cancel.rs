@@ -7,11 +7,18 @@
 //! done document, whose status is `cancelled`. Stopping the workers' processes is the
 //! caller's part (locally: SIGTERM, the grace period, SIGKILL).
 
+use std::time::Duration;
+
 use sluice_contract::{OrderStatus, RunId};
 
 use crate::engine::Engine;
-use crate::error::EngineError;
+use crate::error::{EngineError, ErrorKind};
 use crate::ports::OrderRecord;
+use crate::retry::Backoff;
+
+/// Retries of a cancel that failed transiently, and the first wait (about 7 s in all).
+const CANCEL_RETRIES: u32 = 4;
+const CANCEL_RETRY_FIRST: Duration = Duration::from_millis(500);
 
 impl Engine {
     /// Cancels every unfinished order of `run_id` with `reason`; returns the orders as
@@ -21,6 +28,27 @@ impl Engine {
     ///
     /// [`EngineError::UnknownRun`] when the run has no orders; a backend failure.
     pub async fn cancel_run(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+    ) -> Result<Vec<OrderRecord>, EngineError> {
+        // Every step is safe to repeat: a transient failure is tried again (as a pass is).
+        let mut backoff = Backoff::new(CANCEL_RETRY_FIRST, CANCEL_RETRIES);
+        loop {
+            match self.cancel_once(run_id, reason).await {
+                Err(error) if error.kind() == ErrorKind::Transient => {
+                    let Some(delay) = backoff.next_delay() else {
+                        return Err(error);
+                    };
+                    tracing::warn!(%error, ?delay, "cancelling failed transiently; retrying");
+                    self.ports.clock.sleep(delay).await;
+                }
+                settled => return settled,
+            }
+        }
+    }
+
+    async fn cancel_once(
         &self,
         run_id: &RunId,
         reason: &str,

@@ -954,6 +954,46 @@ fn a_start_whose_answer_was_lost_is_still_started_at_once() {
     });
 }
 
+/// Stopping a run survives a storage hiccup: a cancel whose first read fails transiently
+/// is tried again and cancels every order (before, it gave up and left the run running).
+#[test]
+fn a_cancel_that_fails_transiently_is_tried_again() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let world = World::with_rates(fastrand::Rng::with_seed(11), (0.0, 0.0, 0.0));
+        let order = OrderSpec {
+            cmds: Some(vec!["true".into()]),
+            timeout: Some(60),
+            ..OrderSpec::default()
+        };
+        let plan = Plan {
+            job: JobSpec {
+                orders: vec![order.clone(), order],
+                ..JobSpec::default()
+            },
+            behaviours: vec![Behaviour::Succeeds; 2],
+        };
+        let sim = Sim::build(world, plan);
+        let options = ValidateOptions::local("sim");
+        let init = sim.engine.init_job(&sim.plan.job, &options, Path::new("."));
+        let run_id = init.await.unwrap().run_id;
+        sim.world.armed.store(true, Ordering::SeqCst);
+        (sim.world.scripted.lock().unwrap()).push(("run_orders", Fault::TransientBefore));
+        let settled = sim
+            .engine
+            .cancel_run(&run_id, "cancelled: test")
+            .await
+            .unwrap();
+        assert!(
+            settled.iter().all(|o| o.status == OrderStatus::Cancelled),
+            "{settled:?}"
+        );
+    });
+}
+
 fn simulate(seed: u64) -> Result<(usize, Counts), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
