@@ -12,9 +12,9 @@ use std::time::Duration;
 use sluice_contract::{OrderStatus, RunId};
 
 use crate::engine::Engine;
-use crate::error::{EngineError, ErrorKind};
+use crate::error::EngineError;
 use crate::ports::OrderRecord;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, while_transient};
 
 /// Retries of a cancel that failed transiently, and the first wait (about 7 s in all).
 const CANCEL_RETRIES: u32 = 4;
@@ -33,19 +33,15 @@ impl Engine {
         reason: &str,
     ) -> Result<Vec<OrderRecord>, EngineError> {
         // Every step is safe to repeat: a transient failure is tried again (as a pass is).
-        let mut backoff = Backoff::new(CANCEL_RETRY_FIRST, CANCEL_RETRIES);
-        loop {
-            match self.cancel_once(run_id, reason).await {
-                Err(error) if error.kind() == ErrorKind::Transient => {
-                    let Some(delay) = backoff.next_delay() else {
-                        return Err(error);
-                    };
-                    tracing::warn!(%error, ?delay, "cancelling failed transiently; retrying");
-                    self.ports.clock.sleep(delay).await;
-                }
-                settled => return settled,
-            }
-        }
+        let backoff = Backoff::new(CANCEL_RETRY_FIRST, CANCEL_RETRIES);
+        while_transient(
+            self.ports.clock.as_ref(),
+            backoff,
+            "cancelling",
+            EngineError::kind,
+            || self.cancel_once(run_id, reason),
+        )
+        .await
     }
 
     async fn cancel_once(

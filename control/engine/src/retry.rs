@@ -5,7 +5,11 @@
 //! and a Lambda's time): a longer outage is outlived by the run's watch, which kicks a new
 //! pass until the run is finalized.
 
+use std::future::Future;
 use std::time::Duration;
+
+use crate::error::ErrorKind;
+use crate::ports::Clock;
 
 /// Exponential backoff with jitter (each delay 50–100 % of the nominal one), for a bounded
 /// number of retries.
@@ -42,6 +46,35 @@ impl Backoff {
     pub(crate) fn reset(&mut self, retries: u32) {
         self.retries_left = retries;
         self.next = self.first;
+    }
+}
+
+/// Calls `call` until it succeeds, fails permanently (`kind_of` says which), or `backoff`
+/// has no retry left; waits through `clock` between tries, logging each transient failure
+/// as `what`.
+pub(crate) async fn while_transient<T, E, F, Fut>(
+    clock: &dyn Clock,
+    mut backoff: Backoff,
+    what: &str,
+    kind_of: impl Fn(&E) -> ErrorKind,
+    mut call: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        match call().await {
+            Err(error) if kind_of(&error) == ErrorKind::Transient => {
+                let Some(delay) = backoff.next_delay() else {
+                    return Err(error);
+                };
+                tracing::warn!(%error, ?delay, "{what} failed transiently; retrying");
+                clock.sleep(delay).await;
+            }
+            done => return done,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::evaluate::{Node, evaluate};
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind};
 use crate::ports::{DispatchError, OrderRecord, Transition, WatchdogInput};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, while_transient};
 
 /// Callback URLs minted at dispatch stay valid this long after the order's timeout.
 const CALLBACK_MARGIN_MS: u64 = 300_000;
@@ -121,31 +121,27 @@ impl Engine {
         watch: &WatchdogInput,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
-        let mut backoff = Backoff::new(START_RETRY_FIRST, START_RETRIES);
-        loop {
-            let started = async {
-                self.ports.watchdog.start(watch).await?;
-                self.ports
-                    .dispatcher
-                    .start(
-                        order.execution_target,
-                        Duration::from_secs(order.timeout),
-                        payload,
-                    )
-                    .await
-            }
-            .await;
-            match started {
-                Err(error) if error.kind == ErrorKind::Transient => match backoff.next_delay() {
-                    Some(delay) => {
-                        tracing::warn!(order_num = %order.order_num, %error, ?delay, "start failed transiently; retrying");
-                        self.ports.clock.sleep(delay).await;
-                    }
-                    None => return Err(error),
-                },
-                other => return other,
-            }
-        }
+        let backoff = Backoff::new(START_RETRY_FIRST, START_RETRIES);
+        let start = || async {
+            self.ports.watchdog.start(watch).await?;
+            self.ports
+                .dispatcher
+                .start(
+                    order.execution_target,
+                    Duration::from_secs(order.timeout),
+                    payload,
+                )
+                .await
+        };
+        let kind_of = |error: &DispatchError| error.kind;
+        while_transient(
+            self.ports.clock.as_ref(),
+            backoff,
+            "starting",
+            kind_of,
+            start,
+        )
+        .await
     }
 
     /// Starts one order (or restarts a stale start with the same attempt id).
