@@ -37,23 +37,175 @@ use super::{
 
 /// A Sluice deployment in moto.
 pub struct Cloud {
+    /// For the test's own set-up and inspection.
     pub clients: Clients,
+    /// What each function calls AWS with.
+    pub roles: Roles,
     sqs: aws_sdk_sqs::Client,
     pub settings: AwsSettings,
     queue_url: String,
     /// The Lambda client's request bodies: the dispatch payloads.
     tap: BodyTap,
     pub calls: CallCounter,
+    /// Held by a test of the deployed stack: its internal bucket notifies one queue, so one
+    /// test at a time plays it.
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+/// The deployed stack's turn (see `Cloud::_turn`).
+static DEPLOYED_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The clients each function of the deployment calls AWS with: in the shared moto, the
+/// same for all; in the deployed stack, each with its own role's credentials.
+#[derive(Clone)]
+pub struct Roles {
+    pub init_job: Clients,
+    pub orchestrator: Clients,
+    pub watchdog_check: Clients,
+    pub worker: Clients,
+}
+
+impl Roles {
+    fn all(clients: &Clients) -> Self {
+        Roles {
+            init_job: clients.clone(),
+            orchestrator: clients.clone(),
+            watchdog_check: clients.clone(),
+            worker: clients.clone(),
+        }
+    }
+}
+
+/// Clients for `shared` whose Lambda calls are copied to `tap`.
+fn tapped(shared: &aws_config::SdkConfig, tap: &BodyTap) -> Clients {
+    let mut clients = Clients::from_config(shared);
+    clients.lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(shared)
+            .interceptor(tap.clone())
+            .build(),
+    );
+    clients
 }
 
 pub async fn cloud() -> Cloud {
-    let mut clients = moto().await;
+    let clients = moto().await;
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&shared);
     let internal = bucket(&clients).await;
     let done = bucket(&clients).await;
+    let queue_url = notify_queue(&clients, &sqs, &internal).await;
+    let worker_function = worker_function(&clients).await;
+    let watchdog_state_machine = watchdog_machine(&clients).await;
 
-    // S3 → SQS notifications for results, as the template wires S3 → the orchestrator.
+    let tap = BodyTap::default();
+    let clients = tapped(&shared, &tap);
+    let settings = AwsSettings {
+        internal_bucket: internal,
+        done_bucket: done,
+        orders_table: table(&clients, ORDERS_KEY).await,
+        events_table: table(&clients, EVENTS_KEY).await,
+        locks_table: table(&clients, LOCKS_KEY).await,
+        worker_function,
+        codebuild_project: "unused".to_owned(),
+        watchdog_state_machine,
+        ssm_prefix: format!("/{}", unique("sluice-test")),
+        event_ttl_days: 90,
+        order_ttl_days: 1,
+        github_api: None,
+    };
+    Cloud {
+        roles: Roles::all(&clients),
+        clients,
+        sqs,
+        settings,
+        queue_url,
+        tap,
+        calls: CallCounter::default(),
+        _turn: None,
+    }
+}
+
+/// The stack `scripts/moto-deployed.py` deployed from the template, in the moto that checks
+/// every call against the caller's IAM policies: each function calls AWS with credentials
+/// of its own role, and takes its settings from its environment as deployed.
+pub async fn deployed() -> Cloud {
+    let path = std::env::var("SLUICE_MOTO_DEPLOYMENT").expect(
+        "SLUICE_MOTO_DEPLOYMENT is not set: run these tests through scripts/test, which starts \
+         the deployed moto (scripts/moto-server)",
+    );
+    let deployment: Deployment = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}")),
+    )
+    .unwrap();
+    let turn = DEPLOYED_TURN.lock().await;
+    let tap = BodyTap::default();
+    let config = |key: &Key| {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&deployment.endpoint)
+            .region(aws_config::Region::new(deployment.region.clone()))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &key.access_key_id,
+                &key.secret_access_key,
+                key.session_token.clone(),
+                None,
+                "moto-deployed",
+            ))
+            .load()
+    };
+    let of_function = |function: &str| -> &Key {
+        let role = &deployment.functions[function].role;
+        &deployment.roles[role]
+    };
+    let admin = config(&deployment.admin).await;
+    let clients = tapped(&admin, &tap);
+    let roles = Roles {
+        init_job: tapped(&config(of_function("InitJobFunction")).await, &tap),
+        orchestrator: tapped(&config(of_function("OrchestratorFunction")).await, &tap),
+        watchdog_check: tapped(&config(of_function("WatchdogCheckFunction")).await, &tap),
+        worker: tapped(&config(of_function("WorkerFunction")).await, &tap),
+    };
+    let environment = &deployment.functions["OrchestratorFunction"].environment;
+    let settings = AwsSettings::from_lookup(|name| environment.get(name).cloned()).unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&admin);
+    let queue_url = notify_queue(&clients, &sqs, &settings.internal_bucket).await;
+    Cloud {
+        clients,
+        roles,
+        sqs,
+        settings,
+        queue_url,
+        tap,
+        calls: CallCounter::default(),
+        _turn: Some(turn),
+    }
+}
+
+/// What `scripts/moto-deployed.py` writes.
+#[derive(serde::Deserialize)]
+struct Deployment {
+    endpoint: String,
+    region: String,
+    admin: Key,
+    roles: std::collections::BTreeMap<String, Key>,
+    functions: std::collections::BTreeMap<String, Function>,
+}
+
+#[derive(serde::Deserialize)]
+struct Key {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Function {
+    role: String,
+    environment: std::collections::BTreeMap<String, String>,
+}
+
+/// A queue that gets the internal bucket's result notifications, as the template wires S3
+/// → the orchestrator; its URL.
+async fn notify_queue(clients: &Clients, sqs: &aws_sdk_sqs::Client, internal: &str) -> String {
     let queue_url = sqs
         .create_queue()
         .queue_name(unique("sluice-test"))
@@ -77,7 +229,7 @@ pub async fn cloud() -> Cloud {
     clients
         .s3
         .put_bucket_notification_configuration()
-        .bucket(&internal)
+        .bucket(internal)
         .notification_configuration(
             NotificationConfiguration::builder()
                 .queue_configurations(
@@ -105,38 +257,7 @@ pub async fn cloud() -> Cloud {
         .send()
         .await
         .unwrap();
-
-    let worker_function = worker_function(&clients).await;
-    let watchdog_state_machine = watchdog_machine(&clients).await;
-
-    let tap = BodyTap::default();
-    clients.lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::config::Builder::from(&shared)
-            .interceptor(tap.clone())
-            .build(),
-    );
-    let settings = AwsSettings {
-        internal_bucket: internal,
-        done_bucket: done,
-        orders_table: table(&clients, ORDERS_KEY).await,
-        events_table: table(&clients, EVENTS_KEY).await,
-        locks_table: table(&clients, LOCKS_KEY).await,
-        worker_function,
-        codebuild_project: "unused".to_owned(),
-        watchdog_state_machine,
-        ssm_prefix: format!("/{}", unique("sluice-test")),
-        event_ttl_days: 90,
-        order_ttl_days: 1,
-        github_api: None,
-    };
-    Cloud {
-        clients,
-        sqs,
-        settings,
-        queue_url,
-        tap,
-        calls: CallCounter::default(),
-    }
+    queue_url
 }
 
 /// What the pump does with a dispatched attempt.
@@ -160,17 +281,18 @@ impl Cloud {
             .endpoint_url(endpoint)
             .load()
             .await;
-        let mut clients = Clients::from_config(&shared);
-        clients.lambda = aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(&shared)
-                .interceptor(self.tap.clone())
-                .build(),
-        );
-        self.clients = clients;
+        self.clients = tapped(&shared, &self.tap);
+        self.roles = Roles::all(&self.clients);
     }
 
+    /// The engine as the test sees the deployment (set-up and inspection).
     pub fn engine(&self) -> Engine {
-        let mut engine = wiring::aws_engine(&self.clients, &self.settings, &self.calls);
+        self.engine_as(&self.clients)
+    }
+
+    /// The engine as a function with `clients` runs it.
+    pub fn engine_as(&self, clients: &Clients) -> Engine {
+        let mut engine = wiring::aws_engine(clients, &self.settings, &self.calls);
         // Short enough for a test to see the watchdogs act.
         engine.config.watchdog_slack = Duration::from_secs(1);
         engine.config.start_grace = Duration::from_secs(1);
@@ -179,7 +301,7 @@ impl Cloud {
 
     /// Submits `job` (JSON) as init-job does.
     pub async fn submit(&self, job: &str) -> Result<InitResponse, EngineError> {
-        self.engine()
+        self.engine_as(&self.roles.init_job)
             .init_job(
                 &parse_job(job.as_bytes()).unwrap(),
                 &ValidateOptions::aws(),
@@ -197,7 +319,9 @@ impl Cloud {
     /// Plays the deployment for the submitted run `run_id` until its done document appears;
     /// `worker_of` says what the worker of each order (by name) does.
     pub async fn pump(&self, run_id: &RunId, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
-        let engine = Arc::new(self.engine());
+        let engine = self.engine();
+        let orchestrator = Arc::new(self.engine_as(&self.roles.orchestrator));
+        let watchdog = self.engine_as(&self.roles.watchdog_check);
         let names: Vec<String> = engine
             .ports
             .orders
@@ -223,7 +347,7 @@ impl Cloud {
         // The worker run here with the dispatched payload, as the Lambda would run it.
         let spawn_worker = |tasks: &mut tokio::task::JoinSet<()>, payload: DispatchPayload| {
             let (clients, callback, config, calls) = (
-                self.clients.clone(),
+                self.roles.worker.clone(),
                 callback.clone(),
                 config.clone(),
                 self.calls.clone(),
@@ -244,9 +368,11 @@ impl Cloud {
             let events = self.take_notifications().await;
             let idle = events.is_empty() && self.tap.is_empty();
             for event in events {
-                let engine = Arc::clone(&engine);
+                let orchestrator = Arc::clone(&orchestrator);
                 tasks.spawn(async move {
-                    s3_events::orchestrate_event(&engine, &event).await.unwrap();
+                    s3_events::orchestrate_event(&orchestrator, &event)
+                        .await
+                        .unwrap();
                 });
             }
             // Dispatched attempts → workers.
@@ -291,9 +417,9 @@ impl Cloud {
             }
             // The watchdog state machine of each abandoned attempt, played here.
             for input in self.watchdog_inputs(&abandoned).await {
-                let verdict = engine.watchdog_check(&input).await.unwrap();
+                let verdict = watchdog.watchdog_check(&input).await.unwrap();
                 if verdict.kick {
-                    engine.orchestrate(&input.run_id).await.unwrap();
+                    watchdog.orchestrate(&input.run_id).await.unwrap();
                 }
             }
             if let Ok(bytes) = engine.ports.done.get(&keys::done(run_id)).await {
