@@ -26,15 +26,34 @@ const BUSY_ERRORS: &[&str] = &[
 ];
 
 /// A backend failure of the operation described by `what`: [`StoreError::Unavailable`] when
-/// it is transient, [`StoreError::Backend`] otherwise.
+/// it is transient, [`StoreError::Denied`] when the caller's role lacks the permission,
+/// [`StoreError::Backend`] otherwise.
 pub(crate) fn backend<E>(what: impl Into<String>, error: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let (what, message) = (what.into(), describe(&error));
+    if is_denied(&error) {
+        return StoreError::Denied { what, message };
+    }
     match kind(&error) {
         ErrorKind::Transient => StoreError::Unavailable { what, message },
         ErrorKind::Permanent => StoreError::Backend { what, message },
+    }
+}
+
+/// Whether the service refused the caller's credentials: a 403 (S3 answers a role that may
+/// not list the bucket 403 for a missing key, too) or an access-denied code.
+fn is_denied<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ServiceError(service) => {
+            service.raw().status().as_u16() == 403
+                || matches!(
+                    service.err().code(),
+                    Some("AccessDenied" | "AccessDeniedException")
+                )
+        }
+        _ => false,
     }
 }
 

@@ -154,3 +154,50 @@ async fn the_watch_starts_a_lost_run_and_times_out_a_silent_worker() {
         .unwrap();
     assert_eq!(output["done"], true, "{output}");
 }
+
+#[tokio::test]
+async fn what_the_deployment_may_not_read_is_refused_as_the_jobs_fault() {
+    let cloud = deployed().await;
+    // A code zip in a bucket the CodeZipObjects parameter does not name.
+    let bucket = support::bucket(&cloud.clients).await;
+    cloud
+        .clients
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("code.zip")
+        .body(Vec::new().into())
+        .send()
+        .await
+        .unwrap();
+    let mut zipped = order("zipped", "true", &[]);
+    zipped["s3_location"] = format!("s3://{bucket}/code.zip").into();
+    assert_eq!(
+        cloud.refused(&job(vec![zipped]).to_string()).await,
+        format!(
+            "order 0001 (zipped): packaging its code failed: s3_location: this deployment may \
+             not read s3://{bucket}/code.zip (access denied)"
+        )
+    );
+    // A credential outside the CredentialsParameterPath.
+    let elsewhere = format!("/{}/db", unique("elsewhere"));
+    cloud
+        .clients
+        .ssm
+        .put_parameter()
+        .name(&elsewhere)
+        .value("e30=")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let mut reaching = order("reaching", "true", &[]);
+    reaching["ssm_paths"] = serde_json::json!([format!("aws:::ssm:{elsewhere}")]);
+    assert_eq!(
+        cloud.refused(&job(vec![reaching]).to_string()).await,
+        format!(
+            "order 0001 (reaching), field `ssm_paths`: this deployment may not read \
+             aws:::ssm:{elsewhere} (access denied)"
+        )
+    );
+}

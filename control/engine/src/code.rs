@@ -140,6 +140,12 @@ async fn download(
                 format!("s3_location: nothing is stored at {key}"),
             ));
         }
+        Err(StoreError::Denied { .. }) => {
+            return Err(bundle_error(
+                order,
+                format!("s3_location: this deployment may not read {location} (access denied)"),
+            ));
+        }
         Err(other) => return Err(other.into()),
     };
     tokio::fs::write(path, &bytes)

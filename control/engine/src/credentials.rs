@@ -116,13 +116,23 @@ pub(crate) fn fetch_failed(
         StoreError::NotFound { key } => {
             credential_error(order, field, format!("nothing is stored at {key}"))
         }
-        other => EngineError::Store(StoreError::Backend {
-            what: format!(
+        StoreError::Denied { .. } => credential_error(
+            order,
+            field,
+            format!("this deployment may not read {location} (access denied)"),
+        ),
+        other => {
+            let what = format!(
                 "fetching {location} for order {} ({})",
                 order.order_num, order.order_name
-            ),
-            message: other.to_string(),
-        }),
+            );
+            let message = other.to_string();
+            EngineError::Store(if other.is_transient() {
+                StoreError::Unavailable { what, message }
+            } else {
+                StoreError::Backend { what, message }
+            })
+        }
     }
 }
 

@@ -60,6 +60,15 @@ pub enum StoreError {
         /// The backend's message.
         message: String,
     },
+    /// The backend refused the caller's credentials for the operation (AccessDenied): the
+    /// deployment does not grant it, so asking again will not help.
+    #[error("{what}: access denied: {message}")]
+    Denied {
+        /// The operation and key.
+        what: String,
+        /// The backend's message.
+        message: String,
+    },
     /// The backend refused or failed the operation.
     #[error("{what}: {message}")]
     Backend {
@@ -89,6 +98,11 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
+    /// Whether the backend refused the caller's credentials.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StoreError::Denied { .. })
+    }
+
     /// Whether the same call may succeed later.
     ///
     /// A local file operation is transient unless its error says the request itself is
@@ -105,6 +119,7 @@ impl StoreError {
             },
             StoreError::NotFound { .. }
             | StoreError::ConditionFailed { .. }
+            | StoreError::Denied { .. }
             | StoreError::Backend { .. } => ErrorKind::Permanent,
         }
     }
