@@ -16,7 +16,8 @@ use sluice_worker::{IoError, WorkerConfig, WorkerReport, run_order};
 use crate::sentinel::Sentinel;
 
 /// Calls back by writing the result into the local store (a `file://` URL of it), which
-/// fires the event bus as an S3 notification would.
+/// fires the event bus as an S3 notification would; only if the attempt has no result yet,
+/// as on AWS (see `sluice_aws::callback`).
 #[derive(Debug, Clone)]
 struct LocalCallback {
     internal: Arc<DirStore>,
@@ -31,11 +32,18 @@ impl Callback for LocalCallback {
                 "not a URL of the local store",
             )
         })?;
-        self.internal.put(&key, body).await.map_err(|e| IoError {
-            what: format!("calling back {key}"),
-            message: e.to_string(),
-            transient: e.is_transient(),
-        })
+        match self.internal.put_if_absent(&key, body).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_condition_failed() => {
+                tracing::info!(%key, "the attempt already has a result");
+                Ok(())
+            }
+            Err(e) => Err(IoError {
+                what: format!("calling back {key}"),
+                message: e.to_string(),
+                transient: e.is_transient(),
+            }),
+        }
     }
 }
 
@@ -61,14 +69,10 @@ pub fn launcher(
         let config = Arc::clone(&config);
         sentinel.watch(payload.run_id.as_str());
         async move {
-            match run_order(&payload, io.as_ref(), &config).await {
-                Ok(WorkerReport::Reported(_)) | Ok(WorkerReport::AlreadyClaimed) => {}
-                Ok(WorkerReport::CallbackFailed(_, error)) => {
-                    tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "worker could not report");
-                }
-                Err(error) => {
-                    tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "worker failed before it could report");
-                }
+            if let WorkerReport::CallbackFailed(_, error) =
+                run_order(&payload, io.as_ref(), &config).await
+            {
+                tracing::error!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "worker could not report");
             }
         }
         .boxed()

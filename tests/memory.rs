@@ -39,14 +39,9 @@ fn an_order_printing_2_gb_keeps_the_cli_under_100_mb_and_its_log_head_and_tail()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the marker follows the first 4 MiB: {marker}"));
 
-    let result = std::fs::read(
-        sandbox
-            .state()
-            .join("internal/tmp/callbacks/runs")
-            .join(&done.run_id)
-            .join("0001/result.json"),
-    )
-    .unwrap();
+    let results = sandbox.results_of("0001");
+    assert_eq!(results.len(), 1, "{results:?}");
+    let result = std::fs::read(&results[0]).unwrap();
     let result = sluice_contract::result::parse_result(&result).unwrap();
     assert!(result.log_truncated);
     assert!(result.log.len() <= sluice_contract::result::MAX_LOG_TAIL_BYTES);

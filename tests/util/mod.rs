@@ -68,6 +68,23 @@ impl Sandbox {
         let key = order.log_key.as_ref().expect("the order ran");
         std::fs::read_to_string(self.state().join("internal").join(key)).unwrap()
     }
+
+    /// The results stored for order `order_num` (`0001`) of any run, one per attempt that
+    /// reported.
+    pub fn results_of(&self, order_num: &str) -> Vec<PathBuf> {
+        let runs = self.state().join("internal/tmp/callbacks/runs");
+        let mut found = Vec::new();
+        for run in std::fs::read_dir(runs).into_iter().flatten().flatten() {
+            let attempts = std::fs::read_dir(run.path().join(order_num));
+            for attempt in attempts.into_iter().flatten().flatten() {
+                let result = attempt.path().join("result.json");
+                if result.exists() {
+                    found.push(result);
+                }
+            }
+        }
+        found
+    }
 }
 
 pub fn sluice() -> Command {

@@ -91,7 +91,7 @@ pub enum WorkerReport {
     AlreadyClaimed,
 }
 
-/// An attempt that could not even be reported.
+/// Why a bundle could not be opened (the attempt is reported failed with this reason).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
@@ -127,16 +127,13 @@ fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs one attempt end to end (see the module docs).
-///
-/// # Errors
-///
-/// [`WorkerError`] when the bundle cannot be fetched or read, so no result can be sent.
+/// Runs one attempt end to end (see the module docs); whatever fails is reported through
+/// the attempt's callback URL, so the report says only whether that report went through.
 pub async fn run_order(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
     config: &WorkerConfig,
-) -> Result<WorkerReport, WorkerError> {
+) -> WorkerReport {
     let span = tracing::info_span!("worker", run_id = %payload.run_id, order_num = %payload.order_num, attempt = %payload.attempt);
     run_attempt(payload, io, config).instrument(span).await
 }
@@ -145,7 +142,7 @@ async fn run_attempt(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
     config: &WorkerConfig,
-) -> Result<WorkerReport, WorkerError> {
+) -> WorkerReport {
     let started_ms = now_ms();
     let started = tokio::time::Instant::now();
     // Steps before the run (bundle, key, claim) that fail transiently are tried again
@@ -153,20 +150,17 @@ async fn run_attempt(
     let patience = started + config.callback.report_window;
     let opened = match open_bundle(payload, io, config, patience).await {
         Ok(opened) => opened,
-        // With a callback URL from the dispatcher, even an unusable bundle is reported.
-        Err(error) => match &payload.callback_url {
-            Some(url) => {
-                tracing::error!(%error, "the bundle is unusable; reporting the order failed");
-                let failed = failed_result(error.to_string());
-                let sending = Sending {
-                    policy: config.callback,
-                    started_ms,
-                    report_by: started + config.callback.report_window,
-                };
-                return Ok(report(io, url, failed, payload, sending).await);
-            }
-            None => return Err(error),
-        },
+        // The callback URL comes with the dispatch: even an unusable bundle is reported.
+        Err(error) => {
+            tracing::error!(%error, "the bundle is unusable; reporting the order failed");
+            let failed = failed_result(error.to_string());
+            let sending = Sending {
+                policy: config.callback,
+                started_ms,
+                report_by: started + config.callback.report_window,
+            };
+            return report(io, &payload.callback_url, failed, payload, sending).await;
+        }
     };
     let sending = Sending {
         policy: config.callback,
@@ -175,19 +169,15 @@ async fn run_attempt(
             + Duration::from_secs(opened.manifest.timeout)
             + config.callback.report_window,
     };
-    let callback_url = payload
-        .callback_url
-        .clone()
-        .unwrap_or_else(|| opened.manifest.callback_url.clone());
     let result = match prepare_and_run(payload, io, config, &opened, patience).await {
         Ok(Some(result)) => result,
-        Ok(None) => return Ok(WorkerReport::AlreadyClaimed),
+        Ok(None) => return WorkerReport::AlreadyClaimed,
         Err(reason) => {
             tracing::error!(%reason, "order could not run");
             failed_result(reason)
         }
     };
-    Ok(report(io, &callback_url, result, payload, sending).await)
+    report(io, &payload.callback_url, result, payload, sending).await
 }
 
 /// How and until when a result is sent.

@@ -77,7 +77,6 @@ fn manifest(run_id: &RunId, cmds: &[&str]) -> OrderManifest {
         timeout: 10,
         task: Task::Cmds(cmds.iter().map(|c| c.to_string()).collect()),
         log_key: "tmp/logs/x/0001/log.txt".into(),
-        callback_url: "memory://bundle-url".into(),
     }
 }
 
@@ -108,11 +107,11 @@ fn bundle(manifest: &OrderManifest, env: &str) -> (Vec<u8>, String) {
     )
 }
 
-fn payload(run_id: &RunId, callback_url: Option<&str>) -> DispatchPayload {
+fn payload(run_id: &RunId) -> DispatchPayload {
     DispatchPayload {
         s3_location: "tmp/exec/x/0001/exec.zip".into(),
         internal_bucket: "internal".into(),
-        callback_url: callback_url.map(str::to_owned),
+        callback_url: "memory://attempt-url".into(),
         run_id: run_id.clone(),
         order_num: OrderNum::from_index(0),
         attempt: "attempt-1".into(),
@@ -158,15 +157,10 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
         key,
         ..MemoryIo::default()
     };
-    let report = run_order(&payload(&run, Some("memory://fresh-url")), &io, &config())
-        .await
-        .unwrap();
+    let report = run_order(&payload(&run), &io, &config()).await;
     assert!(matches!(report, WorkerReport::Reported(_)));
     let (url, result) = only_result(&io);
-    assert_eq!(
-        url, "memory://fresh-url",
-        "a URL minted at dispatch wins over the bundle's"
-    );
+    assert_eq!(url, "memory://attempt-url");
     assert_eq!(result.status, OrderStatus::Succeeded);
     assert_eq!(result.exit_code, Some(0));
     assert_eq!(result.attempt.as_deref(), Some("attempt-1"));
@@ -193,9 +187,7 @@ async fn an_attempt_claimed_elsewhere_does_not_run() {
         ..MemoryIo::default()
     };
     io.claims.lock().unwrap().insert("attempt-1".into());
-    let report = run_order(&payload(&run, None), &io, &config())
-        .await
-        .unwrap();
+    let report = run_order(&payload(&run), &io, &config()).await;
     assert_eq!(report, WorkerReport::AlreadyClaimed);
     assert!(io.results.lock().unwrap().is_empty());
     assert!(io.logs.lock().unwrap().is_empty());
@@ -214,11 +206,9 @@ async fn an_env_that_cannot_be_decrypted_is_reported_as_failed() {
         key: other_key,
         ..MemoryIo::default()
     };
-    run_order(&payload(&run, None), &io, &config())
-        .await
-        .unwrap();
+    run_order(&payload(&run), &io, &config()).await;
     let (url, result) = only_result(&io);
-    assert_eq!(url, "memory://bundle-url");
+    assert_eq!(url, "memory://attempt-url");
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("cannot be decrypted"));
     assert!(io.claims.lock().unwrap().is_empty(), "nothing was claimed");
@@ -233,11 +223,9 @@ async fn a_bundle_for_another_order_is_refused_and_reported() {
         ..MemoryIo::default()
     };
     let run = RunId::generate();
-    run_order(&payload(&run, Some("memory://fresh-url")), &io, &config())
-        .await
-        .unwrap();
+    run_order(&payload(&run), &io, &config()).await;
     let (url, result) = only_result(&io);
-    assert_eq!(url, "memory://fresh-url");
+    assert_eq!(url, "memory://attempt-url");
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("not the one dispatched"));
     assert!(
@@ -247,17 +235,18 @@ async fn a_bundle_for_another_order_is_refused_and_reported() {
 }
 
 #[tokio::test]
-async fn an_unreadable_bundle_without_a_callback_url_is_an_error() {
+async fn an_unreadable_bundle_is_reported_failed() {
     let io = MemoryIo {
         bundle: b"not a zip".to_vec(),
         key: String::new(),
         ..MemoryIo::default()
     };
-    let err = run_order(&payload(&RunId::generate(), None), &io, &config())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("not a readable zip"), "{err}");
-    assert!(io.results.lock().unwrap().is_empty());
+    let report = run_order(&payload(&RunId::generate()), &io, &config()).await;
+    assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
+    let (url, result) = only_result(&io);
+    assert_eq!(url, "memory://attempt-url");
+    assert_eq!(result.status, OrderStatus::Failed);
+    assert!(result.reason.unwrap().contains("not a readable zip"));
 }
 
 #[tokio::test]
@@ -272,10 +261,7 @@ async fn a_refused_callback_is_reported_to_the_caller() {
         refuse_callbacks: usize::MAX,
         ..MemoryIo::default()
     };
-    match run_order(&payload(&run, None), &io, &config())
-        .await
-        .unwrap()
-    {
+    match run_order(&payload(&run), &io, &config()).await {
         WorkerReport::CallbackFailed(result, error) => {
             assert_eq!(result.status, OrderStatus::Failed);
             assert_eq!(result.exit_code, Some(4));
@@ -298,9 +284,7 @@ async fn a_callback_refused_past_its_attempts_is_retried_until_the_report_deadli
         refuse_callbacks: 12,
         ..MemoryIo::default()
     };
-    let report = run_order(&payload(&run, None), &io, &config())
-        .await
-        .unwrap();
+    let report = run_order(&payload(&run), &io, &config()).await;
     assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
     assert_eq!(io.callbacks_refused.load(Ordering::SeqCst), 13);
     assert_eq!(only_result(&io).1.status, OrderStatus::Succeeded);
@@ -320,7 +304,7 @@ async fn a_throttled_key_fetch_is_tried_again_and_the_order_runs() {
     };
     let mut config = config();
     config.callback.report_window = std::time::Duration::from_secs(5);
-    let report = run_order(&payload(&run, None), &io, &config).await.unwrap();
+    let report = run_order(&payload(&run), &io, &config).await;
     let WorkerReport::Reported(result) = report else {
         panic!("{report:?}");
     };

@@ -1,6 +1,10 @@
 //! [`HttpCallback`]: a worker's result PUT to its presigned callback URL over HTTPS (or
 //! plain HTTP for moto in tests), with the platform's trusted roots. Success is a 2xx
 //! answer; anything else is an error naming the status (never the URL's signature).
+//!
+//! The PUT is conditional (`If-None-Match: *`): the attempt's result key takes one result.
+//! A 412 says one is already there — this worker's own earlier PUT whose answer was lost,
+//! or the watchdog's time-out, which then stands — and counts as delivered.
 
 use std::time::Duration;
 
@@ -44,6 +48,7 @@ impl Callback for HttpCallback {
         let what = || format!("PUT {}", shown(url));
         let request = hyper::Request::put(url)
             .header("content-type", "application/json")
+            .header("if-none-match", "*")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| IoError::permanent(what(), e.to_string()))?;
         // No answer at all may well be a passing network failure.
@@ -54,6 +59,9 @@ impl Callback for HttpCallback {
             .map_err(|e| IoError::transient(what(), e))?;
         let status = answer.status;
         if status.is_success() {
+            Ok(())
+        } else if status.as_u16() == 412 {
+            tracing::info!(url = shown(url), "the attempt already has a result");
             Ok(())
         } else if status.is_server_error() || status.as_u16() == 429 {
             Err(IoError::transient(what(), answer.refusal()))

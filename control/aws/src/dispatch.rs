@@ -297,7 +297,7 @@ mod tests {
         let payload = DispatchPayload {
             s3_location: "tmp/exec/r/0001/exec.zip".to_owned(),
             internal_bucket: "internal".to_owned(),
-            callback_url: Some("https://b.s3.amazonaws.com/k?X-Amz-Signature=s".to_owned()),
+            callback_url: "https://b.s3.amazonaws.com/k?X-Amz-Signature=s".to_owned(),
             run_id: sluice_contract::RunId::generate(),
             order_num: sluice_contract::OrderNum::from_index(2),
             attempt: "a1".to_owned(),

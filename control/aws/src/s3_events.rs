@@ -21,7 +21,7 @@ pub fn runs_in_event(event: &Value) -> Vec<RunId> {
         .iter()
         .filter_map(|record| record.pointer("/s3/object/key").and_then(Value::as_str))
         .filter_map(|key| keys::parse_result(&url_decode(key)))
-        .map(|(run_id, _)| run_id)
+        .map(|result| result.run_id)
         .collect();
     runs.into_iter().collect()
 }
@@ -92,11 +92,11 @@ mod tests {
         let run = RunId::generate();
         let other = RunId::generate();
         let event = serde_json::json!({"Records": [
-            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{run}/0001/result.json")}}},
-            {"s3": {"object": {"key": format!("tmp%2Fcallbacks%2Fruns%2F{run}%2F0002%2Fresult.json")}}},
-            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{other}/0000/result.json")}}},
+            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{run}/0001/a1/result.json")}}},
+            {"s3": {"object": {"key": format!("tmp%2Fcallbacks%2Fruns%2F{run}%2F0002%2Fa1%2Fresult.json")}}},
+            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{other}/0000/init/result.json")}}},
             {"s3": {"object": {"key": format!("tmp/logs/{run}/0001/log.txt")}}},
-            {"s3": {"object": {"key": "tmp/callbacks/runs/not-a-run/0001/result.json"}}},
+            {"s3": {"object": {"key": "tmp/callbacks/runs/not-a-run/0001/a1/result.json"}}},
             {"eventName": "no object"},
         ]});
         let mut expected = vec![run, other];

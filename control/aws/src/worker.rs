@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_worker::store_io::StoreIo;
 use sluice_worker::wasm::WasmRuntime;
-use sluice_worker::{WorkerConfig, WorkerError, WorkerReport, run_order};
+use sluice_worker::{WorkerConfig, WorkerReport, run_order};
 
 use crate::callback::HttpCallback;
 use crate::calls::CallCounter;
@@ -49,19 +49,14 @@ pub fn worker_config(
     Ok(config)
 }
 
-/// Runs one attempt.
-///
-/// # Errors
-///
-/// [`WorkerError`] when the bundle cannot be read and there is no callback URL to report
-/// it to (the watchdog then times the order out).
+/// Runs one attempt and reports it; says whether the report went through.
 pub async fn run_payload(
     payload: &DispatchPayload,
     clients: &Clients,
     callback: &HttpCallback,
     config: &WorkerConfig,
     calls: &CallCounter,
-) -> Result<WorkerReport, WorkerError> {
+) -> WorkerReport {
     let io = StoreIo::new(
         Arc::new(S3Store::new(
             clients.s3.clone(),

@@ -188,7 +188,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     let run_id = RunId::parse(body["run_id"].as_str().unwrap()).unwrap();
 
     // The orchestrator, woken by the init trigger's S3 event, dispatches the order.
-    let trigger = keys::result(&run_id, OrderNum::INIT);
+    let trigger = keys::trigger(&run_id);
     let answers = invoke(
         &bin("orchestrator"),
         &settings,
@@ -203,9 +203,18 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     assert_eq!(order.status, OrderStatus::Running);
 
     // The worker, invoked with the dispatch payload (moto's Lambda ran nothing).
+    let attempt = order.attempt.clone().unwrap();
+    let result = keys::result(&run_id, first, &attempt);
+    let callback_url = engine
+        .ports
+        .internal
+        .presign_put(&result, std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
     let payload = json!({
         "s3_location": keys::exec_zip(&run_id, first), "internal_bucket": settings.internal_bucket,
-        "run_id": run_id, "order_num": first, "attempt": order.attempt, "key_path": order.key_path,
+        "run_id": run_id, "order_num": first, "attempt": attempt, "key_path": order.key_path,
+        "callback_url": callback_url,
     });
     let answers = invoke(&bin("worker"), &settings, vec![payload]).await;
     assert_eq!(
@@ -228,7 +237,6 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     );
 
     // The result's own S3 event, arriving after: the run is already finished.
-    let result = keys::result(&run_id, first);
     let answers = invoke(
         &bin("orchestrator"),
         &settings,

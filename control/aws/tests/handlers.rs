@@ -85,7 +85,7 @@ async fn assert_queued(engine: &Engine, answer: &Value) {
         .await
         .unwrap();
     assert_eq!(objects.len(), 2, "{objects:?}");
-    let trigger = keys::result(&run_id, sluice_contract::OrderNum::INIT);
+    let trigger = keys::trigger(&run_id);
     assert!(
         engine
             .ports

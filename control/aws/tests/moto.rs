@@ -105,6 +105,35 @@ async fn lists_follow_pages_and_presigned_puts_write_objects() {
     );
 }
 
+/// An attempt's result key takes one result: the worker's callback PUT is conditional, so
+/// the watchdog's time-out written first stands against a late worker (and a worker's own
+/// PUT sent again after a lost answer is no error).
+#[tokio::test]
+async fn a_callback_never_replaces_the_result_already_there() {
+    use sluice_worker::store_io::Callback;
+    let clients = moto().await;
+    let store = S3Store::new(
+        clients.s3.clone(),
+        bucket(&clients).await,
+        CallCounter::default(),
+    );
+    let key = "tmp/callbacks/runs/r/0001/a1/result.json";
+    store
+        .put_if_absent(key, b"{\"status\":\"timed_out\"}".to_vec())
+        .await
+        .unwrap();
+    let url = store
+        .presign_put(key, std::time::Duration::from_secs(300))
+        .await
+        .unwrap();
+    let callback = sluice_aws::callback::HttpCallback::new().unwrap();
+    callback
+        .put(&url, b"{\"status\":\"succeeded\"}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(store.get(key).await.unwrap(), b"{\"status\":\"timed_out\"}");
+}
+
 #[tokio::test]
 async fn runs_larger_than_one_transaction_insert_whole_and_read_back_in_order() {
     let clients = moto().await;
@@ -184,7 +213,7 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
     sluice_contract::dispatch::DispatchPayload {
         s3_location: format!("tmp/exec/{run}/0001/exec.zip"),
         internal_bucket: "internal".to_owned(),
-        callback_url: Some("http://127.0.0.1/callback".to_owned()),
+        callback_url: "http://127.0.0.1/callback".to_owned(),
         run_id: run.clone(),
         order_num: sluice_contract::OrderNum::from_index(0),
         attempt: attempt.to_owned(),
@@ -271,7 +300,7 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
     let request = tap.take::<serde_json::Value>().remove(0);
     assert_eq!(request["idempotencyToken"], "a1");
     assert_eq!(request["timeoutInMinutesOverride"], 70);
-    let callback_url = sent.callback_url.as_deref().unwrap();
+    let callback_url = sent.callback_url.as_str();
     assert!(!request.to_string().contains(callback_url));
     let mut env = Vec::new();
     for variable in request["environmentVariablesOverride"].as_array().unwrap() {

@@ -154,13 +154,21 @@ fn function_statements<'t>(template: &'t Value, function: &str) -> &'t Value {
 }
 
 fn can(rules: &[(Vec<String>, String)], action: &str, object: &str) -> bool {
-    rules.iter().any(|(actions, arn)| {
-        actions.iter().any(|a| a == action)
-            && match arn.strip_suffix('*') {
-                Some(prefix) => object.starts_with(prefix),
-                None => object == arn,
-            }
-    })
+    rules
+        .iter()
+        .any(|(actions, arn)| actions.iter().any(|a| a == action) && arn_matches(arn, object))
+}
+
+/// IAM's resource matching: `*` stands for any run of characters, `/` included.
+fn arn_matches(pattern: &str, arn: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == arn,
+        Some((head, rest)) => {
+            arn.starts_with(head)
+                && (head.len()..=arn.len())
+                    .any(|at| arn.is_char_boundary(at) && arn_matches(rest, &arn[at..]))
+        }
+    }
 }
 
 #[test]
@@ -367,7 +375,7 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     };
     let run = RunId::generate();
     let order = OrderNum::from_index(0);
-    let result_key = keys::result(&run, order);
+    let result_key = keys::result(&run, order, "a1");
     assert_eq!(rule("prefix"), keys::CALLBACK_PREFIX);
     assert!(result_key.starts_with(&rule("prefix")) && result_key.ends_with(&rule("suffix")));
 
@@ -415,11 +423,11 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         "s3:PutObject",
         &object(&keys::exec_zip(&run, order))
     ));
-    assert!(can(
-        &init,
-        "s3:PutObject",
-        &object(&keys::result(&run, OrderNum::INIT))
-    ));
+    assert!(can(&init, "s3:PutObject", &object(&keys::trigger(&run))));
+    assert!(
+        !can(&init, "s3:PutObject", &object(&result_key)),
+        "init-job writes no order's result"
+    );
     // Idempotency records: written if absent, read when present, forgotten after a failure.
     let record = object(&keys::idempotency("0123abcd"));
     for action in ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"] {

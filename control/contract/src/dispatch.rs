@@ -11,9 +11,9 @@ pub struct DispatchPayload {
     pub s3_location: String,
     /// The internal bucket (the local engine's store root name).
     pub internal_bucket: String,
-    /// A callback URL minted at dispatch; preferred over the bundle's when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback_url: Option<String>,
+    /// Where this attempt reports its result: minted at dispatch for the attempt's own
+    /// result key (a presigned PUT URL on AWS), living the order's timeout and a margin.
+    pub callback_url: String,
     /// The run.
     pub run_id: RunId,
     /// The order.

@@ -1,7 +1,7 @@
 //! The storage layout: the same keys in S3 and in the local directory store.
 //!
 //! Internal bucket: `tmp/exec/<run_id>/<order_num>/exec.zip`,
-//! `tmp/callbacks/runs/<run_id>/<order_num>/result.json`,
+//! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
 //! `tmp/idempotency/<digest>.json`.
 //! Done bucket: `<run_id>/done`.
@@ -21,9 +21,20 @@ pub fn exec_zip_stripped(run_id: &RunId, order_num: OrderNum) -> String {
     format!("tmp/exec/{run_id}/{order_num}/exec-stripped.zip")
 }
 
-/// Where an order's result is called back to (`0000` is the init trigger).
-pub fn result(run_id: &RunId, order_num: OrderNum) -> String {
-    format!("{CALLBACK_PREFIX}{run_id}/{order_num}/result.json")
+/// Where an attempt of an order calls its result back to. Each attempt has its own key, so
+/// a late or duplicated worker of an earlier attempt cannot overwrite the result of the
+/// current one, and the orchestrator reads only the current attempt's.
+pub fn result(run_id: &RunId, order_num: OrderNum, attempt: &str) -> String {
+    format!("{CALLBACK_PREFIX}{run_id}/{order_num}/{attempt}/result.json")
+}
+
+/// The attempt name of the init trigger (order `0000`).
+pub const TRIGGER_ATTEMPT: &str = "init";
+
+/// The init trigger: the object init-job writes last, whose notification starts the run's
+/// first pass.
+pub fn trigger(run_id: &RunId) -> String {
+    result(run_id, OrderNum::INIT, TRIGGER_ATTEMPT)
 }
 
 /// The prefix holding every result of a run.
@@ -53,15 +64,36 @@ pub fn done(run_id: &RunId) -> String {
     format!("{run_id}/done")
 }
 
-/// Reads `tmp/callbacks/runs/<run_id>/<order_num>/result.json` back into its ids.
+/// The ids a result key names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResultKey {
+    /// The run.
+    pub run_id: RunId,
+    /// The order (`0000` for the init trigger).
+    pub order_num: OrderNum,
+    /// The attempt ([`TRIGGER_ATTEMPT`] for the init trigger).
+    pub attempt: String,
+}
+
+/// Reads `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json` back into its ids.
 ///
-/// Returns `None` for any key outside that layout (so the orchestrator ignores it).
-pub fn parse_result(key: &str) -> Option<(RunId, OrderNum)> {
+/// Returns `None` for any key outside that layout (so the orchestrator ignores it). An
+/// attempt is letters, digits, `-` and `_`.
+pub fn parse_result(key: &str) -> Option<ResultKey> {
     let rest = key.strip_prefix(CALLBACK_PREFIX)?;
     let mut parts = rest.split('/');
     let run_id = RunId::parse(parts.next()?)?;
     let order_num = parts.next()?.parse().ok()?;
-    (parts.next()? == "result.json" && parts.next().is_none()).then_some((run_id, order_num))
+    let attempt = parts.next()?;
+    let attempt_ok = !attempt.is_empty()
+        && attempt
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    (attempt_ok && parts.next()? == "result.json" && parts.next().is_none()).then(|| ResultKey {
+        run_id,
+        order_num,
+        attempt: attempt.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -72,14 +104,30 @@ mod tests {
     fn result_keys_round_trip_and_strangers_are_ignored() {
         let run = RunId::generate();
         let num = OrderNum::from_index(2);
-        assert_eq!(parse_result(&result(&run, num)), Some((run.clone(), num)));
+        let key = |order_num, attempt: &str| ResultKey {
+            run_id: run.clone(),
+            order_num,
+            attempt: attempt.to_owned(),
+        };
+        assert_eq!(parse_result(&result(&run, num, "a1")), Some(key(num, "a1")));
         assert_eq!(
-            parse_result(&result(&run, OrderNum::INIT)),
-            Some((run.clone(), OrderNum::INIT))
+            parse_result(&trigger(&run)),
+            Some(key(OrderNum::INIT, TRIGGER_ATTEMPT))
         );
         assert_eq!(parse_result(&log(&run, num)), None);
-        assert_eq!(parse_result(&format!("{}/extra", result(&run, num))), None);
-        assert_eq!(parse_result("tmp/callbacks/runs/x/0001/result.json"), None);
-        assert!(result(&run, num).starts_with(&run_callbacks(&run)));
+        assert_eq!(
+            parse_result(&format!("{}/extra", result(&run, num, "a1"))),
+            None
+        );
+        assert_eq!(
+            parse_result(&format!("{CALLBACK_PREFIX}{run}/0002/result.json")),
+            None
+        );
+        assert_eq!(parse_result(&result(&run, num, "a.b")), None);
+        assert_eq!(
+            parse_result("tmp/callbacks/runs/x/0001/a1/result.json"),
+            None
+        );
+        assert!(result(&run, num, "a1").starts_with(&run_callbacks(&run)));
     }
 }

@@ -50,7 +50,4 @@ pub struct OrderManifest {
     pub task: Task,
     /// Where the full log goes.
     pub log_key: String,
-    /// Where the result goes (a presigned PUT URL on AWS); a fresher one in the dispatch
-    /// payload takes precedence.
-    pub callback_url: String,
 }

@@ -22,13 +22,11 @@ use crate::paths::is_inside;
 
 /// Default `flow_label`.
 pub const DEFAULT_FLOW_LABEL: &str = "exec";
-/// Default `presign_expiry`, seconds.
-pub const DEFAULT_PRESIGN_EXPIRY: u64 = 7200;
 /// Default `job_timeout`, seconds.
 pub const DEFAULT_JOB_TIMEOUT: u64 = 3600;
-/// Margin `presign_expiry` must leave beyond the longest order timeout, seconds.
+/// How long an attempt's callback URL outlives the order's timeout, seconds.
 pub const PRESIGN_MARGIN: u64 = 300;
-/// Longest `presign_expiry`: SigV4 presigned URLs live at most 7 days.
+/// Longest life of a presigned URL: SigV4 presigned URLs live at most 7 days.
 pub const MAX_PRESIGN_EXPIRY: u64 = 7 * 24 * 3600;
 /// Longest order `timeout`: its callback URL must outlive it by [`PRESIGN_MARGIN`].
 pub const MAX_ORDER_TIMEOUT: u64 = MAX_PRESIGN_EXPIRY - PRESIGN_MARGIN;
@@ -140,8 +138,6 @@ pub struct ValidJob {
     pub username: String,
     /// Its flow label.
     pub flow_label: String,
-    /// Lifetime of callback URLs, seconds.
-    pub presign_expiry: u64,
     /// The job's deadline, seconds after init.
     pub job_timeout: u64,
     /// The pull request whose comment follows the run (`pr_number` set).
@@ -248,15 +244,6 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
             format!("{job_timeout} s is out of range: give 1 to {MAX_JOB_TIMEOUT} seconds"),
         ));
     }
-    let presign_expiry = job.presign_expiry.unwrap_or(DEFAULT_PRESIGN_EXPIRY);
-    if presign_expiry > MAX_PRESIGN_EXPIRY {
-        return Err(job_error(
-            "presign_expiry",
-            format!(
-                "{presign_expiry} s is longer than presigned URLs can live ({MAX_PRESIGN_EXPIRY} s)"
-            ),
-        ));
-    }
     if job.orders.is_empty() {
         return Err(job_error(
             "orders",
@@ -315,17 +302,6 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
     }
     check_acyclic(&orders)?;
 
-    let longest = orders.iter().map(|o| o.timeout).max().unwrap_or(0);
-    if presign_expiry < longest.saturating_add(PRESIGN_MARGIN) {
-        return Err(job_error(
-            "presign_expiry",
-            format!(
-                "{presign_expiry} s is shorter than the longest order timeout ({longest} s) plus {PRESIGN_MARGIN} s; \
-                 callbacks would expire before the order reports"
-            ),
-        ));
-    }
-
     if let Some(key) = &job.idempotency_key {
         check_idempotency_key(key)?;
     }
@@ -333,7 +309,6 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
     Ok(ValidJob {
         username,
         flow_label,
-        presign_expiry,
         job_timeout,
         pr: pull_request(job)?,
         stripped_copy: job.stripped_copy.unwrap_or(false),
@@ -1213,17 +1188,14 @@ mod tests {
             e.contains("`job_timeout`") && e.contains("out of range"),
             "{e}"
         );
-        let e =
-            error_of(r#"{"presign_expiry":999999999,"orders":[{"cmds":["true"],"timeout":5}]}"#);
-        assert!(e.contains("`presign_expiry`"), "{e}");
     }
 
+    /// Callback URLs are minted per attempt at dispatch: a job written for when they were
+    /// minted at init, with its `presign_expiry`, is still accepted.
     #[test]
-    fn presign_expiry_must_outlast_the_longest_order() {
-        let e = error_of(r#"{"presign_expiry":600,"orders":[{"cmds":["true"],"timeout":400}]}"#);
-        assert!(e.contains("`presign_expiry`") && e.contains("400"), "{e}");
+    fn presign_expiry_is_accepted_and_ignored() {
         assert!(
-            check(r#"{"presign_expiry":700,"orders":[{"cmds":["true"],"timeout":400}]}"#).is_ok()
+            check(r#"{"presign_expiry":600,"orders":[{"cmds":["true"],"timeout":400}]}"#).is_ok()
         );
     }
 

@@ -117,11 +117,8 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
     let file = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     let private = file.unix_permissions(0o600);
 
-    let mut manifest = input.manifest.clone();
-    if !whole {
-        manifest.callback_url.clear();
-    }
-    let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| format!("order.json: {e}"))?;
+    let manifest =
+        serde_json::to_vec_pretty(&input.manifest).map_err(|e| format!("order.json: {e}"))?;
     add_bytes(&mut zip, MANIFEST_FILE, &manifest, private)?;
     if whole {
         let env_json = serde_json::to_vec(&input.env).map_err(|e| format!("env: {e}"))?;
@@ -305,7 +302,6 @@ mod tests {
             timeout: 5,
             task: Task::Cmds(vec!["true".into()]),
             log_key: "tmp/logs/x".into(),
-            callback_url: "file:///x".into(),
         }
     }
 

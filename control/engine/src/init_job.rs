@@ -13,7 +13,6 @@
 //! event or the trigger is logged, and the watch carries the run.
 
 use std::path::Path;
-use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -219,7 +218,7 @@ impl Engine {
         // Before the trigger: the orchestrator then finds the comment to update.
         self.update_pr_comment(&records, None).await;
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
-        let trigger_key = keys::result(ids.run_id, OrderNum::INIT);
+        let trigger_key = keys::trigger(ids.run_id);
         if let Err(error) = self
             .ports
             .internal
@@ -359,12 +358,6 @@ impl Engine {
         let mut recipients = vec![key.recipient.clone()];
         recipients.extend(order.sops_key.iter().cloned());
 
-        let expiry = Duration::from_secs(ids.job.presign_expiry);
-        let callback_url = self
-            .ports
-            .internal
-            .presign_put(&keys::result(run_id, order_num), expiry)
-            .await?;
         let log_key = keys::log(run_id, order_num);
         let input = BundleInput {
             manifest: OrderManifest {
@@ -377,7 +370,6 @@ impl Engine {
                 timeout: order.timeout,
                 task: order.task.clone(),
                 log_key: log_key.clone(),
-                callback_url,
             },
             env: env.env,
             secret_names: env.secret_names,

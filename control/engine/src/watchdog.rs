@@ -125,7 +125,7 @@ impl Engine {
         if order.status.is_terminal() || order.attempt.as_deref() != Some(input.attempt.as_str()) {
             return Ok(WatchdogVerdict::DONE);
         }
-        let result_key = keys::result(&input.run_id, input.order_num);
+        let result_key = keys::result(&input.run_id, input.order_num, &input.attempt);
         if store.head(&result_key).await?.is_some() {
             return Ok(WatchdogVerdict::kick());
         }
@@ -250,10 +250,11 @@ impl Engine {
             }
             next_ms = next_ms.min(retry_at);
         }
-        let in_flight: Vec<OrderNum> = orders
+        // In-flight attempts: a result of an earlier attempt is not waiting for anything.
+        let in_flight: Vec<(OrderNum, &str)> = orders
             .iter()
             .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
-            .map(|o| o.order_num)
+            .map(|o| (o.order_num, o.attempt.as_deref().unwrap_or_default()))
             .collect();
         if in_flight.is_empty() {
             // Only queued and ended orders: the pass that ended the last one should have
@@ -272,7 +273,7 @@ impl Engine {
         let waiting = arrived
             .iter()
             .filter_map(|key| keys::parse_result(key))
-            .any(|(_, num)| in_flight.contains(&num));
+            .any(|key| in_flight.contains(&(key.order_num, key.attempt.as_str())));
         if waiting {
             return Ok((Some(Stall::ResultWaiting), now));
         }

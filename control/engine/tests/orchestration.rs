@@ -59,7 +59,7 @@ impl Harness {
     async fn report(&self, payload: &DispatchPayload, status: OrderStatus) {
         let mut doc = ResultDoc::new(status, "scripted");
         doc.attempt = Some(payload.attempt.clone());
-        let key = keys::result(&payload.run_id, payload.order_num);
+        let key = keys::result(&payload.run_id, payload.order_num, &payload.attempt);
         self.runtime
             .internal_store()
             .put(&key, serde_json::to_vec(&doc).unwrap())
@@ -298,7 +298,7 @@ fn a_malformed_result_fails_its_order_and_the_run_goes_on() {
         } else {
             (second, first)
         };
-        let key = keys::result(&garbled.run_id, garbled.order_num);
+        let key = keys::result(&garbled.run_id, garbled.order_num, &garbled.attempt);
         harness
             .runtime
             .internal_store()

@@ -691,7 +691,7 @@ impl Sim {
                 .unwrap()
                 .push_back(key.clone());
         }
-        let (run_id, _) = keys::parse_result(&key).expect("results only");
+        let run_id = keys::parse_result(&key).expect("results only").run_id;
         let _ = self.world.invoke(self.engine.orchestrate(&run_id)).await;
     }
 
@@ -756,7 +756,7 @@ impl Sim {
         if status == OrderStatus::Failed {
             doc.exit_code = Some(1);
         }
-        let key = keys::result(&payload.run_id, payload.order_num);
+        let key = keys::result(&payload.run_id, payload.order_num, &payload.attempt);
         for _ in 0..WORKER_TRIES {
             if store
                 .put(&key, serde_json::to_vec(&doc).unwrap())

@@ -111,10 +111,22 @@ fn setup() -> Setup {
     }
 }
 
-/// Writes a succeeded result for the order, as its worker would.
+/// The result key of the order's current attempt.
+async fn current_result_key(setup: &Setup, run: &RunId, order_num: OrderNum) -> String {
+    let row = setup
+        .engine
+        .ports
+        .orders
+        .get_order(run, order_num)
+        .await
+        .unwrap();
+    keys::result(run, order_num, row.attempt.as_deref().unwrap())
+}
+
+/// Writes a succeeded result for the order's current attempt, as its worker would.
 async fn report_success(setup: &Setup, run: &RunId, order_num: sluice_contract::OrderNum) {
     let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
-    let key = keys::result(run, order_num);
+    let key = current_result_key(setup, run, order_num).await;
     setup
         .internal
         .put(&key, serde_json::to_vec(&doc).unwrap())
@@ -405,7 +417,7 @@ async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
     let result = parse_result(
         &setup
             .internal
-            .get(&keys::result(&run, input.order_num))
+            .get(&keys::result(&run, input.order_num, &input.attempt))
             .await
             .unwrap(),
     )
@@ -445,16 +457,62 @@ async fn the_watchdog_kicks_a_run_whose_result_was_not_processed() {
     assert!(setup.engine.watchdog_check(&input).await.unwrap().done);
 }
 
+/// A worker of another attempt (one a resume replaced, or a forged PUT to its URL) cannot
+/// decide the order: its result lies under its own attempt's key, which neither the
+/// orchestrator nor the run's watch reads. Before, an order had one result key, whatever
+/// was written there last was applied, and the result's attempt was never compared.
+#[tokio::test]
+async fn a_result_of_another_attempt_is_ignored() {
+    let setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    let mut stale = sluice_contract::result::ResultDoc::new(OrderStatus::Failed, "stale");
+    stale.attempt = Some("an-earlier-attempt".into());
+    setup
+        .internal
+        .put(
+            &keys::result(&run, num, "an-earlier-attempt"),
+            serde_json::to_vec(&stale).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    let row = setup
+        .engine
+        .ports
+        .orders
+        .get_order(&run, num)
+        .await
+        .unwrap();
+    assert_eq!(row.status, OrderStatus::Running);
+    let verdict = setup
+        .engine
+        .watchdog_check(&run_watch(&setup))
+        .await
+        .unwrap();
+    assert!(!verdict.kick, "nothing waits to be applied: {verdict:?}");
+
+    report_success(&setup, &run, num).await;
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+    );
+}
+
 #[tokio::test]
 async fn every_dispatch_carries_a_fresh_callback_url() {
     let setup = setup();
     let run = one_order_run(&setup, 60).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let payload = setup.recorder.dispatched.lock().unwrap()[0].clone();
-    let url = payload.callback_url.expect("minted at dispatch");
     assert_eq!(
-        setup.internal.key_for_url(&url),
-        Some(keys::result(&run, payload.order_num))
+        setup.internal.key_for_url(&payload.callback_url),
+        Some(keys::result(&run, payload.order_num, &payload.attempt)),
+        "minted at dispatch for the attempt's own key"
     );
 }
 
@@ -515,7 +573,10 @@ async fn an_oversized_result_fails_its_order_without_being_loaded() {
     let run = one_order_run(&setup, 60).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let num = OrderNum::from_index(0);
-    let path = setup.internal.root().join(keys::result(&run, num));
+    let path = setup
+        .internal
+        .root()
+        .join(current_result_key(&setup, &run, num).await);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::File::create(&path).unwrap();
     file.set_len(64 << 30).unwrap();

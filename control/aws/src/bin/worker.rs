@@ -33,7 +33,7 @@ async fn main() -> Result<(), Error> {
     let calls = CallCounter::default();
     if std::env::args().any(|arg| arg == "--from-env") {
         let payload = payload_from_env(|name| std::env::var(name).ok())?;
-        let report = run_payload(&payload, &clients, &callback, &config, &calls).await?;
+        let report = run_payload(&payload, &clients, &callback, &config, &calls).await;
         tracing::info!(report = %describe(&report), "attempt done");
         std::process::exit(match report {
             WorkerReport::Reported(_) | WorkerReport::AlreadyClaimed => 0,
@@ -43,7 +43,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(|event: LambdaEvent<DispatchPayload>| {
         let (clients, callback, config, calls) = (&clients, &callback, &config, &calls);
         async move {
-            let report = run_payload(&event.payload, clients, callback, config, calls).await?;
+            let report = run_payload(&event.payload, clients, callback, config, calls).await;
             Ok::<_, Error>(describe(&report))
         }
     }))

@@ -353,9 +353,7 @@ impl Cloud {
                 self.calls.clone(),
             );
             tasks.spawn(async move {
-                worker::run_payload(&payload, &clients, &callback, &config, &calls)
-                    .await
-                    .unwrap();
+                worker::run_payload(&payload, &clients, &callback, &config, &calls).await;
             });
         };
         let started = Instant::now();
@@ -382,16 +380,17 @@ impl Cloud {
                 match worker_of(name) {
                     Worker::CallsBackThrough(endpoint) => {
                         let mut rerouted = payload.clone();
-                        rerouted.callback_url =
-                            Some(endpoint.url_for(payload.callback_url.as_deref().unwrap()));
+                        rerouted.callback_url = endpoint.url_for(&payload.callback_url);
                         spawn_worker(&mut tasks, rerouted);
                         abandoned.push(payload);
                     }
                     Worker::CallsBackGarbage => {
                         use sluice_worker::store_io::Callback;
-                        let url = payload.callback_url.clone().unwrap();
                         callback
-                            .put(&url, b"{\"status\": \"exploded\", garbage".to_vec())
+                            .put(
+                                &payload.callback_url,
+                                b"{\"status\": \"exploded\", garbage".to_vec(),
+                            )
                             .await
                             .unwrap();
                     }

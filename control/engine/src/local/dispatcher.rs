@@ -141,7 +141,7 @@ mod tests {
             let payload = DispatchPayload {
                 s3_location: String::new(),
                 internal_bucket: String::new(),
-                callback_url: None,
+                callback_url: String::new(),
                 run_id: run.clone(),
                 order_num: OrderNum::from_index(i),
                 attempt: format!("a{i}"),

@@ -283,8 +283,8 @@ async fn event_bus(engine: Arc<Engine>, mut keys_written: mpsc::UnboundedReceive
         tokio::select! {
             key = keys_written.recv() => {
                 let Some(key) = key else { break };
-                if let Some((run_id, _)) = keys::parse_result(&key) {
-                    invocations.spawn(orchestrate_with_retries(Arc::clone(&engine), run_id));
+                if let Some(result) = keys::parse_result(&key) {
+                    invocations.spawn(orchestrate_with_retries(Arc::clone(&engine), result.run_id));
                 }
             }
             Some(_) = invocations.join_next(), if !invocations.is_empty() => {}

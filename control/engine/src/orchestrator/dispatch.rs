@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::result::DEPENDENCY_FAILED;
+use sluice_contract::validate::PRESIGN_MARGIN;
 use sluice_contract::{OrderStatus, keys};
 
 use super::Moved;
@@ -23,8 +24,6 @@ use crate::error::{EngineError, ErrorKind};
 use crate::ports::{DispatchError, OrderRecord, Transition, WatchdogInput};
 use crate::retry::{Backoff, while_transient};
 
-/// Callback URLs minted at dispatch stay valid this long after the order's timeout.
-const CALLBACK_MARGIN_MS: u64 = 300_000;
 /// Retries of a start that failed transiently within one pass, and the first wait.
 const START_RETRIES: u32 = 2;
 const START_RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -167,17 +166,16 @@ impl Engine {
         };
         let attempt = order.attempt.clone().unwrap_or_default();
 
-        // Every dispatch carries a freshly minted callback URL: the one minted at init may
-        // have expired (a long chain, or the signing role's session ended), and a worker
-        // that cannot even read its bundle can still report through this one.
-        let expiry = Duration::from_millis(order.timeout * 1000 + CALLBACK_MARGIN_MS);
-        let callback_key = keys::result(&order.run_id, order.order_num);
-        let callback_url = Some(
-            self.ports
-                .internal
-                .presign_put(&callback_key, expiry)
-                .await?,
-        );
+        // Every dispatch mints the callback URL of its attempt's own result key: a worker
+        // that cannot even read its bundle can still report through it, and a worker of an
+        // earlier attempt cannot overwrite this attempt's result.
+        let expiry = Duration::from_secs(order.timeout + PRESIGN_MARGIN);
+        let callback_key = keys::result(&order.run_id, order.order_num, &attempt);
+        let callback_url = self
+            .ports
+            .internal
+            .presign_put(&callback_key, expiry)
+            .await?;
         let payload = DispatchPayload {
             s3_location: keys::exec_zip(&order.run_id, order.order_num),
             internal_bucket: self.ports.internal.bucket().to_owned(),

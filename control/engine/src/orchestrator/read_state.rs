@@ -2,8 +2,10 @@
 //!
 //! Incremental by construction: one query for the run's orders, one LIST of the run's
 //! callback prefix, and a GET only for results of orders still waiting for one
-//! (`dispatching` or `running`). Applying a result is a conditional transition, so a result
-//! that arrives twice, or late after a timeout, never changes a terminal status.
+//! (`dispatching` or `running`), and only of their current attempt: a result a worker of an
+//! earlier attempt reports late lies under that attempt's key and is never read. Applying a
+//! result is a conditional transition, so a result that arrives twice, or late after a
+//! timeout, never changes a terminal status.
 
 use std::collections::HashSet;
 
@@ -24,21 +26,24 @@ impl Engine {
     /// A backend failure.
     pub async fn read_state(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, EngineError> {
         let mut orders = self.ports.orders.run_orders(run_id).await?;
-        let arrived: HashSet<OrderNum> = self
+        let arrived: HashSet<(OrderNum, String)> = self
             .ports
             .internal
             .list(&keys::run_callbacks(run_id))
             .await?
             .iter()
             .filter_map(|key| keys::parse_result(key))
-            .map(|(_, num)| num)
+            .map(|key| (key.order_num, key.attempt))
             .collect();
         for order in orders.iter_mut() {
             let waiting = matches!(
                 order.status,
                 OrderStatus::Dispatching | OrderStatus::Running
             );
-            if waiting && arrived.contains(&order.order_num) {
+            let Some(attempt) = order.attempt.clone() else {
+                continue;
+            };
+            if waiting && arrived.contains(&(order.order_num, attempt)) {
                 *order = self.apply_result(order).await?;
             }
         }
@@ -47,7 +52,8 @@ impl Engine {
 
     /// Reads one order's result and moves the order to the status it reports.
     async fn apply_result(&self, order: &OrderRecord) -> Result<OrderRecord, EngineError> {
-        let key = keys::result(&order.run_id, order.order_num);
+        let attempt = order.attempt.as_deref().unwrap_or_default();
+        let key = keys::result(&order.run_id, order.order_num, attempt);
         // Bounded: a worker (or whoever holds its URL) may have written any size; one larger
         // than a result can be is malformed, and is never loaded whole.
         let bytes = match self
