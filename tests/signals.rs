@@ -147,3 +147,57 @@ fn ctrl_c_cancels_the_run_after_a_grace_period() {
 fn sigterm_cancels_the_run_after_a_grace_period() {
     stop_gracefully(Signal::SIGTERM, 143);
 }
+
+/// A signal while the job is being queued (here: packaging a 256 MiB code folder) does not
+/// kill sluice half-way through init: the run is queued, then stopped at once — finalized
+/// `cancelled`, nothing started. Before, the handlers were installed only once the job was
+/// queued, and SIGTERM killed sluice with its run half made.
+#[test]
+fn sigterm_while_the_job_is_queued_cancels_the_run() {
+    let sandbox = Sandbox::new();
+    let code = sandbox.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::File::create(code.join("big.bin"))
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let marker = sandbox.path().join("ran");
+    let job = format!(
+        r#"{{"orders": [{{"order_name": "never", "timeout": 60, "code_dir": "code",
+            "cmds": ["touch {}"]}}]}}"#,
+        marker.display()
+    );
+    let job = sandbox.write_job("job.json", &job);
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(&job)
+        .args(["--json", "--state-dir"])
+        .arg(sandbox.state())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run is owned (its lock taken) just before init starts packaging.
+    let owners = sandbox.state().join("owners");
+    let started = Instant::now();
+    while std::fs::read_dir(&owners).map_or(true, |mut found| found.next().is_none()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "init never began"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{said}");
+    assert!(said.contains("stops as soon as it is queued"), "{said}");
+    let done: sluice_contract::result::DoneDoc = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{said}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(done.status, sluice_contract::JobStatus::Cancelled);
+    assert_eq!(
+        done.orders[0].status,
+        sluice_contract::OrderStatus::Cancelled
+    );
+    assert!(!marker.exists(), "nothing starts once stopped");
+}

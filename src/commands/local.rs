@@ -12,6 +12,7 @@ use sluice_engine::{EngineConfig, Vcs};
 use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
 use sluice_worker::wasm::WasmRuntime;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -25,13 +26,53 @@ const WASM_CACHE_FOLDER: &str = "wasm-cache";
 /// How long after its orders were stopped a stopped run may take to be finalized.
 const FINALIZE_AFTER_STOP: Duration = Duration::from_secs(30);
 
-/// The local runtime, and the token that stops its workers' orders.
+/// The local runtime, the token that stops its workers' orders, and the stop signals.
 #[derive(Debug)]
 pub struct Session {
     /// The engine on the state folder, with its workers.
     pub runtime: LocalRuntime,
     /// Cancelled to stop every running order (SIGTERM, grace period, SIGKILL).
     stop: CancellationToken,
+    /// Caught from the session's start, so none is lost or kills sluice half-way.
+    signals: tokio::sync::Mutex<StopSignals>,
+    /// A signal that came while a job was being queued, to stop its run once queued.
+    pending: std::sync::Mutex<Option<&'static str>>,
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM (`kill`, CI cancelling, `timeout`), listened to from the
+/// moment they are made: the default action (dying at once) is off from then on. Either
+/// way the run's processes must not outlive sluice, since each runs in a process group of
+/// its own that no terminal signal reaches.
+#[derive(Debug)]
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next signal: `interrupted` or `terminated`.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupted",
+            _ = self.terminate.recv() => "terminated",
+        }
+    }
+}
+
+/// The exit code of a run stopped by `signal`.
+fn stopped_exit_code(signal: &str) -> i32 {
+    if signal == "terminated" {
+        exit_codes::TERMINATED
+    } else {
+        exit_codes::INTERRUPTED
+    }
 }
 
 /// The GitHub client for `--github-api`, if given.
@@ -51,6 +92,9 @@ pub fn start(
     secrets: SecretsFile,
     vcs: Option<Arc<dyn Vcs>>,
 ) -> Result<Session, Failure> {
+    let signals = StopSignals::listen()
+        .context("listening for Ctrl-C and SIGTERM")
+        .map_err(Failure::internal)?;
     let stop = CancellationToken::new();
     let sentinel = Sentinel::spawn(&config.state_dir)
         .context("starting the sentinel that stops the orders' processes should sluice die")
@@ -86,10 +130,48 @@ pub fn start(
         local_worker::launcher(internal, keys, worker, sentinel)
     })
     .map_err(Failure::internal)?;
-    Ok(Session { runtime, stop })
+    Ok(Session {
+        runtime,
+        stop,
+        signals: tokio::sync::Mutex::new(signals),
+        pending: std::sync::Mutex::new(None),
+    })
 }
 
 impl Session {
+    /// Runs `queueing` (init of a job) to its end. A stop signal meanwhile does not cut it
+    /// half-way (rows, keys and bundles would be left for `resume` to sort out): it is said
+    /// and kept, and [`follow`] stops the run as soon as it is queued. A second one exits
+    /// at once (the sentinel kills whatever the run started; `sluice resume` finishes it).
+    pub async fn shielded<T>(&self, queueing: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(queueing);
+        let mut signals = self.signals.lock().await;
+        loop {
+            tokio::select! {
+                queued = &mut queueing => return queued,
+                signal = signals.next() => {
+                    let mut pending = self.pending.lock().expect("not poisoned");
+                    if pending.is_some() {
+                        eprintln!("sluice: {signal} again: exiting now");
+                        std::process::exit(stopped_exit_code(signal));
+                    }
+                    eprintln!("sluice: {signal}: the run stops as soon as it is queued (signal again to exit now)");
+                    *pending = Some(signal);
+                }
+            }
+        }
+    }
+
+    /// Resolves when the process is asked to stop (at once for a signal kept by
+    /// [`Session::shielded`]).
+    async fn stop_requested(&self) -> &'static str {
+        let kept = self.pending.lock().expect("not poisoned").take();
+        match kept {
+            Some(signal) => signal,
+            None => self.signals.lock().await.next().await,
+        }
+    }
+
     /// Stops `runs` (Ctrl-C, SIGTERM): their unfinished orders become `cancelled`, nothing
     /// more starts, and running orders get SIGTERM, then SIGKILL after the grace period (at
     /// once on a second signal); then a pass finalizes each run.
@@ -112,7 +194,7 @@ impl Session {
         let limit = config.grace_period + Duration::from_secs(5);
         tokio::select! {
             _ = self.runtime.wait_workers(limit) => {}
-            again = interrupted() => eprintln!("sluice: {again} again: killing the orders now"),
+            again = self.stop_requested() => eprintln!("sluice: {again} again: killing the orders now"),
         }
         for run in runs {
             self.runtime.kick(run);
@@ -122,24 +204,6 @@ impl Session {
     /// Stops the loops and every worker still running (their processes are killed).
     pub async fn shutdown(self) {
         self.runtime.shutdown().await;
-    }
-}
-
-/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM (`kill`, CI
-/// cancelling, `timeout`). Either way the run's processes must not outlive sluice, since
-/// each runs in a process group of its own that no terminal signal reaches.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "interrupted";
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted",
-        _ = term.recv() => "terminated",
     }
 }
 
@@ -173,7 +237,7 @@ pub async fn follow(
     ));
     let (done, signal) = tokio::select! {
         done = runtime.wait_done(run_id) => (done.map_err(anyhow::Error::new), None),
-        signal = interrupted() => {
+        signal = session.stop_requested() => {
             session.stop_runs(stoppable, signal, config).await;
             let done = tokio::time::timeout(FINALIZE_AFTER_STOP, runtime.wait_done(run_id))
                 .await
@@ -184,13 +248,7 @@ pub async fn follow(
     };
     let _ = stop_progress.send(());
     let _ = display.await;
-    let stopped_code = signal.map(|signal| {
-        if signal == "terminated" {
-            exit_codes::TERMINATED
-        } else {
-            exit_codes::INTERRUPTED
-        }
-    });
+    let stopped_code = signal.map(stopped_exit_code);
     let stopped = stopped_code.is_some();
     let done = match (done, stopped_code) {
         (Ok(done), _) => done,

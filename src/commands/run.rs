@@ -40,13 +40,9 @@ async fn run_job(
     // take it over while this process lives.
     let run_id = RunId::generate();
     let _ownership = session.runtime.own(&run_id).map_err(Failure::internal)?;
-    let init = engine
-        .init_job_as(
-            run_id,
-            &job,
-            &ValidateOptions::local(&config.username),
-            &base_dir,
-        )
+    let options = ValidateOptions::local(&config.username);
+    let init = session
+        .shielded(engine.init_job_as(run_id, &job, &options, &base_dir))
         .await;
     let response = match init {
         Ok(response) => response,
