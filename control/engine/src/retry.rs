@@ -31,15 +31,15 @@ impl Backoff {
         }
     }
 
-    /// The wait before the next retry, or `None` when none is left.
-    pub(crate) fn next_delay(&mut self) -> Option<Duration> {
+    /// The wait before the next retry (jittered by `clock`), or `None` when none is left.
+    pub(crate) fn next_delay(&mut self, clock: &dyn Clock) -> Option<Duration> {
         if self.retries_left == 0 {
             return None;
         }
         self.retries_left -= 1;
         let nominal = self.next;
         self.next = nominal.saturating_mul(2);
-        Some(nominal.mul_f64(0.5 + fastrand::f64() / 2.0))
+        Some(nominal.mul_f64(0.5 + clock.jitter() / 2.0))
     }
 
     /// Starts over after a success.
@@ -67,7 +67,7 @@ where
     loop {
         match call().await {
             Err(error) if kind_of(&error) == ErrorKind::Transient => {
-                let Some(delay) = backoff.next_delay() else {
+                let Some(delay) = backoff.next_delay(clock) else {
                     return Err(error);
                 };
                 tracing::warn!(%error, ?delay, "{what} failed transiently; retrying");
@@ -84,15 +84,16 @@ mod tests {
 
     #[test]
     fn delays_double_with_jitter_and_run_out() {
+        let clock = crate::ports::SystemClock;
         let mut backoff = Backoff::new(Duration::from_millis(400), 3);
-        let delays: Vec<_> = std::iter::from_fn(|| backoff.next_delay()).collect();
+        let delays: Vec<_> = std::iter::from_fn(|| backoff.next_delay(&clock)).collect();
         assert_eq!(delays.len(), 3);
         for (delay, nominal) in delays.iter().zip([400, 800, 1600]) {
             let ms = delay.as_millis() as u64;
             assert!((nominal / 2..=nominal).contains(&ms), "{ms} for {nominal}");
         }
         backoff.reset(1);
-        assert!(backoff.next_delay().unwrap() <= Duration::from_millis(400));
-        assert_eq!(backoff.next_delay(), None);
+        assert!(backoff.next_delay(&clock).unwrap() <= Duration::from_millis(400));
+        assert_eq!(backoff.next_delay(&clock), None);
     }
 }

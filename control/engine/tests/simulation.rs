@@ -7,12 +7,15 @@
 //! takes effect; a transient error after it took effect (the answer was lost); a crash
 //! before or after it (the invocation is dropped at that await, as a Lambda killed there:
 //! no clean-up runs, its lock stays held until the lease ends); a permanent refusal of a
-//! start. Notifications of results are lost or delivered twice; time jumps expire leases
-//! and deadlines. The simulated worker follows the worker's protocol (claim the attempt if
-//! absent, run, report; retry what fails transiently), and counts what it executes.
+//! start. Notifications of results are lost, delivered twice, or delivered together with
+//! another (two orchestrator invocations at once, racing for the lock); a job with an
+//! idempotency key is submitted twice, one after the other or both at once, as a caller
+//! whose answer was lost does. Time jumps expire leases and deadlines. The simulated worker
+//! follows the worker's protocol (claim the attempt if absent, run, report if no result is
+//! there yet; retry what fails transiently), and counts what it executes.
 //!
 //! A failure prints the seed; `SLUICE_SIM_SEED=<seed>` replays that job alone, and
-//! `SLUICE_SIM_JOBS=<n>` runs more jobs.
+//! `SLUICE_SIM_JOBS=<n>` runs more jobs (from that seed on, when both are given).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -64,7 +67,14 @@ struct Counts {
     refused_starts: u64,
     lost_notifications: u64,
     duplicated_notifications: u64,
+    concurrent_deliveries: u64,
+    duplicate_submissions: u64,
     kicks: u64,
+}
+
+tokio::task_local! {
+    /// The invocation a crash ends (see [`World::invoke`]).
+    static INVOCATION: Arc<tokio::sync::Notify>;
 }
 
 #[derive(Debug)]
@@ -74,7 +84,6 @@ struct World {
     /// Per-call probabilities: transient error, crash, permanent refusal of a start.
     rates: (f64, f64, f64),
     armed: AtomicBool,
-    crashed: tokio::sync::Notify,
     notifications: Mutex<VecDeque<String>>,
     starts: Mutex<Vec<DispatchPayload>>,
     watches: Mutex<Vec<(WatchdogInput, u64)>>,
@@ -103,7 +112,6 @@ impl World {
             rng: Mutex::new(rng),
             rates,
             armed: AtomicBool::new(false),
-            crashed: tokio::sync::Notify::new(),
             notifications: Mutex::default(),
             starts: Mutex::default(),
             watches: Mutex::default(),
@@ -166,9 +174,10 @@ impl World {
         fault
     }
 
-    /// The invocation dies here: the runner drops it at this await.
+    /// The invocation dies here: its runner drops it at this await (others running at the
+    /// same time go on).
     async fn crash<T>(&self) -> T {
-        self.crashed.notify_one();
+        INVOCATION.with(|crashed| crashed.notify_one());
         std::future::pending().await
     }
 
@@ -199,11 +208,15 @@ impl World {
 
     /// Runs one invocation to its end, or until a fault crashes it.
     async fn invoke<T>(&self, invocation: impl Future<Output = T>) -> Option<T> {
-        tokio::select! {
-            biased;
-            _ = self.crashed.notified() => None,
-            done = invocation => Some(done),
-        }
+        let crashed = Arc::new(tokio::sync::Notify::new());
+        let run = async {
+            tokio::select! {
+                biased;
+                _ = crashed.notified() => None,
+                done = invocation => Some(done),
+            }
+        };
+        INVOCATION.scope(Arc::clone(&crashed), run).await
     }
 }
 
@@ -218,6 +231,10 @@ impl Clock for SimClock {
 
     async fn sleep(&self, duration: Duration) {
         self.0.advance(duration.as_millis() as u64);
+    }
+
+    fn jitter(&self) -> f64 {
+        self.0.rng.lock().unwrap().f64()
     }
 }
 
@@ -524,6 +541,7 @@ fn random_plan(world: &World) -> Plan {
         job: JobSpec {
             orders,
             job_timeout: Some(job_timeout),
+            idempotency_key: world.chance(0.25).then(|| "sim-submission".to_owned()),
             ..JobSpec::default()
         },
         behaviours,
@@ -599,8 +617,9 @@ impl Sim {
         }
     }
 
-    fn run_id(&self) -> Option<RunId> {
-        self.world.runs.lock().unwrap().first().cloned()
+    /// Every run an init started (a submission made twice may start two).
+    fn runs(&self) -> Vec<RunId> {
+        self.world.runs.lock().unwrap().clone()
     }
 
     /// Finalized, or never queued (init failed; the watch, once idle, has cleaned up).
@@ -610,51 +629,73 @@ impl Sim {
             || self.tables.run_orders(run_id).await.unwrap().is_empty()
     }
 
-    /// Plays the job to its end; returns how many actions it took.
-    async fn play(&self) -> Result<usize, String> {
+    /// Plays the job to its end; returns how many actions it took and the runs the
+    /// submissions were answered with.
+    async fn play(&self) -> Result<(usize, Vec<RunId>), String> {
         self.world.armed.store(true, Ordering::SeqCst);
         let options = ValidateOptions::local("sim");
-        let init = self
-            .engine
-            .init_job(&self.plan.job, &options, Path::new("."));
-        let init_ok = matches!(self.world.invoke(init).await, Some(Ok(_)));
+        let submit = || {
+            let init = self
+                .engine
+                .init_job(&self.plan.job, &options, Path::new("."));
+            self.world.invoke(init)
+        };
+        // A job with an idempotency key is sent again (its caller lost the answer), after
+        // the first submission or while it is still at work.
+        let submissions = match self.plan.job.idempotency_key {
+            None => vec![submit().await],
+            Some(_) => {
+                self.world.counts.lock().unwrap().duplicate_submissions += 1;
+                if self.world.chance(0.5) {
+                    let (first, second) = tokio::join!(submit(), submit());
+                    vec![first, second]
+                } else {
+                    let first = submit().await;
+                    vec![first, submit().await]
+                }
+            }
+        };
+        let answers: Vec<RunId> = submissions
+            .into_iter()
+            .filter_map(|answer| Some(answer?.ok()?.run_id))
+            .collect();
         for action in 0..MAX_ACTIONS {
-            let run_over = match self.run_id() {
-                Some(run) => self.finished(&run).await,
-                None => true,
-            };
+            let mut run_over = true;
+            for run in self.runs() {
+                run_over &= self.finished(&run).await;
+            }
             let idle = self.world.notifications.lock().unwrap().is_empty()
                 && self.world.starts.lock().unwrap().is_empty()
                 && self.world.watches.lock().unwrap().is_empty();
             if run_over && idle {
                 self.world.armed.store(false, Ordering::SeqCst);
-                return Ok(action);
+                return Ok((action, answers));
             }
             self.step().await;
         }
+        let mut described = Vec::new();
+        for run in self.runs() {
+            described.push(self.describe(&run).await);
+        }
         Err(format!(
-            "not finished after {MAX_ACTIONS} actions (init {}): {}",
-            if init_ok { "succeeded" } else { "failed" },
-            self.describe().await
+            "not finished after {MAX_ACTIONS} actions (submissions answered {answers:?}): {}",
+            described.join("; ")
         ))
     }
 
-    /// What the run looks like, for a failure's message.
-    async fn describe(&self) -> String {
-        let Some(run_id) = self.run_id() else {
-            return "no run".to_owned();
-        };
-        let rows = self.tables.run_orders(&run_id).await.unwrap();
+    /// What a run looks like, for a failure's message.
+    async fn describe(&self, run_id: &RunId) -> String {
+        let rows = self.tables.run_orders(run_id).await.unwrap();
         let statuses: Vec<String> = rows
             .iter()
             .map(|r| format!("{} {} {:?}", r.order_num, r.status, r.reason))
             .collect();
-        let lock = self.tables.lock_state(&run_id).await.unwrap();
+        let lock = self.tables.lock_state(run_id).await.unwrap();
         let watches: Vec<String> = (self.world.watches.lock().unwrap().iter())
             .map(|(w, at)| format!("{}:{} at {}", w.order_num, w.attempt, at))
             .collect();
         format!(
-            "orders [{}], lock {lock:?}, watches [{}], now {}, {} notifications, {} starts",
+            "run {run_id}: orders [{}], lock {lock:?}, watches [{}], now {}, {} notifications, {} starts",
             statuses.join(", "),
             watches.join(", "),
             self.world.now(),
@@ -665,11 +706,17 @@ impl Sim {
 
     /// One action, chosen at random among those possible.
     async fn step(&self) {
-        let notified = !self.world.notifications.lock().unwrap().is_empty();
+        let notified = self.world.notifications.lock().unwrap().len();
         let started = !self.world.starts.lock().unwrap().is_empty();
-        match self.world.below(3) {
-            0 if notified => self.deliver().await,
+        match self.world.below(4) {
+            0 if notified > 0 => self.deliver().await,
             1 if started => self.run_worker().await,
+            2 if notified > 1 => {
+                // Two invocations at once, as Lambda runs them: one takes the lock, the
+                // other marks it dirty (or finds it free again).
+                self.world.counts.lock().unwrap().concurrent_deliveries += 1;
+                tokio::join!(self.deliver(), self.deliver());
+            }
             _ => self.tick().await,
         }
     }
@@ -758,14 +805,16 @@ impl Sim {
         }
         let key = keys::result(&payload.run_id, payload.order_num, &payload.attempt);
         for _ in 0..WORKER_TRIES {
-            if store
-                .put(&key, serde_json::to_vec(&doc).unwrap())
+            // If absent: a result already there (the watchdog's time-out, or this worker's
+            // own write whose answer was lost) stands, and counts as reported.
+            match store
+                .put_if_absent(&key, serde_json::to_vec(&doc).unwrap())
                 .await
-                .is_ok()
             {
-                return true;
+                Ok(()) => return true,
+                Err(e) if e.is_condition_failed() => return true,
+                Err(_) => self.world.advance(1000),
             }
-            self.world.advance(1000);
         }
         false
     }
@@ -829,56 +878,80 @@ impl Sim {
         }
     }
 
-    /// The invariants, read with faults off.
-    async fn check(&self) -> Result<(), String> {
-        let Some(run_id) = self.run_id() else {
-            return Ok(()); // init failed before its watch: nothing exists
-        };
-        let rows = self.tables.run_orders(&run_id).await.unwrap();
-        let key_files = std::fs::read_dir(&self.keys_dir)
-            .map(|d| d.count())
-            .unwrap_or(0);
-        if rows.is_empty() {
-            // init failed after its watch started: the watch cleaned up and ended the run.
-            let done = self.done.list("").await.unwrap();
-            if key_files != 0 || done != vec![keys::done(&run_id)] {
-                return Err(format!(
-                    "a run with no rows left {key_files} key entries, done {done:?}"
-                ));
-            }
-            let doc = parse_done(&self.done.get(&done[0]).await.unwrap()).unwrap();
-            return match doc.reason.as_deref() {
-                Some(INIT_FAILED) => Ok(()),
-                other => Err(format!("a run with no rows ended with reason {other:?}")),
-            };
+    /// The invariants, read with faults off. `answers`: the runs the submissions were
+    /// answered with.
+    async fn check(&self, answers: &[RunId]) -> Result<(), String> {
+        if answers.windows(2).any(|pair| pair[0] != pair[1]) {
+            return Err(format!(
+                "one submission answered with two runs: {answers:?}"
+            ));
         }
-        let done_keys = self.done.list("").await.unwrap();
-        if done_keys != vec![keys::done(&run_id)] {
-            return Err(format!("done bucket holds {done_keys:?}"));
+        let runs = self.runs();
+        // Every run an init started (none when init failed before its watch) ends with one
+        // done document, and no key is left.
+        let mut expected: Vec<String> = runs.iter().map(keys::done).collect();
+        expected.sort();
+        let mut done_keys = self.done.list("").await.unwrap();
+        done_keys.sort();
+        if done_keys != expected {
+            return Err(format!("done bucket holds {done_keys:?} for runs {runs:?}"));
         }
-        let doc = parse_done(&self.done.get(&keys::done(&run_id)).await.unwrap())
-            .map_err(|e| format!("done document: {e}"))?;
-        if key_files != 0 {
-            return Err(format!("{key_files} key entries left after finalize"));
+        let key_files: Vec<String> = std::fs::read_dir(&self.keys_dir)
+            .map(|entries| {
+                (entries.flatten())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !key_files.is_empty() {
+            return Err(format!(
+                "keys {key_files:?} left after the runs {runs:?} ended (answered {answers:?})"
+            ));
         }
         for ((num, attempt), times) in self.world.executed.lock().unwrap().iter() {
             if *times != 1 {
                 return Err(format!("order {num} attempt {attempt} ran {times} times"));
             }
         }
-        for (row, listed) in rows.iter().zip(&doc.orders) {
-            if !row.status.is_terminal() {
-                return Err(format!("order {} left {}", row.order_num, row.status));
+        let mut with_rows = Vec::new();
+        for run_id in &runs {
+            let rows = self.tables.run_orders(run_id).await.unwrap();
+            let doc = parse_done(&self.done.get(&keys::done(run_id)).await.unwrap())
+                .map_err(|e| format!("done document of {run_id}: {e}"))?;
+            if rows.is_empty() {
+                // An init that failed (or lost the race for its idempotency key) after its
+                // watch started: the watch cleaned up and ended the run.
+                if doc.reason.as_deref() != Some(INIT_FAILED) {
+                    return Err(format!(
+                        "run {run_id} has no rows but ended with reason {:?}",
+                        doc.reason
+                    ));
+                }
+                continue;
             }
-            if (row.status, &row.reason, row.exit_code)
-                != (listed.status, &listed.reason, listed.exit_code)
-            {
+            with_rows.push(run_id.clone());
+            if !answers.is_empty() && !answers.contains(run_id) {
                 return Err(format!(
-                    "order {}: row {:?}/{:?} but done document {:?}/{:?}",
-                    row.order_num, row.status, row.reason, listed.status, listed.reason
+                    "run {run_id} was queued, but the submissions were answered with {answers:?}"
                 ));
             }
-            self.check_status(row, &rows)?;
+            for (row, listed) in rows.iter().zip(&doc.orders) {
+                if !row.status.is_terminal() {
+                    return Err(format!("order {} left {}", row.order_num, row.status));
+                }
+                if (row.status, &row.reason, row.exit_code)
+                    != (listed.status, &listed.reason, listed.exit_code)
+                {
+                    return Err(format!(
+                        "order {}: row {:?}/{:?} but done document {:?}/{:?}",
+                        row.order_num, row.status, row.reason, listed.status, listed.reason
+                    ));
+                }
+                self.check_status(row, &rows)?;
+            }
+        }
+        if with_rows.len() > 1 {
+            return Err(format!("one job queued as several runs: {with_rows:?}"));
         }
         Ok(())
     }
@@ -1001,8 +1074,8 @@ fn simulate(seed: u64) -> Result<(usize, Counts), String> {
         .unwrap();
     runtime.block_on(async {
         let sim = Sim::new(seed);
-        let actions = sim.play().await?;
-        sim.check().await?;
+        let (actions, answers) = sim.play().await?;
+        sim.check(&answers).await?;
         let counts = std::mem::take(&mut *sim.world.counts.lock().unwrap());
         Ok((actions, counts))
     })
@@ -1012,11 +1085,7 @@ fn simulate(seed: u64) -> Result<(usize, Counts), String> {
 fn every_run_finishes_exactly_once_under_injected_faults() {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let first = env("SLUICE_SIM_SEED");
-    let jobs = if first.is_some() {
-        1
-    } else {
-        env("SLUICE_SIM_JOBS").unwrap_or(DEFAULT_JOBS)
-    };
+    let jobs = env("SLUICE_SIM_JOBS").unwrap_or(if first.is_some() { 1 } else { DEFAULT_JOBS });
     let base = first.unwrap_or_else(|| fastrand::u64(..) >> 16);
     println!("simulation: {jobs} jobs from seed {base} (SLUICE_SIM_SEED=<seed> replays one)");
     let mut totals = Counts::default();
@@ -1031,20 +1100,25 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
                 totals.refused_starts += counts.refused_starts;
                 totals.lost_notifications += counts.lost_notifications;
                 totals.duplicated_notifications += counts.duplicated_notifications;
+                totals.concurrent_deliveries += counts.concurrent_deliveries;
+                totals.duplicate_submissions += counts.duplicate_submissions;
                 totals.kicks += counts.kicks;
             }
             Err(failure) => panic!("seed {seed}: {failure}\nreplay: SLUICE_SIM_SEED={seed}"),
         }
     }
     println!(
-        "simulation: {jobs} runs completed, {actions} actions; port calls {}, transient faults {}, \
-         crashes {}, refused starts {}, lost notifications {}, duplicated {}, watch kicks {}",
+        "simulation: {jobs} jobs completed, {actions} actions; port calls {}, transient faults {}, \
+         crashes {}, refused starts {}, lost notifications {}, duplicated {}, delivered two at \
+         once {}, jobs submitted twice {}, watch kicks {}",
         totals.calls,
         totals.transient,
         totals.crashes,
         totals.refused_starts,
         totals.lost_notifications,
         totals.duplicated_notifications,
+        totals.concurrent_deliveries,
+        totals.duplicate_submissions,
         totals.kicks
     );
 }

@@ -190,7 +190,7 @@ impl Engine {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => backoff.reset(PASS_RETRIES),
                 Err(error) if error.kind() == ErrorKind::Transient => {
-                    let Some(delay) = backoff.next_delay() else {
+                    let Some(delay) = backoff.next_delay(self.ports.clock.as_ref()) else {
                         return Err(error);
                     };
                     tracing::warn!(%error, ?delay, "transient failure in an orchestrator pass; retrying");
