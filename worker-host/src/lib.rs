@@ -38,4 +38,4 @@ pub mod store_io;
 pub mod wasm;
 
 pub use io::{IoError, WorkerIo};
-pub use run::{WorkerConfig, WorkerError, WorkerReport, run_order};
+pub use run::{WorkerConfig, WorkerReport, run_order};

@@ -9,8 +9,8 @@
 //! report window (30 s) after the attempt started, which ends before the watchdog's (the
 //! order's timeout plus its slack, 40 s or more, after the claim). So an outage that ends
 //! in time costs nothing, and one that does not ends as the watchdog's time-out, not as a
-//! result lost while the watchdog still waits. Only a 2xx answer is success (the
-//! [`WorkerIo`] says so). When the attempts and the time are spent the failure is logged
+//! result lost while the watchdog still waits. Only a delivered result is success (the
+//! [`WorkerIo`] says so: a 2xx answer, or one saying the attempt already has a result). When the attempts and the time are spent the failure is logged
 //! with the order's ids and returned.
 
 use std::time::Duration;

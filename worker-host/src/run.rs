@@ -1,12 +1,13 @@
-//! The worker pipeline for one order attempt: bundle → env → claim → run → log → callback.
+//! The worker pipeline for one order attempt: bundle → claim → key and env → run → log →
+//! callback. The claim comes before anything that can fail for this worker alone (a
+//! throttled key fetch), so only the attempt's holder reports: a duplicate worker of the
+//! same attempt stays silent, and never decides an attempt another runs.
 //!
 //! The order's secrets (the variables named in the bundle's `secrets.src`) are masked in
 //! everything the result carries or the worker stores: its log, events and reason.
 //!
 //! Every failure becomes a `failed` result with a reason, so the user sees why: the callback
 //! URL comes with the dispatch, so even a bundle that cannot be fetched or read is reported.
-//! Only without such a URL (and without a readable manifest holding one) is the failure
-//! returned as an error, and the watchdog times the order out.
 //! An attempt already claimed by another worker is not run and not reported.
 
 use std::collections::BTreeMap;
@@ -93,8 +94,7 @@ pub enum WorkerReport {
 
 /// Why a bundle could not be opened (the attempt is reported failed with this reason).
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WorkerError {
+enum BundleError {
     /// Fetching the bundle failed.
     #[error("run {run_id} order {order_num}: {cause}")]
     Fetch {
@@ -150,8 +150,13 @@ async fn run_attempt(
     let patience = started + config.callback.report_window;
     let opened = match open_bundle(payload, io, config, patience).await {
         Ok(opened) => opened,
-        // The callback URL comes with the dispatch: even an unusable bundle is reported.
+        // The callback URL comes with the dispatch: even an unusable bundle is reported —
+        // by the attempt's holder only: a duplicate worker's failure (a throttled fetch)
+        // must not decide an attempt another worker runs.
         Err(error) => {
+            if claim_attempt(payload, io, config, patience).await == Ok(false) {
+                return WorkerReport::AlreadyClaimed;
+            }
             tracing::error!(%error, "the bundle is unusable; reporting the order failed");
             let failed = failed_result(error.to_string());
             let sending = Sending {
@@ -235,8 +240,8 @@ async fn open_bundle(
     io: &dyn WorkerIo,
     config: &WorkerConfig,
     patience: tokio::time::Instant,
-) -> Result<OpenedBundle, WorkerError> {
-    let bundle_error = |message: String| WorkerError::Bundle {
+) -> Result<OpenedBundle, BundleError> {
+    let bundle_error = |message: String| BundleError::Bundle {
         run_id: payload.run_id.to_string(),
         order_num: payload.order_num.to_string(),
         message,
@@ -250,7 +255,7 @@ async fn open_bundle(
         io.fetch_bundle(&payload.internal_bucket, &payload.s3_location)
     })
     .await
-    .map_err(|cause| WorkerError::Fetch {
+    .map_err(|cause| BundleError::Fetch {
         run_id: payload.run_id.to_string(),
         order_num: payload.order_num.to_string(),
         cause,
@@ -288,8 +293,28 @@ async fn open_bundle(
     })
 }
 
-/// Decrypts, claims and runs; `Ok(None)` when the attempt was claimed by someone else,
-/// `Err(reason)` for a failure the result should explain.
+/// Claims the attempt (retried while transient, until `patience`): `Ok(true)` when this
+/// worker holds it, `Ok(false)` when another worker does.
+async fn claim_attempt(
+    payload: &DispatchPayload,
+    io: &dyn WorkerIo,
+    config: &WorkerConfig,
+    patience: tokio::time::Instant,
+) -> Result<bool, String> {
+    let claim = Claim {
+        attempt: payload.attempt.clone(),
+        claimed_at_ms: now_ms(),
+        worker: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    retry::while_transient(config.callback, patience, || {
+        io.claim(&payload.run_id, payload.order_num, &claim)
+    })
+    .await
+    .map_err(|e| format!("claiming the attempt: {e}"))
+}
+
+/// Claims, decrypts and runs; `Ok(None)` when the attempt was claimed by someone else (or
+/// the run is being stopped), `Err(reason)` for a failure the result should explain.
 async fn prepare_and_run(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
@@ -298,6 +323,15 @@ async fn prepare_and_run(
     patience: tokio::time::Instant,
 ) -> Result<Option<ResultDoc>, String> {
     let (manifest, work) = (&opened.manifest, opened.work.path());
+    if config.stop.is_cancelled() {
+        // The run is being stopped: nothing more starts.
+        return Ok(None);
+    }
+    // Claimed first: whatever fails from here is reported by the attempt's holder only.
+    if !claim_attempt(payload, io, config, patience).await? {
+        tracing::warn!("attempt already claimed by another worker: not running it again");
+        return Ok(None);
+    }
     let key = retry::while_transient(config.callback, patience, || {
         io.fetch_key(&payload.key_path)
     })
@@ -313,25 +347,6 @@ async fn prepare_and_run(
         (opened.secret_names.contains(name) || is_secret_name(name))
             .then_some((name.as_str(), value.as_str()))
     })));
-
-    if config.stop.is_cancelled() {
-        // The run is being stopped: nothing more starts.
-        return Ok(None);
-    }
-    let claim = Claim {
-        attempt: payload.attempt.clone(),
-        claimed_at_ms: now_ms(),
-        worker: uuid::Uuid::new_v4().simple().to_string(),
-    };
-    let claimed = retry::while_transient(config.callback, patience, || {
-        io.claim(&payload.run_id, payload.order_num, &claim)
-    })
-    .await
-    .map_err(|e| format!("claiming the attempt: {e}"))?;
-    if !claimed {
-        tracing::warn!("attempt already claimed by another worker: not running it again");
-        return Ok(None);
-    }
 
     let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
     let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes)

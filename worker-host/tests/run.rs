@@ -211,7 +211,10 @@ async fn an_env_that_cannot_be_decrypted_is_reported_as_failed() {
     assert_eq!(url, "memory://attempt-url");
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("cannot be decrypted"));
-    assert!(io.claims.lock().unwrap().is_empty(), "nothing was claimed");
+    assert!(
+        io.claims.lock().unwrap().contains("attempt-1"),
+        "reported by the attempt's holder"
+    );
 }
 
 #[tokio::test]
@@ -229,9 +232,27 @@ async fn a_bundle_for_another_order_is_refused_and_reported() {
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("not the one dispatched"));
     assert!(
-        io.claims.lock().unwrap().is_empty(),
-        "nothing was claimed or run"
+        io.claims.lock().unwrap().contains("attempt-1"),
+        "reported by the attempt's holder"
     );
+    assert!(io.logs.lock().unwrap().is_empty(), "nothing ran");
+}
+
+/// A duplicate worker of an attempt another worker holds (a retried dispatch) stays silent
+/// when its own steps fail: before, its failure (here an unreadable bundle; as well a
+/// throttled key fetch) was reported and, being the first result, decided the attempt the
+/// holder was running.
+#[tokio::test]
+async fn a_duplicate_worker_that_fails_stays_silent() {
+    let io = MemoryIo {
+        bundle: b"not a zip".to_vec(),
+        key: String::new(),
+        ..MemoryIo::default()
+    };
+    io.claims.lock().unwrap().insert("attempt-1".into());
+    let report = run_order(&payload(&RunId::generate()), &io, &config()).await;
+    assert_eq!(report, WorkerReport::AlreadyClaimed);
+    assert!(io.results.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
