@@ -37,7 +37,7 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_provider: Option<String>,
     /// Accepted and ignored: callback URLs were minted at init and lived this long; they are
-    /// now minted per attempt at dispatch, living the order's timeout plus 5 minutes.
+    /// now minted per attempt at dispatch, living until the job's deadline plus 5 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presign_expiry: Option<u64>,
     /// Seconds after which the whole job is timed out (default 3600).

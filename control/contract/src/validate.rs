@@ -24,7 +24,8 @@ use crate::paths::is_inside;
 pub const DEFAULT_FLOW_LABEL: &str = "exec";
 /// Default `job_timeout`, seconds.
 pub const DEFAULT_JOB_TIMEOUT: u64 = 3600;
-/// How long an attempt's callback URL outlives the order's timeout, seconds.
+/// How long an attempt's callback URL outlives the job's deadline (or the order's timeout),
+/// seconds.
 pub const PRESIGN_MARGIN: u64 = 300;
 /// Longest life of a presigned URL: SigV4 presigned URLs live at most 7 days.
 pub const MAX_PRESIGN_EXPIRY: u64 = 7 * 24 * 3600;

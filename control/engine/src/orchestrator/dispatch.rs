@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::result::DEPENDENCY_FAILED;
-use sluice_contract::validate::PRESIGN_MARGIN;
+use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
 use sluice_contract::{OrderStatus, keys};
 
 use super::Moved;
@@ -168,8 +168,16 @@ impl Engine {
 
         // Every dispatch mints the callback URL of its attempt's own result key: a worker
         // that cannot even read its bundle can still report through it, and a worker of an
-        // earlier attempt cannot overwrite this attempt's result.
-        let expiry = Duration::from_secs(order.timeout + PRESIGN_MARGIN);
+        // earlier attempt cannot overwrite this attempt's result. It lives as long as the
+        // attempt may report — until the job's deadline (a worker may wait in a queue before
+        // its timeout starts) — and a margin, within what a presigned URL can live.
+        let until_deadline = order.job_deadline_ms.saturating_sub(now) / 1000;
+        let expiry = Duration::from_secs(
+            until_deadline
+                .max(order.timeout)
+                .saturating_add(PRESIGN_MARGIN)
+                .min(MAX_PRESIGN_EXPIRY),
+        );
         let callback_key = keys::result(&order.run_id, order.order_num, &attempt);
         let callback_url = self
             .ports
