@@ -34,7 +34,7 @@ import os
 import sys
 import threading
 import zipfile
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import boto3
 from moto import settings
@@ -62,12 +62,14 @@ def dynamodb_checks(action, body):
                 for item in body["TransactItems"] for kind in item]
     if action == "TransactGetItems":
         return [("GetItem", table(item["Get"]["TableName"])) for item in body["TransactItems"]]
-    if action == "BatchWriteItem":
-        return [("PutItem" if "PutRequest" in request else "DeleteItem", table(name))
-                for name, requests in body["RequestItems"].items() for request in requests]
-    if action == "BatchGetItem":
-        return [("GetItem", table(name)) for name in body["RequestItems"]]
-    return [(action, table(body["TableName"]) if "TableName" in body else "*")]
+    if action in ("BatchWriteItem", "BatchGetItem"):
+        return [(action, table(name)) for name in body["RequestItems"]]
+    if "TableName" not in body:
+        return [(action, "*")]
+    resource = table(body["TableName"])
+    if "IndexName" in body:
+        resource += f"/index/{body['IndexName']}"
+    return [(action, resource)]
 
 
 def ssm_checks(action, body):
@@ -103,10 +105,14 @@ def secretsmanager_checks(action, body):
 
 def lambda_checks(action, handler):
     names = {"Invoke": "InvokeFunction"}
-    # /2015-03-31/functions/NAME/...: the function named; /2015-03-31/functions: none.
-    parts = handler.path.split("?")[0].strip("/").split("/")
-    named = len(parts) > 2 and parts[1] == "functions"
-    resource = arn("lambda", f"function:{parts[2].split(':')[-1]}") if named else "*"
+    # /2015-03-31/functions/NAME/...: the function named (a name, NAME:QUALIFIER, or an
+    # ARN); /2015-03-31/functions: none.
+    parts = unquote(handler.path.split("?")[0]).strip("/").split("/")
+    if len(parts) > 2 and parts[1] == "functions":
+        name = parts[2].split("function:")[-1].split(":")[0]
+        resource = arn("lambda", f"function:{name}")
+    else:
+        resource = "*"
     return [(names.get(action, action), resource)]
 
 

@@ -42,17 +42,16 @@ where
     }
 }
 
-/// Whether the service refused the caller's credentials: a 403 (S3 answers a role that may
-/// not list the bucket 403 for a missing key, too) or an access-denied code.
+/// Whether the service refused the caller's permissions: an access-denied code, or a 403
+/// without a code (S3's answer to HEAD; and to a missing key when the caller may not list
+/// the bucket). A 403 for a bad signature, an unknown key or a skewed clock has its own code
+/// and is not this: it is the deployment's fault, not a job's.
 fn is_denied<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     match error {
-        SdkError::ServiceError(service) => {
-            service.raw().status().as_u16() == 403
-                || matches!(
-                    service.err().code(),
-                    Some("AccessDenied" | "AccessDeniedException")
-                )
-        }
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(code) => matches!(code, "AccessDenied" | "AccessDeniedException"),
+            None => service.raw().status().as_u16() == 403,
+        },
         _ => false,
     }
 }

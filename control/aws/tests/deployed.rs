@@ -6,10 +6,8 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use sluice_contract::result::DoneDoc;
-use sluice_contract::{JobStatus, OrderNum, OrderStatus};
+use sluice_contract::{JobStatus, OrderStatus};
 use support::cloud::{Worker, deployed};
 use support::unique;
 
@@ -38,28 +36,10 @@ async fn a_diamond_with_credentials_runs_with_each_functions_own_role() {
     // Credentials where the template lets jobs name them.
     let parameter = format!("/sluice-credentials/{}", unique("db"));
     cloud
-        .clients
-        .ssm
-        .put_parameter()
-        .name(&parameter)
-        .value(base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            r#"{"DB_PASSWORD":"pw-from-ssm"}"#,
-        ))
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+        .put_parameter(&parameter, r#"{"DB_PASSWORD":"pw-from-ssm"}"#)
+        .await;
     let secret = format!("sluice/{}/api-token", unique("run"));
-    cloud
-        .clients
-        .secrets_manager
-        .create_secret()
-        .name(&secret)
-        .secret_string("tok-from-secrets-manager")
-        .send()
-        .await
-        .unwrap();
+    cloud.put_secret(&secret, "tok-from-secrets-manager").await;
     let mut build = order(
         "build",
         r#"test "$DB_PASSWORD:$API_TOKEN" = "pw-from-ssm:tok-from-secrets-manager" && echo built"#,
@@ -117,25 +97,7 @@ async fn the_watch_starts_a_lost_run_and_times_out_a_silent_worker() {
     // The init trigger's notification never reaches the orchestrator: the run's watch,
     // checked with watchdog-check's role, kicks the pass that starts it.
     assert!(cloud.lose_notifications().await >= 1);
-    let watch = cloud
-        .watchdog_executions()
-        .await
-        .into_iter()
-        .find(|w| w.run_id == run_id && w.order_num == OrderNum::INIT)
-        .expect("init-job started the run's watch");
-    let watchdog = cloud.engine_as(&cloud.roles.watchdog_check);
-    let engine = cloud.engine();
-    let mut input = serde_json::to_value(&watch).unwrap();
-    let started = Instant::now();
-    let queued = || async { engine.ports.orders.run_orders(&run_id).await.unwrap()[0].status };
-    while queued().await == OrderStatus::Queued {
-        let output = sluice_aws::handlers::watchdog::handle(&watchdog, &input)
-            .await
-            .unwrap();
-        assert!(started.elapsed() < Duration::from_secs(30), "{output}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        input = output;
-    }
+    let input = cloud.watch_until_started(&run_id).await;
     // The silent order's own watchdog times it out, with the same role.
     let done = cloud
         .pump(&run_id, |name| {
@@ -149,6 +111,7 @@ async fn the_watch_starts_a_lost_run_and_times_out_a_silent_worker() {
     assert_eq!(done.status, JobStatus::TimedOut);
     assert_eq!(status_of(&done, "silent"), OrderStatus::TimedOut);
     assert_eq!(status_of(&done, "fine"), OrderStatus::Succeeded);
+    let watchdog = cloud.engine_as(&cloud.roles.watchdog_check);
     let output = sluice_aws::handlers::watchdog::handle(&watchdog, &input)
         .await
         .unwrap();
@@ -176,21 +139,13 @@ async fn what_the_deployment_may_not_read_is_refused_as_the_jobs_fault() {
         cloud.refused(&job(vec![zipped]).to_string()).await,
         format!(
             "order 0001 (zipped): packaging its code failed: s3_location: this deployment may \
-             not read s3://{bucket}/code.zip (access denied)"
+             not read s3://{bucket}/code.zip (access denied; S3 says so for a missing object \
+             too when its bucket may not be listed)"
         )
     );
     // A credential outside the CredentialsParameterPath.
     let elsewhere = format!("/{}/db", unique("elsewhere"));
-    cloud
-        .clients
-        .ssm
-        .put_parameter()
-        .name(&elsewhere)
-        .value("e30=")
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    cloud.put_parameter(&elsewhere, "{}").await;
     let mut reaching = order("reaching", "true", &[]);
     reaching["ssm_paths"] = serde_json::json!([format!("aws:::ssm:{elsewhere}")]);
     assert_eq!(
@@ -200,4 +155,76 @@ async fn what_the_deployment_may_not_read_is_refused_as_the_jobs_fault() {
              aws:::ssm:{elsewhere} (access denied)"
         )
     );
+}
+
+/// Whether AWS (moto, enforcing) refused the call: 403.
+fn refused<T, E>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> bool {
+    match result {
+        Ok(_) => false,
+        Err(error) => error.raw_response().map(|r| r.status().as_u16()) == Some(403),
+    }
+}
+
+/// The canaries: for each service the enforcing moto checks, a role calling what its
+/// policy does not grant is refused, so the tests above prove the template and not a moto
+/// that lets everything through.
+#[tokio::test]
+async fn each_role_is_refused_what_its_policy_does_not_grant() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let cloud = deployed().await;
+    let (worker, init) = (&cloud.roles.worker, &cloud.roles.init_job);
+    let settings = &cloud.settings;
+    let key = |name: &str, value: &str| (name.to_owned(), AttributeValue::S(value.to_owned()));
+    // DynamoDB: the worker writes no table; init-job takes no lock.
+    let get = worker
+        .dynamodb
+        .get_item()
+        .table_name(&settings.orders_table)
+        .set_key(Some([key("run_id", "r"), key("order_num", "0001")].into()))
+        .send()
+        .await;
+    assert!(refused(get), "worker GetItem orders");
+    let put = init
+        .dynamodb
+        .put_item()
+        .table_name(&settings.locks_table)
+        .set_item(Some([key("run_id", "r")].into()))
+        .send()
+        .await;
+    assert!(refused(put), "init-job PutItem locks");
+    // Step Functions and Lambda: the worker starts nothing.
+    let start = worker
+        .sfn
+        .start_execution()
+        .state_machine_arn(&settings.watchdog_state_machine)
+        .input("{}")
+        .send()
+        .await;
+    assert!(refused(start), "worker StartExecution");
+    let invoke = worker
+        .lambda
+        .invoke()
+        .function_name(&settings.worker_function)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+        .send()
+        .await;
+    assert!(refused(invoke), "worker Invoke");
+    // SSM and S3: the worker reads no credentials, no done document.
+    let credential = worker
+        .ssm
+        .get_parameter()
+        .name("/sluice-credentials/anything")
+        .send()
+        .await;
+    assert!(refused(credential), "worker GetParameter credentials");
+    let done = worker
+        .s3
+        .get_object()
+        .bucket(&settings.done_bucket)
+        .key("r/done")
+        .send()
+        .await;
+    assert!(refused(done), "worker GetObject done");
 }

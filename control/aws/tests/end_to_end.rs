@@ -219,28 +219,9 @@ async fn a_run_whose_first_notification_is_lost_is_started_by_its_watch() {
     let run_id = answer.run_id;
     // The init trigger's notification never reaches the orchestrator.
     assert!(cloud.lose_notifications().await >= 1);
-    let watch = cloud
-        .watchdog_executions()
-        .await
-        .into_iter()
-        .find(|w| w.run_id == run_id)
-        .expect("init-job started the run's watch");
-    assert_eq!(watch.order_num, sluice_contract::OrderNum::INIT);
-
     // The state machine's steps, through the real watchdog-check handler, until a kick
     // has run a pass.
-    let mut input = serde_json::to_value(&watch).unwrap();
-    let started = std::time::Instant::now();
-    let queued = || async { engine.ports.orders.run_orders(&run_id).await.unwrap()[0].status };
-    while queued().await == OrderStatus::Queued {
-        let output = sluice_aws::handlers::watchdog::handle(&engine, &input)
-            .await
-            .unwrap();
-        assert_eq!(output["done"], false, "the run is not finalized: {output}");
-        assert!(started.elapsed() < Duration::from_secs(30), "{output}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        input = output;
-    }
+    let input = cloud.watch_until_started(&run_id).await;
     let done = cloud.pump(&run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Succeeded);
     let output = sluice_aws::handlers::watchdog::handle(&engine, &input)
@@ -276,29 +257,9 @@ async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
     let cloud = cloud().await;
     let parameter = format!("/{}/db", unique("sluice-test"));
     let json = r#"{"DB_USER":"app","DB_PASSWORD":"pw-from-ssm"}"#;
-    cloud
-        .clients
-        .ssm
-        .put_parameter()
-        .name(&parameter)
-        .value(base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            json,
-        ))
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    cloud.put_parameter(&parameter, json).await;
     let token = format!("{}/api-token", unique("sluice-test"));
-    cloud
-        .clients
-        .secrets_manager
-        .create_secret()
-        .name(&token)
-        .secret_string("tok-from-secrets-manager")
-        .send()
-        .await
-        .unwrap();
+    cloud.put_secret(&token, "tok-from-secrets-manager").await;
     let mut uses = order(
         "uses",
         r#"test "$DB_USER:$DB_PASSWORD:$API_TOKEN:$MODE" = "app:pw-from-ssm:tok-from-secrets-manager:ci""#,

@@ -143,7 +143,10 @@ async fn download(
         Err(StoreError::Denied { .. }) => {
             return Err(bundle_error(
                 order,
-                format!("s3_location: this deployment may not read {location} (access denied)"),
+                format!(
+                    "s3_location: this deployment may not read {location} (access denied; S3 \
+                     says so for a missing object too when its bucket may not be listed)"
+                ),
             ));
         }
         Err(other) => return Err(other.into()),

@@ -160,9 +160,17 @@ mod tests {
             let key = location.to_string();
             self.asked.lock().unwrap().push(key.clone());
             match key.as_str() {
-                "aws:::ssm:/denied" => Err(StoreError::Backend {
+                "aws:::ssm:/denied" => Err(StoreError::Denied {
                     what: key,
                     message: "AccessDeniedException".to_owned(),
+                }),
+                "aws:::ssm:/broken" => Err(StoreError::Backend {
+                    what: key,
+                    message: "InternalError".to_owned(),
+                }),
+                "aws:::ssm:/throttled" => Err(StoreError::Unavailable {
+                    what: key,
+                    message: "ThrottlingException".to_owned(),
                 }),
                 _ => self
                     .values
@@ -226,7 +234,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_location_names_the_order_and_field_and_a_refusal_is_a_store_error() {
+    async fn a_missing_or_refused_location_is_the_jobs_fault_and_a_failure_the_stores() {
         let job_missing = job(r#"{"cmds":["true"],"timeout":5},
                {"cmds":["true"],"timeout":5,"order_name":"deploy","secret_manager_paths":["prod/gone"]}"#);
         let error = resolve(&job_missing, &source()).await.unwrap_err();
@@ -237,13 +245,29 @@ mod tests {
         );
         let job_denied = job(r#"{"cmds":["true"],"timeout":5,"ssm_paths":["/denied"]}"#);
         let error = resolve(&job_denied, &source()).await.unwrap_err();
-        assert!(!error.is_invalid_input());
-        assert!(
-            error
-                .to_string()
-                .contains("fetching aws:::ssm:/denied for order 0001 (order-1)"),
-            "{error}"
+        assert!(error.is_invalid_input());
+        assert_eq!(
+            error.to_string(),
+            "order 0001 (order-1), field `ssm_paths`: this deployment may not read aws:::ssm:/denied (access denied)"
         );
+        for (path, transient) in [("/broken", false), ("/throttled", true)] {
+            let job = job(&format!(
+                r#"{{"cmds":["true"],"timeout":5,"ssm_paths":["{path}"]}}"#
+            ));
+            let error = resolve(&job, &source()).await.unwrap_err();
+            assert!(!error.is_invalid_input(), "{error}");
+            assert_eq!(
+                error.kind() == crate::ErrorKind::Transient,
+                transient,
+                "{error}"
+            );
+            assert!(
+                error.to_string().contains(&format!(
+                    "fetching aws:::ssm:{path} for order 0001 (order-1)"
+                )),
+                "{error}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
 use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring, worker};
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::result::DoneDoc;
-use sluice_contract::{RunId, ValidateOptions, keys, parse_job};
+use sluice_contract::{OrderNum, OrderStatus, RunId, ValidateOptions, keys, parse_job};
 use sluice_engine::init_job::InitResponse;
 use sluice_engine::ports::WatchdogInput;
 use sluice_engine::{Engine, EngineError};
@@ -283,6 +283,60 @@ impl Cloud {
             .await;
         self.clients = tapped(&shared, &self.tap);
         self.roles = Roles::all(&self.clients);
+    }
+
+    /// Stores the credential `json` (base64, as jobs' `ssm_paths` hold them) as the
+    /// SecureString parameter `name`.
+    pub async fn put_parameter(&self, name: &str, json: &str) {
+        let value = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, json);
+        self.clients
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Stores `value` as the Secrets Manager secret `name`.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        self.clients
+            .secrets_manager
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Plays the state machine of `run_id`'s watch, through the real watchdog-check handler
+    /// with watchdog-check's role, until a kick has started the run (its first order left
+    /// `queued`); returns the input of the next step.
+    pub async fn watch_until_started(&self, run_id: &RunId) -> serde_json::Value {
+        let watch = self
+            .watchdog_executions()
+            .await
+            .into_iter()
+            .find(|w| w.run_id == *run_id && w.order_num == OrderNum::INIT)
+            .expect("init-job started the run's watch");
+        let watchdog = self.engine_as(&self.roles.watchdog_check);
+        let engine = self.engine();
+        let mut input = serde_json::to_value(&watch).unwrap();
+        let started = Instant::now();
+        let queued = || async { engine.ports.orders.run_orders(run_id).await.unwrap()[0].status };
+        while queued().await == OrderStatus::Queued {
+            let output = sluice_aws::handlers::watchdog::handle(&watchdog, &input)
+                .await
+                .unwrap();
+            assert_eq!(output["done"], false, "the run is not finalized: {output}");
+            assert!(started.elapsed() < Duration::from_secs(30), "{output}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            input = output;
+        }
+        input
     }
 
     /// The engine as the test sees the deployment (set-up and inspection).
