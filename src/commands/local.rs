@@ -139,27 +139,47 @@ pub fn start(
 }
 
 impl Session {
-    /// Runs `queueing` (init of a job) to its end. A stop signal meanwhile does not cut it
-    /// half-way (rows, keys and bundles would be left for `resume` to sort out): it is said
-    /// and kept, and [`follow`] stops the run as soon as it is queued. A second one exits
-    /// at once (the sentinel kills whatever the run started; `sluice resume` finishes it).
-    pub async fn shielded<T>(&self, queueing: impl std::future::Future<Output = T>) -> T {
-        tokio::pin!(queueing);
+    /// Runs `queueing` (init of `run_id`) to its end. A stop signal meanwhile does not cut
+    /// it half-way (rows, keys and bundles would be left half made): nothing is launched
+    /// from then on, and [`follow`] stops the run as soon as it is queued. A second signal
+    /// exits now: init is dropped (its temporary files, git credentials included, go with
+    /// it), the run's keys are deleted unless its rows were inserted (then `sluice resume`
+    /// finishes the run), and the sentinel kills whatever was started.
+    pub async fn shielded<T>(
+        &self,
+        run_id: &RunId,
+        queueing: impl std::future::Future<Output = T>,
+    ) -> T {
         let mut signals = self.signals.lock().await;
-        loop {
-            tokio::select! {
-                queued = &mut queueing => return queued,
-                signal = signals.next() => {
-                    let mut pending = self.pending.lock().expect("not poisoned");
-                    if pending.is_some() {
-                        eprintln!("sluice: {signal} again: exiting now");
-                        std::process::exit(stopped_exit_code(signal));
+        let again = {
+            tokio::pin!(queueing);
+            loop {
+                tokio::select! {
+                    queued = &mut queueing => return queued,
+                    signal = signals.next() => {
+                        let mut pending = self.pending.lock().expect("not poisoned");
+                        if pending.is_some() {
+                            break signal;
+                        }
+                        eprintln!("sluice: {signal}: the run stops as soon as it is queued (signal again to exit now)");
+                        *pending = Some(signal);
+                        self.runtime.stop_launching();
+                        self.stop.cancel();
                     }
-                    eprintln!("sluice: {signal}: the run stops as soon as it is queued (signal again to exit now)");
-                    *pending = Some(signal);
                 }
             }
+        };
+        eprintln!("sluice: {again} again: exiting now");
+        let ports = &self.runtime.engine().ports;
+        if ports
+            .orders
+            .run_orders(run_id)
+            .await
+            .is_ok_and(|rows| rows.is_empty())
+        {
+            let _ = ports.keys.delete_run_keys(run_id).await;
         }
+        std::process::exit(stopped_exit_code(again));
     }
 
     /// Resolves when the process is asked to stop (at once for a signal kept by

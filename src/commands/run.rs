@@ -42,7 +42,10 @@ async fn run_job(
     let _ownership = session.runtime.own(&run_id).map_err(Failure::internal)?;
     let options = ValidateOptions::local(&config.username);
     let init = session
-        .shielded(engine.init_job_as(run_id, &job, &options, &base_dir))
+        .shielded(
+            &run_id,
+            engine.init_job_as(run_id.clone(), &job, &options, &base_dir),
+        )
         .await;
     let response = match init {
         Ok(response) => response,
