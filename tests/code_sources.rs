@@ -93,7 +93,7 @@ fn a_code_folder_link_leaving_it_is_refused() {
 }
 
 #[test]
-fn a_stripped_copy_has_the_code_but_no_env_and_no_bundle_a_callback_url() {
+fn a_stripped_copy_has_the_code_but_no_env_and_neither_a_callback_url() {
     use std::io::Read;
     let sandbox = Sandbox::new();
     std::fs::create_dir_all(sandbox.path().join("app")).unwrap();

@@ -1,6 +1,7 @@
 //! [`HttpCallback`]: a worker's result PUT to its presigned callback URL over HTTPS (or
 //! plain HTTP for moto in tests), with the platform's trusted roots. Success is a 2xx
-//! answer; anything else is an error naming the status (never the URL's signature).
+//! answer (or the 412 below); anything else is an error naming the status (never the URL's
+//! signature).
 //!
 //! The PUT is conditional (`If-None-Match: *`): the attempt's result key takes one result.
 //! A 412 says one is already there — this worker's own earlier PUT whose answer was lost,

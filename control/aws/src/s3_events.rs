@@ -1,6 +1,6 @@
 //! What the orchestrator Lambda does with an S3 notification: every record's key is
 //! URL-decoded (S3 encodes keys in events, spaces as `+`), keys outside the callback layout
-//! (`tmp/callbacks/runs/<run_id>/<order_num>/result.json`) and test events are ignored, and
+//! (`tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`) and test events are ignored, and
 //! the orchestrator runs once per distinct run, whatever the number of records.
 
 use std::collections::BTreeSet;

@@ -1,9 +1,9 @@
 //! init_job: validate a job, package each order, upload, queue, and wake the orchestrator.
 //!
 //! The steps, in order: validate → preflight → credentials fetched (each location once) →
-//! ids → per order (in parallel, bounded): key pair, env encrypted, presigned callback,
-//! bundle, upload → the run's watch → private keys stored → insert all rows (all or none)
-//! → `_job` started event → init trigger `0000/result.json`, whose arrival runs the
+//! ids → per order (in parallel, bounded): key pair, env encrypted, bundle, upload → the
+//! run's watch → private keys stored → insert all rows (all or none) → `_job` started
+//! event → init trigger `0000/init/result.json`, whose arrival runs the
 //! orchestrator for the first time. Bundles are uploaded before rows are inserted so that a
 //! dispatched order always finds its bundle; a failure before the insert leaves no queued
 //! orders behind. The watch is started before the keys and rows exist, so neither exists

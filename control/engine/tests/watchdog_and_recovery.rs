@@ -111,15 +111,20 @@ fn setup() -> Setup {
     }
 }
 
-/// The result key of the order's current attempt.
-async fn current_result_key(setup: &Setup, run: &RunId, order_num: OrderNum) -> String {
-    let row = setup
+/// The order's row.
+async fn row_of(setup: &Setup, run: &RunId, order_num: OrderNum) -> sluice_engine::OrderRecord {
+    setup
         .engine
         .ports
         .orders
         .get_order(run, order_num)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The result key of the order's current attempt.
+async fn current_result_key(setup: &Setup, run: &RunId, order_num: OrderNum) -> String {
+    let row = row_of(setup, run, order_num).await;
     keys::result(run, order_num, row.attempt.as_deref().unwrap())
 }
 
@@ -481,14 +486,7 @@ async fn a_result_of_another_attempt_is_ignored() {
         setup.engine.orchestrate(&run).await.unwrap(),
         Outcome::Released
     );
-    let row = setup
-        .engine
-        .ports
-        .orders
-        .get_order(&run, num)
-        .await
-        .unwrap();
-    assert_eq!(row.status, OrderStatus::Running);
+    assert_eq!(row_of(&setup, &run, num).await.status, OrderStatus::Running);
     let verdict = setup
         .engine
         .watchdog_check(&run_watch(&setup))
