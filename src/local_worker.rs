@@ -11,7 +11,7 @@ use futures::FutureExt;
 use sluice_engine::local::{DirStore, FileKeyStore, Launcher};
 use sluice_engine::{KeyStore, ObjectStore};
 use sluice_worker::store_io::{Callback, StoreIo};
-use sluice_worker::{IoError, WorkerConfig, WorkerReport, run_order};
+use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerReport, run_order};
 
 use crate::sentinel::Sentinel;
 
@@ -25,7 +25,7 @@ struct LocalCallback {
 
 #[async_trait]
 impl Callback for LocalCallback {
-    async fn put(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
+    async fn put(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError> {
         let key = self.internal.key_for_url(url).ok_or_else(|| {
             IoError::permanent(
                 format!("calling back {url}"),
@@ -33,11 +33,8 @@ impl Callback for LocalCallback {
             )
         })?;
         match self.internal.put_if_absent(&key, body).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_condition_failed() => {
-                tracing::info!(%key, "the attempt already has a result");
-                Ok(())
-            }
+            Ok(()) => Ok(Delivery::Stored),
+            Err(e) if e.is_condition_failed() => Ok(Delivery::AlreadyThere),
             Err(e) => Err(IoError {
                 what: format!("calling back {key}"),
                 message: e.to_string(),

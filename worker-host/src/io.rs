@@ -43,6 +43,16 @@ impl IoError {
     }
 }
 
+/// What became of a result called back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// It is the attempt's result.
+    Stored,
+    /// The attempt already had a result (the watchdog's time-out, or this worker's own
+    /// earlier PUT whose answer was lost): that one stands.
+    AlreadyThere,
+}
+
 /// The worker's view of the outside world.
 #[async_trait]
 pub trait WorkerIo: Send + Sync {
@@ -64,6 +74,6 @@ pub trait WorkerIo: Send + Sync {
     /// Stores the full log file at `log_key`.
     async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError>;
 
-    /// PUTs `body` to the callback `url`.
-    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError>;
+    /// PUTs `body` to the callback `url`, if the attempt has no result yet.
+    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError>;
 }

@@ -37,5 +37,5 @@ pub mod spool;
 pub mod store_io;
 pub mod wasm;
 
-pub use io::{IoError, WorkerIo};
+pub use io::{Delivery, IoError, WorkerIo};
 pub use run::{WorkerConfig, WorkerReport, run_order};

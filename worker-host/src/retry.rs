@@ -18,7 +18,7 @@ use std::time::Duration;
 use sluice_contract::dispatch::DispatchPayload;
 use tokio::time::Instant;
 
-use crate::io::{IoError, WorkerIo};
+use crate::io::{Delivery, IoError, WorkerIo};
 
 /// How a callback is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub async fn call_back(
     policy: RetryPolicy,
     payload: &DispatchPayload,
     report_by: Instant,
-) -> Result<(), IoError> {
+) -> Result<Delivery, IoError> {
     let attempts = policy.attempts.max(1);
     let mut attempt = 1;
     loop {
@@ -86,7 +86,7 @@ pub async fn call_back(
                     ))
                 });
         let error = match outcome {
-            Ok(()) => return Ok(()),
+            Ok(delivery) => return Ok(delivery),
             Err(error) => error,
         };
         let wait = policy.backoff(attempt + 1);

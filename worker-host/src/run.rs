@@ -30,7 +30,7 @@ use sluice_contract::events::EVENTS_DIR_VAR;
 use crate::envelope::decrypt_env;
 use crate::events::collect_events;
 use crate::extract::{ExtractLimits, extract, read_entry};
-use crate::io::{IoError, WorkerIo};
+use crate::io::{Delivery, IoError, WorkerIo};
 use crate::log_sink::LogSink;
 use crate::process_group::RUN_MARKER;
 use crate::redact::{MIN_SECRET_LEN, Redactor};
@@ -86,6 +86,9 @@ impl Default for WorkerConfig {
 pub enum WorkerReport {
     /// It ran the order and called back this result.
     Reported(ResultDoc),
+    /// It ran the order, but the attempt already had a result (the watchdog timed it out
+    /// first): that one stands, this one was not stored.
+    Superseded(ResultDoc),
     /// It ran the order but the callback failed (the watchdog will time the order out).
     CallbackFailed(ResultDoc, IoError),
     /// Another worker had claimed the attempt; nothing ran.
@@ -217,7 +220,11 @@ async fn report(
     let body = serde_json::to_vec(&result).expect("results serialize");
     let sent = retry::call_back(io, url, &body, sending.policy, payload, sending.report_by);
     match sent.await {
-        Ok(()) => WorkerReport::Reported(result),
+        Ok(Delivery::Stored) => WorkerReport::Reported(result),
+        Ok(Delivery::AlreadyThere) => {
+            tracing::warn!(status = %result.status, "the attempt already had a result (the watchdog's time-out); this one was not stored");
+            WorkerReport::Superseded(result)
+        }
         Err(error) => WorkerReport::CallbackFailed(result, error),
     }
 }

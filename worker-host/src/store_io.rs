@@ -12,7 +12,7 @@ use sluice_contract::dispatch::Claim;
 use sluice_contract::{OrderNum, RunId, keys};
 use sluice_engine::{KeyStore, ObjectStore, StoreError};
 
-use crate::io::{IoError, WorkerIo};
+use crate::io::{Delivery, IoError, WorkerIo};
 
 /// Most bytes of a claim read back (a claim is a few dozen; anyone may have written it).
 const MAX_CLAIM_BYTES: u64 = 4096;
@@ -20,8 +20,8 @@ const MAX_CLAIM_BYTES: u64 = 4096;
 /// How a result reaches its callback URL.
 #[async_trait]
 pub trait Callback: Send + Sync + std::fmt::Debug {
-    /// PUTs `body` to `url`.
-    async fn put(&self, url: &str, body: Vec<u8>) -> Result<(), IoError>;
+    /// PUTs `body` to `url`, if nothing is there yet.
+    async fn put(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError>;
 }
 
 /// A worker's IO over the engine's ports.
@@ -110,7 +110,7 @@ impl WorkerIo for StoreIo {
             .map_err(io_error(format!("storing {log_key}")))
     }
 
-    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
+    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError> {
         self.callback.put(url, body).await
     }
 }

@@ -12,7 +12,7 @@ use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, parse_result};
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
-use sluice_worker::{IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
+use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
 use zip::write::SimpleFileOptions;
 
 #[derive(Default)]
@@ -57,12 +57,16 @@ impl WorkerIo for MemoryIo {
             .insert(log_key.to_owned(), std::fs::read(path).unwrap());
         Ok(())
     }
-    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
+    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError> {
         if self.callbacks_refused.fetch_add(1, Ordering::SeqCst) < self.refuse_callbacks {
             return Err(IoError::permanent(url, "403 Forbidden"));
         }
-        self.results.lock().unwrap().push((url.to_owned(), body));
-        Ok(())
+        let mut results = self.results.lock().unwrap();
+        if results.iter().any(|(stored, _)| stored == url) {
+            return Ok(Delivery::AlreadyThere);
+        }
+        results.push((url.to_owned(), body));
+        Ok(Delivery::Stored)
     }
 }
 
@@ -236,6 +240,31 @@ async fn a_bundle_for_another_order_is_refused_and_reported() {
         "reported by the attempt's holder"
     );
     assert!(io.logs.lock().unwrap().is_empty(), "nothing ran");
+}
+
+/// A worker that reports after the watchdog timed its attempt out finds the time-out in
+/// place: it stands, and the worker says its result was not stored (before, it reported
+/// success as if its result had been).
+#[tokio::test]
+async fn a_result_after_the_watchdogs_time_out_is_reported_superseded() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["true"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        ..MemoryIo::default()
+    };
+    let timed_out = br#"{"status":"timed_out"}"#.to_vec();
+    (io.results.lock().unwrap()).push(("memory://attempt-url".to_owned(), timed_out.clone()));
+    let report = run_order(&payload(&run), &io, &config()).await;
+    let WorkerReport::Superseded(result) = report else {
+        panic!("{report:?}");
+    };
+    assert_eq!(result.status, OrderStatus::Succeeded);
+    assert_eq!(
+        *io.results.lock().unwrap(),
+        [("memory://attempt-url".to_owned(), timed_out)]
+    );
 }
 
 /// A duplicate worker of an attempt another worker holds (a retried dispatch) stays silent

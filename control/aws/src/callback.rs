@@ -5,7 +5,7 @@
 //!
 //! The PUT is conditional (`If-None-Match: *`): the attempt's result key takes one result.
 //! A 412 says one is already there — this worker's own earlier PUT whose answer was lost,
-//! or the watchdog's time-out, which then stands — and counts as delivered.
+//! or the watchdog's time-out, which then stands ([`Delivery::AlreadyThere`]).
 
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::Full;
 use sluice_engine::http::HttpClient;
-use sluice_worker::IoError;
 use sluice_worker::store_io::Callback;
+use sluice_worker::{Delivery, IoError};
 
 /// How long one PUT may take.
 const PUT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,7 +45,7 @@ fn shown(url: &str) -> &str {
 
 #[async_trait]
 impl Callback for HttpCallback {
-    async fn put(&self, url: &str, body: Vec<u8>) -> Result<(), IoError> {
+    async fn put(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError> {
         let what = || format!("PUT {}", shown(url));
         let request = hyper::Request::put(url)
             .header("content-type", "application/json")
@@ -60,10 +60,9 @@ impl Callback for HttpCallback {
             .map_err(|e| IoError::transient(what(), e))?;
         let status = answer.status;
         if status.is_success() {
-            Ok(())
+            Ok(Delivery::Stored)
         } else if status.as_u16() == 412 {
-            tracing::info!(url = shown(url), "the attempt already has a result");
-            Ok(())
+            Ok(Delivery::AlreadyThere)
         } else if status.is_server_error() || status.as_u16() == 429 {
             Err(IoError::transient(what(), answer.refusal()))
         } else {

@@ -127,10 +127,11 @@ async fn a_callback_never_replaces_the_result_already_there() {
         .await
         .unwrap();
     let callback = sluice_aws::callback::HttpCallback::new().unwrap();
-    callback
+    let delivery = callback
         .put(&url, b"{\"status\":\"succeeded\"}".to_vec())
         .await
         .unwrap();
+    assert_eq!(delivery, sluice_worker::Delivery::AlreadyThere);
     assert_eq!(store.get(key).await.unwrap(), b"{\"status\":\"timed_out\"}");
 }
 

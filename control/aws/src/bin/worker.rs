@@ -17,6 +17,9 @@ use sluice_worker::WorkerReport;
 fn describe(report: &WorkerReport) -> serde_json::Value {
     match report {
         WorkerReport::Reported(result) => json!({ "reported": result.status }),
+        WorkerReport::Superseded(result) => {
+            json!({ "status": result.status, "superseded": "the attempt already had a result" })
+        }
         WorkerReport::CallbackFailed(result, error) => {
             json!({ "status": result.status, "callback_failed": error.to_string() })
         }
@@ -36,7 +39,9 @@ async fn main() -> Result<(), Error> {
         let report = run_payload(&payload, &clients, &callback, &config, &calls).await;
         tracing::info!(report = %describe(&report), "attempt done");
         std::process::exit(match report {
-            WorkerReport::Reported(_) | WorkerReport::AlreadyClaimed => 0,
+            WorkerReport::Reported(_)
+            | WorkerReport::Superseded(_)
+            | WorkerReport::AlreadyClaimed => 0,
             WorkerReport::CallbackFailed(..) => 1,
         });
     }

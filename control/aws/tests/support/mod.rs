@@ -386,7 +386,8 @@ impl FlakyEndpoint {
                         let body = request[head_end..head_end + length].to_vec();
                         use sluice_worker::store_io::Callback;
                         match forward.put(&target, body).await {
-                            Ok(()) => "200 OK",
+                            Ok(sluice_worker::Delivery::Stored) => "200 OK",
+                            Ok(sluice_worker::Delivery::AlreadyThere) => "412 Precondition Failed",
                             Err(_) => "502 Bad Gateway",
                         }
                     };
