@@ -23,6 +23,8 @@ pub const MAX_RESULT_BYTES: usize = 4 * MAX_LOG_TAIL_BYTES;
 pub const MALFORMED_RESULT: &str = "malformed_result";
 /// The reason written for orders failed because a dependency did not succeed.
 pub const DEPENDENCY_FAILED: &str = "dependency_failed";
+/// The reason written for orders cancelled because a dependency was (the run is stopping).
+pub const DEPENDENCY_CANCELLED: &str = "dependency_cancelled";
 /// The reason written for orders stopped because the job ran out of time.
 pub const JOB_TIMEOUT: &str = "job_timeout";
 /// The log the watchdog writes for a worker that never reported.

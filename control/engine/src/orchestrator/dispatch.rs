@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::DispatchPayload;
-use sluice_contract::result::DEPENDENCY_FAILED;
+use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
 use sluice_contract::{OrderStatus, keys};
 
@@ -66,16 +66,22 @@ impl Engine {
         let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
         let plan = evaluate(&nodes);
 
-        for num in &plan.dependency_failed {
+        let ended_by_dependency = (plan.dependency_failed.iter())
+            .map(|num| (num, OrderStatus::Failed, DEPENDENCY_FAILED))
+            .chain(
+                (plan.dependency_cancelled.iter())
+                    .map(|num| (num, OrderStatus::Cancelled, DEPENDENCY_CANCELLED)),
+            );
+        for (num, status, reason) in ended_by_dependency {
             let index = num.index().expect("real order");
             let change = Transition {
                 finished_at_ms: Some(now),
-                ..Transition::to(OrderStatus::Failed).reason(DEPENDENCY_FAILED)
+                ..Transition::to(status).reason(reason)
             };
             orders[index] = match self.move_order(&orders[index], &change).await? {
                 Moved::Applied(updated) => {
-                    let detail = serde_json::json!({ "reason": DEPENDENCY_FAILED });
-                    self.record_event(&updated, "failed", detail).await;
+                    let detail = serde_json::json!({ "reason": reason });
+                    self.record_event(&updated, status.as_str(), detail).await;
                     updated
                 }
                 Moved::Lost(current) => current,

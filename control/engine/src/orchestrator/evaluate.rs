@@ -2,14 +2,17 @@
 //! succeed, and which keep waiting. Pure: no IO, so it is property-tested on its own.
 //!
 //! Rules, for a queued order:
+//! - cancelled (`dependency_cancelled`) when a dependency was cancelled: only a stop
+//!   cancels, and what waits on a stopped order is stopped too, whether or not it must
+//!   succeed (a stop racing a pass ends the same way whichever comes first);
 //! - ready when it has no dependencies or all of them succeeded, or when all of them are
 //!   terminal and the order has `must_succeed = false` (it runs whatever they did);
 //! - failed (`dependency_failed`) when a dependency failed or timed out and the order has
 //!   `must_succeed = true`;
 //! - waiting otherwise.
 //!
-//! A dependency failure cascades: an order failed this way fails its own dependents in the
-//! same evaluation, repeated until nothing changes.
+//! Both cascade: an order cancelled or failed this way does the same to its own dependents
+//! in the same evaluation, repeated until nothing changes.
 
 use std::collections::HashMap;
 
@@ -48,6 +51,8 @@ pub struct Plan {
     pub ready: Vec<OrderNum>,
     /// Fail with `dependency_failed` (including cascades).
     pub dependency_failed: Vec<OrderNum>,
+    /// Cancelled with `dependency_cancelled` (including cascades).
+    pub dependency_cancelled: Vec<OrderNum>,
     /// Keep waiting.
     pub waiting: Vec<OrderNum>,
 }
@@ -56,24 +61,24 @@ pub struct Plan {
 pub fn evaluate(nodes: &[Node]) -> Plan {
     let mut status: HashMap<OrderNum, OrderStatus> =
         nodes.iter().map(|n| (n.num, n.status)).collect();
-    let is_failure = |s: OrderStatus| {
-        matches!(
-            s,
-            OrderStatus::Failed | OrderStatus::TimedOut | OrderStatus::Cancelled
-        )
-    };
+    let is_failure = |s: OrderStatus| matches!(s, OrderStatus::Failed | OrderStatus::TimedOut);
     let mut plan = Plan::default();
     loop {
         let mut changed = false;
-        for node in nodes.iter().filter(|n| n.must_succeed) {
+        for node in nodes {
             if status[&node.num] != OrderStatus::Queued {
                 continue;
             }
-            if node
-                .depends_on
-                .iter()
-                .any(|d| status.get(d).copied().is_some_and(is_failure))
-            {
+            let deps = || {
+                node.depends_on
+                    .iter()
+                    .filter_map(|d| status.get(d).copied())
+            };
+            if deps().any(|s| s == OrderStatus::Cancelled) {
+                status.insert(node.num, OrderStatus::Cancelled);
+                plan.dependency_cancelled.push(node.num);
+                changed = true;
+            } else if node.must_succeed && deps().any(is_failure) {
                 status.insert(node.num, OrderStatus::Failed);
                 plan.dependency_failed.push(node.num);
                 changed = true;
@@ -97,6 +102,7 @@ pub fn evaluate(nodes: &[Node]) -> Plan {
         }
     }
     plan.dependency_failed.sort();
+    plan.dependency_cancelled.sort();
     plan
 }
 
@@ -160,6 +166,21 @@ mod tests {
         assert_eq!(plan.dependency_failed, vec![n(1)]);
     }
 
+    /// A stop racing a pass: the pass that applies a stopped order's result must not fail
+    /// its dependents (`dependency_failed`, the job `failed`) before the stop marks them.
+    #[test]
+    fn cancellation_cascades_to_every_dependent() {
+        let plan = evaluate(&[
+            node(0, Cancelled, true, &[]),
+            node(1, Queued, true, &[0]),
+            node(2, Queued, false, &[1]),
+            node(3, Failed, true, &[]),
+            node(4, Queued, true, &[3, 0]),
+        ]);
+        assert_eq!(plan.dependency_cancelled, vec![n(1), n(2), n(4)]);
+        assert!(plan.dependency_failed.is_empty() && plan.ready.is_empty());
+    }
+
     #[test]
     fn optional_order_waits_for_all_dependencies() {
         let plan = evaluate(&[
@@ -198,7 +219,7 @@ mod tests {
         fn every_queued_order_is_classified_once(nodes in arb_graph()) {
             let plan = evaluate(&nodes);
             let queued: Vec<OrderNum> = nodes.iter().filter(|n| n.status == Queued).map(|n| n.num).collect();
-            let mut classified: Vec<OrderNum> = plan.ready.iter().chain(&plan.dependency_failed).chain(&plan.waiting).copied().collect();
+            let mut classified: Vec<OrderNum> = plan.ready.iter().chain(&plan.dependency_failed).chain(&plan.dependency_cancelled).chain(&plan.waiting).copied().collect();
             classified.sort();
             prop_assert_eq!(classified, queued);
         }
@@ -213,6 +234,8 @@ mod tests {
                 for dep in &node.depends_on {
                     let dep_status = if plan.dependency_failed.contains(dep) {
                         Failed
+                    } else if plan.dependency_cancelled.contains(dep) {
+                        Cancelled
                     } else {
                         nodes.iter().find(|n| n.num == *dep).unwrap().status
                     };
@@ -235,8 +258,12 @@ mod tests {
                 if plan.dependency_failed.contains(&node.num) {
                     node.status = Failed;
                 }
+                if plan.dependency_cancelled.contains(&node.num) {
+                    node.status = Cancelled;
+                }
             }
-            prop_assert!(evaluate(&after).dependency_failed.is_empty());
+            let again = evaluate(&after);
+            prop_assert!(again.dependency_failed.is_empty() && again.dependency_cancelled.is_empty());
         }
     }
 }
