@@ -245,6 +245,9 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
             format!("{job_timeout} s is out of range: give 1 to {MAX_JOB_TIMEOUT} seconds"),
         ));
     }
+    if let Some(repo) = &job.git_repo {
+        check_repo_url(repo).map_err(|message| job_error("git_repo", message))?;
+    }
     if job.orders.is_empty() {
         return Err(job_error(
             "orders",
@@ -729,6 +732,9 @@ fn code_source(
         }
         return Ok(CodeSource::Dir(dir.clone()));
     }
+    if let Some(repo) = &spec.git_repo {
+        check_repo_url(repo).map_err(|message| ctx.error("git_repo", message))?;
+    }
     let (repo, token, ssh) = match &spec.git_repo {
         Some(repo) => (repo, &spec.git_token_location, &spec.git_ssh_key_location),
         None => match &job.git_repo {
@@ -771,6 +777,31 @@ fn code_source(
         commit: spec.commit_hash.clone().or_else(|| job.commit_hash.clone()),
         folder: spec.git_folder.clone(),
     }))
+}
+
+/// Refuses a repository URL that carries a credential: a password (`user:pw@`), or for
+/// http(s) any user part (`https://<token>@host` is how tokens are often pasted). Such a
+/// URL would be echoed in errors, logs and PR comments; credentials come from
+/// `git_token_location` / `git_ssh_key_location`. An SSH user alone (`git@host:…`,
+/// `ssh://git@host/…`) is no secret. The message never repeats the URL.
+fn check_repo_url(repo: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = repo.split_once("://") else {
+        // scp-like `user@host:path`: a password cannot be given this way.
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((user_info, _host)) = authority.rsplit_once('@') else {
+        return Ok(());
+    };
+    let web = matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https");
+    if user_info.contains(':') || web {
+        return Err(
+            "carries a credential in the URL (before its `@`): remove it and give the token \
+             with git_token_location (or an SSH key with git_ssh_key_location)"
+                .to_owned(),
+        );
+    }
+    Ok(())
 }
 
 fn resolve_dependencies(
@@ -1193,6 +1224,36 @@ mod tests {
 
     /// Callback URLs are minted per attempt at dispatch: a job written for when they were
     /// minted at init, with its `presign_expiry`, is still accepted.
+    /// A password or token in a repository URL would be echoed in errors, logs and PR
+    /// comments: refused, without repeating it. Before, such a job was accepted.
+    #[test]
+    fn repository_urls_with_credentials_are_refused_without_echoing_them() {
+        for repo in [
+            "https://alice:hunter2-secret@github.com/acme/infra.git",
+            "https://ghp_tokensecret@github.com/acme/infra.git",
+            "ssh://git:hunter2-secret@example.com/acme/infra.git",
+        ] {
+            for job in [
+                format!(r#"{{"git_repo":"{repo}","orders":[{{"cmds":["true"],"timeout":5}}]}}"#),
+                format!(r#"{{"orders":[{{"cmds":["true"],"timeout":5,"git_repo":"{repo}"}}]}}"#),
+            ] {
+                let e = error_of(&job);
+                assert!(e.contains("`git_repo`") && e.contains("credential"), "{e}");
+                assert!(!e.contains("secret"), "{e}");
+            }
+        }
+        for repo in [
+            "https://github.com/acme/infra.git",
+            "git@github.com:acme/infra.git",
+            "ssh://git@example.com/acme/infra.git",
+            "https://github.com/acme/infra.git?ref=a@b",
+        ] {
+            let job =
+                format!(r#"{{"orders":[{{"cmds":["true"],"timeout":5,"git_repo":"{repo}"}}]}}"#);
+            assert!(check(&job).is_ok(), "{repo}");
+        }
+    }
+
     #[test]
     fn presign_expiry_is_accepted_and_ignored() {
         assert!(
