@@ -5,7 +5,13 @@
 //! change. Both go to stderr, so `--json` keeps stdout for the done document. The display
 //! polls the orders table, the same rows `sluice status` would read: it observes the run and
 //! never takes part in it.
+//!
+//! Everything an order wrote — its log, events, reasons, its name — is shown through
+//! [`terminal_safe`]: an order is code from a pull request, and its output must not drive
+//! the terminal of whoever reads it (retitle the window, write the clipboard, move the
+//! cursor over earlier lines).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -77,16 +83,35 @@ async fn emitted_events(engine: &Engine, any_order: &OrderRecord) -> Vec<OrderEv
     events
 }
 
+/// `text` with its control characters (but tabs) shown escaped (`\u{1b}`), so that it
+/// reaches a terminal as text, never as escape sequences, carriage returns or new lines.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            safe.extend(c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
+}
+
 /// `progress: checked haiku.txt`.
 fn describe(event: &OrderEvent) -> String {
     let kind = event
         .event
         .strip_prefix(EMITTED_PREFIX)
         .unwrap_or(&event.event);
-    match event.detail.get("message").and_then(|m| m.as_str()) {
+    let described = match event.detail.get("message").and_then(|m| m.as_str()) {
         Some(message) => format!("{kind}: {message}"),
         None => kind.to_owned(),
-    }
+    };
+    terminal_safe(&described).into_owned()
 }
 
 fn print_new_events(
@@ -109,7 +134,7 @@ fn print_new_events(
             stderr,
             "[{:>8}] {num} {} · {}",
             format_ms(elapsed.as_millis() as u64),
-            event.order_name,
+            terminal_safe(&event.order_name),
             describe(event)
         );
     }
@@ -168,7 +193,7 @@ fn redraw(
                 "  {} {} {:width$}  {:<11} {:<8}{latest}",
                 symbol(order.status),
                 order.order_num,
-                order.order_name,
+                terminal_safe(&order.order_name),
                 order.status.as_str(),
                 running_for(order),
             );
@@ -221,14 +246,14 @@ fn print_changes(
         let detail = order
             .reason
             .as_deref()
-            .map(|r| format!(" ({r})"))
+            .map(|r| format!(" ({})", terminal_safe(r)))
             .unwrap_or_default();
         let _ = writeln!(
             stderr,
             "[{:>8}] {} {} {}{detail}",
             format_ms(elapsed.as_millis() as u64),
             order.order_num,
-            order.order_name,
+            terminal_safe(&order.order_name),
             order.status
         );
     }
@@ -260,12 +285,16 @@ pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
             .duration_ms
             .map(format_ms)
             .unwrap_or_else(|| "-".to_owned());
-        let detail = order.reason.clone().unwrap_or_default();
+        let detail = order
+            .reason
+            .as_deref()
+            .map(terminal_safe)
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "{}   {:width$}  {:<10} {:<9} {}",
             order.order_num,
-            order.order_name,
+            terminal_safe(&order.order_name),
             order.status.as_str(),
             duration,
             detail
@@ -288,11 +317,11 @@ pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
                 out,
                 "\n--- {} {}: last lines of {}",
                 order.order_num,
-                order.order_name,
+                terminal_safe(&order.order_name),
                 path.display()
             );
             for line in tail {
-                let _ = writeln!(out, "    {line}");
+                let _ = writeln!(out, "    {}", terminal_safe(&line));
             }
         }
     }

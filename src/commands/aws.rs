@@ -62,8 +62,20 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
                 .order_log(&run_id, &order)
                 .await
                 .map_err(engine_failure)?;
-            std::io::stdout()
-                .write_all(&log)
+            // On a terminal the log is shown as text (its escape sequences escaped); into a
+            // pipe or file it goes byte for byte.
+            let mut stdout = std::io::stdout();
+            let written = if std::io::IsTerminal::is_terminal(&stdout) {
+                let text = String::from_utf8_lossy(&log);
+                let shown: Vec<_> = text
+                    .split('\n')
+                    .map(crate::progress::terminal_safe)
+                    .collect();
+                stdout.write_all(shown.join("\n").as_bytes())
+            } else {
+                stdout.write_all(&log)
+            };
+            written
                 .context("writing the log")
                 .map_err(Failure::internal)?;
             Ok(exit_codes::SUCCEEDED)
@@ -79,7 +91,10 @@ async fn wait(engine: &Engine, run_id: &RunId, poll: Duration) -> Result<i32, Fa
             let line: Vec<String> = view
                 .orders
                 .iter()
-                .map(|o| format!("{} {} {}", o.order_num, o.order_name, o.status))
+                .map(|o| {
+                    let name = crate::progress::terminal_safe(&o.order_name);
+                    format!("{} {name} {}", o.order_num, o.status)
+                })
                 .collect();
             eprintln!("sluice: {}", line.join(" · "));
         })

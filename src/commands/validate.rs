@@ -47,11 +47,13 @@ async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<St
         let task = match &order.task {
             Task::Cmds(cmds) if cmds.len() == 1 => "1 command".to_owned(),
             Task::Cmds(cmds) => format!("{} commands", cmds.len()),
-            Task::Wasm(wasm) => format!("wasm {}", wasm.module),
+            Task::Wasm(wasm) => format!("wasm {}", crate::progress::terminal_safe(&wasm.module)),
         };
         out.push_str(&format!(
             "  {} {}: {task} (timeout {} s){after}\n",
-            order.order_num, order.order_name, order.timeout
+            order.order_num,
+            crate::progress::terminal_safe(&order.order_name),
+            order.timeout
         ));
     }
     Ok(out)

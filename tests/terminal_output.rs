@@ -1,0 +1,30 @@
+//! What an order writes cannot drive the terminal of whoever reads `sluice run`: escape
+//! sequences in its log, events and reason reach stdout and stderr as text.
+
+mod util;
+
+use util::Sandbox;
+
+#[test]
+fn escape_sequences_from_an_order_are_shown_escaped() {
+    let sandbox = Sandbox::new();
+    // OSC 0 retitles the window, OSC 52 writes the clipboard; one in the log, one in an event.
+    let job = r#"{"orders": [{"order_name": "hostile", "timeout": 30, "cmds": [
+        "printf '\\033]0;pwned\\007\\033]52;c;ZXZpbA==\\007 visible\\n'; printf '%s' '{\"kind\":\"progress\",\"message\":\"\\u001b]0;title\\u0007 half\"}' > \"$SLUICE_EVENTS_DIR/1.json\"; exit 3"]}]}"#;
+    let job = sandbox.write_job("job.json", job);
+    let output = sandbox.run_command(&job).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        !output.stdout.contains(&0x1b) && !output.stderr.contains(&0x1b),
+        "an escape reached the terminal:\n{stdout:?}\n{stderr:?}"
+    );
+    // `--json`: the summary, with the failed order's log tail, is on stderr.
+    assert!(
+        stderr.contains(r"\u{1b}]0;pwned\u{7}\u{1b}]52;c;ZXZpbA==\u{7} visible"),
+        "the log tail shows the sequences as text: {stderr}"
+    );
+}
