@@ -1,20 +1,25 @@
 //! Safe extraction of a bundle (`exec.zip`) into a work folder.
 //!
-//! A bundle is data from the network: every entry is checked before anything is written.
-//! Rejected: names with `..` or an absolute path ([`zip::read::ZipFile::enclosed_name`]),
-//! symbolic links whose target leaves the work folder, more entries than the limit, and more
-//! bytes than the limit (counted while writing, since a zip's declared sizes can lie). Files
-//! are created with `create_new`, so an entry can never write through an existing link, and
-//! get their permission bits (setuid and friends stripped).
+//! A bundle is data from the network, and for a WASM order it is unpacked before any sandbox
+//! exists: every entry is checked before anything is written. Rejected: names with `..` or
+//! an absolute path ([`zip::read::ZipFile::enclosed_name`]), entries under a link, symbolic
+//! links that lead outside the code folder (followed through the bundle's other links: a
+//! chain like `s -> .`, `s/…/l -> ../…` is caught), more entries than the limit, and more
+//! bytes than the limit (counted while writing, since a zip's declared sizes can lie).
+//! Writes go through a directory handle that cannot leave the work folder, links are made
+//! last, and files are created with `create_new` and get their permission bits (setuid and
+//! friends stripped).
 
 use std::fs;
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use sluice_contract::paths::link_stays_inside;
-
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+use sluice_contract::paths::LinkTree;
 use zip::ZipArchive;
+use zip::read::ZipFile;
 
 /// How big a bundle may unpack. Defaults: 100 000 entries, 4 GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +49,24 @@ pub enum ExtractError {
     /// An entry whose name would leave the work folder.
     #[error("bundle entry {0:?} has a path outside the work folder")]
     UnsafePath(String),
-    /// A link whose target would leave the work folder.
-    #[error("bundle entry {name:?} is a link to {target:?}, outside the work folder")]
+    /// A link whose target, followed through the bundle's other links, leaves the code
+    /// folder.
+    #[error("bundle entry {name:?} is a link to {target:?}, which leads outside the code folder")]
     UnsafeLink {
         /// The entry.
         name: String,
         /// Its target.
         target: String,
+    },
+    /// An entry under one of the bundle's links: writing it would go where the link leads.
+    #[error(
+        "bundle entry {name:?} lies under the link {link:?}; entries may not be written through links"
+    )]
+    UnderLink {
+        /// The entry.
+        name: String,
+        /// The link among its parent folders.
+        link: String,
     },
     /// Too many entries.
     #[error("the bundle has {0} entries, more than the {1} allowed")]
@@ -72,6 +88,11 @@ pub enum ExtractError {
 /// (which must exist), under `limits`. Other entries are left in the archive: small files
 /// are read with [`read_entry`] instead of going through the disk.
 ///
+/// Every write goes through a handle on `dest` ([`cap_std::fs::Dir`]), which refuses any
+/// path that would resolve outside it. Links are checked as a whole ([`LinkTree`]: no entry
+/// under a link, every link ending inside `only` through the others) and created last, so
+/// no file or folder is ever written through one.
+///
 /// # Errors
 ///
 /// The first [`ExtractError`] found; `dest` may then hold part of the bundle.
@@ -89,53 +110,56 @@ pub fn extract(
             limits.max_entries,
         ));
     }
-    let mut written: u64 = 0;
+    let root = Dir::open_ambient_dir(dest, ambient_authority()).map_err(|e| ExtractError::Io {
+        name: dest.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut links = LinkTree::default();
+    let mut placed = Vec::new();
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
             .map_err(|e| ExtractError::NotAZip(e.to_string()))?;
-        let name = entry
-            .name()
-            .map(|n| n.into_owned())
-            .unwrap_or_else(|_| format!("entry {index}"));
-        let io = |e: std::io::Error| ExtractError::Io {
-            name: name.clone(),
-            message: e.to_string(),
+        let name = entry_name(&entry, index);
+        let relative = safe_path(&entry, &name)?;
+        let Ok(inside) = relative.strip_prefix(only) else {
+            continue;
         };
-        let raw_unsafe = name.starts_with('/') || name.split(['/', '\\']).any(|part| part == "..");
-        let relative = entry
-            .enclosed_name()
-            .filter(|_| !raw_unsafe)
-            .ok_or_else(|| ExtractError::UnsafePath(name.clone()))?;
-        if !relative.starts_with(only) {
-            continue;
-        }
-        let path = dest.join(&relative);
-        if entry.is_dir() {
-            fs::create_dir_all(&path).map_err(io)?;
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io)?;
-        }
         if entry.is_symlink() {
+            if inside.as_os_str().is_empty() {
+                return Err(ExtractError::UnsafePath(name));
+            }
             let mut target = String::new();
             entry
                 .by_ref()
                 .take(4096)
                 .read_to_string(&mut target)
-                .map_err(io)?;
-            if !link_stays_inside(&relative, Path::new(&target)) {
-                return Err(ExtractError::UnsafeLink { name, target });
-            }
-            std::os::unix::fs::symlink(&target, &path).map_err(io)?;
+                .map_err(|e| io_error(&name, e))?;
+            links.insert(inside, target);
+        } else {
+            placed.push(index);
+        }
+    }
+    let mut written: u64 = 0;
+    for index in placed {
+        let mut entry = archive
+            .by_index(index)
+            .map_err(|e| ExtractError::NotAZip(e.to_string()))?;
+        let name = entry_name(&entry, index);
+        let relative = safe_path(&entry, &name)?;
+        refuse_under_link(&links, &relative, only, &name)?;
+        let io = |e: std::io::Error| io_error(&name, e);
+        if entry.is_dir() {
+            root.create_dir_all(&relative).map_err(io)?;
             continue;
         }
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io)?;
+        if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+            root.create_dir_all(parent).map_err(io)?;
+        }
+        let mut file = root
+            .open_with(&relative, OpenOptions::new().write(true).create_new(true))
+            .map_err(io)?
+            .into_std();
         let remaining = limits.max_bytes - written;
         let copied =
             std::io::copy(&mut entry.by_ref().take(remaining + 1), &mut file).map_err(io)?;
@@ -145,10 +169,70 @@ pub fn extract(
         written += copied;
         file.flush().map_err(io)?;
         if let Some(mode) = entry.unix_mode() {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o777)).map_err(io)?;
+            file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+                .map_err(io)?;
         }
     }
+    let mut ordered: Vec<_> = links.iter().collect();
+    ordered.sort();
+    for (inside, target) in ordered {
+        let relative = Path::new(only).join(inside);
+        let name = relative.display().to_string();
+        refuse_under_link(&links, &relative, only, &name)?;
+        if !links.resolves_inside(inside) {
+            return Err(ExtractError::UnsafeLink {
+                name,
+                target: target.display().to_string(),
+            });
+        }
+        if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+            root.create_dir_all(parent)
+                .map_err(|e| io_error(&name, e))?;
+        }
+        root.symlink(target, &relative)
+            .map_err(|e| io_error(&name, e))?;
+    }
     Ok(())
+}
+
+fn entry_name(entry: &ZipFile<'_, Cursor<&[u8]>>, index: usize) -> String {
+    entry
+        .name()
+        .map(|n| n.into_owned())
+        .unwrap_or_else(|_| format!("entry {index}"))
+}
+
+/// The entry's path relative to the work folder: no `..`, not absolute.
+fn safe_path(entry: &ZipFile<'_, Cursor<&[u8]>>, name: &str) -> Result<PathBuf, ExtractError> {
+    let raw_unsafe = name.starts_with('/') || name.split(['/', '\\']).any(|part| part == "..");
+    entry
+        .enclosed_name()
+        .filter(|_| !raw_unsafe)
+        .ok_or_else(|| ExtractError::UnsafePath(name.to_owned()))
+}
+
+/// Refuses an entry that would be written through one of the bundle's links.
+fn refuse_under_link(
+    links: &LinkTree,
+    relative: &Path,
+    only: &str,
+    name: &str,
+) -> Result<(), ExtractError> {
+    let inside = relative.strip_prefix(only).unwrap_or(relative);
+    match links.link_above(inside) {
+        Some(link) => Err(ExtractError::UnderLink {
+            name: name.to_owned(),
+            link: Path::new(only).join(link).display().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn io_error(name: &str, error: std::io::Error) -> ExtractError {
+    ExtractError::Io {
+        name: name.to_owned(),
+        message: error.to_string(),
+    }
 }
 
 /// Reads the file `name` of `bundle` into memory, refusing more than `max` bytes.
@@ -185,12 +269,13 @@ mod tests {
     fn zip_of(entries: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
         let options = SimpleFileOptions::default().unix_permissions(0o4755);
+        // Links first: an attack puts them before the entries meant to go through them.
+        for (name, target) in links {
+            zip.add_symlink(*name, *target, options).unwrap();
+        }
         for (name, bytes) in entries {
             zip.start_file(*name, options).unwrap();
             zip.write_all(bytes).unwrap();
-        }
-        for (name, target) in links {
-            zip.add_symlink(*name, *target, options).unwrap();
         }
         zip.finish().unwrap().into_inner()
     }
@@ -261,6 +346,74 @@ mod tests {
                 "{target}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_chain_of_links_cannot_carry_a_write_outside() {
+        // Failed before links were resolved as a whole: `x` was written two levels above
+        // the work folder.
+        let outer = tempfile::tempdir().unwrap();
+        let dest = outer.path().join("a/work");
+        fs::create_dir_all(&dest).unwrap();
+        let err = extract(
+            &zip_of(
+                &[("code/s/s/l/x", b"pwned")],
+                &[("code/s", "."), ("code/s/s/l", "../../..")],
+            ),
+            &dest,
+            "code",
+            ExtractLimits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExtractError::UnderLink { .. }), "{err}");
+        let err = extract(
+            &zip_of(&[], &[("code/s", "."), ("code/d/l", "../s/s/../..")]),
+            &dest,
+            "code",
+            ExtractLimits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExtractError::UnsafeLink { .. }), "{err}");
+        let written: Vec<_> = walk(outer.path());
+        assert!(
+            written.iter().all(|p| !p.ends_with("x")),
+            "wrote {written:?}"
+        );
+    }
+
+    #[test]
+    fn links_are_made_after_the_files_they_point_to() {
+        let dest = tempfile::tempdir().unwrap();
+        extract(
+            &zip_of(
+                &[("code/lib/real/tool.sh", b"echo tool")],
+                &[
+                    ("code/bin/tool", "../lib/current/tool.sh"),
+                    ("code/lib/current", "real"),
+                ],
+            ),
+            dest.path(),
+            "code",
+            ExtractLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read(dest.path().join("code/bin/tool")).unwrap(),
+            b"echo tool"
+        );
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                found.extend(walk(&path));
+            }
+            found.push(path);
+        }
+        found
     }
 
     #[test]

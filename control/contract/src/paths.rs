@@ -2,7 +2,9 @@
 //! inside a root folder. The packager (init_job) and the extractor (worker) apply the same
 //! rule, so a bundle that one accepts the other does too.
 
-use std::path::{Component, Path};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
 
 /// Whether `relative` (a `/`-separated path written in a job) names something inside its
 /// root: not empty, not absolute, no `..` component, no NUL.
@@ -13,26 +15,97 @@ pub fn is_inside(relative: &str) -> bool {
         && relative.split('/').all(|part| part != "..")
 }
 
-/// Whether a symbolic link at `link` (relative to the root) pointing to `target` resolves
-/// inside the root. Absolute targets never do; `..` may climb only as far as the root.
-pub fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    if target.as_os_str().is_empty() || target.is_absolute() {
-        return false;
+/// How many links one resolution may pass through, as Linux allows (`ELOOP` beyond).
+const MAX_LINK_HOPS: u32 = 40;
+
+/// The symbolic links of a tree being packed or unpacked — each link's path relative to the
+/// root, and its target — resolved the way the kernel resolves them.
+///
+/// Checking each link on its own text is not enough: with `s -> .`, the link
+/// `d/l -> ../s/s/../..` looks as if it stays inside but climbs out, and an entry written
+/// under `s/s/…` goes wherever the links lead. So a tree's rule is: no entry sits under a
+/// link ([`LinkTree::link_above`]), and every link, followed through every other link of
+/// the tree, ends inside the root ([`LinkTree::resolves_inside`]).
+#[derive(Debug, Default, Clone)]
+pub struct LinkTree {
+    links: HashMap<PathBuf, PathBuf>,
+}
+
+impl LinkTree {
+    /// Records the link at `link` (relative to the root) pointing to `target`.
+    pub fn insert(&mut self, link: impl Into<PathBuf>, target: impl Into<PathBuf>) {
+        self.links.insert(link.into(), target.into());
     }
-    let parent = link.parent().unwrap_or(Path::new(""));
-    let mut depth: usize = 0;
-    for component in parent.components().chain(target.components()) {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => match depth.checked_sub(1) {
-                Some(d) => depth = d,
-                None => return false,
-            },
-            Component::RootDir | Component::Prefix(_) => return false,
+
+    /// The links, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &Path)> {
+        self.links.iter().map(|(l, t)| (l.as_path(), t.as_path()))
+    }
+
+    /// The first of `path`'s parent folders that is a link, if any: writing `path` would go
+    /// through it.
+    pub fn link_above<'a>(&self, path: &'a Path) -> Option<&'a Path> {
+        path.ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find(|a| self.links.contains_key(*a))
+    }
+
+    /// Whether the link at `link`, followed through every link of the tree, ends inside the
+    /// root. Absolute and empty targets never do; `..` may climb only as far as the root; a
+    /// chain longer than the kernel follows does not resolve.
+    pub fn resolves_inside(&self, link: &Path) -> bool {
+        let Some(target) = self.links.get(link) else {
+            return false;
+        };
+        let parent: Vec<OsString> = match link.parent() {
+            Some(parent) => parent
+                .components()
+                .map(|c| c.as_os_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut hops = 0;
+        self.resolve(parent, target, &mut hops).is_some()
+    }
+
+    /// Walks `target` from the folder `at` (root-relative components), following links;
+    /// the folder reached, or `None` when the walk leaves the root.
+    fn resolve(
+        &self,
+        mut at: Vec<OsString>,
+        target: &Path,
+        hops: &mut u32,
+    ) -> Option<Vec<OsString>> {
+        if target.as_os_str().is_empty() {
+            return None;
         }
+        for component in target.components() {
+            match component {
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    at.pop()?;
+                }
+                Component::Normal(name) => {
+                    at.push(name.to_owned());
+                    let here: PathBuf = at.iter().collect();
+                    if let Some(next) = self.links.get(&here) {
+                        *hops += 1;
+                        if *hops > MAX_LINK_HOPS {
+                            return None;
+                        }
+                        at.pop();
+                        at = self.resolve(at, next, hops)?;
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(at)
     }
-    true
 }
 
 #[cfg(test)]
@@ -48,15 +121,50 @@ mod tests {
         assert!(!is_inside(""));
     }
 
+    fn tree(links: &[(&str, &str)]) -> LinkTree {
+        let mut tree = LinkTree::default();
+        for (link, target) in links {
+            tree.insert(*link, *target);
+        }
+        tree
+    }
+
     #[test]
     fn links_may_climb_only_to_the_root() {
-        assert!(link_stays_inside(Path::new("a/l"), Path::new("../b")));
-        assert!(link_stays_inside(
-            Path::new("a/b/l"),
-            Path::new("./../../c")
-        ));
-        assert!(!link_stays_inside(Path::new("a/l"), Path::new("../../b")));
-        assert!(!link_stays_inside(Path::new("l"), Path::new("/etc")));
-        assert!(!link_stays_inside(Path::new("l"), Path::new("")));
+        let inside =
+            |link: &str, target: &str| tree(&[(link, target)]).resolves_inside(Path::new(link));
+        assert!(inside("a/l", "../b"));
+        assert!(inside("a/b/l", "./../../c"));
+        assert!(!inside("a/l", "../../b"));
+        assert!(!inside("l", "/etc"));
+        assert!(!inside("l", ""));
+    }
+
+    #[test]
+    fn chains_of_links_are_followed_as_the_kernel_does() {
+        // `s` is the root itself, so `../s/s/../..` from `d` climbs one level out.
+        let chain = tree(&[("s", "."), ("d/l", "../s/s/../..")]);
+        assert!(chain.resolves_inside(Path::new("s")));
+        assert!(!chain.resolves_inside(Path::new("d/l")));
+        // `..` after a link goes to the parent of where the link leads, not back.
+        let deep = tree(&[("up", "a/b/c"), ("l", "up/../../..")]);
+        assert!(deep.resolves_inside(Path::new("l")));
+        let out = tree(&[("up", "a/b"), ("l", "up/../../..")]);
+        assert!(!out.resolves_inside(Path::new("l")));
+        // Links to links that stay inside are fine; loops do not resolve.
+        assert!(tree(&[("a", "b"), ("b", "c")]).resolves_inside(Path::new("a")));
+        assert!(!tree(&[("a", "b"), ("b", "a")]).resolves_inside(Path::new("a")));
+    }
+
+    #[test]
+    fn an_entry_under_a_link_is_found() {
+        let links = tree(&[("s", "."), ("x/y", "z")]);
+        assert_eq!(
+            links.link_above(Path::new("s/s/s/l/f")),
+            Some(Path::new("s"))
+        );
+        assert_eq!(links.link_above(Path::new("x/y/f")), Some(Path::new("x/y")));
+        assert_eq!(links.link_above(Path::new("x/y")), None);
+        assert_eq!(links.link_above(Path::new("x/f")), None);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Cursor, Write};
+use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -16,7 +16,7 @@ use age::secrecy::ExposeSecret;
 use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE,
 };
-use sluice_contract::paths::link_stays_inside;
+use sluice_contract::paths::LinkTree;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
@@ -147,7 +147,11 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{CODE_DIR}/: {e}"))?;
     match &input.code {
         CodeInput::None => {}
-        CodeInput::Dir(dir) => add_dir(&mut zip, dir, dir, file)?,
+        CodeInput::Dir(dir) => {
+            let mut links = LinkTree::default();
+            add_dir(&mut zip, dir, dir, file, &mut links)?;
+            check_links(&links, dir)?;
+        }
         CodeInput::Zip(path) => add_zip(&mut zip, path)?,
     }
     let cursor = zip
@@ -191,6 +195,7 @@ fn add_dir(
     root: &Path,
     dir: &Path,
     options: SimpleFileOptions,
+    links: &mut LinkTree,
 ) -> Result<(), String> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .map_err(|e| format!("reading {}: {e}", dir.display()))?
@@ -204,12 +209,8 @@ fn add_dir(
         let mode = meta.permissions().mode() & 0o777;
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if !link_inside_root(root, &path, &target) {
-                return Err(format!(
-                    "{} is a symbolic link to {}, outside the code folder",
-                    path.display(),
-                    target.display()
-                ));
+            if let Ok(relative) = path.strip_prefix(root) {
+                links.insert(relative, &target);
             }
             let target = target
                 .to_str()
@@ -219,7 +220,7 @@ fn add_dir(
         } else if meta.is_dir() {
             zip.add_directory(format!("{name}/"), options.unix_permissions(mode))
                 .map_err(|e| format!("{name}: {e}"))?;
-            add_dir(zip, root, &path, options)?;
+            add_dir(zip, root, &path, options, links)?;
         } else if meta.is_file() {
             zip.start_file(
                 name.as_str(),
@@ -237,16 +238,66 @@ fn add_dir(
     Ok(())
 }
 
-/// Whether a link at `link` (a path under `root`) pointing to `target` resolves inside `root`.
-fn link_inside_root(root: &Path, link: &Path, target: &Path) -> bool {
-    link.strip_prefix(root)
-        .is_ok_and(|relative| link_stays_inside(relative, target))
+/// Refuses links that lead outside the code folder at `origin`, followed through each
+/// other as the worker's extraction will ([`LinkTree`]), and entries under a link: the same
+/// rule the worker applies, said here with the path a user can fix.
+fn check_links(links: &LinkTree, origin: &Path) -> Result<(), String> {
+    let mut ordered: Vec<_> = links.iter().collect();
+    ordered.sort();
+    for (link, target) in ordered {
+        if let Some(above) = links.link_above(link) {
+            return Err(format!(
+                "{}: lies under the link {}; code may not be placed through links",
+                origin.join(link).display(),
+                origin.join(above).display()
+            ));
+        }
+        if !links.resolves_inside(link) {
+            return Err(format!(
+                "{} is a symbolic link to {}, which leads outside the code folder",
+                origin.join(link).display(),
+                target.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), String> {
     let file = fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     let mut archive = ZipArchive::new(file)
         .map_err(|e| format!("{} is not a readable zip: {e}", path.display()))?;
+    let mut links = LinkTree::default();
+    let mut entries = Vec::new();
+    for index in 0..archive.len() {
+        let mut entry = archive
+            .by_index(index)
+            .map_err(|e| format!("{}: entry {index}: {e}", path.display()))?;
+        if let Some(safe) = entry.enclosed_name() {
+            if entry.is_symlink() {
+                let mut target = String::new();
+                entry
+                    .by_ref()
+                    .take(4096)
+                    .read_to_string(&mut target)
+                    .map_err(|e| format!("{}: {}: {e}", path.display(), safe.display()))?;
+                links.insert(safe, target);
+            } else {
+                entries.push(safe);
+            }
+        }
+    }
+    check_links(&links, path)?;
+    for entry in &entries {
+        if let Some(link) = links.link_above(entry) {
+            return Err(format!(
+                "{}: {} lies under the link {}; code may not be placed through links",
+                path.display(),
+                entry.display(),
+                link.display()
+            ));
+        }
+    }
     for index in 0..archive.len() {
         let entry = archive
             .by_index_raw(index)
@@ -357,6 +408,27 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("escape")).unwrap();
         input.code = CodeInput::Dir(dir.path().to_owned());
         let err = build(&input).unwrap_err();
+        assert!(err.contains("outside the code folder"), "{err}");
+    }
+
+    #[test]
+    fn a_chain_of_links_out_of_the_code_folder_is_refused() {
+        // Accepted before links were followed through each other: `s` is the folder
+        // itself, so `d/l` climbs one level out of it.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("s")).unwrap();
+        std::os::unix::fs::symlink("../s/s/../..", dir.path().join("d/l")).unwrap();
+        let key = OrderKey::generate();
+        let input = BundleInput {
+            manifest: manifest(),
+            env: BTreeMap::new(),
+            secret_names: vec![],
+            recipients: vec![key.recipient],
+            code: CodeInput::Dir(dir.path().to_owned()),
+        };
+        let err = build(&input).unwrap_err();
+        assert!(err.contains("d/l is a symbolic link"), "{err}");
         assert!(err.contains("outside the code folder"), "{err}");
     }
 }
