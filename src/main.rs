@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         Err(exit) => return exit,
     };
     init_tracing(command.verbosity());
+    // Before anything is started: orders (and anything reading /proc) must not see this
+    // process's environment, and what they orphan must come back to it.
+    sluice_worker::containment::harden_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

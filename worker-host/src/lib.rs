@@ -8,8 +8,9 @@
 //!
 //! - [`run::run_order`]: the pipeline — fetch the bundle, [`extract`] it safely, decrypt the
 //!   env in memory ([`envelope`]), claim the attempt, run it, store the log, call back.
-//! - [`shell`]: commands as real subprocesses, each in its own process group
-//!   ([`process_group`]), env built from scratch, one deadline, SIGTERM → grace → SIGKILL.
+//! - [`shell`]: commands as real subprocesses, each in its own session and process group
+//!   ([`process_group`]), env built from scratch, one deadline, SIGTERM → grace → SIGKILL;
+//!   nothing they start outlives them and none can read the worker ([`containment`]).
 //! - [`wasm`]: WebAssembly modules and components in wasmtime, seeing only what the order
 //!   grants, with memory, time and (optional) fuel limits and a compile cache.
 //! - [`events`]: the events an order dropped in its events folder, sent with the result.
@@ -23,6 +24,7 @@
 //!
 //! Nothing here holds a whole log in memory, and decrypted values never touch the disk.
 
+pub mod containment;
 pub mod envelope;
 pub mod events;
 pub mod extract;

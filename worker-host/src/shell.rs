@@ -1,26 +1,27 @@
 //! Running an order's commands as real subprocesses.
 //!
-//! Each command runs as `/bin/sh -c <cmd>` in a new process group, with stdin closed, the
-//! environment built from scratch (only what [`ShellOrder::env`] lists), and stdout and
-//! stderr read concurrently, as they arrive, into the log pipeline. One deadline covers the
-//! whole order. At the deadline, or when the run is stopped, the group gets SIGTERM, then,
-//! after the grace period (output still drained meanwhile), SIGKILL. After a command exits, its pipes get a bounded time to
-//! close: a background process holding them cannot hang the worker. When a command is done,
-//! whatever is left of its process group is killed, so nothing an order started outlives it.
-//! Commands run in turn and the first non-zero exit stops the order.
+//! Each command runs as `/bin/sh -c <cmd>` in a session of its own ([`containment`]), with
+//! stdin closed, the environment built from scratch (only what [`ShellOrder::env`] lists),
+//! and stdout and stderr read concurrently, as they arrive, into the log pipeline. One
+//! deadline covers the whole order. At the deadline, or when the run is stopped, the group
+//! gets SIGTERM, then, after the grace period (output still drained meanwhile), SIGKILL.
+//! After a command exits, its pipes get a bounded time to close: a background process
+//! holding them cannot hang the worker. When a command is done, whatever is left of its
+//! process group is killed, and so is every process it left behind outside the group
+//! ([`containment::sweep`]): nothing an order started outlives it. Commands run in turn
+//! and the first non-zero exit stops the order.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use crate::containment;
 use crate::log_sink::{CHUNK_SIZE, LogSender, LogSink};
 use crate::process_group::ProcessGroup;
 
@@ -170,9 +171,8 @@ async fn run_one(
         .current_dir(order.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = Command::from(command).kill_on_drop(true).spawn()?;
+        .stderr(Stdio::piped());
+    let (mut child, shell) = containment::spawn_shell(command)?;
     let group = ProcessGroup::new(child.id().expect("a just-spawned child has a pid"));
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -212,6 +212,18 @@ async fn run_one(
             .await;
     }
     drop(group); // SIGKILL to whatever is left of the group.
+    drop(shell); // Waited for: from here on, what it leaves behind is a leftover.
+    // Processes that left the group (setsid, double forks) came to this process when the
+    // shell ended: kill them too.
+    let swept = tokio::task::spawn_blocking(containment::sweep)
+        .await
+        .unwrap_or(0);
+    if swept > 0 {
+        log.note(&format!(
+            "{swept} background process(es) left behind by the command were killed"
+        ))
+        .await;
+    }
     // Killed processes close their pipes at once; a reader still stuck now is held by a
     // process that left the group (setsid): give up on it rather than hang.
     if timeout(Duration::from_secs(1), join_all(&mut readers))

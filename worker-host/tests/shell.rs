@@ -195,3 +195,45 @@ async fn a_missing_working_directory_is_a_spawn_failure() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_ending_leaves_other_commands_daemons_alone() {
+    // `long` starts a setsid daemon and needs it alive until its own end; `short` ends
+    // (and sweeps its leftovers) meanwhile. Only `long`'s own end may kill the daemon.
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("daemon");
+    let long = format!(
+        "setsid sh -c 'echo $$ > {p}; sleep 300' & \
+         while [ ! -s {p} ]; do sleep 0.05; done; sleep 1.5; \
+         kill -0 \"$(cat {p})\" && echo daemon still alive",
+        p = pid_file.display()
+    );
+    let (cmds, env) = ([long.as_str()], base_env());
+    let long = run(
+        &cmds,
+        &env,
+        Duration::from_secs(20),
+        ShellSettings::default(),
+    );
+    let short = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        run(
+            &["setsid sleep 300 &"],
+            &base_env(),
+            Duration::from_secs(20),
+            ShellSettings::default(),
+        )
+        .await
+    };
+    let ((long_outcome, long_log, _), (short_outcome, short_log, _)) = tokio::join!(long, short);
+    assert_eq!(short_outcome, ShellOutcome::Succeeded);
+    assert!(short_log.tail.contains("were killed"), "{}", short_log.tail);
+    assert_eq!(long_outcome, ShellOutcome::Succeeded, "{}", long_log.tail);
+    assert!(
+        long_log.tail.contains("daemon still alive"),
+        "{}",
+        long_log.tail
+    );
+    let daemon = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(is_gone(&daemon), "the daemon outlived its command");
+}

@@ -30,6 +30,9 @@ fn describe(report: &WorkerReport) -> serde_json::Value {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_logging();
+    // Orders must not read this process's environment (the role's credentials) through
+    // /proc, and what they orphan must come back to it to be killed.
+    sluice_worker::containment::harden_process();
     let clients = Clients::load().await;
     let callback = HttpCallback::new()?;
     let config = worker_config(|name| std::env::var(name).ok(), &std::env::temp_dir())?;
