@@ -129,6 +129,10 @@ struct LocalArgs {
     /// are kept with a marker saying how much was dropped.
     #[arg(long, env = "SLUICE_MAX_LOG_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_log_mb: u64,
+    /// Folder of compiled WebAssembly modules, or `off`; default: `$XDG_CACHE_HOME/sluice/wasm`
+    /// (`~/.cache/sluice/wasm`). Never inside the state folder, which a repository can ship.
+    #[arg(long, env = "SLUICE_WASM_CACHE", value_name = "DIR|off")]
+    wasm_cache: Option<PathBuf>,
     /// GitHub API to keep the PR comment of a job with `pr_number` on
     /// (`https://api.github.com`, or GitHub Enterprise's `https://HOST/api/v3`); without
     /// it, no comment is posted from this machine.
@@ -243,6 +247,8 @@ pub struct LocalConfig {
     pub max_log_bytes: u64,
     /// Where PR comments go, if anywhere.
     pub github_api: Option<String>,
+    /// The compile cache's folder, if any.
+    pub wasm_cache: Option<PathBuf>,
     /// Username jobs default to (`$USER`).
     pub username: String,
     /// `PATH`, `HOME`, `LANG` of the host, passed on to commands.
@@ -386,9 +392,73 @@ fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> 
         grace_period: Duration::from_secs(local.grace_period),
         max_log_bytes: local.max_log_mb << 20,
         github_api: local.github_api,
+        wasm_cache: wasm_cache_dir(local.wasm_cache, |name| std::env::var_os(name)),
         username,
         host_env,
         interactive: std::io::stderr().is_terminal(),
         verbosity,
+    }
+}
+
+/// The compile cache's folder: `off` for none, a given folder, or the user's cache folder
+/// (`$XDG_CACHE_HOME`, else `$HOME/.cache`) with `sluice/wasm`; none when there is no such
+/// folder.
+fn wasm_cache_dir(
+    given: Option<PathBuf>,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    match given {
+        Some(dir) if dir.as_os_str() == "off" => None,
+        Some(dir) => Some(dir),
+        None => {
+            let absolute = |value: std::ffi::OsString| {
+                Some(PathBuf::from(value)).filter(|path| path.is_absolute())
+            };
+            let base = var("XDG_CACHE_HOME").and_then(absolute).or_else(|| {
+                var("HOME")
+                    .and_then(absolute)
+                    .map(|home| home.join(".cache"))
+            })?;
+            Some(base.join("sluice").join("wasm"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compile_cache_defaults_to_the_users_cache_folder() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let home = vars(&[("HOME", "/home/u")]);
+        assert_eq!(
+            wasm_cache_dir(None, home),
+            Some(PathBuf::from("/home/u/.cache/sluice/wasm"))
+        );
+        let xdg = vars(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/c")]);
+        assert_eq!(
+            wasm_cache_dir(None, xdg),
+            Some(PathBuf::from("/c/sluice/wasm"))
+        );
+        // A relative XDG_CACHE_HOME is ignored, as the XDG spec says.
+        let relative = vars(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "c")]);
+        assert_eq!(
+            wasm_cache_dir(None, relative),
+            Some(PathBuf::from("/home/u/.cache/sluice/wasm"))
+        );
+        assert_eq!(wasm_cache_dir(None, vars(&[])), None);
+        assert_eq!(wasm_cache_dir(Some("off".into()), home), None);
+        assert_eq!(
+            wasm_cache_dir(Some("/x".into()), home),
+            Some(PathBuf::from("/x"))
+        );
     }
 }

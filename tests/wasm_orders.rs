@@ -252,6 +252,58 @@ fn the_second_run_loads_the_module_from_the_compile_cache() {
 }
 
 #[test]
+fn a_compile_cache_entry_not_written_for_this_module_is_never_run() {
+    // Failed before entries were authenticated: the cache (then in the state folder, which
+    // a repository can ship) took any file whose plain checksum matched, so module A's
+    // native code ran when module B was asked for.
+    let sandbox = Sandbox::new();
+    let cached = || -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(sandbox.wasm_cache())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect();
+        files.sort();
+        files
+    };
+    let job = wasm_job(&sandbox, EXITS_3, "", 30);
+    assert_eq!(
+        order(&done_of(&sandbox.run(&job, &[])), "guest").exit_code,
+        Some(3)
+    );
+    let exits_3 = cached().pop().expect("the first run cached its module");
+    let job = wasm_job(
+        &sandbox,
+        &EXITS_3.replace("i32.const 3", "i32.const 4"),
+        "",
+        30,
+    );
+    assert_eq!(
+        order(&done_of(&sandbox.run(&job, &[])), "guest").exit_code,
+        Some(4)
+    );
+    let exits_4 = cached()
+        .into_iter()
+        .find(|f| *f != exits_3)
+        .expect("the second run cached its module");
+    // A planted entry: the other module's code under this module's name, in the cache and
+    // in the state folder a repository could ship.
+    std::fs::copy(&exits_3, &exits_4).unwrap();
+    let planted = sandbox.state().join("wasm-cache");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::copy(&exits_3, planted.join(exits_4.file_name().unwrap())).unwrap();
+    let done = done_of(&sandbox.run(&job, &[]));
+    assert_eq!(order(&done, "guest").exit_code, Some(4));
+    assert!(
+        sandbox
+            .log_of(&done, "guest")
+            .starts_with("==> compiled guest.wat in "),
+        "{}",
+        sandbox.log_of(&done, "guest")
+    );
+}
+
+#[test]
 fn a_missing_module_is_rejected_before_anything_runs() {
     let sandbox = Sandbox::new();
     let job = wasm_job(&sandbox, EXITS_3, "", 30);

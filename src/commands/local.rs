@@ -21,8 +21,6 @@ use crate::cli::LocalConfig;
 use crate::sentinel::Sentinel;
 use crate::{local_worker, progress};
 
-/// Where compiled WebAssembly modules are cached, inside the state folder.
-const WASM_CACHE_FOLDER: &str = "wasm-cache";
 /// How long after its orders were stopped a stopped run may take to be finalized.
 const FINALIZE_AFTER_STOP: Duration = Duration::from_secs(30);
 
@@ -107,9 +105,7 @@ pub fn start(
         },
         limits: Default::default(),
         host_env: config.host_env.clone(),
-        wasm: Arc::new(WasmRuntime::new(Some(
-            config.state_dir.join(WASM_CACHE_FOLDER),
-        ))),
+        wasm: Arc::new(WasmRuntime::new(config.wasm_cache.clone())),
         max_log_bytes: config.max_log_bytes,
         stop: stop.clone(),
         ..WorkerConfig::default()

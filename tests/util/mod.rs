@@ -27,6 +27,11 @@ impl Sandbox {
         self.dir.path().join("state")
     }
 
+    /// The compile cache `run_command` gives sluice (`SLUICE_WASM_CACHE`).
+    pub fn wasm_cache(&self) -> PathBuf {
+        self.dir.path().join("wasm-cache")
+    }
+
     pub fn write_job(&self, name: &str, json: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, json).unwrap();
@@ -49,7 +54,8 @@ impl Sandbox {
             .arg(job)
             .arg("--state-dir")
             .arg(self.state())
-            .arg("--json");
+            .arg("--json")
+            .env("SLUICE_WASM_CACHE", self.wasm_cache());
         command
     }
 

@@ -589,17 +589,33 @@ async fn compiled_modules_are_reused_in_process_and_from_disk() {
     assert_eq!(run.output(), "out\nerr\nout again\n");
 
     // Another module is another entry; a damaged entry is recompiled, not trusted.
-    let entries = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
-    assert_eq!(entries(&cache_dir), 1);
-    let entry = std::fs::read_dir(&cache_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let entries = |dir: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect()
+    };
+    assert_eq!(entries(&cache_dir).len(), 1);
+    let entry = entries(&cache_dir).remove(0);
     std::fs::write(&entry, b"damaged").unwrap();
     let third = Sandbox::with_runtime(WasmRuntime::new(Some(cache_dir.clone())));
     let run = third.run(&hello(), no_grants(), SHORT).await;
+    assert!(compile_note(&run).starts_with("==> compiled guest.wasm in "));
+    assert_eq!(run.outcome, WasmOutcome::Succeeded);
+}
+
+#[tokio::test]
+async fn a_cache_whose_key_others_can_read_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("wasm");
+    let first = Sandbox::with_runtime(WasmRuntime::new(Some(cache_dir.clone())));
+    first.run(&hello(), no_grants(), SHORT).await;
+    let key = cache_dir.join("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let second = Sandbox::with_runtime(WasmRuntime::new(Some(cache_dir.clone())));
+    let run = second.run(&hello(), no_grants(), SHORT).await;
     assert!(compile_note(&run).starts_with("==> compiled guest.wasm in "));
     assert_eq!(run.outcome, WasmOutcome::Succeeded);
 }

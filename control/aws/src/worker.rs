@@ -34,7 +34,10 @@ pub fn worker_config(
     let mut config = WorkerConfig {
         work_root: Some(temp.to_owned()),
         host_env,
-        wasm: Arc::new(WasmRuntime::new(Some(temp.join("sluice-wasm-cache")))),
+        // No compile cache on disk: what is loaded from it runs as native code, and `/tmp`
+        // outlives a run's orders on a warm Lambda; the warm process keeps prepared
+        // modules in memory instead.
+        wasm: Arc::new(WasmRuntime::new(None)),
         ..WorkerConfig::default()
     };
     if let Some(text) = lookup("SLUICE_MAX_LOG_MB") {

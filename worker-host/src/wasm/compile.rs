@@ -8,6 +8,16 @@
 //! - in memory, the linked and type-checked [`Prepared`] guest, so the next order of this
 //!   process only builds a store and instantiates.
 //!
+//! What is loaded from disk runs as native code in this process, outside any sandbox, so a
+//! file there is trusted only when it carries an HMAC-SHA256, under a key made at random
+//! in the cache folder, of the configuration, the module's digest and the code: a folder
+//! someone else filled (a repository shipping one, a guest or order that wrote into it
+//! without the key) yields entries that fail the check and are compiled afresh. The folder
+//! must belong to this user and be writable by no one else, and it is never the state
+//! folder (which a repository can ship). This is why the cache is ours and not wasmtime's
+//! own, which loads whatever its folder holds. The worker Lambda and CodeBuild run without
+//! it: a warm Lambda keeps prepared guests in memory, and `/tmp` outlives one run's orders.
+//!
 //! Text-format modules (`.wat`) are accepted and converted first. What is neither a core
 //! module nor a component, or imports something the sandbox does not provide, is refused
 //! with wasmtime's message, which names the import.
@@ -15,11 +25,12 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Module};
@@ -82,7 +93,7 @@ pub struct Linkers {
 pub struct GuestCache {
     engine: Engine,
     linkers: Linkers,
-    disk: Option<PathBuf>,
+    disk: Option<DiskCache>,
     config_tag: String,
     prepared: Mutex<HashMap<[u8; 32], Prepared>>,
 }
@@ -90,7 +101,7 @@ pub struct GuestCache {
 impl std::fmt::Debug for GuestCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuestCache")
-            .field("disk", &self.disk)
+            .field("disk", &self.disk.as_ref().map(|disk| &disk.dir))
             .field("config_tag", &self.config_tag)
             .finish_non_exhaustive()
     }
@@ -102,11 +113,11 @@ impl GuestCache {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let config_tag = format!("{:016x}", hasher.finish());
-        let disk = disk.filter(|dir| match private_dir(dir) {
-            Ok(()) => true,
+        let disk = disk.and_then(|dir| match DiskCache::open(&dir) {
+            Ok(disk) => Some(disk),
             Err(reason) => {
                 tracing::warn!(dir = %dir.display(), %reason, "not caching compiled modules on disk");
-                false
+                None
             }
         });
         GuestCache {
@@ -164,14 +175,15 @@ impl GuestCache {
             Some(COMPONENT_VERSION) => true,
             _ => return Err("is a WebAssembly binary of an unknown version or layer".to_owned()),
         };
-        let cached = self.disk.as_ref().map(|dir| {
+        let cached = self.disk.as_ref().map(|disk| {
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            dir.join(format!("{hex}-{}.cwasm", self.config_tag))
+            let file = disk.dir.join(format!("{hex}-{}.cwasm", self.config_tag));
+            (disk, file)
         });
-        if let Some(file) = &cached
+        if let Some((disk, file)) = &cached
             && file.is_file()
         {
-            match self.load(file, is_component) {
+            match self.load(disk, file, digest, is_component) {
                 Ok(prepared) => return Ok((prepared?, Provenance::DiskCache)),
                 Err(error) => {
                     tracing::warn!(file = %file.display(), %error, "ignoring an unusable compile cache entry");
@@ -190,8 +202,8 @@ impl GuestCache {
             (self.link_module(&module)?, module.serialize().ok())
         };
         let elapsed = started.elapsed();
-        if let (Some(file), Some(code)) = (cached, serialized)
-            && let Err(error) = write_atomically(&file, &seal(code))
+        if let (Some((disk, file)), Some(code)) = (cached, serialized)
+            && let Err(error) = write_atomically(&file, &disk.seal(&self.config_tag, digest, code))
         {
             tracing::warn!(file = %file.display(), %error, "could not cache the compiled module");
         }
@@ -201,14 +213,23 @@ impl GuestCache {
     /// Loads compiled code written by [`Self::load_or_compile`]. The outer error means the
     /// file is unusable (recompile); the inner one that the guest cannot be linked.
     #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
-    fn load(&self, file: &Path, is_component: bool) -> Result<Result<Prepared, String>, String> {
+    fn load(
+        &self,
+        disk: &DiskCache,
+        file: &Path,
+        digest: &[u8; 32],
+        is_component: bool,
+    ) -> Result<Result<Prepared, String>, String> {
         let sealed = std::fs::read(file).map_err(|e| e.to_string())?;
-        let code = unseal(&sealed).ok_or("its checksum does not match its contents")?;
-        // SAFETY: `code` is exactly what `serialize` produced for an engine of this
-        // configuration: the checksum written with it matches (so it is neither partial nor
-        // damaged), the file name carries the configuration hash (and wasmtime itself checks
-        // version and settings, erring on a mismatch), and the folder is checked to be ours
-        // and writable by no one else, so no other user can have replaced it.
+        let code = disk
+            .unseal(&self.config_tag, digest, &sealed)
+            .ok_or("its authentication code does not match (not written by this cache)")?;
+        // SAFETY: `code` is exactly what `serialize` produced, in this cache, for this
+        // module and an engine of this configuration: its HMAC, under a key only this
+        // cache's folder holds and nothing but this code writes, covers the configuration,
+        // the module's digest and every byte of the code (so it is neither partial,
+        // damaged, another module's, nor anyone else's); wasmtime itself also checks
+        // version and settings, erring on a mismatch.
         Ok(if is_component {
             let component = unsafe { Component::deserialize(&self.engine, code) }
                 .map_err(|e| format!("{e:#}"))?;
@@ -266,17 +287,95 @@ fn read_binary(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("is neither a WebAssembly binary nor valid text format: {e}"))
 }
 
-/// Compiled code as stored: its sha256, then the code.
-fn seal(mut code: Vec<u8>) -> Vec<u8> {
-    let digest = Sha256::digest(&code);
-    code.splice(0..0, digest);
-    code
+type CacheMac = Hmac<Sha256>;
+
+/// The name of the key file in the cache folder.
+const KEY_FILE: &str = "key";
+
+/// The on-disk level: a private folder and the key its entries are authenticated with.
+struct DiskCache {
+    dir: PathBuf,
+    key: [u8; 32],
 }
 
-/// The code of a stored file, when its checksum matches.
-fn unseal(sealed: &[u8]) -> Option<&[u8]> {
-    let (digest, code) = sealed.split_at_checked(32)?;
-    (Sha256::digest(code).as_slice() == digest).then_some(code)
+impl DiskCache {
+    /// Opens (creating) the cache folder `dir` and its key.
+    fn open(dir: &Path) -> Result<DiskCache, String> {
+        private_dir(dir)?;
+        let key = read_or_make_key(&dir.join(KEY_FILE))?;
+        Ok(DiskCache {
+            dir: dir.to_owned(),
+            key,
+        })
+    }
+
+    fn mac(&self, config_tag: &str, digest: &[u8; 32], code: &[u8]) -> CacheMac {
+        let mut mac = CacheMac::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(config_tag.as_bytes());
+        mac.update(&[0]);
+        mac.update(digest);
+        mac.update(code);
+        mac
+    }
+
+    /// Compiled code as stored: its HMAC, then the code.
+    fn seal(&self, config_tag: &str, digest: &[u8; 32], mut code: Vec<u8>) -> Vec<u8> {
+        let tag = self.mac(config_tag, digest, &code).finalize().into_bytes();
+        code.splice(0..0, tag);
+        code
+    }
+
+    /// The code of a stored file, when its HMAC matches (compared in constant time).
+    fn unseal<'a>(
+        &self,
+        config_tag: &str,
+        digest: &[u8; 32],
+        sealed: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        let (tag, code) = sealed.split_at_checked(32)?;
+        self.mac(config_tag, digest, code)
+            .verify_slice(tag)
+            .is_ok()
+            .then_some(code)
+    }
+}
+
+/// The cache's key: read from `file` (which must be ours and readable by no one else), or
+/// made at random and written there, readable by this user only, when there is none.
+fn read_or_make_key(file: &Path) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(mut created) => {
+            getrandom::fill(&mut key).map_err(|e| format!("cannot make a key: {e}"))?;
+            created
+                .write_all(&key)
+                .and_then(|()| created.sync_all())
+                .map_err(|e| format!("cannot write its key: {e}"))?;
+            return Ok(key);
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(format!("cannot create its key: {error}")),
+    }
+    let meta = std::fs::symlink_metadata(file).map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err("its key file is not a file of this user".to_owned());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err("its key file is readable by others".to_owned());
+    }
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read its key: {e}"))?;
+    key.copy_from_slice(
+        bytes
+            .get(..32)
+            .filter(|_| bytes.len() == 32)
+            .ok_or("its key file is not a key")?,
+    );
+    Ok(key)
 }
 
 /// Creates `dir` (0700) if needed and checks nobody but us can write there, since what is
