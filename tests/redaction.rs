@@ -113,3 +113,50 @@ fn secrets_printed_in_every_form_are_stored_nowhere() {
         );
     }
 }
+
+#[test]
+fn secrets_in_the_encodings_tools_print_by_default_are_masked() {
+    // Each of these reached the stored log before issue 15: base64 wrapped at 76
+    // columns, Python's quote() (keeps `/`) and json.dumps (`\u00e4`), lower-case `%xx`,
+    // hex from od, base32 and a string field of a JSON-document secret.
+    const PASSWORD: &str = "pässwörd/for-the-db-2026";
+    let sandbox = Sandbox::new();
+    let document = serde_json::json!({"user": "deploy", "password": PASSWORD}).to_string();
+    let cmds = [
+        r#"printf 'pushed-across-the-76-column-line-break-of-base64-output-%s' "$DB_PASSWORD" | base64"#,
+        r#"printf 'and-of-base32-%s' "$DB_PASSWORD" | base32"#,
+        r#"python3 -c 'import os, urllib.parse; print("quote:", urllib.parse.quote(os.environ["DB_PASSWORD"]))'"#,
+        r#"python3 -c 'import os, json; print("json:", json.dumps(os.environ["DB_PASSWORD"]))'"#,
+        r#"python3 -c 'import os; print("lower:", "".join("%%%02x" % b for b in os.environ["DB_PASSWORD"].encode()))'"#,
+        r#"printf %s "$DB_PASSWORD" | od -An -tx1"#,
+        r#"python3 -c 'import os, json; print("field:", json.loads(os.environ["DB_CREDENTIALS"])["password"])'"#,
+        r#"echo "the rest is intact""#,
+    ];
+    let job = serde_json::json!({ "orders": [
+        { "order_name": "leaky", "timeout": 30, "cmds": cmds,
+          "env_vars": { "DB_PASSWORD": PASSWORD, "DB_CREDENTIALS": document } },
+    ]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    let done = done_of(&sandbox.run(&job, &[]));
+    let log = sandbox.log_of(&done, "leaky");
+    assert_eq!(done.status, JobStatus::Succeeded, "{log}");
+    assert!(log.contains("the rest is intact"), "{log}");
+    let joined: String = log.chars().filter(|c| *c != '\n').collect();
+    let hex: Vec<String> = PASSWORD.bytes().map(|b| format!("{b:02x}")).collect();
+    let wrapped_b64 = STANDARD.encode(format!(
+        "pushed-across-the-76-column-line-break-of-base64-output-{PASSWORD}"
+    ));
+    let wrapped_b32 = data_encoding::BASE32.encode(format!("and-of-base32-{PASSWORD}").as_bytes());
+    for leak in [
+        PASSWORD.to_owned(),
+        "p%C3%A4ssw%C3%B6rd/for-the-db-2026".to_owned(),
+        "p\\u00e4ssw\\u00f6rd/for-the-db-2026".to_owned(),
+        hex.iter().map(|h| format!("%{h}")).collect::<String>(),
+        hex.join(" "),
+        // The characters that depend on the password alone.
+        wrapped_b64[76..wrapped_b64.len() - 4].to_owned(),
+        wrapped_b32[24..wrapped_b32.len() - 8].to_owned(),
+    ] {
+        assert!(!joined.contains(&leak), "{leak:?} is in the log:\n{log}");
+    }
+}
