@@ -133,6 +133,24 @@ struct LocalArgs {
     /// (`~/.cache/sluice/wasm`). Never inside the state folder, which a repository can ship.
     #[arg(long, env = "SLUICE_WASM_CACHE", value_name = "DIR|off")]
     wasm_cache: Option<PathBuf>,
+    /// Hosts git credentials (git_token_location, git_ssh_key_location) may be sent to,
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "SLUICE_GIT_CREDENTIAL_HOSTS",
+        value_delimiter = ',',
+        default_value = "github.com",
+        value_name = "HOSTS"
+    )]
+    git_credential_hosts: Vec<String>,
+    /// OpenSSH known_hosts file of the SSH git servers trusted; default
+    /// `~/.ssh/known_hosts` when there is one.
+    #[arg(long, env = "SLUICE_GIT_KNOWN_HOSTS_FILE", value_name = "FILE")]
+    git_known_hosts: Option<PathBuf>,
+    /// Trust an SSH git server's key the first time it is seen (for the job only) when the
+    /// known hosts do not have it.
+    #[arg(long, env = "SLUICE_GIT_SSH_TOFU")]
+    git_ssh_tofu: bool,
     /// GitHub API to keep the PR comment of a job with `pr_number` on
     /// (`https://api.github.com`, or GitHub Enterprise's `https://HOST/api/v3`); without
     /// it, no comment is posted from this machine.
@@ -249,6 +267,12 @@ pub struct LocalConfig {
     pub github_api: Option<String>,
     /// The compile cache's folder, if any.
     pub wasm_cache: Option<PathBuf>,
+    /// Hosts git credentials may go to.
+    pub git_credential_hosts: Vec<String>,
+    /// The known_hosts file SSH git servers are checked against, if any.
+    pub git_known_hosts: Option<PathBuf>,
+    /// Whether SSH git servers' keys are trusted on first use.
+    pub git_ssh_tofu: bool,
     /// Username jobs default to (`$USER`).
     pub username: String,
     /// `PATH`, `HOME`, `LANG` of the host, passed on to commands.
@@ -393,6 +417,12 @@ fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> 
         max_log_bytes: local.max_log_mb << 20,
         github_api: local.github_api,
         wasm_cache: wasm_cache_dir(local.wasm_cache, |name| std::env::var_os(name)),
+        git_credential_hosts: local.git_credential_hosts,
+        git_known_hosts: local.git_known_hosts.or_else(|| {
+            let user_file = PathBuf::from(std::env::var_os("HOME")?).join(".ssh/known_hosts");
+            user_file.is_file().then_some(user_file)
+        }),
+        git_ssh_tofu: local.git_ssh_tofu,
         username,
         host_env,
         interactive: std::io::stderr().is_terminal(),

@@ -294,7 +294,15 @@ fn a_token_clones_once_over_http_and_is_never_seen() {
         { "order_name": "dns", "git_folder": "dns", "cmds": ["./plan.sh"], "timeout": 30 },
     ]});
     let job = sandbox.write_job("job.json", &job.to_string());
-    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    let output = sandbox.run(
+        &job,
+        &[
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--git-credential-hosts",
+            "github.com,127.0.0.1",
+        ],
+    );
     let done = succeeded(&output);
     assert_eq!(done.orders[0].status, OrderStatus::Succeeded);
     assert!(sandbox.log_of(&done, "dns").contains("dns plan"));
@@ -353,12 +361,66 @@ fn a_missing_commit_folder_or_token_is_refused_before_anything_runs() {
             "job.json",
             &serde_json::json!({ "orders": [order] }).to_string(),
         );
-        let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+        let output = sandbox.run(
+            &job,
+            &[
+                "--secrets",
+                secrets.to_str().unwrap(),
+                "--git-credential-hosts",
+                "127.0.0.1",
+            ],
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(3), "{stderr}");
         assert!(stderr.contains(expected), "{stderr} should say {expected}");
         assert!(!stderr.contains("ghp_WrongToken987654321"), "{stderr}");
     }
+}
+
+#[test]
+fn a_token_goes_only_to_the_hosts_credentials_may_be_sent_to() {
+    // Failed before the deployment listed credential hosts: the capture server on
+    // 127.0.0.1 received `x-access-token:<token>` from any job that named it.
+    let sandbox = Sandbox::new();
+    let (repo, _) = repository(sandbox.path());
+    let (base, seen) = serve(repo.parent().unwrap().to_owned());
+    let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/git/token": TOKEN }));
+    let job = serde_json::json!({
+        "git_repo": format!("{base}/infra.git"),
+        "git_token_location": "aws:::ssm:/git/token",
+        "orders": [{ "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 }]});
+    let job = sandbox.write_job("job.json", &job.to_string());
+    // The default list is github.com alone.
+    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("git credentials are sent only to github.com")
+            && stderr.contains("not to 127.0.0.1"),
+        "{stderr}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        (seen.clones, seen.refused),
+        (0, 0),
+        "the server was contacted: {seen:?}"
+    );
+}
+
+#[test]
+fn plain_http_repositories_are_refused_unless_on_this_machine() {
+    let sandbox = Sandbox::new();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"git_repo": "http://example.com/infra.git", "orders": [{"cmds": ["true"], "timeout": 5}]}"#,
+    );
+    let output = sandbox.run(&job, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("does not authenticate the server"),
+        "{stderr}"
+    );
 }
 
 /// An sshd on 127.0.0.1 accepting one key for this user, stopped when dropped.
@@ -444,7 +506,38 @@ fn an_ssh_key_clones_over_ssh() {
         "git_ssh_key_location": "aws:::ssm:/git/key",
         "orders": [{ "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 }]});
     let job = sandbox.write_job("job.json", &job.to_string());
-    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--git-credential-hosts",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        sandbox.run(&job, &args)
+    };
+    // The server's key unknown: refused (it was trusted on first use before), with a hint.
+    let unknown = sandbox.path().join("no_known_hosts");
+    std::fs::write(&unknown, "").unwrap();
+    let output = run(&["--git-known-hosts", unknown.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("Host key verification failed")
+            && stderr.contains("SLUICE_GIT_KNOWN_HOSTS"),
+        "{stderr}"
+    );
+    // Trusted on first use only when asked.
+    succeeded(&run(&[
+        "--git-known-hosts",
+        unknown.to_str().unwrap(),
+        "--git-ssh-tofu",
+    ]));
+    // Known: cloned.
+    let known = sandbox.path().join("known_hosts");
+    let host_key = std::fs::read_to_string(sandbox.path().join("host_key.pub")).unwrap();
+    std::fs::write(&known, format!("[127.0.0.1]:{} {host_key}", server.port)).unwrap();
+    let output = run(&["--git-known-hosts", known.to_str().unwrap()]);
     let done = succeeded(&output);
     assert!(sandbox.log_of(&done, "vpc").contains("vpc plan v2"));
     let key_line = private.lines().nth(1).unwrap();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_contract::{JobStatus, RunId, exit_codes};
+use sluice_engine::git::GitPolicy;
 use sluice_engine::github::GitHubVcs;
 use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
 use sluice_engine::{EngineConfig, Vcs};
@@ -110,8 +111,19 @@ pub fn start(
         stop: stop.clone(),
         ..WorkerConfig::default()
     };
+    let known_hosts = match &config.git_known_hosts {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the git known hosts file {}", file.display()))
+            .map_err(Failure::invalid)?,
+        None => String::new(),
+    };
     let engine_config = EngineConfig {
         watchdog_slack: config.grace_period + EngineConfig::default().watchdog_slack,
+        git: GitPolicy {
+            credential_hosts: config.git_credential_hosts.clone(),
+            known_hosts,
+            trust_on_first_use: config.git_ssh_tofu,
+        },
         ..EngineConfig::default()
     };
     let options = LocalOptions {

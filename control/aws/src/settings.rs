@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use sluice_engine::git::GitPolicy;
+
 /// Where Sluice's AWS resources are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsSettings {
@@ -33,6 +35,11 @@ pub struct AwsSettings {
     /// `SLUICE_GITHUB_API` (default `https://api.github.com`; `off` for none): where the PR
     /// comments of runs with `pr_number` are kept.
     pub github_api: Option<String>,
+    /// `SLUICE_GIT_CREDENTIAL_HOSTS` (comma-separated, default `github.com`),
+    /// `SLUICE_GIT_KNOWN_HOSTS` (known_hosts lines, default none) and `SLUICE_GIT_SSH_TOFU`
+    /// (`true`/`false`, default false): where init-job sends git credentials and which SSH
+    /// servers it trusts.
+    pub git: GitPolicy,
 }
 
 /// Variables that are missing or malformed.
@@ -111,6 +118,26 @@ impl AwsSettings {
             }
             None => Some(sluice_engine::github::GITHUB_API.to_owned()),
         };
+        let mut git = GitPolicy::default();
+        if let Some(hosts) = lookup("SLUICE_GIT_CREDENTIAL_HOSTS") {
+            git.credential_hosts = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        git.known_hosts = lookup("SLUICE_GIT_KNOWN_HOSTS").unwrap_or_default();
+        git.trust_on_first_use = match lookup("SLUICE_GIT_SSH_TOFU").as_deref().map(str::trim) {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                problems.push(format!(
+                    "SLUICE_GIT_SSH_TOFU={other:?} is not true or false"
+                ));
+                false
+            }
+        };
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -127,6 +154,7 @@ impl AwsSettings {
             event_ttl_days,
             order_ttl_days,
             github_api,
+            git,
         })
     }
 }
@@ -164,6 +192,32 @@ mod tests {
         assert_eq!(settings.internal_bucket, "internal");
         assert_eq!(settings.event_ttl_days, 90);
         assert_eq!(settings.order_ttl_days, 1);
+        assert_eq!(settings.git, GitPolicy::default());
+        assert_eq!(settings.git.credential_hosts, ["github.com"]);
+    }
+
+    #[test]
+    fn git_credential_hosts_and_ssh_trust_are_settings() {
+        let settings = AwsSettings::from_lookup(lookup(&[
+            ("SLUICE_INTERNAL_BUCKET", "internal"),
+            ("SLUICE_DONE_BUCKET", "done"),
+            ("SLUICE_ORDERS_TABLE", "orders"),
+            ("SLUICE_EVENTS_TABLE", "events"),
+            ("SLUICE_LOCKS_TABLE", "locks"),
+            ("SLUICE_WORKER_FUNCTION", "worker"),
+            ("SLUICE_CODEBUILD_PROJECT", "builds"),
+            ("SLUICE_WATCHDOG_STATE_MACHINE", "arn:w"),
+            ("SLUICE_GIT_CREDENTIAL_HOSTS", "github.com, git.example.com"),
+            ("SLUICE_GIT_KNOWN_HOSTS", "git.example.com ssh-ed25519 AAAA"),
+            ("SLUICE_GIT_SSH_TOFU", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            settings.git.credential_hosts,
+            ["github.com", "git.example.com"]
+        );
+        assert_eq!(settings.git.known_hosts, "git.example.com ssh-ed25519 AAAA");
+        assert!(settings.git.trust_on_first_use);
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
     };
     let config = EngineConfig {
         platform: Platform::Aws,
+        git: settings.git.clone(),
         ..EngineConfig::default()
     };
     Engine::new(ports, config)

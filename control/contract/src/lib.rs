@@ -15,6 +15,7 @@
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
 //! - [`paths`]: what stays inside a code root (shared by packer and unpacker).
+//! - [`repo_url`]: what a `git_repo` may be, and the host a credential would go to.
 //! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
 //! - [`events`]: events an order emits about itself, carried back in its result.
 //! - [`credentials`]: credential locations and how their values become variables.
@@ -45,6 +46,7 @@ pub mod job;
 pub mod keys;
 pub mod manifest;
 pub mod paths;
+pub mod repo_url;
 pub mod result;
 pub mod status;
 pub mod validate;

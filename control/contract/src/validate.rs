@@ -246,7 +246,8 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         ));
     }
     if let Some(repo) = &job.git_repo {
-        check_repo_url(repo).map_err(|message| job_error("git_repo", message))?;
+        crate::repo_url::check(repo, options.platform)
+            .map_err(|message| job_error("git_repo", message))?;
     }
     if job.orders.is_empty() {
         return Err(job_error(
@@ -733,7 +734,7 @@ fn code_source(
         return Ok(CodeSource::Dir(dir.clone()));
     }
     if let Some(repo) = &spec.git_repo {
-        check_repo_url(repo).map_err(|message| ctx.error("git_repo", message))?;
+        crate::repo_url::check(repo, platform).map_err(|message| ctx.error("git_repo", message))?;
     }
     let (repo, token, ssh) = match &spec.git_repo {
         Some(repo) => (repo, &spec.git_token_location, &spec.git_ssh_key_location),
@@ -777,31 +778,6 @@ fn code_source(
         commit: spec.commit_hash.clone().or_else(|| job.commit_hash.clone()),
         folder: spec.git_folder.clone(),
     }))
-}
-
-/// Refuses a repository URL that carries a credential: a password (`user:pw@`), or for
-/// http(s) any user part (`https://<token>@host` is how tokens are often pasted). Such a
-/// URL would be echoed in errors, logs and PR comments; credentials come from
-/// `git_token_location` / `git_ssh_key_location`. An SSH user alone (`git@host:…`,
-/// `ssh://git@host/…`) is no secret. The message never repeats the URL.
-fn check_repo_url(repo: &str) -> Result<(), String> {
-    let Some((scheme, rest)) = repo.split_once("://") else {
-        // scp-like `user@host:path`: a password cannot be given this way.
-        return Ok(());
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let Some((user_info, _host)) = authority.rsplit_once('@') else {
-        return Ok(());
-    };
-    let web = matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https");
-    if user_info.contains(':') || web {
-        return Err(
-            "carries a credential in the URL (before its `@`): remove it and give the token \
-             with git_token_location (or an SSH key with git_ssh_key_location)"
-                .to_owned(),
-        );
-    }
-    Ok(())
 }
 
 fn resolve_dependencies(

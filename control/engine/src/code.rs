@@ -54,7 +54,7 @@ impl Engine {
                     let credential = self.git_credential(order, &source).await?;
                     if git.is_none() {
                         git =
-                            Some(GitWorkspace::new().map_err(|e| {
+                            Some(GitWorkspace::new(self.config.git.clone()).map_err(|e| {
                                 StoreError::io("creating a folder for git clones", e)
                             })?);
                     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use sluice_contract::validate::Platform;
 
+use crate::git::GitPolicy;
+
 use crate::ports::{
     Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource, Vcs,
     WatchdogStarter,
@@ -41,6 +43,8 @@ pub struct EngineConfig {
     pub event_ttl: Duration,
     /// How long orders rows are kept.
     pub order_ttl: Duration,
+    /// Where git credentials may go and which SSH servers are trusted.
+    pub git: GitPolicy,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +59,7 @@ impl Default for EngineConfig {
             init_limit: Duration::from_secs(15 * 60),
             event_ttl: Duration::from_secs(90 * 24 * 3600),
             order_ttl: Duration::from_secs(24 * 3600),
+            git: GitPolicy::default(),
         }
     }
 }

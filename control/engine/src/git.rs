@@ -10,8 +10,12 @@
 //! from a 0600 file in the job's workspace, so it is in no command line and no environment
 //! variable, and it is only sent over HTTPS (or plain HTTP to this machine). An SSH key
 //! (`git_ssh_key_location`) is written to a 0600 file that `ssh -i` reads (no agent, no
-//! user configuration; the host's key is trusted on first use and remembered for the job
-//! only). Both files are deleted as soon as the clone is done. git runs with
+//! user configuration). Both files are deleted as soon as the clone is done. A credential
+//! goes only to the hosts the deployment lists ([`GitPolicy::credential_hosts`], github.com
+//! by default): a job naming another host with a token is refused before anything is sent.
+//! SSH checks the server's key against the deployment's known hosts
+//! ([`GitPolicy::known_hosts`]); trusting a key on first use (for the job only) happens only
+//! when the deployment asks for it. git runs with
 //! an environment built from scratch: no user or system configuration, no prompts, only the
 //! `https`, `http`, `ssh`, `git` and `file` transports (never `ext::`), and its messages are
 //! shown with the token masked. Of this process's environment git gets only what locates
@@ -33,11 +37,64 @@ use sluice_contract::validate::GitSource;
 /// host's environment reaches git.
 pub const HOST_VARIABLES: &[&str] = &["PATH", "LD_LIBRARY_PATH", "GIT_EXEC_PATH"];
 
+/// What ssh says when the server's key is not among the known hosts.
+const HOST_KEY_FAILED: &str = "Host key verification failed";
+
 /// The user name sent with a token (GitHub's convention for tokens of every kind).
 const TOKEN_USER: &str = "x-access-token";
 
 /// Answers git's username and password prompts from the token file.
 const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) echo x-access-token ;;\n  *) cat \"$SLUICE_GIT_TOKEN_FILE\" ;;\nesac\n";
+
+/// Where git credentials may go and which SSH servers are trusted: a deployment's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitPolicy {
+    /// Hosts a token or SSH key is sent to (compared without case, user or port).
+    pub credential_hosts: Vec<String>,
+    /// Lines of an OpenSSH `known_hosts` file: the SSH servers whose keys are trusted.
+    pub known_hosts: String,
+    /// Trust an SSH server's key the first time it is seen (remembered for the job only)
+    /// when `known_hosts` does not have it.
+    pub trust_on_first_use: bool,
+}
+
+impl Default for GitPolicy {
+    fn default() -> Self {
+        GitPolicy {
+            credential_hosts: vec!["github.com".to_owned()],
+            known_hosts: String::new(),
+            trust_on_first_use: false,
+        }
+    }
+}
+
+impl GitPolicy {
+    /// Refuses to send a credential to `repo`'s host unless it is listed.
+    fn check_credential_host(&self, repo: &str) -> Result<(), String> {
+        let host = sluice_contract::repo_url::host(repo);
+        match &host {
+            Some(host)
+                if self
+                    .credential_hosts
+                    .iter()
+                    .any(|allowed| allowed.trim().eq_ignore_ascii_case(host)) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "{repo}: git credentials are sent only to {} (the deployment's git credential \
+                 hosts: SLUICE_GIT_CREDENTIAL_HOSTS, or --git-credential-hosts locally), not \
+                 to {}",
+                if self.credential_hosts.is_empty() {
+                    "no host".to_owned()
+                } else {
+                    self.credential_hosts.join(", ")
+                },
+                host.as_deref().unwrap_or("a local repository")
+            )),
+        }
+    }
+}
 
 /// What a repository is cloned with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +125,7 @@ enum Auth<'a> {
 #[derive(Debug)]
 pub struct GitWorkspace {
     dir: tempfile::TempDir,
+    policy: GitPolicy,
     /// Clone folder of each (repository, credential).
     clones: HashMap<(String, Option<GitCredential>), PathBuf>,
     /// Zip of each (clone, commit, folder).
@@ -75,14 +133,17 @@ pub struct GitWorkspace {
 }
 
 impl GitWorkspace {
-    /// A new, empty workspace in the system's temp folder.
+    /// A new, empty workspace in the system's temp folder, cloning under `policy`.
     ///
     /// # Errors
     ///
     /// The folder cannot be created.
-    pub fn new() -> std::io::Result<Self> {
+    pub fn new(policy: GitPolicy) -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("sluice-git-").tempdir()?;
+        std::fs::write(dir.path().join("known_hosts"), &policy.known_hosts)?;
         Ok(GitWorkspace {
-            dir: tempfile::Builder::new().prefix("sluice-git-").tempdir()?,
+            dir,
+            policy,
             clones: HashMap::new(),
             archives: HashMap::new(),
         })
@@ -163,6 +224,9 @@ impl GitWorkspace {
             return Ok(clone.clone());
         }
         let n = self.clones.len() + 1;
+        if credential.is_some() {
+            self.policy.check_credential_host(&source.repo)?;
+        }
         let (secret_file, env) = match credential {
             Some(GitCredential::Token(token)) => {
                 check_token_transport(&source.repo)?;
@@ -190,8 +254,16 @@ impl GitWorkspace {
             let _ = std::fs::remove_file(file);
         }
         result.map_err(|e| {
+            let hint = if e.contains(HOST_KEY_FAILED) {
+                " (the server's SSH key is not among the deployment's known hosts: add it to \
+                 SLUICE_GIT_KNOWN_HOSTS, or --git-known-hosts locally, e.g. from its \
+                 published keys or `ssh-keyscan HOST`; or allow trust on first use with \
+                 SLUICE_GIT_SSH_TOFU=1)"
+            } else {
+                ""
+            };
             mask_token(
-                format!("cloning {}: {e}", source.repo),
+                format!("cloning {}: {e}{hint}", source.repo),
                 token_of(credential),
             )
         })?;
@@ -226,19 +298,33 @@ impl GitWorkspace {
                 env.push(("SLUICE_GIT_TOKEN_FILE", file.display().to_string()));
             }
             Some(Auth::SshKey(file)) => {
-                let known_hosts = self.dir.path().join("known_hosts");
-                env.push((
-                    "GIT_SSH_COMMAND",
-                    format!(
-                        "ssh -F /dev/null -i '{}' -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='{}'",
-                        file.display(),
-                        known_hosts.display()
-                    ),
-                ));
+                env.push(("GIT_SSH_COMMAND", self.ssh_command(Some(file))));
             }
-            None => {}
+            None => env.push(("GIT_SSH_COMMAND", self.ssh_command(None))),
         }
         env
+    }
+
+    /// The ssh git runs: no user configuration or agent, the key file if any, and the
+    /// server checked against the policy's known hosts (the workspace's copy, which also
+    /// remembers keys trusted on first use, for this job only).
+    fn ssh_command(&self, key: Option<&Path>) -> String {
+        let known_hosts = self.dir.path().join("known_hosts");
+        let checking = if self.policy.trust_on_first_use {
+            "accept-new"
+        } else {
+            "yes"
+        };
+        let identity = match key {
+            Some(file) => format!("-i '{}' -o IdentitiesOnly=yes ", file.display()),
+            None => String::new(),
+        };
+        format!(
+            "ssh -F /dev/null {identity}-o IdentityAgent=none -o BatchMode=yes \
+             -o StrictHostKeyChecking={checking} -o UserKnownHostsFile='{}' \
+             -o GlobalKnownHostsFile=/dev/null",
+            known_hosts.display()
+        )
     }
 
     /// Writes `bytes` to a new file of the workspace readable by its owner only; writes the
@@ -315,7 +401,13 @@ async fn git(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> Resul
     } else {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-        let last = lines[lines.len().saturating_sub(3)..].join(" / ");
+        let mut last = lines[lines.len().saturating_sub(3)..].join(" / ");
+        // ssh says why first, git's generic lines follow: keep the reason.
+        if let Some(reason) = lines.iter().find(|l| l.contains(HOST_KEY_FAILED))
+            && !last.contains(HOST_KEY_FAILED)
+        {
+            last = format!("{reason} / {last}");
+        }
         Err(if last.is_empty() {
             format!("git {} failed ({})", args[0], output.status)
         } else {

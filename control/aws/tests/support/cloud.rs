@@ -112,6 +112,7 @@ pub async fn cloud() -> Cloud {
         event_ttl_days: 90,
         order_ttl_days: 1,
         github_api: None,
+        git: Default::default(),
     };
     Cloud {
         roles: Roles::all(&clients),

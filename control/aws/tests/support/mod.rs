@@ -265,6 +265,7 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         event_ttl_days: 90,
         order_ttl_days: 1,
         github_api: None,
+        git: Default::default(),
     }
 }
 
