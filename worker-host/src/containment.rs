@@ -7,7 +7,7 @@
 //!   order cannot read the worker's environment (on Lambda: the role's credentials, locally:
 //!   the user's shell variables) through `/proc/$PPID`. `execve` resets the flag, so the
 //!   orders' own processes stay as dumpable as any program. A root worker's commands keep
-//!   only the capabilities Docker leaves a container's root ([`ROOT_ORDER_CAPABILITIES`]):
+//!   only the capabilities Docker leaves a container's root (`ROOT_ORDER_CAPABILITIES`):
 //!   with `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or `CAP_PERFMON`, root reads every process
 //!   regardless.
 //! - **Every process a command starts ends with it** ([`spawn_shell`], [`sweep`]). A

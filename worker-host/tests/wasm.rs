@@ -478,6 +478,22 @@ async fn unbounded_allocation_stops_at_the_memory_limit() {
 }
 
 #[tokio::test]
+async fn tables_count_against_the_memory_limit() {
+    // Four tables of 2^20 elements: 32 MiB of host memory for a module whose memory_mb
+    // is 8. Failed before tables were counted (it instantiated and exited 0).
+    let tables = "(table 1048576 funcref) ".repeat(4);
+    let guest = module(&format!(r#"{tables}(func (export "_start"))"#));
+    let run = Sandbox::new()
+        .run(&guest, serde_json::json!({"memory_mb": 8}), SHORT)
+        .await;
+    let reason = run.reason();
+    assert!(
+        reason.starts_with("memory limit reached") && reason.contains("allows 8"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn fuel_runs_out() {
     let spec = serde_json::json!({"fuel": 1_000_000});
     let run = Sandbox::new().run(&spins(), spec, SHORT).await;

@@ -2,7 +2,7 @@
 //! the reason of its result (DESIGN §4).
 //!
 //! A [`Redactor`] is built once per attempt from the order's secret values. For each value
-//! of at least [`MIN_SECRET_LEN`] bytes it masks every form [`forms`] lists (the value, its
+//! of at least [`MIN_SECRET_LEN`] bytes it masks every form `forms.rs` lists (the value, its
 //! escapes and encodings), each line of a multi-line value, and, for a value that is a JSON
 //! document, each string in it of at least [`MIN_SECRET_LEN`] bytes with all its forms.
 //! Every occurrence becomes [`MASK`]; occurrences that overlap (two secrets sharing bytes

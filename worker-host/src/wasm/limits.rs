@@ -2,14 +2,18 @@
 //!
 //! A WebAssembly `memory.grow` past the limit fails the standard way (the guest sees -1 and
 //! its allocator decides what to do: Rust aborts, C's `malloc` returns NULL). The guard
-//! counts every memory of the store against one budget and remembers a refusal, so an
-//! order that then traps or exits non-zero is reported as having hit its memory limit
+//! counts every memory and every table of the store against one budget (a table element
+//! costs the host [`TABLE_ELEMENT_BYTES`]: a module declaring many large tables would
+//! otherwise allocate outside the budget) and remembers a refusal, so an order that then
+//! traps, fails to instantiate or exits non-zero is reported as having hit its memory limit
 //! rather than with whatever the guest made of it.
 
 use wasmtime::ResourceLimiter;
 
 /// Largest table a guest may grow (elements); tables hold function references.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// What one table element costs the host: a pointer-sized reference.
+pub const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// The store's memory budget.
 #[derive(Debug)]
@@ -50,22 +54,35 @@ impl ResourceLimiter for MemoryGuard {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self.used_bytes - current.min(self.used_bytes) + desired;
-        if total > self.limit_bytes {
-            self.refused = Some(self.refused.unwrap_or(0).max(total));
-            return Ok(false);
-        }
-        self.used_bytes = total;
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
+    }
+}
+
+impl MemoryGuard {
+    /// Grows one memory or table from `current` to `desired` bytes if the budget allows.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = (self.used_bytes - current.min(self.used_bytes)).saturating_add(desired);
+        if total > self.limit_bytes {
+            self.refused = Some(self.refused.unwrap_or(0).max(total));
+            return false;
+        }
+        self.used_bytes = total;
+        true
     }
 }
 
@@ -85,5 +102,16 @@ mod tests {
         assert!(!guard.memory_growing(0, 5 * MIB, None).unwrap());
         assert_eq!(guard.refused(), Some(11 * MIB));
         assert!(guard.memory_growing(0, 4 * MIB, None).unwrap());
+    }
+
+    #[test]
+    fn tables_count_against_the_same_budget() {
+        // Failed before tables were counted: every table up to 2^20 elements was free.
+        let mut guard = MemoryGuard::new(10);
+        assert!(guard.memory_growing(0, 8 * MIB, None).unwrap());
+        let elements = MIB / TABLE_ELEMENT_BYTES;
+        assert!(guard.table_growing(0, elements, None).unwrap());
+        assert!(!guard.table_growing(0, 2 * elements, None).unwrap());
+        assert_eq!(guard.refused(), Some(11 * MIB));
     }
 }

@@ -13,7 +13,7 @@
 //! [`EPOCH_TICK`] and a running guest yields to the executor at each tick, so the async
 //! wall-clock timeout around the whole run stops a busy loop as well as a guest parked in
 //! a host call (`sleep`, `poll`), by dropping its future. Memory: a guard (module `limits`) with a
-//! budget of `memory_mb` for all the store's memories. Fuel, when the order sets it, meters
+//! budget of `memory_mb` for all the store's memories and tables. Fuel, when the order sets it, meters
 //! instructions deterministically.
 
 mod compile;
