@@ -85,6 +85,27 @@ pub fn github(config: &LocalConfig) -> Result<Option<Arc<dyn Vcs>>, Failure> {
     Ok(Some(Arc::new(github)))
 }
 
+/// The compile cache's folder, unless it lies in the state folder, which a repository can
+/// ship (`.sluice/`): what is loaded from the cache runs as native code.
+fn usable_wasm_cache(config: &LocalConfig) -> Option<std::path::PathBuf> {
+    let dir = config.wasm_cache.clone()?;
+    let inside_state = match (
+        std::path::absolute(&dir),
+        std::path::absolute(&config.state_dir),
+    ) {
+        (Ok(cache), Ok(state)) => cache.starts_with(state),
+        _ => true,
+    };
+    if inside_state {
+        tracing::warn!(
+            dir = %dir.display(),
+            "not using the WebAssembly compile cache: it is inside the state folder, which a repository can provide"
+        );
+        return None;
+    }
+    Some(dir)
+}
+
 /// Opens the state folder and starts the engine, its workers and their sentinel.
 pub fn start(
     config: &LocalConfig,
@@ -106,7 +127,7 @@ pub fn start(
         },
         limits: Default::default(),
         host_env: config.host_env.clone(),
-        wasm: Arc::new(WasmRuntime::new(config.wasm_cache.clone())),
+        wasm: Arc::new(WasmRuntime::new(usable_wasm_cache(config))),
         max_log_bytes: config.max_log_bytes,
         stop: stop.clone(),
         ..WorkerConfig::default()

@@ -22,8 +22,9 @@
 //! What this does not cover: a program the order asks to start processes for it (a user's
 //! systemd, `at`, an ssh to localhost); the local sandbox (namespaces) closes those.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Duration;
 
@@ -32,8 +33,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-/// The shells of the commands running now: children of this process that are not leftovers.
-static RUNNING_SHELLS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+/// The shells of the commands running now (pid → registration token): children of this
+/// process that are not leftovers. The token keeps a pid reused by a newer shell from being
+/// unregistered by the older one's end.
+static RUNNING_SHELLS: Mutex<Option<HashMap<u32, u64>>> = Mutex::new(None);
+/// The next registration token.
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
 
 /// Makes this process undumpable and a child subreaper (see the module docs). Idempotent;
 /// binaries call it first thing, [`spawn_shell`] before every command. A kernel that
@@ -54,19 +59,23 @@ pub fn harden_process() {
 #[derive(Debug)]
 pub struct RunningShell {
     pid: u32,
+    token: u64,
 }
 
 impl Drop for RunningShell {
     fn drop(&mut self) {
-        if let Some(shells) = RUNNING_SHELLS.lock().unwrap().as_mut() {
+        if let Some(shells) = RUNNING_SHELLS.lock().unwrap().as_mut()
+            && shells.get(&self.pid) == Some(&self.token)
+        {
             shells.remove(&self.pid);
         }
     }
 }
 
 /// Spawns `command` as a command's shell: in a session of its own (so it also leads a new
-/// process group) and a child subreaper. Drop the [`RunningShell`] only once the child has
-/// been waited for, or a concurrent [`sweep`] may take it for a leftover.
+/// process group) and a child subreaper. Keep the [`RunningShell`] until the child has been
+/// waited for (declare it before the child, so it is dropped after), or a concurrent
+/// [`sweep`] may take the shell for a leftover.
 ///
 /// # Errors
 ///
@@ -74,9 +83,9 @@ impl Drop for RunningShell {
 #[expect(unsafe_code, reason = "a pre_exec hook; see SAFETY")]
 pub fn spawn_shell(
     mut command: std::process::Command,
-) -> std::io::Result<(tokio::process::Child, RunningShell)> {
+) -> std::io::Result<(RunningShell, tokio::process::Child)> {
     harden_process();
-    let lose: &'static [caps::Capability] = if nix::unistd::geteuid().is_root() {
+    let lose: &'static [libc::c_ulong] = if nix::unistd::geteuid().is_root() {
         capabilities_to_drop()
     } else {
         &[]
@@ -87,10 +96,7 @@ pub fn spawn_shell(
         command.pre_exec(move || {
             nix::unistd::setsid()?;
             nix::sys::prctl::set_child_subreaper(true)?;
-            if !lose.is_empty() {
-                drop_capabilities(lose)?;
-            }
-            Ok(())
+            drop_capabilities(lose)
         });
     }
     // Held across spawn and registration: a sweep never sees the new shell unregistered.
@@ -99,8 +105,9 @@ pub fn spawn_shell(
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().expect("a just-spawned child has a pid");
-    shells.get_or_insert_with(HashSet::new).insert(pid);
-    Ok((child, RunningShell { pid }))
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    shells.get_or_insert_with(HashMap::new).insert(pid, token);
+    Ok((RunningShell { pid, token }, child))
 }
 
 /// What a root worker's commands may keep: the capabilities Docker leaves a container's
@@ -125,76 +132,107 @@ const ROOT_ORDER_CAPABILITIES: [caps::Capability; 14] = {
     ]
 };
 
-/// The capabilities a root worker's commands must lose: every one this process holds in
-/// its bounding set beyond [`ROOT_ORDER_CAPABILITIES`]. Root with `CAP_SYS_PTRACE`,
-/// `CAP_SYS_ADMIN` or `CAP_PERFMON` reads any process's `/proc/<pid>/environ`,
-/// undumpable or not, and others (`CAP_SYS_MODULE`, `CAP_BPF`, …) reach the whole machine.
-fn capabilities_to_drop() -> &'static [caps::Capability] {
-    static DROP: OnceLock<Vec<caps::Capability>> = OnceLock::new();
+/// The capabilities a root worker's commands must lose: every one the kernel has
+/// (`/proc/sys/kernel/cap_last_cap`, so ones newer than this code are included) beyond
+/// [`ROOT_ORDER_CAPABILITIES`]. Root with `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or
+/// `CAP_PERFMON` reads any process's `/proc/<pid>/environ`, undumpable or not, and others
+/// (`CAP_SYS_MODULE`, `CAP_BPF`, …) reach the whole machine.
+fn capabilities_to_drop() -> &'static [libc::c_ulong] {
+    static DROP: OnceLock<Vec<libc::c_ulong>> = OnceLock::new();
     DROP.get_or_init(|| {
-        caps::all()
-            .into_iter()
-            .filter(|cap| !ROOT_ORDER_CAPABILITIES.contains(cap))
-            .filter(|cap| caps::has_cap(None, caps::CapSet::Bounding, *cap).unwrap_or(false))
-            .collect()
+        let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(63);
+        let keep: Vec<libc::c_ulong> = ROOT_ORDER_CAPABILITIES
+            .iter()
+            .map(|cap| libc::c_ulong::from(cap.index()))
+            .collect();
+        (0..=last).filter(|cap| !keep.contains(cap)).collect()
     })
 }
 
-/// Takes `lose` out of every capability set this process and what it executes could hold
-/// them in. Runs between fork and exec: no allocation on success.
-fn drop_capabilities(lose: &[caps::Capability]) -> std::io::Result<()> {
+/// Clears the ambient and inheritable capabilities (anyone may) and takes `lose` out of the
+/// bounding set (root may), so nothing the command executes holds them. Runs between fork
+/// and exec: no allocation on success.
+#[expect(
+    unsafe_code,
+    reason = "prctl(2) has no safe wrapper for PR_CAPBSET_DROP"
+)]
+fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
     use caps::CapSet;
     let refused = |_| std::io::Error::from_raw_os_error(Errno::EPERM as i32);
     caps::clear(None, CapSet::Ambient).map_err(refused)?;
     caps::clear(None, CapSet::Inheritable).map_err(refused)?;
-    for cap in lose {
-        caps::drop(None, CapSet::Bounding, *cap).map_err(refused)?;
+    for &cap in lose {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            match Errno::last() {
+                // A number the kernel does not know: there is nothing to drop.
+                Errno::EINVAL => {}
+                errno => return Err(std::io::Error::from_raw_os_error(errno as i32)),
+            }
+        }
     }
     Ok(())
 }
 
-/// Kills (SIGKILL) and reaps every leftover child of this process (see the module docs),
-/// again until none is left (a leftover's own children come to this process as it dies),
-/// and returns how many were killed. Blocking: it reads `/proc`.
+/// Kills (SIGKILL) every leftover child of this process (see the module docs) together
+/// with all its descendants, and reaps the children; again until none is left. Each round
+/// first stops (SIGSTOP) every process of the leftover trees, so none can fork meanwhile,
+/// then kills them all: a chain however deep goes in one round. Returns how many processes
+/// were killed. Blocking: it reads `/proc`.
 pub fn sweep() -> usize {
-    let me = nix::unistd::getpid();
+    let me = nix::unistd::getpid().as_raw();
     let Ok(my_session) = nix::unistd::getsid(None) else {
         return 0;
     };
-    let mut killed = 0;
-    for _ in 0..100 {
-        let leftovers: Vec<Pid> = {
+    let mut killed: HashSet<i32> = HashSet::new();
+    for round in 0.. {
+        let table = process_table();
+        let (leftovers, trees) = {
             let shells = RUNNING_SHELLS.lock().unwrap();
-            let found: Vec<Pid> = children(me)
-                .into_iter()
-                .filter(|child| child.session != my_session.as_raw())
-                .filter(|child| {
+            let leftovers: Vec<i32> = table
+                .iter()
+                .filter(|p| p.ppid == me && p.session != my_session.as_raw())
+                .filter(|p| {
                     !shells
                         .as_ref()
-                        .is_some_and(|s| s.contains(&(child.pid as u32)))
+                        .is_some_and(|s| s.contains_key(&(p.pid as u32)))
                 })
-                .map(|child| Pid::from_raw(child.pid))
+                .map(|p| p.pid)
                 .collect();
-            // Killed under the lock: no shell is spawned (and could reuse a pid) meanwhile.
-            for pid in &found {
-                match kill(*pid, Signal::SIGKILL) {
-                    Ok(()) => killed += 1,
-                    Err(Errno::ESRCH) => {}
-                    Err(error) => {
-                        tracing::warn!(pid = pid.as_raw(), %error, "could not kill an order's leftover process")
+            let trees = descendants(&table, &leftovers);
+            // Signalled under the lock: no shell is spawned (and could reuse a pid) meanwhile.
+            for signal in [Signal::SIGSTOP, Signal::SIGKILL] {
+                for &pid in &trees {
+                    match kill(Pid::from_raw(pid), signal) {
+                        Ok(()) | Err(Errno::ESRCH) => {}
+                        Err(error) => {
+                            tracing::warn!(pid, %error, "could not stop an order's leftover process")
+                        }
                     }
                 }
             }
-            found
+            (leftovers, trees)
         };
         if leftovers.is_empty() {
             break;
         }
+        killed.extend(
+            trees
+                .iter()
+                .filter(|pid| table.iter().any(|p| p.pid == **pid && !p.zombie)),
+        );
         for pid in leftovers {
-            reap(pid);
+            reap(Pid::from_raw(pid));
+        }
+        if round == 1000 {
+            tracing::warn!("an order's leftover processes outlast 1000 sweeps; giving up");
+            break;
         }
     }
-    killed
+    killed.len()
 }
 
 /// Waits a moment for a killed child to die, then collects its exit status so it leaves no
@@ -210,14 +248,18 @@ fn reap(pid: Pid) {
     }
 }
 
-struct Child {
+/// One process, as `/proc/<pid>/stat` describes it.
+struct Process {
     pid: i32,
+    ppid: i32,
     session: i32,
+    zombie: bool,
 }
 
-/// The children of `parent`, from `/proc/<pid>/stat`.
-fn children(parent: Pid) -> Vec<Child> {
+/// Every process visible in `/proc`.
+fn process_table() -> Vec<Process> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
+        tracing::warn!("cannot read /proc: an order's leftover processes cannot be found");
         return Vec::new();
     };
     entries
@@ -226,9 +268,32 @@ fn children(parent: Pid) -> Vec<Child> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             // `pid (comm) state ppid pgrp session …`; comm may hold spaces and parentheses.
             let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-            let ppid: i32 = fields.nth(1)?.parse().ok()?;
+            let zombie = fields.next()? == "Z";
+            let ppid: i32 = fields.next()?.parse().ok()?;
             let session: i32 = fields.nth(1)?.parse().ok()?;
-            (ppid == parent.as_raw()).then_some(Child { pid, session })
+            Some(Process {
+                pid,
+                ppid,
+                session,
+                zombie,
+            })
         })
         .collect()
+}
+
+/// `roots` and every process below them.
+fn descendants(table: &[Process], roots: &[i32]) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for process in table {
+        children.entry(process.ppid).or_default().push(process.pid);
+    }
+    let mut found = roots.to_vec();
+    let mut next = 0;
+    while next < found.len() {
+        if let Some(below) = children.get(&found[next]) {
+            found.extend(below.iter().filter(|pid| !roots.contains(pid)));
+        }
+        next += 1;
+    }
+    found
 }

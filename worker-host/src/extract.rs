@@ -141,6 +141,7 @@ pub fn extract(
         }
     }
     let mut written: u64 = 0;
+    let mut placed_paths = std::collections::HashSet::new();
     for index in placed {
         let mut entry = archive
             .by_index(index)
@@ -148,6 +149,7 @@ pub fn extract(
         let name = entry_name(&entry, index);
         let relative = safe_path(&entry, &name)?;
         refuse_under_link(&links, &relative, only, &name)?;
+        placed_paths.insert(relative.clone());
         let io = |e: std::io::Error| io_error(&name, e);
         if entry.is_dir() {
             root.create_dir_all(&relative).map_err(io)?;
@@ -175,16 +177,27 @@ pub fn extract(
     }
     let mut ordered: Vec<_> = links.iter().collect();
     ordered.sort();
-    for (inside, target) in ordered {
+    // Every link is checked before any is made: none exists unless all are sound.
+    for (inside, target) in &ordered {
         let relative = Path::new(only).join(inside);
         let name = relative.display().to_string();
         refuse_under_link(&links, &relative, only, &name)?;
+        if placed_paths.contains(&relative) {
+            return Err(ExtractError::UnderLink {
+                name: name.clone(),
+                link: name,
+            });
+        }
         if !links.resolves_inside(inside) {
             return Err(ExtractError::UnsafeLink {
                 name,
                 target: target.display().to_string(),
             });
         }
+    }
+    for (inside, target) in ordered {
+        let relative = Path::new(only).join(inside);
+        let name = relative.display().to_string();
         if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
             root.create_dir_all(parent)
                 .map_err(|e| io_error(&name, e))?;
@@ -379,6 +392,22 @@ mod tests {
             written.iter().all(|p| !p.ends_with("x")),
             "wrote {written:?}"
         );
+    }
+
+    #[test]
+    fn no_link_is_made_unless_every_link_is_sound() {
+        // `b` is both a link and a folder: as a folder, `a` climbs out. Before, `a` was
+        // made first and stayed while `b` failed.
+        let dest = tempfile::tempdir().unwrap();
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = SimpleFileOptions::default();
+        zip.add_symlink("code/a", "b/../../..", options).unwrap();
+        zip.add_symlink("code/b", "x/y/z", options).unwrap();
+        zip.add_directory("code/b/", options).unwrap();
+        let bundle = zip.finish().unwrap().into_inner();
+        let err = extract(&bundle, dest.path(), "code", ExtractLimits::default()).unwrap_err();
+        assert!(matches!(err, ExtractError::UnderLink { .. }), "{err}");
+        assert!(fs::symlink_metadata(dest.path().join("code/a")).is_err());
     }
 
     #[test]

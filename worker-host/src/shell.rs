@@ -172,7 +172,7 @@ async fn run_one(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (mut child, shell) = containment::spawn_shell(command)?;
+    let (shell, mut child) = containment::spawn_shell(command)?;
     let group = ProcessGroup::new(child.id().expect("a just-spawned child has a pid"));
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");

@@ -237,3 +237,42 @@ async fn a_command_ending_leaves_other_commands_daemons_alone() {
     let daemon = std::fs::read_to_string(&pid_file).unwrap();
     assert!(is_gone(&daemon), "the daemon outlived its command");
 }
+
+#[tokio::test]
+async fn a_deep_chain_of_daemons_is_killed_whole() {
+    // Each level starts the next in the background, then becomes `sleep`: a chain 150
+    // processes deep outside the command's group. Killing one level a round (as before)
+    // left the deepest levels alive.
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let chain = dir.path().join("chain.sh");
+    std::fs::write(
+        &chain,
+        format!(
+            "n=$1\nif [ \"$n\" -gt 0 ]; then sh {chain} $((n - 1)) & fi\necho $$ >> {pids}\nexec sleep 300\n",
+            chain = chain.display(),
+            pids = pids.display()
+        ),
+    )
+    .unwrap();
+    let cmd = format!(
+        "setsid sh {chain} 150 & while [ \"$(cat {pids} 2>/dev/null | wc -l)\" -lt 151 ]; do sleep 0.05; done",
+        chain = chain.display(),
+        pids = pids.display()
+    );
+    let (outcome, log, _) = run(
+        &[cmd.as_str()],
+        &base_env(),
+        Duration::from_secs(60),
+        ShellSettings::default(),
+    )
+    .await;
+    assert_eq!(outcome, ShellOutcome::Succeeded, "{}", log.tail);
+    let alive: Vec<String> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .filter(|pid| !is_gone(pid))
+        .map(str::to_owned)
+        .collect();
+    assert!(alive.is_empty(), "still alive: {alive:?}");
+}

@@ -17,6 +17,16 @@ pub fn is_inside(relative: &str) -> bool {
 
 /// How many links one resolution may pass through, as Linux allows (`ELOOP` beyond).
 const MAX_LINK_HOPS: u32 = 40;
+/// How many path components one resolution may walk, links followed included: a crafted
+/// tree of deep targets must not cost more than this per link.
+const MAX_STEPS: u32 = 4096;
+
+/// What one resolution has used.
+#[derive(Default)]
+struct Walked {
+    hops: u32,
+    steps: u32,
+}
 
 /// The symbolic links of a tree being packed or unpacked — each link's path relative to the
 /// root, and its target — resolved the way the kernel resolves them.
@@ -56,7 +66,8 @@ impl LinkTree {
 
     /// Whether the link at `link`, followed through every link of the tree, ends inside the
     /// root. Absolute and empty targets never do; `..` may climb only as far as the root; a
-    /// chain longer than the kernel follows does not resolve.
+    /// chain longer than the kernel follows, or a walk longer than 4096 components, does not
+    /// resolve.
     pub fn resolves_inside(&self, link: &Path) -> bool {
         let Some(target) = self.links.get(link) else {
             return false;
@@ -68,8 +79,8 @@ impl LinkTree {
                 .collect(),
             None => Vec::new(),
         };
-        let mut hops = 0;
-        self.resolve(parent, target, &mut hops).is_some()
+        self.resolve(parent, target, &mut Walked::default())
+            .is_some()
     }
 
     /// Walks `target` from the folder `at` (root-relative components), following links;
@@ -78,12 +89,16 @@ impl LinkTree {
         &self,
         mut at: Vec<OsString>,
         target: &Path,
-        hops: &mut u32,
+        walked: &mut Walked,
     ) -> Option<Vec<OsString>> {
         if target.as_os_str().is_empty() {
             return None;
         }
         for component in target.components() {
+            walked.steps += 1;
+            if walked.steps > MAX_STEPS {
+                return None;
+            }
             match component {
                 Component::CurDir => {}
                 Component::ParentDir => {
@@ -93,12 +108,12 @@ impl LinkTree {
                     at.push(name.to_owned());
                     let here: PathBuf = at.iter().collect();
                     if let Some(next) = self.links.get(&here) {
-                        *hops += 1;
-                        if *hops > MAX_LINK_HOPS {
+                        walked.hops += 1;
+                        if walked.hops > MAX_LINK_HOPS {
                             return None;
                         }
                         at.pop();
-                        at = self.resolve(at, next, hops)?;
+                        at = self.resolve(at, next, walked)?;
                     }
                 }
                 Component::RootDir | Component::Prefix(_) => return None,

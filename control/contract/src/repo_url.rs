@@ -24,6 +24,13 @@ pub fn check(repo: &str, platform: Platform) -> Result<(), String> {
     if repo.starts_with('-') || repo.chars().any(char::is_whitespace) {
         return Err("is not a repository URL (it starts with `-` or holds spaces)".to_owned());
     }
+    if authority(repo).is_some_and(|a| a.contains(['%', '?', '#', '\\'])) {
+        return Err(
+            "has `%`, `?`, `#` or `\\` before its path, where git and this check could read a \
+             different host: write the host plainly"
+                .to_owned(),
+        );
+    }
     let Some((scheme, rest)) = repo.split_once("://") else {
         if repo.contains("::") {
             return Err(
@@ -39,7 +46,7 @@ pub fn check(repo: &str, platform: Platform) -> Result<(), String> {
         return local_only(platform);
     };
     let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = rest.split('/').next().unwrap_or_default();
     if let Some((user_info, _)) = authority.rsplit_once('@')
         && (user_info.contains(':') || matches!(scheme.as_str(), "http" | "https"))
     {
@@ -67,12 +74,7 @@ pub fn check(repo: &str, platform: Platform) -> Result<(), String> {
 /// The host `repo` names (lower case, without user or port), if it names one: `None` for
 /// a local path or `file://` URL.
 pub fn host(repo: &str) -> Option<String> {
-    let authority = match repo.split_once("://") {
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("file") => return None,
-        Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or_default(),
-        None if is_scp_like(repo) => repo.split(':').next().unwrap_or_default(),
-        None => return None,
-    };
+    let authority = authority(repo)?;
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let host = if let Some(bracketed) = host_port.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
@@ -80,6 +82,17 @@ pub fn host(repo: &str) -> Option<String> {
         host_port.split(':').next().unwrap_or_default()
     };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// The part of `repo` naming user, host and port: up to the first `/` after `scheme://`
+/// (git ends an ssh host only there), or before the `:` of `user@host:path`.
+fn authority(repo: &str) -> Option<&str> {
+    match repo.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("file") => None,
+        Some((_, rest)) => rest.split('/').next(),
+        None if is_scp_like(repo) => repo.split(':').next(),
+        None => None,
+    }
 }
 
 /// Whether `host` is this machine.
@@ -150,6 +163,12 @@ mod tests {
             "http://example.com/r.git",
             "git://example.com/r.git",
             "ext::sh -c x",
+            // git decodes `%2F` and ends an ssh host only at `/`: these reach evil.com.
+            "ssh://evil.com%2F@github.com/r",
+            "ssh://github.com?@evil.com/r",
+            "ssh://github.com#@evil.com/r",
+            "git://evil.invalid%2F@localhost/x",
+            "git@github.com\\@evil.com:r",
         ] {
             assert!(check(repo, Local).is_err(), "{repo}");
         }

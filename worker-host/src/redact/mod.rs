@@ -66,6 +66,9 @@ struct PatternSet {
     skips_line_breaks: bool,
 }
 
+/// Most line-break bytes in a row inside a wrapped form (CR LF).
+const MAX_BREAK_RUN: usize = 2;
+
 /// Most patterns one packed (SIMD) searcher takes efficiently.
 const PACKED_GROUP: usize = 64;
 
@@ -194,6 +197,12 @@ impl RedactingStream<'_> {
             if start >= hold_from {
                 break;
             }
+            // A longer occurrence starting inside this one could still run past the end:
+            // decide the whole span with the next chunk.
+            if matcher.hold_from(buf, start + 1) < end {
+                hold_from = start;
+                break;
+            }
             out.extend_from_slice(&buf[written..start]);
             out.extend_from_slice(MASK.as_bytes());
             written = end;
@@ -312,18 +321,23 @@ impl PatternSet {
             kept_from = at + 1;
         }
         view.extend_from_slice(&text[kept_from..]);
-        let original = |index: usize| {
-            // The view's byte `index` is preceded in `text` by this many removed bytes.
-            let mut shift = removed.partition_point(|&r| r <= index);
-            while shift < removed.len() && removed[shift] <= index + shift {
-                shift += 1;
-            }
-            index + shift
-        };
+        // `removed[i] - i` never decreases: how many removed bytes precede the view's byte
+        // `index` is how many of these are at most `index`.
+        let shifted: Vec<usize> = removed.iter().enumerate().map(|(i, r)| r - i).collect();
+        let original = |index: usize| index + shifted.partition_point(|&s| s <= index);
         self.search
             .find_all(&view)
             .into_iter()
             .map(|(start, end)| (original(start), original(end - 1) + 1))
+            .filter(|&(start, end)| {
+                // A wrapped form has one line break (CR LF at most) between two of its
+                // characters, never blank lines.
+                let inside = &removed[removed.partition_point(|&r| r < start)
+                    ..removed.partition_point(|&r| r < end)];
+                !inside
+                    .windows(MAX_BREAK_RUN + 1)
+                    .any(|run| run[MAX_BREAK_RUN] - run[0] == MAX_BREAK_RUN)
+            })
             .collect()
     }
 
@@ -335,10 +349,14 @@ impl PatternSet {
             .start_state(Anchored::Yes)
             .expect("contiguous NFAs support anchored searches");
         let counted = |b: &u8| !(self.skips_line_breaks && is_line_break(*b));
-        // Where the last `longest - 1` counted bytes begin: no earlier start can still grow.
+        // Where the last `longest - 1` counted bytes begin (each with at most a line break
+        // before it): no earlier start can still grow.
         let mut window = buf.len();
         let mut left = self.longest.saturating_sub(1);
-        while window > 0 && left > 0 {
+        let floor = buf
+            .len()
+            .saturating_sub(self.longest.saturating_mul(MAX_BREAK_RUN + 1));
+        while window > floor && left > 0 {
             window -= 1;
             if counted(&buf[window]) {
                 left -= 1;
@@ -348,7 +366,13 @@ impl PatternSet {
             .filter(|&at| counted(&buf[at]))
             .find(|&at| {
                 let mut state = start;
-                buf[at..].iter().filter(|b| counted(b)).all(|&byte| {
+                let mut breaks = 0;
+                buf[at..].iter().all(|&byte| {
+                    if !counted(&byte) {
+                        breaks += 1;
+                        return breaks <= MAX_BREAK_RUN;
+                    }
+                    breaks = 0;
                     state = self.prefixes.next_state(Anchored::Yes, state, byte);
                     !self.prefixes.is_dead(state)
                 })
@@ -496,6 +520,47 @@ mod tests {
         let r = Redactor::new([("A", "abcdefgh"), ("B", "efghijkl")]);
         assert_eq!(r.redact_str("x abcdefghijkl y"), "x *** y");
         assert_eq!(through_stream(&r, &[b"x abcde", b"fghijkl y"]), "x *** y");
+    }
+
+    #[test]
+    fn a_longer_secret_starting_inside_a_masked_one_is_caught_across_chunks() {
+        // Leaked `***789-secret-tail` before: the second secret, starting inside the
+        // first, was cut off at the chunk's end once the first was masked.
+        let r = Redactor::new([("A", "api-key-123456"), ("B", "123456789-secret-tail")]);
+        assert_eq!(
+            through_stream(&r, &[b"x api-key-123456789-se", b"cret-tail y"]),
+            "x *** y"
+        );
+    }
+
+    #[test]
+    fn blank_lines_hold_nothing_back() {
+        // One byte that could start a secret, then endless empty lines: held without
+        // bound before (quadratic work, unbounded memory).
+        let r = redactor();
+        let mut stream = r.stream();
+        let mut out = Vec::new();
+        stream.push(b"s", &mut out);
+        for _ in 0..1000 {
+            stream.push(b"\n\n\n\n", &mut out);
+        }
+        assert!(out.len() >= 3990, "{} bytes out", out.len());
+        assert!(stream.held.len() < 100, "{} bytes held", stream.held.len());
+    }
+
+    #[test]
+    fn a_wrapped_form_is_masked_line_breaks_included() {
+        let r = redactor();
+        let b64 = STANDARD.encode(SECRET);
+        let (head, tail) = b64.split_at(7);
+        // The last characters depend on the padding too: they stay.
+        for text in [format!("{head}\n{tail}\n"), format!("{head}\r\n{tail}")] {
+            let masked = r.redact_str(&text);
+            assert!(masked.starts_with("***") && masked.len() < 10, "{masked:?}");
+        }
+        // Separated by blank lines, the parts are no longer one encoded text.
+        let apart = format!("{head}\n\n\n{tail}");
+        assert_eq!(r.redact_str(&apart), apart);
     }
 
     #[test]
