@@ -280,20 +280,37 @@ fn git_from_a_layer_is_found_through_its_exec_path() {
     assert!(mark.exists(), "git used the exec path it was given");
 }
 
-#[test]
-fn a_token_clones_once_over_http_and_is_never_seen() {
-    let sandbox = Sandbox::new();
+/// A job of `orders` taking their code from the test repository served over HTTP with
+/// [`TOKEN`]; the job file, the secrets file holding the token, and what the server saw.
+fn served_with_token(
+    sandbox: &Sandbox,
+    orders: serde_json::Value,
+) -> (PathBuf, PathBuf, Arc<Mutex<Seen>>) {
     let (repo, _) = repository(sandbox.path());
     let (base, seen) = serve(repo.parent().unwrap().to_owned());
     let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/git/token": TOKEN }));
     let job = serde_json::json!({
-    "git_repo": format!("{base}/infra.git"),
-    "git_token_location": "aws:::ssm:/git/token",
-    "orders": [
-        { "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
-        { "order_name": "dns", "git_folder": "dns", "cmds": ["./plan.sh"], "timeout": 30 },
-    ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+        "git_repo": format!("{base}/infra.git"),
+        "git_token_location": "aws:::ssm:/git/token",
+        "orders": orders,
+    });
+    (
+        sandbox.write_job("job.json", &job.to_string()),
+        secrets,
+        seen,
+    )
+}
+
+#[test]
+fn a_token_clones_once_over_http_and_is_never_seen() {
+    let sandbox = Sandbox::new();
+    let (job, secrets, seen) = served_with_token(
+        &sandbox,
+        serde_json::json!([
+            { "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
+            { "order_name": "dns", "git_folder": "dns", "cmds": ["./plan.sh"], "timeout": 30 },
+        ]),
+    );
     let output = sandbox.run(
         &job,
         &[
@@ -382,14 +399,12 @@ fn a_token_goes_only_to_the_hosts_credentials_may_be_sent_to() {
     // Failed before the deployment listed credential hosts: the capture server on
     // 127.0.0.1 received `x-access-token:<token>` from any job that named it.
     let sandbox = Sandbox::new();
-    let (repo, _) = repository(sandbox.path());
-    let (base, seen) = serve(repo.parent().unwrap().to_owned());
-    let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/git/token": TOKEN }));
-    let job = serde_json::json!({
-        "git_repo": format!("{base}/infra.git"),
-        "git_token_location": "aws:::ssm:/git/token",
-        "orders": [{ "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 }]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let (job, secrets, seen) = served_with_token(
+        &sandbox,
+        serde_json::json!([
+            { "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
+        ]),
+    );
     // The default list is github.com alone.
     let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -215,19 +215,28 @@ async fn a_command_ending_leaves_other_commands_daemons_alone() {
         Duration::from_secs(20),
         ShellSettings::default(),
     );
+    let short_pid_file = dir.path().join("short");
+    let short_cmd = format!(
+        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done",
+        p = short_pid_file.display()
+    );
     let short = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        run(
-            &["setsid sleep 300 &"],
+        let ended = run(
+            &[short_cmd.as_str()],
             &base_env(),
             Duration::from_secs(20),
             ShellSettings::default(),
         )
-        .await
+        .await;
+        // Checked as soon as `short` ends, while `long` still runs. (Which command's log
+        // tells of the kill depends on which sweep ran first: sweeps are per process.)
+        let short_daemon = std::fs::read_to_string(&short_pid_file).unwrap();
+        assert!(is_gone(&short_daemon), "short's daemon outlived it");
+        ended
     };
-    let ((long_outcome, long_log, _), (short_outcome, short_log, _)) = tokio::join!(long, short);
+    let ((long_outcome, long_log, _), (short_outcome, _, _)) = tokio::join!(long, short);
     assert_eq!(short_outcome, ShellOutcome::Succeeded);
-    assert!(short_log.tail.contains("were killed"), "{}", short_log.tail);
     assert_eq!(long_outcome, ShellOutcome::Succeeded, "{}", long_log.tail);
     assert!(
         long_log.tail.contains("daemon still alive"),

@@ -172,22 +172,24 @@ mod tests {
         }
     }
 
+    /// Every required setting.
+    const REQUIRED: &[(&str, &str)] = &[
+        ("SLUICE_INTERNAL_BUCKET", "internal"),
+        ("SLUICE_DONE_BUCKET", "done"),
+        ("SLUICE_ORDERS_TABLE", "orders"),
+        ("SLUICE_EVENTS_TABLE", "events"),
+        ("SLUICE_LOCKS_TABLE", "locks"),
+        ("SLUICE_WORKER_FUNCTION", "worker"),
+        ("SLUICE_CODEBUILD_PROJECT", "builds"),
+        (
+            "SLUICE_WATCHDOG_STATE_MACHINE",
+            "arn:aws:states:us-east-1:1:stateMachine:w",
+        ),
+    ];
+
     #[test]
     fn reads_every_setting_with_defaults() {
-        let settings = AwsSettings::from_lookup(lookup(&[
-            ("SLUICE_INTERNAL_BUCKET", "internal"),
-            ("SLUICE_DONE_BUCKET", "done"),
-            ("SLUICE_ORDERS_TABLE", "orders"),
-            ("SLUICE_EVENTS_TABLE", "events"),
-            ("SLUICE_LOCKS_TABLE", "locks"),
-            ("SLUICE_WORKER_FUNCTION", "worker"),
-            ("SLUICE_CODEBUILD_PROJECT", "builds"),
-            (
-                "SLUICE_WATCHDOG_STATE_MACHINE",
-                "arn:aws:states:us-east-1:1:stateMachine:w",
-            ),
-        ]))
-        .unwrap();
+        let settings = AwsSettings::from_lookup(lookup(REQUIRED)).unwrap();
         assert_eq!(settings.ssm_prefix, "/sluice");
         assert_eq!(settings.internal_bucket, "internal");
         assert_eq!(settings.event_ttl_days, 90);
@@ -198,20 +200,14 @@ mod tests {
 
     #[test]
     fn git_credential_hosts_and_ssh_trust_are_settings() {
-        let settings = AwsSettings::from_lookup(lookup(&[
-            ("SLUICE_INTERNAL_BUCKET", "internal"),
-            ("SLUICE_DONE_BUCKET", "done"),
-            ("SLUICE_ORDERS_TABLE", "orders"),
-            ("SLUICE_EVENTS_TABLE", "events"),
-            ("SLUICE_LOCKS_TABLE", "locks"),
-            ("SLUICE_WORKER_FUNCTION", "worker"),
-            ("SLUICE_CODEBUILD_PROJECT", "builds"),
-            ("SLUICE_WATCHDOG_STATE_MACHINE", "arn:w"),
+        const GIT: &[(&str, &str)] = &[
             ("SLUICE_GIT_CREDENTIAL_HOSTS", "github.com, git.example.com"),
             ("SLUICE_GIT_KNOWN_HOSTS", "git.example.com ssh-ed25519 AAAA"),
             ("SLUICE_GIT_SSH_TOFU", "true"),
-        ]))
-        .unwrap();
+        ];
+        let settings =
+            AwsSettings::from_lookup(|name| lookup(REQUIRED)(name).or_else(|| lookup(GIT)(name)))
+                .unwrap();
         assert_eq!(
             settings.git.credential_hosts,
             ["github.com", "git.example.com"]

@@ -430,6 +430,20 @@ mod tests {
         Redactor::new([("DB_PASSWORD", SECRET), ("PIN", "1234")])
     }
 
+    /// `text` cut at each of `cuts` that falls inside it.
+    fn cut(text: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut points: Vec<usize> = cuts.into_iter().filter(|&c| c <= text.len()).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points {
+            chunks.push(&text[last..p]);
+            last = p;
+        }
+        chunks.push(&text[last..]);
+        chunks
+    }
+
     fn through_stream(redactor: &Redactor, chunks: &[&[u8]]) -> String {
         let mut stream = redactor.stream();
         let mut out = Vec::new();
@@ -615,15 +629,7 @@ mod tests {
             let text: String = noise.concat();
             let r = redactor();
             let whole = through_stream(&r, &[text.as_bytes()]);
-            let mut points: Vec<usize> = cuts.into_iter().filter(|&c| c <= text.len()).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&text.as_bytes()[last..p]);
-                last = p;
-            }
-            chunks.push(&text.as_bytes()[last..]);
+            let chunks = cut(text.as_bytes(), cuts);
             prop_assert_eq!(through_stream(&r, &chunks), whole.clone());
             prop_assert!(!whole.contains(SECRET));
         }
@@ -723,15 +729,7 @@ mod tests {
             let r = Redactor::new([("SECRET", registered.as_str())]);
             let (encoded, context_dependent) = encode(encoding, &context, &secret);
             let text = format!("before {encoded} after\n");
-            let mut points: Vec<usize> = cuts.into_iter().filter(|&c| c <= text.len()).collect();
-            points.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for p in points {
-                chunks.push(&text.as_bytes()[last..p]);
-                last = p;
-            }
-            chunks.push(&text.as_bytes()[last..]);
+            let chunks = cut(text.as_bytes(), cuts);
             let out = through_stream(&r, &chunks);
             let unwrapped: String = out.chars().filter(|c| *c != '\n' && *c != '\r').collect();
             let plain: String = encoded.chars().filter(|c| *c != '\n').collect();
