@@ -13,6 +13,7 @@
 //! event or the trigger is logged, and the watch carries the run.
 
 use std::path::Path;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,7 @@ use crate::credentials::{self, OrderEnv};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
+use crate::retry::{Backoff, while_transient};
 use crate::watchdog::RUN_WATCH;
 
 /// What init_job answers (the body of the 200 response on AWS).
@@ -51,6 +53,12 @@ pub struct InitResponse {
 
 /// How many orders are packaged and uploaded at the same time.
 const PACKAGING_PARALLELISM: usize = 8;
+/// Retries of a transient failure storing a key or a bundle, after the SDK's own: a
+/// throttled init would otherwise fail the whole submission (its caller retries with the
+/// idempotency key, but only if it has one).
+const STORE_RETRIES: u32 = 4;
+/// The first of those retries' delays (then doubling, jittered).
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// Most bytes of an idempotency record read back.
 const MAX_SUBMISSION_BYTES: u64 = 16 * 1024;
 
@@ -329,15 +337,35 @@ impl Engine {
             .map_err(|error| EngineError::Start(Box::new(error)))
     }
 
-    /// Stores an order's private key and records where.
+    /// Stores an order's private key and records where; a transient failure is tried again
+    /// (storing the same key twice is harmless).
     async fn store_key(&self, order: Packaged) -> Result<OrderRecord, EngineError> {
         let Packaged { mut record, secret } = order;
-        record.key_path = self
-            .ports
-            .keys
-            .put_key(&record.run_id, record.order_num, &secret)
-            .await?;
+        record.key_path = while_transient(
+            self.ports.clock.as_ref(),
+            Backoff::new(STORE_RETRY_FIRST, STORE_RETRIES),
+            "storing an order's key",
+            StoreError::kind,
+            || {
+                self.ports
+                    .keys
+                    .put_key(&record.run_id, record.order_num, &secret)
+            },
+        )
+        .await?;
         Ok(record)
+    }
+
+    /// Writes `bytes` at `key` of the internal store, trying a transient failure again.
+    async fn store_retrying(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        while_transient(
+            self.ports.clock.as_ref(),
+            Backoff::new(STORE_RETRY_FIRST, STORE_RETRIES),
+            "storing a bundle",
+            StoreError::kind,
+            || self.ports.internal.put(key, bytes.to_vec()),
+        )
+        .await
     }
 
     async fn package_order(
@@ -396,14 +424,10 @@ impl Engine {
             Err(StoreError::Backend { message, .. }) => return Err(bundle_error(message)),
             Err(other) => return Err(other.into()),
         };
-        self.ports
-            .internal
-            .put(&keys::exec_zip(run_id, order_num), bytes)
+        self.store_retrying(&keys::exec_zip(run_id, order_num), &bytes)
             .await?;
         if let Some(stripped) = stripped {
-            self.ports
-                .internal
-                .put(&keys::exec_zip_stripped(run_id, order_num), stripped)
+            self.store_retrying(&keys::exec_zip_stripped(run_id, order_num), &stripped)
                 .await?;
         }
 
