@@ -137,9 +137,28 @@ const ROOT_ORDER_CAPABILITIES: [caps::Capability; 14] = {
 /// [`ROOT_ORDER_CAPABILITIES`]. Root with `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or
 /// `CAP_PERFMON` reads any process's `/proc/<pid>/environ`, undumpable or not, and others
 /// (`CAP_SYS_MODULE`, `CAP_BPF`, …) reach the whole machine.
+///
+/// Only capabilities still in this process's bounding set are listed, and none when this
+/// process may not drop them (no `CAP_SETPCAP`, as in containers stripped of capabilities,
+/// where the dangerous ones are gone already): a refused drop would fail every command.
+#[expect(
+    unsafe_code,
+    reason = "prctl(2) has no safe wrapper for PR_CAPBSET_READ"
+)]
 fn capabilities_to_drop() -> &'static [libc::c_ulong] {
     static DROP: OnceLock<Vec<libc::c_ulong>> = OnceLock::new();
     DROP.get_or_init(|| {
+        if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                "running as root without CAP_SETPCAP: orders keep this process's capabilities"
+            );
+            return Vec::new();
+        }
+        // SAFETY: PR_CAPBSET_READ takes a capability number and touches no memory.
+        let held =
+            |cap: libc::c_ulong| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1;
         let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|text| text.trim().parse().ok())
@@ -148,7 +167,9 @@ fn capabilities_to_drop() -> &'static [libc::c_ulong] {
             .iter()
             .map(|cap| libc::c_ulong::from(cap.index()))
             .collect();
-        (0..=last).filter(|cap| !keep.contains(cap)).collect()
+        (0..=last)
+            .filter(|cap| !keep.contains(cap) && held(*cap))
+            .collect()
     })
 }
 
