@@ -131,7 +131,12 @@ async fn submit(
     wait_poll: Option<Duration>,
 ) -> Result<i32, Failure> {
     let (spec, _) = read_job(job)?;
-    sluice_contract::validate::validate(&spec, &sluice_contract::ValidateOptions::aws())
+    let mut options = sluice_contract::ValidateOptions::aws();
+    if matches!(target, SubmitTarget::Endpoint(_)) {
+        // Over the endpoint the job runs as the IAM caller: it needs no username of its own.
+        options.default_username = Some("caller".to_owned());
+    }
+    sluice_contract::validate::validate(&spec, &options)
         .with_context(|| format!("job file {}", job.display()))
         .map_err(Failure::invalid)?;
     let follow = match wait_poll {

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use sluice_engine::git::GitPolicy;
+use sluice_engine::grants::CredentialGrants;
 
 /// Where Sluice's AWS resources are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,11 @@ pub struct AwsSettings {
     /// (`true`/`false`, default false): where init-job sends git credentials and which SSH
     /// servers it trusts.
     pub git: GitPolicy,
+    /// `SLUICE_CREDENTIAL_GRANTS` (a JSON object: principal ARN pattern → credential
+    /// location patterns), with each caller's own prefixes under
+    /// `SLUICE_CREDENTIALS_PARAMETER_PATH` and `SLUICE_CREDENTIALS_SECRET_PREFIX`: which
+    /// credentials a job's submitter may name.
+    pub credential_grants: CredentialGrants,
 }
 
 /// Variables that are missing or malformed.
@@ -138,6 +144,22 @@ impl AwsSettings {
                 false
             }
         };
+        let mut credential_grants = CredentialGrants {
+            own_parameter_root: lookup("SLUICE_CREDENTIALS_PARAMETER_PATH")
+                .filter(|p| !p.trim().is_empty()),
+            own_secret_prefix: lookup("SLUICE_CREDENTIALS_SECRET_PREFIX")
+                .filter(|p| !p.trim().is_empty()),
+            ..CredentialGrants::default()
+        };
+        if let Some(text) = lookup("SLUICE_CREDENTIAL_GRANTS").filter(|t| !t.trim().is_empty()) {
+            match serde_json::from_str::<std::collections::BTreeMap<String, Vec<String>>>(&text) {
+                Ok(rules) => credential_grants.rules = rules.into_iter().collect(),
+                Err(error) => problems.push(format!(
+                    "SLUICE_CREDENTIAL_GRANTS is not a JSON object of principal patterns to \
+                     lists of credential location patterns: {error}"
+                )),
+            }
+        }
         if !problems.is_empty() {
             return Err(SettingsError { problems });
         }
@@ -155,6 +177,7 @@ impl AwsSettings {
             order_ttl_days,
             github_api,
             git,
+            credential_grants,
         })
     }
 }
@@ -214,6 +237,42 @@ mod tests {
         );
         assert_eq!(settings.git.known_hosts, "git.example.com ssh-ed25519 AAAA");
         assert!(settings.git.trust_on_first_use);
+    }
+
+    #[test]
+    fn credential_grants_are_read_and_checked() {
+        const GRANTS: &[(&str, &str)] = &[
+            ("SLUICE_CREDENTIALS_PARAMETER_PATH", "/sluice-credentials"),
+            ("SLUICE_CREDENTIALS_SECRET_PREFIX", "sluice/"),
+            (
+                "SLUICE_CREDENTIAL_GRANTS",
+                r#"{"arn:aws:iam::*:role/ci-*": ["aws:::ssm:/shared/*"]}"#,
+            ),
+        ];
+        let settings = AwsSettings::from_lookup(|name| {
+            lookup(REQUIRED)(name).or_else(|| lookup(GRANTS)(name))
+        })
+        .unwrap();
+        let grants = settings.credential_grants;
+        assert_eq!(
+            grants.own_parameter_root.as_deref(),
+            Some("/sluice-credentials")
+        );
+        assert_eq!(
+            grants.rules,
+            [(
+                "arn:aws:iam::*:role/ci-*".to_owned(),
+                vec!["aws:::ssm:/shared/*".to_owned()]
+            )]
+        );
+        const BAD: &[(&str, &str)] = &[("SLUICE_CREDENTIAL_GRANTS", "[1]")];
+        let err =
+            AwsSettings::from_lookup(|name| lookup(REQUIRED)(name).or_else(|| lookup(BAD)(name)))
+                .unwrap_err();
+        assert!(
+            err.problems[0].starts_with("SLUICE_CREDENTIAL_GRANTS is not"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
     let config = EngineConfig {
         platform: Platform::Aws,
         git: settings.git.clone(),
+        credential_grants: settings.credential_grants.clone(),
         ..EngineConfig::default()
     };
     Engine::new(ports, config)

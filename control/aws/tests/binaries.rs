@@ -178,7 +178,9 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
         "requestContext": {"accountId": "123456789012", "apiId": "abc", "requestId": "id",
             "stage": "$default", "time": "27/Nov/2026:07:00:00 +0000", "timeEpoch": 1795762800000u64,
             "http": {"method": "POST", "path": "/init", "protocol": "HTTP/1.1",
-                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}},
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"},
+            "authorizer": {"iam": {"accountId": "123456789012",
+                                   "userArn": "arn:aws:iam::123456789012:user/alice"}}},
         "body": job.to_string(), "isBase64Encoded": false
     });
     let answers = invoke(&bin("init-job"), &settings, vec![http]).await;

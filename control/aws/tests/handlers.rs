@@ -12,7 +12,7 @@ use sluice_aws::{CallCounter, wiring};
 use sluice_contract::{OrderStatus, RunId, keys};
 use sluice_engine::Engine;
 use sluice_engine::ports::Transition;
-use support::http_api::{HttpApi, http_event};
+use support::http_api::{ALICE, HttpApi, http_event};
 use support::{moto, store_settings};
 
 async fn engine() -> Engine {
@@ -42,7 +42,7 @@ fn rest_event(method: &str, body: &str) -> Value {
             "accountId": "123456789012", "resourceId": "abc123", "stage": "prod",
             "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef", "httpMethod": method,
             "path": "/prod/init", "resourcePath": "/init", "protocol": "HTTP/1.1",
-            "identity": {"sourceIp": "203.0.113.7", "userAgent": "curl/8.0"},
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "curl/8.0", "userArn": ALICE},
             "apiId": "1234567890"
         },
         "body": body, "isBase64Encoded": false
@@ -69,10 +69,21 @@ fn http_answer(answer: &Value) -> (u64, Value) {
     (answer["statusCode"].as_u64().unwrap(), body)
 }
 
-/// The run exists: both bundles, the init trigger, two rows.
+/// The run exists: both bundles, the init trigger, two rows; it runs as alice.
 async fn assert_queued(engine: &Engine, answer: &Value) {
+    assert_queued_as(engine, answer, "alice").await;
+}
+
+/// The run exists: both bundles, the init trigger, two rows; it runs as `user`.
+async fn assert_queued_as(engine: &Engine, answer: &Value, user: &str) {
     let run_id = RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
-    assert!(answer["flow_id"].as_str().unwrap().starts_with("alice:"));
+    assert!(
+        answer["flow_id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{user}:")),
+        "{answer}"
+    );
     assert_eq!(answer["pr_search_tag"], format!("sluice-{run_id}"));
     assert_eq!(
         answer["done_endpt"],
@@ -154,16 +165,16 @@ async fn init_job_refuses_other_methods_and_bad_jobs_over_http() {
         "{body}"
     );
 
-    // AWS requires a username; the error names the field.
-    let anonymous = r#"{"orders": [{"cmds": ["true"], "timeout": 5}]}"#;
+    // A job without a username runs as its caller.
+    let unnamed = r#"{"orders": [{"cmds": ["true"], "timeout": 5}]}"#;
     let (status, body) = http_answer(
-        &init_job::handle(&engine, &rest_event("POST", anonymous))
+        &init_job::handle(&engine, &rest_event("POST", unnamed))
             .await
             .unwrap(),
     );
-    assert_eq!(status, 400);
+    assert_eq!(status, 200, "{body}");
     assert!(
-        body["errors"][0].as_str().unwrap().contains("username"),
+        body["flow_id"].as_str().unwrap().starts_with("alice:"),
         "{body}"
     );
 }
@@ -171,11 +182,25 @@ async fn init_job_refuses_other_methods_and_bad_jobs_over_http() {
 #[tokio::test]
 async fn init_job_takes_sns_messages_and_direct_invokes() {
     let engine = engine().await;
-    let answer = init_job::handle(&engine, &sns_event(JOB)).await.unwrap();
-    assert_queued(&engine, &answer).await;
+    // A job from SNS runs as its topic.
+    let from_topic = JOB.replace(r#""username": "alice", "#, "");
+    let answer = init_job::handle(&engine, &sns_event(&from_topic))
+        .await
+        .unwrap();
+    assert_queued_as(&engine, &answer, "jobs").await;
     // SNS delivers at least once: the same message again is the same run.
-    let again = init_job::handle(&engine, &sns_event(JOB)).await.unwrap();
+    let again = init_job::handle(&engine, &sns_event(&from_topic))
+        .await
+        .unwrap();
     assert_eq!(again["run_id"], answer["run_id"], "{again}");
+    let claimed = init_job::handle(&engine, &sns_event(JOB)).await.unwrap();
+    assert!(
+        claimed["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("whose jobs run as \"jobs\""),
+        "{claimed}"
+    );
 
     let direct: Value = serde_json::from_str(JOB).unwrap();
     let answer = init_job::handle(&engine, &direct).await.unwrap();
@@ -187,6 +212,64 @@ async fn init_job_takes_sns_messages_and_direct_invokes() {
         answer["errors"][0].as_str().unwrap().contains("orders"),
         "{answer}"
     );
+}
+
+/// Failed before init-job knew its callers: any submitter could run as any username and
+/// name any credential init-job's role can read.
+#[tokio::test]
+async fn a_job_runs_as_its_caller_and_names_only_credentials_granted_to_it() {
+    let (_, mut settings) = engine_and_settings().await;
+    settings.credential_grants.own_parameter_root = Some("/sluice-credentials".to_owned());
+    let engine = wiring::aws_engine(&moto().await, &settings, &CallCounter::default());
+    let with_ssm = |path: &str| {
+        JOB.replace(
+            r#""timeout": 60}"#,
+            &format!(r#""timeout": 60, "ssm_paths": ["{path}"]}}"#),
+        )
+    };
+    let answer = init_job::handle(
+        &engine,
+        &http_event("POST", &with_ssm("/sluice-credentials/bob/db"), false),
+    )
+    .await
+    .unwrap();
+    let (status, body) = http_answer(&answer);
+    assert_eq!(status, 403, "{body}");
+    let message = body["errors"][0].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "{ALICE} may not use aws:::ssm:/sluice-credentials/bob/db"
+        )) && message.contains("aws:::ssm:/sluice-credentials/alice/*"),
+        "{message}"
+    );
+    // Running as someone else is refused too.
+    let as_bob = JOB.replace(r#""username": "alice""#, r#""username": "bob""#);
+    let (status, body) = http_answer(
+        &init_job::handle(&engine, &http_event("POST", &as_bob, false))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("username"),
+        "{body}"
+    );
+    // A request without an IAM identity is refused.
+    let mut anonymous = http_event("POST", JOB, false);
+    anonymous["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let (status, _) = http_answer(&init_job::handle(&engine, &anonymous).await.unwrap());
+    assert_eq!(status, 403);
+    // Nothing was queued by any of them; the caller's own job is.
+    let (status, body) = http_answer(
+        &init_job::handle(&engine, &http_event("POST", JOB, false))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_queued(&engine, &body).await;
 }
 
 #[tokio::test]
@@ -262,10 +345,9 @@ async fn sluice_submit_posts_a_signed_job_to_the_http_api() {
     let answer = sluice_aws::client::submit_http(&api.url, JOB.as_bytes().to_vec()).await;
     assert_queued(&engine, &answer.unwrap()).await;
 
-    let refused =
-        sluice_aws::client::submit_http(&api.url, br#"{"username":"a","orders":[]}"#.to_vec())
-            .await
-            .unwrap_err();
+    let refused = sluice_aws::client::submit_http(&api.url, br#"{"orders":[]}"#.to_vec())
+        .await
+        .unwrap_err();
     assert!(
         refused.starts_with("the job was refused: ") && refused.contains("no orders"),
         "{refused}"

@@ -14,6 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::caller::Caller;
 use crate::credentials::{SecretLocation, SecretStore, is_variable_name};
 use crate::ids::OrderNum;
 use crate::job::{ExecutionTarget, JobSpec, OrderSpec, Reference, WasmSpec};
@@ -54,6 +55,9 @@ pub struct ValidateOptions {
     pub platform: Platform,
     /// Username used when the job has none (locally, `$USER`).
     pub default_username: Option<String>,
+    /// The authenticated submitter, when the deployment knows one: the job runs under its
+    /// name, and a job naming another `username` is refused.
+    pub caller: Option<Caller>,
 }
 
 impl ValidateOptions {
@@ -62,6 +66,7 @@ impl ValidateOptions {
         ValidateOptions {
             platform: Platform::Local,
             default_username: Some(default_username.into()),
+            caller: None,
         }
     }
 
@@ -70,6 +75,15 @@ impl ValidateOptions {
         ValidateOptions {
             platform: Platform::Aws,
             default_username: None,
+            caller: None,
+        }
+    }
+
+    /// Options for AWS with an authenticated submitter: the job runs under its name.
+    pub fn aws_from(caller: Caller) -> Self {
+        ValidateOptions {
+            caller: Some(caller),
+            ..Self::aws()
         }
     }
 }
@@ -151,6 +165,41 @@ pub struct ValidJob {
     pub orders: Vec<ValidOrder>,
 }
 
+impl ValidJob {
+    /// Every credential location the job names, with where (`order 0001 (plan), field
+    /// `ssm_paths``): the orders' credentials, their git token or SSH key, the PR's token.
+    pub fn credential_locations(&self) -> Vec<(String, &SecretLocation)> {
+        let mut found = Vec::new();
+        for order in &self.orders {
+            let at = |field: &str| {
+                format!(
+                    "order {} ({}), field `{field}`",
+                    order.order_num, order.order_name
+                )
+            };
+            for location in &order.credentials {
+                let field = match location {
+                    SecretLocation::Ssm(_) => "ssm_paths",
+                    SecretLocation::SecretsManager(_) => "secret_manager_paths",
+                };
+                found.push((at(field), location));
+            }
+            if let CodeSource::Git(git) = &order.code {
+                if let Some(token) = &git.token_location {
+                    found.push((at("git_token_location"), token));
+                }
+                if let Some(key) = &git.ssh_key_location {
+                    found.push((at("git_ssh_key_location"), key));
+                }
+            }
+        }
+        if let Some(token) = self.pr.as_ref().and_then(|pr| pr.token_location.as_ref()) {
+            found.push(("job field `git_token_location`".to_owned(), token));
+        }
+        found
+    }
+}
+
 /// The first rule a job breaks: which order, which field, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {message}")]
@@ -227,10 +276,21 @@ fn normalise_ref(text: &str) -> String {
 ///
 /// The first [`ValidationError`] found.
 pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, ValidationError> {
-    let username = match (&job.username, &options.default_username) {
-        (Some(name), _) => name.clone(),
-        (None, Some(default)) => default.clone(),
-        (None, None) => return Err(job_error("username", "is required")),
+    let username = match (&job.username, &options.caller, &options.default_username) {
+        (Some(name), Some(caller), _) if *name != caller.name => {
+            return Err(job_error(
+                "username",
+                format!(
+                    "is {name:?}, but the job was submitted by {}, whose jobs run as {:?}: \
+                     leave username out or give that",
+                    caller.principal, caller.name
+                ),
+            ));
+        }
+        (_, Some(caller), _) => caller.name.clone(),
+        (Some(name), None, _) => name.clone(),
+        (None, None, Some(default)) => default.clone(),
+        (None, None, None) => return Err(job_error("username", "is required")),
     };
     check_label("username", &username)?;
     let flow_label = job
@@ -1260,6 +1320,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`username`") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn a_known_caller_is_the_username() {
+        let caller =
+            crate::caller::Caller::from_iam_arn("arn:aws:iam::123456789012:user/alice").unwrap();
+        let options = ValidateOptions::aws_from(caller);
+        let unnamed = parse_job(br#"{"orders":[{"cmds":["true"],"timeout":5}]}"#).unwrap();
+        assert_eq!(validate(&unnamed, &options).unwrap().username, "alice");
+        let own =
+            parse_job(br#"{"username":"alice","orders":[{"cmds":["true"],"timeout":5}]}"#).unwrap();
+        assert_eq!(validate(&own, &options).unwrap().username, "alice");
+        let other =
+            parse_job(br#"{"username":"bob","orders":[{"cmds":["true"],"timeout":5}]}"#).unwrap();
+        let e = validate(&other, &options).unwrap_err().to_string();
+        assert!(
+            e.contains("`username`") && e.contains("user/alice, whose jobs run as \"alice\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sluice_contract::validate::Platform;
 
 use crate::git::GitPolicy;
+use crate::grants::CredentialGrants;
 
 use crate::ports::{
     Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource, Vcs,
@@ -45,6 +46,8 @@ pub struct EngineConfig {
     pub order_ttl: Duration,
     /// Where git credentials may go and which SSH servers are trusted.
     pub git: GitPolicy,
+    /// Which credentials a known caller may name.
+    pub credential_grants: CredentialGrants,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             event_ttl: Duration::from_secs(90 * 24 * 3600),
             order_ttl: Duration::from_secs(24 * 3600),
             git: GitPolicy::default(),
+            credential_grants: CredentialGrants::default(),
         }
     }
 }

@@ -159,6 +159,21 @@ pub enum EngineError {
         /// What is wrong, naming the location (never the value).
         message: String,
     },
+    /// The caller may not use a credential the job names (a 403 on AWS).
+    #[error(
+        "{at}: {caller} may not use {location} (this deployment lets it use {allowed}; the \
+         credential grants are the SLUICE_CREDENTIAL_GRANTS setting)"
+    )]
+    Forbidden {
+        /// The order and field naming the location.
+        at: String,
+        /// The caller's principal.
+        caller: String,
+        /// The location.
+        location: String,
+        /// What the caller may use, as patterns.
+        allowed: String,
+    },
     /// A backend operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -204,7 +219,10 @@ impl EngineError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            EngineError::Invalid(_) | EngineError::Bundle { .. } | EngineError::Credential { .. }
+            EngineError::Invalid(_)
+                | EngineError::Bundle { .. }
+                | EngineError::Credential { .. }
+                | EngineError::Forbidden { .. }
         )
     }
 }

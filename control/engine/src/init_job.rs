@@ -112,6 +112,9 @@ impl Engine {
         base_dir: &Path,
     ) -> Result<InitResponse, EngineError> {
         let valid = validate(job, options)?;
+        if let Some(caller) = &options.caller {
+            self.config.credential_grants.check(caller, &valid)?;
+        }
         // A submission made again is answered at once, before any of init's work: a
         // client retrying after API Gateway's 30 s cut must not wait as long again.
         if let Some(key) = &valid.idempotency_key {

@@ -16,6 +16,7 @@
 //! - [`credentials`]: fetching an order's credentials and merging them into its env.
 //! - [`code`]: fetching orders' code (folders, zips, git, `s3://` zips) once per job.
 //! - [`git`]: orders' code from git repositories (one clone per repository per job).
+//! - [`grants`]: which credentials a known caller may name.
 //! - [`github`]: PR comments through GitHub's REST API ([`Vcs`]); the comment itself is
 //!   rendered and kept current by the engine (`pr_comment`).
 //! - [`http`]: the HTTP(S) client of the adapters that speak HTTP.
@@ -43,6 +44,7 @@ pub mod engine;
 pub mod error;
 pub mod git;
 pub mod github;
+pub mod grants;
 pub mod http;
 pub mod init_job;
 pub mod local;

@@ -3,10 +3,17 @@
 //!
 //! The job is the JSON document itself or `{"job_parameters_b64": "<base64 of it>"}`.
 //! HTTP callers get a proxy response: 405 for anything but POST, 400 with the error list
-//! for a job that does not parse or validate, 200 with `{run_id, trace_id, flow_id,
+//! for a job that does not parse or validate, 403 for a request without an IAM identity or
+//! naming a credential its caller is not granted ([`sluice_engine::grants`]), 200 with
+//! `{run_id, trace_id, flow_id,
 //! done_endpt, pr_search_tag}`. SNS and direct callers get that JSON object (or
 //! `{"errors": [...]}`) as the result; a failure of Sluice itself is an error, so Lambda
 //! reports (and for asynchronous sources retries) it.
+//!
+//! The job runs under its caller's name ([`Caller`]): the IAM user or role API Gateway or
+//! the function URL authenticated, or the SNS topic; a job naming another `username` is
+//! refused. A direct invoke (which needs `lambda:InvokeFunction`, an operator's
+//! permission) keeps the job's `username` and is not checked against the grants.
 
 use std::path::Path;
 
@@ -14,6 +21,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
 use aws_lambda_events::sns::SnsEvent;
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sluice_contract::caller::Caller;
 use sluice_contract::{ValidateOptions, parse_job};
 use sluice_engine::{Engine, EngineError};
 
@@ -42,6 +50,10 @@ pub struct Request {
     /// The delivery's own id, which a redelivery repeats (SNS delivers at least once): the
     /// job's idempotency key when it names none.
     pub delivery_id: Option<String>,
+    /// Who sent it: the IAM principal API Gateway or the function URL authenticated, the
+    /// SNS topic; `None` for a direct invoke (an operator's) and for an HTTP request that
+    /// carries no IAM identity (refused).
+    pub caller: Option<Caller>,
 }
 
 /// Recognises the event's shape.
@@ -65,21 +77,36 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
     {
         let request: ApiGatewayV2httpRequest = serde_json::from_value(event.clone())
             .map_err(|e| format!("unreadable HTTP API event: {e}"))?;
+        let caller = request
+            .request_context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.iam.as_ref())
+            .and_then(|iam| iam.user_arn.as_deref())
+            .and_then(Caller::from_iam_arn);
         return Ok(Request {
             source: Source::HttpApi,
             method: Some(request.request_context.http.method.to_string()),
             body: http_body(request.body.as_deref(), request.is_base64_encoded)?,
             delivery_id: None,
+            caller,
         });
     }
     if event.get("httpMethod").is_some() && event.get("requestContext").is_some() {
         let request: ApiGatewayProxyRequest = serde_json::from_value(event.clone())
             .map_err(|e| format!("unreadable REST API event: {e}"))?;
+        let caller = request
+            .request_context
+            .identity
+            .user_arn
+            .as_deref()
+            .and_then(Caller::from_iam_arn);
         return Ok(Request {
             source: Source::RestApi,
             method: Some(request.http_method.to_string()),
             body: http_body(request.body.as_deref(), request.is_base64_encoded)?,
             delivery_id: None,
+            caller,
         });
     }
     if event.pointer("/Records/0/Sns").is_some() {
@@ -93,6 +120,7 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
         return Ok(Request {
             source: Source::Sns,
             method: None,
+            caller: Caller::from_topic_arn(&record.sns.topic_arn),
             body: record.sns.message.into_bytes(),
             delivery_id: Some(format!("sns-{}", record.sns.message_id)),
         });
@@ -102,6 +130,7 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
         method: None,
         body: serde_json::to_vec(event).map_err(|e| e.to_string())?,
         delivery_id: None,
+        caller: None,
     })
 }
 
@@ -143,10 +172,17 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
     if job.idempotency_key.is_none() {
         job.idempotency_key = request.delivery_id;
     }
-    match engine
-        .init_job(&job, &ValidateOptions::aws(), Path::new("/"))
-        .await
-    {
+    let options = match (request.source, request.caller) {
+        (_, Some(caller)) => ValidateOptions::aws_from(caller),
+        (Source::Direct, None) => ValidateOptions::aws(),
+        (source, None) => {
+            let message = "the request carries no IAM identity (or one that is not an IAM user \
+                           or role, or an SNS topic): init-job must be behind IAM \
+                           authorization, which names who submits each job";
+            return Ok(answer(source, 403, &json!({ "errors": [message] })));
+        }
+    };
+    match engine.init_job(&job, &options, Path::new("/")).await {
         Ok(response) => {
             tracing::info!(run_id = %response.run_id, orders = job.orders.len(), "job accepted");
             let body = json!({
@@ -156,6 +192,11 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
             });
             Ok(answer(request.source, 200, &body))
         }
+        Err(error @ EngineError::Forbidden { .. }) => Ok(answer(
+            request.source,
+            403,
+            &json!({ "errors": [error.to_string()] }),
+        )),
         Err(error) if error.is_invalid_input() => Ok(answer(
             request.source,
             400,

@@ -113,6 +113,7 @@ pub async fn cloud() -> Cloud {
         order_ttl_days: 1,
         github_api: None,
         git: Default::default(),
+        credential_grants: Default::default(),
     };
     Cloud {
         roles: Roles::all(&clients),

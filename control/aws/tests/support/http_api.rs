@@ -13,6 +13,10 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// An API Gateway HTTP API (v2) event; Lambda function URLs send the same shape.
+/// The IAM user the stand-ins' requests come from (as API Gateway's IAM authorization
+/// names it).
+pub const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
+
 pub fn http_event(method: &str, body: &str, base64: bool) -> Value {
     json!({
         "version": "2.0", "routeKey": "POST /init", "rawPath": "/init", "rawQueryString": "",
@@ -22,7 +26,11 @@ pub fn http_event(method: &str, body: &str, base64: bool) -> Value {
             "domainPrefix": "abc", "requestId": "id", "routeKey": "$default", "stage": "$default",
             "time": "27/Nov/2026:07:00:00 +0000", "timeEpoch": 1795762800000u64,
             "http": {"method": method, "path": "/init", "protocol": "HTTP/1.1",
-                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"}
+                     "sourceIp": "203.0.113.7", "userAgent": "curl/8.0"},
+            "authorizer": {"iam": {
+                "accessKey": "AKIAEXAMPLE", "accountId": "123456789012",
+                "callerId": "AIDAEXAMPLE", "userArn": ALICE, "userId": "AIDAEXAMPLE"
+            }}
         },
         "body": body, "isBase64Encoded": base64
     })

@@ -266,6 +266,7 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         order_ttl_days: 1,
         github_api: None,
         git: Default::default(),
+        credential_grants: Default::default(),
     }
 }
 
