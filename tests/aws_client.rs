@@ -48,7 +48,21 @@ fn submit_needs_a_target_and_a_job_valid_for_aws() {
             .contains("--endpoint URL (SLUICE_INIT_ENDPOINT) or --function NAME")
     );
 
-    // Checked as AWS will check it, before anything is sent: no username, a Lambda order too long.
+    // Checked as AWS will check it, before anything is sent: a direct invoke needs a
+    // username; over the endpoint the job runs as its IAM caller, but a Lambda order is
+    // still too long.
+    let output = sluice()
+        .arg("submit")
+        .arg(&job)
+        .args(["--function", "sluice-init-job"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("job file") && stderr.contains("username"),
+        "{stderr}"
+    );
     let output = sluice()
         .arg("submit")
         .arg(&job)
@@ -58,7 +72,7 @@ fn submit_needs_a_target_and_a_job_valid_for_aws() {
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("job file") && stderr.contains("username"),
+        stderr.contains("job file") && stderr.contains("timeout") && !stderr.contains("username"),
         "{stderr}"
     );
 }

@@ -239,7 +239,7 @@ async fn a_job_runs_as_its_caller_and_names_only_credentials_granted_to_it() {
     assert!(
         message.contains(&format!(
             "{ALICE} may not use aws:::ssm:/sluice-credentials/bob/db"
-        )) && message.contains("aws:::ssm:/sluice-credentials/alice/*"),
+        )) && message.contains("aws:::ssm:/sluice-credentials/user/alice/*"),
         "{message}"
     );
     // Running as someone else is refused too.

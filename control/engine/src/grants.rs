@@ -5,11 +5,15 @@
 //! grants, whoever may submit a job could name any team's secrets. So, when the submitter is
 //! known ([`Caller`]: an IAM principal through API Gateway or a function URL, an SNS
 //! topic), every location the job names must match one of the patterns granted to it:
-//! - the rules whose principal pattern matches the caller's ARN (`*` matches any run of
-//!   characters), each granting location patterns written like the job's locations
-//!   (`aws:::ssm:/team/deploy/*`, `aws:::secretd:team/*`);
-//! - and, by default, a prefix of its own: `aws:::ssm:<parameter root>/<name>/*` and
-//!   `aws:::secretd:<secret prefix><name>/*`.
+//! - the rules whose principal pattern matches the caller's canonical ARN (an assumed
+//!   role's as `arn:aws:iam::A:role/R`; in principal patterns `*` stays within one `/` or
+//!   `:` segment), each granting location patterns written like the job's locations
+//!   (`aws:::ssm:/team/deploy/*`, `aws:::secretd:team/*`; there `*` matches anything);
+//! - and, by default, a prefix of its own, named by its kind and name so a user, a role
+//!   and a topic of the same name never share one:
+//!   `aws:::ssm:<parameter root>/<kind>/<name>/*` and
+//!   `aws:::secretd:<secret prefix><kind>/<name>/*` (`user/alice`, `role/Deployer`,
+//!   `topic/jobs`).
 //!
 //! A location outside them fails init before anything is fetched ([`EngineError::Forbidden`],
 //! a 403). A job without a known caller (a direct invoke, which needs
@@ -37,16 +41,20 @@ impl CredentialGrants {
         let mut allowed = Vec::new();
         if let Some(root) = &self.own_parameter_root {
             allowed.push(format!(
-                "aws:::ssm:{}/{}/*",
+                "aws:::ssm:{}/{}/{}/*",
                 root.trim_end_matches('/'),
+                caller.kind,
                 caller.name
             ));
         }
         if let Some(prefix) = &self.own_secret_prefix {
-            allowed.push(format!("aws:::secretd:{prefix}{}/*", caller.name));
+            allowed.push(format!(
+                "aws:::secretd:{prefix}{}/{}/*",
+                caller.kind, caller.name
+            ));
         }
         for (principal, locations) in &self.rules {
-            if glob(principal, &caller.principal) {
+            if glob(principal, &caller.principal, &['/', ':']) {
                 allowed.extend(locations.iter().cloned());
             }
         }
@@ -62,7 +70,7 @@ impl CredentialGrants {
         let allowed = self.allowed(caller);
         for (at, location) in valid.credential_locations() {
             let location = location.to_string();
-            if !allowed.iter().any(|pattern| glob(pattern, &location)) {
+            if !allowed.iter().any(|pattern| glob(pattern, &location, &[])) {
                 return Err(EngineError::Forbidden {
                     at,
                     caller: caller.principal.clone(),
@@ -79,25 +87,28 @@ impl CredentialGrants {
     }
 }
 
-/// Whether `text` matches `pattern`, where `*` matches any run of characters (`/` too) and
-/// everything else itself.
-fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
+/// Whether `text` matches `pattern`, where `*` matches any run of characters other than
+/// `stops` (which only match themselves) and everything else itself.
+fn glob(pattern: &str, text: &str, stops: &[char]) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            let Some(rest) = text.strip_prefix(head) else {
+                return false;
+            };
+            // Every length the star may take, shortest first, within its segment.
+            let mut taken = 0;
+            loop {
+                if glob(tail, &rest[taken..], stops) {
+                    return true;
+                }
+                match rest[taken..].chars().next() {
+                    Some(c) if !stops.contains(&c) => taken += c.len_utf8(),
+                    _ => return false,
+                }
+            }
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 #[cfg(test)]
@@ -107,25 +118,19 @@ mod tests {
     use sluice_contract::{ValidateOptions, parse_job};
 
     #[test]
-    fn globs_match_runs_of_any_characters() {
-        assert!(glob(
-            "aws:::ssm:/sluice-credentials/alice/*",
-            "aws:::ssm:/sluice-credentials/alice/db/pw"
-        ));
-        assert!(!glob(
-            "aws:::ssm:/sluice-credentials/alice/*",
-            "aws:::ssm:/sluice-credentials/alicia/db"
-        ));
-        assert!(glob(
-            "arn:aws:iam::*:role/ci-*",
-            "arn:aws:iam::123:role/ci-deploy"
-        ));
-        assert!(!glob(
-            "arn:aws:iam::*:role/ci-*",
-            "arn:aws:iam::123:role/prod"
-        ));
-        assert!(glob("exact", "exact") && !glob("exact", "exactly"));
-        assert!(glob("a*b*c", "abc") && !glob("a*b*c", "acb"));
+    fn globs_match_runs_of_characters_within_their_segment() {
+        let any: &[char] = &[];
+        let segment: &[char] = &['/', ':'];
+        assert!(glob("/c/user/alice/*", "/c/user/alice/db/pw", any));
+        assert!(!glob("/c/user/alice/*", "/c/user/alicia/db", any));
+        let ci = "arn:aws:iam::*:role/ci-*";
+        assert!(glob(ci, "arn:aws:iam::123:role/ci-deploy", segment));
+        assert!(!glob(ci, "arn:aws:iam::123:role/prod", segment));
+        // In a principal, `*` does not reach across `/` or `:`.
+        assert!(!glob(ci, "arn:aws:iam::1:role/ci-x/evil", segment));
+        assert!(!glob(ci, "arn:aws:iam::1:x:role/ci-a", segment));
+        assert!(glob("exact", "exact", any) && !glob("exact", "exactly", any));
+        assert!(glob("a*b*c", "abc", any) && !glob("a*b*c", "acb", any));
     }
 
     fn job(ssm: &str) -> ValidJob {
@@ -149,27 +154,27 @@ mod tests {
             own_parameter_root: Some("/sluice-credentials".to_owned()),
             own_secret_prefix: Some("sluice/".to_owned()),
         };
-        assert!(
-            grants
-                .check(&alice, &job("/sluice-credentials/alice/db"))
-                .is_ok()
-        );
+        let own = job("/sluice-credentials/user/alice/db");
+        assert!(grants.check(&alice, &own).is_ok());
         assert!(grants.check(&alice, &job("/shared/token")).is_ok());
         let err = grants
-            .check(&alice, &job("/sluice-credentials/bob/db"))
+            .check(&alice, &job("/sluice-credentials/user/bob/db"))
             .unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, EngineError::Forbidden { .. }));
         assert!(
             message.contains("order 0001 (plan), field `ssm_paths`")
-                && message.contains("arn:aws:iam::123456789012:user/alice may not use aws:::ssm:/sluice-credentials/bob/db"),
+                && message
+                    .contains("user/alice may not use aws:::ssm:/sluice-credentials/user/bob/db"),
             "{message}"
         );
         // No grant at all: nothing may be named.
-        let none = CredentialGrants::default();
-        assert!(
-            none.check(&alice, &job("/sluice-credentials/alice/db"))
-                .is_err()
+        assert!(CredentialGrants::default().check(&alice, &own).is_err());
+        // A role named like the user has a prefix of its own.
+        let role = Caller::from_iam_arn("arn:aws:sts::1:assumed-role/alice/s").unwrap();
+        assert_eq!(
+            grants.allowed(&role)[0],
+            "aws:::ssm:/sluice-credentials/role/alice/*"
         );
     }
 }

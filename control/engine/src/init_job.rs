@@ -117,8 +117,9 @@ impl Engine {
         }
         // A submission made again is answered at once, before any of init's work: a
         // client retrying after API Gateway's 30 s cut must not wait as long again.
+        let submitter = submitter(options, &valid);
         if let Some(key) = &valid.idempotency_key {
-            let record = submission_record(&valid.username, key);
+            let record = submission_record(&submitter, key);
             if let Some(previous) = self.recorded_submission(&record).await? {
                 tracing::info!(run_id = %previous.run_id, "submitted again with the same idempotency key: answering its run");
                 return Ok(previous);
@@ -134,6 +135,7 @@ impl Engine {
         let now = self.now_ms();
         let ids = RunIds {
             run_id: &run_id,
+            submitter: &submitter,
             trace_id: &trace_id,
             flow_id: &flow_id,
             created_at_ms: now,
@@ -185,10 +187,7 @@ impl Engine {
         // came, its keys deleted).
         self.start_run_watch(ids).await?;
         let submission = match &ids.job.idempotency_key {
-            Some(key) => match self
-                .record_submission(&ids.job.username, key, response)
-                .await?
-            {
+            Some(key) => match self.record_submission(ids.submitter, key, response).await? {
                 Submission::First(record) => Some(record),
                 Submission::Again(previous) => {
                     tracing::info!(run_id = %previous.run_id, "submitted again with the same idempotency key: answering its run");
@@ -272,15 +271,15 @@ impl Engine {
         Ok(records)
     }
 
-    /// Records that `username` submitted `key` as `response`'s run, unless someone did
+    /// Records that `submitter` submitted `key` as `response`'s run, unless someone did
     /// first (a conditional put): then that submission's answer.
     async fn record_submission(
         &self,
-        username: &str,
+        submitter: &str,
         key: &str,
         response: &InitResponse,
     ) -> Result<Submission, EngineError> {
-        let record = submission_record(username, key);
+        let record = submission_record(submitter, key);
         let put = self
             .ports
             .internal
@@ -548,9 +547,18 @@ fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), String> {
 }
 
 /// The ids and settings shared by every order of the run being initialised.
-/// Where a user's submission with an idempotency key is recorded.
-fn submission_record(username: &str, key: &str) -> String {
-    let digest = Sha256::digest(format!("{username}\n{key}"));
+/// Whose idempotency keys a submission's is among: a known caller's canonical principal
+/// (two principals sharing a name never share keys), else the job's username.
+fn submitter(options: &ValidateOptions, valid: &ValidJob) -> String {
+    match &options.caller {
+        Some(caller) => caller.principal.clone(),
+        None => valid.username.clone(),
+    }
+}
+
+/// Where a submitter's submission with an idempotency key is recorded.
+fn submission_record(submitter: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{submitter}\n{key}"));
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     keys::idempotency(&hex)
 }
@@ -565,6 +573,8 @@ struct Packaged {
 
 struct RunIds<'a> {
     run_id: &'a RunId,
+    /// Whose idempotency keys the submission's is among ([`submitter`]).
+    submitter: &'a str,
     trace_id: &'a TraceId,
     flow_id: &'a str,
     created_at_ms: u64,
