@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
-use sluice_contract::paths::LinkTree;
+use sluice_contract::paths::{LinkProblem, LinkTree};
 use zip::ZipArchive;
 use zip::read::ZipFile;
 
@@ -89,9 +89,10 @@ pub enum ExtractError {
 /// are read with [`read_entry`] instead of going through the disk.
 ///
 /// Every write goes through a handle on `dest` ([`cap_std::fs::Dir`]), which refuses any
-/// path that would resolve outside it. Links are checked as a whole ([`LinkTree`]: no entry
-/// under a link, every link ending inside `only` through the others) and created last, so
-/// no file or folder is ever written through one.
+/// path that would resolve outside it. The entries and links are checked as a whole before
+/// anything is written ([`LinkTree::check`]: nothing at or under a link, every link ending
+/// inside `only` through the others), and links are created last, so no file or folder is
+/// ever written through one.
 ///
 /// # Errors
 ///
@@ -115,6 +116,7 @@ pub fn extract(
         message: e.to_string(),
     })?;
     let mut links = LinkTree::default();
+    // Files and folders: (index, name, path relative to `dest`).
     let mut placed = Vec::new();
     for index in 0..archive.len() {
         let mut entry = archive
@@ -137,19 +139,29 @@ pub fn extract(
                 .map_err(|e| io_error(&name, e))?;
             links.insert(inside, target);
         } else {
-            placed.push(index);
+            placed.push((index, name, relative));
         }
     }
+    // The whole tree is checked before anything is written.
+    let under_only = |path: &Path| Path::new(only).join(path).display().to_string();
+    let inside_paths = placed
+        .iter()
+        .filter_map(|(_, _, relative)| relative.strip_prefix(only).ok());
+    links.check(inside_paths).map_err(|problem| match problem {
+        LinkProblem::UnderLink { path, link } => ExtractError::UnderLink {
+            name: under_only(&path),
+            link: under_only(&link),
+        },
+        LinkProblem::Escapes { link, target } => ExtractError::UnsafeLink {
+            name: under_only(&link),
+            target: target.display().to_string(),
+        },
+    })?;
     let mut written: u64 = 0;
-    let mut placed_paths = std::collections::HashSet::new();
-    for index in placed {
+    for (index, name, relative) in placed {
         let mut entry = archive
             .by_index(index)
             .map_err(|e| ExtractError::NotAZip(e.to_string()))?;
-        let name = entry_name(&entry, index);
-        let relative = safe_path(&entry, &name)?;
-        refuse_under_link(&links, &relative, only, &name)?;
-        placed_paths.insert(relative.clone());
         let io = |e: std::io::Error| io_error(&name, e);
         if entry.is_dir() {
             root.create_dir_all(&relative).map_err(io)?;
@@ -175,35 +187,13 @@ pub fn extract(
                 .map_err(io)?;
         }
     }
-    let mut ordered: Vec<_> = links.iter().collect();
-    ordered.sort();
-    // Every link is checked before any is made: none exists unless all are sound.
-    for (inside, target) in &ordered {
+    for (inside, target) in links.iter() {
         let relative = Path::new(only).join(inside);
-        let name = relative.display().to_string();
-        refuse_under_link(&links, &relative, only, &name)?;
-        if placed_paths.contains(&relative) {
-            return Err(ExtractError::UnderLink {
-                name: name.clone(),
-                link: name,
-            });
-        }
-        if !links.resolves_inside(inside) {
-            return Err(ExtractError::UnsafeLink {
-                name,
-                target: target.display().to_string(),
-            });
-        }
-    }
-    for (inside, target) in ordered {
-        let relative = Path::new(only).join(inside);
-        let name = relative.display().to_string();
+        let io = |e: std::io::Error| io_error(&relative.display().to_string(), e);
         if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
-            root.create_dir_all(parent)
-                .map_err(|e| io_error(&name, e))?;
+            root.create_dir_all(parent).map_err(io)?;
         }
-        root.symlink(target, &relative)
-            .map_err(|e| io_error(&name, e))?;
+        root.symlink(target, &relative).map_err(io)?;
     }
     Ok(())
 }
@@ -222,23 +212,6 @@ fn safe_path(entry: &ZipFile<'_, Cursor<&[u8]>>, name: &str) -> Result<PathBuf, 
         .enclosed_name()
         .filter(|_| !raw_unsafe)
         .ok_or_else(|| ExtractError::UnsafePath(name.to_owned()))
-}
-
-/// Refuses an entry that would be written through one of the bundle's links.
-fn refuse_under_link(
-    links: &LinkTree,
-    relative: &Path,
-    only: &str,
-    name: &str,
-) -> Result<(), ExtractError> {
-    let inside = relative.strip_prefix(only).unwrap_or(relative);
-    match links.link_above(inside) {
-        Some(link) => Err(ExtractError::UnderLink {
-            name: name.to_owned(),
-            link: Path::new(only).join(link).display().to_string(),
-        }),
-        None => Ok(()),
-    }
 }
 
 fn io_error(name: &str, error: std::io::Error) -> ExtractError {

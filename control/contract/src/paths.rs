@@ -28,14 +28,34 @@ struct Walked {
     steps: u32,
 }
 
+/// What breaks a [`LinkTree`]'s rule (paths relative to its root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkProblem {
+    /// `path` (an entry, or another link) is at or under the link `link`: writing it would
+    /// go where the link leads.
+    UnderLink {
+        /// The entry or link.
+        path: PathBuf,
+        /// The link at or above it.
+        link: PathBuf,
+    },
+    /// The link `link`, followed through the tree's links, leaves the root.
+    Escapes {
+        /// The link.
+        link: PathBuf,
+        /// Its target.
+        target: PathBuf,
+    },
+}
+
 /// The symbolic links of a tree being packed or unpacked — each link's path relative to the
 /// root, and its target — resolved the way the kernel resolves them.
 ///
 /// Checking each link on its own text is not enough: with `s -> .`, the link
 /// `d/l -> ../s/s/../..` looks as if it stays inside but climbs out, and an entry written
-/// under `s/s/…` goes wherever the links lead. So a tree's rule is: no entry sits under a
-/// link ([`LinkTree::link_above`]), and every link, followed through every other link of
-/// the tree, ends inside the root ([`LinkTree::resolves_inside`]).
+/// under `s/s/…` goes wherever the links lead. So a tree's rule ([`LinkTree::check`]) is: no
+/// entry sits at or under a link, and every link, followed through every other link of the
+/// tree, ends inside the root.
 #[derive(Debug, Default, Clone)]
 pub struct LinkTree {
     links: HashMap<PathBuf, PathBuf>,
@@ -52,16 +72,57 @@ impl LinkTree {
         self.links.iter().map(|(l, t)| (l.as_path(), t.as_path()))
     }
 
-    /// The first of `path`'s parent folders that is a link, if any: writing `path` would go
-    /// through it.
+    /// The outermost of `path`'s parent folders that is a link, if any: writing `path` would
+    /// go through it.
     pub fn link_above<'a>(&self, path: &'a Path) -> Option<&'a Path> {
         path.ancestors()
             .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .find(|a| self.links.contains_key(*a))
+            .filter(|a| self.links.contains_key(*a))
+            .last()
+    }
+
+    /// Checks the tree's rule over its links and the `entries` (files and folders) placed
+    /// beside them: no entry at or under a link, no link under another, every link ending
+    /// inside the root. Links are checked in order of their paths, so the same tree always
+    /// reports the same problem.
+    ///
+    /// # Errors
+    ///
+    /// The first [`LinkProblem`] found.
+    pub fn check<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a Path>,
+    ) -> Result<(), LinkProblem> {
+        for entry in entries {
+            let link = if self.links.contains_key(entry) {
+                Some(entry)
+            } else {
+                self.link_above(entry)
+            };
+            if let Some(link) = link {
+                return Err(LinkProblem::UnderLink {
+                    path: entry.to_owned(),
+                    link: link.to_owned(),
+                });
+            }
+        }
+        let mut ordered: Vec<_> = self.iter().collect();
+        ordered.sort();
+        for (link, target) in ordered {
+            if let Some(above) = self.link_above(link) {
+                return Err(LinkProblem::UnderLink {
+                    path: link.to_owned(),
+                    link: above.to_owned(),
+                });
+            }
+            if !self.resolves_inside(link) {
+                return Err(LinkProblem::Escapes {
+                    link: link.to_owned(),
+                    target: target.to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether the link at `link`, followed through every link of the tree, ends inside the
@@ -181,5 +242,14 @@ mod tests {
         assert_eq!(links.link_above(Path::new("x/y/f")), Some(Path::new("x/y")));
         assert_eq!(links.link_above(Path::new("x/y")), None);
         assert_eq!(links.link_above(Path::new("x/f")), None);
+        // An entry named like a link is at it.
+        assert_eq!(
+            links.check([Path::new("x/y")]),
+            Err(LinkProblem::UnderLink {
+                path: "x/y".into(),
+                link: "x/y".into()
+            })
+        );
+        assert_eq!(links.check([Path::new("x/f")]), Ok(()));
     }
 }

@@ -16,7 +16,7 @@ use age::secrecy::ExposeSecret;
 use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE,
 };
-use sluice_contract::paths::LinkTree;
+use sluice_contract::paths::{LinkProblem, LinkTree};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
@@ -150,7 +150,7 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
         CodeInput::Dir(dir) => {
             let mut links = LinkTree::default();
             add_dir(&mut zip, dir, dir, file, &mut links)?;
-            check_links(&links, dir)?;
+            check_links(&links, [], dir)?;
         }
         CodeInput::Zip(path) => add_zip(&mut zip, path)?,
     }
@@ -238,29 +238,26 @@ fn add_dir(
     Ok(())
 }
 
-/// Refuses links that lead outside the code folder at `origin`, followed through each
-/// other as the worker's extraction will ([`LinkTree`]), and entries under a link: the same
-/// rule the worker applies, said here with the path a user can fix.
-fn check_links(links: &LinkTree, origin: &Path) -> Result<(), String> {
-    let mut ordered: Vec<_> = links.iter().collect();
-    ordered.sort();
-    for (link, target) in ordered {
-        if let Some(above) = links.link_above(link) {
-            return Err(format!(
-                "{}: lies under the link {}; code may not be placed through links",
-                origin.join(link).display(),
-                origin.join(above).display()
-            ));
-        }
-        if !links.resolves_inside(link) {
-            return Err(format!(
-                "{} is a symbolic link to {}, which leads outside the code folder",
-                origin.join(link).display(),
-                target.display()
-            ));
-        }
-    }
-    Ok(())
+/// Refuses a tree breaking the link rule the worker's extraction applies ([`LinkTree::check`]:
+/// nothing at or under a link, every link ending inside the code folder), said with the
+/// path under `origin` a user can fix.
+fn check_links<'a>(
+    links: &LinkTree,
+    entries: impl IntoIterator<Item = &'a Path>,
+    origin: &Path,
+) -> Result<(), String> {
+    links.check(entries).map_err(|problem| match problem {
+        LinkProblem::UnderLink { path, link } => format!(
+            "{}: lies under the link {}; code may not be placed through links",
+            origin.join(path).display(),
+            origin.join(link).display()
+        ),
+        LinkProblem::Escapes { link, target } => format!(
+            "{} is a symbolic link to {}, which leads outside the code folder",
+            origin.join(link).display(),
+            target.display()
+        ),
+    })
 }
 
 fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), String> {
@@ -287,17 +284,7 @@ fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), Stri
             }
         }
     }
-    check_links(&links, path)?;
-    for entry in &entries {
-        if let Some(link) = links.link_above(entry) {
-            return Err(format!(
-                "{}: {} lies under the link {}; code may not be placed through links",
-                path.display(),
-                entry.display(),
-                link.display()
-            ));
-        }
-    }
+    check_links(&links, entries.iter().map(PathBuf::as_path), path)?;
     for index in 0..archive.len() {
         let entry = archive
             .by_index_raw(index)
