@@ -25,7 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{LazyLock, Mutex, Once, OnceLock};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -36,7 +36,7 @@ use nix::unistd::Pid;
 /// The shells of the commands running now (pid → registration token): children of this
 /// process that are not leftovers. The token keeps a pid reused by a newer shell from being
 /// unregistered by the older one's end.
-static RUNNING_SHELLS: Mutex<Option<HashMap<u32, u64>>> = Mutex::new(None);
+static RUNNING_SHELLS: LazyLock<Mutex<HashMap<u32, u64>>> = LazyLock::new(Mutex::default);
 /// The next registration token.
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
 
@@ -64,9 +64,8 @@ pub struct RunningShell {
 
 impl Drop for RunningShell {
     fn drop(&mut self) {
-        if let Some(shells) = RUNNING_SHELLS.lock().unwrap().as_mut()
-            && shells.get(&self.pid) == Some(&self.token)
-        {
+        let mut shells = RUNNING_SHELLS.lock().unwrap();
+        if shells.get(&self.pid) == Some(&self.token) {
             shells.remove(&self.pid);
         }
     }
@@ -106,7 +105,7 @@ pub fn spawn_shell(
         .spawn()?;
     let pid = child.id().expect("a just-spawned child has a pid");
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    shells.get_or_insert_with(HashMap::new).insert(pid, token);
+    shells.insert(pid, token);
     Ok((RunningShell { pid, token }, child))
 }
 
@@ -210,41 +209,40 @@ pub fn sweep() -> usize {
     };
     let mut killed: HashSet<i32> = HashSet::new();
     for round in 0.. {
-        let table = process_table();
-        let (leftovers, trees) = {
+        // Usually there is no leftover: then only this process's children are read, not
+        // the whole of /proc (this runs after every command).
+        let children = own_children();
+        let (leftovers, alive) = {
             let shells = RUNNING_SHELLS.lock().unwrap();
-            let leftovers: Vec<i32> = table
+            let leftovers: Vec<i32> = children
                 .iter()
                 .filter(|p| p.ppid == me && p.session != my_session.as_raw())
-                .filter(|p| {
-                    !shells
-                        .as_ref()
-                        .is_some_and(|s| s.contains_key(&(p.pid as u32)))
-                })
+                .filter(|p| !shells.contains_key(&(p.pid as u32)))
                 .map(|p| p.pid)
                 .collect();
-            let trees = descendants(&table, &leftovers);
+            if leftovers.is_empty() {
+                break;
+            }
+            let table = process_table();
+            let trees: Vec<&Process> = descendants(&table, &leftovers)
+                .into_iter()
+                .filter_map(|pid| table.iter().find(|p| p.pid == pid))
+                .collect();
             // Signalled under the lock: no shell is spawned (and could reuse a pid) meanwhile.
             for signal in [Signal::SIGSTOP, Signal::SIGKILL] {
-                for &pid in &trees {
-                    match kill(Pid::from_raw(pid), signal) {
+                for process in &trees {
+                    match kill(Pid::from_raw(process.pid), signal) {
                         Ok(()) | Err(Errno::ESRCH) => {}
                         Err(error) => {
-                            tracing::warn!(pid, %error, "could not stop an order's leftover process")
+                            tracing::warn!(pid = process.pid, %error, "could not stop an order's leftover process")
                         }
                     }
                 }
             }
-            (leftovers, trees)
+            let alive: Vec<i32> = trees.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+            (leftovers, alive)
         };
-        if leftovers.is_empty() {
-            break;
-        }
-        killed.extend(
-            trees
-                .iter()
-                .filter(|pid| table.iter().any(|p| p.pid == **pid && !p.zombie)),
-        );
+        killed.extend(alive);
         for pid in leftovers {
             reap(Pid::from_raw(pid));
         }
@@ -285,21 +283,52 @@ fn process_table() -> Vec<Process> {
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // `pid (comm) state ppid pgrp session …`; comm may hold spaces and parentheses.
-            let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-            let zombie = fields.next()? == "Z";
-            let ppid: i32 = fields.next()?.parse().ok()?;
-            let session: i32 = fields.nth(1)?.parse().ok()?;
-            Some(Process {
-                pid,
-                ppid,
-                session,
-                zombie,
-            })
-        })
+        .filter_map(process)
         .collect()
+}
+
+/// This process's children, from each of its threads' `children` file; the whole table's
+/// where the kernel has no such files (`CONFIG_PROC_CHILDREN`).
+fn own_children() -> Vec<Process> {
+    let me = nix::unistd::getpid().as_raw();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return process_table()
+            .into_iter()
+            .filter(|p| p.ppid == me)
+            .collect();
+    };
+    let mut pids: Vec<i32> = Vec::new();
+    for task in tasks.filter_map(Result::ok) {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(text) => pids.extend(
+                text.split_whitespace()
+                    .filter_map(|pid| pid.parse::<i32>().ok()),
+            ),
+            Err(_) => {
+                return process_table()
+                    .into_iter()
+                    .filter(|p| p.ppid == me)
+                    .collect();
+            }
+        }
+    }
+    pids.into_iter().filter_map(process).collect()
+}
+
+/// The process `pid`, if it still exists.
+fn process(pid: i32) -> Option<Process> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp session …`; comm may hold spaces and parentheses.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let zombie = fields.next()? == "Z";
+    let ppid: i32 = fields.next()?.parse().ok()?;
+    let session: i32 = fields.nth(1)?.parse().ok()?;
+    Some(Process {
+        pid,
+        ppid,
+        session,
+        zombie,
+    })
 }
 
 /// `roots` and every process below them.
