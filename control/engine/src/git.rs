@@ -353,9 +353,11 @@ impl GitWorkspace {
 /// A token is sent over HTTPS, or over plain HTTP only to this machine.
 fn check_token_transport(repo: &str) -> Result<(), String> {
     let lower = repo.to_ascii_lowercase();
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|prefix| lower.starts_with(prefix));
+    // The host as parsed, not a prefix of the text: `http://127.0.0.1.evil.example` is no
+    // loopback.
+    let loopback = lower.starts_with("http://")
+        && sluice_contract::repo_url::host(repo)
+            .is_some_and(|host| sluice_contract::repo_url::is_loopback(&host));
     if lower.starts_with("https://") || loopback {
         Ok(())
     } else {
