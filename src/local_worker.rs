@@ -1,46 +1,75 @@
 //! The worker host wired to the local backends: the launcher the local dispatcher runs.
 //!
-//! The worker reads its bundle and key from the state folder and writes its claim, log and
-//! result through the same directory store as the engine, so a result written here fires the
-//! event bus exactly as a presigned PUT to S3 fires an S3 notification on AWS.
+//! As on AWS the worker holds nothing but its dispatch: the `file://` URLs the local engine
+//! hands out name objects of the state folder's store, and the worker reads its bundle and
+//! writes its claim, log and result through that same store, so a result written here fires
+//! the event bus exactly as a presigned PUT to S3 fires an S3 notification on AWS.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use sluice_engine::local::{DirStore, FileKeyStore, Launcher};
-use sluice_engine::{KeyStore, ObjectStore};
-use sluice_worker::store_io::{Callback, StoreIo};
-use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerReport, run_order};
+use sluice_contract::dispatch::Capability;
+use sluice_engine::local::{DirStore, Launcher};
+use sluice_engine::{ObjectStore, StoreError};
+use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
 
 use crate::sentinel::Sentinel;
 
-/// Calls back by writing the result into the local store (a `file://` URL of it), which
-/// fires the event bus as an S3 notification would; only if the attempt has no result yet,
-/// as on AWS (see `sluice_aws::callback`).
+/// A worker's reach on one machine: the local store, by the `file://` URLs of its objects.
 #[derive(Debug, Clone)]
-struct LocalCallback {
+struct LocalIo {
     internal: Arc<DirStore>,
 }
 
-#[async_trait]
-impl Callback for LocalCallback {
-    async fn put(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError> {
-        let key = self.internal.key_for_url(url).ok_or_else(|| {
+impl LocalIo {
+    /// The store key `url` names (any other URL is refused).
+    fn key_of(&self, operation: &str, url: &Capability) -> Result<String, IoError> {
+        self.internal.key_for_url(url.expose()).ok_or_else(|| {
             IoError::permanent(
-                format!("calling back {url}"),
+                format!("{operation} {}", url.shown()),
                 "not a URL of the local store",
             )
-        })?;
+        })
+    }
+}
+
+fn failed(operation: &str, key: &str, error: StoreError) -> IoError {
+    IoError {
+        what: format!("{operation} {key}"),
+        message: error.to_string(),
+        transient: error.is_transient(),
+    }
+}
+
+#[async_trait]
+impl WorkerIo for LocalIo {
+    async fn get(&self, url: &Capability, max_bytes: u64) -> Result<Vec<u8>, IoError> {
+        let key = self.key_of("reading", url)?;
+        let bytes = (self.internal.get_prefix(&key, max_bytes).await)
+            .map_err(|e| failed("reading", &key, e))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(IoError::permanent(
+                format!("reading {key}"),
+                format!("it is larger than {max_bytes} bytes"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {
+        let key = self.key_of("writing", url)?;
         match self.internal.put_if_absent(&key, body).await {
             Ok(()) => Ok(Delivery::Stored),
             Err(e) if e.is_condition_failed() => Ok(Delivery::AlreadyThere),
-            Err(e) => Err(IoError {
-                what: format!("calling back {key}"),
-                message: e.to_string(),
-                transient: e.is_transient(),
-            }),
+            Err(e) => Err(failed("writing", &key, e)),
         }
+    }
+
+    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
+        let key = self.key_of("storing", url)?;
+        (self.internal.put_file(&key, path).await).map_err(|e| failed("storing", &key, e))
     }
 }
 
@@ -48,18 +77,12 @@ impl Callback for LocalCallback {
 /// Each worker first tells the `sentinel` its run, so that its processes die with `sluice`.
 pub fn launcher(
     internal: &Arc<DirStore>,
-    keys: &Arc<FileKeyStore>,
     config: WorkerConfig,
     sentinel: Arc<Sentinel>,
 ) -> Launcher {
-    let callback = LocalCallback {
+    let io = Arc::new(LocalIo {
         internal: Arc::clone(internal),
-    };
-    let io = Arc::new(StoreIo::new(
-        Arc::clone(internal) as Arc<dyn ObjectStore>,
-        Arc::clone(keys) as Arc<dyn KeyStore>,
-        Arc::new(callback),
-    ));
+    });
     let config = Arc::new(config);
     Arc::new(move |payload| {
         let io = Arc::clone(&io);

@@ -155,8 +155,8 @@ pub fn start(
         vcs,
     };
     let sentinel = Arc::new(sentinel);
-    let runtime = LocalRuntime::start(options, |internal, keys| {
-        local_worker::launcher(internal, keys, worker, sentinel)
+    let runtime = LocalRuntime::start(options, |internal| {
+        local_worker::launcher(internal, worker, sentinel)
     })
     .map_err(Failure::internal)?;
     Ok(Session {

@@ -1,14 +1,15 @@
-//! [`WorkerIo`]: where a worker finds its bundle and key and sends its log and result.
+//! [`WorkerIo`]: how a worker reaches the objects of its attempt — only through the URLs
+//! its dispatch carries ([`DispatchPayload`](sluice_contract::dispatch::DispatchPayload)),
+//! never with credentials of its own.
 //!
-//! On AWS: S3 GETs, an SSM parameter, S3 conditional PUT for the claim, presigned PUTs for
-//! the log and the result. Locally: the directory store and key files, so a result written by
-//! the local callback fires the event bus exactly as an S3 notification would.
+//! On AWS: HTTP requests to presigned S3 URLs (a conditional PUT for the claim and the
+//! result). Locally: the `file://` URLs of the directory store, written through the store, so
+//! a result fires the event bus exactly as an S3 notification would.
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use sluice_contract::dispatch::Claim;
-use sluice_contract::{OrderNum, RunId};
+use sluice_contract::dispatch::Capability;
 
 /// An IO operation of the worker failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,37 +44,26 @@ impl IoError {
     }
 }
 
-/// What became of a result called back.
+/// What became of a put-if-absent (a claim, a result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// It is the attempt's result.
+    /// It is stored.
     Stored,
-    /// The attempt already had a result (the watchdog's time-out, or this worker's own
-    /// earlier PUT whose answer was lost): that one stands.
+    /// An object was there already (for a result: the watchdog's time-out, or this
+    /// worker's own earlier PUT whose answer was lost): that one stands.
     AlreadyThere,
 }
 
-/// The worker's view of the outside world.
+/// The worker's view of the outside world: three operations on URLs.
 #[async_trait]
 pub trait WorkerIo: Send + Sync {
-    /// The bundle at `key` in `bucket`.
-    async fn fetch_bundle(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IoError>;
+    /// The object behind `url`, if it holds at most `max_bytes` (a ranged read: a larger
+    /// object is an error, and is never loaded whole).
+    async fn get(&self, url: &Capability, max_bytes: u64) -> Result<Vec<u8>, IoError>;
 
-    /// The order's private age key.
-    async fn fetch_key(&self, key_path: &str) -> Result<String, IoError>;
+    /// PUTs `body` to `url` unless an object is there already (`If-None-Match: *`).
+    async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError>;
 
-    /// Records `claim` for the attempt if nobody has; `Ok(false)` when it was claimed before
-    /// (the attempt is already running elsewhere and must not run again).
-    async fn claim(
-        &self,
-        run_id: &RunId,
-        order_num: OrderNum,
-        claim: &Claim,
-    ) -> Result<bool, IoError>;
-
-    /// Stores the full log file at `log_key`.
-    async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError>;
-
-    /// PUTs `body` to the callback `url`, if the attempt has no result yet.
-    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError>;
+    /// PUTs the file at `path` to `url` (replacing what is there), streaming it.
+    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError>;
 }

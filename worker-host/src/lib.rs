@@ -1,13 +1,15 @@
 //! Sluice's worker host: runs one order attempt from its bundle to its callback.
 //!
 //! The same code runs as the worker Lambda, as the CodeBuild entrypoint, and in-process
-//! under the local engine; only the [`WorkerIo`] differs (where bundles, keys, logs and
-//! results live).
+//! under the local engine; only the [`WorkerIo`] differs (how the URLs the dispatch carries
+//! are reached: HTTP to presigned S3 URLs, or the local store's `file://` URLs). A worker
+//! holds no credential: what its attempt may touch is what its URLs name.
 //!
 //! # Brief overview
 //!
-//! - [`run::run_order`]: the pipeline — fetch the bundle, [`extract`] it safely, decrypt the
-//!   env in memory ([`envelope`]), claim the attempt, run it, store the log, call back.
+//! - [`run::run_order`]: the pipeline — fetch the bundle, [`extract`] it safely, claim the
+//!   attempt, decrypt the env in memory ([`envelope`]) with the identity the dispatch
+//!   carries, run it, store the log, call back.
 //! - [`shell`]: commands as real subprocesses, each in its own session and process group
 //!   ([`process_group`]), env built from scratch, one deadline, SIGTERM → grace → SIGKILL;
 //!   nothing they start outlives them and none can read the worker ([`containment`]).
@@ -19,8 +21,7 @@
 //!   `result.json`.
 //! - [`redact`]: the order's secrets masked in every form a log could show them.
 //! - [`retry`]: the callback retried with backoff and jitter.
-//! - [`io`]: the [`WorkerIo`] seam; [`store_io`]: its implementation over the engine's
-//!   object and key stores, shared by the local engine and AWS.
+//! - [`io`]: the [`WorkerIo`] seam: get, put-if-absent and put-file on a URL.
 //!
 //! Nothing here holds a whole log in memory, and decrypted values never touch the disk.
 
@@ -36,7 +37,6 @@ pub mod retry;
 pub mod run;
 pub mod shell;
 pub mod spool;
-pub mod store_io;
 pub mod wasm;
 
 pub use io::{Delivery, IoError, WorkerIo};

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use sluice_contract::dispatch::DispatchPayload;
+use sluice_contract::dispatch::{Capability, DispatchPayload};
 use tokio::time::Instant;
 
 use crate::io::{Delivery, IoError, WorkerIo};
@@ -67,7 +67,7 @@ impl RetryPolicy {
 /// The last attempt's [`IoError`] when none succeeded.
 pub async fn call_back(
     io: &dyn WorkerIo,
-    url: &str,
+    url: &Capability,
     body: &[u8],
     policy: RetryPolicy,
     payload: &DispatchPayload,
@@ -77,7 +77,7 @@ pub async fn call_back(
     let mut attempt = 1;
     loop {
         let outcome =
-            tokio::time::timeout(policy.attempt_timeout, io.call_back(url, body.to_vec()))
+            tokio::time::timeout(policy.attempt_timeout, io.put_if_absent(url, body.to_vec()))
                 .await
                 .unwrap_or_else(|_| {
                     Err(IoError::transient(
@@ -100,8 +100,9 @@ pub async fn call_back(
     }
 }
 
-/// Calls `call` again while it fails transiently (a throttled key store, a storage hiccup),
-/// with the policy's backoff, until `give_up_by`; a permanent failure returns at once.
+/// Calls `call` again while it fails transiently (a throttled store, a network hiccup),
+/// with the policy's backoff: at least the policy's attempts, and more until `give_up_by`;
+/// a permanent failure returns at once.
 ///
 /// # Errors
 ///
@@ -120,7 +121,7 @@ where
         match call().await {
             Err(error) if error.transient => {
                 let wait = policy.backoff(attempt + 1);
-                if Instant::now() + wait >= give_up_by {
+                if attempt >= policy.attempts.max(1) && Instant::now() + wait >= give_up_by {
                     return Err(error);
                 }
                 attempt += 1;
@@ -146,5 +147,30 @@ mod tests {
                 assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
             }
         }
+    }
+
+    /// A step that fails transiently (S3 answering 503 SlowDown to a presigned GET) is
+    /// tried the policy's attempts even when the deadline has passed: before, with no time
+    /// left it was tried once, and one throttled request failed the order.
+    #[tokio::test]
+    async fn a_transient_failure_is_tried_the_policys_attempts_even_past_the_deadline() {
+        let policy = RetryPolicy {
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let result = while_transient(policy, Instant::now(), || async {
+            match tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0..3 => Err(IoError::transient("GET bundle", "503 SlowDown")),
+                _ => Ok("bundle"),
+            }
+        })
+        .await;
+        assert_eq!(result, Ok("bundle"));
+        let permanent = while_transient(policy, Instant::now(), || async {
+            Err::<(), _>(IoError::permanent("GET bundle", "403 Forbidden"))
+        });
+        assert!(!permanent.await.unwrap_err().transient);
     }
 }

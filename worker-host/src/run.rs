@@ -1,7 +1,9 @@
-//! The worker pipeline for one order attempt: bundle → claim → key and env → run → log →
-//! callback. The claim comes before anything that can fail for this worker alone (a
-//! throttled key fetch), so only the attempt's holder reports: a duplicate worker of the
-//! same attempt stays silent, and never decides an attempt another runs.
+//! The worker pipeline for one order attempt: bundle → claim → env → run → log → callback,
+//! each step through a URL of the dispatch (the worker holds no credential) and the env
+//! decrypted with the identity the dispatch carries. The claim comes before anything that
+//! can fail for this worker alone (a storage hiccup), so only the attempt's holder reports:
+//! a duplicate worker of the same attempt stays silent, and never decides an attempt
+//! another runs.
 //!
 //! The order's secrets (the variables named in the bundle's `secrets.src`) are masked in
 //! everything the result carries or the worker stores: its log, events and reason.
@@ -148,7 +150,7 @@ async fn run_attempt(
 ) -> WorkerReport {
     let started_ms = now_ms();
     let started = tokio::time::Instant::now();
-    // Steps before the run (bundle, key, claim) that fail transiently are tried again
+    // Steps before the run (bundle, claim) that fail transiently are tried again
     // for as long as the worker would try to report.
     let patience = started + config.callback.report_window;
     let opened = match open_bundle(payload, io, config, patience).await {
@@ -167,7 +169,7 @@ async fn run_attempt(
                 started_ms,
                 report_by: started + config.callback.report_window,
             };
-            return report(io, &payload.callback_url, failed, payload, sending).await;
+            return report(io, failed, payload, sending).await;
         }
     };
     let sending = Sending {
@@ -185,7 +187,7 @@ async fn run_attempt(
             failed_result(reason)
         }
     };
-    report(io, &payload.callback_url, result, payload, sending).await
+    report(io, result, payload, sending).await
 }
 
 /// How and until when a result is sent.
@@ -209,7 +211,6 @@ fn failed_result(reason: String) -> ResultDoc {
 /// as `sending` says).
 async fn report(
     io: &dyn WorkerIo,
-    url: &str,
     mut result: ResultDoc,
     payload: &DispatchPayload,
     sending: Sending,
@@ -218,6 +219,7 @@ async fn report(
     result.started_at = Some(format_timestamp(sending.started_ms));
     result.finished_at = Some(format_timestamp(now_ms()));
     let body = serde_json::to_vec(&result).expect("results serialize");
+    let url = &payload.callback_url;
     let sent = retry::call_back(io, url, &body, sending.policy, payload, sending.report_by);
     match sent.await {
         Ok(Delivery::Stored) => WorkerReport::Reported(result),
@@ -258,8 +260,11 @@ async fn open_bundle(
         None => tempfile::Builder::new().prefix("sluice-").tempdir(),
     }
     .map_err(|e| bundle_error(format!("creating a work folder: {e}")))?;
+    // A bundle unpacks to at most `max_bytes`; its zip is no larger than that and a
+    // directory.
+    let max_bundle = config.limits.max_bytes.saturating_add(MAX_SMALL_FILE);
     let bundle = retry::while_transient(config.callback, patience, || {
-        io.fetch_bundle(&payload.internal_bucket, &payload.s3_location)
+        io.get(&payload.bundle_url, max_bundle)
     })
     .await
     .map_err(|cause| BundleError::Fetch {
@@ -313,12 +318,23 @@ async fn claim_attempt(
         claimed_at_ms: now_ms(),
         worker: uuid::Uuid::new_v4().simple().to_string(),
     };
-    retry::while_transient(config.callback, patience, || {
-        io.claim(&payload.run_id, payload.order_num, &claim)
+    let body = serde_json::to_vec(&claim).expect("claims serialize");
+    retry::while_transient(config.callback, patience, || async {
+        match io.put_if_absent(&payload.claim_url, body.clone()).await? {
+            Delivery::Stored => Ok(true),
+            // Someone's claim is there: ours when a put whose answer was lost was retried.
+            Delivery::AlreadyThere => {
+                let stored = io.get(&payload.claim_check_url, MAX_CLAIM_BYTES).await?;
+                Ok(serde_json::from_slice::<Claim>(&stored).is_ok_and(|found| found == claim))
+            }
+        }
     })
     .await
     .map_err(|e| format!("claiming the attempt: {e}"))
 }
+
+/// Most bytes of a claim read back (a claim is a few dozen).
+const MAX_CLAIM_BYTES: u64 = 4096;
 
 /// Claims, decrypts and runs; `Ok(None)` when the attempt was claimed by someone else (or
 /// the run is being stopped), `Err(reason)` for a failure the result should explain.
@@ -339,13 +355,9 @@ async fn prepare_and_run(
         tracing::warn!("attempt already claimed by another worker: not running it again");
         return Ok(None);
     }
-    let key = retry::while_transient(config.callback, patience, || {
-        io.fetch_key(&payload.key_path)
-    })
-    .await
-    .map_err(|e| format!("fetching the order's key: {e}"))?;
     let ciphertext = opened.ciphertext.clone();
-    let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, &key))
+    let identity = payload.identity.clone();
+    let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, identity.expose()))
         .await
         .map_err(|e| e.to_string())??;
     // init_job lists the secret names; names that look secret are masked even if a bundle
@@ -388,7 +400,7 @@ async fn prepare_and_run(
     doc.log_bytes = summary.bytes;
     doc.log_truncated = summary.truncated;
     doc.events = events;
-    match io.store_log(&manifest.log_key, summary.spool.path()).await {
+    match io.put_file(&payload.log_url, summary.spool.path()).await {
         Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
         Err(error) => {
             tracing::warn!(%error, "the full log could not be stored; the result keeps its tail")

@@ -1,6 +1,6 @@
 //! The worker pipeline end to end over an in-memory [`WorkerIo`]: bundle in, result out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -8,65 +8,112 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use age::secrecy::ExposeSecret;
 use async_trait::async_trait;
-use sluice_contract::dispatch::{Claim, DispatchPayload};
+use sluice_contract::dispatch::{Capability, Claim, DispatchPayload, OrderIdentity};
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, parse_result};
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
 use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
 use zip::write::SimpleFileOptions;
 
+const BUNDLE_URL: &str = "memory://bundle";
+const CLAIM_URL: &str = "memory://claim";
+const LOG_URL: &str = "memory://log";
+const RESULT_URL: &str = "memory://attempt-url";
+
+/// The objects behind the URLs of one dispatch, in memory.
 #[derive(Default)]
 struct MemoryIo {
     bundle: Vec<u8>,
+    /// The identity the dispatch carries.
     key: String,
-    claims: Mutex<HashSet<String>>,
-    logs: Mutex<BTreeMap<String, Vec<u8>>>,
-    results: Mutex<Vec<(String, Vec<u8>)>>,
-    /// How many key fetches fail transiently (a throttled key store) before one works.
-    throttled_key_fetches: AtomicUsize,
+    /// Objects written, by URL.
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// How many bundle fetches fail transiently (a throttled store) before one works.
+    throttled_fetches: AtomicUsize,
     /// How many callbacks are refused before one is taken.
     refuse_callbacks: usize,
     callbacks_refused: AtomicUsize,
+    /// Whether the answer to the first claim is lost (the claim stored, an error returned).
+    lose_claim_answer: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryIo {
+    /// Another worker's claim on the attempt.
+    fn claimed_elsewhere(&self) {
+        let claim = Claim {
+            attempt: "attempt-1".into(),
+            claimed_at_ms: 1,
+            worker: "another".into(),
+        };
+        (self.objects.lock().unwrap())
+            .insert(CLAIM_URL.into(), serde_json::to_vec(&claim).unwrap());
+    }
+
+    fn claimed(&self) -> bool {
+        self.objects.lock().unwrap().contains_key(CLAIM_URL)
+    }
+
+    fn object(&self, url: &str) -> Option<Vec<u8>> {
+        self.objects.lock().unwrap().get(url).cloned()
+    }
+
+    fn payload(&self, run_id: &RunId) -> DispatchPayload {
+        DispatchPayload {
+            run_id: run_id.clone(),
+            order_num: OrderNum::from_index(0),
+            attempt: "attempt-1".into(),
+            bundle_url: Capability::new(BUNDLE_URL),
+            claim_url: Capability::new(CLAIM_URL),
+            claim_check_url: Capability::new(CLAIM_URL),
+            log_url: Capability::new(LOG_URL),
+            callback_url: Capability::new(RESULT_URL),
+            identity: OrderIdentity::new(self.key.clone()),
+        }
+    }
 }
 
 #[async_trait]
 impl WorkerIo for MemoryIo {
-    async fn fetch_bundle(&self, _bucket: &str, _key: &str) -> Result<Vec<u8>, IoError> {
-        Ok(self.bundle.clone())
+    async fn get(&self, url: &Capability, max_bytes: u64) -> Result<Vec<u8>, IoError> {
+        let throttled = || {
+            (self.throttled_fetches)
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        let found = match url.expose() {
+            BUNDLE_URL if throttled() => {
+                return Err(IoError::transient(url.shown(), "503 SlowDown"));
+            }
+            BUNDLE_URL => Some(self.bundle.clone()),
+            other => self.object(other),
+        };
+        let found = found.ok_or_else(|| IoError::permanent(url.shown(), "404 Not Found"))?;
+        assert!(found.len() as u64 <= max_bytes);
+        Ok(found)
     }
-    async fn fetch_key(&self, key_path: &str) -> Result<String, IoError> {
-        let throttled = self
-            .throttled_key_fetches
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if throttled {
-            return Err(IoError::transient(
-                key_path,
-                "ThrottlingException: Rate exceeded",
-            ));
+    async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {
+        if url.expose() == RESULT_URL
+            && self.callbacks_refused.fetch_add(1, Ordering::SeqCst) < self.refuse_callbacks
+        {
+            return Err(IoError::permanent(url.shown(), "403 Forbidden"));
         }
-        Ok(self.key.clone())
-    }
-    async fn claim(&self, _run: &RunId, _num: OrderNum, claim: &Claim) -> Result<bool, IoError> {
-        Ok(self.claims.lock().unwrap().insert(claim.attempt.clone()))
-    }
-    async fn store_log(&self, log_key: &str, path: &Path) -> Result<(), IoError> {
-        self.logs
-            .lock()
-            .unwrap()
-            .insert(log_key.to_owned(), std::fs::read(path).unwrap());
-        Ok(())
-    }
-    async fn call_back(&self, url: &str, body: Vec<u8>) -> Result<Delivery, IoError> {
-        if self.callbacks_refused.fetch_add(1, Ordering::SeqCst) < self.refuse_callbacks {
-            return Err(IoError::permanent(url, "403 Forbidden"));
-        }
-        let mut results = self.results.lock().unwrap();
-        if results.iter().any(|(stored, _)| stored == url) {
+        let mut objects = self.objects.lock().unwrap();
+        if objects.contains_key(url.expose()) {
             return Ok(Delivery::AlreadyThere);
         }
-        results.push((url.to_owned(), body));
+        objects.insert(url.expose().to_owned(), body);
+        if url.expose() == CLAIM_URL && self.lose_claim_answer.swap(false, Ordering::SeqCst) {
+            return Err(IoError::transient(url.shown(), "connection reset"));
+        }
         Ok(Delivery::Stored)
+    }
+    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
+        let body = std::fs::read(path).unwrap();
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(url.expose().to_owned(), body);
+        Ok(())
     }
 }
 
@@ -111,18 +158,6 @@ fn bundle(manifest: &OrderManifest, env: &str) -> (Vec<u8>, String) {
     )
 }
 
-fn payload(run_id: &RunId) -> DispatchPayload {
-    DispatchPayload {
-        s3_location: "tmp/exec/x/0001/exec.zip".into(),
-        internal_bucket: "internal".into(),
-        callback_url: "memory://attempt-url".into(),
-        run_id: run_id.clone(),
-        order_num: OrderNum::from_index(0),
-        attempt: "attempt-1".into(),
-        key_path: "key".into(),
-    }
-}
-
 fn config() -> WorkerConfig {
     WorkerConfig {
         host_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
@@ -136,11 +171,8 @@ fn config() -> WorkerConfig {
     }
 }
 
-fn only_result(io: &MemoryIo) -> (String, ResultDoc) {
-    let results = io.results.lock().unwrap();
-    assert_eq!(results.len(), 1, "exactly one callback");
-    let (url, body) = &results[0];
-    (url.clone(), parse_result(body).unwrap())
+fn only_result(io: &MemoryIo) -> ResultDoc {
+    parse_result(&io.object(RESULT_URL).expect("a result")).unwrap()
 }
 
 #[tokio::test]
@@ -161,10 +193,9 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
         key,
         ..MemoryIo::default()
     };
-    let report = run_order(&payload(&run), &io, &config()).await;
+    let report = run_order(&io.payload(&run), &io, &config()).await;
     assert!(matches!(report, WorkerReport::Reported(_)));
-    let (url, result) = only_result(&io);
-    assert_eq!(url, "memory://attempt-url");
+    let result = only_result(&io);
     assert_eq!(result.status, OrderStatus::Succeeded);
     assert_eq!(result.exit_code, Some(0));
     assert_eq!(result.attempt.as_deref(), Some("attempt-1"));
@@ -176,9 +207,8 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
         result.log
     );
     assert!(result.duration_ms().is_some());
-    let logs = io.logs.lock().unwrap();
     assert_eq!(result.log_key.as_deref(), Some("tmp/logs/x/0001/log.txt"));
-    assert!(String::from_utf8_lossy(&logs["tmp/logs/x/0001/log.txt"]).contains("done"));
+    assert!(String::from_utf8_lossy(&io.object(LOG_URL).unwrap()).contains("done"));
 }
 
 #[tokio::test]
@@ -190,11 +220,11 @@ async fn an_attempt_claimed_elsewhere_does_not_run() {
         key,
         ..MemoryIo::default()
     };
-    io.claims.lock().unwrap().insert("attempt-1".into());
-    let report = run_order(&payload(&run), &io, &config()).await;
+    io.claimed_elsewhere();
+    let report = run_order(&io.payload(&run), &io, &config()).await;
     assert_eq!(report, WorkerReport::AlreadyClaimed);
-    assert!(io.results.lock().unwrap().is_empty());
-    assert!(io.logs.lock().unwrap().is_empty());
+    assert!(io.object(RESULT_URL).is_none());
+    assert!(io.object(LOG_URL).is_none());
 }
 
 #[tokio::test]
@@ -210,15 +240,11 @@ async fn an_env_that_cannot_be_decrypted_is_reported_as_failed() {
         key: other_key,
         ..MemoryIo::default()
     };
-    run_order(&payload(&run), &io, &config()).await;
-    let (url, result) = only_result(&io);
-    assert_eq!(url, "memory://attempt-url");
+    run_order(&io.payload(&run), &io, &config()).await;
+    let result = only_result(&io);
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("cannot be decrypted"));
-    assert!(
-        io.claims.lock().unwrap().contains("attempt-1"),
-        "reported by the attempt's holder"
-    );
+    assert!(io.claimed(), "reported by the attempt's holder");
 }
 
 #[tokio::test]
@@ -230,16 +256,12 @@ async fn a_bundle_for_another_order_is_refused_and_reported() {
         ..MemoryIo::default()
     };
     let run = RunId::generate();
-    run_order(&payload(&run), &io, &config()).await;
-    let (url, result) = only_result(&io);
-    assert_eq!(url, "memory://attempt-url");
+    run_order(&io.payload(&run), &io, &config()).await;
+    let result = only_result(&io);
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("not the one dispatched"));
-    assert!(
-        io.claims.lock().unwrap().contains("attempt-1"),
-        "reported by the attempt's holder"
-    );
-    assert!(io.logs.lock().unwrap().is_empty(), "nothing ran");
+    assert!(io.claimed(), "reported by the attempt's holder");
+    assert!(io.object(LOG_URL).is_none(), "nothing ran");
 }
 
 /// A worker that reports after the watchdog timed its attempt out finds the time-out in
@@ -255,16 +277,13 @@ async fn a_result_after_the_watchdogs_time_out_is_reported_superseded() {
         ..MemoryIo::default()
     };
     let timed_out = br#"{"status":"timed_out"}"#.to_vec();
-    (io.results.lock().unwrap()).push(("memory://attempt-url".to_owned(), timed_out.clone()));
-    let report = run_order(&payload(&run), &io, &config()).await;
+    (io.objects.lock().unwrap()).insert(RESULT_URL.to_owned(), timed_out.clone());
+    let report = run_order(&io.payload(&run), &io, &config()).await;
     let WorkerReport::Superseded(result) = report else {
         panic!("{report:?}");
     };
     assert_eq!(result.status, OrderStatus::Succeeded);
-    assert_eq!(
-        *io.results.lock().unwrap(),
-        [("memory://attempt-url".to_owned(), timed_out)]
-    );
+    assert_eq!(io.object(RESULT_URL), Some(timed_out));
 }
 
 /// A duplicate worker of an attempt another worker holds (a retried dispatch) stays silent
@@ -278,10 +297,10 @@ async fn a_duplicate_worker_that_fails_stays_silent() {
         key: String::new(),
         ..MemoryIo::default()
     };
-    io.claims.lock().unwrap().insert("attempt-1".into());
-    let report = run_order(&payload(&RunId::generate()), &io, &config()).await;
+    io.claimed_elsewhere();
+    let report = run_order(&io.payload(&RunId::generate()), &io, &config()).await;
     assert_eq!(report, WorkerReport::AlreadyClaimed);
-    assert!(io.results.lock().unwrap().is_empty());
+    assert!(io.object(RESULT_URL).is_none());
 }
 
 #[tokio::test]
@@ -291,10 +310,9 @@ async fn an_unreadable_bundle_is_reported_failed() {
         key: String::new(),
         ..MemoryIo::default()
     };
-    let report = run_order(&payload(&RunId::generate()), &io, &config()).await;
+    let report = run_order(&io.payload(&RunId::generate()), &io, &config()).await;
     assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
-    let (url, result) = only_result(&io);
-    assert_eq!(url, "memory://attempt-url");
+    let result = only_result(&io);
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("not a readable zip"));
 }
@@ -311,7 +329,7 @@ async fn a_refused_callback_is_reported_to_the_caller() {
         refuse_callbacks: usize::MAX,
         ..MemoryIo::default()
     };
-    match run_order(&payload(&run), &io, &config()).await {
+    match run_order(&io.payload(&run), &io, &config()).await {
         WorkerReport::CallbackFailed(result, error) => {
             assert_eq!(result.status, OrderStatus::Failed);
             assert_eq!(result.exit_code, Some(4));
@@ -334,29 +352,49 @@ async fn a_callback_refused_past_its_attempts_is_retried_until_the_report_deadli
         refuse_callbacks: 12,
         ..MemoryIo::default()
     };
-    let report = run_order(&payload(&run), &io, &config()).await;
+    let report = run_order(&io.payload(&run), &io, &config()).await;
     assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
     assert_eq!(io.callbacks_refused.load(Ordering::SeqCst), 13);
-    assert_eq!(only_result(&io).1.status, OrderStatus::Succeeded);
+    assert_eq!(only_result(&io).status, OrderStatus::Succeeded);
 }
 
-/// A key store that throttles the first fetches (SSM's rate limit) does not fail the order:
+/// A store that throttles the first fetches (S3's SlowDown) does not fail the order:
 /// before, the first error before the claim was the order's failure.
 #[tokio::test]
-async fn a_throttled_key_fetch_is_tried_again_and_the_order_runs() {
+async fn a_throttled_fetch_is_tried_again_and_the_order_runs() {
     let run = RunId::generate();
     let (bundle, key) = bundle(&manifest(&run, &["echo ran"]), "{}");
     let io = MemoryIo {
         bundle,
         key,
-        throttled_key_fetches: AtomicUsize::new(3),
+        throttled_fetches: AtomicUsize::new(3),
         ..MemoryIo::default()
     };
+    succeeds_given_time(&io, &run).await;
+}
+
+/// Runs the order with 5 s to spare for retries and checks it succeeded.
+async fn succeeds_given_time(io: &MemoryIo, run: &RunId) {
     let mut config = config();
     config.callback.report_window = std::time::Duration::from_secs(5);
-    let report = run_order(&payload(&run), &io, &config).await;
+    let report = run_order(&io.payload(run), io, &config).await;
     let WorkerReport::Reported(result) = report else {
         panic!("{report:?}");
     };
     assert_eq!(result.status, OrderStatus::Succeeded, "{:?}", result.reason);
+}
+
+/// A claim whose answer was lost is tried again, finds the worker's own claim (read back
+/// through the claim's GET URL) and runs; another worker's claim stops it (above).
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_found_to_be_ours() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["echo ran"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        lose_claim_answer: true.into(),
+        ..MemoryIo::default()
+    };
+    succeeds_given_time(&io, &run).await;
 }

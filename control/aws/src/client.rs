@@ -16,10 +16,8 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::Value;
-use sluice_engine::http::HttpClient;
+use sluice_engine::http::{self, HttpClient};
 
 use crate::sdk_error::describe;
 
@@ -153,7 +151,7 @@ async fn signed_post(
         request = request.header(name, value);
     }
     let request = request
-        .body(Full::new(Bytes::from(job)))
+        .body(http::body(job))
         .map_err(|e| setup(format!("POST {endpoint}: {e}")))?;
     let client = HttpClient::new(SUBMIT_TIMEOUT).map_err(|e| setup(e.to_string()))?;
     let answer = client

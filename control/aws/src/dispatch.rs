@@ -4,14 +4,15 @@
 //! - Lambda: `Invoke` with `InvocationType=Event` and the dispatch payload as the event (the
 //!   function's async config must have `MaximumRetryAttempts=0`; a retry is the engine's
 //!   decision, and the worker's claim makes a duplicate start harmless).
-//! - CodeBuild: `StartBuild` with the payload's fields as environment overrides
-//!   (`SLUICE_S3_LOCATION`...; see [`payload_env`]), `idempotencyToken` = the attempt id and
-//!   a build timeout covering the order's. The callback URL (a capability: whoever has it
-//!   can write the order's result) goes through an SSM SecureString and a `PARAMETER_STORE`
-//!   variable, since plaintext overrides are visible to anyone who can read the build.
+//!   The payload (presigned URLs, the order's identity) is the event: Lambda records no
+//!   event's content.
+//! - CodeBuild: `StartBuild` with the attempt's [`ticket`] as environment
+//!   overrides (the payload itself would be visible to anyone who can read the build),
+//!   `idempotencyToken` = the attempt id and a build timeout covering the order's.
 //! - Watchdog: `StartExecution` named `<run_id>-<order_num>-<attempt>`, so starting the same
 //!   attempt's watchdog twice is refused by Step Functions and treated as done.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,78 +21,32 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use sluice_contract::ExecutionTarget;
 use sluice_contract::dispatch::DispatchPayload;
-use sluice_engine::ErrorKind;
+use sluice_contract::validate::MAX_PRESIGN_EXPIRY;
 use sluice_engine::ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
+use sluice_engine::{ErrorKind, ObjectStore};
 
 use crate::calls::CallCounter;
-use crate::keys::SsmKeyStore;
 use crate::sdk_error::{describe, kind};
+use crate::ticket;
 
 /// Starts workers on Lambda or CodeBuild.
 #[derive(Debug, Clone)]
 pub struct AwsDispatcher {
     lambda: aws_sdk_lambda::Client,
     codebuild: aws_sdk_codebuild::Client,
-    keys: SsmKeyStore,
+    tickets: Arc<dyn ObjectStore>,
     worker_function: String,
     codebuild_project: String,
     calls: CallCounter,
 }
 
-/// The variable carrying the callback URL.
-const CALLBACK_ENV: &str = "SLUICE_CALLBACK_URL";
-
-/// The CodeBuild worker's environment variables and the payload fields they carry.
-const PAYLOAD_ENV: [(&str, &str); 7] = [
-    ("SLUICE_S3_LOCATION", "s3_location"),
-    ("SLUICE_INTERNAL_BUCKET", "internal_bucket"),
-    (CALLBACK_ENV, "callback_url"),
-    ("SLUICE_RUN_ID", "run_id"),
-    ("SLUICE_ORDER_NUM", "order_num"),
-    ("SLUICE_ATTEMPT", "attempt"),
-    ("SLUICE_KEY_PATH", "key_path"),
-];
-
-/// The dispatch payload as the CodeBuild worker's environment (absent fields are left out).
-pub fn payload_env(payload: &DispatchPayload) -> Vec<(&'static str, String)> {
-    let fields = serde_json::to_value(payload).unwrap_or_default();
-    PAYLOAD_ENV
-        .iter()
-        .filter_map(|(name, field)| {
-            let value = fields.get(*field)?.as_str()?;
-            Some((*name, value.to_owned()))
-        })
-        .collect()
-}
-
-/// The dispatch payload read back from the environment [`payload_env`] set.
-///
-/// # Errors
-///
-/// A message naming the missing or malformed variables.
-pub fn payload_from_env(
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<DispatchPayload, String> {
-    let fields: serde_json::Map<String, serde_json::Value> = PAYLOAD_ENV
-        .iter()
-        .filter_map(|(name, field)| Some(((*field).to_owned(), lookup(name)?.into())))
-        .collect();
-    serde_json::from_value(fields.into()).map_err(|e| {
-        let names: Vec<&str> = PAYLOAD_ENV.iter().map(|(name, _)| *name).collect();
-        format!(
-            "the worker's environment ({}) is incomplete: {e}",
-            names.join(", ")
-        )
-    })
-}
-
 impl AwsDispatcher {
     /// Workers run as `worker_function` (Lambda) or in `codebuild_project`; CodeBuild
-    /// callback URLs are kept in `keys`.
+    /// tickets are kept in `tickets` (the internal bucket).
     pub fn new(
         lambda: aws_sdk_lambda::Client,
         codebuild: aws_sdk_codebuild::Client,
-        keys: SsmKeyStore,
+        tickets: Arc<dyn ObjectStore>,
         worker_function: impl Into<String>,
         codebuild_project: impl Into<String>,
         calls: CallCounter,
@@ -99,7 +54,7 @@ impl AwsDispatcher {
         AwsDispatcher {
             lambda,
             codebuild,
-            keys,
+            tickets,
             worker_function: worker_function.into(),
             codebuild_project: codebuild_project.into(),
             calls,
@@ -115,6 +70,16 @@ pub fn build_timeout_minutes(timeout: Duration) -> i32 {
         .div_ceil(60)
         .clamp(5, ExecutionTarget::Codebuild.platform_limit() / 60);
     minutes as i32
+}
+
+/// How long a build may wait in CodeBuild's queue before it starts (the project's
+/// default queued timeout).
+const BUILD_QUEUE_LIMIT: Duration = Duration::from_secs(8 * 3600);
+
+/// How long a build's ticket URLs live: the build's queue time and timeout.
+fn ticket_expiry(build_minutes: i32) -> Duration {
+    let build = Duration::from_secs(u64::from(build_minutes.unsigned_abs()) * 60);
+    (BUILD_QUEUE_LIMIT + build).min(Duration::from_secs(MAX_PRESIGN_EXPIRY))
 }
 
 fn failed(
@@ -161,34 +126,24 @@ impl Dispatcher for AwsDispatcher {
                     .map_err(|e| failed(kind(&e), "lambda worker", payload, describe(&e)))?;
             }
             ExecutionTarget::Codebuild => {
+                let minutes = build_timeout_minutes(timeout);
+                let environment =
+                    ticket::issue(self.tickets.as_ref(), payload, ticket_expiry(minutes))
+                        .await
+                        .map_err(|e| {
+                            failed(e.kind(), "codebuild worker", payload, e.to_string())
+                        })?;
                 let mut build = self
                     .codebuild
                     .start_build()
                     .project_name(&self.codebuild_project)
                     .idempotency_token(&payload.attempt)
-                    .timeout_in_minutes_override(build_timeout_minutes(timeout));
-                for (name, value) in payload_env(payload) {
-                    let (value, kind) = if name == CALLBACK_ENV {
-                        let parameter = self
-                            .keys
-                            .put_callback(
-                                &payload.run_id,
-                                payload.order_num,
-                                &payload.attempt,
-                                &value,
-                            )
-                            .await
-                            .map_err(|e| {
-                                failed(e.kind(), "codebuild worker", payload, e.to_string())
-                            })?;
-                        (parameter, EnvironmentVariableType::ParameterStore)
-                    } else {
-                        (value, EnvironmentVariableType::Plaintext)
-                    };
+                    .timeout_in_minutes_override(minutes);
+                for (name, value) in environment {
                     let variable = EnvironmentVariable::builder()
                         .name(name)
                         .value(value)
-                        .r#type(kind)
+                        .r#type(EnvironmentVariableType::Plaintext)
                         .build()
                         .map_err(|e| {
                             failed(
@@ -291,26 +246,6 @@ impl WatchdogStarter for SfnWatchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_payload_survives_the_environment() {
-        let payload = DispatchPayload {
-            s3_location: "tmp/exec/r/0001/exec.zip".to_owned(),
-            internal_bucket: "internal".to_owned(),
-            callback_url: "https://b.s3.amazonaws.com/k?X-Amz-Signature=s".to_owned(),
-            run_id: sluice_contract::RunId::generate(),
-            order_num: sluice_contract::OrderNum::from_index(2),
-            attempt: "a1".to_owned(),
-            key_path: "/sluice/sops-keys/r/0003".to_owned(),
-        };
-        let env = payload_env(&payload);
-        assert_eq!(env.len(), 7);
-        assert!(env.contains(&("SLUICE_ORDER_NUM", "0003".to_owned())));
-        let lookup = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
-        assert_eq!(payload_from_env(lookup).unwrap(), payload);
-        let err = payload_from_env(|_| None).unwrap_err();
-        assert!(err.contains("SLUICE_S3_LOCATION"), "{err}");
-    }
 
     #[test]
     fn builds_get_the_orders_timeout_plus_the_workers_margin_in_minutes() {

@@ -1,7 +1,7 @@
 //! [`SsmKeyStore`]: per-order private age keys as SSM SecureString parameters,
-//! `<prefix>/sops-keys/<run_id>/<order_num>`, and the callback URLs of CodeBuild attempts
-//! (`<prefix>/sops-keys/<run_id>/callbacks/<order_num>/<attempt>`, so they stay out of the
-//! build's visible environment), all deleted when the run is finalized.
+//! `<prefix>/sops-keys/<run_id>/<order_num>`, written by init-job, read by the orchestrator
+//! when it dispatches an attempt (workers read none: the identity comes with the dispatch),
+//! and deleted when the run is finalized.
 
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
@@ -38,25 +38,6 @@ impl SsmKeyStore {
         format!("{}/sops-keys/{run_id}", self.prefix)
     }
 
-    /// Stores an attempt's callback URL as a SecureString and returns its name, for a
-    /// CodeBuild environment variable of type `PARAMETER_STORE` (CodeBuild resolves it when
-    /// the build starts; the console and `BatchGetBuilds` show only the name).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] naming the parameter.
-    pub async fn put_callback(
-        &self,
-        run_id: &RunId,
-        order_num: OrderNum,
-        attempt: &str,
-        url: &str,
-    ) -> Result<String, StoreError> {
-        let name = format!("{}/callbacks/{order_num}/{attempt}", self.run_path(run_id));
-        self.put_secure(&name, url, "storing callback URL").await?;
-        Ok(name)
-    }
-
     async fn put_secure(&self, name: &str, value: &str, what: &str) -> Result<(), StoreError> {
         self.calls.count(SERVICE, "PutParameter");
         self.client
@@ -64,7 +45,6 @@ impl SsmKeyStore {
             .name(name)
             .value(value)
             .r#type(ParameterType::SecureString)
-            // A presigned URL signed with session credentials can outgrow the standard tier.
             .tier(ParameterTier::IntelligentTiering)
             .overwrite(true)
             .send()

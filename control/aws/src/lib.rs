@@ -12,24 +12,24 @@
 //! - [`clients`]: SDK clients built once per process from the standard AWS configuration
 //!   (`AWS_ENDPOINT_URL` points them at moto in tests).
 //! - [`s3`]: [`S3Store`], an object store over one bucket (conditional puts with
-//!   `If-None-Match`, presigned PUTs, paginated lists).
+//!   `If-None-Match`, presigned GETs, PUTs and DELETEs, paginated lists).
 //! - [`dynamo`]: [`DynamoOrderStore`], the orders, order_events and locks tables with every
 //!   status change and lock operation a conditional write; [`schema`] names their keys.
-//! - [`keys`]: [`keys::SsmKeyStore`], per-order private keys as SSM SecureStrings.
+//! - [`keys`]: [`keys::SsmKeyStore`], per-order private keys as SSM SecureStrings, read
+//!   by the orchestrator for each dispatch.
 //! - [`secrets`]: [`secrets::AwsSecretSource`], the credentials orders list, from SSM and
 //!   Secrets Manager.
-//! - [`dispatch`]: workers started on Lambda (async invoke) or CodeBuild, and the Step
-//!   Functions watchdog of each attempt.
+//! - [`dispatch`]: workers started on Lambda (async invoke) or CodeBuild (with a
+//!   [`ticket`]), and the Step Functions watchdog of each attempt.
 //! - [`wiring`]: [`wiring::aws_engine`], the engine with every port bound to AWS.
 //! - [`handlers`]: what the init-job and watchdog-check functions do with their events.
 //! - [`s3_events`]: the orchestrator's handling of S3 notifications (one pass per run).
-//! - [`worker`]: one dispatch payload run by the worker host over S3, SSM and an HTTP PUT
-//!   to the presigned callback URL ([`callback`]).
+//! - [`worker`]: the worker's settings; it runs a dispatch payload with no credentials,
+//!   through the payload's presigned URLs ([`transfer`]).
 //! - [`runtime`]: a cold start: JSON logs, settings, clients, engine.
 //! - [`calls`]: a per-service, per-operation call counter shared by the adapters, so a test
 //!   or a log line can show how many AWS calls a run made.
 
-pub mod callback;
 pub mod calls;
 pub mod client;
 pub mod clients;
@@ -45,6 +45,8 @@ pub mod schema;
 mod sdk_error;
 pub mod secrets;
 pub mod settings;
+pub mod ticket;
+pub mod transfer;
 pub mod wiring;
 pub mod worker;
 

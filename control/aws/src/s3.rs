@@ -14,7 +14,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use sluice_engine::error::StoreError;
-use sluice_engine::ports::{CodeArchives, ObjectStore};
+use sluice_engine::ports::{CodeArchives, ObjectStore, Presigned};
 
 use crate::calls::CallCounter;
 
@@ -267,20 +267,33 @@ impl ObjectStore for S3Store {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<String, StoreError> {
+    async fn presign(
+        &self,
+        operation: Presigned,
+        key: &str,
+        expiry: Duration,
+    ) -> Result<String, StoreError> {
+        let what = format!("presigning {}", operation.operation());
         let config = PresigningConfig::expires_in(expiry).map_err(|e| StoreError::Backend {
-            what: self.what("presigning PutObject", key),
+            what: self.what(&what, key),
             message: e.to_string(),
         })?;
         // Signing is local: no call to AWS.
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .presigned(config)
-            .await
-            .map_err(|e| self.backend("presigning PutObject", key, e))?;
+        let (bucket, client) = (&self.bucket, &self.client);
+        let request = match operation {
+            Presigned::Get => {
+                let get = client.get_object().bucket(bucket).key(key);
+                (get.presigned(config).await).map_err(|e| self.backend(&what, key, e))?
+            }
+            Presigned::Put => {
+                let put = client.put_object().bucket(bucket).key(key);
+                (put.presigned(config).await).map_err(|e| self.backend(&what, key, e))?
+            }
+            Presigned::Delete => {
+                let delete = client.delete_object().bucket(bucket).key(key);
+                (delete.presigned(config).await).map_err(|e| self.backend(&what, key, e))?
+            }
+        };
         Ok(request.uri().to_owned())
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sluice_contract::validate::Platform;
 use sluice_engine::github::GitHubVcs;
-use sluice_engine::{Engine, EngineConfig, Ports, SystemClock, Vcs};
+use sluice_engine::{Engine, EngineConfig, ObjectStore, Ports, SystemClock, Vcs};
 
 use crate::calls::CallCounter;
 use crate::clients::Clients;
@@ -31,12 +31,13 @@ fn github(api: &str) -> Option<Arc<dyn Vcs>> {
 /// The engine over S3, DynamoDB, SSM, Secrets Manager, Lambda, CodeBuild and Step Functions, counting its
 /// AWS calls in `calls`.
 pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter) -> Engine {
+    let internal: Arc<dyn ObjectStore> = Arc::new(S3Store::new(
+        clients.s3.clone(),
+        &settings.internal_bucket,
+        calls.clone(),
+    ));
     let ports = Ports {
-        internal: Arc::new(S3Store::new(
-            clients.s3.clone(),
-            &settings.internal_bucket,
-            calls.clone(),
-        )),
+        internal: Arc::clone(&internal),
         done: Arc::new(S3Store::new(
             clients.s3.clone(),
             &settings.done_bucket,
@@ -50,7 +51,7 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
         dispatcher: Arc::new(AwsDispatcher::new(
             clients.lambda.clone(),
             clients.codebuild.clone(),
-            SsmKeyStore::new(clients.ssm.clone(), &settings.ssm_prefix, calls.clone()),
+            internal,
             &settings.worker_function,
             &settings.codebuild_project,
             calls.clone(),

@@ -1,19 +1,11 @@
-//! The worker on AWS: one dispatch payload run by the worker host with S3 (bundle, claim,
-//! log), SSM (the order's key) and an HTTP PUT to the presigned callback URL. The Lambda
-//! handler and the CodeBuild entrypoint both end here.
+//! The worker on AWS: one dispatch payload run by the worker host over the presigned URLs
+//! it carries ([`HttpTransfer`](crate::transfer::HttpTransfer)). The worker uses no AWS credentials (its role may read and
+//! write no data): the Lambda handler and the CodeBuild entrypoint both end here.
 
 use std::sync::Arc;
 
-use sluice_contract::dispatch::DispatchPayload;
-use sluice_worker::store_io::StoreIo;
+use sluice_worker::WorkerConfig;
 use sluice_worker::wasm::WasmRuntime;
-use sluice_worker::{WorkerConfig, WorkerReport, run_order};
-
-use crate::callback::HttpCallback;
-use crate::calls::CallCounter;
-use crate::clients::Clients;
-use crate::keys::SsmKeyStore;
-use crate::s3::S3Store;
 
 /// The worker's settings from its environment (read through `lookup`): the host variables
 /// commands inherit (`PATH`, `HOME`, `LANG`), where compiled modules are cached (`temp`: the
@@ -50,25 +42,4 @@ pub fn worker_config(
         config.max_log_bytes = mib << 20;
     }
     Ok(config)
-}
-
-/// Runs one attempt and reports it; says whether the report went through.
-pub async fn run_payload(
-    payload: &DispatchPayload,
-    clients: &Clients,
-    callback: &HttpCallback,
-    config: &WorkerConfig,
-    calls: &CallCounter,
-) -> WorkerReport {
-    let io = StoreIo::new(
-        Arc::new(S3Store::new(
-            clients.s3.clone(),
-            &payload.internal_bucket,
-            calls.clone(),
-        )),
-        // Keys are fetched by their full path; the prefix only matters for writing.
-        Arc::new(SsmKeyStore::new(clients.ssm.clone(), "/", calls.clone())),
-        Arc::new(callback.clone()),
-    );
-    run_order(payload, &io, config).await
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
+use sluice_engine::ports::Presigned;
 use support::{moto, settings_env, store_settings, worker_function};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -90,14 +91,38 @@ impl RuntimeApi {
 
 /// Runs `binary` as a Lambda function over `events`; returns its answers, in order.
 async fn invoke(binary: &str, settings: &AwsSettings, events: Vec<Value>) -> Vec<(String, Value)> {
+    invoke_as(binary, settings, events, true).await
+}
+
+/// As [`invoke`]; without AWS credentials in its environment unless `credentials`.
+async fn invoke_as(
+    binary: &str,
+    settings: &AwsSettings,
+    events: Vec<Value>,
+    credentials: bool,
+) -> Vec<(String, Value)> {
     let expected = events.len();
     let api = RuntimeApi::start(events).await;
-    let mut child = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    if !credentials {
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("AWS_")) {
+            command.env_remove(name);
+        }
+        // Nor any file or instance role to find them in.
+        command.env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        command.env("AWS_CONFIG_FILE", "/nonexistent");
+        command.env("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let mut child = command
         .env("AWS_LAMBDA_RUNTIME_API", &api.address)
         .env("AWS_LAMBDA_FUNCTION_NAME", "sluice-test")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .envs(settings_env(settings))
+        .envs(
+            settings_env(settings)
+                .into_iter()
+                .filter(|(name, _)| credentials || !name.starts_with("AWS_")),
+        )
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -204,21 +229,28 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     let order = engine.ports.orders.get_order(&run_id, first).await.unwrap();
     assert_eq!(order.status, OrderStatus::Running);
 
-    // The worker, invoked with the dispatch payload (moto's Lambda ran nothing).
+    // The worker, invoked with the dispatch payload (moto's Lambda ran nothing) and no AWS
+    // credentials at all: its presigned URLs are all it needs.
     let attempt = order.attempt.clone().unwrap();
     let result = keys::result(&run_id, first, &attempt);
-    let callback_url = engine
-        .ports
-        .internal
-        .presign_put(&result, std::time::Duration::from_secs(600))
-        .await
-        .unwrap();
+    let presign = async |operation, key: String| {
+        let url = engine
+            .ports
+            .internal
+            .presign(operation, &key, Duration::from_secs(600));
+        url.await.unwrap()
+    };
+    let claim = keys::claim(&run_id, first, &attempt);
     let payload = json!({
-        "s3_location": keys::exec_zip(&run_id, first), "internal_bucket": settings.internal_bucket,
-        "run_id": run_id, "order_num": first, "attempt": attempt, "key_path": order.key_path,
-        "callback_url": callback_url,
+        "run_id": run_id, "order_num": first, "attempt": attempt,
+        "bundle_url": presign(Presigned::Get, keys::exec_zip(&run_id, first)).await,
+        "claim_url": presign(Presigned::Put, claim.clone()).await,
+        "claim_check_url": presign(Presigned::Get, claim).await,
+        "log_url": presign(Presigned::Put, order.log_key.clone()).await,
+        "callback_url": presign(Presigned::Put, result.clone()).await,
+        "identity": engine.ports.keys.get_key(&order.key_path).await.unwrap(),
     });
-    let answers = invoke(&bin("worker"), &settings, vec![payload]).await;
+    let answers = invoke_as(&bin("worker"), &settings, vec![payload], false).await;
     assert_eq!(
         answers[0],
         ("response".to_owned(), json!({"reported": "succeeded"}))

@@ -7,7 +7,7 @@
 mod support;
 
 use sluice_contract::result::DoneDoc;
-use sluice_contract::{JobStatus, OrderStatus};
+use sluice_contract::{JobStatus, OrderStatus, keys};
 use support::cloud::{Worker, deployed};
 use support::unique;
 
@@ -211,7 +211,50 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
         .send()
         .await;
     assert!(refused(invoke), "worker Invoke");
-    // SSM and S3: the worker reads no credentials, no done document.
+    // S3 and SSM: neither worker role reads or writes any run's data — bundle, claim, log,
+    // result, key — however it learned the run's id (before, both could: an order that
+    // reached its worker's role could decrypt another run's secrets and forge its results).
+    let run = sluice_contract::RunId::generate();
+    let num = sluice_contract::OrderNum::from_index(0);
+    let internal = &settings.internal_bucket;
+    (cloud.clients.s3.put_object())
+        .bucket(internal)
+        .key(keys::exec_zip(&run, num))
+        .body(b"a bundle".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    for (role, clients) in [
+        ("worker", worker),
+        ("codebuild worker", &cloud.roles.codebuild_worker),
+    ] {
+        let bundle = (clients.s3.get_object())
+            .bucket(internal)
+            .key(keys::exec_zip(&run, num))
+            .send()
+            .await;
+        assert!(refused(bundle), "{role} GetObject bundle");
+        for key in [
+            keys::claim(&run, num, "a1"),
+            keys::log(&run, num),
+            keys::result(&run, num, "a1"),
+        ] {
+            let put = (clients.s3.put_object())
+                .bucket(internal)
+                .key(&key)
+                .body(b"forged".to_vec().into())
+                .send()
+                .await;
+            assert!(refused(put), "{role} PutObject {key}");
+        }
+        let key = (clients.ssm.get_parameter())
+            .name(format!("{}/sops-keys/{run}/{num}", settings.ssm_prefix))
+            .with_decryption(true)
+            .send()
+            .await;
+        assert!(refused(key), "{role} GetParameter order key");
+    }
+    // Nor credentials, nor a done document.
     let credential = worker
         .ssm
         .get_parameter()

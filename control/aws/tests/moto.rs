@@ -7,12 +7,13 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_aws::{CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
 use sluice_engine::conformance::{object_store_suite, order_store_suite, sample_order};
-use sluice_engine::ports::{ObjectStore, OrderStore};
+use sluice_engine::ports::{ObjectStore, OrderStore, Presigned};
 use support::{
     BodyTap, ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
 };
@@ -92,7 +93,11 @@ async fn lists_follow_pages_and_presigned_puts_write_objects() {
     assert_eq!(calls.snapshot()[&("s3", "ListObjectsV2")], 2);
 
     let url = store
-        .presign_put("cb/result.json", std::time::Duration::from_secs(300))
+        .presign(
+            Presigned::Put,
+            "cb/result.json",
+            std::time::Duration::from_secs(300),
+        )
         .await
         .unwrap();
     assert!(url.starts_with("http://127.0.0.1"), "{url}");
@@ -105,34 +110,74 @@ async fn lists_follow_pages_and_presigned_puts_write_objects() {
     );
 }
 
-/// An attempt's result key takes one result: the worker's callback PUT is conditional, so
-/// the watchdog's time-out written first stands against a late worker (and a worker's own
-/// PUT sent again after a lost answer is no error).
+/// What a worker, holding no credentials, does through presigned URLs: a bounded read
+/// (an object over the bound is refused, not loaded), a conditional put that never replaces
+/// what is there (the watchdog's time-out written first stands against a late worker, and a
+/// worker's own PUT sent again after a lost answer is no error), a streamed file upload, and
+/// a delete.
 #[tokio::test]
-async fn a_callback_never_replaces_the_result_already_there() {
-    use sluice_worker::store_io::Callback;
+async fn a_worker_reaches_its_objects_through_presigned_urls_only() {
+    use sluice_contract::dispatch::Capability;
+    use sluice_worker::{Delivery, WorkerIo};
     let clients = moto().await;
     let store = S3Store::new(
         clients.s3.clone(),
         bucket(&clients).await,
         CallCounter::default(),
     );
+    let transfer = sluice_aws::transfer::HttpTransfer::new().unwrap();
+    let presign = async |operation, key: &str| {
+        let url = store
+            .presign(operation, key, Duration::from_secs(300))
+            .await;
+        Capability::new(url.unwrap())
+    };
+
+    let bundle = "tmp/exec/r/0001/exec.zip";
+    store.put(bundle, vec![7; 5000]).await.unwrap();
+    let get = presign(Presigned::Get, bundle).await;
+    assert_eq!(transfer.get(&get, 5000).await.unwrap(), vec![7; 5000]);
+    let too_large = transfer.get(&get, 4999).await.unwrap_err();
+    assert!(!too_large.transient, "{too_large}");
+    assert!(
+        too_large.message.contains("larger than 4999 bytes"),
+        "{too_large}"
+    );
+    assert!(
+        !too_large.to_string().contains("X-Amz-Signature"),
+        "{too_large}"
+    );
+    let missing = presign(Presigned::Get, "tmp/exec/r/0002/exec.zip").await;
+    let error = transfer.get(&missing, 10).await.unwrap_err();
+    assert!(!error.transient && error.message.contains("404"), "{error}");
+
     let key = "tmp/callbacks/runs/r/0001/a1/result.json";
     store
         .put_if_absent(key, b"{\"status\":\"timed_out\"}".to_vec())
         .await
         .unwrap();
-    let url = store
-        .presign_put(key, std::time::Duration::from_secs(300))
-        .await
-        .unwrap();
-    let callback = sluice_aws::callback::HttpCallback::new().unwrap();
-    let delivery = callback
-        .put(&url, b"{\"status\":\"succeeded\"}".to_vec())
-        .await
-        .unwrap();
-    assert_eq!(delivery, sluice_worker::Delivery::AlreadyThere);
+    let put = presign(Presigned::Put, key).await;
+    let late = transfer.put_if_absent(&put, b"{\"status\":\"succeeded\"}".to_vec());
+    assert_eq!(late.await.unwrap(), Delivery::AlreadyThere);
     assert_eq!(store.get(key).await.unwrap(), b"{\"status\":\"timed_out\"}");
+    let fresh = presign(Presigned::Put, "tmp/claims/r/0001/a1").await;
+    let claim = transfer.put_if_absent(&fresh, b"{}".to_vec());
+    assert_eq!(claim.await.unwrap(), Delivery::Stored);
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(log.path(), vec![b'x'; 3 << 20]).unwrap();
+    let log_url = presign(Presigned::Put, "tmp/logs/r/0001/log.txt").await;
+    transfer.put_file(&log_url, log.path()).await.unwrap();
+    assert_eq!(
+        store.head("tmp/logs/r/0001/log.txt").await.unwrap(),
+        Some(3 << 20)
+    );
+
+    transfer
+        .delete(&presign(Presigned::Delete, bundle).await)
+        .await
+        .unwrap();
+    assert!(store.get(bundle).await.unwrap_err().is_not_found());
 }
 
 #[tokio::test]
@@ -211,22 +256,26 @@ async fn ssm_keeps_keys_secret_and_deletes_a_runs_keys() {
 }
 
 fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPayload {
+    use sluice_contract::dispatch::{Capability, OrderIdentity};
+    let url =
+        |key: &str| Capability::new(format!("http://127.0.0.1/{key}?X-Amz-Signature=PAYLOADSIG"));
     sluice_contract::dispatch::DispatchPayload {
-        s3_location: format!("tmp/exec/{run}/0001/exec.zip"),
-        internal_bucket: "internal".to_owned(),
-        callback_url: "http://127.0.0.1/callback".to_owned(),
         run_id: run.clone(),
         order_num: sluice_contract::OrderNum::from_index(0),
         attempt: attempt.to_owned(),
-        key_path: "/sluice/sops-keys/x/0001".to_owned(),
+        bundle_url: url("exec.zip"),
+        claim_url: url("claim"),
+        claim_check_url: url("claim"),
+        log_url: url("log.txt"),
+        callback_url: url("result.json"),
+        identity: OrderIdentity::new("AGE-SECRET-KEY-1ORDERIDENTITY"),
     }
 }
 
 #[tokio::test]
-async fn codebuild_workers_start_with_the_payload_in_their_environment() {
+async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() {
     use sluice_aws::dispatch::AwsDispatcher;
-    use sluice_aws::keys::SsmKeyStore;
-    use sluice_engine::ports::{Dispatcher, KeyStore};
+    use sluice_engine::ports::Dispatcher;
     let clients = moto().await;
     let project = unique("sluice-test");
     clients
@@ -266,26 +315,38 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
             .interceptor(tap.clone())
             .build(),
     );
-    let prefix = format!("/{}", unique("sluice-test"));
-    let keys = SsmKeyStore::new(clients.ssm.clone(), &prefix, calls.clone());
+    let internal = Arc::new(S3Store::new(
+        clients.s3.clone(),
+        bucket(&clients).await,
+        calls.clone(),
+    ));
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
         tapped,
-        keys.clone(),
+        internal.clone(),
         "unused",
         &project,
         calls.clone(),
     );
     let run = RunId::generate();
     let sent = payload(&run, "a1");
-    dispatcher
-        .start(
-            sluice_contract::ExecutionTarget::Codebuild,
-            Duration::from_secs(3600),
-            &sent,
-        )
-        .await
-        .unwrap();
+    let start = || {
+        let target = sluice_contract::ExecutionTarget::Codebuild;
+        dispatcher.start(target, Duration::from_secs(3600), &sent)
+    };
+    // The build's environment, as the request carried it.
+    let env_of = |request: &serde_json::Value| -> Vec<(String, String)> {
+        let variables = request["environmentVariablesOverride"].as_array().unwrap();
+        for variable in variables {
+            assert_eq!(variable["type"], "PLAINTEXT", "{variable}");
+        }
+        let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        variables
+            .iter()
+            .map(|v| (text(&v["name"]), text(&v["value"])))
+            .collect()
+    };
+    start().await.unwrap();
     let builds = clients
         .codebuild
         .list_builds_for_project()
@@ -295,39 +356,53 @@ async fn codebuild_workers_start_with_the_payload_in_their_environment() {
         .unwrap();
     assert_eq!(builds.ids().len(), 1);
     assert_eq!(calls.snapshot()[&("codebuild", "StartBuild")], 1);
-    // What went on the wire: the payload as env overrides, the attempt as idempotency token,
-    // a build timeout covering the order's hour plus the worker's margin, and the callback
-    // URL only as the name of the SecureString holding it.
+    // What went on the wire: the attempt as idempotency token, a build timeout covering the
+    // order's hour plus the worker's margin, and the ticket: nothing of the payload (its
+    // URLs' signatures, the order's identity) in plain sight.
     let request = tap.take::<serde_json::Value>().remove(0);
     assert_eq!(request["idempotencyToken"], "a1");
     assert_eq!(request["timeoutInMinutesOverride"], 70);
-    let callback_url = sent.callback_url.as_str();
-    assert!(!request.to_string().contains(callback_url));
-    let mut env = Vec::new();
-    for variable in request["environmentVariablesOverride"].as_array().unwrap() {
-        let name = variable["name"].as_str().unwrap().to_owned();
-        let value = variable["value"].as_str().unwrap().to_owned();
-        let value = match variable["type"].as_str().unwrap() {
-            "PLAINTEXT" => value,
-            "PARAMETER_STORE" => keys.get_key(&value).await.unwrap(),
-            other => panic!("{name} has type {other}"),
-        };
-        env.push((name, value));
-    }
-    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    assert_eq!(
-        sluice_aws::dispatch::payload_from_env(lookup).unwrap(),
-        sent
+    let wire = request.to_string();
+    assert!(
+        !wire.contains("PAYLOADSIG") && !wire.contains("ORDERIDENTITY"),
+        "{wire}"
     );
-    // Finalize deletes the run's callback URLs with its keys.
-    let parameter = format!("{prefix}/sops-keys/{run}/callbacks/0001/a1");
-    keys.delete_run_keys(&run).await.unwrap();
-    assert!(keys.get_key(&parameter).await.unwrap_err().is_not_found());
+    let env = env_of(&request);
+    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(lookup("SLUICE_ATTEMPT").as_deref(), Some("a1"));
+    // The object alone is ciphertext.
+    let ticket = sluice_aws::ticket::ticket_key(&run, sent.order_num, "a1");
+    let stored = internal.get(&ticket).await.unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("ORDERIDENTITY"));
+    // The worker redeems it once: the payload comes back whole and the ticket is gone, so
+    // the build's record opens nothing afterwards.
+    let transfer = sluice_aws::transfer::HttpTransfer::new().unwrap();
+    let redeemed = sluice_aws::ticket::redeem(lookup, &transfer).await.unwrap();
+    assert_eq!(redeemed, sent);
+    assert_eq!(redeemed.identity.expose(), "AGE-SECRET-KEY-1ORDERIDENTITY");
+    assert!(internal.get(&ticket).await.unwrap_err().is_not_found());
+    let again = sluice_aws::ticket::redeem(lookup, &transfer)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("fetching the ticket"), "{again}");
+    // A ticket put in another build's environment is refused.
+    start().await.unwrap();
+    let mut env = env_of(&tap.take::<serde_json::Value>().remove(0));
+    env.retain(|(name, _)| name != "SLUICE_ATTEMPT");
+    env.push(("SLUICE_ATTEMPT".to_owned(), "a9".to_owned()));
+    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let mismatch = sluice_aws::ticket::redeem(lookup, &transfer)
+        .await
+        .unwrap_err();
+    assert!(
+        mismatch.to_string().contains("not the build's"),
+        "{mismatch}"
+    );
 
     let missing = AwsDispatcher::new(
         clients.lambda.clone(),
         clients.codebuild.clone(),
-        keys.clone(),
+        internal.clone(),
         "unused",
         "no-such-project",
         calls.clone(),
@@ -392,15 +467,15 @@ async fn a_watchdog_starts_once_per_attempt() {
 #[tokio::test]
 async fn lambda_workers_are_invoked_asynchronously() {
     use sluice_aws::dispatch::AwsDispatcher;
-    use sluice_aws::keys::SsmKeyStore;
     use sluice_engine::ports::Dispatcher;
     let clients = moto().await;
     let function = worker_function(&clients).await;
     let calls = CallCounter::default();
+    let unused = S3Store::new(clients.s3.clone(), "unused", calls.clone());
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
         clients.codebuild.clone(),
-        SsmKeyStore::new(clients.ssm.clone(), "/unused", calls.clone()),
+        Arc::new(unused),
         &function,
         "unused",
         calls.clone(),

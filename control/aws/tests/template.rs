@@ -384,35 +384,58 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         &resource(&template, "InternalBucket")["Properties"]["BucketName"],
     );
     let object = |key: &str| format!("arn:aws:s3:::{internal}/{key}");
-    let worker = allowed(&template, function_statements(&template, "WorkerFunction"));
-    assert!(can(
-        &worker,
-        "s3:GetObject",
-        &object(&keys::exec_zip(&run, order))
-    ));
-    assert!(can(
-        &worker,
-        "s3:PutObject",
-        &object(&keys::claim(&run, order, "a1"))
-    ));
-    assert!(can(
-        &worker,
-        "s3:PutObject",
-        &object(&keys::log(&run, order))
-    ));
+    // Workers hold no data permission at all: not the Lambda's role, not the CodeBuild
+    // project's (beyond the worker binary and its own logs). Everything an attempt touches
+    // is behind the URLs of its dispatch, presigned with the orchestrator's role.
+    let worker_function = &resource(&template, "WorkerFunction")["Properties"];
     assert!(
-        !can(&worker, "s3:PutObject", &object(&result_key)),
-        "results go through the presigned URL"
+        worker_function["Policies"].is_null(),
+        "the worker Lambda's role: {}",
+        worker_function["Policies"]
     );
-    assert!(
-        worker
-            .iter()
-            .all(|(actions, _)| actions.iter().all(|a| !a.starts_with("dynamodb:"))),
-        "the worker writes no table"
+    let codebuild = &resource(&template, "CodeBuildWorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"];
+    let worker_binary = object("artifacts/worker/bootstrap");
+    for statement in codebuild.as_array().unwrap() {
+        let actions = &statement["Action"];
+        let logs = (actions.as_array().unwrap_or(&vec![actions.clone()]).iter())
+            .all(|a| a.as_str().unwrap().starts_with("logs:"));
+        let binary = *actions == "s3:GetObject"
+            && arn_matches(&evaluate(&template, &statement["Resource"]), &worker_binary);
+        assert!(binary || logs, "the CodeBuild role may {statement}");
+    }
+    let orchestrator = allowed(
+        &template,
+        function_statements(&template, "OrchestratorFunction"),
     );
+    let presigned = [
+        ("s3:GetObject", keys::exec_zip(&run, order)),
+        ("s3:PutObject", keys::claim(&run, order, "a1")),
+        ("s3:GetObject", keys::claim(&run, order, "a1")),
+        ("s3:PutObject", keys::log(&run, order)),
+        ("s3:PutObject", result_key.clone()),
+        (
+            "s3:PutObject",
+            sluice_aws::ticket::ticket_key(&run, order, "a1"),
+        ),
+        (
+            "s3:GetObject",
+            sluice_aws::ticket::ticket_key(&run, order, "a1"),
+        ),
+        (
+            "s3:DeleteObject",
+            sluice_aws::ticket::ticket_key(&run, order, "a1"),
+        ),
+    ];
+    for (action, key) in presigned {
+        assert!(
+            can(&orchestrator, action, &object(&key)),
+            "the orchestrator presigns {action} {key}"
+        );
+    }
     let key_path = format!("/sluice/sops-keys/{run}/{order}");
     assert!(can(
-        &worker,
+        &orchestrator,
         "ssm:GetParameter",
         &format!("arn:aws:ssm:eu-west-1:123456789012:parameter{key_path}")
     ));
@@ -461,10 +484,6 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             "{function} may not list the internal bucket unconditionally"
         );
     }
-    let orchestrator = allowed(
-        &template,
-        function_statements(&template, "OrchestratorFunction"),
-    );
     // Watchdogs: init-job starts a run's watch, the orchestrator each order's.
     let machine = format!(
         "arn:aws:states:eu-west-1:123456789012:stateMachine:{}",

@@ -1,27 +1,88 @@
-//! The payload a dispatcher hands to a worker (Lambda event, CodeBuild env, local task).
+//! The payload a dispatcher hands to a worker (Lambda event, CodeBuild ticket, local task).
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OrderNum, RunId};
 
-/// Everything a worker needs to find, unlock, run and report one order attempt.
+/// Everything a worker needs to fetch, unlock, run and report one order attempt — and
+/// nothing more: a worker holds no credential of its own (on AWS its role may read and write
+/// no data), so the dispatch carries one capability per operation the attempt needs, each for
+/// this attempt's own objects, and the order's decryption identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchPayload {
-    /// Key of the order's bundle in the internal bucket.
-    pub s3_location: String,
-    /// The internal bucket (the local engine's store root name).
-    pub internal_bucket: String,
-    /// Where this attempt reports its result: minted at dispatch for the attempt's own
-    /// result key (a presigned PUT URL on AWS), living the order's timeout and a margin.
-    pub callback_url: String,
     /// The run.
     pub run_id: RunId,
     /// The order.
     pub order_num: OrderNum,
     /// The attempt id the worker claims before running anything.
     pub attempt: String,
-    /// Where the order's private age key is (SSM parameter name, or a local key path).
-    pub key_path: String,
+    /// GET: the order's bundle.
+    pub bundle_url: Capability,
+    /// PUT, if absent: the attempt's claim.
+    pub claim_url: Capability,
+    /// GET: the attempt's claim, read back when a claim was there already (this worker's own
+    /// earlier put whose answer was lost, or another worker's).
+    pub claim_check_url: Capability,
+    /// PUT: the order's full log.
+    pub log_url: Capability,
+    /// PUT, if absent: the attempt's result. Minted at dispatch for the attempt's own result
+    /// key, living until the job's deadline and a margin.
+    pub callback_url: Capability,
+    /// The order's private age identity, which decrypts its bundle's `env.json.age`.
+    pub identity: OrderIdentity,
+}
+
+/// A URL that is its own authority (an S3 presigned URL, or a `file://` URL of the local
+/// store): whoever holds it may do its one operation. Printed (`Debug`) without its query,
+/// which holds the signature.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capability(String);
+
+impl Capability {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Capability(url.into())
+    }
+
+    /// The whole URL, signature included: for the request only, never for a message.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its query (the signature), for messages.
+    pub fn shown(&self) -> &str {
+        self.0.split('?').next().unwrap_or(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Capability({:?})", self.shown())
+    }
+}
+
+/// An order's private age identity (`AGE-SECRET-KEY-1…`). Never printed (`Debug` hides it).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderIdentity(String);
+
+impl OrderIdentity {
+    /// Wraps the identity's text.
+    pub fn new(identity: impl Into<String>) -> Self {
+        OrderIdentity(identity.into())
+    }
+
+    /// The identity's text, to decrypt with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OrderIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderIdentity(<redacted>)")
+    }
 }
 
 /// The marker a worker writes (if absent) at `keys::claim` before running an attempt.
@@ -39,4 +100,44 @@ pub struct Claim {
     /// The claiming worker's own id.
     #[serde(default)]
     pub worker: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printing_a_payload_shows_no_signature_and_no_identity() {
+        let url = |key: &str| {
+            Capability::new(format!(
+                "https://b.s3.amazonaws.com/{key}?X-Amz-Signature=sig"
+            ))
+        };
+        let payload = DispatchPayload {
+            run_id: RunId::generate(),
+            order_num: OrderNum::from_index(0),
+            attempt: "a1".to_owned(),
+            bundle_url: url("exec.zip"),
+            claim_url: url("claim"),
+            claim_check_url: url("claim"),
+            log_url: url("log.txt"),
+            callback_url: url("result.json"),
+            identity: OrderIdentity::new("AGE-SECRET-KEY-1SECRET"),
+        };
+        let printed = format!("{payload:?}");
+        assert!(
+            printed.contains("https://b.s3.amazonaws.com/exec.zip"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("sig") && !printed.contains("SECRET"),
+            "{printed}"
+        );
+        let json = serde_json::to_string(&payload).unwrap();
+        assert!(json.contains("X-Amz-Signature=sig") && json.contains("AGE-SECRET-KEY-1SECRET"));
+        assert_eq!(
+            serde_json::from_str::<DispatchPayload>(&json).unwrap(),
+            payload
+        );
+    }
 }

@@ -10,7 +10,8 @@ use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
 use crate::error::StoreError;
 use crate::ports::{
-    AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Transition,
+    AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Presigned,
+    Transition,
 };
 
 /// A queued order row for tests.
@@ -122,11 +123,13 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     store.delete(&key).await.unwrap();
     store.delete(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap_err().is_not_found(), "deleted");
-    let url = store
-        .presign_put(&fresh, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(!url.is_empty());
+    for operation in [Presigned::Get, Presigned::Put, Presigned::Delete] {
+        let url = (store
+            .presign(operation, &fresh, Duration::from_secs(60))
+            .await)
+            .unwrap();
+        assert!(!url.is_empty(), "{operation:?}");
+    }
     for k in [fresh, log, format!("{base}x/other")] {
         store.delete(&k).await.unwrap();
     }

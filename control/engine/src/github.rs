@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::Full;
 use sluice_contract::validate::PullRequest;
 
-use crate::http::{HttpAnswer, HttpClient};
+use crate::http::{self, HttpAnswer, HttpClient};
 use crate::ports::Vcs;
 
 /// GitHub's public API.
@@ -61,7 +60,7 @@ impl GitHubVcs {
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let request = request
             .header("content-type", "application/json")
-            .body(Full::new(body))
+            .body(http::body(body))
             .map_err(|e| format!("{method} {url}: {e}"))?;
         let answer = self
             .client

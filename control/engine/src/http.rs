@@ -1,11 +1,13 @@
-//! [`HttpClient`]: the one HTTP(S) client of Sluice's adapters (the worker's result PUT, the
-//! GitHub API): the platform's trusted roots, plain HTTP allowed (moto and the test
-//! stand-ins on 127.0.0.1), a timeout on every request, the whole answer read.
+//! [`HttpClient`]: the one HTTP(S) client of Sluice's adapters (the worker's presigned
+//! transfers, the GitHub API): the platform's trusted roots, plain HTTP allowed (moto and
+//! the test stand-ins on 127.0.0.1), a timeout on every request, the answer read up to a
+//! bound. Bodies go out whole ([`body`]) or streamed (a log file).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,10 +35,23 @@ impl HttpAnswer {
     }
 }
 
+/// A request body: bytes in memory ([`body`]) or a stream.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A request body of `bytes`.
+pub fn body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Most bytes of an answer read when the caller sets no bound.
+const DEFAULT_MAX_ANSWER: usize = 16 << 20;
+
 /// An HTTP(S) client (cheap to clone: connections are pooled and shared).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     timeout: Duration,
 }
 
@@ -58,19 +73,32 @@ impl HttpClient {
         })
     }
 
-    /// Sends `request` and reads the whole answer.
+    /// Sends `request` and reads the answer (at most 16 MiB of it).
     ///
     /// # Errors
     ///
-    /// A message when there is no answer within the timeout or the connection fails (the
-    /// status of an answer, whatever it is, is the caller's to judge).
-    pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<HttpAnswer, String> {
+    /// A message when there is no answer within the timeout, the connection fails or the
+    /// answer is longer (the status of an answer, whatever it is, is the caller's to judge).
+    pub async fn send(&self, request: hyper::Request<Body>) -> Result<HttpAnswer, String> {
+        self.send_bounded(request, DEFAULT_MAX_ANSWER).await
+    }
+
+    /// Sends `request` and reads an answer of at most `max_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// As [`HttpClient::send`].
+    pub async fn send_bounded(
+        &self,
+        request: hyper::Request<Body>,
+        max_bytes: usize,
+    ) -> Result<HttpAnswer, String> {
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {} s", self.timeout.as_secs()))?
             .map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout(self.timeout, body.collect())
+        let body = tokio::time::timeout(self.timeout, Limited::new(body, max_bytes).collect())
             .await
             .map_err(|_| {
                 format!(

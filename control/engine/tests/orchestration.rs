@@ -33,7 +33,7 @@ impl Harness {
             secrets: SecretsFile::none(),
             vcs: None,
         };
-        let runtime = LocalRuntime::start(options, move |_, _| {
+        let runtime = LocalRuntime::start(options, move |_| {
             Arc::new(move |payload| {
                 let _ = tx.send(payload);
                 async {}.boxed()

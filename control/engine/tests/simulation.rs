@@ -32,7 +32,7 @@ use sluice_contract::{
 };
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::ports::{
-    AcquireOutcome, DispatchError, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord,
+    AcquireOutcome, DispatchError, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, Presigned,
 };
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ErrorKind, KeyStore, ObjectStore, OrderStore, Ports,
@@ -305,9 +305,14 @@ impl ObjectStore for FaultyObjects {
     fn object_url(&self, key: &str) -> String {
         self.inner.object_url(key)
     }
-    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<String, StoreError> {
-        let call = self.inner.presign_put(key, expiry);
-        self.world.faulty("presign_put", call).await
+    async fn presign(
+        &self,
+        operation: Presigned,
+        key: &str,
+        expiry: Duration,
+    ) -> Result<String, StoreError> {
+        let call = self.inner.presign(operation, key, expiry);
+        self.world.faulty("presign", call).await
     }
 }
 

@@ -502,16 +502,42 @@ async fn a_result_of_another_attempt_is_ignored() {
 }
 
 #[tokio::test]
-async fn every_dispatch_carries_a_fresh_callback_url() {
+async fn every_dispatch_carries_the_attempts_own_urls_and_the_orders_identity() {
     let setup = setup();
     let run = one_order_run(&setup, 60).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let payload = setup.recorder.dispatched.lock().unwrap()[0].clone();
+    let (num, attempt) = (payload.order_num, payload.attempt.as_str());
+    let key_of = |url: &sluice_contract::dispatch::Capability| {
+        setup.internal.key_for_url(url.expose()).unwrap()
+    };
+    assert_eq!(key_of(&payload.bundle_url), keys::exec_zip(&run, num));
+    assert_eq!(key_of(&payload.claim_url), keys::claim(&run, num, attempt));
     assert_eq!(
-        setup.internal.key_for_url(&payload.callback_url),
-        Some(keys::result(&run, payload.order_num, &payload.attempt)),
+        key_of(&payload.claim_check_url),
+        keys::claim(&run, num, attempt)
+    );
+    assert_eq!(key_of(&payload.log_url), keys::log(&run, num));
+    assert_eq!(
+        key_of(&payload.callback_url),
+        keys::result(&run, num, attempt),
         "minted at dispatch for the attempt's own key"
     );
+    let row = setup
+        .engine
+        .ports
+        .orders
+        .get_order(&run, num)
+        .await
+        .unwrap();
+    let key = setup
+        .engine
+        .ports
+        .keys
+        .get_key(&row.key_path)
+        .await
+        .unwrap();
+    assert_eq!(payload.identity.expose(), key, "the order's own identity");
 }
 
 #[tokio::test]

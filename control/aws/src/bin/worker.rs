@@ -1,18 +1,19 @@
 //! The worker: as a Lambda, runs the dispatch payload it is invoked with; with `--from-env`
-//! (the CodeBuild entrypoint, `worker-host/entrypoint.sh`), reads the same payload from the
-//! `SLUICE_*` variables the dispatcher set on the build, runs it, and exits 0 once the
-//! result is reported (1 otherwise, so the build shows failed).
+//! (the CodeBuild entrypoint, `worker-host/entrypoint.sh`), redeems the ticket the
+//! dispatcher put in the build's environment (`sluice_aws::ticket`), runs its payload, and
+//! exits 0 once the result is reported (1 otherwise, so the build shows failed).
+//!
+//! Neither loads AWS credentials: everything the attempt touches is behind the presigned
+//! URLs of its payload.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::json;
-use sluice_aws::callback::HttpCallback;
-use sluice_aws::calls::CallCounter;
-use sluice_aws::clients::Clients;
-use sluice_aws::dispatch::payload_from_env;
 use sluice_aws::runtime::init_logging;
-use sluice_aws::worker::{run_payload, worker_config};
+use sluice_aws::ticket;
+use sluice_aws::transfer::HttpTransfer;
+use sluice_aws::worker::worker_config;
 use sluice_contract::dispatch::DispatchPayload;
-use sluice_worker::WorkerReport;
+use sluice_worker::{WorkerReport, run_order};
 
 fn describe(report: &WorkerReport) -> serde_json::Value {
     match report {
@@ -30,16 +31,14 @@ fn describe(report: &WorkerReport) -> serde_json::Value {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_logging();
-    // Orders must not read this process's environment (the role's credentials) through
-    // /proc, and what they orphan must come back to it to be killed.
+    // Orders must not read this process's memory or environment through /proc, and what
+    // they orphan must come back to it to be killed.
     sluice_worker::containment::harden_process();
-    let clients = Clients::load().await;
-    let callback = HttpCallback::new()?;
+    let transfer = HttpTransfer::new()?;
     let config = worker_config(|name| std::env::var(name).ok(), &std::env::temp_dir())?;
-    let calls = CallCounter::default();
     if std::env::args().any(|arg| arg == "--from-env") {
-        let payload = payload_from_env(|name| std::env::var(name).ok())?;
-        let report = run_payload(&payload, &clients, &callback, &config, &calls).await;
+        let payload = ticket::redeem(|name| std::env::var(name).ok(), &transfer).await?;
+        let report = run_order(&payload, &transfer, &config).await;
         tracing::info!(report = %describe(&report), "attempt done");
         std::process::exit(match report {
             WorkerReport::Reported(_)
@@ -49,9 +48,9 @@ async fn main() -> Result<(), Error> {
         });
     }
     lambda_runtime::run(service_fn(|event: LambdaEvent<DispatchPayload>| {
-        let (clients, callback, config, calls) = (&clients, &callback, &config, &calls);
+        let (transfer, config) = (&transfer, &config);
         async move {
-            let report = run_payload(&event.payload, clients, callback, config, calls).await;
+            let report = run_order(&event.payload, transfer, config).await;
             Ok::<_, Error>(describe(&report))
         }
     }))

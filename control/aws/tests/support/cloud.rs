@@ -18,18 +18,18 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
-use sluice_aws::callback::HttpCallback;
 use sluice_aws::clients::Clients;
 use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
-use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring, worker};
-use sluice_contract::dispatch::{Claim, DispatchPayload};
+use sluice_aws::transfer::HttpTransfer;
+use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring};
+use sluice_contract::dispatch::{Capability, Claim, DispatchPayload};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{OrderNum, OrderStatus, RunId, ValidateOptions, keys, parse_job};
 use sluice_engine::init_job::InitResponse;
 use sluice_engine::ports::WatchdogInput;
 use sluice_engine::{Engine, EngineError};
-use sluice_worker::WorkerConfig;
 use sluice_worker::retry::RetryPolicy;
+use sluice_worker::{WorkerConfig, WorkerIo, run_order};
 
 use super::{
     BodyTap, FlakyEndpoint, bucket, moto, table, unique, watchdog_machine, worker_function,
@@ -56,13 +56,15 @@ pub struct Cloud {
 static DEPLOYED_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The clients each function of the deployment calls AWS with: in the shared moto, the
-/// same for all; in the deployed stack, each with its own role's credentials.
+/// same for all; in the deployed stack, each with its own role's credentials. (Workers call
+/// AWS with none: their roles are here to show what they are refused.)
 #[derive(Clone)]
 pub struct Roles {
     pub init_job: Clients,
     pub orchestrator: Clients,
     pub watchdog_check: Clients,
     pub worker: Clients,
+    pub codebuild_worker: Clients,
 }
 
 impl Roles {
@@ -72,6 +74,7 @@ impl Roles {
             orchestrator: clients.clone(),
             watchdog_check: clients.clone(),
             worker: clients.clone(),
+            codebuild_worker: clients.clone(),
         }
     }
 }
@@ -165,6 +168,10 @@ pub async fn deployed() -> Cloud {
         orchestrator: tapped(&config(of_function("OrchestratorFunction")).await, &tap),
         watchdog_check: tapped(&config(of_function("WatchdogCheckFunction")).await, &tap),
         worker: tapped(&config(of_function("WorkerFunction")).await, &tap),
+        codebuild_worker: tapped(
+            &config(&deployment.roles["CodeBuildWorkerRole"]).await,
+            &tap,
+        ),
     };
     let environment = &deployment.functions["OrchestratorFunction"].environment;
     let settings = AwsSettings::from_lookup(|name| environment.get(name).cloned()).unwrap();
@@ -325,7 +332,7 @@ impl Cloud {
             .find(|w| w.run_id == *run_id && w.order_num == OrderNum::INIT)
             .expect("init-job started the run's watch");
         let watchdog = self.engine_as(&self.roles.watchdog_check);
-        let engine = self.engine();
+        let engine = self.harness();
         let mut input = serde_json::to_value(&watch).unwrap();
         let started = Instant::now();
         let queued = || async { engine.ports.orders.run_orders(run_id).await.unwrap()[0].status };
@@ -344,6 +351,12 @@ impl Cloud {
     /// The engine as the test sees the deployment (set-up and inspection).
     pub fn engine(&self) -> Engine {
         self.engine_as(&self.clients)
+    }
+
+    /// The engine the harness itself reads with (waiting for a done document, the names of
+    /// a run's orders): its calls are not the deployment's, so they are not counted.
+    fn harness(&self) -> Engine {
+        wiring::aws_engine(&self.clients, &self.settings, &CallCounter::default())
     }
 
     /// The engine as a function with `clients` runs it.
@@ -375,7 +388,7 @@ impl Cloud {
     /// Plays the deployment for the submitted run `run_id` until its done document appears;
     /// `worker_of` says what the worker of each order (by name) does.
     pub async fn pump(&self, run_id: &RunId, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
-        let engine = self.engine();
+        let engine = self.harness();
         let orchestrator = Arc::new(self.engine_as(&self.roles.orchestrator));
         let watchdog = self.engine_as(&self.roles.watchdog_check);
         let names: Vec<String> = engine
@@ -387,7 +400,7 @@ impl Cloud {
             .into_iter()
             .map(|row| row.order_name)
             .collect();
-        let callback = HttpCallback::new().unwrap();
+        let transfer = HttpTransfer::new().unwrap().counted(self.calls.clone());
         let config = WorkerConfig {
             host_env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
             callback: RetryPolicy {
@@ -400,16 +413,12 @@ impl Cloud {
         };
         let mut abandoned: Vec<DispatchPayload> = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
-        // The worker run here with the dispatched payload, as the Lambda would run it.
+        // The worker run here with the dispatched payload, as the Lambda would run it: with
+        // no AWS credentials, only the payload's presigned URLs.
         let spawn_worker = |tasks: &mut tokio::task::JoinSet<()>, payload: DispatchPayload| {
-            let (clients, callback, config, calls) = (
-                self.roles.worker.clone(),
-                callback.clone(),
-                config.clone(),
-                self.calls.clone(),
-            );
+            let (transfer, config) = (transfer.clone(), config.clone());
             tasks.spawn(async move {
-                worker::run_payload(&payload, &clients, &callback, &config, &calls).await;
+                run_order(&payload, &transfer, &config).await;
             });
         };
         let started = Instant::now();
@@ -436,14 +445,14 @@ impl Cloud {
                 match worker_of(name) {
                     Worker::CallsBackThrough(endpoint) => {
                         let mut rerouted = payload.clone();
-                        rerouted.callback_url = endpoint.url_for(&payload.callback_url);
+                        rerouted.callback_url =
+                            Capability::new(endpoint.url_for(payload.callback_url.expose()));
                         spawn_worker(&mut tasks, rerouted);
                         abandoned.push(payload);
                     }
                     Worker::CallsBackGarbage => {
-                        use sluice_worker::store_io::Callback;
-                        callback
-                            .put(
+                        transfer
+                            .put_if_absent(
                                 &payload.callback_url,
                                 b"{\"status\": \"exploded\", garbage".to_vec(),
                             )

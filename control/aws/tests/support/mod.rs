@@ -346,7 +346,7 @@ impl FlakyEndpoint {
         let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&puts);
         tokio::spawn(async move {
-            let forward = sluice_aws::callback::HttpCallback::new().unwrap();
+            let forward = sluice_aws::transfer::HttpTransfer::new().unwrap();
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;
@@ -386,8 +386,9 @@ impl FlakyEndpoint {
                         let path = head.split(' ').nth(1).unwrap_or("/");
                         let target = percent_decode(path.trim_start_matches("/to/"));
                         let body = request[head_end..head_end + length].to_vec();
-                        use sluice_worker::store_io::Callback;
-                        match forward.put(&target, body).await {
+                        use sluice_worker::WorkerIo;
+                        let target = sluice_contract::dispatch::Capability::new(target);
+                        match forward.put_if_absent(&target, body).await {
                             Ok(sluice_worker::Delivery::Stored) => "200 OK",
                             Ok(sluice_worker::Delivery::AlreadyThere) => "412 Precondition Failed",
                             Err(_) => "502 Bad Gateway",

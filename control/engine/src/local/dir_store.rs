@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::blocking::run_blocking;
 use crate::error::StoreError;
-use crate::ports::ObjectStore;
+use crate::ports::{ObjectStore, Presigned};
 
 const TMP_DIR: &str = ".tmp";
 
@@ -300,9 +300,15 @@ impl ObjectStore for DirStore {
         format!("file://{}/{key}", self.root.display())
     }
 
-    /// Locally a "presigned URL" is the object's `file://` URL: the local callback writes
-    /// through the store, which fires the event bus. Expiry is not enforced on one machine.
-    async fn presign_put(&self, key: &str, _expiry: Duration) -> Result<String, StoreError> {
+    /// Locally a "presigned URL" is the object's `file://` URL, whatever the operation: the
+    /// local worker reads and writes through the store, which fires the event bus. Expiry is
+    /// not enforced on one machine.
+    async fn presign(
+        &self,
+        _operation: Presigned,
+        key: &str,
+        _expiry: Duration,
+    ) -> Result<String, StoreError> {
         checked_key(key)?;
         Ok(self.object_url(key))
     }
@@ -323,7 +329,8 @@ mod tests {
             );
         }
         let url = store
-            .presign_put(
+            .presign(
+                Presigned::Put,
                 "tmp/callbacks/runs/r/0001/result.json",
                 Duration::from_secs(1),
             )

@@ -116,6 +116,7 @@ mod tests {
     use std::time::Duration;
 
     use futures::FutureExt;
+    use sluice_contract::dispatch::{Capability, OrderIdentity};
     use sluice_contract::{OrderNum, RunId};
 
     #[tokio::test]
@@ -138,14 +139,17 @@ mod tests {
         let dispatcher = LocalDispatcher::new(3, launcher);
         let run = RunId::generate();
         for i in 0..12 {
+            let nowhere = Capability::new("");
             let payload = DispatchPayload {
-                s3_location: String::new(),
-                internal_bucket: String::new(),
-                callback_url: String::new(),
                 run_id: run.clone(),
                 order_num: OrderNum::from_index(i),
                 attempt: format!("a{i}"),
-                key_path: String::new(),
+                bundle_url: nowhere.clone(),
+                claim_url: nowhere.clone(),
+                claim_check_url: nowhere.clone(),
+                log_url: nowhere.clone(),
+                callback_url: nowhere,
+                identity: OrderIdentity::new(""),
             };
             dispatcher
                 .start(ExecutionTarget::Lambda, Duration::from_secs(5), &payload)

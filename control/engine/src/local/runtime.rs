@@ -103,15 +103,16 @@ pub struct LocalRuntime {
 impl LocalRuntime {
     /// Opens the state folder and starts the loops. Must be called inside a tokio runtime.
     ///
-    /// `make_launcher` gets the internal store and the key store (what a local worker reads
-    /// and writes through; its writes fire the event bus) and returns the worker launcher.
+    /// `make_launcher` gets the internal store (which the `file://` URLs of a local
+    /// dispatch name; a worker's writes through it fire the event bus) and returns the
+    /// worker launcher.
     ///
     /// # Errors
     ///
     /// [`RuntimeError`] when the state folder cannot be created or opened.
     pub fn start(
         options: LocalOptions,
-        make_launcher: impl FnOnce(&Arc<DirStore>, &Arc<FileKeyStore>) -> Launcher,
+        make_launcher: impl FnOnce(&Arc<DirStore>) -> Launcher,
     ) -> Result<Self, RuntimeError> {
         let dir = &options.state_dir;
         let fail = |cause| RuntimeError {
@@ -138,7 +139,7 @@ impl LocalRuntime {
                 .map_err(fail)?,
         );
         let keys = Arc::new(FileKeyStore::open(&dir.join("keys")).map_err(fail)?);
-        let launcher = make_launcher(&internal, &keys);
+        let launcher = make_launcher(&internal);
         let dispatcher = Arc::new(LocalDispatcher::new(options.concurrency, launcher));
         let ports = Ports {
             internal: Arc::clone(&internal) as Arc<dyn ObjectStore>,

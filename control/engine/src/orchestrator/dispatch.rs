@@ -1,8 +1,10 @@
 //! dispatch: fail what cannot run, start what can, and retry starts that were interrupted.
 //!
 //! Starting an order is idempotent: `queued → dispatching` is a conditional write that also
-//! records a fresh attempt id, then the watchdog and the worker are started (in that order:
-//! nothing runs unwatched), then `dispatching → running`. An order found `dispatching`
+//! records a fresh attempt id, then the attempt's payload is made (the order's key read, a
+//! presigned URL minted for each object the attempt touches: workers hold no credentials),
+//! then the watchdog and the worker are started (in that order: nothing runs unwatched),
+//! then `dispatching → running`. An order found `dispatching`
 //! longer than the dispatch lease (its orchestrator crashed mid-start) is started again with
 //! the same attempt id; the worker claims the attempt before running anything, so the order
 //! still runs at most once. A start that fails transiently (throttled, timed out) is
@@ -12,7 +14,7 @@
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use sluice_contract::dispatch::DispatchPayload;
+use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity};
 use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
 use sluice_contract::{OrderStatus, keys};
@@ -20,8 +22,8 @@ use sluice_contract::{OrderStatus, keys};
 use super::Moved;
 use super::evaluate::{Node, evaluate};
 use crate::engine::{Engine, millis};
-use crate::error::{EngineError, ErrorKind};
-use crate::ports::{DispatchError, OrderRecord, Transition, WatchdogInput};
+use crate::error::{EngineError, ErrorKind, StoreError};
+use crate::ports::{DispatchError, OrderRecord, Presigned, Transition, WatchdogInput};
 use crate::retry::{Backoff, while_transient};
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
@@ -149,6 +151,72 @@ impl Engine {
         .await
     }
 
+    /// What the worker of `attempt` is handed: a URL for each object the attempt reads or
+    /// writes, minted now for this attempt's own keys, and the order's identity. Workers
+    /// hold no credentials: a worker that cannot even read its bundle can still report
+    /// through its callback URL, and a worker of an earlier attempt cannot overwrite this
+    /// attempt's result. The URLs live as long as the attempt may report — until the job's
+    /// deadline (a worker may wait in a queue before its timeout starts) — and a margin,
+    /// within what a presigned URL can live.
+    ///
+    /// # Errors
+    ///
+    /// The order's key cannot be read (a transient failure after a few tries), or a URL
+    /// cannot be signed.
+    async fn attempt_payload(
+        &self,
+        order: &OrderRecord,
+        attempt: &str,
+        now: u64,
+    ) -> Result<DispatchPayload, DispatchError> {
+        let failed = |kind, message: String| DispatchError {
+            kind,
+            what: "worker".to_owned(),
+            run_id: order.run_id.clone(),
+            order_num: order.order_num,
+            message,
+        };
+        let until_deadline = order.job_deadline_ms.saturating_sub(now) / 1000;
+        let expiry = Duration::from_secs(
+            until_deadline
+                .max(order.timeout)
+                .saturating_add(PRESIGN_MARGIN)
+                .min(MAX_PRESIGN_EXPIRY),
+        );
+        let (run_id, num) = (&order.run_id, order.order_num);
+        let presign = |operation, key: String| async move {
+            let url = self.ports.internal.presign(operation, &key, expiry).await;
+            url.map(Capability::new)
+                .map_err(|e| failed(e.kind(), format!("presigning its URLs: {e}")))
+        };
+        let identity = while_transient(
+            self.ports.clock.as_ref(),
+            Backoff::new(START_RETRY_FIRST, START_RETRIES),
+            "reading an order's key",
+            StoreError::kind,
+            || self.ports.keys.get_key(&order.key_path),
+        )
+        .await
+        .map_err(|e| {
+            let kind = e.kind();
+            failed(
+                kind,
+                format!("its key {} cannot be read: {e}", order.key_path),
+            )
+        })?;
+        Ok(DispatchPayload {
+            run_id: run_id.clone(),
+            order_num: num,
+            attempt: attempt.to_owned(),
+            bundle_url: presign(Presigned::Get, keys::exec_zip(run_id, num)).await?,
+            claim_url: presign(Presigned::Put, keys::claim(run_id, num, attempt)).await?,
+            claim_check_url: presign(Presigned::Get, keys::claim(run_id, num, attempt)).await?,
+            log_url: presign(Presigned::Put, order.log_key.clone()).await?,
+            callback_url: presign(Presigned::Put, keys::result(run_id, num, attempt)).await?,
+            identity: OrderIdentity::new(identity),
+        })
+    }
+
     /// Starts one order (or restarts a stale start with the same attempt id).
     async fn start_order(
         &self,
@@ -172,33 +240,7 @@ impl Engine {
         };
         let attempt = order.attempt.clone().unwrap_or_default();
 
-        // Every dispatch mints the callback URL of its attempt's own result key: a worker
-        // that cannot even read its bundle can still report through it, and a worker of an
-        // earlier attempt cannot overwrite this attempt's result. It lives as long as the
-        // attempt may report — until the job's deadline (a worker may wait in a queue before
-        // its timeout starts) — and a margin, within what a presigned URL can live.
-        let until_deadline = order.job_deadline_ms.saturating_sub(now) / 1000;
-        let expiry = Duration::from_secs(
-            until_deadline
-                .max(order.timeout)
-                .saturating_add(PRESIGN_MARGIN)
-                .min(MAX_PRESIGN_EXPIRY),
-        );
-        let callback_key = keys::result(&order.run_id, order.order_num, &attempt);
-        let callback_url = self
-            .ports
-            .internal
-            .presign_put(&callback_key, expiry)
-            .await?;
-        let payload = DispatchPayload {
-            s3_location: keys::exec_zip(&order.run_id, order.order_num),
-            internal_bucket: self.ports.internal.bucket().to_owned(),
-            callback_url,
-            run_id: order.run_id.clone(),
-            order_num: order.order_num,
-            attempt: attempt.clone(),
-            key_path: order.key_path.clone(),
-        };
+        let payload = self.attempt_payload(&order, &attempt, now).await;
         let watch = WatchdogInput {
             run_id: order.run_id.clone(),
             order_num: order.order_num,
@@ -209,7 +251,10 @@ impl Engine {
             internal_bucket: self.ports.internal.bucket().to_owned(),
             generation: 0,
         };
-        let started = self.start_watched(&order, &watch, &payload).await;
+        let started = match payload {
+            Ok(payload) => self.start_watched(&order, &watch, &payload).await,
+            Err(error) => Err(error),
+        };
         if let Err(error) = started {
             if error.kind == ErrorKind::Transient {
                 // It may even have started. The order stays `dispatching`: once the dispatch

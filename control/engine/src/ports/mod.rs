@@ -17,7 +17,7 @@ pub use clock::{Clock, SystemClock};
 pub use code_archives::CodeArchives;
 pub use dispatcher::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 pub use key_store::KeyStore;
-pub use object_store::ObjectStore;
+pub use object_store::{ObjectStore, Presigned};
 pub use order_store::{
     AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
     order_pk,

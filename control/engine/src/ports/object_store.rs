@@ -56,6 +56,34 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// The URL users are given for an object (`s3://bucket/key`, or `file://` locally).
     fn object_url(&self, key: &str) -> String;
 
-    /// A URL that lets its holder PUT one object at `key` until `expiry` has passed.
-    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<String, StoreError>;
+    /// A URL that lets its holder do `operation` on the one object at `key` until `expiry`
+    /// has passed: what a worker, which holds no credential, is handed.
+    async fn presign(
+        &self,
+        operation: Presigned,
+        key: &str,
+        expiry: Duration,
+    ) -> Result<String, StoreError>;
+}
+
+/// The operation a presigned URL allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presigned {
+    /// Reading the object (a bounded read sends a `Range`).
+    Get,
+    /// Writing the object (`If-None-Match: *` makes it a put-if-absent).
+    Put,
+    /// Deleting the object.
+    Delete,
+}
+
+impl Presigned {
+    /// The S3 operation's name, for messages.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Presigned::Get => "GetObject",
+            Presigned::Put => "PutObject",
+            Presigned::Delete => "DeleteObject",
+        }
+    }
 }
