@@ -15,6 +15,9 @@ use std::process::ExitCode;
 use sluice_contract::exit_codes;
 
 fn main() -> ExitCode {
+    // A compiler child process of `sluice` compiles its module and exits here, before
+    // anything else starts (see `sluice_worker::wasm::CompileIn`).
+    sluice_worker::wasm::serve_if_asked();
     let command = match cli::parse() {
         Ok(command) => command,
         Err(exit) => return exit,

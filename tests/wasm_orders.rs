@@ -345,3 +345,72 @@ fn shell_orders_emit_events_through_their_events_folder() {
         "{log}"
     );
 }
+
+/// A core module whose `functions` functions each add 1 to a local `instructions` times:
+/// valid, trivial to run, and slow to compile in proportion (written as a binary, since
+/// parsing text this large would itself take a while).
+fn slow_to_compile(functions: u32, instructions: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(content.len() as u32, out);
+        out.extend_from_slice(content);
+    }
+    let mut body = vec![0x01, 0x01, 0x7f]; // one i32 local
+    for _ in 0..instructions {
+        // local.get 0; i32.const 1; i32.add; local.set 0
+        body.extend_from_slice(&[0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00]);
+    }
+    body.push(0x0b);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x00, 0x00], &mut module);
+    let mut declared = Vec::new();
+    leb(functions, &mut declared);
+    declared.extend(std::iter::repeat_n(0x00, functions as usize));
+    section(3, &declared, &mut module);
+    section(7, b"\x01\x06_start\x00\x00", &mut module);
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len() as u32, &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    module
+}
+
+/// wasmtime cannot interrupt a compilation: `sluice` compiles in a child process of itself
+/// and kills it at the order's deadline, so a module that takes far longer to compile (here
+/// some 15 s on two cores) than its order may run ends `timed_out` at the deadline with its
+/// compilation stopped (before, it compiled on in sluice's own threads).
+#[test]
+fn a_module_still_compiling_at_the_deadline_is_stopped() {
+    let sandbox = Sandbox::new();
+    let code = sandbox.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("slow.wasm"), slow_to_compile(2, 400_000)).unwrap();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [{"order_name": "guest", "code_dir": "code", "timeout": 1,
+            "wasm": {"module": "slow.wasm"}}]}"#,
+    );
+    let output = sandbox.run(&job, &["--wasm-cache", "off"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let done = done_of(&output);
+    assert_eq!(order(&done, "guest").status, OrderStatus::TimedOut);
+    let log = sandbox.log_of(&done, "guest");
+    assert!(
+        log.contains("==> timed out: its compilation was stopped at the order's deadline"),
+        "{log}"
+    );
+}

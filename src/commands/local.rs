@@ -12,7 +12,7 @@ use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
 use sluice_engine::{EngineConfig, Vcs};
 use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
-use sluice_worker::wasm::WasmRuntime;
+use sluice_worker::wasm::{CompileIn, WasmRuntime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -127,7 +127,10 @@ pub fn start(
         },
         limits: Default::default(),
         host_env: config.host_env.clone(),
-        wasm: Arc::new(WasmRuntime::new(usable_wasm_cache(config))),
+        wasm: Arc::new(
+            WasmRuntime::new(usable_wasm_cache(config))
+                .compiling_in(CompileIn::child_of_this_binary()),
+        ),
         max_log_bytes: config.max_log_bytes,
         stop: stop.clone(),
         ..WorkerConfig::default()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sluice_contract::job::WasmSpec;
 use sluice_worker::log_sink::{LogSink, LogSummary};
-use sluice_worker::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
+use sluice_worker::wasm::{CompileIn, Grants, WasmOrder, WasmOutcome, WasmRuntime};
 use tokio::time::Instant;
 
 /// Imports, a memory and a `$print(fd, ptr, len)` helper around `body`.
@@ -453,6 +453,55 @@ async fn a_busy_loop_is_stopped_at_the_deadline() {
             .tail
             .ends_with("==> timed out: the module was stopped at the order's deadline\n")
     );
+}
+
+/// wasmtime cannot interrupt a compilation, so one in this process would run on past its
+/// order's deadline, burning the worker's CPU. A compiler child process still running at
+/// the deadline (here one that never finishes) is killed then.
+#[tokio::test]
+async fn a_compiler_still_running_at_the_deadline_is_killed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("compiler.pid");
+    let compiler = dir.path().join("compiler");
+    std::fs::write(
+        &compiler,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&compiler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = WasmRuntime::new(None).compiling_in(CompileIn::Child(compiler));
+    let run = Sandbox::with_runtime(runtime)
+        .run(&hello(), no_grants(), Duration::from_secs(1))
+        .await;
+    assert_eq!(run.outcome, WasmOutcome::TimedOut);
+    assert!(
+        run.log
+            .tail
+            .ends_with("==> timed out: its compilation was stopped at the order's deadline\n"),
+        "{}",
+        run.log.tail
+    );
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    // Killed at once; reaped soon after (a zombie is no longer running).
+    let running = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    for _ in 0..100 {
+        if !running() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the compiler {} is still running", pid.trim());
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use sluice_worker::WorkerConfig;
-use sluice_worker::wasm::WasmRuntime;
+use sluice_worker::wasm::{CompileIn, WasmRuntime};
 
 /// The worker's settings from its environment (read through `lookup`): the host variables
 /// commands inherit (`PATH`, `HOME`, `LANG`), where compiled modules are cached (`temp`: the
@@ -28,8 +28,9 @@ pub fn worker_config(
         host_env,
         // No compile cache on disk: what is loaded from it runs as native code, and `/tmp`
         // outlives a run's orders on a warm Lambda; the warm process keeps prepared
-        // modules in memory instead.
-        wasm: Arc::new(WasmRuntime::new(None)),
+        // modules in memory instead. Compilation runs in a child process of this binary,
+        // killed at the order's deadline.
+        wasm: Arc::new(WasmRuntime::new(None).compiling_in(CompileIn::child_of_this_binary())),
         ..WorkerConfig::default()
     };
     if let Some(text) = lookup("SLUICE_MAX_LOG_MB") {

@@ -28,7 +28,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -80,6 +80,69 @@ pub enum Provenance {
 
 /// Why a guest cannot be prepared (becomes the order's failure reason).
 pub type PrepareError = String;
+
+/// What [`GuestCache::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The guest, prepared (from memory or the disk cache).
+    Ready(Prepared, Provenance),
+    /// It must be compiled first.
+    Compile(Source),
+}
+
+/// A guest to compile: its binary and what it is.
+pub struct Source {
+    /// The module's file name, for messages.
+    pub name: String,
+    /// The binary (text format already converted).
+    pub binary: Vec<u8>,
+    digest: [u8; 32],
+    /// Core module or component.
+    pub kind: GuestKind,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("bytes", &self.binary.len())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Source {
+    /// The guest named `name` whose binary is `binary`.
+    pub fn new(name: String, binary: Vec<u8>, kind: GuestKind) -> Self {
+        let digest = Sha256::digest(&binary).into();
+        Source {
+            name,
+            binary,
+            digest,
+            kind,
+        }
+    }
+}
+
+/// The two kinds of WebAssembly binary a guest may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestKind {
+    /// A core module (WASI preview 1).
+    Module,
+    /// A component (WASI preview 2).
+    Component,
+}
+
+impl GuestKind {
+    /// The kind of `binary`, from its version field.
+    pub fn of(binary: &[u8]) -> Option<GuestKind> {
+        match binary.get(4..8) {
+            Some(CORE_MODULE_VERSION) => Some(GuestKind::Module),
+            Some(COMPONENT_VERSION) => Some(GuestKind::Component),
+            _ => None,
+        }
+    }
+}
 
 /// The linkers of one engine: what a guest may import.
 pub struct Linkers {
@@ -134,110 +197,150 @@ impl GuestCache {
         &self.engine
     }
 
-    /// Reads, compiles (or loads) and links the guest at `path`. Blocking: call it from
-    /// the blocking pool.
+    /// Reads the guest at `path` and finds it prepared in memory or compiled on disk
+    /// (linking it), or says it must be compiled. Blocking: call it from the blocking pool.
     ///
     /// # Errors
     ///
     /// A reason naming the module and what is wrong with it.
-    pub fn prepare(&self, path: &Path) -> Result<(Prepared, Provenance), PrepareError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let binary = read_binary(path).map_err(|e| format!("module {name}: {e}"))?;
+    pub fn lookup(&self, path: &Path) -> Result<Lookup, PrepareError> {
+        let named = |e: String| format!("module {}: {e}", path_name(path));
+        let binary = read_binary(path).map_err(named)?;
         let digest: [u8; 32] = Sha256::digest(&binary).into();
         if let Some(prepared) = self.lock_prepared().get(&digest) {
-            return Ok((prepared.clone(), Provenance::MemoryCache));
+            return Ok(Lookup::Ready(prepared.clone(), Provenance::MemoryCache));
         }
-        let (prepared, provenance) = self
-            .load_or_compile(&binary, &digest)
-            .map_err(|e| format!("module {name}: {e}"))?;
+        let kind = GuestKind::of(&binary).ok_or_else(|| {
+            named("is a WebAssembly binary of an unknown version or layer".to_owned())
+        })?;
+        let source = Source {
+            name: path_name(path),
+            binary,
+            digest,
+            kind,
+        };
+        if let Some((disk, file)) = self.disk_entry(&digest)
+            && file.is_file()
+        {
+            match self.load(disk, &file, &digest, kind) {
+                Ok(prepared) => {
+                    let prepared = prepared.map_err(named)?;
+                    return Ok(Lookup::Ready(
+                        self.keep(&source, prepared),
+                        Provenance::DiskCache,
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "ignoring an unusable compile cache entry");
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
+        }
+        Ok(Lookup::Compile(source))
+    }
+
+    /// Links `code`, compiled from `source` by [`compiler`](super::compiler) for this
+    /// cache's engine, keeps it on disk and in memory. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// A reason naming the module: the code does not load, or the guest cannot be linked.
+    #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
+    pub fn finish(&self, source: &Source, code: &[u8]) -> Result<Prepared, PrepareError> {
+        let named = |e: String| format!("module {}: {e}", source.name);
+        // SAFETY: `code` was made from `source` a moment ago by this program's own compiler,
+        // in this process or in a child process of this binary that got the module on its
+        // stdin and answered on its stdout, with an engine of this configuration. Only a
+        // process of this user could write into that pipe (through `/proc/<child>/fd/1`,
+        // before the child makes itself undumpable): on AWS there is none but the worker
+        // (one order at a time, its processes gone before the next); locally such a process
+        // — a shell order — runs as the user and already has the user's every power.
+        let prepared = unsafe { self.link_code(source.kind, code) }
+            .map_err(named)?
+            .map_err(named)?;
+        if let Some((disk, file)) = self.disk_entry(&source.digest) {
+            let sealed = disk.seal(&self.config_tag, &source.digest, code.to_vec());
+            if let Err(error) = write_atomically(&file, &sealed) {
+                tracing::warn!(file = %file.display(), %error, "could not cache the compiled module");
+            }
+        }
+        Ok(self.keep(source, prepared))
+    }
+
+    /// Keeps `prepared` in memory for the next order of this process.
+    fn keep(&self, source: &Source, prepared: Prepared) -> Prepared {
         let mut cache = self.lock_prepared();
         if cache.len() >= MAX_PREPARED {
             cache.clear();
         }
-        cache.insert(digest, prepared.clone());
-        Ok((prepared, provenance))
+        cache.insert(source.digest, prepared.clone());
+        prepared
     }
 
     fn lock_prepared(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Prepared>> {
         self.prepared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn load_or_compile(
-        &self,
-        binary: &[u8],
-        digest: &[u8; 32],
-    ) -> Result<(Prepared, Provenance), String> {
-        let is_component = match binary.get(4..8) {
-            Some(CORE_MODULE_VERSION) => false,
-            Some(COMPONENT_VERSION) => true,
-            _ => return Err("is a WebAssembly binary of an unknown version or layer".to_owned()),
-        };
-        let cached = self.disk.as_ref().map(|disk| {
+    /// The disk cache and the file its entry for `digest` would be.
+    fn disk_entry(&self, digest: &[u8; 32]) -> Option<(&DiskCache, PathBuf)> {
+        self.disk.as_ref().map(|disk| {
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            let file = disk.dir.join(format!("{hex}-{}.cwasm", self.config_tag));
-            (disk, file)
-        });
-        if let Some((disk, file)) = &cached
-            && file.is_file()
-        {
-            match self.load(disk, file, digest, is_component) {
-                Ok(prepared) => return Ok((prepared?, Provenance::DiskCache)),
-                Err(error) => {
-                    tracing::warn!(file = %file.display(), %error, "ignoring an unusable compile cache entry");
-                    let _ = std::fs::remove_file(file);
-                }
-            }
-        }
-        let started = Instant::now();
-        let (prepared, serialized) = if is_component {
-            let component =
-                Component::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
-            (self.link_component(&component)?, component.serialize().ok())
-        } else {
-            let module =
-                Module::new(&self.engine, binary).map_err(|e| format!("invalid: {e:#}"))?;
-            (self.link_module(&module)?, module.serialize().ok())
-        };
-        let elapsed = started.elapsed();
-        if let (Some((disk, file)), Some(code)) = (cached, serialized)
-            && let Err(error) = write_atomically(&file, &disk.seal(&self.config_tag, digest, code))
-        {
-            tracing::warn!(file = %file.display(), %error, "could not cache the compiled module");
-        }
-        Ok((prepared, Provenance::Compiled(elapsed)))
+            (
+                disk,
+                disk.dir.join(format!("{hex}-{}.cwasm", self.config_tag)),
+            )
+        })
     }
 
-    /// Loads compiled code written by [`Self::load_or_compile`]. The outer error means the
-    /// file is unusable (recompile); the inner one that the guest cannot be linked.
+    /// Loads compiled code written by [`Self::finish`]. The outer error means the file is
+    /// unusable (recompile); the inner one that the guest cannot be linked.
     #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
     fn load(
         &self,
         disk: &DiskCache,
         file: &Path,
         digest: &[u8; 32],
-        is_component: bool,
+        kind: GuestKind,
     ) -> Result<Result<Prepared, String>, String> {
         let sealed = std::fs::read(file).map_err(|e| e.to_string())?;
         let code = disk
             .unseal(&self.config_tag, digest, &sealed)
             .ok_or("its authentication code does not match (not written by this cache)")?;
-        // SAFETY: `code` is exactly what `serialize` produced, in this cache, for this
-        // module and an engine of this configuration: its HMAC, under a key only this
-        // cache's folder holds and nothing but this code writes, covers the configuration,
-        // the module's digest and every byte of the code (so it is neither partial,
-        // damaged, another module's, nor anyone else's); wasmtime itself also checks
-        // version and settings, erring on a mismatch.
-        Ok(if is_component {
-            let component = unsafe { Component::deserialize(&self.engine, code) }
-                .map_err(|e| format!("{e:#}"))?;
-            self.link_component(&component)
-        } else {
-            let module =
-                unsafe { Module::deserialize(&self.engine, code) }.map_err(|e| format!("{e:#}"))?;
-            self.link_module(&module)
+        // SAFETY: `code` is exactly what a compiler made, in this cache, for this module and
+        // an engine of this configuration: its HMAC, under a key only this cache's folder
+        // holds and nothing but this code writes, covers the configuration, the module's
+        // digest and every byte of the code (so it is neither partial, damaged, another
+        // module's, nor anyone else's).
+        unsafe { self.link_code(kind, code) }
+    }
+
+    /// Loads compiled `code` of a guest of `kind` and links it. The outer error means the
+    /// code does not load; the inner one that the guest cannot be linked.
+    ///
+    /// # Safety
+    ///
+    /// wasmtime runs deserialized code as it is: `code` must be what wasmtime's own
+    /// compiler produced for an engine of this configuration (wasmtime checks version and
+    /// settings itself, erring on a mismatch, but not the code).
+    #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see Safety")]
+    unsafe fn link_code(
+        &self,
+        kind: GuestKind,
+        code: &[u8],
+    ) -> Result<Result<Prepared, String>, String> {
+        Ok(match kind {
+            GuestKind::Component => {
+                // SAFETY: the caller's promise.
+                let component = unsafe { Component::deserialize(&self.engine, code) }
+                    .map_err(|e| format!("{e:#}"))?;
+                self.link_component(&component)
+            }
+            GuestKind::Module => {
+                // SAFETY: the caller's promise.
+                let module = unsafe { Module::deserialize(&self.engine, code) }
+                    .map_err(|e| format!("{e:#}"))?;
+                self.link_module(&module)
+            }
         })
     }
 
@@ -266,6 +369,13 @@ impl GuestCache {
             .map_err(|e| format!("is not a WASI command (no `wasi:cli/run` export): {e:#}"))?;
         Ok(Prepared::Component(command))
     }
+}
+
+/// A module's file name, for messages.
+fn path_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The module as a binary: read (bounded), and converted from the text format if need be.

@@ -4,12 +4,14 @@
 //! [`WasmRuntime`] is made once per process and shared by every order: it owns the
 //! engines (one plain, one with fuel metering, built on first use), their epoch tickers,
 //! and the compile caches (module `compile`). [`WasmRuntime::run`] runs one order:
-//! 1. prepare the guest (compile or load from cache, link) on the blocking pool;
+//! 1. prepare the guest: find it compiled (in memory or the disk cache), or compile it
+//!    where [`CompileIn`] says — in a child process Sluice's binaries kill at the deadline
+//!    (module `compiler`) — then link it;
 //! 2. build its sandbox (module `sandbox`): args, listed env, mounts, events folder, output into
 //!    the log pipeline;
 //! 3. instantiate and run `_start` (core module) or `wasi:cli/run` (component).
 //!
-//! Time: the order's one deadline covers all three. The engine's epoch advances every
+//! Time: the order's one deadline covers all three, compilation included. The engine's epoch advances every
 //! [`EPOCH_TICK`] and a running guest yields to the executor at each tick, so the async
 //! wall-clock timeout around the whole run stops a busy loop as well as a guest parked in
 //! a host call (`sleep`, `poll`), by dropping its future. Memory: a guard (module `limits`) with a
@@ -17,11 +19,13 @@
 //! instructions deterministically.
 
 mod compile;
+mod compiler;
 mod limits;
 mod output;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::I32Exit;
 
-use self::compile::{GuestCache, Linkers, Prepared, Provenance};
+use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance};
+pub use self::compiler::{COMPILER_ARG, CompileIn, serve_if_asked};
 pub use self::sandbox::Grants;
 use self::sandbox::{GuestState, NotInCode, guest_state, resolve_in_code};
 use crate::log_sink::LogSink;
@@ -71,6 +76,7 @@ pub struct WasmOrder<'a> {
 #[derive(Debug, Default)]
 pub struct WasmRuntime {
     cache_dir: Option<PathBuf>,
+    compile_in: CompileIn,
     plain: OnceLock<Result<Arc<GuestCache>, String>>,
     metered: OnceLock<Result<Arc<GuestCache>, String>>,
 }
@@ -85,17 +91,43 @@ impl WasmRuntime {
         }
     }
 
+    /// The same, compiling modules where `compile_in` says (default: in this process).
+    pub fn compiling_in(self, compile_in: CompileIn) -> Self {
+        WasmRuntime { compile_in, ..self }
+    }
+
     /// Runs one order, streaming its output into `log` (see the module docs).
     pub async fn run(&self, order: &WasmOrder<'_>, log: &LogSink) -> WasmOutcome {
+        let compiling = std::sync::atomic::AtomicBool::new(false);
         let work = async {
             let spec = order.grants.spec;
-            let cache = self.cache(spec.fuel.is_some())?;
+            let metered = spec.fuel.is_some();
+            let cache = self.cache(metered)?;
             let module = module_path(order.grants.code_root, &spec.module)?;
-            let preparing = Arc::clone(&cache);
-            let (prepared, provenance) =
-                tokio::task::spawn_blocking(move || preparing.prepare(&module))
-                    .await
-                    .map_err(|e| format!("preparing the module: {e}"))??;
+            let looking = Arc::clone(&cache);
+            let found = tokio::task::spawn_blocking(move || looking.lookup(&module))
+                .await
+                .map_err(|e| format!("preparing the module: {e}"))??;
+            let (prepared, provenance) = match found {
+                Lookup::Ready(prepared, provenance) => (prepared, provenance),
+                Lookup::Compile(source) => {
+                    let source = Arc::new(source);
+                    let started = std::time::Instant::now();
+                    compiling.store(true, Ordering::SeqCst);
+                    let compile =
+                        self.compile_in
+                            .compile(cache.engine(), Arc::clone(&source), metered);
+                    let code = compile.await?;
+                    compiling.store(false, Ordering::SeqCst);
+                    let took = started.elapsed();
+                    let finishing = Arc::clone(&cache);
+                    let prepared =
+                        tokio::task::spawn_blocking(move || finishing.finish(&source, &code))
+                            .await
+                            .map_err(|e| format!("preparing the module: {e}"))??;
+                    (prepared, Provenance::Compiled(took))
+                }
+            };
             log.note(&match provenance {
                 Provenance::Compiled(took) => {
                     format!("compiled {} in {} ms", spec.module, took.as_millis())
@@ -117,7 +149,12 @@ impl WasmRuntime {
         };
         let outcome = match timed {
             Err(_elapsed) => {
-                log.note("timed out: the module was stopped at the order's deadline")
+                let what = match (compiling.load(Ordering::SeqCst), &self.compile_in) {
+                    (true, CompileIn::Child(_)) => "its compilation was stopped",
+                    (true, CompileIn::ThisProcess) => "it was still compiling",
+                    (false, _) => "the module was stopped",
+                };
+                log.note(&format!("timed out: {what} at the order's deadline"))
                     .await;
                 return WasmOutcome::TimedOut;
             }
@@ -143,14 +180,21 @@ impl WasmRuntime {
     }
 }
 
-/// An engine (fuel metering on or off), its linkers, its epoch ticker and its cache.
-fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, String> {
+/// The configuration of the engines guests run on (fuel metering on or off); a compiler
+/// child process builds its engine from it too.
+fn engine_config(metered: bool) -> Config {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .consume_fuel(metered)
         .wasm_component_model(true);
-    let engine = Engine::new(&config).map_err(|e| format!("starting wasmtime: {e:#}"))?;
+    config
+}
+
+/// An engine (fuel metering on or off), its linkers, its epoch ticker and its cache.
+fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, String> {
+    let engine =
+        Engine::new(&engine_config(metered)).map_err(|e| format!("starting wasmtime: {e:#}"))?;
     let mut module = wasmtime::Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut module, GuestState::wasi_p1)
         .map_err(|e| format!("linking WASI preview 1: {e:#}"))?;

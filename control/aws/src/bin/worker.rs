@@ -28,8 +28,17 @@ fn describe(report: &WorkerReport) -> serde_json::Value {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // A compiler child process of this worker compiles its module and exits here, before
+    // anything else starts (see `sluice_worker::wasm::CompileIn`).
+    sluice_worker::wasm::serve_if_asked();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     init_logging();
     // Orders must not read this process's memory or environment through /proc, and what
     // they orphan must come back to it to be killed.

@@ -1,0 +1,225 @@
+//! Where Cranelift runs, so that an order's deadline stops its compilation too.
+//!
+//! Compiling a module cannot be interrupted: wasmtime has no cancellation for it, and a
+//! module can be made to compile for minutes. Compiled on a thread of the worker, it would
+//! go on burning the worker's CPU long after its order timed out, and on a warm Lambda into
+//! the next invocation. So Sluice's binaries compile in a child process of themselves
+//! ([`CompileIn::Child`]: `<binary> --sluice-compile-wasm plain|metered`, the module on
+//! its stdin, the compiled code on its stdout), which is killed when its future is dropped:
+//! at the order's deadline, or when the run is stopped. [`serve_if_asked`], called first
+//! thing in `main`, makes the binary that compiler.
+//!
+//! [`CompileIn::ThisProcess`] compiles on the blocking pool instead, for embedders and tests
+//! without such a binary; a compilation there runs to its end.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmtime::Engine;
+
+use super::compile::{GuestKind, MAX_MODULE_BYTES, Source};
+use super::engine_config;
+
+/// The first argument that makes a Sluice binary a compiler.
+pub const COMPILER_ARG: &str = "--sluice-compile-wasm";
+
+/// Whether this binary's `main` called [`serve_if_asked`], so a child of it compiles.
+static SERVES: AtomicBool = AtomicBool::new(false);
+
+/// Most bytes of compiled code read back from a compiler.
+const MAX_CODE_BYTES: u64 = 4 * MAX_MODULE_BYTES;
+
+/// Most bytes of a compiler's error message kept.
+const MAX_ERROR_BYTES: u64 = 16 << 10;
+
+/// Where modules are compiled (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CompileIn {
+    /// On this process's blocking pool; a compilation runs to its end whatever happens to
+    /// its order.
+    #[default]
+    ThisProcess,
+    /// In a child process of this binary (one whose `main` calls [`serve_if_asked`]),
+    /// killed when its order's deadline passes or its run is stopped.
+    Child(PathBuf),
+}
+
+impl CompileIn {
+    /// A child process of the running binary — `/proc/self/exe`, the very file this process
+    /// runs, even if its path was replaced since — when its `main` called
+    /// [`serve_if_asked`]; else this process (a binary that would not act as a compiler).
+    pub fn child_of_this_binary() -> Self {
+        let this = PathBuf::from("/proc/self/exe");
+        if SERVES.load(Ordering::SeqCst) && this.exists() {
+            CompileIn::Child(this)
+        } else {
+            tracing::warn!(
+                "compiling WebAssembly in this process: a compilation outlives its order's deadline"
+            );
+            CompileIn::ThisProcess
+        }
+    }
+
+    /// Compiles `source` for an engine with fuel metering on or off; the code for
+    /// `GuestCache::finish`. Dropping the future kills a child compiler.
+    ///
+    /// # Errors
+    ///
+    /// Why the module does not compile (wasmtime's message), or why the compiler failed.
+    pub async fn compile(
+        &self,
+        engine: &Engine,
+        source: Arc<Source>,
+        metered: bool,
+    ) -> Result<Vec<u8>, String> {
+        let name = source.name.clone();
+        let code = match self {
+            CompileIn::ThisProcess => {
+                let engine = engine.clone();
+                tokio::task::spawn_blocking(move || precompile(&engine, &source))
+                    .await
+                    .map_err(|e| format!("compiling: {e}"))?
+            }
+            CompileIn::Child(binary) => in_child(binary, &source, metered).await,
+        };
+        let code = code.map_err(|e| format!("module {name}: {e}"))?;
+        if code.len() as u64 > MAX_CODE_BYTES {
+            return Err(format!(
+                "module {name}: compiles to more than {MAX_CODE_BYTES} bytes"
+            ));
+        }
+        Ok(code)
+    }
+}
+
+/// wasmtime's compilation of `source` for `engine`.
+fn precompile(engine: &Engine, source: &Source) -> Result<Vec<u8>, String> {
+    match source.kind {
+        GuestKind::Module => engine.precompile_module(&source.binary),
+        GuestKind::Component => engine.precompile_component(&source.binary),
+    }
+    .map_err(|e| format!("invalid: {e:#}"))
+}
+
+/// Compiles `source` in a child process of `binary`.
+async fn in_child(binary: &PathBuf, source: &Source, metered: bool) -> Result<Vec<u8>, String> {
+    let failed =
+        |what: &str, e: std::io::Error| format!("{what} the compiler {}: {e}", binary.display());
+    let mut child = tokio::process::Command::new(binary)
+        .arg(COMPILER_ARG)
+        .arg(if metered { "metered" } else { "plain" })
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed("starting", e))?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err("the compiler's pipes were not opened".to_owned());
+    };
+    // Dropping stdin once written closes it: the compiler reads until end of file.
+    let write = async move {
+        stdin.write_all(&source.binary).await?;
+        drop(stdin);
+        Ok::<_, std::io::Error>(())
+    };
+    // Both pipes are read to their end (what is past a cap is dropped): a compiler blocked
+    // on a full pipe would never exit.
+    let read_code = read_capped(stdout, MAX_CODE_BYTES + 1);
+    let read_message = read_capped(stderr, MAX_ERROR_BYTES);
+    let (written, read, message) = tokio::join!(write, read_code, read_message);
+    let message = message.unwrap_or_default();
+    let status = child.wait().await.map_err(|e| failed("waiting for", e))?;
+    if !status.success() {
+        let message = String::from_utf8_lossy(&message);
+        return Err(match message.trim() {
+            "" => format!("the compiler {} ended with {status}", binary.display()),
+            text => text.to_owned(),
+        });
+    }
+    written.map_err(|e| failed("writing the module to", e))?;
+    read.map_err(|e| failed("reading the code from", e))
+}
+
+/// Everything `reader` gives until its end, keeping the first `cap` bytes.
+async fn read_capped(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    cap: u64,
+) -> std::io::Result<Vec<u8>> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let mut kept = Vec::new();
+    let mut chunk = vec![0; 64 << 10];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = cap.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&chunk[..room]);
+    }
+}
+
+/// Makes this process a compiler when its first argument is [`COMPILER_ARG`]: reads a
+/// module from stdin, writes its compiled code to stdout (or wasmtime's message to stderr)
+/// and exits. Otherwise returns at once. Call it first thing in `main`.
+pub fn serve_if_asked() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(COMPILER_ARG)) {
+        SERVES.store(true, Ordering::SeqCst);
+        return;
+    }
+    // Dies with its parent, and nobody reads its memory meanwhile.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let metered = match args.next().as_deref().and_then(OsStr::to_str) {
+        Some("metered") => true,
+        Some("plain") => false,
+        other => {
+            eprintln!("{COMPILER_ARG}: expected `plain` or `metered`, not {other:?}");
+            std::process::exit(2);
+        }
+    };
+    let compiled = compile_stdin(metered).and_then(|code| {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(&code)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("writing the compiled code: {e}"))
+    });
+    std::process::exit(match compiled {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("{message}");
+            1
+        }
+    });
+}
+
+/// Compiles the module on stdin for an engine configured as the worker's.
+fn compile_stdin(metered: bool) -> Result<Vec<u8>, String> {
+    let mut binary = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_MODULE_BYTES + 1)
+        .read_to_end(&mut binary)
+        .map_err(|e| format!("reading the module: {e}"))?;
+    if binary.len() as u64 > MAX_MODULE_BYTES {
+        return Err(format!(
+            "is more than the {MAX_MODULE_BYTES} bytes a module may be"
+        ));
+    }
+    let kind =
+        GuestKind::of(&binary).ok_or("is a WebAssembly binary of an unknown version or layer")?;
+    let engine =
+        Engine::new(&engine_config(metered)).map_err(|e| format!("starting wasmtime: {e:#}"))?;
+    let source = Source::new(String::new(), binary, kind);
+    precompile(&engine, &source)
+}
