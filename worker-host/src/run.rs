@@ -400,10 +400,19 @@ async fn prepare_and_run(
     doc.log_bytes = summary.bytes;
     doc.log_truncated = summary.truncated;
     doc.events = events;
-    match io.put_file(&payload.log_url, summary.spool.path()).await {
-        Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
-        Err(error) => {
+    // The log may use half the report window past the deadline: the result, which
+    // decides the order, must still reach the callback before the watchdog gives up.
+    let log_by = deadline.max(Instant::now()) + config.callback.report_window / 2;
+    let stored = retry::while_transient(config.callback, patience, || {
+        io.put_file(&payload.log_url, summary.spool.path())
+    });
+    match tokio::time::timeout_at(log_by, stored).await {
+        Ok(Ok(())) => doc.log_key = Some(manifest.log_key.clone()),
+        Ok(Err(error)) => {
             tracing::warn!(%error, "the full log could not be stored; the result keeps its tail")
+        }
+        Err(_late) => {
+            tracing::warn!("the full log was not stored in time; the result keeps its tail")
         }
     }
     Ok(Some(doc))

@@ -15,10 +15,20 @@ use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
 use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
 use zip::write::SimpleFileOptions;
 
-const BUNDLE_URL: &str = "memory://bundle";
-const CLAIM_URL: &str = "memory://claim";
-const LOG_URL: &str = "memory://log";
-const RESULT_URL: &str = "memory://attempt-url";
+// Each URL allows one method, as a presigned URL does (`?get`, `?put`).
+const BUNDLE_URL: &str = "memory://bundle?get";
+const CLAIM_URL: &str = "memory://claim?put";
+const CLAIM_CHECK_URL: &str = "memory://claim?get";
+const LOG_URL: &str = "memory://log?put";
+const RESULT_URL: &str = "memory://attempt-url?put";
+
+/// The object a URL names, if it allows `method`.
+fn object_of<'u>(url: &'u str, method: &str) -> Result<&'u str, IoError> {
+    match url.split_once('?') {
+        Some((object, allowed)) if allowed == method => Ok(object),
+        _ => Err(IoError::permanent(url, format!("403: not a {method} URL"))),
+    }
+}
 
 /// The objects behind the URLs of one dispatch, in memory.
 #[derive(Default)]
@@ -45,16 +55,19 @@ impl MemoryIo {
             claimed_at_ms: 1,
             worker: "another".into(),
         };
-        (self.objects.lock().unwrap())
-            .insert(CLAIM_URL.into(), serde_json::to_vec(&claim).unwrap());
+        let claim = serde_json::to_vec(&claim).unwrap();
+        let object = object_of(CLAIM_URL, "put").unwrap().to_owned();
+        self.objects.lock().unwrap().insert(object, claim);
     }
 
     fn claimed(&self) -> bool {
-        self.objects.lock().unwrap().contains_key(CLAIM_URL)
+        self.object(CLAIM_URL).is_some()
     }
 
+    /// The object `url` names (whatever method the URL allows).
     fn object(&self, url: &str) -> Option<Vec<u8>> {
-        self.objects.lock().unwrap().get(url).cloned()
+        let object = url.split('?').next().unwrap();
+        self.objects.lock().unwrap().get(object).cloned()
     }
 
     fn payload(&self, run_id: &RunId) -> DispatchPayload {
@@ -64,7 +77,7 @@ impl MemoryIo {
             attempt: "attempt-1".into(),
             bundle_url: Capability::new(BUNDLE_URL),
             claim_url: Capability::new(CLAIM_URL),
-            claim_check_url: Capability::new(CLAIM_URL),
+            claim_check_url: Capability::new(CLAIM_CHECK_URL),
             log_url: Capability::new(LOG_URL),
             callback_url: Capability::new(RESULT_URL),
             identity: OrderIdentity::new(self.key.clone()),
@@ -80,11 +93,11 @@ impl WorkerIo for MemoryIo {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         };
-        let found = match url.expose() {
-            BUNDLE_URL if throttled() => {
+        let found = match object_of(url.expose(), "get")? {
+            "memory://bundle" if throttled() => {
                 return Err(IoError::transient(url.shown(), "503 SlowDown"));
             }
-            BUNDLE_URL => Some(self.bundle.clone()),
+            "memory://bundle" => Some(self.bundle.clone()),
             other => self.object(other),
         };
         let found = found.ok_or_else(|| IoError::permanent(url.shown(), "404 Not Found"))?;
@@ -97,22 +110,21 @@ impl WorkerIo for MemoryIo {
         {
             return Err(IoError::permanent(url.shown(), "403 Forbidden"));
         }
+        let object = object_of(url.expose(), "put")?;
         let mut objects = self.objects.lock().unwrap();
-        if objects.contains_key(url.expose()) {
+        if objects.contains_key(object) {
             return Ok(Delivery::AlreadyThere);
         }
-        objects.insert(url.expose().to_owned(), body);
+        objects.insert(object.to_owned(), body);
         if url.expose() == CLAIM_URL && self.lose_claim_answer.swap(false, Ordering::SeqCst) {
             return Err(IoError::transient(url.shown(), "connection reset"));
         }
         Ok(Delivery::Stored)
     }
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
+        let object = object_of(url.expose(), "put")?.to_owned();
         let body = std::fs::read(path).unwrap();
-        self.objects
-            .lock()
-            .unwrap()
-            .insert(url.expose().to_owned(), body);
+        self.objects.lock().unwrap().insert(object, body);
         Ok(())
     }
 }
@@ -277,7 +289,8 @@ async fn a_result_after_the_watchdogs_time_out_is_reported_superseded() {
         ..MemoryIo::default()
     };
     let timed_out = br#"{"status":"timed_out"}"#.to_vec();
-    (io.objects.lock().unwrap()).insert(RESULT_URL.to_owned(), timed_out.clone());
+    let result = object_of(RESULT_URL, "put").unwrap().to_owned();
+    (io.objects.lock().unwrap()).insert(result, timed_out.clone());
     let report = run_order(&io.payload(&run), &io, &config()).await;
     let WorkerReport::Superseded(result) = report else {
         panic!("{report:?}");

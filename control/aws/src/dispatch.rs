@@ -6,35 +6,35 @@
 //!   decision, and the worker's claim makes a duplicate start harmless).
 //!   The payload (presigned URLs, the order's identity) is the event: Lambda records no
 //!   event's content.
-//! - CodeBuild: `StartBuild` with the attempt's [`ticket`] as environment
-//!   overrides (the payload itself would be visible to anyone who can read the build),
-//!   `idempotencyToken` = the attempt id and a build timeout covering the order's.
+//! - CodeBuild: `StartBuild` with a [`ticket`](crate::ticket) of the attempt as environment overrides (the
+//!   payload itself would be visible to anyone who can read the build) and a build timeout
+//!   covering the order's. No idempotency token: a token sent again with other values is
+//!   refused, and each start's ticket differs; a duplicate build finds its attempt claimed.
 //! - Watchdog: `StartExecution` named `<run_id>-<order_num>-<attempt>`, so starting the same
 //!   attempt's watchdog twice is refused by Step Functions and treated as done.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
+use aws_sdk_codebuild::types::EnvironmentVariable;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use sluice_contract::ExecutionTarget;
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::validate::MAX_PRESIGN_EXPIRY;
+use sluice_engine::ErrorKind;
 use sluice_engine::ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
-use sluice_engine::{ErrorKind, ObjectStore};
 
 use crate::calls::CallCounter;
 use crate::sdk_error::{describe, kind};
-use crate::ticket;
+use crate::ticket::Tickets;
 
 /// Starts workers on Lambda or CodeBuild.
 #[derive(Debug, Clone)]
 pub struct AwsDispatcher {
     lambda: aws_sdk_lambda::Client,
     codebuild: aws_sdk_codebuild::Client,
-    tickets: Arc<dyn ObjectStore>,
+    tickets: Tickets,
     worker_function: String,
     codebuild_project: String,
     calls: CallCounter,
@@ -46,7 +46,7 @@ impl AwsDispatcher {
     pub fn new(
         lambda: aws_sdk_lambda::Client,
         codebuild: aws_sdk_codebuild::Client,
-        tickets: Arc<dyn ObjectStore>,
+        tickets: Tickets,
         worker_function: impl Into<String>,
         codebuild_project: impl Into<String>,
         calls: CallCounter,
@@ -127,23 +127,21 @@ impl Dispatcher for AwsDispatcher {
             }
             ExecutionTarget::Codebuild => {
                 let minutes = build_timeout_minutes(timeout);
-                let environment =
-                    ticket::issue(self.tickets.as_ref(), payload, ticket_expiry(minutes))
-                        .await
-                        .map_err(|e| {
-                            failed(e.kind(), "codebuild worker", payload, e.to_string())
-                        })?;
+                let environment = (self.tickets.issue(payload, ticket_expiry(minutes)).await)
+                    .map_err(|e| failed(e.kind(), "codebuild worker", payload, e.to_string()))?;
+                // No idempotency token: every start has a ticket of its own, and a build
+                // started twice (a start tried again after its answer was lost) finds its
+                // attempt claimed by the first and stops.
                 let mut build = self
                     .codebuild
                     .start_build()
                     .project_name(&self.codebuild_project)
-                    .idempotency_token(&payload.attempt)
                     .timeout_in_minutes_override(minutes);
-                for (name, value) in environment {
+                for variable in environment {
                     let variable = EnvironmentVariable::builder()
-                        .name(name)
-                        .value(value)
-                        .r#type(EnvironmentVariableType::Plaintext)
+                        .name(variable.name)
+                        .value(variable.value)
+                        .r#type(variable.kind)
                         .build()
                         .map_err(|e| {
                             failed(

@@ -1,7 +1,8 @@
 //! [`SsmKeyStore`]: per-order private age keys as SSM SecureString parameters,
 //! `<prefix>/sops-keys/<run_id>/<order_num>`, written by init-job, read by the orchestrator
 //! when it dispatches an attempt (workers read none: the identity comes with the dispatch),
-//! and deleted when the run is finalized.
+//! and the keys of CodeBuild tickets (`<prefix>/sops-keys/<run_id>/tickets/<order_num>/…`),
+//! all deleted when the run is finalized.
 
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
@@ -36,6 +37,27 @@ impl SsmKeyStore {
 
     fn run_path(&self, run_id: &RunId) -> String {
         format!("{}/sops-keys/{run_id}", self.prefix)
+    }
+
+    /// Stores the key of a CodeBuild worker's ticket (`sluice_aws::ticket`) as a
+    /// SecureString and returns its name, for a build variable of type `PARAMETER_STORE`:
+    /// CodeBuild resolves it when the build starts, and the build's record shows only the
+    /// name. Under the run's path, so finalize deletes it with the run's keys.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] naming the parameter.
+    pub async fn put_ticket_key(
+        &self,
+        run_id: &RunId,
+        order_num: OrderNum,
+        ticket: &str,
+        identity: &str,
+    ) -> Result<String, StoreError> {
+        let name = format!("{}/tickets/{order_num}/{ticket}", self.run_path(run_id));
+        self.put_secure(&name, identity, "storing a ticket's key")
+            .await?;
+        Ok(name)
     }
 
     async fn put_secure(&self, name: &str, value: &str, what: &str) -> Result<(), StoreError> {

@@ -2,8 +2,9 @@
 //! code zips named by `s3://bucket/key` URLs, in any bucket.
 //!
 //! Conditional puts use `If-None-Match: *` (S3 answers 412 when the key exists), lists
-//! follow continuation tokens, uploads of files stream from disk, and callback URLs are
-//! SigV4-presigned PUTs. Errors name the bucket, key and operation.
+//! follow continuation tokens, uploads of files stream from disk, and the URLs workers are
+//! given are SigV4-presigned GETs, PUTs (conditional ones with the condition signed) and
+//! DELETEs. Errors name the bucket, key and operation.
 
 use std::path::Path;
 use std::time::Duration;
@@ -287,6 +288,14 @@ impl ObjectStore for S3Store {
             }
             Presigned::Put => {
                 let put = client.put_object().bucket(bucket).key(key);
+                (put.presigned(config).await).map_err(|e| self.backend(&what, key, e))?
+            }
+            Presigned::PutIfAbsent => {
+                let put = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .if_none_match("*");
                 (put.presigned(config).await).map_err(|e| self.backend(&what, key, e))?
             }
             Presigned::Delete => {

@@ -9,9 +9,10 @@
 //!   ([`Delivery::AlreadyThere`]: a claim or result already taken).
 //! - A file PUT streams the file with its length (S3 refuses chunked presigned PUTs).
 //!
-//! A 5xx, a 429 or no answer at all is transient (the worker tries again); anything else
-//! is permanent. Messages name the operation and the URL without its query (the
-//! signature), never the signature.
+//! A 5xx, a 429, a 409 (a conditional write racing another), S3's `RequestTimeout` or no
+//! answer at all is transient (the worker tries again); anything else is permanent.
+//! Messages name the operation, the URL's path and S3's error code and message: never the
+//! signature, the host (which names the account) or the rest of an error body.
 
 use std::path::Path;
 use std::time::Duration;
@@ -100,13 +101,42 @@ async fn sent(
         .map_err(|e| IoError::transient(what(), e))
 }
 
-/// An answer that is not a success, as an error of its kind.
+/// S3 error codes that a later try may not get: the service asks to slow down or failed,
+/// the connection was too slow, or two conditional writes raced.
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "ConditionalRequestConflict",
+];
+
+/// An answer that is not a success, as an error of its kind. The message is the status,
+/// S3's error code and message, and nothing else of the body (which may name the signing
+/// key, a token or the account).
 fn refused(what: String, answer: &HttpAnswer) -> IoError {
     let status = answer.status;
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        IoError::transient(what, answer.refusal())
+    let body = String::from_utf8_lossy(&answer.body);
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = body.find(&open)? + open.len();
+        let end = start + body[start..].find('<')?;
+        Some(body[start..end].chars().take(200).collect::<String>())
+    };
+    let code = element("Code");
+    let message = match (&code, element("Message")) {
+        (Some(code), Some(text)) => format!("HTTP {status}: {code}: {text}"),
+        (Some(code), None) => format!("HTTP {status}: {code}"),
+        _ => format!("HTTP {status}"),
+    };
+    let transient = status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::CONFLICT
+        || code.is_some_and(|code| TRANSIENT_CODES.contains(&code.as_str()));
+    if transient {
+        IoError::transient(what, message)
     } else {
-        IoError::permanent(what, answer.refusal())
+        IoError::permanent(what, message)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::keys::SsmKeyStore;
 use crate::s3::{S3Archives, S3Store};
 use crate::secrets::AwsSecretSource;
 use crate::settings::AwsSettings;
+use crate::ticket::Tickets;
 
 /// The GitHub client at `api` (PR comments off, with the reason logged, if it cannot be
 /// built).
@@ -51,7 +52,10 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
         dispatcher: Arc::new(AwsDispatcher::new(
             clients.lambda.clone(),
             clients.codebuild.clone(),
-            internal,
+            Tickets::new(
+                internal,
+                SsmKeyStore::new(clients.ssm.clone(), &settings.ssm_prefix, calls.clone()),
+            ),
             &settings.worker_function,
             &settings.codebuild_project,
             calls.clone(),

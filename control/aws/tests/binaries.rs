@@ -91,19 +91,33 @@ impl RuntimeApi {
 
 /// Runs `binary` as a Lambda function over `events`; returns its answers, in order.
 async fn invoke(binary: &str, settings: &AwsSettings, events: Vec<Value>) -> Vec<(String, Value)> {
-    invoke_as(binary, settings, events, true).await
+    let start = Start {
+        credentials: true,
+        log: "info",
+    };
+    invoke_as(binary, settings, events, start).await.0
 }
 
-/// As [`invoke`]; without AWS credentials in its environment unless `credentials`.
+/// How a function is started.
+struct Start {
+    /// Whether AWS credentials are in its environment.
+    credentials: bool,
+    /// Its `SLUICE_LOG`.
+    log: &'static str,
+}
+
+/// As [`invoke`], started as `start` says; returns its log lines too.
 async fn invoke_as(
     binary: &str,
     settings: &AwsSettings,
     events: Vec<Value>,
-    credentials: bool,
-) -> Vec<(String, Value)> {
+    start: Start,
+) -> (Vec<(String, Value)>, Vec<String>) {
+    let Start { credentials, log } = start;
     let expected = events.len();
     let api = RuntimeApi::start(events).await;
     let mut command = tokio::process::Command::new(binary);
+    command.env("SLUICE_LOG", log);
     if !credentials {
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("AWS_")) {
             command.env_remove(name);
@@ -128,6 +142,7 @@ async fn invoke_as(
         .spawn()
         .unwrap();
     let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = Vec::new();
     let waited = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if api.answers.lock().unwrap().len() >= expected {
@@ -139,6 +154,7 @@ async fn invoke_as(
                     let log: Value = serde_json::from_str(&line)
                         .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
                     assert!(log.get("level").is_some(), "{line}");
+                    lines.push(line);
                 }
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
@@ -147,7 +163,8 @@ async fn invoke_as(
     .await;
     child.kill().await.unwrap();
     waited.expect("the function answered every event");
-    api.answers.lock().unwrap().clone()
+    let answers = api.answers.lock().unwrap().clone();
+    (answers, lines)
 }
 
 async fn deployment() -> AwsSettings {
@@ -244,13 +261,31 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     let payload = json!({
         "run_id": run_id, "order_num": first, "attempt": attempt,
         "bundle_url": presign(Presigned::Get, keys::exec_zip(&run_id, first)).await,
-        "claim_url": presign(Presigned::Put, claim.clone()).await,
+        "claim_url": presign(Presigned::PutIfAbsent, claim.clone()).await,
         "claim_check_url": presign(Presigned::Get, claim).await,
         "log_url": presign(Presigned::Put, order.log_key.clone()).await,
-        "callback_url": presign(Presigned::Put, result.clone()).await,
+        "callback_url": presign(Presigned::PutIfAbsent, result.clone()).await,
         "identity": engine.ports.keys.get_key(&order.key_path).await.unwrap(),
     });
-    let answers = invoke_as(&bin("worker"), &settings, vec![payload], false).await;
+    // Logging everything: the Lambda runtime's own tracing (which logs whole events) stays
+    // at info, so nothing of the payload — its signatures, the order's identity — is logged.
+    let identity = payload["identity"].as_str().unwrap().to_owned();
+    let start = Start {
+        credentials: false,
+        log: "trace",
+    };
+    let (answers, logs) = invoke_as(&bin("worker"), &settings, vec![payload], start).await;
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("\"level\":\"DEBUG\"") || line.contains("TRACE")),
+        "trace logging is on"
+    );
+    for line in &logs {
+        assert!(
+            !line.contains(&identity) && !line.contains("X-Amz-Signature"),
+            "{line}"
+        );
+    }
     assert_eq!(
         answers[0],
         ("response".to_owned(), json!({"reported": "succeeded"}))

@@ -217,23 +217,42 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
     let run = sluice_contract::RunId::generate();
     let num = sluice_contract::OrderNum::from_index(0);
     let internal = &settings.internal_bucket;
-    (cloud.clients.s3.put_object())
-        .bucket(internal)
-        .key(keys::exec_zip(&run, num))
-        .body(b"a bundle".to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    // Real objects and a real key, so a role allowed to read them would get them.
+    let ticket = sluice_aws::ticket::ticket_key(&run, num, "a1-n");
+    let readable = [
+        keys::exec_zip(&run, num),
+        keys::claim(&run, num, "a1"),
+        ticket.clone(),
+    ];
+    for key in &readable {
+        (cloud.clients.s3.put_object())
+            .bucket(internal)
+            .key(key)
+            .body(b"a run's data".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let order_key = format!("{}/sops-keys/{run}/{num}", settings.ssm_prefix);
+    cloud.put_parameter(&order_key, "AGE-SECRET-KEY-1").await;
     for (role, clients) in [
         ("worker", worker),
         ("codebuild worker", &cloud.roles.codebuild_worker),
     ] {
-        let bundle = (clients.s3.get_object())
+        for key in &readable {
+            let read = (clients.s3.get_object())
+                .bucket(internal)
+                .key(key)
+                .send()
+                .await;
+            assert!(refused(read), "{role} GetObject {key}");
+        }
+        let delete = (clients.s3.delete_object())
             .bucket(internal)
-            .key(keys::exec_zip(&run, num))
+            .key(&ticket)
             .send()
             .await;
-        assert!(refused(bundle), "{role} GetObject bundle");
+        assert!(refused(delete), "{role} DeleteObject {ticket}");
         for key in [
             keys::claim(&run, num, "a1"),
             keys::log(&run, num),
@@ -248,11 +267,17 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
             assert!(refused(put), "{role} PutObject {key}");
         }
         let key = (clients.ssm.get_parameter())
-            .name(format!("{}/sops-keys/{run}/{num}", settings.ssm_prefix))
+            .name(&order_key)
             .with_decryption(true)
             .send()
             .await;
         assert!(refused(key), "{role} GetParameter order key");
+        let keys = (clients.ssm.get_parameters())
+            .names(&order_key)
+            .with_decryption(true)
+            .send()
+            .await;
+        assert!(refused(keys), "{role} GetParameters order key");
     }
     // Nor credentials, nor a done document.
     let credential = worker

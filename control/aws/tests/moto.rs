@@ -156,11 +156,17 @@ async fn a_worker_reaches_its_objects_through_presigned_urls_only() {
         .put_if_absent(key, b"{\"status\":\"timed_out\"}".to_vec())
         .await
         .unwrap();
-    let put = presign(Presigned::Put, key).await;
+    let put = presign(Presigned::PutIfAbsent, key).await;
+    // The condition is signed into the URL: its holder cannot send the PUT without it.
+    let signed = put.expose().split("X-Amz-SignedHeaders=").nth(1).unwrap();
+    assert!(
+        signed.split('&').next().unwrap().contains("if-none-match"),
+        "{signed}"
+    );
     let late = transfer.put_if_absent(&put, b"{\"status\":\"succeeded\"}".to_vec());
     assert_eq!(late.await.unwrap(), Delivery::AlreadyThere);
     assert_eq!(store.get(key).await.unwrap(), b"{\"status\":\"timed_out\"}");
-    let fresh = presign(Presigned::Put, "tmp/claims/r/0001/a1").await;
+    let fresh = presign(Presigned::PutIfAbsent, "tmp/claims/r/0001/a1").await;
     let claim = transfer.put_if_absent(&fresh, b"{}".to_vec());
     assert_eq!(claim.await.unwrap(), Delivery::Stored);
 
@@ -275,7 +281,9 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
 #[tokio::test]
 async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() {
     use sluice_aws::dispatch::AwsDispatcher;
-    use sluice_engine::ports::Dispatcher;
+    use sluice_aws::keys::SsmKeyStore;
+    use sluice_aws::ticket::{self, Tickets};
+    use sluice_engine::ports::{Dispatcher, KeyStore};
     let clients = moto().await;
     let project = unique("sluice-test");
     clients
@@ -320,10 +328,13 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
         bucket(&clients).await,
         calls.clone(),
     ));
+    let prefix = format!("/{}", unique("sluice-test"));
+    let keys = SsmKeyStore::new(clients.ssm.clone(), &prefix, calls.clone());
+    let tickets = Tickets::new(internal.clone(), keys.clone());
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
         tapped,
-        internal.clone(),
+        tickets.clone(),
         "unused",
         &project,
         calls.clone(),
@@ -334,18 +345,30 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
         let target = sluice_contract::ExecutionTarget::Codebuild;
         dispatcher.start(target, Duration::from_secs(3600), &sent)
     };
-    // The build's environment, as the request carried it.
-    let env_of = |request: &serde_json::Value| -> Vec<(String, String)> {
-        let variables = request["environmentVariablesOverride"].as_array().unwrap();
-        for variable in variables {
-            assert_eq!(variable["type"], "PLAINTEXT", "{variable}");
+    // The build's environment as the build sees it: plain values as they are, the ticket's
+    // key resolved from its parameter (as CodeBuild does at the build's start).
+    let resolved = async |request: &serde_json::Value| -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for variable in request["environmentVariablesOverride"].as_array().unwrap() {
+            let name = variable["name"].as_str().unwrap().to_owned();
+            let value = variable["value"].as_str().unwrap().to_owned();
+            let value = match variable["type"].as_str().unwrap() {
+                "PLAINTEXT" => value,
+                "PARAMETER_STORE" => {
+                    assert_eq!(name, "SLUICE_TICKET_KEY");
+                    keys.get_key(&value).await.unwrap()
+                }
+                other => panic!("{name} has type {other}"),
+            };
+            env.push((name, value));
         }
-        let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
-        variables
-            .iter()
-            .map(|v| (text(&v["name"]), text(&v["value"])))
-            .collect()
+        env
     };
+    let lookup_in = |env: &[(String, String)], name: &str| {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    };
+    start().await.unwrap();
+    // Started again (an answer lost): a second ticket, which spoils nothing of the first.
     start().await.unwrap();
     let builds = clients
         .codebuild
@@ -354,55 +377,82 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
         .send()
         .await
         .unwrap();
-    assert_eq!(builds.ids().len(), 1);
-    assert_eq!(calls.snapshot()[&("codebuild", "StartBuild")], 1);
-    // What went on the wire: the attempt as idempotency token, a build timeout covering the
-    // order's hour plus the worker's margin, and the ticket: nothing of the payload (its
-    // URLs' signatures, the order's identity) in plain sight.
-    let request = tap.take::<serde_json::Value>().remove(0);
-    assert_eq!(request["idempotencyToken"], "a1");
+    assert_eq!(
+        builds.ids().len(),
+        2,
+        "the second build finds its attempt claimed"
+    );
+    assert_eq!(calls.snapshot()[&("codebuild", "StartBuild")], 2);
+    let requests = tap.take::<serde_json::Value>();
+    // What went on the wire: a build timeout covering the order's hour plus the worker's
+    // margin, no idempotency token (each start's ticket differs), and nothing of the
+    // payload — its URLs' signatures, the order's identity — nor the ticket's key.
+    let request = &requests[0];
+    assert!(request.get("idempotencyToken").is_none(), "{request}");
     assert_eq!(request["timeoutInMinutesOverride"], 70);
     let wire = request.to_string();
-    assert!(
-        !wire.contains("PAYLOADSIG") && !wire.contains("ORDERIDENTITY"),
-        "{wire}"
-    );
-    let env = env_of(&request);
-    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    for secret in ["PAYLOADSIG", "ORDERIDENTITY", "AGE-SECRET-KEY"] {
+        assert!(!wire.contains(secret), "{secret} in {wire}");
+    }
+    let first = resolved(&requests[0]).await;
+    let second = resolved(&requests[1]).await;
+    let lookup = |name: &str| lookup_in(&first, name);
     assert_eq!(lookup("SLUICE_ATTEMPT").as_deref(), Some("a1"));
-    // The object alone is ciphertext.
-    let ticket = sluice_aws::ticket::ticket_key(&run, sent.order_num, "a1");
-    let stored = internal.get(&ticket).await.unwrap();
-    assert!(!String::from_utf8_lossy(&stored).contains("ORDERIDENTITY"));
-    // The worker redeems it once: the payload comes back whole and the ticket is gone, so
-    // the build's record opens nothing afterwards.
+    assert_ne!(
+        lookup("SLUICE_TICKET_URL"),
+        lookup_in(&second, "SLUICE_TICKET_URL")
+    );
+    // The record alone opens nothing: it names the key's parameter, not the key.
+    let recorded: Vec<(String, String)> = (request["environmentVariablesOverride"].as_array())
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     let transfer = sluice_aws::transfer::HttpTransfer::new().unwrap();
-    let redeemed = sluice_aws::ticket::redeem(lookup, &transfer).await.unwrap();
+    let from_record = ticket::redeem(|name| lookup_in(&recorded, name), &transfer).await;
+    assert!(
+        from_record
+            .unwrap_err()
+            .to_string()
+            .contains("key is not an age identity"),
+    );
+    // The worker redeems it once: the payload comes back whole and the ticket is gone.
+    let redeemed = ticket::redeem(lookup, &transfer).await.unwrap();
     assert_eq!(redeemed, sent);
     assert_eq!(redeemed.identity.expose(), "AGE-SECRET-KEY-1ORDERIDENTITY");
-    assert!(internal.get(&ticket).await.unwrap_err().is_not_found());
-    let again = sluice_aws::ticket::redeem(lookup, &transfer)
-        .await
-        .unwrap_err();
+    let again = ticket::redeem(lookup, &transfer).await.unwrap_err();
     assert!(again.to_string().contains("fetching the ticket"), "{again}");
     // A ticket put in another build's environment is refused.
-    start().await.unwrap();
-    let mut env = env_of(&tap.take::<serde_json::Value>().remove(0));
-    env.retain(|(name, _)| name != "SLUICE_ATTEMPT");
-    env.push(("SLUICE_ATTEMPT".to_owned(), "a9".to_owned()));
-    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let mismatch = sluice_aws::ticket::redeem(lookup, &transfer)
+    let mut swapped = second.clone();
+    swapped.retain(|(name, _)| name != "SLUICE_ATTEMPT");
+    swapped.push(("SLUICE_ATTEMPT".to_owned(), "a9".to_owned()));
+    let mismatch = ticket::redeem(|name| lookup_in(&swapped, name), &transfer)
         .await
         .unwrap_err();
     assert!(
         mismatch.to_string().contains("not the build's"),
         "{mismatch}"
     );
+    // Finalize deletes the tickets' keys with the run's keys.
+    let parameter = &(requests[1]["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .find(|v| v["name"] == "SLUICE_TICKET_KEY")
+    .unwrap()["value"];
+    keys.delete_run_keys(&run).await.unwrap();
+    let gone = keys.get_key(parameter.as_str().unwrap()).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
 
     let missing = AwsDispatcher::new(
         clients.lambda.clone(),
         clients.codebuild.clone(),
-        internal.clone(),
+        tickets,
         "unused",
         "no-such-project",
         calls.clone(),
@@ -471,11 +521,14 @@ async fn lambda_workers_are_invoked_asynchronously() {
     let clients = moto().await;
     let function = worker_function(&clients).await;
     let calls = CallCounter::default();
-    let unused = S3Store::new(clients.s3.clone(), "unused", calls.clone());
+    let unused = sluice_aws::ticket::Tickets::new(
+        Arc::new(S3Store::new(clients.s3.clone(), "unused", calls.clone())),
+        sluice_aws::keys::SsmKeyStore::new(clients.ssm.clone(), "/unused", calls.clone()),
+    );
     let dispatcher = AwsDispatcher::new(
         clients.lambda.clone(),
         clients.codebuild.clone(),
-        Arc::new(unused),
+        unused,
         &function,
         "unused",
         calls.clone(),

@@ -395,15 +395,34 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     );
     let codebuild = &resource(&template, "CodeBuildWorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
         ["Statement"];
-    let worker_binary = object("artifacts/worker/bootstrap");
+    let parameter = |path: String| format!("arn:aws:ssm:eu-west-1:123456789012:parameter{path}");
+    let order_key = parameter(format!("/sluice/sops-keys/{run}/{order}"));
+    let ticket_key = parameter(format!("/sluice/sops-keys/{run}/tickets/{order}/a1-n"));
     for statement in codebuild.as_array().unwrap() {
         let actions = &statement["Action"];
+        let resource = &statement["Resource"];
         let logs = (actions.as_array().unwrap_or(&vec![actions.clone()]).iter())
-            .all(|a| a.as_str().unwrap().starts_with("logs:"));
+            .all(|a| a.as_str().unwrap().starts_with("logs:"))
+            && resource.to_string().contains("CodeBuildWorkerLogs.Arn");
         let binary = *actions == "s3:GetObject"
-            && arn_matches(&evaluate(&template, &statement["Resource"]), &worker_binary);
-        assert!(binary || logs, "the CodeBuild role may {statement}");
+            && evaluate(&template, resource) == object("artifacts/worker/*");
+        let tickets = *actions == "ssm:GetParameters" && {
+            let pattern = evaluate(&template, resource);
+            arn_matches(&pattern, &ticket_key) && !arn_matches(&pattern, &order_key)
+        };
+        let decrypt = *actions == "kms:Decrypt"
+            && statement["Condition"]["StringEquals"]["kms:ViaService"]
+                .to_string()
+                .contains("ssm.");
+        assert!(
+            binary || logs || tickets || decrypt,
+            "the CodeBuild role may {statement}"
+        );
     }
+    assert!(
+        worker_function["Role"].is_null(),
+        "the worker Lambda's role is the template's"
+    );
     let orchestrator = allowed(
         &template,
         function_statements(&template, "OrchestratorFunction"),
@@ -433,12 +452,8 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             "the orchestrator presigns {action} {key}"
         );
     }
-    let key_path = format!("/sluice/sops-keys/{run}/{order}");
-    assert!(can(
-        &orchestrator,
-        "ssm:GetParameter",
-        &format!("arn:aws:ssm:eu-west-1:123456789012:parameter{key_path}")
-    ));
+    assert!(can(&orchestrator, "ssm:GetParameter", &order_key));
+    assert!(can(&orchestrator, "ssm:PutParameter", &ticket_key));
 
     let init = allowed(&template, function_statements(&template, "InitJobFunction"));
     assert!(can(

@@ -102,8 +102,8 @@ pub fn build(input: &BundleInput) -> Result<Vec<u8>, String> {
 }
 
 /// Builds the stripped copy of the bundle (`stripped_copy`), for inspection and audit:
-/// everything but the encrypted env, and a manifest without the callback URL (a capability:
-/// whoever holds it can write the order's result).
+/// everything but the encrypted env (no bundle holds a URL: a worker's come with its
+/// dispatch).
 ///
 /// # Errors
 ///

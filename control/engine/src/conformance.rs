@@ -123,7 +123,13 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     store.delete(&key).await.unwrap();
     store.delete(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap_err().is_not_found(), "deleted");
-    for operation in [Presigned::Get, Presigned::Put, Presigned::Delete] {
+    let operations = [
+        Presigned::Get,
+        Presigned::Put,
+        Presigned::PutIfAbsent,
+        Presigned::Delete,
+    ];
+    for operation in operations {
         let url = (store
             .presign(operation, &fresh, Duration::from_secs(60))
             .await)

@@ -209,10 +209,11 @@ impl Engine {
             order_num: num,
             attempt: attempt.to_owned(),
             bundle_url: presign(Presigned::Get, keys::exec_zip(run_id, num)).await?,
-            claim_url: presign(Presigned::Put, keys::claim(run_id, num, attempt)).await?,
+            claim_url: presign(Presigned::PutIfAbsent, keys::claim(run_id, num, attempt)).await?,
             claim_check_url: presign(Presigned::Get, keys::claim(run_id, num, attempt)).await?,
             log_url: presign(Presigned::Put, order.log_key.clone()).await?,
-            callback_url: presign(Presigned::Put, keys::result(run_id, num, attempt)).await?,
+            callback_url: presign(Presigned::PutIfAbsent, keys::result(run_id, num, attempt))
+                .await?,
             identity: OrderIdentity::new(identity),
         })
     }

@@ -71,8 +71,11 @@ pub trait ObjectStore: Send + Sync + Debug {
 pub enum Presigned {
     /// Reading the object (a bounded read sends a `Range`).
     Get,
-    /// Writing the object (`If-None-Match: *` makes it a put-if-absent).
+    /// Writing the object, replacing what is there.
     Put,
+    /// Writing the object only if none is there: the request must carry `If-None-Match: *`,
+    /// and the URL is signed with it, so its holder cannot drop the condition.
+    PutIfAbsent,
     /// Deleting the object.
     Delete,
 }
@@ -82,7 +85,7 @@ impl Presigned {
     pub fn operation(self) -> &'static str {
         match self {
             Presigned::Get => "GetObject",
-            Presigned::Put => "PutObject",
+            Presigned::Put | Presigned::PutIfAbsent => "PutObject",
             Presigned::Delete => "DeleteObject",
         }
     }
