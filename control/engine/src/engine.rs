@@ -118,3 +118,8 @@ impl Engine {
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// A document of the contract (a result, a done document, a trigger) as stored JSON.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("contract types serialize")
+}

@@ -30,7 +30,7 @@ use crate::blocking::run_blocking;
 use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
 use crate::code::CodePlan;
 use crate::credentials::{self, OrderEnv};
-use crate::engine::Engine;
+use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
 use crate::retry::{Backoff, while_transient};
@@ -586,10 +586,6 @@ impl RunIds<'_> {
     fn job_deadline_ms(&self) -> u64 {
         self.created_at_ms + self.job.job_timeout * 1000
     }
-}
-
-pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("contract types serialize")
 }
 
 #[cfg(test)]

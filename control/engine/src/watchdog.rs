@@ -21,9 +21,9 @@ use sluice_contract::dispatch::Claim;
 use sluice_contract::result::{DoneDoc, INIT_FAILED, ResultDoc, WATCHDOG_LOG};
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, keys};
 
+use crate::engine::to_json;
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, StoreError};
-use crate::init_job::to_json;
 use crate::ports::{OrderRecord, WatchdogInput};
 
 /// Longest wait between two checks, seconds.

@@ -12,8 +12,8 @@ use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
 
 use super::Moved;
 use crate::engine::Engine;
+use crate::engine::to_json;
 use crate::error::{EngineError, StoreError};
-use crate::init_job::to_json;
 use crate::ports::{OrderEvent, OrderRecord, Transition};
 
 impl Engine {
