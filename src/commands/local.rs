@@ -147,7 +147,9 @@ pub fn start(
             credential_hosts: config.git_credential_hosts.clone(),
             known_hosts,
             trust_on_first_use: config.git_ssh_tofu,
-        },
+            host_env: Vec::new(),
+        }
+        .locating_git_with(|name| std::env::var(name).ok()),
         ..EngineConfig::default()
     };
     let options = LocalOptions {

@@ -124,7 +124,7 @@ impl AwsSettings {
             }
             None => Some(sluice_engine::github::GITHUB_API.to_owned()),
         };
-        let mut git = GitPolicy::default();
+        let mut git = GitPolicy::default().locating_git_with(&lookup);
         if let Some(hosts) = lookup("SLUICE_GIT_CREDENTIAL_HOSTS") {
             git.credential_hosts = hosts
                 .split(',')

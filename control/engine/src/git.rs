@@ -18,9 +18,9 @@
 //! when the deployment asks for it. git runs with
 //! an environment built from scratch: no user or system configuration, no prompts, only the
 //! `https`, `http`, `ssh`, `git` and `file` transports (never `ext::`), and its messages are
-//! shown with the token masked. Of this process's environment git gets only what locates
-//! git itself ([`HOST_VARIABLES`]): a git from a Lambda layer lives under `/opt` and needs
-//! its helpers' and libraries' paths.
+//! shown with the token masked. Of the host's environment git gets only what locates git
+//! itself ([`HOST_VARIABLES`], handed in by the binary through [`GitPolicy`]): a git from a
+//! Lambda layer lives under `/opt` and needs its helpers' and libraries' paths.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -56,6 +56,10 @@ pub struct GitPolicy {
     /// Trust an SSH server's key the first time it is seen (remembered for the job only)
     /// when `known_hosts` does not have it.
     pub trust_on_first_use: bool,
+    /// Where git, its helpers and its libraries are: the binary's own [`HOST_VARIABLES`],
+    /// read once where it starts ([`GitPolicy::locating_git_with`]). Without `PATH`, git is
+    /// looked for in `/usr/bin:/bin`.
+    pub host_env: Vec<(&'static str, String)>,
 }
 
 impl Default for GitPolicy {
@@ -64,11 +68,22 @@ impl Default for GitPolicy {
             credential_hosts: vec!["github.com".to_owned()],
             known_hosts: String::new(),
             trust_on_first_use: false,
+            host_env: Vec::new(),
         }
     }
 }
 
 impl GitPolicy {
+    /// This policy, with git found through the [`HOST_VARIABLES`] that `lookup` (the
+    /// binary's environment) has.
+    pub fn locating_git_with(self, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let host_env = HOST_VARIABLES
+            .iter()
+            .filter_map(|&name| Some((name, lookup(name)?)))
+            .collect();
+        GitPolicy { host_env, ..self }
+    }
+
     /// Refuses to send a credential to `repo`'s host unless it is listed.
     fn check_credential_host(&self, repo: &str) -> Result<(), String> {
         let host = sluice_contract::repo_url::host(repo);
@@ -271,15 +286,13 @@ impl GitWorkspace {
         Ok(clone)
     }
 
-    /// git's environment: nothing of this process's but [`HOST_VARIABLES`]; with a token
+    /// git's environment: nothing of the host's but [`HOST_VARIABLES`] (as the policy has
+    /// them); with a token
     /// file, the askpass script that reads it; with a key file, the ssh command that uses
     /// it.
     fn env(&self, auth: Option<Auth<'_>>) -> Vec<(&'static str, String)> {
         let home = self.dir.path().display().to_string();
-        let mut env: Vec<(&'static str, String)> = HOST_VARIABLES
-            .iter()
-            .filter_map(|&name| std::env::var(name).ok().map(|value| (name, value)))
-            .collect();
+        let mut env = self.policy.host_env.clone();
         if !env.iter().any(|(name, _)| *name == "PATH") {
             env.push(("PATH", "/usr/bin:/bin".to_owned()));
         }
