@@ -170,9 +170,9 @@ async fn submit(
             eprintln!("sluice: submitted run {run_id}");
             wait(&engine, &run_id, poll).await
         }
-        (Err(message), _) if message.starts_with("the job was refused") => {
-            Err(Failure::invalid(anyhow::anyhow!(message)))
+        (Err(error), _) if error.is_the_jobs_fault() => {
+            Err(Failure::invalid(anyhow::Error::new(error)))
         }
-        (Err(message), _) => Err(Failure::internal(anyhow::anyhow!(message))),
+        (Err(error), _) => Err(Failure::internal(anyhow::Error::new(error))),
     }
 }

@@ -21,6 +21,32 @@ use sluice_engine::http::{self, HttpClient};
 
 use crate::sdk_error::describe;
 
+/// Why a submission did not give a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The job file is not a JSON object.
+    #[error("{0}")]
+    NotAJob(String),
+    /// The deployment refused the job: init-job's error list (each names the order and
+    /// field, or the credential the caller may not use).
+    #[error("the job was refused: {}", .errors.join("; "))]
+    Refused {
+        /// init-job's errors.
+        errors: Vec<String>,
+    },
+    /// The submission failed: no credentials, the endpoint or function unreachable after
+    /// the retries, or an answer that is neither a run nor a refusal.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl SubmitError {
+    /// Whether the job itself is at fault (fix the job; sending it again will not help).
+    pub fn is_the_jobs_fault(&self) -> bool {
+        matches!(self, SubmitError::NotAJob(_) | SubmitError::Refused { .. })
+    }
+}
+
 /// Longest a submission may take (init-job clones and packages every order).
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Tries of a POST that failed on the way (not a refusal), and the first wait between.
@@ -32,12 +58,13 @@ const SUBMIT_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// # Errors
 ///
 /// The job is not a JSON object.
-pub fn with_idempotency_key(job: &[u8]) -> Result<Vec<u8>, String> {
+pub fn with_idempotency_key(job: &[u8]) -> Result<Vec<u8>, SubmitError> {
+    let not_a_job = |message: String| SubmitError::NotAJob(message);
     let mut value: Value =
-        serde_json::from_slice(job).map_err(|e| format!("the job is not JSON: {e}"))?;
+        serde_json::from_slice(job).map_err(|e| not_a_job(format!("the job is not JSON: {e}")))?;
     let object = value
         .as_object_mut()
-        .ok_or("the job is not a JSON object")?;
+        .ok_or_else(|| not_a_job("the job is not a JSON object".to_owned()))?;
     if !object.contains_key("idempotency_key") {
         let key = format!("submit-{}", uuid::Uuid::new_v4().simple());
         object.insert("idempotency_key".to_owned(), Value::String(key));
@@ -51,13 +78,15 @@ pub fn with_idempotency_key(job: &[u8]) -> Result<Vec<u8>, String> {
 ///
 /// A message: no credentials, the endpoint unreachable, the job refused (with init-job's
 /// error list), or another answer (with its status).
-pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, String> {
+pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, SubmitError> {
     let job = with_idempotency_key(&job)?;
     let mut wait = SUBMIT_RETRY_FIRST;
     for attempt in 1..=SUBMIT_TRIES {
         match post_once(endpoint, job.clone()).await {
             Posted::Answer(answer) => return answer,
-            Posted::Failed(error) if attempt == SUBMIT_TRIES => return Err(error),
+            Posted::Failed(error) if attempt == SUBMIT_TRIES => {
+                return Err(SubmitError::Failed(error));
+            }
             Posted::Failed(error) => {
                 tracing::warn!(%error, attempt, "submitting failed on the way; sending the same submission again");
                 eprintln!("sluice: {error}; sending the same submission again");
@@ -72,7 +101,7 @@ pub async fn submit_http(endpoint: &str, job: Vec<u8>) -> Result<Value, String> 
 /// What one POST came to.
 enum Posted {
     /// init-job's answer (the run, or the refusal).
-    Answer(Result<Value, String>),
+    Answer(Result<Value, SubmitError>),
     /// It failed on the way (unreachable, throttled, 5xx): it may be sent again.
     Failed(String),
 }
@@ -87,7 +116,7 @@ async fn post_once(endpoint: &str, job: Vec<u8>) -> Posted {
             body,
             &format!("POST {endpoint}: HTTP {status}"),
         )),
-        Err(SendError::Setup(error)) => Posted::Answer(Err(error)),
+        Err(SendError::Setup(error)) => Posted::Answer(Err(SubmitError::Failed(error))),
         Err(SendError::Transport(error)) => Posted::Failed(error),
     }
 }
@@ -172,8 +201,9 @@ pub async fn submit_invoke(
     lambda: &aws_sdk_lambda::Client,
     function: &str,
     job: Vec<u8>,
-) -> Result<Value, String> {
+) -> Result<Value, SubmitError> {
     let job = with_idempotency_key(&job)?;
+    let failed = |message: String| SubmitError::Failed(message);
     let output = lambda
         .invoke()
         .function_name(function)
@@ -181,10 +211,10 @@ pub async fn submit_invoke(
         .payload(Blob::new(job))
         .send()
         .await
-        .map_err(|e| format!("invoking {function}: {}", describe(&e)))?;
+        .map_err(|e| failed(format!("invoking {function}: {}", describe(&e))))?;
     let payload = output.payload.map(Blob::into_inner).unwrap_or_default();
     let body: Value = serde_json::from_slice(&payload)
-        .map_err(|e| format!("invoking {function}: the answer is not JSON: {e}"))?;
+        .map_err(|e| failed(format!("invoking {function}: the answer is not JSON: {e}")))?;
     read_answer(
         output.function_error.is_none(),
         body,
@@ -193,17 +223,19 @@ pub async fn submit_invoke(
 }
 
 /// init-job's answer: the run's ids, or its error list as the error.
-fn read_answer(ok: bool, body: Value, what: &str) -> Result<Value, String> {
+fn read_answer(ok: bool, body: Value, what: &str) -> Result<Value, SubmitError> {
     if let Some(errors) = body.get("errors").and_then(Value::as_array) {
-        let lines: Vec<String> = errors
+        let errors = errors
             .iter()
             .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
             .collect();
-        return Err(format!("the job was refused: {}", lines.join("; ")));
+        return Err(SubmitError::Refused { errors });
     }
     if ok && body.get("run_id").is_some() {
         Ok(body)
     } else {
-        Err(format!("{what}: unexpected answer {body}"))
+        Err(SubmitError::Failed(format!(
+            "{what}: unexpected answer {body}"
+        )))
     }
 }

@@ -348,9 +348,11 @@ async fn sluice_submit_posts_a_signed_job_to_the_http_api() {
     let refused = sluice_aws::client::submit_http(&api.url, br#"{"orders":[]}"#.to_vec())
         .await
         .unwrap_err();
+    assert!(refused.is_the_jobs_fault(), "{refused}");
+    let text = refused.to_string();
     assert!(
-        refused.starts_with("the job was refused: ") && refused.contains("no orders"),
-        "{refused}"
+        text.starts_with("the job was refused: ") && text.contains("no orders"),
+        "{text}"
     );
 }
 
