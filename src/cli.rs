@@ -96,6 +96,8 @@ enum CommandArgs {
         /// The order: its number (`2`, `0002`) or its name.
         order: String,
     },
+    /// Print the JSON Schema of job files, for editors and checks before submitting.
+    Schema,
     /// Check a job file without running it.
     Validate {
         /// The job file (JSON).
@@ -191,6 +193,8 @@ pub enum Command {
         /// The state folder of the runs it watches.
         state_dir: PathBuf,
     },
+    /// `sluice schema`.
+    Schema,
     /// `sluice validate`.
     Validate {
         /// The job file.
@@ -288,7 +292,7 @@ impl Command {
     pub fn verbosity(&self) -> &'static str {
         match self {
             Command::Run { config, .. } | Command::Resume { config, .. } => config.verbosity,
-            Command::Sentinel { .. } => "warn",
+            Command::Sentinel { .. } | Command::Schema => "warn",
             Command::Validate { verbosity, .. } => verbosity,
             #[cfg(feature = "aws")]
             Command::Aws { verbosity, .. } => verbosity,
@@ -381,6 +385,7 @@ pub fn parse() -> Result<Command, ExitCode> {
             command: AwsCommand::Logs { run_id, order },
             verbosity,
         },
+        CommandArgs::Schema => Command::Schema,
         CommandArgs::Validate { job, secrets } => Command::Validate {
             job,
             secrets,

@@ -185,3 +185,53 @@ fn without_json_the_summary_table_goes_to_stdout() {
         "--logs shows the log: {stdout}"
     );
 }
+
+/// `sluice schema` prints a JSON Schema that knows every field the example jobs use (at
+/// the job, order and wasm levels) and refuses unknown ones, as the parser does.
+#[test]
+fn the_schema_knows_every_field_of_the_examples() {
+    let output = sluice().arg("schema").output().unwrap();
+    assert!(output.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let levels = [
+        ("job", &schema),
+        ("order", &schema["$defs"]["OrderSpec"]),
+        ("wasm", &schema["$defs"]["WasmSpec"]),
+    ];
+    for (level, definition) in levels {
+        assert_eq!(definition["additionalProperties"], false, "{level}");
+    }
+    assert_eq!(schema["required"], serde_json::json!(["orders"]));
+    let known =
+        |definition: &serde_json::Value, key: &str| definition["properties"].get(key).is_some();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let job: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for key in job.as_object().unwrap().keys() {
+            assert!(known(&schema, key), "{}: job field {key}", path.display());
+        }
+        for order in job["orders"].as_array().unwrap() {
+            for key in order.as_object().unwrap().keys() {
+                assert!(
+                    known(levels[1].1, key),
+                    "{}: order field {key}",
+                    path.display()
+                );
+            }
+            for key in order["wasm"].as_object().into_iter().flat_map(|w| w.keys()) {
+                assert!(
+                    known(levels[2].1, key),
+                    "{}: wasm field {key}",
+                    path.display()
+                );
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 3, "the example jobs were read");
+}

@@ -32,6 +32,14 @@ pub async fn run(command: Command) -> i32 {
                 .await
                 .unwrap_or(exit_codes::INTERNAL_ERROR)
         }
+        Command::Schema => {
+            let schema = sluice_contract::job::job_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("JSON serializes")
+            );
+            exit_codes::SUCCEEDED
+        }
         Command::Validate {
             job,
             secrets,

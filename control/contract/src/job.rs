@@ -9,12 +9,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A job: job-level settings plus a non-empty list of orders.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    /// Accepted and ignored: the JSON Schema an editor checks the file against (`sluice
+    /// schema` prints it).
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// Who submitted the job; required on AWS, defaults to `$USER` locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -55,11 +60,12 @@ pub struct JobSpec {
     pub idempotency_key: Option<String>,
     /// The orders, in order; an order's position gives its number (`0001` first).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub orders: Vec<OrderSpec>,
 }
 
 /// One order of a job, as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderSpec {
     /// Shell commands, each run with `sh -c` in turn (exclusive with `wasm`).
@@ -70,6 +76,7 @@ pub struct OrderSpec {
     pub wasm: Option<WasmSpec>,
     /// Seconds the order may run (required, > 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
     /// The order's name (default `order-<n>`, n being its 1-based position).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +132,7 @@ pub struct OrderSpec {
 }
 
 /// A WebAssembly order: which module, and what of the host it may see.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WasmSpec {
     /// Path of the module, relative to the order's code root.
@@ -148,7 +155,7 @@ pub struct WasmSpec {
 }
 
 /// A directory mount of a WebAssembly order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WasmDir {
     /// Folder relative to the order's code root.
@@ -161,7 +168,7 @@ pub struct WasmDir {
 }
 
 /// Access mode of a mounted directory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DirMode {
     /// Read-only.
@@ -172,7 +179,7 @@ pub enum DirMode {
 }
 
 /// Where an order runs on AWS.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionTarget {
     /// The worker Lambda (short orders, up to 15 minutes).
@@ -235,6 +242,33 @@ impl fmt::Display for Reference {
     }
 }
 
+impl JsonSchema for Reference {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reference".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A queue id or an order name: a string, or a non-negative integer.",
+            "anyOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+        })
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of a job file, for editors and checks before
+/// submitting. It says what each field is and accepts; [`crate::validate`] checks the rest
+/// (a job's orders, their references and limits), and is what decides.
+pub fn job_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(JobSpec);
+    schema.insert("title".to_owned(), "Sluice job".into());
+    let mut schema = serde_json::to_value(schema).expect("a schema serializes");
+    // Required although their types have serde defaults (so that a missing one is named
+    // by validation, not by the parser).
+    schema["required"] = serde_json::json!(["orders"]);
+    schema["$defs"]["OrderSpec"]["required"] = serde_json::json!(["timeout"]);
+    schema
+}
+
 impl<'de> Deserialize<'de> for Reference {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -287,6 +321,18 @@ pub fn parse_job(bytes: &[u8]) -> Result<JobSpec, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job file may name the schema an editor checks it against.
+    #[test]
+    fn a_schema_reference_is_accepted_and_ignored() {
+        let job = parse_job(
+            br#"{"$schema":"./sluice.schema.json","orders":[{"cmds":["true"],"timeout":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(job.schema.as_deref(), Some("./sluice.schema.json"));
+        let schema = job_schema();
+        assert!(schema["properties"]["$schema"].is_object(), "{schema}");
+    }
 
     #[test]
     fn unknown_order_field_names_the_field_and_the_order() {
