@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sluice_engine::Engine;
 
@@ -51,19 +52,21 @@ pub async fn engine_from_env() -> anyhow::Result<Arc<Engine>> {
 }
 
 /// The whole life of a control-plane function: logging, the engine, then `handler` for each
-/// event (JSON in, JSON out) until the Lambda runtime stops the process.
+/// event (read as `E`: one that is not is refused by the runtime, naming what is wrong; the
+/// answer is JSON) until the Lambda runtime stops the process.
 ///
 /// # Errors
 ///
 /// The settings are incomplete, or the runtime API fails.
-pub async fn serve_engine<F, Fut>(handler: F) -> Result<(), Error>
+pub async fn serve_engine<E, F, Fut>(handler: F) -> Result<(), Error>
 where
-    F: Fn(Arc<Engine>, Value) -> Fut,
+    E: DeserializeOwned,
+    F: Fn(Arc<Engine>, E) -> Fut,
     Fut: Future<Output = Result<Value, Error>>,
 {
     init_logging();
     let engine = engine_from_env().await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<E>| {
         handler(Arc::clone(&engine), event.payload)
     }))
     .await

@@ -1,25 +1,41 @@
-//! What the orchestrator Lambda does with an S3 notification: every record's key is
-//! URL-decoded (S3 encodes keys in events, spaces as `+`), keys outside the callback layout
-//! (`tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`) and test events are ignored, and
-//! the orchestrator runs once per distinct run, whatever the number of records.
+//! What the orchestrator Lambda does with an S3 notification ([`S3Notification`]): every
+//! record's key is URL-decoded (S3 encodes keys in events, spaces as `+`), keys outside the
+//! callback layout (`tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`) are
+//! ignored, and the orchestrator runs once per distinct run, whatever the number of records.
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use aws_lambda_events::s3::S3Entity;
+use serde::Deserialize;
 use sluice_contract::{RunId, keys};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::{Engine, EngineError};
 
-/// The distinct runs whose callbacks an S3 event (as JSON) reports, in order.
-pub fn runs_in_event(event: &Value) -> Vec<RunId> {
-    let records = event
-        .get("Records")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let runs: BTreeSet<RunId> = records
+/// An S3 notification as the orchestrator reads it: of each record, only what S3 says of
+/// the object (aws_lambda_events' [`S3Entity`]). aws_lambda_events' whole `S3Event` would
+/// also require the request's identity, parameters and time, which the orchestrator does not
+/// use and which not every sender writes (moto's notifications have none); S3's test event,
+/// which has no records, is a notification of nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct S3Notification {
+    /// The records (none in a test event).
+    #[serde(rename = "Records", default)]
+    pub records: Vec<S3NotificationRecord>,
+}
+
+/// One record of an [`S3Notification`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct S3NotificationRecord {
+    /// The bucket and the object.
+    pub s3: S3Entity,
+}
+
+/// The distinct runs whose callbacks a notification reports, in order.
+pub fn runs_in_event(event: &S3Notification) -> Vec<RunId> {
+    let runs: BTreeSet<RunId> = event
+        .records
         .iter()
-        .filter_map(|record| record.pointer("/s3/object/key").and_then(Value::as_str))
+        .filter_map(|record| record.s3.object.key.as_deref())
         .filter_map(|key| keys::parse_result(&url_decode(key)))
         .map(|result| result.run_id)
         .collect();
@@ -34,7 +50,7 @@ pub fn runs_in_event(event: &Value) -> Vec<RunId> {
 /// the event, which is safe: orchestration is idempotent.
 pub async fn orchestrate_event(
     engine: &Engine,
-    event: &Value,
+    event: &S3Notification,
 ) -> Result<Vec<(RunId, Outcome)>, EngineError> {
     let mut outcomes = Vec::new();
     let mut first_error = None;
@@ -72,17 +88,19 @@ mod tests {
         let run = RunId::generate();
         let other = RunId::generate();
         let event = serde_json::json!({"Records": [
-            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{run}/0001/a1/result.json")}}},
-            {"s3": {"object": {"key": format!("tmp%2Fcallbacks%2Fruns%2F{run}%2F0002%2Fa1%2Fresult.json")}}},
-            {"s3": {"object": {"key": format!("tmp/callbacks/runs/{other}/0000/init/result.json")}}},
-            {"s3": {"object": {"key": format!("tmp/logs/{run}/0001/log.txt")}}},
-            {"s3": {"object": {"key": "tmp/callbacks/runs/not-a-run/0001/a1/result.json"}}},
-            {"eventName": "no object"},
+            {"s3": {"bucket": {"name": "b"}, "object": {"key": format!("tmp/callbacks/runs/{run}/0001/a1/result.json")}}},
+            {"s3": {"bucket": {"name": "b"}, "object": {"key": format!("tmp%2Fcallbacks%2Fruns%2F{run}%2F0002%2Fa1%2Fresult.json")}}},
+            {"s3": {"bucket": {"name": "b"}, "object": {"key": format!("tmp/callbacks/runs/{other}/0000/init/result.json")}}},
+            {"s3": {"bucket": {"name": "b"}, "object": {"key": format!("tmp/logs/{run}/0001/log.txt")}}},
+            {"s3": {"bucket": {"name": "b"}, "object": {"key": "tmp/callbacks/runs/not-a-run/0001/a1/result.json"}}},
+            {"s3": {"bucket": {"name": "b"}, "object": {}}},
         ]});
+        let event: S3Notification = serde_json::from_value(event).unwrap();
         let mut expected = vec![run, other];
         expected.sort();
         assert_eq!(runs_in_event(&event), expected);
         let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent"});
+        let test_event: S3Notification = serde_json::from_value(test_event).unwrap();
         assert!(runs_in_event(&test_event).is_empty());
     }
 }

@@ -6,5 +6,10 @@ use sluice_aws::runtime::serve_engine;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve_engine(|engine, event| async move { Ok(init_job::handle(&engine, &event).await?) }).await
+    // Many shapes arrive here (API Gateway v1 and v2, a function URL, SNS, a direct
+    // invoke): `handle` tells which and reads it with aws_lambda_events' types.
+    serve_engine(|engine, event: serde_json::Value| async move {
+        Ok(init_job::handle(&engine, &event).await?)
+    })
+    .await
 }

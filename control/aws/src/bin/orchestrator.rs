@@ -4,11 +4,11 @@
 use lambda_runtime::Error;
 use serde_json::{Value, json};
 use sluice_aws::runtime::serve_engine;
-use sluice_aws::s3_events::orchestrate_event;
+use sluice_aws::s3_events::{S3Notification, orchestrate_event};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve_engine(|engine, event| async move {
+    serve_engine(|engine, event: S3Notification| async move {
         let outcomes = orchestrate_event(&engine, &event).await?;
         let runs: Vec<Value> = outcomes
             .iter()

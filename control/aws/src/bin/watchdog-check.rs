@@ -7,5 +7,9 @@ use sluice_aws::runtime::serve_engine;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve_engine(|engine, event| async move { Ok(watchdog::handle(&engine, &event).await?) }).await
+    // The step's input is the watch's plus the state machine's own field `checks`.
+    serve_engine(|engine, event: serde_json::Value| async move {
+        Ok(watchdog::handle(&engine, &event).await?)
+    })
+    .await
 }

@@ -19,6 +19,7 @@ use aws_sdk_s3::types::{
     QueueConfiguration, S3KeyFilter,
 };
 use sluice_aws::clients::Clients;
+use sluice_aws::s3_events::S3Notification;
 use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
 use sluice_aws::transfer::HttpTransfer;
 use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring};
@@ -421,21 +422,32 @@ impl Cloud {
                 run_order(&payload, &transfer, &config).await;
             });
         };
+        let retries: Arc<std::sync::Mutex<Vec<(S3Notification, u32)>>> = Arc::default();
         let started = Instant::now();
         loop {
             assert!(
                 started.elapsed() < Duration::from_secs(120),
                 "run {run_id} did not finish"
             );
-            // S3 notifications → the orchestrator handler, concurrently as Lambda would.
-            let events = self.take_notifications().await;
+            // S3 notifications → the orchestrator handler, concurrently as Lambda would; an
+            // invocation that fails (a pass that gave up under throttling) is invoked again,
+            // twice at most, as Lambda retries an asynchronous event.
+            let mut events: Vec<(S3Notification, u32)> = self
+                .take_notifications()
+                .await
+                .into_iter()
+                .map(|event| (event, 0))
+                .collect();
+            events.append(&mut retries.lock().unwrap());
             let idle = events.is_empty() && self.tap.is_empty();
-            for event in events {
-                let orchestrator = Arc::clone(&orchestrator);
+            for (event, tries) in events {
+                let (orchestrator, retries) = (Arc::clone(&orchestrator), Arc::clone(&retries));
                 tasks.spawn(async move {
-                    s3_events::orchestrate_event(&orchestrator, &event)
-                        .await
-                        .unwrap();
+                    let outcome = s3_events::orchestrate_event(&orchestrator, &event).await;
+                    if let Err(error) = outcome {
+                        assert!(tries < 2, "the orchestrator failed three times: {error}");
+                        retries.lock().unwrap().push((event, tries + 1));
+                    }
                 });
             }
             // Dispatched attempts → workers.
@@ -546,7 +558,7 @@ impl Cloud {
 
     /// Takes (receives and deletes) up to ten S3 notifications waiting for the
     /// orchestrator; their events.
-    async fn take_notifications(&self) -> Vec<serde_json::Value> {
+    async fn take_notifications(&self) -> Vec<S3Notification> {
         let messages = self
             .sqs
             .receive_message()
