@@ -112,9 +112,12 @@ async fn the_watch_starts_a_lost_run_and_times_out_a_silent_worker() {
     assert_eq!(status_of(&done, "silent"), OrderStatus::TimedOut);
     assert_eq!(status_of(&done, "fine"), OrderStatus::Succeeded);
     let watchdog = cloud.engine_as(&cloud.roles.watchdog_check);
-    let output = sluice_aws::handlers::watchdog::handle(&watchdog, &input)
-        .await
-        .unwrap();
+    let output = sluice_aws::handlers::watchdog::handle(
+        &watchdog,
+        &serde_json::from_value(input.clone()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(output["done"], true, "{output}");
 }
 

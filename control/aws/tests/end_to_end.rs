@@ -224,9 +224,12 @@ async fn a_run_whose_first_notification_is_lost_is_started_by_its_watch() {
     let input = cloud.watch_until_started(&run_id).await;
     let done = cloud.pump(&run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Succeeded);
-    let output = sluice_aws::handlers::watchdog::handle(&engine, &input)
-        .await
-        .unwrap();
+    let output = sluice_aws::handlers::watchdog::handle(
+        &engine,
+        &serde_json::from_value(input.clone()).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         output["done"], true,
         "a finalized run needs no watch: {output}"

@@ -301,7 +301,10 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
         "start_time": 1_700_000_000u64, "job_deadline": 4_000_000_000u64,
         "internal_bucket": engine.ports.internal.bucket(),
     });
-    let output = watchdog::handle(&engine, &input).await.unwrap();
+    let step = |value: &serde_json::Value| -> watchdog::WatchdogStep {
+        serde_json::from_value(value.clone()).unwrap()
+    };
+    let output = watchdog::handle(&engine, &step(&input)).await.unwrap();
     assert_eq!(output["run_id"], input["run_id"]);
     assert_eq!(output["attempt"], "a1");
     assert_eq!(
@@ -315,7 +318,7 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     // An execution that has checked long enough hands the watch to a new one.
     let mut worn = output.clone();
     worn["checks"] = (watchdog::CHECKS_PER_EXECUTION - 1).into();
-    let handed = watchdog::handle(&engine, &worn).await.unwrap();
+    let handed = watchdog::handle(&engine, &step(&worn)).await.unwrap();
     assert_eq!(handed["done"], true, "{handed}");
     let executions = sfn_executions(&settings.watchdog_state_machine).await;
     let successor = format!("{run_id}-0001-a1-g1");
@@ -325,17 +328,16 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     let mut stale = input.clone();
     stale["attempt"] = "a0".into();
     assert_eq!(
-        watchdog::handle(&engine, &stale).await.unwrap()["done"],
+        watchdog::handle(&engine, &step(&stale)).await.unwrap()["done"],
         true
     );
 
-    let error = watchdog::handle(&engine, &json!({"run_id": 3}))
-        .await
-        .unwrap_err();
-    assert!(
-        error.to_string().contains("not a watchdog input"),
-        "{error}"
-    );
+    // What is not a step is refused before anything runs (the runtime answers the error).
+    let refused = |value| serde_json::from_value::<watchdog::WatchdogStep>(value).unwrap_err();
+    let missing = refused(json!({"attempt": "a1"})).to_string();
+    assert!(missing.contains("missing field `run_id`"), "{missing}");
+    let mistyped = refused(json!({"run_id": 3})).to_string();
+    assert!(mistyped.contains("expected a string"), "{mistyped}");
 }
 
 #[tokio::test]

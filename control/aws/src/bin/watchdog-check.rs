@@ -7,9 +7,8 @@ use sluice_aws::runtime::serve_engine;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // The step's input is the watch's plus the state machine's own field `checks`.
-    serve_engine(|engine, event: serde_json::Value| async move {
-        Ok(watchdog::handle(&engine, &event).await?)
+    serve_engine(|engine, step: watchdog::WatchdogStep| async move {
+        Ok(watchdog::handle(&engine, &step).await?)
     })
     .await
 }

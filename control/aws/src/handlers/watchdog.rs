@@ -1,6 +1,6 @@
 //! watchdog-check: one step of the watchdog state machine (Task → Choice on `done` → Wait
 //! `wait_seconds` → Task). The input is the watchdog input the dispatcher started the
-//! execution with; the output adds `done` and `wait_seconds` to it, so the next step gets
+//! execution with ([`WatchdogStep`]); the output adds `done` and `wait_seconds` to it, so the next step gets
 //! the same input back. When the check asks for a kick, the orchestrator runs for the run
 //! here and now. Waits are spread by up to a tenth (at most 30 s, the same for one attempt),
 //! so the watchdogs of orders dispatched together do not all wake in the same second.
@@ -19,15 +19,26 @@ pub const CHECKS_PER_EXECUTION: u64 = 1000;
 use sluice_engine::Engine;
 use sluice_engine::ports::WatchdogInput;
 
+/// One step's input: the watch's input, and what the state machine carries from the step
+/// before (the execution's `checks`; its `done` and `wait_seconds` are not read).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct WatchdogStep {
+    /// The watch.
+    #[serde(flatten)]
+    pub input: WatchdogInput,
+    /// Checks this execution made before this one.
+    #[serde(default)]
+    pub checks: u64,
+}
+
 /// Handles one step.
 ///
 /// # Errors
 ///
-/// The input is not a watchdog input, or the check failed (Step Functions retries the task).
-pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, anyhow::Error> {
-    let input: WatchdogInput = serde_json::from_value(event.clone())
-        .map_err(|e| anyhow::anyhow!("not a watchdog input: {e}"))?;
-    let verdict = engine.watchdog_check(&input).await?;
+/// The check failed (Step Functions retries the task).
+pub async fn handle(engine: &Engine, step: &WatchdogStep) -> Result<Value, anyhow::Error> {
+    let input = &step.input;
+    let verdict = engine.watchdog_check(input).await?;
     if verdict.kick {
         // A kicked pass that fails is logged, not thrown: the watch goes on and kicks again
         // at its next check, while an error would end the state machine's loop.
@@ -40,10 +51,10 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, anyhow::Err
             }
         }
     }
-    let checks = event.get("checks").and_then(Value::as_u64).unwrap_or(0) + 1;
+    let checks = step.checks + 1;
     let handed_over =
-        !verdict.done && checks >= CHECKS_PER_EXECUTION && hand_over(engine, &input).await;
-    let mut output = serde_json::to_value(&input)?;
+        !verdict.done && checks >= CHECKS_PER_EXECUTION && hand_over(engine, input).await;
+    let mut output = serde_json::to_value(input)?;
     output["done"] = (verdict.done || handed_over).into();
     output["wait_seconds"] = jittered(verdict.wait_seconds, &input.attempt).into();
     output["checks"] = checks.into();

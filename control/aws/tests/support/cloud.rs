@@ -338,9 +338,12 @@ impl Cloud {
         let started = Instant::now();
         let queued = || async { engine.ports.orders.run_orders(run_id).await.unwrap()[0].status };
         while queued().await == OrderStatus::Queued {
-            let output = sluice_aws::handlers::watchdog::handle(&watchdog, &input)
-                .await
-                .unwrap();
+            let output = sluice_aws::handlers::watchdog::handle(
+                &watchdog,
+                &serde_json::from_value(input.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
             assert_eq!(output["done"], false, "the run is not finalized: {output}");
             assert!(started.elapsed() < Duration::from_secs(30), "{output}");
             tokio::time::sleep(Duration::from_millis(200)).await;
