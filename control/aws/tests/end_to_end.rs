@@ -494,9 +494,17 @@ async fn runs_finish_right_while_aws_throttles_a_tenth_of_the_calls() {
         assert_eq!(done.status, expected, "{done:?}");
         runs += 1;
         if expected == JobStatus::Failed {
-            assert_eq!(status_of(&done, "fetch").0, OrderStatus::Succeeded);
-            assert_eq!(status_of(&done, "build").0, OrderStatus::Succeeded);
-            assert_eq!(status_of(&done, "lint").0, OrderStatus::Failed);
+            assert_eq!(
+                status_of(&done, "fetch").0,
+                OrderStatus::Succeeded,
+                "{done:?}"
+            );
+            assert_eq!(
+                status_of(&done, "build").0,
+                OrderStatus::Succeeded,
+                "{done:?}"
+            );
+            assert_eq!(status_of(&done, "lint").0, OrderStatus::Failed, "{done:?}");
             assert_eq!(
                 status_of(&done, "publish"),
                 (OrderStatus::Failed, Some("dependency_failed".to_owned()))

@@ -1,7 +1,7 @@
 //! watchdog-check: one step of the watchdog state machine (Task → Choice on `done` → Wait
-//! `wait_seconds` → Task). The input is the watchdog input the dispatcher started the
-//! execution with ([`WatchdogStep`]); the output adds `done` and `wait_seconds` to it, so the next step gets
-//! the same input back. When the check asks for a kick, the orchestrator runs for the run
+//! `wait_seconds` → Task). The input ([`WatchdogStep`]) is the watchdog input the
+//! dispatcher started the execution with; the output adds `done` and `wait_seconds` to it,
+//! so the next step gets the same input back. When the check asks for a kick, the orchestrator runs for the run
 //! here and now. Waits are spread by up to a tenth (at most 30 s, the same for one attempt),
 //! so the watchdogs of orders dispatched together do not all wake in the same second.
 //!

@@ -407,7 +407,12 @@ impl Cloud {
         let transfer = HttpTransfer::new().unwrap().counted(self.calls.clone());
         let config = WorkerConfig {
             host_env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
+            // Short waits and no report window, so a test does not wait out a worker's
+            // patience; 8 tries where a deployed worker goes on for its 30 s window, so the
+            // throttling test's 10 % of refused requests do not fail a step four times in a
+            // row (about one run in a hundred, with 4 tries).
             callback: RetryPolicy {
+                attempts: 8,
                 first_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_millis(200),
                 report_window: Duration::ZERO,
