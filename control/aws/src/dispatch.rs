@@ -22,8 +22,8 @@ use aws_sdk_lambda::types::InvocationType;
 use sluice_contract::ExecutionTarget;
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::validate::MAX_PRESIGN_EXPIRY;
-use sluice_engine::ErrorKind;
-use sluice_engine::ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
+use sluice_ports::ErrorKind;
+use sluice_ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 
 use crate::calls::CallCounter;
 use crate::sdk_error::{describe, kind};

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use serde::de::DeserializeOwned;
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
-use sluice_engine::error::StoreError;
-use sluice_engine::ports::{
+use sluice_ports::StoreError;
+use sluice_ports::{
     AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
 };
 

@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use sluice_contract::{OrderNum, RunId};
-use sluice_engine::error::StoreError;
-use sluice_engine::ports::KeyStore;
+use sluice_ports::KeyStore;
+use sluice_ports::StoreError;
 
 use crate::calls::CallCounter;
 use crate::sdk_error::backend;

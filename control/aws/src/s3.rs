@@ -14,8 +14,8 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use sluice_engine::error::StoreError;
-use sluice_engine::ports::{CodeArchives, ObjectStore, Presigned};
+use sluice_ports::StoreError;
+use sluice_ports::{CodeArchives, ObjectStore, Presigned};
 
 use crate::calls::CallCounter;
 

@@ -12,8 +12,8 @@
 use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use sluice_engine::ErrorKind;
-use sluice_engine::error::StoreError;
+use sluice_ports::ErrorKind;
+use sluice_ports::StoreError;
 
 /// Codes that say a service is busy for now, beyond the SDK's lists: CodeBuild's limit on
 /// concurrent builds, a Lambda function being updated or not ready yet, SSM's own name for

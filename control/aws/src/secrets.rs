@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use sluice_contract::credentials::SecretLocation;
-use sluice_engine::error::StoreError;
-use sluice_engine::ports::SecretSource;
+use sluice_ports::SecretSource;
+use sluice_ports::StoreError;
 
 use crate::calls::CallCounter;
 use crate::sdk_error::backend;

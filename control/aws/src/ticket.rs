@@ -33,9 +33,9 @@ use age::secrecy::ExposeSecret;
 use aws_sdk_codebuild::types::EnvironmentVariableType;
 use sluice_contract::dispatch::{Capability, DispatchPayload};
 use sluice_contract::{OrderNum, RunId};
-use sluice_engine::ObjectStore;
-use sluice_engine::error::StoreError;
-use sluice_engine::ports::Presigned;
+use sluice_ports::ObjectStore;
+use sluice_ports::Presigned;
+use sluice_ports::StoreError;
 use sluice_worker::retry::{self, RetryPolicy};
 use sluice_worker::{IoError, WorkerIo};
 
@@ -95,11 +95,11 @@ pub enum TicketError {
 
 impl TicketError {
     /// Whether issuing again may succeed (a throttled or failing store).
-    pub fn kind(&self) -> sluice_engine::ErrorKind {
+    pub fn kind(&self) -> sluice_ports::ErrorKind {
         match self {
             TicketError::Store(e) => e.kind(),
-            TicketError::Fetch(e) if e.transient => sluice_engine::ErrorKind::Transient,
-            _ => sluice_engine::ErrorKind::Permanent,
+            TicketError::Fetch(e) if e.transient => sluice_ports::ErrorKind::Transient,
+            _ => sluice_ports::ErrorKind::Permanent,
         }
     }
 }

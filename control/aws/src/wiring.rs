@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use sluice_contract::validate::Platform;
 use sluice_engine::github::GitHubVcs;
-use sluice_engine::{Engine, EngineConfig, ObjectStore, Ports, SystemClock, Vcs};
+use sluice_engine::{Engine, EngineConfig, Ports};
+use sluice_ports::{ObjectStore, SystemClock, Vcs};
 
 use crate::calls::CallCounter;
 use crate::clients::Clients;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
-use sluice_engine::ports::Presigned;
+use sluice_ports::Presigned;
 use support::{moto, settings_env, store_settings, worker_function};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;

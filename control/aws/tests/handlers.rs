@@ -11,7 +11,7 @@ use sluice_aws::handlers::{init_job, watchdog};
 use sluice_aws::{CallCounter, wiring};
 use sluice_contract::{OrderStatus, RunId, keys};
 use sluice_engine::Engine;
-use sluice_engine::ports::Transition;
+use sluice_ports::Transition;
 use support::http_api::{ALICE, HttpApi, http_event};
 use support::{moto, store_settings};
 

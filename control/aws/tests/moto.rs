@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use sluice_aws::{CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
-use sluice_engine::conformance::{object_store_suite, order_store_suite, sample_order};
-use sluice_engine::ports::{ObjectStore, OrderStore, Presigned};
+use sluice_ports::conformance::{object_store_suite, order_store_suite, sample_order};
+use sluice_ports::{ObjectStore, OrderStore, Presigned};
 use support::{
     BodyTap, ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
 };
@@ -215,7 +215,7 @@ async fn runs_larger_than_one_transaction_insert_whole_and_read_back_in_order() 
 #[tokio::test]
 async fn ssm_keeps_keys_secret_and_deletes_a_runs_keys() {
     use sluice_aws::keys::SsmKeyStore;
-    use sluice_engine::ports::KeyStore;
+    use sluice_ports::KeyStore;
     let clients = moto().await;
     let prefix = format!("/{}", unique("sluice-test"));
     let store = SsmKeyStore::new(clients.ssm.clone(), &prefix, CallCounter::default());
@@ -283,7 +283,7 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
     use sluice_aws::dispatch::AwsDispatcher;
     use sluice_aws::keys::SsmKeyStore;
     use sluice_aws::ticket::{self, Tickets};
-    use sluice_engine::ports::{Dispatcher, KeyStore};
+    use sluice_ports::{Dispatcher, KeyStore};
     let clients = moto().await;
     let project = unique("sluice-test");
     clients
@@ -472,7 +472,7 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
 #[tokio::test]
 async fn a_watchdog_starts_once_per_attempt() {
     use sluice_aws::dispatch::SfnWatchdog;
-    use sluice_engine::ports::{WatchdogInput, WatchdogStarter};
+    use sluice_ports::{WatchdogInput, WatchdogStarter};
     let clients = moto().await;
     let machine = watchdog_machine(&clients).await;
     let watchdog = SfnWatchdog::new(clients.sfn.clone(), &machine, CallCounter::default());
@@ -517,7 +517,7 @@ async fn a_watchdog_starts_once_per_attempt() {
 #[tokio::test]
 async fn lambda_workers_are_invoked_asynchronously() {
     use sluice_aws::dispatch::AwsDispatcher;
-    use sluice_engine::ports::Dispatcher;
+    use sluice_ports::Dispatcher;
     let clients = moto().await;
     let function = worker_function(&clients).await;
     let calls = CallCounter::default();
@@ -551,7 +551,7 @@ async fn lambda_workers_are_invoked_asynchronously() {
 async fn credentials_come_from_ssm_and_secrets_manager() {
     use sluice_aws::secrets::AwsSecretSource;
     use sluice_contract::credentials::SecretLocation;
-    use sluice_engine::ports::SecretSource;
+    use sluice_ports::SecretSource;
     let clients = moto().await;
     let calls = CallCounter::default();
     let source = AwsSecretSource::new(

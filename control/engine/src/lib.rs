@@ -1,9 +1,10 @@
 //! Sluice's control plane: init_job, the orchestrator and the watchdog, written once over
-//! ports, plus the local backends that run them on one machine.
+//! ports, plus (feature `local`, on by default) the local backends that run them on one
+//! machine.
 //!
 //! # Brief overview
 //!
-//! - [`ports`]: the traits every backend implements ([`ObjectStore`], [`OrderStore`],
+//! - [`ports`] (the `sluice-ports` crate, re-exported): the traits every backend implements ([`ObjectStore`], [`OrderStore`],
 //!   [`Dispatcher`], [`WatchdogStarter`], [`KeyStore`], [`SecretSource`], [`CodeArchives`],
 //!   [`Vcs`], [`Clock`]), each method documented with its guarantee (atomic put,
 //!   conditional transition...).
@@ -22,9 +23,9 @@
 //! - [`http`]: the HTTP(S) client of the adapters that speak HTTP.
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
 //! - [`runs`]: what a client asks about a run (rows, done document, a log, waiting).
-//! - [`local`]: directory object store, SQLite tables, file key store, secrets file,
+//! - `local` (feature `local`): directory object store, SQLite tables, file key store, secrets file,
 //!   in-process dispatcher, timer watchdogs and the event bus that wires them into a
-//!   [`local::LocalRuntime`].
+//!   `local::LocalRuntime`.
 //!
 //! The AWS backends implement the same ports in `sluice-aws`; nothing here knows about AWS.
 //!
@@ -38,7 +39,6 @@ pub mod blocking;
 pub mod bundle;
 pub mod cancel;
 pub mod code;
-pub mod conformance;
 pub mod credentials;
 pub mod engine;
 pub mod error;
@@ -47,9 +47,10 @@ pub mod github;
 pub mod grants;
 pub mod http;
 pub mod init_job;
+#[cfg(feature = "local")]
 pub mod local;
 pub mod orchestrator;
-pub mod ports;
+pub use sluice_ports as ports;
 mod pr_comment;
 mod retry;
 pub mod runs;

@@ -109,7 +109,7 @@ mod tests {
     use sluice_contract::RunId;
 
     use super::*;
-    use crate::conformance::sample_order;
+    use sluice_ports::conformance::sample_order;
 
     #[test]
     fn the_comment_starts_with_its_tag_and_has_a_row_per_order() {

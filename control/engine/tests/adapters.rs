@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use sluice_engine::conformance::{object_store_suite, order_store_suite};
 use sluice_engine::local::{DirStore, SqliteStore};
+use sluice_ports::conformance::{object_store_suite, order_store_suite};
 
 #[tokio::test]
 async fn dir_store_meets_the_object_store_guarantees() {

@@ -17,7 +17,7 @@ use serde_json::Value;
 /// history events; 1000 checks a minute apart is 16 hours).
 pub const CHECKS_PER_EXECUTION: u64 = 1000;
 use sluice_engine::Engine;
-use sluice_engine::ports::WatchdogInput;
+use sluice_ports::WatchdogInput;
 
 /// One step's input: the watch's input, and what the state machine carries from the step
 /// before (the execution's `checks`; its `done` and `wait_seconds` are not read).

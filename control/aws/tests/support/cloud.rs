@@ -27,8 +27,8 @@ use sluice_contract::dispatch::{Capability, Claim, DispatchPayload};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{OrderNum, OrderStatus, RunId, ValidateOptions, keys, parse_job};
 use sluice_engine::init_job::InitResponse;
-use sluice_engine::ports::WatchdogInput;
 use sluice_engine::{Engine, EngineError};
+use sluice_ports::WatchdogInput;
 use sluice_worker::retry::RetryPolicy;
 use sluice_worker::{WorkerConfig, WorkerIo, run_order};
 

@@ -533,7 +533,7 @@ async fn conditional_lock_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::sample_order;
+    use sluice_ports::conformance::sample_order;
 
     /// A row lives for the retention after its job's deadline, not after init: a job may
     /// last 30 days, and its rows must outlive it (before, they expired a day after init).

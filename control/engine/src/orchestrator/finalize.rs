@@ -167,7 +167,7 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::sample_order;
+    use sluice_ports::conformance::sample_order;
 
     #[test]
     fn the_done_document_counts_and_lists_every_order() {

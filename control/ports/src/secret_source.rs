@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use sluice_contract::credentials::SecretLocation;
 
-use crate::error::StoreError;
+use crate::StoreError;
 
 /// A source of credential values.
 #[async_trait]

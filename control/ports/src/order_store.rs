@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sluice_contract::validate::PullRequest;
 use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
-use crate::error::StoreError;
+use crate::StoreError;
 
 /// One row of the orders table (pk `<run_id>:<order_num>`). Holds no logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-use crate::error::StoreError;
+use crate::StoreError;
 
 /// A source of code zips by location.
 #[async_trait]

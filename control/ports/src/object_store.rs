@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::StoreError;
+use crate::StoreError;
 
 /// One bucket of objects addressed by `/`-separated keys.
 #[async_trait]

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use sluice_contract::{OrderNum, RunId};
 
-use crate::error::StoreError;
+use crate::StoreError;
 
 /// A store of per-order private keys.
 #[async_trait]

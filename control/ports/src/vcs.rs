@@ -1,4 +1,4 @@
-//! Where a run's PR comment is kept: GitHub's REST API ([`crate::github::GitHubVcs`]).
+//! Where a run's PR comment is kept: GitHub's REST API (`sluice_engine::github::GitHubVcs`).
 
 use std::fmt::Debug;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
-use crate::error::StoreError;
-use crate::ports::{
+use crate::StoreError;
+use crate::{
     AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Presigned,
     Transition,
 };

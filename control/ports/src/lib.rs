@@ -1,12 +1,22 @@
-//! The ports: traits the engine is written against, one adapter per backend.
+//! Sluice's ports: the traits the engine is written against, one adapter per backend.
+//!
+//! A crate of its own so that everything reaching a backend — the engine, the AWS adapters,
+//! the local backends — agrees on one set of traits and one error type without depending on
+//! each other: the worker, which needs none of the engine, never links it.
 //!
 //! Each method's docs state the guarantee every adapter must give (an atomic put, a
 //! conditional transition), because the orchestration protocol relies on exactly those and
-//! nothing more. Local adapters live in [`crate::local`]; AWS adapters in `sluice-aws`.
+//! nothing more. The local adapters live in `sluice-engine` (feature `local`); the AWS
+//! adapters in `sluice-aws`. With the `conformance` feature, `conformance` holds the
+//! backend-agnostic suites every adapter must pass.
+#![warn(missing_docs)]
 
 mod clock;
 mod code_archives;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod dispatcher;
+mod error;
 mod key_store;
 mod object_store;
 mod order_store;
@@ -16,6 +26,7 @@ mod vcs;
 pub use clock::{Clock, SystemClock};
 pub use code_archives::CodeArchives;
 pub use dispatcher::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
+pub use error::{ErrorKind, StoreError};
 pub use key_store::KeyStore;
 pub use object_store::{ObjectStore, Presigned};
 pub use order_store::{

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::DispatchPayload;
 use sluice_contract::{ExecutionTarget, OrderNum, RunId};
 
-use crate::error::ErrorKind;
+use crate::ErrorKind;
 
 /// A worker or a watchdog could not be started.
 ///
@@ -76,7 +76,7 @@ fn is_first(generation: &u32) -> bool {
     *generation == 0
 }
 
-/// Starts a watchdog that calls [`crate::Engine::watchdog_check`] until it reports done.
+/// Starts a watchdog that calls `Engine::watchdog_check` (`sluice-engine`) until it reports done.
 #[async_trait]
 pub trait WatchdogStarter: Send + Sync + Debug {
     /// Starts watching; returns once the watchdog is running. Starting the same attempt's
