@@ -1,6 +1,6 @@
 //! Events: one small JSON file per event in the order's events folder.
 //!
-//! The format (also documented in the README, for orders that write files themselves):
+//! The format (also documented in docs/jobs.md, for orders that write files themselves):
 //! `{"kind": "...", "message": "...", "data": {...}, "at_ms": 1700000000000}`, at most
 //! 4 KiB, `kind` made of `a-z 0-9 _ - .` (1 to 64 characters). Files are written under a
 //! temporary `.`-name and renamed, so Sluice never reads half an event, and named by time

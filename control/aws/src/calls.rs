@@ -2,7 +2,7 @@
 //!
 //! Every adapter call goes through [`CallCounter::count`] just before the request, pages
 //! included, so the counts are what AWS bills and throttles. The end-to-end tests print
-//! them, and the README reports calls per order as a run grows.
+//! them, and docs/aws.md reports calls per order as a run grows.
 
 use std::collections::BTreeMap;
 use std::fmt;
