@@ -47,14 +47,62 @@ pub enum SecretStore {
     SecretsManager,
 }
 
+impl SecretStore {
+    /// The job field that lists locations of this store (`ssm_paths`,
+    /// `secret_manager_paths`).
+    pub fn field(self) -> &'static str {
+        match self {
+            SecretStore::Ssm => "ssm_paths",
+            SecretStore::SecretsManager => "secret_manager_paths",
+        }
+    }
+}
+
+/// Why a credential location, as written, is refused. Each variant carries the text as
+/// written, so its message quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    /// A location of one store, written in the field of the other.
+    #[error("{text:?} belongs in {field}", field = .belongs_in.field())]
+    WrongStore {
+        /// The location as written.
+        text: String,
+        /// The store its prefix names.
+        belongs_in: SecretStore,
+    },
+    /// Nothing (or only spaces) after the prefix.
+    #[error("{text:?} names no parameter or secret")]
+    Empty {
+        /// The location as written.
+        text: String,
+    },
+    /// A control character in the parameter name or secret id.
+    #[error("{text:?} contains a control character")]
+    ControlCharacter {
+        /// The location as written.
+        text: String,
+    },
+    /// Neither prefix, where the full form is required.
+    #[error(
+        "{text:?} is not a credential location ({ssm}<path> or {secretd}<id>)",
+        ssm = SSM_PREFIX,
+        secretd = SECRETS_MANAGER_PREFIX
+    )]
+    NotALocation {
+        /// The text as written.
+        text: String,
+    },
+}
+
 impl SecretLocation {
     /// Parses a location written in a job field meant for `store`: either the full form
     /// (`aws:::ssm:/team/db`) or just the path, since the field already says the store.
     ///
     /// # Errors
     ///
-    /// A message saying what is wrong (empty, or a location of the other store).
-    pub fn parse_for(store: SecretStore, text: &str) -> Result<Self, String> {
+    /// [`LocationError`] saying what is wrong (empty, a control character, or a location of
+    /// the other store).
+    pub fn parse_for(store: SecretStore, text: &str) -> Result<Self, LocationError> {
         let (path, found) = if let Some(path) = text.strip_prefix(SSM_PREFIX) {
             (path, Some(SecretStore::Ssm))
         } else if let Some(path) = text.strip_prefix(SECRETS_MANAGER_PREFIX) {
@@ -65,17 +113,20 @@ impl SecretLocation {
         if let Some(found) = found
             && found != store
         {
-            let field = match found {
-                SecretStore::Ssm => "ssm_paths",
-                SecretStore::SecretsManager => "secret_manager_paths",
-            };
-            return Err(format!("{text:?} belongs in {field}"));
+            return Err(LocationError::WrongStore {
+                text: text.to_owned(),
+                belongs_in: found,
+            });
         }
         if path.trim().is_empty() {
-            return Err(format!("{text:?} names no parameter or secret"));
+            return Err(LocationError::Empty {
+                text: text.to_owned(),
+            });
         }
         if path.chars().any(char::is_control) {
-            return Err(format!("{text:?} contains a control character"));
+            return Err(LocationError::ControlCharacter {
+                text: text.to_owned(),
+            });
         }
         Ok(match store {
             SecretStore::Ssm => SecretLocation::Ssm(path.to_owned()),
@@ -87,16 +138,17 @@ impl SecretLocation {
     ///
     /// # Errors
     ///
-    /// A message when the text has neither prefix.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`LocationError::NotALocation`] when the text has neither prefix, and the errors of
+    /// [`SecretLocation::parse_for`].
+    pub fn parse(text: &str) -> Result<Self, LocationError> {
         let store = if text.starts_with(SSM_PREFIX) {
             SecretStore::Ssm
         } else if text.starts_with(SECRETS_MANAGER_PREFIX) {
             SecretStore::SecretsManager
         } else {
-            return Err(format!(
-                "{text:?} is not a credential location ({SSM_PREFIX}<path> or {SECRETS_MANAGER_PREFIX}<id>)"
-            ));
+            return Err(LocationError::NotALocation {
+                text: text.to_owned(),
+            });
         };
         Self::parse_for(store, text)
     }
@@ -116,9 +168,9 @@ impl From<SecretLocation> for String {
 }
 
 impl TryFrom<String> for SecretLocation {
-    type Error = String;
+    type Error = LocationError;
 
-    fn try_from(text: String) -> Result<Self, String> {
+    fn try_from(text: String) -> Result<Self, LocationError> {
         SecretLocation::parse(&text)
     }
 }
@@ -139,7 +191,75 @@ pub struct CredentialError {
     /// The location, in full form.
     pub location: String,
     /// What is wrong (never the value).
-    pub message: String,
+    pub message: ValueError,
+}
+
+/// What is wrong with a fetched value. Variants name the member or the variable, never a
+/// value; where JSON does not parse they give where the reader stopped, not its message
+/// (which may quote the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// An SSM parameter's value is not base64.
+    #[error(
+        "the parameter's value is not base64 (it must be the base64 of a JSON object of strings)"
+    )]
+    NotBase64,
+    /// An SSM parameter's value decodes to something other than a JSON object.
+    #[error(
+        "the parameter's value decodes to something other than a JSON object (line {line}, column {column})"
+    )]
+    NotAnObject {
+        /// Line where the JSON reader stopped.
+        line: usize,
+        /// Column where the JSON reader stopped.
+        column: usize,
+    },
+    /// A secret starting with `{` is not a JSON object.
+    #[error(
+        "the secret looks like a JSON object but does not parse (line {line}, column {column})"
+    )]
+    BrokenObject {
+        /// Line where the JSON reader stopped.
+        line: usize,
+        /// Column where the JSON reader stopped.
+        column: usize,
+    },
+    /// A member of an SSM object is not a string.
+    #[error("member {member:?} is {kind}, not a string")]
+    NotAString {
+        /// The member's name.
+        member: String,
+        /// What it is instead (`a number`, `an object`, ...).
+        kind: &'static str,
+    },
+    /// A member of a Secrets Manager object is not a string, number or boolean.
+    #[error("member {member:?} is {kind}; only strings, numbers and booleans become variables")]
+    NotAScalar {
+        /// The member's name.
+        member: String,
+        /// What it is instead (`null`, `an array`, `an object`).
+        kind: &'static str,
+    },
+    /// A plain-string secret whose id does not make a variable name.
+    #[error(
+        "the secret is a plain string, and its id's last segment {segment:?} does not make a variable name; store it as a JSON object instead"
+    )]
+    NoVariableName {
+        /// The id's last `/` or `:` segment.
+        segment: String,
+    },
+    /// A name that cannot be an environment variable.
+    #[error("{name:?} is not a valid variable name")]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+    /// A value holding a NUL byte, which an environment cannot hold.
+    #[error("the value of {name} contains a NUL byte")]
+    NulByte {
+        /// The variable's name.
+        name: String,
+    },
 }
 
 /// The variables a value fetched from `location` holds, in name order.
@@ -153,7 +273,7 @@ pub fn expand(
     location: &SecretLocation,
     value: &str,
 ) -> Result<Vec<(String, String)>, CredentialError> {
-    let fail = |message: String| CredentialError {
+    let fail = |message: ValueError| CredentialError {
         location: location.to_string(),
         message,
     };
@@ -163,13 +283,13 @@ pub fn expand(
             let decoded = STANDARD
                 .decode(&compact)
                 .or_else(|_| STANDARD_NO_PAD.decode(&compact))
-                .map_err(|_| fail("the parameter's value is not base64 (it must be the base64 of a JSON object of strings)".to_owned()))?;
+                .map_err(|_| fail(ValueError::NotBase64))?;
             let object: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&decoded).map_err(|e| {
-                    fail(format!(
-                        "the parameter's value decodes to something other than a JSON object ({})",
-                        error_position(&e)
-                    ))
+                    fail(ValueError::NotAnObject {
+                        line: e.line(),
+                        column: e.column(),
+                    })
                 })?;
             members(object, Members::StringsOnly).map_err(fail)?
         }
@@ -177,10 +297,10 @@ pub fn expand(
             if value.trim_start().starts_with('{') {
                 let object: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(value).map_err(|e| {
-                        fail(format!(
-                            "the secret looks like a JSON object but does not parse ({})",
-                            error_position(&e)
-                        ))
+                        fail(ValueError::BrokenObject {
+                            line: e.line(),
+                            column: e.column(),
+                        })
                     })?;
                 members(object, Members::Scalars).map_err(fail)?
             } else {
@@ -190,10 +310,10 @@ pub fn expand(
     };
     for (name, value) in &vars {
         if !is_variable_name(name) {
-            return Err(fail(format!("{name:?} is not a valid variable name")));
+            return Err(fail(ValueError::InvalidName { name: name.clone() }));
         }
         if value.contains('\0') {
-            return Err(fail(format!("the value of {name} contains a NUL byte")));
+            return Err(fail(ValueError::NulByte { name: name.clone() }));
         }
     }
     Ok(vars)
@@ -208,31 +328,32 @@ enum Members {
     Scalars,
 }
 
-/// The variables a JSON object holds, or a message naming the member that cannot be one.
+/// The variables a JSON object holds, or the error naming the member that cannot be one.
 fn members(
     object: serde_json::Map<String, serde_json::Value>,
     accepted: Members,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, ValueError> {
     object
         .into_iter()
         .map(|(name, value)| match (value, accepted) {
             (serde_json::Value::String(text), _) => Ok((name, text)),
             (serde_json::Value::Number(n), Members::Scalars) => Ok((name, n.to_string())),
             (serde_json::Value::Bool(b), Members::Scalars) => Ok((name, b.to_string())),
-            (other, Members::StringsOnly) => {
-                Err(format!("member {name:?} is {}, not a string", kind(&other)))
-            }
-            (other, Members::Scalars) => Err(format!(
-                "member {name:?} is {}; only strings, numbers and booleans become variables",
-                kind(&other)
-            )),
+            (other, Members::StringsOnly) => Err(ValueError::NotAString {
+                member: name,
+                kind: kind(&other),
+            }),
+            (other, Members::Scalars) => Err(ValueError::NotAScalar {
+                member: name,
+                kind: kind(&other),
+            }),
         })
         .collect()
 }
 
 /// The variable a plain-string secret becomes: the id's last `/` or `:` segment,
 /// upper-cased, `-` and `.` turned into `_`.
-fn name_from_id(id: &str) -> Result<String, String> {
+fn name_from_id(id: &str) -> Result<String, ValueError> {
     let last = id.rsplit(['/', ':']).next().unwrap_or(id);
     let name: String = last
         .chars()
@@ -245,9 +366,9 @@ fn name_from_id(id: &str) -> Result<String, String> {
         || name.starts_with(|c: char| c.is_ascii_digit())
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        return Err(format!(
-            "the secret is a plain string, and its id's last segment {last:?} does not make a variable name; store it as a JSON object instead"
-        ));
+        return Err(ValueError::NoVariableName {
+            segment: last.to_owned(),
+        });
     }
     Ok(name)
 }
@@ -300,11 +421,6 @@ fn kind(value: &serde_json::Value) -> &'static str {
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
     }
-}
-
-/// Where serde_json stopped, without its message (which may quote the value).
-fn error_position(error: &serde_json::Error) -> String {
-    format!("line {}, column {}", error.line(), error.column())
 }
 
 #[cfg(test)]
@@ -363,11 +479,24 @@ mod tests {
         );
         let wrong =
             SecretLocation::parse_for(SecretStore::Ssm, "aws:::secretd:prod/db").unwrap_err();
-        assert!(wrong.contains("belongs in secret_manager_paths"), "{wrong}");
+        assert!(
+            wrong
+                .to_string()
+                .contains("belongs in secret_manager_paths"),
+            "{wrong}"
+        );
+        assert_eq!(
+            wrong,
+            LocationError::WrongStore {
+                text: "aws:::secretd:prod/db".to_owned(),
+                belongs_in: SecretStore::SecretsManager,
+            }
+        );
         assert!(SecretLocation::parse_for(SecretStore::Ssm, "aws:::ssm: ").is_err());
         assert!(
             SecretLocation::parse("/team/db")
                 .unwrap_err()
+                .to_string()
                 .contains("not a credential location")
         );
     }

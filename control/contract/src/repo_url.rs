@@ -14,30 +14,73 @@
 
 use crate::validate::Platform;
 
+/// Why a repository URL is refused: what is wrong and what to give instead. No variant
+/// holds the URL, which may carry a credential. A message is the rest of a sentence whose
+/// subject is the URL ("is not a repository URL ..."): validation puts it after the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepoUrlError {
+    /// It starts with `-` (git would read an option) or holds whitespace.
+    #[error("is not a repository URL (it starts with `-` or holds spaces)")]
+    NotAUrl,
+    /// `%`, `?`, `#` or `\` in the user, host and port part, which git and [`host`] could
+    /// read differently.
+    #[error(
+        "has `%`, `?`, `#` or `\\` before its path, where git and this check could read a \
+         different host: write the host plainly"
+    )]
+    AmbiguousHost,
+    /// git's `<helper>::<address>` syntax, which runs a program.
+    #[error(
+        "uses git's `<helper>::<address>` syntax, which runs a program: give an \
+         https:// or ssh repository"
+    )]
+    RemoteHelper,
+    /// A password or token before the host's `@`.
+    #[error(
+        "carries a credential in the URL (before its `@`): remove it and give the token \
+         with git_token_location (or an SSH key with git_ssh_key_location)"
+    )]
+    CredentialInUrl,
+    /// `http://` or `git://` to another machine: the server is not authenticated.
+    #[error(
+        "uses {scheme}://, which does not authenticate the server (anyone on the path \
+         could change the code): use https:// or ssh (plain {scheme}:// only to this \
+         machine)"
+    )]
+    Unauthenticated {
+        /// The scheme, lower-cased (`http` or `git`).
+        scheme: String,
+    },
+    /// A scheme git would fetch with but Sluice does not accept.
+    #[error("uses {scheme}://: give an https:// or ssh repository")]
+    UnknownScheme {
+        /// The scheme, lower-cased.
+        scheme: String,
+    },
+    /// A local path or `file://` URL on AWS, where init-job would read its own file system.
+    #[error(
+        "is a local repository (a path or file:// URL), which init-job would read from \
+         its own file system: on AWS give an https:// or ssh repository"
+    )]
+    LocalOnAws,
+}
+
 /// Checks `repo` against the rules above, for a job running on `platform`.
 ///
 /// # Errors
 ///
-/// A sentence saying what is wrong and what to give instead. It never repeats the URL: it
-/// may hold a credential.
-pub fn check(repo: &str, platform: Platform) -> Result<(), String> {
+/// [`RepoUrlError`], saying what is wrong and what to give instead. It never repeats the
+/// URL: it may hold a credential.
+pub fn check(repo: &str, platform: Platform) -> Result<(), RepoUrlError> {
     if repo.starts_with('-') || repo.chars().any(char::is_whitespace) {
-        return Err("is not a repository URL (it starts with `-` or holds spaces)".to_owned());
+        return Err(RepoUrlError::NotAUrl);
     }
     if authority(repo).is_some_and(|a| a.contains(['%', '?', '#', '\\'])) {
-        return Err(
-            "has `%`, `?`, `#` or `\\` before its path, where git and this check could read a \
-             different host: write the host plainly"
-                .to_owned(),
-        );
+        return Err(RepoUrlError::AmbiguousHost);
     }
     let Some((scheme, rest)) = repo.split_once("://") else {
         if repo.contains("::") {
-            return Err(
-                "uses git's `<helper>::<address>` syntax, which runs a program: give an \
-                 https:// or ssh repository"
-                    .to_owned(),
-            );
+            return Err(RepoUrlError::RemoteHelper);
         }
         if is_scp_like(repo) {
             // `user@host:path`: a password cannot be given this way.
@@ -50,24 +93,14 @@ pub fn check(repo: &str, platform: Platform) -> Result<(), String> {
     if let Some((user_info, _)) = authority.rsplit_once('@')
         && (user_info.contains(':') || matches!(scheme.as_str(), "http" | "https"))
     {
-        return Err(
-            "carries a credential in the URL (before its `@`): remove it and give the token \
-             with git_token_location (or an SSH key with git_ssh_key_location)"
-                .to_owned(),
-        );
+        return Err(RepoUrlError::CredentialInUrl);
     }
     match scheme.as_str() {
         "https" | "ssh" | "git+ssh" | "ssh+git" => Ok(()),
         "http" | "git" if host(repo).is_some_and(|h| is_loopback(&h)) => Ok(()),
-        "http" | "git" => Err(format!(
-            "uses {scheme}://, which does not authenticate the server (anyone on the path \
-             could change the code): use https:// or ssh (plain {scheme}:// only to this \
-             machine)"
-        )),
+        "http" | "git" => Err(RepoUrlError::Unauthenticated { scheme }),
         "file" => local_only(platform),
-        _ => Err(format!(
-            "uses {scheme}://: give an https:// or ssh repository"
-        )),
+        _ => Err(RepoUrlError::UnknownScheme { scheme }),
     }
 }
 
@@ -112,14 +145,11 @@ fn is_scp_like(repo: &str) -> bool {
     }
 }
 
-fn local_only(platform: Platform) -> Result<(), String> {
+/// A local repository: accepted only on the local engine.
+fn local_only(platform: Platform) -> Result<(), RepoUrlError> {
     match platform {
         Platform::Local => Ok(()),
-        Platform::Aws => Err(
-            "is a local repository (a path or file:// URL), which init-job would read from \
-             its own file system: on AWS give an https:// or ssh repository"
-                .to_owned(),
-        ),
+        Platform::Aws => Err(RepoUrlError::LocalOnAws),
     }
 }
 
@@ -174,7 +204,10 @@ mod tests {
         }
         for repo in ["file:///srv/repo", "/srv/repo", "../repo"] {
             assert_eq!(check(repo, Local), Ok(()), "{repo}");
-            assert!(check(repo, Aws).unwrap_err().contains("on AWS"), "{repo}");
+            assert!(
+                check(repo, Aws).unwrap_err().to_string().contains("on AWS"),
+                "{repo}"
+            );
         }
     }
 }

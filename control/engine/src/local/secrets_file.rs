@@ -60,7 +60,7 @@ impl SecretsFile {
             })?;
         let mut values = BTreeMap::new();
         for (key, value) in object {
-            let location = SecretLocation::parse(&key).map_err(&fail)?;
+            let location = SecretLocation::parse(&key).map_err(|e| fail(e.to_string()))?;
             let text = match (value, &location) {
                 (serde_json::Value::String(text), _) => text,
                 (object @ serde_json::Value::Object(_), SecretLocation::SecretsManager(_)) => {

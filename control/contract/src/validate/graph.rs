@@ -1,0 +1,237 @@
+//! The dependency graph: each order's `dependencies` resolved to order numbers, and the graph
+//! checked for cycles.
+//!
+//! A dependency names another order by its queue id (compared after normalising numbers, so
+//! `"0001"`, `"1"` and `1` are the same) or by its name; a reference that is both, to two
+//! different orders, is refused as ambiguous rather than guessed at. A job whose orders wait
+//! on each other in a cycle would never finish, so a cycle is refused too, and reported as the
+//! path of order names that closes it (`a -> c -> b -> a`).
+
+use std::collections::HashMap;
+
+use super::{OrderCtx, ValidOrder, ValidationError, normalise_ref, orders_label};
+use crate::ids::OrderNum;
+use crate::job::{OrderSpec, Reference};
+
+/// The orders `order` (checked from `spec`) waits for, sorted, without repeats.
+pub(super) fn resolve_dependencies(
+    order: &ValidOrder,
+    spec: &OrderSpec,
+    orders: &[ValidOrder],
+    by_queue_id: &HashMap<String, usize>,
+    by_name: &HashMap<String, usize>,
+) -> Result<Vec<OrderNum>, ValidationError> {
+    let ctx = OrderCtx {
+        num: order.order_num,
+        name: order.order_name.clone(),
+    };
+    let mut resolved = Vec::with_capacity(spec.dependencies.len());
+    for reference in &spec.dependencies {
+        let index = resolve_one(&ctx, reference, orders, by_queue_id, by_name)?;
+        if orders[index].order_num == order.order_num {
+            return Err(ctx.error(
+                "dependencies",
+                format!(
+                    "dependency cycle: the order depends on itself ({:?})",
+                    reference.as_str()
+                ),
+            ));
+        }
+        resolved.push(orders[index].order_num);
+    }
+    resolved.sort();
+    resolved.dedup();
+    Ok(resolved)
+}
+
+/// The index of the order `reference` names, by queue id or by name.
+fn resolve_one(
+    ctx: &OrderCtx,
+    reference: &Reference,
+    orders: &[ValidOrder],
+    by_queue_id: &HashMap<String, usize>,
+    by_name: &HashMap<String, usize>,
+) -> Result<usize, ValidationError> {
+    let by_id = by_queue_id.get(&normalise_ref(reference.as_str())).copied();
+    let by_order_name = by_name.get(reference.as_str()).copied();
+    match (by_id, by_order_name) {
+        (Some(a), Some(b)) if a != b => Err(ctx.error(
+            "dependencies",
+            format!(
+                "dependency {:?} is ambiguous: it is the queue_id of order {} and the order_name of order {}",
+                reference.as_str(),
+                orders_label(orders, a),
+                orders_label(orders, b)
+            ),
+        )),
+        (Some(index), _) | (None, Some(index)) => Ok(index),
+        (None, None) => Err(ctx.error(
+            "dependencies",
+            format!("unknown dependency {:?}: no order has that queue_id or order_name", reference.as_str()),
+        )),
+    }
+}
+
+/// Finds a cycle with a depth-first search and reports it as a path of order names.
+pub(super) fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut marks = vec![Mark::New; orders.len()];
+    for start in 0..orders.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (order index, next dependency to visit).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let deps = &orders[node].depends_on;
+            if *next == deps.len() {
+                marks[node] = Mark::Done;
+                stack.pop();
+                continue;
+            }
+            let dep = deps[*next].index().expect("dependencies are real orders");
+            *next += 1;
+            match marks[dep] {
+                Mark::Done => {}
+                Mark::New => {
+                    marks[dep] = Mark::OnPath;
+                    stack.push((dep, 0));
+                }
+                Mark::OnPath => {
+                    let from = stack.iter().position(|&(n, _)| n == dep).expect("on path");
+                    let mut path: Vec<&str> = stack[from..]
+                        .iter()
+                        .map(|&(n, _)| orders[n].order_name.as_str())
+                        .collect();
+                    path.push(&orders[dep].order_name);
+                    let first = &orders[dep];
+                    return Err(OrderCtx {
+                        num: first.order_num,
+                        name: first.order_name.clone(),
+                    }
+                    .error(
+                        "dependencies",
+                        format!("dependency cycle: {}", path.join(" -> ")),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{check, error_of};
+
+    #[test]
+    fn dependencies_resolve_by_name_padded_number_or_queue_id() {
+        let job = check(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5,"order_name":"build"},
+                {"cmds":["true"],"timeout":5,"queue_id":"lint"},
+                {"cmds":["true"],"timeout":5,"dependencies":["build","lint","0001",1]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.orders[2].depends_on,
+            vec![OrderNum::from_index(0), OrderNum::from_index(1)]
+        );
+    }
+
+    #[test]
+    fn unknown_dependency_names_the_reference() {
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a","dependencies":["biuld"]}]}"#,
+        );
+        assert!(
+            e.contains("order 0001 (a)") && e.contains("unknown dependency \"biuld\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cycles_are_reported_as_paths() {
+        let e = error_of(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5,"order_name":"a","dependencies":["c"]},
+                {"cmds":["true"],"timeout":5,"order_name":"b","dependencies":["a"]},
+                {"cmds":["true"],"timeout":5,"order_name":"c","dependencies":["b"]}]}"#,
+        );
+        assert!(e.contains("dependency cycle: a -> c -> b -> a"), "{e}");
+    }
+
+    #[test]
+    fn cycles_through_default_queue_ids_are_found() {
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":[2]},{"cmds":["true"],"timeout":5,"dependencies":["1"]}]}"#,
+        );
+        assert!(
+            e.contains("dependency cycle: order-1 -> order-2 -> order-1"),
+            "{e}"
+        );
+        let e = error_of(r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":["0001"]}]}"#);
+        assert!(e.contains("depends on itself"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::job::{JobSpec, OrderSpec};
+    use crate::validate::{ValidateOptions, validate};
+    use proptest::prelude::*;
+
+    fn job_with_edges(n: usize, edges: &[(usize, usize)]) -> JobSpec {
+        let mut orders: Vec<OrderSpec> = (0..n)
+            .map(|_| OrderSpec {
+                cmds: Some(vec!["true".into()]),
+                timeout: Some(5),
+                ..OrderSpec::default()
+            })
+            .collect();
+        for &(from, to) in edges {
+            orders[from]
+                .dependencies
+                .push(Reference((to + 1).to_string()));
+        }
+        JobSpec {
+            orders,
+            ..JobSpec::default()
+        }
+    }
+
+    proptest! {
+        /// Invariant: a graph whose edges all point to earlier orders is a DAG and validates;
+        /// adding one edge from an order to one of its transitive dependents makes a cycle
+        /// that validation reports.
+        #[test]
+        fn forward_edges_validate_and_a_back_edge_is_a_cycle(
+            n in 2usize..12,
+            raw in proptest::collection::vec((0usize..100, 0usize..100), 0..30),
+        ) {
+            let edges: Vec<(usize, usize)> = raw
+                .iter()
+                .map(|&(a, b)| (a % n, b % n))
+                .filter(|&(a, b)| a > b)
+                .collect();
+            let options = ValidateOptions::local("p");
+            let dag = job_with_edges(n, &edges);
+            prop_assert!(validate(&dag, &options).is_ok());
+            if let Some(&(from, to)) = edges.first() {
+                // `from` depends on `to`; make `to` depend on `from`.
+                let mut cyclic = edges.clone();
+                cyclic.push((to, from));
+                let err = validate(&job_with_edges(n, &cyclic), &options).unwrap_err();
+                prop_assert!(err.message.contains("dependency cycle"), "{}", err);
+            }
+        }
+    }
+}
