@@ -6,24 +6,45 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+/// Why an order's env could not be decrypted: which step failed (key, decryption, JSON).
+/// No message holds the key or a decrypted value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvError {
+    /// The identity the dispatch carries is not an age identity.
+    #[error("the order's key is not an age identity: {reason}")]
+    BadKey {
+        /// age's reason (never the key).
+        reason: &'static str,
+    },
+    /// `env.json.age` is not age data.
+    #[error("env.json.age is not age data: {0}")]
+    NotAge(#[source] age::DecryptError),
+    /// `env.json.age` cannot be decrypted with the order's key.
+    #[error("env.json.age cannot be decrypted with the order's key: {0}")]
+    Decrypt(#[source] age::DecryptError),
+    /// The plaintext is not a JSON object of strings.
+    #[error("env.json.age does not hold a JSON object of strings: {0}")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// Decrypts `ciphertext` with the age identity `secret_key` into the order's variables.
 ///
 /// # Errors
 ///
-/// A message saying which step failed (key, decryption, JSON) without any secret in it.
+/// An [`EnvError`] saying which step failed (key, decryption, JSON), without any secret in
+/// it.
 pub fn decrypt_env(
     ciphertext: &[u8],
     secret_key: &str,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, EnvError> {
     let identity = age::x25519::Identity::from_str(secret_key.trim())
-        .map_err(|e| format!("the order's key is not an age identity: {e}"))?;
-    let decryptor = age::Decryptor::new(ciphertext)
-        .map_err(|e| format!("env.json.age is not age data: {e}"))?;
+        .map_err(|reason| EnvError::BadKey { reason })?;
+    let decryptor = age::Decryptor::new(ciphertext).map_err(EnvError::NotAge)?;
     let reader = decryptor
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|e| format!("env.json.age cannot be decrypted with the order's key: {e}"))?;
-    serde_json::from_reader(reader)
-        .map_err(|e| format!("env.json.age does not hold a JSON object of strings: {e}"))
+        .map_err(EnvError::Decrypt)?;
+    serde_json::from_reader(reader).map_err(EnvError::NotJson)
 }
 
 #[cfg(test)]
@@ -57,15 +78,20 @@ mod tests {
         let identity = age::x25519::Identity::generate();
         let other = age::x25519::Identity::generate();
         let ciphertext = encrypt_to(&identity, br#"{"TOKEN":"s3cr3t-value"}"#);
-        let wrong_key = decrypt_env(&ciphertext, other.to_string().expose_secret()).unwrap_err();
+        let wrong_key = decrypt_env(&ciphertext, other.to_string().expose_secret())
+            .unwrap_err()
+            .to_string();
         assert!(wrong_key.contains("cannot be decrypted"), "{wrong_key}");
-        let bad_key = decrypt_env(&ciphertext, "not-a-key").unwrap_err();
+        let bad_key = decrypt_env(&ciphertext, "not-a-key")
+            .unwrap_err()
+            .to_string();
         assert!(bad_key.contains("not an age identity"), "{bad_key}");
         let not_json = decrypt_env(
             &encrypt_to(&identity, b"TOKEN=s3cr3t-value"),
             identity.to_string().expose_secret(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(not_json.contains("JSON object of strings"), "{not_json}");
         for message in [wrong_key, bad_key, not_json] {
             assert!(!message.contains("s3cr3t"), "{message}");

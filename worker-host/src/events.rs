@@ -93,17 +93,31 @@ fn read_events(dir: &Path) -> (Vec<OrderEmitted>, Vec<String>) {
     (events, skipped)
 }
 
-fn read_event(path: &Path) -> Result<OrderEmitted, String> {
+/// Why an event file was skipped (noted in the order's log after `skipped event NAME: `).
+#[derive(Debug, thiserror::Error)]
+enum SkippedEvent {
+    /// It cannot be read.
+    #[error("cannot be read: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// It is a link, a folder or another special file.
+    #[error("not a regular file")]
+    NotAFile,
+    /// It is not an event (too large, not JSON, a bad kind).
+    #[error(transparent)]
+    Bad(#[from] BadEvent),
+}
+
+fn read_event(path: &Path) -> Result<OrderEmitted, SkippedEvent> {
     // `symlink_metadata` and the size check first: a link or a huge file is never opened.
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(path).map_err(SkippedEvent::Unreadable)?;
     if !meta.is_file() {
-        return Err("not a regular file".to_owned());
+        return Err(SkippedEvent::NotAFile);
     }
     if meta.len() > MAX_EVENT_FILE_BYTES {
-        return Err(BadEvent::TooLarge { size: meta.len() }.to_string());
+        return Err(BadEvent::TooLarge { size: meta.len() }.into());
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let mut event = parse_event_file(&bytes).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(path).map_err(SkippedEvent::Unreadable)?;
+    let mut event = parse_event_file(&bytes)?;
     if event.at_ms.is_none() {
         event.at_ms = meta
             .modified()

@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use sluice_contract::events::EVENTS_DIR_VAR;
 
-use crate::envelope::decrypt_env;
+use crate::envelope::{EnvError, decrypt_env};
 use crate::events::collect_events;
 use crate::extract::{ExtractLimits, extract, read_entry};
 use crate::io::{Delivery, IoError, WorkerIo};
@@ -122,6 +122,30 @@ enum BundleError {
     },
 }
 
+/// Why a bundle's order could not run once opened (the attempt is reported failed with
+/// this reason, unless the claim failed: then only the attempt's holder reports).
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    /// The attempt could not be claimed.
+    #[error("claiming the attempt: {0}")]
+    Claim(#[source] IoError),
+    /// The task decrypting the env failed (it panicked or was cancelled).
+    #[error("decrypting the env: {0}")]
+    DecryptTask(#[source] tokio::task::JoinError),
+    /// The env cannot be decrypted.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// The log's spool file cannot be created.
+    #[error("creating the log spool: {0}")]
+    LogSpool(#[source] std::io::Error),
+    /// The events folder cannot be created.
+    #[error("creating the events folder: {0}")]
+    EventsFolder(#[source] std::io::Error),
+    /// The log cannot be written to its spool file.
+    #[error("writing the log: {0}")]
+    WriteLog(#[source] std::io::Error),
+}
+
 /// Largest manifest or encrypted env a worker reads into memory.
 const MAX_SMALL_FILE: u64 = 16 << 20;
 
@@ -159,7 +183,7 @@ async fn run_attempt(
         // by the attempt's holder only: a duplicate worker's failure (a throttled fetch)
         // must not decide an attempt another worker runs.
         Err(error) => {
-            if claim_attempt(payload, io, config, patience).await == Ok(false) {
+            if let Ok(false) = claim_attempt(payload, io, config, patience).await {
                 return WorkerReport::AlreadyClaimed;
             }
             tracing::error!(%error, "the bundle is unusable; reporting the order failed");
@@ -184,7 +208,7 @@ async fn run_attempt(
         Ok(None) => return WorkerReport::AlreadyClaimed,
         Err(reason) => {
             tracing::error!(%reason, "order could not run");
-            failed_result(reason)
+            failed_result(reason.to_string())
         }
     };
     report(io, result, payload, sending).await
@@ -312,7 +336,7 @@ async fn claim_attempt(
     io: &dyn WorkerIo,
     config: &WorkerConfig,
     patience: tokio::time::Instant,
-) -> Result<bool, String> {
+) -> Result<bool, AttemptError> {
     let claim = Claim {
         attempt: payload.attempt.clone(),
         claimed_at_ms: now_ms(),
@@ -330,21 +354,21 @@ async fn claim_attempt(
         }
     })
     .await
-    .map_err(|e| format!("claiming the attempt: {e}"))
+    .map_err(AttemptError::Claim)
 }
 
 /// Most bytes of a claim read back (a claim is a few dozen).
 const MAX_CLAIM_BYTES: u64 = 4096;
 
 /// Claims, decrypts and runs; `Ok(None)` when the attempt was claimed by someone else (or
-/// the run is being stopped), `Err(reason)` for a failure the result should explain.
+/// the run is being stopped), `Err` for a failure the result should explain.
 async fn prepare_and_run(
     payload: &DispatchPayload,
     io: &dyn WorkerIo,
     config: &WorkerConfig,
     opened: &OpenedBundle,
     patience: tokio::time::Instant,
-) -> Result<Option<ResultDoc>, String> {
+) -> Result<Option<ResultDoc>, AttemptError> {
     let (manifest, work) = (&opened.manifest, opened.work.path());
     if config.stop.is_cancelled() {
         // The run is being stopped: nothing more starts.
@@ -359,7 +383,7 @@ async fn prepare_and_run(
     let identity = payload.identity.clone();
     let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, identity.expose()))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(AttemptError::DecryptTask)??;
     // init_job lists the secret names; names that look secret are masked even if a bundle
     // made elsewhere forgot them.
     let redactor = Arc::new(Redactor::new(secrets.iter().filter_map(|(name, value)| {
@@ -369,7 +393,7 @@ async fn prepare_and_run(
 
     let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
     let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes)
-        .map_err(|e| format!("creating the log spool: {e}"))?;
+        .map_err(AttemptError::LogSpool)?;
     for name in redactor.unmasked() {
         log.note(&format!(
             "warning: the secret {name} is shorter than {MIN_SECRET_LEN} characters and is not masked in this log"
@@ -379,7 +403,7 @@ async fn prepare_and_run(
     let events_dir = work.join(EVENTS_FOLDER);
     tokio::fs::create_dir(&events_dir)
         .await
-        .map_err(|e| format!("creating the events folder: {e}"))?;
+        .map_err(AttemptError::EventsFolder)?;
     let task = TaskRun {
         config,
         manifest,
@@ -390,10 +414,7 @@ async fn prepare_and_run(
     };
     let (status, exit_code, reason) = task.run(&log).await;
     let events = collect_events(&events_dir, &log, &redactor).await;
-    let summary = log
-        .finish()
-        .await
-        .map_err(|e| format!("writing the log: {e}"))?;
+    let summary = log.finish().await.map_err(AttemptError::WriteLog)?;
     let mut doc = ResultDoc::new(status, summary.tail);
     doc.exit_code = exit_code;
     doc.reason = reason.map(|r| redactor.redact_str(&r).into_owned());

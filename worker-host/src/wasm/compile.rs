@@ -36,6 +36,7 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, InstancePre, Module};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use super::error::{CacheError, ModuleError};
 use super::sandbox::GuestState;
 
 /// Largest module file read.
@@ -77,9 +78,6 @@ pub enum Provenance {
     /// Already prepared in this process.
     MemoryCache,
 }
-
-/// Why a guest cannot be prepared (becomes the order's failure reason).
-pub type PrepareError = String;
 
 /// What [`GuestCache::lookup`] found.
 #[derive(Debug)]
@@ -202,19 +200,19 @@ impl GuestCache {
     ///
     /// # Errors
     ///
-    /// A reason naming the module and what is wrong with it.
-    pub fn lookup(&self, path: &Path) -> Result<Lookup, PrepareError> {
-        let named = |e: String| format!("module {}: {e}", path_name(path));
-        let binary = read_binary(path).map_err(named)?;
+    /// Why the module (named by its file name) cannot be read or linked.
+    pub fn lookup(&self, path: &Path) -> Result<Lookup, ModuleError> {
+        let name = path_name(path);
+        let binary = read_binary(path, &name)?;
         let digest: [u8; 32] = Sha256::digest(&binary).into();
         if let Some(prepared) = self.lock_prepared().get(&digest) {
             return Ok(Lookup::Ready(prepared.clone(), Provenance::MemoryCache));
         }
-        let kind = GuestKind::of(&binary).ok_or_else(|| {
-            named("is a WebAssembly binary of an unknown version or layer".to_owned())
+        let kind = GuestKind::of(&binary).ok_or_else(|| ModuleError::UnknownVersion {
+            module: name.clone(),
         })?;
         let source = Source {
-            name: path_name(path),
+            name,
             binary,
             digest,
             kind,
@@ -222,9 +220,9 @@ impl GuestCache {
         if let Some((disk, file)) = self.disk_entry(&digest)
             && file.is_file()
         {
-            match self.load(disk, &file, &digest, kind) {
+            match self.load(disk, &file, &source) {
                 Ok(prepared) => {
-                    let prepared = prepared.map_err(named)?;
+                    let prepared = prepared?;
                     return Ok(Lookup::Ready(
                         self.keep(&source, prepared),
                         Provenance::DiskCache,
@@ -244,10 +242,10 @@ impl GuestCache {
     ///
     /// # Errors
     ///
-    /// A reason naming the module: the code does not load, or the guest cannot be linked.
+    /// Why the module cannot be prepared: the code does not load, or the guest cannot be
+    /// linked.
     #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
-    pub fn finish(&self, source: &Source, code: &[u8]) -> Result<Prepared, PrepareError> {
-        let named = |e: String| format!("module {}: {e}", source.name);
+    pub fn finish(&self, source: &Source, code: &[u8]) -> Result<Prepared, ModuleError> {
         // SAFETY: `code` was made from `source` a moment ago by this program's own compiler,
         // in this process or in a child process of this binary that got the module on its
         // stdin and answered on its stdout, with an engine of this configuration. Only a
@@ -255,9 +253,12 @@ impl GuestCache {
         // before the child makes itself undumpable): on AWS there is none but the worker
         // (one order at a time, its processes gone before the next); locally such a process
         // — a shell order — runs as the user and already has the user's every power.
-        let prepared = unsafe { self.link_code(source.kind, code) }
-            .map_err(named)?
-            .map_err(named)?;
+        let prepared = unsafe { self.link_code(source, code) }.map_err(|error| {
+            ModuleError::CodeDoesNotLoad {
+                module: source.name.clone(),
+                source: error,
+            }
+        })??;
         if let Some((disk, file)) = self.disk_entry(&source.digest) {
             let sealed = disk.seal(&self.config_tag, &source.digest, code.to_vec());
             if let Err(error) = write_atomically(&file, &sealed) {
@@ -299,23 +300,22 @@ impl GuestCache {
         &self,
         disk: &DiskCache,
         file: &Path,
-        digest: &[u8; 32],
-        kind: GuestKind,
-    ) -> Result<Result<Prepared, String>, String> {
-        let sealed = std::fs::read(file).map_err(|e| e.to_string())?;
+        source: &Source,
+    ) -> Result<Result<Prepared, ModuleError>, CacheError> {
+        let sealed = std::fs::read(file).map_err(CacheError::ReadEntry)?;
         let code = disk
-            .unseal(&self.config_tag, digest, &sealed)
-            .ok_or("its authentication code does not match (not written by this cache)")?;
+            .unseal(&self.config_tag, &source.digest, &sealed)
+            .ok_or(CacheError::EntryNotOurs)?;
         // SAFETY: `code` is exactly what a compiler made, in this cache, for this module and
         // an engine of this configuration: its HMAC, under a key only this cache's folder
         // holds and nothing but this code writes, covers the configuration, the module's
         // digest and every byte of the code (so it is neither partial, damaged, another
         // module's, nor anyone else's).
-        unsafe { self.link_code(kind, code) }
+        unsafe { self.link_code(source, code) }.map_err(CacheError::EntryDoesNotLoad)
     }
 
-    /// Loads compiled `code` of a guest of `kind` and links it. The outer error means the
-    /// code does not load; the inner one that the guest cannot be linked.
+    /// Loads compiled `code` of the guest `source` and links it. The outer error (wasmtime's)
+    /// means the code does not load; the inner one that the guest cannot be linked.
     ///
     /// # Safety
     ///
@@ -325,48 +325,55 @@ impl GuestCache {
     #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see Safety")]
     unsafe fn link_code(
         &self,
-        kind: GuestKind,
+        source: &Source,
         code: &[u8],
-    ) -> Result<Result<Prepared, String>, String> {
-        Ok(match kind {
+    ) -> wasmtime::Result<Result<Prepared, ModuleError>> {
+        Ok(match source.kind {
             GuestKind::Component => {
                 // SAFETY: the caller's promise.
-                let component = unsafe { Component::deserialize(&self.engine, code) }
-                    .map_err(|e| format!("{e:#}"))?;
-                self.link_component(&component)
+                let component = unsafe { Component::deserialize(&self.engine, code) }?;
+                self.link_component(&source.name, &component)
             }
             GuestKind::Module => {
                 // SAFETY: the caller's promise.
-                let module = unsafe { Module::deserialize(&self.engine, code) }
-                    .map_err(|e| format!("{e:#}"))?;
-                self.link_module(&module)
+                let module = unsafe { Module::deserialize(&self.engine, code) }?;
+                self.link_module(&source.name, &module)
             }
         })
     }
 
-    fn link_module(&self, module: &Module) -> Result<Prepared, String> {
+    /// Links the core module `name`.
+    fn link_module(&self, name: &str, module: &Module) -> Result<Prepared, ModuleError> {
         if module.get_export("_start").is_none() {
-            return Err(
-                "has no `_start` export: build it as a WASI command (reactor modules cannot run as orders)"
-                    .to_owned(),
-            );
+            return Err(ModuleError::NoStart {
+                module: name.to_owned(),
+            });
         }
         let pre = self
             .linkers
             .module
             .instantiate_pre(module)
-            .map_err(|e| format!("cannot be linked: {e:#}"))?;
+            .map_err(|source| ModuleError::Link {
+                module: name.to_owned(),
+                source,
+            })?;
         Ok(Prepared::Module(pre))
     }
 
-    fn link_component(&self, component: &Component) -> Result<Prepared, String> {
+    /// Links the component `name`.
+    fn link_component(&self, name: &str, component: &Component) -> Result<Prepared, ModuleError> {
         let pre = self
             .linkers
             .component
             .instantiate_pre(component)
-            .map_err(|e| format!("cannot be linked: {e:#}"))?;
-        let command = CommandPre::new(pre)
-            .map_err(|e| format!("is not a WASI command (no `wasi:cli/run` export): {e:#}"))?;
+            .map_err(|source| ModuleError::Link {
+                module: name.to_owned(),
+                source,
+            })?;
+        let command = CommandPre::new(pre).map_err(|source| ModuleError::NotCommand {
+            module: name.to_owned(),
+            source,
+        })?;
         Ok(Prepared::Component(command))
     }
 }
@@ -378,23 +385,30 @@ fn path_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The module as a binary: read (bounded), and converted from the text format if need be.
-fn read_binary(path: &Path) -> Result<Vec<u8>, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot be read: {e}"))?
-        .len();
+/// The module `name` at `path` as a binary: read (bounded), and converted from the text
+/// format if need be.
+fn read_binary(path: &Path, name: &str) -> Result<Vec<u8>, ModuleError> {
+    let unreadable = |source: std::io::Error| ModuleError::Unreadable {
+        module: name.to_owned(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > MAX_MODULE_BYTES {
-        return Err(format!(
-            "is {size} bytes, more than the {MAX_MODULE_BYTES} a module may be"
-        ));
+        return Err(ModuleError::TooLarge {
+            module: name.to_owned(),
+            size,
+        });
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let bytes = std::fs::read(path).map_err(unreadable)?;
     if bytes.starts_with(WASM_MAGIC) {
         return Ok(bytes);
     }
     wat::parse_bytes(&bytes)
         .map(|binary| binary.into_owned())
-        .map_err(|e| format!("is neither a WebAssembly binary nor valid text format: {e}"))
+        .map_err(|source| ModuleError::NotWasm {
+            module: name.to_owned(),
+            source,
+        })
 }
 
 type CacheMac = Hmac<Sha256>;
@@ -410,7 +424,7 @@ struct DiskCache {
 
 impl DiskCache {
     /// Opens (creating) the cache folder `dir` and its key.
-    fn open(dir: &Path) -> Result<DiskCache, String> {
+    fn open(dir: &Path) -> Result<DiskCache, CacheError> {
         private_dir(dir)?;
         let key = read_or_make_key(&dir.join(KEY_FILE))?;
         Ok(DiskCache {
@@ -452,7 +466,7 @@ impl DiskCache {
 
 /// The cache's key: read from `file` (which must be ours and readable by no one else), or
 /// made at random and written there, readable by this user only, when there is none.
-fn read_or_make_key(file: &Path) -> Result<[u8; 32], String> {
+fn read_or_make_key(file: &Path) -> Result<[u8; 32], CacheError> {
     let mut key = [0u8; 32];
     match std::fs::OpenOptions::new()
         .write(true)
@@ -461,47 +475,47 @@ fn read_or_make_key(file: &Path) -> Result<[u8; 32], String> {
         .open(file)
     {
         Ok(mut created) => {
-            getrandom::fill(&mut key).map_err(|e| format!("cannot make a key: {e}"))?;
+            getrandom::fill(&mut key).map_err(CacheError::MakeKey)?;
             created
                 .write_all(&key)
                 .and_then(|()| created.sync_all())
-                .map_err(|e| format!("cannot write its key: {e}"))?;
+                .map_err(CacheError::WriteKey)?;
             return Ok(key);
         }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(format!("cannot create its key: {error}")),
+        Err(error) => return Err(CacheError::CreateKey(error)),
     }
-    let meta = std::fs::symlink_metadata(file).map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(file).map_err(CacheError::InspectKey)?;
     if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err("its key file is not a file of this user".to_owned());
+        return Err(CacheError::KeyNotOurs);
     }
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err("its key file is readable by others".to_owned());
+        return Err(CacheError::KeyReadable);
     }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read its key: {e}"))?;
+    let bytes = std::fs::read(file).map_err(CacheError::ReadKey)?;
     key.copy_from_slice(
         bytes
             .get(..32)
             .filter(|_| bytes.len() == 32)
-            .ok_or("its key file is not a key")?,
+            .ok_or(CacheError::NotAKey)?,
     );
     Ok(key)
 }
 
 /// Creates `dir` (0700) if needed and checks nobody but us can write there, since what is
 /// loaded from it runs as native code.
-fn private_dir(dir: &Path) -> Result<(), String> {
+fn private_dir(dir: &Path) -> Result<(), CacheError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create it: {e}"))?;
-    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+        .map_err(CacheError::CreateDir)?;
+    let meta = std::fs::metadata(dir).map_err(CacheError::InspectDir)?;
     if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err("it belongs to another user".to_owned());
+        return Err(CacheError::DirNotOurs);
     }
     if meta.permissions().mode() & 0o022 != 0 {
-        return Err("others can write to it".to_owned());
+        return Err(CacheError::DirWritable);
     }
     Ok(())
 }

@@ -23,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::Engine;
 
 use super::compile::{GuestKind, MAX_MODULE_BYTES, Source};
-use super::engine_config;
+use super::error::{ModuleError, ServeError};
+use super::new_engine;
 
 /// The first argument that makes a Sluice binary a compiler.
 pub const COMPILER_ARG: &str = "--sluice-compile-wasm";
@@ -76,40 +77,56 @@ impl CompileIn {
         engine: &Engine,
         source: Arc<Source>,
         metered: bool,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, ModuleError> {
         let name = source.name.clone();
         let code = match self {
             CompileIn::ThisProcess => {
                 let engine = engine.clone();
                 tokio::task::spawn_blocking(move || precompile(&engine, &source))
                     .await
-                    .map_err(|e| format!("compiling: {e}"))?
+                    .map_err(|source| ModuleError::Task {
+                        module: name.clone(),
+                        step: "compiling",
+                        source,
+                    })?
+                    .map_err(|source| ModuleError::Invalid {
+                        module: name.clone(),
+                        source,
+                    })?
             }
-            CompileIn::Child(binary) => in_child(binary, &source, metered).await,
+            CompileIn::Child(binary) => in_child(binary, &source, metered).await?,
         };
-        let code = code.map_err(|e| format!("module {name}: {e}"))?;
         if code.len() as u64 > MAX_CODE_BYTES {
-            return Err(format!(
-                "module {name}: compiles to more than {MAX_CODE_BYTES} bytes"
-            ));
+            return Err(ModuleError::CodeTooLarge {
+                module: name,
+                limit: MAX_CODE_BYTES,
+            });
         }
         Ok(code)
     }
 }
 
-/// wasmtime's compilation of `source` for `engine`.
-fn precompile(engine: &Engine, source: &Source) -> Result<Vec<u8>, String> {
+/// wasmtime's compilation of `source` for `engine`; its error says why the module is
+/// invalid.
+fn precompile(engine: &Engine, source: &Source) -> wasmtime::Result<Vec<u8>> {
     match source.kind {
         GuestKind::Module => engine.precompile_module(&source.binary),
         GuestKind::Component => engine.precompile_component(&source.binary),
     }
-    .map_err(|e| format!("invalid: {e:#}"))
 }
 
 /// Compiles `source` in a child process of `binary`.
-async fn in_child(binary: &PathBuf, source: &Source, metered: bool) -> Result<Vec<u8>, String> {
-    let failed =
-        |what: &str, e: std::io::Error| format!("{what} the compiler {}: {e}", binary.display());
+async fn in_child(
+    binary: &PathBuf,
+    source: &Source,
+    metered: bool,
+) -> Result<Vec<u8>, ModuleError> {
+    let failed = |step: &'static str, e: std::io::Error| ModuleError::CompilerIo {
+        module: source.name.clone(),
+        step,
+        compiler: binary.clone(),
+        source: e,
+    };
     let mut child = tokio::process::Command::new(binary)
         .arg(COMPILER_ARG)
         .arg(if metered { "metered" } else { "plain" })
@@ -123,7 +140,9 @@ async fn in_child(binary: &PathBuf, source: &Source, metered: bool) -> Result<Ve
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err("the compiler's pipes were not opened".to_owned());
+        return Err(ModuleError::CompilerPipes {
+            module: source.name.clone(),
+        });
     };
     // Dropping stdin once written closes it: the compiler reads until end of file.
     let write = async move {
@@ -141,8 +160,15 @@ async fn in_child(binary: &PathBuf, source: &Source, metered: bool) -> Result<Ve
     if !status.success() {
         let message = String::from_utf8_lossy(&message);
         return Err(match message.trim() {
-            "" => format!("the compiler {} ended with {status}", binary.display()),
-            text => text.to_owned(),
+            "" => ModuleError::CompilerEnded {
+                module: source.name.clone(),
+                compiler: binary.clone(),
+                status,
+            },
+            text => ModuleError::CompilerFailed {
+                module: source.name.clone(),
+                message: text.to_owned(),
+            },
         });
     }
     written.map_err(|e| failed("writing the module to", e))?;
@@ -192,34 +218,30 @@ pub fn serve_if_asked() {
         stdout
             .write_all(&code)
             .and_then(|()| stdout.flush())
-            .map_err(|e| format!("writing the compiled code: {e}"))
+            .map_err(ServeError::WriteCode)
     });
     std::process::exit(match compiled {
         Ok(()) => 0,
-        Err(message) => {
-            eprintln!("{message}");
+        Err(error) => {
+            eprintln!("{error}");
             1
         }
     });
 }
 
 /// Compiles the module on stdin for an engine configured as the worker's.
-fn compile_stdin(metered: bool) -> Result<Vec<u8>, String> {
+fn compile_stdin(metered: bool) -> Result<Vec<u8>, ServeError> {
     let mut binary = Vec::new();
     std::io::stdin()
         .lock()
         .take(MAX_MODULE_BYTES + 1)
         .read_to_end(&mut binary)
-        .map_err(|e| format!("reading the module: {e}"))?;
+        .map_err(ServeError::ReadModule)?;
     if binary.len() as u64 > MAX_MODULE_BYTES {
-        return Err(format!(
-            "is more than the {MAX_MODULE_BYTES} bytes a module may be"
-        ));
+        return Err(ServeError::TooLarge);
     }
-    let kind =
-        GuestKind::of(&binary).ok_or("is a WebAssembly binary of an unknown version or layer")?;
-    let engine =
-        Engine::new(&engine_config(metered)).map_err(|e| format!("starting wasmtime: {e:#}"))?;
+    let kind = GuestKind::of(&binary).ok_or(ServeError::UnknownVersion)?;
+    let engine = new_engine(metered)?;
     let source = Source::new(String::new(), binary, kind);
-    precompile(&engine, &source)
+    precompile(&engine, &source).map_err(ServeError::Invalid)
 }

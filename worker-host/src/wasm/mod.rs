@@ -17,9 +17,14 @@
 //! a host call (`sleep`, `poll`), by dropping its future. Memory: a guard (module `limits`) with a
 //! budget of `memory_mb` for all the store's memories and tables. Fuel, when the order sets it, meters
 //! instructions deterministically.
+//!
+//! A guest that cannot start fails its order with a [`WasmError`] as the reason (module
+//! `error`): the engine could not be built, the module cannot be found, read, compiled or
+//! linked, or a grant cannot be given.
 
 mod compile;
 mod compiler;
+mod error;
 mod limits;
 mod output;
 mod sandbox;
@@ -36,6 +41,7 @@ use wasmtime_wasi::I32Exit;
 
 use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance};
 pub use self::compiler::{COMPILER_ARG, CompileIn, serve_if_asked};
+pub use self::error::{CacheError, EngineError, GrantError, ModuleError, MountError, WasmError};
 pub use self::sandbox::Grants;
 use self::sandbox::{GuestState, NotInCode, guest_state, resolve_in_code};
 use crate::log_sink::LogSink;
@@ -77,8 +83,8 @@ pub struct WasmOrder<'a> {
 pub struct WasmRuntime {
     cache_dir: Option<PathBuf>,
     compile_in: CompileIn,
-    plain: OnceLock<Result<Arc<GuestCache>, String>>,
-    metered: OnceLock<Result<Arc<GuestCache>, String>>,
+    plain: OnceLock<Result<Arc<GuestCache>, EngineError>>,
+    metered: OnceLock<Result<Arc<GuestCache>, EngineError>>,
 }
 
 impl WasmRuntime {
@@ -104,10 +110,15 @@ impl WasmRuntime {
             let metered = spec.fuel.is_some();
             let cache = self.cache(metered)?;
             let module = module_path(order.grants.code_root, &spec.module)?;
+            let preparing = |source: tokio::task::JoinError| ModuleError::Task {
+                module: spec.module.clone(),
+                step: "preparing",
+                source,
+            };
             let looking = Arc::clone(&cache);
             let found = tokio::task::spawn_blocking(move || looking.lookup(&module))
                 .await
-                .map_err(|e| format!("preparing the module: {e}"))??;
+                .map_err(preparing)??;
             let (prepared, provenance) = match found {
                 Lookup::Ready(prepared, provenance) => (prepared, provenance),
                 Lookup::Compile(source) => {
@@ -124,7 +135,7 @@ impl WasmRuntime {
                     let prepared =
                         tokio::task::spawn_blocking(move || finishing.finish(&source, &code))
                             .await
-                            .map_err(|e| format!("preparing the module: {e}"))??;
+                            .map_err(preparing)??;
                     (prepared, Provenance::Compiled(took))
                 }
             };
@@ -137,7 +148,7 @@ impl WasmRuntime {
             })
             .await;
             let state = guest_state(&order.grants, &log.sender())?;
-            Ok::<_, String>(execute(cache.engine(), prepared, state, spec, log).await)
+            Ok::<_, WasmError>(execute(cache.engine(), prepared, state, spec, log).await)
         };
         let timed = tokio::select! {
             done = tokio::time::timeout_at(order.deadline, work) => done,
@@ -159,9 +170,9 @@ impl WasmRuntime {
                 return WasmOutcome::TimedOut;
             }
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(reason)) => WasmOutcome::Failed {
+            Ok(Err(error)) => WasmOutcome::Failed {
                 exit_code: None,
-                reason,
+                reason: error.to_string(),
             },
         };
         if let WasmOutcome::Failed { reason, .. } = &outcome {
@@ -170,7 +181,7 @@ impl WasmRuntime {
         outcome
     }
 
-    fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, String> {
+    fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, EngineError> {
         let slot = if metered { &self.metered } else { &self.plain };
         slot.get_or_init(|| {
             let cache_dir = self.cache_dir.clone();
@@ -191,16 +202,20 @@ fn engine_config(metered: bool) -> Config {
     config
 }
 
+/// An engine configured by [`engine_config`] (fuel metering on or off).
+fn new_engine(metered: bool) -> Result<Engine, EngineError> {
+    Engine::new(&engine_config(metered)).map_err(|e| EngineError::Start(Arc::new(e)))
+}
+
 /// An engine (fuel metering on or off), its linkers, its epoch ticker and its cache.
-fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, String> {
-    let engine =
-        Engine::new(&engine_config(metered)).map_err(|e| format!("starting wasmtime: {e:#}"))?;
+fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, EngineError> {
+    let engine = new_engine(metered)?;
     let mut module = wasmtime::Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut module, GuestState::wasi_p1)
-        .map_err(|e| format!("linking WASI preview 1: {e:#}"))?;
+        .map_err(|e| EngineError::WasiP1(Arc::new(e)))?;
     let mut component = wasmtime::component::Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component)
-        .map_err(|e| format!("linking WASI preview 2: {e:#}"))?;
+        .map_err(|e| EngineError::WasiP2(Arc::new(e)))?;
     start_epoch_ticker(&engine);
     Ok(GuestCache::new(
         engine,
@@ -230,12 +245,14 @@ fn start_epoch_ticker(engine: &Engine) {
 }
 
 /// The module's file, checked to stay inside the code root.
-fn module_path(code_root: &Path, module: &str) -> Result<PathBuf, String> {
-    resolve_in_code(code_root, module).map_err(|e| match e {
-        NotInCode::Missing(cause) => {
-            format!("module {module} is not in the order's code ({cause})")
+fn module_path(code_root: &Path, module: &str) -> Result<PathBuf, ModuleError> {
+    resolve_in_code(code_root, module).map_err(|e| {
+        let module = module.to_owned();
+        match e {
+            NotInCode::CodeRoot(source) => ModuleError::NoCodeRoot { module, source },
+            NotInCode::Missing(source) => ModuleError::NotInCode { module, source },
+            NotInCode::Outside => ModuleError::OutsideCode { module },
         }
-        NotInCode::Outside => format!("module {module} leads out of the order's code"),
     })
 }
 

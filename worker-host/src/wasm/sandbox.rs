@@ -16,6 +16,7 @@ use sluice_contract::job::{DirMode, WasmSpec};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::error::{GrantError, MountError};
 use super::limits::MemoryGuard;
 use super::output::GuestOutput;
 use crate::log_sink::LogSender;
@@ -55,17 +56,22 @@ pub struct Grants<'a> {
     pub events_dir: &'a Path,
 }
 
-/// Builds the guest's store data. `Err` is the reason the order fails (a listed variable
-/// without a value, a mount that is missing or leaves the code root).
-pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, String> {
+/// Builds the guest's store data.
+///
+/// # Errors
+///
+/// Why the order fails: a listed variable without a value, a mount that is missing, leaves
+/// the code root or cannot be opened.
+pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, GrantError> {
     let spec = grants.spec;
     let mut builder = WasiCtxBuilder::new();
     builder.arg(argv0(&spec.module));
     builder.args(&spec.args);
     for name in &spec.env {
-        let value = grants.secrets.get(name).ok_or_else(|| {
-            format!("wasm.env lists {name}, but the order has no variable {name}")
-        })?;
+        let value = grants
+            .secrets
+            .get(name)
+            .ok_or_else(|| GrantError::MissingVariable { name: name.clone() })?;
         builder.env(name, value);
     }
     for (name, value) in grants.context {
@@ -73,19 +79,28 @@ pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, S
     }
     builder.env(EVENTS_DIR_VAR, GUEST_EVENTS_DIR);
     for (i, dir) in spec.dirs.iter().enumerate() {
-        let host = mount_source(grants.code_root, &dir.host)
-            .map_err(|e| format!("wasm.dirs[{i}] ({} -> {}): {e}", dir.host, dir.guest))?;
+        let host =
+            mount_source(grants.code_root, &dir.host).map_err(|source| GrantError::Mount {
+                index: i,
+                host: dir.host.clone(),
+                guest: dir.guest.clone(),
+                source,
+            })?;
         let perms = match dir.mode {
             DirMode::Ro => FsPerms::ReadOnly,
             DirMode::Rw => FsPerms::ReadWrite,
         };
         builder
             .preopened_dir(&host, &dir.guest, perms)
-            .map_err(|e| format!("wasm.dirs[{i}] ({}): cannot open: {e}", dir.host))?;
+            .map_err(|source| GrantError::OpenMount {
+                index: i,
+                host: dir.host.clone(),
+                source,
+            })?;
     }
     builder
         .preopened_dir(grants.events_dir, GUEST_EVENTS_DIR, FsPerms::ReadWrite)
-        .map_err(|e| format!("cannot open the events folder: {e}"))?;
+        .map_err(|source| GrantError::OpenEvents { source })?;
     builder
         .stdout(GuestOutput::new(log.clone()))
         .stderr(GuestOutput::new(log.clone()))
@@ -108,8 +123,10 @@ fn argv0(module: &str) -> &str {
 
 /// Why a path of the order's code could not be used.
 pub(super) enum NotInCode {
-    /// It does not exist (or the code root cannot be read): the cause.
-    Missing(String),
+    /// The code root itself cannot be resolved: the cause.
+    CodeRoot(std::io::Error),
+    /// It does not exist (or cannot be reached): the cause.
+    Missing(std::io::Error),
     /// It resolves (through symlinks) to somewhere outside the code root.
     Outside,
 }
@@ -118,13 +135,11 @@ pub(super) enum NotInCode {
 /// followed (the unpacker already refuses links that point out; this is the last check
 /// before a module is loaded or a folder is handed to a guest).
 pub(super) fn resolve_in_code(code_root: &Path, relative: &str) -> Result<PathBuf, NotInCode> {
-    let root = code_root
-        .canonicalize()
-        .map_err(|e| NotInCode::Missing(format!("code root: {e}")))?;
+    let root = code_root.canonicalize().map_err(NotInCode::CodeRoot)?;
     let path = root
         .join(relative)
         .canonicalize()
-        .map_err(|e| NotInCode::Missing(e.to_string()))?;
+        .map_err(NotInCode::Missing)?;
     if path.starts_with(&root) {
         Ok(path)
     } else {
@@ -133,13 +148,19 @@ pub(super) fn resolve_in_code(code_root: &Path, relative: &str) -> Result<PathBu
 }
 
 /// The real folder behind a mount, checked to be a folder inside the code root.
-fn mount_source(code_root: &Path, host: &str) -> Result<PathBuf, String> {
-    let path = resolve_in_code(code_root, host).map_err(|e| match e {
-        NotInCode::Missing(cause) => format!("{host} does not exist in the order's code ({cause})"),
-        NotInCode::Outside => format!("{host} leads out of the order's code"),
+fn mount_source(code_root: &Path, host: &str) -> Result<PathBuf, MountError> {
+    let path = resolve_in_code(code_root, host).map_err(|e| {
+        let host = host.to_owned();
+        match e {
+            NotInCode::CodeRoot(source) => MountError::NoCodeRoot { host, source },
+            NotInCode::Missing(source) => MountError::Missing { host, source },
+            NotInCode::Outside => MountError::Outside { host },
+        }
     })?;
     if !path.is_dir() {
-        return Err(format!("{host} is not a folder"));
+        return Err(MountError::NotAFolder {
+            host: host.to_owned(),
+        });
     }
     Ok(path)
 }
@@ -165,16 +186,19 @@ mod tests {
         assert!(
             mount_source(code.path(), "out")
                 .unwrap_err()
+                .to_string()
                 .contains("leads out")
         );
         assert!(
             mount_source(code.path(), "file")
                 .unwrap_err()
+                .to_string()
                 .contains("not a folder")
         );
         assert!(
             mount_source(code.path(), "gone")
                 .unwrap_err()
+                .to_string()
                 .contains("does not exist")
         );
     }
