@@ -17,7 +17,6 @@ use aws_sdk_lambda::types::InvocationType;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use serde_json::Value;
-use sluice_engine::http::{self, HttpClient};
 
 use crate::sdk_error::describe;
 
@@ -132,7 +131,7 @@ enum SendError {
 async fn signed_post(
     endpoint: &str,
     job: Vec<u8>,
-) -> Result<(hyper::StatusCode, Value), SendError> {
+) -> Result<(reqwest::StatusCode, Value), SendError> {
     let setup = SendError::Setup;
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let region = config
@@ -175,21 +174,24 @@ async fn signed_post(
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| setup(format!("signing the request: {e}")))?
         .into_parts();
-    let mut request = hyper::Request::post(endpoint).header("content-type", "application/json");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(SUBMIT_TIMEOUT)
+        .build()
+        .map_err(|e| setup(format!("the HTTP client: {e}")))?;
+    let mut request = client
+        .post(endpoint)
+        .header("content-type", "application/json");
     for (name, value) in instructions.headers() {
         request = request.header(name, value);
     }
-    let request = request
-        .body(http::body(job))
-        .map_err(|e| setup(format!("POST {endpoint}: {e}")))?;
-    let client = HttpClient::new(SUBMIT_TIMEOUT).map_err(|e| setup(e.to_string()))?;
-    let answer = client
-        .send(request)
-        .await
-        .map_err(|e| SendError::Transport(format!("POST {endpoint}: {e}")))?;
-    let body: Value = serde_json::from_slice(&answer.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer.body).into_owned()));
-    Ok((answer.status, body))
+    let transport = |e: reqwest::Error| SendError::Transport(format!("POST {endpoint}: {e}"));
+    let answer = request.body(job).send().await.map_err(transport)?;
+    let status = answer.status();
+    let bytes = answer.bytes().await.map_err(transport)?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, body))
 }
 
 /// Invokes `function` (the init-job function) with `job` and waits for its answer.

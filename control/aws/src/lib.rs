@@ -24,13 +24,15 @@
 //! - [`wiring`]: [`wiring::aws_engine`], the engine with every port bound to AWS.
 //! - [`handlers`]: what the init-job and watchdog-check functions do with their events.
 //! - [`s3_events`]: the orchestrator's handling of S3 notifications (one pass per run).
-//! - [`worker`]: the worker's settings; it runs a dispatch payload with no credentials,
-//!   through the payload's presigned URLs ([`transfer`]).
 //! - [`runtime`]: a cold start: JSON logs, settings, clients, engine.
-//! - [`calls`]: a per-service, per-operation call counter shared by the adapters, so a test
-//!   or a log line can show how many AWS calls a run made.
+//! - [`calls`]: a per-service, per-operation call counter shared by the adapters (and the
+//!   worker's transfers: it is `sluice-lambda`'s), so a test or a log line can show how many
+//!   AWS calls a run made.
+//!
+//! The worker Lambda is not here: it is `sluice-worker-aws`, which links neither this crate
+//! nor the engine.
 
-pub mod calls;
+pub use sluice_lambda::calls;
 pub mod client;
 pub mod clients;
 pub mod dispatch;
@@ -46,9 +48,7 @@ mod sdk_error;
 pub mod secrets;
 pub mod settings;
 pub mod ticket;
-pub mod transfer;
 pub mod wiring;
-pub mod worker;
 
 pub use calls::CallCounter;
 pub use dynamo::DynamoOrderStore;

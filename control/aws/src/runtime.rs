@@ -1,4 +1,4 @@
-//! What every Lambda binary does at a cold start: JSON logs, the settings, the clients and
+//! What every control-plane Lambda binary does at a cold start: JSON logs, the settings, the clients and
 //! the engine, built once and shared by every invocation of the process.
 
 use std::future::Future;
@@ -8,33 +8,11 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sluice_engine::Engine;
+use sluice_lambda::{CallCounter, init_logging};
 
-use crate::calls::CallCounter;
 use crate::clients::Clients;
 use crate::settings::AwsSettings;
 use crate::wiring::aws_engine;
-
-/// JSON log lines on stdout (CloudWatch), filtered by `SLUICE_LOG` (default `info`); spans
-/// carry `run_id` and `order_num`. The Lambda runtime's own logs stop at `info` whatever
-/// `SLUICE_LOG` says: below that it logs whole events, and a worker's event holds its
-/// presigned URLs and its order's identity.
-pub fn init_logging() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer, filter};
-    let wanted = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let runtime_at_most_info = filter::filter_fn(|metadata| {
-        !metadata.target().starts_with("lambda_runtime")
-            || *metadata.level() <= tracing::Level::INFO
-    });
-    let lines = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(true)
-        .without_time()
-        .with_filter(wanted)
-        .with_filter(runtime_at_most_info);
-    tracing_subscriber::registry().with(lines).init();
-}
 
 /// The engine over AWS from the `SLUICE_*` settings and the standard AWS configuration.
 ///

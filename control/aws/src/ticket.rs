@@ -20,76 +20,35 @@
 //!    URL in that record too.
 //!
 //! The worker reads the ticket, decrypts it, checks it is for the build's attempt, and
-//! deletes it. A ticket never redeemed expires with the bucket's `tmp/` lifecycle rule, and
+//! deletes it (`sluice_worker_aws::ticket::redeem`). A ticket never redeemed expires with the bucket's `tmp/` lifecycle rule, and
 //! its key is deleted with the run's keys at finalize. Each start gets its own ticket, so a
 //! start tried again after an answer was lost never spoils the first build's ticket; the
 //! second build, if there is one, finds the attempt claimed and stops.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
 use aws_sdk_codebuild::types::EnvironmentVariableType;
-use sluice_contract::dispatch::{Capability, DispatchPayload};
-use sluice_contract::{OrderNum, RunId};
-use sluice_ports::ObjectStore;
-use sluice_ports::Presigned;
-use sluice_ports::StoreError;
-use sluice_worker::retry::{self, RetryPolicy};
-use sluice_worker::{IoError, WorkerIo};
+use sluice_contract::dispatch::{DispatchPayload, ticket};
+use sluice_contract::keys;
+use sluice_ports::{ObjectStore, Presigned, StoreError};
 
 use crate::keys::SsmKeyStore;
-use crate::transfer::HttpTransfer;
 
-/// The variable holding the presigned GET of the ticket.
-pub const TICKET_URL: &str = "SLUICE_TICKET_URL";
-/// The variable holding the presigned DELETE of the ticket.
-pub const TICKET_DELETE_URL: &str = "SLUICE_TICKET_DELETE_URL";
-/// The variable holding the age identity the ticket is encrypted to (resolved by CodeBuild
-/// from the SSM parameter the build is given).
-pub const TICKET_KEY: &str = "SLUICE_TICKET_KEY";
-
-/// Most bytes of a ticket read (a payload is a few KiB of URLs).
-const MAX_TICKET_BYTES: u64 = 256 << 10;
-
-/// How long the worker keeps trying to fetch its ticket through passing failures.
-const FETCH_PATIENCE: Duration = Duration::from_secs(60);
-
-/// Where the ticket `name` (`<attempt>-<nonce>`) of an order is stored.
-pub fn ticket_key(run_id: &RunId, order_num: OrderNum, name: &str) -> String {
-    format!("tmp/tickets/{run_id}/{order_num}/{name}.age")
-}
-
-/// A ticket could not be issued or redeemed.
+/// A ticket could not be issued.
 #[derive(Debug, thiserror::Error)]
 pub enum TicketError {
     /// Storing the ticket or its key, or presigning its URLs, failed.
     #[error("issuing the ticket: {0}")]
     Store(#[from] StoreError),
-    /// The build's environment lacks a variable.
-    #[error("the worker's environment has no {0}: was it started by Sluice's dispatcher?")]
-    Missing(&'static str),
-    /// Fetching the ticket failed.
-    #[error("fetching the ticket: {0}")]
-    Fetch(#[from] IoError),
-    /// The ticket does not open with the key given, or does not hold a payload.
+    /// The payload could not be serialized or encrypted.
     #[error("the ticket {what}: {message}")]
-    Unreadable {
-        /// What is wrong with it.
+    Unsealable {
+        /// What went wrong.
         what: &'static str,
         /// The cause.
         message: String,
-    },
-    /// The payload is for another attempt than the build says.
-    #[error("the ticket is for run {run_id} order {order_num} attempt {attempt}, not the build's")]
-    Mismatch {
-        /// The ticket's run.
-        run_id: RunId,
-        /// The ticket's order.
-        order_num: OrderNum,
-        /// The ticket's attempt.
-        attempt: String,
     },
 }
 
@@ -98,14 +57,13 @@ impl TicketError {
     pub fn kind(&self) -> sluice_ports::ErrorKind {
         match self {
             TicketError::Store(e) => e.kind(),
-            TicketError::Fetch(e) if e.transient => sluice_ports::ErrorKind::Transient,
-            _ => sluice_ports::ErrorKind::Permanent,
+            TicketError::Unsealable { .. } => sluice_ports::ErrorKind::Permanent,
         }
     }
 }
 
-fn unreadable(what: &'static str) -> impl Fn(String) -> TicketError {
-    move |message| TicketError::Unreadable { what, message }
+fn unsealable(what: &'static str) -> impl Fn(String) -> TicketError {
+    move |message| TicketError::Unsealable { what, message }
 }
 
 /// One variable of a build's environment.
@@ -146,12 +104,12 @@ impl Tickets {
     ) -> Result<Vec<BuildVariable>, TicketError> {
         let identity = age::x25519::Identity::generate();
         let plaintext =
-            serde_json::to_vec(payload).map_err(|e| unreadable("payload")(e.to_string()))?;
+            serde_json::to_vec(payload).map_err(|e| unsealable("payload")(e.to_string()))?;
         let ciphertext = age::encrypt(&identity.to_public(), &plaintext)
-            .map_err(|e| unreadable("cannot be encrypted")(e.to_string()))?;
+            .map_err(|e| unsealable("cannot be encrypted")(e.to_string()))?;
         let name = format!("{}-{}", payload.attempt, uuid::Uuid::new_v4().simple());
         let (run_id, order_num) = (&payload.run_id, payload.order_num);
-        let key = ticket_key(run_id, order_num, &name);
+        let key = keys::ticket(run_id, order_num, &name);
         self.store.put(&key, ciphertext).await?;
         let parameter = (self.keys)
             .put_ticket_key(
@@ -168,64 +126,21 @@ impl Tickets {
         };
         Ok(vec![
             plain(
-                TICKET_URL,
+                ticket::URL,
                 self.store.presign(Presigned::Get, &key, expiry).await?,
             ),
             plain(
-                TICKET_DELETE_URL,
+                ticket::DELETE_URL,
                 self.store.presign(Presigned::Delete, &key, expiry).await?,
             ),
             BuildVariable {
-                name: TICKET_KEY,
+                name: ticket::KEY,
                 value: parameter,
                 kind: EnvironmentVariableType::ParameterStore,
             },
-            plain("SLUICE_RUN_ID", run_id.to_string()),
-            plain("SLUICE_ORDER_NUM", order_num.to_string()),
-            plain("SLUICE_ATTEMPT", payload.attempt.clone()),
+            plain(ticket::RUN_ID, run_id.to_string()),
+            plain(ticket::ORDER_NUM, order_num.to_string()),
+            plain(ticket::ATTEMPT, payload.attempt.clone()),
         ])
     }
-}
-
-/// The payload of the ticket the build's environment (read through `lookup`) names:
-/// fetched (tried again through passing failures), decrypted, checked against the build's
-/// ids, and deleted.
-///
-/// # Errors
-///
-/// A [`TicketError`] saying which step failed.
-pub async fn redeem(
-    lookup: impl Fn(&str) -> Option<String>,
-    transfer: &HttpTransfer,
-) -> Result<DispatchPayload, TicketError> {
-    let var = |name: &'static str| lookup(name).ok_or(TicketError::Missing(name));
-    let get = Capability::new(var(TICKET_URL)?);
-    let delete = Capability::new(var(TICKET_DELETE_URL)?);
-    let identity = age::x25519::Identity::from_str(var(TICKET_KEY)?.trim())
-        .map_err(|e| unreadable("key is not an age identity")(e.to_string()))?;
-    let patience = tokio::time::Instant::now() + FETCH_PATIENCE;
-    let ciphertext = retry::while_transient(RetryPolicy::default(), patience, || {
-        transfer.get(&get, MAX_TICKET_BYTES)
-    })
-    .await?;
-    let plaintext = age::decrypt(&identity, &ciphertext)
-        .map_err(|e| unreadable("cannot be decrypted with the build's key")(e.to_string()))?;
-    let payload: DispatchPayload = serde_json::from_slice(&plaintext)
-        .map_err(|e| unreadable("holds no dispatch payload")(e.to_string()))?;
-    let matches = lookup("SLUICE_RUN_ID").as_deref() == Some(payload.run_id.as_str())
-        && lookup("SLUICE_ORDER_NUM") == Some(payload.order_num.to_string())
-        && lookup("SLUICE_ATTEMPT").as_deref() == Some(payload.attempt.as_str());
-    if !matches {
-        return Err(TicketError::Mismatch {
-            run_id: payload.run_id,
-            order_num: payload.order_num,
-            attempt: payload.attempt,
-        });
-    }
-    // Redeemed: the URLs in the build's record now open nothing. A failed delete costs
-    // only that (the bucket's lifecycle rule removes it later), not the order.
-    if let Err(error) = transfer.delete(&delete).await {
-        tracing::warn!(%error, "the ticket could not be deleted; it expires with tmp/");
-    }
-    Ok(payload)
 }

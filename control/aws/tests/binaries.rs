@@ -190,10 +190,25 @@ fn s3_event(bucket: &str, key: &str) -> Value {
     }]})
 }
 
+/// The worker binary cargo built beside this test (in the target folder's profile folder).
+fn worker_binary() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let worker = profile_dir.join("worker");
+    assert!(
+        worker.exists(),
+        "no worker binary at {}: it is sluice-worker-aws's, built by `cargo test --workspace` \
+         (or `cargo build -p sluice-worker-aws`)",
+        worker.display()
+    );
+    worker.display().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     let settings = deployment().await;
-    // The binaries cargo built for this test, or (SLUICE_LAMBDA_DIR, set by
+    // The binaries cargo built for this test (the worker is sluice-worker-aws's, built by
+    // `cargo test --workspace` beside this crate's), or (SLUICE_LAMBDA_DIR, set by
     // `scripts/build-lambdas --check`) the `bootstrap` files built for Lambda.
     let lambda_dir = std::env::var("SLUICE_LAMBDA_DIR").ok();
     let bin = |name: &str| -> String {
@@ -204,7 +219,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
             "init-job" => env!("CARGO_BIN_EXE_init-job"),
             "orchestrator" => env!("CARGO_BIN_EXE_orchestrator"),
             "watchdog-check" => env!("CARGO_BIN_EXE_watchdog-check"),
-            _ => env!("CARGO_BIN_EXE_worker"),
+            _ => return worker_binary(),
         }
         .to_owned()
     };

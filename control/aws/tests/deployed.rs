@@ -221,7 +221,7 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
     let num = sluice_contract::OrderNum::from_index(0);
     let internal = &settings.internal_bucket;
     // Real objects and a real key, so a role allowed to read them would get them.
-    let ticket = sluice_aws::ticket::ticket_key(&run, num, "a1-n");
+    let ticket = sluice_contract::keys::ticket(&run, num, "a1-n");
     let readable = [
         keys::exec_zip(&run, num),
         keys::claim(&run, num, "a1"),

@@ -125,7 +125,7 @@ async fn a_worker_reaches_its_objects_through_presigned_urls_only() {
         bucket(&clients).await,
         CallCounter::default(),
     );
-    let transfer = sluice_aws::transfer::HttpTransfer::new().unwrap();
+    let transfer = sluice_worker_aws::HttpTransfer::new().unwrap();
     let presign = async |operation, key: &str| {
         let url = store
             .presign(operation, key, Duration::from_secs(300))
@@ -282,8 +282,9 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
 async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() {
     use sluice_aws::dispatch::AwsDispatcher;
     use sluice_aws::keys::SsmKeyStore;
-    use sluice_aws::ticket::{self, Tickets};
+    use sluice_aws::ticket::Tickets;
     use sluice_ports::{Dispatcher, KeyStore};
+    use sluice_worker_aws::ticket;
     let clients = moto().await;
     let project = unique("sluice-test");
     clients
@@ -413,7 +414,7 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
             )
         })
         .collect();
-    let transfer = sluice_aws::transfer::HttpTransfer::new().unwrap();
+    let transfer = sluice_worker_aws::HttpTransfer::new().unwrap();
     let from_record = ticket::redeem(|name| lookup_in(&recorded, name), &transfer).await;
     assert!(
         from_record

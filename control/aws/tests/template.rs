@@ -238,7 +238,7 @@ fn the_worker_gets_what_its_code_reads_and_retries_nothing_itself() {
     let template = template();
     let env = environment(&template, "WorkerFunction");
     let asked = RefCell::new(BTreeSet::new());
-    let config = sluice_aws::worker::worker_config(
+    let config = sluice_worker_aws::settings::worker_config(
         |name| {
             asked.borrow_mut().insert(name.to_owned());
             env.get(name).cloned()
@@ -435,15 +435,15 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         ("s3:PutObject", result_key.clone()),
         (
             "s3:PutObject",
-            sluice_aws::ticket::ticket_key(&run, order, "a1"),
+            sluice_contract::keys::ticket(&run, order, "a1"),
         ),
         (
             "s3:GetObject",
-            sluice_aws::ticket::ticket_key(&run, order, "a1"),
+            sluice_contract::keys::ticket(&run, order, "a1"),
         ),
         (
             "s3:DeleteObject",
-            sluice_aws::ticket::ticket_key(&run, order, "a1"),
+            sluice_contract::keys::ticket(&run, order, "a1"),
         ),
     ];
     for (action, key) in presigned {

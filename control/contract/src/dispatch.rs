@@ -107,6 +107,25 @@ pub struct Claim {
     pub worker: String,
 }
 
+/// The variables through which a CodeBuild worker receives its dispatch as a ticket
+/// (issued by the dispatcher, `sluice_aws::ticket`; redeemed by the worker,
+/// `sluice_worker_aws::ticket`).
+pub mod ticket {
+    /// The presigned GET of the ticket.
+    pub const URL: &str = "SLUICE_TICKET_URL";
+    /// The presigned DELETE of the ticket.
+    pub const DELETE_URL: &str = "SLUICE_TICKET_DELETE_URL";
+    /// The age identity the ticket is encrypted to (resolved by CodeBuild from the SSM
+    /// parameter the build is given).
+    pub const KEY: &str = "SLUICE_TICKET_KEY";
+    /// The run the build is for, checked against the ticket's.
+    pub const RUN_ID: &str = "SLUICE_RUN_ID";
+    /// The order the build is for.
+    pub const ORDER_NUM: &str = "SLUICE_ORDER_NUM";
+    /// The attempt the build is for.
+    pub const ATTEMPT: &str = "SLUICE_ATTEMPT";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,12 @@ pub fn claim(run_id: &RunId, order_num: OrderNum, attempt: &str) -> String {
     format!("tmp/claims/{run_id}/{order_num}/{attempt}")
 }
 
+/// Where the CodeBuild ticket `name` (`<attempt>-<nonce>`) of an order is stored: the
+/// dispatch payload encrypted to the build's own key (see `sluice_aws::ticket`).
+pub fn ticket(run_id: &RunId, order_num: OrderNum, name: &str) -> String {
+    format!("tmp/tickets/{run_id}/{order_num}/{name}.age")
+}
+
 /// Where the run a submission created is recorded, by the digest of its user and
 /// idempotency key: a second submission with the same key gets the same run.
 pub fn idempotency(digest: &str) -> String {

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Client, Method, StatusCode};
 use sluice_contract::validate::PullRequest;
 
-use crate::http::{self, HttpAnswer, HttpClient};
+use crate::error::StoreError;
 use crate::ports::Vcs;
 
 /// GitHub's public API.
@@ -25,7 +26,13 @@ const MAX_PAGES: usize = 100;
 #[derive(Debug, Clone)]
 pub struct GitHubVcs {
     api: String,
-    client: HttpClient,
+    client: Client,
+}
+
+/// A successful answer.
+struct Answer {
+    headers: HeaderMap,
+    body: Vec<u8>,
 }
 
 impl GitHubVcs {
@@ -33,45 +40,73 @@ impl GitHubVcs {
     ///
     /// # Errors
     ///
-    /// The platform's certificates cannot be loaded.
-    pub fn new(api: &str) -> std::io::Result<Self> {
+    /// The TLS backend cannot be set up (the platform's certificates cannot be loaded).
+    pub fn new(api: &str) -> Result<Self, reqwest::Error> {
+        let client = Client::builder()
+            .no_proxy()
+            .timeout(CALL_TIMEOUT)
+            .user_agent("sluice")
+            .build()?;
         Ok(GitHubVcs {
             api: api.trim_end_matches('/').to_owned(),
-            client: HttpClient::new(CALL_TIMEOUT)?,
+            client,
         })
     }
 
+    /// Makes one call; anything but a 2xx is an error of its kind (a 5xx, a 429 or no
+    /// answer: transient; a 401 or 403: denied), naming the call (never the token).
     async fn call(
         &self,
-        method: hyper::Method,
+        method: Method,
         url: &str,
         token: Option<&str>,
         body: Option<&serde_json::Value>,
-    ) -> Result<HttpAnswer, String> {
-        let mut request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(url)
+    ) -> Result<Answer, StoreError> {
+        let what = || format!("{method} {url}");
+        let mut request = self
+            .client
+            .request(method.clone(), url)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", "sluice");
+            .header("content-type", "application/json");
         if let Some(token) = token {
-            request = request.header("authorization", format!("Bearer {}", token.trim()));
+            request = request.bearer_auth(token.trim());
         }
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let request = request
-            .header("content-type", "application/json")
-            .body(http::body(body))
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        let answer = self
-            .client
-            .send(request)
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        if answer.status.is_success() {
-            Ok(answer)
-        } else {
-            Err(format!("{method} {url}: {}", answer.refusal()))
+        if let Some(body) = body {
+            request = request.body(body.to_string());
         }
+        let unavailable = |e: reqwest::Error| StoreError::Unavailable {
+            what: what(),
+            message: e.without_url().to_string(),
+        };
+        let response = request.send().await.map_err(unavailable)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(unavailable)?.to_vec();
+        if status.is_success() {
+            return Ok(Answer { headers, body });
+        }
+        let text = String::from_utf8_lossy(&body);
+        let message = format!(
+            "HTTP {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StoreError::Denied {
+                what: what(),
+                message,
+            },
+            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                StoreError::Unavailable {
+                    what: what(),
+                    message,
+                }
+            }
+            _ => StoreError::Backend {
+                what: what(),
+                message,
+            },
+        })
     }
 
     /// The id of the comment of `pr` whose body contains `tag`.
@@ -80,7 +115,7 @@ impl GitHubVcs {
         pr: &PullRequest,
         token: Option<&str>,
         tag: &str,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, StoreError> {
         let mut url = Some(format!(
             "{}/repos/{}/issues/{}/comments?per_page=100",
             self.api, pr.repo, pr.number
@@ -91,9 +126,12 @@ impl GitHubVcs {
             if pages > MAX_PAGES {
                 break;
             }
-            let answer = self.call(hyper::Method::GET, &page, token, None).await?;
-            let comments: Vec<serde_json::Value> = serde_json::from_slice(&answer.body)
-                .map_err(|e| format!("GET {page}: not a list of comments: {e}"))?;
+            let answer = self.call(Method::GET, &page, token, None).await?;
+            let comments: Vec<serde_json::Value> =
+                serde_json::from_slice(&answer.body).map_err(|e| StoreError::Backend {
+                    what: format!("GET {page}"),
+                    message: format!("not a list of comments: {e}"),
+                })?;
             let found = comments.iter().find(|c| {
                 c["body"]
                     .as_str()
@@ -109,7 +147,7 @@ impl GitHubVcs {
 }
 
 /// The `rel="next"` URL of a `Link` header.
-fn next_page(headers: &hyper::HeaderMap) -> Option<String> {
+fn next_page(headers: &HeaderMap) -> Option<String> {
     let link = headers.get("link")?.to_str().ok()?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
@@ -133,12 +171,12 @@ impl Vcs for GitHubVcs {
         token: Option<&str>,
         tag: &str,
         body: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let payload = serde_json::json!({ "body": body });
         match self.find(pr, token, tag).await? {
             Some(id) => {
                 let url = format!("{}/repos/{}/issues/comments/{id}", self.api, pr.repo);
-                self.call(hyper::Method::PATCH, &url, token, Some(&payload))
+                self.call(Method::PATCH, &url, token, Some(&payload))
                     .await?;
             }
             None => {
@@ -146,8 +184,7 @@ impl Vcs for GitHubVcs {
                     "{}/repos/{}/issues/{}/comments",
                     self.api, pr.repo, pr.number
                 );
-                self.call(hyper::Method::POST, &url, token, Some(&payload))
-                    .await?;
+                self.call(Method::POST, &url, token, Some(&payload)).await?;
             }
         }
         Ok(())
@@ -160,7 +197,7 @@ mod tests {
 
     #[test]
     fn the_next_page_comes_from_the_link_header() {
-        let mut headers = hyper::HeaderMap::new();
+        let mut headers = HeaderMap::new();
         headers.insert(
             "link",
             "<https://api.github.com/x?page=3>; rel=\"next\", <https://api.github.com/x?page=9>; rel=\"last\""

@@ -20,7 +20,6 @@
 //! - [`grants`]: which credentials a known caller may name.
 //! - [`github`]: PR comments through GitHub's REST API ([`Vcs`]); the comment itself is
 //!   rendered and kept current by the engine (`pr_comment`).
-//! - [`http`]: the HTTP(S) client of the adapters that speak HTTP.
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
 //! - [`runs`]: what a client asks about a run (rows, done document, a log, waiting).
 //! - `local` (feature `local`): directory object store, SQLite tables, file key store, secrets file,
@@ -45,7 +44,6 @@ pub mod error;
 pub mod git;
 pub mod github;
 pub mod grants;
-pub mod http;
 pub mod init_job;
 #[cfg(feature = "local")]
 pub mod local;

@@ -5,6 +5,8 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use sluice_contract::validate::PullRequest;
 
+use crate::StoreError;
+
 /// A version control host's pull-request comments.
 #[async_trait]
 pub trait Vcs: Send + Sync + Debug {
@@ -13,12 +15,13 @@ pub trait Vcs: Send + Sync + Debug {
     ///
     /// # Errors
     ///
-    /// A message saying which call failed and how (never the token).
+    /// A [`StoreError`] saying which call failed and how (never the token): `Unavailable`
+    /// when the host may answer later, `Denied` when the token is refused.
     async fn upsert_comment(
         &self,
         pr: &PullRequest,
         token: Option<&str>,
         tag: &str,
         body: &str,
-    ) -> Result<(), String>;
+    ) -> Result<(), StoreError>;
 }

@@ -21,7 +21,6 @@ use aws_sdk_s3::types::{
 use sluice_aws::clients::Clients;
 use sluice_aws::s3_events::S3Notification;
 use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
-use sluice_aws::transfer::HttpTransfer;
 use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring};
 use sluice_contract::dispatch::{Capability, Claim, DispatchPayload};
 use sluice_contract::result::DoneDoc;
@@ -31,6 +30,7 @@ use sluice_engine::{Engine, EngineError};
 use sluice_ports::WatchdogInput;
 use sluice_worker::retry::RetryPolicy;
 use sluice_worker::{WorkerConfig, WorkerIo, run_order};
+use sluice_worker_aws::HttpTransfer;
 
 use super::{
     BodyTap, FlakyEndpoint, bucket, moto, table, unique, watchdog_machine, worker_function,
@@ -383,9 +383,20 @@ impl Cloud {
             .await
     }
 
-    /// Submits `job` and pumps events until its done document appears.
+    /// Submits `job` and pumps events until its done document appears. A submission that
+    /// fails transiently (init-job answers 503) is sent again, as `sluice submit` does.
     pub async fn run(&self, job: &str, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
-        let response = self.submit(job).await.unwrap();
+        let mut tries = 0;
+        let response = loop {
+            tries += 1;
+            match self.submit(job).await {
+                Ok(response) => break response,
+                Err(error) if error.kind() == sluice_ports::ErrorKind::Transient && tries < 4 => {
+                    println!("submission failed transiently, sent again: {error}");
+                }
+                Err(error) => panic!("submitting: {error}"),
+            }
+        };
         self.pump(&response.run_id, worker_of).await
     }
 

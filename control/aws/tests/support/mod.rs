@@ -346,7 +346,7 @@ impl FlakyEndpoint {
         let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = Arc::clone(&puts);
         tokio::spawn(async move {
-            let forward = sluice_aws::transfer::HttpTransfer::new().unwrap();
+            let forward = sluice_worker_aws::HttpTransfer::new().unwrap();
             loop {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     return;

@@ -17,16 +17,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use futures::TryStreamExt;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::StatusCode;
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use sluice_contract::dispatch::Capability;
-use sluice_engine::http::{self, HttpAnswer, HttpClient};
+use sluice_lambda::CallCounter;
 use sluice_worker::{Delivery, IoError, WorkerIo};
-
-use crate::calls::CallCounter;
 
 /// The service the presigned URLs are of, for the call counts.
 const SERVICE: &str = "s3";
@@ -37,14 +31,16 @@ const SMALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a large one (a bundle, a log) may take: the whole of a Lambda's life.
 const LARGE_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Reads above this size go through the client with the long timeout.
+/// Reads above this size get the long timeout.
 const LARGE_READ: u64 = 1 << 20;
+
+/// Most bytes of an error answer read (S3's XML error is a few hundred).
+const MAX_ERROR_BODY: u64 = 4096;
 
 /// Requests to presigned URLs, counted as the S3 calls they are.
 #[derive(Debug, Clone)]
 pub struct HttpTransfer {
-    small: HttpClient,
-    large: HttpClient,
+    client: Client,
     calls: CallCounter,
 }
 
@@ -53,11 +49,11 @@ impl HttpTransfer {
     ///
     /// # Errors
     ///
-    /// The platform's certificates cannot be loaded.
-    pub fn new() -> std::io::Result<Self> {
+    /// The TLS backend cannot be set up (the platform's certificates cannot be loaded).
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = Client::builder().no_proxy().build()?;
         Ok(HttpTransfer {
-            small: HttpClient::new(SMALL_TIMEOUT)?,
-            large: HttpClient::new(LARGE_TIMEOUT)?,
+            client,
             calls: CallCounter::default(),
         })
     }
@@ -67,6 +63,18 @@ impl HttpTransfer {
         HttpTransfer { calls, ..self }
     }
 
+    /// A request of `method` to `url`, counted as `operation`, within `timeout`.
+    fn request(
+        &self,
+        method: Method,
+        url: &Capability,
+        operation: &'static str,
+        timeout: Duration,
+    ) -> RequestBuilder {
+        self.calls.count(SERVICE, operation);
+        self.client.request(method, url.expose()).timeout(timeout)
+    }
+
     /// DELETEs the object at `url` (a missing object is deleted too).
     ///
     /// # Errors
@@ -74,31 +82,63 @@ impl HttpTransfer {
     /// The answer is not a 2xx (or the request failed).
     pub async fn delete(&self, url: &Capability) -> Result<(), IoError> {
         let what = || format!("DELETE {}", url.shown());
-        let request = hyper::Request::delete(url.expose())
-            .body(http::body(Bytes::new()))
-            .map_err(|e| IoError::permanent(what(), e.to_string()))?;
-        self.calls.count(SERVICE, "DeleteObject");
-        let answer = sent(&self.small, request, 4096, what).await?;
-        if answer.status.is_success() {
-            Ok(())
-        } else {
-            Err(refused(what(), &answer))
-        }
+        let request = self.request(Method::DELETE, url, "DeleteObject", SMALL_TIMEOUT);
+        succeeded(sent(request, what).await?, what).await
     }
 }
 
 /// Sends `request`: no answer at all may well be a passing network failure.
-async fn sent(
-    client: &HttpClient,
-    request: hyper::Request<http::Body>,
+async fn sent(request: RequestBuilder, what: impl Fn() -> String) -> Result<Response, IoError> {
+    request
+        .send()
+        .await
+        .map_err(|e| IoError::transient(what(), without_url(e)))
+}
+
+/// A transport error's message without the URL reqwest puts in it (a presigned URL's
+/// signature and host are not for logs).
+fn without_url(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        message = format!("{message}: {inner}");
+        cause = inner.source();
+    }
+    message
+}
+
+/// At most `max_bytes` of `response`'s body, and whether there was more.
+async fn bounded_body(
+    mut response: Response,
     max_bytes: u64,
     what: impl Fn() -> String,
-) -> Result<HttpAnswer, IoError> {
-    let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-    client
-        .send_bounded(request, max)
+) -> Result<(Vec<u8>, bool), IoError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| IoError::transient(what(), e))
+        .map_err(|e| IoError::transient(what(), without_url(e)))?
+    {
+        let room = usize::try_from(max_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(body.len());
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// `Ok` for a 2xx answer, else the refusal as an error of its kind.
+async fn succeeded(response: Response, what: impl Fn() -> String) -> Result<(), IoError> {
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(refused(response, what).await)
+    }
 }
 
 /// S3 error codes that a later try may not get: the service asks to slow down or failed,
@@ -114,9 +154,12 @@ const TRANSIENT_CODES: &[&str] = &[
 /// An answer that is not a success, as an error of its kind. The message is the status,
 /// S3's error code and message, and nothing else of the body (which may name the signing
 /// key, a token or the account).
-fn refused(what: String, answer: &HttpAnswer) -> IoError {
-    let status = answer.status;
-    let body = String::from_utf8_lossy(&answer.body);
+async fn refused(response: Response, what: impl Fn() -> String) -> IoError {
+    let status = response.status();
+    let body = match bounded_body(response, MAX_ERROR_BODY, &what).await {
+        Ok((body, _)) => String::from_utf8_lossy(&body).into_owned(),
+        Err(_) => String::new(),
+    };
     let element = |name: &str| {
         let open = format!("<{name}>");
         let start = body.find(&open)? + open.len();
@@ -134,54 +177,51 @@ fn refused(what: String, answer: &HttpAnswer) -> IoError {
         || status == StatusCode::CONFLICT
         || code.is_some_and(|code| TRANSIENT_CODES.contains(&code.as_str()));
     if transient {
-        IoError::transient(what, message)
+        IoError::transient(what(), message)
     } else {
-        IoError::permanent(what, message)
+        IoError::permanent(what(), message)
     }
 }
 
-#[async_trait]
+#[async_trait::async_trait]
 impl WorkerIo for HttpTransfer {
     async fn get(&self, url: &Capability, max_bytes: u64) -> Result<Vec<u8>, IoError> {
         let what = || format!("GET {}", url.shown());
-        // One byte more than allowed tells a larger object from one just at the bound.
-        let request = hyper::Request::get(url.expose())
-            .header("range", format!("bytes=0-{max_bytes}"))
-            .body(http::body(Bytes::new()))
-            .map_err(|e| IoError::permanent(what(), e.to_string()))?;
-        let client = if max_bytes > LARGE_READ {
-            &self.large
+        let timeout = if max_bytes > LARGE_READ {
+            LARGE_TIMEOUT
         } else {
-            &self.small
+            SMALL_TIMEOUT
         };
-        // An error body of a few KiB is read even when the bound is smaller.
-        self.calls.count(SERVICE, "GetObject");
-        let answer = sent(client, request, max_bytes.saturating_add(1).max(4096), what).await?;
-        if !answer.status.is_success() {
-            return Err(refused(what(), &answer));
+        // One byte more than allowed tells a larger object from one just at the bound.
+        let request = self
+            .request(Method::GET, url, "GetObject", timeout)
+            .header("range", format!("bytes=0-{max_bytes}"));
+        let response = sent(request, what).await?;
+        if !response.status().is_success() {
+            return Err(refused(response, what).await);
         }
-        if answer.body.len() as u64 > max_bytes {
+        let (body, more) = bounded_body(response, max_bytes, what).await?;
+        if more {
             return Err(IoError::permanent(
                 what(),
                 format!("the object is larger than {max_bytes} bytes"),
             ));
         }
-        Ok(answer.body.to_vec())
+        Ok(body)
     }
 
     async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {
         let what = || format!("PUT {}", url.shown());
-        let request = hyper::Request::put(url.expose())
+        let request = self
+            .request(Method::PUT, url, "PutObject", SMALL_TIMEOUT)
             .header("content-type", "application/json")
             .header("if-none-match", "*")
-            .body(http::body(body))
-            .map_err(|e| IoError::permanent(what(), e.to_string()))?;
-        self.calls.count(SERVICE, "PutObject");
-        let answer = sent(&self.small, request, 4096, what).await?;
-        match answer.status {
+            .body(body);
+        let response = sent(request, what).await?;
+        match response.status() {
             status if status.is_success() => Ok(Delivery::Stored),
             StatusCode::PRECONDITION_FAILED => Ok(Delivery::AlreadyThere),
-            _ => Err(refused(what(), &answer)),
+            _ => Err(refused(response, what).await),
         }
     }
 
@@ -192,18 +232,12 @@ impl WorkerIo for HttpTransfer {
         };
         let file = tokio::fs::File::open(path).await.map_err(reading)?;
         let length = file.metadata().await.map_err(reading)?.len();
-        let frames = tokio_util::io::ReaderStream::new(file).map_ok(hyper::body::Frame::data);
-        let request = hyper::Request::put(url.expose())
+        let chunks = tokio_util::io::ReaderStream::new(file);
+        let request = self
+            .request(Method::PUT, url, "PutObject", LARGE_TIMEOUT)
             .header("content-type", "text/plain; charset=utf-8")
             .header("content-length", length)
-            .body(StreamBody::new(frames).boxed())
-            .map_err(|e| IoError::permanent(what(), e.to_string()))?;
-        self.calls.count(SERVICE, "PutObject");
-        let answer = sent(&self.large, request, 4096, what).await?;
-        if answer.status.is_success() {
-            Ok(())
-        } else {
-            Err(refused(what(), &answer))
-        }
+            .body(reqwest::Body::wrap_stream(chunks));
+        succeeded(sent(request, what).await?, what).await
     }
 }

@@ -1,6 +1,6 @@
 //! The worker: as a Lambda, runs the dispatch payload it is invoked with; with `--from-env`
 //! (the CodeBuild entrypoint, `worker-host/entrypoint.sh`), redeems the ticket the
-//! dispatcher put in the build's environment (`sluice_aws::ticket`), runs its payload, and
+//! dispatcher put in the build's environment (`sluice_worker_aws::ticket`), runs its payload, and
 //! exits 0 once the result is reported (1 otherwise, so the build shows failed).
 //!
 //! Neither loads AWS credentials: everything the attempt touches is behind the presigned
@@ -8,12 +8,12 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::json;
-use sluice_aws::runtime::init_logging;
-use sluice_aws::ticket;
-use sluice_aws::transfer::HttpTransfer;
-use sluice_aws::worker::worker_config;
 use sluice_contract::dispatch::DispatchPayload;
+use sluice_lambda::init_logging;
 use sluice_worker::{WorkerReport, run_order};
+use sluice_worker_aws::HttpTransfer;
+use sluice_worker_aws::settings::worker_config;
+use sluice_worker_aws::ticket;
 
 fn describe(report: &WorkerReport) -> serde_json::Value {
     match report {
@@ -46,7 +46,14 @@ async fn serve() -> Result<(), Error> {
     let transfer = HttpTransfer::new()?;
     let config = worker_config(|name| std::env::var(name).ok(), &std::env::temp_dir())?;
     if std::env::args().any(|arg| arg == "--from-env") {
-        let payload = ticket::redeem(|name| std::env::var(name).ok(), &transfer).await?;
+        let payload = match ticket::redeem(|name| std::env::var(name).ok(), &transfer).await {
+            Ok(payload) => payload,
+            Err(error) => {
+                // The build's log shows this line; the build fails.
+                eprintln!("worker: {error}");
+                std::process::exit(1);
+            }
+        };
         let report = run_order(&payload, &transfer, &config).await;
         tracing::info!(report = %describe(&report), "attempt done");
         std::process::exit(match report {

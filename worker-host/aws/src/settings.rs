@@ -1,11 +1,18 @@
-//! The worker on AWS: one dispatch payload run by the worker host over the presigned URLs
-//! it carries ([`HttpTransfer`](crate::transfer::HttpTransfer)). The worker uses no AWS credentials (its role may read and
-//! write no data): the Lambda handler and the CodeBuild entrypoint both end here.
+//! The worker's settings on AWS, from its environment: what the Lambda handler and the
+//! CodeBuild entrypoint run each dispatch payload with.
 
 use std::sync::Arc;
 
 use sluice_worker::WorkerConfig;
 use sluice_worker::wasm::{CompileIn, WasmRuntime};
+
+/// A setting of the worker's environment is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// `SLUICE_MAX_LOG_MB` is not a positive whole number.
+    #[error("SLUICE_MAX_LOG_MB={0:?} is not a positive number of MiB")]
+    MaxLog(String),
+}
 
 /// The worker's settings from its environment (read through `lookup`): the host variables
 /// commands inherit (`PATH`, `HOME`, `LANG`), where compiled modules are cached (`temp`: the
@@ -14,11 +21,11 @@ use sluice_worker::wasm::{CompileIn, WasmRuntime};
 ///
 /// # Errors
 ///
-/// A message naming a malformed variable.
+/// [`SettingError`] naming the malformed variable.
 pub fn worker_config(
     lookup: impl Fn(&str) -> Option<String>,
     temp: &std::path::Path,
-) -> Result<WorkerConfig, String> {
+) -> Result<WorkerConfig, SettingError> {
     let host_env = ["PATH", "HOME", "LANG"]
         .into_iter()
         .filter_map(|name| Some((name.to_owned(), lookup(name)?)))
@@ -39,7 +46,7 @@ pub fn worker_config(
             .parse()
             .ok()
             .filter(|&mib| mib > 0)
-            .ok_or_else(|| format!("SLUICE_MAX_LOG_MB={text:?} is not a positive number of MiB"))?;
+            .ok_or(SettingError::MaxLog(text))?;
         config.max_log_bytes = mib << 20;
     }
     Ok(config)
