@@ -21,7 +21,6 @@ use sluice_ports::{
 };
 
 use crate::calls::CallCounter;
-use crate::item::{from_item, to_attribute, to_item};
 use crate::schema::{
     EVENTS_PARTITION, EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE,
 };
@@ -60,10 +59,22 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> b
 }
 
 fn parse<T: DeserializeOwned>(what: &str, item: &Item) -> Result<T, StoreError> {
-    serde_json::from_value(from_item(item)).map_err(|e| StoreError::Backend {
+    serde_dynamo::from_item(item.clone()).map_err(|e| StoreError::Backend {
         what: what.to_owned(),
         message: format!("unreadable row: {e}"),
     })
+}
+
+/// `row` as an item of native attributes (a number is `N`, a string `S`), which conditions
+/// and updates can address; absent values (`None`) are left out rather than stored as
+/// `NULL`, so an item has only the attributes its row has.
+fn to_item<T: serde::Serialize>(what: impl Fn() -> String, row: &T) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(row).map_err(|e| StoreError::Backend {
+        what: what(),
+        message: e.to_string(),
+    })?;
+    item.retain(|_, value| !value.is_null());
+    Ok(item)
 }
 
 /// The TTL attribute: `ttl_days` after `from` (seconds since the epoch).
@@ -120,11 +131,7 @@ impl DynamoOrderStore {
     }
 
     fn order_item(&self, order: &OrderRecord) -> Result<Item, StoreError> {
-        let value = serde_json::to_value(order).map_err(|e| StoreError::Backend {
-            what: format!("order {}", order.pk()),
-            message: e.to_string(),
-        })?;
-        let mut item = to_item(&value);
+        let mut item = to_item(|| format!("order {}", order.pk()), order)?;
         // Kept for the retention after the job's deadline, not after init: a run may last
         // as long as its job_timeout (30 days at most).
         let deadline = order.job_deadline_ms / 1000;
@@ -352,19 +359,23 @@ impl OrderStore for DynamoOrderStore {
             (":to".to_owned(), s(change.to.as_str())),
             (":from".to_owned(), s(from.as_str())),
         ];
-        let fields: [(&str, Option<serde_json::Value>); 6] = [
-            ("attempt", change.attempt.clone().map(Into::into)),
-            ("dispatched_at_ms", change.dispatched_at_ms.map(Into::into)),
-            ("finished_at_ms", change.finished_at_ms.map(Into::into)),
-            ("duration_ms", change.duration_ms.map(Into::into)),
-            ("exit_code", change.exit_code.map(Into::into)),
-            ("reason", change.reason.clone().map(Into::into)),
+        let number = |n: &dyn ToString| AttributeValue::N(n.to_string());
+        let fields: [(&str, Option<AttributeValue>); 6] = [
+            ("attempt", change.attempt.as_deref().map(s)),
+            (
+                "dispatched_at_ms",
+                change.dispatched_at_ms.map(|n| number(&n)),
+            ),
+            ("finished_at_ms", change.finished_at_ms.map(|n| number(&n))),
+            ("duration_ms", change.duration_ms.map(|n| number(&n))),
+            ("exit_code", change.exit_code.map(|n| number(&n))),
+            ("reason", change.reason.as_deref().map(s)),
         ];
         for (field, value) in fields {
             if let Some(value) = value {
                 sets.push(format!("#{field} = :{field}"));
                 names.push((format!("#{field}"), field.to_owned()));
-                values.push((format!(":{field}"), to_attribute(&value)));
+                values.push((format!(":{field}"), value));
             }
         }
         self.calls.count(SERVICE, "UpdateItem");
@@ -401,11 +412,7 @@ impl OrderStore for DynamoOrderStore {
     }
 
     async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
-        let value = serde_json::to_value(event).map_err(|e| StoreError::Backend {
-            what: format!("event {}", event.sk()),
-            message: e.to_string(),
-        })?;
-        let mut item = to_item(&value);
+        let mut item = to_item(|| format!("event {}", event.sk()), event)?;
         item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
         item.insert(
             TTL_ATTRIBUTE.to_owned(),

@@ -38,7 +38,6 @@ pub mod clients;
 pub mod dispatch;
 pub mod dynamo;
 pub mod handlers;
-mod item;
 pub mod keys;
 pub mod runtime;
 pub mod s3;
