@@ -1,8 +1,9 @@
 //! What `sluice run` shows while a run goes on, and the summary at its end.
 //!
-//! On a terminal: a live table of orders redrawn in place (a line of counts when there are
-//! too many orders for a screen). Otherwise (CI logs, pipes): one plain line per status
-//! change. Both go to stderr, so `--json` keeps stdout for the done document. The display
+//! On a terminal: a live table of orders redrawn in place by indicatif (a line of counts
+//! when there are too many orders for a screen). Otherwise (CI logs, pipes): one plain line
+//! per status change. Tables are laid out by comfy-table, by displayed width, so names in
+//! wide characters (CJK, emoji) stay aligned. Both go to stderr, so `--json` keeps stdout for the done document. The display
 //! polls the orders table, the same rows `sluice status` would read: it observes the run and
 //! never takes part in it.
 //!
@@ -19,6 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use comfy_table::{ContentArrangement, Table};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_contract::result::{DoneDoc, DoneOrder};
 use sluice_contract::{OrderNum, OrderStatus, RunId};
 use sluice_engine::{Clock as _, Engine, OrderEvent, OrderRecord};
@@ -30,6 +33,26 @@ const MAX_LIVE_ROWS: usize = 20;
 const EMITTED_PREFIX: &str = "emitted:";
 /// Lines of a failed order's log shown in the summary.
 const LOG_LINES_SHOWN: usize = 10;
+/// A table of plain columns two spaces apart, laid out by displayed width, never wrapped.
+fn plain_table(header: Option<Vec<&str>>, rows: Vec<Vec<String>>) -> Vec<String> {
+    let mut table = Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    if let Some(header) = header {
+        table.set_header(header);
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned())
+        .collect()
+}
 
 /// Follows a run until `stop` fires, drawing its progress on stderr.
 pub async fn follow(
@@ -41,7 +64,11 @@ pub async fn follow(
     let started = Instant::now();
     let mut seen: HashMap<OrderNum, OrderStatus> = HashMap::new();
     let mut events_seen: HashSet<String> = HashSet::new();
-    let mut drawn_lines = 0;
+    let live = interactive.then(|| {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+        bar
+    });
     let period = Duration::from_millis(if interactive { 150 } else { 250 });
     loop {
         let finished = tokio::select! {
@@ -54,17 +81,17 @@ pub async fn follow(
                 Some(order) => emitted_events(&engine, order).await,
                 None => Vec::new(),
             };
-            if interactive {
-                drawn_lines = redraw(&orders, &emitted, elapsed, drawn_lines);
+            if let Some(live) = &live {
+                live.set_message(live_view(&orders, &emitted, elapsed));
             } else {
                 print_changes(&orders, elapsed, &mut seen);
                 print_new_events(&orders, &emitted, elapsed, &mut events_seen);
             }
         }
         if finished {
-            if interactive && drawn_lines > 0 {
+            if let Some(live) = &live {
                 // Leave the summary to replace the live view.
-                eprint!("\x1b[{drawn_lines}F\x1b[J");
+                live.finish_and_clear();
             }
             return;
         }
@@ -162,55 +189,41 @@ fn running_for(order: &OrderRecord) -> String {
     }
 }
 
-fn redraw(
-    orders: &[OrderRecord],
-    emitted: &[OrderEvent],
-    elapsed: Duration,
-    drawn_lines: usize,
-) -> usize {
+/// The live view: a line per order (when they fit a screen) and a line of counts.
+fn live_view(orders: &[OrderRecord], emitted: &[OrderEvent], elapsed: Duration) -> String {
     let mut screen = String::new();
-    if drawn_lines > 0 {
-        let _ = write!(screen, "\x1b[{drawn_lines}F\x1b[J");
-    }
-    let mut lines = 0;
     if orders.len() <= MAX_LIVE_ROWS {
-        let width = orders
+        let rows = orders
             .iter()
-            .map(|o| o.order_name.len())
-            .max()
-            .unwrap_or(4)
-            .min(40);
-        for order in orders {
-            // The order's latest event says what it is doing.
-            let latest = emitted
-                .iter()
-                .rev()
-                .find(|e| e.order_name == order.order_name)
-                .map(|e| format!("  {}", describe(e)))
-                .unwrap_or_default();
-            let _ = writeln!(
-                screen,
-                "  {} {} {:width$}  {:<11} {:<8}{latest}",
-                symbol(order.status),
-                order.order_num,
-                terminal_safe(&order.order_name),
-                order.status.as_str(),
-                running_for(order),
-            );
-            lines += 1;
+            .map(|order| {
+                // The order's latest event says what it is doing.
+                let latest = emitted
+                    .iter()
+                    .rev()
+                    .find(|e| e.order_name == order.order_name)
+                    .map(describe)
+                    .unwrap_or_default();
+                vec![
+                    symbol(order.status).to_owned(),
+                    order.order_num.to_string(),
+                    terminal_safe(&order.order_name).into_owned(),
+                    order.status.as_str().to_owned(),
+                    running_for(order),
+                    latest,
+                ]
+            })
+            .collect();
+        for line in plain_table(None, rows) {
+            let _ = writeln!(screen, "  {line}");
         }
     }
-    let _ = writeln!(
+    let _ = write!(
         screen,
         "  {}  [{}]",
         counts(orders),
         format_ms(elapsed.as_millis() as u64)
     );
-    lines += 1;
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(screen.as_bytes());
-    let _ = stderr.flush();
-    lines
+    screen
 }
 
 fn counts(orders: &[OrderRecord]) -> String {
@@ -272,33 +285,30 @@ pub fn format_ms(ms: u64) -> String {
 /// with `all_logs`).
 pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
     let mut out = String::new();
-    let width = done
+    let rows = done
         .orders
         .iter()
-        .map(|o| o.order_name.len())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 40);
-    let _ = writeln!(out, "ORDER  {:width$}  STATUS     DURATION  DETAIL", "NAME");
-    for order in &done.orders {
-        let duration = order
-            .duration_ms
-            .map(format_ms)
-            .unwrap_or_else(|| "-".to_owned());
-        let detail = order
-            .reason
-            .as_deref()
-            .map(terminal_safe)
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{}   {:width$}  {:<10} {:<9} {}",
-            order.order_num,
-            terminal_safe(&order.order_name),
-            order.status.as_str(),
-            duration,
-            detail
-        );
+        .map(|order| {
+            vec![
+                order.order_num.to_string(),
+                terminal_safe(&order.order_name).into_owned(),
+                order.status.as_str().to_owned(),
+                order
+                    .duration_ms
+                    .map(format_ms)
+                    .unwrap_or_else(|| "-".to_owned()),
+                order
+                    .reason
+                    .as_deref()
+                    .map(terminal_safe)
+                    .unwrap_or_default()
+                    .into_owned(),
+            ]
+        })
+        .collect();
+    let header = vec!["ORDER", "NAME", "STATUS", "DURATION", "DETAIL"];
+    for line in plain_table(Some(header), rows) {
+        let _ = writeln!(out, "{line}");
     }
     let shown = |o: &&DoneOrder| {
         all_logs

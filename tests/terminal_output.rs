@@ -28,3 +28,46 @@ fn escape_sequences_from_an_order_are_shown_escaped() {
         "the log tail shows the sequences as text: {stderr}"
     );
 }
+
+#[test]
+fn the_summary_stays_aligned_with_wide_characters_in_names() {
+    let sandbox = Sandbox::new();
+    let job = r#"{"orders": [
+        {"order_name": "构建", "timeout": 30, "cmds": ["true"]},
+        {"order_name": "b", "timeout": 30, "cmds": ["true"]}]}"#;
+    let job = sandbox.write_job("job.json", job);
+    let output = sandbox.run(&job, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The column, in terminal cells, where `word` starts on `line` (CJK takes two cells).
+    let cells_before = |line: &str, word: &str| {
+        let at = line.find(word).unwrap();
+        line[..at]
+            .chars()
+            .map(|c| {
+                if ('\u{4e00}'..='\u{9fff}').contains(&c) {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum::<usize>()
+    };
+    let line_of = |start: &str| {
+        stderr
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in {stderr}"))
+    };
+    let header = cells_before(line_of("ORDER"), "STATUS");
+    assert_eq!(
+        cells_before(line_of("0001"), "succeeded"),
+        header,
+        "{stderr}"
+    );
+    assert_eq!(
+        cells_before(line_of("0002"), "succeeded"),
+        header,
+        "{stderr}"
+    );
+}
