@@ -2,14 +2,12 @@
 //! result, events and the done document hold `***` instead, and the rest of the output is
 //! kept.
 
-mod util;
-
 use std::path::Path;
 
+use crate::util::{Sandbox, done_of, examples};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sluice_contract::{JobStatus, OrderStatus};
-use util::{Sandbox, done_of, examples};
 
 const DB_PASSWORD: &str = "correct horse/battery+staple!";
 const DEPLOY_KEY: &str = "-----BEGIN KEY-----\nAbCdEf0123456789xyz\n-----END KEY-----";

@@ -1,11 +1,9 @@
 //! WebAssembly orders through `sluice run`: the example guests (WAT, C, Rust), statuses,
 //! exit codes and reasons in the done document, events, the compile cache across runs.
 
-mod util;
-
+use crate::util::{Sandbox, done_of, examples, require_built_guests};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderStatus};
-use util::{Sandbox, done_of, examples, require_built_guests};
 
 fn order<'a>(done: &'a DoneDoc, name: &str) -> &'a sluice_contract::result::DoneOrder {
     done.orders
@@ -111,7 +109,7 @@ fn a_preview2_component_runs_with_its_mounts_context_and_events() {
 #[test]
 fn validate_lists_what_each_order_runs() {
     require_built_guests();
-    let output = util::sluice()
+    let output = crate::util::sluice()
         .arg("validate")
         .arg(examples().join("mixed.json"))
         .output()

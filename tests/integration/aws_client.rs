@@ -1,11 +1,9 @@
 //! `sluice submit | status | wait | logs` (the `aws` feature): what they refuse before
 //! asking AWS anything. Their happy path, against a deployment in moto, is
-//! `control/aws/tests/cli.rs` (where the moto fixtures are).
+//! `control/aws/tests/integration/cli.rs` (where the moto fixtures are).
 #![cfg(feature = "aws")]
 
-mod util;
-
-use util::sluice;
+use crate::util::sluice;
 
 #[test]
 fn a_bad_run_id_or_missing_settings_are_named() {
@@ -30,7 +28,7 @@ fn a_bad_run_id_or_missing_settings_are_named() {
 
 #[test]
 fn submit_needs_a_target_and_a_job_valid_for_aws() {
-    let sandbox = util::Sandbox::new();
+    let sandbox = crate::util::Sandbox::new();
     let job = sandbox.write_job(
         "job.json",
         r#"{"orders": [{"cmds": ["true"], "timeout": 3600, "execution_target": "lambda"}]}"#,
@@ -79,7 +77,7 @@ fn submit_needs_a_target_and_a_job_valid_for_aws() {
 
 #[test]
 fn submit_wait_checks_the_deployment_settings_before_sending_anything() {
-    let sandbox = util::Sandbox::new();
+    let sandbox = crate::util::Sandbox::new();
     let job = sandbox.write_job(
         "job.json",
         r#"{"username": "alice", "orders": [{"cmds": ["true"], "timeout": 60, "execution_target": "lambda"}]}"#,

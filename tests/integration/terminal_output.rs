@@ -1,9 +1,7 @@
 //! What an order writes cannot drive the terminal of whoever reads `sluice run`: escape
 //! sequences in its log, events and reason reach stdout and stderr as text.
 
-mod util;
-
-use util::Sandbox;
+use crate::util::Sandbox;
 
 #[test]
 fn escape_sequences_from_an_order_are_shown_escaped() {

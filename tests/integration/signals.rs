@@ -1,13 +1,11 @@
 //! Stopping `sluice run` (SIGTERM, Ctrl-C) stops the run's processes too.
 
-mod util;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::{Sandbox, is_gone};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{Sandbox, is_gone};
 
 fn stop_with(signal: Signal, expected_code: i32) {
     let sandbox = Sandbox::new();

@@ -1,9 +1,7 @@
 //! Every example job runs with `sluice run` and ends with the statuses it is meant to show.
 
-mod util;
-
+use crate::util::{Sandbox, done_of, examples, sluice};
 use sluice_contract::{JobStatus, OrderStatus};
-use util::{Sandbox, done_of, examples, sluice};
 
 fn status_of(done: &sluice_contract::result::DoneDoc, name: &str) -> (OrderStatus, Option<String>) {
     let order = done.orders.iter().find(|o| o.order_name == name).unwrap();
@@ -148,7 +146,7 @@ fn credentials_come_from_the_example_secrets_file() {
 
 #[test]
 fn every_example_validates() {
-    util::require_built_guests();
+    crate::util::require_built_guests();
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
         let output = sluice().arg("validate").arg(&path).output().unwrap();

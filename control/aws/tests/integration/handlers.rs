@@ -1,10 +1,10 @@
 //! The Lambda handlers fed real event shapes (API Gateway REST and HTTP APIs, a function
 //! URL, SNS, a direct invoke, a watchdog step), against moto.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::http_api::{ALICE, HttpApi, http_event};
+use crate::support::{moto, store_settings};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_aws::handlers::{init_job, watchdog};
@@ -12,8 +12,6 @@ use sluice_aws::{CallCounter, wiring};
 use sluice_contract::{OrderStatus, RunId, keys};
 use sluice_engine::Engine;
 use sluice_ports::Transition;
-use support::http_api::{ALICE, HttpApi, http_event};
-use support::{moto, store_settings};
 
 async fn engine() -> Engine {
     engine_and_settings().await.0

@@ -2,15 +2,13 @@
 //! diamond, failures and cascades, the watchdog, credentials, callbacks that fail, garbage
 //! results, code zips from S3, and how many AWS calls a run costs.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::cloud::{Worker, cloud};
+use crate::support::{FlakyEndpoint, bucket, unique};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderStatus};
 use sluice_worker::retry::RetryPolicy;
-use support::cloud::{Worker, cloud};
-use support::{FlakyEndpoint, bucket, unique};
 
 fn status_of(done: &DoneDoc, name: &str) -> (OrderStatus, Option<String>) {
     let order = done.orders.iter().find(|o| o.order_name == name).unwrap();
@@ -476,7 +474,8 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
 /// and the worker retry what gets past it (a transient error is never an outcome).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_finish_right_while_aws_throttles_a_tenth_of_the_calls() {
-    let proxy = support::throttle::ThrottleProxy::start(0.1, Duration::from_millis(20)).await;
+    let proxy =
+        crate::support::throttle::ThrottleProxy::start(0.1, Duration::from_millis(20)).await;
     let diamond = job(vec![
         order("fetch", "echo fetched", &[]),
         order("build", "echo built", &["fetch"]),

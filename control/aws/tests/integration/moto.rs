@@ -5,18 +5,16 @@
 //! `scripts/test` starts moto on 127.0.0.1 and exports `AWS_ENDPOINT_URL`; every test makes
 //! its own buckets and tables, so tests run in parallel.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{
+    BodyTap, ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
+};
 use sluice_aws::{CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
 use sluice_ports::conformance::{object_store_suite, order_store_suite, sample_order};
 use sluice_ports::{ObjectStore, OrderStore, Presigned};
-use support::{
-    BodyTap, ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
-};
 
 async fn order_store(clients: &Clients, calls: &CallCounter) -> DynamoOrderStore {
     let settings = store_settings(clients).await;

@@ -1,11 +1,9 @@
 //! Orders get their credentials from `ssm_paths` and `secret_manager_paths`; locally a
 //! secrets file (`--secrets`) stands in for SSM and Secrets Manager with the same rules.
 
-mod util;
-
 use std::io::Read;
 
-use util::{Sandbox, sluice, succeeded};
+use crate::util::{Sandbox, sluice, succeeded};
 
 /// base64 of `{"DB_USER":"app","DB_PASSWORD":"pw-from-ssm"}`.
 const SSM_VALUE: &str = "eyJEQl9VU0VSIjoiYXBwIiwiREJfUEFTU1dPUkQiOiJwdy1mcm9tLXNzbSJ9";

@@ -1,9 +1,7 @@
 //! Bad job files and bad usage: exit 3 with one clear line naming the problem, never a
 //! panic or a backtrace, and nothing queued.
 
-mod util;
-
-use util::{Sandbox, sluice};
+use crate::util::{Sandbox, sluice};
 
 const T: &str = r#""timeout": 5"#;
 

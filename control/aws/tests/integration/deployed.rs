@@ -4,12 +4,10 @@
 //! own role, as Lambda runs them, so a permission the template forgets — or one the code
 //! starts to need — fails here with AccessDenied.
 
-mod support;
-
+use crate::support::cloud::{Worker, deployed};
+use crate::support::unique;
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderStatus, keys};
-use support::cloud::{Worker, deployed};
-use support::unique;
 
 fn status_of(done: &DoneDoc, name: &str) -> OrderStatus {
     done.orders
@@ -125,7 +123,7 @@ async fn the_watch_starts_a_lost_run_and_times_out_a_silent_worker() {
 async fn what_the_deployment_may_not_read_is_refused_as_the_jobs_fault() {
     let cloud = deployed().await;
     // A code zip in a bucket the CodeZipObjects parameter does not name.
-    let bucket = support::bucket(&cloud.clients).await;
+    let bucket = crate::support::bucket(&cloud.clients).await;
     cloud
         .clients
         .s3

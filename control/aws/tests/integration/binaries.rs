@@ -6,19 +6,17 @@
 //! init to its done document. With `SLUICE_LAMBDA_DIR` set (`scripts/build-lambdas
 //! --check`), the binaries are the `bootstrap` files built for Lambda.
 
-mod support;
-
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{moto, settings_env, store_settings, worker_function};
 use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
 use sluice_ports::Presigned;
-use support::{moto, settings_env, store_settings, worker_function};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -46,7 +44,7 @@ impl RuntimeApi {
                     let (read, mut write) = stream.into_split();
                     let mut reader = BufReader::new(read);
                     loop {
-                        let Some(request) = support::read_request(&mut reader).await else {
+                        let Some(request) = crate::support::read_request(&mut reader).await else {
                             return;
                         };
                         let path = request.line.split_whitespace().nth(1).unwrap().to_owned();

@@ -2,8 +2,6 @@
 //! over HTTP with a token, against `git http-backend` served on 127.0.0.1. One clone per
 //! repository per job; the token reaches no command line, environment, log or state file.
 
-mod util;
-
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -11,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use crate::util::{HttpRequest, Sandbox, succeeded};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sluice_contract::OrderStatus;
-use util::{HttpRequest, Sandbox, succeeded};
 
 const TOKEN: &str = "ghp_TestToken0123456789";
 

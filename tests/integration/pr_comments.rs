@@ -2,14 +2,12 @@
 //! orders run, completed with the job's status. Against a GitHub REST stand-in on
 //! 127.0.0.1 whose PR already has 150 other comments, so finding ours takes two pages.
 
-mod util;
-
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+use crate::util::{HttpRequest, Sandbox, done_of};
 use sluice_contract::JobStatus;
-use util::{HttpRequest, Sandbox, done_of};
 
 const TOKEN: &str = "ghp_PrCommentToken42";
 

@@ -1,12 +1,10 @@
 //! Orders see only their own env, and a timed-out order's whole process tree is dead by the
 //! time the timeout is reported.
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::{Sandbox, done_of};
 use sluice_contract::{JobStatus, OrderStatus};
-use util::{Sandbox, done_of};
 
 #[test]
 fn orders_see_only_their_own_env() {
@@ -119,7 +117,7 @@ fn nothing_an_order_starts_outlives_it() {
         "{leave_log}"
     );
     for pid in std::fs::read_to_string(&pids).unwrap().lines() {
-        assert!(util::is_gone(pid), "{pid} outlived sluice");
+        assert!(crate::util::is_gone(pid), "{pid} outlived sluice");
     }
     std::thread::sleep(Duration::from_secs(4));
     assert!(!marker.exists(), "a daemon wrote after its order ended");

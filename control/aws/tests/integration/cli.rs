@@ -6,19 +6,17 @@
 //! The `sluice` binary is the root crate's, built with the `aws` feature: `cargo test
 //! --workspace --all-features` (what scripts/test runs) builds it next to this test.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::cloud::{Cloud, Worker, cloud};
+use crate::support::http_api::HttpApi;
+use crate::support::settings_env;
 use serde_json::Value;
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderStatus, RunId};
-use support::cloud::{Cloud, Worker, cloud};
-use support::http_api::HttpApi;
-use support::settings_env;
 use tokio::io::AsyncBufReadExt;
 
 /// The `sluice` binary built alongside this test (target/<profile>/sluice).

@@ -1,15 +1,13 @@
 //! `sluice run` killed with SIGKILL: its orders' processes die with it (the sentinel), and
 //! `sluice resume` carries the run to its done document without running again what ended.
 
-mod util;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::{Sandbox, sluice, succeeded};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use util::{Sandbox, sluice, succeeded};
 
 /// Waits up to 30 s for `ready`.
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
@@ -29,7 +27,7 @@ fn processes_of(run_id: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|pid| pid.parse::<u32>().is_ok() && !util::is_gone(pid))
+        .filter(|pid| pid.parse::<u32>().is_ok() && !crate::util::is_gone(pid))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
                 environ

@@ -1,13 +1,11 @@
 //! Orders take their code from a local folder or a zip (path or `file://` URL), with file
 //! modes kept; a zip with an entry escaping the code root is refused before anything runs.
 
-mod util;
-
 use std::io::Write;
 use std::path::Path;
 
+use crate::util::{Sandbox, done_of, succeeded};
 use sluice_contract::JobStatus;
-use util::{Sandbox, done_of, succeeded};
 use zip::write::SimpleFileOptions;
 
 fn write_zip(path: &Path, entries: &[(&str, &str, u32)]) {
