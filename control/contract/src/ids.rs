@@ -114,16 +114,42 @@ impl fmt::Display for OrderNum {
     }
 }
 
+/// Text that is not an order number (four digits, `0001`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrderNumError {
+    /// It is not exactly four ASCII digits.
+    #[error("order number {text:?} is not four digits")]
+    NotFourDigits {
+        /// The text.
+        text: String,
+    },
+    /// Its four digits do not read as a number.
+    #[error("order number {text:?}: {source}")]
+    NotANumber {
+        /// The text.
+        text: String,
+        /// Why it does not read.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+}
+
 impl FromStr for OrderNum {
-    type Err = String;
+    type Err = OrderNumError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("order number {text:?} is not four digits"));
+            return Err(OrderNumError::NotFourDigits {
+                text: text.to_owned(),
+            });
         }
         text.parse::<u32>()
             .map(OrderNum)
-            .map_err(|e| format!("order number {text:?}: {e}"))
+            .map_err(|source| OrderNumError::NotANumber {
+                text: text.to_owned(),
+                source,
+            })
     }
 }
 
@@ -134,7 +160,7 @@ impl From<OrderNum> for String {
 }
 
 impl TryFrom<String> for OrderNum {
-    type Error = String;
+    type Error = OrderNumError;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         text.parse()

@@ -95,14 +95,19 @@ impl fmt::Display for OrderStatus {
     }
 }
 
+/// Text that is not an order status ([`OrderStatus::as_str`] of none).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown order status {0:?}")]
+pub struct UnknownStatus(pub String);
+
 impl FromStr for OrderStatus {
-    type Err = String;
+    type Err = UnknownStatus;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         OrderStatus::ALL
             .into_iter()
             .find(|s| s.as_str() == text)
-            .ok_or_else(|| format!("unknown order status {text:?}"))
+            .ok_or_else(|| UnknownStatus(text.to_owned()))
     }
 }
 

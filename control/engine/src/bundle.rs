@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Cursor, Read, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -17,6 +17,7 @@ use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE,
 };
 use sluice_contract::paths::{LinkProblem, LinkTree};
+use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
@@ -66,29 +67,204 @@ impl OrderKey {
     }
 }
 
+/// Why a bundle could not be built: a recipient the env cannot be encrypted to, age
+/// failing, or a path or entry of the order's code that could not be packaged. Every
+/// message names the recipient, file, folder or entry (a code zip's entries after the
+/// zip's path), and includes its cause, which is also the error's
+/// [`source`](std::error::Error::source) where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// A recipient the env is to be encrypted to is not an age X25519 recipient
+    /// (`age1...`).
+    #[error("age recipient {recipient:?}: {reason}")]
+    Recipient {
+        /// The recipient as given.
+        recipient: String,
+        /// Why age does not read it.
+        reason: &'static str,
+    },
+    /// age could not encrypt the env (boxed: age's error is large).
+    #[error("age encryption: {0}")]
+    Encrypt(#[source] Box<age::EncryptError>),
+    /// The manifest (`order.json`) or the env could not be written as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        /// `order.json` or `env`.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An entry could not be started in the bundle.
+    #[error("{entry}: {source}")]
+    AddEntry {
+        /// The entry, as named in the bundle (`code/run.sh`, `order.json`).
+        entry: String,
+        /// The cause.
+        #[source]
+        source: ZipError,
+    },
+    /// An entry's bytes could not be written into the bundle.
+    #[error("{entry}: {source}")]
+    WriteEntry {
+        /// The entry, as named in the bundle.
+        entry: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The bundle could not be finished (its central directory written).
+    #[error("finishing exec.zip: {0}")]
+    Finish(#[source] ZipError),
+    /// A folder of the code could not be listed.
+    #[error("reading {dir}: {source}")]
+    ReadDir {
+        /// The folder.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file or link of the code could not be read (its metadata, target or bytes).
+    #[error("{path}: {source}")]
+    Read {
+        /// The file or link.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A path listed from the code folder is not under it.
+    #[error("{path} is outside {root}")]
+    Outside {
+        /// The path.
+        path: PathBuf,
+        /// The code folder.
+        root: PathBuf,
+    },
+    /// A path has a component other than a plain name (`..`, `/`).
+    #[error("{path}: unexpected path component")]
+    UnexpectedComponent {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file name is not UTF-8 (an entry's name in the bundle must be).
+    #[error("{path}: file name is not UTF-8")]
+    NonUtf8Name {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A symbolic link's target is not UTF-8.
+    #[error("{path}: link target is not UTF-8")]
+    NonUtf8Link {
+        /// The link.
+        path: PathBuf,
+    },
+    /// Something of the code lies at or under a symbolic link of it: unpacking would write
+    /// it where the link leads.
+    #[error("{path}: lies under the link {link}; code may not be placed through links")]
+    UnderLink {
+        /// The file, folder or link, under the code folder or zip.
+        path: PathBuf,
+        /// The link at or above it, under the code folder or zip.
+        link: PathBuf,
+    },
+    /// A symbolic link of the code, followed through the code's links, leads out of the
+    /// code folder.
+    #[error("{link} is a symbolic link to {target}, which leads outside the code folder")]
+    LinkEscapes {
+        /// The link, under the code folder or zip.
+        link: PathBuf,
+        /// Its target.
+        target: PathBuf,
+    },
+    /// The code zip could not be opened.
+    #[error("opening {path}: {source}")]
+    OpenZip {
+        /// The zip.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The code zip is not a zip archive zip can read.
+    #[error("{path} is not a readable zip: {source}")]
+    NotAZip {
+        /// The zip.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ZipError,
+    },
+    /// An entry of the code zip could not be read.
+    #[error("{path}: entry {index}: {source}")]
+    ZipEntry {
+        /// The zip.
+        path: PathBuf,
+        /// The entry's index in the zip.
+        index: usize,
+        /// The cause.
+        #[source]
+        source: ZipError,
+    },
+    /// A symbolic link entry's target could not be read from the code zip.
+    #[error("{path}: {entry}: {source}")]
+    ZipLinkTarget {
+        /// The zip.
+        path: PathBuf,
+        /// The link entry.
+        entry: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An entry's name leads out of the archive (`../x`, `/etc/x`).
+    #[error("{path}: entry {entry:?} escapes the archive")]
+    ZipEntryEscapes {
+        /// The zip.
+        path: PathBuf,
+        /// The entry's name as stored (`entry N` when it cannot be read).
+        entry: String,
+    },
+    /// An entry of the code zip could not be copied into the bundle.
+    #[error("{path}: {entry}: {source}")]
+    CopyZipEntry {
+        /// The zip.
+        path: PathBuf,
+        /// The entry's name as stored (`entry N` when it cannot be read).
+        entry: String,
+        /// The cause.
+        #[source]
+        source: ZipError,
+    },
+}
+
 /// Encrypts `plaintext` to every recipient in `recipients` (age X25519).
 ///
 /// # Errors
 ///
-/// A message naming the recipient that does not parse, or the age failure.
-fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, String> {
+/// [`BundleError::Recipient`] naming the recipient that does not parse, or
+/// [`BundleError::Encrypt`] with age's failure.
+fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, BundleError> {
     let parsed: Vec<age::x25519::Recipient> = recipients
         .iter()
-        .map(|r| r.parse().map_err(|e| format!("age recipient {r:?}: {e}")))
+        .map(|r| {
+            r.parse::<age::x25519::Recipient>()
+                .map_err(|reason| BundleError::Recipient {
+                    recipient: r.clone(),
+                    reason,
+                })
+        })
         .collect::<Result<_, _>>()?;
     let encryptor =
         age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| format!("age encryption: {e}"))?;
+            .map_err(|e| BundleError::Encrypt(Box::new(e)))?;
+    let io_failed = |e: io::Error| BundleError::Encrypt(Box::new(age::EncryptError::Io(e)));
     let mut out = Vec::with_capacity(plaintext.len() + 256);
-    let mut writer = encryptor
-        .wrap_output(&mut out)
-        .map_err(|e| format!("age encryption: {e}"))?;
-    writer
-        .write_all(plaintext)
-        .map_err(|e| format!("age encryption: {e}"))?;
-    writer
-        .finish()
-        .map_err(|e| format!("age encryption: {e}"))?;
+    let mut writer = encryptor.wrap_output(&mut out).map_err(io_failed)?;
+    writer.write_all(plaintext).map_err(io_failed)?;
+    writer.finish().map_err(io_failed)?;
     Ok(out)
 }
 
@@ -96,8 +272,8 @@ fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 ///
-/// A message naming the path or entry that could not be packaged.
-pub fn build(input: &BundleInput) -> Result<Vec<u8>, String> {
+/// A [`BundleError`] naming the recipient, path or entry that could not be packaged.
+pub fn build(input: &BundleInput) -> Result<Vec<u8>, BundleError> {
     build_bundle(input, true)
 }
 
@@ -107,21 +283,27 @@ pub fn build(input: &BundleInput) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 ///
-/// A message naming the path or entry that could not be packaged.
-pub fn build_stripped(input: &BundleInput) -> Result<Vec<u8>, String> {
+/// A [`BundleError`] naming the path or entry that could not be packaged.
+pub fn build_stripped(input: &BundleInput) -> Result<Vec<u8>, BundleError> {
     build_bundle(input, false)
 }
 
-fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
+fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     let file = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     let private = file.unix_permissions(0o600);
 
     let manifest =
-        serde_json::to_vec_pretty(&input.manifest).map_err(|e| format!("order.json: {e}"))?;
+        serde_json::to_vec_pretty(&input.manifest).map_err(|source| BundleError::Json {
+            what: "order.json",
+            source,
+        })?;
     add_bytes(&mut zip, MANIFEST_FILE, &manifest, private)?;
     if whole {
-        let env_json = serde_json::to_vec(&input.env).map_err(|e| format!("env: {e}"))?;
+        let env_json = serde_json::to_vec(&input.env).map_err(|source| BundleError::Json {
+            what: "env",
+            source,
+        })?;
         add_bytes(
             &mut zip,
             ENV_FILE,
@@ -144,7 +326,10 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
     )?;
 
     zip.add_directory(format!("{CODE_DIR}/"), file.unix_permissions(0o755))
-        .map_err(|e| format!("{CODE_DIR}/: {e}"))?;
+        .map_err(|source| BundleError::AddEntry {
+            entry: format!("{CODE_DIR}/"),
+            source,
+        })?;
     match &input.code {
         CodeInput::None => {}
         CodeInput::Dir(dir) => {
@@ -154,9 +339,7 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, String> {
         }
         CodeInput::Zip(path) => add_zip(&mut zip, path)?,
     }
-    let cursor = zip
-        .finish()
-        .map_err(|e| format!("finishing exec.zip: {e}"))?;
+    let cursor = zip.finish().map_err(BundleError::Finish)?;
     Ok(cursor.into_inner())
 }
 
@@ -165,25 +348,35 @@ fn add_bytes(
     name: &str,
     bytes: &[u8],
     options: SimpleFileOptions,
-) -> Result<(), String> {
+) -> Result<(), BundleError> {
     zip.start_file(name, options)
-        .map_err(|e| format!("{name}: {e}"))?;
-    zip.write_all(bytes).map_err(|e| format!("{name}: {e}"))
+        .map_err(|source| BundleError::AddEntry {
+            entry: name.to_owned(),
+            source,
+        })?;
+    zip.write_all(bytes)
+        .map_err(|source| BundleError::WriteEntry {
+            entry: name.to_owned(),
+            source,
+        })
 }
 
 /// The `/`-joined name of `path` relative to `root`, under `code/`.
-fn entry_name(root: &Path, path: &Path) -> Result<String, String> {
-    let relative = path
-        .strip_prefix(root)
-        .map_err(|_| format!("{} is outside {}", path.display(), root.display()))?;
+fn entry_name(root: &Path, path: &Path) -> Result<String, BundleError> {
+    let relative = path.strip_prefix(root).map_err(|_| BundleError::Outside {
+        path: path.to_owned(),
+        root: root.to_owned(),
+    })?;
     let mut name = String::from(CODE_DIR);
     for component in relative.components() {
         let Component::Normal(part) = component else {
-            return Err(format!("{}: unexpected path component", path.display()));
+            return Err(BundleError::UnexpectedComponent {
+                path: path.to_owned(),
+            });
         };
-        let part = part
-            .to_str()
-            .ok_or_else(|| format!("{}: file name is not UTF-8", path.display()))?;
+        let part = part.to_str().ok_or_else(|| BundleError::NonUtf8Name {
+            path: path.to_owned(),
+        })?;
         name.push('/');
         name.push_str(part);
     }
@@ -196,30 +389,42 @@ fn add_dir(
     dir: &Path,
     options: SimpleFileOptions,
     links: &mut LinkTree,
-) -> Result<(), String> {
+) -> Result<(), BundleError> {
+    let unlisted = |source| BundleError::ReadDir {
+        dir: dir.to_owned(),
+        source,
+    };
     let mut entries: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| format!("reading {}: {e}", dir.display()))?
+        .map_err(unlisted)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        .map_err(unlisted)?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();
         let name = entry_name(root, &path)?;
-        let meta = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let unread = |source| BundleError::Read {
+            path: path.clone(),
+            source,
+        };
+        let not_added = |source| BundleError::AddEntry {
+            entry: name.clone(),
+            source,
+        };
+        let meta = fs::symlink_metadata(&path).map_err(unread)?;
         let mode = meta.permissions().mode() & 0o777;
         if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let target = fs::read_link(&path).map_err(unread)?;
             if let Ok(relative) = path.strip_prefix(root) {
                 links.insert(relative, &target);
             }
             let target = target
                 .to_str()
-                .ok_or_else(|| format!("{}: link target is not UTF-8", path.display()))?;
+                .ok_or_else(|| BundleError::NonUtf8Link { path: path.clone() })?;
             zip.add_symlink(name.as_str(), target, options)
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(not_added)?;
         } else if meta.is_dir() {
             zip.add_directory(format!("{name}/"), options.unix_permissions(mode))
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(not_added)?;
             add_dir(zip, root, &path, options, links)?;
         } else if meta.is_file() {
             zip.start_file(
@@ -228,10 +433,9 @@ fn add_dir(
                     .unix_permissions(mode)
                     .large_file(meta.len() >= u32::MAX as u64),
             )
-            .map_err(|e| format!("{name}: {e}"))?;
-            let mut source =
-                fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            std::io::copy(&mut source, zip).map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(not_added)?;
+            let mut source = fs::File::open(&path).map_err(unread)?;
+            std::io::copy(&mut source, zip).map_err(unread)?;
         }
         // Sockets, fifos and devices are not code: skipped.
     }
@@ -245,39 +449,49 @@ fn check_links<'a>(
     links: &LinkTree,
     entries: impl IntoIterator<Item = &'a Path>,
     origin: &Path,
-) -> Result<(), String> {
+) -> Result<(), BundleError> {
     links.check(entries).map_err(|problem| match problem {
-        LinkProblem::UnderLink { path, link } => format!(
-            "{}: lies under the link {}; code may not be placed through links",
-            origin.join(path).display(),
-            origin.join(link).display()
-        ),
-        LinkProblem::Escapes { link, target } => format!(
-            "{} is a symbolic link to {}, which leads outside the code folder",
-            origin.join(link).display(),
-            target.display()
-        ),
+        LinkProblem::UnderLink { path, link } => BundleError::UnderLink {
+            path: origin.join(path),
+            link: origin.join(link),
+        },
+        LinkProblem::Escapes { link, target } => BundleError::LinkEscapes {
+            link: origin.join(link),
+            target,
+        },
     })
 }
 
-fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), String> {
-    let file = fs::File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-    let mut archive = ZipArchive::new(file)
-        .map_err(|e| format!("{} is not a readable zip: {e}", path.display()))?;
+fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), BundleError> {
+    let file = fs::File::open(path).map_err(|source| BundleError::OpenZip {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut archive = ZipArchive::new(file).map_err(|source| BundleError::NotAZip {
+        path: path.to_owned(),
+        source,
+    })?;
+    let unreadable = |index: usize| {
+        move |source| BundleError::ZipEntry {
+            path: path.to_owned(),
+            index,
+            source,
+        }
+    };
     let mut links = LinkTree::default();
     let mut entries = Vec::new();
     for index in 0..archive.len() {
-        let mut entry = archive
-            .by_index(index)
-            .map_err(|e| format!("{}: entry {index}: {e}", path.display()))?;
+        let mut entry = archive.by_index(index).map_err(unreadable(index))?;
         if let Some(safe) = entry.enclosed_name() {
             if entry.is_symlink() {
                 let mut target = String::new();
-                entry
-                    .by_ref()
-                    .take(4096)
-                    .read_to_string(&mut target)
-                    .map_err(|e| format!("{}: {}: {e}", path.display(), safe.display()))?;
+                if let Err(source) = entry.by_ref().take(4096).read_to_string(&mut target) {
+                    return Err(BundleError::ZipLinkTarget {
+                        path: path.to_owned(),
+                        entry: safe,
+                        source,
+                    });
+                }
                 links.insert(safe, target);
             } else {
                 entries.push(safe);
@@ -286,18 +500,16 @@ fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), Stri
     }
     check_links(&links, entries.iter().map(PathBuf::as_path), path)?;
     for index in 0..archive.len() {
-        let entry = archive
-            .by_index_raw(index)
-            .map_err(|e| format!("{}: entry {index}: {e}", path.display()))?;
+        let entry = archive.by_index_raw(index).map_err(unreadable(index))?;
         let raw_name = entry
             .name()
             .map(|n| n.into_owned())
             .unwrap_or_else(|_| format!("entry {index}"));
         let Some(safe) = entry.enclosed_name() else {
-            return Err(format!(
-                "{}: entry {raw_name:?} escapes the archive",
-                path.display()
-            ));
+            return Err(BundleError::ZipEntryEscapes {
+                path: path.to_owned(),
+                entry: raw_name,
+            });
         };
         let name = entry_name(Path::new(""), &safe)?;
         let name = if entry.is_dir() {
@@ -306,7 +518,11 @@ fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), Stri
             name
         };
         zip.raw_copy_file_rename(entry, name)
-            .map_err(|e| format!("{}: {raw_name}: {e}", path.display()))?;
+            .map_err(|source| BundleError::CopyZipEntry {
+                path: path.to_owned(),
+                entry: raw_name,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -316,14 +532,11 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn read_entry(bundle: &[u8], name: &str) -> Result<Vec<u8>, String> {
-        let mut archive =
-            ZipArchive::new(Cursor::new(bundle)).map_err(|e| format!("bundle: {e}"))?;
-        let mut entry = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+    fn read_entry(bundle: &[u8], name: &str) -> zip::result::ZipResult<Vec<u8>> {
+        let mut archive = ZipArchive::new(Cursor::new(bundle))?;
+        let mut entry = archive.by_name(name)?;
         let mut out = Vec::new();
-        entry
-            .read_to_end(&mut out)
-            .map_err(|e| format!("{name}: {e}"))?;
+        entry.read_to_end(&mut out)?;
         Ok(out)
     }
     use sluice_contract::manifest::Task;
@@ -394,7 +607,7 @@ mod tests {
 
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("escape")).unwrap();
         input.code = CodeInput::Dir(dir.path().to_owned());
-        let err = build(&input).unwrap_err();
+        let err = build(&input).unwrap_err().to_string();
         assert!(err.contains("outside the code folder"), "{err}");
     }
 
@@ -414,7 +627,7 @@ mod tests {
             recipients: vec![key.recipient],
             code: CodeInput::Dir(dir.path().to_owned()),
         };
-        let err = build(&input).unwrap_err();
+        let err = build(&input).unwrap_err().to_string();
         assert!(err.contains("d/l is a symbolic link"), "{err}");
         assert!(err.contains("outside the code folder"), "{err}");
     }

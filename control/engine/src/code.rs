@@ -9,12 +9,89 @@ use std::path::PathBuf;
 
 use sluice_contract::validate::{GitSource, ValidJob, ValidOrder};
 
-use crate::bundle::CodeInput;
+use crate::bundle::{BundleError, CodeInput};
 use crate::credentials::fetch_failed;
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
-use crate::git::{GitCredential, GitWorkspace};
+use crate::git::{GitCredential, GitError, GitWorkspace};
 use crate::ports::CodeArchives;
+
+/// Why an order's code could not be had or packaged: what [`EngineError::Bundle`] holds.
+/// Each message names the field and the path, repository or URL at fault. All of them
+/// count as the job's fault ([`EngineError::is_invalid_input`]): almost all are (a path,
+/// repository, commit or zip it names), the rest (git missing, a scratch file that
+/// cannot be written) are only told apart by their variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeError {
+    /// `code_dir` is not a folder (preflight).
+    #[error("code_dir {path} is not a folder")]
+    NotAFolder {
+        /// The folder, joined to the job file's folder.
+        path: PathBuf,
+    },
+    /// A local `s3_location` is not a file (preflight).
+    #[error("s3_location {path} is not a file")]
+    NotAFile {
+        /// The zip, joined to the job file's folder.
+        path: PathBuf,
+    },
+    /// A wasm order's module is not a file of its code folder (preflight).
+    #[error("wasm.module {path} is not a file")]
+    NoWasmModule {
+        /// The module, joined to the code folder.
+        path: PathBuf,
+    },
+    /// A folder a wasm order mounts is not a folder of its code folder (preflight).
+    #[error("wasm.dirs[{index}].host {path} is not a folder")]
+    NoWasmDir {
+        /// Its index in `wasm.dirs`.
+        index: usize,
+        /// The folder, joined to the code folder.
+        path: PathBuf,
+    },
+    /// The code could not be had from its git repository.
+    #[error("git_repo: {0}")]
+    Git(#[source] Box<GitError>),
+    /// A zip is named by URL, but this engine reads zips from paths only.
+    #[error("s3_location {location}: this engine reads zips from paths only")]
+    NoArchives {
+        /// The URL.
+        location: String,
+    },
+    /// Nothing is stored where the zip's URL points.
+    #[error("s3_location: nothing is stored at {key}")]
+    ArchiveNotFound {
+        /// What the store says is missing.
+        key: String,
+    },
+    /// This deployment may not read the zip.
+    #[error(
+        "s3_location: this deployment may not read {location} (access denied; S3 \
+         says so for a missing object too when its bucket may not be listed)"
+    )]
+    ArchiveDenied {
+        /// The URL.
+        location: String,
+    },
+    /// The bundle could not be built from the code.
+    #[error(transparent)]
+    Bundle(Box<BundleError>),
+}
+
+// The large causes are boxed, so that every `Result` carrying a `CodeError` (or an
+// `EngineError`) stays small.
+impl From<GitError> for CodeError {
+    fn from(error: GitError) -> Self {
+        CodeError::Git(Box::new(error))
+    }
+}
+
+impl From<BundleError> for CodeError {
+    fn from(error: BundleError) -> Self {
+        CodeError::Bundle(Box::new(error))
+    }
+}
 
 /// Where an order's code will come from, once preflight has checked it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +139,7 @@ impl Engine {
                     let zip = workspace
                         .code_zip(&source, credential.as_ref())
                         .await
-                        .map_err(|message| bundle_error(order, format!("git_repo: {message}")))?;
+                        .map_err(|error| bundle_error(order, error.into()))?;
                     tracing::info!(order_num = %order.order_num, repo = %source.repo, "code fetched from git");
                     CodeInput::Zip(zip)
                 }
@@ -73,9 +150,9 @@ impl Engine {
                         let archives = self.ports.archives.as_deref().ok_or_else(|| {
                             bundle_error(
                                 order,
-                                format!(
-                                    "s3_location {location}: this engine reads zips from paths only"
-                                ),
+                                CodeError::NoArchives {
+                                    location: location.clone(),
+                                },
                             )
                         })?;
                         if downloads.is_none() {
@@ -135,18 +212,14 @@ async fn download(
     let bytes = match archives.fetch_zip(location).await {
         Ok(bytes) => bytes,
         Err(StoreError::NotFound { key }) => {
-            return Err(bundle_error(
-                order,
-                format!("s3_location: nothing is stored at {key}"),
-            ));
+            return Err(bundle_error(order, CodeError::ArchiveNotFound { key }));
         }
         Err(StoreError::Denied { .. }) => {
             return Err(bundle_error(
                 order,
-                format!(
-                    "s3_location: this deployment may not read {location} (access denied; S3 \
-                     says so for a missing object too when its bucket may not be listed)"
-                ),
+                CodeError::ArchiveDenied {
+                    location: location.to_owned(),
+                },
             ));
         }
         Err(other) => return Err(other.into()),
@@ -158,10 +231,10 @@ async fn download(
     Ok(())
 }
 
-fn bundle_error(order: &ValidOrder, message: String) -> EngineError {
+fn bundle_error(order: &ValidOrder, cause: CodeError) -> EngineError {
     EngineError::Bundle {
         order_num: order.order_num.to_string(),
         order_name: order.order_name.clone(),
-        message,
+        cause,
     }
 }

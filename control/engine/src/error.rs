@@ -4,6 +4,7 @@
 use sluice_contract::ValidationError;
 pub use sluice_ports::{ErrorKind, StoreError};
 
+use crate::code::CodeError;
 use crate::ports::DispatchError;
 
 /// An engine operation failed.
@@ -13,15 +14,16 @@ pub enum EngineError {
     /// The job breaks a rule of the contract.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    /// An order's code could not be packaged.
-    #[error("order {order_num} ({order_name}): packaging its code failed: {message}")]
+    /// An order's code could not be had or packaged.
+    #[error("order {order_num} ({order_name}): packaging its code failed: {cause}")]
     Bundle {
         /// The order.
         order_num: String,
         /// The order's name.
         order_name: String,
-        /// What went wrong, with the path.
-        message: String,
+        /// What went wrong, with the path (printed in the message, so not chained as a
+        /// source too).
+        cause: CodeError,
     },
     /// A credential an order lists is missing or breaks its store's rules.
     #[error("order {order_num} ({order_name}), field `{field}`: {message}")]

@@ -23,10 +23,10 @@
 //! Lambda layer lives under `/opt` and needs its helpers' and libraries' paths.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -45,6 +45,206 @@ const TOKEN_USER: &str = "x-access-token";
 
 /// Answers git's username and password prompts from the token file.
 const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) echo x-access-token ;;\n  *) cat \"$SLUICE_GIT_TOKEN_FILE\" ;;\nesac\n";
+
+/// Why an order's code could not be had from its git repository: a credential the
+/// deployment does not let go where the job sends it, a secret file that could not be
+/// written, or git failing to clone, find the commit or folder, or archive it. Every
+/// message names the repository (and the commit or folder), and none holds a token: git's
+/// words, and every text a job gave, come with the token masked (`***`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GitError {
+    /// A token or SSH key would go to a host the deployment does not list
+    /// ([`GitPolicy::credential_hosts`]), or to a local repository.
+    #[error(
+        "{repo}: git credentials are sent only to {} (the deployment's git credential \
+         hosts: SLUICE_GIT_CREDENTIAL_HOSTS, or --git-credential-hosts locally), not \
+         to {}",
+        listed_hosts(allowed),
+        host.as_deref().unwrap_or("a local repository")
+    )]
+    CredentialHost {
+        /// The repository.
+        repo: String,
+        /// The hosts credentials may be sent to.
+        allowed: Vec<String>,
+        /// The repository's host (`None` for a local repository).
+        host: Option<String>,
+    },
+    /// A token would travel in clear: the repository is neither `https://` nor `http://`
+    /// to this machine.
+    #[error("{repo}: a git token is only sent over https:// (or http:// to this machine)")]
+    TokenTransport {
+        /// The repository.
+        repo: String,
+    },
+    /// A secret file of the workspace (a token, an SSH key, or the askpass script reading
+    /// the token) could not be written.
+    #[error("writing {path}: {source}")]
+    WritePrivate {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The repository could not be cloned (a hint follows git's words when the server's
+    /// SSH key is not among the known hosts).
+    #[error("cloning {repo}: {source}{}", host_key_hint(source))]
+    Clone {
+        /// The repository.
+        repo: String,
+        /// What git said.
+        #[source]
+        source: GitCommandError,
+    },
+    /// The commit (or, with none given, the default branch's head) is not in the clone.
+    #[error("commit {commit} is not in {repo}")]
+    NoCommit {
+        /// The repository.
+        repo: String,
+        /// The commit asked for (`HEAD` when none was).
+        commit: String,
+    },
+    /// `git_folder` is not a folder of the repository at the commit.
+    #[error("git_folder {folder} is not a folder of {repo} at commit {sha}")]
+    NoFolder {
+        /// The repository.
+        repo: String,
+        /// The folder, without leading or trailing `/`.
+        folder: String,
+        /// The commit, resolved.
+        sha: String,
+    },
+    /// `git archive` of the commit's tree or folder failed.
+    #[error("archiving {tree} of {repo}: {source}")]
+    Archive {
+        /// The repository.
+        repo: String,
+        /// What was archived: the commit, or `commit:folder`.
+        tree: String,
+        /// What git said.
+        #[source]
+        source: GitCommandError,
+    },
+}
+
+impl GitError {
+    /// This error with `token` (and the Basic credentials made of it) masked in every text
+    /// it holds.
+    fn masked(self, token: Option<&str>) -> Self {
+        if token.is_none() {
+            return self;
+        }
+        let mask = |text: String| mask_token(text, token);
+        match self {
+            GitError::CredentialHost {
+                repo,
+                allowed,
+                host,
+            } => GitError::CredentialHost {
+                repo: mask(repo),
+                allowed,
+                host: host.map(mask),
+            },
+            GitError::TokenTransport { repo } => GitError::TokenTransport { repo: mask(repo) },
+            GitError::WritePrivate { path, source } => GitError::WritePrivate { path, source },
+            GitError::Clone { repo, source } => GitError::Clone {
+                repo: mask(repo),
+                source: source.masked(token),
+            },
+            GitError::NoCommit { repo, commit } => GitError::NoCommit {
+                repo: mask(repo),
+                commit: mask(commit),
+            },
+            GitError::NoFolder { repo, folder, sha } => GitError::NoFolder {
+                repo: mask(repo),
+                folder: mask(folder),
+                sha: mask(sha),
+            },
+            GitError::Archive { repo, tree, source } => GitError::Archive {
+                repo: mask(repo),
+                tree: mask(tree),
+                source: source.masked(token),
+            },
+        }
+    }
+}
+
+/// The hosts credentials may be sent to, as a message lists them.
+fn listed_hosts(allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        "no host".to_owned()
+    } else {
+        allowed.join(", ")
+    }
+}
+
+/// What a failed clone's message ends with: how to trust the server when ssh refused its
+/// key, else nothing.
+fn host_key_hint(error: &GitCommandError) -> &'static str {
+    if error.to_string().contains(HOST_KEY_FAILED) {
+        " (the server's SSH key is not among the deployment's known hosts: add it to \
+         SLUICE_GIT_KNOWN_HOSTS, or --git-known-hosts locally, e.g. from its \
+         published keys or `ssh-keyscan HOST`; or allow trust on first use with \
+         SLUICE_GIT_SSH_TOFU=1)"
+    } else {
+        ""
+    }
+}
+
+/// Why running the `git` command failed. What git said is kept as it said it until the
+/// [`GitError`] holding it is masked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GitCommandError {
+    /// There is no `git` where it is looked for (the policy's `PATH`).
+    #[error(
+        "git is not installed (it fetches code from git repositories; on AWS, \
+         deploy init-job with a git layer: GitLayerArn in docs/deploy.md)"
+    )]
+    NotInstalled(#[source] io::Error),
+    /// git could not be started.
+    #[error("running git: {0}")]
+    Start(#[source] io::Error),
+    /// git ran and failed, saying why.
+    #[error("{said}")]
+    Failed {
+        /// The git command (`clone`, `archive`...).
+        command: String,
+        /// How git ended.
+        status: ExitStatus,
+        /// The last lines git wrote to stderr, joined with ` / ` (ssh's reason for refusing
+        /// a server's key kept first).
+        said: String,
+    },
+    /// git ran and failed without a word.
+    #[error("git {command} failed ({status})")]
+    FailedSilently {
+        /// The git command (`clone`, `archive`...).
+        command: String,
+        /// How git ended.
+        status: ExitStatus,
+    },
+}
+
+impl GitCommandError {
+    /// This error with `token` masked in what git said.
+    fn masked(self, token: Option<&str>) -> Self {
+        match self {
+            GitCommandError::Failed {
+                command,
+                status,
+                said,
+            } => GitCommandError::Failed {
+                command,
+                status,
+                said: mask_token(said, token),
+            },
+            other => other,
+        }
+    }
+}
 
 /// Where git credentials may go and which SSH servers are trusted: a deployment's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +285,7 @@ impl GitPolicy {
     }
 
     /// Refuses to send a credential to `repo`'s host unless it is listed.
-    fn check_credential_host(&self, repo: &str) -> Result<(), String> {
+    fn check_credential_host(&self, repo: &str) -> Result<(), GitError> {
         let host = sluice_contract::repo_url::host(repo);
         match &host {
             Some(host)
@@ -96,17 +296,11 @@ impl GitPolicy {
             {
                 Ok(())
             }
-            _ => Err(format!(
-                "{repo}: git credentials are sent only to {} (the deployment's git credential \
-                 hosts: SLUICE_GIT_CREDENTIAL_HOSTS, or --git-credential-hosts locally), not \
-                 to {}",
-                if self.credential_hosts.is_empty() {
-                    "no host".to_owned()
-                } else {
-                    self.credential_hosts.join(", ")
-                },
-                host.as_deref().unwrap_or("a local repository")
-            )),
+            _ => Err(GitError::CredentialHost {
+                repo: repo.to_owned(),
+                allowed: self.credential_hosts.clone(),
+                host,
+            }),
         }
     }
 }
@@ -170,16 +364,25 @@ impl GitWorkspace {
     ///
     /// # Errors
     ///
-    /// A message (with the token masked) saying which repository, commit or folder could
-    /// not be had, and why.
+    /// A [`GitError`] (with the token masked) saying which repository, commit or folder
+    /// could not be had, and why.
     pub async fn code_zip(
         &mut self,
         source: &GitSource,
         credential: Option<&GitCredential>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, GitError> {
+        self.archive_of(source, credential)
+            .await
+            .map_err(|error| error.masked(token_of(credential)))
+    }
+
+    /// [`GitWorkspace::code_zip`], its error not masked yet.
+    async fn archive_of(
+        &mut self,
+        source: &GitSource,
+        credential: Option<&GitCredential>,
+    ) -> Result<PathBuf, GitError> {
         let clone = self.clone_of(source, credential).await?;
-        let token = token_of(credential);
-        let mask = |text: String| mask_token(text, token);
         let commit = source.commit.as_deref().unwrap_or("HEAD");
         let sha = git(
             &clone,
@@ -192,7 +395,10 @@ impl GitWorkspace {
             ],
         )
         .await
-        .map_err(|_| mask(format!("commit {commit} is not in {}", source.repo)))?;
+        .map_err(|_| GitError::NoCommit {
+            repo: source.repo.clone(),
+            commit: commit.to_owned(),
+        })?;
         let key = (clone.clone(), sha.clone(), source.folder.clone());
         if let Some(zip) = self.archives.get(&key) {
             return Ok(zip.clone());
@@ -202,11 +408,12 @@ impl GitWorkspace {
                 let folder = folder.trim_matches('/');
                 let object = format!("{sha}:{folder}");
                 let kind = git(&clone, &self.env(None), &["cat-file", "-t", &object]).await;
-                if kind.as_deref() != Ok("tree") {
-                    return Err(mask(format!(
-                        "git_folder {folder} is not a folder of {} at commit {sha}",
-                        source.repo
-                    )));
+                if !matches!(kind.as_deref(), Ok("tree")) {
+                    return Err(GitError::NoFolder {
+                        repo: source.repo.clone(),
+                        folder: folder.to_owned(),
+                        sha,
+                    });
                 }
                 object
             }
@@ -223,7 +430,11 @@ impl GitWorkspace {
             &["archive", "--format=zip", "-o", &output, &tree],
         )
         .await
-        .map_err(|e| mask(format!("archiving {tree} of {}: {e}", source.repo)))?;
+        .map_err(|error| GitError::Archive {
+            repo: source.repo.clone(),
+            tree: tree.clone(),
+            source: error,
+        })?;
         self.archives.insert(key, zip.clone());
         Ok(zip)
     }
@@ -233,7 +444,7 @@ impl GitWorkspace {
         &mut self,
         source: &GitSource,
         credential: Option<&GitCredential>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, GitError> {
         let key = (source.repo.clone(), credential.cloned());
         if let Some(clone) = self.clones.get(&key) {
             return Ok(clone.clone());
@@ -268,19 +479,9 @@ impl GitWorkspace {
         if let Some(file) = &secret_file {
             let _ = std::fs::remove_file(file);
         }
-        result.map_err(|e| {
-            let hint = if e.contains(HOST_KEY_FAILED) {
-                " (the server's SSH key is not among the deployment's known hosts: add it to \
-                 SLUICE_GIT_KNOWN_HOSTS, or --git-known-hosts locally, e.g. from its \
-                 published keys or `ssh-keyscan HOST`; or allow trust on first use with \
-                 SLUICE_GIT_SSH_TOFU=1)"
-            } else {
-                ""
-            };
-            mask_token(
-                format!("cloning {}: {e}{hint}", source.repo),
-                token_of(credential),
-            )
+        result.map_err(|error| GitError::Clone {
+            repo: source.repo.clone(),
+            source: error,
         })?;
         self.clones.insert(key, clone.clone());
         Ok(clone)
@@ -342,14 +543,17 @@ impl GitWorkspace {
 
     /// Writes `bytes` to a new file of the workspace readable by its owner only; writes the
     /// askpass script beside it the first time.
-    fn write_private(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    fn write_private(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, GitError> {
         let askpass = self.dir.path().join("askpass.sh");
         if !askpass.exists() {
             std::fs::write(&askpass, ASKPASS)
                 .and_then(|()| {
                     std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
                 })
-                .map_err(|e| format!("writing {}: {e}", askpass.display()))?;
+                .map_err(|source| GitError::WritePrivate {
+                    path: askpass.clone(),
+                    source,
+                })?;
         }
         let path = self.dir.path().join(name);
         std::fs::OpenOptions::new()
@@ -358,13 +562,16 @@ impl GitWorkspace {
             .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|source| GitError::WritePrivate {
+                path: path.clone(),
+                source,
+            })?;
         Ok(path)
     }
 }
 
 /// A token is sent over HTTPS, or over plain HTTP only to this machine.
-fn check_token_transport(repo: &str) -> Result<(), String> {
+fn check_token_transport(repo: &str) -> Result<(), GitError> {
     let lower = repo.to_ascii_lowercase();
     // The host as parsed, not a prefix of the text: `http://127.0.0.1.evil.example` is no
     // loopback.
@@ -374,9 +581,9 @@ fn check_token_transport(repo: &str) -> Result<(), String> {
     if lower.starts_with("https://") || loopback {
         Ok(())
     } else {
-        Err(format!(
-            "{repo}: a git token is only sent over https:// (or http:// to this machine)"
-        ))
+        Err(GitError::TokenTransport {
+            repo: repo.to_owned(),
+        })
     }
 }
 
@@ -392,8 +599,12 @@ fn mask_token(text: String, token: Option<&str>) -> String {
 }
 
 /// Runs `git ARGS` in `dir` with exactly `env`; its trimmed stdout, or its stderr's last
-/// lines as the error.
-async fn git(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> Result<String, String> {
+/// lines in the error.
+async fn git(
+    dir: &Path,
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> Result<String, GitCommandError> {
     let output = tokio::process::Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -404,12 +615,8 @@ async fn git(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> Resul
         .output()
         .await
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                "git is not installed (it fetches code from git repositories; on AWS, \
-                 deploy init-job with a git layer: GitLayerArn in docs/deploy.md)"
-                    .to_owned()
-            }
-            _ => format!("running git: {e}"),
+            io::ErrorKind::NotFound => GitCommandError::NotInstalled(e),
+            _ => GitCommandError::Start(e),
         })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
@@ -423,10 +630,18 @@ async fn git(dir: &Path, env: &[(&'static str, String)], args: &[&str]) -> Resul
         {
             last = format!("{reason} / {last}");
         }
+        let command = args[0].to_owned();
         Err(if last.is_empty() {
-            format!("git {} failed ({})", args[0], output.status)
+            GitCommandError::FailedSilently {
+                command,
+                status: output.status,
+            }
         } else {
-            last
+            GitCommandError::Failed {
+                command,
+                status: output.status,
+                said: last,
+            }
         })
     }
 }
@@ -439,7 +654,9 @@ mod tests {
     fn tokens_travel_only_over_https_or_to_this_machine() {
         assert!(check_token_transport("https://github.com/o/r.git").is_ok());
         assert!(check_token_transport("http://127.0.0.1:8080/r.git").is_ok());
-        let e = check_token_transport("http://git.example.com/r.git").unwrap_err();
+        let e = check_token_transport("http://git.example.com/r.git")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only sent over https://"), "{e}");
         assert!(check_token_transport("git@github.com:o/r.git").is_err());
     }
@@ -450,5 +667,27 @@ mod tests {
         let text = format!("fatal: https://ghp_secret123@h/r: Authorization: Basic {basic}");
         let masked = mask_token(text, Some("ghp_secret123\n"));
         assert_eq!(masked, "fatal: https://***@h/r: Authorization: Basic ***");
+    }
+
+    #[test]
+    fn typed_errors_hold_no_token_once_masked() {
+        use std::os::unix::process::ExitStatusExt;
+        let error = GitError::Clone {
+            repo: "https://h/r".to_owned(),
+            source: GitCommandError::Failed {
+                command: "clone".to_owned(),
+                status: ExitStatus::from_raw(128 << 8),
+                said: "fatal: https://ghp_secret123@h/r: denied".to_owned(),
+            },
+        }
+        .masked(Some("ghp_secret123"));
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("ghp_secret123"), "{shown}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cloning https://h/r: fatal: https://***@h/r"),
+            "{error}"
+        );
     }
 }

@@ -27,8 +27,8 @@ use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOp
 use tracing::Instrument;
 
 use crate::blocking::run_blocking;
-use crate::bundle::{self, BundleInput, CodeInput, OrderKey};
-use crate::code::CodePlan;
+use crate::bundle::{self, BundleError, BundleInput, CodeInput, OrderKey};
+use crate::code::{CodeError, CodePlan};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
@@ -379,10 +379,10 @@ impl Engine {
     ) -> Result<Packaged, EngineError> {
         let run_id = ids.run_id;
         let order_num = order.order_num;
-        let bundle_error = |message: String| EngineError::Bundle {
+        let bundle_error = |cause: CodeError| EngineError::Bundle {
             order_num: order_num.to_string(),
             order_name: order.order_name.clone(),
-            message,
+            cause,
         };
         let key = OrderKey::generate();
         let mut recipients = vec![key.recipient.clone()];
@@ -407,25 +407,20 @@ impl Engine {
             code,
         };
         let stripped_copy = ids.job.stripped_copy;
-        let (bytes, stripped) = match run_blocking("building exec.zip", move || {
-            let packaged = || {
+        // The bundle's own failure is the job's (a bad path or link); the blocking task's
+        // is Sluice's.
+        let packaged = run_blocking("building exec.zip", move || {
+            let packaged = || -> Result<_, BundleError> {
                 let built = bundle::build(&input)?;
                 let stripped = stripped_copy
                     .then(|| bundle::build_stripped(&input))
                     .transpose()?;
                 Ok((built, stripped))
             };
-            packaged().map_err(|message| StoreError::Backend {
-                what: "exec.zip".to_owned(),
-                message,
-            })
+            Ok(packaged())
         })
-        .await
-        {
-            Ok(built) => built,
-            Err(StoreError::Backend { message, .. }) => return Err(bundle_error(message)),
-            Err(other) => return Err(other.into()),
-        };
+        .await?;
+        let (bytes, stripped) = packaged.map_err(|error| bundle_error(error.into()))?;
         self.store_retrying(&keys::exec_zip(run_id, order_num), &bytes)
             .await?;
         if let Some(stripped) = stripped {
@@ -489,10 +484,10 @@ fn preflight_order(
     platform: Platform,
     base_dir: &Path,
 ) -> Result<CodePlan, EngineError> {
-    let missing = |message: String| EngineError::Bundle {
+    let missing = |cause: CodeError| EngineError::Bundle {
         order_num: order.order_num.to_string(),
         order_name: order.order_name.clone(),
-        message,
+        cause,
     };
     let local = match (&order.code, platform) {
         (CodeSource::None, _) => CodeInput::None,
@@ -503,10 +498,7 @@ fn preflight_order(
         (CodeSource::Dir(dir), _) => {
             let path = base_dir.join(dir);
             if !path.is_dir() {
-                return Err(missing(format!(
-                    "code_dir {} is not a folder",
-                    path.display()
-                )));
+                return Err(missing(CodeError::NotAFolder { path }));
             }
             if let Task::Wasm(wasm) = &order.task {
                 check_wasm_paths(wasm, &path).map_err(missing)?;
@@ -516,10 +508,7 @@ fn preflight_order(
         (CodeSource::Zip(location), Platform::Local) => {
             let path = base_dir.join(location.strip_prefix("file://").unwrap_or(location));
             if !path.is_file() {
-                return Err(missing(format!(
-                    "s3_location {} is not a file",
-                    path.display()
-                )));
+                return Err(missing(CodeError::NotAFile { path }));
             }
             CodeInput::Zip(path)
         }
@@ -529,18 +518,19 @@ fn preflight_order(
 
 /// A wasm order's module and mounted folders exist in its code folder (checked here so a
 /// typo is reported before anything runs; the worker checks again in what it unpacked).
-fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), String> {
+///
+/// # Errors
+///
+/// [`CodeError::NoWasmModule`] or [`CodeError::NoWasmDir`], naming the path.
+fn check_wasm_paths(wasm: &WasmSpec, code_dir: &Path) -> Result<(), CodeError> {
     let module = code_dir.join(&wasm.module);
     if !module.is_file() {
-        return Err(format!("wasm.module {} is not a file", module.display()));
+        return Err(CodeError::NoWasmModule { path: module });
     }
-    for (i, dir) in wasm.dirs.iter().enumerate() {
+    for (index, dir) in wasm.dirs.iter().enumerate() {
         let host = code_dir.join(&dir.host);
         if !host.is_dir() {
-            return Err(format!(
-                "wasm.dirs[{i}].host {} is not a folder",
-                host.display()
-            ));
+            return Err(CodeError::NoWasmDir { index, path: host });
         }
     }
     Ok(())

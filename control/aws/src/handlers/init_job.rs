@@ -22,7 +22,7 @@ use aws_lambda_events::sns::SnsEvent;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice_contract::caller::Caller;
-use sluice_contract::{ValidateOptions, parse_job};
+use sluice_contract::{ParseError, ValidateOptions, parse_job};
 use sluice_engine::{Engine, EngineError};
 
 /// Where the job came from, which decides the answer's shape.
@@ -56,27 +56,83 @@ pub struct Request {
     pub caller: Option<Caller>,
 }
 
+/// Why an event cannot be read as a job request: init-job answers it with a 400 whose
+/// error is this message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// The event has the shape of an API Gateway, function URL or SNS event, but does not
+    /// read as one.
+    #[error("unreadable {} event: {source}", event_name(*kind))]
+    Unreadable {
+        /// The kind of event it looks like.
+        kind: Source,
+        /// Why it does not read as one.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An HTTP request's body, flagged base64, does not decode.
+    #[error("the body is not valid base64: {0}")]
+    BodyNotBase64(#[source] base64::DecodeError),
+    /// An SNS event without a record.
+    #[error("the SNS event has no record")]
+    NoSnsRecord,
+    /// A direct invoke's event could not be written back as JSON.
+    #[error("{0}")]
+    Unserializable(#[source] serde_json::Error),
+}
+
+/// How a message names an event of `kind`.
+fn event_name(kind: Source) -> &'static str {
+    match kind {
+        Source::RestApi => "REST API",
+        Source::HttpApi => "HTTP API",
+        Source::Sns => "SNS",
+        Source::Direct => "direct invoke",
+    }
+}
+
+/// Why a request's body holds no job: init-job answers it with a 400 whose error is this
+/// message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body is not JSON.
+    #[error("the body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// `job_parameters_b64` does not decode.
+    #[error("job_parameters_b64 is not valid base64: {0}")]
+    JobNotBase64(#[source] base64::DecodeError),
+    /// `job_parameters_b64` is not a string.
+    #[error("job_parameters_b64 must be a string")]
+    JobNotAString,
+    /// The job does not parse.
+    #[error(transparent)]
+    Job(#[from] ParseError),
+}
+
 /// Recognises the event's shape.
 ///
 /// # Errors
 ///
-/// A message saying what could not be read.
-pub fn read_event(event: &Value) -> Result<Request, String> {
-    let http_body = |body: Option<&str>, base64: bool| -> Result<Vec<u8>, String> {
+/// An [`EventError`] saying what could not be read.
+pub fn read_event(event: &Value) -> Result<Request, EventError> {
+    let http_body = |body: Option<&str>, base64: bool| -> Result<Vec<u8>, EventError> {
         let body = body.unwrap_or_default();
         if base64 {
             base64::engine::general_purpose::STANDARD
                 .decode(body)
-                .map_err(|e| format!("the body is not valid base64: {e}"))
+                .map_err(EventError::BodyNotBase64)
         } else {
             Ok(body.as_bytes().to_vec())
         }
     };
+    let unreadable = |kind: Source| move |source| EventError::Unreadable { kind, source };
     if event.get("version").and_then(Value::as_str) == Some("2.0")
         && event.pointer("/requestContext/http").is_some()
     {
-        let request: ApiGatewayV2httpRequest = serde_json::from_value(event.clone())
-            .map_err(|e| format!("unreadable HTTP API event: {e}"))?;
+        let request: ApiGatewayV2httpRequest =
+            serde_json::from_value(event.clone()).map_err(unreadable(Source::HttpApi))?;
         let caller = request
             .request_context
             .authorizer
@@ -93,8 +149,8 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
         });
     }
     if event.get("httpMethod").is_some() && event.get("requestContext").is_some() {
-        let request: ApiGatewayProxyRequest = serde_json::from_value(event.clone())
-            .map_err(|e| format!("unreadable REST API event: {e}"))?;
+        let request: ApiGatewayProxyRequest =
+            serde_json::from_value(event.clone()).map_err(unreadable(Source::RestApi))?;
         let caller = request
             .request_context
             .identity
@@ -110,13 +166,13 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
         });
     }
     if event.pointer("/Records/0/Sns").is_some() {
-        let sns: SnsEvent = serde_json::from_value(event.clone())
-            .map_err(|e| format!("unreadable SNS event: {e}"))?;
+        let sns: SnsEvent =
+            serde_json::from_value(event.clone()).map_err(unreadable(Source::Sns))?;
         let record = sns
             .records
             .into_iter()
             .next()
-            .ok_or("the SNS event has no record")?;
+            .ok_or(EventError::NoSnsRecord)?;
         return Ok(Request {
             source: Source::Sns,
             method: None,
@@ -128,21 +184,20 @@ pub fn read_event(event: &Value) -> Result<Request, String> {
     Ok(Request {
         source: Source::Direct,
         method: None,
-        body: serde_json::to_vec(event).map_err(|e| e.to_string())?,
+        body: serde_json::to_vec(event).map_err(EventError::Unserializable)?,
         delivery_id: None,
         caller: None,
     })
 }
 
 /// The job document from a body: itself, or the decoding of its `job_parameters_b64`.
-fn job_bytes(body: &[u8]) -> Result<Vec<u8>, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+fn job_bytes(body: &[u8]) -> Result<Vec<u8>, BodyError> {
+    let value: Value = serde_json::from_slice(body).map_err(BodyError::NotJson)?;
     match value.get("job_parameters_b64") {
         Some(Value::String(encoded)) => base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
-            .map_err(|e| format!("job_parameters_b64 is not valid base64: {e}")),
-        Some(_) => Err("job_parameters_b64 must be a string".to_owned()),
+            .map_err(BodyError::JobNotBase64),
+        Some(_) => Err(BodyError::JobNotAString),
         None => Ok(body.to_vec()),
     }
 }
@@ -155,7 +210,13 @@ fn job_bytes(body: &[u8]) -> Result<Vec<u8>, String> {
 pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError> {
     let request = match read_event(event) {
         Ok(request) => request,
-        Err(message) => return Ok(answer(Source::Direct, 400, &json!({ "errors": [message] }))),
+        Err(error) => {
+            return Ok(answer(
+                Source::Direct,
+                400,
+                &json!({ "errors": [error.to_string()] }),
+            ));
+        }
     };
     if let Some(method) = &request.method
         && !method.eq_ignore_ascii_case("POST")
@@ -164,10 +225,16 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
         return Ok(answer(request.source, 405, &body));
     }
     let mut job = match job_bytes(&request.body)
-        .and_then(|bytes| parse_job(&bytes).map_err(|e| e.to_string()))
+        .and_then(|bytes| parse_job(&bytes).map_err(BodyError::Job))
     {
         Ok(job) => job,
-        Err(message) => return Ok(answer(request.source, 400, &json!({ "errors": [message] }))),
+        Err(error) => {
+            return Ok(answer(
+                request.source,
+                400,
+                &json!({ "errors": [error.to_string()] }),
+            ));
+        }
     };
     if job.idempotency_key.is_none() {
         job.idempotency_key = request.delivery_id;
@@ -233,8 +300,14 @@ mod tests {
         assert!(
             job_bytes(br#"{"job_parameters_b64":"%%%"}"#)
                 .unwrap_err()
+                .to_string()
                 .contains("not valid base64")
         );
-        assert!(job_bytes(b"nope").unwrap_err().contains("not JSON"));
+        assert!(
+            job_bytes(b"nope")
+                .unwrap_err()
+                .to_string()
+                .contains("not JSON")
+        );
     }
 }
