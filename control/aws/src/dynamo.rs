@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
 use sluice_ports::StoreError;
 use sluice_ports::{
-    AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
+    AcquireOutcome, LockState, LockStatus, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore,
+    Transition,
 };
 
 use crate::calls::CallCounter;
@@ -199,7 +200,7 @@ impl DynamoOrderStore {
     /// finalized run from a held or released lock).
     async fn lock_completed(&self, run_id: &RunId) -> Result<bool, StoreError> {
         let item = self.lock_item(run_id).await?;
-        Ok(item.is_some_and(|item| text(&item, "status") == "completed"))
+        Ok(item.is_some_and(|item| text(&item, "status") == LockStatus::Completed.as_str()))
     }
 
     /// Reads the lock row (consistent).
@@ -240,7 +241,7 @@ impl DynamoOrderStore {
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":held", s("held"));
+            .expression_attribute_values(":held", s(LockStatus::Held.as_str()));
         for (name, value) in values {
             update = update.expression_attribute_values(*name, value.clone());
         }
@@ -462,8 +463,8 @@ impl OrderStore for DynamoOrderStore {
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":held", s("held"))
-            .expression_attribute_values(":released", s("released"))
+            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
+            .expression_attribute_values(":released", s(LockStatus::Released.as_str()))
             .expression_attribute_values(":lease", AttributeValue::N(lease_until_ms.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
@@ -490,7 +491,7 @@ impl OrderStore for DynamoOrderStore {
             .update_expression("SET dirty = :true")
             .condition_expression("#status = :held")
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":held", s("held"))
+            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .send()
             .await;
@@ -530,7 +531,7 @@ impl OrderStore for DynamoOrderStore {
             "SET #status = :released",
             " AND dirty = :false",
             &[
-                (":released", s("released")),
+                (":released", s(LockStatus::Released.as_str())),
                 (":false", AttributeValue::Bool(false)),
             ],
             "releasing a lock",
@@ -557,7 +558,7 @@ impl OrderStore for DynamoOrderStore {
             "SET #status = :completed, dirty = :false",
             "",
             &[
-                (":completed", s("completed")),
+                (":completed", s(LockStatus::Completed.as_str())),
                 (":false", AttributeValue::Bool(false)),
             ],
             "completing a lock",
@@ -569,9 +570,14 @@ impl OrderStore for DynamoOrderStore {
         let Some(item) = self.lock_item(run_id).await? else {
             return Ok(None);
         };
+        let status = text(&item, "status");
+        let status = LockStatus::parse(&status).ok_or_else(|| StoreError::Backend {
+            what: format!("lock of run {run_id}"),
+            message: format!("unknown lock status {status:?}"),
+        })?;
         Ok(Some(LockState {
             owner: text(&item, "owner"),
-            status: text(&item, "status"),
+            status,
             lease_until_ms: item
                 .get("lease_until")
                 .and_then(|v| v.as_n().ok())

@@ -10,8 +10,8 @@ use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
 use crate::StoreError;
 use crate::{
-    AcquireOutcome, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore, Presigned,
-    Transition,
+    AcquireOutcome, LockStatus, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore,
+    Presigned, Transition,
 };
 
 /// A queued order row for tests.
@@ -321,6 +321,6 @@ async fn lock_suite(store: &dyn OrderStore) {
     );
     assert_eq!(
         store.lock_state(&run).await.unwrap().unwrap().status,
-        "completed"
+        LockStatus::Completed
     );
 }

@@ -225,13 +225,53 @@ pub enum MarkDirtyOutcome {
     Completed,
 }
 
+/// Where a run's lock is in its life: taken and given back any number of times, then
+/// completed for good when the run is finalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockStatus {
+    /// An orchestrator pass holds it until its lease ends.
+    Held,
+    /// Nobody holds it: the next event's pass may take it.
+    Released,
+    /// The run was finalized: nobody takes it again.
+    Completed,
+}
+
+impl LockStatus {
+    /// The status as the tables store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockStatus::Held => "held",
+            LockStatus::Released => "released",
+            LockStatus::Completed => "completed",
+        }
+    }
+
+    /// The status a table stored, `None` for any other text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            LockStatus::Held,
+            LockStatus::Released,
+            LockStatus::Completed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for LockStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A lock row, for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockState {
     /// Current owner.
     pub owner: String,
-    /// `held`, `released` or `completed`.
-    pub status: String,
+    /// Where the lock is in its life.
+    pub status: LockStatus,
     /// When the holder's lease ends, ms since the epoch.
     pub lease_until_ms: u64,
     /// Whether an event arrived while it was held.
@@ -241,7 +281,7 @@ pub struct LockState {
 impl LockState {
     /// Whether the run was finalized (the lock is `completed` for good).
     pub fn is_completed(&self) -> bool {
-        self.status == "completed"
+        self.status == LockStatus::Completed
     }
 }
 

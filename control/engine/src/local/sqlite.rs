@@ -23,7 +23,8 @@ use crate::engine::millis;
 use crate::error::StoreError;
 use crate::ports::order_pk;
 use crate::ports::{
-    AcquireOutcome, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore, Transition,
+    AcquireOutcome, LockState, LockStatus, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore,
+    Transition,
 };
 
 const SCHEMA: &str = "
@@ -368,16 +369,16 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let current: Option<(String, i64)> = tx
+            let current: Option<(LockStatus, i64)> = tx
                 .query_row("SELECT status, lease_until FROM locks WHERE pk = ?1", params![pk], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((lock_status(row, 0)?, row.get(1)?))
                 })
                 .optional()
                 .map_err(|e| backend("acquiring a lock", e))?;
             let free = match &current {
                 None => true,
-                Some((status, _)) if status == "completed" => return Ok(AcquireOutcome::Completed),
-                Some((status, _)) if status == "released" => true,
+                Some((LockStatus::Completed, _)) => return Ok(AcquireOutcome::Completed),
+                Some((LockStatus::Released, _)) => true,
                 Some((_, lease_until)) => (*lease_until as u64) < now_ms,
             };
             if !free {
@@ -407,15 +408,15 @@ impl OrderStore for SqliteStore {
             if marked == 1 {
                 return Ok(MarkDirtyOutcome::Marked);
             }
-            let status: Option<String> = conn
+            let status: Option<LockStatus> = conn
                 .query_row(
                     "SELECT status FROM locks WHERE pk = ?1",
                     params![pk],
-                    |row| row.get(0),
+                    |row| lock_status(row, 0),
                 )
                 .optional()
                 .map_err(|e| backend("marking a lock dirty", e))?;
-            Ok(if status.as_deref() == Some("completed") {
+            Ok(if status == Some(LockStatus::Completed) {
                 MarkDirtyOutcome::Completed
             } else {
                 MarkDirtyOutcome::NotHeld
@@ -486,7 +487,7 @@ impl OrderStore for SqliteStore {
                 |row| {
                     Ok(LockState {
                         owner: row.get(0)?,
-                        status: row.get(1)?,
+                        status: lock_status(row, 1)?,
                         lease_until_ms: row.get::<_, i64>(2)? as u64,
                         dirty: row.get::<_, i64>(3)? != 0,
                     })
@@ -528,6 +529,18 @@ async fn conditional_lock_update(
             }
         })
         .await
+}
+
+/// Column `index` of `row`: a lock's status, as the enum the column stores.
+fn lock_status(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<LockStatus> {
+    let text: String = row.get(index)?;
+    LockStatus::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown lock status {text:?}").into(),
+        )
+    })
 }
 
 #[cfg(test)]
