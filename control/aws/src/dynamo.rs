@@ -362,7 +362,10 @@ impl OrderStore for DynamoOrderStore {
         ];
         let number = |n: &dyn ToString| AttributeValue::N(n.to_string());
         let fields: [(&str, Option<AttributeValue>); 6] = [
-            ("attempt", change.attempt.as_deref().map(s)),
+            (
+                "attempt",
+                change.attempt.as_ref().map(|attempt| s(attempt.as_str())),
+            ),
             (
                 "dispatched_at_ms",
                 change.dispatched_at_ms.map(|n| number(&n)),

@@ -140,7 +140,7 @@ impl Tickets {
             },
             plain(ticket::RUN_ID, run_id.to_string()),
             plain(ticket::ORDER_NUM, order_num.to_string()),
-            plain(ticket::ATTEMPT, payload.attempt.clone()),
+            plain(ticket::ATTEMPT, payload.attempt.to_string()),
         ])
     }
 }

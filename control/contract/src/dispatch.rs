@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{OrderNum, RunId};
+use crate::ids::{AttemptId, OrderNum, RunId};
 
 /// Everything a worker needs to fetch, unlock, run and report one order attempt — and
 /// nothing more: a worker holds no credential of its own (on AWS its role may read and write
@@ -15,7 +15,7 @@ pub struct DispatchPayload {
     /// The order.
     pub order_num: OrderNum,
     /// The attempt id the worker claims before running anything.
-    pub attempt: String,
+    pub attempt: AttemptId,
     /// GET: the order's bundle.
     pub bundle_url: Capability,
     /// PUT, if absent: the attempt's claim.
@@ -99,7 +99,7 @@ impl std::fmt::Debug for OrderIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The attempt claimed.
-    pub attempt: String,
+    pub attempt: AttemptId,
     /// When the worker claimed it, ms since the epoch.
     pub claimed_at_ms: u64,
     /// The claiming worker's own id.
@@ -140,7 +140,7 @@ mod tests {
         let payload = DispatchPayload {
             run_id: RunId::generate(),
             order_num: OrderNum::from_index(0),
-            attempt: "a1".to_owned(),
+            attempt: AttemptId::parse("a1").unwrap(),
             bundle_url: url("exec.zip"),
             claim_url: url("claim"),
             claim_check_url: url("claim"),

@@ -1,4 +1,4 @@
-//! Identifiers: run ids, trace ids, flow ids and order numbers.
+//! Identifiers: run ids, trace ids, flow ids, order numbers and attempt ids.
 //!
 //! Their textual forms are part of the storage layout and of the PR comments users search
 //! for, so formatting lives here and nowhere else.
@@ -57,6 +57,51 @@ impl TraceId {
 }
 
 impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An attempt's id: which start of an order a claim, a log, a result or a worker belongs
+/// to. Each dispatch gets a fresh one (32 lower-case hex characters); in storage keys an
+/// attempt id is letters, digits, `-` and `_` ([`AttemptId::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AttemptId(String);
+
+impl AttemptId {
+    /// A fresh random attempt id.
+    pub fn generate() -> Self {
+        AttemptId(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// An attempt id read from a key or a document: `None` unless it is 1 to 64 letters,
+    /// digits, `-` and `_` (so it stays one segment of a key).
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid = (1..=64).contains(&text.len())
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        valid.then(|| AttemptId(text.to_owned()))
+    }
+
+    /// The attempt of the init trigger (order `0000`): `init`.
+    pub fn init_trigger() -> Self {
+        AttemptId("init".to_owned())
+    }
+
+    /// The attempt of a run's own watch (order `0000`): `run`.
+    pub fn run_watch() -> Self {
+        AttemptId("run".to_owned())
+    }
+
+    /// The id as it appears in keys and documents.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AttemptId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -195,5 +240,18 @@ mod tests {
         assert_eq!(t.as_str().len(), 8);
         assert!(t.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(flow_id("bob", &t, "exec"), format!("bob:{t}-exec"));
+    }
+
+    #[test]
+    fn attempt_ids_stay_one_segment_of_a_key() {
+        let fresh = AttemptId::generate();
+        assert_eq!(AttemptId::parse(fresh.as_str()), Some(fresh.clone()));
+        assert_ne!(AttemptId::generate(), fresh);
+        for named in [AttemptId::init_trigger(), AttemptId::run_watch()] {
+            assert_eq!(AttemptId::parse(named.as_str()), Some(named.clone()));
+        }
+        for bad in ["", "a/b", "..", "a b", "a.b", &"x".repeat(65)] {
+            assert_eq!(AttemptId::parse(bad), None, "{bad:?}");
+        }
     }
 }

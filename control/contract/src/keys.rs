@@ -6,7 +6,7 @@
 //! `tmp/idempotency/<digest>.json`.
 //! Done bucket: `<run_id>/done`.
 
-use crate::ids::{OrderNum, RunId};
+use crate::ids::{AttemptId, OrderNum, RunId};
 
 /// Prefix under which result callbacks land; its objects wake the orchestrator.
 pub const CALLBACK_PREFIX: &str = "tmp/callbacks/runs/";
@@ -24,17 +24,14 @@ pub fn exec_zip_stripped(run_id: &RunId, order_num: OrderNum) -> String {
 /// Where an attempt of an order calls its result back to. Each attempt has its own key, so
 /// a late or duplicated worker of an earlier attempt cannot overwrite the result of the
 /// current one, and the orchestrator reads only the current attempt's.
-pub fn result(run_id: &RunId, order_num: OrderNum, attempt: &str) -> String {
+pub fn result(run_id: &RunId, order_num: OrderNum, attempt: &AttemptId) -> String {
     format!("{CALLBACK_PREFIX}{run_id}/{order_num}/{attempt}/result.json")
 }
-
-/// The attempt name of the init trigger (order `0000`).
-pub const TRIGGER_ATTEMPT: &str = "init";
 
 /// The init trigger: the object init-job writes last, whose notification starts the run's
 /// first pass.
 pub fn trigger(run_id: &RunId) -> String {
-    result(run_id, OrderNum::INIT, TRIGGER_ATTEMPT)
+    result(run_id, OrderNum::INIT, &AttemptId::init_trigger())
 }
 
 /// The prefix holding every result of a run.
@@ -49,7 +46,7 @@ pub fn log(run_id: &RunId, order_num: OrderNum) -> String {
 
 /// The marker a worker writes (if absent) before it runs an attempt, so that an attempt
 /// dispatched twice runs once.
-pub fn claim(run_id: &RunId, order_num: OrderNum, attempt: &str) -> String {
+pub fn claim(run_id: &RunId, order_num: OrderNum, attempt: &AttemptId) -> String {
     format!("tmp/claims/{run_id}/{order_num}/{attempt}")
 }
 
@@ -77,28 +74,24 @@ pub struct ResultKey {
     pub run_id: RunId,
     /// The order (`0000` for the init trigger).
     pub order_num: OrderNum,
-    /// The attempt ([`TRIGGER_ATTEMPT`] for the init trigger).
-    pub attempt: String,
+    /// The attempt ([`AttemptId::init_trigger`] for the init trigger).
+    pub attempt: AttemptId,
 }
 
 /// Reads `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json` back into its ids.
 ///
-/// Returns `None` for any key outside that layout (so the orchestrator ignores it). An
-/// attempt is letters, digits, `-` and `_`.
+/// Returns `None` for any key outside that layout (so the orchestrator ignores it), an
+/// attempt id that [`AttemptId::parse`] refuses included.
 pub fn parse_result(key: &str) -> Option<ResultKey> {
     let rest = key.strip_prefix(CALLBACK_PREFIX)?;
     let mut parts = rest.split('/');
     let run_id = RunId::parse(parts.next()?)?;
     let order_num = parts.next()?.parse().ok()?;
-    let attempt = parts.next()?;
-    let attempt_ok = !attempt.is_empty()
-        && attempt
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    (attempt_ok && parts.next()? == "result.json" && parts.next().is_none()).then(|| ResultKey {
+    let attempt = AttemptId::parse(parts.next()?)?;
+    (parts.next()? == "result.json" && parts.next().is_none()).then_some(ResultKey {
         run_id,
         order_num,
-        attempt: attempt.to_owned(),
+        attempt,
     })
 }
 
@@ -110,30 +103,34 @@ mod tests {
     fn result_keys_round_trip_and_strangers_are_ignored() {
         let run = RunId::generate();
         let num = OrderNum::from_index(2);
-        let key = |order_num, attempt: &str| ResultKey {
+        let a1 = AttemptId::parse("a1").unwrap();
+        let key = |order_num, attempt: &AttemptId| ResultKey {
             run_id: run.clone(),
             order_num,
-            attempt: attempt.to_owned(),
+            attempt: attempt.clone(),
         };
-        assert_eq!(parse_result(&result(&run, num, "a1")), Some(key(num, "a1")));
+        assert_eq!(parse_result(&result(&run, num, &a1)), Some(key(num, &a1)));
         assert_eq!(
             parse_result(&trigger(&run)),
-            Some(key(OrderNum::INIT, TRIGGER_ATTEMPT))
+            Some(key(OrderNum::INIT, &AttemptId::init_trigger()))
         );
         assert_eq!(parse_result(&log(&run, num)), None);
         assert_eq!(
-            parse_result(&format!("{}/extra", result(&run, num, "a1"))),
+            parse_result(&format!("{}/extra", result(&run, num, &a1))),
             None
         );
         assert_eq!(
             parse_result(&format!("{CALLBACK_PREFIX}{run}/0002/result.json")),
             None
         );
-        assert_eq!(parse_result(&result(&run, num, "a.b")), None);
+        assert_eq!(
+            parse_result(&format!("{CALLBACK_PREFIX}{run}/0002/a.b/result.json")),
+            None
+        );
         assert_eq!(
             parse_result("tmp/callbacks/runs/x/0001/a1/result.json"),
             None
         );
-        assert!(result(&run, num, "a1").starts_with(&run_callbacks(&run)));
+        assert!(result(&run, num, &a1).starts_with(&run_callbacks(&run)));
     }
 }

@@ -10,7 +10,7 @@
 //!   fields are rejected with the field's path ([`parse_job`]).
 //! - [`validate`]: every rule a job must satisfy, checked fail-fast into a [`ValidJob`] whose
 //!   orders have their numbers, names, queue ids and resolved dependencies.
-//! - [`ids`]: run, trace and flow ids, order numbers.
+//! - [`ids`]: run, trace, flow and attempt ids, order numbers.
 //! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
@@ -53,7 +53,7 @@ pub mod result;
 pub mod status;
 pub mod validate;
 
-pub use ids::{OrderNum, RunId, TraceId};
+pub use ids::{AttemptId, OrderNum, RunId, TraceId};
 pub use job::{ExecutionTarget, JobSpec, OrderSpec, ParseError, parse_job};
 pub use status::{JobStatus, OrderStatus};
 pub use validate::{ValidJob, ValidOrder, ValidateOptions, ValidationError};

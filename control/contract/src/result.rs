@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::events::OrderEmitted;
-use crate::ids::OrderNum;
+use crate::ids::{AttemptId, OrderNum};
 use crate::status::{JobStatus, OrderStatus};
 
 /// The schema version this crate writes.
@@ -61,7 +61,7 @@ pub struct ResultDoc {
     pub finished_at: Option<String>,
     /// The dispatch attempt this result belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<String>,
+    pub attempt: Option<AttemptId>,
     /// Why the order ended as it did, when the status alone does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

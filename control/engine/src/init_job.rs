@@ -23,7 +23,9 @@ use sluice_contract::job::WasmSpec;
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
 use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
-use sluice_contract::{JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys};
+use sluice_contract::{
+    AttemptId, JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys,
+};
 use tracing::Instrument;
 
 use crate::blocking::run_blocking;
@@ -34,7 +36,6 @@ use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
 use crate::retry::{Backoff, while_transient};
-use crate::watchdog::RUN_WATCH;
 
 /// What init_job answers (the body of the 200 response on AWS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,7 +324,7 @@ impl Engine {
         let watch = WatchdogInput {
             run_id: ids.run_id.clone(),
             order_num: OrderNum::INIT,
-            attempt: RUN_WATCH.to_owned(),
+            attempt: AttemptId::run_watch(),
             timeout: 0,
             // From now, not from init's start: packaging may have taken long, and the
             // watch's limits (the start grace, init's longest time) count from here.

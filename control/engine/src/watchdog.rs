@@ -9,7 +9,7 @@
 //! orchestrator like any other. A result that exists while the order still runs, or a job
 //! past its deadline, asks the caller to kick the orchestrator.
 //!
-//! The run's watch (order `0000`, attempt [`RUN_WATCH`], started by init_job before the
+//! The run's watch (order `0000`, attempt [`AttemptId::run_watch`], started by init_job before the
 //! run's rows are written) lives until the run is finalized, so no failure can leave a run
 //! that nobody wakes: lost notifications, a pass that crashed or gave up, an order whose
 //! own watchdog ended. Each check reads the run's rows and kicks the orchestrator when the
@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::Claim;
 use sluice_contract::result::{DoneDoc, INIT_FAILED, ResultDoc, WATCHDOG_LOG};
-use sluice_contract::{JobStatus, OrderNum, OrderStatus, keys};
+use sluice_contract::{AttemptId, JobStatus, OrderNum, OrderStatus, keys};
 
 use crate::engine::to_json;
 use crate::engine::{Engine, millis};
@@ -32,8 +32,6 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 pub const KICK_WAIT_SECONDS: u64 = 5;
 /// Most bytes of a claim that are read (a worker writes it: a claim is a few dozen).
 const MAX_CLAIM_BYTES: u64 = 4096;
-/// The attempt id of a run's watch.
-pub const RUN_WATCH: &str = "run";
 
 /// Why a run needs a pass that nothing else will start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +120,7 @@ impl Engine {
             .orders
             .get_order(&input.run_id, input.order_num)
             .await?;
-        if order.status.is_terminal() || order.attempt.as_deref() != Some(input.attempt.as_str()) {
+        if order.status.is_terminal() || order.attempt.as_ref() != Some(&input.attempt) {
             return Ok(WatchdogVerdict::DONE);
         }
         let result_key = keys::result(&input.run_id, input.order_num, &input.attempt);
@@ -251,10 +249,10 @@ impl Engine {
             next_ms = next_ms.min(retry_at);
         }
         // In-flight attempts: a result of an earlier attempt is not waiting for anything.
-        let in_flight: Vec<(OrderNum, &str)> = orders
+        let in_flight: Vec<(OrderNum, Option<&AttemptId>)> = orders
             .iter()
             .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
-            .map(|o| (o.order_num, o.attempt.as_deref().unwrap_or_default()))
+            .map(|o| (o.order_num, o.attempt.as_ref()))
             .collect();
         if in_flight.is_empty() {
             // Only queued and ended orders: the pass that ended the last one should have
@@ -273,7 +271,7 @@ impl Engine {
         let waiting = arrived
             .iter()
             .filter_map(|key| keys::parse_result(key))
-            .any(|key| in_flight.contains(&(key.order_num, key.attempt.as_str())));
+            .any(|key| in_flight.contains(&(key.order_num, Some(&key.attempt))));
         if waiting {
             return Ok((Some(Stall::ResultWaiting), now));
         }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
+use sluice_contract::{AttemptId, ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
 use crate::StoreError;
 use crate::{
@@ -157,7 +157,7 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     let num = orders[0].order_num;
 
     let dispatching = Transition {
-        attempt: Some("a1".to_owned()),
+        attempt: AttemptId::parse("a1"),
         dispatched_at_ms: Some(5),
         ..Transition::to(OrderStatus::Dispatching)
     };
@@ -166,7 +166,11 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         .await
         .unwrap();
     assert_eq!(
-        (row.status, row.attempt.as_deref(), row.dispatched_at_ms),
+        (
+            row.status,
+            row.attempt.as_ref().map(AttemptId::as_str),
+            row.dispatched_at_ms
+        ),
         (OrderStatus::Dispatching, Some("a1"), Some(5))
     );
     let err = store
@@ -212,7 +216,11 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     );
     let row = store.get_order(&run, num).await.unwrap();
     assert_eq!(
-        (row.status, row.exit_code, row.attempt.as_deref()),
+        (
+            row.status,
+            row.exit_code,
+            row.attempt.as_ref().map(AttemptId::as_str)
+        ),
         (OrderStatus::Succeeded, Some(0), Some("a1"))
     );
     assert!(

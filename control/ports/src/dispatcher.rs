@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::DispatchPayload;
-use sluice_contract::{ExecutionTarget, OrderNum, RunId};
+use sluice_contract::{AttemptId, ExecutionTarget, OrderNum, RunId};
 
 use crate::ErrorKind;
 
@@ -57,7 +57,7 @@ pub struct WatchdogInput {
     /// The order.
     pub order_num: OrderNum,
     /// The attempt being watched.
-    pub attempt: String,
+    pub attempt: AttemptId,
     /// The order's timeout, seconds.
     pub timeout: u64,
     /// When the order was dispatched, seconds since the epoch.

@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_contract::validate::PullRequest;
-use sluice_contract::{ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
+use sluice_contract::{AttemptId, ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
 
 use crate::StoreError;
 
@@ -48,7 +48,7 @@ pub struct OrderRecord {
     pub status: OrderStatus,
     /// The current dispatch attempt.
     #[serde(default)]
-    pub attempt: Option<String>,
+    pub attempt: Option<AttemptId>,
     /// When the current attempt was dispatched, ms since the epoch.
     #[serde(default)]
     pub dispatched_at_ms: Option<u64>,
@@ -87,7 +87,7 @@ pub struct Transition {
     /// The new status.
     pub to: OrderStatus,
     /// Sets `attempt`.
-    pub attempt: Option<String>,
+    pub attempt: Option<AttemptId>,
     /// Sets `dispatched_at_ms`.
     pub dispatched_at_ms: Option<u64>,
     /// Sets `finished_at_ms`.

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sluice_contract::dispatch::{Capability, DispatchPayload, ticket};
-use sluice_contract::{OrderNum, RunId};
+use sluice_contract::{AttemptId, OrderNum, RunId};
 use sluice_worker::retry::{self, RetryPolicy};
 use sluice_worker::{IoError, WorkerIo};
 
@@ -46,7 +46,7 @@ pub enum RedeemError {
         /// The ticket's order.
         order_num: OrderNum,
         /// The ticket's attempt.
-        attempt: String,
+        attempt: AttemptId,
     },
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use age::secrecy::ExposeSecret;
 use async_trait::async_trait;
+use sluice_contract::AttemptId;
 use sluice_contract::dispatch::{Capability, Claim, DispatchPayload, OrderIdentity};
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, parse_result};
@@ -51,7 +52,7 @@ impl MemoryIo {
     /// Another worker's claim on the attempt.
     fn claimed_elsewhere(&self) {
         let claim = Claim {
-            attempt: "attempt-1".into(),
+            attempt: AttemptId::parse("attempt-1").unwrap(),
             claimed_at_ms: 1,
             worker: "another".into(),
         };
@@ -74,7 +75,7 @@ impl MemoryIo {
         DispatchPayload {
             run_id: run_id.clone(),
             order_num: OrderNum::from_index(0),
-            attempt: "attempt-1".into(),
+            attempt: AttemptId::parse("attempt-1").unwrap(),
             bundle_url: Capability::new(BUNDLE_URL),
             claim_url: Capability::new(CLAIM_URL),
             claim_check_url: Capability::new(CLAIM_CHECK_URL),
@@ -210,7 +211,10 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
     let result = only_result(&io);
     assert_eq!(result.status, OrderStatus::Succeeded);
     assert_eq!(result.exit_code, Some(0));
-    assert_eq!(result.attempt.as_deref(), Some("attempt-1"));
+    assert_eq!(
+        result.attempt.as_ref().map(AttemptId::as_str),
+        Some("attempt-1")
+    );
     assert!(
         result
             .log

@@ -56,7 +56,7 @@ pub async fn handle(engine: &Engine, step: &WatchdogStep) -> Result<Value, anyho
         !verdict.done && checks >= CHECKS_PER_EXECUTION && hand_over(engine, input).await;
     let mut output = serde_json::to_value(input)?;
     output["done"] = (verdict.done || handed_over).into();
-    output["wait_seconds"] = jittered(verdict.wait_seconds, &input.attempt).into();
+    output["wait_seconds"] = jittered(verdict.wait_seconds, input.attempt.as_str()).into();
     output["checks"] = checks.into();
     Ok(output)
 }

@@ -6,6 +6,7 @@
 
 use crate::support::cloud::{Worker, deployed};
 use crate::support::unique;
+use sluice_contract::AttemptId;
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, OrderStatus, keys};
 
@@ -222,7 +223,7 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
     let ticket = sluice_contract::keys::ticket(&run, num, "a1-n");
     let readable = [
         keys::exec_zip(&run, num),
-        keys::claim(&run, num, "a1"),
+        keys::claim(&run, num, &AttemptId::parse("a1").unwrap()),
         ticket.clone(),
     ];
     for key in &readable {
@@ -255,9 +256,9 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
             .await;
         assert!(refused(delete), "{role} DeleteObject {ticket}");
         for key in [
-            keys::claim(&run, num, "a1"),
+            keys::claim(&run, num, &AttemptId::parse("a1").unwrap()),
             keys::log(&run, num),
-            keys::result(&run, num, "a1"),
+            keys::result(&run, num, &AttemptId::parse("a1").unwrap()),
         ] {
             let put = (clients.s3.put_object())
                 .bucket(internal)

@@ -1,6 +1,7 @@
 //! The Lambda handlers fed real event shapes (API Gateway REST and HTTP APIs, a function
 //! URL, SNS, a direct invoke, a watchdog step), against moto.
 
+use sluice_contract::AttemptId;
 use std::sync::Arc;
 
 use crate::support::http_api::{ALICE, HttpApi, http_event};
@@ -281,7 +282,7 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     let run = RunId::parse(run_id).unwrap();
     let first = sluice_contract::OrderNum::from_index(0);
     let dispatch = Transition {
-        attempt: Some("a1".to_owned()),
+        attempt: AttemptId::parse("a1"),
         ..Transition::to(OrderStatus::Dispatching)
     };
     let orders = &engine.ports.orders;

@@ -5,6 +5,7 @@
 //! `scripts/test` starts moto on 127.0.0.1 and exports `AWS_ENDPOINT_URL`; every test makes
 //! its own buckets and tables, so tests run in parallel.
 
+use sluice_contract::AttemptId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -266,7 +267,7 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
     sluice_contract::dispatch::DispatchPayload {
         run_id: run.clone(),
         order_num: sluice_contract::OrderNum::from_index(0),
-        attempt: attempt.to_owned(),
+        attempt: sluice_contract::AttemptId::parse(attempt).unwrap(),
         bundle_url: url("exec.zip"),
         claim_url: url("claim"),
         claim_check_url: url("claim"),
@@ -479,7 +480,7 @@ async fn a_watchdog_starts_once_per_attempt() {
     let input = WatchdogInput {
         run_id: run.clone(),
         order_num: sluice_contract::OrderNum::from_index(1),
-        attempt: uuid::Uuid::new_v4().simple().to_string(),
+        attempt: AttemptId::generate(),
         timeout: 60,
         start_time: 1_700_000_000,
         job_deadline: 1_700_003_600,

@@ -8,6 +8,7 @@
 //! the short intrinsic forms (`!Sub`, `!Ref`) arrive as CloudFormation JSON; `!Sub` strings
 //! are then evaluated with sample parameters.
 
+use sluice_contract::AttemptId;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -375,7 +376,7 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     };
     let run = RunId::generate();
     let order = OrderNum::from_index(0);
-    let result_key = keys::result(&run, order, "a1");
+    let result_key = keys::result(&run, order, &AttemptId::parse("a1").unwrap());
     assert_eq!(rule("prefix"), keys::CALLBACK_PREFIX);
     assert!(result_key.starts_with(&rule("prefix")) && result_key.ends_with(&rule("suffix")));
 
@@ -429,8 +430,14 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     );
     let presigned = [
         ("s3:GetObject", keys::exec_zip(&run, order)),
-        ("s3:PutObject", keys::claim(&run, order, "a1")),
-        ("s3:GetObject", keys::claim(&run, order, "a1")),
+        (
+            "s3:PutObject",
+            keys::claim(&run, order, &AttemptId::parse("a1").unwrap()),
+        ),
+        (
+            "s3:GetObject",
+            keys::claim(&run, order, &AttemptId::parse("a1").unwrap()),
+        ),
         ("s3:PutObject", keys::log(&run, order)),
         ("s3:PutObject", result_key.clone()),
         (

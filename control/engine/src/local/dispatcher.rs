@@ -117,7 +117,7 @@ mod tests {
 
     use futures::FutureExt;
     use sluice_contract::dispatch::{Capability, OrderIdentity};
-    use sluice_contract::{OrderNum, RunId};
+    use sluice_contract::{AttemptId, OrderNum, RunId};
 
     #[tokio::test]
     async fn never_runs_more_workers_than_its_concurrency() {
@@ -143,7 +143,7 @@ mod tests {
             let payload = DispatchPayload {
                 run_id: run.clone(),
                 order_num: OrderNum::from_index(i),
-                attempt: format!("a{i}"),
+                attempt: AttemptId::parse(&format!("a{i}")).unwrap(),
                 bundle_url: nowhere.clone(),
                 claim_url: nowhere.clone(),
                 claim_check_url: nowhere.clone(),

@@ -16,13 +16,12 @@
 
 use std::fs::{File, TryLockError};
 
-use sluice_contract::{OrderNum, OrderStatus, RunId};
+use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId};
 
 use super::LocalRuntime;
 use crate::error::{EngineError, StoreError};
 use crate::orchestrator::Moved;
 use crate::ports::{Transition, WatchdogInput};
-use crate::watchdog::RUN_WATCH;
 
 /// Folder of the state folder that holds the runs' ownership locks.
 const OWNERS_FOLDER: &str = "owners";
@@ -115,7 +114,7 @@ impl LocalRuntime {
         let watch = WatchdogInput {
             run_id: run_id.clone(),
             order_num: OrderNum::INIT,
-            attempt: RUN_WATCH.to_owned(),
+            attempt: AttemptId::run_watch(),
             timeout: 0,
             start_time: first.created_at_ms / 1000,
             job_deadline: first.job_deadline_ms.div_ceil(1000),

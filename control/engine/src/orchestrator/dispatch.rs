@@ -17,7 +17,7 @@ use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity};
 use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
-use sluice_contract::{OrderStatus, keys};
+use sluice_contract::{AttemptId, OrderStatus, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
@@ -166,7 +166,7 @@ impl Engine {
     async fn attempt_payload(
         &self,
         order: &OrderRecord,
-        attempt: &str,
+        attempt: &AttemptId,
         now: u64,
     ) -> Result<DispatchPayload, DispatchError> {
         let failed = |kind, message: String| DispatchError {
@@ -207,7 +207,7 @@ impl Engine {
         Ok(DispatchPayload {
             run_id: run_id.clone(),
             order_num: num,
-            attempt: attempt.to_owned(),
+            attempt: attempt.clone(),
             bundle_url: presign(Presigned::Get, keys::exec_zip(run_id, num)).await?,
             claim_url: presign(Presigned::PutIfAbsent, keys::claim(run_id, num, attempt)).await?,
             claim_check_url: presign(Presigned::Get, keys::claim(run_id, num, attempt)).await?,
@@ -230,7 +230,7 @@ impl Engine {
             order
         } else {
             let change = Transition {
-                attempt: Some(uuid::Uuid::new_v4().simple().to_string()),
+                attempt: Some(AttemptId::generate()),
                 dispatched_at_ms: Some(now),
                 ..Transition::to(OrderStatus::Dispatching)
             };
@@ -239,7 +239,7 @@ impl Engine {
                 Moved::Lost(current) => return Ok(current),
             }
         };
-        let attempt = order.attempt.clone().unwrap_or_default();
+        let attempt = order.attempt.clone().unwrap_or_else(AttemptId::generate);
 
         let payload = self.attempt_payload(&order, &attempt, now).await;
         let watch = WatchdogInput {

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use sluice_contract::events::OrderEmitted;
 use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
-use sluice_contract::{OrderNum, OrderStatus, RunId, keys};
+use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
 
 use super::Moved;
 use crate::engine::Engine;
@@ -26,7 +26,7 @@ impl Engine {
     /// A backend failure.
     pub async fn read_state(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, EngineError> {
         let mut orders = self.ports.orders.run_orders(run_id).await?;
-        let arrived: HashSet<(OrderNum, String)> = self
+        let arrived: HashSet<(OrderNum, AttemptId)> = self
             .ports
             .internal
             .list(&keys::run_callbacks(run_id))
@@ -52,7 +52,12 @@ impl Engine {
 
     /// Reads one order's result and moves the order to the status it reports.
     async fn apply_result(&self, order: &OrderRecord) -> Result<OrderRecord, EngineError> {
-        let attempt = order.attempt.as_deref().unwrap_or_default();
+        let Some(attempt) = &order.attempt else {
+            return Err(EngineError::Store(StoreError::Backend {
+                what: format!("order {}", order.pk()),
+                message: "in flight without an attempt id".to_owned(),
+            }));
+        };
         let key = keys::result(&order.run_id, order.order_num, attempt);
         // Bounded: a worker (or whoever holds its URL) may have written any size; one larger
         // than a result can be is malformed, and is never loaded whole.

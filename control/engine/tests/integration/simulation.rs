@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sluice_contract::AttemptId;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::{OrderSpec, Reference};
 use sluice_contract::result::{DEPENDENCY_FAILED, INIT_FAILED, JOB_TIMEOUT, ResultDoc, parse_done};
@@ -87,7 +88,7 @@ struct World {
     notifications: Mutex<VecDeque<String>>,
     starts: Mutex<Vec<DispatchPayload>>,
     watches: Mutex<Vec<(WatchdogInput, u64)>>,
-    executed: Mutex<HashMap<(OrderNum, String), u32>>,
+    executed: Mutex<HashMap<(OrderNum, AttemptId), u32>>,
     /// Orders one of whose workers died (crashed, or gave up on a store call).
     died: Mutex<HashSet<OrderNum>>,
     runs: Mutex<Vec<RunId>>,

@@ -1,6 +1,7 @@
 //! The watchdog and the lock's crash recovery, with a clock the test moves by hand and
 //! recording dispatch ports (the local stores are real).
 
+use sluice_contract::AttemptId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +16,6 @@ use sluice_contract::{
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::DispatchError;
-use sluice_engine::watchdog::RUN_WATCH;
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, WatchdogInput, WatchdogStarter,
 };
@@ -125,7 +125,7 @@ async fn row_of(setup: &Setup, run: &RunId, order_num: OrderNum) -> sluice_engin
 /// The result key of the order's current attempt.
 async fn current_result_key(setup: &Setup, run: &RunId, order_num: OrderNum) -> String {
     let row = row_of(setup, run, order_num).await;
-    keys::result(run, order_num, row.attempt.as_deref().unwrap())
+    keys::result(run, order_num, row.attempt.as_ref().unwrap())
 }
 
 /// Writes a succeeded result for the order's current attempt, as its worker would.
@@ -186,7 +186,10 @@ async fn the_run_watch_runs_the_first_pass_when_the_trigger_is_lost() {
     let run = one_order_run(&setup, 60).await;
     // init_job started the run's watch; the trigger's event never comes.
     let watch = run_watch(&setup);
-    assert_eq!((&watch.run_id, watch.attempt.as_str()), (&run, RUN_WATCH));
+    assert_eq!(
+        (&watch.run_id, &watch.attempt),
+        (&run, &AttemptId::run_watch())
+    );
     let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
     assert!(!verdict.done && !verdict.kick, "{verdict:?}");
     assert_eq!(verdict.wait_seconds, 60, "the start grace");
@@ -263,7 +266,7 @@ async fn the_run_watch_of_a_run_never_queued_deletes_its_keys() {
     let watch = WatchdogInput {
         run_id: run.clone(),
         order_num: OrderNum::INIT,
-        attempt: RUN_WATCH.to_owned(),
+        attempt: AttemptId::run_watch(),
         timeout: 0,
         start_time: setup.clock.now_ms() / 1000,
         job_deadline: setup.clock.now_ms() / 1000 + 3600,
@@ -386,7 +389,10 @@ async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
     let run = one_order_run(&setup, 100).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let input = order_watch(&setup);
-    assert_eq!((input.timeout, input.attempt.is_empty()), (100, false));
+    assert_eq!(
+        (input.timeout, input.attempt.as_str().is_empty()),
+        (100, false)
+    );
 
     // Not claimed yet (waiting for a slot): bounded by the job deadline only.
     let verdict = setup.engine.watchdog_check(&input).await.unwrap();
@@ -473,11 +479,11 @@ async fn a_result_of_another_attempt_is_ignored() {
     setup.engine.orchestrate(&run).await.unwrap();
     let num = OrderNum::from_index(0);
     let mut stale = sluice_contract::result::ResultDoc::new(OrderStatus::Failed, "stale");
-    stale.attempt = Some("an-earlier-attempt".into());
+    stale.attempt = AttemptId::parse("an-earlier-attempt");
     setup
         .internal
         .put(
-            &keys::result(&run, num, "an-earlier-attempt"),
+            &keys::result(&run, num, &AttemptId::parse("an-earlier-attempt").unwrap()),
             serde_json::to_vec(&stale).unwrap(),
         )
         .await
@@ -507,7 +513,7 @@ async fn every_dispatch_carries_the_attempts_own_urls_and_the_orders_identity() 
     let run = one_order_run(&setup, 60).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let payload = setup.recorder.dispatched.lock().unwrap()[0].clone();
-    let (num, attempt) = (payload.order_num, payload.attempt.as_str());
+    let (num, attempt) = (payload.order_num, &payload.attempt);
     let key_of = |url: &sluice_contract::dispatch::Capability| {
         setup.internal.key_for_url(url.expose()).unwrap()
     };
@@ -547,7 +553,7 @@ async fn a_result_for_an_order_left_dispatching_is_applied() {
     let num = sluice_contract::OrderNum::from_index(0);
     // An orchestrator claimed the order, started its worker and crashed before `running`.
     let dispatching = sluice_engine::Transition {
-        attempt: Some("a1".into()),
+        attempt: AttemptId::parse("a1"),
         dispatched_at_ms: Some(setup.clock.now_ms()),
         ..sluice_engine::Transition::to(OrderStatus::Dispatching)
     };
