@@ -1,18 +1,18 @@
 //! Orders take their code from a folder of a git repository at a commit: over file:// and
-//! over HTTP with a token, against `git http-backend` served on 127.0.0.1. One clone per
+//! over HTTP with a token, against `git http-backend` served on 127.0.0.1 (through wiremock). One clone per
 //! repository per job; the token reaches no command line, environment, log or state file.
 
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::util::{HttpRequest, Sandbox, succeeded};
+use crate::util::{Sandbox, succeeded};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sluice_contract::OrderStatus;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const TOKEN: &str = "ghp_TestToken0123456789";
 
@@ -74,108 +74,125 @@ struct Seen {
     leaks: Vec<String>,
 }
 
-/// Serves the repositories under `root` over smart HTTP (through `git http-backend`),
-/// requiring `Authorization: Basic x-access-token:TOKEN`.
-fn serve(root: PathBuf) -> (String, Arc<Mutex<Seen>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let state = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let (root, state) = (root.clone(), Arc::clone(&state));
-            std::thread::spawn(move || answer(stream, &root, &state));
-        }
-    });
-    (base, seen)
+/// The repositories under `root` over smart HTTP (through `git http-backend`), requiring
+/// `Authorization: Basic x-access-token:TOKEN`.
+struct GitHttp {
+    root: PathBuf,
+    seen: Arc<Mutex<Seen>>,
 }
 
-fn answer(mut stream: std::net::TcpStream, root: &Path, seen: &Mutex<Seen>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let Some(request) = HttpRequest::read(&mut reader) else {
-        return;
-    };
-    let header = |name: &str| request.header(name);
-    let (method, target, body) = (
-        request.method.as_str(),
-        request.target.as_str(),
-        &request.body,
-    );
-    let length = body.len();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-
-    let expected = format!(
-        "Basic {}",
-        STANDARD.encode(format!("x-access-token:{TOKEN}"))
-    );
-    if header("authorization").as_deref() != Some(expected.as_str()) {
-        seen.lock().unwrap().refused += 1;
-        let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-    }
-    {
-        let mut seen = seen.lock().unwrap();
-        if path.ends_with("/info/refs") {
-            seen.clones += 1;
+impl Respond for GitHttp {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let expected = format!(
+            "Basic {}",
+            STANDARD.encode(format!("x-access-token:{TOKEN}"))
+        );
+        if header("authorization") != expected {
+            self.seen.lock().unwrap().refused += 1;
+            return ResponseTemplate::new(401)
+                .insert_header("www-authenticate", "Basic realm=\"git\"");
         }
-        seen.leaks.extend(processes_holding(TOKEN));
-    }
-    let mut cgi = Command::new("git")
-        .arg("http-backend")
-        .env("GIT_PROJECT_ROOT", root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("PATH_INFO", path)
-        .env("QUERY_STRING", query)
-        .env("REQUEST_METHOD", method)
-        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
-        .env("CONTENT_LENGTH", length.to_string())
-        .env(
-            "HTTP_CONTENT_ENCODING",
-            header("content-encoding").unwrap_or_default(),
-        )
-        .env(
-            "HTTP_GIT_PROTOCOL",
-            header("git-protocol").unwrap_or_default(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    cgi.stdin.take().unwrap().write_all(body).unwrap();
-    let output = cgi.wait_with_output().unwrap();
-    let split = output
-        .stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4))
-        .or_else(|| {
-            output
-                .stdout
-                .windows(2)
-                .position(|w| w == b"\n\n")
-                .map(|i| (i, 2))
-        })
-        .unwrap();
-    let cgi_head = String::from_utf8_lossy(&output.stdout[..split.0]).into_owned();
-    let payload = &output.stdout[split.0 + split.1..];
-    let mut status = "200 OK".to_owned();
-    let mut response = String::new();
-    for line in cgi_head.lines() {
-        match line.split_once(':') {
-            Some((name, value)) if name.eq_ignore_ascii_case("status") => {
-                status = value.trim().to_owned()
+        let path = request.url.path();
+        {
+            let mut seen = self.seen.lock().unwrap();
+            if path.ends_with("/info/refs") {
+                seen.clones += 1;
             }
-            Some(_) => response.push_str(&format!("{line}\r\n")),
-            None => {}
+            seen.leaks.extend(processes_holding(TOKEN));
         }
+        let mut cgi = Command::new("git")
+            .arg("http-backend")
+            .env("GIT_PROJECT_ROOT", &self.root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", request.url.query().unwrap_or_default())
+            .env("REQUEST_METHOD", request.method.as_str())
+            .env("CONTENT_TYPE", header("content-type"))
+            .env("CONTENT_LENGTH", request.body.len().to_string())
+            .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+            .env("HTTP_GIT_PROTOCOL", header("git-protocol"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cgi.stdin.take().unwrap().write_all(&request.body).unwrap();
+        let output = cgi.wait_with_output().unwrap();
+        // A CGI answer: headers (`Status:` among them), a blank line, the body.
+        let (head_end, gap) = output
+            .stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| (i, 4))
+            .or_else(|| {
+                output
+                    .stdout
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|i| (i, 2))
+            })
+            .unwrap();
+        let mut status = 200;
+        let mut headers = Vec::new();
+        for line in String::from_utf8_lossy(&output.stdout[..head_end]).lines() {
+            match line.split_once(':') {
+                Some((name, value)) if name.eq_ignore_ascii_case("status") => {
+                    status = value.trim()[..3].parse().unwrap();
+                }
+                Some((name, value)) => headers.push((name.to_owned(), value.trim().to_owned())),
+                None => {}
+            }
+        }
+        let mut answer = ResponseTemplate::new(status);
+        let mut content_type = "application/octet-stream".to_owned();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("content-type") {
+                content_type = value;
+            } else {
+                answer = answer.insert_header(name.as_str(), value.as_str());
+            }
+        }
+        answer.set_body_raw(output.stdout[head_end + gap..].to_vec(), &content_type)
     }
-    let head = format!(
-        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        payload.len()
+}
+
+/// A running stand-in: its base URL and what it saw (it stops when dropped).
+struct Served {
+    base: String,
+    seen: Arc<Mutex<Seen>>,
+    _server: MockServer,
+}
+
+/// Serves the repositories under `root` (see [`GitHttp`]).
+fn serve(root: PathBuf) -> Served {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // wiremock serves from a thread of its own: this runtime only starts it.
+    let server = runtime.block_on(MockServer::start());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let git = GitHttp {
+        root,
+        seen: Arc::clone(&seen),
+    };
+    runtime.block_on(
+        Mock::given(wiremock::matchers::any())
+            .respond_with(git)
+            .mount(&server),
     );
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(payload);
+    Served {
+        base: server.uri(),
+        seen,
+        _server: server,
+    }
 }
 
 /// Processes (other than this test) whose command line or environment contains `needle`.
@@ -280,12 +297,10 @@ fn git_from_a_layer_is_found_through_its_exec_path() {
 
 /// A job of `orders` taking their code from the test repository served over HTTP with
 /// [`TOKEN`]; the job file, the secrets file holding the token, and what the server saw.
-fn served_with_token(
-    sandbox: &Sandbox,
-    orders: serde_json::Value,
-) -> (PathBuf, PathBuf, Arc<Mutex<Seen>>) {
+fn served_with_token(sandbox: &Sandbox, orders: serde_json::Value) -> (PathBuf, PathBuf, Served) {
     let (repo, _) = repository(sandbox.path());
-    let (base, seen) = serve(repo.parent().unwrap().to_owned());
+    let served = serve(repo.parent().unwrap().to_owned());
+    let base = &served.base;
     let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/git/token": TOKEN }));
     let job = serde_json::json!({
         "git_repo": format!("{base}/infra.git"),
@@ -295,14 +310,14 @@ fn served_with_token(
     (
         sandbox.write_job("job.json", &job.to_string()),
         secrets,
-        seen,
+        served,
     )
 }
 
 #[test]
 fn a_token_clones_once_over_http_and_is_never_seen() {
     let sandbox = Sandbox::new();
-    let (job, secrets, seen) = served_with_token(
+    let (job, secrets, served) = served_with_token(
         &sandbox,
         serde_json::json!([
             { "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
@@ -322,7 +337,7 @@ fn a_token_clones_once_over_http_and_is_never_seen() {
     assert_eq!(done.orders[0].status, OrderStatus::Succeeded);
     assert!(sandbox.log_of(&done, "dns").contains("dns plan"));
 
-    let seen = seen.lock().unwrap();
+    let seen = served.seen.lock().unwrap();
     assert_eq!(seen.clones, 1, "one clone for both orders: {seen:?}");
     assert!(
         seen.refused >= 1,
@@ -348,7 +363,8 @@ fn a_token_clones_once_over_http_and_is_never_seen() {
 fn a_missing_commit_folder_or_token_is_refused_before_anything_runs() {
     let sandbox = Sandbox::new();
     let (repo, _) = repository(sandbox.path());
-    let (base, _) = serve(repo.parent().unwrap().to_owned());
+    let served = serve(repo.parent().unwrap().to_owned());
+    let base = &served.base;
     let secrets = sandbox
         .write_secrets(serde_json::json!({ "aws:::ssm:/git/wrong": "ghp_WrongToken987654321" }));
     let cases = [
@@ -397,7 +413,7 @@ fn a_token_goes_only_to_the_hosts_credentials_may_be_sent_to() {
     // Failed before the deployment listed credential hosts: the capture server on
     // 127.0.0.1 received `x-access-token:<token>` from any job that named it.
     let sandbox = Sandbox::new();
-    let (job, secrets, seen) = served_with_token(
+    let (job, secrets, served) = served_with_token(
         &sandbox,
         serde_json::json!([
             { "order_name": "vpc", "git_folder": "vpc", "cmds": ["./plan.sh"], "timeout": 30 },
@@ -412,7 +428,7 @@ fn a_token_goes_only_to_the_hosts_credentials_may_be_sent_to() {
             && stderr.contains("not to 127.0.0.1"),
         "{stderr}"
     );
-    let seen = seen.lock().unwrap();
+    let seen = served.seen.lock().unwrap();
     assert_eq!(
         (seen.clones, seen.refused),
         (0, 0),
@@ -462,7 +478,7 @@ fn sshd(dir: &Path, authorized: &Path) -> Sshd {
         .status()
         .unwrap();
     assert!(keygen.success());
-    let port = TcpListener::bind("127.0.0.1:0")
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()

@@ -1,13 +1,12 @@
 //! A job with `pr_number` keeps one comment on its pull request: posted at init, edited as
-//! orders run, completed with the job's status. Against a GitHub REST stand-in on
-//! 127.0.0.1 whose PR already has 150 other comments, so finding ours takes two pages.
+//! orders run, completed with the job's status. Against a GitHub REST stand-in (wiremock)
+//! on 127.0.0.1 whose PR already has 150 other comments, so finding ours takes two pages.
 
-use std::io::{BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use crate::util::{HttpRequest, Sandbox, done_of};
+use crate::util::{Sandbox, done_of};
 use sluice_contract::JobStatus;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const TOKEN: &str = "ghp_PrCommentToken42";
 
@@ -21,43 +20,72 @@ struct GitHub {
     unauthorised: usize,
 }
 
-fn serve() -> (String, Arc<Mutex<GitHub>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+/// GitHub's REST API for one pull request, answering from [`GitHub`]'s state.
+struct GitHubApi {
+    state: Arc<Mutex<GitHub>>,
+    base: String,
+}
+
+impl Respond for GitHubApi {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let target = match request.url.query() {
+            Some(query) => format!("{}?{query}", request.url.path()),
+            None => request.url.path().to_owned(),
+        };
+        let authorization = request
+            .headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let (status, link, body) = route(
+            &self.state,
+            &self.base,
+            request.method.as_str(),
+            &target,
+            authorization,
+            &request.body,
+        );
+        let answer = ResponseTemplate::new(status).set_body_raw(body, "application/json");
+        match link {
+            Some(link) => answer.insert_header("link", link),
+            None => answer,
+        }
+    }
+}
+
+/// A running stand-in: its base URL and state (it stops when dropped).
+struct Served {
+    base: String,
+    state: Arc<Mutex<GitHub>>,
+    _server: MockServer,
+}
+
+fn serve() -> Served {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // wiremock serves from a thread of its own: this runtime only starts it.
+    let server = runtime.block_on(MockServer::start());
     let state = Arc::new(Mutex::new(GitHub {
         comments: (1..=150)
             .map(|i| (i, format!("an earlier comment {i}")))
             .collect(),
         ..GitHub::default()
     }));
-    let (shared, api) = (Arc::clone(&state), base.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let (state, api) = (Arc::clone(&shared), api.clone());
-            std::thread::spawn(move || answer(stream, &state, &api));
-        }
-    });
-    (base, state)
-}
-
-fn answer(mut stream: std::net::TcpStream, state: &Mutex<GitHub>, api: &str) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    while let Some(request) = HttpRequest::read(&mut reader) {
-        let (method, target, body) = (&request.method, &request.target, &request.body);
-        let header = |name: &str| request.header(name);
-        let (status, extra, reply) =
-            route(state, api, method, target, header("authorization"), body);
-        let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
-            reply.len()
-        );
-        if stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(reply.as_bytes()))
-            .is_err()
-        {
-            return;
-        }
+    let api = GitHubApi {
+        state: Arc::clone(&state),
+        base: server.uri(),
+    };
+    runtime.block_on(
+        Mock::given(wiremock::matchers::any())
+            .respond_with(api)
+            .mount(&server),
+    );
+    Served {
+        base: server.uri(),
+        state,
+        _server: server,
     }
 }
 
@@ -68,16 +96,12 @@ fn route(
     target: &str,
     authorization: Option<String>,
     body: &[u8],
-) -> (&'static str, String, String) {
+) -> (u16, Option<String>, String) {
     let mut github = state.lock().unwrap();
     github.calls.push(format!("{method} {target}"));
     if authorization.as_deref() != Some(&format!("Bearer {TOKEN}")) {
         github.unauthorised += 1;
-        return (
-            "401 Unauthorized",
-            String::new(),
-            r#"{"message":"Bad credentials"}"#.to_owned(),
-        );
+        return (401, None, r#"{"message":"Bad credentials"}"#.to_owned());
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let text = || {
@@ -105,26 +129,20 @@ fn route(
                 .take(per_page)
                 .cloned()
                 .collect();
-            let link = if page * per_page < all.len() {
+            let link = (page * per_page < all.len()).then(|| {
                 format!(
-                    "link: <{api}/repos/acme/infra/issues/7/comments?per_page=100&page={}>; rel=\"next\"\r\n",
+                    "<{api}/repos/acme/infra/issues/7/comments?per_page=100&page={}>; rel=\"next\"",
                     page + 1
                 )
-            } else {
-                String::new()
-            };
-            ("200 OK", link, serde_json::Value::Array(slice).to_string())
+            });
+            (200, link, serde_json::Value::Array(slice).to_string())
         }
         ("POST", "/repos/acme/infra/issues/7/comments") => {
             let id = 1000 + github.comments.len() as u64;
             let text = text();
             github.history.push(text.clone());
             github.comments.push((id, text));
-            (
-                "201 Created",
-                String::new(),
-                serde_json::json!({ "id": id }).to_string(),
-            )
+            (201, None, serde_json::json!({ "id": id }).to_string())
         }
         ("PATCH", path) if path.starts_with("/repos/acme/infra/issues/comments/") => {
             let id: u64 = path.rsplit('/').next().unwrap().parse().unwrap();
@@ -133,23 +151,20 @@ fn route(
             match github.comments.iter_mut().find(|(i, _)| *i == id) {
                 Some(comment) => {
                     comment.1 = text;
-                    (
-                        "200 OK",
-                        String::new(),
-                        serde_json::json!({ "id": id }).to_string(),
-                    )
+                    (200, None, serde_json::json!({ "id": id }).to_string())
                 }
-                None => ("404 Not Found", String::new(), "{}".to_owned()),
+                None => (404, None, "{}".to_owned()),
             }
         }
-        _ => ("404 Not Found", String::new(), "{}".to_owned()),
+        _ => (404, None, "{}".to_owned()),
     }
 }
 
 #[test]
 fn one_comment_follows_the_run_to_its_end() {
     let sandbox = Sandbox::new();
-    let (api, github) = serve();
+    let served = serve();
+    let (api, github) = (&served.base, &served.state);
     std::fs::create_dir_all(sandbox.path().join("app")).unwrap();
     let secrets = sandbox.write_secrets(serde_json::json!({ "aws:::ssm:/gh/token": TOKEN }));
     let job = serde_json::json!({
@@ -163,7 +178,7 @@ fn one_comment_follows_the_run_to_its_end() {
     let job = sandbox.write_job("job.json", &job.to_string());
     let output = sandbox.run(
         &job,
-        &["--secrets", secrets.to_str().unwrap(), "--github-api", &api],
+        &["--secrets", secrets.to_str().unwrap(), "--github-api", api],
     );
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::Failed);
