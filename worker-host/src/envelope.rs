@@ -23,9 +23,15 @@ pub enum EnvError {
     /// `env.json.age` cannot be decrypted with the order's key.
     #[error("env.json.age cannot be decrypted with the order's key: {0}")]
     Decrypt(#[source] age::DecryptError),
-    /// The plaintext is not a JSON object of strings.
-    #[error("env.json.age does not hold a JSON object of strings: {0}")]
-    NotJson(#[source] serde_json::Error),
+    /// The plaintext is not a JSON object of strings. Only where it goes wrong is kept:
+    /// serde_json's message may quote a decrypted value.
+    #[error("env.json.age does not hold a JSON object of strings (line {line}, column {column})")]
+    NotJson {
+        /// The line where reading stopped.
+        line: usize,
+        /// The column where reading stopped.
+        column: usize,
+    },
 }
 
 /// Decrypts `ciphertext` with the age identity `secret_key` into the order's variables.
@@ -44,7 +50,10 @@ pub fn decrypt_env(
     let reader = decryptor
         .decrypt(std::iter::once(&identity as &dyn age::Identity))
         .map_err(EnvError::Decrypt)?;
-    serde_json::from_reader(reader).map_err(EnvError::NotJson)
+    serde_json::from_reader(reader).map_err(|e| EnvError::NotJson {
+        line: e.line(),
+        column: e.column(),
+    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use aws_sdk_lambda::types::InvocationType;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use serde_json::Value;
+use sluice_engine::http::transport_message;
 
 use crate::sdk_error::describe;
 
@@ -174,8 +175,10 @@ async fn signed_post(
     let (instructions, _) = sign(signable, &params)
         .map_err(|e| setup(format!("signing the request: {e}")))?
         .into_parts();
+    // A redirected POST would be replayed as an unsigned GET: not followed.
     let client = reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(SUBMIT_TIMEOUT)
         .build()
         .map_err(|e| setup(format!("the HTTP client: {e}")))?;
@@ -185,7 +188,13 @@ async fn signed_post(
     for (name, value) in instructions.headers() {
         request = request.header(name, value);
     }
-    let transport = |e: reqwest::Error| SendError::Transport(format!("POST {endpoint}: {e}"));
+    let transport = |e: reqwest::Error| {
+        if e.is_builder() {
+            SendError::Setup(format!("POST {endpoint}: the URL cannot be requested"))
+        } else {
+            SendError::Transport(format!("POST {endpoint}: {}", transport_message(e)))
+        }
+    };
     let answer = request.body(job).send().await.map_err(transport)?;
     let status = answer.status();
     let bytes = answer.bytes().await.map_err(transport)?;

@@ -95,6 +95,16 @@ fn s(value: impl Into<String>) -> AttributeValue {
 }
 
 /// A string attribute of `item` (empty when absent).
+/// The status a lock item holds; one the code does not know is an error, never "not
+/// completed".
+fn lock_status(run_id: &RunId, item: &Item) -> Result<LockStatus, StoreError> {
+    let status = text(item, "status");
+    LockStatus::parse(&status).ok_or_else(|| StoreError::Backend {
+        what: format!("lock of run {run_id}"),
+        message: format!("unknown lock status {status:?}"),
+    })
+}
+
 fn text(item: &Item, name: &str) -> String {
     item.get(name)
         .and_then(|v| v.as_s().ok())
@@ -199,8 +209,10 @@ impl DynamoOrderStore {
     /// Whether the run's lock is `completed` (read after a lock condition failed, to tell a
     /// finalized run from a held or released lock).
     async fn lock_completed(&self, run_id: &RunId) -> Result<bool, StoreError> {
-        let item = self.lock_item(run_id).await?;
-        Ok(item.is_some_and(|item| text(&item, "status") == LockStatus::Completed.as_str()))
+        let Some(item) = self.lock_item(run_id).await? else {
+            return Ok(false);
+        };
+        Ok(lock_status(run_id, &item)? == LockStatus::Completed)
     }
 
     /// Reads the lock row (consistent).
@@ -573,14 +585,9 @@ impl OrderStore for DynamoOrderStore {
         let Some(item) = self.lock_item(run_id).await? else {
             return Ok(None);
         };
-        let status = text(&item, "status");
-        let status = LockStatus::parse(&status).ok_or_else(|| StoreError::Backend {
-            what: format!("lock of run {run_id}"),
-            message: format!("unknown lock status {status:?}"),
-        })?;
         Ok(Some(LockState {
             owner: text(&item, "owner"),
-            status,
+            status: lock_status(run_id, &item)?,
             lease_until_ms: item
                 .get("lease_until")
                 .and_then(|v| v.as_n().ok())
@@ -592,5 +599,50 @@ impl OrderStore for DynamoOrderStore {
                 .copied()
                 .unwrap_or_default(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event row exactly as the hand-written conversion before serde_dynamo stored it
+    /// (numbers as `N`, a nested null as `NULL`, an empty list as `L`), plus the table's
+    /// own attributes: rows of a deployed table must still read.
+    #[test]
+    fn rows_written_before_serde_dynamo_still_read() {
+        let run_id = RunId::generate();
+        let n = |text: &str| AttributeValue::N(text.to_owned());
+        let detail = AttributeValue::M(HashMap::from([
+            ("attempt".to_owned(), s("a1")),
+            ("big".to_owned(), n("18446744073709551615")),
+            ("negative".to_owned(), n("-3")),
+            ("half".to_owned(), n("0.5")),
+            ("none".to_owned(), AttributeValue::Null(true)),
+            ("empty".to_owned(), AttributeValue::L(Vec::new())),
+            ("flag".to_owned(), AttributeValue::Bool(true)),
+        ]));
+        let item: Item = HashMap::from([
+            ("trace_id".to_owned(), s("0a1b2c3d")),
+            ("order_name".to_owned(), s("build")),
+            ("epoch_ms".to_owned(), n("1700000000000")),
+            ("event".to_owned(), s("dispatched")),
+            ("run_id".to_owned(), s(run_id.as_str())),
+            ("detail".to_owned(), detail),
+            (EVENTS_SORT.to_owned(), s("build:1700000000000:dispatched")),
+            (TTL_ATTRIBUTE.to_owned(), n("1800000000")),
+        ]);
+        let event: OrderEvent = parse("an old event", &item).unwrap();
+        assert_eq!(event.run_id, run_id);
+        assert_eq!(event.epoch_ms, 1_700_000_000_000);
+        assert_eq!(
+            event.detail,
+            serde_json::json!({"attempt": "a1", "big": 18446744073709551615u64, "negative": -3,
+                "half": 0.5, "none": null, "empty": [], "flag": true})
+        );
+        // And written back, it has the same attributes (absent values left out).
+        let again = to_item(|| "the event".to_owned(), &event).unwrap();
+        assert_eq!(again.get("detail"), item.get("detail"));
+        assert_eq!(again.get("epoch_ms"), item.get("epoch_ms"));
     }
 }

@@ -13,6 +13,7 @@ use reqwest::{Client, Method, StatusCode};
 use sluice_contract::validate::PullRequest;
 
 use crate::error::StoreError;
+use crate::http::transport_message;
 use crate::ports::Vcs;
 
 /// GitHub's public API.
@@ -42,8 +43,10 @@ impl GitHubVcs {
     ///
     /// The TLS backend cannot be set up (the platform's certificates cannot be loaded).
     pub fn new(api: &str) -> Result<Self, reqwest::Error> {
+        // A redirected POST or PATCH would be replayed as a GET and "succeed": not followed.
         let client = Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(CALL_TIMEOUT)
             .user_agent("sluice")
             .build()?;
@@ -77,7 +80,7 @@ impl GitHubVcs {
         }
         let unavailable = |e: reqwest::Error| StoreError::Unavailable {
             what: what(),
-            message: e.without_url().to_string(),
+            message: transport_message(e),
         };
         let response = request.send().await.map_err(unavailable)?;
         let status = response.status();
@@ -140,7 +143,9 @@ impl GitHubVcs {
             if let Some(comment) = found {
                 return Ok(comment["id"].as_u64());
             }
-            url = next_page(&answer.headers);
+            // The token goes with every page: only to pages of the same API.
+            url = next_page(&answer.headers)
+                .filter(|next| next.starts_with(&format!("{}/", self.api)));
         }
         Ok(None)
     }

@@ -18,6 +18,7 @@
 //! - [`code`]: fetching orders' code (folders, zips, git, `s3://` zips) once per job.
 //! - [`git`]: orders' code from git repositories (one clone per repository per job).
 //! - [`grants`]: which credentials a known caller may name.
+//! - [`http`]: what the HTTP clients say when a call gets no answer.
 //! - [`github`]: PR comments through GitHub's REST API ([`Vcs`]); the comment itself is
 //!   rendered and kept current by the engine (`pr_comment`).
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
@@ -44,6 +45,7 @@ pub mod error;
 pub mod git;
 pub mod github;
 pub mod grants;
+pub mod http;
 pub mod init_job;
 #[cfg(feature = "local")]
 pub mod local;

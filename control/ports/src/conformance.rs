@@ -1,8 +1,9 @@
 //! Adapter conformance suites: the guarantees every [`ObjectStore`] and [`OrderStore`] must
 //! give, as one backend-agnostic suite each (object_store's `integration.rs` rule).
 //!
-//! The local adapters run them in this crate's tests; `sluice-aws` runs the same suites
-//! against moto. A failed guarantee panics with the operation named.
+//! The local adapters run them in `sluice-engine`'s tests
+//! (`tests/integration/adapters.rs`); `sluice-aws` runs the same suites against moto. A
+//! failed guarantee panics with the operation named.
 
 use std::time::Duration;
 

@@ -1,8 +1,8 @@
 //! Sluice's ports: the traits the engine is written against, one adapter per backend.
 //!
-//! A crate of its own so that everything reaching a backend — the engine, the AWS adapters,
-//! the local backends — agrees on one set of traits and one error type without depending on
-//! each other: the worker, which needs none of the engine, never links it.
+//! A crate of its own so that the traits and their one error type stand apart from the
+//! engine's logic: adapters name a port without the engine's internals, and the engine
+//! builds without any backend (its local backends are a feature).
 //!
 //! Each method's docs state the guarantee every adapter must give (an atomic put, a
 //! conditional transition), because the orchestration protocol relies on exactly those and

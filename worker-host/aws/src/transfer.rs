@@ -51,7 +51,12 @@ impl HttpTransfer {
     ///
     /// The TLS backend cannot be set up (the platform's certificates cannot be loaded).
     pub fn new() -> Result<Self, reqwest::Error> {
-        let client = Client::builder().no_proxy().build()?;
+        // A presigned URL names its object; an answer pointing elsewhere is an error, not
+        // something to follow with the same method or without it.
+        let client = Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(HttpTransfer {
             client,
             calls: CallCounter::default(),
@@ -87,25 +92,45 @@ impl HttpTransfer {
     }
 }
 
-/// Sends `request`: no answer at all may well be a passing network failure.
+/// Sends `request`: no answer at all may well be a passing network failure; a request
+/// that cannot even be made (a malformed URL) will not be made by trying again.
 async fn sent(request: RequestBuilder, what: impl Fn() -> String) -> Result<Response, IoError> {
     request
         .send()
         .await
-        .map_err(|e| IoError::transient(what(), without_url(e)))
+        .map_err(|e| transport_error(what(), &e))
 }
 
-/// A transport error's message without the URL reqwest puts in it (a presigned URL's
-/// signature and host are not for logs).
-fn without_url(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(&error);
+/// A request that got no (whole) answer, as an error of its kind. The message says what
+/// happened in words of its own: never reqwest's or the TLS library's text, which name the
+/// URL (its signature) or the host (which names the account).
+fn transport_error(what: String, error: &reqwest::Error) -> IoError {
+    if error.is_builder() {
+        return IoError::permanent(what, "the URL cannot be requested");
+    }
+    let happened = if error.is_timeout() {
+        "no answer in time"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed on the way"
+    };
+    // The innermost I/O error's kind ("connection refused", "connection reset") names no
+    // host; its message might.
+    let mut cause = std::error::Error::source(error);
+    let mut io_kind = None;
     while let Some(inner) = cause {
-        message = format!("{message}: {inner}");
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
         cause = inner.source();
     }
-    message
+    match io_kind {
+        Some(kind) => IoError::transient(what, format!("{happened} ({kind})")),
+        None => IoError::transient(what, happened),
+    }
 }
 
 /// At most `max_bytes` of `response`'s body, and whether there was more.
@@ -118,7 +143,7 @@ async fn bounded_body(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| IoError::transient(what(), without_url(e)))?
+        .map_err(|e| transport_error(what(), &e))?
     {
         let room = usize::try_from(max_bytes)
             .unwrap_or(usize::MAX)
@@ -239,5 +264,43 @@ impl WorkerIo for HttpTransfer {
             .header("content-length", length)
             .body(reqwest::Body::wrap_stream(chunks));
         succeeded(sent(request, what).await?, what).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL that names a closed port on this machine, signed.
+    const UNREACHABLE: &str = "http://127.0.0.1:1/tmp/claims/r/0001/a1?X-Amz-Signature=topsecret";
+
+    #[tokio::test]
+    async fn a_failed_connection_is_transient_and_names_neither_host_nor_signature() {
+        let transfer = HttpTransfer::new().unwrap();
+        let error = transfer
+            .get(&Capability::new(UNREACHABLE), 10)
+            .await
+            .unwrap_err();
+        assert!(error.transient, "{error}");
+        let text = format!("{error} {error:?}");
+        assert!(text.contains("/tmp/claims/r/0001/a1"), "{text}");
+        assert!(text.contains("could not connect"), "{text}");
+        for leaked in ["topsecret", "127.0.0.1", "Signature"] {
+            assert!(!text.contains(leaked), "{leaked} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_that_cannot_be_requested_is_not_tried_again() {
+        let transfer = HttpTransfer::new().unwrap();
+        let error = transfer
+            .get(
+                &Capability::new("file:///etc/passwd?X-Amz-Signature=topsecret"),
+                10,
+            )
+            .await
+            .unwrap_err();
+        assert!(!error.transient, "{error}");
+        assert!(!format!("{error:?}").contains("topsecret"));
     }
 }

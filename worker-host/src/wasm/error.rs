@@ -2,7 +2,7 @@
 //!
 //! [`WasmError`] is what [`WasmRuntime::run`](super::WasmRuntime::run) turns into the
 //! order's failure reason (its `Display`): the engine could not be built
-//! ([`EngineError`]), the module cannot be found, read, compiled or linked
+//! ([`WasmEngineError`]), the module cannot be found, read, compiled or linked
 //! ([`ModuleError`]), or something the order grants cannot be given ([`GrantError`],
 //! [`MountError`]). [`CacheError`] says why the compile cache on disk, or one of its
 //! entries, is not used: it is only logged, and the module is compiled instead.
@@ -25,7 +25,7 @@ pub enum WasmError {
     /// The engine the order runs on could not be built (a host problem: every order of
     /// the same kind fails alike).
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(#[from] WasmEngineError),
     /// The order's module cannot be prepared.
     #[error(transparent)]
     Module(#[from] ModuleError),
@@ -38,7 +38,7 @@ pub enum WasmError {
 /// keeps the first failure and gives it to every later order (the causes are shared).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum EngineError {
+pub enum WasmEngineError {
     /// wasmtime refused the engine's configuration.
     #[error("starting wasmtime: {0:#}")]
     Start(#[source] Arc<wasmtime::Error>),
@@ -349,7 +349,7 @@ pub(super) enum ServeError {
     UnknownVersion,
     /// The engine cannot be built.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(#[from] WasmEngineError),
     /// wasmtime rejects the module.
     #[error("invalid: {0:#}")]
     Invalid(#[source] wasmtime::Error),

@@ -41,7 +41,9 @@ use wasmtime_wasi::I32Exit;
 
 use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance};
 pub use self::compiler::{COMPILER_ARG, CompileIn, serve_if_asked};
-pub use self::error::{CacheError, EngineError, GrantError, ModuleError, MountError, WasmError};
+pub use self::error::{
+    CacheError, GrantError, ModuleError, MountError, WasmEngineError, WasmError,
+};
 pub use self::sandbox::Grants;
 use self::sandbox::{GuestState, NotInCode, guest_state, resolve_in_code};
 use crate::log_sink::LogSink;
@@ -83,8 +85,8 @@ pub struct WasmOrder<'a> {
 pub struct WasmRuntime {
     cache_dir: Option<PathBuf>,
     compile_in: CompileIn,
-    plain: OnceLock<Result<Arc<GuestCache>, EngineError>>,
-    metered: OnceLock<Result<Arc<GuestCache>, EngineError>>,
+    plain: OnceLock<Result<Arc<GuestCache>, WasmEngineError>>,
+    metered: OnceLock<Result<Arc<GuestCache>, WasmEngineError>>,
 }
 
 impl WasmRuntime {
@@ -181,7 +183,7 @@ impl WasmRuntime {
         outcome
     }
 
-    fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, EngineError> {
+    fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, WasmEngineError> {
         let slot = if metered { &self.metered } else { &self.plain };
         slot.get_or_init(|| {
             let cache_dir = self.cache_dir.clone();
@@ -203,19 +205,19 @@ fn engine_config(metered: bool) -> Config {
 }
 
 /// An engine configured by [`engine_config`] (fuel metering on or off).
-fn new_engine(metered: bool) -> Result<Engine, EngineError> {
-    Engine::new(&engine_config(metered)).map_err(|e| EngineError::Start(Arc::new(e)))
+fn new_engine(metered: bool) -> Result<Engine, WasmEngineError> {
+    Engine::new(&engine_config(metered)).map_err(|e| WasmEngineError::Start(Arc::new(e)))
 }
 
 /// An engine (fuel metering on or off), its linkers, its epoch ticker and its cache.
-fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, EngineError> {
+fn new_cache(metered: bool, cache_dir: Option<PathBuf>) -> Result<GuestCache, WasmEngineError> {
     let engine = new_engine(metered)?;
     let mut module = wasmtime::Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut module, GuestState::wasi_p1)
-        .map_err(|e| EngineError::WasiP1(Arc::new(e)))?;
+        .map_err(|e| WasmEngineError::WasiP1(Arc::new(e)))?;
     let mut component = wasmtime::component::Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut component)
-        .map_err(|e| EngineError::WasiP2(Arc::new(e)))?;
+        .map_err(|e| WasmEngineError::WasiP2(Arc::new(e)))?;
     start_epoch_ticker(&engine);
     Ok(GuestCache::new(
         engine,
