@@ -1,7 +1,8 @@
 //! The deployment's HTTP API as a stand-in on 127.0.0.1 (moto cannot run the function
 //! behind an API): each request's SigV4 signature for `execute-api` is checked the way the
 //! IAM authorizer would reject an unsigned one, and the request is handed, as the HTTP API
-//! event, to the real init-job handler.
+//! event, to the real init-job handler. A server of its own rather than wiremock's:
+//! wiremock's responders are synchronous, and this one awaits the handler.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -330,7 +330,8 @@ pub async fn watchdog_machine(clients: &Clients) -> String {
 
 /// A callback endpoint on 127.0.0.1 that answers 500 to the first `failures` PUTs it gets
 /// (every PUT when `None`) and forwards the others to the real callback URL carried in the
-/// path, answering with its status: a flaky proxy in front of S3.
+/// path, answering with its status: a flaky proxy in front of S3. (A server of its own:
+/// wiremock's responders are synchronous and cannot forward.)
 #[derive(Debug, Clone)]
 pub struct FlakyEndpoint {
     pub base: String,
