@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::util::{Sandbox, succeeded};
+use crate::util::{Sandbox, http_stand_in, succeeded};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sluice_contract::OrderStatus;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 const TOKEN: &str = "ghp_TestToken0123456789";
 
@@ -172,22 +172,12 @@ struct Served {
 
 /// Serves the repositories under `root` (see [`GitHttp`]).
 fn serve(root: PathBuf) -> Served {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // wiremock serves from a thread of its own: this runtime only starts it.
-    let server = runtime.block_on(MockServer::start());
     let seen = Arc::new(Mutex::new(Seen::default()));
     let git = GitHttp {
         root,
         seen: Arc::clone(&seen),
     };
-    runtime.block_on(
-        Mock::given(wiremock::matchers::any())
-            .respond_with(git)
-            .mount(&server),
-    );
+    let server = http_stand_in(|_| git);
     Served {
         base: server.uri(),
         seen,

@@ -4,9 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::util::{Sandbox, done_of};
+use crate::util::{Sandbox, done_of, http_stand_in};
 use sluice_contract::JobStatus;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 const TOKEN: &str = "ghp_PrCommentToken42";
 
@@ -61,27 +61,17 @@ struct Served {
 }
 
 fn serve() -> Served {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // wiremock serves from a thread of its own: this runtime only starts it.
-    let server = runtime.block_on(MockServer::start());
     let state = Arc::new(Mutex::new(GitHub {
         comments: (1..=150)
             .map(|i| (i, format!("an earlier comment {i}")))
             .collect(),
         ..GitHub::default()
     }));
-    let api = GitHubApi {
-        state: Arc::clone(&state),
-        base: server.uri(),
-    };
-    runtime.block_on(
-        Mock::given(wiremock::matchers::any())
-            .respond_with(api)
-            .mount(&server),
-    );
+    let api_state = Arc::clone(&state);
+    let server = http_stand_in(|base| GitHubApi {
+        state: api_state,
+        base,
+    });
     Served {
         base: server.uri(),
         state,

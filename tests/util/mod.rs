@@ -146,3 +146,23 @@ pub fn require_built_guests() {
         );
     }
 }
+
+/// An HTTP stand-in on 127.0.0.1 (wiremock) whose every request `responder` answers, for a
+/// synchronous test; `responder` is made from the server's base URL. wiremock serves from a
+/// thread of its own: the runtime here only starts the server, which stops when dropped.
+pub fn http_stand_in<R: wiremock::Respond + 'static>(
+    responder: impl FnOnce(String) -> R,
+) -> wiremock::MockServer {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(wiremock::MockServer::start());
+    let respond = responder(server.uri());
+    runtime.block_on(
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(respond)
+            .mount(&server),
+    );
+    server
+}
