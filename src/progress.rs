@@ -154,8 +154,8 @@ fn print_new_events(
         }
         let num = orders
             .iter()
-            .find(|o| o.order_name == event.order_name)
-            .map(|o| o.order_num.to_string())
+            .find(|o| o.plan.order_name == event.order_name)
+            .map(|o| o.plan.order_num.to_string())
             .unwrap_or_default();
         let _ = writeln!(
             stderr,
@@ -200,13 +200,13 @@ fn live_view(orders: &[OrderRecord], emitted: &[OrderEvent], elapsed: Duration) 
                 let latest = emitted
                     .iter()
                     .rev()
-                    .find(|e| e.order_name == order.order_name)
+                    .find(|e| e.order_name == order.plan.order_name)
                     .map(describe)
                     .unwrap_or_default();
                 vec![
                     symbol(order.status).to_owned(),
-                    order.order_num.to_string(),
-                    terminal_safe(&order.order_name).into_owned(),
+                    order.plan.order_num.to_string(),
+                    terminal_safe(&order.plan.order_name).into_owned(),
                     order.status.as_str().to_owned(),
                     running_for(order),
                     latest,
@@ -247,15 +247,15 @@ fn print_changes(
     for order in orders {
         // Dispatching is a blink between queued and running: not worth a line.
         if order.status == OrderStatus::Dispatching
-            || seen.get(&order.order_num) == Some(&order.status)
+            || seen.get(&order.plan.order_num) == Some(&order.status)
         {
             continue;
         }
-        if order.status == OrderStatus::Queued && !seen.contains_key(&order.order_num) {
-            seen.insert(order.order_num, order.status);
+        if order.status == OrderStatus::Queued && !seen.contains_key(&order.plan.order_num) {
+            seen.insert(order.plan.order_num, order.status);
             continue;
         }
-        seen.insert(order.order_num, order.status);
+        seen.insert(order.plan.order_num, order.status);
         let detail = order
             .reason
             .as_deref()
@@ -265,8 +265,8 @@ fn print_changes(
             stderr,
             "[{:>8}] {} {} {}{detail}",
             format_ms(elapsed.as_millis() as u64),
-            order.order_num,
-            terminal_safe(&order.order_name),
+            order.plan.order_num,
+            terminal_safe(&order.plan.order_name),
             order.status
         );
     }

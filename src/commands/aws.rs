@@ -41,7 +41,7 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
                     "status": "running",
                     "run_id": run_id,
                     "orders": view.orders.iter().map(|o| serde_json::json!({
-                        "order_num": o.order_num, "order_name": o.order_name,
+                        "order_num": o.plan.order_num, "order_name": o.plan.order_name,
                         "status": o.status, "reason": o.reason,
                     })).collect::<Vec<_>>(),
                 }),
@@ -92,8 +92,8 @@ async fn wait(engine: &Engine, run_id: &RunId, poll: Duration) -> Result<i32, Fa
                 .orders
                 .iter()
                 .map(|o| {
-                    let name = crate::progress::terminal_safe(&o.order_name);
-                    format!("{} {name} {}", o.order_num, o.status)
+                    let name = crate::progress::terminal_safe(&o.plan.order_name);
+                    format!("{} {name} {}", o.plan.order_num, o.status)
                 })
                 .collect();
             eprintln!("sluice: {}", line.join(" · "));

@@ -38,7 +38,12 @@ async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<St
         valid.orders.len()
     );
     for order in &valid.orders {
-        let deps: Vec<String> = order.depends_on.iter().map(|d| d.to_string()).collect();
+        let deps: Vec<String> = order
+            .plan
+            .depends_on
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
         let after = if deps.is_empty() {
             String::new()
         } else {
@@ -51,9 +56,9 @@ async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<St
         };
         out.push_str(&format!(
             "  {} {}: {task} (timeout {} s){after}\n",
-            order.order_num,
-            crate::progress::terminal_safe(&order.order_name),
-            order.timeout
+            order.plan.order_num,
+            crate::progress::terminal_safe(&order.plan.order_name),
+            order.plan.timeout
         ));
     }
     Ok(out)

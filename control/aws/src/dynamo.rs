@@ -161,7 +161,7 @@ impl DynamoOrderStore {
                 .client
                 .delete_item()
                 .table_name(&self.orders_table)
-                .set_key(Some(Self::order_key(&order.run_id, order.order_num)))
+                .set_key(Some(Self::order_key(&order.run_id, order.plan.order_num)))
                 .send()
                 .await;
             if let Err(error) = deleted {

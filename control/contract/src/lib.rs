@@ -14,6 +14,7 @@
 //! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
+//! - [`plan`]: the fields of an order that validation settles and its stored row keeps.
 //! - [`paths`]: what stays inside a code root (shared by packer and unpacker).
 //! - [`repo_url`]: what a `git_repo` may be, and the host a credential would go to.
 //! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
@@ -33,8 +34,8 @@
 //!     {"cmds": ["echo test"], "timeout": 60, "dependencies": ["build"]}
 //! ]}"#).unwrap();
 //! let valid = validate(&job, &ValidateOptions::local("alice")).unwrap();
-//! assert_eq!(valid.orders[1].order_name, "order-2");
-//! assert_eq!(valid.orders[1].depends_on, vec![valid.orders[0].order_num]);
+//! assert_eq!(valid.orders[1].plan.order_name, "order-2");
+//! assert_eq!(valid.orders[1].plan.depends_on, vec![valid.orders[0].plan.order_num]);
 //! ```
 #![warn(missing_docs)]
 
@@ -48,6 +49,7 @@ pub mod job;
 pub mod keys;
 pub mod manifest;
 pub mod paths;
+pub mod plan;
 pub mod repo_url;
 pub mod result;
 pub mod status;
@@ -55,5 +57,6 @@ pub mod validate;
 
 pub use ids::{AttemptId, OrderNum, RunId, TraceId};
 pub use job::{ExecutionTarget, JobSpec, OrderSpec, ParseError, parse_job};
+pub use plan::OrderPlan;
 pub use status::{JobStatus, OrderStatus};
 pub use validate::{ValidJob, ValidOrder, ValidateOptions, ValidationError};

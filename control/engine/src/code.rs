@@ -140,7 +140,7 @@ impl Engine {
                         .code_zip(&source, credential.as_ref())
                         .await
                         .map_err(|error| bundle_error(order, error.into()))?;
-                    tracing::info!(order_num = %order.order_num, repo = %source.repo, "code fetched from git");
+                    tracing::info!(order_num = %order.plan.order_num, repo = %source.repo, "code fetched from git");
                     CodeInput::Zip(zip)
                 }
                 CodePlan::Archive(location) => {
@@ -227,14 +227,14 @@ async fn download(
     tokio::fs::write(path, &bytes)
         .await
         .map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
-    tracing::info!(order_num = %order.order_num, %location, bytes = bytes.len(), "code zip downloaded");
+    tracing::info!(order_num = %order.plan.order_num, %location, bytes = bytes.len(), "code zip downloaded");
     Ok(())
 }
 
 fn bundle_error(order: &ValidOrder, cause: CodeError) -> EngineError {
     EngineError::Bundle {
-        order_num: order.order_num.to_string(),
-        order_name: order.order_name.clone(),
+        order_num: order.plan.order_num.to_string(),
+        order_name: order.plan.order_name.clone(),
         cause,
     }
 }

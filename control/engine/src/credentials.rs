@@ -82,7 +82,7 @@ fn order_env(
             expand(location, value).map_err(|e| credential_error(order, field, e.to_string()))?;
         for (name, value) in expanded {
             if env.insert(name.clone(), value).is_some() {
-                tracing::debug!(order_num = %order.order_num, variable = %name, from = %location, "a credential replaces an earlier variable");
+                tracing::debug!(order_num = %order.plan.order_num, variable = %name, from = %location, "a credential replaces an earlier variable");
             }
             secret_names.insert(name);
         }
@@ -96,8 +96,8 @@ fn order_env(
 /// A credential of `order`'s `field` is missing or malformed: the job's fault.
 fn credential_error(order: &ValidOrder, field: &str, message: String) -> EngineError {
     EngineError::Credential {
-        order_num: order.order_num.to_string(),
-        order_name: order.order_name.clone(),
+        order_num: order.plan.order_num.to_string(),
+        order_name: order.plan.order_name.clone(),
         field: field.to_owned(),
         message,
     }
@@ -124,7 +124,7 @@ pub(crate) fn fetch_failed(
         other => {
             let what = format!(
                 "fetching {location} for order {} ({})",
-                order.order_num, order.order_name
+                order.plan.order_num, order.plan.order_name
             );
             let message = other.to_string();
             EngineError::Store(if other.is_transient() {

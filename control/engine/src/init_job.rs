@@ -352,7 +352,7 @@ impl Engine {
             || {
                 self.ports
                     .keys
-                    .put_key(&record.run_id, record.order_num, &secret)
+                    .put_key(&record.run_id, record.plan.order_num, &secret)
             },
         )
         .await?;
@@ -379,10 +379,10 @@ impl Engine {
         env: OrderEnv,
     ) -> Result<Packaged, EngineError> {
         let run_id = ids.run_id;
-        let order_num = order.order_num;
+        let order_num = order.plan.order_num;
         let bundle_error = |cause: CodeError| EngineError::Bundle {
             order_num: order_num.to_string(),
-            order_name: order.order_name.clone(),
+            order_name: order.plan.order_name.clone(),
             cause,
         };
         let key = OrderKey::generate();
@@ -397,8 +397,8 @@ impl Engine {
                 trace_id: ids.trace_id.clone(),
                 flow_id: ids.flow_id.to_owned(),
                 order_num,
-                order_name: order.order_name.clone(),
-                timeout: order.timeout,
+                order_name: order.plan.order_name.clone(),
+                timeout: order.plan.timeout,
                 task: order.task.clone(),
                 log_key: log_key.clone(),
             },
@@ -431,13 +431,7 @@ impl Engine {
 
         let record = OrderRecord {
             run_id: run_id.clone(),
-            order_num,
-            order_name: order.order_name.clone(),
-            queue_id: order.queue_id.clone(),
-            depends_on: order.depends_on.clone(),
-            must_succeed: order.must_succeed,
-            timeout: order.timeout,
-            execution_target: order.execution_target,
+            plan: order.plan.clone(),
             trace_id: ids.trace_id.clone(),
             flow_id: ids.flow_id.to_owned(),
             created_at_ms: ids.created_at_ms,
@@ -486,8 +480,8 @@ fn preflight_order(
     base_dir: &Path,
 ) -> Result<CodePlan, EngineError> {
     let missing = |cause: CodeError| EngineError::Bundle {
-        order_num: order.order_num.to_string(),
-        order_name: order.order_name.clone(),
+        order_num: order.plan.order_num.to_string(),
+        order_name: order.plan.order_name.clone(),
         cause,
     };
     let local = match (&order.code, platform) {

@@ -73,8 +73,8 @@ pub(crate) fn render(tag: &str, rows: &[OrderRecord], status: Option<JobStatus>)
             .unwrap_or_default();
         text.push_str(&format!(
             "| {} | {} | {} {} | {duration} | {} |\n",
-            row.order_num,
-            cell(&row.order_name),
+            row.plan.order_num,
+            cell(&row.plan.order_name),
             mark(row.status),
             row.status,
             cell(row.reason.as_deref().unwrap_or_default())

@@ -59,16 +59,18 @@ impl Engine {
         let row = orders
             .iter()
             .find(|o| {
-                o.order_name == order
-                    || o.order_num.to_string() == order
-                    || order.parse::<u32>().is_ok_and(|n| n == o.order_num.get())
+                o.plan.order_name == order
+                    || o.plan.order_num.to_string() == order
+                    || order
+                        .parse::<u32>()
+                        .is_ok_and(|n| n == o.plan.order_num.get())
             })
             .ok_or_else(|| EngineError::UnknownOrder {
                 run_id: run_id.to_string(),
                 order: order.to_owned(),
                 known: orders
                     .iter()
-                    .map(|o| format!("{} {}", o.order_num, o.order_name))
+                    .map(|o| format!("{} {}", o.plan.order_num, o.plan.order_name))
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
@@ -76,7 +78,7 @@ impl Engine {
             Ok(log) => Ok(log),
             Err(StoreError::NotFound { .. }) => Err(EngineError::NoLog {
                 run_id: run_id.to_string(),
-                order: format!("{} {}", row.order_num, row.order_name),
+                order: format!("{} {}", row.plan.order_num, row.plan.order_name),
                 why: if row.status.is_terminal() {
                     format!("it is {}: its worker stored none", row.status)
                 } else {

@@ -252,7 +252,7 @@ impl Engine {
         let in_flight: Vec<(OrderNum, Option<&AttemptId>)> = orders
             .iter()
             .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
-            .map(|o| (o.order_num, o.attempt.as_ref()))
+            .map(|o| (o.plan.order_num, o.attempt.as_ref()))
             .collect();
         if in_flight.is_empty() {
             // Only queued and ended orders: the pass that ended the last one should have

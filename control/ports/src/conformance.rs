@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use sluice_contract::{AttemptId, ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
+use sluice_contract::{
+    AttemptId, ExecutionTarget, OrderNum, OrderPlan, OrderStatus, RunId, TraceId,
+};
 
 use crate::StoreError;
 use crate::{
@@ -20,13 +22,15 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
     let order_num = OrderNum::from_index(index);
     OrderRecord {
         run_id: run_id.clone(),
-        order_num,
-        order_name: format!("order-{}", index + 1),
-        queue_id: (index + 1).to_string(),
-        depends_on: Vec::new(),
-        must_succeed: true,
-        timeout: 60,
-        execution_target: ExecutionTarget::Lambda,
+        plan: OrderPlan {
+            order_num,
+            order_name: format!("order-{}", index + 1),
+            queue_id: (index + 1).to_string(),
+            depends_on: Vec::new(),
+            must_succeed: true,
+            timeout: 60,
+            execution_target: ExecutionTarget::Lambda,
+        },
         trace_id: TraceId::generate(),
         flow_id: "test:flow".to_owned(),
         created_at_ms: 1,
@@ -155,7 +159,7 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     );
     let read = store.run_orders(&run).await.unwrap();
     assert_eq!(read, orders, "run_orders returns every row in order");
-    let num = orders[0].order_num;
+    let num = orders[0].plan.order_num;
 
     let dispatching = Transition {
         attempt: AttemptId::parse("a1"),

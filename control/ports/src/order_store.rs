@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_contract::validate::PullRequest;
-use sluice_contract::{AttemptId, ExecutionTarget, OrderNum, OrderStatus, RunId, TraceId};
+use sluice_contract::{AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, TraceId};
 
 use crate::StoreError;
 
@@ -18,20 +18,9 @@ use crate::StoreError;
 pub struct OrderRecord {
     /// The run.
     pub run_id: RunId,
-    /// The order.
-    pub order_num: OrderNum,
-    /// Its name.
-    pub order_name: String,
-    /// Its queue id.
-    pub queue_id: String,
-    /// The orders it waits for.
-    pub depends_on: Vec<OrderNum>,
-    /// Whether its outcome decides the job.
-    pub must_succeed: bool,
-    /// Seconds it may run.
-    pub timeout: u64,
-    /// Where it runs.
-    pub execution_target: ExecutionTarget,
+    /// The order as validated; its fields are the row's own attributes.
+    #[serde(flatten)]
+    pub plan: OrderPlan,
     /// The run's trace id.
     pub trace_id: TraceId,
     /// The run's flow id.
@@ -72,7 +61,7 @@ pub struct OrderRecord {
 impl OrderRecord {
     /// The table's primary key, `<run_id>:<order_num>`.
     pub fn pk(&self) -> String {
-        order_pk(&self.run_id, self.order_num)
+        order_pk(&self.run_id, self.plan.order_num)
     }
 }
 

@@ -61,7 +61,10 @@ async fn order_rows_expire_the_retention_after_the_jobs_deadline() {
         .get_item()
         .table_name(&settings.orders_table)
         .key(ORDERS_PARTITION, AttributeValue::S(run.to_string()))
-        .key(ORDERS_SORT, AttributeValue::S(order.order_num.to_string()))
+        .key(
+            ORDERS_SORT,
+            AttributeValue::S(order.plan.order_num.to_string()),
+        )
         .send()
         .await
         .unwrap()

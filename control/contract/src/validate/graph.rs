@@ -22,13 +22,13 @@ pub(super) fn resolve_dependencies(
     by_name: &HashMap<String, usize>,
 ) -> Result<Vec<OrderNum>, ValidationError> {
     let ctx = OrderCtx {
-        num: order.order_num,
-        name: order.order_name.clone(),
+        num: order.plan.order_num,
+        name: order.plan.order_name.clone(),
     };
     let mut resolved = Vec::with_capacity(spec.dependencies.len());
     for reference in &spec.dependencies {
         let index = resolve_one(&ctx, reference, orders, by_queue_id, by_name)?;
-        if orders[index].order_num == order.order_num {
+        if orders[index].plan.order_num == order.plan.order_num {
             return Err(ctx.error(
                 "dependencies",
                 format!(
@@ -37,7 +37,7 @@ pub(super) fn resolve_dependencies(
                 ),
             ));
         }
-        resolved.push(orders[index].order_num);
+        resolved.push(orders[index].plan.order_num);
     }
     resolved.sort();
     resolved.dedup();
@@ -89,7 +89,7 @@ pub(super) fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
         marks[start] = Mark::OnPath;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            let deps = &orders[node].depends_on;
+            let deps = &orders[node].plan.depends_on;
             if *next == deps.len() {
                 marks[node] = Mark::Done;
                 stack.pop();
@@ -107,13 +107,13 @@ pub(super) fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError
                     let from = stack.iter().position(|&(n, _)| n == dep).expect("on path");
                     let mut path: Vec<&str> = stack[from..]
                         .iter()
-                        .map(|&(n, _)| orders[n].order_name.as_str())
+                        .map(|&(n, _)| orders[n].plan.order_name.as_str())
                         .collect();
-                    path.push(&orders[dep].order_name);
+                    path.push(&orders[dep].plan.order_name);
                     let first = &orders[dep];
                     return Err(OrderCtx {
-                        num: first.order_num,
-                        name: first.order_name.clone(),
+                        num: first.plan.order_num,
+                        name: first.plan.order_name.clone(),
                     }
                     .error(
                         "dependencies",
@@ -141,7 +141,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            job.orders[2].depends_on,
+            job.orders[2].plan.depends_on,
             vec![OrderNum::from_index(0), OrderNum::from_index(1)]
         );
     }

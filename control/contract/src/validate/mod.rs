@@ -25,8 +25,9 @@ use std::fmt;
 use crate::caller::Caller;
 use crate::credentials::SecretLocation;
 use crate::ids::OrderNum;
-use crate::job::{ExecutionTarget, JobSpec};
+use crate::job::JobSpec;
 use crate::manifest::Task;
+use crate::plan::OrderPlan;
 
 mod code;
 mod graph;
@@ -106,20 +107,8 @@ impl ValidateOptions {
 /// An order that passed validation, with every default applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidOrder {
-    /// Its number (1-based position).
-    pub order_num: OrderNum,
-    /// Its name.
-    pub order_name: String,
-    /// Its queue id (normalised).
-    pub queue_id: String,
-    /// The orders it waits for, sorted, without repeats.
-    pub depends_on: Vec<OrderNum>,
-    /// Whether its outcome decides the job.
-    pub must_succeed: bool,
-    /// Seconds it may run.
-    pub timeout: u64,
-    /// Where it runs on AWS.
-    pub execution_target: ExecutionTarget,
+    /// What the run and its stored row know of it.
+    pub plan: OrderPlan,
     /// What it runs.
     pub task: Task,
     /// Where its code comes from.
@@ -161,7 +150,7 @@ impl ValidJob {
             let at = |field: &str| {
                 format!(
                     "order {} ({}), field `{field}`",
-                    order.order_num, order.order_name
+                    order.plan.order_num, order.plan.order_name
                 )
             };
             for location in &order.credentials {
@@ -265,7 +254,7 @@ fn normalise_ref(text: &str) -> String {
 /// `0002 (build)`: the order at `index`, for messages naming another order.
 fn orders_label(orders: &[ValidOrder], index: usize) -> String {
     let o = &orders[index];
-    format!("{} ({})", o.order_num, o.order_name)
+    format!("{} ({})", o.plan.order_num, o.plan.order_name)
 }
 
 /// Checks every rule of the contract and applies defaults (see the module docs).
@@ -330,38 +319,38 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
     for (index, spec) in job.orders.iter().enumerate() {
         let order = order::validate_order(job, spec, index, options.platform)?;
         let ctx = OrderCtx {
-            num: order.order_num,
-            name: order.order_name.clone(),
+            num: order.plan.order_num,
+            name: order.plan.order_name.clone(),
         };
-        if let Some(&other) = by_queue_id.get(&order.queue_id) {
+        if let Some(&other) = by_queue_id.get(&order.plan.queue_id) {
             return Err(ctx.error(
                 "queue_id",
                 format!(
                     "queue_id {:?} is already used by order {}",
-                    order.queue_id,
+                    order.plan.queue_id,
                     orders_label(&orders, other)
                 ),
             ));
         }
-        if let Some(&other) = by_name.get(&order.order_name) {
+        if let Some(&other) = by_name.get(&order.plan.order_name) {
             return Err(ctx.error(
                 "order_name",
                 format!(
                     "order_name {:?} is already used by order {}",
-                    order.order_name,
+                    order.plan.order_name,
                     orders_label(&orders, other)
                 ),
             ));
         }
-        by_queue_id.insert(order.queue_id.clone(), index);
-        by_name.insert(order.order_name.clone(), index);
+        by_queue_id.insert(order.plan.queue_id.clone(), index);
+        by_name.insert(order.plan.order_name.clone(), index);
         orders.push(order);
     }
 
     for (index, spec) in job.orders.iter().enumerate() {
         let depends_on =
             graph::resolve_dependencies(&orders[index], spec, &orders, &by_queue_id, &by_name)?;
-        orders[index].depends_on = depends_on;
+        orders[index].plan.depends_on = depends_on;
     }
     graph::check_acyclic(&orders)?;
 
@@ -399,7 +388,7 @@ fn error_of(json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::parse_job;
+    use crate::job::{ExecutionTarget, parse_job};
 
     /// Fail-fast (the original specification's rule): a job with two bad orders reports
     /// the first, and only it.
@@ -421,12 +410,15 @@ mod tests {
         assert_eq!(job.flow_label, "exec");
         assert_eq!(job.job_timeout, DEFAULT_JOB_TIMEOUT);
         let second = &job.orders[1];
-        assert_eq!(second.order_name, "order-2");
-        assert_eq!(second.queue_id, "2");
-        assert!(second.must_succeed);
-        assert_eq!(second.execution_target, ExecutionTarget::Lambda);
-        assert_eq!(second.depends_on, vec![OrderNum::from_index(0)]);
-        assert_eq!(job.orders[0].execution_target, ExecutionTarget::Codebuild);
+        assert_eq!(second.plan.order_name, "order-2");
+        assert_eq!(second.plan.queue_id, "2");
+        assert!(second.plan.must_succeed);
+        assert_eq!(second.plan.execution_target, ExecutionTarget::Lambda);
+        assert_eq!(second.plan.depends_on, vec![OrderNum::from_index(0)]);
+        assert_eq!(
+            job.orders[0].plan.execution_target,
+            ExecutionTarget::Codebuild
+        );
     }
 
     #[test]

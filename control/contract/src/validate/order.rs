@@ -20,6 +20,7 @@ use crate::credentials::{SecretLocation, SecretStore, is_variable_name};
 use crate::ids::OrderNum;
 use crate::job::{ExecutionTarget, JobSpec, OrderSpec};
 use crate::manifest::Task;
+use crate::plan::OrderPlan;
 
 /// Longest `idempotency_key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
@@ -242,13 +243,15 @@ pub(super) fn validate_order(
     }
 
     Ok(ValidOrder {
-        order_num: num,
-        order_name,
-        queue_id,
-        depends_on: Vec::new(),
-        must_succeed: spec.must_succeed.unwrap_or(true),
-        timeout,
-        execution_target,
+        plan: OrderPlan {
+            order_num: num,
+            order_name,
+            queue_id,
+            depends_on: Vec::new(),
+            must_succeed: spec.must_succeed.unwrap_or(true),
+            timeout,
+            execution_target,
+        },
         task,
         code,
         env_vars: spec.env_vars.clone(),

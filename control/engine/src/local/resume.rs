@@ -135,7 +135,7 @@ impl LocalRuntime {
             if let Moved::Applied(row) = moved {
                 let detail = serde_json::json!({ "lost_attempt": order.attempt });
                 engine.record_event(&row, "requeued", detail).await;
-                requeued.push(order.order_num);
+                requeued.push(order.plan.order_num);
             }
         }
         engine

@@ -181,7 +181,7 @@ impl OrderStore for SqliteStore {
                         params![
                             order.pk(),
                             order.run_id.as_str(),
-                            order.order_num.to_string(),
+                            order.plan.order_num.to_string(),
                             order.status.as_str(),
                             encode(order),
                             // The retention counts from the job's deadline: a run may last

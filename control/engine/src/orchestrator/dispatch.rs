@@ -134,8 +134,8 @@ impl Engine {
             self.ports
                 .dispatcher
                 .start(
-                    order.execution_target,
-                    Duration::from_secs(order.timeout),
+                    order.plan.execution_target,
+                    Duration::from_secs(order.plan.timeout),
                     payload,
                 )
                 .await
@@ -173,17 +173,17 @@ impl Engine {
             kind,
             what: "worker".to_owned(),
             run_id: order.run_id.clone(),
-            order_num: order.order_num,
+            order_num: order.plan.order_num,
             message,
         };
         let until_deadline = order.job_deadline_ms.saturating_sub(now) / 1000;
         let expiry = Duration::from_secs(
             until_deadline
-                .max(order.timeout)
+                .max(order.plan.timeout)
                 .saturating_add(PRESIGN_MARGIN)
                 .min(MAX_PRESIGN_EXPIRY),
         );
-        let (run_id, num) = (&order.run_id, order.order_num);
+        let (run_id, num) = (&order.run_id, order.plan.order_num);
         let presign = |operation, key: String| async move {
             let url = self.ports.internal.presign(operation, &key, expiry).await;
             url.map(Capability::new)
@@ -226,7 +226,7 @@ impl Engine {
     ) -> Result<OrderRecord, EngineError> {
         let now = self.now_ms();
         let order = if retry {
-            tracing::warn!(order_num = %order.order_num, "retrying an interrupted dispatch");
+            tracing::warn!(order_num = %order.plan.order_num, "retrying an interrupted dispatch");
             order
         } else {
             let change = Transition {
@@ -244,9 +244,9 @@ impl Engine {
         let payload = self.attempt_payload(&order, &attempt, now).await;
         let watch = WatchdogInput {
             run_id: order.run_id.clone(),
-            order_num: order.order_num,
+            order_num: order.plan.order_num,
             attempt: attempt.clone(),
-            timeout: order.timeout,
+            timeout: order.plan.timeout,
             start_time: order.dispatched_at_ms.unwrap_or(now) / 1000,
             job_deadline: order.job_deadline_ms.div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
@@ -261,10 +261,10 @@ impl Engine {
                 // It may even have started. The order stays `dispatching`: once the dispatch
                 // lease has passed, a pass (kicked by the run's watch) starts the same
                 // attempt again, and the worker's claim makes a second start harmless.
-                tracing::warn!(order_num = %order.order_num, %error, "dispatch failed transiently; it will be retried");
+                tracing::warn!(order_num = %order.plan.order_num, %error, "dispatch failed transiently; it will be retried");
                 return Ok(order);
             }
-            tracing::error!(order_num = %order.order_num, %error, "dispatch failed");
+            tracing::error!(order_num = %order.plan.order_num, %error, "dispatch failed");
             let change = Transition {
                 finished_at_ms: Some(self.now_ms()),
                 ..Transition::to(OrderStatus::Failed).reason(format!(
@@ -286,8 +286,8 @@ impl Engine {
             .await?
         {
             Moved::Applied(updated) => {
-                tracing::info!(order_num = %order.order_num, %attempt, target = %order.execution_target, "order dispatched");
-                let detail = serde_json::json!({ "attempt": attempt, "target": order.execution_target.to_string() });
+                tracing::info!(order_num = %order.plan.order_num, %attempt, target = %order.plan.execution_target, "order dispatched");
+                let detail = serde_json::json!({ "attempt": attempt, "target": order.plan.execution_target.to_string() });
                 self.record_event(&updated, "dispatched", detail).await;
                 Ok(updated)
             }

@@ -36,10 +36,10 @@ pub struct Node {
 impl From<&OrderRecord> for Node {
     fn from(record: &OrderRecord) -> Self {
         Node {
-            num: record.order_num,
+            num: record.plan.order_num,
             status: record.status,
-            must_succeed: record.must_succeed,
-            depends_on: record.depends_on.clone(),
+            must_succeed: record.plan.must_succeed,
+            depends_on: record.plan.depends_on.clone(),
         }
     }
 }

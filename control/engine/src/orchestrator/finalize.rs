@@ -44,7 +44,7 @@ impl Engine {
             .iter()
             .any(|o| o.reason.as_deref() == Some(JOB_TIMEOUT));
         let status = JobStatus::decide(
-            orders.iter().map(|o| (o.status, o.must_succeed)),
+            orders.iter().map(|o| (o.status, o.plan.must_succeed)),
             cut_by_deadline,
         );
         let doc = done_document(run_id, status, &orders);
@@ -152,8 +152,8 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
         orders: orders
             .iter()
             .map(|o| DoneOrder {
-                order_num: o.order_num,
-                order_name: o.order_name.clone(),
+                order_num: o.plan.order_num,
+                order_name: o.plan.order_name.clone(),
                 status: o.status,
                 reason: o.reason.clone(),
                 duration_ms: o.duration_ms,

@@ -113,12 +113,12 @@ impl Engine {
     ) -> Result<Moved, EngineError> {
         let store = &self.ports.orders;
         match store
-            .transition(&order.run_id, order.order_num, order.status, change)
+            .transition(&order.run_id, order.plan.order_num, order.status, change)
             .await
         {
             Ok(updated) => Ok(Moved::Applied(updated)),
             Err(StoreError::ConditionFailed { .. }) => {
-                let current = store.get_order(&order.run_id, order.order_num).await?;
+                let current = store.get_order(&order.run_id, order.plan.order_num).await?;
                 if change.is_applied_in(&current) {
                     Ok(Moved::Applied(current))
                 } else {
@@ -127,7 +127,7 @@ impl Engine {
             }
             // The write may have landed though its answer was lost: the row tells.
             Err(error) if error.is_transient() => {
-                match store.get_order(&order.run_id, order.order_num).await {
+                match store.get_order(&order.run_id, order.plan.order_num).await {
                     Ok(current) if change.is_applied_in(&current) => Ok(Moved::Applied(current)),
                     _ => Err(error.into()),
                 }

@@ -43,7 +43,7 @@ impl Engine {
             let Some(attempt) = order.attempt.clone() else {
                 continue;
             };
-            if waiting && arrived.contains(&(order.order_num, attempt)) {
+            if waiting && arrived.contains(&(order.plan.order_num, attempt)) {
                 *order = self.apply_result(order).await?;
             }
         }
@@ -58,7 +58,7 @@ impl Engine {
                 message: "in flight without an attempt id".to_owned(),
             }));
         };
-        let key = keys::result(&order.run_id, order.order_num, attempt);
+        let key = keys::result(&order.run_id, order.plan.order_num, attempt);
         // Bounded: a worker (or whoever holds its URL) may have written any size; one larger
         // than a result can be is malformed, and is never loaded whole.
         let bytes = match self
@@ -101,7 +101,7 @@ impl Engine {
                 (change, detail)
             }
             Err(malformed) => {
-                tracing::warn!(order_num = %order.order_num, error = %malformed, "malformed result");
+                tracing::warn!(order_num = %order.plan.order_num, error = %malformed, "malformed result");
                 let mut change = Transition::to(OrderStatus::Failed).reason(MALFORMED_RESULT);
                 change.duration_ms = fallback_duration;
                 (
@@ -114,7 +114,7 @@ impl Engine {
         change.finished_at_ms = Some(now);
         match self.move_order(order, &change).await? {
             Moved::Applied(updated) => {
-                tracing::info!(order_num = %order.order_num, status = %updated.status, "order finished");
+                tracing::info!(order_num = %order.plan.order_num, status = %updated.status, "order finished");
                 self.record_emitted(&updated, emitted).await;
                 self.record_event(&updated, updated.status.as_str(), detail)
                     .await;
@@ -162,14 +162,14 @@ impl Engine {
     ) {
         let row = crate::ports::OrderEvent {
             trace_id: order.trace_id.clone(),
-            order_name: order.order_name.clone(),
+            order_name: order.plan.order_name.clone(),
             epoch_ms,
             event: event.to_owned(),
             run_id: order.run_id.clone(),
             detail,
         };
         if let Err(error) = self.ports.orders.put_event(&row).await {
-            tracing::warn!(order_num = %order.order_num, %error, "could not record the {event} event");
+            tracing::warn!(order_num = %order.plan.order_num, %error, "could not record the {event} event");
         }
     }
 }

@@ -694,7 +694,7 @@ impl Sim {
         let rows = self.tables.run_orders(run_id).await.unwrap();
         let statuses: Vec<String> = rows
             .iter()
-            .map(|r| format!("{} {} {:?}", r.order_num, r.status, r.reason))
+            .map(|r| format!("{} {} {:?}", r.plan.order_num, r.status, r.reason))
             .collect();
         let lock = self.tables.lock_state(run_id).await.unwrap();
         let watches: Vec<String> = (self.world.watches.lock().unwrap().iter())
@@ -943,14 +943,14 @@ impl Sim {
             }
             for (row, listed) in rows.iter().zip(&doc.orders) {
                 if !row.status.is_terminal() {
-                    return Err(format!("order {} left {}", row.order_num, row.status));
+                    return Err(format!("order {} left {}", row.plan.order_num, row.status));
                 }
                 if (row.status, &row.reason, row.exit_code)
                     != (listed.status, &listed.reason, listed.exit_code)
                 {
                     return Err(format!(
                         "order {}: row {:?}/{:?} but done document {:?}/{:?}",
-                        row.order_num, row.status, row.reason, listed.status, listed.reason
+                        row.plan.order_num, row.status, row.reason, listed.status, listed.reason
                     ));
                 }
                 self.check_status(row, &rows)?;
@@ -964,13 +964,14 @@ impl Sim {
 
     /// An order's status is one its behaviour and its dependencies allow.
     fn check_status(&self, row: &OrderRecord, rows: &[OrderRecord]) -> Result<(), String> {
-        let behaviour = self.plan.behaviours[row.order_num.index().unwrap()];
+        let behaviour = self.plan.behaviours[row.plan.order_num.index().unwrap()];
         let reason = row.reason.as_deref().unwrap_or_default();
         let ok = match row.status {
             OrderStatus::Succeeded => behaviour == Behaviour::Succeeds,
             OrderStatus::Failed if reason == DEPENDENCY_FAILED => {
-                row.must_succeed
+                row.plan.must_succeed
                     && row
+                        .plan
                         .depends_on
                         .iter()
                         .any(|dep| rows[dep.index().unwrap()].status != OrderStatus::Succeeded)
@@ -980,7 +981,12 @@ impl Sim {
             OrderStatus::TimedOut => {
                 behaviour == Behaviour::Hangs
                     || reason == JOB_TIMEOUT
-                    || self.world.died.lock().unwrap().contains(&row.order_num)
+                    || self
+                        .world
+                        .died
+                        .lock()
+                        .unwrap()
+                        .contains(&row.plan.order_num)
             }
             _ => false,
         };
@@ -989,7 +995,7 @@ impl Sim {
         } else {
             Err(format!(
                 "order {} is {} ({reason}) though it {behaviour:?}",
-                row.order_num, row.status
+                row.plan.order_num, row.status
             ))
         }
     }

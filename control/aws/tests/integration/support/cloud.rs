@@ -413,7 +413,7 @@ impl Cloud {
             .await
             .unwrap()
             .into_iter()
-            .map(|row| row.order_name)
+            .map(|row| row.plan.order_name)
             .collect();
         let transfer = HttpTransfer::new().unwrap().counted(self.calls.clone());
         let config = WorkerConfig {

@@ -1,0 +1,29 @@
+//! What a run knows of an order once it is validated.
+//!
+//! The validator settles these fields ([`crate::ValidOrder`]) and every stored order row
+//! keeps them unchanged for the run's life (the ports' `OrderRecord` flattens this struct,
+//! so the row's attribute names are these field names). One definition means a field added
+//! here reaches the graph, the stores and the dispatcher together.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExecutionTarget, OrderNum};
+
+/// An order's identity, its place in the graph and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlan {
+    /// Its number (1-based position in the job).
+    pub order_num: OrderNum,
+    /// Its name (default `order-<n>`).
+    pub order_name: String,
+    /// Its queue id (normalised).
+    pub queue_id: String,
+    /// The orders it waits for, sorted, without repeats.
+    pub depends_on: Vec<OrderNum>,
+    /// Whether its outcome decides the job.
+    pub must_succeed: bool,
+    /// Seconds it may run.
+    pub timeout: u64,
+    /// Where it runs on AWS.
+    pub execution_target: ExecutionTarget,
+}
