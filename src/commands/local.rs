@@ -242,7 +242,7 @@ impl Session {
         let reason = format!("cancelled: sluice was {signal}");
         for run in runs {
             if let Err(error) = engine.cancel_run(run, &reason).await {
-                eprintln!("sluice: warning: cancelling run {run}: {error:#}");
+                eprintln!("sluice: warning: cancelling run {run}: {error}");
             }
         }
         let limit = config.grace_period + Duration::from_secs(5);
@@ -307,7 +307,7 @@ pub async fn follow(
     let done = match (done, stopped_code) {
         (Ok(done), _) => done,
         (Err(error), Some(code)) => {
-            eprintln!("sluice: run {run_id} was stopped; its done document: {error:#}");
+            eprintln!("sluice: run {run_id} was stopped; its done document: {error}");
             return Ok(Followed {
                 code,
                 stopped: true,

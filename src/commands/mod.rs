@@ -76,9 +76,27 @@ impl Failure {
 
     /// Prints the error on one line with its causes and returns the exit code.
     pub fn report(self) -> i32 {
-        eprintln!("sluice: error: {:#}", self.error);
+        eprintln!("sluice: error: {}", one_line(&self.error));
         self.code
     }
+}
+
+/// The error and its causes on one line, `: `-separated. Sluice's errors print their cause
+/// and also chain it as their source (ARCHITECTURE.md, "Errors"), so a cause whose text the
+/// line already holds is left out; anyhow's `{:#}` would print it twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Reads and parses a job file; problems are the caller's (exit 3) and name the file.
@@ -140,4 +158,39 @@ pub async fn check_credentials(
         }
     })?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use sluice_engine::EngineError;
+    use sluice_engine::bundle::BundleError;
+    use sluice_engine::code::CodeError;
+
+    use super::*;
+
+    /// A typed error that prints its cause and chains it shows the cause once; context
+    /// added at the edge and causes not yet printed still show.
+    #[test]
+    fn an_error_line_shows_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied");
+        let error = EngineError::Bundle {
+            order_num: "0001".to_owned(),
+            order_name: "build".to_owned(),
+            cause: CodeError::Bundle(Box::new(BundleError::ReadDir {
+                dir: PathBuf::from("code/secret"),
+                source: io,
+            })),
+        };
+        let line = one_line(&anyhow::Error::new(error).context("job file job.json"));
+        assert_eq!(
+            line,
+            "job file job.json: order 0001 (build): packaging its code failed: \
+             reading code/secret: Permission denied"
+        );
+
+        let plain = anyhow::Error::new(std::io::Error::other("disk full")).context("writing x");
+        assert_eq!(one_line(&plain), "writing x: disk full");
+    }
 }

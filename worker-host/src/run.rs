@@ -107,7 +107,8 @@ enum BundleError {
         run_id: String,
         /// The order.
         order_num: String,
-        /// The failure (printed in the message, so not chained as a source too).
+        /// The failure.
+        #[source]
         cause: IoError,
     },
     /// The bundle is unusable (not a zip, unsafe entries, no manifest).

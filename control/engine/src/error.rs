@@ -21,8 +21,8 @@ pub enum EngineError {
         order_num: String,
         /// The order's name.
         order_name: String,
-        /// What went wrong, with the path (printed in the message, so not chained as a
-        /// source too).
+        /// What went wrong, with the path.
+        #[source]
         cause: CodeError,
     },
     /// A credential an order lists is missing or breaks its store's rules.

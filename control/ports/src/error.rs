@@ -43,7 +43,8 @@ pub enum StoreError {
     Io {
         /// The operation and path.
         what: String,
-        /// The cause (printed in the message, so not chained as a source too).
+        /// The cause.
+        #[source]
         cause: std::io::Error,
     },
     /// The backend is unavailable for now (throttling, 5xx, time-out, connection reset):

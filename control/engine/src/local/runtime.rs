@@ -65,7 +65,8 @@ pub struct LocalOptions {
 pub struct RuntimeError {
     /// The state folder.
     pub path: PathBuf,
-    /// What failed (printed in the message, so not chained as a source too).
+    /// What failed.
+    #[source]
     pub cause: StoreError,
 }
 
