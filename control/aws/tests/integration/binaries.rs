@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::binaries::built_binary;
 use crate::support::{moto, settings_env, store_settings, worker_function};
 use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
@@ -190,14 +191,17 @@ fn s3_event(bucket: &str, key: &str) -> Value {
 
 /// The worker binary cargo built beside this test (in the target folder's profile folder).
 fn worker_binary() -> String {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let worker = profile_dir.join("worker");
-    assert!(
-        worker.exists(),
-        "no worker binary at {}: it is sluice-worker-aws's, built by `cargo test --workspace` \
-         (or `cargo build -p sluice-worker-aws`)",
-        worker.display()
+    let worker = built_binary(
+        "worker",
+        &[
+            "worker-host/src",
+            "worker-host/Cargo.toml",
+            "worker-host/aws/src",
+            "worker-host/aws/Cargo.toml",
+            "control/contract/src",
+            "control/lambda/src",
+        ],
+        "`cargo build -p sluice-worker-aws` (or `cargo test --workspace`)",
     );
     worker.display().to_string()
 }

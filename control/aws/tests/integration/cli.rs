@@ -11,6 +11,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::binaries::built_binary;
 use crate::support::cloud::{Cloud, Worker, cloud};
 use crate::support::http_api::HttpApi;
 use crate::support::settings_env;
@@ -21,19 +22,21 @@ use tokio::io::AsyncBufReadExt;
 
 /// The `sluice` binary built alongside this test (target/<profile>/sluice).
 fn sluice_binary() -> PathBuf {
-    let binary = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("sluice");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test --workspace --all-features` (scripts/test), which \
-         builds the sluice binary with the aws feature",
-        binary.display()
-    );
-    binary
+    built_binary(
+        "sluice",
+        &[
+            "src",
+            "Cargo.toml",
+            "control/contract/src",
+            "control/ports/src",
+            "control/engine/src",
+            "control/aws/src",
+            "control/aws/Cargo.toml",
+            "control/engine/Cargo.toml",
+            "worker-host/src",
+        ],
+        "`cargo build --features aws` (or `cargo test --workspace --all-features`)",
+    )
 }
 
 /// `sluice ARGS` with the deployment's settings and moto's AWS configuration.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod binaries;
 pub mod cloud;
 pub mod http_api;
 pub mod throttle;
