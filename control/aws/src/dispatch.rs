@@ -1,5 +1,5 @@
 //! Starting workers on AWS: an asynchronous Lambda invoke or a CodeBuild build, and the
-//! Step Functions watchdog that follows each attempt.
+//! Step Functions watch that follows a run.
 //!
 //! - Lambda: `Invoke` with `InvocationType=Event` and the dispatch payload as the event (the
 //!   function's async config must have `MaximumRetryAttempts=0`; a retry is the engine's
@@ -10,8 +10,9 @@
 //!   payload itself would be visible to anyone who can read the build) and a build timeout
 //!   covering the order's. No idempotency token: a token sent again with other values is
 //!   refused, and each start's ticket differs; a duplicate build finds its attempt claimed.
-//! - Watchdog: `StartExecution` named `<run_id>-<order_num>-<attempt>`, so starting the same
-//!   attempt's watchdog twice is refused by Step Functions and treated as done.
+//! - Watch: `StartExecution` named `<run_id>-<order_num>-<attempt>` (`0000` and the run
+//!   watch's attempt, and its generation), so starting the same watch twice is refused by
+//!   Step Functions and treated as done.
 
 use std::time::Duration;
 

@@ -10,8 +10,8 @@
 //!   conditional transition...).
 //! - [`Engine`]: the ports plus [`EngineConfig`]; [`Engine::init_job`] validates, bundles,
 //!   uploads and queues a job; [`Engine::orchestrate`] advances a run under its lock;
-//!   [`Engine::watchdog_check`] times out workers that never report and, for the run's
-//!   watch, kicks a run that nothing else would wake.
+//!   [`Engine::watchdog_check`] is the run's watch: it times out workers that never report
+//!   and kicks a run that nothing else would wake.
 //! - [`ErrorKind`]: every failure says whether it is transient (retried: a pass retries
 //!   itself, a start is retried with the same attempt) or permanent (an outcome).
 //! - [`credentials`]: fetching an order's credentials and merging them into its env.

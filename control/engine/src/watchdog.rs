@@ -1,20 +1,30 @@
-//! watchdog_check: times out a worker that never reports, and kicks a run that stalls.
+//! watchdog_check: the run's watch, which times out workers that never report and kicks a
+//! run that stalls.
 //!
-//! Called in a loop (a Step Functions Task → Choice → Wait cycle on AWS, a timer locally)
-//! until it answers `done`. A worker must report by the time it claimed its attempt plus the
-//! order's timeout plus the slack (kill grace period, log upload); an attempt nobody claimed
-//! (the worker never started, or waits for a free slot) is bounded by the job's deadline.
-//! Past its deadline the watchdog writes a `timed_out` result if none exists (a conditional
-//! put, so a real result that lands at the same moment wins) and that result wakes the
-//! orchestrator like any other. A result that exists while the order still runs, or a job
-//! past its deadline, asks the caller to kick the orchestrator.
+//! One watch per run (order `0000`, attempt [`AttemptId::run_watch`]), started by init_job
+//! before the run's rows are written, called in a loop (a Step Functions Task → Choice →
+//! Wait cycle on AWS, a timer locally) until it answers `done` once the run is finalized.
+//! No failure can leave a run that nobody wakes: lost notifications, a pass that crashed or
+//! gave up, a worker that died.
 //!
-//! The run's watch (order `0000`, attempt [`AttemptId::run_watch`], started by init_job before the
-//! run's rows are written) lives until the run is finalized, so no failure can leave a run
-//! that nobody wakes: lost notifications, a pass that crashed or gave up, an order whose
-//! own watchdog ended. Each check reads the run's rows and kicks the orchestrator when the
-//! run is stalled (see [`Stall`]); otherwise it sleeps until the next moment one of them
-//! could become true, at most [`MAX_WAIT_SECONDS`].
+//! Each check reads the run's rows and kicks the orchestrator when the run is stalled (see
+//! [`Stall`]). It also does what a watch per attempt used to (one execution per order, for
+//! its whole life): a worker must report by the time it claimed its attempt plus the
+//! order's timeout plus the slack (kill grace period, log upload); an attempt nobody
+//! claimed (the worker never started, or waits for a free slot) is bounded by the job's
+//! deadline. A claim is read only once an attempt could be overdue (its dispatch plus
+//! timeout plus slack), so a run whose orders report in time costs no reads per order.
+//! Past its deadline the watch writes a `timed_out` result if none exists (a conditional
+//! put, so a real result that lands at the same moment wins) and kicks the run.
+//!
+//! Otherwise it sleeps until the next moment something could need it (a deadline, a
+//! dispatch lease, the start grace), and no longer than the run's age so far (at least
+//! [`MIN_QUIET_SECONDS`], at most [`MAX_WAIT_SECONDS`]): a lost notification of a young run is
+//! noticed within a minute, one of an old run within a tenth of an hour, and a ten-minute
+//! run costs a handful of checks, not one a minute per order.
+//!
+//! An execution of the retired watch per attempt (started by an older version) is told
+//! `done` at once: the run's watch covers its attempt.
 
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::Claim;
@@ -27,7 +37,9 @@ use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderRecord, WatchdogInput};
 
 /// Longest wait between two checks, seconds.
-pub const MAX_WAIT_SECONDS: u64 = 60;
+pub const MAX_WAIT_SECONDS: u64 = 600;
+/// Longest wait between two checks of a run younger than this, seconds.
+pub const MIN_QUIET_SECONDS: u64 = 60;
 /// Wait after asking for a kick, seconds.
 pub const KICK_WAIT_SECONDS: u64 = 5;
 /// Most bytes of a claim that are read (a worker writes it: a claim is a few dozen).
@@ -48,6 +60,8 @@ pub enum Stall {
     /// A result arrived for an order in flight and was not applied (its notification was
     /// lost, or the pass that took it failed).
     ResultWaiting,
+    /// A worker did not report by its deadline; the watch wrote its `timed_out` result.
+    WorkerOverdue,
 }
 
 impl std::fmt::Display for Stall {
@@ -58,6 +72,7 @@ impl std::fmt::Display for Stall {
             Stall::StartInterrupted => "an order's start was interrupted",
             Stall::NothingInFlight => "orders are queued and none is in flight",
             Stall::ResultWaiting => "a result has not been applied",
+            Stall::WorkerOverdue => "a worker did not report in time",
         })
     }
 }
@@ -102,7 +117,7 @@ impl WatchdogVerdict {
 }
 
 impl Engine {
-    /// One watchdog check (see the module docs).
+    /// One check of a run's watch (see the module docs).
     ///
     /// # Errors
     ///
@@ -111,58 +126,10 @@ impl Engine {
         &self,
         input: &WatchdogInput,
     ) -> Result<WatchdogVerdict, EngineError> {
-        if input.order_num == OrderNum::INIT {
-            return self.run_watch_check(input).await;
-        }
-        let store = &self.ports.internal;
-        let order = self
-            .ports
-            .orders
-            .get_order(&input.run_id, input.order_num)
-            .await?;
-        if order.status.is_terminal() || order.attempt.as_ref() != Some(&input.attempt) {
+        if input.order_num != OrderNum::INIT {
+            tracing::info!(run_id = %input.run_id, order_num = %input.order_num, "a retired watch per attempt ends; the run's watch covers it");
             return Ok(WatchdogVerdict::DONE);
         }
-        let result_key = keys::result(&input.run_id, input.order_num, &input.attempt);
-        if store.head(&result_key).await?.is_some() {
-            return Ok(WatchdogVerdict::kick());
-        }
-        let now = self.now_ms();
-        let job_deadline_ms = input.job_deadline * 1000;
-        if now >= job_deadline_ms {
-            return Ok(WatchdogVerdict::kick());
-        }
-        let claim_key = keys::claim(&input.run_id, input.order_num, &input.attempt);
-        let claimed_at = match store.get_prefix(&claim_key, MAX_CLAIM_BYTES).await {
-            Ok(bytes) => serde_json::from_slice::<Claim>(&bytes)
-                .ok()
-                .map(|c| c.claimed_at_ms),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(other) => return Err(other.into()),
-        };
-        let deadline_ms = match claimed_at {
-            Some(at) => (at + input.timeout * 1000 + millis(self.config.watchdog_slack))
-                .min(job_deadline_ms),
-            None => job_deadline_ms,
-        };
-        if now >= deadline_ms {
-            let mut doc = ResultDoc::new(OrderStatus::TimedOut, WATCHDOG_LOG);
-            doc.attempt = Some(input.attempt.clone());
-            doc.reason = Some("watchdog".to_owned());
-            return match store.put_if_absent(&result_key, to_json(&doc)).await {
-                Ok(()) => {
-                    tracing::warn!(run_id = %input.run_id, order_num = %input.order_num, "worker unresponsive, timed out by watchdog");
-                    Ok(WatchdogVerdict::DONE)
-                }
-                Err(StoreError::ConditionFailed { .. }) => Ok(WatchdogVerdict::kick()),
-                Err(other) => Err(other.into()),
-            };
-        }
-        Ok(WatchdogVerdict::wait_until(now, deadline_ms))
-    }
-
-    /// One check of a run's watch (see the module docs).
-    async fn run_watch_check(&self, input: &WatchdogInput) -> Result<WatchdogVerdict, EngineError> {
         let run_id = &input.run_id;
         let finalized = self
             .ports
@@ -175,12 +142,12 @@ impl Engine {
         }
         let orders = self.ports.orders.run_orders(run_id).await?;
         let now = self.now_ms();
-        let grace_ends_ms = input.start_time * 1000 + millis(self.config.start_grace);
+        let started_ms = input.start_time * 1000;
         if orders.is_empty() {
             // init_job starts the watch before it stores keys and writes rows; when the rows
             // never come (init failed or died), the keys it may have stored go, and the run
             // (whose id a caller may hold) still ends with a done document.
-            let init_over_ms = input.start_time * 1000 + millis(self.config.init_limit);
+            let init_over_ms = started_ms + millis(self.config.init_limit);
             if now < init_over_ms {
                 return Ok(WatchdogVerdict::wait_until(now, init_over_ms));
             }
@@ -188,14 +155,20 @@ impl Engine {
             self.finish_unqueued(run_id).await?;
             return Ok(WatchdogVerdict::DONE);
         }
+        let grace_ends_ms = started_ms + millis(self.config.start_grace);
         let (stall, next_check_ms) = self.stall(&orders, now, grace_ends_ms).await?;
         if let Some(stall) = stall {
             tracing::warn!(run_id = %run_id, %stall, "the run is stalled; running a pass");
             return Ok(WatchdogVerdict::kick());
         }
-        Ok(WatchdogVerdict::wait_until(now, next_check_ms))
+        let quiet_ms = now
+            .saturating_sub(started_ms)
+            .clamp(MIN_QUIET_SECONDS * 1000, MAX_WAIT_SECONDS * 1000);
+        Ok(WatchdogVerdict::wait_until(
+            now,
+            next_check_ms.min(now + quiet_ms),
+        ))
     }
-
     /// Writes the done document of a run that was accepted but never queued (once).
     async fn finish_unqueued(&self, run_id: &sluice_contract::RunId) -> Result<(), EngineError> {
         let doc = DoneDoc {
@@ -275,6 +248,74 @@ impl Engine {
         if waiting {
             return Ok((Some(Stall::ResultWaiting), now));
         }
+        let mut overdue = false;
+        for order in orders.iter().filter(|o| o.status == OrderStatus::Running) {
+            let Some(attempt) = &order.attempt else {
+                continue;
+            };
+            let deadline_ms = self.attempt_deadline(order, attempt, now).await?;
+            if now < deadline_ms {
+                next_ms = next_ms.min(deadline_ms);
+                continue;
+            }
+            self.time_out(order, attempt).await?;
+            overdue = true;
+        }
+        if overdue {
+            return Ok((Some(Stall::WorkerOverdue), now));
+        }
         Ok((None, next_ms))
+    }
+
+    /// When `attempt` of `order` must have reported: its claim plus the order's timeout
+    /// plus the slack, within the job's deadline; the job's deadline while it is not
+    /// claimed. The claim is read only once the attempt could be overdue (it cannot have
+    /// been claimed before it was dispatched).
+    async fn attempt_deadline(
+        &self,
+        order: &OrderRecord,
+        attempt: &AttemptId,
+        now: u64,
+    ) -> Result<u64, EngineError> {
+        let allowance = order.plan.timeout * 1000 + millis(self.config.watchdog_slack);
+        let dispatched_at = order.dispatched_at_ms.unwrap_or(order.created_at_ms);
+        let earliest = (dispatched_at + allowance).min(order.job_deadline_ms);
+        if now < earliest {
+            return Ok(earliest);
+        }
+        let claim_key = keys::claim(&order.run_id, order.plan.order_num, attempt);
+        let claimed_at = match self
+            .ports
+            .internal
+            .get_prefix(&claim_key, MAX_CLAIM_BYTES)
+            .await
+        {
+            Ok(bytes) => serde_json::from_slice::<Claim>(&bytes)
+                .ok()
+                .map(|c| c.claimed_at_ms),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(other) => return Err(other.into()),
+        };
+        Ok(match claimed_at {
+            Some(at) => (at + allowance).min(order.job_deadline_ms),
+            None => order.job_deadline_ms,
+        })
+    }
+
+    /// Writes `attempt`'s `timed_out` result unless a result is there already (a real one
+    /// that landed meanwhile wins); either way a pass must apply it.
+    async fn time_out(&self, order: &OrderRecord, attempt: &AttemptId) -> Result<(), EngineError> {
+        let mut doc = ResultDoc::new(OrderStatus::TimedOut, WATCHDOG_LOG);
+        doc.attempt = Some(attempt.clone());
+        doc.reason = Some("watchdog".to_owned());
+        let key = keys::result(&order.run_id, order.plan.order_num, attempt);
+        match self.ports.internal.put_if_absent(&key, to_json(&doc)).await {
+            Ok(()) => {
+                tracing::warn!(run_id = %order.run_id, order_num = %order.plan.order_num, %attempt, "worker unresponsive, timed out by the watch");
+                Ok(())
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
     }
 }

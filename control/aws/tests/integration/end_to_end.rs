@@ -141,38 +141,6 @@ async fn an_order_that_cannot_be_started_fails_and_the_run_still_finishes() {
 }
 
 #[tokio::test]
-async fn without_its_watchdog_an_order_is_not_started_at_all() {
-    // The watchdog state machine goes missing after init: StartExecution fails. The worker
-    // must not be started (it would run unwatched while its order is reported failed).
-    let mut cloud = cloud().await;
-    let submitted = cloud
-        .submit(&job(vec![
-            order("plan", "echo planned", &[]),
-            order("apply", "echo applied", &["plan"]),
-        ]))
-        .await
-        .unwrap();
-    cloud.settings.watchdog_state_machine =
-        "arn:aws:states:us-east-1:123456789012:stateMachine:missing".to_owned();
-    let done = cloud.pump(&submitted.run_id, |_| Worker::Runs).await;
-    assert_eq!(done.status, JobStatus::Failed);
-    let (status, reason) = status_of(&done, "plan");
-    assert_eq!(status, OrderStatus::Failed);
-    let reason = reason.unwrap();
-    assert!(
-        reason.starts_with("dispatch_failed: starting the watchdog: ")
-            && reason.contains("StateMachineDoesNotExist"),
-        "{reason}"
-    );
-    assert_eq!(
-        status_of(&done, "apply"),
-        (OrderStatus::Failed, Some("dependency_failed".to_owned()))
-    );
-    let calls = cloud.calls.snapshot();
-    assert_eq!(calls.get(&("lambda", "Invoke")), None, "{calls:?}");
-}
-
-#[tokio::test]
 async fn a_job_whose_watch_cannot_start_is_refused_and_leaves_nothing() {
     let mut cloud = cloud().await;
     cloud.settings.watchdog_state_machine =
@@ -451,6 +419,11 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
             let cloud = cloud().await;
             let done = cloud.run(&shaped_job(n, chain), |_| Worker::Runs).await;
             assert_eq!(done.status, JobStatus::Succeeded);
+            assert_eq!(
+                cloud.calls.snapshot().get(&("sfn", "StartExecution")),
+                Some(&1),
+                "one watch per run, none per order"
+            );
             let calls = cloud.calls.total() as f64 / n as f64;
             println!(
                 "{shape} {n}: {calls:.1} AWS calls per order\n{}",

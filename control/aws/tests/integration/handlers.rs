@@ -295,8 +295,9 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
         .transition(&run, first, OrderStatus::Dispatching, &running)
         .await
         .unwrap();
+    // The run's watch, as init-job started it.
     let input = json!({
-        "run_id": run_id, "order_num": "0001", "attempt": "a1", "timeout": 60,
+        "run_id": run_id, "order_num": "0000", "attempt": "run", "timeout": 0,
         "start_time": 1_700_000_000u64, "job_deadline": 4_000_000_000u64,
         "internal_bucket": engine.ports.internal.bucket(),
     });
@@ -305,10 +306,10 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     };
     let output = watchdog::handle(&engine, &step(&input)).await.unwrap();
     assert_eq!(output["run_id"], input["run_id"]);
-    assert_eq!(output["attempt"], "a1");
+    assert_eq!(output["attempt"], "run");
     assert_eq!(
         output["done"], false,
-        "nobody claimed it and the job has time: {output}"
+        "an order runs and the job has time: {output}"
     );
     assert!(output["wait_seconds"].as_u64().unwrap() > 0);
 
@@ -320,14 +321,16 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     let handed = watchdog::handle(&engine, &step(&worn)).await.unwrap();
     assert_eq!(handed["done"], true, "{handed}");
     let executions = sfn_executions(&settings.watchdog_state_machine).await;
-    let successor = format!("{run_id}-0001-a1-g1");
+    let successor = format!("{run_id}-0000-run-g1");
     assert!(executions.contains(&successor), "{executions:?}");
 
-    // A step for an attempt that is no longer the order's is done at once.
-    let mut stale = input.clone();
-    stale["attempt"] = "a0".into();
+    // A step of a watch per attempt (retired; an older version started them) is done at
+    // once.
+    let mut retired = input.clone();
+    retired["order_num"] = "0001".into();
+    retired["attempt"] = "a1".into();
     assert_eq!(
-        watchdog::handle(&engine, &step(&stale)).await.unwrap()["done"],
+        watchdog::handle(&engine, &step(&retired)).await.unwrap()["done"],
         true
     );
 

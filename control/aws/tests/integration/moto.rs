@@ -473,7 +473,7 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
 }
 
 #[tokio::test]
-async fn a_watchdog_starts_once_per_attempt() {
+async fn a_runs_watch_starts_once() {
     use sluice_aws::dispatch::SfnWatchdog;
     use sluice_ports::{WatchdogInput, WatchdogStarter};
     let clients = moto().await;
@@ -482,9 +482,9 @@ async fn a_watchdog_starts_once_per_attempt() {
     let run = RunId::generate();
     let input = WatchdogInput {
         run_id: run.clone(),
-        order_num: sluice_contract::OrderNum::from_index(1),
-        attempt: AttemptId::generate(),
-        timeout: 60,
+        order_num: sluice_contract::OrderNum::INIT,
+        attempt: AttemptId::run_watch(),
+        timeout: 0,
         start_time: 1_700_000_000,
         job_deadline: 1_700_003_600,
         internal_bucket: "internal".to_owned(),
@@ -502,10 +502,10 @@ async fn a_watchdog_starts_once_per_attempt() {
     assert_eq!(
         executions.executions().len(),
         1,
-        "the same attempt is watched once"
+        "the same run is watched once"
     );
     let execution = &executions.executions()[0];
-    assert_eq!(execution.name(), format!("{run}-0002-{}", input.attempt));
+    assert_eq!(execution.name(), format!("{run}-0000-run"));
     let described = clients
         .sfn
         .describe_execution()

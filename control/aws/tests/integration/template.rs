@@ -506,7 +506,8 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             "{function} may not list the internal bucket unconditionally"
         );
     }
-    // Watchdogs: init-job starts a run's watch, the orchestrator each order's.
+    // One watch per run: init-job starts it, watchdog-check hands a long one over to a new
+    // execution; the orchestrator starts none.
     let machine = format!(
         "arn:aws:states:eu-west-1:123456789012:stateMachine:{}",
         evaluate(
@@ -514,9 +515,17 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             &resource(&template, "WatchdogStateMachine")["Properties"]["Name"]
         )
     );
-    for (role, rules) in [("init-job", &init), ("orchestrator", &orchestrator)] {
+    let watchdog = allowed(
+        &template,
+        function_statements(&template, "WatchdogCheckFunction"),
+    );
+    for (role, rules) in [("init-job", &init), ("watchdog-check", &watchdog)] {
         assert!(can(rules, "states:StartExecution", &machine), "{role}");
     }
+    assert!(
+        !can(&orchestrator, "states:StartExecution", &machine),
+        "the orchestrator starts no watch"
+    );
     assert!(can(&orchestrator, "s3:GetObject", &object(&result_key)));
     assert!(
         can(&orchestrator, "s3:PutObject", &object(&result_key)),

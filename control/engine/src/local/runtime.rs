@@ -6,9 +6,8 @@
 //!   `result.json` under the callback prefix, starts an orchestrator invocation for its run,
 //!   concurrently with any other, as S3 notifications start Lambdas; a failed invocation is
 //!   retried with backoff, as Lambda retries failed async invocations;
-//! - the **watchdogs**: one timer loop per dispatched order, and one per run (its watch,
-//!   until the run is finalized), calling [`Engine::watchdog_check`] and kicking the
-//!   orchestrator when asked;
+//! - the **watches**: one timer loop per run (until the run is finalized), calling
+//!   [`Engine::watchdog_check`] and kicking the orchestrator when asked;
 //! - **done notifications**: writers of done documents wake [`LocalRuntime::wait_done`].
 
 use std::path::PathBuf;

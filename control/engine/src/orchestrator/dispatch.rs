@@ -3,8 +3,8 @@
 //! Starting an order is idempotent: `queued → dispatching` is a conditional write that also
 //! records a fresh attempt id, then the attempt's payload is made (the order's key read, a
 //! presigned URL minted for each object the attempt touches: workers hold no credentials),
-//! then the watchdog and the worker are started (in that order: nothing runs unwatched),
-//! then `dispatching → running`. An order found `dispatching`
+//! then the worker is started (the run's watch, started before the run's rows, watches
+//! it: nothing runs unwatched), then `dispatching → running`. An order found `dispatching`
 //! longer than the dispatch lease (its orchestrator crashed mid-start) is started again with
 //! the same attempt id; the worker claims the attempt before running anything, so the order
 //! still runs at most once. A start that fails transiently (throttled, timed out) is
@@ -23,7 +23,7 @@ use super::Moved;
 use super::evaluate::{Node, evaluate};
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
-use crate::ports::{DispatchError, OrderRecord, Presigned, Transition, WatchdogInput};
+use crate::ports::{DispatchError, OrderRecord, Presigned, Transition};
 use crate::retry::{Backoff, while_transient};
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
@@ -117,28 +117,20 @@ impl Engine {
         Ok((orders, failed_to_start))
     }
 
-    /// Starts the watchdog, then the worker, retrying a transient failure a few times.
-    ///
-    /// The watchdog first: when it cannot be started, nothing runs unwatched (a worker
-    /// started without one would run on while its order is reported failed); when the
-    /// worker then cannot be started, its watchdog sees the failed order and stops.
-    async fn start_watched(
+    /// Starts the worker, retrying a transient failure a few times. The run's watch,
+    /// started before the run's rows, watches it.
+    async fn start_worker(
         &self,
         order: &OrderRecord,
-        watch: &WatchdogInput,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError> {
         let backoff = Backoff::new(START_RETRY_FIRST, START_RETRIES);
-        let start = || async {
-            self.ports.watchdog.start(watch).await?;
-            self.ports
-                .dispatcher
-                .start(
-                    order.plan.execution_target,
-                    Duration::from_secs(order.plan.timeout),
-                    payload,
-                )
-                .await
+        let start = || {
+            self.ports.dispatcher.start(
+                order.plan.execution_target,
+                Duration::from_secs(order.plan.timeout),
+                payload,
+            )
         };
         let kind_of = |error: &DispatchError| error.kind;
         while_transient(
@@ -241,19 +233,8 @@ impl Engine {
         };
         let attempt = order.attempt.clone().unwrap_or_else(AttemptId::generate);
 
-        let payload = self.attempt_payload(&order, &attempt, now).await;
-        let watch = WatchdogInput {
-            run_id: order.run_id.clone(),
-            order_num: order.plan.order_num,
-            attempt: attempt.clone(),
-            timeout: order.plan.timeout,
-            start_time: order.dispatched_at_ms.unwrap_or(now) / 1000,
-            job_deadline: order.job_deadline_ms.div_ceil(1000),
-            internal_bucket: self.ports.internal.bucket().to_owned(),
-            generation: 0,
-        };
-        let started = match payload {
-            Ok(payload) => self.start_watched(&order, &watch, &payload).await,
+        let started = match self.attempt_payload(&order, &attempt, now).await {
+            Ok(payload) => self.start_worker(&order, &payload).await,
             Err(error) => Err(error),
         };
         if let Err(error) = started {

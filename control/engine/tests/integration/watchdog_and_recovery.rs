@@ -160,16 +160,6 @@ async fn one_order_run(setup: &Setup, timeout: u64) -> RunId {
         .run_id
 }
 
-/// The watchdog started for the run's first order (not its start watch).
-fn order_watch(setup: &Setup) -> WatchdogInput {
-    let watched = setup.recorder.watched.lock().unwrap();
-    watched
-        .iter()
-        .find(|w| w.order_num != OrderNum::INIT)
-        .expect("an order was dispatched")
-        .clone()
-}
-
 /// The run's watch, as init_job started it.
 fn run_watch(setup: &Setup) -> WatchdogInput {
     let watched = setup.recorder.watched.lock().unwrap();
@@ -383,52 +373,59 @@ async fn an_expired_lease_lets_the_next_event_resume_the_run() {
     );
 }
 
+/// The run's watch times out a worker that claimed its attempt and never reported, reading
+/// the claim only once the attempt could be overdue. Before, every dispatched attempt had a
+/// watch of its own (one Step Functions execution per order, checking every minute).
 #[tokio::test]
-async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
+async fn the_run_watch_times_out_a_claimed_order_that_never_reports() {
     let setup = setup();
     let run = one_order_run(&setup, 100).await;
     setup.engine.orchestrate(&run).await.unwrap();
-    let input = order_watch(&setup);
+    let watched = setup.recorder.watched.lock().unwrap().clone();
     assert_eq!(
-        (input.timeout, input.attempt.as_str().is_empty()),
-        (100, false)
+        watched.iter().map(|w| w.order_num).collect::<Vec<_>>(),
+        vec![OrderNum::INIT],
+        "one watch per run, none per attempt"
+    );
+    let watch = run_watch(&setup);
+    let num = OrderNum::from_index(0);
+    let attempt = row_of(&setup, &run, num).await.attempt.unwrap();
+
+    // Not overdue before dispatch + timeout + slack, claimed or not: no reads of the claim.
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(!verdict.done && !verdict.kick, "{verdict:?}");
+    assert_eq!(
+        verdict.wait_seconds, 60,
+        "a young run is checked every minute"
     );
 
-    // Not claimed yet (waiting for a slot): bounded by the job deadline only.
-    let verdict = setup.engine.watchdog_check(&input).await.unwrap();
-    assert!(!verdict.done && !verdict.kick);
-
+    setup.clock.advance(Duration::from_secs(20));
     let claim = Claim {
-        attempt: input.attempt.clone(),
+        attempt: attempt.clone(),
         claimed_at_ms: setup.clock.now_ms(),
         worker: "w1".to_owned(),
     };
     setup
         .internal
         .put(
-            &keys::claim(&run, input.order_num, &input.attempt),
+            &keys::claim(&run, num, &attempt),
             serde_json::to_vec(&claim).unwrap(),
         )
         .await
         .unwrap();
-    setup.clock.advance(Duration::from_secs(100 + 29));
-    let verdict = setup.engine.watchdog_check(&input).await.unwrap();
-    assert!(
-        !verdict.done,
-        "within timeout + slack the worker still has time"
-    );
-    assert!(
-        verdict.wait_seconds >= 1 && verdict.wait_seconds <= 2,
-        "{verdict:?}"
-    );
+    // Dispatched 20 s before the claim: due at dispatch + 130 s, then at claim + 130 s.
+    setup.clock.advance(Duration::from_secs(110));
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(!verdict.kick, "the worker still has time: {verdict:?}");
+    assert_eq!(verdict.wait_seconds, 20, "until the claim's deadline");
 
-    setup.clock.advance(Duration::from_secs(2));
-    let verdict = setup.engine.watchdog_check(&input).await.unwrap();
-    assert!(verdict.done);
+    setup.clock.advance(Duration::from_secs(20));
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(verdict.kick && !verdict.done, "{verdict:?}");
     let result = parse_result(
         &setup
             .internal
-            .get(&keys::result(&run, input.order_num, &input.attempt))
+            .get(&keys::result(&run, num, &attempt))
             .await
             .unwrap(),
     )
@@ -436,36 +433,96 @@ async fn the_watchdog_times_out_a_claimed_order_that_never_reports() {
     assert_eq!(result.status, OrderStatus::TimedOut);
     assert_eq!(result.log, WATCHDOG_LOG);
 
-    setup.engine.orchestrate(&run).await.unwrap();
-    let row = setup
-        .engine
-        .ports
-        .orders
-        .get_order(&run, input.order_num)
-        .await
-        .unwrap();
-    assert_eq!(row.status, OrderStatus::TimedOut);
+    assert!(matches!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Finalized(_)
+    ));
+    assert_eq!(
+        row_of(&setup, &run, num).await.status,
+        OrderStatus::TimedOut
+    );
     assert!(
-        setup.engine.watchdog_check(&input).await.unwrap().done,
-        "a terminal order needs no watching"
+        setup.engine.watchdog_check(&watch).await.unwrap().done,
+        "a finalized run needs no watching"
     );
 }
 
+/// An order nobody claims (its worker never started) is bounded by the job's deadline.
 #[tokio::test]
-async fn the_watchdog_kicks_a_run_whose_result_was_not_processed() {
+async fn the_run_watch_waits_for_an_unclaimed_order_until_the_jobs_deadline() {
     let setup = setup();
     let run = one_order_run(&setup, 100).await;
     setup.engine.orchestrate(&run).await.unwrap();
-    let input = order_watch(&setup);
+    let watch = run_watch(&setup);
+    let deadline_ms = row_of(&setup, &run, OrderNum::from_index(0))
+        .await
+        .job_deadline_ms;
+    setup.clock.advance(Duration::from_secs(200));
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(
+        !verdict.kick,
+        "unclaimed, within the job's deadline: {verdict:?}"
+    );
+    setup
+        .clock
+        .advance(Duration::from_millis(deadline_ms - setup.clock.now_ms()));
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(verdict.kick, "{verdict:?}");
+    assert!(matches!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Finalized(sluice_contract::JobStatus::TimedOut)
+    ));
+}
+
+/// An old run is checked less often than a young one, never less than every ten minutes.
+#[tokio::test]
+async fn the_run_watch_checks_an_old_run_less_often() {
+    let setup = setup();
+    let run = one_order_run(&setup, 7200).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let watch = run_watch(&setup);
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+        assert!(!verdict.kick, "{verdict:?}");
+        waits.push(verdict.wait_seconds);
+        setup
+            .clock
+            .advance(Duration::from_secs(verdict.wait_seconds));
+    }
+    assert_eq!(waits, vec![60, 60, 120, 240, 480, 600, 600, 600]);
+}
+
+#[tokio::test]
+async fn the_run_watch_kicks_a_run_whose_result_was_not_processed() {
+    let setup = setup();
+    let run = one_order_run(&setup, 100).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let watch = run_watch(&setup);
     // A result landed, but its event was lost: the order is still running.
-    report_success(&setup, &run, input.order_num).await;
-    let verdict = setup.engine.watchdog_check(&input).await.unwrap();
+    report_success(&setup, &run, OrderNum::from_index(0)).await;
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
     assert!(verdict.kick && !verdict.done, "{verdict:?}");
     assert!(matches!(
         setup.engine.orchestrate(&run).await.unwrap(),
         Outcome::Finalized(_)
     ));
-    assert!(setup.engine.watchdog_check(&input).await.unwrap().done);
+    assert!(setup.engine.watchdog_check(&watch).await.unwrap().done);
+}
+
+/// A watch per attempt started by an older version ends at its first check.
+#[tokio::test]
+async fn a_retired_watch_per_attempt_ends_at_once() {
+    let setup = setup();
+    let run = one_order_run(&setup, 100).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    let old = WatchdogInput {
+        order_num: num,
+        attempt: row_of(&setup, &run, num).await.attempt.unwrap(),
+        ..run_watch(&setup)
+    };
+    assert!(setup.engine.watchdog_check(&old).await.unwrap().done);
 }
 
 /// A worker of another attempt (one a resume replaced, or a forged PUT to its URL) cannot

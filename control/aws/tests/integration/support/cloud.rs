@@ -6,10 +6,10 @@
 //! notification → ... → finalize → done document in the done bucket.
 //!
 //! Step Functions executions are started for real; since moto cannot run their Lambda
-//! tasks, the pump plays the state machine for a worker that never reports: it calls
-//! `watchdog_check` with the execution's input and follows its verdict.
+//! tasks, the pump plays the run's watch as its state machine would: the real
+//! watchdog-check handler with the execution's input, the first check at once, each next
+//! one after the wait the check asked for (its calls are counted with the rest).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,7 +277,7 @@ pub enum Worker {
     Runs,
     /// Claims it, then dies without reporting (for the watchdog).
     DiesAfterClaiming,
-    /// Runs it, calling back through this endpoint (watched like an abandoned attempt).
+    /// Runs it, calling back through this endpoint.
     CallsBackThrough(FlakyEndpoint),
     /// Runs nothing and PUTs garbage to the callback URL instead of a result.
     CallsBackGarbage,
@@ -326,12 +326,7 @@ impl Cloud {
     /// with watchdog-check's role, until a kick has started the run (its first order left
     /// `queued`); returns the input of the next step.
     pub async fn watch_until_started(&self, run_id: &RunId) -> serde_json::Value {
-        let watch = self
-            .watchdog_executions()
-            .await
-            .into_iter()
-            .find(|w| w.run_id == *run_id && w.order_num == OrderNum::INIT)
-            .expect("init-job started the run's watch");
+        let watch = self.run_watch(run_id).await;
         let watchdog = self.engine_as(&self.roles.watchdog_check);
         let engine = self.harness();
         let mut input = serde_json::to_value(&watch).unwrap();
@@ -431,7 +426,8 @@ impl Cloud {
             },
             ..WorkerConfig::default()
         };
-        let mut abandoned: Vec<DispatchPayload> = Vec::new();
+        let mut watch = serde_json::to_value(self.run_watch(run_id).await).unwrap();
+        let mut next_check = Some(Instant::now());
         let mut tasks = tokio::task::JoinSet::new();
         // The worker run here with the dispatched payload, as the Lambda would run it: with
         // no AWS credentials, only the payload's presigned URLs.
@@ -479,7 +475,6 @@ impl Cloud {
                         rerouted.callback_url =
                             Capability::new(endpoint.url_for(payload.callback_url.expose()));
                         spawn_worker(&mut tasks, rerouted);
-                        abandoned.push(payload);
                     }
                     Worker::CallsBackGarbage => {
                         transfer
@@ -506,16 +501,22 @@ impl Cloud {
                             )
                             .await
                             .unwrap();
-                        abandoned.push(payload);
                     }
                 }
             }
-            // The watchdog state machine of each abandoned attempt, played here.
-            for input in self.watchdog_inputs(&abandoned).await {
-                let verdict = watchdog.watchdog_check(&input).await.unwrap();
-                if verdict.kick {
-                    watchdog.orchestrate(&input.run_id).await.unwrap();
-                }
+            // The run's watch: a check when its wait is over; a check that fails is retried
+            // after 2 s, as the state machine's Retry does.
+            if next_check.is_some_and(|at| Instant::now() >= at) {
+                let step = serde_json::from_value(watch.clone()).unwrap();
+                next_check = match sluice_aws::handlers::watchdog::handle(&watchdog, &step).await {
+                    Ok(output) if output["done"] == true => None,
+                    Ok(output) => {
+                        let wait = output["wait_seconds"].as_u64().unwrap();
+                        watch = output;
+                        Some(Instant::now() + Duration::from_secs(wait))
+                    }
+                    Err(_) => Some(Instant::now() + Duration::from_secs(2)),
+                };
             }
             if let Ok(bytes) = engine.ports.done.get(&keys::done(run_id)).await {
                 while tasks.join_next().await.is_some() {}
@@ -538,16 +539,13 @@ impl Cloud {
     }
 
     /// The inputs of the watchdog executions started for `attempts`.
-    async fn watchdog_inputs(&self, attempts: &[DispatchPayload]) -> Vec<WatchdogInput> {
-        if attempts.is_empty() {
-            return Vec::new();
-        }
-        let wanted: HashSet<&str> = attempts.iter().map(|p| p.attempt.as_str()).collect();
+    /// The input init-job started `run_id`'s watch with.
+    async fn run_watch(&self, run_id: &RunId) -> WatchdogInput {
         self.watchdog_executions()
             .await
             .into_iter()
-            .filter(|input| wanted.contains(input.attempt.as_str()))
-            .collect()
+            .find(|w| w.run_id == *run_id && w.order_num == OrderNum::INIT)
+            .expect("init-job started the run's watch")
     }
 
     /// The inputs of every watchdog execution started so far.
