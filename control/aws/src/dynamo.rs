@@ -5,14 +5,17 @@
 //! strongly consistent, so the orchestrator never acts on a status older than its own
 //! writes. Inserting a run's orders is a transaction per 100 rows (DynamoDB's limit); when a
 //! later batch fails, the earlier ones are deleted again, so a run is inserted whole or not
-//! at all. Rows are the engine's serde types stored as native attributes (see `item`).
+//! at all. Events are written 25 to a `BatchWriteItem` (a pass writes a step's together).
+//! Rows are the engine's serde types stored as native attributes (see `item`).
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest,
+};
 use serde::de::DeserializeOwned;
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
 use sluice_ports::StoreError;
@@ -31,6 +34,10 @@ use crate::settings::AwsSettings;
 const SERVICE: &str = "dynamodb";
 /// Most items in one `TransactWriteItems`.
 const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Most items in one `BatchWriteItem`.
+const MAX_BATCH_WRITE_ITEMS: usize = 25;
+/// Calls for one batch of events before the ones left unprocessed are given up.
+const BATCH_WRITE_TRIES: u32 = 5;
 const SECONDS_PER_DAY: u64 = 24 * 3600;
 
 type Item = HashMap<String, AttributeValue>;
@@ -168,6 +175,38 @@ impl DynamoOrderStore {
                 tracing::error!(order = %order.pk(), error = %DisplayErrorContext(&error), "could not undo a partial insert");
             }
         }
+    }
+
+    /// Writes one `BatchWriteItem` of events, then what DynamoDB left unprocessed (it may,
+    /// under load) a few times with backoff.
+    async fn write_batch(&self, mut batch: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..BATCH_WRITE_TRIES {
+            self.calls.count(SERVICE, "BatchWriteItem");
+            let answer = self
+                .client
+                .batch_write_item()
+                .request_items(&self.events_table, batch)
+                .send()
+                .await
+                .map_err(|e| backend("recording events".to_owned(), e))?;
+            batch = answer
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.events_table))
+                .unwrap_or_default();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Err(StoreError::Unavailable {
+            what: "recording events".to_owned(),
+            message: format!(
+                "DynamoDB left {} of them unprocessed {BATCH_WRITE_TRIES} times",
+                batch.len()
+            ),
+        })
     }
 
     /// Every row of `table` whose partition key `partition` is `value`, in sort-key order
@@ -427,21 +466,30 @@ impl OrderStore for DynamoOrderStore {
         }
     }
 
-    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
-        let mut item = to_item(|| format!("event {}", event.sk()), event)?;
-        item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
-        item.insert(
-            TTL_ATTRIBUTE.to_owned(),
-            expires_at(now_secs(), self.event_ttl_days),
-        );
-        self.calls.count(SERVICE, "PutItem");
-        self.client
-            .put_item()
-            .table_name(&self.events_table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| backend(format!("recording event {}", event.sk()), e))?;
+    async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
+        // One request may not name a key twice: the last event of a key wins, as it would
+        // written one after the other.
+        let mut by_key: HashMap<(String, String), Item> = HashMap::new();
+        let expires = expires_at(now_secs(), self.event_ttl_days);
+        for event in events {
+            let mut item = to_item(|| format!("event {}", event.sk()), event)?;
+            item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
+            item.insert(TTL_ATTRIBUTE.to_owned(), expires.clone());
+            by_key.insert((event.trace_id.to_string(), event.sk()), item);
+        }
+        let requests: Vec<WriteRequest> = by_key
+            .into_values()
+            .map(|item| {
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .expect("a put request with its item");
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect();
+        for batch in requests.chunks(MAX_BATCH_WRITE_ITEMS) {
+            self.write_batch(batch.to_vec()).await?;
+        }
         Ok(())
     }
 

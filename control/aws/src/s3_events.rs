@@ -1,14 +1,15 @@
 //! What the orchestrator Lambda does with an S3 notification ([`S3Notification`]): every
 //! record's key is URL-decoded (S3 encodes keys in events, spaces as `+`), keys outside the
 //! callback layout (`tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`) are
-//! ignored, and the orchestrator runs once per distinct run, whatever the number of records.
+//! ignored, and the orchestrator runs once per distinct run, whatever the number of records,
+//! told which results the records name (so its first step reads them without listing).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use aws_lambda_events::s3::S3Entity;
 use serde::Deserialize;
 use sluice_contract::{RunId, keys};
-use sluice_engine::orchestrator::Outcome;
+use sluice_engine::orchestrator::{Arrivals, Outcome};
 use sluice_engine::{Engine, EngineError};
 
 /// An S3 notification as the orchestrator reads it: of each record, only what S3 says of
@@ -30,16 +31,17 @@ pub struct S3NotificationRecord {
     pub s3: S3Entity,
 }
 
-/// The distinct runs whose callbacks a notification reports, in order.
-pub fn runs_in_event(event: &S3Notification) -> Vec<RunId> {
-    let runs: BTreeSet<RunId> = event
-        .records
-        .iter()
+/// The distinct runs whose callbacks a notification reports, in order, each with the
+/// results it names.
+pub fn runs_in_event(event: &S3Notification) -> BTreeMap<RunId, Arrivals> {
+    let mut runs: BTreeMap<RunId, Arrivals> = BTreeMap::new();
+    let results = (event.records.iter())
         .filter_map(|record| record.s3.object.key.as_deref())
-        .filter_map(|key| keys::parse_result(&url_decode(key)))
-        .map(|result| result.run_id)
-        .collect();
-    runs.into_iter().collect()
+        .filter_map(|key| keys::parse_result(&url_decode(key)));
+    for result in results {
+        (runs.entry(result.run_id).or_default()).insert((result.order_num, result.attempt));
+    }
+    runs
 }
 
 /// Runs the orchestrator once for each run of the event; returns each run's outcome.
@@ -54,8 +56,8 @@ pub async fn orchestrate_event(
 ) -> Result<Vec<(RunId, Outcome)>, EngineError> {
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    for run_id in runs_in_event(event) {
-        match engine.orchestrate(&run_id).await {
+    for (run_id, arrived) in runs_in_event(event) {
+        match engine.orchestrate_notified(&run_id, arrived).await {
             Ok(outcome) => outcomes.push((run_id, outcome)),
             Err(error) => {
                 tracing::error!(run_id = %run_id, %error, "orchestration failed");
@@ -96,8 +98,18 @@ mod tests {
             {"s3": {"bucket": {"name": "b"}, "object": {}}},
         ]});
         let event: S3Notification = serde_json::from_value(event).unwrap();
-        let mut expected = vec![run, other];
-        expected.sort();
+        let attempt = |id| sluice_contract::AttemptId::parse(id).unwrap();
+        let num = sluice_contract::OrderNum::from_index;
+        let expected = BTreeMap::from([
+            (
+                run,
+                Arrivals::from([(num(0), attempt("a1")), (num(1), attempt("a1"))]),
+            ),
+            (
+                other,
+                Arrivals::from([(sluice_contract::OrderNum::INIT, attempt("init"))]),
+            ),
+        ]);
         assert_eq!(runs_in_event(&event), expected);
         let test_event = serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent"});
         let test_event: S3Notification = serde_json::from_value(test_event).unwrap();

@@ -34,14 +34,17 @@ impl Engine {
     ) -> Result<Vec<OrderRecord>, EngineError> {
         // Every step is safe to repeat: a transient failure is tried again (as a pass is).
         let backoff = Backoff::new(CANCEL_RETRY_FIRST, CANCEL_RETRIES);
-        while_transient(
+        let cancelled = while_transient(
             self.ports.clock.as_ref(),
             backoff,
             "cancelling",
             EngineError::kind,
             || self.cancel_once(run_id, reason),
         )
-        .await
+        .await;
+        // Results applied on the way recorded their events.
+        self.write_events().await;
+        cancelled
     }
 
     async fn cancel_once(
@@ -49,7 +52,7 @@ impl Engine {
         run_id: &RunId,
         reason: &str,
     ) -> Result<Vec<OrderRecord>, EngineError> {
-        let orders = self.read_state(run_id).await?;
+        let orders = self.read_state(run_id, None).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }

@@ -4,7 +4,7 @@
 //! (init_job, orchestrate, watchdog_check) reads what it needs from the stores, as a Lambda
 //! invocation would.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_contract::validate::Platform;
@@ -13,8 +13,8 @@ use crate::git::GitPolicy;
 use crate::grants::CredentialGrants;
 
 use crate::ports::{
-    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderStore, SecretSource, Vcs,
-    WatchdogStarter,
+    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderStore, SecretSource,
+    Vcs, WatchdogStarter,
 };
 
 /// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
@@ -101,12 +101,45 @@ pub struct Engine {
     pub ports: Ports,
     /// The settings.
     pub config: EngineConfig,
+    /// Order events recorded and not yet written: a pass writes its events together at the
+    /// end of each step (one call per 25 on DynamoDB) rather than one call each. Shared by
+    /// clones; whichever step ends first writes them all.
+    pending_events: Arc<Mutex<Vec<OrderEvent>>>,
 }
 
 impl Engine {
     /// An engine over `ports` with `config`.
     pub fn new(ports: Ports, config: EngineConfig) -> Self {
-        Engine { ports, config }
+        Engine {
+            ports,
+            config,
+            pending_events: Arc::default(),
+        }
+    }
+
+    /// Records an order event, to be written by the next [`Engine::write_events`].
+    pub(crate) fn record(&self, event: OrderEvent) {
+        self.pending_events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(event);
+    }
+
+    /// Writes the events recorded so far. A failure is logged, never fatal: events are for
+    /// humans, and the run's state is in its rows.
+    pub(crate) async fn write_events(&self) {
+        let events = std::mem::take(
+            &mut *self
+                .pending_events
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if events.is_empty() {
+            return;
+        }
+        if let Err(error) = self.ports.orders.put_events(&events).await {
+            tracing::warn!(%error, count = events.len(), "could not record order events");
+        }
     }
 
     pub(crate) fn now_ms(&self) -> u64 {

@@ -223,9 +223,8 @@ impl Engine {
             run_id: ids.run_id.clone(),
             detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
         };
-        if let Err(error) = self.ports.orders.put_event(&started).await {
-            tracing::warn!(%error, "could not record the job's started event");
-        }
+        self.record(started);
+        self.write_events().await;
         // Before the trigger: the orchestrator then finds the comment to update.
         self.update_pr_comment(&records, None).await;
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");

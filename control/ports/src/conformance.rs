@@ -244,12 +244,33 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         run_id: run.clone(),
         detail: serde_json::json!({"n": 1}),
     };
-    store.put_event(&event).await.unwrap();
-    store.put_event(&event).await.unwrap();
+    store
+        .put_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    store
+        .put_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
     assert_eq!(
         store.trace_events(&orders[0].trace_id).await.unwrap(),
-        vec![event],
+        vec![event.clone()],
         "events are kept once per key"
+    );
+    // More than one call's worth (DynamoDB writes 25 at a time), the first again among them.
+    let mut many: Vec<OrderEvent> = (0..60)
+        .map(|i| OrderEvent {
+            epoch_ms: 7 + i,
+            ..event.clone()
+        })
+        .collect();
+    store.put_events(&many).await.unwrap();
+    many.sort_by_key(OrderEvent::sk);
+    store.put_events(&[]).await.unwrap();
+    assert_eq!(
+        store.trace_events(&orders[0].trace_id).await.unwrap(),
+        many,
+        "a batch records every event"
     );
 
     lock_suite(store).await;

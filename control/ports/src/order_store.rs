@@ -312,8 +312,10 @@ pub trait OrderStore: Send + Sync + Debug {
         change: &Transition,
     ) -> Result<OrderRecord, StoreError>;
 
-    /// Records an event (replacing one with the same key).
-    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError>;
+    /// Records events (each replacing one with the same key), in as few calls as the
+    /// backend allows (DynamoDB: one per 25). Not atomic: after an error some may be
+    /// recorded; recording them again is harmless.
+    async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError>;
 
     /// Every event of a trace, by sort key.
     async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError>;

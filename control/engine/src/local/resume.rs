@@ -107,7 +107,7 @@ impl LocalRuntime {
     pub async fn resume(&self, run_id: &RunId) -> Result<Resumed, EngineError> {
         let engine = &self.engine;
         self.tables.free_lock(run_id).await?;
-        let orders = engine.read_state(run_id).await?;
+        let orders = engine.read_state(run_id, None).await?;
         let Some(first) = orders.first() else {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         };
@@ -134,10 +134,11 @@ impl LocalRuntime {
                 .await?;
             if let Moved::Applied(row) = moved {
                 let detail = serde_json::json!({ "lost_attempt": order.attempt });
-                engine.record_event(&row, "requeued", detail).await;
+                engine.record_event(&row, "requeued", detail);
                 requeued.push(order.plan.order_num);
             }
         }
+        engine.write_events().await;
         engine
             .ports
             .watchdog

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use super::{DirStore, FileKeyStore, Launcher, LocalDispatcher, SecretsFile, SqliteStore};
 use crate::engine::{Engine, EngineConfig, Ports};
 use crate::error::StoreError;
+use crate::orchestrator::Arrivals;
 use crate::ports::{DispatchError, ObjectStore, SystemClock, WatchdogInput, WatchdogStarter};
 
 /// Name of the local internal bucket.
@@ -267,6 +268,7 @@ impl LocalRuntime {
         tokio::spawn(orchestrate_with_retries(
             Arc::clone(&self.engine),
             run_id.clone(),
+            None,
         ));
     }
 
@@ -285,7 +287,12 @@ async fn event_bus(engine: Arc<Engine>, mut keys_written: mpsc::UnboundedReceive
             key = keys_written.recv() => {
                 let Some(key) = key else { break };
                 if let Some(result) = keys::parse_result(&key) {
-                    invocations.spawn(orchestrate_with_retries(Arc::clone(&engine), result.run_id));
+                    let arrived = Arrivals::from([(result.order_num, result.attempt)]);
+                    invocations.spawn(orchestrate_with_retries(
+                        Arc::clone(&engine),
+                        result.run_id,
+                        Some(arrived),
+                    ));
                 }
             }
             Some(_) = invocations.join_next(), if !invocations.is_empty() => {}
@@ -294,11 +301,21 @@ async fn event_bus(engine: Arc<Engine>, mut keys_written: mpsc::UnboundedReceive
     invocations.shutdown().await;
 }
 
-async fn orchestrate_with_retries(engine: Arc<Engine>, run_id: RunId) {
+/// One invocation for `run_id`: for a notification, told which result `arrived`, as the S3
+/// event tells the orchestrator Lambda; a retry lists the run's callbacks.
+async fn orchestrate_with_retries(
+    engine: Arc<Engine>,
+    run_id: RunId,
+    mut arrived: Option<Arrivals>,
+) {
     // The first attempt runs at once (a zero sleep would still wait for the timer's next tick).
     let mut delays = ORCHESTRATE_RETRIES.iter();
     loop {
-        match engine.orchestrate(&run_id).await {
+        let outcome = match arrived.take() {
+            Some(arrived) => engine.orchestrate_notified(&run_id, arrived).await,
+            None => engine.orchestrate(&run_id).await,
+        };
+        match outcome {
             Ok(_) => return,
             Err(error) => {
                 tracing::error!(run_id = %run_id, %error, "orchestrator invocation failed")
@@ -339,6 +356,7 @@ async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
                     tokio::spawn(orchestrate_with_retries(
                         Arc::clone(&engine),
                         input.run_id.clone(),
+                        None,
                     ));
                 }
                 wait = Duration::from_secs(verdict.wait_seconds.max(1));

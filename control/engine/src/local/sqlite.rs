@@ -289,26 +289,32 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
-        let event = event.clone();
-        let expires_at = event.epoch_ms + self.event_ttl_ms;
-        self.with_conn("recording an event", move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO order_events
-                 (trace_id, sk, order_name, epoch, event, run_id, detail, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    event.trace_id.as_str(),
-                    event.sk(),
-                    event.order_name,
-                    event.epoch_ms as i64,
-                    event.event,
-                    event.run_id.as_str(),
-                    event.detail.to_string(),
-                    expires_at as i64
-                ],
-            )
-            .map_err(|e| backend("recording an event", e))?;
+    async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        let ttl = self.event_ttl_ms;
+        self.with_conn("recording events", move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(|e| backend("recording events", e))?;
+            for event in &events {
+                tx.execute(
+                    "INSERT OR REPLACE INTO order_events
+                     (trace_id, sk, order_name, epoch, event, run_id, detail, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        event.trace_id.as_str(),
+                        event.sk(),
+                        event.order_name,
+                        event.epoch_ms as i64,
+                        event.event,
+                        event.run_id.as_str(),
+                        event.detail.to_string(),
+                        (event.epoch_ms + ttl) as i64
+                    ],
+                )
+                .map_err(|e| backend("recording an event", e))?;
+            }
+            tx.commit().map_err(|e| backend("recording events", e))?;
             Ok(())
         })
         .await

@@ -83,7 +83,7 @@ impl Engine {
             orders[index] = match self.move_order(&orders[index], &change).await? {
                 Moved::Applied(updated) => {
                     let detail = serde_json::json!({ "reason": reason });
-                    self.record_event(&updated, status.as_str(), detail).await;
+                    self.record_event(&updated, status.as_str(), detail);
                     updated
                 }
                 Moved::Lost(current) => current,
@@ -256,7 +256,7 @@ impl Engine {
             return Ok(match self.move_order(&order, &change).await? {
                 Moved::Applied(updated) => {
                     let detail = serde_json::json!({ "reason": updated.reason });
-                    self.record_event(&updated, "failed", detail).await;
+                    self.record_event(&updated, "failed", detail);
                     updated
                 }
                 Moved::Lost(current) => current,
@@ -269,7 +269,7 @@ impl Engine {
             Moved::Applied(updated) => {
                 tracing::info!(order_num = %order.plan.order_num, %attempt, target = %order.plan.execution_target, "order dispatched");
                 let detail = serde_json::json!({ "attempt": attempt, "target": order.plan.execution_target.to_string() });
-                self.record_event(&updated, "dispatched", detail).await;
+                self.record_event(&updated, "dispatched", detail);
                 Ok(updated)
             }
             // Its result was applied already (a very fast worker): fine.

@@ -48,6 +48,8 @@ impl Engine {
             cut_by_deadline,
         );
         let doc = done_document(run_id, status, &orders);
+        // The orders' events are recorded before the done document that ends the run.
+        self.write_events().await;
 
         let first = match self
             .ports
@@ -69,9 +71,8 @@ impl Engine {
                 run_id: run_id.clone(),
                 detail: serde_json::json!({ "status": status, "summary": doc.summary }),
             };
-            if let Err(error) = self.ports.orders.put_event(&event).await {
-                tracing::warn!(%error, "could not record the completed event");
-            }
+            self.record(event);
+            self.write_events().await;
             tracing::info!(%status, "run finalized");
             self.update_pr_comment(&orders, Some(status)).await;
         }
@@ -114,7 +115,7 @@ impl Engine {
             match self.move_order(&current, &change).await? {
                 Moved::Applied(updated) => {
                     let detail = serde_json::json!({ "reason": reason });
-                    self.record_event(&updated, status.as_str(), detail).await;
+                    self.record_event(&updated, status.as_str(), detail);
                     return Ok(updated);
                 }
                 Moved::Lost(moved) => current = moved,

@@ -14,9 +14,10 @@ pub mod finalize;
 pub mod lock;
 pub mod read_state;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use sluice_contract::{JobStatus, RunId};
+use sluice_contract::{AttemptId, JobStatus, OrderNum, RunId};
 use tracing::Instrument;
 
 use crate::engine::{Engine, millis};
@@ -29,6 +30,15 @@ use lock::{LockAttempt, Release};
 /// wait: about 0.5 + 1 + 2 + 4 s at most, far inside the lock's lease.
 const PASS_RETRIES: u32 = 4;
 const PASS_RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// The results a notification named: `(order, attempt)` of each.
+pub type Arrivals = HashSet<(OrderNum, AttemptId)>;
+
+/// What the first step of an invocation knows: the lock is fresh, and which results the
+/// notifications that woke it named (`None`: unknown, list them).
+struct FirstStep {
+    arrived: Option<Arrivals>,
+}
 
 /// What [`Engine::move_order`] found.
 #[derive(Debug)]
@@ -64,13 +74,38 @@ pub enum Outcome {
 }
 
 impl Engine {
-    /// Advances `run_id` as far as it can go now (see the module docs).
+    /// Advances `run_id` as far as it can go now (see the module docs), finding the
+    /// results that arrived by listing the run's callbacks.
     ///
     /// # Errors
     ///
     /// [`EngineError::Store`] when a backend fails; the lock is then released (dirty) so the
     /// next event retries from the tables.
     pub async fn orchestrate(&self, run_id: &RunId) -> Result<Outcome, EngineError> {
+        self.orchestrate_with(run_id, None).await
+    }
+
+    /// Advances `run_id` woken by the notifications of `arrived` (its results' keys): the
+    /// first step reads those results without listing the run's callbacks. Any other result
+    /// is read all the same: its own notification runs a pass, or, when a pass held the
+    /// lock, marked it dirty, and every step after the first lists.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::orchestrate`].
+    pub async fn orchestrate_notified(
+        &self,
+        run_id: &RunId,
+        arrived: Arrivals,
+    ) -> Result<Outcome, EngineError> {
+        self.orchestrate_with(run_id, Some(arrived)).await
+    }
+
+    async fn orchestrate_with(
+        &self,
+        run_id: &RunId,
+        arrived: Option<Arrivals>,
+    ) -> Result<Outcome, EngineError> {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
         async {
@@ -79,7 +114,7 @@ impl Engine {
                 LockAttempt::Deferred => return Ok(Outcome::Deferred),
                 LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
             }
-            match self.hold_and_advance(run_id, &owner).await {
+            match self.hold_and_advance(run_id, &owner, arrived).await {
                 Ok(outcome) => Ok(outcome),
                 Err(error) => {
                     // Give the lock back so the next event can retry at once rather than after
@@ -140,10 +175,15 @@ impl Engine {
     /// lease (thousands of results to apply, hundreds of orders to start). Should the lease
     /// be lost all the same, the pass stops where it is — as a crash would, which every step
     /// is written to survive — since another invocation owns the run now.
-    async fn hold_and_advance(&self, run_id: &RunId, owner: &str) -> Result<Outcome, EngineError> {
+    async fn hold_and_advance(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        arrived: Option<Arrivals>,
+    ) -> Result<Outcome, EngineError> {
         tokio::select! {
             biased;
-            outcome = self.advance_until_settled(run_id, owner) => outcome,
+            outcome = self.advance_until_settled(run_id, owner, arrived) => outcome,
             () = self.keep_lease(run_id, owner) => {
                 tracing::warn!("the lease was lost during the pass; another invocation took over");
                 Ok(Outcome::LostLock)
@@ -181,12 +221,25 @@ impl Engine {
         &self,
         run_id: &RunId,
         owner: &str,
+        arrived: Option<Arrivals>,
     ) -> Result<Outcome, EngineError> {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
         let mut backoff = Backoff::new(PASS_RETRY_FIRST, PASS_RETRIES);
+        // The lock was just acquired with a whole lease: the first step need not renew it.
+        // Only the first step may trust the notifications for what arrived.
+        let mut first = Some(arrived);
         loop {
-            match self.advance_once(run_id, owner, &mut commented).await {
+            let step = match first.take() {
+                Some(arrived) => {
+                    let first_step = FirstStep { arrived };
+                    self.advance_once(run_id, owner, Some(first_step), &mut commented)
+                        .await
+                }
+                None => self.advance_once(run_id, owner, None, &mut commented).await,
+            };
+            self.write_events().await;
+            match step {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => backoff.reset(PASS_RETRIES),
                 Err(error) if error.kind() == ErrorKind::Transient => {
@@ -201,23 +254,31 @@ impl Engine {
         }
     }
 
-    /// One step: renew the lease, read, evaluate and dispatch, finalize or release. `None`
-    /// when an event arrived meanwhile and the loop must go round again.
+    /// One step: renew the lease (not in the first step, which has just taken it), read,
+    /// evaluate and dispatch, finalize or release. `None` when an event arrived meanwhile
+    /// and the loop must go round again.
     async fn advance_once(
         &self,
         run_id: &RunId,
         owner: &str,
+        first: Option<FirstStep>,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
     ) -> Result<Option<Outcome>, EngineError> {
-        match self.renew_lease(run_id, owner).await {
-            Ok(()) => {}
-            Err(StoreError::ConditionFailed { .. }) => {
-                tracing::warn!("lease expired while working; another invocation took over");
-                return Ok(Some(Outcome::LostLock));
+        let arrived = match first {
+            Some(first) => first.arrived,
+            None => {
+                match self.renew_lease(run_id, owner).await {
+                    Ok(()) => {}
+                    Err(StoreError::ConditionFailed { .. }) => {
+                        tracing::warn!("lease expired while working; another invocation took over");
+                        return Ok(Some(Outcome::LostLock));
+                    }
+                    Err(other) => return Err(other.into()),
+                }
+                None
             }
-            Err(other) => return Err(other.into()),
-        }
-        let orders = self.read_state(run_id).await?;
+        };
+        let orders = self.read_state(run_id, arrived.as_ref()).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }

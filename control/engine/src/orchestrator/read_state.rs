@@ -7,34 +7,45 @@
 //! result is a conditional transition, so a result that arrives twice, or late after a
 //! timeout, never changes a terminal status.
 
-use std::collections::HashSet;
-
 use sluice_contract::events::OrderEmitted;
 use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
-use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
+use sluice_contract::{OrderStatus, RunId, keys};
 
-use super::Moved;
+use super::{Arrivals, Moved};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderRecord, Transition};
 
 impl Engine {
-    /// Reads the run's orders and applies the results that arrived (see the module docs).
+    /// Reads the run's orders and applies the results that arrived (see the module docs):
+    /// those `known` names, or, when it is `None`, those a LIST of the run's callbacks
+    /// finds.
     ///
     /// # Errors
     ///
     /// A backend failure.
-    pub async fn read_state(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, EngineError> {
+    pub async fn read_state(
+        &self,
+        run_id: &RunId,
+        known: Option<&Arrivals>,
+    ) -> Result<Vec<OrderRecord>, EngineError> {
         let mut orders = self.ports.orders.run_orders(run_id).await?;
-        let arrived: HashSet<(OrderNum, AttemptId)> = self
-            .ports
-            .internal
-            .list(&keys::run_callbacks(run_id))
-            .await?
-            .iter()
-            .filter_map(|key| keys::parse_result(key))
-            .map(|key| (key.order_num, key.attempt))
-            .collect();
+        let listed;
+        let arrived = match known {
+            Some(known) => known,
+            None => {
+                listed = self
+                    .ports
+                    .internal
+                    .list(&keys::run_callbacks(run_id))
+                    .await?
+                    .iter()
+                    .filter_map(|key| keys::parse_result(key))
+                    .map(|key| (key.order_num, key.attempt))
+                    .collect();
+                &listed
+            }
+        };
         for order in orders.iter_mut() {
             let waiting = matches!(
                 order.status,
@@ -115,9 +126,8 @@ impl Engine {
         match self.move_order(order, &change).await? {
             Moved::Applied(updated) => {
                 tracing::info!(order_num = %order.plan.order_num, status = %updated.status, "order finished");
-                self.record_emitted(&updated, emitted).await;
-                self.record_event(&updated, updated.status.as_str(), detail)
-                    .await;
+                self.record_emitted(&updated, emitted);
+                self.record_event(&updated, updated.status.as_str(), detail);
                 Ok(updated)
             }
             // Someone else applied it (or the job timed it out) first: theirs stands.
@@ -128,7 +138,7 @@ impl Engine {
     /// Records the events an order emitted (carried in its result) as `emitted:<kind>` rows.
     /// Their times are made strictly increasing, so two events of one millisecond keep
     /// distinct keys and their order.
-    async fn record_emitted(&self, order: &OrderRecord, emitted: Vec<OrderEmitted>) {
+    fn record_emitted(&self, order: &OrderRecord, emitted: Vec<OrderEmitted>) {
         let mut last_ms = 0;
         for event in emitted {
             let at_ms = event
@@ -137,39 +147,30 @@ impl Engine {
                 .max(last_ms + 1);
             last_ms = at_ms;
             let detail = serde_json::json!({ "message": event.message, "data": event.data });
-            self.put_event_row(order, at_ms, &format!("emitted:{}", event.kind), detail)
-                .await;
+            self.record_event_at(order, at_ms, &format!("emitted:{}", event.kind), detail);
         }
     }
 
-    /// Records an order event; a failure is logged, never fatal (events are for humans).
-    pub(crate) async fn record_event(
-        &self,
-        order: &OrderRecord,
-        event: &str,
-        detail: serde_json::Value,
-    ) {
-        self.put_event_row(order, self.now_ms(), event, detail)
-            .await;
+    /// Records an order event, written with the rest of the step's (see
+    /// [`Engine::write_events`]).
+    pub(crate) fn record_event(&self, order: &OrderRecord, event: &str, detail: serde_json::Value) {
+        self.record_event_at(order, self.now_ms(), event, detail);
     }
 
-    async fn put_event_row(
+    fn record_event_at(
         &self,
         order: &OrderRecord,
         epoch_ms: u64,
         event: &str,
         detail: serde_json::Value,
     ) {
-        let row = crate::ports::OrderEvent {
+        self.record(crate::ports::OrderEvent {
             trace_id: order.trace_id.clone(),
             order_name: order.plan.order_name.clone(),
             epoch_ms,
             event: event.to_owned(),
             run_id: order.run_id.clone(),
             detail,
-        };
-        if let Err(error) = self.ports.orders.put_event(&row).await {
-            tracing::warn!(order_num = %order.plan.order_num, %error, "could not record the {event} event");
-        }
+        });
     }
 }

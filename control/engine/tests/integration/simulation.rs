@@ -348,9 +348,9 @@ impl OrderStore for FaultyTables {
         let call = self.inner.transition(run_id, num, from, change);
         self.world.faulty("transition", call).await
     }
-    async fn put_event(&self, event: &OrderEvent) -> Result<(), StoreError> {
+    async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
         self.world
-            .faulty("put_event", self.inner.put_event(event))
+            .faulty("put_events", self.inner.put_events(events))
             .await
     }
     async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError> {
@@ -744,8 +744,11 @@ impl Sim {
                 .unwrap()
                 .push_back(key.clone());
         }
-        let run_id = keys::parse_result(&key).expect("results only").run_id;
-        let _ = self.world.invoke(self.engine.orchestrate(&run_id)).await;
+        // As the S3 event does, the notification names the result that arrived.
+        let result = keys::parse_result(&key).expect("results only");
+        let arrived = [(result.order_num, result.attempt)].into();
+        let pass = self.engine.orchestrate_notified(&result.run_id, arrived);
+        let _ = self.world.invoke(pass).await;
     }
 
     /// Runs one started worker: claim, execute, report.
