@@ -1,12 +1,13 @@
 //! init_job: validate a job, package each order, upload, queue, and wake the orchestrator.
 //!
 //! The steps, in order: validate → preflight → credentials fetched (each location once) →
-//! ids → per order (in parallel, bounded): key pair, env encrypted, bundle, upload → the
-//! run's watch → private keys stored → insert all rows (all or none) → `_job` started
+//! ids and the run's key → per order (in parallel, bounded): its key pair derived from the
+//! run's ([`crate::run_key`]), env encrypted, bundle, upload → the run's watch → the run's
+//! key stored → insert all rows (all or none) → `_job` started
 //! event → init trigger `0000/init/result.json`, whose arrival runs the
 //! orchestrator for the first time. Bundles are uploaded before rows are inserted so that a
 //! dispatched order always finds its bundle; a failure before the insert leaves no queued
-//! orders behind. The watch is started before the keys and rows exist, so neither exists
+//! orders behind. The watch is started before the key and rows exist, so neither exists
 //! without one: it runs the first pass itself should the trigger's notification be lost,
 //! and every later one nothing else starts, and when no rows came (init failed or died) it
 //! deletes the keys. Once the rows are in, init succeeds: a failure to write the started
@@ -29,13 +30,14 @@ use sluice_contract::{
 use tracing::Instrument;
 
 use crate::blocking::run_blocking;
-use crate::bundle::{self, BundleError, BundleInput, CodeInput, OrderKey};
+use crate::bundle::{self, BundleError, BundleInput, CodeInput};
 use crate::code::{CodeError, CodePlan};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
 use crate::retry::{Backoff, while_transient};
+use crate::run_key::RunKey;
 
 /// What init_job answers (the body of the 200 response on AWS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,8 +136,10 @@ impl Engine {
         let trace_id = TraceId::generate();
         let flow_id = flow_id(&valid.username, &trace_id, &valid.flow_label);
         let now = self.now_ms();
+        let run_key = RunKey::generate();
         let ids = RunIds {
             run_id: &run_id,
+            run_key: &run_key,
             submitter: &submitter,
             trace_id: &trace_id,
             flow_id: &flow_id,
@@ -179,7 +183,7 @@ impl Engine {
             .zip(envs)
             .map(|((order, code), env)| self.package_order(ids, order, code, env))
             .collect();
-        let packaged: Vec<Packaged> = stream::iter(packaging)
+        let packaged: Vec<OrderRecord> = stream::iter(packaging)
             .buffered(PACKAGING_PARALLELISM)
             .try_collect()
             .await?;
@@ -241,20 +245,16 @@ impl Engine {
         Ok(Queued::New)
     }
 
-    /// Stores the orders' keys and inserts their rows; returns the rows.
+    /// Stores the run's key and inserts the rows (all or none); returns the rows.
     async fn store_rows(
         &self,
-        packaged: Vec<Packaged>,
+        mut records: Vec<OrderRecord>,
         ids: &RunIds<'_>,
     ) -> Result<Vec<OrderRecord>, EngineError> {
-        let storing: Vec<_> = packaged
-            .into_iter()
-            .map(|order| self.store_key(order))
-            .collect();
-        let records: Vec<OrderRecord> = stream::iter(storing)
-            .buffered(PACKAGING_PARALLELISM)
-            .try_collect()
-            .await?;
+        let key_path = self.store_run_key(ids).await?;
+        for record in &mut records {
+            record.key_path.clone_from(&key_path);
+        }
         if let Err(error) = self.ports.orders.insert_orders(&records).await {
             // A write that timed out may have landed all the same: then the run exists.
             let landed = self
@@ -339,23 +339,19 @@ impl Engine {
             .map_err(|error| EngineError::Start(Box::new(error)))
     }
 
-    /// Stores an order's private key and records where; a transient failure is tried again
-    /// (storing the same key twice is harmless).
-    async fn store_key(&self, order: Packaged) -> Result<OrderRecord, EngineError> {
-        let Packaged { mut record, secret } = order;
-        record.key_path = while_transient(
+    /// Stores the run's key (under order `0000`) and returns where; a transient failure is
+    /// tried again (storing the same key twice is harmless).
+    async fn store_run_key(&self, ids: &RunIds<'_>) -> Result<String, EngineError> {
+        let stored = ids.run_key.stored();
+        let path = while_transient(
             self.ports.clock.as_ref(),
             Backoff::new(STORE_RETRY_FIRST, STORE_RETRIES),
-            "storing an order's key",
+            "storing the run's key",
             StoreError::kind,
-            || {
-                self.ports
-                    .keys
-                    .put_key(&record.run_id, record.plan.order_num, &secret)
-            },
+            || self.ports.keys.put_key(ids.run_id, OrderNum::INIT, stored),
         )
         .await?;
-        Ok(record)
+        Ok(path)
     }
 
     /// Writes `bytes` at `key` of the internal store, trying a transient failure again.
@@ -376,7 +372,7 @@ impl Engine {
         order: &ValidOrder,
         code: CodeInput,
         env: OrderEnv,
-    ) -> Result<Packaged, EngineError> {
+    ) -> Result<OrderRecord, EngineError> {
         let run_id = ids.run_id;
         let order_num = order.plan.order_num;
         let bundle_error = |cause: CodeError| EngineError::Bundle {
@@ -384,7 +380,7 @@ impl Engine {
             order_name: order.plan.order_name.clone(),
             cause,
         };
-        let key = OrderKey::generate();
+        let key = ids.run_key.order_key(run_id, order_num);
         let mut recipients = vec![key.recipient.clone()];
         recipients.extend(order.sops_key.iter().cloned());
 
@@ -446,10 +442,7 @@ impl Engine {
             reason: None,
             pr: ids.job.pr.clone(),
         };
-        Ok(Packaged {
-            record,
-            secret: key.secret,
-        })
+        Ok(record)
     }
 }
 
@@ -547,16 +540,10 @@ fn submission_record(submitter: &str, key: &str) -> String {
     keys::idempotency(&hex)
 }
 
-/// An order packaged and uploaded, its private key not stored yet.
-struct Packaged {
-    /// Its row, without the key's path.
-    record: OrderRecord,
-    /// Its private key.
-    secret: String,
-}
-
 struct RunIds<'a> {
     run_id: &'a RunId,
+    /// What the orders' keys are derived from (stored once, with the rows).
+    run_key: &'a RunKey,
     /// Whose idempotency keys the submission's is among ([`submitter`]).
     submitter: &'a str,
     trace_id: &'a TraceId,

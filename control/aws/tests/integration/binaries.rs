@@ -282,7 +282,11 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
         "claim_check_url": presign(Presigned::Get, claim).await,
         "log_url": presign(Presigned::Put, order.log_key.clone()).await,
         "callback_url": presign(Presigned::PutIfAbsent, result.clone()).await,
-        "identity": engine.ports.keys.get_key(&order.key_path).await.unwrap(),
+        "identity": sluice_engine::run_key::order_identity(
+            &engine.ports.keys.get_key(&order.key_path).await.unwrap(),
+            &run_id,
+            first,
+        ),
     });
     // Logging everything: the Lambda runtime's own tracing (which logs whole events) stays
     // at info, so nothing of the payload — its signatures, the order's identity — is logged.

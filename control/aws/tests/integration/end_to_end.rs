@@ -167,7 +167,7 @@ async fn a_job_whose_watch_cannot_start_is_refused_and_leaves_nothing() {
             .is_empty()
     );
     let key_path = format!(
-        "{}/sops-keys/{}/0001",
+        "{}/sops-keys/{}/0000",
         cloud.settings.ssm_prefix, start.run_id
     );
     let keys = engine.ports.keys.get_key(&key_path);
@@ -246,8 +246,8 @@ async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
     let counted = cloud.calls.snapshot();
     assert_eq!(
         counted[&("ssm", "GetParameter")],
-        3,
-        "one for the credential, one per order for its worker's key"
+        2,
+        "one for the credential, one for the run key both orders' keys derive from"
     );
     assert_eq!(counted[&("secretsmanager", "GetSecretValue")], 1);
 
@@ -427,6 +427,15 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
             let calls = cloud.calls.total() as f64 / n as f64;
             println!(
                 "{shape} {n}: {calls:.1} AWS calls per order\n{}",
+                cloud.calls
+            );
+            // Where the figures stand (docs/aws.md), with room for how passes meet on the
+            // lock; before one watch per run, batched events, notified results and run
+            // keys, wide runs cost 17.6 to 19.8 calls per order.
+            let bound = if chain { 20.0 } else { 16.0 };
+            assert!(
+                calls <= bound,
+                "{shape} {n}: {calls:.1} AWS calls per order, more than {bound}\n{}",
                 cloud.calls
             );
             per_order.push((shape, n, calls));

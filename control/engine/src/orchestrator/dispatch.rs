@@ -1,8 +1,9 @@
 //! dispatch: fail what cannot run, start what can, and retry starts that were interrupted.
 //!
 //! Starting an order is idempotent: `queued → dispatching` is a conditional write that also
-//! records a fresh attempt id, then the attempt's payload is made (the order's key read, a
-//! presigned URL minted for each object the attempt touches: workers hold no credentials),
+//! records a fresh attempt id, then the attempt's payload is made (the order's key derived
+//! from the run's, read once per pass — see [`crate::run_key`] — and a presigned URL
+//! minted for each object the attempt touches: workers hold no credentials),
 //! then the worker is started (the run's watch, started before the run's rows, watches
 //! it: nothing runs unwatched), then `dispatching → running`. An order found `dispatching`
 //! longer than the dispatch lease (its orchestrator crashed mid-start) is started again with
@@ -25,6 +26,10 @@ use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{DispatchError, OrderRecord, Presigned, Transition};
 use crate::retry::{Backoff, while_transient};
+use crate::run_key::order_identity;
+
+/// The keys a pass read, by path: the stored value, or why it could not be read.
+type StoredKeys = std::collections::HashMap<String, Result<String, StoreError>>;
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
 const START_RETRIES: u32 = 2;
@@ -101,10 +106,14 @@ impl Engine {
                 stale.then_some((i, true))
             }))
             .collect();
+        let stored_keys = self
+            .read_keys(to_start.iter().map(|(index, _)| &orders[*index]))
+            .await;
+        let stored_keys = &stored_keys;
         let started: Vec<(usize, Result<OrderRecord, EngineError>)> = stream::iter(to_start)
             .map(|(index, retry)| {
                 let order = orders[index].clone();
-                async move { (index, self.start_order(order, retry).await) }
+                async move { (index, self.start_order(order, retry, stored_keys).await) }
             })
             .buffer_unordered(self.config.dispatch_parallelism.max(1))
             .collect()
@@ -115,6 +124,27 @@ impl Engine {
             failed_to_start |= orders[index].status.is_terminal();
         }
         Ok((orders, failed_to_start))
+    }
+
+    /// Reads, once each, the keys the orders to start are derived from (one run key for a
+    /// run queued since run keys; an order's own key for one queued before). A key that
+    /// cannot be read is kept as its error, and fails only the orders that need it.
+    async fn read_keys<'o>(&self, orders: impl Iterator<Item = &'o OrderRecord>) -> StoredKeys {
+        let paths: std::collections::BTreeSet<&str> =
+            orders.map(|order| order.key_path.as_str()).collect();
+        let mut stored = StoredKeys::new();
+        for path in paths {
+            let read = while_transient(
+                self.ports.clock.as_ref(),
+                Backoff::new(START_RETRY_FIRST, START_RETRIES),
+                "reading a run's key",
+                StoreError::kind,
+                || self.ports.keys.get_key(path),
+            )
+            .await;
+            stored.insert(path.to_owned(), read);
+        }
+        stored
     }
 
     /// Starts the worker, retrying a transient failure a few times. The run's watch,
@@ -160,6 +190,7 @@ impl Engine {
         order: &OrderRecord,
         attempt: &AttemptId,
         now: u64,
+        stored_keys: &StoredKeys,
     ) -> Result<DispatchPayload, DispatchError> {
         let failed = |kind, message: String| DispatchError {
             kind,
@@ -181,21 +212,18 @@ impl Engine {
             url.map(Capability::new)
                 .map_err(|e| failed(e.kind(), format!("presigning its URLs: {e}")))
         };
-        let identity = while_transient(
-            self.ports.clock.as_ref(),
-            Backoff::new(START_RETRY_FIRST, START_RETRIES),
-            "reading an order's key",
-            StoreError::kind,
-            || self.ports.keys.get_key(&order.key_path),
-        )
-        .await
-        .map_err(|e| {
-            let kind = e.kind();
-            failed(
-                kind,
-                format!("its key {} cannot be read: {e}", order.key_path),
-            )
-        })?;
+        let stored = match stored_keys.get(&order.key_path) {
+            Some(Ok(stored)) => stored,
+            Some(Err(e)) => {
+                let message = format!("its key {} cannot be read: {e}", order.key_path);
+                return Err(failed(e.kind(), message));
+            }
+            None => {
+                let message = format!("its key {} was not read", order.key_path);
+                return Err(failed(ErrorKind::Transient, message));
+            }
+        };
+        let identity = order_identity(stored, run_id, num);
         Ok(DispatchPayload {
             run_id: run_id.clone(),
             order_num: num,
@@ -215,6 +243,7 @@ impl Engine {
         &self,
         order: OrderRecord,
         retry: bool,
+        stored_keys: &StoredKeys,
     ) -> Result<OrderRecord, EngineError> {
         let now = self.now_ms();
         let order = if retry {
@@ -233,7 +262,10 @@ impl Engine {
         };
         let attempt = order.attempt.clone().unwrap_or_else(AttemptId::generate);
 
-        let started = match self.attempt_payload(&order, &attempt, now).await {
+        let started = match self
+            .attempt_payload(&order, &attempt, now, stored_keys)
+            .await
+        {
             Ok(payload) => self.start_worker(&order, &payload).await,
             Err(error) => Err(error),
         };

@@ -593,14 +593,23 @@ async fn every_dispatch_carries_the_attempts_own_urls_and_the_orders_identity() 
         .get_order(&run, num)
         .await
         .unwrap();
-    let key = setup
+    let stored = setup
         .engine
         .ports
         .keys
         .get_key(&row.key_path)
         .await
         .unwrap();
-    assert_eq!(payload.identity.expose(), key, "the order's own identity");
+    assert_eq!(
+        payload.identity.expose(),
+        sluice_engine::run_key::order_identity(&stored, &run, num),
+        "the order's own identity"
+    );
+    assert!(
+        !stored.contains(payload.identity.expose()) && !payload.identity.expose().contains(&stored),
+        "the worker gets its order's key, never the run's it is derived from"
+    );
+    assert!(payload.identity.expose().starts_with("AGE-SECRET-KEY-1"));
 }
 
 #[tokio::test]
