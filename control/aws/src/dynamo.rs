@@ -531,10 +531,20 @@ impl OrderStore for DynamoOrderStore {
             .expression_attribute_values(":lease", AttributeValue::N(lease_until_ms.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match acquired {
-            Ok(_) => Ok(AcquireOutcome::Acquired),
+            Ok(answer) => {
+                // Taken over from an expired holder, or left dirty: wake-ups may be unread.
+                let old = answer.attributes.unwrap_or_default();
+                let was_held = (old.get("status").and_then(|v| v.as_s().ok()))
+                    .is_some_and(|status| status == LockStatus::Held.as_str());
+                let was_dirty = matches!(old.get("dirty"), Some(AttributeValue::Bool(true)));
+                Ok(AcquireOutcome::Acquired {
+                    missed: was_held || was_dirty,
+                })
+            }
             Err(e) if is_condition_failure(&e) => Ok(if self.lock_completed(run_id).await? {
                 AcquireOutcome::Completed
             } else {
@@ -544,7 +554,11 @@ impl OrderStore for DynamoOrderStore {
         }
     }
 
-    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError> {
+    async fn mark_dirty(
+        &self,
+        run_id: &RunId,
+        now_ms: u64,
+    ) -> Result<MarkDirtyOutcome, StoreError> {
         self.calls.count(SERVICE, "UpdateItem");
         let marked = self
             .client
@@ -552,10 +566,11 @@ impl OrderStore for DynamoOrderStore {
             .table_name(&self.locks_table)
             .key(LOCKS_PARTITION, lock_pk(run_id))
             .update_expression("SET dirty = :true")
-            .condition_expression("#status = :held")
+            .condition_expression("#status = :held AND lease_until >= :now")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
             .send()
             .await;
         match marked {

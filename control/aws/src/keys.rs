@@ -1,6 +1,8 @@
-//! [`SsmKeyStore`]: per-order private age keys as SSM SecureString parameters,
-//! `<prefix>/sops-keys/<run_id>/<order_num>`, written by init-job, read by the orchestrator
-//! when it dispatches an attempt (workers read none: the identity comes with the dispatch),
+//! [`SsmKeyStore`]: a run's key (each order's age key is derived from it, see
+//! `sluice_engine::run_key`) as an SSM SecureString parameter,
+//! `<prefix>/sops-keys/<run_id>/0000` (`…/<order_num>` for each order in runs queued
+//! before run keys), written by init-job, read by the control plane when a step starts
+//! orders (workers read none: their order's identity comes with the dispatch),
 //! and the keys of CodeBuild tickets (`<prefix>/sops-keys/<run_id>/tickets/<order_num>/…`),
 //! all deleted when the run is finalized.
 

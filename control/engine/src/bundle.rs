@@ -12,7 +12,6 @@ use std::io::{self, Cursor, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use age::secrecy::ExposeSecret;
 use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE,
 };
@@ -47,8 +46,7 @@ pub struct BundleInput {
     pub code: CodeInput,
 }
 
-/// A freshly generated per-order age key pair.
-#[derive(Debug)]
+/// An order's age key pair (its `Debug` shows the recipient only).
 pub struct OrderKey {
     /// The private key, `AGE-SECRET-KEY-1...`.
     pub secret: String,
@@ -56,9 +54,19 @@ pub struct OrderKey {
     pub recipient: String,
 }
 
+impl std::fmt::Debug for OrderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderKey")
+            .field("recipient", &self.recipient)
+            .finish_non_exhaustive()
+    }
+}
+
 impl OrderKey {
-    /// Generates a key pair.
+    /// Generates a key pair (as runs queued before run keys stored one per order).
+    #[cfg(test)]
     pub fn generate() -> Self {
+        use age::secrecy::ExposeSecret;
         let identity = age::x25519::Identity::generate();
         OrderKey {
             secret: identity.to_string().expose_secret().to_owned(),

@@ -11,7 +11,9 @@
 //! read by the orchestrator, and deleted at finalize with the rest of the run's keys.
 //!
 //! A stored value without the [`RunKey`] prefix is an order's own key, as runs queued
-//! before this scheme stored them; it is handed over as it is.
+//! before this scheme stored them; it is handed over as it is, but only when it is one
+//! (`AGE-SECRET-KEY-1…` that age reads): anything else — a run key of a later format, say —
+//! is refused rather than handed to a worker.
 
 use age::secrecy::ExposeSecret;
 use bech32::{Bech32, Hrp};
@@ -68,13 +70,28 @@ impl RunKey {
 /// The private key to hand `order_num`'s worker, from the value stored at the order's
 /// key path: derived from a run key, or, for a run queued before run keys, the order's
 /// own key as stored.
-pub fn order_identity(stored: &str, run_id: &RunId, order_num: OrderNum) -> String {
+///
+/// # Errors
+///
+/// [`UnknownKey`] when the value is neither (it is not handed to anyone).
+pub fn order_identity(
+    stored: &str,
+    run_id: &RunId,
+    order_num: OrderNum,
+) -> Result<String, UnknownKey> {
     if stored.starts_with(PREFIX) {
-        derive(stored, run_id, order_num)
-    } else {
-        stored.to_owned()
+        return Ok(derive(stored, run_id, order_num));
     }
+    if stored.starts_with("AGE-SECRET-KEY-1") && stored.parse::<age::x25519::Identity>().is_ok() {
+        return Ok(stored.to_owned());
+    }
+    Err(UnknownKey)
 }
+
+/// A stored key that is neither a run key nor an order's own age key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the stored key is neither a run key nor an age identity")]
+pub struct UnknownKey;
 
 /// `AGE-SECRET-KEY-1...` of the 32 bytes HKDF draws for the order.
 fn derive(stored: &str, run_id: &RunId, order_num: OrderNum) -> String {
@@ -130,8 +147,21 @@ mod tests {
         writer.write_all(b"{\"TOKEN\":\"t\"}").unwrap();
         writer.finish().unwrap();
 
-        let handed = order_identity(key.stored(), &run, OrderNum::from_index(2));
+        let handed = order_identity(key.stored(), &run, OrderNum::from_index(2)).unwrap();
         assert_eq!(handed, order.secret);
+        // A sibling's key cannot open it.
+        let sibling: age::x25519::Identity = key
+            .order_key(&run, OrderNum::from_index(3))
+            .secret
+            .parse()
+            .unwrap();
+        let refused = age::Decryptor::new(&sealed[..])
+            .unwrap()
+            .decrypt(std::iter::once(&sibling as &dyn age::Identity));
+        assert!(
+            refused.is_err(),
+            "a sibling order's key opens nothing of this one"
+        );
         let identity: age::x25519::Identity = handed.parse().unwrap();
         let decryptor = age::Decryptor::new(&sealed[..]).unwrap();
         let mut plain = String::new();
@@ -149,7 +179,20 @@ mod tests {
         let run = RunId::generate();
         assert_eq!(
             order_identity(&own.secret, &run, OrderNum::from_index(0)),
-            own.secret
+            Ok(own.secret)
         );
+    }
+
+    #[test]
+    fn a_stored_value_of_another_kind_is_handed_to_nobody() {
+        let run = RunId::generate();
+        let later = format!("sluice-run-key-v2:{}", OrderKey::generate().secret);
+        for stored in [later.as_str(), "", "AGE-SECRET-KEY-1NOTBECH32", "hunter2"] {
+            assert_eq!(
+                order_identity(stored, &run, OrderNum::from_index(0)),
+                Err(UnknownKey),
+                "{stored}"
+            );
+        }
     }
 }

@@ -210,6 +210,21 @@ impl Engine {
             return Ok((Some(Stall::Unfinalized), now));
         }
         let mut next_ms = deadline_ms;
+        // Workers past their deadline first, whatever else stalls the run: a start that
+        // keeps failing must not keep a dead worker's order from timing out.
+        let mut stall = None;
+        for order in orders.iter().filter(|o| o.status == OrderStatus::Running) {
+            let Some(attempt) = &order.attempt else {
+                continue;
+            };
+            let deadline_ms = self.attempt_deadline(order, attempt, now).await?;
+            if now < deadline_ms {
+                next_ms = next_ms.min(deadline_ms);
+                continue;
+            }
+            self.time_out(order, attempt).await?;
+            stall = Some(Stall::WorkerOverdue);
+        }
         let lease = millis(self.config.dispatch_lease);
         for order in orders
             .iter()
@@ -217,9 +232,12 @@ impl Engine {
         {
             let retry_at = order.dispatched_at_ms.unwrap_or(0).saturating_add(lease);
             if now >= retry_at {
-                return Ok((Some(Stall::StartInterrupted), now));
+                stall = stall.or(Some(Stall::StartInterrupted));
             }
             next_ms = next_ms.min(retry_at);
+        }
+        if stall.is_some() {
+            return Ok((stall, now));
         }
         // In-flight attempts: a result of an earlier attempt is not waiting for anything.
         let in_flight: Vec<(OrderNum, Option<&AttemptId>)> = orders
@@ -247,22 +265,6 @@ impl Engine {
             .any(|key| in_flight.contains(&(key.order_num, Some(&key.attempt))));
         if waiting {
             return Ok((Some(Stall::ResultWaiting), now));
-        }
-        let mut overdue = false;
-        for order in orders.iter().filter(|o| o.status == OrderStatus::Running) {
-            let Some(attempt) = &order.attempt else {
-                continue;
-            };
-            let deadline_ms = self.attempt_deadline(order, attempt, now).await?;
-            if now < deadline_ms {
-                next_ms = next_ms.min(deadline_ms);
-                continue;
-            }
-            self.time_out(order, attempt).await?;
-            overdue = true;
-        }
-        if overdue {
-            return Ok((Some(Stall::WorkerOverdue), now));
         }
         Ok((None, next_ms))
     }

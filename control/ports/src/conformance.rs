@@ -280,13 +280,13 @@ async fn lock_suite(store: &dyn OrderStore) {
     let run = RunId::generate();
     assert_eq!(store.lock_state(&run).await.unwrap(), None);
     assert_eq!(
-        store.mark_dirty(&run).await.unwrap(),
+        store.mark_dirty(&run, 100).await.unwrap(),
         MarkDirtyOutcome::NotHeld,
         "nobody holds an absent lock"
     );
     assert_eq!(
         store.acquire_lock(&run, "a", 100, 200).await.unwrap(),
-        AcquireOutcome::Acquired
+        AcquireOutcome::Acquired { missed: false }
     );
     assert_eq!(
         store.acquire_lock(&run, "b", 150, 250).await.unwrap(),
@@ -294,7 +294,7 @@ async fn lock_suite(store: &dyn OrderStore) {
         "a live lease holds"
     );
     assert_eq!(
-        store.mark_dirty(&run).await.unwrap(),
+        store.mark_dirty(&run, 150).await.unwrap(),
         MarkDirtyOutcome::Marked
     );
     let err = store.release_lock(&run, "a").await.unwrap_err();
@@ -323,13 +323,13 @@ async fn lock_suite(store: &dyn OrderStore) {
 
     assert_eq!(
         store.acquire_lock(&run, "b", 300, 400).await.unwrap(),
-        AcquireOutcome::Acquired,
+        AcquireOutcome::Acquired { missed: false },
         "a released lock is free"
     );
     assert_eq!(
         store.acquire_lock(&run, "c", 401, 500).await.unwrap(),
-        AcquireOutcome::Acquired,
-        "an expired lease is free"
+        AcquireOutcome::Acquired { missed: true },
+        "an expired lease is free; its holder may have left wake-ups unread"
     );
     assert!(
         store
@@ -350,11 +350,29 @@ async fn lock_suite(store: &dyn OrderStore) {
         "completed is final"
     );
     assert_eq!(
-        store.mark_dirty(&run).await.unwrap(),
+        store.mark_dirty(&run, 10_000).await.unwrap(),
         MarkDirtyOutcome::Completed
     );
     assert_eq!(
         store.lock_state(&run).await.unwrap().unwrap().status,
         LockStatus::Completed
+    );
+
+    // A lock whose lease ended is not held: the caller takes it over, learning that the
+    // holder may have left wake-ups unread (as it does when the lock was marked dirty).
+    let run = RunId::generate();
+    store.acquire_lock(&run, "a", 100, 200).await.unwrap();
+    assert_eq!(
+        store.mark_dirty(&run, 201).await.unwrap(),
+        MarkDirtyOutcome::NotHeld,
+        "an ended lease holds nothing"
+    );
+    assert_eq!(
+        store.mark_dirty(&run, 150).await.unwrap(),
+        MarkDirtyOutcome::Marked
+    );
+    assert_eq!(
+        store.acquire_lock(&run, "b", 201, 300).await.unwrap(),
+        AcquireOutcome::Acquired { missed: true }
     );
 }

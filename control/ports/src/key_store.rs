@@ -1,4 +1,5 @@
-//! Where per-order private age keys are kept: SSM SecureString on AWS, 0600 files locally.
+//! Where a run's private keys are kept (its run key, tickets' keys): SSM SecureString on
+//! AWS, 0600 files locally.
 
 use std::fmt::Debug;
 
@@ -7,10 +8,11 @@ use sluice_contract::{OrderNum, RunId};
 
 use crate::StoreError;
 
-/// A store of per-order private keys.
+/// A store of private keys, by run.
 #[async_trait]
 pub trait KeyStore: Send + Sync + Debug {
-    /// Stores an order's private key and returns the path a worker fetches it from.
+    /// Stores a private key of `run_id` (its run key under order `0000`) and returns the
+    /// path [`KeyStore::get_key`] reads it from (the control plane's; no worker reads it).
     async fn put_key(
         &self,
         run_id: &RunId,

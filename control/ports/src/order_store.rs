@@ -195,8 +195,13 @@ impl OrderEvent {
 /// What [`OrderStore::acquire_lock`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcquireOutcome {
-    /// The caller holds the lock now.
-    Acquired,
+    /// The caller holds the lock now. `missed`: it was taken over from a holder whose lease
+    /// expired, or found marked dirty, so results may have arrived that no pass has read
+    /// (the caller then looks for them all rather than trusting its own notification).
+    Acquired {
+        /// Whether wake-ups may have been missed.
+        missed: bool,
+    },
     /// Another owner holds it and its lease has not expired.
     Held,
     /// The run was finalized; there is nothing left to do.
@@ -330,8 +335,11 @@ pub trait OrderStore: Send + Sync + Debug {
         lease_until_ms: u64,
     ) -> Result<AcquireOutcome, StoreError>;
 
-    /// Sets `dirty` on a held lock, so its holder loops once more before releasing.
-    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError>;
+    /// Sets `dirty` on a lock held with a lease that lasts past `now_ms`, so its holder
+    /// loops once more before releasing. A lock whose lease ended is not held: its holder
+    /// crashed or gave it back, and the caller takes it over instead.
+    async fn mark_dirty(&self, run_id: &RunId, now_ms: u64)
+    -> Result<MarkDirtyOutcome, StoreError>;
 
     /// Extends the holder's lease.
     ///

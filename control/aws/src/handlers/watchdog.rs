@@ -1,9 +1,10 @@
-//! watchdog-check: one step of the watchdog state machine (Task → Choice on `done` → Wait
-//! `wait_seconds` → Task). The input ([`WatchdogStep`]) is the watchdog input the
-//! dispatcher started the execution with; the output adds `done` and `wait_seconds` to it,
-//! so the next step gets the same input back. When the check asks for a kick, the orchestrator runs for the run
-//! here and now. Waits are spread by up to a tenth (at most 30 s, the same for one attempt),
-//! so the watchdogs of orders dispatched together do not all wake in the same second.
+//! watchdog-check: one check of a run's watch (Task → Choice on `done` → Wait
+//! `wait_seconds` → Task). The input ([`WatchdogStep`]) is the watch input init-job
+//! started the execution with; the output adds `done` and `wait_seconds` to it, so the
+//! next step gets the same input back. When the check asks for a kick, the orchestrator
+//! runs for the run here and now. Waits are spread by up to a tenth (at most 30 s, the same
+//! for one run), so the watches of runs submitted together do not all wake in the same
+//! second.
 //!
 //! No error of a kick ends the loop (it is logged; the next check kicks again), and a watch
 //! that lives long is handed over: the output counts the execution's checks (`checks`), and
@@ -14,7 +15,7 @@
 use serde_json::Value;
 
 /// Checks one execution makes before it hands its watch over to a new one (about 12 000
-/// history events; 1000 checks a minute apart is 16 hours).
+/// history events; 1000 checks are at least 16 hours, a minute apart at most).
 pub const CHECKS_PER_EXECUTION: u64 = 1000;
 use sluice_engine::Engine;
 use sluice_ports::WatchdogInput;
@@ -56,7 +57,7 @@ pub async fn handle(engine: &Engine, step: &WatchdogStep) -> Result<Value, anyho
         !verdict.done && checks >= CHECKS_PER_EXECUTION && hand_over(engine, input).await;
     let mut output = serde_json::to_value(input)?;
     output["done"] = (verdict.done || handed_over).into();
-    output["wait_seconds"] = jittered(verdict.wait_seconds, input.attempt.as_str()).into();
+    output["wait_seconds"] = jittered(verdict.wait_seconds, input.run_id.as_str()).into();
     output["checks"] = checks.into();
     Ok(output)
 }
@@ -80,15 +81,15 @@ async fn hand_over(engine: &Engine, input: &WatchdogInput) -> bool {
     }
 }
 
-/// `wait` plus up to a tenth of it (at most 30 s), fixed by the attempt id.
-fn jittered(wait: u64, attempt: &str) -> u64 {
+/// `wait` plus up to a tenth of it (at most 30 s), fixed by the run id.
+fn jittered(wait: u64, run_id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let spread = (wait / 10).min(30);
     if spread == 0 {
         return wait;
     }
     let mut hasher = std::hash::DefaultHasher::new();
-    attempt.hash(&mut hasher);
+    run_id.hash(&mut hasher);
     wait + hasher.finish() % (spread + 1)
 }
 
@@ -100,10 +101,10 @@ mod tests {
     fn waits_are_spread_by_at_most_a_tenth() {
         assert_eq!(jittered(5, "a"), 5, "short waits are exact");
         let waits: std::collections::BTreeSet<u64> = (0..50)
-            .map(|i| jittered(100, &format!("attempt-{i}")))
+            .map(|i| jittered(100, &format!("run-{i}")))
             .collect();
         assert!(waits.iter().all(|w| (100..=110).contains(w)), "{waits:?}");
-        assert!(waits.len() > 3, "attempts are spread: {waits:?}");
+        assert!(waits.len() > 3, "runs are spread: {waits:?}");
         assert_eq!(jittered(100, "same"), jittered(100, "same"));
         assert!(jittered(3000, "x") <= 3030);
     }

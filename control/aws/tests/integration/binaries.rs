@@ -286,7 +286,8 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
             &engine.ports.keys.get_key(&order.key_path).await.unwrap(),
             &run_id,
             first,
-        ),
+        )
+        .unwrap(),
     });
     // Logging everything: the Lambda runtime's own tracing (which logs whole events) stays
     // at info, so nothing of the payload — its signatures, the order's identity — is logged.

@@ -309,7 +309,7 @@ impl OrderStore for SqliteStore {
                         event.event,
                         event.run_id.as_str(),
                         event.detail.to_string(),
-                        (event.epoch_ms + ttl) as i64
+                        event.epoch_ms.saturating_add(ttl).min(i64::MAX as u64) as i64
                     ],
                 )
                 .map_err(|e| backend("recording an event", e))?;
@@ -375,21 +375,21 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let current: Option<(LockStatus, i64)> = tx
-                .query_row("SELECT status, lease_until FROM locks WHERE pk = ?1", params![pk], |row| {
-                    Ok((lock_status(row, 0)?, row.get(1)?))
-                })
+            let current: Option<(LockStatus, i64, bool)> = tx
+                .query_row(
+                    "SELECT status, lease_until, dirty FROM locks WHERE pk = ?1",
+                    params![pk],
+                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
+                )
                 .optional()
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let free = match &current {
-                None => true,
-                Some((LockStatus::Completed, _)) => return Ok(AcquireOutcome::Completed),
-                Some((LockStatus::Released, _)) => true,
-                Some((_, lease_until)) => (*lease_until as u64) < now_ms,
+            let missed = match &current {
+                None => false,
+                Some((LockStatus::Completed, _, _)) => return Ok(AcquireOutcome::Completed),
+                Some((LockStatus::Released, _, dirty)) => *dirty,
+                Some((_, lease_until, _)) if (*lease_until as u64) < now_ms => true,
+                Some(_) => return Ok(AcquireOutcome::Held),
             };
-            if !free {
-                return Ok(AcquireOutcome::Held);
-            }
             tx.execute(
                 "INSERT INTO locks (pk, owner, status, lease_until, dirty) VALUES (?1, ?2, 'held', ?3, 0)
                  ON CONFLICT (pk) DO UPDATE SET owner = ?2, status = 'held', lease_until = ?3, dirty = 0",
@@ -397,18 +397,23 @@ impl OrderStore for SqliteStore {
             )
             .map_err(|e| backend("acquiring a lock", e))?;
             tx.commit().map_err(|e| backend("acquiring a lock", e))?;
-            Ok(AcquireOutcome::Acquired)
+            Ok(AcquireOutcome::Acquired { missed })
         })
         .await
     }
 
-    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError> {
+    async fn mark_dirty(
+        &self,
+        run_id: &RunId,
+        now_ms: u64,
+    ) -> Result<MarkDirtyOutcome, StoreError> {
         let pk = lock_pk(run_id);
         self.with_conn("marking a lock dirty", move |conn| {
             let marked = conn
                 .execute(
-                    "UPDATE locks SET dirty = 1 WHERE pk = ?1 AND status = 'held'",
-                    params![pk],
+                    "UPDATE locks SET dirty = 1
+                     WHERE pk = ?1 AND status = 'held' AND lease_until >= ?2",
+                    params![pk, now_ms as i64],
                 )
                 .map_err(|e| backend("marking a lock dirty", e))?;
             if marked == 1 {

@@ -223,7 +223,12 @@ impl Engine {
                 return Err(failed(ErrorKind::Transient, message));
             }
         };
-        let identity = order_identity(stored, run_id, num);
+        let identity = order_identity(stored, run_id, num).map_err(|e| {
+            failed(
+                ErrorKind::Permanent,
+                format!("its key {}: {e}", order.key_path),
+            )
+        })?;
         Ok(DispatchPayload {
             run_id: run_id.clone(),
             order_num: num,

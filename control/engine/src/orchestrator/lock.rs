@@ -1,11 +1,15 @@
 //! The per-run lock protocol, over the [`OrderStore`](crate::OrderStore)'s conditional writes.
 //!
 //! Acquire: conditional on the lock being absent, released, or held with an expired lease.
-//! Held by someone else: set `dirty` on it and leave; if that finds the lock released
-//! meanwhile, try to acquire again. Release: conditional on `owner = me AND dirty = false`;
-//! when it fails because the lock is dirty, clear `dirty` and loop once more. No wake-up is
-//! lost: an event that arrives at any moment either finds the lock free (and runs) or marks
-//! it dirty before the holder's conditional release (which then fails and loops).
+//! Held by someone else with a live lease: set `dirty` on it and leave; if that finds the
+//! lock released (or its lease ended) meanwhile, try to acquire again. Release: conditional
+//! on `owner = me AND dirty = false`; when it fails because the lock is dirty, clear `dirty`
+//! and loop once more. No wake-up is lost: an event that arrives at any moment either finds
+//! the lock free (and runs) or marks it dirty before the holder's conditional release
+//! (which then fails and loops). An acquire that takes the lock over from a holder whose
+//! lease ended, or finds it dirty, says so (`missed`): that holder may have left marks
+//! unread, so the new holder looks for every result rather than its own. A holder that
+//! fails gives the lock back by ending its lease ([`abandon`]), which keeps that signal.
 
 use sluice_contract::RunId;
 
@@ -16,8 +20,11 @@ use crate::ports::{AcquireOutcome, MarkDirtyOutcome};
 /// What trying to take the lock led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockAttempt {
-    /// The caller holds the lock.
-    Acquired,
+    /// The caller holds the lock; `missed` as in [`AcquireOutcome::Acquired`].
+    Acquired {
+        /// Whether results may have arrived that no pass has read.
+        missed: bool,
+    },
     /// Another holder will process the event (lock marked dirty).
     Deferred,
     /// The run is finalized.
@@ -53,9 +60,9 @@ pub async fn acquire(
         let now = engine.now_ms();
         let lease_until = now + millis(engine.config.lock_lease);
         match store.acquire_lock(run_id, owner, now, lease_until).await? {
-            AcquireOutcome::Acquired => return Ok(LockAttempt::Acquired),
+            AcquireOutcome::Acquired { missed } => return Ok(LockAttempt::Acquired { missed }),
             AcquireOutcome::Completed => return Ok(LockAttempt::Completed),
-            AcquireOutcome::Held => match store.mark_dirty(run_id).await? {
+            AcquireOutcome::Held => match store.mark_dirty(run_id, now).await? {
                 MarkDirtyOutcome::Marked => return Ok(LockAttempt::Deferred),
                 MarkDirtyOutcome::Completed => return Ok(LockAttempt::Completed),
                 MarkDirtyOutcome::NotHeld => continue,
@@ -86,18 +93,18 @@ pub async fn release(engine: &Engine, run_id: &RunId, owner: &str) -> Result<Rel
     }
 }
 
-/// Gives the lock back after an error, whatever its dirty flag says: the caller reports the
-/// error and is retried (Lambda retries failed async invocations; the local event bus too),
-/// and the retry must find the lock free rather than wait out the lease.
+/// Gives the lock back after an error: its lease is ended now, its dirty flag kept. The
+/// caller reports the error and is retried (Lambda retries failed async invocations; the
+/// local event bus too), and the retry must find the lock free rather than wait out the
+/// lease; whoever takes it over next learns that wake-ups may be unread (an ended lease
+/// reads as a takeover), so it looks for every result that arrived.
 ///
 /// # Errors
 ///
 /// A backend failure.
 pub async fn abandon(engine: &Engine, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-    for _ in 0..MAX_ACQUIRE_ROUNDS {
-        if release(engine, run_id, owner).await? != Release::Dirty {
-            return Ok(());
-        }
+    match engine.ports.orders.renew_lock(run_id, owner, 0).await {
+        Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+        Err(other) => Err(other),
     }
-    Ok(())
 }

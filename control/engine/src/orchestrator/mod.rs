@@ -88,7 +88,9 @@ impl Engine {
     /// Advances `run_id` woken by the notifications of `arrived` (its results' keys): the
     /// first step reads those results without listing the run's callbacks. Any other result
     /// is read all the same: its own notification runs a pass, or, when a pass held the
-    /// lock, marked it dirty, and every step after the first lists.
+    /// lock, marked it dirty, and every step after the first lists; a lock taken over from
+    /// a holder whose lease ended (it crashed, or gave the lock back after an error), or
+    /// found dirty, makes the first step list too.
     ///
     /// # Errors
     ///
@@ -109,11 +111,13 @@ impl Engine {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
         async {
-            match lock::acquire(self, run_id, &owner).await? {
-                LockAttempt::Acquired => {}
+            let arrived = match lock::acquire(self, run_id, &owner).await? {
+                LockAttempt::Acquired { missed: false } => arrived,
+                // A holder may have left results unread: look for all of them.
+                LockAttempt::Acquired { missed: true } => None,
                 LockAttempt::Deferred => return Ok(Outcome::Deferred),
                 LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
-            }
+            };
             match self.hold_and_advance(run_id, &owner, arrived).await {
                 Ok(outcome) => Ok(outcome),
                 Err(error) => {
@@ -291,6 +295,8 @@ impl Engine {
             self.update_pr_comment(&orders, None).await;
             *commented = Some(statuses);
         }
+        // The step's events before the lock goes: the next holder may finalize at once.
+        self.write_events().await;
         Ok(match lock::release(self, run_id, owner).await? {
             Release::Released => Some(Outcome::Released),
             Release::Dirty => None,

@@ -139,12 +139,12 @@ impl Engine {
     /// Their times are made strictly increasing, so two events of one millisecond keep
     /// distinct keys and their order.
     fn record_emitted(&self, order: &OrderRecord, emitted: Vec<OrderEmitted>) {
-        let mut last_ms = 0;
+        let mut last_ms: u64 = 0;
         for event in emitted {
             let at_ms = event
                 .at_ms
                 .unwrap_or_else(|| self.now_ms())
-                .max(last_ms + 1);
+                .max(last_ms.saturating_add(1));
             last_ms = at_ms;
             let detail = serde_json::json!({ "message": event.message, "data": event.data });
             self.record_event_at(order, at_ms, &format!("emitted:{}", event.kind), detail);

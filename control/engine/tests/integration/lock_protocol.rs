@@ -104,7 +104,7 @@ proptest! {
                 let (owner, step) = invocations[index].clone();
                 let next = match step {
                     Step::Acquire => match lock::acquire(&engine, &run, &owner).await.unwrap() {
-                        LockAttempt::Acquired => Step::Read,
+                        LockAttempt::Acquired { .. } => Step::Read,
                         LockAttempt::Deferred => Step::Exited,
                         LockAttempt::Completed => unreachable!("never completed here"),
                     },

@@ -369,9 +369,13 @@ impl OrderStore for FaultyTables {
             .acquire_lock(run_id, owner, now_ms, lease_until_ms);
         self.world.faulty("acquire_lock", call).await
     }
-    async fn mark_dirty(&self, run_id: &RunId) -> Result<MarkDirtyOutcome, StoreError> {
+    async fn mark_dirty(
+        &self,
+        run_id: &RunId,
+        now_ms: u64,
+    ) -> Result<MarkDirtyOutcome, StoreError> {
         self.world
-            .faulty("mark_dirty", self.inner.mark_dirty(run_id))
+            .faulty("mark_dirty", self.inner.mark_dirty(run_id, now_ms))
             .await
     }
     async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<(), StoreError> {

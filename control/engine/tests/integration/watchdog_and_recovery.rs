@@ -41,6 +41,8 @@ struct Recorder {
     watched: Mutex<Vec<WatchdogInput>>,
     /// How long a worker start takes (real time).
     start_delay: Mutex<Duration>,
+    /// Orders whose worker starts fail transiently (throttled).
+    throttled: Mutex<Vec<OrderNum>>,
 }
 
 #[async_trait]
@@ -53,6 +55,15 @@ impl Dispatcher for Recorder {
     ) -> Result<(), DispatchError> {
         let delay = *self.start_delay.lock().unwrap();
         tokio::time::sleep(delay).await;
+        if self.throttled.lock().unwrap().contains(&payload.order_num) {
+            return Err(DispatchError {
+                kind: sluice_engine::ErrorKind::Transient,
+                what: "lambda worker".to_owned(),
+                run_id: payload.run_id.clone(),
+                order_num: payload.order_num,
+                message: "TooManyRequestsException".to_owned(),
+            });
+        }
         self.dispatched.lock().unwrap().push(payload.clone());
         Ok(())
     }
@@ -602,7 +613,7 @@ async fn every_dispatch_carries_the_attempts_own_urls_and_the_orders_identity() 
         .unwrap();
     assert_eq!(
         payload.identity.expose(),
-        sluice_engine::run_key::order_identity(&stored, &run, num),
+        sluice_engine::run_key::order_identity(&stored, &run, num).unwrap(),
         "the order's own identity"
     );
     assert!(
@@ -725,4 +736,124 @@ async fn a_pass_longer_than_the_lease_keeps_the_lock() {
     );
     assert_eq!(outcome.unwrap(), Outcome::Released);
     assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1);
+}
+
+/// A pass that takes the lock over from a holder whose lease ended reads every result that
+/// arrived, not only the one its notification names: the dirty mark the holder left stood
+/// for a result nobody has read. Before, the pass read the named result only and released
+/// the lock clean, and the other waited for the run's watch.
+#[tokio::test]
+async fn a_pass_taking_over_a_dead_holders_lock_reads_every_result() {
+    let setup = setup();
+    let order = |name: &str| OrderSpec {
+        order_name: Some(name.to_owned()),
+        cmds: Some(vec!["true".into()]),
+        timeout: Some(60),
+        ..OrderSpec::default()
+    };
+    let job = JobSpec {
+        orders: vec![order("a"), order("b")],
+        ..JobSpec::default()
+    };
+    let run = setup
+        .engine
+        .init_job(
+            &job,
+            &ValidateOptions::local("t"),
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap()
+        .run_id;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
+
+    // A pass takes the lock and dies; a's result arrives meanwhile and marks the lock dirty.
+    let orders = &setup.engine.ports.orders;
+    let now = setup.clock.now_ms();
+    orders
+        .acquire_lock(&run, "dead", now, now + 60_000)
+        .await
+        .unwrap();
+    report_success(&setup, &run, a).await;
+    assert_eq!(
+        orders.mark_dirty(&run, now).await.unwrap(),
+        sluice_engine::ports::MarkDirtyOutcome::Marked
+    );
+
+    // Past the dead pass's lease, b's result comes with its notification.
+    setup.clock.advance(Duration::from_secs(61));
+    report_success(&setup, &run, b).await;
+    let b_attempt = row_of(&setup, &run, b).await.attempt.unwrap();
+    let arrived = [(b, b_attempt)].into();
+    assert_eq!(
+        setup
+            .engine
+            .orchestrate_notified(&run, arrived)
+            .await
+            .unwrap(),
+        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+    );
+    assert_eq!(row_of(&setup, &run, a).await.status, OrderStatus::Succeeded);
+}
+
+/// A start that keeps being interrupted does not keep the watch from timing out another
+/// order's dead worker. Before, the watch kicked for the interrupted start and returned
+/// before looking at overdue workers, check after check.
+#[tokio::test]
+async fn an_interrupted_start_does_not_hide_a_dead_worker() {
+    let setup = setup();
+    let order = |name: &str| OrderSpec {
+        order_name: Some(name.to_owned()),
+        cmds: Some(vec!["true".into()]),
+        timeout: Some(60),
+        ..OrderSpec::default()
+    };
+    let job = JobSpec {
+        orders: vec![order("dead"), order("stuck")],
+        ..JobSpec::default()
+    };
+    let run = setup
+        .engine
+        .init_job(
+            &job,
+            &ValidateOptions::local("t"),
+            std::path::Path::new("."),
+        )
+        .await
+        .unwrap()
+        .run_id;
+    let (dead, stuck) = (OrderNum::from_index(0), OrderNum::from_index(1));
+    // `stuck`'s worker cannot be started for now (throttled): it stays `dispatching`.
+    setup.recorder.throttled.lock().unwrap().push(stuck);
+    setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(
+        row_of(&setup, &run, stuck).await.status,
+        OrderStatus::Dispatching
+    );
+    // `dead`'s worker claims its attempt, then dies.
+    let attempt = row_of(&setup, &run, dead).await.attempt.unwrap();
+    let claim = Claim {
+        attempt: attempt.clone(),
+        claimed_at_ms: setup.clock.now_ms(),
+        worker: "w1".to_owned(),
+    };
+    setup
+        .internal
+        .put(
+            &keys::claim(&run, dead, &attempt),
+            serde_json::to_vec(&claim).unwrap(),
+        )
+        .await
+        .unwrap();
+    setup.clock.advance(Duration::from_secs(60 + 30 + 121));
+    let verdict = setup
+        .engine
+        .watchdog_check(&run_watch(&setup))
+        .await
+        .unwrap();
+    assert!(verdict.kick, "{verdict:?}");
+    let key = current_result_key(&setup, &run, dead).await;
+    let result = parse_result(&setup.internal.get(&key).await.unwrap()).unwrap();
+    assert_eq!(result.status, OrderStatus::TimedOut);
 }
