@@ -150,6 +150,16 @@ async fn report_success(setup: &Setup, run: &RunId, order_num: sluice_contract::
         .unwrap();
 }
 
+/// Queues `job` as init_job does.
+async fn queue(setup: &Setup, job: &JobSpec) -> RunId {
+    setup
+        .engine
+        .init_job(job, &ValidateOptions::local("t"), std::path::Path::new("."))
+        .await
+        .unwrap()
+        .run_id
+}
+
 async fn one_order_run(setup: &Setup, timeout: u64) -> RunId {
     let job = JobSpec {
         orders: vec![OrderSpec {
@@ -159,16 +169,40 @@ async fn one_order_run(setup: &Setup, timeout: u64) -> RunId {
         }],
         ..JobSpec::default()
     };
+    queue(setup, &job).await
+}
+
+/// A run of independent `true` orders named `names`, each with a 60 s timeout.
+async fn independent_orders_run(setup: &Setup, names: &[&str]) -> RunId {
+    let order = |name: &&str| OrderSpec {
+        order_name: Some((*name).to_owned()),
+        cmds: Some(vec!["true".into()]),
+        timeout: Some(60),
+        ..OrderSpec::default()
+    };
+    let job = JobSpec {
+        orders: names.iter().map(order).collect(),
+        ..JobSpec::default()
+    };
+    queue(setup, &job).await
+}
+
+/// Claims the order's current attempt now, as its worker would before running it.
+async fn claim_now(setup: &Setup, run: &RunId, order_num: OrderNum) {
+    let attempt = row_of(setup, run, order_num).await.attempt.unwrap();
+    let claim = Claim {
+        attempt: attempt.clone(),
+        claimed_at_ms: setup.clock.now_ms(),
+        worker: "w1".to_owned(),
+    };
     setup
-        .engine
-        .init_job(
-            &job,
-            &ValidateOptions::local("t"),
-            std::path::Path::new("."),
+        .internal
+        .put(
+            &keys::claim(run, order_num, &attempt),
+            serde_json::to_vec(&claim).unwrap(),
         )
         .await
-        .unwrap()
-        .run_id
+        .unwrap();
 }
 
 /// The run's watch, as init_job started it.
@@ -411,19 +445,7 @@ async fn the_run_watch_times_out_a_claimed_order_that_never_reports() {
     );
 
     setup.clock.advance(Duration::from_secs(20));
-    let claim = Claim {
-        attempt: attempt.clone(),
-        claimed_at_ms: setup.clock.now_ms(),
-        worker: "w1".to_owned(),
-    };
-    setup
-        .internal
-        .put(
-            &keys::claim(&run, num, &attempt),
-            serde_json::to_vec(&claim).unwrap(),
-        )
-        .await
-        .unwrap();
+    claim_now(&setup, &run, num).await;
     // Dispatched 20 s before the claim: due at dispatch + 130 s, then at claim + 130 s.
     setup.clock.advance(Duration::from_secs(110));
     let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
@@ -745,26 +767,7 @@ async fn a_pass_longer_than_the_lease_keeps_the_lock() {
 #[tokio::test]
 async fn a_pass_taking_over_a_dead_holders_lock_reads_every_result() {
     let setup = setup();
-    let order = |name: &str| OrderSpec {
-        order_name: Some(name.to_owned()),
-        cmds: Some(vec!["true".into()]),
-        timeout: Some(60),
-        ..OrderSpec::default()
-    };
-    let job = JobSpec {
-        orders: vec![order("a"), order("b")],
-        ..JobSpec::default()
-    };
-    let run = setup
-        .engine
-        .init_job(
-            &job,
-            &ValidateOptions::local("t"),
-            std::path::Path::new("."),
-        )
-        .await
-        .unwrap()
-        .run_id;
+    let run = independent_orders_run(&setup, &["a", "b"]).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
 
@@ -803,26 +806,7 @@ async fn a_pass_taking_over_a_dead_holders_lock_reads_every_result() {
 #[tokio::test]
 async fn an_interrupted_start_does_not_hide_a_dead_worker() {
     let setup = setup();
-    let order = |name: &str| OrderSpec {
-        order_name: Some(name.to_owned()),
-        cmds: Some(vec!["true".into()]),
-        timeout: Some(60),
-        ..OrderSpec::default()
-    };
-    let job = JobSpec {
-        orders: vec![order("dead"), order("stuck")],
-        ..JobSpec::default()
-    };
-    let run = setup
-        .engine
-        .init_job(
-            &job,
-            &ValidateOptions::local("t"),
-            std::path::Path::new("."),
-        )
-        .await
-        .unwrap()
-        .run_id;
+    let run = independent_orders_run(&setup, &["dead", "stuck"]).await;
     let (dead, stuck) = (OrderNum::from_index(0), OrderNum::from_index(1));
     // `stuck`'s worker cannot be started for now (throttled): it stays `dispatching`.
     setup.recorder.throttled.lock().unwrap().push(stuck);
@@ -832,20 +816,7 @@ async fn an_interrupted_start_does_not_hide_a_dead_worker() {
         OrderStatus::Dispatching
     );
     // `dead`'s worker claims its attempt, then dies.
-    let attempt = row_of(&setup, &run, dead).await.attempt.unwrap();
-    let claim = Claim {
-        attempt: attempt.clone(),
-        claimed_at_ms: setup.clock.now_ms(),
-        worker: "w1".to_owned(),
-    };
-    setup
-        .internal
-        .put(
-            &keys::claim(&run, dead, &attempt),
-            serde_json::to_vec(&claim).unwrap(),
-        )
-        .await
-        .unwrap();
+    claim_now(&setup, &run, dead).await;
     setup.clock.advance(Duration::from_secs(60 + 30 + 121));
     let verdict = setup
         .engine
