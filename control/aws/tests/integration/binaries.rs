@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::binaries::built_binary;
 use crate::support::{moto, settings_env, store_settings, worker_function};
@@ -25,6 +25,9 @@ use tokio::net::TcpListener;
 struct RuntimeApi {
     address: String,
     answers: Arc<Mutex<Vec<(String, Value)>>>,
+    /// When the function first asked for an event (it is ready), and first answered one.
+    first_asked: Arc<Mutex<Option<Instant>>>,
+    first_answered: Arc<Mutex<Option<Instant>>>,
 }
 
 impl RuntimeApi {
@@ -33,12 +36,16 @@ impl RuntimeApi {
         let address = listener.local_addr().unwrap().to_string();
         let events = Arc::new(Mutex::new(VecDeque::from(events)));
         let answers = Arc::new(Mutex::new(Vec::new()));
+        let first_asked: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let first_answered: Arc<Mutex<Option<Instant>>> = Arc::default();
         let served = Arc::clone(&answers);
+        let (asked, answered) = (Arc::clone(&first_asked), Arc::clone(&first_answered));
         tokio::spawn(async move {
             let mut next_id = 0;
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let (events, answers) = (Arc::clone(&events), Arc::clone(&served));
+                let (asked, answered) = (Arc::clone(&asked), Arc::clone(&answered));
                 let mut ids = next_id;
                 next_id += 1000;
                 tokio::spawn(async move {
@@ -50,6 +57,7 @@ impl RuntimeApi {
                         };
                         let path = request.line.split_whitespace().nth(1).unwrap().to_owned();
                         let response = if path.ends_with("/invocation/next") {
+                            asked.lock().unwrap().get_or_insert_with(Instant::now);
                             let event = events.lock().unwrap().pop_front();
                             let Some(event) = event else {
                                 // No more events: park the runtime, as Lambda freezes it.
@@ -77,6 +85,7 @@ impl RuntimeApi {
                                     Value::String(String::from_utf8_lossy(&request.body).into())
                                 });
                             answers.lock().unwrap().push((kind.to_owned(), value));
+                            answered.lock().unwrap().get_or_insert_with(Instant::now);
                             "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}".to_owned()
                         };
                         write.write_all(response.as_bytes()).await.unwrap();
@@ -84,7 +93,12 @@ impl RuntimeApi {
                 });
             }
         });
-        RuntimeApi { address, answers }
+        RuntimeApi {
+            address,
+            answers,
+            first_asked,
+            first_answered,
+        }
     }
 }
 
@@ -126,6 +140,7 @@ async fn invoke_as(
         command.env("AWS_CONFIG_FILE", "/nonexistent");
         command.env("AWS_EC2_METADATA_DISABLED", "true");
     }
+    let started = Instant::now();
     let mut child = command
         .env("AWS_LAMBDA_RUNTIME_API", &api.address)
         .env("AWS_LAMBDA_FUNCTION_NAME", "sluice-test")
@@ -162,6 +177,16 @@ async fn invoke_as(
     .await;
     child.kill().await.unwrap();
     waited.expect("the function answered every event");
+    // Lambda's init phase: process start to the first request for an event.
+    let since_start = |at: &Mutex<Option<Instant>>| {
+        let at = at.lock().unwrap().expect("asked and answered");
+        at.duration_since(started).as_secs_f64() * 1000.0
+    };
+    println!(
+        "{binary}: ready {:.1} ms after start, first event answered {:.1} ms after start",
+        since_start(&api.first_asked),
+        since_start(&api.first_answered)
+    );
     let answers = api.answers.lock().unwrap().clone();
     (answers, lines)
 }
