@@ -12,7 +12,10 @@
 //!    cold (compiled), warm from the disk cache (a new process) and warm in memory (the next
 //!    order of the same process).
 //!
-//! Each engine figure is the median of a few runs of the release `sluice` binary.
+//! Each engine figure is the median of a few runs of the release `sluice` binary. Every
+//! figure is also recorded with its unit and, where issue 17 set one, its goal, and written
+//! to `bench/results.json` (the groups run now replace theirs; the others stay), so a change
+//! can be compared with the last recorded run.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,18 +42,80 @@ fn main() {
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let only = args.get(1).map(String::as_str);
     println!("# sluice benchmarks ({runs} runs each, median)");
+    let mut figures = Figures::default();
     if only.is_none() || only == Some("capture") {
-        capture();
+        capture(&mut figures);
     }
     if only.is_none() || only == Some("engine") {
-        engine(runs);
+        engine(runs, &mut figures);
     }
     if only.is_none() || only == Some("wasm") {
-        wasm(runs.max(5));
+        wasm(runs.max(5), &mut figures);
+    }
+    figures.save(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results.json"));
+}
+
+/// The figures of this run, by name: value, unit, and the goal where one is set.
+#[derive(Default)]
+struct Figures(serde_json::Map<String, serde_json::Value>);
+
+impl Figures {
+    fn record(&mut self, name: &str, value: f64, unit: &str, goal: Option<&str>) {
+        let value = (value * 100.0).round() / 100.0;
+        if let Some(goal) = goal {
+            println!("  {name}: {value} {unit} (goal: {goal})");
+        }
+        self.0.insert(
+            name.to_owned(),
+            serde_json::json!({ "value": value, "unit": unit, "goal": goal }),
+        );
+    }
+
+    /// Merges this run's figures into `path` with the machine and the date.
+    fn save(self, path: &Path) {
+        let mut all: serde_json::Value = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_else(|| serde_json::json!({ "figures": {} }));
+        for (name, figure) in self.0 {
+            all["figures"][name] = figure;
+        }
+        all["machine"] = machine().into();
+        all["measured_at"] = today().into();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&all).unwrap() + "\n").unwrap();
+        println!("figures written to {}", path.display());
     }
 }
 
-fn wasm(runs: usize) {
+/// Cores, memory and CPU model of this machine.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = (cpuinfo.lines())
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_owned();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = (meminfo.lines())
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {:.0} GiB, {model}", mem_kib / 1_048_576.0)
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`, from `date`.
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn wasm(runs: usize, figures: &mut Figures) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -61,13 +126,25 @@ fn wasm(runs: usize) {
         "hello: native `echo` through the shell runner {:.2} ms",
         native.as_secs_f64() * 1000.0
     );
+    figures.record(
+        "hello_native_echo_ms",
+        native.as_secs_f64() * 1000.0,
+        "ms",
+        None,
+    );
     let guests = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/guests");
     // The WAT guest writes its event through fd 3, so it gets no other mount.
-    for (module, label, dirs) in [
-        ("wat/hello.wat", "WAT hello", serde_json::json!([])),
+    for (module, label, key, dirs) in [
+        (
+            "wat/hello.wat",
+            "WAT hello",
+            "wasm_wat",
+            serde_json::json!([]),
+        ),
         (
             "build/report.wasm",
             "Rust report (180 KB, scripts/build-guests)",
+            "wasm_rust",
             serde_json::json!([{"host": "data", "guest": "/data"}]),
         ),
     ] {
@@ -102,6 +179,11 @@ fn wasm(runs: usize) {
             ms(disk),
             ms(memory)
         );
+        // Issue 17: a fresh worker should not compile (modules compiled once per job).
+        let fresh_goal = (key == "wasm_rust").then_some("<= 10 on a fresh worker");
+        figures.record(&format!("{key}_cold_ms"), ms(cold), "ms", fresh_goal);
+        figures.record(&format!("{key}_warm_disk_ms"), ms(disk), "ms", None);
+        figures.record(&format!("{key}_warm_process_ms"), ms(memory), "ms", None);
     }
 }
 
@@ -141,7 +223,7 @@ async fn run_guest(runtime: &WasmRuntime, guests: &Path, spec: &WasmSpec) -> Dur
     elapsed
 }
 
-fn capture() {
+fn capture(figures: &mut Figures) {
     let stream = format!("head -c {GIB} /dev/zero");
     let baseline = median(3, || {
         let started = Instant::now();
@@ -225,6 +307,14 @@ fn capture() {
         mbps(redacted),
         100.0 * plain.as_secs_f64() / redacted.as_secs_f64()
     );
+    figures.record("capture_cat_devnull_mbps", mbps(baseline), "MB/s", None);
+    figures.record("capture_cat_file_mbps", mbps(disk), "MB/s", None);
+    figures.record("capture_pipeline_mbps", mbps(worker), "MB/s", None);
+    figures.record("capture_pipeline_peak_rss_mib", worker_peak, "MiB", None);
+    figures.record("capture_sluice_run_mbps", mbps(cli), "MB/s", None);
+    figures.record("capture_sluice_run_peak_rss_mib", cli_peak, "MiB", None);
+    figures.record("redactor_no_secrets_mbps", mbps(plain), "MB/s", None);
+    figures.record("redactor_20_secrets_mbps", mbps(redacted), "MB/s", None);
 }
 
 /// One shell order running `cmd` through the shell runner and the worker's log pipeline
@@ -264,7 +354,7 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
-fn engine(runs: usize) {
+fn engine(runs: usize, figures: &mut Figures) {
     let dir = tempfile::tempdir().unwrap();
     let chain = write_job(dir.path(), "chain.json", 100, true);
     let single = write_job(dir.path(), "single.json", 1, false);
@@ -280,6 +370,9 @@ fn engine(runs: usize) {
         "chain of 100 `true`: {:.2} s wall, {per_hop:.1} ms per hop",
         hundred.as_secs_f64()
     );
+    figures.record("one_order_job_ms", one.as_secs_f64() * 1000.0, "ms", None);
+    figures.record("chain_per_hop_ms", per_hop, "ms", Some("<= 3"));
+    let mut walls = Vec::new();
     for concurrency in [8, 64] {
         let wall = median(runs, || run_sluice(&fan, dir.path(), concurrency));
         println!(
@@ -287,7 +380,16 @@ fn engine(runs: usize) {
             wall.as_secs_f64(),
             500.0 / wall.as_secs_f64()
         );
+        let name = format!("wide_500_concurrency_{concurrency}_s");
+        figures.record(&name, wall.as_secs_f64(), "s", None);
+        walls.push(wall.as_secs_f64());
     }
+    figures.record(
+        "wide_500_concurrency_64_over_8",
+        walls[1] / walls[0],
+        "ratio",
+        Some("<= 1"),
+    );
 }
 
 fn write_job(dir: &Path, name: &str, orders: usize, chained: bool) -> std::path::PathBuf {
