@@ -591,12 +591,17 @@ impl OrderStore for DynamoOrderStore {
         lease_until_ms: u64,
     ) -> Result<(), StoreError> {
         let lease = AttributeValue::N(lease_until_ms.to_string());
+        // A lease its holder ended (gave the lock back) stays ended: a renewal sent before
+        // must not revive it.
         self.update_held_lock(
             run_id,
             owner,
             "SET lease_until = :lease",
-            "",
-            &[(":lease", lease)],
+            " AND lease_until > :ended",
+            &[
+                (":lease", lease),
+                (":ended", AttributeValue::N("0".to_owned())),
+            ],
             "renewing a lock",
         )
         .await

@@ -217,13 +217,27 @@ impl Engine {
             let Some(attempt) = &order.attempt else {
                 continue;
             };
-            let deadline_ms = self.attempt_deadline(order, attempt, now).await?;
+            // A read or write that fails here is tried at the next check; it must not keep
+            // this one from kicking the run for anything else.
+            let deadline_ms = match self.attempt_deadline(order, attempt, now).await {
+                Ok(deadline_ms) => deadline_ms,
+                Err(error) => {
+                    tracing::warn!(order_num = %order.plan.order_num, %error, "could not read a claim; checking again soon");
+                    next_ms = next_ms.min(now + KICK_WAIT_SECONDS * 1000);
+                    continue;
+                }
+            };
             if now < deadline_ms {
                 next_ms = next_ms.min(deadline_ms);
                 continue;
             }
-            self.time_out(order, attempt).await?;
-            stall = Some(Stall::WorkerOverdue);
+            match self.time_out(order, attempt).await {
+                Ok(()) => stall = Some(Stall::WorkerOverdue),
+                Err(error) => {
+                    tracing::warn!(order_num = %order.plan.order_num, %error, "could not time a worker out; checking again soon");
+                    next_ms = next_ms.min(now + KICK_WAIT_SECONDS * 1000);
+                }
+            }
         }
         let lease = millis(self.config.dispatch_lease);
         for order in orders

@@ -375,4 +375,19 @@ async fn lock_suite(store: &dyn OrderStore) {
         store.acquire_lock(&run, "b", 201, 300).await.unwrap(),
         AcquireOutcome::Acquired { missed: true }
     );
+    // A holder gives the lock back by ending its lease; a renewal sent before that, landing
+    // after, does not revive it.
+    store.renew_lock(&run, "b", 0).await.unwrap();
+    assert!(
+        store
+            .renew_lock(&run, "b", 400)
+            .await
+            .unwrap_err()
+            .is_condition_failed(),
+        "an ended lease stays ended"
+    );
+    assert_eq!(
+        store.acquire_lock(&run, "c", 250, 350).await.unwrap(),
+        AcquireOutcome::Acquired { missed: true }
+    );
 }

@@ -341,7 +341,8 @@ pub trait OrderStore: Send + Sync + Debug {
     async fn mark_dirty(&self, run_id: &RunId, now_ms: u64)
     -> Result<MarkDirtyOutcome, StoreError>;
 
-    /// Extends the holder's lease.
+    /// Extends the holder's lease; sets it to `0` to give the lock back after an error
+    /// (a lease set to `0` is never extended again).
     ///
     /// # Errors
     ///

@@ -446,7 +446,8 @@ impl OrderStore for SqliteStore {
             self,
             run_id,
             owner,
-            "UPDATE locks SET lease_until = ?3 WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
+            "UPDATE locks SET lease_until = ?3
+             WHERE pk = ?1 AND owner = ?2 AND status = 'held' AND lease_until > 0",
             Some(lease_until_ms),
             "renewing a lock",
         )
