@@ -519,9 +519,11 @@ impl OrderStore for DynamoOrderStore {
             .update_expression(
                 "SET #owner = :owner, #status = :held, lease_until = :lease, dirty = :false",
             )
+            // The caller's own hold too: the SDK retrying an acquire whose answer was lost
+            // must not find the lock held by the very invocation that asks.
             .condition_expression(
                 "attribute_not_exists(#status) OR #status = :released \
-                 OR (#status = :held AND lease_until < :now)",
+                 OR (#status = :held AND (lease_until < :now OR #owner = :owner))",
             )
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")

@@ -293,6 +293,13 @@ async fn lock_suite(store: &dyn OrderStore) {
         AcquireOutcome::Held,
         "a live lease holds"
     );
+    assert!(
+        matches!(
+            store.acquire_lock(&run, "a", 150, 200).await.unwrap(),
+            AcquireOutcome::Acquired { .. }
+        ),
+        "an acquire tried again (its answer lost) finds its own hold, not another's"
+    );
     assert_eq!(
         store.mark_dirty(&run, 150).await.unwrap(),
         MarkDirtyOutcome::Marked

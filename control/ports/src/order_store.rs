@@ -325,8 +325,9 @@ pub trait OrderStore: Send + Sync + Debug {
     /// Every event of a trace, by sort key.
     async fn trace_events(&self, trace_id: &TraceId) -> Result<Vec<OrderEvent>, StoreError>;
 
-    /// Takes `lock:<run_id>` for `owner` if it is absent, released, or held with a lease that
-    /// ended before `now_ms`.
+    /// Takes `lock:<run_id>` for `owner` if it is absent, released, held with a lease that
+    /// ended before `now_ms`, or held by `owner` already (an acquire tried again after its
+    /// answer was lost).
     async fn acquire_lock(
         &self,
         run_id: &RunId,

@@ -375,19 +375,24 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let current: Option<(LockStatus, i64, bool)> = tx
+            let current: Option<(LockStatus, i64, bool, String)> = tx
                 .query_row(
-                    "SELECT status, lease_until, dirty FROM locks WHERE pk = ?1",
+                    "SELECT status, lease_until, dirty, owner FROM locks WHERE pk = ?1",
                     params![pk],
-                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
+                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .optional()
                 .map_err(|e| backend("acquiring a lock", e))?;
             let missed = match &current {
                 None => false,
-                Some((LockStatus::Completed, _, _)) => return Ok(AcquireOutcome::Completed),
-                Some((LockStatus::Released, _, dirty)) => *dirty,
-                Some((_, lease_until, _)) if (*lease_until as u64) < now_ms => true,
+                Some((LockStatus::Completed, ..)) => return Ok(AcquireOutcome::Completed),
+                Some((LockStatus::Released, _, dirty, _)) => *dirty,
+                // Expired, or the caller's own hold (an acquire tried again).
+                Some((_, lease_until, _, held_by))
+                    if (*lease_until as u64) < now_ms || *held_by == owner =>
+                {
+                    true
+                }
                 Some(_) => return Ok(AcquireOutcome::Held),
             };
             tx.execute(
