@@ -538,14 +538,11 @@ impl OrderStore for DynamoOrderStore {
             .await;
         match acquired {
             Ok(answer) => {
-                // Taken over from an expired holder, or left dirty: wake-ups may be unread.
+                // Taken over from a holder: its wake-ups may be unread.
                 let old = answer.attributes.unwrap_or_default();
                 let was_held = (old.get("status").and_then(|v| v.as_s().ok()))
                     .is_some_and(|status| status == LockStatus::Held.as_str());
-                let was_dirty = matches!(old.get("dirty"), Some(AttributeValue::Bool(true)));
-                Ok(AcquireOutcome::Acquired {
-                    missed: was_held || was_dirty,
-                })
+                Ok(AcquireOutcome::Acquired { missed: was_held })
             }
             Err(e) if is_condition_failure(&e) => Ok(if self.lock_completed(run_id).await? {
                 AcquireOutcome::Completed

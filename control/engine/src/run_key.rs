@@ -4,11 +4,12 @@
 //! handed the private half. Storing a key per order cost two calls per order (a
 //! `PutParameter` at init, a `GetParameter` at dispatch); instead init stores one
 //! [`RunKey`] and derives each order's key from it with HKDF-SHA256 (salt: the run id;
-//! info: the order number), and a pass that starts orders reads the run key once. An
+//! info: the order number), and a step that starts orders reads the run key once. An
 //! order's key says nothing of the run key or of another order's key (HKDF's outputs are
 //! independent), so a worker still holds the key to its own env only. The run key never
 //! leaves the control plane: it is stored as a SecureString (a `0600` file locally),
-//! read by the orchestrator, and deleted at finalize with the rest of the run's keys.
+//! read by the control plane's passes only, and deleted at finalize with the rest of the
+//! run's keys.
 //!
 //! A stored value without the [`RunKey`] prefix is an order's own key, as runs queued
 //! before this scheme stored them; it is handed over as it is, but only when it is one

@@ -366,7 +366,7 @@ async fn lock_suite(store: &dyn OrderStore) {
     );
 
     // A lock whose lease ended is not held: the caller takes it over, learning that the
-    // holder may have left wake-ups unread (as it does when the lock was marked dirty).
+    // holder may have left wake-ups unread (its dirty mark, reset by the takeover, among them).
     let run = RunId::generate();
     store.acquire_lock(&run, "a", 100, 200).await.unwrap();
     assert_eq!(

@@ -195,9 +195,11 @@ impl OrderEvent {
 /// What [`OrderStore::acquire_lock`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcquireOutcome {
-    /// The caller holds the lock now. `missed`: it was taken over from a holder whose lease
-    /// expired, or found marked dirty, so results may have arrived that no pass has read
-    /// (the caller then looks for them all rather than trusting its own notification).
+    /// The caller holds the lock now. `missed`: it was taken over from a holder (whose lease
+    /// ended, or the caller's own earlier acquire), so results may have arrived that no
+    /// pass has read, its dirty mark reset with the takeover (the caller then looks for
+    /// them all rather than trusting its own notification). A released lock is never dirty
+    /// (release requires it clean, and only a held lock is marked).
     Acquired {
         /// Whether wake-ups may have been missed.
         missed: bool,

@@ -375,20 +375,20 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let current: Option<(LockStatus, i64, bool, String)> = tx
+            let current: Option<(LockStatus, i64, String)> = tx
                 .query_row(
-                    "SELECT status, lease_until, dirty, owner FROM locks WHERE pk = ?1",
+                    "SELECT status, lease_until, owner FROM locks WHERE pk = ?1",
                     params![pk],
-                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
                 )
                 .optional()
                 .map_err(|e| backend("acquiring a lock", e))?;
             let missed = match &current {
                 None => false,
                 Some((LockStatus::Completed, ..)) => return Ok(AcquireOutcome::Completed),
-                Some((LockStatus::Released, _, dirty, _)) => *dirty,
-                // Expired, or the caller's own hold (an acquire tried again).
-                Some((_, lease_until, _, held_by))
+                Some((LockStatus::Released, ..)) => false,
+                // Taken over: expired, or the caller's own hold (an acquire tried again).
+                Some((_, lease_until, held_by))
                     if (*lease_until as u64) < now_ms || *held_by == owner =>
                 {
                     true

@@ -7,8 +7,8 @@
 //! and loop once more. No wake-up is lost: an event that arrives at any moment either finds
 //! the lock free (and runs) or marks it dirty before the holder's conditional release
 //! (which then fails and loops). An acquire that takes the lock over from a holder whose
-//! lease ended, or finds it dirty, says so (`missed`): that holder may have left marks
-//! unread, so the new holder looks for every result rather than its own. A holder that
+//! lease ended says so (`missed`): that holder may have left marks unread, and the takeover
+//! resets them, so the new holder looks for every result rather than its own. A holder that
 //! fails gives the lock back by ending its lease ([`abandon`]), which keeps that signal.
 
 use sluice_contract::RunId;

@@ -34,10 +34,13 @@ const PASS_RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The results a notification named: `(order, attempt)` of each.
 pub type Arrivals = HashSet<(OrderNum, AttemptId)>;
 
-/// What the first step of an invocation knows: the lock is fresh, and which results the
-/// notifications that woke it named (`None`: unknown, list them).
-struct FirstStep {
-    arrived: Option<Arrivals>,
+/// Which step of an invocation is taken.
+enum Step {
+    /// The first: the lock was just taken with a whole lease, and the notifications that
+    /// woke the invocation name what arrived (`None`: unknown, list it).
+    First(Option<Arrivals>),
+    /// A later one (the lock was found dirty, or a step failed): renew the lease, list.
+    Later,
 }
 
 /// What [`Engine::move_order`] found.
@@ -89,8 +92,8 @@ impl Engine {
     /// first step reads those results without listing the run's callbacks. Any other result
     /// is read all the same: its own notification runs a pass, or, when a pass held the
     /// lock, marked it dirty, and every step after the first lists; a lock taken over from
-    /// a holder whose lease ended (it crashed, or gave the lock back after an error), or
-    /// found dirty, makes the first step list too.
+    /// a holder whose lease ended (it crashed, or gave the lock back after an error) makes
+    /// the first step list too.
     ///
     /// # Errors
     ///
@@ -230,20 +233,13 @@ impl Engine {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
         let mut backoff = Backoff::new(PASS_RETRY_FIRST, PASS_RETRIES);
-        // The lock was just acquired with a whole lease: the first step need not renew it.
-        // Only the first step may trust the notifications for what arrived.
-        let mut first = Some(arrived);
+        let mut step = Step::First(arrived);
         loop {
-            let step = match first.take() {
-                Some(arrived) => {
-                    let first_step = FirstStep { arrived };
-                    self.advance_once(run_id, owner, Some(first_step), &mut commented)
-                        .await
-                }
-                None => self.advance_once(run_id, owner, None, &mut commented).await,
-            };
+            let this = std::mem::replace(&mut step, Step::Later);
+            let stepped = self.advance_once(run_id, owner, this, &mut commented).await;
+            // What a step that failed had recorded.
             self.write_events().await;
-            match step {
+            match stepped {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => backoff.reset(PASS_RETRIES),
                 Err(error) if error.kind() == ErrorKind::Transient => {
@@ -265,12 +261,12 @@ impl Engine {
         &self,
         run_id: &RunId,
         owner: &str,
-        first: Option<FirstStep>,
+        step: Step,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
     ) -> Result<Option<Outcome>, EngineError> {
-        let arrived = match first {
-            Some(first) => first.arrived,
-            None => {
+        let arrived = match step {
+            Step::First(arrived) => arrived,
+            Step::Later => {
                 match self.renew_lease(run_id, owner).await {
                     Ok(()) => {}
                     Err(StoreError::ConditionFailed { .. }) => {
