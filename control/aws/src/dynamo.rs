@@ -1,7 +1,11 @@
 //! [`DynamoOrderStore`]: the orders, order_events and locks tables on DynamoDB.
 //!
-//! Every status change is one `UpdateItem` conditioned on the expected status, and every
-//! lock operation one `UpdateItem` conditioned on the lock row (DESIGN §3); reads are
+//! Every status change is an `UpdateItem` conditioned on the expected status — several of
+//! one step together in one `TransactWriteItems`, all or none — and every lock operation one
+//! `UpdateItem` on the lock row (DESIGN §3): acquiring sets the owner only where there is
+//! none (`if_not_exists`) and counts the wake-up either way, so a notification that finds
+//! the lock held costs one call; the lock item has an owner and lease while held, a
+//! `marks` count, and `status = completed` once finalized. Reads are
 //! strongly consistent, so the orchestrator never acts on a status older than its own
 //! writes. Inserting a run's orders is a transaction per 100 rows (DynamoDB's limit); when a
 //! later batch fails, the earlier ones are deleted again, so a run is inserted whole or not
@@ -13,15 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, WriteRequest,
+    AttributeValue, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update, WriteRequest,
 };
 use serde::de::DeserializeOwned;
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
 use sluice_ports::StoreError;
 use sluice_ports::{
-    AcquireOutcome, LockState, LockStatus, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore,
-    Transition,
+    AcquireOutcome, LockState, LockStatus, OrderEvent, OrderMove, OrderRecord, OrderStore,
+    ReleaseOutcome, Transition,
 };
 
 use crate::calls::CallCounter;
@@ -102,16 +108,6 @@ fn s(value: impl Into<String>) -> AttributeValue {
 }
 
 /// A string attribute of `item` (empty when absent).
-/// The status a lock item holds; one the code does not know is an error, never "not
-/// completed".
-fn lock_status(run_id: &RunId, item: &Item) -> Result<LockStatus, StoreError> {
-    let status = text(item, "status");
-    LockStatus::parse(&status).ok_or_else(|| StoreError::Backend {
-        what: format!("lock of run {run_id}"),
-        message: format!("unknown lock status {status:?}"),
-    })
-}
-
 fn text(item: &Item, name: &str) -> String {
     item.get(name)
         .and_then(|v| v.as_s().ok())
@@ -245,15 +241,6 @@ impl DynamoOrderStore {
         Ok(rows)
     }
 
-    /// Whether the run's lock is `completed` (read after a lock condition failed, to tell a
-    /// finalized run from a held or released lock).
-    async fn lock_completed(&self, run_id: &RunId) -> Result<bool, StoreError> {
-        let Some(item) = self.lock_item(run_id).await? else {
-            return Ok(false);
-        };
-        Ok(lock_status(run_id, &item)? == LockStatus::Completed)
-    }
-
     /// Reads the lock row (consistent).
     async fn lock_item(&self, run_id: &RunId) -> Result<Option<Item>, StoreError> {
         self.calls.count(SERVICE, "GetItem");
@@ -267,6 +254,55 @@ impl DynamoOrderStore {
             .await
             .map_err(|e| backend(format!("reading lock:{run_id}"), e))?;
         Ok(output.item)
+    }
+
+    /// Takes over a lock whose lease ended (or that a version before counted wake-ups left
+    /// `released`), conditional on it being exactly as `seen` — the call that found it so
+    /// has counted the caller's wake-up on it already. A lost race means someone else
+    /// holds or released it after that count, so the wake-up is theirs to process.
+    async fn take_over_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        lease_until_ms: u64,
+        seen: &Item,
+    ) -> Result<AcquireOutcome, StoreError> {
+        self.calls.count(SERVICE, "UpdateItem");
+        let taken = self
+            .client
+            .update_item()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression("SET #owner = :owner, lease_until = :lease REMOVE #status")
+            .condition_expression("#owner = :old_owner AND lease_until = :old_lease")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":lease", number(lease_until_ms))
+            .expression_attribute_values(":old_owner", s(text(seen, "owner")))
+            .expression_attribute_values(":old_lease", number(lock_lease(seen)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match taken {
+            Ok(answer) => Ok(AcquireOutcome::Acquired {
+                missed: true,
+                marks: lock_marks(&answer.attributes.unwrap_or_default()),
+            }),
+            Err(e) => match failed_condition_item(&e) {
+                Some(now) => Ok(match read_lock(run_id, &now)? {
+                    LockRead::Completed => AcquireOutcome::Completed,
+                    // The SDK's retry of a takeover that was applied.
+                    LockRead::HeldBy(holder, _) if holder == owner => AcquireOutcome::Acquired {
+                        missed: true,
+                        marks: lock_marks(&now),
+                    },
+                    _ => AcquireOutcome::Marked,
+                }),
+                None => Err(backend(format!("taking over lock:{run_id}"), e)),
+            },
+        }
     }
 
     /// One conditional update of the lock row held by `owner`.
@@ -286,9 +322,7 @@ impl DynamoOrderStore {
             .table_name(&self.locks_table)
             .key(LOCKS_PARTITION, lock_pk(run_id))
             .update_expression(set)
-            .condition_expression(format!(
-                "#owner = :owner AND #status = :held{extra_condition}"
-            ))
+            .condition_expression(format!("{HELD_BY_OWNER}{extra_condition}"))
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
@@ -300,10 +334,120 @@ impl DynamoOrderStore {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed {
                 what: format!("lock:{run_id}"),
-                detail: format!("{what}: not held by {owner} (or dirty)"),
+                detail: format!("{what}: not held by {owner}"),
             }),
             Err(e) => Err(backend(format!("{what} lock:{run_id}"), e)),
         }
+    }
+}
+
+/// A status change as an update expression, conditioned on the status it changes from.
+struct TransitionUpdate {
+    expression: String,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl TransitionUpdate {
+    const CONDITION: &'static str = "attribute_exists(#status) AND #status = :from";
+
+    fn new(from: OrderStatus, change: &Transition) -> Self {
+        let mut sets = vec!["#status = :to".to_owned()];
+        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        let mut values = Item::from([
+            (":to".to_owned(), s(change.to.as_str())),
+            (":from".to_owned(), s(from.as_str())),
+        ]);
+        let fields: [(&str, Option<AttributeValue>); 6] = [
+            ("attempt", change.attempt.as_ref().map(|a| s(a.as_str()))),
+            ("dispatched_at_ms", change.dispatched_at_ms.map(number)),
+            ("finished_at_ms", change.finished_at_ms.map(number)),
+            ("duration_ms", change.duration_ms.map(number)),
+            (
+                "exit_code",
+                change.exit_code.map(|n| AttributeValue::N(n.to_string())),
+            ),
+            ("reason", change.reason.as_deref().map(s)),
+        ];
+        for (field, value) in fields {
+            if let Some(value) = value {
+                sets.push(format!("#{field} = :{field}"));
+                names.insert(format!("#{field}"), field.to_owned());
+                values.insert(format!(":{field}"), value);
+            }
+        }
+        TransitionUpdate {
+            expression: format!("SET {}", sets.join(", ")),
+            names,
+            values,
+        }
+    }
+}
+
+/// The condition of every write only the lock's holder may make: `owner` is the caller's
+/// and the lock is held (a lock item has no `status` while held, `held` when a version
+/// before counted wake-ups wrote it).
+const HELD_BY_OWNER: &str =
+    "#owner = :owner AND (attribute_not_exists(#status) OR #status = :held)";
+
+/// What a lock item says.
+enum LockRead {
+    /// Finalized.
+    Completed,
+    /// Held by this owner until this lease end.
+    HeldBy(String, u64),
+    /// Nobody holds it.
+    Free,
+}
+
+/// Reads a lock item: `status` is `completed` once finalized (or, written by a version
+/// before counted wake-ups, `held`/`released`); otherwise it is held while it has an owner.
+fn read_lock(run_id: &RunId, item: &Item) -> Result<LockRead, StoreError> {
+    let status = text(item, "status");
+    let legacy = (!status.is_empty())
+        .then(|| {
+            LockStatus::parse(&status).ok_or_else(|| StoreError::Backend {
+                what: format!("lock of run {run_id}"),
+                message: format!("unknown lock status {status:?}"),
+            })
+        })
+        .transpose()?;
+    Ok(match legacy {
+        Some(LockStatus::Completed) => LockRead::Completed,
+        Some(LockStatus::Released) => LockRead::Free,
+        _ if item.contains_key("owner") => LockRead::HeldBy(text(item, "owner"), lock_lease(item)),
+        _ => LockRead::Free,
+    })
+}
+
+/// A number attribute of a lock item (`0` when absent).
+fn lock_number(item: &Item, name: &str) -> u64 {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default()
+}
+
+fn lock_lease(item: &Item) -> u64 {
+    lock_number(item, "lease_until")
+}
+
+fn lock_marks(item: &Item) -> u64 {
+    lock_number(item, "marks")
+}
+
+fn number(n: u64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// The item a failed condition returned (the call asked for it), or `None` when the call
+/// failed otherwise.
+fn failed_condition_item<R>(error: &SdkError<UpdateItemError, R>) -> Option<Item> {
+    match error.as_service_error() {
+        Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+            Some(failed.item().cloned().unwrap_or_default())
+        }
+        _ => None,
     }
 }
 
@@ -405,64 +549,85 @@ impl OrderStore for DynamoOrderStore {
         change: &Transition,
     ) -> Result<OrderRecord, StoreError> {
         change.check_allowed(run_id, order_num, from)?;
-        let mut sets = vec!["#status = :to".to_owned()];
-        let mut names = vec![("#status".to_owned(), "status".to_owned())];
-        let mut values = vec![
-            (":to".to_owned(), s(change.to.as_str())),
-            (":from".to_owned(), s(from.as_str())),
-        ];
-        let number = |n: &dyn ToString| AttributeValue::N(n.to_string());
-        let fields: [(&str, Option<AttributeValue>); 6] = [
-            (
-                "attempt",
-                change.attempt.as_ref().map(|attempt| s(attempt.as_str())),
-            ),
-            (
-                "dispatched_at_ms",
-                change.dispatched_at_ms.map(|n| number(&n)),
-            ),
-            ("finished_at_ms", change.finished_at_ms.map(|n| number(&n))),
-            ("duration_ms", change.duration_ms.map(|n| number(&n))),
-            ("exit_code", change.exit_code.map(|n| number(&n))),
-            ("reason", change.reason.as_deref().map(s)),
-        ];
-        for (field, value) in fields {
-            if let Some(value) = value {
-                sets.push(format!("#{field} = :{field}"));
-                names.push((format!("#{field}"), field.to_owned()));
-                values.push((format!(":{field}"), value));
-            }
-        }
+        let update = TransitionUpdate::new(from, change);
         self.calls.count(SERVICE, "UpdateItem");
         let updated = self
             .client
             .update_item()
             .table_name(&self.orders_table)
             .set_key(Some(Self::order_key(run_id, order_num)))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression("attribute_exists(#status) AND #status = :from")
-            .set_expression_attribute_names(Some(names.into_iter().collect()))
-            .set_expression_attribute_values(Some(values.into_iter().collect()))
+            .update_expression(update.expression)
+            .condition_expression(TransitionUpdate::CONDITION)
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
+        let what = format!("order {run_id}:{order_num}");
         match updated {
-            Ok(output) => parse(
-                &format!("order {run_id}:{order_num}"),
-                &output.attributes.unwrap_or_default(),
-            ),
-            Err(e) if is_condition_failure(&e) => {
+            Ok(output) => parse(&what, &output.attributes.unwrap_or_default()),
+            Err(e) => match failed_condition_item(&e) {
                 // Missing, or in another status: say which.
-                let current = self.get_order(run_id, order_num).await?;
-                Err(StoreError::ConditionFailed {
-                    what: format!("order {run_id}:{order_num}"),
-                    detail: format!(
-                        "expected {from}, found {} (wanted {})",
-                        current.status, change.to
-                    ),
-                })
-            }
-            Err(e) => Err(backend(format!("updating order {run_id}:{order_num}"), e)),
+                Some(current) => Err(match current.get("status") {
+                    None => StoreError::NotFound { key: what },
+                    Some(found) => StoreError::ConditionFailed {
+                        what,
+                        detail: format!(
+                            "expected {from}, found {} (wanted {})",
+                            found.as_s().map(String::as_str).unwrap_or("?"),
+                            change.to
+                        ),
+                    },
+                }),
+                None => Err(backend(format!("updating {what}"), e)),
+            },
+        }
+    }
+
+    async fn transition_together(
+        &self,
+        run_id: &RunId,
+        moves: &[OrderMove],
+    ) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(moves.len());
+        for m in moves {
+            m.change.check_allowed(run_id, m.order_num, m.from)?;
+            let update = TransitionUpdate::new(m.from, &m.change);
+            let item = Update::builder()
+                .table_name(&self.orders_table)
+                .set_key(Some(Self::order_key(run_id, m.order_num)))
+                .update_expression(update.expression)
+                .condition_expression(TransitionUpdate::CONDITION)
+                .set_expression_attribute_names(Some(update.names))
+                .set_expression_attribute_values(Some(update.values))
+                .build()
+                .map_err(|e| StoreError::Backend {
+                    what: format!("order {run_id}:{}", m.order_num),
+                    message: format!("building its update: {e}"),
+                })?;
+            items.push(TransactWriteItem::builder().update(item).build());
+        }
+        self.calls.count(SERVICE, "TransactWriteItems");
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed {
+                what: format!("{} orders of run {run_id}", moves.len()),
+                detail: format!(
+                    "one was not in the status expected: {}",
+                    DisplayErrorContext(&e)
+                ),
+            }),
+            Err(e) => Err(backend(
+                format!("updating {} orders of run {run_id}", moves.len()),
+                e,
+            )),
         }
     }
 
@@ -510,76 +675,53 @@ impl OrderStore for DynamoOrderStore {
         now_ms: u64,
         lease_until_ms: u64,
     ) -> Result<AcquireOutcome, StoreError> {
+        // One call decides: the owner and lease are set only where there are none (a free
+        // lock), and the wake-up is counted either way; the item as it was says which
+        // happened.
         self.calls.count(SERVICE, "UpdateItem");
-        let acquired = self
+        let counted = self
             .client
             .update_item()
             .table_name(&self.locks_table)
             .key(LOCKS_PARTITION, lock_pk(run_id))
             .update_expression(
-                "SET #owner = :owner, #status = :held, lease_until = :lease, dirty = :false",
+                "SET #owner = if_not_exists(#owner, :owner), \
+                 lease_until = if_not_exists(lease_until, :lease) ADD marks :one",
             )
-            // The caller's own hold too: the SDK retrying an acquire whose answer was lost
-            // must not find the lock held by the very invocation that asks.
-            .condition_expression(
-                "attribute_not_exists(#status) OR #status = :released \
-                 OR (#status = :held AND (lease_until < :now OR #owner = :owner))",
-            )
+            .condition_expression("attribute_not_exists(#status) OR #status <> :completed")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
-            .expression_attribute_values(":released", s(LockStatus::Released.as_str()))
-            .expression_attribute_values(":lease", AttributeValue::N(lease_until_ms.to_string()))
-            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":lease", number(lease_until_ms))
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":completed", s(LockStatus::Completed.as_str()))
             .return_values(ReturnValue::AllOld)
             .send()
             .await;
-        match acquired {
-            Ok(answer) => {
-                // Taken over from a holder: its wake-ups may be unread.
-                let old = answer.attributes.unwrap_or_default();
-                let was_held = (old.get("status").and_then(|v| v.as_s().ok()))
-                    .is_some_and(|status| status == LockStatus::Held.as_str());
-                Ok(AcquireOutcome::Acquired { missed: was_held })
+        let before = match counted {
+            Ok(answer) => answer.attributes.unwrap_or_default(),
+            Err(e) if is_condition_failure(&e) => return Ok(AcquireOutcome::Completed),
+            Err(e) => return Err(backend(format!("acquiring lock:{run_id}"), e)),
+        };
+        let marks = lock_marks(&before) + 1;
+        match read_lock(run_id, &before)? {
+            LockRead::Completed => Ok(AcquireOutcome::Completed),
+            // It had no owner: this call took it.
+            LockRead::Free if !before.contains_key("owner") => Ok(AcquireOutcome::Acquired {
+                missed: false,
+                marks,
+            }),
+            // The SDK's retry of a call whose answer was lost, which may have been a
+            // takeover: results may be unread.
+            LockRead::HeldBy(holder, _) if holder == owner => Ok(AcquireOutcome::Acquired {
+                missed: true,
+                marks,
+            }),
+            LockRead::HeldBy(_, lease_until) if lease_until >= now_ms => Ok(AcquireOutcome::Marked),
+            LockRead::HeldBy(..) | LockRead::Free => {
+                self.take_over_lock(run_id, owner, lease_until_ms, &before)
+                    .await
             }
-            Err(e) if is_condition_failure(&e) => Ok(if self.lock_completed(run_id).await? {
-                AcquireOutcome::Completed
-            } else {
-                AcquireOutcome::Held
-            }),
-            Err(e) => Err(backend(format!("acquiring lock:{run_id}"), e)),
-        }
-    }
-
-    async fn mark_dirty(
-        &self,
-        run_id: &RunId,
-        now_ms: u64,
-    ) -> Result<MarkDirtyOutcome, StoreError> {
-        self.calls.count(SERVICE, "UpdateItem");
-        let marked = self
-            .client
-            .update_item()
-            .table_name(&self.locks_table)
-            .key(LOCKS_PARTITION, lock_pk(run_id))
-            .update_expression("SET dirty = :true")
-            .condition_expression("#status = :held AND lease_until >= :now")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
-            .send()
-            .await;
-        match marked {
-            Ok(_) => Ok(MarkDirtyOutcome::Marked),
-            Err(e) if is_condition_failure(&e) => Ok(if self.lock_completed(run_id).await? {
-                MarkDirtyOutcome::Completed
-            } else {
-                MarkDirtyOutcome::NotHeld
-            }),
-            Err(e) => Err(backend(format!("marking lock:{run_id} dirty"), e)),
         }
     }
 
@@ -606,43 +748,53 @@ impl OrderStore for DynamoOrderStore {
         .await
     }
 
-    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        self.update_held_lock(
-            run_id,
-            owner,
-            "SET #status = :released",
-            " AND dirty = :false",
-            &[
-                (":released", s(LockStatus::Released.as_str())),
-                (":false", AttributeValue::Bool(false)),
-            ],
-            "releasing a lock",
-        )
-        .await
-    }
-
-    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        self.update_held_lock(
-            run_id,
-            owner,
-            "SET dirty = :false",
-            "",
-            &[(":false", AttributeValue::Bool(false))],
-            "clearing a lock's dirty flag",
-        )
-        .await
+    async fn release_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        seen_marks: u64,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.calls.count(SERVICE, "UpdateItem");
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression("REMOVE #owner, lease_until, #status")
+            .condition_expression(format!("{HELD_BY_OWNER} AND marks = :seen"))
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
+            .expression_attribute_values(":seen", number(seen_marks))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let now = match released {
+            Ok(_) => return Ok(ReleaseOutcome::Released),
+            Err(e) => match failed_condition_item(&e) {
+                Some(now) => now,
+                None => return Err(backend(format!("releasing lock:{run_id}"), e)),
+            },
+        };
+        match read_lock(run_id, &now)? {
+            LockRead::HeldBy(holder, _) if holder == owner => Ok(ReleaseOutcome::Marked {
+                marks: lock_marks(&now),
+            }),
+            _ => Err(StoreError::ConditionFailed {
+                what: format!("lock:{run_id}"),
+                detail: format!("releasing a lock: not held by {owner}"),
+            }),
+        }
     }
 
     async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
         self.update_held_lock(
             run_id,
             owner,
-            "SET #status = :completed, dirty = :false",
+            "SET #status = :completed",
             "",
-            &[
-                (":completed", s(LockStatus::Completed.as_str())),
-                (":false", AttributeValue::Bool(false)),
-            ],
+            &[(":completed", s(LockStatus::Completed.as_str()))],
             "completing a lock",
         )
         .await
@@ -652,19 +804,16 @@ impl OrderStore for DynamoOrderStore {
         let Some(item) = self.lock_item(run_id).await? else {
             return Ok(None);
         };
+        let status = match read_lock(run_id, &item)? {
+            LockRead::Completed => LockStatus::Completed,
+            LockRead::HeldBy(..) => LockStatus::Held,
+            LockRead::Free => LockStatus::Released,
+        };
         Ok(Some(LockState {
             owner: text(&item, "owner"),
-            status: lock_status(run_id, &item)?,
-            lease_until_ms: item
-                .get("lease_until")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_default(),
-            dirty: item
-                .get("dirty")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or_default(),
+            status,
+            lease_until_ms: lock_lease(&item),
+            marks: lock_marks(&item),
         }))
     }
 }

@@ -11,6 +11,7 @@ use sluice_contract::validate::Platform;
 
 use crate::git::GitPolicy;
 use crate::grants::CredentialGrants;
+use crate::run_key::RunKeyCache;
 
 use crate::ports::{
     Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderStore, SecretSource,
@@ -105,6 +106,8 @@ pub struct Engine {
     /// end of each step (one call per 25 on DynamoDB) rather than one call each. Shared by
     /// clones; whichever step ends first writes them all.
     pending_events: Arc<Mutex<Vec<OrderEvent>>>,
+    /// Run keys read lately (see [`RunKeyCache`]). Shared by clones.
+    pub(crate) run_keys: Arc<RunKeyCache>,
 }
 
 impl Engine {
@@ -114,6 +117,7 @@ impl Engine {
             ports,
             config,
             pending_events: Arc::default(),
+            run_keys: Arc::default(),
         }
     }
 

@@ -89,6 +89,60 @@ pub fn order_identity(
     Err(UnknownKey)
 }
 
+/// The run keys a process read lately, by key path, so that a warm orchestrator's passes
+/// of one run read its key once rather than once a step. A run key is written once at init
+/// and never changed, so a copy cannot go stale; it is dropped when its run is finalized
+/// (or pushed out by newer ones) so no run's key outlives its run in memory longer than
+/// the process. Only run keys are kept (an order's own key is read once anyway).
+#[derive(Default)]
+pub(crate) struct RunKeyCache {
+    entries: std::sync::Mutex<std::collections::VecDeque<(RunId, String, String)>>,
+}
+
+impl std::fmt::Debug for RunKeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunKeyCache(..)")
+    }
+}
+
+impl RunKeyCache {
+    /// How many runs' keys are kept.
+    const RUNS: usize = 64;
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(RunId, String, String)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The run key stored at `path`, when read lately.
+    pub(crate) fn get(&self, path: &str) -> Option<String> {
+        (self.entries().iter())
+            .find(|(_, p, _)| p == path)
+            .map(|(_, _, stored)| stored.clone())
+    }
+
+    /// Keeps `stored`, read at `path` for `run_id`, when it is a run key.
+    pub(crate) fn keep(&self, run_id: &RunId, path: &str, stored: &str) {
+        if !stored.starts_with(PREFIX) {
+            return;
+        }
+        let mut entries = self.entries();
+        entries.retain(|(_, p, _)| p != path);
+        if entries.len() == Self::RUNS {
+            entries.pop_front();
+        }
+        entries.push_back((run_id.clone(), path.to_owned(), stored.to_owned()));
+    }
+
+    /// Drops `run_id`'s key (its run is finalized and its stored keys deleted).
+    pub(crate) fn forget(&self, run_id: &RunId) {
+        self.entries().retain(|(run, _, _)| run != run_id);
+    }
+}
+
 /// A stored key that is neither a run key nor an order's own age key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the stored key is neither a run key nor an age identity")]
@@ -109,6 +163,30 @@ fn derive(stored: &str, run_id: &RunId, order_num: OrderNum) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_run_keys_of_live_runs_only() {
+        let cache = RunKeyCache::default();
+        let (run, other) = (RunId::generate(), RunId::generate());
+        let key = RunKey::generate();
+        cache.keep(&run, "/k/run", key.stored());
+        cache.keep(&other, "/k/order", "AGE-SECRET-KEY-1ORDERKEY");
+        assert_eq!(cache.get("/k/run").as_deref(), Some(key.stored()));
+        assert_eq!(
+            cache.get("/k/order"),
+            None,
+            "an order's own key is not kept"
+        );
+        assert_eq!(format!("{cache:?}"), "RunKeyCache(..)", "never printed");
+        cache.forget(&run);
+        assert_eq!(cache.get("/k/run"), None, "a finalized run's key goes");
+
+        for i in 0..=RunKeyCache::RUNS {
+            cache.keep(&RunId::generate(), &format!("/k/{i}"), key.stored());
+        }
+        assert_eq!(cache.get("/k/0"), None, "the oldest is pushed out");
+        assert!(cache.get(&format!("/k/{}", RunKeyCache::RUNS)).is_some());
+    }
 
     #[test]
     fn each_order_gets_its_own_key_that_age_reads_back() {

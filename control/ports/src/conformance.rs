@@ -13,8 +13,8 @@ use sluice_contract::{
 
 use crate::StoreError;
 use crate::{
-    AcquireOutcome, LockStatus, MarkDirtyOutcome, ObjectStore, OrderEvent, OrderRecord, OrderStore,
-    Presigned, Transition,
+    AcquireOutcome, LockStatus, ObjectStore, OrderEvent, OrderRecord, OrderStore, Presigned,
+    ReleaseOutcome, Transition,
 };
 
 /// A queued order row for tests.
@@ -277,48 +277,52 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
 }
 
 async fn lock_suite(store: &dyn OrderStore) {
+    let acquired = |missed| {
+        move |outcome: AcquireOutcome| match outcome {
+            AcquireOutcome::Acquired { missed: m, marks } if m == missed => marks,
+            other => panic!("expected Acquired {{ missed: {missed} }}, got {other:?}"),
+        }
+    };
     let run = RunId::generate();
     assert_eq!(store.lock_state(&run).await.unwrap(), None);
-    assert_eq!(
-        store.mark_dirty(&run, 100).await.unwrap(),
-        MarkDirtyOutcome::NotHeld,
-        "nobody holds an absent lock"
-    );
-    assert_eq!(
-        store.acquire_lock(&run, "a", 100, 200).await.unwrap(),
-        AcquireOutcome::Acquired { missed: false }
-    );
+    let marks = acquired(false)(store.acquire_lock(&run, "a", 100, 200).await.unwrap());
     assert_eq!(
         store.acquire_lock(&run, "b", 150, 250).await.unwrap(),
-        AcquireOutcome::Held,
-        "a live lease holds"
+        AcquireOutcome::Marked,
+        "a live lease holds; the wake-up is counted for its holder"
     );
-    assert!(
-        matches!(
-            store.acquire_lock(&run, "a", 150, 200).await.unwrap(),
-            AcquireOutcome::Acquired { .. }
-        ),
-        "an acquire tried again (its answer lost) finds its own hold, not another's"
-    );
+    let state = store.lock_state(&run).await.unwrap().unwrap();
     assert_eq!(
-        store.mark_dirty(&run, 150).await.unwrap(),
-        MarkDirtyOutcome::Marked
+        (state.status, state.owner.as_str()),
+        (LockStatus::Held, "a")
     );
-    let err = store.release_lock(&run, "a").await.unwrap_err();
-    assert!(
-        err.is_condition_failed(),
-        "a dirty lock cannot be released: {err}"
-    );
+    assert_eq!(state.marks, marks + 1, "the wake-up was counted");
+    let now = match store.release_lock(&run, "a", marks).await.unwrap() {
+        ReleaseOutcome::Marked { marks } => marks,
+        other => panic!("a lock marked since it was taken cannot be released: {other:?}"),
+    };
+    assert_eq!(now, marks + 1, "the release says the count now");
     assert!(
         store
-            .clear_dirty(&run, "b")
+            .release_lock(&run, "b", now)
             .await
             .unwrap_err()
             .is_condition_failed(),
-        "only the owner clears dirty"
+        "only the owner releases"
     );
-    store.clear_dirty(&run, "a").await.unwrap();
-    store.release_lock(&run, "a").await.unwrap();
+    let retried = acquired(true)(store.acquire_lock(&run, "a", 150, 200).await.unwrap());
+    assert!(
+        retried > now,
+        "an acquire tried again (its answer lost) finds its own hold, not another's"
+    );
+    assert_eq!(
+        store.release_lock(&run, "a", retried).await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    assert_eq!(
+        store.lock_state(&run).await.unwrap().unwrap().status,
+        LockStatus::Released
+    );
     assert!(
         store
             .renew_lock(&run, "a", 300)
@@ -328,16 +332,8 @@ async fn lock_suite(store: &dyn OrderStore) {
         "a released lock is not renewed"
     );
 
-    assert_eq!(
-        store.acquire_lock(&run, "b", 300, 400).await.unwrap(),
-        AcquireOutcome::Acquired { missed: false },
-        "a released lock is free"
-    );
-    assert_eq!(
-        store.acquire_lock(&run, "c", 401, 500).await.unwrap(),
-        AcquireOutcome::Acquired { missed: true },
-        "an expired lease is free; its holder may have left wake-ups unread"
-    );
+    acquired(false)(store.acquire_lock(&run, "b", 300, 400).await.unwrap());
+    let taken = acquired(true)(store.acquire_lock(&run, "c", 401, 500).await.unwrap());
     assert!(
         store
             .renew_lock(&run, "b", 600)
@@ -345,6 +341,14 @@ async fn lock_suite(store: &dyn OrderStore) {
             .unwrap_err()
             .is_condition_failed(),
         "the old holder lost it"
+    );
+    assert!(
+        store
+            .release_lock(&run, "b", taken)
+            .await
+            .unwrap_err()
+            .is_condition_failed(),
+        "the old holder cannot release it"
     );
     assert!(matches!(
         store.complete_lock(&run, "b").await,
@@ -357,31 +361,25 @@ async fn lock_suite(store: &dyn OrderStore) {
         "completed is final"
     );
     assert_eq!(
-        store.mark_dirty(&run, 10_000).await.unwrap(),
-        MarkDirtyOutcome::Completed
-    );
-    assert_eq!(
         store.lock_state(&run).await.unwrap().unwrap().status,
         LockStatus::Completed
     );
 
     // A lock whose lease ended is not held: the caller takes it over, learning that the
-    // holder may have left wake-ups unread (its dirty mark, reset by the takeover, among them).
+    // holder may have left wake-ups unread (its marks among them).
     let run = RunId::generate();
-    store.acquire_lock(&run, "a", 100, 200).await.unwrap();
+    acquired(false)(store.acquire_lock(&run, "a", 100, 200).await.unwrap());
     assert_eq!(
-        store.mark_dirty(&run, 201).await.unwrap(),
-        MarkDirtyOutcome::NotHeld,
-        "an ended lease holds nothing"
+        store.acquire_lock(&run, "b", 150, 250).await.unwrap(),
+        AcquireOutcome::Marked
     );
+    let marks = acquired(true)(store.acquire_lock(&run, "b", 201, 300).await.unwrap());
     assert_eq!(
-        store.mark_dirty(&run, 150).await.unwrap(),
-        MarkDirtyOutcome::Marked
+        store.release_lock(&run, "b", marks).await.unwrap(),
+        ReleaseOutcome::Released,
+        "the takeover accounted for every mark before it"
     );
-    assert_eq!(
-        store.acquire_lock(&run, "b", 201, 300).await.unwrap(),
-        AcquireOutcome::Acquired { missed: true }
-    );
+    acquired(false)(store.acquire_lock(&run, "b", 210, 300).await.unwrap());
     // A holder gives the lock back by ending its lease; a renewal sent before that, landing
     // after, does not revive it.
     store.renew_lock(&run, "b", 0).await.unwrap();
@@ -393,8 +391,5 @@ async fn lock_suite(store: &dyn OrderStore) {
             .is_condition_failed(),
         "an ended lease stays ended"
     );
-    assert_eq!(
-        store.acquire_lock(&run, "c", 250, 350).await.unwrap(),
-        AcquireOutcome::Acquired { missed: true }
-    );
+    acquired(true)(store.acquire_lock(&run, "c", 250, 350).await.unwrap());
 }

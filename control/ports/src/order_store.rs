@@ -165,6 +165,21 @@ impl Transition {
     }
 }
 
+/// The most moves one [`OrderStore::transition_together`] takes (DynamoDB's limit on a
+/// transaction's items).
+pub const MAX_MOVES_TOGETHER: usize = 100;
+
+/// One order's change in [`OrderStore::transition_together`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderMove {
+    /// The order.
+    pub order_num: OrderNum,
+    /// The status it must be in.
+    pub from: OrderStatus,
+    /// The change.
+    pub change: Transition,
+}
+
 /// One row of order_events (pk `trace_id`, sk `<order_name>:<epoch_ms>:<event>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEvent {
@@ -197,28 +212,33 @@ impl OrderEvent {
 pub enum AcquireOutcome {
     /// The caller holds the lock now. `missed`: it was taken over from a holder (whose lease
     /// ended, or the caller's own earlier acquire), so results may have arrived that no
-    /// pass has read, its dirty mark reset with the takeover (the caller then looks for
-    /// them all rather than trusting its own notification). A released lock is never dirty
-    /// (release requires it clean, and only a held lock is marked).
+    /// pass has read (the caller then looks for them all rather than trusting its own
+    /// notification). `marks`: the lock's wake-up count as the caller took it, which its
+    /// release compares against.
     Acquired {
         /// Whether wake-ups may have been missed.
         missed: bool,
+        /// The wake-up count the caller has accounted for.
+        marks: u64,
     },
-    /// Another owner holds it and its lease has not expired.
-    Held,
+    /// Another owner holds it with a live lease; the caller's wake-up was counted on the
+    /// lock, so that holder goes round once more before it releases.
+    Marked,
     /// The run was finalized; there is nothing left to do.
     Completed,
 }
 
-/// What [`OrderStore::mark_dirty`] found.
+/// What [`OrderStore::release_lock`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MarkDirtyOutcome {
-    /// The holder will see the flag before it releases.
-    Marked,
-    /// Nobody holds the lock (it was released meanwhile): try to acquire again.
-    NotHeld,
-    /// The run was finalized.
-    Completed,
+pub enum ReleaseOutcome {
+    /// Released: no wake-up arrived since the holder last accounted for them.
+    Released,
+    /// Wake-ups arrived meanwhile; still held. `marks` is the count now: the holder looks
+    /// for results again and releases with it.
+    Marked {
+        /// The lock's wake-up count now.
+        marks: u64,
+    },
 }
 
 /// Where a run's lock is in its life: taken and given back any number of times, then
@@ -270,8 +290,8 @@ pub struct LockState {
     pub status: LockStatus,
     /// When the holder's lease ends, ms since the epoch.
     pub lease_until_ms: u64,
-    /// Whether an event arrived while it was held.
-    pub dirty: bool,
+    /// How many wake-ups were counted on it (each acquire or mark adds one).
+    pub marks: u64,
 }
 
 impl LockState {
@@ -319,6 +339,21 @@ pub trait OrderStore: Send + Sync + Debug {
         change: &Transition,
     ) -> Result<OrderRecord, StoreError>;
 
+    /// Changes several orders of one run at once, each if, and only if, it is in its `from`
+    /// now: all or none (DynamoDB: one `TransactWriteItems`). At most
+    /// [`MAX_MOVES_TOGETHER`] moves. The new rows are the old ones with each change applied
+    /// ([`Transition::apply`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when any order is not in its `from` (none changed);
+    /// [`StoreError::NotFound`] when one does not exist.
+    async fn transition_together(
+        &self,
+        run_id: &RunId,
+        moves: &[OrderMove],
+    ) -> Result<(), StoreError>;
+
     /// Records events (each replacing one with the same key), in as few calls as the
     /// backend allows (DynamoDB: one per 25). Not atomic: after an error some may be
     /// recorded; recording them again is harmless.
@@ -329,7 +364,9 @@ pub trait OrderStore: Send + Sync + Debug {
 
     /// Takes `lock:<run_id>` for `owner` if it is absent, released, held with a lease that
     /// ended before `now_ms`, or held by `owner` already (an acquire tried again after its
-    /// answer was lost).
+    /// answer was lost); otherwise counts the caller's wake-up on it (the holder's release
+    /// then fails, and it looks again). Acquiring and marking are one decision: DynamoDB
+    /// makes it in one call, and a second only to take over an ended lease.
     async fn acquire_lock(
         &self,
         run_id: &RunId,
@@ -337,12 +374,6 @@ pub trait OrderStore: Send + Sync + Debug {
         now_ms: u64,
         lease_until_ms: u64,
     ) -> Result<AcquireOutcome, StoreError>;
-
-    /// Sets `dirty` on a lock held with a lease that lasts past `now_ms`, so its holder
-    /// loops once more before releasing. A lock whose lease ended is not held: its holder
-    /// crashed or gave it back, and the caller takes it over instead.
-    async fn mark_dirty(&self, run_id: &RunId, now_ms: u64)
-    -> Result<MarkDirtyOutcome, StoreError>;
 
     /// Extends the holder's lease; sets it to `0` to give the lock back after an error
     /// (a lease set to `0` is never extended again).
@@ -357,19 +388,18 @@ pub trait OrderStore: Send + Sync + Debug {
         lease_until_ms: u64,
     ) -> Result<(), StoreError>;
 
-    /// Releases the lock if `owner` holds it and it is not dirty.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::ConditionFailed`] when it is dirty or not held by `owner`.
-    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError>;
-
-    /// Clears `dirty` if `owner` holds the lock.
+    /// Releases the lock if `owner` holds it and its wake-up count is still `seen_marks`;
+    /// otherwise says what the count is now (one call either way).
     ///
     /// # Errors
     ///
     /// [`StoreError::ConditionFailed`] when `owner` no longer holds it.
-    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError>;
+    async fn release_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        seen_marks: u64,
+    ) -> Result<ReleaseOutcome, StoreError>;
 
     /// Marks the run finalized: the lock becomes `completed` for good.
     ///

@@ -23,8 +23,8 @@ use crate::engine::millis;
 use crate::error::StoreError;
 use crate::ports::order_pk;
 use crate::ports::{
-    AcquireOutcome, LockState, LockStatus, MarkDirtyOutcome, OrderEvent, OrderRecord, OrderStore,
-    Transition,
+    AcquireOutcome, LockState, LockStatus, OrderEvent, OrderMove, OrderRecord, OrderStore,
+    ReleaseOutcome, Transition,
 };
 
 const SCHEMA: &str = "
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS locks (
     owner TEXT NOT NULL,
     status TEXT NOT NULL,
     lease_until INTEGER NOT NULL,
+    -- the lock's wake-up count (named when it was a flag; a flag's 0 or 1 reads as a count)
     dirty INTEGER NOT NULL
 );
 ";
@@ -129,7 +130,7 @@ impl SqliteStore {
         let pk = lock_pk(run_id);
         self.with_conn("freeing a lock", move |conn| {
             conn.execute(
-                "UPDATE locks SET status = 'released', dirty = 0 WHERE pk = ?1 AND status = 'held'",
+                "UPDATE locks SET status = 'released' WHERE pk = ?1 AND status = 'held'",
                 params![pk],
             )
             .map_err(|e| backend("freeing a lock", e))?;
@@ -256,35 +257,33 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("changing an order's status", e))?;
-            let text: Option<String> = tx
-                .query_row(
-                    "SELECT record FROM orders WHERE pk = ?1",
-                    params![pk],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| backend("changing an order's status", e))?;
-            let Some(text) = text else {
-                return Err(StoreError::NotFound {
-                    key: format!("orders row {pk}"),
-                });
-            };
-            let mut record = decode_record(&text)?;
-            if record.status != from {
-                return Err(StoreError::ConditionFailed {
-                    what: format!("orders row {pk}"),
-                    detail: format!("status is {}, not {from}", record.status),
-                });
-            }
-            change.apply(&mut record);
-            tx.execute(
-                "UPDATE orders SET status = ?2, record = ?3 WHERE pk = ?1",
-                params![pk, record.status.as_str(), encode(&record)],
-            )
-            .map_err(|e| backend("changing an order's status", e))?;
+            let record = move_in(&tx, &pk, from, &change)?;
             tx.commit()
                 .map_err(|e| backend("changing an order's status", e))?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn transition_together(
+        &self,
+        run_id: &RunId,
+        moves: &[OrderMove],
+    ) -> Result<(), StoreError> {
+        for m in moves {
+            m.change.check_allowed(run_id, m.order_num, m.from)?;
+        }
+        let run_id = run_id.clone();
+        let moves = moves.to_vec();
+        self.with_conn("changing orders' statuses", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend("changing orders' statuses", e))?;
+            for m in &moves {
+                move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
+            }
+            tx.commit()
+                .map_err(|e| backend("changing orders' statuses", e))
         })
         .await
     }
@@ -375,68 +374,44 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let current: Option<(LockStatus, i64, String)> = tx
+            let current: Option<(LockStatus, i64, String, i64)> = tx
                 .query_row(
-                    "SELECT status, lease_until, owner FROM locks WHERE pk = ?1",
+                    "SELECT status, lease_until, owner, dirty FROM locks WHERE pk = ?1",
                     params![pk],
-                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
+                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .optional()
                 .map_err(|e| backend("acquiring a lock", e))?;
+            let marks = current.as_ref().map_or(0, |c| c.3 as u64) + 1;
             let missed = match &current {
                 None => false,
                 Some((LockStatus::Completed, ..)) => return Ok(AcquireOutcome::Completed),
                 Some((LockStatus::Released, ..)) => false,
                 // Taken over: expired, or the caller's own hold (an acquire tried again).
-                Some((_, lease_until, held_by))
+                Some((_, lease_until, held_by, _))
                     if (*lease_until as u64) < now_ms || *held_by == owner =>
                 {
                     true
                 }
-                Some(_) => return Ok(AcquireOutcome::Held),
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE locks SET dirty = ?2 WHERE pk = ?1",
+                        params![pk, marks as i64],
+                    )
+                    .map_err(|e| backend("counting a wake-up on a lock", e))?;
+                    tx.commit()
+                        .map_err(|e| backend("counting a wake-up on a lock", e))?;
+                    return Ok(AcquireOutcome::Marked);
+                }
             };
             tx.execute(
-                "INSERT INTO locks (pk, owner, status, lease_until, dirty) VALUES (?1, ?2, 'held', ?3, 0)
-                 ON CONFLICT (pk) DO UPDATE SET owner = ?2, status = 'held', lease_until = ?3, dirty = 0",
-                params![pk, owner, lease_until_ms as i64],
+                "INSERT INTO locks (pk, owner, status, lease_until, dirty) VALUES (?1, ?2, 'held', ?3, ?4)
+                 ON CONFLICT (pk) DO UPDATE SET owner = ?2, status = 'held', lease_until = ?3, dirty = ?4",
+                params![pk, owner, lease_until_ms as i64, marks as i64],
             )
             .map_err(|e| backend("acquiring a lock", e))?;
             tx.commit().map_err(|e| backend("acquiring a lock", e))?;
-            Ok(AcquireOutcome::Acquired { missed })
-        })
-        .await
-    }
-
-    async fn mark_dirty(
-        &self,
-        run_id: &RunId,
-        now_ms: u64,
-    ) -> Result<MarkDirtyOutcome, StoreError> {
-        let pk = lock_pk(run_id);
-        self.with_conn("marking a lock dirty", move |conn| {
-            let marked = conn
-                .execute(
-                    "UPDATE locks SET dirty = 1
-                     WHERE pk = ?1 AND status = 'held' AND lease_until >= ?2",
-                    params![pk, now_ms as i64],
-                )
-                .map_err(|e| backend("marking a lock dirty", e))?;
-            if marked == 1 {
-                return Ok(MarkDirtyOutcome::Marked);
-            }
-            let status: Option<LockStatus> = conn
-                .query_row(
-                    "SELECT status FROM locks WHERE pk = ?1",
-                    params![pk],
-                    |row| lock_status(row, 0),
-                )
-                .optional()
-                .map_err(|e| backend("marking a lock dirty", e))?;
-            Ok(if status == Some(LockStatus::Completed) {
-                MarkDirtyOutcome::Completed
-            } else {
-                MarkDirtyOutcome::NotHeld
-            })
+            Ok(AcquireOutcome::Acquired { missed, marks })
         })
         .await
     }
@@ -459,27 +434,47 @@ impl OrderStore for SqliteStore {
         .await
     }
 
-    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        conditional_lock_update(
-            self,
-            run_id,
-            owner,
-            "UPDATE locks SET status = 'released' WHERE pk = ?1 AND owner = ?2 AND status = 'held' AND dirty = 0",
-            None,
-            "releasing a lock",
-        )
-        .await
-    }
-
-    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        conditional_lock_update(
-            self,
-            run_id,
-            owner,
-            "UPDATE locks SET dirty = 0 WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
-            None,
-            "clearing a lock's dirty flag",
-        )
+    async fn release_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        seen_marks: u64,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let pk = lock_pk(run_id);
+        let owner = owner.to_owned();
+        self.with_conn("releasing a lock", move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend("releasing a lock", e))?;
+            let current: Option<(LockStatus, String, i64)> = tx
+                .query_row(
+                    "SELECT status, owner, dirty FROM locks WHERE pk = ?1",
+                    params![pk],
+                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(|e| backend("releasing a lock", e))?;
+            match current {
+                Some((LockStatus::Held, held_by, marks)) if held_by == owner => {
+                    if marks as u64 != seen_marks {
+                        return Ok(ReleaseOutcome::Marked {
+                            marks: marks as u64,
+                        });
+                    }
+                    tx.execute(
+                        "UPDATE locks SET status = 'released' WHERE pk = ?1",
+                        params![pk],
+                    )
+                    .map_err(|e| backend("releasing a lock", e))?;
+                    tx.commit().map_err(|e| backend("releasing a lock", e))?;
+                    Ok(ReleaseOutcome::Released)
+                }
+                _ => Err(StoreError::ConditionFailed {
+                    what: pk,
+                    detail: format!("releasing a lock: not held by {owner}"),
+                }),
+            }
+        })
         .await
     }
 
@@ -488,7 +483,7 @@ impl OrderStore for SqliteStore {
             self,
             run_id,
             owner,
-            "UPDATE locks SET status = 'completed', dirty = 0 WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
+            "UPDATE locks SET status = 'completed' WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
             None,
             "completing a lock",
         )
@@ -506,7 +501,7 @@ impl OrderStore for SqliteStore {
                         owner: row.get(0)?,
                         status: lock_status(row, 1)?,
                         lease_until_ms: row.get::<_, i64>(2)? as u64,
-                        dirty: row.get::<_, i64>(3)? != 0,
+                        marks: row.get::<_, i64>(3)? as u64,
                     })
                 },
             )
@@ -515,6 +510,43 @@ impl OrderStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Moves the order row `pk` from `from` with `change` inside `tx` (which the caller
+/// commits, or drops to undo); returns the new row.
+fn move_in(
+    tx: &rusqlite::Transaction<'_>,
+    pk: &str,
+    from: OrderStatus,
+    change: &Transition,
+) -> Result<OrderRecord, StoreError> {
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT record FROM orders WHERE pk = ?1",
+            params![pk],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| backend("changing an order's status", e))?;
+    let Some(text) = text else {
+        return Err(StoreError::NotFound {
+            key: format!("orders row {pk}"),
+        });
+    };
+    let mut record = decode_record(&text)?;
+    if record.status != from {
+        return Err(StoreError::ConditionFailed {
+            what: format!("orders row {pk}"),
+            detail: format!("status is {}, not {from}", record.status),
+        });
+    }
+    change.apply(&mut record);
+    tx.execute(
+        "UPDATE orders SET status = ?2, record = ?3 WHERE pk = ?1",
+        params![pk, record.status.as_str(), encode(&record)],
+    )
+    .map_err(|e| backend("changing an order's status", e))?;
+    Ok(record)
 }
 
 /// Runs one conditional UPDATE on a lock row (`?1` pk, `?2` owner, `?3` optional value);
@@ -541,7 +573,7 @@ async fn conditional_lock_update(
             } else {
                 Err(StoreError::ConditionFailed {
                     what: pk,
-                    detail: format!("{what}: not held by {owner} (or dirty)"),
+                    detail: format!("{what}: not held by {owner}"),
                 })
             }
         })

@@ -18,7 +18,7 @@ use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity};
 use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
-use sluice_contract::{AttemptId, OrderStatus, keys};
+use sluice_contract::{AttemptId, OrderStatus, RunId, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
@@ -30,6 +30,12 @@ use crate::run_key::order_identity;
 
 /// The keys a pass read, by path: the stored value, or why it could not be read.
 type StoredKeys = std::collections::HashMap<String, Result<String, StoreError>>;
+
+/// Puts `order` back in `orders`, at its index.
+fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
+    let index = order.plan.order_num.index().expect("real order");
+    orders[index] = order;
+}
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
 const START_RETRIES: u32 = 2;
@@ -73,67 +79,146 @@ impl Engine {
         let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
         let plan = evaluate(&nodes);
 
-        let ended_by_dependency = (plan.dependency_failed.iter())
+        let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.dependency_failed.iter())
             .map(|num| (num, OrderStatus::Failed, DEPENDENCY_FAILED))
             .chain(
                 (plan.dependency_cancelled.iter())
                     .map(|num| (num, OrderStatus::Cancelled, DEPENDENCY_CANCELLED)),
+            )
+            .map(|(num, status, reason)| {
+                let change = Transition {
+                    finished_at_ms: Some(now),
+                    ..Transition::to(status).reason(reason)
+                };
+                (orders[num.index().expect("real order")].clone(), change)
+            })
+            .collect();
+        for moved in self.move_orders(ended_by_dependency).await? {
+            let order = self.settle_moved(
+                moved,
+                |updated| serde_json::json!({ "reason": updated.reason }),
             );
-        for (num, status, reason) in ended_by_dependency {
-            let index = num.index().expect("real order");
-            let change = Transition {
-                finished_at_ms: Some(now),
-                ..Transition::to(status).reason(reason)
-            };
-            orders[index] = match self.move_order(&orders[index], &change).await? {
-                Moved::Applied(updated) => {
-                    let detail = serde_json::json!({ "reason": reason });
-                    self.record_event(&updated, status.as_str(), detail);
-                    updated
-                }
-                Moved::Lost(current) => current,
-            };
+            put_back(&mut orders, order);
         }
 
-        let stale_before = now.saturating_sub(millis(self.config.dispatch_lease));
-        let to_start: Vec<(usize, bool)> = plan
-            .ready
-            .iter()
-            .map(|num| (num.index().expect("real order"), false))
-            .chain(orders.iter().enumerate().filter_map(|(i, o)| {
-                let stale = o.status == OrderStatus::Dispatching
-                    && o.dispatched_at_ms.is_none_or(|t| t <= stale_before);
-                stale.then_some((i, true))
-            }))
+        // Claim the ready orders, each with a fresh attempt id, then start them and the
+        // starts found interrupted (the same attempt again).
+        let claims: Vec<(OrderRecord, Transition)> = (plan.ready.iter())
+            .map(|num| {
+                let change = Transition {
+                    attempt: Some(AttemptId::generate()),
+                    dispatched_at_ms: Some(now),
+                    ..Transition::to(OrderStatus::Dispatching)
+                };
+                (orders[num.index().expect("real order")].clone(), change)
+            })
             .collect();
-        let stored_keys = self
-            .read_keys(to_start.iter().map(|(index, _)| &orders[*index]))
-            .await;
+        let mut to_start = Vec::new();
+        for moved in self.move_orders(claims).await? {
+            match moved {
+                Moved::Applied(claimed) => to_start.push(claimed),
+                Moved::Lost(current) => put_back(&mut orders, current),
+            }
+        }
+        let stale_before = now.saturating_sub(millis(self.config.dispatch_lease));
+        for order in &orders {
+            let stale = order.status == OrderStatus::Dispatching
+                && order.dispatched_at_ms.is_none_or(|t| t <= stale_before);
+            if stale {
+                tracing::warn!(order_num = %order.plan.order_num, "retrying an interrupted dispatch");
+                to_start.push(order.clone());
+            }
+        }
+        let stored_keys = self.read_keys(to_start.iter()).await;
         let stored_keys = &stored_keys;
-        let started: Vec<(usize, Result<OrderRecord, EngineError>)> = stream::iter(to_start)
-            .map(|(index, retry)| {
-                let order = orders[index].clone();
-                async move { (index, self.start_order(order, retry, stored_keys).await) }
+        let launched: Vec<(OrderRecord, Result<(), DispatchError>)> = stream::iter(to_start)
+            .map(|order| async move {
+                let launched = self.launch(&order, now, stored_keys).await;
+                (order, launched)
             })
             .buffer_unordered(self.config.dispatch_parallelism.max(1))
             .collect()
             .await;
-        let mut failed_to_start = false;
-        for (index, result) in started {
-            orders[index] = result?;
-            failed_to_start |= orders[index].status.is_terminal();
+
+        let mut running = Vec::new();
+        let mut failed = Vec::new();
+        for (order, launched) in launched {
+            match launched {
+                Ok(()) => running.push((order, Transition::to(OrderStatus::Running))),
+                // It may even have started. The order stays `dispatching`: once the
+                // dispatch lease has passed, a pass (kicked by the run's watch) starts the
+                // same attempt again, and the worker's claim makes a second start harmless.
+                Err(error) if error.kind == ErrorKind::Transient => {
+                    tracing::warn!(order_num = %order.plan.order_num, %error, "dispatch failed transiently; it will be retried");
+                    put_back(&mut orders, order);
+                }
+                Err(error) => {
+                    tracing::error!(order_num = %order.plan.order_num, %error, "dispatch failed");
+                    let change = Transition {
+                        finished_at_ms: Some(self.now_ms()),
+                        ..Transition::to(OrderStatus::Failed).reason(format!(
+                            "dispatch_failed: starting the {}: {}",
+                            error.what, error.message
+                        ))
+                    };
+                    failed.push((order, change));
+                }
+            }
+        }
+        for moved in self.move_orders(running).await? {
+            // A row already past `running` is a very fast worker's result: fine.
+            let order = self.settle_moved(moved, |updated| {
+                tracing::info!(order_num = %updated.plan.order_num, attempt = ?updated.attempt, target = %updated.plan.execution_target, "order dispatched");
+                serde_json::json!({ "attempt": updated.attempt, "target": updated.plan.execution_target.to_string() })
+            });
+            put_back(&mut orders, order);
+        }
+        let failed_to_start = !failed.is_empty();
+        for moved in self.move_orders(failed).await? {
+            let order = self.settle_moved(
+                moved,
+                |updated| serde_json::json!({ "reason": updated.reason }),
+            );
+            put_back(&mut orders, order);
         }
         Ok((orders, failed_to_start))
     }
 
+    /// The row a move left, its event recorded when the move was this pass's (named after
+    /// the new status, `dispatched` for `running`), with `detail`.
+    fn settle_moved(
+        &self,
+        moved: Moved,
+        detail: impl FnOnce(&OrderRecord) -> serde_json::Value,
+    ) -> OrderRecord {
+        match moved {
+            Moved::Applied(updated) => {
+                let event = match updated.status {
+                    OrderStatus::Running => "dispatched",
+                    status => status.as_str(),
+                };
+                let detail = detail(&updated);
+                self.record_event(&updated, event, detail);
+                updated
+            }
+            Moved::Lost(current) => current,
+        }
+    }
+
     /// Reads, once each, the keys the orders to start are derived from (one run key for a
-    /// run queued since run keys; an order's own key for one queued before). A key that
+    /// run queued since run keys, kept for the run's later passes — see
+    /// [`crate::run_key::RunKeyCache`]; an order's own key for one queued before). A key that
     /// cannot be read is kept as its error, and fails only the orders that need it.
     async fn read_keys<'o>(&self, orders: impl Iterator<Item = &'o OrderRecord>) -> StoredKeys {
-        let paths: std::collections::BTreeSet<&str> =
-            orders.map(|order| order.key_path.as_str()).collect();
+        let paths: std::collections::BTreeMap<&str, &RunId> = orders
+            .map(|order| (order.key_path.as_str(), &order.run_id))
+            .collect();
         let mut stored = StoredKeys::new();
-        for path in paths {
+        for (path, run_id) in paths {
+            if let Some(kept) = self.run_keys.get(path) {
+                stored.insert(path.to_owned(), Ok(kept));
+                continue;
+            }
             let read = while_transient(
                 self.ports.clock.as_ref(),
                 Backoff::new(START_RETRY_FIRST, START_RETRIES),
@@ -142,6 +227,9 @@ impl Engine {
                 || self.ports.keys.get_key(path),
             )
             .await;
+            if let Ok(value) = &read {
+                self.run_keys.keep(run_id, path, value);
+            }
             stored.insert(path.to_owned(), read);
         }
         stored
@@ -243,74 +331,25 @@ impl Engine {
         })
     }
 
-    /// Starts one order (or restarts a stale start with the same attempt id).
-    async fn start_order(
+    /// Starts the worker of `order`'s attempt (claimed `dispatching` already).
+    async fn launch(
         &self,
-        order: OrderRecord,
-        retry: bool,
+        order: &OrderRecord,
+        now: u64,
         stored_keys: &StoredKeys,
-    ) -> Result<OrderRecord, EngineError> {
-        let now = self.now_ms();
-        let order = if retry {
-            tracing::warn!(order_num = %order.plan.order_num, "retrying an interrupted dispatch");
-            order
-        } else {
-            let change = Transition {
-                attempt: Some(AttemptId::generate()),
-                dispatched_at_ms: Some(now),
-                ..Transition::to(OrderStatus::Dispatching)
-            };
-            match self.move_order(&order, &change).await? {
-                Moved::Applied(updated) => updated,
-                Moved::Lost(current) => return Ok(current),
-            }
-        };
-        let attempt = order.attempt.clone().unwrap_or_else(AttemptId::generate);
-
-        let started = match self
-            .attempt_payload(&order, &attempt, now, stored_keys)
-            .await
-        {
-            Ok(payload) => self.start_worker(&order, &payload).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = started {
-            if error.kind == ErrorKind::Transient {
-                // It may even have started. The order stays `dispatching`: once the dispatch
-                // lease has passed, a pass (kicked by the run's watch) starts the same
-                // attempt again, and the worker's claim makes a second start harmless.
-                tracing::warn!(order_num = %order.plan.order_num, %error, "dispatch failed transiently; it will be retried");
-                return Ok(order);
-            }
-            tracing::error!(order_num = %order.plan.order_num, %error, "dispatch failed");
-            let change = Transition {
-                finished_at_ms: Some(self.now_ms()),
-                ..Transition::to(OrderStatus::Failed).reason(format!(
-                    "dispatch_failed: starting the {}: {}",
-                    error.what, error.message
-                ))
-            };
-            return Ok(match self.move_order(&order, &change).await? {
-                Moved::Applied(updated) => {
-                    let detail = serde_json::json!({ "reason": updated.reason });
-                    self.record_event(&updated, "failed", detail);
-                    updated
-                }
-                Moved::Lost(current) => current,
+    ) -> Result<(), DispatchError> {
+        let Some(attempt) = &order.attempt else {
+            return Err(DispatchError {
+                kind: ErrorKind::Permanent,
+                what: "worker".to_owned(),
+                run_id: order.run_id.clone(),
+                order_num: order.plan.order_num,
+                message: "it is dispatching without an attempt id".to_owned(),
             });
-        }
-        match self
-            .move_order(&order, &Transition::to(OrderStatus::Running))
-            .await?
-        {
-            Moved::Applied(updated) => {
-                tracing::info!(order_num = %order.plan.order_num, %attempt, target = %order.plan.execution_target, "order dispatched");
-                let detail = serde_json::json!({ "attempt": attempt, "target": order.plan.execution_target.to_string() });
-                self.record_event(&updated, "dispatched", detail);
-                Ok(updated)
-            }
-            // Its result was applied already (a very fast worker): fine.
-            Moved::Lost(current) => Ok(current),
-        }
+        };
+        let payload = self
+            .attempt_payload(order, attempt, now, stored_keys)
+            .await?;
+        self.start_worker(order, &payload).await
     }
 }

@@ -77,6 +77,7 @@ impl Engine {
             self.update_pr_comment(&orders, Some(status)).await;
         }
         self.ports.keys.delete_run_keys(run_id).await?;
+        self.run_keys.forget(run_id);
         match self.ports.orders.complete_lock(run_id, owner).await {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(Some(status)),
             Err(other) => Err(other.into()),

@@ -1,8 +1,8 @@
 //! The orchestrator: one invocation per result event, advancing a run under its lock.
 //!
 //! Each invocation first takes `lock:<run_id>` ([`lock`]). If another invocation holds it,
-//! this one marks it dirty and leaves: the holder loops once more before releasing, so the
-//! event that woke us is processed by someone. The holder loops
+//! this one's wake-up is counted on the lock and it leaves: the holder loops once more
+//! before releasing, so the event that woke us is processed by someone. The holder loops
 //! [`read_state`] → [`evaluate`] → [`dispatch`] →
 //! [`finalize`] until nothing changed and the lock is released clean, or the run is
 //! finalized. A crash anywhere leaves a lock whose lease expires; the next event (or a
@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
-use crate::ports::{OrderRecord, Transition};
+use crate::ports::{MAX_MOVES_TOGETHER, OrderMove, OrderRecord, Transition};
 use crate::retry::Backoff;
 use lock::{LockAttempt, Release};
 
@@ -114,14 +114,14 @@ impl Engine {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
         async {
-            let arrived = match lock::acquire(self, run_id, &owner).await? {
-                LockAttempt::Acquired { missed: false } => arrived,
+            let (arrived, marks) = match lock::acquire(self, run_id, &owner).await? {
+                LockAttempt::Acquired { missed: false, marks } => (arrived, marks),
                 // A holder may have left results unread: look for all of them.
-                LockAttempt::Acquired { missed: true } => None,
+                LockAttempt::Acquired { missed: true, marks } => (None, marks),
                 LockAttempt::Deferred => return Ok(Outcome::Deferred),
                 LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
             };
-            match self.hold_and_advance(run_id, &owner, arrived).await {
+            match self.hold_and_advance(run_id, &owner, arrived, marks).await {
                 Ok(outcome) => Ok(outcome),
                 Err(error) => {
                     // Give the lock back so the next event can retry at once rather than after
@@ -178,6 +178,58 @@ impl Engine {
         }
     }
 
+    /// Moves several orders, as [`Engine::move_order`] each, in as few writes as the store
+    /// allows: [`MAX_MOVES_TOGETHER`] at a time, all or none. When a batch cannot be written
+    /// whole (an order moved by someone else, a write whose answer was lost), its orders
+    /// are moved one at a time, which tells whose move stands.
+    ///
+    /// # Errors
+    ///
+    /// A backend failure.
+    pub(crate) async fn move_orders(
+        &self,
+        moves: Vec<(OrderRecord, Transition)>,
+    ) -> Result<Vec<Moved>, EngineError> {
+        let mut moved = Vec::with_capacity(moves.len());
+        for batch in moves.chunks(MAX_MOVES_TOGETHER) {
+            if let [(order, change)] = batch {
+                moved.push(self.move_order(order, change).await?);
+                continue;
+            }
+            let Some((first, _)) = batch.first() else {
+                continue;
+            };
+            let together: Vec<OrderMove> = batch
+                .iter()
+                .map(|(order, change)| OrderMove {
+                    order_num: order.plan.order_num,
+                    from: order.status,
+                    change: change.clone(),
+                })
+                .collect();
+            match self
+                .ports
+                .orders
+                .transition_together(&first.run_id, &together)
+                .await
+            {
+                Ok(()) => moved.extend(batch.iter().map(|(order, change)| {
+                    let mut updated = order.clone();
+                    change.apply(&mut updated);
+                    Moved::Applied(updated)
+                })),
+                Err(error) if error.is_condition_failed() || error.is_transient() => {
+                    tracing::debug!(%error, "moving orders one at a time");
+                    for (order, change) in batch {
+                        moved.push(self.move_order(order, change).await?);
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(moved)
+    }
+
     /// Advances the run while keeping the lock's lease: a pass may take longer than the
     /// lease (thousands of results to apply, hundreds of orders to start). Should the lease
     /// be lost all the same, the pass stops where it is — as a crash would, which every step
@@ -187,10 +239,11 @@ impl Engine {
         run_id: &RunId,
         owner: &str,
         arrived: Option<Arrivals>,
+        marks: u64,
     ) -> Result<Outcome, EngineError> {
         tokio::select! {
             biased;
-            outcome = self.advance_until_settled(run_id, owner, arrived) => outcome,
+            outcome = self.advance_until_settled(run_id, owner, arrived, marks) => outcome,
             () = self.keep_lease(run_id, owner) => {
                 tracing::warn!("the lease was lost during the pass; another invocation took over");
                 Ok(Outcome::LostLock)
@@ -229,6 +282,7 @@ impl Engine {
         run_id: &RunId,
         owner: &str,
         arrived: Option<Arrivals>,
+        mut marks: u64,
     ) -> Result<Outcome, EngineError> {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
@@ -236,7 +290,9 @@ impl Engine {
         let mut step = Step::First(arrived);
         loop {
             let this = std::mem::replace(&mut step, Step::Later);
-            let stepped = self.advance_once(run_id, owner, this, &mut commented).await;
+            let stepped = self
+                .advance_once(run_id, owner, this, &mut marks, &mut commented)
+                .await;
             // What a step that failed had recorded.
             self.write_events().await;
             match stepped {
@@ -262,6 +318,7 @@ impl Engine {
         run_id: &RunId,
         owner: &str,
         step: Step,
+        marks: &mut u64,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
     ) -> Result<Option<Outcome>, EngineError> {
         let arrived = match step {
@@ -293,9 +350,12 @@ impl Engine {
         }
         // The step's events before the lock goes: the next holder may finalize at once.
         self.write_events().await;
-        Ok(match lock::release(self, run_id, owner).await? {
+        Ok(match lock::release(self, run_id, owner, *marks).await? {
             Release::Released => Some(Outcome::Released),
-            Release::Dirty => None,
+            Release::Dirty { marks: now } => {
+                *marks = now;
+                None
+            }
             Release::Lost => Some(Outcome::LostLock),
         })
     }

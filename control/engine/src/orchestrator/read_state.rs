@@ -3,10 +3,12 @@
 //! Incremental by construction: one query for the run's orders, one LIST of the run's
 //! callback prefix, and a GET only for results of orders still waiting for one
 //! (`dispatching` or `running`), and only of their current attempt: a result a worker of an
-//! earlier attempt reports late lies under that attempt's key and is never read. Applying a
-//! result is a conditional transition, so a result that arrives twice, or late after a
-//! timeout, never changes a terminal status.
+//! earlier attempt reports late lies under that attempt's key and is never read. The GETs
+//! run side by side, and the results a step read are applied together
+//! (`Engine::move_orders`). Applying a result is a conditional transition, so a result
+//! that arrives twice, or late after a timeout, never changes a terminal status.
 
+use futures::stream::{self, StreamExt};
 use sluice_contract::events::OrderEmitted;
 use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
 use sluice_contract::{OrderStatus, RunId, keys};
@@ -46,23 +48,74 @@ impl Engine {
                 &listed
             }
         };
-        for order in orders.iter_mut() {
-            let waiting = matches!(
-                order.status,
-                OrderStatus::Dispatching | OrderStatus::Running
-            );
-            let Some(attempt) = order.attempt.clone() else {
-                continue;
+        let waiting: Vec<OrderRecord> = orders
+            .iter()
+            .filter(|order| {
+                matches!(
+                    order.status,
+                    OrderStatus::Dispatching | OrderStatus::Running
+                ) && (order.attempt.clone())
+                    .is_some_and(|attempt| arrived.contains(&(order.plan.order_num, attempt)))
+            })
+            .cloned()
+            .collect();
+        let read: Vec<_> = stream::iter(waiting)
+            .map(|order| async move {
+                let read = self.read_result(&order).await;
+                read.map(|bytes| (order, bytes))
+            })
+            .buffer_unordered(self.config.dispatch_parallelism.max(1))
+            .collect()
+            .await;
+        let mut results = Vec::new();
+        for read in read {
+            let (order, bytes) = read?;
+            let Some(bytes) = bytes else { continue };
+            // A result for an order still `dispatching` means its orchestrator stopped
+            // between starting the worker and recording it: record it now, then apply it.
+            let order = if order.status == OrderStatus::Dispatching {
+                self.move_order(&order, &Transition::to(OrderStatus::Running))
+                    .await?
+                    .row()
+            } else {
+                order
             };
-            if waiting && arrived.contains(&(order.plan.order_num, attempt)) {
-                *order = self.apply_result(order).await?;
+            if order.status == OrderStatus::Running {
+                results.push((order, bytes));
+            } else {
+                let index = order.plan.order_num.index().expect("real order");
+                orders[index] = order;
             }
+        }
+        let now = self.now_ms();
+        let (moves, reported): (Vec<_>, Vec<_>) = results
+            .into_iter()
+            .map(|(order, bytes)| {
+                let (change, reported) = self.result_change(&order, &bytes, now);
+                ((order, change), reported)
+            })
+            .unzip();
+        for (moved, (detail, emitted)) in self.move_orders(moves).await?.into_iter().zip(reported) {
+            let order = match moved {
+                Moved::Applied(updated) => {
+                    tracing::info!(order_num = %updated.plan.order_num, status = %updated.status, "order finished");
+                    self.record_emitted(&updated, emitted);
+                    self.record_event(&updated, updated.status.as_str(), detail);
+                    updated
+                }
+                // Someone else applied it (or the job timed it out) first: theirs stands.
+                Moved::Lost(current) => current,
+            };
+            let index = order.plan.order_num.index().expect("real order");
+            orders[index] = order;
         }
         Ok(orders)
     }
 
-    /// Reads one order's result and moves the order to the status it reports.
-    async fn apply_result(&self, order: &OrderRecord) -> Result<OrderRecord, EngineError> {
+    /// Reads the result of `order`'s current attempt, bounded: a worker (or whoever holds
+    /// its URL) may have written any size; one larger than a result can be is malformed,
+    /// and is never loaded whole. `None` when there is none (yet).
+    async fn read_result(&self, order: &OrderRecord) -> Result<Option<Vec<u8>>, EngineError> {
         let Some(attempt) = &order.attempt else {
             return Err(EngineError::Store(StoreError::Backend {
                 what: format!("order {}", order.pk()),
@@ -70,37 +123,29 @@ impl Engine {
             }));
         };
         let key = keys::result(&order.run_id, order.plan.order_num, attempt);
-        // Bounded: a worker (or whoever holds its URL) may have written any size; one larger
-        // than a result can be is malformed, and is never loaded whole.
-        let bytes = match self
+        match self
             .ports
             .internal
             .get_prefix(&key, MAX_RESULT_BYTES as u64)
             .await
         {
-            Ok(bytes) => bytes,
-            Err(StoreError::NotFound { .. }) => return Ok(order.clone()),
-            Err(other) => return Err(other.into()),
-        };
-        // A result for an order still `dispatching` means its orchestrator stopped between
-        // starting the worker and recording it: record it now, then apply the result.
-        let order = if order.status == OrderStatus::Dispatching {
-            self.move_order(order, &Transition::to(OrderStatus::Running))
-                .await?
-                .row()
-        } else {
-            order.clone()
-        };
-        if order.status != OrderStatus::Running {
-            return Ok(order);
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
         }
-        let order = &order;
-        let now = self.now_ms();
+    }
+
+    /// The change a result makes to its running order, the detail of its event, and the
+    /// events the order emitted.
+    fn result_change(
+        &self,
+        order: &OrderRecord,
+        bytes: &[u8],
+        now: u64,
+    ) -> (Transition, (serde_json::Value, Vec<OrderEmitted>)) {
         let fallback_duration = order.dispatched_at_ms.map(|t| now.saturating_sub(t));
-        let mut emitted = Vec::new();
-        let (change, detail) = match parse_result(&bytes) {
+        let (mut change, detail, emitted) = match parse_result(bytes) {
             Ok(doc) => {
-                emitted = doc.events.clone();
                 let mut change = Transition::to(doc.status);
                 change.exit_code = doc.exit_code;
                 change.reason = doc.reason.clone();
@@ -109,30 +154,18 @@ impl Engine {
                     "exit_code": doc.exit_code, "reason": doc.reason, "attempt": doc.attempt,
                     "log_bytes": doc.log_bytes, "log_truncated": doc.log_truncated,
                 });
-                (change, detail)
+                (change, detail, doc.events)
             }
             Err(malformed) => {
                 tracing::warn!(order_num = %order.plan.order_num, error = %malformed, "malformed result");
                 let mut change = Transition::to(OrderStatus::Failed).reason(MALFORMED_RESULT);
                 change.duration_ms = fallback_duration;
-                (
-                    change,
-                    serde_json::json!({ "reason": MALFORMED_RESULT, "error": malformed.to_string() }),
-                )
+                let detail = serde_json::json!({ "reason": MALFORMED_RESULT, "error": malformed.to_string() });
+                (change, detail, Vec::new())
             }
         };
-        let mut change = change;
         change.finished_at_ms = Some(now);
-        match self.move_order(order, &change).await? {
-            Moved::Applied(updated) => {
-                tracing::info!(order_num = %order.plan.order_num, status = %updated.status, "order finished");
-                self.record_emitted(&updated, emitted);
-                self.record_event(&updated, updated.status.as_str(), detail);
-                Ok(updated)
-            }
-            // Someone else applied it (or the job timed it out) first: theirs stands.
-            Moved::Lost(current) => Ok(current),
-        }
+        (change, (detail, emitted))
     }
 
     /// Records the events an order emitted (carried in its result) as `emitted:<kind>` rows.

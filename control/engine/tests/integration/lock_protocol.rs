@@ -85,7 +85,7 @@ proptest! {
             let run = RunId::generate();
             let mut arrived = 0usize;
             let mut seen = 0usize;
-            let mut invocations: Vec<(String, Step)> = Vec::new();
+            let mut invocations: Vec<(String, Step, u64)> = Vec::new();
             let mut choices = schedule.into_iter();
             loop {
                 let live: Vec<usize> = (0..invocations.len()).filter(|&i| invocations[i].1 != Step::Exited).collect();
@@ -94,33 +94,34 @@ proptest! {
                 let index = match choice {
                     Some(c) if c % 4 == 0 || live.is_empty() => {
                         arrived += 1;
-                        invocations.push((format!("owner-{arrived}"), Step::Acquire));
+                        invocations.push((format!("owner-{arrived}"), Step::Acquire, 0));
                         continue;
                     }
                     Some(c) => live[c % live.len()],
                     None if live.is_empty() => break,
                     None => live[0],
                 };
-                let (owner, step) = invocations[index].clone();
-                let next = match step {
+                let (owner, step, marks) = invocations[index].clone();
+                let (next, marks) = match step {
                     Step::Acquire => match lock::acquire(&engine, &run, &owner).await.unwrap() {
-                        LockAttempt::Acquired { .. } => Step::Read,
-                        LockAttempt::Deferred => Step::Exited,
+                        LockAttempt::Acquired { marks, .. } => (Step::Read, marks),
+                        LockAttempt::Deferred => (Step::Exited, marks),
                         LockAttempt::Completed => unreachable!("never completed here"),
                     },
                     Step::Read => {
                         seen = arrived;
-                        Step::Release
+                        (Step::Release, marks)
                     }
-                    Step::Release => match lock::release(&engine, &run, &owner).await.unwrap() {
-                        Release::Released => Step::Exited,
-                        Release::Dirty => Step::Read,
+                    Step::Release => match lock::release(&engine, &run, &owner, marks).await.unwrap() {
+                        Release::Released => (Step::Exited, marks),
+                        Release::Dirty { marks } => (Step::Read, marks),
                         Release::Lost => panic!("{owner} lost a lock it held"),
                     },
                     Step::Exited => unreachable!(),
                 };
                 invocations[index].1 = next;
-                let holders = invocations.iter().filter(|(_, s)| matches!(s, Step::Read | Step::Release)).count();
+                invocations[index].2 = marks;
+                let holders = invocations.iter().filter(|(_, s, _)| matches!(s, Step::Read | Step::Release)).count();
                 prop_assert!(holders <= 1, "{holders} invocations hold the lock");
             }
             prop_assert_eq!(seen, arrived, "an event arrived after the last read and nobody read again");

@@ -33,7 +33,8 @@ use sluice_contract::{
 };
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::ports::{
-    AcquireOutcome, DispatchError, LockState, MarkDirtyOutcome, OrderEvent, OrderRecord, Presigned,
+    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderMove, OrderRecord, Presigned,
+    ReleaseOutcome,
 };
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ErrorKind, KeyStore, ObjectStore, OrderStore, Ports,
@@ -348,6 +349,14 @@ impl OrderStore for FaultyTables {
         let call = self.inner.transition(run_id, num, from, change);
         self.world.faulty("transition", call).await
     }
+    async fn transition_together(
+        &self,
+        run_id: &RunId,
+        moves: &[OrderMove],
+    ) -> Result<(), StoreError> {
+        let call = self.inner.transition_together(run_id, moves);
+        self.world.faulty("transition_together", call).await
+    }
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
         self.world
             .faulty("put_events", self.inner.put_events(events))
@@ -369,26 +378,18 @@ impl OrderStore for FaultyTables {
             .acquire_lock(run_id, owner, now_ms, lease_until_ms);
         self.world.faulty("acquire_lock", call).await
     }
-    async fn mark_dirty(
-        &self,
-        run_id: &RunId,
-        now_ms: u64,
-    ) -> Result<MarkDirtyOutcome, StoreError> {
-        self.world
-            .faulty("mark_dirty", self.inner.mark_dirty(run_id, now_ms))
-            .await
-    }
     async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<(), StoreError> {
         let call = self.inner.renew_lock(run_id, owner, until);
         self.world.faulty("renew_lock", call).await
     }
-    async fn release_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        let call = self.inner.release_lock(run_id, owner);
+    async fn release_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        seen_marks: u64,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let call = self.inner.release_lock(run_id, owner, seen_marks);
         self.world.faulty("release_lock", call).await
-    }
-    async fn clear_dirty(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        let call = self.inner.clear_dirty(run_id, owner);
-        self.world.faulty("clear_dirty", call).await
     }
     async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
         let call = self.inner.complete_lock(run_id, owner);
@@ -723,7 +724,7 @@ impl Sim {
             1 if started => self.run_worker().await,
             2 if notified > 1 => {
                 // Two invocations at once, as Lambda runs them: one takes the lock, the
-                // other marks it dirty (or finds it free again).
+                // other is counted on it (or finds it free again).
                 self.world.counts.lock().unwrap().concurrent_deliveries += 1;
                 tokio::join!(self.deliver(), self.deliver());
             }

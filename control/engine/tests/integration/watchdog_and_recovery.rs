@@ -753,7 +753,7 @@ async fn a_pass_longer_than_the_lease_keeps_the_lock() {
     let (outcome, intruded) = tokio::join!(setup.engine.orchestrate(&run), intruder);
     assert_eq!(
         intruded,
-        sluice_engine::ports::AcquireOutcome::Held,
+        sluice_engine::ports::AcquireOutcome::Marked,
         "the working pass still held the lock"
     );
     assert_eq!(outcome.unwrap(), Outcome::Released);
@@ -761,7 +761,7 @@ async fn a_pass_longer_than_the_lease_keeps_the_lock() {
 }
 
 /// A pass that takes the lock over from a holder whose lease ended reads every result that
-/// arrived, not only the one its notification names: the dirty mark the holder left stood
+/// arrived, not only the one its notification names: the mark the holder left unread stood
 /// for a result nobody has read. Before, the pass read the named result only and released
 /// the lock clean, and the other waited for the run's watch.
 #[tokio::test]
@@ -771,7 +771,7 @@ async fn a_pass_taking_over_a_dead_holders_lock_reads_every_result() {
     setup.engine.orchestrate(&run).await.unwrap();
     let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
 
-    // A pass takes the lock and dies; a's result arrives meanwhile and marks the lock dirty.
+    // A pass takes the lock and dies; a's result arrives meanwhile and is counted on it.
     let orders = &setup.engine.ports.orders;
     let now = setup.clock.now_ms();
     orders
@@ -780,8 +780,11 @@ async fn a_pass_taking_over_a_dead_holders_lock_reads_every_result() {
         .unwrap();
     report_success(&setup, &run, a).await;
     assert_eq!(
-        orders.mark_dirty(&run, now).await.unwrap(),
-        sluice_engine::ports::MarkDirtyOutcome::Marked
+        orders
+            .acquire_lock(&run, "a's pass", now, now + 60_000)
+            .await
+            .unwrap(),
+        sluice_engine::ports::AcquireOutcome::Marked
     );
 
     // Past the dead pass's lease, b's result comes with its notification.
