@@ -5,7 +5,8 @@
 //! `UpdateItem` on the lock row (DESIGN §3): acquiring sets the owner only where there is
 //! none (`if_not_exists`) and counts the wake-up either way, so a notification that finds
 //! the lock held costs one call; the lock item has an owner and lease while held, a
-//! `marks` count, and `status = completed` once finalized. Reads are
+//! `marks` count, and `status = completed` once finalized; a step's release goes in one
+//! `TransactWriteItems` with its last status changes and events. Reads are
 //! strongly consistent, so the orchestrator never acts on a status older than its own
 //! writes. Inserting a run's orders is a transaction per 100 rows (DynamoDB's limit); when a
 //! later batch fails, the earlier ones are deleted again, so a run is inserted whole or not
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -27,7 +29,7 @@ use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
 use sluice_ports::StoreError;
 use sluice_ports::{
     AcquireOutcome, LockState, LockStatus, OrderEvent, OrderMove, OrderRecord, OrderStore,
-    ReleaseOutcome, Transition,
+    ReleaseOutcome, StepWrites, Transition,
 };
 
 use crate::calls::CallCounter;
@@ -239,6 +241,48 @@ impl DynamoOrderStore {
             }
         }
         Ok(rows)
+    }
+
+    /// The transaction items of `moves` of `run_id`'s orders, each conditional on its
+    /// order's status (checked against the status table first).
+    fn move_items(
+        &self,
+        run_id: &RunId,
+        moves: &[OrderMove],
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = Vec::with_capacity(moves.len());
+        for m in moves {
+            m.change.check_allowed(run_id, m.order_num, m.from)?;
+            let update = TransitionUpdate::new(m.from, &m.change);
+            let item = Update::builder()
+                .table_name(&self.orders_table)
+                .set_key(Some(Self::order_key(run_id, m.order_num)))
+                .update_expression(update.expression)
+                .condition_expression(TransitionUpdate::CONDITION)
+                .set_expression_attribute_names(Some(update.names))
+                .set_expression_attribute_values(Some(update.values))
+                .build()
+                .map_err(|e| StoreError::Backend {
+                    what: format!("order {run_id}:{}", m.order_num),
+                    message: format!("building its update: {e}"),
+                })?;
+            items.push(TransactWriteItem::builder().update(item).build());
+        }
+        Ok(items)
+    }
+
+    /// The items of `events`, one per key: one request may not name a key twice, and the
+    /// last event of a key wins, as it would written one after the other.
+    fn event_items(&self, events: &[OrderEvent]) -> Result<Vec<Item>, StoreError> {
+        let mut by_key: HashMap<(String, String), Item> = HashMap::new();
+        let expires = expires_at(now_secs(), self.event_ttl_days);
+        for event in events {
+            let mut item = to_item(|| format!("event {}", event.sk()), event)?;
+            item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
+            item.insert(TTL_ATTRIBUTE.to_owned(), expires.clone());
+            by_key.insert((event.trace_id.to_string(), event.sk()), item);
+        }
+        Ok(by_key.into_values().collect())
     }
 
     /// Reads the lock row (consistent).
@@ -590,24 +634,7 @@ impl OrderStore for DynamoOrderStore {
         run_id: &RunId,
         moves: &[OrderMove],
     ) -> Result<(), StoreError> {
-        let mut items = Vec::with_capacity(moves.len());
-        for m in moves {
-            m.change.check_allowed(run_id, m.order_num, m.from)?;
-            let update = TransitionUpdate::new(m.from, &m.change);
-            let item = Update::builder()
-                .table_name(&self.orders_table)
-                .set_key(Some(Self::order_key(run_id, m.order_num)))
-                .update_expression(update.expression)
-                .condition_expression(TransitionUpdate::CONDITION)
-                .set_expression_attribute_names(Some(update.names))
-                .set_expression_attribute_values(Some(update.values))
-                .build()
-                .map_err(|e| StoreError::Backend {
-                    what: format!("order {run_id}:{}", m.order_num),
-                    message: format!("building its update: {e}"),
-                })?;
-            items.push(TransactWriteItem::builder().update(item).build());
-        }
+        let items = self.move_items(run_id, moves)?;
         self.calls.count(SERVICE, "TransactWriteItems");
         match self
             .client
@@ -632,18 +659,7 @@ impl OrderStore for DynamoOrderStore {
     }
 
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
-        // One request may not name a key twice: the last event of a key wins, as it would
-        // written one after the other.
-        let mut by_key: HashMap<(String, String), Item> = HashMap::new();
-        let expires = expires_at(now_secs(), self.event_ttl_days);
-        for event in events {
-            let mut item = to_item(|| format!("event {}", event.sk()), event)?;
-            item.insert(EVENTS_SORT.to_owned(), s(event.sk()));
-            item.insert(TTL_ATTRIBUTE.to_owned(), expires.clone());
-            by_key.insert((event.trace_id.to_string(), event.sk()), item);
-        }
-        let requests: Vec<WriteRequest> = by_key
-            .into_values()
+        let requests: Vec<WriteRequest> = (self.event_items(events)?.into_iter())
             .map(|item| {
                 let put = PutRequest::builder()
                     .set_item(Some(item))
@@ -753,33 +769,108 @@ impl OrderStore for DynamoOrderStore {
         run_id: &RunId,
         owner: &str,
         seen_marks: u64,
+        writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError> {
-        self.calls.count(SERVICE, "UpdateItem");
-        let released = self
-            .client
-            .update_item()
-            .table_name(&self.locks_table)
-            .key(LOCKS_PARTITION, lock_pk(run_id))
-            .update_expression("REMOVE #owner, lease_until, #status")
-            .condition_expression(format!("{HELD_BY_OWNER} AND marks = :seen"))
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
-            .expression_attribute_values(":seen", number(seen_marks))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let now = match released {
-            Ok(_) => return Ok(ReleaseOutcome::Released),
-            Err(e) => match failed_condition_item(&e) {
-                Some(now) => now,
-                None => return Err(backend(format!("releasing lock:{run_id}"), e)),
-            },
+        const RELEASE: &str = "REMOVE #owner, lease_until, #status";
+        let condition = format!("{HELD_BY_OWNER} AND marks = :seen");
+        let names = HashMap::from([
+            ("#owner".to_owned(), "owner".to_owned()),
+            ("#status".to_owned(), "status".to_owned()),
+        ]);
+        let values = Item::from([
+            (":owner".to_owned(), s(owner)),
+            (":held".to_owned(), s(LockStatus::Held.as_str())),
+            (":seen".to_owned(), number(seen_marks)),
+        ]);
+        let lock_now = if writes.is_empty() {
+            self.calls.count(SERVICE, "UpdateItem");
+            let released = self
+                .client
+                .update_item()
+                .table_name(&self.locks_table)
+                .key(LOCKS_PARTITION, lock_pk(run_id))
+                .update_expression(RELEASE)
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            match released {
+                Ok(_) => return Ok(ReleaseOutcome::Released),
+                Err(e) => match failed_condition_item(&e) {
+                    Some(now) => now,
+                    None => return Err(backend(format!("releasing lock:{run_id}"), e)),
+                },
+            }
+        } else {
+            let release = Update::builder()
+                .table_name(&self.locks_table)
+                .key(LOCKS_PARTITION, lock_pk(run_id))
+                .update_expression(RELEASE)
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(|e| StoreError::Backend {
+                    what: format!("lock:{run_id}"),
+                    message: format!("building its release: {e}"),
+                })?;
+            let mut items = vec![TransactWriteItem::builder().update(release).build()];
+            items.extend(self.move_items(run_id, &writes.moves)?);
+            for item in self.event_items(&writes.events)? {
+                let put = Put::builder()
+                    .table_name(&self.events_table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Backend {
+                        what: format!("the events of run {run_id}"),
+                        message: format!("building their puts: {e}"),
+                    })?;
+                items.push(TransactWriteItem::builder().put(put).build());
+            }
+            self.calls.count(SERVICE, "TransactWriteItems");
+            let written = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let e = match written {
+                Ok(_) => return Ok(ReleaseOutcome::Released),
+                Err(e) => e,
+            };
+            let reasons = match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    cancelled.cancellation_reasons().to_vec()
+                }
+                _ => return Err(backend(format!("releasing lock:{run_id}"), e)),
+            };
+            match reasons.first() {
+                // The release's own condition failed: the item says why.
+                Some(lock) if lock.code() == Some("ConditionalCheckFailed") => {
+                    lock.item().cloned().unwrap_or_default()
+                }
+                // Another item's condition (an order moved by someone else), or a conflict.
+                _ => {
+                    return Err(StoreError::ConditionFailed {
+                        what: format!("lock:{run_id}"),
+                        detail: format!(
+                            "releasing a lock with the step's writes: {}",
+                            DisplayErrorContext(&e)
+                        ),
+                    });
+                }
+            }
         };
-        match read_lock(run_id, &now)? {
+        match read_lock(run_id, &lock_now)? {
             LockRead::HeldBy(holder, _) if holder == owner => Ok(ReleaseOutcome::Marked {
-                marks: lock_marks(&now),
+                marks: lock_marks(&lock_now),
             }),
             _ => Err(StoreError::ConditionFailed {
                 what: format!("lock:{run_id}"),

@@ -132,16 +132,26 @@ impl Engine {
     /// Writes the events recorded so far. A failure is logged, never fatal: events are for
     /// humans, and the run's state is in its rows.
     pub(crate) async fn write_events(&self) {
-        let events = std::mem::take(
+        let events = self.take_events();
+        self.put_events(&events).await;
+    }
+
+    /// The events recorded so far, to be written by the caller (with a step's release).
+    pub(crate) fn take_events(&self) -> Vec<OrderEvent> {
+        std::mem::take(
             &mut *self
                 .pending_events
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
+        )
+    }
+
+    /// Writes `events` now; a failure is logged, as in [`Engine::write_events`].
+    pub(crate) async fn put_events(&self, events: &[OrderEvent]) {
         if events.is_empty() {
             return;
         }
-        if let Err(error) = self.ports.orders.put_events(&events).await {
+        if let Err(error) = self.ports.orders.put_events(events).await {
             tracing::warn!(%error, count = events.len(), "could not record order events");
         }
     }

@@ -13,8 +13,8 @@ use sluice_contract::{
 
 use crate::StoreError;
 use crate::{
-    AcquireOutcome, LockStatus, ObjectStore, OrderEvent, OrderRecord, OrderStore, Presigned,
-    ReleaseOutcome, Transition,
+    AcquireOutcome, LockStatus, ObjectStore, OrderEvent, OrderMove, OrderRecord, OrderStore,
+    Presigned, ReleaseOutcome, StepWrites, Transition,
 };
 
 /// A queued order row for tests.
@@ -273,10 +273,110 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         "a batch records every event"
     );
 
+    together_suite(store, &orders[1..]).await;
     lock_suite(store).await;
 }
 
+/// Status changes made together, alone or with the lock's release: all or none.
+async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
+    let run = &orders[0].run_id;
+    let claim = |order: &OrderRecord, attempt: &str| {
+        let change = Transition {
+            attempt: AttemptId::parse(attempt),
+            ..Transition::to(OrderStatus::Dispatching)
+        };
+        OrderMove::of(order, &change)
+    };
+    let statuses = || async {
+        let rows = store.run_orders(run).await.unwrap();
+        orders
+            .iter()
+            .map(|o| rows[o.plan.order_num.index().unwrap()].status)
+            .collect::<Vec<_>>()
+    };
+    // Allowed from `dispatching`, but the order is `queued`.
+    let wrong = OrderMove {
+        from: OrderStatus::Dispatching,
+        ..OrderMove::of(&orders[1], &Transition::to(OrderStatus::Running))
+    };
+    let err = store
+        .transition_together(run, &[claim(&orders[0], "a1"), wrong])
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_condition_failed(),
+        "one order not as expected: {err}"
+    );
+    assert_eq!(statuses().await, [OrderStatus::Queued; 2], "none moved");
+    let claims = [claim(&orders[0], "a1"), claim(&orders[1], "b1")];
+    store.transition_together(run, &claims).await.unwrap();
+    assert_eq!(statuses().await, [OrderStatus::Dispatching; 2]);
+
+    // With the release: the moves, the events and the release, or nothing.
+    let rows = store.run_orders(run).await.unwrap();
+    let running: Vec<OrderMove> = (orders.iter())
+        .map(|o| {
+            let row = &rows[o.plan.order_num.index().unwrap()];
+            OrderMove::of(row, &Transition::to(OrderStatus::Running))
+        })
+        .collect();
+    let event = OrderEvent {
+        trace_id: orders[0].trace_id.clone(),
+        order_name: orders[0].plan.order_name.clone(),
+        epoch_ms: 100,
+        event: "dispatched".to_owned(),
+        run_id: run.clone(),
+        detail: serde_json::json!({}),
+    };
+    let writes = StepWrites {
+        moves: running.clone(),
+        events: vec![event.clone()],
+    };
+    let marks = match store.acquire_lock(run, "a", 0, u64::MAX).await.unwrap() {
+        AcquireOutcome::Acquired { marks, .. } => marks,
+        other => panic!("a free lock is taken: {other:?}"),
+    };
+    assert_eq!(
+        store.acquire_lock(run, "b", 1, u64::MAX).await.unwrap(),
+        AcquireOutcome::Marked
+    );
+    let now = match store.release_lock(run, "a", marks, &writes).await.unwrap() {
+        ReleaseOutcome::Marked { marks } => marks,
+        other => panic!("a wake-up arrived: {other:?}"),
+    };
+    let recorded = || async { store.trace_events(&orders[0].trace_id).await.unwrap() };
+    assert_eq!(
+        statuses().await,
+        [OrderStatus::Dispatching; 2],
+        "not written"
+    );
+    assert!(!recorded().await.contains(&event), "not recorded");
+    // A claim of an order that is `dispatching` already: not as expected.
+    let stale = StepWrites {
+        moves: vec![claim(&orders[0], "a2")],
+        events: vec![event.clone()],
+    };
+    let err = store.release_lock(run, "a", now, &stale).await.unwrap_err();
+    assert!(err.is_condition_failed(), "an order not as expected: {err}");
+    assert_eq!(
+        store.lock_state(run).await.unwrap().unwrap().status,
+        LockStatus::Held,
+        "nothing written, the lock still held"
+    );
+    assert_eq!(
+        store.release_lock(run, "a", now, &writes).await.unwrap(),
+        ReleaseOutcome::Released
+    );
+    assert_eq!(statuses().await, [OrderStatus::Running; 2]);
+    assert!(recorded().await.contains(&event));
+    assert_eq!(
+        store.lock_state(run).await.unwrap().unwrap().status,
+        LockStatus::Released
+    );
+}
+
 async fn lock_suite(store: &dyn OrderStore) {
+    let none = StepWrites::default();
     let acquired = |missed| {
         move |outcome: AcquireOutcome| match outcome {
             AcquireOutcome::Acquired { missed: m, marks } if m == missed => marks,
@@ -297,14 +397,14 @@ async fn lock_suite(store: &dyn OrderStore) {
         (LockStatus::Held, "a")
     );
     assert_eq!(state.marks, marks + 1, "the wake-up was counted");
-    let now = match store.release_lock(&run, "a", marks).await.unwrap() {
+    let now = match store.release_lock(&run, "a", marks, &none).await.unwrap() {
         ReleaseOutcome::Marked { marks } => marks,
         other => panic!("a lock marked since it was taken cannot be released: {other:?}"),
     };
     assert_eq!(now, marks + 1, "the release says the count now");
     assert!(
         store
-            .release_lock(&run, "b", now)
+            .release_lock(&run, "b", now, &none)
             .await
             .unwrap_err()
             .is_condition_failed(),
@@ -316,7 +416,7 @@ async fn lock_suite(store: &dyn OrderStore) {
         "an acquire tried again (its answer lost) finds its own hold, not another's"
     );
     assert_eq!(
-        store.release_lock(&run, "a", retried).await.unwrap(),
+        store.release_lock(&run, "a", retried, &none).await.unwrap(),
         ReleaseOutcome::Released
     );
     assert_eq!(
@@ -344,7 +444,7 @@ async fn lock_suite(store: &dyn OrderStore) {
     );
     assert!(
         store
-            .release_lock(&run, "b", taken)
+            .release_lock(&run, "b", taken, &none)
             .await
             .unwrap_err()
             .is_condition_failed(),
@@ -375,7 +475,7 @@ async fn lock_suite(store: &dyn OrderStore) {
     );
     let marks = acquired(true)(store.acquire_lock(&run, "b", 201, 300).await.unwrap());
     assert_eq!(
-        store.release_lock(&run, "b", marks).await.unwrap(),
+        store.release_lock(&run, "b", marks, &none).await.unwrap(),
         ReleaseOutcome::Released,
         "the takeover accounted for every mark before it"
     );

@@ -180,6 +180,17 @@ pub struct OrderMove {
     pub change: Transition,
 }
 
+impl OrderMove {
+    /// `change` of `order`, from the status it has in `order`.
+    pub fn of(order: &OrderRecord, change: &Transition) -> Self {
+        OrderMove {
+            order_num: order.plan.order_num,
+            from: order.status,
+            change: change.clone(),
+        }
+    }
+}
+
 /// One row of order_events (pk `trace_id`, sk `<order_name>:<epoch_ms>:<event>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderEvent {
@@ -226,6 +237,23 @@ pub enum AcquireOutcome {
     Marked,
     /// The run was finalized; there is nothing left to do.
     Completed,
+}
+
+/// The writes a step makes with its release ([`OrderStore::release_lock`]): its orders'
+/// last status changes (those it started become `running`) and its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepWrites {
+    /// Status changes, each conditional on its order's status.
+    pub moves: Vec<OrderMove>,
+    /// Events (each replacing one with the same key).
+    pub events: Vec<OrderEvent>,
+}
+
+impl StepWrites {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty() && self.events.is_empty()
+    }
 }
 
 /// What [`OrderStore::release_lock`] found.
@@ -388,17 +416,22 @@ pub trait OrderStore: Send + Sync + Debug {
         lease_until_ms: u64,
     ) -> Result<(), StoreError>;
 
-    /// Releases the lock if `owner` holds it and its wake-up count is still `seen_marks`;
-    /// otherwise says what the count is now (one call either way).
+    /// Releases the lock if `owner` holds it and its wake-up count is still `seen_marks`,
+    /// and in the same all-or-none write makes the step's last `writes` (DynamoDB: one
+    /// `UpdateItem`, or one `TransactWriteItems` with writes, at most
+    /// [`MAX_MOVES_TOGETHER`] items in all). When the count grew, nothing is written and the
+    /// answer says what the count is now.
     ///
     /// # Errors
     ///
-    /// [`StoreError::ConditionFailed`] when `owner` no longer holds it.
+    /// [`StoreError::ConditionFailed`] when `owner` no longer holds the lock, or when an order
+    /// of `writes` is not in its `from` (nothing written either way).
     async fn release_lock(
         &self,
         run_id: &RunId,
         owner: &str,
         seen_marks: u64,
+        writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError>;
 
     /// Marks the run finalized: the lock becomes `completed` for good.

@@ -24,7 +24,7 @@ use crate::error::StoreError;
 use crate::ports::order_pk;
 use crate::ports::{
     AcquireOutcome, LockState, LockStatus, OrderEvent, OrderMove, OrderRecord, OrderStore,
-    ReleaseOutcome, Transition,
+    ReleaseOutcome, StepWrites, Transition,
 };
 
 const SCHEMA: &str = "
@@ -295,24 +295,7 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction()
                 .map_err(|e| backend("recording events", e))?;
-            for event in &events {
-                tx.execute(
-                    "INSERT OR REPLACE INTO order_events
-                     (trace_id, sk, order_name, epoch, event, run_id, detail, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        event.trace_id.as_str(),
-                        event.sk(),
-                        event.order_name,
-                        event.epoch_ms as i64,
-                        event.event,
-                        event.run_id.as_str(),
-                        event.detail.to_string(),
-                        event.epoch_ms.saturating_add(ttl).min(i64::MAX as u64) as i64
-                    ],
-                )
-                .map_err(|e| backend("recording an event", e))?;
-            }
+            insert_events(&tx, &events, ttl)?;
             tx.commit().map_err(|e| backend("recording events", e))?;
             Ok(())
         })
@@ -439,9 +422,16 @@ impl OrderStore for SqliteStore {
         run_id: &RunId,
         owner: &str,
         seen_marks: u64,
+        writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError> {
+        for m in &writes.moves {
+            m.change.check_allowed(run_id, m.order_num, m.from)?;
+        }
         let pk = lock_pk(run_id);
         let owner = owner.to_owned();
+        let run_id = run_id.clone();
+        let writes = writes.clone();
+        let ttl = self.event_ttl_ms;
         self.with_conn("releasing a lock", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -461,6 +451,10 @@ impl OrderStore for SqliteStore {
                             marks: marks as u64,
                         });
                     }
+                    for m in &writes.moves {
+                        move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
+                    }
+                    insert_events(&tx, &writes.events, ttl)?;
                     tx.execute(
                         "UPDATE locks SET status = 'released' WHERE pk = ?1",
                         params![pk],
@@ -510,6 +504,33 @@ impl OrderStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Records `events` inside `tx`, each replacing one with the same key, kept `ttl_ms`.
+fn insert_events(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[OrderEvent],
+    ttl_ms: u64,
+) -> Result<(), StoreError> {
+    for event in events {
+        tx.execute(
+            "INSERT OR REPLACE INTO order_events
+             (trace_id, sk, order_name, epoch, event, run_id, detail, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                event.trace_id.as_str(),
+                event.sk(),
+                event.order_name,
+                event.epoch_ms as i64,
+                event.event,
+                event.run_id.as_str(),
+                event.detail.to_string(),
+                event.epoch_ms.saturating_add(ttl_ms).min(i64::MAX as u64) as i64
+            ],
+        )
+        .map_err(|e| backend("recording an event", e))?;
+    }
+    Ok(())
 }
 
 /// Moves the order row `pk` from `from` with `change` inside `tx` (which the caller

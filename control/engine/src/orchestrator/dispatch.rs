@@ -22,20 +22,17 @@ use sluice_contract::{AttemptId, OrderStatus, RunId, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
+use super::read_state::{ReadResult, put_back};
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
-use crate::ports::{DispatchError, OrderRecord, Presigned, Transition};
+use crate::ports::{
+    DispatchError, MAX_MOVES_TOGETHER, OrderMove, OrderRecord, Presigned, Transition,
+};
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::order_identity;
 
 /// The keys a pass read, by path: the stored value, or why it could not be read.
 type StoredKeys = std::collections::HashMap<String, Result<String, StoreError>>;
-
-/// Puts `order` back in `orders`, at its index.
-fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
-    let index = order.plan.order_num.index().expect("real order");
-    orders[index] = order;
-}
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
 const START_RETRIES: u32 = 2;
@@ -43,7 +40,10 @@ const START_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Evaluates the run and acts on the plan until nothing more can change without a
-    /// worker's result; returns the orders as they are afterwards.
+    /// worker's result; returns the orders as they are afterwards, and the `→ running`
+    /// moves of the orders it started, which the step writes with its release (until then
+    /// they are `dispatching`, as after a crash mid-start: retried after the dispatch lease
+    /// with the same attempt).
     ///
     /// An order whose start failed is `failed` at once, with no worker and so no result to
     /// wake the orchestrator again: the plan is evaluated once more, so its dependents fail
@@ -57,26 +57,39 @@ impl Engine {
     pub(crate) async fn apply_plan(
         &self,
         mut orders: Vec<OrderRecord>,
-    ) -> Result<Vec<OrderRecord>, EngineError> {
+        mut results: Vec<ReadResult>,
+    ) -> Result<(Vec<OrderRecord>, Vec<(OrderRecord, Transition)>), EngineError> {
+        let mut started = Vec::new();
         loop {
-            let failed_to_start;
-            (orders, failed_to_start) = self.apply_plan_once(orders).await?;
-            if !failed_to_start {
-                return Ok(orders);
+            let again;
+            (orders, again) = (self.apply_plan_once(orders, &mut results, &mut started)).await?;
+            if !again {
+                return Ok((orders, started));
             }
         }
     }
 
-    /// One evaluation and its actions; also says whether an order failed to start.
+    /// One evaluation and its actions; also says whether to evaluate again (an order
+    /// failed to start, or a result could not be written with the moves it led to).
     async fn apply_plan_once(
         &self,
         mut orders: Vec<OrderRecord>,
+        results: &mut Vec<ReadResult>,
+        started: &mut Vec<(OrderRecord, Transition)>,
     ) -> Result<(Vec<OrderRecord>, bool), EngineError> {
         let now = self.now_ms();
         if orders.iter().any(|o| now >= o.job_deadline_ms) {
+            self.write_results(&mut orders, std::mem::take(results))
+                .await?;
             return Ok((orders, false));
         }
-        let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
+        // The plan is made as if the results were written; they are written with it.
+        let mut view = orders.clone();
+        for result in results.iter() {
+            let index = result.row.plan.order_num.index().expect("real order");
+            result.change.apply(&mut view[index]);
+        }
+        let nodes: Vec<Node> = view.iter().map(Node::from).collect();
         let plan = evaluate(&nodes);
 
         let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.dependency_failed.iter())
@@ -93,13 +106,6 @@ impl Engine {
                 (orders[num.index().expect("real order")].clone(), change)
             })
             .collect();
-        for moved in self.move_orders(ended_by_dependency).await? {
-            let order = self.settle_moved(
-                moved,
-                |updated| serde_json::json!({ "reason": updated.reason }),
-            );
-            put_back(&mut orders, order);
-        }
 
         // Claim the ready orders, each with a fresh attempt id, then start them and the
         // starts found interrupted (the same attempt again).
@@ -113,8 +119,22 @@ impl Engine {
                 (orders[num.index().expect("real order")].clone(), change)
             })
             .collect();
+        let Some((ended, claimed)) = self
+            .move_with_results(&mut orders, results, ended_by_dependency, claims)
+            .await?
+        else {
+            return Ok((orders, true));
+        };
+        for moved in ended {
+            let order = self.settle_moved(
+                moved,
+                |updated| serde_json::json!({ "reason": updated.reason }),
+            );
+            put_back(&mut orders, order);
+        }
+
         let mut to_start = Vec::new();
-        for moved in self.move_orders(claims).await? {
+        for moved in claimed {
             match moved {
                 Moved::Applied(claimed) => to_start.push(claimed),
                 Moved::Lost(current) => put_back(&mut orders, current),
@@ -140,11 +160,16 @@ impl Engine {
             .collect()
             .await;
 
-        let mut running = Vec::new();
         let mut failed = Vec::new();
         for (order, launched) in launched {
             match launched {
-                Ok(()) => running.push((order, Transition::to(OrderStatus::Running))),
+                Ok(()) => {
+                    tracing::info!(order_num = %order.plan.order_num, attempt = ?order.attempt, target = %order.plan.execution_target, "order dispatched");
+                    let detail = serde_json::json!({ "attempt": order.attempt, "target": order.plan.execution_target.to_string() });
+                    self.record_event(&order, "dispatched", detail);
+                    started.push((order.clone(), Transition::to(OrderStatus::Running)));
+                    put_back(&mut orders, order);
+                }
                 // It may even have started. The order stays `dispatching`: once the
                 // dispatch lease has passed, a pass (kicked by the run's watch) starts the
                 // same attempt again, and the worker's claim makes a second start harmless.
@@ -165,14 +190,6 @@ impl Engine {
                 }
             }
         }
-        for moved in self.move_orders(running).await? {
-            // A row already past `running` is a very fast worker's result: fine.
-            let order = self.settle_moved(moved, |updated| {
-                tracing::info!(order_num = %updated.plan.order_num, attempt = ?updated.attempt, target = %updated.plan.execution_target, "order dispatched");
-                serde_json::json!({ "attempt": updated.attempt, "target": updated.plan.execution_target.to_string() })
-            });
-            put_back(&mut orders, order);
-        }
         let failed_to_start = !failed.is_empty();
         for moved in self.move_orders(failed).await? {
             let order = self.settle_moved(
@@ -184,8 +201,64 @@ impl Engine {
         Ok((orders, failed_to_start))
     }
 
-    /// The row a move left, its event recorded when the move was this pass's (named after
-    /// the new status, `dispatched` for `running`), with `detail`.
+    /// Writes the results a step read together with the moves its plan makes of them —
+    /// the dependents a failure ends (`ended`) and the orders it claims — in one write when
+    /// they fit ([`MAX_MOVES_TOGETHER`]); what became of `ended` and `claims`. `None` when
+    /// a result was moved by someone else first (the plan assumed otherwise: the results
+    /// are written, and the caller evaluates again).
+    async fn move_with_results(
+        &self,
+        orders: &mut [OrderRecord],
+        results: &mut Vec<ReadResult>,
+        ended: Vec<(OrderRecord, Transition)>,
+        claims: Vec<(OrderRecord, Transition)>,
+    ) -> Result<Option<(Vec<Moved>, Vec<Moved>)>, EngineError> {
+        let results = std::mem::take(results);
+        let alone = ended.is_empty() && claims.is_empty();
+        if !results.is_empty()
+            && !alone
+            && results.len() + ended.len() + claims.len() <= MAX_MOVES_TOGETHER
+        {
+            let moves: Vec<OrderMove> = (results.iter())
+                .map(|r| OrderMove::of(&r.row, &r.change))
+                .chain((ended.iter().chain(&claims)).map(|(o, c)| OrderMove::of(o, c)))
+                .collect();
+            let run_id = &results[0].row.run_id;
+            match self.ports.orders.transition_together(run_id, &moves).await {
+                Ok(()) => {
+                    let moved = |pairs: Vec<(OrderRecord, Transition)>| -> Vec<Moved> {
+                        (pairs.into_iter())
+                            .map(|(mut order, change)| {
+                                change.apply(&mut order);
+                                Moved::Applied(order)
+                            })
+                            .collect()
+                    };
+                    for result in results {
+                        let mut row = result.row.clone();
+                        result.change.apply(&mut row);
+                        put_back(orders, self.settle_result(Moved::Applied(row), result));
+                    }
+                    return Ok(Some((moved(ended), moved(claims))));
+                }
+                // One at a time: which moves stand says what to do next.
+                Err(error) if error.is_condition_failed() || error.is_transient() => {
+                    tracing::debug!(%error, "writing the step's results apart");
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        if !self.write_results(orders, results).await? {
+            return Ok(None);
+        }
+        Ok(Some((
+            self.move_orders(ended).await?,
+            self.move_orders(claims).await?,
+        )))
+    }
+
+    /// The row a move left, its event (named after the new status) recorded with `detail`
+    /// when the move was this pass's.
     fn settle_moved(
         &self,
         moved: Moved,
@@ -193,12 +266,8 @@ impl Engine {
     ) -> OrderRecord {
         match moved {
             Moved::Applied(updated) => {
-                let event = match updated.status {
-                    OrderStatus::Running => "dispatched",
-                    status => status.as_str(),
-                };
                 let detail = detail(&updated);
-                self.record_event(&updated, event, detail);
+                self.record_event(&updated, updated.status.as_str(), detail);
                 updated
             }
             Moved::Lost(current) => current,

@@ -17,7 +17,7 @@ use sluice_contract::RunId;
 
 use crate::engine::{Engine, millis};
 use crate::error::StoreError;
-use crate::ports::{AcquireOutcome, ReleaseOutcome};
+use crate::ports::{AcquireOutcome, ReleaseOutcome, StepWrites};
 
 /// What trying to take the lock led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub async fn release(
     seen_marks: u64,
 ) -> Result<Release, StoreError> {
     let store = &engine.ports.orders;
-    match store.release_lock(run_id, owner, seen_marks).await {
+    match (store.release_lock(run_id, owner, seen_marks, &StepWrites::default())).await {
         Ok(ReleaseOutcome::Released) => Ok(Release::Released),
         Ok(ReleaseOutcome::Marked { marks }) => Ok(Release::Dirty { marks }),
         Err(StoreError::ConditionFailed { .. }) => Ok(Release::Lost),

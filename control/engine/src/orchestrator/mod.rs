@@ -22,7 +22,9 @@ use tracing::Instrument;
 
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
-use crate::ports::{MAX_MOVES_TOGETHER, OrderMove, OrderRecord, Transition};
+use crate::ports::{
+    MAX_MOVES_TOGETHER, OrderMove, OrderRecord, ReleaseOutcome, StepWrites, Transition,
+};
 use crate::retry::Backoff;
 use lock::{LockAttempt, Release};
 
@@ -178,6 +180,53 @@ impl Engine {
         }
     }
 
+    /// Ends a step: releases the lock, writing in the same call the `→ running` moves of
+    /// the orders the step started and its events (before the lock goes: the next holder
+    /// may finalize at once). When wake-ups arrived meanwhile (the count in `marks` grew),
+    /// those are written apart and the step loops (`None`); when they cannot go with the
+    /// release (too many, an order moved by someone else, an answer lost), they are
+    /// written apart and the lock released alone.
+    async fn release_step(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        marks: &mut u64,
+        started: Vec<(OrderRecord, Transition)>,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let writes = StepWrites {
+            moves: started.iter().map(|(o, c)| OrderMove::of(o, c)).collect(),
+            events: self.take_events(),
+        };
+        if !writes.is_empty() && writes.moves.len() + writes.events.len() < MAX_MOVES_TOGETHER {
+            match (self.ports.orders)
+                .release_lock(run_id, owner, *marks, &writes)
+                .await
+            {
+                Ok(ReleaseOutcome::Released) => return Ok(Some(Outcome::Released)),
+                Ok(ReleaseOutcome::Marked { marks: now }) => {
+                    self.move_orders(started).await?;
+                    self.put_events(&writes.events).await;
+                    *marks = now;
+                    return Ok(None);
+                }
+                Err(error) if error.is_condition_failed() || error.is_transient() => {
+                    tracing::debug!(%error, "releasing the lock apart from the step's writes");
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        self.move_orders(started).await?;
+        self.put_events(&writes.events).await;
+        Ok(match lock::release(self, run_id, owner, *marks).await? {
+            Release::Released => Some(Outcome::Released),
+            Release::Dirty { marks: now } => {
+                *marks = now;
+                None
+            }
+            Release::Lost => Some(Outcome::LostLock),
+        })
+    }
+
     /// Moves several orders, as [`Engine::move_order`] each, in as few writes as the store
     /// allows: [`MAX_MOVES_TOGETHER`] at a time, all or none. When a batch cannot be written
     /// whole (an order moved by someone else, a write whose answer was lost), its orders
@@ -199,13 +248,8 @@ impl Engine {
             let Some((first, _)) = batch.first() else {
                 continue;
             };
-            let together: Vec<OrderMove> = batch
-                .iter()
-                .map(|(order, change)| OrderMove {
-                    order_num: order.plan.order_num,
-                    from: order.status,
-                    change: change.clone(),
-                })
+            let together: Vec<OrderMove> = (batch.iter())
+                .map(|(order, change)| OrderMove::of(order, change))
                 .collect();
             match self
                 .ports
@@ -335,28 +379,24 @@ impl Engine {
                 None
             }
         };
-        let orders = self.read_state(run_id, arrived.as_ref()).await?;
+        let (orders, results) = self.read_results(run_id, arrived.as_ref()).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
-        let orders = self.apply_plan(orders).await?;
+        let (orders, started) = self.apply_plan(orders, results).await?;
         if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
             return Ok(Some(Outcome::Finalized(status)));
         }
-        let statuses: Vec<_> = orders.iter().map(|o| o.status).collect();
+        // The comment shows the orders started as running, as the release will write them.
+        let mut shown = orders;
+        for (order, change) in &started {
+            change.apply(&mut shown[order.plan.order_num.index().expect("real order")]);
+        }
+        let statuses: Vec<_> = shown.iter().map(|o| o.status).collect();
         if commented.as_ref() != Some(&statuses) {
-            self.update_pr_comment(&orders, None).await;
+            self.update_pr_comment(&shown, None).await;
             *commented = Some(statuses);
         }
-        // The step's events before the lock goes: the next holder may finalize at once.
-        self.write_events().await;
-        Ok(match lock::release(self, run_id, owner, *marks).await? {
-            Release::Released => Some(Outcome::Released),
-            Release::Dirty { marks: now } => {
-                *marks = now;
-                None
-            }
-            Release::Lost => Some(Outcome::LostLock),
-        })
+        self.release_step(run_id, owner, marks, started).await
     }
 }

@@ -18,6 +18,22 @@ use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderRecord, Transition};
 
+/// A result read and not yet written: its order's row as stored, the change it makes, and
+/// what the order's events will say.
+#[derive(Debug)]
+pub(crate) struct ReadResult {
+    pub(crate) row: OrderRecord,
+    pub(crate) change: Transition,
+    detail: serde_json::Value,
+    emitted: Vec<OrderEmitted>,
+}
+
+/// Puts `order` back in `orders`, at its index.
+pub(crate) fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
+    let index = order.plan.order_num.index().expect("real order");
+    orders[index] = order;
+}
+
 impl Engine {
     /// Reads the run's orders and applies the results that arrived (see the module docs):
     /// those `known` names, or, when it is `None`, those a LIST of the run's callbacks
@@ -31,6 +47,18 @@ impl Engine {
         run_id: &RunId,
         known: Option<&Arrivals>,
     ) -> Result<Vec<OrderRecord>, EngineError> {
+        let (mut orders, results) = self.read_results(run_id, known).await?;
+        self.write_results(&mut orders, results).await?;
+        Ok(orders)
+    }
+
+    /// Reads the run's orders and the results that arrived, as [`Engine::read_state`],
+    /// without applying them: a pass writes them with the first moves they lead to.
+    pub(crate) async fn read_results(
+        &self,
+        run_id: &RunId,
+        known: Option<&Arrivals>,
+    ) -> Result<(Vec<OrderRecord>, Vec<ReadResult>), EngineError> {
         let mut orders = self.ports.orders.run_orders(run_id).await?;
         let listed;
         let arrived = match known {
@@ -67,6 +95,7 @@ impl Engine {
             .buffer_unordered(self.config.dispatch_parallelism.max(1))
             .collect()
             .await;
+        let now = self.now_ms();
         let mut results = Vec::new();
         for read in read {
             let (order, bytes) = read?;
@@ -74,42 +103,51 @@ impl Engine {
             // A result for an order still `dispatching` means its orchestrator stopped
             // between starting the worker and recording it: record it now, then apply it.
             let order = if order.status == OrderStatus::Dispatching {
-                self.move_order(&order, &Transition::to(OrderStatus::Running))
+                let row = (self.move_order(&order, &Transition::to(OrderStatus::Running)))
                     .await?
-                    .row()
+                    .row();
+                put_back(&mut orders, row.clone());
+                row
             } else {
                 order
             };
             if order.status == OrderStatus::Running {
-                results.push((order, bytes));
-            } else {
-                let index = order.plan.order_num.index().expect("real order");
-                orders[index] = order;
+                results.push(self.result_change(order, &bytes, now));
             }
         }
-        let now = self.now_ms();
-        let (moves, reported): (Vec<_>, Vec<_>) = results
-            .into_iter()
-            .map(|(order, bytes)| {
-                let (change, reported) = self.result_change(&order, &bytes, now);
-                ((order, change), reported)
-            })
-            .unzip();
-        for (moved, (detail, emitted)) in self.move_orders(moves).await?.into_iter().zip(reported) {
-            let order = match moved {
-                Moved::Applied(updated) => {
-                    tracing::info!(order_num = %updated.plan.order_num, status = %updated.status, "order finished");
-                    self.record_emitted(&updated, emitted);
-                    self.record_event(&updated, updated.status.as_str(), detail);
-                    updated
-                }
-                // Someone else applied it (or the job timed it out) first: theirs stands.
-                Moved::Lost(current) => current,
-            };
-            let index = order.plan.order_num.index().expect("real order");
-            orders[index] = order;
+        Ok((orders, results))
+    }
+
+    /// Writes `results` (see [`Engine::move_orders`]) into `orders`, recording the events
+    /// of those applied; says whether every one was (none was moved by someone else first).
+    pub(crate) async fn write_results(
+        &self,
+        orders: &mut [OrderRecord],
+        results: Vec<ReadResult>,
+    ) -> Result<bool, EngineError> {
+        let moves = (results.iter())
+            .map(|r| (r.row.clone(), r.change.clone()))
+            .collect();
+        let mut all_applied = true;
+        for (moved, result) in self.move_orders(moves).await?.into_iter().zip(results) {
+            all_applied &= matches!(moved, Moved::Applied(_));
+            put_back(orders, self.settle_result(moved, result));
         }
-        Ok(orders)
+        Ok(all_applied)
+    }
+
+    /// The row a result's move left, its events recorded when the move was this pass's.
+    pub(crate) fn settle_result(&self, moved: Moved, result: ReadResult) -> OrderRecord {
+        match moved {
+            Moved::Applied(updated) => {
+                tracing::info!(order_num = %updated.plan.order_num, status = %updated.status, "order finished");
+                self.record_emitted(&updated, result.emitted);
+                self.record_event(&updated, updated.status.as_str(), result.detail);
+                updated
+            }
+            // Someone else applied it (or the job timed it out) first: theirs stands.
+            Moved::Lost(current) => current,
+        }
     }
 
     /// Reads the result of `order`'s current attempt, bounded: a worker (or whoever holds
@@ -135,14 +173,8 @@ impl Engine {
         }
     }
 
-    /// The change a result makes to its running order, the detail of its event, and the
-    /// events the order emitted.
-    fn result_change(
-        &self,
-        order: &OrderRecord,
-        bytes: &[u8],
-        now: u64,
-    ) -> (Transition, (serde_json::Value, Vec<OrderEmitted>)) {
+    /// What a result read for `order` (running) makes of it.
+    fn result_change(&self, order: OrderRecord, bytes: &[u8], now: u64) -> ReadResult {
         let fallback_duration = order.dispatched_at_ms.map(|t| now.saturating_sub(t));
         let (mut change, detail, emitted) = match parse_result(bytes) {
             Ok(doc) => {
@@ -165,7 +197,12 @@ impl Engine {
             }
         };
         change.finished_at_ms = Some(now);
-        (change, (detail, emitted))
+        ReadResult {
+            row: order,
+            change,
+            detail,
+            emitted,
+        }
     }
 
     /// Records the events an order emitted (carried in its result) as `emitted:<kind>` rows.

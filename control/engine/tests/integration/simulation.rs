@@ -34,7 +34,7 @@ use sluice_contract::{
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::ports::{
     AcquireOutcome, DispatchError, LockState, OrderEvent, OrderMove, OrderRecord, Presigned,
-    ReleaseOutcome,
+    ReleaseOutcome, StepWrites,
 };
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ErrorKind, KeyStore, ObjectStore, OrderStore, Ports,
@@ -387,8 +387,9 @@ impl OrderStore for FaultyTables {
         run_id: &RunId,
         owner: &str,
         seen_marks: u64,
+        writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError> {
-        let call = self.inner.release_lock(run_id, owner, seen_marks);
+        let call = self.inner.release_lock(run_id, owner, seen_marks, writes);
         self.world.faulty("release_lock", call).await
     }
     async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
@@ -962,6 +963,20 @@ impl Sim {
                     ));
                 }
                 self.check_status(row, &rows)?;
+            }
+            // No order ran unless each dependency it must wait for succeeded: a result the
+            // pass read but could not write (the order was timed out meanwhile) must not
+            // have started its dependents.
+            for (num, _) in self.world.executed.lock().unwrap().keys() {
+                let row = &rows[num.index().unwrap()];
+                let unmet = (row.plan.depends_on.iter())
+                    .find(|dep| rows[dep.index().unwrap()].status != OrderStatus::Succeeded);
+                if let (true, Some(dep)) = (row.plan.must_succeed, unmet) {
+                    return Err(format!(
+                        "order {num} ran though its dependency {dep} is {}",
+                        rows[dep.index().unwrap()].status
+                    ));
+                }
             }
         }
         if with_rows.len() > 1 {

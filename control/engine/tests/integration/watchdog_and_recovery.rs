@@ -9,15 +9,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::OrderSpec;
+use sluice_contract::job::Reference;
+use sluice_contract::result::DEPENDENCY_FAILED;
 use sluice_contract::result::{WATCHDOG_LOG, parse_result};
 use sluice_contract::{
     ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, ValidateOptions, keys,
 };
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
-use sluice_engine::ports::DispatchError;
+use sluice_engine::ports::{
+    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderMove, OrderRecord, ReleaseOutcome,
+    StepWrites,
+};
 use sluice_engine::{
-    Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, WatchdogInput, WatchdogStarter,
+    Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, StoreError, WatchdogInput,
+    WatchdogStarter,
 };
 
 #[derive(Debug)]
@@ -830,4 +836,139 @@ async fn an_interrupted_start_does_not_hide_a_dead_worker() {
     let key = current_result_key(&setup, &run, dead).await;
     let result = parse_result(&setup.internal.get(&key).await.unwrap()).unwrap();
     assert_eq!(result.status, OrderStatus::TimedOut);
+}
+
+/// The tables, with one status change made by someone else (the run's watch, say) just
+/// before the next write of several orders together: the race between a pass reading a
+/// result and writing it.
+#[derive(Debug)]
+struct Interloper {
+    inner: Arc<dyn sluice_engine::OrderStore>,
+    first: Mutex<Option<(RunId, OrderNum, OrderStatus, sluice_engine::Transition)>>,
+}
+
+#[async_trait]
+impl sluice_engine::OrderStore for Interloper {
+    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
+        self.inner.insert_orders(orders).await
+    }
+    async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
+        self.inner.run_orders(run_id).await
+    }
+    async fn get_order(&self, run_id: &RunId, num: OrderNum) -> Result<OrderRecord, StoreError> {
+        self.inner.get_order(run_id, num).await
+    }
+    async fn transition(
+        &self,
+        run_id: &RunId,
+        num: OrderNum,
+        from: OrderStatus,
+        change: &sluice_engine::Transition,
+    ) -> Result<OrderRecord, StoreError> {
+        self.inner.transition(run_id, num, from, change).await
+    }
+    async fn transition_together(
+        &self,
+        run_id: &RunId,
+        moves: &[OrderMove],
+    ) -> Result<(), StoreError> {
+        let first = self.first.lock().unwrap().take();
+        if let Some((run, num, from, change)) = first {
+            self.inner.transition(&run, num, from, &change).await?;
+        }
+        self.inner.transition_together(run_id, moves).await
+    }
+    async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
+        self.inner.put_events(events).await
+    }
+    async fn trace_events(
+        &self,
+        trace_id: &sluice_contract::TraceId,
+    ) -> Result<Vec<OrderEvent>, StoreError> {
+        self.inner.trace_events(trace_id).await
+    }
+    async fn acquire_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<AcquireOutcome, StoreError> {
+        (self.inner)
+            .acquire_lock(run_id, owner, now_ms, lease_until_ms)
+            .await
+    }
+    async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<(), StoreError> {
+        self.inner.renew_lock(run_id, owner, until).await
+    }
+    async fn release_lock(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        seen_marks: u64,
+        writes: &StepWrites,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        (self.inner)
+            .release_lock(run_id, owner, seen_marks, writes)
+            .await
+    }
+    async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+        self.inner.complete_lock(run_id, owner).await
+    }
+    async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {
+        self.inner.lock_state(run_id).await
+    }
+}
+
+/// A pass writes a result together with the moves it leads to. When the order was moved
+/// by someone else between the read and the write (the watch timed it out), the result
+/// does not stand, and neither may what it led to: its dependent is not started but fails
+/// by dependency. With the result written together with the claim and no evaluation
+/// after a result found moved, the dependent was claimed and started.
+#[tokio::test]
+async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
+    let mut setup = setup();
+    let order = |name: &str, deps: &[&str]| OrderSpec {
+        order_name: Some(name.to_owned()),
+        cmds: Some(vec!["true".into()]),
+        timeout: Some(60),
+        dependencies: deps.iter().map(|d| Reference((*d).to_owned())).collect(),
+        ..OrderSpec::default()
+    };
+    let job = JobSpec {
+        orders: vec![order("a", &[]), order("b", &["a"])],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
+    assert_eq!(row_of(&setup, &run, a).await.status, OrderStatus::Running);
+    report_success(&setup, &run, a).await;
+
+    let timed_out = sluice_engine::Transition {
+        finished_at_ms: Some(setup.clock.now_ms()),
+        ..sluice_engine::Transition::to(OrderStatus::TimedOut).reason("watchdog_timeout")
+    };
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = Arc::new(Interloper {
+        inner: ports.orders.clone(),
+        first: Mutex::new(Some((run.clone(), a, OrderStatus::Running, timed_out))),
+    });
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Finalized(sluice_contract::JobStatus::TimedOut)
+    );
+    assert_eq!(row_of(&setup, &run, a).await.status, OrderStatus::TimedOut);
+    let dependent = row_of(&setup, &run, b).await;
+    assert_eq!(
+        (dependent.status, dependent.reason.as_deref()),
+        (OrderStatus::Failed, Some(DEPENDENCY_FAILED))
+    );
+    let started: Vec<OrderNum> = (setup.recorder.dispatched.lock().unwrap().iter())
+        .map(|payload| payload.order_num)
+        .collect();
+    assert_eq!(started, [a], "only a was ever started");
 }
