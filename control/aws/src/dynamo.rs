@@ -318,13 +318,18 @@ impl DynamoOrderStore {
             .table_name(&self.locks_table)
             .key(LOCKS_PARTITION, lock_pk(run_id))
             .update_expression("SET #owner = :owner, lease_until = :lease REMOVE #status")
-            .condition_expression("#owner = :old_owner AND lease_until = :old_lease")
+            // Not a lock its holder completed meanwhile (it keeps owner and lease).
+            .condition_expression(
+                "#owner = :old_owner AND lease_until = :old_lease \
+                 AND (attribute_not_exists(#status) OR #status <> :completed)",
+            )
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":lease", number(lease_until_ms))
             .expression_attribute_values(":old_owner", s(text(seen, "owner")))
             .expression_attribute_values(":old_lease", number(lock_lease(seen)))
+            .expression_attribute_values(":completed", s(LockStatus::Completed.as_str()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

@@ -17,12 +17,15 @@ use sluice_ports::StoreError;
 
 /// Codes that say a service is busy for now, beyond the SDK's lists: CodeBuild's limit on
 /// concurrent builds, a Lambda function being updated or not ready yet, SSM's own name for
-/// throttled writes.
+/// throttled writes, and DynamoDB refusing a write to an item a transaction is writing
+/// (a run's lock while a step's release transaction is in flight: the acquire that would
+/// count a wake-up on it must be made again, not dropped).
 const BUSY_ERRORS: &[&str] = &[
     "AccountLimitExceededException",
     "ResourceConflictException",
     "ResourceNotReadyException",
     "TooManyUpdates",
+    "TransactionConflictException",
 ];
 
 /// A backend failure of the operation described by `what`: [`StoreError::Unavailable`] when
@@ -119,6 +122,24 @@ mod tests {
                 })
             })
             .unwrap()
+    }
+
+    /// A write that met a transaction on its item is tried again (the SDK does not).
+    #[test]
+    fn a_write_refused_by_a_transaction_in_flight_is_transient() {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_sdk_s3::primitives::SdkBody;
+        let refused = |code: &str| {
+            let error = UpdateItemError::generic(ErrorMetadata::builder().code(code).build());
+            let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+            SdkError::service_error(error, raw)
+        };
+        assert_eq!(
+            kind(&refused("TransactionConflictException")),
+            ErrorKind::Transient
+        );
+        assert_eq!(kind(&refused("ValidationException")), ErrorKind::Permanent);
     }
 
     #[test]

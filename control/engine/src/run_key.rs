@@ -91,9 +91,10 @@ pub fn order_identity(
 
 /// The run keys a process read lately, by key path, so that a warm orchestrator's passes
 /// of one run read its key once rather than once a step. A run key is written once at init
-/// and never changed, so a copy cannot go stale; it is dropped when its run is finalized
-/// (or pushed out by newer ones) so no run's key outlives its run in memory longer than
-/// the process. Only run keys are kept (an order's own key is read once anyway).
+/// and never changed, so a copy cannot go stale. It is dropped when this process finalizes
+/// its run; another warm process keeps it until newer runs push it out (at most
+/// [`RunKeyCache::RUNS`] runs), and never longer than the process lives. Only run keys are
+/// kept (an order's own key is read once anyway).
 #[derive(Default)]
 pub(crate) struct RunKeyCache {
     entries: std::sync::Mutex<std::collections::VecDeque<(RunId, String, String)>>,

@@ -1,11 +1,13 @@
 //! dispatch: fail what cannot run, start what can, and retry starts that were interrupted.
 //!
 //! Starting an order is idempotent: `queued → dispatching` is a conditional write that also
-//! records a fresh attempt id, then the attempt's payload is made (the order's key derived
-//! from the run's, read once per pass — see [`crate::run_key`] — and a presigned URL
-//! minted for each object the attempt touches: workers hold no credentials),
+//! records a fresh attempt id (written with the results the step read, see
+//! `move_with_results`), then the attempt's payload is made (the order's key derived
+//! from the run's, read once a run by a warm orchestrator — see [`crate::run_key`] — and a
+//! presigned URL minted for each object the attempt touches: workers hold no credentials),
 //! then the worker is started (the run's watch, started before the run's rows, watches
-//! it: nothing runs unwatched), then `dispatching → running`. An order found `dispatching`
+//! it: nothing runs unwatched), then `dispatching → running`, written with the step's
+//! release of the lock. An order found `dispatching`
 //! longer than the dispatch lease (its orchestrator crashed mid-start) is started again with
 //! the same attempt id; the worker claims the attempt before running anything, so the order
 //! still runs at most once. A start that fails transiently (throttled, timed out) is
@@ -140,10 +142,15 @@ impl Engine {
                 Moved::Lost(current) => put_back(&mut orders, current),
             }
         }
+        // Interrupted starts; not one this step started already (it is `running` only
+        // once the step releases the lock).
         let stale_before = now.saturating_sub(millis(self.config.dispatch_lease));
         for order in &orders {
+            let started_now =
+                (started.iter()).any(|(o, _)| o.plan.order_num == order.plan.order_num);
             let stale = order.status == OrderStatus::Dispatching
-                && order.dispatched_at_ms.is_none_or(|t| t <= stale_before);
+                && order.dispatched_at_ms.is_none_or(|t| t <= stale_before)
+                && !started_now;
             if stale {
                 tracing::warn!(order_num = %order.plan.order_num, "retrying an interrupted dispatch");
                 to_start.push(order.clone());
@@ -242,10 +249,7 @@ impl Engine {
                     return Ok(Some((moved(ended), moved(claims))));
                 }
                 // One at a time: which moves stand says what to do next.
-                Err(error) if error.is_condition_failed() || error.is_transient() => {
-                    tracing::debug!(%error, "writing the step's results apart");
-                }
-                Err(other) => return Err(other.into()),
+                Err(error) => tracing::debug!(%error, "writing the step's results apart"),
             }
         }
         if !self.write_results(orders, results).await? {

@@ -18,6 +18,7 @@ use sluice_contract::RunId;
 use crate::engine::{Engine, millis};
 use crate::error::StoreError;
 use crate::ports::{AcquireOutcome, ReleaseOutcome, StepWrites};
+use crate::retry::{Backoff, while_transient};
 
 /// What trying to take the lock led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,10 @@ pub enum Release {
     Lost,
 }
 
+/// Retries of an acquire refused for now, and the first wait.
+const ACQUIRE_RETRIES: u32 = 3;
+const ACQUIRE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Takes the lock, or counts the event for the current holder.
 ///
 /// # Errors
@@ -59,16 +64,26 @@ pub async fn acquire(
     run_id: &RunId,
     owner: &str,
 ) -> Result<LockAttempt, StoreError> {
-    let now = engine.now_ms();
-    let lease_until = now + millis(engine.config.lock_lease);
+    // An acquire refused for now (throttled, or the lock's item is in a release
+    // transaction) counted no wake-up: it is made again, or the error goes back to the
+    // event's source, which retries the invocation.
     let store = &engine.ports.orders;
-    Ok(
-        match store.acquire_lock(run_id, owner, now, lease_until).await? {
-            AcquireOutcome::Acquired { missed, marks } => LockAttempt::Acquired { missed, marks },
-            AcquireOutcome::Marked => LockAttempt::Deferred,
-            AcquireOutcome::Completed => LockAttempt::Completed,
+    let acquired = while_transient(
+        engine.ports.clock.as_ref(),
+        Backoff::new(ACQUIRE_RETRY_FIRST, ACQUIRE_RETRIES),
+        "taking a run's lock",
+        StoreError::kind,
+        || {
+            let now = engine.now_ms();
+            let lease_until = now + millis(engine.config.lock_lease);
+            store.acquire_lock(run_id, owner, now, lease_until)
         },
-    )
+    );
+    Ok(match acquired.await? {
+        AcquireOutcome::Acquired { missed, marks } => LockAttempt::Acquired { missed, marks },
+        AcquireOutcome::Marked => LockAttempt::Deferred,
+        AcquireOutcome::Completed => LockAttempt::Completed,
+    })
 }
 
 /// Releases the lock if no event arrived since the holder accounted for `seen_marks` (see

@@ -41,7 +41,8 @@ enum Step {
     /// The first: the lock was just taken with a whole lease, and the notifications that
     /// woke the invocation name what arrived (`None`: unknown, list it).
     First(Option<Arrivals>),
-    /// A later one (the lock was found dirty, or a step failed): renew the lease, list.
+    /// A later one (wake-ups were counted on the lock meanwhile, or a step failed): renew
+    /// the lease, list.
     Later,
 }
 
@@ -70,7 +71,7 @@ pub enum Outcome {
     Finalized(JobStatus),
     /// It advanced the run and released the lock.
     Released,
-    /// Another invocation held the lock; it was marked dirty.
+    /// Another invocation held the lock; this one's wake-up was counted on it.
     Deferred,
     /// The run had already been finalized.
     AlreadyFinished,
@@ -84,8 +85,9 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`EngineError::Store`] when a backend fails; the lock is then released (dirty) so the
-    /// next event retries from the tables.
+    /// [`EngineError::Store`] when a backend fails; the lock is then given back (its lease
+    /// ended, so whoever takes it next looks for every result) and the next event retries
+    /// from the tables.
     pub async fn orchestrate(&self, run_id: &RunId) -> Result<Outcome, EngineError> {
         self.orchestrate_with(run_id, None).await
     }
@@ -93,7 +95,7 @@ impl Engine {
     /// Advances `run_id` woken by the notifications of `arrived` (its results' keys): the
     /// first step reads those results without listing the run's callbacks. Any other result
     /// is read all the same: its own notification runs a pass, or, when a pass held the
-    /// lock, marked it dirty, and every step after the first lists; a lock taken over from
+    /// lock, was counted on it, and every step after the first lists; a lock taken over from
     /// a holder whose lease ended (it crashed, or gave the lock back after an error) makes
     /// the first step list too.
     ///
@@ -184,8 +186,9 @@ impl Engine {
     /// the orders the step started and its events (before the lock goes: the next holder
     /// may finalize at once). When wake-ups arrived meanwhile (the count in `marks` grew),
     /// those are written apart and the step loops (`None`); when they cannot go with the
-    /// release (too many, an order moved by someone else, an answer lost), they are
-    /// written apart and the lock released alone.
+    /// release (too many, an order moved by someone else, an answer lost, a write refused),
+    /// they are written apart — the events first, so a failing move loses none — and the
+    /// lock released alone.
     async fn release_step(
         &self,
         run_id: &RunId,
@@ -204,19 +207,20 @@ impl Engine {
             {
                 Ok(ReleaseOutcome::Released) => return Ok(Some(Outcome::Released)),
                 Ok(ReleaseOutcome::Marked { marks: now }) => {
-                    self.move_orders(started).await?;
                     self.put_events(&writes.events).await;
+                    self.move_orders(started).await?;
                     *marks = now;
                     return Ok(None);
                 }
-                Err(error) if error.is_condition_failed() || error.is_transient() => {
+                // An order moved by someone else, an answer lost, a write DynamoDB refuses
+                // (too large): apart, each write says what stands.
+                Err(error) => {
                     tracing::debug!(%error, "releasing the lock apart from the step's writes");
                 }
-                Err(other) => return Err(other.into()),
             }
         }
-        self.move_orders(started).await?;
         self.put_events(&writes.events).await;
+        self.move_orders(started).await?;
         Ok(match lock::release(self, run_id, owner, *marks).await? {
             Release::Released => Some(Outcome::Released),
             Release::Dirty { marks: now } => {
@@ -262,13 +266,14 @@ impl Engine {
                     change.apply(&mut updated);
                     Moved::Applied(updated)
                 })),
-                Err(error) if error.is_condition_failed() || error.is_transient() => {
+                // One moved by someone else, an answer lost, a write refused whole: one at a
+                // time, each says whose move stands (or fails for itself).
+                Err(error) => {
                     tracing::debug!(%error, "moving orders one at a time");
                     for (order, change) in batch {
                         moved.push(self.move_order(order, change).await?);
                     }
                 }
-                Err(other) => return Err(other.into()),
             }
         }
         Ok(moved)

@@ -49,6 +49,8 @@ struct Recorder {
     start_delay: Mutex<Duration>,
     /// Orders whose worker starts fail transiently (throttled).
     throttled: Mutex<Vec<OrderNum>>,
+    /// Orders whose worker starts are refused for good.
+    refused: Mutex<Vec<OrderNum>>,
 }
 
 #[async_trait]
@@ -68,6 +70,15 @@ impl Dispatcher for Recorder {
                 run_id: payload.run_id.clone(),
                 order_num: payload.order_num,
                 message: "TooManyRequestsException".to_owned(),
+            });
+        }
+        if self.refused.lock().unwrap().contains(&payload.order_num) {
+            return Err(DispatchError {
+                kind: sluice_engine::ErrorKind::Permanent,
+                what: "lambda worker".to_owned(),
+                run_id: payload.run_id.clone(),
+                order_num: payload.order_num,
+                message: "ResourceNotFoundException".to_owned(),
             });
         }
         self.dispatched.lock().unwrap().push(payload.clone());
@@ -838,9 +849,9 @@ async fn an_interrupted_start_does_not_hide_a_dead_worker() {
     assert_eq!(result.status, OrderStatus::TimedOut);
 }
 
-/// The tables, with one status change made by someone else (the run's watch, say) just
-/// before the next write of several orders together: the race between a pass reading a
-/// result and writing it.
+/// The tables, with one status change made by someone else (a pass whose lease ran out, a
+/// cancel) just before the next write of several orders together: the race between a pass
+/// reading a result and writing it.
 #[derive(Debug)]
 struct Interloper {
     inner: Arc<dyn sluice_engine::OrderStore>,
@@ -921,9 +932,9 @@ impl sluice_engine::OrderStore for Interloper {
 }
 
 /// A pass writes a result together with the moves it leads to. When the order was moved
-/// by someone else between the read and the write (the watch timed it out), the result
+/// by someone else between the read and the write, the result
 /// does not stand, and neither may what it led to: its dependent is not started but fails
-/// by dependency. With the result written together with the claim and no evaluation
+/// by dependency. (Here it is timed out, as a pass whose lease ran out might have done.) With the result written together with the claim and no evaluation
 /// after a result found moved, the dependent was claimed and started.
 #[tokio::test]
 async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
@@ -971,4 +982,54 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
         .map(|payload| payload.order_num)
         .collect();
     assert_eq!(started, [a], "only a was ever started");
+}
+
+/// A start found interrupted is made again once in a step, even when the step evaluates
+/// twice (another order's start was refused). The order is `running` only once the step
+/// releases the lock; before, the second evaluation found it interrupted again and
+/// started it a second time.
+#[tokio::test]
+async fn a_step_restarts_an_interrupted_start_once() {
+    let setup = setup();
+    let order = |name: &str, deps: &[&str]| OrderSpec {
+        order_name: Some(name.to_owned()),
+        cmds: Some(vec!["true".into()]),
+        timeout: Some(60),
+        dependencies: deps.iter().map(|d| Reference((*d).to_owned())).collect(),
+        ..OrderSpec::default()
+    };
+    let job = JobSpec {
+        orders: vec![order("s", &[]), order("q", &[]), order("r", &["q"])],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    let (s, q, r) = (
+        OrderNum::from_index(0),
+        OrderNum::from_index(1),
+        OrderNum::from_index(2),
+    );
+    // s's start is throttled: it stays `dispatching`, to be started again after the lease.
+    setup.recorder.throttled.lock().unwrap().push(s);
+    setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(
+        row_of(&setup, &run, s).await.status,
+        OrderStatus::Dispatching
+    );
+    setup.recorder.throttled.lock().unwrap().clear();
+    setup.recorder.dispatched.lock().unwrap().clear();
+
+    // Past the lease, q's result makes r ready, and r's start is refused.
+    setup
+        .clock
+        .advance(setup.engine.config.dispatch_lease + Duration::from_secs(1));
+    setup.recorder.refused.lock().unwrap().push(r);
+    report_success(&setup, &run, q).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+
+    let started: Vec<OrderNum> = (setup.recorder.dispatched.lock().unwrap().iter())
+        .map(|payload| payload.order_num)
+        .collect();
+    assert_eq!(started, [s], "s started again once");
+    assert_eq!(row_of(&setup, &run, s).await.status, OrderStatus::Running);
+    assert_eq!(row_of(&setup, &run, r).await.status, OrderStatus::Failed);
 }
