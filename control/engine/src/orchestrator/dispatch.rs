@@ -249,7 +249,7 @@ impl Engine {
                     return Ok(Some((moved(ended), moved(claims))));
                 }
                 // One at a time: which moves stand says what to do next.
-                Err(error) => tracing::debug!(%error, "writing the step's results apart"),
+                Err(error) => super::writing_apart(&error, "the step's results"),
             }
         }
         if !self.write_results(orders, results).await? {

@@ -36,6 +36,18 @@ const PASS_RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The results a notification named: `(order, attempt)` of each.
 pub type Arrivals = HashSet<(OrderNum, AttemptId)>;
 
+/// Logs why writes that go together are made apart: quietly for what happens in a
+/// healthy run (an order moved by someone else, an answer lost, throttling), loudly for
+/// a refusal — a role without a permission, say — which costs a call in every step until
+/// it is fixed.
+fn writing_apart(error: &StoreError, what: &str) {
+    if error.is_condition_failed() || error.is_transient() {
+        tracing::debug!(%error, "writing {what}");
+    } else {
+        tracing::warn!(%error, "a combined write was refused; writing {what}");
+    }
+}
+
 /// Which step of an invocation is taken.
 enum Step {
     /// The first: the lock was just taken with a whole lease, and the notifications that
@@ -215,7 +227,7 @@ impl Engine {
                 // An order moved by someone else, an answer lost, a write DynamoDB refuses
                 // (too large): apart, each write says what stands.
                 Err(error) => {
-                    tracing::debug!(%error, "releasing the lock apart from the step's writes");
+                    writing_apart(&error, "the step's writes, apart from the lock's release");
                 }
             }
         }
@@ -269,7 +281,7 @@ impl Engine {
                 // One moved by someone else, an answer lost, a write refused whole: one at a
                 // time, each says whose move stands (or fails for itself).
                 Err(error) => {
-                    tracing::debug!(%error, "moving orders one at a time");
+                    writing_apart(&error, "orders' moves, one at a time");
                     for (order, change) in batch {
                         moved.push(self.move_order(order, change).await?);
                     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::OrderSpec;
 use sluice_contract::job::Reference;
-use sluice_contract::result::DEPENDENCY_FAILED;
+use sluice_contract::result::{DEPENDENCY_FAILED, JOB_TIMEOUT};
 use sluice_contract::result::{WATCHDOG_LOG, parse_result};
 use sluice_contract::{
     ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, ValidateOptions, keys,
@@ -849,6 +849,17 @@ async fn an_interrupted_start_does_not_hide_a_dead_worker() {
     assert_eq!(result.status, OrderStatus::TimedOut);
 }
 
+/// A `true` order named `name` waiting for `deps`, with a 60 s timeout.
+fn true_order(name: &str, deps: &[&str]) -> OrderSpec {
+    OrderSpec {
+        order_name: Some(name.to_owned()),
+        cmds: Some(vec!["true".into()]),
+        timeout: Some(60),
+        dependencies: deps.iter().map(|d| Reference((*d).to_owned())).collect(),
+        ..OrderSpec::default()
+    }
+}
+
 /// The tables, with one status change made by someone else (a pass whose lease ran out, a
 /// cancel) just before the next write of several orders together: the race between a pass
 /// reading a result and writing it.
@@ -932,22 +943,16 @@ impl sluice_engine::OrderStore for Interloper {
 }
 
 /// A pass writes a result together with the moves it leads to. When the order was moved
-/// by someone else between the read and the write, the result
-/// does not stand, and neither may what it led to: its dependent is not started but fails
-/// by dependency. (Here it is timed out, as a pass whose lease ran out might have done.) With the result written together with the claim and no evaluation
-/// after a result found moved, the dependent was claimed and started.
+/// by someone else between the read and the write, the result does not stand, and neither
+/// may what it led to: its dependent is not started but fails by dependency. (Here it is
+/// timed out by the job's deadline, as a pass whose lease ran out, still finishing, might
+/// have done.) With the result written together with the claim and no evaluation after a
+/// result found moved, the dependent was claimed and started.
 #[tokio::test]
 async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
     let mut setup = setup();
-    let order = |name: &str, deps: &[&str]| OrderSpec {
-        order_name: Some(name.to_owned()),
-        cmds: Some(vec!["true".into()]),
-        timeout: Some(60),
-        dependencies: deps.iter().map(|d| Reference((*d).to_owned())).collect(),
-        ..OrderSpec::default()
-    };
     let job = JobSpec {
-        orders: vec![order("a", &[]), order("b", &["a"])],
+        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
         ..JobSpec::default()
     };
     let run = queue(&setup, &job).await;
@@ -958,7 +963,7 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
 
     let timed_out = sluice_engine::Transition {
         finished_at_ms: Some(setup.clock.now_ms()),
-        ..sluice_engine::Transition::to(OrderStatus::TimedOut).reason("watchdog_timeout")
+        ..sluice_engine::Transition::to(OrderStatus::TimedOut).reason(JOB_TIMEOUT)
     };
     let mut ports = setup.engine.ports.clone();
     ports.orders = Arc::new(Interloper {
@@ -991,15 +996,12 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
 #[tokio::test]
 async fn a_step_restarts_an_interrupted_start_once() {
     let setup = setup();
-    let order = |name: &str, deps: &[&str]| OrderSpec {
-        order_name: Some(name.to_owned()),
-        cmds: Some(vec!["true".into()]),
-        timeout: Some(60),
-        dependencies: deps.iter().map(|d| Reference((*d).to_owned())).collect(),
-        ..OrderSpec::default()
-    };
     let job = JobSpec {
-        orders: vec![order("s", &[]), order("q", &[]), order("r", &["q"])],
+        orders: vec![
+            true_order("s", &[]),
+            true_order("q", &[]),
+            true_order("r", &["q"]),
+        ],
         ..JobSpec::default()
     };
     let run = queue(&setup, &job).await;
