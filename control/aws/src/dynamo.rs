@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update, WriteRequest,
@@ -250,25 +251,74 @@ impl DynamoOrderStore {
         run_id: &RunId,
         moves: &[OrderMove],
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let mut items = Vec::with_capacity(moves.len());
-        for m in moves {
-            m.change.check_allowed(run_id, m.order_num, m.from)?;
-            let update = TransitionUpdate::new(m.from, &m.change);
-            let item = Update::builder()
-                .table_name(&self.orders_table)
-                .set_key(Some(Self::order_key(run_id, m.order_num)))
-                .update_expression(update.expression)
-                .condition_expression(TransitionUpdate::CONDITION)
-                .set_expression_attribute_names(Some(update.names))
-                .set_expression_attribute_values(Some(update.values))
-                .build()
-                .map_err(|e| StoreError::Backend {
-                    what: format!("order {run_id}:{}", m.order_num),
-                    message: format!("building its update: {e}"),
-                })?;
-            items.push(TransactWriteItem::builder().update(item).build());
-        }
-        Ok(items)
+        (moves.iter())
+            .map(|m| {
+                let update = self.transition_update(run_id, m)?;
+                Ok(TransactWriteItem::builder().update(update).build())
+            })
+            .collect()
+    }
+
+    /// `m` of `run_id`'s order as an update conditioned on its status (checked against
+    /// the status table first), for a transaction or alone ([`Self::alone`]).
+    fn transition_update(&self, run_id: &RunId, m: &OrderMove) -> Result<Update, StoreError> {
+        m.change.check_allowed(run_id, m.order_num, m.from)?;
+        let update = TransitionUpdate::new(m.from, &m.change);
+        Update::builder()
+            .table_name(&self.orders_table)
+            .set_key(Some(Self::order_key(run_id, m.order_num)))
+            .update_expression(update.expression)
+            .condition_expression(TransitionUpdate::CONDITION)
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Backend {
+                what: format!("order {run_id}:{}", m.order_num),
+                message: format!("building its update: {e}"),
+            })
+    }
+
+    /// `run_id`'s lock released by `owner` if its count is still `seen_marks`, as an update
+    /// that returns the lock as it is when its condition fails.
+    fn release_update(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        seen_marks: u64,
+    ) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression("REMOVE #owner, lease_until, #status")
+            .condition_expression(format!("{HELD_BY_OWNER} AND marks = :seen"))
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":held", s(LockStatus::Held.as_str()))
+            .expression_attribute_values(":seen", number(seen_marks))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Backend {
+                what: format!("lock:{run_id}"),
+                message: format!("building its release: {e}"),
+            })
+    }
+
+    /// `update` sent alone, as an `UpdateItem`: a transaction's item and a single write are
+    /// one shape, built once.
+    fn alone(&self, update: Update) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .set_return_values_on_condition_check_failure(
+                update.return_values_on_condition_check_failure,
+            )
     }
 
     /// The items of `events`, one per key: one request may not name a key twice, and the
@@ -597,20 +647,15 @@ impl OrderStore for DynamoOrderStore {
         from: OrderStatus,
         change: &Transition,
     ) -> Result<OrderRecord, StoreError> {
-        change.check_allowed(run_id, order_num, from)?;
-        let update = TransitionUpdate::new(from, change);
+        let m = OrderMove {
+            order_num,
+            from,
+            change: change.clone(),
+        };
+        let update = self.transition_update(run_id, &m)?;
         self.calls.count(SERVICE, "UpdateItem");
-        let updated = self
-            .client
-            .update_item()
-            .table_name(&self.orders_table)
-            .set_key(Some(Self::order_key(run_id, order_num)))
-            .update_expression(update.expression)
-            .condition_expression(TransitionUpdate::CONDITION)
-            .set_expression_attribute_names(Some(update.names))
-            .set_expression_attribute_values(Some(update.values))
+        let updated = (self.alone(update))
             .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         let what = format!("order {run_id}:{order_num}");
@@ -776,34 +821,10 @@ impl OrderStore for DynamoOrderStore {
         seen_marks: u64,
         writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError> {
-        const RELEASE: &str = "REMOVE #owner, lease_until, #status";
-        let condition = format!("{HELD_BY_OWNER} AND marks = :seen");
-        let names = HashMap::from([
-            ("#owner".to_owned(), "owner".to_owned()),
-            ("#status".to_owned(), "status".to_owned()),
-        ]);
-        let values = Item::from([
-            (":owner".to_owned(), s(owner)),
-            (":held".to_owned(), s(LockStatus::Held.as_str())),
-            (":seen".to_owned(), number(seen_marks)),
-        ]);
+        let release = self.release_update(run_id, owner, seen_marks)?;
         let lock_now = if writes.is_empty() {
             self.calls.count(SERVICE, "UpdateItem");
-            let released = self
-                .client
-                .update_item()
-                .table_name(&self.locks_table)
-                .key(LOCKS_PARTITION, lock_pk(run_id))
-                .update_expression(RELEASE)
-                .condition_expression(condition)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
-            match released {
+            match self.alone(release).send().await {
                 Ok(_) => return Ok(ReleaseOutcome::Released),
                 Err(e) => match failed_condition_item(&e) {
                     Some(now) => now,
@@ -811,21 +832,6 @@ impl OrderStore for DynamoOrderStore {
                 },
             }
         } else {
-            let release = Update::builder()
-                .table_name(&self.locks_table)
-                .key(LOCKS_PARTITION, lock_pk(run_id))
-                .update_expression(RELEASE)
-                .condition_expression(condition)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build()
-                .map_err(|e| StoreError::Backend {
-                    what: format!("lock:{run_id}"),
-                    message: format!("building its release: {e}"),
-                })?;
             let mut items = vec![TransactWriteItem::builder().update(release).build()];
             items.extend(self.move_items(run_id, &writes.moves)?);
             for item in self.event_items(&writes.events)? {

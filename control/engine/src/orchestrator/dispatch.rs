@@ -24,7 +24,8 @@ use sluice_contract::{AttemptId, OrderStatus, RunId, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
-use super::read_state::{ReadResult, put_back};
+use super::put_back;
+use super::read_state::ReadResult;
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{
@@ -88,8 +89,10 @@ impl Engine {
         // The plan is made as if the results were written; they are written with it.
         let mut view = orders.clone();
         for result in results.iter() {
-            let index = result.row.plan.order_num.index().expect("real order");
-            result.change.apply(&mut view[index]);
+            put_back(
+                &mut view,
+                Moved::applied(result.row.clone(), &result.change).row(),
+            );
         }
         let nodes: Vec<Node> = view.iter().map(Node::from).collect();
         let plan = evaluate(&nodes);
@@ -233,20 +236,16 @@ impl Engine {
             let run_id = &results[0].row.run_id;
             match self.ports.orders.transition_together(run_id, &moves).await {
                 Ok(()) => {
-                    let moved = |pairs: Vec<(OrderRecord, Transition)>| -> Vec<Moved> {
+                    for result in results {
+                        let written = Moved::applied(result.row.clone(), &result.change);
+                        put_back(orders, self.settle_result(written, result));
+                    }
+                    let applied = |pairs: Vec<(OrderRecord, Transition)>| -> Vec<Moved> {
                         (pairs.into_iter())
-                            .map(|(mut order, change)| {
-                                change.apply(&mut order);
-                                Moved::Applied(order)
-                            })
+                            .map(|(order, change)| Moved::applied(order, &change))
                             .collect()
                     };
-                    for result in results {
-                        let mut row = result.row.clone();
-                        result.change.apply(&mut row);
-                        put_back(orders, self.settle_result(Moved::Applied(row), result));
-                    }
-                    return Ok(Some((moved(ended), moved(claims))));
+                    return Ok(Some((applied(ended), applied(claims))));
                 }
                 // One at a time: which moves stand says what to do next.
                 Err(error) => super::writing_apart(&error, "the step's results"),

@@ -36,6 +36,12 @@ const PASS_RETRY_FIRST: Duration = Duration::from_millis(500);
 /// The results a notification named: `(order, attempt)` of each.
 pub type Arrivals = HashSet<(OrderNum, AttemptId)>;
 
+/// Puts `order` back in `orders`, at its index.
+pub(crate) fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
+    let index = order.plan.order_num.index().expect("real order");
+    orders[index] = order;
+}
+
 /// Logs why writes that go together are made apart: quietly for what happens in a
 /// healthy run (an order moved by someone else, an answer lost, throttling), loudly for
 /// a refusal — a role without a permission, say — which costs a call in every step until
@@ -68,6 +74,13 @@ pub(crate) enum Moved {
 }
 
 impl Moved {
+    /// `order` with `change` applied: the row a move this pass wrote leaves (stores that
+    /// write several moves together answer none of the rows).
+    pub(crate) fn applied(mut order: OrderRecord, change: &Transition) -> Self {
+        change.apply(&mut order);
+        Moved::Applied(order)
+    }
+
     /// The order's row, whoever moved it.
     pub(crate) fn row(self) -> OrderRecord {
         match self {
@@ -212,17 +225,17 @@ impl Engine {
             moves: started.iter().map(|(o, c)| OrderMove::of(o, c)).collect(),
             events: self.take_events(),
         };
-        if !writes.is_empty() && writes.moves.len() + writes.events.len() < MAX_MOVES_TOGETHER {
+        let together =
+            !writes.is_empty() && writes.moves.len() + writes.events.len() < MAX_MOVES_TOGETHER;
+        let mut answered = None;
+        if together {
             match (self.ports.orders)
                 .release_lock(run_id, owner, *marks, &writes)
                 .await
             {
                 Ok(ReleaseOutcome::Released) => return Ok(Some(Outcome::Released)),
                 Ok(ReleaseOutcome::Marked { marks: now }) => {
-                    self.put_events(&writes.events).await;
-                    self.move_orders(started).await?;
-                    *marks = now;
-                    return Ok(None);
+                    answered = Some(Release::Dirty { marks: now });
                 }
                 // An order moved by someone else, an answer lost, a write DynamoDB refuses
                 // (too large): apart, each write says what stands.
@@ -233,7 +246,11 @@ impl Engine {
         }
         self.put_events(&writes.events).await;
         self.move_orders(started).await?;
-        Ok(match lock::release(self, run_id, owner, *marks).await? {
+        let released = match answered {
+            Some(release) => release,
+            None => lock::release(self, run_id, owner, *marks).await?,
+        };
+        Ok(match released {
             Release::Released => Some(Outcome::Released),
             Release::Dirty { marks: now } => {
                 *marks = now;
@@ -261,23 +278,19 @@ impl Engine {
                 moved.push(self.move_order(order, change).await?);
                 continue;
             }
-            let Some((first, _)) = batch.first() else {
-                continue;
-            };
+            let run_id = &batch[0].0.run_id; // chunks are never empty
             let together: Vec<OrderMove> = (batch.iter())
                 .map(|(order, change)| OrderMove::of(order, change))
                 .collect();
             match self
                 .ports
                 .orders
-                .transition_together(&first.run_id, &together)
+                .transition_together(run_id, &together)
                 .await
             {
-                Ok(()) => moved.extend(batch.iter().map(|(order, change)| {
-                    let mut updated = order.clone();
-                    change.apply(&mut updated);
-                    Moved::Applied(updated)
-                })),
+                Ok(()) => moved.extend(
+                    (batch.iter()).map(|(order, change)| Moved::applied(order.clone(), change)),
+                ),
                 // One moved by someone else, an answer lost, a write refused whole: one at a
                 // time, each says whose move stands (or fails for itself).
                 Err(error) => {
@@ -407,7 +420,7 @@ impl Engine {
         // The comment shows the orders started as running, as the release will write them.
         let mut shown = orders;
         for (order, change) in &started {
-            change.apply(&mut shown[order.plan.order_num.index().expect("real order")]);
+            put_back(&mut shown, Moved::applied(order.clone(), change).row());
         }
         let statuses: Vec<_> = shown.iter().map(|o| o.status).collect();
         if commented.as_ref() != Some(&statuses) {

@@ -13,7 +13,7 @@ use sluice_contract::events::OrderEmitted;
 use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
 use sluice_contract::{OrderStatus, RunId, keys};
 
-use super::{Arrivals, Moved};
+use super::{Arrivals, Moved, put_back};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderRecord, Transition};
@@ -26,12 +26,6 @@ pub(crate) struct ReadResult {
     pub(crate) change: Transition,
     detail: serde_json::Value,
     emitted: Vec<OrderEmitted>,
-}
-
-/// Puts `order` back in `orders`, at its index.
-pub(crate) fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
-    let index = order.plan.order_num.index().expect("real order");
-    orders[index] = order;
 }
 
 impl Engine {
