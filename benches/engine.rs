@@ -6,8 +6,11 @@
 //!    redactor's cost).
 //! 2. Per-hop overhead: a chain of 100 `true` orders through the whole local engine (init,
 //!    orchestrator, dispatch, worker, callback, finalize), minus a one-order job, per hop.
-//! 3. Fan-out: 500 independent `true` orders, wall time.
-//! 4. WebAssembly start-up: one hello order through the worker's runners: a native
+//! 3. Fan-out: 500 independent `true` orders at `--concurrency` 8 and 64, wall time.
+//! 4. Scale: 2 000 orders into one (`--concurrency 64`), and 100 and 9 999 (the most a job
+//!    may hold) independent orders at the default concurrency: wall time, peak RSS of the
+//!    `sluice` process, and the cost per order of 9 999 over that of 100.
+//! 5. WebAssembly start-up: one hello order through the worker's runners: a native
 //!    `echo` (shell runner, a real process), the WAT hello guest and the Rust example guest
 //!    cold (compiled), warm from the disk cache (a new process) and warm in memory (the next
 //!    order of the same process).
@@ -34,6 +37,10 @@ use sluice_worker::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
 const GIB: u64 = 1 << 30;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(MEASURE) {
+        measure_child();
+        return;
+    }
     // `cargo bench` passes `--bench`; keep only our own arguments: [RUNS] [capture|engine|wasm].
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -277,9 +284,8 @@ fn capture(figures: &mut Figures) {
     let job = dir.path().join("loud.json");
     let order = serde_json::json!({ "cmds": [stream], "timeout": 600 });
     std::fs::write(&job, serde_json::json!({ "orders": [order] }).to_string()).unwrap();
-    let cli = median(3, || run_sluice(&job, dir.path(), 8));
-    // Children's peak RSS: the largest `sluice` run so far (the baseline's sh/cat are tiny).
-    let cli_peak = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() as f64 / 1024.0;
+    let measured = median_run(3, || run_sluice(&job, dir.path(), 8));
+    let (cli, cli_peak) = (measured.wall, measured.peak_rss_mib);
     let mbps = |d: Duration| GIB as f64 / 1e6 / d.as_secs_f64();
     println!(
         "capture 1 GiB: `cat > /dev/null` {:.0} MB/s ({:.2} s)",
@@ -356,11 +362,11 @@ fn peak_rss_mib() -> f64 {
 
 fn engine(runs: usize, figures: &mut Figures) {
     let dir = tempfile::tempdir().unwrap();
-    let chain = write_job(dir.path(), "chain.json", 100, true);
-    let single = write_job(dir.path(), "single.json", 1, false);
-    let fan = write_job(dir.path(), "fan.json", 500, false);
-    let one = median(runs, || run_sluice(&single, dir.path(), 8));
-    let hundred = median(runs, || run_sluice(&chain, dir.path(), 8));
+    let chain = write_job(dir.path(), "chain.json", 100, Shape::Chain);
+    let single = write_job(dir.path(), "single.json", 1, Shape::Independent);
+    let fan = write_job(dir.path(), "fan.json", 500, Shape::Independent);
+    let one = median(runs, || run_sluice(&single, dir.path(), 8).wall);
+    let hundred = median(runs, || run_sluice(&chain, dir.path(), 8).wall);
     let per_hop = (hundred.saturating_sub(one)).as_secs_f64() * 1000.0 / 99.0;
     println!(
         "one-order job: {:.0} ms wall (process start to exit)",
@@ -374,7 +380,7 @@ fn engine(runs: usize, figures: &mut Figures) {
     figures.record("chain_per_hop_ms", per_hop, "ms", Some("<= 3"));
     let mut walls = Vec::new();
     for concurrency in [8, 64] {
-        let wall = median(runs, || run_sluice(&fan, dir.path(), concurrency));
+        let wall = median(runs, || run_sluice(&fan, dir.path(), concurrency).wall);
         println!(
             "500 independent `true` (--concurrency {concurrency}): {:.2} s wall, {:.0} orders/s",
             wall.as_secs_f64(),
@@ -390,12 +396,78 @@ fn engine(runs: usize, figures: &mut Figures) {
         "ratio",
         Some("<= 1"),
     );
+    scale(runs, dir.path(), figures);
 }
 
-fn write_job(dir: &Path, name: &str, orders: usize, chained: bool) -> std::path::PathBuf {
+/// Fan-in and the largest jobs: wall time and the peak RSS of `sluice`.
+fn scale(runs: usize, dir: &Path, figures: &mut Figures) {
+    let fan_in = write_job(dir, "fan-in.json", 2000, Shape::FanIn);
+    let fan_in = median_run(runs, || run_sluice(&fan_in, dir, 64));
+    let label = "2 000 orders into one (--concurrency 64)";
+    record_run(
+        figures,
+        "fan_in_2000",
+        label,
+        &fan_in,
+        [Some("<= 3"), Some("<= 100")],
+    );
+    let small = write_job(dir, "independent-100.json", 100, Shape::Independent);
+    let large = write_job(dir, "independent-9999.json", 9999, Shape::Independent);
+    let small = median_run(runs, || run_sluice(&small, dir, DEFAULT_CONCURRENCY));
+    let large = median_run(runs, || run_sluice(&large, dir, DEFAULT_CONCURRENCY));
+    let label = "100 independent `true`";
+    record_run(figures, "independent_100", label, &small, [None, None]);
+    let label = "9 999 independent `true`";
+    let goals = [Some("<= 20"), Some("<= 150")];
+    record_run(figures, "independent_9999", label, &large, goals);
+    let per_order = |run: &Measured, orders: f64| run.wall.as_secs_f64() * 1000.0 / orders;
+    let (small_cost, large_cost) = (per_order(&small, 100.0), per_order(&large, 9999.0));
+    println!("per order: {small_cost:.2} ms of 100, {large_cost:.2} ms of 9 999");
+    figures.record(
+        "independent_9999_over_100_per_order",
+        large_cost / small_cost,
+        "ratio",
+        Some("flat (about 1)"),
+    );
+}
+
+/// Prints a measured run and records its wall time and peak RSS as `<key>_s` and
+/// `<key>_peak_rss_mib`, with their goals.
+fn record_run(
+    figures: &mut Figures,
+    key: &str,
+    label: &str,
+    run: &Measured,
+    [wall_goal, rss_goal]: [Option<&str>; 2],
+) {
+    let wall = run.wall.as_secs_f64();
+    let rss = run.peak_rss_mib;
+    println!("{label}: {wall:.2} s wall, peak RSS {rss:.0} MiB");
+    figures.record(&format!("{key}_s"), wall, "s", wall_goal);
+    figures.record(&format!("{key}_peak_rss_mib"), rss, "MiB", rss_goal);
+}
+
+/// `sluice run`'s default `--concurrency`.
+const DEFAULT_CONCURRENCY: usize = 8;
+
+/// How the orders of a benchmark job depend on each other.
+#[derive(Clone, Copy)]
+enum Shape {
+    Independent,
+    /// Each order on the one before.
+    Chain,
+    /// All but the last order independent; the last on all of them.
+    FanIn,
+}
+
+fn write_job(dir: &Path, name: &str, orders: usize, shape: Shape) -> std::path::PathBuf {
     let orders: Vec<serde_json::Value> = (0..orders)
         .map(|i| {
-            let deps: Vec<usize> = if chained && i > 0 { vec![i] } else { vec![] };
+            let deps: Vec<usize> = match shape {
+                Shape::Chain if i > 0 => vec![i],
+                Shape::FanIn if i + 1 == orders => (1..orders).collect(),
+                _ => vec![],
+            };
             serde_json::json!({ "cmds": ["true"], "timeout": 60, "dependencies": deps })
         })
         .collect();
@@ -404,26 +476,74 @@ fn write_job(dir: &Path, name: &str, orders: usize, chained: bool) -> std::path:
     path
 }
 
-fn run_sluice(job: &Path, dir: &Path, concurrency: usize) -> Duration {
-    let state = tempfile::tempdir_in(dir).unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+/// One `sluice run`: its wall time and its peak RSS.
+struct Measured {
+    wall: Duration,
+    peak_rss_mib: f64,
+}
+
+fn run_sluice(job: &Path, dir: &Path, concurrency: usize) -> Measured {
+    // Kept until `dir` goes, at the end of the group: deleting thousands of files between
+    // runs would slow the next run's file creation (ext4 without a journal scans recently
+    // freed inodes), charging one run's clean-up to the next.
+    let state = tempfile::tempdir_in(dir).unwrap().keep();
+    // Through a child of our own (see `measure_child`): its children's peak RSS is that of
+    // this one `sluice`, not the largest of every process this benchmark has run.
+    let output = Command::new(std::env::current_exe().unwrap())
+        .arg(MEASURE)
+        .arg(env!("CARGO_BIN_EXE_sluice"))
         .arg("run")
         .arg(job)
         .arg("--json")
         .arg("--state-dir")
-        .arg(state.path())
+        .arg(&state)
         .arg("--concurrency")
         .arg(concurrency.to_string())
         .output()
         .unwrap();
-    let elapsed = started.elapsed();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    elapsed
+    let text = String::from_utf8_lossy(&output.stdout);
+    let (wall_ns, peak_kib) = text
+        .lines()
+        .last()
+        .and_then(|line| line.split_once(' '))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<f64>().unwrap()))
+        .expect("the measuring child prints its figures");
+    Measured {
+        wall: Duration::from_nanos(wall_ns),
+        peak_rss_mib: peak_kib / 1024.0,
+    }
+}
+
+/// First argument of this benchmark when it runs as [`measure_child`].
+const MEASURE: &str = "measure-child";
+
+/// Runs the command its arguments name (stdout discarded, stderr passed through) and prints
+/// `<wall ns> <peak RSS KiB>` of it: the largest RSS of this process's children, which are
+/// that command and, below it, the orders' small processes.
+fn measure_child() {
+    let mut args = std::env::args().skip(2);
+    let program = args.next().expect("a command to measure");
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let wall = started.elapsed();
+    assert!(status.success(), "the measured command failed: {status}");
+    let peak_kib = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
+    println!("{} {peak_kib}", wall.as_nanos());
+}
+
+fn median_run(runs: usize, mut f: impl FnMut() -> Measured) -> Measured {
+    let mut all: Vec<Measured> = (0..runs.max(1)).map(|_| f()).collect();
+    all.sort_by_key(|m| m.wall);
+    all.swap_remove(all.len() / 2)
 }
 
 fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {

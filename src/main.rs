@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     // A compiler child process of `sluice` compiles its module and exits here, before
     // anything else starts (see `sluice_worker::wasm::CompileIn`).
     sluice_worker::wasm::serve_if_asked();
+    limit_malloc_arenas();
     let command = match cli::parse() {
         Ok(command) => command,
         Err(exit) => return exit,
@@ -42,6 +43,22 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
+
+/// Caps glibc's malloc arenas at one per core, at least two (before any thread starts). By
+/// default glibc gives up to eight per core, and every thread of the blocking pool that
+/// allocates may take a new one: measured on 9 999-order runs, that more than doubled the
+/// peak RSS (428 MiB against 182 MiB capped) for the same wall time.
+#[cfg(target_env = "gnu")]
+#[expect(unsafe_code, reason = "mallopt(3) has no safe wrapper")]
+fn limit_malloc_arenas() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+    // SAFETY: sets a malloc tunable before any other thread exists; touches no memory of ours.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn limit_malloc_arenas() {}
 
 /// Logs go to stderr as text; `SLUICE_LOG` (tracing's filter syntax) overrides the level.
 fn init_tracing(default_level: &str) {

@@ -3,9 +3,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Sandbox, is_gone};
+use crate::util::{Sandbox, done_of, is_gone};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sluice_contract::OrderStatus;
 
 fn stop_with(signal: Signal, expected_code: i32) {
     let sandbox = Sandbox::new();
@@ -198,4 +199,44 @@ fn sigterm_while_the_job_is_queued_cancels_the_run() {
         sluice_contract::OrderStatus::Cancelled
     );
     assert!(!marker.exists(), "nothing starts once stopped");
+}
+
+/// A supervisor may start `sluice` with SIGCHLD ignored, which `execve` keeps: the kernel
+/// would then reap every command's shell as it ends, and `sluice` could tell neither how a
+/// command ended nor keep the shell's group id from being reused. It puts SIGCHLD back.
+#[test]
+fn a_sluice_started_with_sigchld_ignored_still_sees_how_commands_end() {
+    let sandbox = Sandbox::new();
+    let job = sandbox.write_job(
+        "job.json",
+        r#"{"orders": [
+            {"order_name": "ok", "timeout": 30, "cmds": ["true", "sleep 0.2"]},
+            {"order_name": "bad", "timeout": 30, "must_succeed": false, "cmds": ["exit 3"]}
+        ]}"#,
+    );
+    // perl (in every Debian base system) ignores SIGCHLD and execs sluice.
+    let output = Command::new("perl")
+        .args([
+            "-e",
+            r#"$SIG{CHLD} = "IGNORE"; exec @ARGV or die "exec: $!""#,
+        ])
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(&job)
+        .arg("--state-dir")
+        .arg(sandbox.state())
+        .arg("--json")
+        .output()
+        .unwrap();
+    let done = done_of(&output);
+    let status_of = |name: &str| {
+        let order = done.orders.iter().find(|o| o.order_name == name).unwrap();
+        (order.status, order.exit_code)
+    };
+    assert_eq!(
+        status_of("ok"),
+        (OrderStatus::Succeeded, Some(0)),
+        "{done:?}"
+    );
+    assert_eq!(status_of("bad"), (OrderStatus::Failed, Some(3)), "{done:?}");
 }

@@ -10,7 +10,7 @@
 //!   only the capabilities Docker leaves a container's root (`ROOT_ORDER_CAPABILITIES`):
 //!   with `CAP_SYS_PTRACE`, `CAP_SYS_ADMIN` or `CAP_PERFMON`, root reads every process
 //!   regardless.
-//! - **Every process a command starts ends with it** ([`spawn_shell`], [`sweep`]). A
+//! - **Every process a command starts ends with it** (`spawn_shell`, [`sweep`]). A
 //!   command's shell leads a session of its own and is a child subreaper: whatever it starts
 //!   and orphans (double forks, `setsid`, `nohup … &`, a cleared environment) is re-parented
 //!   to it, not to init. The worker is a subreaper too, so when the shell ends, what is left
@@ -23,7 +23,7 @@
 //! systemd, `at`, an ssh to localhost); the local sandbox (namespaces) closes those.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, Once, OnceLock};
 use std::time::Duration;
@@ -33,6 +33,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+use crate::spawn::{Launch, Spawned, spawn};
+
 /// The shells of the commands running now (pid → registration token): children of this
 /// process that are not leftovers. The token keeps a pid reused by a newer shell from being
 /// unregistered by the older one's end.
@@ -40,9 +42,10 @@ static RUNNING_SHELLS: LazyLock<Mutex<HashMap<u32, u64>>> = LazyLock::new(Mutex:
 /// The next registration token.
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(0);
 
-/// Makes this process undumpable and a child subreaper (see the module docs). Idempotent;
-/// binaries call it first thing, [`spawn_shell`] before every command. A kernel that
-/// refuses either is logged once: orders then run with less containment, not not at all.
+/// Makes this process undumpable and a child subreaper (see the module docs), and its
+/// children waitable (SIGCHLD not ignored). Idempotent; binaries call it first thing,
+/// `spawn_shell` before every command. A kernel that refuses either of the first two is
+/// logged once: orders then run with less containment, not not at all.
 pub fn harden_process() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -52,7 +55,27 @@ pub fn harden_process() {
         if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
             tracing::warn!(%error, "could not make the worker a subreaper: an order's orphaned processes go to init and are not killed with it");
         }
+        keep_children_waitable();
     });
+}
+
+/// Puts SIGCHLD back to its default where this process was started with it ignored (or
+/// with `SA_NOCLDWAIT`): both survive `execve`, a supervisor may leave them so, and then the
+/// kernel reaps every child as it ends — the worker could not learn how a command ended,
+/// and a shell's pid (its group's id) could be reused while the group is still signalled.
+#[expect(unsafe_code, reason = "sigaction(2) to read the current disposition")]
+fn keep_children_waitable() {
+    // SAFETY: sigaction reads and writes `sigaction` structs on this stack; a zeroed one is
+    // a valid one (no flags, empty mask, SIG_DFL).
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut current) == 0
+            && (current.sa_sigaction == libc::SIG_IGN || current.sa_flags & libc::SA_NOCLDWAIT != 0)
+        {
+            let default: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut());
+        }
+    }
 }
 
 /// A running command's shell: it is no leftover until it has been waited for.
@@ -71,42 +94,52 @@ impl Drop for RunningShell {
     }
 }
 
-/// Spawns `command` as a command's shell: in a session of its own (so it also leads a new
-/// process group) and a child subreaper. Keep the [`RunningShell`] until the child has been
+/// Starts `/bin/sh -c <script>` as a command's shell (with `env` as its whole environment,
+/// in `cwd`, stdin from `/dev/null`, stdout and stderr piped): in a session of its own (so
+/// it also leads a new process group) and a child subreaper, without the capabilities
+/// [`capabilities_to_drop`] lists. Keep the [`RunningShell`] until the child has been
 /// waited for (declare it before the child, so it is dropped after), or a concurrent
 /// [`sweep`] may take the shell for a leftover.
 ///
 /// # Errors
 ///
-/// The command cannot be started.
-#[expect(unsafe_code, reason = "a pre_exec hook; see SAFETY")]
-pub fn spawn_shell(
-    mut command: std::process::Command,
-) -> std::io::Result<(RunningShell, tokio::process::Child)> {
+/// The shell cannot be started.
+pub(crate) fn spawn_shell(
+    script: &str,
+    env: &[(String, String)],
+    cwd: &Path,
+) -> std::io::Result<(RunningShell, Spawned)> {
     harden_process();
     let lose: &'static [libc::c_ulong] = if nix::unistd::geteuid().is_root() {
         capabilities_to_drop()
     } else {
         &[]
     };
-    // SAFETY: between fork and exec the closure only makes system calls; it allocates
-    // nothing on its success paths, and its errors are built from error codes.
-    unsafe {
-        command.pre_exec(move || {
-            nix::unistd::setsid()?;
-            nix::sys::prctl::set_child_subreaper(true)?;
-            drop_capabilities(lose)
-        });
-    }
+    // Runs in the child between clone and exec: system calls only, errors from error codes.
+    let setup = || -> std::io::Result<()> {
+        nix::unistd::setsid()?;
+        nix::sys::prctl::set_child_subreaper(true)?;
+        drop_capabilities(lose)
+    };
+    let launch = Launch {
+        program: "/bin/sh",
+        args: &["-c", script],
+        env,
+        cwd,
+        setup: &setup,
+    };
     // Held across spawn and registration: a sweep never sees the new shell unregistered.
     let mut shells = RUNNING_SHELLS.lock().unwrap();
-    let child = tokio::process::Command::from(command)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().expect("a just-spawned child has a pid");
+    let child = spawn(&launch)?;
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    shells.insert(pid, token);
-    Ok((RunningShell { pid, token }, child))
+    shells.insert(child.id(), token);
+    Ok((
+        RunningShell {
+            pid: child.id(),
+            token,
+        },
+        child,
+    ))
 }
 
 /// What a root worker's commands may keep: the capabilities Docker leaves a container's
@@ -173,24 +206,79 @@ fn capabilities_to_drop() -> &'static [libc::c_ulong] {
 }
 
 /// Clears the ambient and inheritable capabilities (anyone may) and takes `lose` out of the
-/// bounding set (root may), so nothing the command executes holds them. Runs between fork
-/// and exec: no allocation on success.
+/// bounding set (root may), so nothing the command executes holds them. Runs between clone
+/// and exec, sharing the worker's memory: raw system calls only, no allocation, not even on
+/// an error path (the `caps` crate formats its errors).
 #[expect(
     unsafe_code,
-    reason = "prctl(2) has no safe wrapper for PR_CAPBSET_DROP"
+    reason = "prctl(2) and capget/capset(2) have no allocation-free safe wrappers"
 )]
 fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
-    use caps::CapSet;
-    let refused = |_| std::io::Error::from_raw_os_error(Errno::EPERM as i32);
-    caps::clear(None, CapSet::Ambient).map_err(refused)?;
-    caps::clear(None, CapSet::Inheritable).map_err(refused)?;
+    /// `struct __user_cap_header_struct`, version 3 (two 32-bit words of each set).
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    /// `struct __user_cap_data_struct`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes numbers only and touches no memory.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        match Errno::last() {
+            // A kernel before 4.3 has no ambient set: nothing to clear.
+            Errno::EINVAL => {}
+            errno => return Err(errno.into()),
+        }
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` into the array; capset reads them; both read the
+    // header. All three live on this stack for the calls.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(Errno::last().into());
+        }
+        data[0].inheritable = 0;
+        data[1].inheritable = 0;
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return Err(Errno::last().into());
+        }
+    }
     for &cap in lose {
         // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAPBSET_DROP,
+                cap,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        } != 0
+        {
             match Errno::last() {
                 // A number the kernel does not know: there is nothing to drop.
                 Errno::EINVAL => {}
-                errno => return Err(std::io::Error::from_raw_os_error(errno as i32)),
+                errno => return Err(errno.into()),
             }
         }
     }

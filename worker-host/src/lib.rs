@@ -36,6 +36,7 @@ pub mod redact;
 pub mod retry;
 pub mod run;
 pub mod shell;
+mod spawn;
 pub mod spool;
 pub mod wasm;
 

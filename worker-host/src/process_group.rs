@@ -22,7 +22,8 @@ pub struct ProcessGroup {
 }
 
 impl ProcessGroup {
-    /// Takes charge of the group led by `leader_pid` (spawned with `process_group(0)`).
+    /// Takes charge of the group led by `leader_pid` (a command's shell, which leads a session
+    /// and so a group of its own).
     pub fn new(leader_pid: u32) -> Self {
         let raw = i32::try_from(leader_pid).expect("pids fit in i32");
         ProcessGroup {

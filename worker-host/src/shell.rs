@@ -12,7 +12,7 @@
 //! and the first non-zero exit stops the order.
 
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -160,20 +160,8 @@ async fn run_one(
     log: &LogSink,
     settings: ShellSettings,
 ) -> std::io::Result<CmdEnd> {
-    // An absolute path lets std spawn with posix_spawn (vfork) even though PATH is set in the
-    // child env; a PATH lookup would make it fall back to fork, copying our page tables.
-    let mut command = std::process::Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(cmd)
-        .env_clear()
-        .envs(order.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(order.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (shell, mut child) = containment::spawn_shell(command)?;
-    let group = ProcessGroup::new(child.id().expect("a just-spawned child has a pid"));
+    let (shell, mut child) = containment::spawn_shell(cmd, order.env, order.cwd)?;
+    let group = ProcessGroup::new(child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     widen_pipe(&stdout);
@@ -212,7 +200,8 @@ async fn run_one(
             .await;
     }
     drop(group); // SIGKILL to whatever is left of the group.
-    drop(shell); // Waited for: from here on, what it leaves behind is a leftover.
+    drop(child); // Reaped: until now its pid, the group's id, could not be reused.
+    drop(shell); // From here on, what it left behind is a leftover.
     // Processes that left the group (setsid, double forks) came to this process when the
     // shell ended: kill them too.
     let swept = tokio::task::spawn_blocking(containment::sweep)
