@@ -25,7 +25,7 @@
 //! [`Spawned::wait`] learns how the process ended without reaping it (`WNOWAIT`): the
 //! zombie keeps its pid, and so its process group's id, from being reused while the caller
 //! still signals the group. It is reaped when its [`Spawned`] is dropped, which also kills
-//! it if it was never waited for.
+//! it if it was never waited for (and then reaps it in the background once it has ended).
 
 use std::ffi::{CString, c_char};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -86,6 +86,8 @@ enum Exits {
     Pidfd(AsyncFd<OwnedFd>),
     /// SIGCHLD, where there is no pidfd (kernels before 5.3, seccomp filters refusing it).
     Sigchld(tokio::signal::unix::Signal),
+    /// Handed to the task that reaps a process dropped unwaited.
+    Taken,
 }
 
 impl Spawned {
@@ -120,6 +122,7 @@ impl Spawned {
                 Exits::Sigchld(child_exits) => {
                     child_exits.recv().await;
                 }
+                Exits::Taken => unreachable!("only a dropped Spawned gives its exits away"),
             }
         }
     }
@@ -130,13 +133,31 @@ impl Drop for Spawned {
         if self.gone {
             return;
         }
-        if self.status.is_none() {
-            // Not reaped yet, so the pid is still this process's.
-            let _ = kill(self.pid, Signal::SIGKILL);
+        if self.status.is_some() {
+            let _ = reap(self.pid);
+            return;
         }
-        // Immediate when it has ended. A process just killed may need a moment: a command's
-        // shell (in a session of its own) is then collected by the worker's next sweep.
-        let _ = reap(self.pid);
+        // Not reaped yet, so the pid is still this process's.
+        let _ = kill(self.pid, Signal::SIGKILL);
+        // A process just killed may need a moment to end: reaped in the background then.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let _ = reap(self.pid);
+            return;
+        };
+        let mut dying = Spawned {
+            pid: self.pid,
+            stdout: None,
+            stderr: None,
+            exits: std::mem::replace(&mut self.exits, Exits::Taken),
+            status: None,
+            gone: false,
+        };
+        runtime.spawn(async move {
+            // Dropped once it has ended: that drop reaps it. Should waiting fail, it is left
+            // alone rather than killed and handed on again.
+            dying.gone = dying.wait().await.is_err();
+            drop(dying);
+        });
     }
 }
 
