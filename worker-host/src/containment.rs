@@ -15,10 +15,9 @@
 //!   and orphans (double forks, `setsid`, `nohup … &`, a cleared environment) is re-parented
 //!   to it, not to init. The worker is a subreaper too, so when the shell ends, what is left
 //!   of its tree comes to the worker (to its main thread), and [`sweep`] kills it. A child
-//!   of the worker that is
-//!   in the worker's own session is the worker's (git, the sentinel): an order's processes
-//!   are all in sessions of their own, and a session can be left but never joined. Every
-//!   other child that is not a running command's shell is a leftover.
+//!   of the worker that is in the worker's own session is the worker's (git, the sentinel):
+//!   an order's processes are all in sessions of their own, and a session can be left but
+//!   never joined. Every other child that is not a running command's shell is a leftover.
 //!
 //! What this does not cover: a program the order asks to start processes for it (a user's
 //! systemd, `at`, an ssh to localhost); the local sandbox (namespaces) closes those.
@@ -34,7 +33,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-use crate::spawn::{Launch, Spawned, spawn};
+use crate::spawn::{Launch, Spawned, default_disposition_where, spawn};
 
 /// The shells of the commands running now (pid → registration token): children of this
 /// process that are not leftovers. The token keeps a pid reused by a newer shell from being
@@ -64,19 +63,10 @@ pub fn harden_process() {
 /// with `SA_NOCLDWAIT`): both survive `execve`, a supervisor may leave them so, and then the
 /// kernel reaps every child as it ends — the worker could not learn how a command ended,
 /// and a shell's pid (its group's id) could be reused while the group is still signalled.
-#[expect(unsafe_code, reason = "sigaction(2) to read the current disposition")]
 fn keep_children_waitable() {
-    // SAFETY: sigaction reads and writes `sigaction` structs on this stack; a zeroed one is
-    // a valid one (no flags, empty mask, SIG_DFL).
-    unsafe {
-        let mut current: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut current) == 0
-            && (current.sa_sigaction == libc::SIG_IGN || current.sa_flags & libc::SA_NOCLDWAIT != 0)
-        {
-            let default: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut());
-        }
-    }
+    default_disposition_where(libc::SIGCHLD, |current| {
+        current.sa_sigaction == libc::SIG_IGN || current.sa_flags & libc::SA_NOCLDWAIT != 0
+    });
 }
 
 /// A running command's shell: it is no leftover until it has been waited for.
@@ -132,15 +122,9 @@ pub(crate) fn spawn_shell(
     // Held across spawn and registration: a sweep never sees the new shell unregistered.
     let mut shells = RUNNING_SHELLS.lock().unwrap();
     let child = spawn(&launch)?;
-    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    shells.insert(child.id(), token);
-    Ok((
-        RunningShell {
-            pid: child.id(),
-            token,
-        },
-        child,
-    ))
+    let (pid, token) = (child.id(), NEXT_TOKEN.fetch_add(1, Ordering::Relaxed));
+    shells.insert(pid, token);
+    Ok((RunningShell { pid, token }, child))
 }
 
 /// What a root worker's commands may keep: the capabilities Docker leaves a container's
@@ -212,7 +196,7 @@ fn capabilities_to_drop() -> &'static [libc::c_ulong] {
 /// an error path (the `caps` crate formats its errors).
 #[expect(
     unsafe_code,
-    reason = "prctl(2) and capget/capset(2) have no allocation-free safe wrappers"
+    reason = "capget/capset(2) have no allocation-free safe wrappers"
 )]
 fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
     /// `struct __user_cap_header_struct`, version 3 (two 32-bit words of each set).
@@ -230,23 +214,11 @@ fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes numbers only and touches no memory.
-    if unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } != 0
-    {
-        match Errno::last() {
-            // A kernel before 4.3 has no ambient set: nothing to clear.
-            Errno::EINVAL => {}
-            errno => return Err(errno.into()),
-        }
-    }
+    // A kernel before 4.3 has no ambient set: nothing to clear.
+    prctl_unless_unknown(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )?;
     let mut header = Header {
         version: VERSION_3,
         pid: 0,
@@ -265,22 +237,23 @@ fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
         }
     }
     for &cap in lose {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number and touches no memory.
-        if unsafe {
-            libc::prctl(
-                libc::PR_CAPBSET_DROP,
-                cap,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        } != 0
-        {
-            match Errno::last() {
-                // A number the kernel does not know: there is nothing to drop.
-                Errno::EINVAL => {}
-                errno => return Err(errno.into()),
-            }
+        // A number the kernel does not know: there is nothing to drop.
+        prctl_unless_unknown(libc::PR_CAPBSET_DROP, cap)?;
+    }
+    Ok(())
+}
+
+/// `prctl(option, arg, 0, 0, 0)`, where EINVAL (an option or number this kernel does not
+/// know) means there is nothing to do. System calls only: the vfork child calls it.
+#[expect(unsafe_code, reason = "prctl(2); see SAFETY")]
+fn prctl_unless_unknown(option: libc::c_int, arg: libc::c_ulong) -> std::io::Result<()> {
+    // prctl reads its arguments as unsigned longs: they are passed so.
+    let zero: libc::c_ulong = 0;
+    // SAFETY: both options used here take numbers only and touch no memory.
+    if unsafe { libc::prctl(option, arg, zero, zero, zero) } != 0 {
+        match Errno::last() {
+            Errno::EINVAL => {}
+            errno => return Err(errno.into()),
         }
     }
     Ok(())

@@ -134,14 +134,14 @@ impl Drop for Spawned {
             return;
         }
         if self.status.is_some() {
-            let _ = reap(self.pid);
+            reap(self.pid);
             return;
         }
         // Not reaped yet, so the pid is still this process's.
         let _ = kill(self.pid, Signal::SIGKILL);
         // A process just killed may need a moment to end: reaped in the background then.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            let _ = reap(self.pid);
+            reap(self.pid);
             return;
         };
         let mut dying = Spawned {
@@ -190,18 +190,9 @@ fn ended(pid: Pid) -> std::io::Result<Option<ExitStatus>> {
     }
 }
 
-/// Reaps `pid` if it has ended (`waitpid` with `WNOHANG`).
-#[expect(unsafe_code, reason = "waitpid(2); see SAFETY")]
-fn reap(pid: Pid) -> std::io::Result<()> {
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: waitpid writes one int through a pointer to a live local.
-        match unsafe { libc::waitpid(pid.as_raw(), &mut status, libc::WNOHANG) } {
-            -1 if Errno::last() == Errno::EINTR => continue,
-            -1 => return Err(Errno::last().into()),
-            _ => return Ok(()),
-        }
-    }
+/// Reaps `pid` if it has ended (`waitpid` with `WNOHANG`; the status is known already).
+fn reap(pid: Pid) {
+    let _ = nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
 }
 
 /// Makes [`pidfd_open`] answer as a kernel without pidfds does, to test the SIGCHLD path.
@@ -368,31 +359,40 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> std::io::Result<Spawned> {
     Ok(spawned)
 }
 
+/// Puts back the default disposition of `signo` where its current one (`sigaction`) is
+/// one `replace` picks. System calls only: the vfork child calls it.
+#[expect(unsafe_code, reason = "sigaction(2); see SAFETY")]
+pub(crate) fn default_disposition_where(
+    signo: libc::c_int,
+    replace: impl Fn(&libc::sigaction) -> bool,
+) {
+    // SAFETY: sigaction reads and writes `sigaction` structs on this stack; a zeroed one is
+    // a valid one (no flags, empty mask, SIG_DFL).
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signo, std::ptr::null(), &mut current) == 0 && replace(&current) {
+            let default: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signo, &default, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The child's side: the default disposition for each handled signal, `stdio` in place,
 /// the working folder, the caller's setup, an empty signal mask, then `execve`. Returns
 /// only on failure.
-#[expect(unsafe_code, reason = "sigaction, dup2 and execve; see SAFETY")]
+#[expect(unsafe_code, reason = "dup2 and execve; see SAFETY")]
 fn start_child(
     prepared: &Prepared,
     stdio: [libc::c_int; 3],
     setup: &dyn Fn() -> std::io::Result<()>,
 ) -> std::io::Error {
     let run = || -> std::io::Result<()> {
-        // SAFETY: sigaction reads and writes `sigaction` structs on this stack; a zeroed
-        // struct is a valid one (no flags, empty mask, SIG_DFL).
-        unsafe {
-            let default: libc::sigaction = std::mem::zeroed();
-            for signo in 1..=libc::SIGRTMAX() {
-                let mut current: libc::sigaction = std::mem::zeroed();
-                // Numbers the C library keeps for itself refuse: skip them.
-                if libc::sigaction(signo, std::ptr::null(), &mut current) != 0 {
-                    continue;
-                }
+        for signo in 1..=libc::SIGRTMAX() {
+            // Numbers the C library keeps for itself refuse to be read: they stay as they are.
+            default_disposition_where(signo, |current| {
                 let handled = !matches!(current.sa_sigaction, libc::SIG_DFL | libc::SIG_IGN);
-                if handled || signo == libc::SIGPIPE {
-                    libc::sigaction(signo, &default, std::ptr::null_mut());
-                }
-            }
+                handled || signo == libc::SIGPIPE
+            });
         }
         for (target, fd) in stdio.into_iter().enumerate() {
             let target = target as libc::c_int;
