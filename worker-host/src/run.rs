@@ -39,7 +39,7 @@ use crate::redact::{MIN_SECRET_LEN, Redactor};
 use crate::retry::{self, RetryPolicy};
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
 use crate::spool::DEFAULT_MAX_LOG_BYTES;
-use crate::wasm::{Grants, WasmOrder, WasmOutcome, WasmRuntime};
+use crate::wasm::{Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime};
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the worker. Defaults: work folder = the system temp dir, shell defaults
@@ -407,6 +407,10 @@ async fn prepare_and_run(
         .map_err(AttemptError::EventsFolder)?;
     let task = TaskRun {
         config,
+        shared: payload
+            .compiled
+            .as_ref()
+            .map(|code| SharedCompiled { code, io }),
         manifest,
         secrets: &secrets,
         code_root: &work.join(CODE_DIR),
@@ -446,6 +450,8 @@ const EVENTS_FOLDER: &str = "events";
 /// One order's task, with everything it runs with.
 struct TaskRun<'a> {
     config: &'a WorkerConfig,
+    /// Where a WebAssembly order's compiled module is shared (on AWS).
+    shared: Option<SharedCompiled<'a>>,
     manifest: &'a OrderManifest,
     secrets: &'a BTreeMap<String, String>,
     code_root: &'a Path,
@@ -506,6 +512,7 @@ impl TaskRun<'_> {
                     },
                     deadline: self.deadline,
                     stop: &self.config.stop,
+                    shared: self.shared,
                 };
                 match self.config.wasm.run(&order, log).await {
                     WasmOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),

@@ -30,6 +30,23 @@ pub struct DispatchPayload {
     pub callback_url: Capability,
     /// The order's private age identity, which decrypts its bundle's `env.json.age`.
     pub identity: OrderIdentity,
+    /// For a WebAssembly order on AWS: where the code compiled from its module is shared
+    /// between workers, so a fresh worker loads it instead of compiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiled: Option<SharedCode>,
+}
+
+/// The shared compiled code of a WebAssembly order's module ([`crate::keys::compiled_code`]).
+/// A worker loads it only for a module whose sha256 is `module_sha256`, and writes it only
+/// where none is yet, with code it compiled itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedCode {
+    /// The sha256 (hex) of the module the code was compiled from.
+    pub module_sha256: String,
+    /// GET: the compiled code, if a worker stored it.
+    pub get_url: Capability,
+    /// PUT, if absent: the compiled code, after compiling it.
+    pub put_url: Capability,
 }
 
 /// A URL that is its own authority (an S3 presigned URL, or a `file://` URL of the local
@@ -147,6 +164,7 @@ mod tests {
             log_url: url("log.txt"),
             callback_url: url("result.json"),
             identity: OrderIdentity::new("AGE-SECRET-KEY-1SECRET"),
+            compiled: None,
         };
         let printed = format!("{payload:?}");
         assert!(printed.contains(r#"Capability("/exec.zip")"#), "{printed}");

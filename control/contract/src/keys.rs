@@ -3,10 +3,12 @@
 //! Internal bucket: `tmp/exec/<run_id>/<order_num>/exec.zip`,
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
-//! `tmp/idempotency/<digest>.json`.
+//! `tmp/idempotency/<digest>.json`,
+//! `tmp/compiled/<run_id>/<target>/<module sha256>-<engine>.cwasm`.
 //! Done bucket: `<run_id>/done`.
 
 use crate::ids::{AttemptId, OrderNum, RunId};
+use crate::job::ExecutionTarget;
 
 /// Prefix under which result callbacks land; its objects wake the orchestrator.
 pub const CALLBACK_PREFIX: &str = "tmp/callbacks/runs/";
@@ -19,6 +21,20 @@ pub fn exec_zip(run_id: &RunId, order_num: OrderNum) -> String {
 /// Where the copy of an order's bundle without its encrypted env is (`stripped_copy`).
 pub fn exec_zip_stripped(run_id: &RunId, order_num: OrderNum) -> String {
     format!("tmp/exec/{run_id}/{order_num}/exec-stripped.zip")
+}
+
+/// Where the code compiled from a WebAssembly module (its sha256, hex) is shared by the
+/// workers of one run on AWS, named by what decides the code: the module, the platform and
+/// whether the engine meters fuel (`metered`). One run's only: code one run's worker
+/// stored (a worker an order of that run may have subverted) never runs in another's.
+pub fn compiled_code(
+    run_id: &RunId,
+    target: ExecutionTarget,
+    module_sha256: &str,
+    metered: bool,
+) -> String {
+    let engine = if metered { "metered" } else { "plain" };
+    format!("tmp/compiled/{run_id}/{target}/{module_sha256}-{engine}.cwasm")
 }
 
 /// Where an attempt of an order calls its result back to. Each attempt has its own key, so

@@ -296,6 +296,37 @@ pub fn build_stripped(input: &BundleInput) -> Result<Vec<u8>, BundleError> {
     build_bundle(input, false)
 }
 
+/// The sha256 (hex) of the regular file `path` (relative to the code folder) in the built
+/// `bundle`: what a worker reads as a WebAssembly order's module. `None` when the bundle
+/// holds no such file (a link, a folder, a path naming a parent): the worker then compiles
+/// the module without sharing the code.
+pub fn code_file_sha256(bundle: &[u8], path: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut parts = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    let name = format!("{CODE_DIR}/{}", parts.join("/"));
+    let mut archive = ZipArchive::new(Cursor::new(bundle)).ok()?;
+    let mut entry = archive.by_name(&name).ok()?;
+    if !entry.is_file() || entry.is_symlink() {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    io::copy(&mut entry, &mut hasher).ok()?;
+    Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+    )
+}
+
 fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     let file = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
@@ -617,6 +648,40 @@ mod tests {
         input.code = CodeInput::Dir(dir.path().to_owned());
         let err = build(&input).unwrap_err().to_string();
         assert!(err.contains("outside the code folder"), "{err}");
+    }
+
+    #[test]
+    fn a_module_is_named_by_the_sha256_of_the_file_the_worker_reads() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bin")).unwrap();
+        fs::write(dir.path().join("bin/m.wasm"), b"\0asm module").unwrap();
+        std::os::unix::fs::symlink("m.wasm", dir.path().join("bin/link.wasm")).unwrap();
+        let input = BundleInput {
+            manifest: manifest(),
+            env: BTreeMap::new(),
+            secret_names: vec![],
+            recipients: vec![OrderKey::generate().recipient],
+            code: CodeInput::Dir(dir.path().to_owned()),
+        };
+        let bundle = build(&input).unwrap();
+        let expected: String = Sha256::digest(b"\0asm module")
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        for path in ["bin/m.wasm", "./bin/m.wasm", "bin/./m.wasm"] {
+            assert_eq!(code_file_sha256(&bundle, path).as_deref(), Some(&*expected));
+        }
+        // Nothing the worker would not read as that very file: no sharing.
+        for path in [
+            "bin/link.wasm",
+            "bin",
+            "missing.wasm",
+            "bin/../bin/m.wasm",
+            "/bin/m.wasm",
+        ] {
+            assert_eq!(code_file_sha256(&bundle, path), None, "{path}");
+        }
     }
 
     #[test]

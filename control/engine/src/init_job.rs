@@ -35,7 +35,7 @@ use crate::code::{CodeError, CodePlan};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
-use crate::ports::{OrderEvent, OrderRecord, WatchdogInput};
+use crate::ports::{CompiledModule, OrderEvent, OrderRecord, WatchdogInput};
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::RunKey;
 
@@ -403,6 +403,13 @@ impl Engine {
             code,
         };
         let stripped_copy = ids.job.stripped_copy;
+        // On AWS, the workers of a run share what they compile from a module (a fresh
+        // worker would otherwise compile it again); locally each `sluice run` keeps its own
+        // compile cache, outside the state folder.
+        let shared_module = match (&order.task, self.config.platform) {
+            (Task::Wasm(wasm), Platform::Aws) => Some((wasm.module.clone(), wasm.fuel.is_some())),
+            _ => None,
+        };
         // The bundle's own failure is the job's (a bad path or link); the blocking task's
         // is Sluice's.
         let packaged = run_blocking("building exec.zip", move || {
@@ -411,12 +418,19 @@ impl Engine {
                 let stripped = stripped_copy
                     .then(|| bundle::build_stripped(&input))
                     .transpose()?;
-                Ok((built, stripped))
+                let compiled = shared_module.and_then(|(module, metered)| {
+                    let module_sha256 = bundle::code_file_sha256(&built, &module)?;
+                    Some(CompiledModule {
+                        module_sha256,
+                        metered,
+                    })
+                });
+                Ok((built, stripped, compiled))
             };
             Ok(packaged())
         })
         .await?;
-        let (bytes, stripped) = packaged.map_err(|error| bundle_error(error.into()))?;
+        let (bytes, stripped, compiled) = packaged.map_err(|error| bundle_error(error.into()))?;
         self.store_retrying(&keys::exec_zip(run_id, order_num), &bytes)
             .await?;
         if let Some(stripped) = stripped {
@@ -441,6 +455,7 @@ impl Engine {
             exit_code: None,
             reason: None,
             pr: ids.job.pr.clone(),
+            compiled,
         };
         Ok(record)
     }

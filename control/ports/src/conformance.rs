@@ -13,11 +13,12 @@ use sluice_contract::{
 
 use crate::StoreError;
 use crate::{
-    AcquireOutcome, LockStatus, ObjectStore, OrderEvent, OrderMove, OrderRecord, OrderStore,
-    Presigned, ReleaseOutcome, StepWrites, Transition,
+    AcquireOutcome, CompiledModule, LockStatus, ObjectStore, OrderEvent, OrderMove, OrderRecord,
+    OrderStore, Presigned, ReleaseOutcome, StepWrites, Transition,
 };
 
-/// A queued order row for tests.
+/// A queued order row for tests; the first of a run is a WebAssembly order's, sharing its
+/// compiled code.
 pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
     let order_num = OrderNum::from_index(index);
     OrderRecord {
@@ -45,6 +46,10 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
         exit_code: None,
         reason: None,
         pr: None,
+        compiled: (index == 0).then(|| CompiledModule {
+            module_sha256: "ab".repeat(32),
+            metered: true,
+        }),
     }
 }
 

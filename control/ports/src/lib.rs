@@ -30,8 +30,8 @@ pub use error::{ErrorKind, StoreError};
 pub use key_store::KeyStore;
 pub use object_store::{ObjectStore, Presigned};
 pub use order_store::{
-    AcquireOutcome, LockState, LockStatus, MAX_MOVES_TOGETHER, OrderEvent, OrderMove, OrderRecord,
-    OrderStore, ReleaseOutcome, StepWrites, Transition, order_pk,
+    AcquireOutcome, CompiledModule, LockState, LockStatus, MAX_MOVES_TOGETHER, OrderEvent,
+    OrderMove, OrderRecord, OrderStore, ReleaseOutcome, StepWrites, Transition, order_pk,
 };
 pub use secret_source::SecretSource;
 pub use vcs::Vcs;

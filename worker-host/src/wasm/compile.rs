@@ -77,6 +77,8 @@ pub enum Provenance {
     DiskCache,
     /// Already prepared in this process.
     MemoryCache,
+    /// Compiled by another worker, which shared it.
+    Shared,
 }
 
 /// What [`GuestCache::lookup`] found.
@@ -95,6 +97,9 @@ pub struct Source {
     /// The binary (text format already converted).
     pub binary: Vec<u8>,
     digest: [u8; 32],
+    /// The sha256 of the module's file as read (before a text-format module is converted),
+    /// which init_job names shared compiled code by.
+    file_digest: [u8; 32],
     /// Core module or component.
     pub kind: GuestKind,
 }
@@ -117,9 +122,19 @@ impl Source {
             name,
             binary,
             digest,
+            file_digest: digest,
             kind,
         }
     }
+
+    /// The sha256 of the module's file, hex.
+    pub fn file_digest_hex(&self) -> String {
+        hex(&self.file_digest)
+    }
+}
+
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The two kinds of WebAssembly binary a guest may be.
@@ -203,7 +218,7 @@ impl GuestCache {
     /// Why the module (named by its file name) cannot be read or linked.
     pub fn lookup(&self, path: &Path) -> Result<Lookup, ModuleError> {
         let name = path_name(path);
-        let binary = read_binary(path, &name)?;
+        let (binary, file_digest) = read_binary(path, &name)?;
         let digest: [u8; 32] = Sha256::digest(&binary).into();
         if let Some(prepared) = self.lock_prepared().get(&digest) {
             return Ok(Lookup::Ready(prepared.clone(), Provenance::MemoryCache));
@@ -215,6 +230,7 @@ impl GuestCache {
             name,
             binary,
             digest,
+            file_digest,
             kind,
         };
         if let Some((disk, file)) = self.disk_entry(&digest)
@@ -268,6 +284,34 @@ impl GuestCache {
         Ok(self.keep(source, prepared))
     }
 
+    /// Links `code` that a worker compiled from `source` and shared ([`super::SharedCompiled`]),
+    /// keeps it in memory. Blocking.
+    ///
+    /// # Errors
+    ///
+    /// The code does not load (an engine of another configuration or wasmtime version
+    /// made it: wasmtime checks), or the guest cannot be linked: compile it instead.
+    #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
+    pub fn adopt_shared(&self, source: &Source, code: &[u8]) -> Result<Prepared, ModuleError> {
+        // SAFETY: `code` is what a Sluice worker of this run compiled from a module file
+        // whose sha256 is `source`'s (checked by the caller against the digest init_job took
+        // of the module it packaged, which names the run's object). No one else writes it:
+        // the object is written only if absent, through a URL the orchestrator gives the
+        // run's workers of WebAssembly orders with that module, and a worker writes there
+        // only code it compiled itself ([`Self::finish`] loaded it first). The orders those
+        // workers run cannot reach the URL: a guest sees only its grants, and a shell
+        // order's dispatch carries no such URL and cannot read the worker's memory (it is
+        // undumpable). wasmtime itself refuses code of another version, target or
+        // configuration.
+        let prepared = unsafe { self.link_code(source, code) }.map_err(|error| {
+            ModuleError::CodeDoesNotLoad {
+                module: source.name.clone(),
+                source: error,
+            }
+        })??;
+        Ok(self.keep(source, prepared))
+    }
+
     /// Keeps `prepared` in memory for the next order of this process.
     fn keep(&self, source: &Source, prepared: Prepared) -> Prepared {
         let mut cache = self.lock_prepared();
@@ -285,11 +329,8 @@ impl GuestCache {
     /// The disk cache and the file its entry for `digest` would be.
     fn disk_entry(&self, digest: &[u8; 32]) -> Option<(&DiskCache, PathBuf)> {
         self.disk.as_ref().map(|disk| {
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            (
-                disk,
-                disk.dir.join(format!("{hex}-{}.cwasm", self.config_tag)),
-            )
+            let file = format!("{}-{}.cwasm", hex(digest), self.config_tag);
+            (disk, disk.dir.join(file))
         })
     }
 
@@ -386,8 +427,8 @@ fn path_name(path: &Path) -> String {
 }
 
 /// The module `name` at `path` as a binary: read (bounded), and converted from the text
-/// format if need be.
-fn read_binary(path: &Path, name: &str) -> Result<Vec<u8>, ModuleError> {
+/// format if need be; with the sha256 of the file as read.
+fn read_binary(path: &Path, name: &str) -> Result<(Vec<u8>, [u8; 32]), ModuleError> {
     let unreadable = |source: std::io::Error| ModuleError::Unreadable {
         module: name.to_owned(),
         source,
@@ -400,15 +441,15 @@ fn read_binary(path: &Path, name: &str) -> Result<Vec<u8>, ModuleError> {
         });
     }
     let bytes = std::fs::read(path).map_err(unreadable)?;
+    let file_digest = Sha256::digest(&bytes).into();
     if bytes.starts_with(WASM_MAGIC) {
-        return Ok(bytes);
+        return Ok((bytes, file_digest));
     }
-    wat::parse_bytes(&bytes)
-        .map(|binary| binary.into_owned())
-        .map_err(|source| ModuleError::NotWasm {
-            module: name.to_owned(),
-            source,
-        })
+    let binary = wat::parse_bytes(&bytes).map_err(|source| ModuleError::NotWasm {
+        module: name.to_owned(),
+        source,
+    })?;
+    Ok((binary.into_owned(), file_digest))
 }
 
 type CacheMac = Hmac<Sha256>;

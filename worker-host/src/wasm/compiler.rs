@@ -33,7 +33,7 @@ pub const COMPILER_ARG: &str = "--sluice-compile-wasm";
 static SERVES: AtomicBool = AtomicBool::new(false);
 
 /// Most bytes of compiled code read back from a compiler.
-const MAX_CODE_BYTES: u64 = 4 * MAX_MODULE_BYTES;
+pub(super) const MAX_CODE_BYTES: u64 = 4 * MAX_MODULE_BYTES;
 
 /// Most bytes of a compiler's error message kept.
 const MAX_ERROR_BYTES: u64 = 16 << 10;

@@ -4,9 +4,11 @@
 //! [`WasmRuntime`] is made once per process and shared by every order: it owns the
 //! engines (one plain, one with fuel metering, built on first use), their epoch tickers,
 //! and the compile caches (module `compile`). [`WasmRuntime::run`] runs one order:
-//! 1. prepare the guest: find it compiled (in memory or the disk cache), or compile it
-//!    where [`CompileIn`] says — in a child process Sluice's binaries kill at the deadline
-//!    (module `compiler`) — then link it;
+//! 1. prepare the guest: find it compiled (in memory or the disk cache), or load the code
+//!    another worker compiled and shared ([`SharedCompiled`], on AWS: a fresh worker then
+//!    compiles nothing), or compile it where [`CompileIn`] says — in a child process
+//!    Sluice's binaries kill at the deadline (module `compiler`) — then link it (and share
+//!    the code while the guest runs);
 //! 2. build its sandbox (module `sandbox`): args, listed env, mounts, events folder, output into
 //!    the log pipeline;
 //! 3. instantiate and run `_start` (core module) or `wasi:cli/run` (component).
@@ -30,7 +32,7 @@ mod output;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,17 +41,28 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::I32Exit;
 
-use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance};
+use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance, Source};
+use self::compiler::MAX_CODE_BYTES;
 pub use self::compiler::{COMPILER_ARG, CompileIn, serve_if_asked};
 pub use self::error::{
     CacheError, GrantError, ModuleError, MountError, WasmEngineError, WasmError,
 };
 pub use self::sandbox::Grants;
 use self::sandbox::{GuestState, NotInCode, guest_state, resolve_in_code};
+use crate::io::{Delivery, WorkerIo};
 use crate::log_sink::LogSink;
+use sluice_contract::dispatch::SharedCode;
 
 /// How often the engines' epoch advances: the granularity of stopping a running guest.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How long fetching or storing shared compiled code may take: sharing saves the order a
+/// compilation, it must never cost it its deadline.
+const SHARING_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The part of the order's time sharing never uses: fetching or storing shared code is
+/// given up this long before the deadline, so the order's own outcome stands.
+const SHARING_MARGIN: Duration = Duration::from_millis(500);
 
 /// How a WebAssembly order ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +91,87 @@ pub struct WasmOrder<'a> {
     pub deadline: Instant,
     /// Cancelled when the run is stopped.
     pub stop: &'a CancellationToken,
+    /// Where workers share the code compiled from its module (on AWS).
+    pub shared: Option<SharedCompiled<'a>>,
+}
+
+/// The compiled code workers share for one module, through the URLs of the dispatch: a
+/// fresh worker loads it instead of compiling (when wasmtime accepts it), and the first
+/// worker to compile the module stores it.
+#[derive(Clone, Copy)]
+pub struct SharedCompiled<'a> {
+    /// The module's digest and the two URLs.
+    pub code: &'a SharedCode,
+    /// How the URLs are reached.
+    pub io: &'a dyn WorkerIo,
+}
+
+impl std::fmt::Debug for SharedCompiled<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCompiled")
+            .field("code", self.code)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of fetching shared compiled code.
+enum Fetched {
+    /// It is prepared.
+    Loaded(Prepared),
+    /// There was none to fetch (or it could not be fetched in time).
+    Missing,
+    /// There was some, but it does not load here: compiled code would not be stored (the
+    /// object stays), so none is offered.
+    Refused,
+}
+
+impl SharedCompiled<'_> {
+    /// The code for `source` another worker stored, prepared, fetched by `until`.
+    async fn fetch(
+        &self,
+        cache: &Arc<GuestCache>,
+        source: &Arc<Source>,
+        until: Instant,
+    ) -> Fetched {
+        let fetched = self.io.get(&self.code.get_url, MAX_CODE_BYTES);
+        let code = match tokio::time::timeout_at(until, fetched).await {
+            Ok(Ok(code)) => code,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "no shared compiled code: compiling");
+                return Fetched::Missing;
+            }
+            Err(_) => {
+                tracing::warn!("fetching shared compiled code took too long: compiling");
+                return Fetched::Missing;
+            }
+        };
+        let (adopting, source) = (Arc::clone(cache), Arc::clone(source));
+        match tokio::task::spawn_blocking(move || adopting.adopt_shared(&source, &code)).await {
+            Ok(Ok(prepared)) => Fetched::Loaded(prepared),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "ignoring shared compiled code: compiling");
+                Fetched::Refused
+            }
+            Err(error) => {
+                tracing::warn!(%error, "loading shared compiled code failed: compiling");
+                Fetched::Refused
+            }
+        }
+    }
+
+    /// Stores `code`, just compiled and loaded here, unless another worker did first, giving
+    /// up at `until`. A failure only means the next fresh worker compiles too.
+    async fn store(&self, code: Vec<u8>, until: Instant) {
+        let stored = self.io.put_if_absent(&self.code.put_url, code);
+        match tokio::time::timeout_at(until, stored).await {
+            Ok(Ok(Delivery::Stored)) => tracing::debug!("shared the compiled code"),
+            Ok(Ok(Delivery::AlreadyThere)) => {
+                tracing::debug!("another worker shared the compiled code first")
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "could not share the compiled code"),
+            Err(_) => tracing::warn!("sharing the compiled code took too long: given up"),
+        }
+    }
 }
 
 /// The process-wide WebAssembly runtime (see the module docs).
@@ -106,7 +200,7 @@ impl WasmRuntime {
 
     /// Runs one order, streaming its output into `log` (see the module docs).
     pub async fn run(&self, order: &WasmOrder<'_>, log: &LogSink) -> WasmOutcome {
-        let compiling = std::sync::atomic::AtomicBool::new(false);
+        let compiling = AtomicBool::new(false);
         let work = async {
             let spec = order.grants.spec;
             let metered = spec.fuel.is_some();
@@ -121,24 +215,14 @@ impl WasmRuntime {
             let found = tokio::task::spawn_blocking(move || looking.lookup(&module))
                 .await
                 .map_err(preparing)??;
+            let mut to_share = None;
             let (prepared, provenance) = match found {
                 Lookup::Ready(prepared, provenance) => (prepared, provenance),
                 Lookup::Compile(source) => {
-                    let source = Arc::new(source);
-                    let started = std::time::Instant::now();
-                    compiling.store(true, Ordering::SeqCst);
-                    let compile =
-                        self.compile_in
-                            .compile(cache.engine(), Arc::clone(&source), metered);
-                    let code = compile.await?;
-                    compiling.store(false, Ordering::SeqCst);
-                    let took = started.elapsed();
-                    let finishing = Arc::clone(&cache);
-                    let prepared =
-                        tokio::task::spawn_blocking(move || finishing.finish(&source, &code))
-                            .await
-                            .map_err(preparing)??;
-                    (prepared, Provenance::Compiled(took))
+                    let (prepared, provenance, code) =
+                        self.prepare_new(&cache, order, source, &compiling).await?;
+                    to_share = code;
+                    (prepared, provenance)
                 }
             };
             log.note(&match provenance {
@@ -147,10 +231,21 @@ impl WasmRuntime {
                 }
                 Provenance::DiskCache => format!("loaded {} from the compile cache", spec.module),
                 Provenance::MemoryCache => format!("{} already compiled", spec.module),
+                Provenance::Shared => {
+                    format!("loaded {} as another worker compiled it", spec.module)
+                }
             })
             .await;
             let state = guest_state(&order.grants, &log.sender())?;
-            Ok::<_, WasmError>(execute(cache.engine(), prepared, state, spec, log).await)
+            // Shared while the guest runs: its order waits for neither alone.
+            let sharing = async {
+                if let Some((shared, code)) = to_share {
+                    shared.store(code, sharing_deadline(order.deadline)).await;
+                }
+            };
+            let running = execute(cache.engine(), prepared, state, spec, log);
+            let (outcome, ()) = tokio::join!(running, sharing);
+            Ok::<_, WasmError>(outcome)
         };
         let timed = tokio::select! {
             done = tokio::time::timeout_at(order.deadline, work) => done,
@@ -183,6 +278,55 @@ impl WasmRuntime {
         outcome
     }
 
+    /// Prepares a guest found neither in memory nor on disk: from the code another worker
+    /// shared, else compiled here — then with that code and where to share it (unless
+    /// shared code was there but refused: it stays, so storing would be in vain).
+    async fn prepare_new<'a>(
+        &self,
+        cache: &Arc<GuestCache>,
+        order: &WasmOrder<'a>,
+        source: Source,
+        compiling: &AtomicBool,
+    ) -> Result<(Prepared, Provenance, Option<(SharedCompiled<'a>, Vec<u8>)>), WasmError> {
+        let (module, metered) = (&order.grants.spec.module, order.grants.spec.fuel.is_some());
+        // Only for the very module init_job named the shared code by.
+        let mut shared = order
+            .shared
+            .filter(|shared| shared.code.module_sha256 == source.file_digest_hex());
+        let source = Arc::new(source);
+        if let Some(sharing) = shared {
+            match sharing
+                .fetch(cache, &source, sharing_deadline(order.deadline))
+                .await
+            {
+                Fetched::Loaded(prepared) => return Ok((prepared, Provenance::Shared, None)),
+                Fetched::Refused => shared = None,
+                Fetched::Missing => {}
+            }
+        }
+        let started = std::time::Instant::now();
+        compiling.store(true, Ordering::SeqCst);
+        let code = self
+            .compile_in
+            .compile(cache.engine(), Arc::clone(&source), metered)
+            .await?;
+        compiling.store(false, Ordering::SeqCst);
+        let took = started.elapsed();
+        let (finishing, module) = (Arc::clone(cache), module.to_owned());
+        let (prepared, code) = tokio::task::spawn_blocking(move || {
+            finishing
+                .finish(&source, &code)
+                .map(|prepared| (prepared, code))
+        })
+        .await
+        .map_err(|source| ModuleError::Task {
+            module,
+            step: "preparing",
+            source,
+        })??;
+        Ok((prepared, Provenance::Compiled(took), shared.zip(Some(code))))
+    }
+
     fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, WasmEngineError> {
         let slot = if metered { &self.metered } else { &self.plain };
         slot.get_or_init(|| {
@@ -202,6 +346,13 @@ fn engine_config(metered: bool) -> Config {
         .consume_fuel(metered)
         .wasm_component_model(true);
     config
+}
+
+/// When fetching or storing shared code is given up: [`SHARING_PATIENCE`] from now, and
+/// [`SHARING_MARGIN`] before the order's `deadline` at the latest.
+fn sharing_deadline(deadline: Instant) -> Instant {
+    let latest = deadline.checked_sub(SHARING_MARGIN).unwrap_or(deadline);
+    (Instant::now() + SHARING_PATIENCE).min(latest)
 }
 
 /// An engine configured by [`engine_config`] (fuel metering on or off).

@@ -82,6 +82,7 @@ impl MemoryIo {
             log_url: Capability::new(LOG_URL),
             callback_url: Capability::new(RESULT_URL),
             identity: OrderIdentity::new(self.key.clone()),
+            compiled: None,
         }
     }
 }

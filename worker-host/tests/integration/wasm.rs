@@ -232,6 +232,7 @@ impl Sandbox {
             },
             deadline: Instant::now() + timeout,
             stop: &tokio_util::sync::CancellationToken::new(),
+            shared: None,
         };
         let log_dir = tempfile::tempdir().unwrap();
         let sink = LogSink::create(log_dir.path()).unwrap();

@@ -214,17 +214,24 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
         .await;
     assert!(refused(invoke), "worker Invoke");
     // S3 and SSM: neither worker role reads or writes any run's data — bundle, claim, log,
-    // result, key — however it learned the run's id (before, both could: an order that
+    // result, shared compiled code, key — however it learned the run's id (before, both could: an order that
     // reached its worker's role could decrypt another run's secrets and forge its results).
     let run = sluice_contract::RunId::generate();
     let num = sluice_contract::OrderNum::from_index(0);
     let internal = &settings.internal_bucket;
     // Real objects and a real key, so a role allowed to read them would get them.
     let ticket = sluice_contract::keys::ticket(&run, num, "a1-n");
+    let compiled = keys::compiled_code(
+        &run,
+        sluice_contract::ExecutionTarget::Lambda,
+        &"ab".repeat(32),
+        false,
+    );
     let readable = [
         keys::exec_zip(&run, num),
         keys::claim(&run, num, &AttemptId::parse("a1").unwrap()),
         ticket.clone(),
+        compiled.clone(),
     ];
     for key in &readable {
         (cloud.clients.s3.put_object())
@@ -259,6 +266,7 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
             keys::claim(&run, num, &AttemptId::parse("a1").unwrap()),
             keys::log(&run, num),
             keys::result(&run, num, &AttemptId::parse("a1").unwrap()),
+            compiled.clone(),
         ] {
             let put = (clients.s3.put_object())
                 .bucket(internal)

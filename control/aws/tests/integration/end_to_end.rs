@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::cloud::{Worker, cloud};
 use crate::support::{FlakyEndpoint, bucket, unique};
 use sluice_contract::result::DoneDoc;
-use sluice_contract::{JobStatus, OrderStatus};
+use sluice_contract::{ExecutionTarget, JobStatus, OrderStatus, RunId, keys};
 use sluice_worker::retry::RetryPolicy;
 
 fn status_of(done: &DoneDoc, name: &str) -> (OrderStatus, Option<String>) {
@@ -350,18 +350,7 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
     zip.start_file("data/vars.txt", zip::write::SimpleFileOptions::default())
         .unwrap();
     zip.write_all(b"region=eu-west-1").unwrap();
-    let bytes = zip.finish().unwrap().into_inner();
-    cloud
-        .clients
-        .s3
-        .put_object()
-        .bucket(&code_bucket)
-        .key("code/infra.zip")
-        .body(bytes.into())
-        .send()
-        .await
-        .unwrap();
-    let location = format!("s3://{code_bucket}/code/infra.zip");
+    let location = stored_zip(&cloud, &code_bucket, "code/infra.zip", zip).await;
     let mut vpc = order("vpc", "./bin/plan.sh vpc", &[]);
     vpc["s3_location"] = location.clone().into();
     let mut dns = order("dns", "./bin/plan.sh dns", &[]);
@@ -375,15 +364,8 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
 
     let done = cloud.run(&job_text, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Succeeded);
-    let dns = done.orders.iter().find(|o| o.order_name == "dns").unwrap();
-    let log = cloud
-        .engine()
-        .ports
-        .internal
-        .get(dns.log_key.as_deref().unwrap())
-        .await
-        .unwrap();
-    assert!(String::from_utf8_lossy(&log).contains("planning dns with region=eu-west-1"));
+    let log = log_of(&cloud, &done, "dns").await;
+    assert!(log.contains("planning dns with region=eu-west-1"), "{log}");
 
     let mut missing = order("missing", "true", &[]);
     missing["s3_location"] = format!("s3://{code_bucket}/code/gone.zip").into();
@@ -392,6 +374,158 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
         format!(
             "order 0001 (missing): packaging its code failed: s3_location: nothing is stored at s3://{code_bucket}/code/gone.zip"
         )
+    );
+}
+
+/// A WASI command printing a line, compiled (`guest.wasm`) and in the text format
+/// (`guest.wat`), in a code zip stored in a new bucket; the zip's `s3://` location.
+async fn guest_code(cloud: &crate::support::cloud::Cloud) -> String {
+    use std::io::Write as _;
+    let text = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write"
+                (func $fd_write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 16) "hello from wasm\n")
+            (func (export "_start")
+                (i32.store (i32.const 0) (i32.const 16))
+                (i32.store (i32.const 4) (i32.const 16))
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let file = zip::write::SimpleFileOptions::default();
+    zip.start_file("guest.wasm", file).unwrap();
+    zip.write_all(&wat::parse_str(text).unwrap()).unwrap();
+    zip.start_file("guest.wat", file).unwrap();
+    zip.write_all(text.as_bytes()).unwrap();
+    let code_bucket = bucket(&cloud.clients).await;
+    stored_zip(cloud, &code_bucket, "code/guest.zip", zip).await
+}
+
+/// Finishes `zip` and stores it at `key` of `bucket`; its `s3://` location.
+async fn stored_zip(
+    cloud: &crate::support::cloud::Cloud,
+    bucket: &str,
+    key: &str,
+    zip: zip::ZipWriter<std::io::Cursor<Vec<u8>>>,
+) -> String {
+    let bytes = zip.finish().unwrap().into_inner();
+    (cloud.clients.s3.put_object())
+        .bucket(bucket)
+        .key(key)
+        .body(bytes.into())
+        .send()
+        .await
+        .unwrap();
+    format!("s3://{bucket}/{key}")
+}
+
+fn wasm_order(name: &str, module: &str, code: &str, deps: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "order_name": name, "wasm": { "module": module }, "s3_location": code,
+        "timeout": 60, "dependencies": deps, "execution_target": "lambda",
+    })
+}
+
+/// The log of order `name` of the run `done` documents.
+async fn log_of(cloud: &crate::support::cloud::Cloud, done: &DoneDoc, name: &str) -> String {
+    let order = done.orders.iter().find(|o| o.order_name == name).unwrap();
+    let log = cloud
+        .engine()
+        .ports
+        .internal
+        .get(order.log_key.as_deref().unwrap())
+        .await
+        .unwrap();
+    String::from_utf8(log).unwrap()
+}
+
+#[tokio::test]
+async fn a_module_is_compiled_once_per_run_and_fresh_workers_load_the_shared_code() {
+    let cloud = cloud().await;
+    let code = guest_code(&cloud).await;
+    let job_text = job(vec![
+        wasm_order("first", "guest.wasm", &code, &[]),
+        wasm_order("second", "guest.wasm", &code, &["first"]),
+        wasm_order("text-first", "guest.wat", &code, &[]),
+        wasm_order("text-second", "guest.wat", &code, &["text-first"]),
+        order("shell", "true", &[]),
+    ]);
+    let done = cloud.run(&job_text, |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    for (first, second, module) in [
+        ("first", "second", "guest.wasm"),
+        // Named by the file as packaged, not by the binary the worker converts it to.
+        ("text-first", "text-second", "guest.wat"),
+    ] {
+        let (first, second) = (
+            log_of(&cloud, &done, first).await,
+            log_of(&cloud, &done, second).await,
+        );
+        assert!(first.contains(&format!("compiled {module} in")), "{first}");
+        assert!(
+            second.contains(&format!("loaded {module} as another worker compiled it"))
+                && second.contains("hello from wasm"),
+            "{second}"
+        );
+    }
+    let run_id = RunId::parse(&done.run_id).unwrap();
+    let rows = cloud
+        .engine()
+        .ports
+        .orders
+        .run_orders(&run_id)
+        .await
+        .unwrap();
+    let shares = |name: &str| {
+        let row = rows.iter().find(|r| r.plan.order_name == name).unwrap();
+        row.compiled.is_some()
+    };
+    assert!(shares("first") && shares("text-first") && !shares("shell"));
+    // Another run compiles for itself: no run's code runs in another's worker.
+    let again = cloud.run(&job_text, |_| Worker::Runs).await;
+    assert_eq!(again.status, JobStatus::Succeeded);
+    let first = log_of(&cloud, &again, "first").await;
+    assert!(first.contains("compiled guest.wasm in"), "{first}");
+}
+
+#[tokio::test]
+async fn shared_code_that_does_not_load_is_compiled_afresh() {
+    let cloud = cloud().await;
+    let code = guest_code(&cloud).await;
+    let job_text = job(vec![wasm_order("only", "guest.wasm", &code, &[])]);
+    let response = cloud.submit(&job_text).await.unwrap();
+    let rows = cloud
+        .engine()
+        .ports
+        .orders
+        .run_orders(&response.run_id)
+        .await
+        .unwrap();
+    let module = rows[0]
+        .compiled
+        .as_ref()
+        .expect("a WebAssembly order shares its code");
+    // Code of another wasmtime, or damaged, there before the worker: wasmtime refuses it,
+    // and the worker compiles.
+    let key = keys::compiled_code(
+        &response.run_id,
+        ExecutionTarget::Lambda,
+        &module.module_sha256,
+        false,
+    );
+    let planted = b"\x7fELF not what wasmtime made".to_vec();
+    let internal = cloud.engine().ports.internal;
+    internal.put(&key, planted.clone()).await.unwrap();
+    let done = cloud.pump(&response.run_id, |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let log = log_of(&cloud, &done, "only").await;
+    assert!(
+        log.contains("compiled guest.wasm in") && log.contains("hello from wasm"),
+        "{log}"
+    );
+    assert_eq!(
+        internal.get(&key).await.unwrap(),
+        planted,
+        "not overwritten"
     );
 }
 

@@ -277,6 +277,7 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
         log_url: url("log.txt"),
         callback_url: url("result.json"),
         identity: OrderIdentity::new("AGE-SECRET-KEY-1ORDERIDENTITY"),
+        compiled: None,
     }
 }
 

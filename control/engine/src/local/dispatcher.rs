@@ -150,6 +150,7 @@ mod tests {
                 log_url: nowhere.clone(),
                 callback_url: nowhere,
                 identity: OrderIdentity::new(""),
+                compiled: None,
             };
             dispatcher
                 .start(ExecutionTarget::Lambda, Duration::from_secs(5), &payload)

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity};
+use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity, SharedCode};
 use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
 use sluice_contract::{AttemptId, OrderStatus, RunId, keys};
@@ -339,7 +339,8 @@ impl Engine {
     /// through its callback URL, and a worker of an earlier attempt cannot overwrite this
     /// attempt's result. The URLs live as long as the attempt may report — until the job's
     /// deadline (a worker may wait in a queue before its timeout starts) — and a margin,
-    /// within what a presigned URL can live.
+    /// within what a presigned URL can live. A WebAssembly order on AWS also gets the two
+    /// URLs of its module's shared compiled code: read, and written if absent.
     ///
     /// # Errors
     ///
@@ -389,6 +390,32 @@ impl Engine {
                 format!("its key {}: {e}", order.key_path),
             )
         })?;
+        let compiled = match shared_code_key(order) {
+            Some((module_sha256, key)) => {
+                // Written once, by the attempt's worker as it starts: the URL need not
+                // outlive the attempt's own time.
+                let attempt_time = Duration::from_secs(
+                    order
+                        .plan
+                        .timeout
+                        .saturating_add(PRESIGN_MARGIN)
+                        .min(MAX_PRESIGN_EXPIRY),
+                );
+                let put_url = self
+                    .ports
+                    .internal
+                    .presign(Presigned::PutIfAbsent, &key, attempt_time)
+                    .await
+                    .map(Capability::new)
+                    .map_err(|e| failed(e.kind(), format!("presigning its URLs: {e}")))?;
+                Some(SharedCode {
+                    module_sha256,
+                    get_url: presign(Presigned::Get, key).await?,
+                    put_url,
+                })
+            }
+            None => None,
+        };
         Ok(DispatchPayload {
             run_id: run_id.clone(),
             order_num: num,
@@ -400,6 +427,7 @@ impl Engine {
             callback_url: presign(Presigned::PutIfAbsent, keys::result(run_id, num, attempt))
                 .await?,
             identity: OrderIdentity::new(identity),
+            compiled,
         })
     }
 
@@ -424,4 +452,23 @@ impl Engine {
             .await?;
         self.start_worker(order, &payload).await
     }
+}
+
+/// The module digest and the key of the code a WebAssembly order's workers share. The
+/// digest must be a sha256 (hex), so the key stays one of the run's own.
+fn shared_code_key(order: &OrderRecord) -> Option<(String, String)> {
+    let compiled = order.compiled.as_ref()?;
+    let sha = &compiled.module_sha256;
+    let is_sha256 = sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !is_sha256 {
+        tracing::warn!(module_sha256 = %sha, "not a sha256: the order's workers share no code");
+        return None;
+    }
+    let key = keys::compiled_code(
+        &order.run_id,
+        order.plan.execution_target,
+        sha,
+        compiled.metered,
+    );
+    Some((sha.clone(), key))
 }

@@ -429,10 +429,14 @@ impl Cloud {
         let mut watch = serde_json::to_value(self.run_watch(run_id).await).unwrap();
         let mut next_check = Some(Instant::now());
         let mut tasks = tokio::task::JoinSet::new();
-        // The worker run here with the dispatched payload, as the Lambda would run it: with
-        // no AWS credentials, only the payload's presigned URLs.
+        // The worker run here with the dispatched payload, as a fresh Lambda would run it:
+        // with no AWS credentials, only the payload's presigned URLs, and nothing compiled.
         let spawn_worker = |tasks: &mut tokio::task::JoinSet<()>, payload: DispatchPayload| {
-            let (transfer, config) = (transfer.clone(), config.clone());
+            let transfer = transfer.clone();
+            let config = WorkerConfig {
+                wasm: Arc::default(),
+                ..config.clone()
+            };
             tasks.spawn(async move {
                 run_order(&payload, &transfer, &config).await;
             });
