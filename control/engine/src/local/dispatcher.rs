@@ -94,15 +94,18 @@ impl Dispatcher for LocalDispatcher {
     ) -> Result<(), DispatchError> {
         let slots = Arc::clone(&self.slots);
         let stopping = Arc::clone(&self.stopping);
-        let launch = (self.launcher)(payload.clone());
+        let launcher = Arc::clone(&self.launcher);
+        let payload = payload.clone();
         let mut tasks = self.lock_tasks();
         while tasks.try_join_next().is_some() {}
+        // The worker's future (kilobytes) is made once a slot is free: a start waiting for
+        // one holds only its payload, so 10 000 queued orders do not hold 10 000 workers.
         tasks.spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
             if !stopping.load(Ordering::SeqCst) {
-                launch.await;
+                launcher(payload).await;
             }
         });
         Ok(())
@@ -120,12 +123,19 @@ mod tests {
     use sluice_contract::{AttemptId, OrderNum, RunId};
 
     #[tokio::test]
-    async fn never_runs_more_workers_than_its_concurrency() {
+    async fn never_runs_or_makes_more_workers_than_its_concurrency() {
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicUsize::new(0));
-        let (r, p, f) = (running.clone(), peak.clone(), finished.clone());
+        let made = Arc::new(AtomicUsize::new(0));
+        let (r, p, f, m) = (
+            running.clone(),
+            peak.clone(),
+            finished.clone(),
+            made.clone(),
+        );
         let launcher: Launcher = Arc::new(move |_| {
+            m.fetch_add(1, Ordering::SeqCst);
             let (r, p, f) = (r.clone(), p.clone(), f.clone());
             async move {
                 let now = r.fetch_add(1, Ordering::SeqCst) + 1;
@@ -157,6 +167,8 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // Workers waiting for a slot are not made yet (they were, all 12, when started).
+        assert!(made.load(Ordering::SeqCst) <= 3, "{made:?} workers made");
         while finished.load(Ordering::SeqCst) < 12 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
