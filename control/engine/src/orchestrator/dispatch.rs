@@ -14,13 +14,14 @@
 //! retried a few times in the pass, then left `dispatching` for that later retry; only a
 //! permanent failure fails the order (`dispatch_failed`).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity, SharedCode};
 use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
-use sluice_contract::{AttemptId, OrderStatus, RunId, keys};
+use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
@@ -148,12 +149,12 @@ impl Engine {
         // Interrupted starts; not one this step started already (it is `running` only
         // once the step releases the lock).
         let stale_before = now.saturating_sub(millis(self.config.dispatch_lease));
+        let started_now: HashSet<OrderNum> =
+            started.iter().map(|(o, _)| o.plan.order_num).collect();
         for order in &orders {
-            let started_now =
-                (started.iter()).any(|(o, _)| o.plan.order_num == order.plan.order_num);
             let stale = order.status == OrderStatus::Dispatching
                 && order.dispatched_at_ms.is_none_or(|t| t <= stale_before)
-                && !started_now;
+                && !started_now.contains(&order.plan.order_num);
             if stale {
                 tracing::warn!(order_num = %order.plan.order_num, "retrying an interrupted dispatch");
                 to_start.push(order.clone());
