@@ -30,7 +30,7 @@ use sluice_contract::job::WasmSpec;
 use std::sync::Arc;
 
 use sluice_contract::dispatch::{Capability, SharedCode};
-use sluice_worker::io::{Delivery, IoError, WorkerIo};
+use sluice_worker::io::FileIo;
 use sluice_worker::log_sink::LogSink;
 use sluice_worker::redact::Redactor;
 use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
@@ -276,35 +276,6 @@ async fn run_guest_sharing(
     let summary = log.finish().await.unwrap();
     assert_eq!(outcome, WasmOutcome::Succeeded, "{}", summary.tail);
     elapsed
-}
-
-/// The worker's IO on plain file paths: where the bench keeps the code workers share (on
-/// AWS, S3 through presigned URLs).
-struct FileIo;
-
-#[async_trait::async_trait]
-impl WorkerIo for FileIo {
-    async fn get(&self, url: &Capability, _max_bytes: u64) -> Result<Vec<u8>, IoError> {
-        std::fs::read(url.expose()).map_err(|e| IoError::permanent(url.expose(), e.to_string()))
-    }
-
-    async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {
-        use std::io::Write as _;
-        match std::fs::File::create_new(url.expose()) {
-            Ok(mut file) => file
-                .write_all(&body)
-                .map(|()| Delivery::Stored)
-                .map_err(|e| IoError::permanent(url.expose(), e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Delivery::AlreadyThere),
-            Err(e) => Err(IoError::permanent(url.expose(), e.to_string())),
-        }
-    }
-
-    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
-        std::fs::copy(path, url.expose())
-            .map(drop)
-            .map_err(|e| IoError::permanent(url.expose(), e.to_string()))
-    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

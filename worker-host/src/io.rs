@@ -67,3 +67,35 @@ pub trait WorkerIo: Send + Sync {
     /// PUTs the file at `path` to `url` (replacing what is there), streaming it.
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError>;
 }
+
+/// The worker's IO on plain file paths (a URL is a path): for tests and benchmarks of what
+/// a worker does with its URLs, without a store behind them.
+#[cfg(feature = "test-support")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileIo;
+
+#[cfg(feature = "test-support")]
+#[async_trait]
+impl WorkerIo for FileIo {
+    async fn get(&self, url: &Capability, _max_bytes: u64) -> Result<Vec<u8>, IoError> {
+        std::fs::read(url.expose()).map_err(|e| IoError::permanent(url.expose(), e.to_string()))
+    }
+
+    async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {
+        use std::io::Write as _;
+        match std::fs::File::create_new(url.expose()) {
+            Ok(mut file) => file
+                .write_all(&body)
+                .map(|()| Delivery::Stored)
+                .map_err(|e| IoError::permanent(url.expose(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Delivery::AlreadyThere),
+            Err(e) => Err(IoError::permanent(url.expose(), e.to_string())),
+        }
+    }
+
+    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
+        std::fs::copy(path, url.expose())
+            .map(drop)
+            .map_err(|e| IoError::permanent(url.expose(), e.to_string()))
+    }
+}

@@ -10,7 +10,8 @@ use crate::error::StoreError;
 /// # Errors
 ///
 /// `work`'s own error, or [`StoreError::Backend`] when the blocking task panicked or was
-/// cancelled (the message names `what`).
+/// cancelled (the message names `what`). In the control-plane Lambdas, built with
+/// `panic = "abort"` (scripts/build-lambdas), a panic ends the process instead.
 pub async fn run_blocking<T, F>(what: &str, work: F) -> Result<T, StoreError>
 where
     T: Send + 'static,

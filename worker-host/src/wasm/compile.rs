@@ -284,8 +284,9 @@ impl GuestCache {
         Ok(self.keep(source, prepared))
     }
 
-    /// Links `code` that a worker compiled from `source` and shared ([`super::SharedCompiled`]),
-    /// keeps it in memory. Blocking.
+    /// Links `code` that a worker of this order's run compiled from `source` and shared
+    /// ([`super::SharedCompiled`]), for this order only: it is not kept in memory, where an
+    /// order of another run with the same module would find it. Blocking.
     ///
     /// # Errors
     ///
@@ -309,7 +310,7 @@ impl GuestCache {
                 source: error,
             }
         })??;
-        Ok(self.keep(source, prepared))
+        Ok(prepared)
     }
 
     /// Keeps `prepared` in memory for the next order of this process.

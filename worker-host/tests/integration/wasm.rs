@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use sluice_contract::dispatch::{Capability, SharedCode};
 use sluice_contract::job::WasmSpec;
+use sluice_worker::io::FileIo;
 use sluice_worker::log_sink::{LogSink, LogSummary};
-use sluice_worker::wasm::{CompileIn, Grants, WasmOrder, WasmOutcome, WasmRuntime};
+use sluice_worker::wasm::{CompileIn, Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime};
 use tokio::time::Instant;
 
 /// Imports, a memory and a `$print(fd, ptr, len)` helper around `body`.
@@ -214,6 +216,17 @@ impl Sandbox {
     }
 
     async fn run_file(&self, module: &str, spec: serde_json::Value, timeout: Duration) -> Run {
+        self.run_sharing(module, spec, timeout, None).await
+    }
+
+    /// The same, with the compiled code of the run's workers shared through `shared`.
+    async fn run_sharing(
+        &self,
+        module: &str,
+        spec: serde_json::Value,
+        timeout: Duration,
+        shared: Option<SharedCompiled<'_>>,
+    ) -> Run {
         let mut spec = spec;
         spec["module"] = module.into();
         let mut spec: WasmSpec = serde_json::from_value(spec).unwrap();
@@ -232,7 +245,7 @@ impl Sandbox {
             },
             deadline: Instant::now() + timeout,
             stop: &tokio_util::sync::CancellationToken::new(),
-            shared: None,
+            shared,
         };
         let log_dir = tempfile::tempdir().unwrap();
         let sink = LogSink::create(log_dir.path()).unwrap();
@@ -304,6 +317,58 @@ async fn text_format_modules_run_as_they_are() {
     let run = sandbox.run_file("bin/hello.wat", no_grants(), SHORT).await;
     assert_eq!(run.outcome, WasmOutcome::Succeeded);
     assert_eq!(run.output(), "out\nerr\nout again\n");
+}
+
+#[tokio::test]
+async fn code_a_worker_of_the_run_shared_serves_that_order_only() {
+    use sha2::Digest as _;
+    let binary = wat::parse_str(hello()).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let object = Capability::new(folder.path().join("code.cwasm").display().to_string());
+    let code = SharedCode {
+        module_sha256: sha2::Sha256::digest(&binary)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        get_url: object.clone(),
+        put_url: object,
+    };
+    let shared = Some(SharedCompiled {
+        code: &code,
+        io: &FileIo,
+    });
+    let first = Sandbox::new();
+    first.file("guest.wasm", &binary);
+    let run = first
+        .run_sharing("guest.wasm", no_grants(), SHORT, shared)
+        .await;
+    assert!(
+        run.log.tail.contains("compiled guest.wasm in"),
+        "{}",
+        run.log.tail
+    );
+    // A fresh worker of the same run loads it.
+    let warm = Sandbox::new();
+    warm.file("guest.wasm", &binary);
+    let run = warm
+        .run_sharing("guest.wasm", no_grants(), SHORT, shared)
+        .await;
+    assert_eq!(run.outcome, WasmOutcome::Succeeded);
+    assert!(
+        run.log
+            .tail
+            .contains("loaded guest.wasm as another worker compiled it"),
+        "{}",
+        run.log.tail
+    );
+    // The next order on that worker, of another run, compiles: code from a run's shared
+    // object is not kept for the process (it was, as "already compiled").
+    let run = warm.run_file("guest.wasm", no_grants(), SHORT).await;
+    assert!(
+        run.log.tail.contains("compiled guest.wasm in"),
+        "{}",
+        run.log.tail
+    );
 }
 
 #[tokio::test]
