@@ -280,10 +280,7 @@ async fn run_guest_sharing(
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(bytes))
 }
 
 fn capture(figures: &mut Figures) {

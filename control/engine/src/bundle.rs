@@ -318,13 +318,7 @@ pub fn code_file_sha256(bundle: &[u8], path: &str) -> Option<String> {
     }
     let mut hasher = Sha256::new();
     io::copy(&mut entry, &mut hasher).ok()?;
-    Some(
-        hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect(),
-    )
+    Some(data_encoding::HEXLOWER.encode(&hasher.finalize()))
 }
 
 fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError> {
@@ -665,10 +659,7 @@ mod tests {
             code: CodeInput::Dir(dir.path().to_owned()),
         };
         let bundle = build(&input).unwrap();
-        let expected: String = Sha256::digest(b"\0asm module")
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let expected = data_encoding::HEXLOWER.encode(&Sha256::digest(b"\0asm module"));
         for path in ["bin/m.wasm", "./bin/m.wasm", "bin/./m.wasm"] {
             assert_eq!(code_file_sha256(&bundle, path).as_deref(), Some(&*expected));
         }

@@ -551,8 +551,7 @@ fn submitter(options: &ValidateOptions, valid: &ValidJob) -> String {
 /// Where a submitter's submission with an idempotency key is recorded.
 fn submission_record(submitter: &str, key: &str) -> String {
     let digest = Sha256::digest(format!("{submitter}\n{key}"));
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    keys::idempotency(&hex)
+    keys::idempotency(&data_encoding::HEXLOWER.encode(&digest))
 }
 
 struct RunIds<'a> {

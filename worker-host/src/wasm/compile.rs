@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use data_encoding::HEXLOWER;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -129,12 +130,8 @@ impl Source {
 
     /// The sha256 of the module's file, hex.
     pub fn file_digest_hex(&self) -> String {
-        hex(&self.file_digest)
+        HEXLOWER.encode(&self.file_digest)
     }
-}
-
-fn hex(digest: &[u8; 32]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The two kinds of WebAssembly binary a guest may be.
@@ -330,7 +327,7 @@ impl GuestCache {
     /// The disk cache and the file its entry for `digest` would be.
     fn disk_entry(&self, digest: &[u8; 32]) -> Option<(&DiskCache, PathBuf)> {
         self.disk.as_ref().map(|disk| {
-            let file = format!("{}-{}.cwasm", hex(digest), self.config_tag);
+            let file = format!("{}-{}.cwasm", HEXLOWER.encode(digest), self.config_tag);
             (disk, disk.dir.join(file))
         })
     }

@@ -206,15 +206,10 @@ impl WasmRuntime {
             let metered = spec.fuel.is_some();
             let cache = self.cache(metered)?;
             let module = module_path(order.grants.code_root, &spec.module)?;
-            let preparing = |source: tokio::task::JoinError| ModuleError::Task {
-                module: spec.module.clone(),
-                step: "preparing",
-                source,
-            };
             let looking = Arc::clone(&cache);
             let found = tokio::task::spawn_blocking(move || looking.lookup(&module))
                 .await
-                .map_err(preparing)??;
+                .map_err(preparing(&spec.module))??;
             let mut to_share = None;
             let (prepared, provenance) = match found {
                 Lookup::Ready(prepared, provenance) => (prepared, provenance),
@@ -312,18 +307,14 @@ impl WasmRuntime {
             .await?;
         compiling.store(false, Ordering::SeqCst);
         let took = started.elapsed();
-        let (finishing, module) = (Arc::clone(cache), module.to_owned());
+        let finishing = Arc::clone(cache);
         let (prepared, code) = tokio::task::spawn_blocking(move || {
             finishing
                 .finish(&source, &code)
                 .map(|prepared| (prepared, code))
         })
         .await
-        .map_err(|source| ModuleError::Task {
-            module,
-            step: "preparing",
-            source,
-        })??;
+        .map_err(preparing(module))??;
         Ok((prepared, Provenance::Compiled(took), shared.zip(Some(code))))
     }
 
@@ -346,6 +337,15 @@ fn engine_config(metered: bool) -> Config {
         .consume_fuel(metered)
         .wasm_component_model(true);
     config
+}
+
+/// The error of a blocking task preparing `module` that panicked or was cancelled.
+fn preparing(module: &str) -> impl FnOnce(tokio::task::JoinError) -> ModuleError + '_ {
+    move |source| ModuleError::Task {
+        module: module.to_owned(),
+        step: "preparing",
+        source,
+    }
 }
 
 /// When fetching or storing shared code is given up: [`SHARING_PATIENCE`] from now, and

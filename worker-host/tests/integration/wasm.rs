@@ -326,10 +326,7 @@ async fn code_a_worker_of_the_run_shared_serves_that_order_only() {
     let folder = tempfile::tempdir().unwrap();
     let object = Capability::new(folder.path().join("code.cwasm").display().to_string());
     let code = SharedCode {
-        module_sha256: sha2::Sha256::digest(&binary)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        module_sha256: data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&binary)),
         get_url: object.clone(),
         put_url: object,
     };

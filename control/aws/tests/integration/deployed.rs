@@ -214,8 +214,9 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
         .await;
     assert!(refused(invoke), "worker Invoke");
     // S3 and SSM: neither worker role reads or writes any run's data — bundle, claim, log,
-    // result, shared compiled code, key — however it learned the run's id (before, both could: an order that
-    // reached its worker's role could decrypt another run's secrets and forge its results).
+    // result, shared compiled code, key — however it learned the run's id (before, both
+    // could: an order that reached its worker's role could decrypt another run's secrets and
+    // forge its results).
     let run = sluice_contract::RunId::generate();
     let num = sluice_contract::OrderNum::from_index(0);
     let internal = &settings.internal_bucket;

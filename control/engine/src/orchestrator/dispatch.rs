@@ -369,11 +369,12 @@ impl Engine {
                 .min(MAX_PRESIGN_EXPIRY),
         );
         let (run_id, num) = (&order.run_id, order.plan.order_num);
-        let presign = |operation, key: String| async move {
+        let presign_for = |operation, key: String, expiry| async move {
             let url = self.ports.internal.presign(operation, &key, expiry).await;
             url.map(Capability::new)
                 .map_err(|e| failed(e.kind(), format!("presigning its URLs: {e}")))
         };
+        let presign = |operation, key| presign_for(operation, key, expiry);
         let stored = match stored_keys.get(&order.key_path) {
             Some(Ok(stored)) => stored,
             Some(Err(e)) => {
@@ -402,17 +403,10 @@ impl Engine {
                         .saturating_add(PRESIGN_MARGIN)
                         .min(MAX_PRESIGN_EXPIRY),
                 );
-                let put_url = self
-                    .ports
-                    .internal
-                    .presign(Presigned::PutIfAbsent, &key, attempt_time)
-                    .await
-                    .map(Capability::new)
-                    .map_err(|e| failed(e.kind(), format!("presigning its URLs: {e}")))?;
                 Some(SharedCode {
                     module_sha256,
-                    get_url: presign(Presigned::Get, key).await?,
-                    put_url,
+                    get_url: presign(Presigned::Get, key.clone()).await?,
+                    put_url: presign_for(Presigned::PutIfAbsent, key, attempt_time).await?,
                 })
             }
             None => None,
