@@ -37,6 +37,10 @@ use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
 use sluice_worker::spool::DEFAULT_MAX_LOG_BYTES;
 use sluice_worker::wasm::{Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime};
 
+#[path = "support/figures.rs"]
+mod figures;
+use figures::Figures;
+
 const GIB: u64 = 1 << 30;
 
 fn main() {
@@ -63,66 +67,6 @@ fn main() {
         wasm(runs.max(5), &mut figures);
     }
     figures.save(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results.json"));
-}
-
-/// The figures of this run, by name: value, unit, and the goal where one is set.
-#[derive(Default)]
-struct Figures(serde_json::Map<String, serde_json::Value>);
-
-impl Figures {
-    fn record(&mut self, name: &str, value: f64, unit: &str, goal: Option<&str>) {
-        let value = (value * 100.0).round() / 100.0;
-        if let Some(goal) = goal {
-            println!("  {name}: {value} {unit} (goal: {goal})");
-        }
-        self.0.insert(
-            name.to_owned(),
-            serde_json::json!({ "value": value, "unit": unit, "goal": goal }),
-        );
-    }
-
-    /// Merges this run's figures into `path` with the machine and the date.
-    fn save(self, path: &Path) {
-        let mut all: serde_json::Value = std::fs::read(path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_else(|| serde_json::json!({ "figures": {} }));
-        for (name, figure) in self.0 {
-            all["figures"][name] = figure;
-        }
-        all["machine"] = machine().into();
-        all["measured_at"] = today().into();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, serde_json::to_string_pretty(&all).unwrap() + "\n").unwrap();
-        println!("figures written to {}", path.display());
-    }
-}
-
-/// Cores, memory and CPU model of this machine.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = (cpuinfo.lines())
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("unknown CPU")
-        .trim()
-        .to_owned();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: f64 = (meminfo.lines())
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores, {:.0} GiB, {model}", mem_kib / 1_048_576.0)
-}
-
-/// Today's date (UTC), `YYYY-MM-DD`, from `date`.
-fn today() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }
 
 fn wasm(runs: usize, figures: &mut Figures) {

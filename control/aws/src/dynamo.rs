@@ -34,6 +34,7 @@ use sluice_ports::{
 };
 
 use crate::calls::CallCounter;
+use crate::capacity::{Capacity, Written};
 use crate::schema::{
     EVENTS_PARTITION, EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE,
 };
@@ -61,6 +62,7 @@ pub struct DynamoOrderStore {
     order_ttl_days: u64,
     event_ttl_days: u64,
     calls: CallCounter,
+    capacity: std::sync::Arc<Capacity>,
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
@@ -137,6 +139,7 @@ impl DynamoOrderStore {
             order_ttl_days: settings.order_ttl_days,
             event_ttl_days: settings.event_ttl_days,
             calls,
+            capacity: std::sync::Arc::default(),
         }
     }
 
@@ -163,6 +166,7 @@ impl DynamoOrderStore {
     async fn undo_insert(&self, inserted: &[OrderRecord]) {
         for order in inserted {
             self.calls.count(SERVICE, "DeleteItem");
+            (self.capacity).write(&self.calls, false, [Written::OrderRow]);
             let deleted = self
                 .client
                 .delete_item()
@@ -182,6 +186,8 @@ impl DynamoOrderStore {
         let mut delay = Duration::from_millis(50);
         for _ in 0..BATCH_WRITE_TRIES {
             self.calls.count(SERVICE, "BatchWriteItem");
+            let items = batch.iter().filter_map(|request| request.put_request());
+            (self.capacity).write(&self.calls, false, items.map(|p| Written::Event(p.item())));
             let answer = self
                 .client
                 .batch_write_item()
@@ -233,7 +239,11 @@ impl DynamoOrderStore {
                 .send()
                 .await
                 .map_err(|e| backend(format!("querying {what}"), e))?;
+            self.capacity.read(&self.calls, page.items());
             for item in page.items() {
+                if table == self.orders_table {
+                    self.capacity.saw_order_row(item);
+                }
                 rows.push(parse(&format!("a row of {what}"), item)?);
             }
             match page.last_evaluated_key {
@@ -347,6 +357,7 @@ impl DynamoOrderStore {
             .send()
             .await
             .map_err(|e| backend(format!("reading lock:{run_id}"), e))?;
+        self.capacity.read(&self.calls, output.item.as_ref());
         Ok(output.item)
     }
 
@@ -362,6 +373,7 @@ impl DynamoOrderStore {
         seen: &Item,
     ) -> Result<AcquireOutcome, StoreError> {
         self.calls.count(SERVICE, "UpdateItem");
+        (self.capacity).write(&self.calls, false, [Written::Lock]);
         let taken = self
             .client
             .update_item()
@@ -415,6 +427,7 @@ impl DynamoOrderStore {
         what: &str,
     ) -> Result<(), StoreError> {
         self.calls.count(SERVICE, "UpdateItem");
+        (self.capacity).write(&self.calls, false, [Written::Lock]);
         let mut update = self
             .client
             .update_item()
@@ -555,10 +568,15 @@ impl OrderStore for DynamoOrderStore {
     async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
         for (batch_index, batch) in orders.chunks(MAX_TRANSACTION_ITEMS).enumerate() {
             let mut items = Vec::with_capacity(batch.len());
-            for order in batch {
+            let rows = (batch.iter())
+                .map(|order| self.order_item(order))
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.iter().for_each(|row| self.capacity.saw_order_row(row));
+            (self.capacity).write(&self.calls, true, rows.iter().map(Written::Item));
+            for (order, row) in batch.iter().zip(rows) {
                 let put = Put::builder()
                     .table_name(&self.orders_table)
-                    .set_item(Some(self.order_item(order)?))
+                    .set_item(Some(row))
                     .condition_expression("attribute_not_exists(#pk)")
                     .expression_attribute_names("#pk", ORDERS_PARTITION)
                     .build()
@@ -632,6 +650,7 @@ impl OrderStore for DynamoOrderStore {
             .send()
             .await
             .map_err(|e| backend(format!("reading order {run_id}:{order_num}"), e))?;
+        self.capacity.read(&self.calls, output.item.as_ref());
         match output.item {
             Some(item) => parse(&format!("order {run_id}:{order_num}"), &item),
             None => Err(StoreError::NotFound {
@@ -659,6 +678,11 @@ impl OrderStore for DynamoOrderStore {
             .send()
             .await;
         let what = format!("order {run_id}:{order_num}");
+        // Billed at the row's size, which only a successful answer gives.
+        let row = updated.as_ref().ok().and_then(|o| o.attributes.as_ref());
+        row.into_iter()
+            .for_each(|row| self.capacity.saw_order_row(row));
+        (self.capacity).write(&self.calls, false, [Written::OrderRow]);
         match updated {
             Ok(output) => parse(&what, &output.attributes.unwrap_or_default()),
             Err(e) => match failed_condition_item(&e) {
@@ -686,6 +710,8 @@ impl OrderStore for DynamoOrderStore {
     ) -> Result<(), StoreError> {
         let items = self.move_items(run_id, moves)?;
         self.calls.count(SERVICE, "TransactWriteItems");
+        let rows = moves.iter().map(|_| Written::OrderRow);
+        self.capacity.write(&self.calls, true, rows);
         match self
             .client
             .transact_write_items()
@@ -745,6 +771,7 @@ impl OrderStore for DynamoOrderStore {
         // lock), and the wake-up is counted either way; the item as it was says which
         // happened.
         self.calls.count(SERVICE, "UpdateItem");
+        (self.capacity).write(&self.calls, false, [Written::Lock]);
         let counted = self
             .client
             .update_item()
@@ -824,6 +851,7 @@ impl OrderStore for DynamoOrderStore {
         let release = self.release_update(run_id, owner, seen_marks)?;
         let lock_now = if writes.is_empty() {
             self.calls.count(SERVICE, "UpdateItem");
+            (self.capacity).write(&self.calls, false, [Written::Lock]);
             match self.alone(release).send().await {
                 Ok(_) => return Ok(ReleaseOutcome::Released),
                 Err(e) => match failed_condition_item(&e) {
@@ -834,7 +862,12 @@ impl OrderStore for DynamoOrderStore {
         } else {
             let mut items = vec![TransactWriteItem::builder().update(release).build()];
             items.extend(self.move_items(run_id, &writes.moves)?);
-            for item in self.event_items(&writes.events)? {
+            let events = self.event_items(&writes.events)?;
+            let billed = (writes.moves.iter().map(|_| Written::OrderRow))
+                .chain(events.iter().map(Written::Event))
+                .chain([Written::Lock]);
+            self.capacity.write(&self.calls, true, billed);
+            for item in events {
                 let put = Put::builder()
                     .table_name(&self.events_table)
                     .set_item(Some(item))

@@ -33,6 +33,7 @@
 //! nor the engine.
 
 pub use sluice_lambda::calls;
+pub mod capacity;
 pub mod client;
 pub mod clients;
 pub mod dispatch;

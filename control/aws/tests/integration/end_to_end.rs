@@ -590,6 +590,57 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
     }
 }
 
+/// The AWS benchmark (`scripts/bench 1 aws`; minutes, so not part of the suite): calls and
+/// dollars per order of wide and chain runs as they grow, everything counted (init-job,
+/// orchestrator, workers, the watch), the dollars broken down by service and priced as
+/// `support::billing` says; written to `bench/results.json` with the goals of issue 17.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench runs it"]
+async fn aws_costs() {
+    use crate::support::billing::{Bill, Function};
+    use crate::support::figures::Figures;
+    let template = crate::template::template();
+    let memory = |function: Function| crate::template::memory_mb(&template, function.resource());
+    let mut figures = Figures::default();
+    for (shape, chain, sizes) in [
+        ("wide", false, [10, 100, 1000]),
+        ("chain", true, [10, 100, 300]),
+    ] {
+        let mut smallest = None;
+        for n in sizes {
+            let cloud = cloud().await;
+            let done = cloud.run(&shaped_job(n, chain), |_| Worker::Runs).await;
+            assert_eq!(done.status, JobStatus::Succeeded);
+            let calls = cloud.calls.total() as f64 / n as f64;
+            let bill = Bill::of(&cloud.calls, &cloud.lambda, memory).per_1000(n);
+            println!(
+                "{shape} {n}: {calls:.1} AWS calls per order; per 1000 orders: {bill}\n{}",
+                cloud.calls
+            );
+            figures.record(
+                &format!("aws_{shape}_{n}_calls_per_order"),
+                calls,
+                "calls",
+                Some("<= 8"),
+            );
+            let name = format!("aws_{shape}_{n}_usd_per_1000_orders");
+            figures.record(&name, bill.total(), "US$", Some("lowest we can find"));
+            for (service, dollars) in &bill.0 {
+                figures.record(&format!("{name}_{service}"), *dollars, "US$", None);
+            }
+            let first = *smallest.get_or_insert(calls);
+            figures.record(
+                &format!("aws_{shape}_{n}_over_{}_calls_per_order", sizes[0]),
+                calls / first,
+                "ratio",
+                Some("flat (about 1)"),
+            );
+        }
+    }
+    figures
+        .save(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results.json"));
+}
+
 /// AWS throttles a tenth of the calls (400 ThrottlingException, 429 for Lambda, 503 SlowDown
 /// for S3, presigned result PUTs included) and delays the rest: every run still finishes
 /// with the statuses its orders earned. The SDK retries most throttles itself; the engine

@@ -21,7 +21,7 @@ use sluice_aws::schema::{
 };
 use sluice_contract::{OrderNum, RunId, keys};
 
-fn template() -> Value {
+pub(crate) fn template() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
     let output = Command::new("python3")
         .arg("-c")
@@ -78,6 +78,14 @@ fn evaluate(template: &Value, value: &Value) -> String {
         }
         other => panic!("cannot evaluate {other}"),
     }
+}
+
+/// The memory, in MB, the template gives the function `resource`.
+pub(crate) fn memory_mb(template: &Value, resource_name: &str) -> u64 {
+    let memory = &resource(template, resource_name)["Properties"]["MemorySize"];
+    memory
+        .as_u64()
+        .unwrap_or_else(|| evaluate(template, memory).parse().unwrap())
 }
 
 fn resource<'t>(template: &'t Value, name: &str) -> &'t Value {
@@ -169,6 +177,16 @@ fn arn_matches(pattern: &str, arn: &str) -> bool {
                 && (head.len()..=arn.len())
                     .any(|at| arn.is_char_boundary(at) && arn_matches(rest, &arn[at..]))
         }
+    }
+}
+
+/// The AWS benchmark prices each function's time at the memory the template gives it.
+#[test]
+fn the_bill_finds_each_functions_memory_in_the_template() {
+    let template = template();
+    for function in crate::support::billing::Function::ALL {
+        let memory = memory_mb(&template, function.resource());
+        assert!((128..=10240).contains(&memory), "{function:?}: {memory} MB");
     }
 }
 

@@ -32,6 +32,7 @@ use sluice_worker::retry::RetryPolicy;
 use sluice_worker::{WorkerConfig, WorkerIo, run_order};
 use sluice_worker_aws::HttpTransfer;
 
+use super::billing::{self, LambdaTime};
 use super::{
     BodyTap, FlakyEndpoint, bucket, moto, table, unique, watchdog_machine, worker_function,
 };
@@ -48,6 +49,8 @@ pub struct Cloud {
     /// The Lambda client's request bodies: the dispatch payloads.
     tap: BodyTap,
     pub calls: CallCounter,
+    /// How long each function the pump played ran, for the bill.
+    pub lambda: Arc<LambdaTime>,
     /// Held by a test of the deployed stack: its internal bucket notifies one queue, so one
     /// test at a time plays it.
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
@@ -127,6 +130,7 @@ pub async fn cloud() -> Cloud {
         queue_url,
         tap,
         calls: CallCounter::default(),
+        lambda: Arc::default(),
         _turn: None,
     }
 }
@@ -186,6 +190,7 @@ pub async fn deployed() -> Cloud {
         queue_url,
         tap,
         calls: CallCounter::default(),
+        lambda: Arc::default(),
         _turn: Some(turn),
     }
 }
@@ -369,13 +374,18 @@ impl Cloud {
 
     /// Submits `job` (JSON) as init-job does.
     pub async fn submit(&self, job: &str) -> Result<InitResponse, EngineError> {
-        self.engine_as(&self.roles.init_job)
+        let started = Instant::now();
+        let submitted = self
+            .engine_as(&self.roles.init_job)
             .init_job(
                 &parse_job(job.as_bytes()).unwrap(),
                 &ValidateOptions::aws(),
                 Path::new("."),
             )
-            .await
+            .await;
+        self.lambda
+            .record(billing::Function::InitJob, started.elapsed());
+        submitted
     }
 
     /// Submits `job` and pumps events until its done document appears. A submission that
@@ -437,17 +447,20 @@ impl Cloud {
                 wasm: Arc::default(),
                 ..config.clone()
             };
+            let lambda = Arc::clone(&self.lambda);
             tasks.spawn(async move {
+                let started = Instant::now();
                 run_order(&payload, &transfer, &config).await;
+                lambda.record(billing::Function::Worker, started.elapsed());
             });
         };
         let retries: Arc<std::sync::Mutex<Vec<(S3Notification, u32)>>> = Arc::default();
         let started = Instant::now();
         loop {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "run {run_id} did not finish"
-            );
+            // A benchmark's runs of hundreds of orders take longer.
+            let patience =
+                Duration::from_secs(120) + Duration::from_millis(300) * names.len() as u32;
+            assert!(started.elapsed() < patience, "run {run_id} did not finish");
             // S3 notifications → the orchestrator handler, concurrently as Lambda would; an
             // invocation that fails (a pass that gave up under throttling) is invoked again,
             // twice at most, as Lambda retries an asynchronous event.
@@ -461,8 +474,11 @@ impl Cloud {
             let idle = events.is_empty() && self.tap.is_empty();
             for (event, tries) in events {
                 let (orchestrator, retries) = (Arc::clone(&orchestrator), Arc::clone(&retries));
+                let lambda = Arc::clone(&self.lambda);
                 tasks.spawn(async move {
+                    let started = Instant::now();
                     let outcome = s3_events::orchestrate_event(&orchestrator, &event).await;
+                    lambda.record(billing::Function::Orchestrator, started.elapsed());
                     if let Err(error) = outcome {
                         assert!(tries < 2, "the orchestrator failed three times: {error}");
                         retries.lock().unwrap().push((event, tries + 1));
@@ -512,7 +528,11 @@ impl Cloud {
             // after 2 s, as the state machine's Retry does.
             if next_check.is_some_and(|at| Instant::now() >= at) {
                 let step = serde_json::from_value(watch.clone()).unwrap();
-                next_check = match sluice_aws::handlers::watchdog::handle(&watchdog, &step).await {
+                let started = Instant::now();
+                let checked = sluice_aws::handlers::watchdog::handle(&watchdog, &step).await;
+                self.lambda
+                    .record(billing::Function::WatchdogCheck, started.elapsed());
+                next_check = match checked {
                     Ok(output) if output["done"] == true => None,
                     Ok(output) => {
                         let wait = output["wait_seconds"].as_u64().unwrap();

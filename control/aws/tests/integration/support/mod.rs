@@ -3,8 +3,11 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod billing;
 pub mod binaries;
 pub mod cloud;
+#[path = "../../../../../benches/support/figures.rs"]
+pub mod figures;
 pub mod http_api;
 pub mod throttle;
 
