@@ -224,6 +224,11 @@ impl ObjectStore for S3Store {
         }
     }
 
+    fn keys_per_listing(&self) -> usize {
+        // ListObjectsV2's page.
+        1000
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;

@@ -267,20 +267,39 @@ impl Engine {
             }
             return Ok((None, next_ms.min(grace_ends_ms)));
         }
+        if self.result_waiting(orders, &in_flight).await? {
+            return Ok((Some(Stall::ResultWaiting), now));
+        }
+        Ok((None, next_ms))
+    }
+
+    /// Whether a result of an attempt `in_flight` has arrived: each looked for (a HEAD)
+    /// when that costs no more requests than listing the run's results would.
+    async fn result_waiting(
+        &self,
+        orders: &[OrderRecord],
+        in_flight: &[(OrderNum, Option<&AttemptId>)],
+    ) -> Result<bool, EngineError> {
         let run_id = &orders[0].run_id;
+        if in_flight.len() <= self.listing_requests(orders) {
+            for (order_num, attempt) in in_flight {
+                let Some(attempt) = attempt else { continue };
+                let key = keys::result(run_id, *order_num, attempt);
+                if self.ports.internal.head(&key).await?.is_some() {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
         let arrived = self
             .ports
             .internal
             .list(&keys::run_callbacks(run_id))
             .await?;
-        let waiting = arrived
+        Ok(arrived
             .iter()
             .filter_map(|key| keys::parse_result(key))
-            .any(|key| in_flight.contains(&(key.order_num, Some(&key.attempt))));
-        if waiting {
-            return Ok((Some(Stall::ResultWaiting), now));
-        }
-        Ok((None, next_ms))
+            .any(|key| in_flight.contains(&(key.order_num, Some(&key.attempt)))))
     }
 
     /// When `attempt` of `order` must have reported: its claim plus the order's timeout

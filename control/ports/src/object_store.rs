@@ -50,6 +50,12 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Every key under `prefix`, in lexicographic order (all pages).
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
+    /// How many keys one listing request returns at most: listing `n` keys costs about
+    /// `n / keys_per_listing` requests, each costing about what reading one object does
+    /// (S3: 1000; a folder, where every key is a file to visit: 1). A caller that could
+    /// instead read the few objects it is after picks the cheaper with it.
+    fn keys_per_listing(&self) -> usize;
+
     /// Deletes the object at `key`; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 

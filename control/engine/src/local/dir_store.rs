@@ -269,6 +269,11 @@ impl ObjectStore for DirStore {
         .await
     }
 
+    fn keys_per_listing(&self) -> usize {
+        // Listing walks the folders: every key is a file (in folders) to visit.
+        1
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();

@@ -3,7 +3,10 @@
 //! Incremental by construction: one query for the run's orders, one LIST of the run's
 //! callback prefix, and a GET only for results of orders still waiting for one
 //! (`dispatching` or `running`), and only of their current attempt: a result a worker of an
-//! earlier attempt reports late lies under that attempt's key and is never read. The GETs
+//! earlier attempt reports late lies under that attempt's key and is never read. When the
+//! notifications name the results, or when reading every waiting order's result costs no
+//! more requests than the LIST would (a chain: one order in flight; a local folder, where
+//! a listing visits every result's file), there is no LIST. The GETs
 //! run side by side, and the results a step read are applied together
 //! (`Engine::move_orders`). Applying a result is a conditional transition, so a result
 //! that arrives twice, or late after a timeout, never changes a terminal status.
@@ -30,8 +33,8 @@ pub(crate) struct ReadResult {
 
 impl Engine {
     /// Reads the run's orders and applies the results that arrived (see the module docs):
-    /// those `known` names, or, when it is `None`, those a LIST of the run's callbacks
-    /// finds.
+    /// those `known` names, or, when it is `None`, every result of an order in flight (found
+    /// by a LIST of the run's callbacks, or by reading each when that is cheaper).
     ///
     /// # Errors
     ///
@@ -54,9 +57,19 @@ impl Engine {
         known: Option<&Arrivals>,
     ) -> Result<(Vec<OrderRecord>, Vec<ReadResult>), EngineError> {
         let mut orders = self.ports.orders.run_orders(run_id).await?;
+        let in_flight = |order: &&OrderRecord| {
+            matches!(
+                order.status,
+                OrderStatus::Dispatching | OrderStatus::Running
+            ) && order.attempt.is_some()
+        };
+        let in_flight_now = orders.iter().filter(in_flight).count();
         let listed;
         let arrived = match known {
-            Some(known) => known,
+            Some(known) => Some(known),
+            // Reading each order in flight's result costs no more than listing the run's
+            // results: read them all, found or not.
+            None if in_flight_now <= self.listing_requests(&orders) => None,
             None => {
                 listed = self
                     .ports
@@ -67,17 +80,15 @@ impl Engine {
                     .filter_map(|key| keys::parse_result(key))
                     .map(|key| (key.order_num, key.attempt))
                     .collect();
-                &listed
+                Some(&listed)
             }
         };
         let waiting: Vec<OrderRecord> = orders
             .iter()
+            .filter(in_flight)
             .filter(|order| {
-                matches!(
-                    order.status,
-                    OrderStatus::Dispatching | OrderStatus::Running
-                ) && (order.attempt.clone())
-                    .is_some_and(|attempt| arrived.contains(&(order.plan.order_num, attempt)))
+                let attempt = order.attempt.clone().expect("in flight with an attempt");
+                arrived.is_none_or(|arrived| arrived.contains(&(order.plan.order_num, attempt)))
             })
             .cloned()
             .collect();
@@ -110,6 +121,15 @@ impl Engine {
             }
         }
         Ok((orders, results))
+    }
+
+    /// About how many requests listing the run's results takes: one per page of the keys
+    /// of its attempts so far (an order's results lie under its attempts' keys).
+    pub(crate) fn listing_requests(&self, orders: &[OrderRecord]) -> usize {
+        let attempted = orders.iter().filter(|o| o.attempt.is_some()).count();
+        attempted
+            .div_ceil(self.ports.internal.keys_per_listing().max(1))
+            .max(1)
     }
 
     /// Writes `results` (see [`Engine::move_orders`]) into `orders`, recording the events

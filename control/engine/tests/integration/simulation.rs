@@ -10,7 +10,9 @@
 //! start. Notifications of results are lost, delivered twice, or delivered together with
 //! another (two orchestrator invocations at once, racing for the lock); a job with an
 //! idempotency key is submitted twice, one after the other or both at once, as a caller
-//! whose answer was lost does. Time jumps expire leases and deadlines. The simulated worker
+//! whose answer was lost does. Time jumps expire leases and deadlines. Half the jobs' stores
+//! say a listing costs what S3's does, so passes and the watch find results by listing as on
+//! AWS; the other half read each in-flight result, as locally. The simulated worker
 //! follows the worker's protocol (claim the attempt if absent, run, report if no result is
 //! there yet; retry what fails transiently), and counts what it executes.
 //!
@@ -96,6 +98,9 @@ struct World {
     counts: Mutex<Counts>,
     /// Faults given to the next calls of an operation, before any drawn at random.
     scripted: Mutex<Vec<(&'static str, Fault)>>,
+    /// What the object store says a listing costs: a folder's 1 (a pass reads each
+    /// in-flight result) or S3's 1 000 (a pass lists, unless one order is in flight).
+    keys_per_listing: usize,
 }
 
 impl World {
@@ -108,8 +113,10 @@ impl World {
         World::with_rates(rng, (transient, crash, refuse))
     }
 
-    fn with_rates(rng: fastrand::Rng, rates: (f64, f64, f64)) -> Arc<Self> {
+    fn with_rates(mut rng: fastrand::Rng, rates: (f64, f64, f64)) -> Arc<Self> {
+        let keys_per_listing = [1, 1000][rng.usize(0..2)];
         Arc::new(World {
+            keys_per_listing,
             now_ms: AtomicU64::new(1_800_000_000_000),
             rng: Mutex::new(rng),
             rates,
@@ -297,6 +304,9 @@ impl ObjectStore for FaultyObjects {
     }
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
         self.world.faulty("head", self.inner.head(key)).await
+    }
+    fn keys_per_listing(&self) -> usize {
+        self.world.keys_per_listing
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.world.faulty("list", self.inner.list(prefix)).await
