@@ -324,7 +324,12 @@ pub fn code_file_sha256(bundle: &[u8], path: &str) -> Option<String> {
 fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError> {
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     let file = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
-    let private = file.unix_permissions(0o600);
+    // The bundle's own entries are stored as they are: a few hundred bytes each (the env is
+    // ciphertext, which does not compress), where starting a deflate stream for each cost
+    // more than the rest of packaging an order without code.
+    let private = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .unix_permissions(0o600);
 
     let manifest =
         serde_json::to_vec_pretty(&input.manifest).map_err(|source| BundleError::Json {
