@@ -280,26 +280,20 @@ impl Engine {
         orders: &[OrderRecord],
         in_flight: &[(OrderNum, Option<&AttemptId>)],
     ) -> Result<bool, EngineError> {
-        let run_id = &orders[0].run_id;
-        if in_flight.len() <= self.listing_requests(orders) {
-            for (order_num, attempt) in in_flight {
-                let Some(attempt) = attempt else { continue };
-                let key = keys::result(run_id, *order_num, attempt);
+        let mut attempts = in_flight
+            .iter()
+            .filter_map(|(order_num, attempt)| Some((*order_num, (*attempt)?)));
+        let Some(arrived) = self.listed_results(orders, in_flight.len()).await? else {
+            let run_id = &orders[0].run_id;
+            for (order_num, attempt) in attempts {
+                let key = keys::result(run_id, order_num, attempt);
                 if self.ports.internal.head(&key).await?.is_some() {
                     return Ok(true);
                 }
             }
             return Ok(false);
-        }
-        let arrived = self
-            .ports
-            .internal
-            .list(&keys::run_callbacks(run_id))
-            .await?;
-        Ok(arrived
-            .iter()
-            .filter_map(|key| keys::parse_result(key))
-            .any(|key| in_flight.contains(&(key.order_num, Some(&key.attempt)))))
+        };
+        Ok(attempts.any(|(order_num, attempt)| arrived.contains(&(order_num, attempt.clone()))))
     }
 
     /// When `attempt` of `order` must have reported: its claim plus the order's timeout

@@ -63,32 +63,24 @@ impl Engine {
                 OrderStatus::Dispatching | OrderStatus::Running
             ) && order.attempt.is_some()
         };
-        let in_flight_now = orders.iter().filter(in_flight).count();
         let listed;
         let arrived = match known {
             Some(known) => Some(known),
-            // Reading each order in flight's result costs no more than listing the run's
-            // results: read them all, found or not.
-            None if in_flight_now <= self.listing_requests(&orders) => None,
             None => {
-                listed = self
-                    .ports
-                    .internal
-                    .list(&keys::run_callbacks(run_id))
-                    .await?
-                    .iter()
-                    .filter_map(|key| keys::parse_result(key))
-                    .map(|key| (key.order_num, key.attempt))
-                    .collect();
-                Some(&listed)
+                let in_flight_now = orders.iter().filter(in_flight).count();
+                listed = self.listed_results(&orders, in_flight_now).await?;
+                // `None`: every order in flight's result is read, found or not.
+                listed.as_ref()
             }
         };
         let waiting: Vec<OrderRecord> = orders
             .iter()
             .filter(in_flight)
             .filter(|order| {
-                let attempt = order.attempt.clone().expect("in flight with an attempt");
-                arrived.is_none_or(|arrived| arrived.contains(&(order.plan.order_num, attempt)))
+                arrived.is_none_or(|arrived| {
+                    (order.attempt.clone())
+                        .is_some_and(|attempt| arrived.contains(&(order.plan.order_num, attempt)))
+                })
             })
             .cloned()
             .collect();
@@ -123,13 +115,35 @@ impl Engine {
         Ok((orders, results))
     }
 
-    /// About how many requests listing the run's results takes: one per page of the keys
-    /// of its attempts so far (an order's results lie under its attempts' keys).
-    pub(crate) fn listing_requests(&self, orders: &[OrderRecord]) -> usize {
+    /// The results of the run of `orders` that a LIST of its callbacks finds, as
+    /// `(order, attempt)`; `None`, without listing, when looking for the own result of each
+    /// of the `in_flight` attempts takes no more requests than the LIST would: one per page
+    /// of the keys of the run's attempts so far (an order's results lie under its attempts'
+    /// keys). The caller then looks for each.
+    pub(crate) async fn listed_results(
+        &self,
+        orders: &[OrderRecord],
+        in_flight: usize,
+    ) -> Result<Option<Arrivals>, EngineError> {
         let attempted = orders.iter().filter(|o| o.attempt.is_some()).count();
-        attempted
+        let listing_requests = attempted
             .div_ceil(self.ports.internal.keys_per_listing().max(1))
-            .max(1)
+            .max(1);
+        if in_flight <= listing_requests {
+            return Ok(None);
+        }
+        let run_id = &orders[0].run_id;
+        let keys = self
+            .ports
+            .internal
+            .list(&keys::run_callbacks(run_id))
+            .await?;
+        Ok(Some(
+            keys.iter()
+                .filter_map(|key| keys::parse_result(key))
+                .map(|key| (key.order_num, key.attempt))
+                .collect(),
+        ))
     }
 
     /// Writes `results` (see [`Engine::move_orders`]) into `orders`, recording the events
