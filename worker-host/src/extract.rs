@@ -228,11 +228,28 @@ fn io_error(name: &str, error: std::io::Error) -> ExtractError {
 /// [`ExtractError::NotAZip`] when the bundle or the entry cannot be read (a missing entry
 /// included), [`ExtractError::TooLarge`] beyond `max`.
 pub fn read_entry(bundle: &[u8], name: &str, max: u64) -> Result<Vec<u8>, ExtractError> {
+    read_entry_if_present(bundle, name, max)?.ok_or_else(|| {
+        ExtractError::NotAZip(format!("{name}: specified file not found in archive"))
+    })
+}
+
+/// The entry `name` of `bundle`, as [`read_entry`], or `None` when the bundle has none.
+///
+/// # Errors
+///
+/// As [`read_entry`], but for a missing entry.
+pub fn read_entry_if_present(
+    bundle: &[u8],
+    name: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, ExtractError> {
     let mut archive =
         ZipArchive::new(Cursor::new(bundle)).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
-    let entry = archive
-        .by_name(name)
-        .map_err(|e| ExtractError::NotAZip(format!("{name}: {e}")))?;
+    let entry = match archive.by_name(name) {
+        Ok(entry) => entry,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(ExtractError::NotAZip(format!("{name}: {e}"))),
+    };
     let mut bytes = Vec::new();
     entry
         .take(max + 1)
@@ -244,7 +261,7 @@ pub fn read_entry(bundle: &[u8], name: &str, max: u64) -> Result<Vec<u8>, Extrac
     if bytes.len() as u64 > max {
         return Err(ExtractError::TooLarge(max));
     }
-    Ok(bytes)
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use sluice_contract::OrderStatus;
 use sluice_contract::credentials::is_secret_name;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::manifest::{
-    CODE_DIR, ENV_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE, Task,
+    CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE, Task,
 };
 use sluice_contract::result::{ResultDoc, format_timestamp};
 use tokio::time::Instant;
@@ -31,7 +31,7 @@ use sluice_contract::events::EVENTS_DIR_VAR;
 
 use crate::envelope::{EnvError, decrypt_env};
 use crate::events::collect_events;
-use crate::extract::{ExtractLimits, extract, read_entry};
+use crate::extract::{ExtractLimits, extract, read_entry, read_entry_if_present};
 use crate::io::{Delivery, IoError, WorkerIo};
 use crate::log_sink::LogSink;
 use crate::process_group::RUN_MARKER;
@@ -261,8 +261,8 @@ struct OpenedBundle {
     /// The attempt's work folder (deleted when dropped).
     work: tempfile::TempDir,
     manifest: OrderManifest,
-    /// `env.json.age`.
-    ciphertext: Vec<u8>,
+    /// `env.json.age`; `None` when the order has no variables (nothing was encrypted).
+    ciphertext: Option<Vec<u8>>,
     /// The names in `secrets.src`.
     secret_names: Vec<String>,
 }
@@ -299,12 +299,13 @@ async fn open_bundle(
     })?;
     let dest = work.path().to_owned();
     let limits = config.limits;
-    let (manifest, ciphertext, secret_names) = tokio::task::spawn_blocking(move || {
+    let (manifest, ciphertext, secret_names, env_names) = tokio::task::spawn_blocking(move || {
         extract(&bundle, &dest, CODE_DIR, limits)?;
         let manifest = read_entry(&bundle, MANIFEST_FILE, MAX_SMALL_FILE)?;
-        let ciphertext = read_entry(&bundle, ENV_FILE, MAX_SMALL_FILE)?;
+        let ciphertext = read_entry_if_present(&bundle, ENV_FILE, MAX_SMALL_FILE)?;
         let secret_names = read_entry(&bundle, SECRET_NAMES_FILE, MAX_SMALL_FILE)?;
-        Ok::<_, crate::extract::ExtractError>((manifest, ciphertext, secret_names))
+        let env_names = read_entry_if_present(&bundle, ENV_NAMES_FILE, MAX_SMALL_FILE)?;
+        Ok::<_, crate::extract::ExtractError>((manifest, ciphertext, secret_names, env_names))
     })
     .await
     .map_err(|e| bundle_error(e.to_string()))?
@@ -317,11 +318,20 @@ async fn open_bundle(
             manifest.run_id, manifest.order_num
         )));
     }
-    let secret_names = String::from_utf8_lossy(&secret_names)
+    let secret_names: Vec<String> = String::from_utf8_lossy(&secret_names)
         .lines()
         .filter(|name| !name.is_empty())
         .map(str::to_owned)
         .collect();
+    // A bundle without an env is one of an order without variables: one that names
+    // variables or secrets and has no env would run its commands without them.
+    let names_variables =
+        env_names.is_some_and(|names| names.iter().any(|b| !b.is_ascii_whitespace()));
+    if ciphertext.is_none() && (names_variables || !secret_names.is_empty()) {
+        return Err(bundle_error(format!(
+            "it names variables ({ENV_NAMES_FILE}, {SECRET_NAMES_FILE}) but holds no {ENV_FILE}"
+        )));
+    }
     Ok(OpenedBundle {
         work,
         manifest,
@@ -380,11 +390,15 @@ async fn prepare_and_run(
         tracing::warn!("attempt already claimed by another worker: not running it again");
         return Ok(None);
     }
-    let ciphertext = opened.ciphertext.clone();
-    let identity = payload.identity.clone();
-    let secrets = tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, identity.expose()))
-        .await
-        .map_err(AttemptError::DecryptTask)??;
+    let secrets = match opened.ciphertext.clone() {
+        Some(ciphertext) => {
+            let identity = payload.identity.clone();
+            tokio::task::spawn_blocking(move || decrypt_env(&ciphertext, identity.expose()))
+                .await
+                .map_err(AttemptError::DecryptTask)??
+        }
+        None => BTreeMap::new(),
+    };
     // init_job lists the secret names; names that look secret are masked even if a bundle
     // made elsewhere forgot them.
     let redactor = Arc::new(Redactor::new(secrets.iter().filter_map(|(name, value)| {

@@ -1,7 +1,7 @@
 //! Building an order's bundle (`exec.zip`): its code, its manifest and its encrypted env.
 //!
 //! Layout: `order.json` (the manifest, no secrets), `env.json.age` (the env as a JSON object,
-//! encrypted with age), `env_vars.env` (variable names only), `secrets.src` (names of
+//! encrypted with age; absent when the order has no variables), `env_vars.env` (variable names only), `secrets.src` (names of
 //! variables that came from secret stores), and `code/` (the order's code, permissions
 //! kept). Everything here is blocking (zip, age, file IO): callers go through
 //! [`crate::blocking::run_blocking`].
@@ -337,7 +337,8 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError
             source,
         })?;
     add_bytes(&mut zip, MANIFEST_FILE, &manifest, private)?;
-    if whole {
+    // An order without variables has no env to encrypt (nor a key to make for it).
+    if whole && !input.env.is_empty() {
         let env_json = serde_json::to_vec(&input.env).map_err(|source| BundleError::Json {
             what: "env",
             source,
@@ -617,6 +618,25 @@ mod tests {
         let mut plain = String::new();
         reader.read_to_string(&mut plain).unwrap();
         assert_eq!(plain, r#"{"API_TOKEN":"hunter2-very-secret"}"#);
+    }
+
+    /// Nothing to encrypt, no key to make: an order without variables has no
+    /// `env.json.age`, and needs no recipient.
+    #[test]
+    fn an_order_without_variables_has_no_env_file() {
+        let input = BundleInput {
+            manifest: manifest(),
+            env: BTreeMap::new(),
+            secret_names: vec![],
+            recipients: vec![],
+            code: CodeInput::None,
+        };
+        let bundle = build(&input).unwrap();
+        assert!(matches!(
+            read_entry(&bundle, ENV_FILE),
+            Err(zip::result::ZipError::FileNotFound)
+        ));
+        assert_eq!(read_entry(&bundle, ENV_NAMES_FILE).unwrap(), b"");
     }
 
     #[test]

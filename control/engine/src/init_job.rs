@@ -380,9 +380,16 @@ impl Engine {
             order_name: order.plan.order_name.clone(),
             cause,
         };
-        let key = ids.run_key.order_key(run_id, order_num);
-        let mut recipients = vec![key.recipient.clone()];
-        recipients.extend(order.sops_key.iter().cloned());
+        // The env is encrypted to the order's key (and the job's sops recipient); an order
+        // without variables has nothing to encrypt, nor a public key to make for it.
+        let recipients = if env.env.is_empty() {
+            Vec::new()
+        } else {
+            let key = ids.run_key.order_key(run_id, order_num);
+            std::iter::once(key.recipient)
+                .chain(order.sops_key.iter().cloned())
+                .collect()
+        };
 
         let log_key = keys::log(run_id, order_num);
         let input = BundleInput {

@@ -156,20 +156,34 @@ fn bundle(manifest: &OrderManifest, env: &str) -> (Vec<u8>, String) {
     let mut writer = encryptor.wrap_output(&mut encrypted).unwrap();
     writer.write_all(env.as_bytes()).unwrap();
     writer.finish().unwrap();
+    (
+        zip_bundle(
+            manifest,
+            Some(&encrypted),
+            &[("secrets.src", b"DB_PASSWORD\n")],
+        ),
+        identity.to_string().expose_secret().to_owned(),
+    )
+}
+
+/// A bundle's zip: the manifest, `env.json.age` when given, the name lists given
+/// (`secrets.src`, `env_vars.env`), an empty code/.
+fn zip_bundle(manifest: &OrderManifest, env: Option<&[u8]>, lists: &[(&str, &[u8])]) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = SimpleFileOptions::default();
     zip.start_file("order.json", options).unwrap();
     zip.write_all(&serde_json::to_vec(manifest).unwrap())
         .unwrap();
-    zip.start_file("env.json.age", options).unwrap();
-    zip.write_all(&encrypted).unwrap();
-    zip.start_file("secrets.src", options).unwrap();
-    zip.write_all(b"DB_PASSWORD\n").unwrap();
+    if let Some(env) = env {
+        zip.start_file("env.json.age", options).unwrap();
+        zip.write_all(env).unwrap();
+    }
+    for (name, names) in lists {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(names).unwrap();
+    }
     zip.add_directory("code/", options).unwrap();
-    (
-        zip.finish().unwrap().into_inner(),
-        identity.to_string().expose_secret().to_owned(),
-    )
+    zip.finish().unwrap().into_inner()
 }
 
 fn config() -> WorkerConfig {
@@ -226,6 +240,51 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
     assert!(result.duration_ms().is_some());
     assert_eq!(result.log_key.as_deref(), Some("tmp/logs/x/0001/log.txt"));
     assert!(String::from_utf8_lossy(&io.object(LOG_URL).unwrap()).contains("done"));
+}
+
+/// init_job encrypts nothing for an order without variables: its bundle has no
+/// `env.json.age`, and its worker runs it with the host's variables only.
+#[tokio::test]
+async fn an_order_without_variables_runs_from_a_bundle_without_an_env() {
+    let run = RunId::generate();
+    let io = MemoryIo {
+        bundle: zip_bundle(
+            &manifest(&run, &["echo \"mode=${MODE:-unset}\""]),
+            None,
+            &[("secrets.src", b""), ("env_vars.env", b"")],
+        ),
+        key: "not a key: nothing is decrypted".to_owned(),
+        ..MemoryIo::default()
+    };
+    let report = run_order(&io.payload(&run), &io, &config()).await;
+    assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
+    let result = only_result(&io);
+    assert_eq!(result.status, OrderStatus::Succeeded, "{:?}", result.reason);
+    assert!(result.log.contains("mode=unset"), "{}", result.log);
+}
+
+/// A bundle naming variables or secrets but carrying no env would run its commands
+/// without them: the worker refuses it, and nothing runs.
+#[tokio::test]
+async fn a_bundle_that_names_variables_but_has_no_env_is_refused() {
+    let cases: [[(&str, &[u8]); 2]; 2] = [
+        [("secrets.src", b"DB_PASSWORD\n"), ("env_vars.env", b"")],
+        [("secrets.src", b""), ("env_vars.env", b"DRY_RUN\n")],
+    ];
+    for lists in cases {
+        let run = RunId::generate();
+        let io = MemoryIo {
+            bundle: zip_bundle(&manifest(&run, &["echo ran"]), None, &lists),
+            key: "not a key".to_owned(),
+            ..MemoryIo::default()
+        };
+        run_order(&io.payload(&run), &io, &config()).await;
+        let result = only_result(&io);
+        assert_eq!(result.status, OrderStatus::Failed, "{lists:?}");
+        let reason = result.reason.unwrap_or_default();
+        assert!(reason.contains("env.json.age"), "{reason}");
+        assert!(!result.log.contains("ran"), "{}", result.log);
+    }
 }
 
 #[tokio::test]
