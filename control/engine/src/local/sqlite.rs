@@ -74,6 +74,22 @@ fn backend(what: &str, error: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Runs `sql` with `params`, prepared once per connection (SQLite's statement cache):
+/// the same few statements run for every order of a run.
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// The one row `sql` answers with `params`, mapped by `f`, prepared as [`execute`]'s.
+fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn lock_pk(run_id: &RunId) -> String {
     format!("lock:{run_id}")
 }
@@ -94,6 +110,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| backend(&what, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| backend(&what, e))?;
+        // Room for every statement this store runs (about 20), each prepared once.
+        conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             order_ttl_ms: millis(order_ttl),
@@ -106,7 +124,7 @@ impl SqliteStore {
     pub async fn unfinished_runs(&self) -> Result<Vec<RunId>, StoreError> {
         self.with_conn("listing unfinished runs", move |conn| {
             let mut statement = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT DISTINCT run_id FROM orders WHERE 'lock:' || run_id NOT IN
                      (SELECT pk FROM locks WHERE status = 'completed') ORDER BY run_id",
                 )
@@ -129,7 +147,8 @@ impl SqliteStore {
     pub async fn free_lock(&self, run_id: &RunId) -> Result<(), StoreError> {
         let pk = lock_pk(run_id);
         self.with_conn("freeing a lock", move |conn| {
-            conn.execute(
+            execute(
+                conn,
                 "UPDATE locks SET status = 'released' WHERE pk = ?1 AND status = 'held'",
                 params![pk],
             )
@@ -175,8 +194,8 @@ impl OrderStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("inserting orders", e))?;
             for order in &orders {
-                let inserted = tx
-                    .execute(
+                let inserted = execute(
+                        &tx,
                         "INSERT OR IGNORE INTO orders (pk, run_id, order_num, status, record, expires_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![
@@ -207,7 +226,7 @@ impl OrderStore for SqliteStore {
         let run_id = run_id.to_string();
         self.with_conn("querying a run's orders", move |conn| {
             let mut statement = conn
-                .prepare("SELECT record FROM orders WHERE run_id = ?1 ORDER BY order_num")
+                .prepare_cached("SELECT record FROM orders WHERE run_id = ?1 ORDER BY order_num")
                 .map_err(|e| backend("querying orders", e))?;
             let rows = statement
                 .query_map(params![run_id], |row| row.get::<_, String>(0))
@@ -225,20 +244,7 @@ impl OrderStore for SqliteStore {
     ) -> Result<OrderRecord, StoreError> {
         let pk = order_pk(run_id, order_num);
         self.with_conn("reading an order", move |conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "SELECT record FROM orders WHERE pk = ?1",
-                    params![pk],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| backend("reading an order", e))?;
-            match text {
-                Some(text) => decode_record(&text),
-                None => Err(StoreError::NotFound {
-                    key: format!("orders row {pk}"),
-                }),
-            }
+            read_record(conn, &pk, "reading an order")
         })
         .await
     }
@@ -306,7 +312,7 @@ impl OrderStore for SqliteStore {
         let trace = trace_id.clone();
         self.with_conn("reading events", move |conn| {
             let mut statement = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT order_name, epoch, event, run_id, detail FROM order_events
                      WHERE trace_id = ?1 ORDER BY sk",
                 )
@@ -357,8 +363,8 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("acquiring a lock", e))?;
-            let current: Option<(LockStatus, i64, String, i64)> = tx
-                .query_row(
+            let current: Option<(LockStatus, i64, String, i64)> = query_row(
+                &tx,
                     "SELECT status, lease_until, owner, dirty FROM locks WHERE pk = ?1",
                     params![pk],
                     |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
@@ -377,7 +383,7 @@ impl OrderStore for SqliteStore {
                     true
                 }
                 Some(_) => {
-                    tx.execute(
+                    execute(&tx,
                         "UPDATE locks SET dirty = ?2 WHERE pk = ?1",
                         params![pk, marks as i64],
                     )
@@ -387,7 +393,7 @@ impl OrderStore for SqliteStore {
                     return Ok(AcquireOutcome::Marked);
                 }
             };
-            tx.execute(
+            execute(&tx,
                 "INSERT INTO locks (pk, owner, status, lease_until, dirty) VALUES (?1, ?2, 'held', ?3, ?4)
                  ON CONFLICT (pk) DO UPDATE SET owner = ?2, status = 'held', lease_until = ?3, dirty = ?4",
                 params![pk, owner, lease_until_ms as i64, marks as i64],
@@ -436,14 +442,14 @@ impl OrderStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("releasing a lock", e))?;
-            let current: Option<(LockStatus, String, i64)> = tx
-                .query_row(
-                    "SELECT status, owner, dirty FROM locks WHERE pk = ?1",
-                    params![pk],
-                    |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(|e| backend("releasing a lock", e))?;
+            let current: Option<(LockStatus, String, i64)> = query_row(
+                &tx,
+                "SELECT status, owner, dirty FROM locks WHERE pk = ?1",
+                params![pk],
+                |row| Ok((lock_status(row, 0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| backend("releasing a lock", e))?;
             match current {
                 Some((LockStatus::Held, held_by, marks)) if held_by == owner => {
                     if marks as u64 != seen_marks {
@@ -455,7 +461,8 @@ impl OrderStore for SqliteStore {
                         move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
                     }
                     insert_events(&tx, &writes.events, ttl)?;
-                    tx.execute(
+                    execute(
+                        &tx,
                         "UPDATE locks SET status = 'released' WHERE pk = ?1",
                         params![pk],
                     )
@@ -487,7 +494,8 @@ impl OrderStore for SqliteStore {
     async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {
         let pk = lock_pk(run_id);
         self.with_conn("reading a lock", move |conn| {
-            conn.query_row(
+            query_row(
+                conn,
                 "SELECT owner, status, lease_until, dirty FROM locks WHERE pk = ?1",
                 params![pk],
                 |row| {
@@ -513,7 +521,8 @@ fn insert_events(
     ttl_ms: u64,
 ) -> Result<(), StoreError> {
     for event in events {
-        tx.execute(
+        execute(
+            tx,
             "INSERT OR REPLACE INTO order_events
              (trace_id, sk, order_name, epoch, event, run_id, detail, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -533,6 +542,24 @@ fn insert_events(
     Ok(())
 }
 
+/// The orders row `pk`, decoded (`what` names the caller's operation in errors).
+fn read_record(conn: &Connection, pk: &str, what: &str) -> Result<OrderRecord, StoreError> {
+    let text: Option<String> = query_row(
+        conn,
+        "SELECT record FROM orders WHERE pk = ?1",
+        params![pk],
+        |row| row.get(0),
+    )
+    .optional()
+    .map_err(|e| backend(what, e))?;
+    match text {
+        Some(text) => decode_record(&text),
+        None => Err(StoreError::NotFound {
+            key: format!("orders row {pk}"),
+        }),
+    }
+}
+
 /// Moves the order row `pk` from `from` with `change` inside `tx` (which the caller
 /// commits, or drops to undo); returns the new row.
 fn move_in(
@@ -541,20 +568,7 @@ fn move_in(
     from: OrderStatus,
     change: &Transition,
 ) -> Result<OrderRecord, StoreError> {
-    let text: Option<String> = tx
-        .query_row(
-            "SELECT record FROM orders WHERE pk = ?1",
-            params![pk],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(|e| backend("changing an order's status", e))?;
-    let Some(text) = text else {
-        return Err(StoreError::NotFound {
-            key: format!("orders row {pk}"),
-        });
-    };
-    let mut record = decode_record(&text)?;
+    let mut record = read_record(tx, pk, "changing an order's status")?;
     if record.status != from {
         return Err(StoreError::ConditionFailed {
             what: format!("orders row {pk}"),
@@ -562,7 +576,8 @@ fn move_in(
         });
     }
     change.apply(&mut record);
-    tx.execute(
+    execute(
+        tx,
         "UPDATE orders SET status = ?2, record = ?3 WHERE pk = ?1",
         params![pk, record.status.as_str(), encode(&record)],
     )
@@ -585,8 +600,8 @@ async fn conditional_lock_update(
     store
         .with_conn(what, move |conn| {
             let changed = match value {
-                Some(v) => conn.execute(sql, params![pk, owner, v as i64]),
-                None => conn.execute(sql, params![pk, owner]),
+                Some(v) => execute(conn, sql, params![pk, owner, v as i64]),
+                None => execute(conn, sql, params![pk, owner]),
             }
             .map_err(|e| backend(what, e))?;
             if changed == 1 {
@@ -635,7 +650,8 @@ mod tests {
         let pk = order.pk();
         let expires_at: i64 = store
             .with_conn("reading back", move |conn| {
-                conn.query_row(
+                query_row(
+                    conn,
                     "SELECT expires_at FROM orders WHERE pk = ?1",
                     params![pk],
                     |row| row.get(0),

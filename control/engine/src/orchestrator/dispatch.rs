@@ -87,15 +87,13 @@ impl Engine {
                 .await?;
             return Ok((orders, false));
         }
-        // The plan is made as if the results were written; they are written with it.
-        let mut view = orders.clone();
+        // The plan is made as if the results were written (they are written with it),
+        // without a copy of every row: a result changes its order's status only.
+        let mut nodes: Vec<Node> = orders.iter().map(Node::from).collect();
         for result in results.iter() {
-            put_back(
-                &mut view,
-                Moved::applied(result.row.clone(), &result.change).row(),
-            );
+            let index = result.row.plan.order_num.index().expect("real order");
+            nodes[index].status = result.change.to;
         }
-        let nodes: Vec<Node> = view.iter().map(Node::from).collect();
         let plan = evaluate(&nodes);
 
         let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.dependency_failed.iter())
