@@ -416,7 +416,7 @@ impl DynamoOrderStore {
         }
     }
 
-    /// One conditional update of the lock row held by `owner`.
+    /// One conditional update of the lock row held by `owner`; the row as it left it.
     async fn update_held_lock(
         &self,
         run_id: &RunId,
@@ -425,7 +425,7 @@ impl DynamoOrderStore {
         extra_condition: &str,
         values: &[(&str, AttributeValue)],
         what: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Item, StoreError> {
         self.calls.count(SERVICE, "UpdateItem");
         (self.capacity).write(&self.calls, false, [Written::Lock]);
         let mut update = self
@@ -433,6 +433,7 @@ impl DynamoOrderStore {
             .update_item()
             .table_name(&self.locks_table)
             .key(LOCKS_PARTITION, lock_pk(run_id))
+            .return_values(ReturnValue::AllNew)
             .update_expression(set)
             .condition_expression(format!("{HELD_BY_OWNER}{extra_condition}"))
             .expression_attribute_names("#owner", "owner")
@@ -443,7 +444,10 @@ impl DynamoOrderStore {
             update = update.expression_attribute_values(*name, value.clone());
         }
         match update.send().await {
-            Ok(_) => Ok(()),
+            Ok(output) => output.attributes.ok_or_else(|| StoreError::Backend {
+                what: format!("{what} lock:{run_id}"),
+                message: "the update answered no item, though it asked for it".to_owned(),
+            }),
             Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed {
                 what: format!("lock:{run_id}"),
                 detail: format!("{what}: not held by {owner}"),
@@ -823,7 +827,7 @@ impl OrderStore for DynamoOrderStore {
         run_id: &RunId,
         owner: &str,
         lease_until_ms: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let lease = AttributeValue::N(lease_until_ms.to_string());
         // A lease its holder ended (gave the lock back) stays ended: a renewal sent before
         // must not revive it.
@@ -839,6 +843,7 @@ impl OrderStore for DynamoOrderStore {
             "renewing a lock",
         )
         .await
+        .map(|item| lock_marks(&item))
     }
 
     async fn release_lock(
@@ -933,6 +938,7 @@ impl OrderStore for DynamoOrderStore {
             "completing a lock",
         )
         .await
+        .map(drop)
     }
 
     async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {

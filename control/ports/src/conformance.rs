@@ -402,6 +402,11 @@ async fn lock_suite(store: &dyn OrderStore) {
         (LockStatus::Held, "a")
     );
     assert_eq!(state.marks, marks + 1, "the wake-up was counted");
+    assert_eq!(
+        store.renew_lock(&run, "a", 250).await.unwrap(),
+        marks + 1,
+        "a renewal says the count as it left it"
+    );
     let now = match store.release_lock(&run, "a", marks, &none).await.unwrap() {
         ReleaseOutcome::Marked { marks } => marks,
         other => panic!("a lock marked since it was taken cannot be released: {other:?}"),

@@ -418,7 +418,9 @@ pub trait OrderStore: Send + Sync + Debug {
     ) -> Result<AcquireOutcome, StoreError>;
 
     /// Extends the holder's lease; sets it to `0` to give the lock back after an error
-    /// (a lease set to `0` is never extended again).
+    /// (a lease set to `0` is never extended again). Returns the lock's wake-up count as
+    /// the renewal left it: a step that renews and then looks for every result has
+    /// accounted for the wake-ups counted so far, and releases against this count.
     ///
     /// # Errors
     ///
@@ -428,7 +430,7 @@ pub trait OrderStore: Send + Sync + Debug {
         run_id: &RunId,
         owner: &str,
         lease_until_ms: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
 
     /// Releases the lock if `owner` holds it and its wake-up count is still `seen_marks`,
     /// and in the same all-or-none write makes the step's last `writes` (DynamoDB: one

@@ -410,16 +410,27 @@ impl OrderStore for SqliteStore {
         run_id: &RunId,
         owner: &str,
         lease_until_ms: u64,
-    ) -> Result<(), StoreError> {
-        conditional_lock_update(
-            self,
-            run_id,
-            owner,
-            "UPDATE locks SET lease_until = ?3
-             WHERE pk = ?1 AND owner = ?2 AND status = 'held' AND lease_until > 0",
-            Some(lease_until_ms),
-            "renewing a lock",
-        )
+    ) -> Result<u64, StoreError> {
+        let pk = lock_pk(run_id);
+        let owner = owner.to_owned();
+        self.with_conn("renewing a lock", move |conn| {
+            let marks: Option<i64> = query_row(
+                conn,
+                "UPDATE locks SET lease_until = ?3
+                 WHERE pk = ?1 AND owner = ?2 AND status = 'held' AND lease_until > 0
+                 RETURNING dirty",
+                params![pk, owner, lease_until_ms as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| backend("renewing a lock", e))?;
+            marks
+                .map(|m| m as u64)
+                .ok_or_else(|| StoreError::ConditionFailed {
+                    what: pk,
+                    detail: format!("renewing a lock: not held by {owner}"),
+                })
+        })
         .await
     }
 
@@ -485,7 +496,6 @@ impl OrderStore for SqliteStore {
             run_id,
             owner,
             "UPDATE locks SET status = 'completed' WHERE pk = ?1 AND owner = ?2 AND status = 'held'",
-            None,
             "completing a lock",
         )
         .await
@@ -585,25 +595,20 @@ fn move_in(
     Ok(record)
 }
 
-/// Runs one conditional UPDATE on a lock row (`?1` pk, `?2` owner, `?3` optional value);
+/// Runs one conditional UPDATE on a lock row (`?1` pk, `?2` owner);
 /// no row changed means the condition failed.
 async fn conditional_lock_update(
     store: &SqliteStore,
     run_id: &RunId,
     owner: &str,
     sql: &'static str,
-    value: Option<u64>,
     what: &'static str,
 ) -> Result<(), StoreError> {
     let pk = lock_pk(run_id);
     let owner = owner.to_owned();
     store
         .with_conn(what, move |conn| {
-            let changed = match value {
-                Some(v) => execute(conn, sql, params![pk, owner, v as i64]),
-                None => execute(conn, sql, params![pk, owner]),
-            }
-            .map_err(|e| backend(what, e))?;
+            let changed = execute(conn, sql, params![pk, owner]).map_err(|e| backend(what, e))?;
             if changed == 1 {
                 Ok(())
             } else {

@@ -3,8 +3,10 @@
 //! The lock counts wake-ups (`marks`). Acquire is one decision: take the lock if it is
 //! absent, released, or held with an ended lease; otherwise add one to its marks and leave.
 //! The holder remembers the count it has accounted for; release is conditional on
-//! `owner = me AND marks = seen`, and when it fails because marks grew, it answers the count
-//! now and the holder loops once more (looking for every result) before releasing with it.
+//! `owner = me AND marks = seen`, and when it fails because marks grew, the holder loops
+//! once more: it renews its lease, whose answer is the count then, looks for every result,
+//! and releases with that count (every wake-up counted before the renewal had its result
+//! written before it was counted, so the step has seen it).
 //! No wake-up is lost: an event that arrives at any moment either finds the lock free (and
 //! runs) or is counted before the holder's conditional release (which then fails and loops).
 //! An event that finds the lock held costs one write, and a holder's release one write,
@@ -41,7 +43,8 @@ pub enum LockAttempt {
 pub enum Release {
     /// Released; the run waits for its next event.
     Released,
-    /// Events arrived meanwhile: the holder must loop, then release with this count.
+    /// Events arrived meanwhile: the holder must loop (and release with the count its
+    /// renewal then answers, at least this one).
     Dirty {
         /// The lock's wake-up count now.
         marks: u64,
@@ -118,7 +121,7 @@ pub async fn release(
 /// A backend failure.
 pub async fn abandon(engine: &Engine, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
     match engine.ports.orders.renew_lock(run_id, owner, 0).await {
-        Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+        Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
         Err(other) => Err(other),
     }
 }

@@ -60,7 +60,7 @@ enum Step {
     /// woke the invocation name what arrived (`None`: unknown, list it).
     First(Option<Arrivals>),
     /// A later one (wake-ups were counted on the lock meanwhile, or a step failed): renew
-    /// the lease, list.
+    /// the lease (which answers the count the step's release is made against), list.
     Later,
 }
 
@@ -325,8 +325,9 @@ impl Engine {
         }
     }
 
-    /// Extends `owner`'s lease on the run's lock by a whole lease from now.
-    async fn renew_lease(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
+    /// Extends `owner`'s lease on the run's lock by a whole lease from now; returns the
+    /// lock's wake-up count as the renewal left it.
+    async fn renew_lease(&self, run_id: &RunId, owner: &str) -> Result<u64, StoreError> {
         let lease_until = self.now_ms() + millis(self.config.lock_lease);
         self.ports
             .orders
@@ -341,7 +342,7 @@ impl Engine {
         loop {
             tokio::time::sleep(every).await;
             match self.renew_lease(run_id, owner).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(StoreError::ConditionFailed { .. }) => return,
                 Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
             }
@@ -399,7 +400,11 @@ impl Engine {
             Step::First(arrived) => arrived,
             Step::Later => {
                 match self.renew_lease(run_id, owner).await {
-                    Ok(()) => {}
+                    // This step looks for every result that arrived: the wake-ups counted
+                    // until now are its own, and only a later one must make it loop again.
+                    // (Counts only grow: an answer below what was seen is no reason to
+                    // forget a wake-up.)
+                    Ok(now) => *marks = (*marks).max(now),
                     Err(StoreError::ConditionFailed { .. }) => {
                         tracing::warn!("lease expired while working; another invocation took over");
                         return Ok(Some(Outcome::LostLock));

@@ -13,7 +13,7 @@ use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::lock::{self, LockAttempt, Release};
 use sluice_engine::ports::DispatchError;
 use sluice_engine::{
-    Dispatcher, Engine, EngineConfig, Ports, SystemClock, WatchdogInput, WatchdogStarter,
+    Clock, Dispatcher, Engine, EngineConfig, Ports, SystemClock, WatchdogInput, WatchdogStarter,
 };
 
 #[derive(Debug)]
@@ -65,6 +65,8 @@ fn engine(dir: &std::path::Path) -> Engine {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Step {
     Acquire,
+    /// A looping step renews its lease and takes the count the renewal answers as seen.
+    Renew,
     Read,
     Release,
     Exited,
@@ -75,7 +77,8 @@ proptest! {
 
     /// Invariants: at most one invocation holds the lock at a time, and when every
     /// invocation has exited, the last read of the run saw every event that arrived (no lost
-    /// wake-up), whatever the interleaving.
+    /// wake-up), whatever the interleaving — a looping holder releasing against the count
+    /// its renewal answered, as the orchestrator does.
     #[test]
     fn no_event_is_lost_whatever_the_interleaving(schedule in proptest::collection::vec(0usize..100, 1..120)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -108,20 +111,25 @@ proptest! {
                         LockAttempt::Deferred => (Step::Exited, marks),
                         LockAttempt::Completed => unreachable!("never completed here"),
                     },
+                    Step::Renew => {
+                        let lease_until = SystemClock.now_ms() + 60_000;
+                        let now = engine.ports.orders.renew_lock(&run, &owner, lease_until).await.unwrap();
+                        (Step::Read, marks.max(now))
+                    }
                     Step::Read => {
                         seen = arrived;
                         (Step::Release, marks)
                     }
                     Step::Release => match lock::release(&engine, &run, &owner, marks).await.unwrap() {
                         Release::Released => (Step::Exited, marks),
-                        Release::Dirty { marks } => (Step::Read, marks),
+                        Release::Dirty { marks } => (Step::Renew, marks),
                         Release::Lost => panic!("{owner} lost a lock it held"),
                     },
                     Step::Exited => unreachable!(),
                 };
                 invocations[index].1 = next;
                 invocations[index].2 = marks;
-                let holders = invocations.iter().filter(|(_, s, _)| matches!(s, Step::Read | Step::Release)).count();
+                let holders = invocations.iter().filter(|(_, s, _)| matches!(s, Step::Renew | Step::Read | Step::Release)).count();
                 prop_assert!(holders <= 1, "{holders} invocations hold the lock");
             }
             prop_assert_eq!(seen, arrived, "an event arrived after the last read and nobody read again");

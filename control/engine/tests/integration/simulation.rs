@@ -388,7 +388,7 @@ impl OrderStore for FaultyTables {
             .acquire_lock(run_id, owner, now_ms, lease_until_ms);
         self.world.faulty("acquire_lock", call).await
     }
-    async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<(), StoreError> {
+    async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<u64, StoreError> {
         let call = self.inner.renew_lock(run_id, owner, until);
         self.world.faulty("renew_lock", call).await
     }

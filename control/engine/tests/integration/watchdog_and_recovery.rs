@@ -2,7 +2,7 @@
 //! recording dispatch ports (the local stores are real).
 
 use sluice_contract::AttemptId;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -860,25 +860,66 @@ fn true_order(name: &str, deps: &[&str]) -> OrderSpec {
     }
 }
 
-/// The tables, with one status change made by someone else (a pass whose lease ran out, a
-/// cancel) just before the next write of several orders together: the race between a pass
-/// reading a result and writing it.
-#[derive(Debug)]
+/// The tables, with someone else acting just before one of a pass's writes: a status
+/// change (a pass whose lease ran out, a cancel) before the next write of several orders
+/// together — the race between a pass reading a result and writing it — or a wake-up
+/// counted on the lock (another result's notification) before the lock's next release or
+/// renewal. Counts the releases the pass attempts.
 struct Interloper {
     inner: Arc<dyn sluice_engine::OrderStore>,
     first: Mutex<Option<(RunId, OrderNum, OrderStatus, sluice_engine::Transition)>>,
+    wake_before_release: AtomicBool,
+    /// What someone else does just before the lock's next renewal (once).
+    before_renewal: Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    releases: AtomicU64,
+}
+
+impl std::fmt::Debug for Interloper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interloper").finish_non_exhaustive()
+    }
+}
+
+impl Interloper {
+    fn over(inner: Arc<dyn sluice_engine::OrderStore>) -> Self {
+        Interloper {
+            inner,
+            first: Mutex::default(),
+            wake_before_release: AtomicBool::default(),
+            before_renewal: Mutex::default(),
+            releases: AtomicU64::default(),
+        }
+    }
+
+    fn inner(&self) -> &dyn sluice_engine::OrderStore {
+        self.inner.as_ref()
+    }
+
+    /// Counts a wake-up on the run's lock, as another result's notification does while a
+    /// pass holds it, when `armed` (once).
+    async fn wake_if(&self, armed: &AtomicBool, run_id: &RunId) {
+        if armed.swap(false, Ordering::SeqCst) {
+            notify(self.inner.clone(), run_id.clone()).await;
+        }
+    }
+}
+
+/// Counts a wake-up on the run's held lock, as a result's notification does.
+async fn notify(orders: Arc<dyn sluice_engine::OrderStore>, run_id: RunId) {
+    let woke = orders.acquire_lock(&run_id, "notification", 0, 0).await;
+    assert_eq!(woke.unwrap(), AcquireOutcome::Marked);
 }
 
 #[async_trait]
 impl sluice_engine::OrderStore for Interloper {
     async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
-        self.inner.insert_orders(orders).await
+        self.inner().insert_orders(orders).await
     }
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
-        self.inner.run_orders(run_id).await
+        self.inner().run_orders(run_id).await
     }
     async fn get_order(&self, run_id: &RunId, num: OrderNum) -> Result<OrderRecord, StoreError> {
-        self.inner.get_order(run_id, num).await
+        self.inner().get_order(run_id, num).await
     }
     async fn transition(
         &self,
@@ -887,7 +928,7 @@ impl sluice_engine::OrderStore for Interloper {
         from: OrderStatus,
         change: &sluice_engine::Transition,
     ) -> Result<OrderRecord, StoreError> {
-        self.inner.transition(run_id, num, from, change).await
+        self.inner().transition(run_id, num, from, change).await
     }
     async fn transition_together(
         &self,
@@ -896,18 +937,18 @@ impl sluice_engine::OrderStore for Interloper {
     ) -> Result<(), StoreError> {
         let first = self.first.lock().unwrap().take();
         if let Some((run, num, from, change)) = first {
-            self.inner.transition(&run, num, from, &change).await?;
+            self.inner().transition(&run, num, from, &change).await?;
         }
-        self.inner.transition_together(run_id, moves).await
+        self.inner().transition_together(run_id, moves).await
     }
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
-        self.inner.put_events(events).await
+        self.inner().put_events(events).await
     }
     async fn trace_events(
         &self,
         trace_id: &sluice_contract::TraceId,
     ) -> Result<Vec<OrderEvent>, StoreError> {
-        self.inner.trace_events(trace_id).await
+        self.inner().trace_events(trace_id).await
     }
     async fn acquire_lock(
         &self,
@@ -916,12 +957,16 @@ impl sluice_engine::OrderStore for Interloper {
         now_ms: u64,
         lease_until_ms: u64,
     ) -> Result<AcquireOutcome, StoreError> {
-        (self.inner)
+        self.inner()
             .acquire_lock(run_id, owner, now_ms, lease_until_ms)
             .await
     }
-    async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<(), StoreError> {
-        self.inner.renew_lock(run_id, owner, until).await
+    async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<u64, StoreError> {
+        let before = self.before_renewal.lock().unwrap().take();
+        if let Some(before) = before {
+            before.await;
+        }
+        self.inner().renew_lock(run_id, owner, until).await
     }
     async fn release_lock(
         &self,
@@ -930,15 +975,17 @@ impl sluice_engine::OrderStore for Interloper {
         seen_marks: u64,
         writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError> {
-        (self.inner)
+        self.wake_if(&self.wake_before_release, run_id).await;
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        self.inner()
             .release_lock(run_id, owner, seen_marks, writes)
             .await
     }
     async fn complete_lock(&self, run_id: &RunId, owner: &str) -> Result<(), StoreError> {
-        self.inner.complete_lock(run_id, owner).await
+        self.inner().complete_lock(run_id, owner).await
     }
     async fn lock_state(&self, run_id: &RunId) -> Result<Option<LockState>, StoreError> {
-        self.inner.lock_state(run_id).await
+        self.inner().lock_state(run_id).await
     }
 }
 
@@ -966,10 +1013,9 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
         ..sluice_engine::Transition::to(OrderStatus::TimedOut).reason(JOB_TIMEOUT)
     };
     let mut ports = setup.engine.ports.clone();
-    ports.orders = Arc::new(Interloper {
-        inner: ports.orders.clone(),
-        first: Mutex::new(Some((run.clone(), a, OrderStatus::Running, timed_out))),
-    });
+    let interloper = Interloper::over(ports.orders.clone());
+    *interloper.first.lock().unwrap() = Some((run.clone(), a, OrderStatus::Running, timed_out));
+    ports.orders = Arc::new(interloper);
     setup.engine = Engine::new(ports, setup.engine.config.clone());
     let outcome = setup.engine.orchestrate(&run).await.unwrap();
 
@@ -987,6 +1033,91 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
         .map(|payload| payload.order_num)
         .collect();
     assert_eq!(started, [a], "only a was ever started");
+}
+
+/// A step that loops because a wake-up arrived looks for every result after renewing the
+/// lease, so the wake-ups counted until that renewal are its own: one counted between the
+/// steps (here just before the renewal; on AWS, often the next worker's result, while the
+/// orchestrator waits before its next step) must not fail the step's release and make it
+/// loop once more. Before, the step released against the count it saw at its last
+/// release, and looped again — in chains on AWS, at every hop.
+#[tokio::test]
+async fn a_wake_up_counted_before_a_steps_renewal_is_that_steps_own() {
+    let mut setup = setup();
+    let job = JobSpec {
+        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
+    report_success(&setup, &run, a).await;
+
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    // During the step that applies a's result, another notification is counted (the step
+    // loops); between that step and the next, one more.
+    interloper.wake_before_release.store(true, Ordering::SeqCst);
+    *interloper.before_renewal.lock().unwrap() = Some(Box::pin(notify(
+        setup.engine.ports.orders.clone(),
+        run.clone(),
+    )));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+
+    assert_eq!(outcome, Outcome::Released);
+    assert_eq!(row_of(&setup, &run, b).await.status, OrderStatus::Running);
+    assert_eq!(
+        interloper.releases.load(Ordering::SeqCst),
+        2,
+        "one release refused for the wake-up during the first step, then released"
+    );
+}
+
+/// The other half of the rule above: what a wake-up counted before a step's renewal
+/// stands for is found by that step. Here b's worker reports between the steps (its
+/// notification counted just before the renewal): the step applies b's result and
+/// finalizes the run in the same invocation, with no other notification to come.
+#[tokio::test]
+async fn a_result_whose_wake_up_came_before_a_steps_renewal_is_applied_by_it() {
+    let mut setup = setup();
+    let job = JobSpec {
+        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
+    report_success(&setup, &run, a).await;
+
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    interloper.wake_before_release.store(true, Ordering::SeqCst);
+    let (orders, internal, run_id) = (
+        setup.engine.ports.orders.clone(),
+        setup.internal.clone(),
+        run.clone(),
+    );
+    *interloper.before_renewal.lock().unwrap() = Some(Box::pin(async move {
+        let row = orders.get_order(&run_id, b).await.unwrap();
+        let key = keys::result(&run_id, b, row.attempt.as_ref().unwrap());
+        let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
+        internal
+            .put(&key, serde_json::to_vec(&doc).unwrap())
+            .await
+            .unwrap();
+        notify(orders, run_id).await;
+    }));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper;
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+    );
+    assert_eq!(row_of(&setup, &run, b).await.status, OrderStatus::Succeeded);
 }
 
 /// A start found interrupted is made again once in a step, even when the step evaluates
