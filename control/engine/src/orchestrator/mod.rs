@@ -33,6 +33,11 @@ use lock::{LockAttempt, Release};
 const PASS_RETRIES: u32 = 4;
 const PASS_RETRY_FIRST: Duration = Duration::from_millis(500);
 
+/// The longest an invocation waits between two steps when results arrived during the
+/// first: at most as long as that step took, so the orchestrator spends no more than half
+/// its time reading a run's rows, and a result waits at most this much more.
+const MAX_STEP_PACE: Duration = Duration::from_millis(100);
+
 /// The results a notification named: `(order, attempt)` of each.
 pub type Arrivals = HashSet<(OrderNum, AttemptId)>;
 
@@ -365,6 +370,7 @@ impl Engine {
         let mut step = Step::First(arrived);
         loop {
             let this = std::mem::replace(&mut step, Step::Later);
+            let started_ms = self.now_ms();
             let stepped = self
                 .advance_once(run_id, owner, this, &mut marks, &mut commented)
                 .await;
@@ -372,7 +378,16 @@ impl Engine {
             self.write_events().await;
             match stepped {
                 Ok(Some(outcome)) => return Ok(outcome),
-                Ok(None) => backoff.reset(PASS_RETRIES),
+                Ok(None) => {
+                    backoff.reset(PASS_RETRIES);
+                    // Results arrived during the step: let more gather, for as long as the
+                    // step took (see [`MAX_STEP_PACE`]), so that a step reading a large
+                    // run's rows applies many results rather than the few of its own time.
+                    let took = Duration::from_millis(self.now_ms().saturating_sub(started_ms));
+                    if !took.is_zero() {
+                        self.ports.clock.sleep(took.min(MAX_STEP_PACE)).await;
+                    }
+                }
                 Err(error) if error.kind() == ErrorKind::Transient => {
                     let Some(delay) = backoff.next_delay(self.ports.clock.as_ref()) else {
                         return Err(error);

@@ -26,18 +26,43 @@ use sluice_engine::{
     WatchdogStarter,
 };
 
+/// Time moved by hand; optionally also by `tick_ms` at each reading (time passing within
+/// a step), and with the engine's waits recorded instead of waited (`sleeps`).
 #[derive(Debug)]
-struct ManualClock(AtomicU64);
+struct ManualClock {
+    now_ms: AtomicU64,
+    tick_ms: AtomicU64,
+    sleeps: Mutex<Option<Vec<Duration>>>,
+}
 
+#[async_trait]
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        let tick = self.tick_ms.load(Ordering::SeqCst);
+        self.now_ms.fetch_add(tick, Ordering::SeqCst) + tick
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        if let Some(sleeps) = self.sleeps.lock().unwrap().as_mut() {
+            sleeps.push(duration);
+            return;
+        }
+        tokio::time::sleep(duration).await;
     }
 }
 
 impl ManualClock {
+    fn at(now_ms: u64) -> Self {
+        ManualClock {
+            now_ms: AtomicU64::new(now_ms),
+            tick_ms: AtomicU64::new(0),
+            sleeps: Mutex::new(None),
+        }
+    }
+
     fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.now_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -104,7 +129,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock(AtomicU64::new(1_800_000_000_000)));
+    let clock = Arc::new(ManualClock::at(1_800_000_000_000));
     let recorder = Arc::new(Recorder::default());
     let internal = Arc::new(DirStore::open(&dir.path().join("internal"), "internal").unwrap());
     let ports = Ports {
@@ -1118,6 +1143,43 @@ async fn a_result_whose_wake_up_came_before_a_steps_renewal_is_applied_by_it() {
         Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
     );
     assert_eq!(row_of(&setup, &run, b).await.status, OrderStatus::Succeeded);
+}
+
+/// When results arrive during a step, the next step waits as long as that step took, at
+/// most 100 ms, so that more results gather for it (a large run's step reads every row);
+/// a step that took no time does not wait.
+#[tokio::test]
+async fn a_step_that_found_wake_ups_waits_as_long_as_it_took_at_most_100_ms() {
+    for tick_ms in [0, 1, 50] {
+        let mut setup = setup();
+        let job = JobSpec {
+            orders: vec![true_order("a", &[]), true_order("b", &["a"])],
+            ..JobSpec::default()
+        };
+        let run = queue(&setup, &job).await;
+        setup.engine.orchestrate(&run).await.unwrap();
+        report_success(&setup, &run, OrderNum::from_index(0)).await;
+
+        let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+        interloper.wake_before_release.store(true, Ordering::SeqCst);
+        let mut ports = setup.engine.ports.clone();
+        ports.orders = interloper;
+        setup.engine = Engine::new(ports, setup.engine.config.clone());
+        setup.clock.tick_ms.store(tick_ms, Ordering::SeqCst);
+        *setup.clock.sleeps.lock().unwrap() = Some(Vec::new());
+        let outcome = setup.engine.orchestrate(&run).await.unwrap();
+
+        assert_eq!(outcome, Outcome::Released);
+        let sleeps = setup.clock.sleeps.lock().unwrap().take().unwrap();
+        match tick_ms {
+            0 => assert_eq!(sleeps, [], "a step that took no time"),
+            1 => assert!(
+                matches!(sleeps[..], [d] if d > Duration::ZERO && d < Duration::from_millis(100)),
+                "as long as the step took: {sleeps:?}"
+            ),
+            _ => assert_eq!(sleeps, [Duration::from_millis(100)], "at most 100 ms"),
+        }
+    }
 }
 
 /// A start found interrupted is made again once in a step, even when the step evaluates
