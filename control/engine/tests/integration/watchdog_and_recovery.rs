@@ -1060,6 +1060,23 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
     assert_eq!(started, [a], "only a was ever started");
 }
 
+/// A chain a → b whose a was started and has reported, its tables now seen through an
+/// [`Interloper`]: the next pass applies a's result and starts b.
+async fn chain_with_a_reported(setup: &mut Setup) -> (RunId, Arc<Interloper>) {
+    let job = JobSpec {
+        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
+        ..JobSpec::default()
+    };
+    let run = queue(setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    report_success(setup, &run, OrderNum::from_index(0)).await;
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    (run, interloper)
+}
+
 /// A step that loops because a wake-up arrived looks for every result after renewing the
 /// lease, so the wake-ups counted until that renewal are its own: one counted between the
 /// steps (here just before the renewal; on AWS, often the next worker's result, while the
@@ -1069,16 +1086,7 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
 #[tokio::test]
 async fn a_wake_up_counted_before_a_steps_renewal_is_that_steps_own() {
     let mut setup = setup();
-    let job = JobSpec {
-        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    setup.engine.orchestrate(&run).await.unwrap();
-    let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
-    report_success(&setup, &run, a).await;
-
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let (run, interloper) = chain_with_a_reported(&mut setup).await;
     // During the step that applies a's result, another notification is counted (the step
     // loops); between that step and the next, one more.
     interloper.wake_before_release.store(true, Ordering::SeqCst);
@@ -1086,13 +1094,13 @@ async fn a_wake_up_counted_before_a_steps_renewal_is_that_steps_own() {
         setup.engine.ports.orders.clone(),
         run.clone(),
     )));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper.clone();
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
     let outcome = setup.engine.orchestrate(&run).await.unwrap();
 
     assert_eq!(outcome, Outcome::Released);
-    assert_eq!(row_of(&setup, &run, b).await.status, OrderStatus::Running);
+    assert_eq!(
+        row_of(&setup, &run, OrderNum::from_index(1)).await.status,
+        OrderStatus::Running
+    );
     assert_eq!(
         interloper.releases.load(Ordering::SeqCst),
         2,
@@ -1107,16 +1115,8 @@ async fn a_wake_up_counted_before_a_steps_renewal_is_that_steps_own() {
 #[tokio::test]
 async fn a_result_whose_wake_up_came_before_a_steps_renewal_is_applied_by_it() {
     let mut setup = setup();
-    let job = JobSpec {
-        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    setup.engine.orchestrate(&run).await.unwrap();
-    let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
-    report_success(&setup, &run, a).await;
-
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let (run, interloper) = chain_with_a_reported(&mut setup).await;
+    let b = OrderNum::from_index(1);
     interloper.wake_before_release.store(true, Ordering::SeqCst);
     let (orders, internal, run_id) = (
         setup.engine.ports.orders.clone(),
@@ -1133,9 +1133,6 @@ async fn a_result_whose_wake_up_came_before_a_steps_renewal_is_applied_by_it() {
             .unwrap();
         notify(orders, run_id).await;
     }));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper;
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
     let outcome = setup.engine.orchestrate(&run).await.unwrap();
 
     assert_eq!(
@@ -1152,19 +1149,8 @@ async fn a_result_whose_wake_up_came_before_a_steps_renewal_is_applied_by_it() {
 async fn a_step_that_found_wake_ups_waits_as_long_as_it_took_at_most_100_ms() {
     for tick_ms in [0, 1, 50] {
         let mut setup = setup();
-        let job = JobSpec {
-            orders: vec![true_order("a", &[]), true_order("b", &["a"])],
-            ..JobSpec::default()
-        };
-        let run = queue(&setup, &job).await;
-        setup.engine.orchestrate(&run).await.unwrap();
-        report_success(&setup, &run, OrderNum::from_index(0)).await;
-
-        let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+        let (run, interloper) = chain_with_a_reported(&mut setup).await;
         interloper.wake_before_release.store(true, Ordering::SeqCst);
-        let mut ports = setup.engine.ports.clone();
-        ports.orders = interloper;
-        setup.engine = Engine::new(ports, setup.engine.config.clone());
         setup.clock.tick_ms.store(tick_ms, Ordering::SeqCst);
         *setup.clock.sleeps.lock().unwrap() = Some(Vec::new());
         let outcome = setup.engine.orchestrate(&run).await.unwrap();
