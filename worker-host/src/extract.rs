@@ -86,7 +86,7 @@ pub enum ExtractError {
 
 /// Unpacks the entries of `bundle` under the folder `only` (for example `code`) into `dest`
 /// (which must exist), under `limits`. Other entries are left in the archive: small files
-/// are read with [`read_entry`] instead of going through the disk.
+/// are read with [`SmallEntries`] instead of going through the disk.
 ///
 /// Every write goes through a handle on `dest` ([`cap_std::fs::Dir`]), which refuses any
 /// path that would resolve outside it. The entries and links are checked as a whole before
@@ -221,47 +221,65 @@ fn io_error(name: &str, error: std::io::Error) -> ExtractError {
     }
 }
 
-/// Reads the file `name` of `bundle` into memory, refusing more than `max` bytes.
-///
-/// # Errors
-///
-/// [`ExtractError::NotAZip`] when the bundle or the entry cannot be read (a missing entry
-/// included), [`ExtractError::TooLarge`] beyond `max`.
-pub fn read_entry(bundle: &[u8], name: &str, max: u64) -> Result<Vec<u8>, ExtractError> {
-    read_entry_if_present(bundle, name, max)?.ok_or_else(|| {
-        ExtractError::NotAZip(format!("{name}: specified file not found in archive"))
-    })
+/// A bundle's small files (manifest, env, name lists), read into memory from one parse of
+/// its archive rather than one parse each.
+#[derive(Debug)]
+pub struct SmallEntries<'a> {
+    archive: ZipArchive<Cursor<&'a [u8]>>,
 }
 
-/// The entry `name` of `bundle`, as [`read_entry`], or `None` when the bundle has none.
-///
-/// # Errors
-///
-/// As [`read_entry`], but for a missing entry.
-pub fn read_entry_if_present(
-    bundle: &[u8],
-    name: &str,
-    max: u64,
-) -> Result<Option<Vec<u8>>, ExtractError> {
-    let mut archive =
-        ZipArchive::new(Cursor::new(bundle)).map_err(|e| ExtractError::NotAZip(e.to_string()))?;
-    let entry = match archive.by_name(name) {
-        Ok(entry) => entry,
-        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(ExtractError::NotAZip(format!("{name}: {e}"))),
-    };
-    let mut bytes = Vec::new();
-    entry
-        .take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ExtractError::Io {
-            name: name.to_owned(),
-            message: e.to_string(),
-        })?;
-    if bytes.len() as u64 > max {
-        return Err(ExtractError::TooLarge(max));
+impl<'a> SmallEntries<'a> {
+    /// Opens `bundle`'s archive.
+    ///
+    /// # Errors
+    ///
+    /// [`ExtractError::NotAZip`] when it cannot be read.
+    pub fn open(bundle: &'a [u8]) -> Result<Self, ExtractError> {
+        let archive = ZipArchive::new(Cursor::new(bundle))
+            .map_err(|e| ExtractError::NotAZip(e.to_string()))?;
+        Ok(SmallEntries { archive })
     }
-    Ok(Some(bytes))
+
+    /// Reads the file `name` into memory, refusing more than `max` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ExtractError::NotAZip`] when the entry cannot be read (a missing entry included),
+    /// [`ExtractError::TooLarge`] beyond `max`.
+    pub fn read(&mut self, name: &str, max: u64) -> Result<Vec<u8>, ExtractError> {
+        self.read_if_present(name, max)?.ok_or_else(|| {
+            ExtractError::NotAZip(format!("{name}: specified file not found in archive"))
+        })
+    }
+
+    /// The file `name`, as [`SmallEntries::read`], or `None` when the bundle has none.
+    ///
+    /// # Errors
+    ///
+    /// As [`SmallEntries::read`], but for a missing entry.
+    pub fn read_if_present(
+        &mut self,
+        name: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, ExtractError> {
+        let entry = match self.archive.by_name(name) {
+            Ok(entry) => entry,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(ExtractError::NotAZip(format!("{name}: {e}"))),
+        };
+        let mut bytes = Vec::new();
+        entry
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ExtractError::Io {
+                name: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        if bytes.len() as u64 > max {
+            return Err(ExtractError::TooLarge(max));
+        }
+        Ok(Some(bytes))
+    }
 }
 
 #[cfg(test)]
@@ -467,17 +485,16 @@ mod tests {
     #[test]
     fn small_entries_are_read_in_memory_with_a_limit() {
         let bundle = zip_of(&[("order.json", b"{\"a\":1}")], &[]);
-        assert_eq!(
-            read_entry(&bundle, "order.json", 100).unwrap(),
-            b"{\"a\":1}"
-        );
+        let mut entries = SmallEntries::open(&bundle).unwrap();
+        assert_eq!(entries.read("order.json", 100).unwrap(), b"{\"a\":1}");
         assert!(matches!(
-            read_entry(&bundle, "order.json", 3),
+            entries.read("order.json", 3),
             Err(ExtractError::TooLarge(3))
         ));
         assert!(matches!(
-            read_entry(&bundle, "missing", 100),
+            entries.read("missing", 100),
             Err(ExtractError::NotAZip(_))
         ));
+        assert!(entries.read_if_present("missing", 100).unwrap().is_none());
     }
 }

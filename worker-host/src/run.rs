@@ -31,7 +31,7 @@ use sluice_contract::events::EVENTS_DIR_VAR;
 
 use crate::envelope::{EnvError, decrypt_env};
 use crate::events::collect_events;
-use crate::extract::{ExtractLimits, extract, read_entry, read_entry_if_present};
+use crate::extract::{ExtractLimits, SmallEntries, extract};
 use crate::io::{Delivery, IoError, WorkerIo};
 use crate::log_sink::LogSink;
 use crate::process_group::RUN_MARKER;
@@ -301,10 +301,11 @@ async fn open_bundle(
     let limits = config.limits;
     let (manifest, ciphertext, secret_names, env_names) = tokio::task::spawn_blocking(move || {
         extract(&bundle, &dest, CODE_DIR, limits)?;
-        let manifest = read_entry(&bundle, MANIFEST_FILE, MAX_SMALL_FILE)?;
-        let ciphertext = read_entry_if_present(&bundle, ENV_FILE, MAX_SMALL_FILE)?;
-        let secret_names = read_entry(&bundle, SECRET_NAMES_FILE, MAX_SMALL_FILE)?;
-        let env_names = read_entry_if_present(&bundle, ENV_NAMES_FILE, MAX_SMALL_FILE)?;
+        let mut entries = SmallEntries::open(&bundle)?;
+        let manifest = entries.read(MANIFEST_FILE, MAX_SMALL_FILE)?;
+        let ciphertext = entries.read_if_present(ENV_FILE, MAX_SMALL_FILE)?;
+        let secret_names = entries.read(SECRET_NAMES_FILE, MAX_SMALL_FILE)?;
+        let env_names = entries.read_if_present(ENV_NAMES_FILE, MAX_SMALL_FILE)?;
         Ok::<_, crate::extract::ExtractError>((manifest, ciphertext, secret_names, env_names))
     })
     .await

@@ -1,10 +1,10 @@
 //! Building an order's bundle (`exec.zip`): its code, its manifest and its encrypted env.
 //!
 //! Layout: `order.json` (the manifest, no secrets), `env.json.age` (the env as a JSON object,
-//! encrypted with age; absent when the order has no variables), `env_vars.env` (variable names only), `secrets.src` (names of
-//! variables that came from secret stores), and `code/` (the order's code, permissions
-//! kept). Everything here is blocking (zip, age, file IO): callers go through
-//! [`crate::blocking::run_blocking`].
+//! encrypted with age; absent when the order has no variables), `env_vars.env` (variable
+//! names only), `secrets.src` (names of variables that came from secret stores), and
+//! `code/` (the order's code, permissions kept). Everything here is blocking (zip, age, file
+//! IO): callers go through [`crate::blocking::run_blocking`].
 
 use std::collections::BTreeMap;
 use std::fs;
