@@ -372,8 +372,7 @@ impl DynamoOrderStore {
         lease_until_ms: u64,
         seen: &Item,
     ) -> Result<AcquireOutcome, StoreError> {
-        self.calls.count(SERVICE, "UpdateItem");
-        (self.capacity).write(&self.calls, false, [Written::Lock]);
+        self.count_lock_update();
         let taken = self
             .client
             .update_item()
@@ -416,6 +415,12 @@ impl DynamoOrderStore {
         }
     }
 
+    /// Counts an `UpdateItem` of a lock item, and the write unit it is billed.
+    fn count_lock_update(&self) {
+        self.calls.count(SERVICE, "UpdateItem");
+        (self.capacity).write(&self.calls, false, [Written::Lock]);
+    }
+
     /// One conditional update of the lock row held by `owner`; the row as it left it.
     async fn update_held_lock(
         &self,
@@ -426,8 +431,7 @@ impl DynamoOrderStore {
         values: &[(&str, AttributeValue)],
         what: &str,
     ) -> Result<Item, StoreError> {
-        self.calls.count(SERVICE, "UpdateItem");
-        (self.capacity).write(&self.calls, false, [Written::Lock]);
+        self.count_lock_update();
         let mut update = self
             .client
             .update_item()
@@ -774,8 +778,7 @@ impl OrderStore for DynamoOrderStore {
         // One call decides: the owner and lease are set only where there are none (a free
         // lock), and the wake-up is counted either way; the item as it was says which
         // happened.
-        self.calls.count(SERVICE, "UpdateItem");
-        (self.capacity).write(&self.calls, false, [Written::Lock]);
+        self.count_lock_update();
         let counted = self
             .client
             .update_item()
@@ -855,8 +858,7 @@ impl OrderStore for DynamoOrderStore {
     ) -> Result<ReleaseOutcome, StoreError> {
         let release = self.release_update(run_id, owner, seen_marks)?;
         let lock_now = if writes.is_empty() {
-            self.calls.count(SERVICE, "UpdateItem");
-            (self.capacity).write(&self.calls, false, [Written::Lock]);
+            self.count_lock_update();
             match self.alone(release).send().await {
                 Ok(_) => return Ok(ReleaseOutcome::Released),
                 Err(e) => match failed_condition_item(&e) {
