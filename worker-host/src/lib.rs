@@ -38,6 +38,8 @@ pub mod run;
 pub mod shell;
 mod spawn;
 pub mod spool;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod wasm;
 
 pub use io::{Delivery, IoError, WorkerIo};

@@ -465,7 +465,8 @@ const EVENTS_FOLDER: &str = "events";
 /// One order's task, with everything it runs with.
 struct TaskRun<'a> {
     config: &'a WorkerConfig,
-    /// Where a WebAssembly order's compiled module is shared (on AWS).
+    /// Where the code the compile function made from a WebAssembly order's module is (on
+    /// AWS).
     shared: Option<SharedCompiled<'a>>,
     manifest: &'a OrderManifest,
     secrets: &'a BTreeMap<String, String>,

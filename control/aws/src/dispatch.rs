@@ -10,6 +10,9 @@
 //!   payload itself would be visible to anyone who can read the build) and a build timeout
 //!   covering the order's. No idempotency token: a token sent again with other values is
 //!   refused, and each start's ticket differs; a duplicate build finds its attempt claimed.
+//! - Compile: `Invoke` of the compile function with `InvocationType=Event` and the
+//!   [`CompileRequest`] as the event (its async config retries twice: compiling again is
+//!   harmless, the code is stored only where none is).
 //! - Watch: `StartExecution` named `<run_id>-<order_num>-<attempt>` (`0000` and the run
 //!   watch's attempt, and its generation), so starting the same watch twice is refused by
 //!   Step Functions and treated as done.
@@ -21,7 +24,8 @@ use aws_sdk_codebuild::types::EnvironmentVariable;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use sluice_contract::ExecutionTarget;
-use sluice_contract::dispatch::DispatchPayload;
+use sluice_contract::OrderNum;
+use sluice_contract::dispatch::{CompileRequest, DispatchPayload};
 use sluice_contract::validate::MAX_PRESIGN_EXPIRY;
 use sluice_ports::ErrorKind;
 use sluice_ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
@@ -37,6 +41,7 @@ pub struct AwsDispatcher {
     codebuild: aws_sdk_codebuild::Client,
     tickets: Tickets,
     worker_function: String,
+    compile_function: Option<String>,
     codebuild_project: String,
     calls: CallCounter,
 }
@@ -57,8 +62,18 @@ impl AwsDispatcher {
             codebuild,
             tickets,
             worker_function: worker_function.into(),
+            compile_function: None,
             codebuild_project: codebuild_project.into(),
             calls,
+        }
+    }
+
+    /// The same, compiling WebAssembly modules with `compile_function` (Lambda); without
+    /// one, a job with WebAssembly orders is refused.
+    pub fn compiling_with(self, compile_function: Option<String>) -> Self {
+        AwsDispatcher {
+            compile_function,
+            ..self
         }
     }
 }
@@ -169,6 +184,42 @@ impl Dispatcher for AwsDispatcher {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn compiles_modules(&self) -> bool {
+        self.compile_function.is_some()
+    }
+
+    async fn compile(
+        &self,
+        order_num: OrderNum,
+        request: &CompileRequest,
+    ) -> Result<(), DispatchError> {
+        let failed = |kind, message| DispatchError {
+            kind,
+            what: "compile function".to_owned(),
+            run_id: request.run_id.clone(),
+            order_num,
+            message,
+        };
+        let Some(function) = &self.compile_function else {
+            return Err(failed(
+                ErrorKind::Permanent,
+                "SLUICE_COMPILE_FUNCTION is not set: this deployment cannot compile WebAssembly modules for its workers".to_owned(),
+            ));
+        };
+        let event =
+            serde_json::to_vec(request).map_err(|e| failed(ErrorKind::Permanent, e.to_string()))?;
+        self.calls.count("lambda", "Invoke");
+        self.lambda
+            .invoke()
+            .function_name(function)
+            .invocation_type(InvocationType::Event)
+            .payload(Blob::new(event))
+            .send()
+            .await
+            .map_err(|e| failed(kind(&e), describe(&e)))?;
         Ok(())
     }
 }

@@ -23,6 +23,10 @@ pub struct AwsSettings {
     pub locks_table: String,
     /// `SLUICE_WORKER_FUNCTION`: the worker Lambda (name or ARN).
     pub worker_function: String,
+    /// `SLUICE_COMPILE_FUNCTION` (optional): the compile function (name or ARN), which
+    /// init-job has compile each WebAssembly module of a run for the workers (who have no
+    /// compiler). Without it, init-job refuses jobs with WebAssembly orders.
+    pub compile_function: Option<String>,
     /// `SLUICE_CODEBUILD_PROJECT`: the CodeBuild project running long orders.
     pub codebuild_project: String,
     /// `SLUICE_WATCHDOG_STATE_MACHINE`: the watchdog state machine's ARN.
@@ -92,6 +96,7 @@ impl AwsSettings {
         let locks_table = required("SLUICE_LOCKS_TABLE");
         let worker_function = required("SLUICE_WORKER_FUNCTION");
         let codebuild_project = required("SLUICE_CODEBUILD_PROJECT");
+        let compile_function = lookup("SLUICE_COMPILE_FUNCTION").filter(|v| !v.trim().is_empty());
         let watchdog_state_machine = required("SLUICE_WATCHDOG_STATE_MACHINE");
         let ssm_prefix = match lookup("SLUICE_SSM_PREFIX") {
             Some(prefix) if prefix.starts_with('/') => prefix,
@@ -170,6 +175,7 @@ impl AwsSettings {
             events_table,
             locks_table,
             worker_function,
+            compile_function,
             codebuild_project,
             watchdog_state_machine,
             ssm_prefix,

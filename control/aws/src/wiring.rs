@@ -50,17 +50,20 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
             settings,
             calls.clone(),
         )),
-        dispatcher: Arc::new(AwsDispatcher::new(
-            clients.lambda.clone(),
-            clients.codebuild.clone(),
-            Tickets::new(
-                internal,
-                SsmKeyStore::new(clients.ssm.clone(), &settings.ssm_prefix, calls.clone()),
-            ),
-            &settings.worker_function,
-            &settings.codebuild_project,
-            calls.clone(),
-        )),
+        dispatcher: Arc::new(
+            AwsDispatcher::new(
+                clients.lambda.clone(),
+                clients.codebuild.clone(),
+                Tickets::new(
+                    internal,
+                    SsmKeyStore::new(clients.ssm.clone(), &settings.ssm_prefix, calls.clone()),
+                ),
+                &settings.worker_function,
+                &settings.codebuild_project,
+                calls.clone(),
+            )
+            .compiling_with(settings.compile_function.clone()),
+        ),
         watchdog: Arc::new(SfnWatchdog::new(
             clients.sfn.clone(),
             &settings.watchdog_state_machine,

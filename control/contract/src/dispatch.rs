@@ -30,23 +30,50 @@ pub struct DispatchPayload {
     pub callback_url: Capability,
     /// The order's private age identity, which decrypts its bundle's `env.json.age`.
     pub identity: OrderIdentity,
-    /// For a WebAssembly order on AWS: where the code compiled from its module is shared
-    /// between workers, so a fresh worker loads it instead of compiling.
+    /// For a WebAssembly order on AWS: where the compile function stores the code compiled
+    /// from its module, which the worker loads (it has no compiler of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled: Option<SharedCode>,
 }
 
-/// The shared compiled code of a WebAssembly order's module ([`crate::keys::compiled_code`]).
-/// A worker loads it only for a module whose sha256 is `module_sha256`, and writes it only
-/// where none is yet, with code it compiled itself.
+/// The compiled code of a WebAssembly order's module ([`crate::keys::compiled_code`]),
+/// which the compile function stores for the run's workers. A worker loads it only for a
+/// module whose sha256 is `module_sha256`; until it is there, the worker looks again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedCode {
     /// The sha256 (hex) of the module the code was compiled from.
     pub module_sha256: String,
-    /// GET: the compiled code, if a worker stored it.
+    /// GET: the compiled code, once the compile function stored it — or
+    /// [`COMPILE_FAILED`] and why.
     pub get_url: Capability,
-    /// PUT, if absent: the compiled code, after compiling it.
-    pub put_url: Capability,
+}
+
+/// How an object of compiled code begins when the compile function could not compile the
+/// module: the rest is its message (`module run.wasm: invalid: ...`), the order's reason.
+pub const COMPILE_FAILED: &[u8] = b"sluice: compile failed\n";
+
+/// What init-job asks the compile function to do, once per WebAssembly module of a run on
+/// AWS and engine setting: compile the module for the workers, with the engine settings
+/// its orders use, and store the code (or why it cannot be compiled) where their
+/// dispatches point ([`SharedCode`]). Like a dispatch, it carries capabilities only: the
+/// compile function holds no credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileRequest {
+    /// The run (for its log).
+    pub run_id: RunId,
+    /// The module's file name, for messages (`run.wasm`).
+    pub module_name: String,
+    /// GET: the module ([`crate::keys::module_to_compile`]).
+    pub module_url: Capability,
+    /// The sha256 (hex) init-job took of it: what is compiled must be it.
+    pub module_sha256: String,
+    /// Whether the orders meter fuel (the engine setting the code is compiled for).
+    pub metered: bool,
+    /// The longest timeout of the orders running the module, seconds: compiling longer is
+    /// in vain, and is stopped.
+    pub timeout: u64,
+    /// PUT, if absent: the compiled code.
+    pub code_url: Capability,
 }
 
 /// A URL that is its own authority (an S3 presigned URL, or a `file://` URL of the local

@@ -131,6 +131,9 @@ pub struct OrderSpec {
     pub use_lambda: Option<bool>,
 }
 
+/// The largest module file a WebAssembly order may name.
+pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+
 /// A WebAssembly order: which module, and what of the host it may see.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

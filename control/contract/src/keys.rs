@@ -4,6 +4,7 @@
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
 //! `tmp/idempotency/<digest>.json`,
+//! `tmp/compiled/<run_id>/<module sha256>.wasm`,
 //! `tmp/compiled/<run_id>/<target>/<module sha256>-<engine>.cwasm`.
 //! Done bucket: `<run_id>/done`.
 
@@ -23,10 +24,16 @@ pub fn exec_zip_stripped(run_id: &RunId, order_num: OrderNum) -> String {
     format!("tmp/exec/{run_id}/{order_num}/exec-stripped.zip")
 }
 
-/// Where the code compiled from a WebAssembly module (its sha256, hex) is shared by the
-/// workers of one run on AWS, named by what decides the code: the module, the platform and
-/// whether the engine meters fuel (`metered`). One run's only: code one run's worker
-/// stored (a worker an order of that run may have subverted) never runs in another's.
+/// Where init-job stores a WebAssembly module (its sha256, hex) of a run on AWS for the
+/// compile function to read.
+pub fn module_to_compile(run_id: &RunId, module_sha256: &str) -> String {
+    format!("tmp/compiled/{run_id}/{module_sha256}.wasm")
+}
+
+/// Where the compile function stores the code compiled from a WebAssembly module (its
+/// sha256, hex) for the workers of one run on AWS, named by what decides the code: the
+/// module, the platform and whether the engine meters fuel (`metered`). One run's only, as
+/// the rest of a run's objects.
 pub fn compiled_code(
     run_id: &RunId,
     target: ExecutionTarget,

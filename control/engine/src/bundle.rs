@@ -296,12 +296,34 @@ pub fn build_stripped(input: &BundleInput) -> Result<Vec<u8>, BundleError> {
     build_bundle(input, false)
 }
 
-/// The sha256 (hex) of the regular file `path` (relative to the code folder) in the built
-/// `bundle`: what a worker reads as a WebAssembly order's module. `None` when the bundle
-/// holds no such file (a link, a folder, a path naming a parent): the worker then compiles
-/// the module without sharing the code.
-pub fn code_file_sha256(bundle: &[u8], path: &str) -> Option<String> {
+/// The sha256 (hex) and size of the regular file `path` (relative to the code folder) in
+/// the built `bundle`: what a worker reads as a WebAssembly order's module. `None` when the
+/// bundle holds no such file (a link, a folder, a path naming a parent, nothing).
+pub fn code_file_sha256(bundle: &[u8], path: &str) -> Option<(String, u64)> {
     use sha2::{Digest, Sha256};
+    read_code_file(bundle, path, |entry| {
+        let mut hasher = Sha256::new();
+        let size = io::copy(entry, &mut hasher).ok()?;
+        Some((data_encoding::HEXLOWER.encode(&hasher.finalize()), size))
+    })
+}
+
+/// The bytes of the regular file `path` in the built `bundle`, as [`code_file_sha256`]
+/// finds it.
+pub fn code_file(bundle: &[u8], path: &str) -> Option<Vec<u8>> {
+    read_code_file(bundle, path, |entry| {
+        let mut file = Vec::new();
+        entry.read_to_end(&mut file).ok()?;
+        Some(file)
+    })
+}
+
+/// What `read` makes of the regular file `path` (relative to the code folder) in `bundle`.
+fn read_code_file<T>(
+    bundle: &[u8],
+    path: &str,
+    read: impl FnOnce(&mut dyn Read) -> Option<T>,
+) -> Option<T> {
     let mut parts = Vec::new();
     for component in Path::new(path).components() {
         match component {
@@ -316,9 +338,7 @@ pub fn code_file_sha256(bundle: &[u8], path: &str) -> Option<String> {
     if !entry.is_file() || entry.is_symlink() {
         return None;
     }
-    let mut hasher = Sha256::new();
-    io::copy(&mut entry, &mut hasher).ok()?;
-    Some(data_encoding::HEXLOWER.encode(&hasher.finalize()))
+    read(&mut entry)
 }
 
 fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError> {
@@ -670,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    fn a_module_is_named_by_the_sha256_of_the_file_the_worker_reads() {
+    fn a_module_is_the_file_the_worker_reads() {
         use sha2::{Digest, Sha256};
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("bin")).unwrap();
@@ -686,9 +706,16 @@ mod tests {
         let bundle = build(&input).unwrap();
         let expected = data_encoding::HEXLOWER.encode(&Sha256::digest(b"\0asm module"));
         for path in ["bin/m.wasm", "./bin/m.wasm", "bin/./m.wasm"] {
-            assert_eq!(code_file_sha256(&bundle, path).as_deref(), Some(&*expected));
+            assert_eq!(
+                code_file(&bundle, path).as_deref(),
+                Some(&b"\0asm module"[..])
+            );
+            assert_eq!(
+                code_file_sha256(&bundle, path),
+                Some((expected.clone(), 11))
+            );
         }
-        // Nothing the worker would not read as that very file: no sharing.
+        // Nothing the worker would not read as that very file.
         for path in [
             "bin/link.wasm",
             "bin",
@@ -696,6 +723,7 @@ mod tests {
             "bin/../bin/m.wasm",
             "/bin/m.wasm",
         ] {
+            assert_eq!(code_file(&bundle, path), None, "{path}");
             assert_eq!(code_file_sha256(&bundle, path), None, "{path}");
         }
     }

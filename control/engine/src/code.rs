@@ -42,6 +42,25 @@ pub enum CodeError {
         /// The module, joined to the code folder.
         path: PathBuf,
     },
+    /// On AWS, a wasm order's module is not a file of its bundle's code (a link, or a path
+    /// through a parent): the compile function reads it from there.
+    #[error(
+        "wasm.module {module}: on AWS the module must be a file of the order's code, not a link to one (nor missing, nor a folder)"
+    )]
+    ModuleNotAFile {
+        /// The module, as the order names it.
+        module: String,
+    },
+    /// A wasm order's module is larger than a module may be.
+    #[error("wasm.module {module}: is {size} bytes, more than the {limit} a module may be")]
+    ModuleTooLarge {
+        /// The module, as the order names it.
+        module: String,
+        /// Its size.
+        size: u64,
+        /// The most a module may be.
+        limit: u64,
+    },
     /// A folder a wasm order mounts is not a folder of its code folder (preflight).
     #[error("wasm.dirs[{index}].host {path} is not a folder")]
     NoWasmDir {

@@ -14,13 +14,14 @@
 //! event or the trigger is logged, and the watch carries the run.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sluice_contract::ids::{flow_id, pr_search_tag};
-use sluice_contract::job::WasmSpec;
+use sluice_contract::job::{MAX_MODULE_BYTES, WasmSpec};
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::ResultDoc;
 use sluice_contract::validate::{CodeSource, Platform, ValidJob, ValidOrder, validate};
@@ -35,9 +36,12 @@ use crate::code::{CodeError, CodePlan};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
-use crate::ports::{CompiledModule, OrderEvent, OrderRecord, WatchdogInput};
+use crate::ports::{
+    CompiledModule, DispatchError, ErrorKind, OrderEvent, OrderRecord, WatchdogInput,
+};
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::RunKey;
+use crate::run_modules::RunModules;
 
 /// What init_job answers (the body of the 200 response on AWS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +133,7 @@ impl Engine {
             }
         }
         let plans = preflight(&valid, self.config.platform, base_dir)?;
+        self.check_modules_can_compile(&run_id, &valid)?;
         let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
         // Clones and downloads live until every bundle is built.
         let mut fetched = self.fetch_code(&valid, plans).await?;
@@ -164,6 +169,37 @@ impl Engine {
         }
     }
 
+    /// On AWS the compile function compiles each WebAssembly module for the workers: a
+    /// deployment without one refuses a job with WebAssembly orders before storing
+    /// anything.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Start`] naming the first WebAssembly order.
+    fn check_modules_can_compile(
+        &self,
+        run_id: &RunId,
+        valid: &ValidJob,
+    ) -> Result<(), EngineError> {
+        if self.config.platform != Platform::Aws || self.ports.dispatcher.compiles_modules() {
+            return Ok(());
+        }
+        let Some(order) = valid
+            .orders
+            .iter()
+            .find(|o| matches!(o.task, Task::Wasm(_)))
+        else {
+            return Ok(());
+        };
+        Err(EngineError::Start(Box::new(DispatchError {
+            kind: ErrorKind::Permanent,
+            what: "compile function".to_owned(),
+            run_id: run_id.clone(),
+            order_num: order.plan.order_num,
+            message: "this deployment has none, so it cannot run WebAssembly orders".to_owned(),
+        })))
+    }
+
     /// Packages and uploads every order, inserts the rows (all or none), records the start
     /// and writes the init trigger; or, for a submission seen before, answers its run.
     async fn queue_run(
@@ -175,13 +211,14 @@ impl Engine {
     ) -> Result<Queued, EngineError> {
         // Made before they go into the stream, so the future stays `Send` (see
         // `credentials::resolve`).
+        let modules = Arc::new(RunModules::default());
         let packaging: Vec<_> = ids
             .job
             .orders
             .iter()
             .zip(code)
             .zip(envs)
-            .map(|((order, code), env)| self.package_order(ids, order, code, env))
+            .map(|((order, code), env)| self.package_order(ids, order, code, env, &modules))
             .collect();
         let packaged: Vec<OrderRecord> = stream::iter(packaging)
             .buffered(PACKAGING_PARALLELISM)
@@ -201,7 +238,12 @@ impl Engine {
             },
             None => None,
         };
-        let queued = self.store_rows(packaged, ids).await;
+        // The compile function's requests go out before the rows: a run's first worker
+        // finds its code sooner. A failure is handled as the rows' own.
+        let queued = match self.compile_modules(ids.run_id, &modules).await {
+            Ok(()) => self.store_rows(packaged, ids).await,
+            Err(error) => Err(error),
+        };
         if let (Err(_), Some(record)) = (&queued, &submission) {
             // A submission that failed for good may be made again, but only once its run is
             // known to have no rows: otherwise the record stays, and the run it names is
@@ -372,6 +414,7 @@ impl Engine {
         order: &ValidOrder,
         code: CodeInput,
         env: OrderEnv,
+        modules: &Arc<RunModules>,
     ) -> Result<OrderRecord, EngineError> {
         let run_id = ids.run_id;
         let order_num = order.plan.order_num;
@@ -410,34 +453,48 @@ impl Engine {
             code,
         };
         let stripped_copy = ids.job.stripped_copy;
-        // On AWS, the workers of a run share what they compile from a module (a fresh
-        // worker would otherwise compile it again); locally each `sluice run` keeps its own
-        // compile cache, outside the state folder.
-        let shared_module = match (&order.task, self.config.platform) {
+        // On AWS, the compile function compiles each module of the run for its workers
+        // (`crate::run_modules`); locally each `sluice run` compiles, keeping its own
+        // compile cache outside the state folder.
+        let to_compile = match (&order.task, self.config.platform) {
             (Task::Wasm(wasm), Platform::Aws) => Some((wasm.module.clone(), wasm.fuel.is_some())),
             _ => None,
         };
         // The bundle's own failure is the job's (a bad path or link); the blocking task's
         // is Sluice's.
+        let first_to_store = Arc::clone(modules);
         let packaged = run_blocking("building exec.zip", move || {
             let packaged = || -> Result<_, BundleError> {
                 let built = bundle::build(&input)?;
                 let stripped = stripped_copy
                     .then(|| bundle::build_stripped(&input))
                     .transpose()?;
-                let compiled = shared_module.and_then(|(module, metered)| {
-                    let module_sha256 = bundle::code_file_sha256(&built, &module)?;
-                    Some(CompiledModule {
-                        module_sha256,
-                        metered,
-                    })
+                let module = to_compile.map(|(path, metered)| {
+                    module_to_compile(&built, path, metered, &first_to_store)
                 });
-                Ok((built, stripped, compiled))
+                Ok((built, stripped, module))
             };
             Ok(packaged())
         })
         .await?;
-        let (bytes, stripped, compiled) = packaged.map_err(|error| bundle_error(error.into()))?;
+        let (bytes, stripped, module) = packaged.map_err(|error| bundle_error(error.into()))?;
+        let compiled = match module.transpose().map_err(bundle_error)? {
+            Some((compiled, file)) => {
+                if let Some(file) = file {
+                    let key = keys::module_to_compile(run_id, &compiled.module_sha256);
+                    self.store_retrying(&key, &file).await?;
+                }
+                // Named in messages as the worker names it: by its file name.
+                let name = match &order.task {
+                    Task::Wasm(wasm) => Path::new(&wasm.module).file_name(),
+                    _ => None,
+                };
+                let name = name.map(|n| n.to_string_lossy().into_owned());
+                modules.want(run_id, &order.plan, &name.unwrap_or_default(), &compiled);
+                Some(compiled)
+            }
+            None => None,
+        };
         self.store_retrying(&keys::exec_zip(run_id, order_num), &bytes)
             .await?;
         if let Some(stripped) = stripped {
@@ -466,6 +523,43 @@ impl Engine {
         };
         Ok(record)
     }
+}
+
+/// A WebAssembly order's module `path` in its `built` bundle, as a compile function reads
+/// it: what names its code, and its bytes when the order is the run's first to store it
+/// (`modules`). Blocking.
+///
+/// # Errors
+///
+/// The module is no file of the bundle's code, or is too large.
+fn module_to_compile(
+    built: &[u8],
+    path: String,
+    metered: bool,
+    modules: &RunModules,
+) -> Result<(CompiledModule, Option<Vec<u8>>), CodeError> {
+    let Some((module_sha256, size)) = bundle::code_file_sha256(built, &path) else {
+        return Err(CodeError::ModuleNotAFile { module: path });
+    };
+    if size > MAX_MODULE_BYTES {
+        return Err(CodeError::ModuleTooLarge {
+            module: path,
+            size,
+            limit: MAX_MODULE_BYTES,
+        });
+    }
+    let file = match modules.first_to_store(&module_sha256) {
+        true => match bundle::code_file(built, &path) {
+            Some(file) => Some(file),
+            None => return Err(CodeError::ModuleNotAFile { module: path }),
+        },
+        false => None,
+    };
+    let compiled = CompiledModule {
+        module_sha256,
+        metered,
+    };
+    Ok((compiled, file))
 }
 
 /// Checks what validation cannot: that this engine can fetch every order's code, and that

@@ -55,6 +55,7 @@ pub use sluice_ports as ports;
 mod pr_comment;
 mod retry;
 pub mod run_key;
+mod run_modules;
 pub mod runs;
 pub mod watchdog;
 

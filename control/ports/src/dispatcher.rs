@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sluice_contract::dispatch::DispatchPayload;
+use sluice_contract::dispatch::{CompileRequest, DispatchPayload};
 use sluice_contract::{AttemptId, ExecutionTarget, OrderNum, RunId};
 
 use crate::ErrorKind;
@@ -47,6 +47,32 @@ pub trait Dispatcher: Send + Sync + Debug {
         timeout: Duration,
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError>;
+
+    /// Whether [`Dispatcher::compile`] can start compilations (a deployment with a compile
+    /// function).
+    fn compiles_modules(&self) -> bool {
+        false
+    }
+
+    /// Starts (or queues the start of) compiling one WebAssembly module of a run for its
+    /// workers, which have no compiler (AWS: the compile function, invoked asynchronously);
+    /// returns once the start is accepted. `order_num` is the first order running the
+    /// module, for the error. Starting it twice is harmless: the code is stored only where
+    /// none is. A backend whose workers compile for themselves (the local one) has none:
+    /// its engine never asks.
+    async fn compile(
+        &self,
+        order_num: OrderNum,
+        request: &CompileRequest,
+    ) -> Result<(), DispatchError> {
+        Err(DispatchError {
+            kind: ErrorKind::Permanent,
+            what: "compile function".to_owned(),
+            run_id: request.run_id.clone(),
+            order_num,
+            message: "this backend has no compile function: its workers compile".to_owned(),
+        })
+    }
 }
 
 /// What a watchdog needs to follow one order attempt.

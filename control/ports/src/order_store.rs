@@ -56,14 +56,15 @@ pub struct OrderRecord {
     /// The pull request whose comment follows the run (the same on every row of a run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr: Option<PullRequest>,
-    /// A WebAssembly order on AWS: what names the compiled code its run's workers share.
+    /// A WebAssembly order on AWS: what names the code the compile function makes for its
+    /// run's workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled: Option<CompiledModule>,
 }
 
-/// What names the code compiled from a WebAssembly order's module, which the run's workers
-/// share (`sluice_contract::keys::compiled_code`): set by init_job from the module it
-/// packaged.
+/// What names the code compiled from a WebAssembly order's module, which the compile
+/// function makes for the run's workers (`sluice_contract::keys::compiled_code`): set by
+/// init_job from the module it packaged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompiledModule {
     /// The sha256 (hex) of the module in the order's bundle.

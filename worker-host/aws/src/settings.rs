@@ -15,8 +15,8 @@ pub enum SettingError {
 }
 
 /// The worker's settings from its environment (read through `lookup`): the host variables
-/// commands inherit (`PATH`, `HOME`, `LANG`), where compiled modules are cached (`temp`: the
-/// only writable folder on Lambda is /tmp), and the log cap (`SLUICE_MAX_LOG_MB`, default
+/// commands inherit (`PATH`, `HOME`, `LANG`), where orders' work folders are made (`temp`:
+/// the only writable folder on Lambda is /tmp), and the log cap (`SLUICE_MAX_LOG_MB`, default
 /// 64).
 ///
 /// # Errors
@@ -33,11 +33,10 @@ pub fn worker_config(
     let mut config = WorkerConfig {
         work_root: Some(temp.to_owned()),
         host_env,
-        // No compile cache on disk: what is loaded from it runs as native code, and `/tmp`
-        // outlives a run's orders on a warm Lambda; the warm process keeps prepared
-        // modules in memory instead. Compilation runs in a child process of this binary,
-        // killed at the order's deadline.
-        wasm: Arc::new(WasmRuntime::new(None).compiling_in(CompileIn::child_of_this_binary())),
+        // No compile cache: the worker compiles nothing (its build has no compiler). It
+        // loads the code the compile function made for its order's run, which the
+        // dispatch points to.
+        wasm: Arc::new(WasmRuntime::new(None).compiling_in(CompileIn::Nowhere)),
         ..WorkerConfig::default()
     };
     if let Some(text) = lookup("SLUICE_MAX_LOG_MB") {

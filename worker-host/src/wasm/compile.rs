@@ -16,14 +16,14 @@
 //! must belong to this user and be writable by no one else, and it is never the state
 //! folder (which a repository can ship). This is why the cache is ours and not wasmtime's
 //! own, which loads whatever its folder holds. The worker Lambda and CodeBuild run without
-//! it: a warm Lambda keeps prepared guests in memory, and `/tmp` outlives one run's orders.
+//! it: they compile nothing, and load the code the compile function made for each order's
+//! run (`/tmp` outlives one run's orders).
 //!
 //! Text-format modules (`.wat`) are accepted and converted first. What is neither a core
 //! module nor a component, or imports something the sandbox does not provide, is refused
 //! with wasmtime's message, which names the import.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -34,18 +34,18 @@ use data_encoding::HEXLOWER;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Engine, InstancePre, Module};
+use wasmtime::{Engine, InstancePre, Module, Precompiled};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::error::{CacheError, ModuleError};
 use super::sandbox::GuestState;
 
 /// Largest module file read.
-pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+pub const MAX_MODULE_BYTES: u64 = sluice_contract::job::MAX_MODULE_BYTES;
 /// Prepared guests kept in memory per process (dropped all at once when full).
 const MAX_PREPARED: usize = 64;
 /// The first bytes of every WebAssembly binary.
-const WASM_MAGIC: &[u8; 4] = b"\0asm";
+pub(super) const WASM_MAGIC: &[u8; 4] = b"\0asm";
 /// The version field of a core module (version 1, layer 0).
 const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
 /// The version field of a component (version 0x0d, layer 1).
@@ -78,7 +78,7 @@ pub enum Provenance {
     DiskCache,
     /// Already prepared in this process.
     MemoryCache,
-    /// Compiled by another worker, which shared it.
+    /// Compiled by the compile function, for the order's run.
     Shared,
 }
 
@@ -91,18 +91,16 @@ pub enum Lookup {
     Compile(Source),
 }
 
-/// A guest to compile: its binary and what it is.
+/// A guest to compile: its binary.
 pub struct Source {
     /// The module's file name, for messages.
     pub name: String,
-    /// The binary (text format already converted).
+    /// The binary (text format already converted, where this build has a compiler).
     pub binary: Vec<u8>,
     digest: [u8; 32],
     /// The sha256 of the module's file as read (before a text-format module is converted),
-    /// which init_job names shared compiled code by.
+    /// which init_job names the run's compiled code by.
     file_digest: [u8; 32],
-    /// Core module or component.
-    pub kind: GuestKind,
 }
 
 impl std::fmt::Debug for Source {
@@ -110,21 +108,19 @@ impl std::fmt::Debug for Source {
         f.debug_struct("Source")
             .field("name", &self.name)
             .field("bytes", &self.binary.len())
-            .field("kind", &self.kind)
             .finish()
     }
 }
 
 impl Source {
     /// The guest named `name` whose binary is `binary`.
-    pub fn new(name: String, binary: Vec<u8>, kind: GuestKind) -> Self {
+    pub fn new(name: String, binary: Vec<u8>) -> Self {
         let digest = Sha256::digest(&binary).into();
         Source {
             name,
             binary,
             digest,
             file_digest: digest,
-            kind,
         }
     }
 
@@ -183,9 +179,9 @@ impl std::fmt::Debug for GuestCache {
 impl GuestCache {
     /// A cache for `engine`, keeping compiled code under `disk` when given and usable.
     pub fn new(engine: Engine, linkers: Linkers, disk: Option<PathBuf>) -> Self {
-        let mut hasher = std::hash::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let config_tag = format!("{:016x}", hasher.finish());
+        let config_tag = config_tag(&engine);
+        // A build without a compiler writes nothing there.
+        let disk = disk.filter(|_| cfg!(feature = "compiler"));
         let disk = disk.and_then(|dir| match DiskCache::open(&dir) {
             Ok(disk) => Some(disk),
             Err(reason) => {
@@ -220,15 +216,11 @@ impl GuestCache {
         if let Some(prepared) = self.lock_prepared().get(&digest) {
             return Ok(Lookup::Ready(prepared.clone(), Provenance::MemoryCache));
         }
-        let kind = GuestKind::of(&binary).ok_or_else(|| ModuleError::UnknownVersion {
-            module: name.clone(),
-        })?;
         let source = Source {
             name,
             binary,
             digest,
             file_digest,
-            kind,
         };
         if let Some((disk, file)) = self.disk_entry(&digest)
             && file.is_file()
@@ -281,28 +273,27 @@ impl GuestCache {
         Ok(self.keep(source, prepared))
     }
 
-    /// Links `code` that a worker of this order's run compiled from `source` and shared
+    /// Links `code` that the compile function compiled from `source` for this order's run
     /// ([`super::SharedCompiled`]), for this order only: it is not kept in memory, where an
     /// order of another run with the same module would find it. Blocking.
     ///
     /// # Errors
     ///
     /// The code does not load (an engine of another configuration or wasmtime version
-    /// made it: wasmtime checks), or the guest cannot be linked: compile it instead.
+    /// made it: wasmtime checks), or the guest cannot be linked.
     #[expect(unsafe_code, reason = "wasmtime trusts deserialized code; see SAFETY")]
     pub fn adopt_shared(&self, source: &Source, code: &[u8]) -> Result<Prepared, ModuleError> {
-        // SAFETY: `code` is what a Sluice worker of this run compiled from a module file
-        // whose sha256 is `source`'s (checked by the caller against the digest init_job took
-        // of the module it packaged, which names the run's object). No one else writes it:
-        // the object is written only if absent, through a URL the orchestrator gives the
-        // run's workers of WebAssembly orders with that module, and a worker writes there
-        // only code it compiled itself ([`Self::finish`] loaded it first). The orders those
-        // workers run cannot reach the URL: a guest sees only its grants, and a shell
-        // order's dispatch carries no such URL and cannot read the worker's memory (it is
-        // undumpable). wasmtime itself refuses code of another version, target or
+        // SAFETY: `code` is what Sluice's compile function compiled, with this engine's
+        // configuration, from a module whose sha256 is `source`'s file's (checked by the
+        // caller against the digest init_job took of the module it packaged, which names
+        // the run's object; the compile function checks the module it compiles against it
+        // too). The object is written only by init-job's role: only if absent, through the
+        // one URL init-job presigns for the compile function, which runs no order. Workers
+        // get a URL to read it, none to write it, and their roles may not touch the
+        // bucket. wasmtime itself refuses code of another version, target or
         // configuration.
         let prepared = unsafe { self.link_code(source, code) }.map_err(|error| {
-            ModuleError::CodeDoesNotLoad {
+            ModuleError::SharedCodeDoesNotLoad {
                 module: source.name.clone(),
                 source: error,
             }
@@ -367,14 +358,14 @@ impl GuestCache {
         source: &Source,
         code: &[u8],
     ) -> wasmtime::Result<Result<Prepared, ModuleError>> {
-        Ok(match source.kind {
-            GuestKind::Component => {
+        Ok(match Engine::detect_precompiled(code) {
+            Some(Precompiled::Component) => {
                 // SAFETY: the caller's promise.
                 let component = unsafe { Component::deserialize(&self.engine, code) }?;
                 self.link_component(&source.name, &component)
             }
-            GuestKind::Module => {
-                // SAFETY: the caller's promise.
+            _ => {
+                // SAFETY: the caller's promise (and wasmtime refuses what is not a module).
                 let module = unsafe { Module::deserialize(&self.engine, code) }?;
                 self.link_module(&source.name, &module)
             }
@@ -417,6 +408,23 @@ impl GuestCache {
     }
 }
 
+/// What names `engine`'s configuration in the disk cache: code compiled for another
+/// configuration is never looked for.
+#[cfg(feature = "compiler")]
+fn config_tag(engine: &Engine) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Without a compiler (which alone can say what the configuration is) there is no disk
+/// cache to name entries in.
+#[cfg(not(feature = "compiler"))]
+fn config_tag(_engine: &Engine) -> String {
+    String::new()
+}
+
 /// A module's file name, for messages.
 fn path_name(path: &Path) -> String {
     path.file_name()
@@ -443,11 +451,26 @@ fn read_binary(path: &Path, name: &str) -> Result<(Vec<u8>, [u8; 32]), ModuleErr
     if bytes.starts_with(WASM_MAGIC) {
         return Ok((bytes, file_digest));
     }
-    let binary = wat::parse_bytes(&bytes).map_err(|source| ModuleError::NotWasm {
-        module: name.to_owned(),
-        source,
-    })?;
-    Ok((binary.into_owned(), file_digest))
+    text_to_binary(bytes, name).map(|binary| (binary, file_digest))
+}
+
+/// A text-format module converted to a binary.
+#[cfg(feature = "compiler")]
+fn text_to_binary(text: Vec<u8>, name: &str) -> Result<Vec<u8>, ModuleError> {
+    match wat::parse_bytes(&text) {
+        Ok(binary) => Ok(binary.into_owned()),
+        Err(source) => Err(ModuleError::NotWasm {
+            module: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Without a compiler the text stays as it is: only the code compiled from it is loaded,
+/// found by the file's digest.
+#[cfg(not(feature = "compiler"))]
+fn text_to_binary(text: Vec<u8>, _name: &str) -> Result<Vec<u8>, ModuleError> {
+    Ok(text)
 }
 
 type CacheMac = Hmac<Sha256>;

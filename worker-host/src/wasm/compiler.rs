@@ -1,16 +1,18 @@
-//! Where Cranelift runs, so that an order's deadline stops its compilation too.
+//! Where Cranelift runs, so that a deadline stops a compilation too.
 //!
 //! Compiling a module cannot be interrupted: wasmtime has no cancellation for it, and a
-//! module can be made to compile for minutes. Compiled on a thread of the worker, it would
-//! go on burning the worker's CPU long after its order timed out, and on a warm Lambda into
-//! the next invocation. So Sluice's binaries compile in a child process of themselves
-//! ([`CompileIn::Child`]: `<binary> --sluice-compile-wasm plain|metered`, the module on
-//! its stdin, the compiled code on its stdout), which is killed when its future is dropped:
-//! at the order's deadline, or when the run is stopped. [`serve_if_asked`], called first
-//! thing in `main`, makes the binary that compiler.
+//! module can be made to compile for minutes. Compiled on a thread, it would go on burning
+//! the CPU long after its order timed out, and on a warm Lambda into the next invocation.
+//! So `sluice` and the compile function compile in a child process of themselves
+//! ([`CompileIn::Child`]: `<binary> --sluice-compile-wasm plain|metered [portable]`, the
+//! module on its stdin, the compiled code on its stdout), which is killed when its future
+//! is dropped: at the order's deadline, when the run is stopped, or at the compile
+//! function's limit ([`compile_for_workers`]). [`serve_if_asked`], called first thing in
+//! `main`, makes the binary that compiler.
 //!
 //! [`CompileIn::ThisProcess`] compiles on the blocking pool instead, for embedders and tests
-//! without such a binary; a compilation there runs to its end.
+//! without such a binary; a compilation there runs to its end. [`CompileIn::Nowhere`] is
+//! the worker Lambda's: it compiles nothing.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -22,12 +24,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::Engine;
 
+#[cfg(feature = "compiler")]
+use super::compile::WASM_MAGIC;
 use super::compile::{GuestKind, MAX_MODULE_BYTES, Source};
-use super::error::{ModuleError, ServeError};
+#[cfg(feature = "compiler")]
+use super::engine_config;
+#[cfg(feature = "compiler")]
+use super::error::WasmError;
+use super::error::{ModuleError, ServeError, WasmEngineError};
 use super::new_engine;
 
 /// The first argument that makes a Sluice binary a compiler.
 pub const COMPILER_ARG: &str = "--sluice-compile-wasm";
+
+/// Its optional third argument: compile for any CPU of this architecture.
+const PORTABLE_ARG: &str = "portable";
 
 /// Whether this binary's `main` called [`serve_if_asked`], so a child of it compiles.
 static SERVES: AtomicBool = AtomicBool::new(false);
@@ -46,8 +57,12 @@ pub enum CompileIn {
     #[default]
     ThisProcess,
     /// In a child process of this binary (one whose `main` calls [`serve_if_asked`]),
-    /// killed when its order's deadline passes or its run is stopped.
+    /// killed when its future is dropped: its order's deadline passes, its run is
+    /// stopped, or the compile function's limit is up.
     Child(PathBuf),
+    /// Nowhere: the worker Lambda, which loads only the code the compile function made
+    /// (whatever features its build has).
+    Nowhere,
 }
 
 impl CompileIn {
@@ -78,23 +93,51 @@ impl CompileIn {
         source: Arc<Source>,
         metered: bool,
     ) -> Result<Vec<u8>, ModuleError> {
+        self.compile_for(engine, source, metered, false).await
+    }
+
+    /// [`CompileIn::compile`], for any CPU of this architecture when `portable` (`engine`,
+    /// used in this process, must then be [`portable_engine`]'s).
+    async fn compile_for(
+        &self,
+        engine: &Engine,
+        source: Arc<Source>,
+        metered: bool,
+        portable: bool,
+    ) -> Result<Vec<u8>, ModuleError> {
         let name = source.name.clone();
+        if !cfg!(feature = "compiler") || *self == CompileIn::Nowhere {
+            return Err(ModuleError::NoCompiler { module: name });
+        }
         let code = match self {
             CompileIn::ThisProcess => {
                 let engine = engine.clone();
-                tokio::task::spawn_blocking(move || precompile(&engine, &source))
-                    .await
-                    .map_err(|source| ModuleError::Task {
-                        module: name.clone(),
-                        step: "compiling",
-                        source,
-                    })?
-                    .map_err(|source| ModuleError::Invalid {
-                        module: name.clone(),
-                        source,
-                    })?
+                let compiled =
+                    tokio::task::spawn_blocking(move || compile_bytes(&engine, &source.binary))
+                        .await
+                        .map_err(|source| ModuleError::Task {
+                            module: name.clone(),
+                            step: "compiling",
+                            source,
+                        })?;
+                match compiled {
+                    Ok(code) => code,
+                    Err(ServeError::Invalid(source)) => {
+                        return Err(ModuleError::Invalid {
+                            module: name,
+                            source,
+                        });
+                    }
+                    Err(other) => {
+                        return Err(ModuleError::CompilerFailed {
+                            module: name,
+                            message: other.to_string(),
+                        });
+                    }
+                }
             }
-            CompileIn::Child(binary) => in_child(binary, &source, metered).await?,
+            CompileIn::Child(binary) => in_child(binary, &source, metered, portable).await?,
+            CompileIn::Nowhere => return Err(ModuleError::NoCompiler { module: name }),
         };
         if code.len() as u64 > MAX_CODE_BYTES {
             return Err(ModuleError::CodeTooLarge {
@@ -106,13 +149,30 @@ impl CompileIn {
     }
 }
 
-/// wasmtime's compilation of `source` for `engine`; its error says why the module is
-/// invalid.
-fn precompile(engine: &Engine, source: &Source) -> wasmtime::Result<Vec<u8>> {
-    match source.kind {
-        GuestKind::Module => engine.precompile_module(&source.binary),
-        GuestKind::Component => engine.precompile_component(&source.binary),
+/// wasmtime's compilation of `binary` (a module or component, as `kind` says) for
+/// `engine`; its error says why the module is invalid.
+#[cfg(feature = "compiler")]
+pub(super) fn precompile(
+    engine: &Engine,
+    binary: &[u8],
+    kind: GuestKind,
+) -> wasmtime::Result<Vec<u8>> {
+    match kind {
+        GuestKind::Module => engine.precompile_module(binary),
+        GuestKind::Component => engine.precompile_component(binary),
     }
+}
+
+/// A build without Cranelift compiles nothing: it loads code compiled elsewhere.
+#[cfg(not(feature = "compiler"))]
+pub(super) fn precompile(
+    _engine: &Engine,
+    _binary: &[u8],
+    _kind: GuestKind,
+) -> wasmtime::Result<Vec<u8>> {
+    Err(wasmtime::format_err!(
+        "this build of Sluice has no compiler"
+    ))
 }
 
 /// Compiles `source` in a child process of `binary`.
@@ -120,6 +180,7 @@ async fn in_child(
     binary: &PathBuf,
     source: &Source,
     metered: bool,
+    portable: bool,
 ) -> Result<Vec<u8>, ModuleError> {
     let failed = |step: &'static str, e: std::io::Error| ModuleError::CompilerIo {
         module: source.name.clone(),
@@ -130,6 +191,7 @@ async fn in_child(
     let mut child = tokio::process::Command::new(binary)
         .arg(COMPILER_ARG)
         .arg(if metered { "metered" } else { "plain" })
+        .args(portable.then_some(PORTABLE_ARG))
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -193,6 +255,50 @@ async fn read_capped(
     }
 }
 
+/// Compiles the module `bytes` (binary or text format, converted where it is compiled)
+/// named `name` as a run's workers load it (the compile function on AWS): for an engine of
+/// their configuration (fuel metering on or off), and for every CPU of this machine's
+/// architecture — no CPU feature is taken from the machine that compiles, as the workers
+/// run on others (wasmtime refuses code that needs a feature its CPU lacks). Where
+/// `compile_in` says; the caller bounds the time: dropping the future kills a child
+/// compiler.
+///
+/// # Errors
+///
+/// Why the module does not compile ([`ModuleError`]: not WebAssembly, invalid, too large,
+/// the compiler killed), or why the compiler or the engine could not be had.
+#[cfg(feature = "compiler")]
+pub async fn compile_for_workers(
+    name: &str,
+    bytes: Vec<u8>,
+    metered: bool,
+    compile_in: &CompileIn,
+) -> Result<Vec<u8>, WasmError> {
+    let engine = portable_engine(metered)?;
+    let source = Arc::new(Source::new(name.to_owned(), bytes));
+    Ok(compile_in
+        .compile_for(&engine, source, metered, true)
+        .await?)
+}
+
+/// An engine of the workers' configuration (fuel metering on or off) compiling for every
+/// CPU of this machine's architecture: its target set, no CPU feature is inferred.
+#[cfg(feature = "compiler")]
+fn portable_engine(metered: bool) -> Result<Engine, WasmEngineError> {
+    let mut config = engine_config(metered);
+    let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    config
+        .target(&target)
+        .and_then(|config| Engine::new(config))
+        .map_err(|e| WasmEngineError::Start(Arc::new(e)))
+}
+
+/// Without a compiler, there is no portable engine to compile with either.
+#[cfg(not(feature = "compiler"))]
+fn portable_engine(metered: bool) -> Result<Engine, WasmEngineError> {
+    new_engine(metered)
+}
+
 /// Makes this process a compiler when its first argument is [`COMPILER_ARG`]: reads a
 /// module from stdin, writes its compiled code to stdout (or wasmtime's message to stderr)
 /// and exits. Otherwise returns at once. Call it first thing in `main`.
@@ -213,7 +319,15 @@ pub fn serve_if_asked() {
             std::process::exit(2);
         }
     };
-    let compiled = compile_stdin(metered).and_then(|code| {
+    let portable = match args.next().as_deref().and_then(OsStr::to_str) {
+        Some(PORTABLE_ARG) => true,
+        None => false,
+        Some(other) => {
+            eprintln!("{COMPILER_ARG}: expected `{PORTABLE_ARG}` or nothing, not {other:?}");
+            std::process::exit(2);
+        }
+    };
+    let compiled = compile_stdin(metered, portable).and_then(|code| {
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(&code)
@@ -229,8 +343,9 @@ pub fn serve_if_asked() {
     });
 }
 
-/// Compiles the module on stdin for an engine configured as the worker's.
-fn compile_stdin(metered: bool) -> Result<Vec<u8>, ServeError> {
+/// Compiles the module on stdin for an engine configured as the worker's (for any CPU of
+/// this architecture when `portable`).
+fn compile_stdin(metered: bool, portable: bool) -> Result<Vec<u8>, ServeError> {
     let mut binary = Vec::new();
     std::io::stdin()
         .lock()
@@ -240,8 +355,32 @@ fn compile_stdin(metered: bool) -> Result<Vec<u8>, ServeError> {
     if binary.len() as u64 > MAX_MODULE_BYTES {
         return Err(ServeError::TooLarge);
     }
+    let engine = if portable {
+        portable_engine(metered)?
+    } else {
+        new_engine(metered)?
+    };
+    compile_bytes(&engine, &binary)
+}
+
+/// Compiles `bytes`, a module or component in the binary or the text format, for `engine`.
+fn compile_bytes(engine: &Engine, bytes: &[u8]) -> Result<Vec<u8>, ServeError> {
+    let binary = as_binary(bytes)?;
     let kind = GuestKind::of(&binary).ok_or(ServeError::UnknownVersion)?;
-    let engine = new_engine(metered)?;
-    let source = Source::new(String::new(), binary, kind);
-    precompile(&engine, &source).map_err(ServeError::Invalid)
+    precompile(engine, &binary, kind).map_err(ServeError::Invalid)
+}
+
+/// `bytes` as a WebAssembly binary: as they are, or converted from the text format.
+#[cfg(feature = "compiler")]
+fn as_binary(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ServeError> {
+    if bytes.starts_with(WASM_MAGIC) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    wat::parse_bytes(bytes).map_err(ServeError::NotWasm)
+}
+
+/// Without a compiler nothing is compiled, text or binary.
+#[cfg(not(feature = "compiler"))]
+fn as_binary(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ServeError> {
+    Ok(std::borrow::Cow::Borrowed(bytes))
 }

@@ -94,6 +94,7 @@ pub enum ModuleError {
         size: u64,
     },
     /// It is neither a WebAssembly binary nor valid text format.
+    #[cfg(feature = "compiler")]
     #[error("module {module}: is neither a WebAssembly binary nor valid text format: {source}")]
     NotWasm {
         /// The module.
@@ -123,6 +124,58 @@ pub enum ModuleError {
         module: String,
         /// The most bytes of code accepted.
         limit: u64,
+    },
+    /// This build has no compiler (the worker Lambda's), and its order came with no
+    /// compiled code.
+    #[error(
+        "module {module}: this worker has no compiler and its dispatch names no compiled code (on AWS, init-job has the compile function compile each module)"
+    )]
+    NoCompiler {
+        /// The module.
+        module: String,
+    },
+    /// The module file is not the one the run's compiled code was made from.
+    #[error(
+        "module {module}: its file (sha256 {found}) is not the one its run's code was compiled from ({expected})"
+    )]
+    NotTheCompiledModule {
+        /// The module.
+        module: String,
+        /// The sha256 of the file the worker read.
+        found: String,
+        /// The sha256 init-job took of the module it packaged.
+        expected: String,
+    },
+    /// The compile function did not store the module's code in time.
+    #[error(
+        "module {module}: its compiled code did not appear within {} s (see the compile function's log; the last look: {last})",
+        waited.as_secs()
+    )]
+    CompiledCodeMissing {
+        /// The module.
+        module: String,
+        /// How long the worker looked for it.
+        waited: std::time::Duration,
+        /// What the last look found.
+        last: String,
+    },
+    /// The compile function could not compile it, and said why.
+    #[error("{message}")]
+    CompileFunctionFailed {
+        /// The module.
+        module: String,
+        /// The compile function's message (`module run.wasm: invalid: ...`).
+        message: String,
+    },
+    /// The code the compile function made does not load in this worker.
+    #[error(
+        "module {module}: the code compiled for it does not load in this worker (deploy the worker and compile functions from one build): {source:#}"
+    )]
+    SharedCodeDoesNotLoad {
+        /// The module.
+        module: String,
+        /// wasmtime's error.
+        source: wasmtime::Error,
     },
     /// The code just compiled for it does not load.
     #[error("module {module}: its compiled code does not load: {source:#}")]
@@ -347,6 +400,10 @@ pub(super) enum ServeError {
     /// A WebAssembly binary that is neither a core module nor a component.
     #[error("is a WebAssembly binary of an unknown version or layer")]
     UnknownVersion,
+    /// Neither a WebAssembly binary nor valid text format.
+    #[cfg(feature = "compiler")]
+    #[error("is neither a WebAssembly binary nor valid text format: {0}")]
+    NotWasm(#[source] wat::Error),
     /// The engine cannot be built.
     #[error(transparent)]
     Engine(#[from] WasmEngineError),

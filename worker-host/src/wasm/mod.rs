@@ -5,10 +5,10 @@
 //! engines (one plain, one with fuel metering, built on first use), their epoch tickers,
 //! and the compile caches (module `compile`). [`WasmRuntime::run`] runs one order:
 //! 1. prepare the guest: find it compiled (in memory or the disk cache), or load the code
-//!    another worker compiled and shared ([`SharedCompiled`], on AWS: a fresh worker then
-//!    compiles nothing), or compile it where [`CompileIn`] says — in a child process
-//!    Sluice's binaries kill at the deadline (module `compiler`) — then link it (and share
-//!    the code while the guest runs);
+//!    the compile function made for the order's run ([`SharedCompiled`], on AWS, where
+//!    the worker compiles nothing: waited for until it is there), or compile it where
+//!    [`CompileIn`] says — in a child process `sluice` kills at the deadline (module
+//!    `compiler`) — then link it;
 //! 2. build its sandbox (module `sandbox`): args, listed env, mounts, events folder, output into
 //!    the log pipeline;
 //! 3. instantiate and run `_start` (core module) or `wasi:cli/run` (component).
@@ -41,28 +41,39 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::I32Exit;
 
+pub use self::compile::MAX_MODULE_BYTES;
 use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance, Source};
 use self::compiler::MAX_CODE_BYTES;
+#[cfg(feature = "compiler")]
+pub use self::compiler::compile_for_workers;
 pub use self::compiler::{COMPILER_ARG, CompileIn, serve_if_asked};
 pub use self::error::{
     CacheError, GrantError, ModuleError, MountError, WasmEngineError, WasmError,
 };
 pub use self::sandbox::Grants;
 use self::sandbox::{GuestState, NotInCode, guest_state, resolve_in_code};
-use crate::io::{Delivery, WorkerIo};
+use crate::io::WorkerIo;
 use crate::log_sink::LogSink;
-use sluice_contract::dispatch::SharedCode;
+use sluice_contract::dispatch::{COMPILE_FAILED, SharedCode};
 
 /// How often the engines' epoch advances: the granularity of stopping a running guest.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How long fetching or storing shared compiled code may take: sharing saves the order a
-/// compilation, it must never cost it its deadline.
-const SHARING_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a worker looks for the code the compile function stores, at most: the compile
+/// function's own time limit (15 minutes, Lambda's longest) — init-job starts it before
+/// the run's first dispatch, so it is usually there at the first look.
+const COMPILED_CODE_PATIENCE: Duration = Duration::from_secs(15 * 60);
 
-/// The part of the order's time sharing never uses: fetching or storing shared code is
-/// given up this long before the deadline, so the order's own outcome stands.
-const SHARING_MARGIN: Duration = Duration::from_millis(500);
+/// The part of the order's time looking for compiled code never uses: given up this long
+/// before the deadline, the order fails saying why rather than timing out.
+const COMPILED_CODE_MARGIN: Duration = Duration::from_millis(500);
+
+/// The first pause between two looks for compiled code, doubled after each look up to
+/// [`COMPILED_CODE_MAX_PAUSE`].
+const COMPILED_CODE_FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// The longest pause between two looks for compiled code.
+const COMPILED_CODE_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// How a WebAssembly order ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,18 +102,17 @@ pub struct WasmOrder<'a> {
     pub deadline: Instant,
     /// Cancelled when the run is stopped.
     pub stop: &'a CancellationToken,
-    /// Where workers share the code compiled from its module (on AWS).
+    /// Where the code the compile function made from its module is (on AWS).
     pub shared: Option<SharedCompiled<'a>>,
 }
 
-/// The compiled code workers share for one module, through the URLs of the dispatch: a
-/// fresh worker loads it instead of compiling (when wasmtime accepts it), and the first
-/// worker to compile the module stores it.
+/// The compiled code of one module, which the compile function stores for the run's
+/// workers, through the URL of the dispatch: a worker with it never compiles the module.
 #[derive(Clone, Copy)]
 pub struct SharedCompiled<'a> {
-    /// The module's digest and the two URLs.
+    /// The module's digest and the URL.
     pub code: &'a SharedCode,
-    /// How the URLs are reached.
+    /// How the URL is reached.
     pub io: &'a dyn WorkerIo,
 }
 
@@ -114,63 +124,46 @@ impl std::fmt::Debug for SharedCompiled<'_> {
     }
 }
 
-/// What became of fetching shared compiled code.
-enum Fetched {
-    /// It is prepared.
-    Loaded(Prepared),
-    /// There was none to fetch (or it could not be fetched in time).
-    Missing,
-    /// There was some, but it does not load here: compiled code would not be stored (the
-    /// object stays), so none is offered.
-    Refused,
-}
-
 impl SharedCompiled<'_> {
-    /// The code for `source` another worker stored, prepared, fetched by `until`.
+    /// The code the compile function made from `source`, prepared: looked for until it is
+    /// there, with growing pauses, until `until`.
     async fn fetch(
         &self,
         cache: &Arc<GuestCache>,
-        source: &Arc<Source>,
+        source: Arc<Source>,
         until: Instant,
-    ) -> Fetched {
-        let fetched = self.io.get(&self.code.get_url, MAX_CODE_BYTES);
-        let code = match tokio::time::timeout_at(until, fetched).await {
-            Ok(Ok(code)) => code,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "no shared compiled code: compiling");
-                return Fetched::Missing;
+    ) -> Result<Prepared, ModuleError> {
+        let started = Instant::now();
+        let mut pause = COMPILED_CODE_FIRST_PAUSE;
+        let code = loop {
+            let fetched = self.io.get(&self.code.get_url, MAX_CODE_BYTES);
+            let last = match tokio::time::timeout_at(until, fetched).await {
+                Ok(Ok(code)) => break code,
+                Ok(Err(error)) => error.to_string(),
+                Err(_elapsed) => "it took too long".to_owned(),
+            };
+            let now = Instant::now();
+            if now >= until {
+                return Err(ModuleError::CompiledCodeMissing {
+                    module: source.name.clone(),
+                    waited: started.elapsed(),
+                    last,
+                });
             }
-            Err(_) => {
-                tracing::warn!("fetching shared compiled code took too long: compiling");
-                return Fetched::Missing;
-            }
+            // The last pause ends at `until`, for a last look then.
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(COMPILED_CODE_MAX_PAUSE);
         };
-        let (adopting, source) = (Arc::clone(cache), Arc::clone(source));
-        match tokio::task::spawn_blocking(move || adopting.adopt_shared(&source, &code)).await {
-            Ok(Ok(prepared)) => Fetched::Loaded(prepared),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "ignoring shared compiled code: compiling");
-                Fetched::Refused
-            }
-            Err(error) => {
-                tracing::warn!(%error, "loading shared compiled code failed: compiling");
-                Fetched::Refused
-            }
+        if let Some(message) = code.strip_prefix(COMPILE_FAILED) {
+            return Err(ModuleError::CompileFunctionFailed {
+                module: source.name.clone(),
+                message: String::from_utf8_lossy(message).trim().to_owned(),
+            });
         }
-    }
-
-    /// Stores `code`, just compiled and loaded here, unless another worker did first, giving
-    /// up at `until`. A failure only means the next fresh worker compiles too.
-    async fn store(&self, code: Vec<u8>, until: Instant) {
-        let stored = self.io.put_if_absent(&self.code.put_url, code);
-        match tokio::time::timeout_at(until, stored).await {
-            Ok(Ok(Delivery::Stored)) => tracing::debug!("shared the compiled code"),
-            Ok(Ok(Delivery::AlreadyThere)) => {
-                tracing::debug!("another worker shared the compiled code first")
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "could not share the compiled code"),
-            Err(_) => tracing::warn!("sharing the compiled code took too long: given up"),
-        }
+        let (adopting, name) = (Arc::clone(cache), source.name.clone());
+        tokio::task::spawn_blocking(move || adopting.adopt_shared(&source, &code))
+            .await
+            .map_err(preparing(&name))?
     }
 }
 
@@ -210,14 +203,10 @@ impl WasmRuntime {
             let found = tokio::task::spawn_blocking(move || looking.lookup(&module))
                 .await
                 .map_err(preparing(&spec.module))??;
-            let mut to_share = None;
             let (prepared, provenance) = match found {
                 Lookup::Ready(prepared, provenance) => (prepared, provenance),
                 Lookup::Compile(source) => {
-                    let (prepared, provenance, code) =
-                        self.prepare_new(&cache, order, source, &compiling).await?;
-                    to_share = code;
-                    (prepared, provenance)
+                    self.prepare_new(&cache, order, source, &compiling).await?
                 }
             };
             log.note(&match provenance {
@@ -227,20 +216,12 @@ impl WasmRuntime {
                 Provenance::DiskCache => format!("loaded {} from the compile cache", spec.module),
                 Provenance::MemoryCache => format!("{} already compiled", spec.module),
                 Provenance::Shared => {
-                    format!("loaded {} as another worker compiled it", spec.module)
+                    format!("loaded {} as the compile function compiled it", spec.module)
                 }
             })
             .await;
             let state = guest_state(&order.grants, &log.sender())?;
-            // Shared while the guest runs: its order waits for neither alone.
-            let sharing = async {
-                if let Some((shared, code)) = to_share {
-                    shared.store(code, sharing_deadline(order.deadline)).await;
-                }
-            };
-            let running = execute(cache.engine(), prepared, state, spec, log);
-            let (outcome, ()) = tokio::join!(running, sharing);
-            Ok::<_, WasmError>(outcome)
+            Ok::<_, WasmError>(execute(cache.engine(), prepared, state, spec, log).await)
         };
         let timed = tokio::select! {
             done = tokio::time::timeout_at(order.deadline, work) => done,
@@ -254,7 +235,7 @@ impl WasmRuntime {
             Err(_elapsed) => {
                 let what = match (compiling.load(Ordering::SeqCst), &self.compile_in) {
                     (true, CompileIn::Child(_)) => "its compilation was stopped",
-                    (true, CompileIn::ThisProcess) => "it was still compiling",
+                    (true, CompileIn::ThisProcess | CompileIn::Nowhere) => "it was still compiling",
                     (false, _) => "the module was stopped",
                 };
                 log.note(&format!("timed out: {what} at the order's deadline"))
@@ -273,31 +254,31 @@ impl WasmRuntime {
         outcome
     }
 
-    /// Prepares a guest found neither in memory nor on disk: from the code another worker
-    /// shared, else compiled here — then with that code and where to share it (unless
-    /// shared code was there but refused: it stays, so storing would be in vain).
-    async fn prepare_new<'a>(
+    /// Prepares a guest found neither in memory nor on disk: from the code the compile
+    /// function made for the order's run (on AWS, where workers have no compiler), else
+    /// compiled here.
+    async fn prepare_new(
         &self,
         cache: &Arc<GuestCache>,
-        order: &WasmOrder<'a>,
+        order: &WasmOrder<'_>,
         source: Source,
         compiling: &AtomicBool,
-    ) -> Result<(Prepared, Provenance, Option<(SharedCompiled<'a>, Vec<u8>)>), WasmError> {
+    ) -> Result<(Prepared, Provenance), WasmError> {
         let (module, metered) = (&order.grants.spec.module, order.grants.spec.fuel.is_some());
-        // Only for the very module init_job named the shared code by.
-        let mut shared = order
-            .shared
-            .filter(|shared| shared.code.module_sha256 == source.file_digest_hex());
         let source = Arc::new(source);
-        if let Some(sharing) = shared {
-            match sharing
-                .fetch(cache, &source, sharing_deadline(order.deadline))
-                .await
-            {
-                Fetched::Loaded(prepared) => return Ok((prepared, Provenance::Shared, None)),
-                Fetched::Refused => shared = None,
-                Fetched::Missing => {}
+        if let Some(shared) = order.shared {
+            let found = source.file_digest_hex();
+            if shared.code.module_sha256 != found {
+                return Err(ModuleError::NotTheCompiledModule {
+                    module: source.name.clone(),
+                    found,
+                    expected: shared.code.module_sha256.clone(),
+                }
+                .into());
             }
+            let until = compiled_code_deadline(order.deadline);
+            let prepared = shared.fetch(cache, source, until).await?;
+            return Ok((prepared, Provenance::Shared));
         }
         let started = std::time::Instant::now();
         compiling.store(true, Ordering::SeqCst);
@@ -308,14 +289,10 @@ impl WasmRuntime {
         compiling.store(false, Ordering::SeqCst);
         let took = started.elapsed();
         let finishing = Arc::clone(cache);
-        let (prepared, code) = tokio::task::spawn_blocking(move || {
-            finishing
-                .finish(&source, &code)
-                .map(|prepared| (prepared, code))
-        })
-        .await
-        .map_err(preparing(module))??;
-        Ok((prepared, Provenance::Compiled(took), shared.zip(Some(code))))
+        let prepared = tokio::task::spawn_blocking(move || finishing.finish(&source, &code))
+            .await
+            .map_err(preparing(module))??;
+        Ok((prepared, Provenance::Compiled(took)))
     }
 
     fn cache(&self, metered: bool) -> Result<Arc<GuestCache>, WasmEngineError> {
@@ -348,11 +325,13 @@ fn preparing(module: &str) -> impl FnOnce(tokio::task::JoinError) -> ModuleError
     }
 }
 
-/// When fetching or storing shared code is given up: [`SHARING_PATIENCE`] from now, and
-/// [`SHARING_MARGIN`] before the order's `deadline` at the latest.
-fn sharing_deadline(deadline: Instant) -> Instant {
-    let latest = deadline.checked_sub(SHARING_MARGIN).unwrap_or(deadline);
-    (Instant::now() + SHARING_PATIENCE).min(latest)
+/// When looking for compiled code is given up: [`COMPILED_CODE_PATIENCE`] from now, and
+/// [`COMPILED_CODE_MARGIN`] before the order's `deadline` at the latest.
+fn compiled_code_deadline(deadline: Instant) -> Instant {
+    let latest = deadline
+        .checked_sub(COMPILED_CODE_MARGIN)
+        .unwrap_or(deadline);
+    (Instant::now() + COMPILED_CODE_PATIENCE).min(latest)
 }
 
 /// An engine configured by [`engine_config`] (fuel metering on or off).

@@ -11,7 +11,10 @@ use sluice_contract::dispatch::{Capability, SharedCode};
 use sluice_contract::job::WasmSpec;
 use sluice_worker::io::FileIo;
 use sluice_worker::log_sink::{LogSink, LogSummary};
-use sluice_worker::wasm::{CompileIn, Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime};
+use sluice_worker::testing::StuckCompiler;
+use sluice_worker::wasm::{
+    CompileIn, Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime, compile_for_workers,
+};
 use tokio::time::Instant;
 
 /// Imports, a memory and a `$print(fd, ptr, len)` helper around `body`.
@@ -219,7 +222,22 @@ impl Sandbox {
         self.run_sharing(module, spec, timeout, None).await
     }
 
-    /// The same, with the compiled code of the run's workers shared through `shared`.
+    /// Runs the file `module` (written with `binary`) with no grants, its dispatch naming
+    /// `code`, the compiled code the compile function stores for the run.
+    async fn run_compiled_elsewhere(
+        &self,
+        module: &str,
+        binary: &[u8],
+        code: &SharedCode,
+        timeout: Duration,
+    ) -> Run {
+        self.file(module, binary);
+        let shared = SharedCompiled { code, io: &FileIo };
+        self.run_sharing(module, no_grants(), timeout, Some(shared))
+            .await
+    }
+
+    /// The same, its dispatch naming the compiled code `shared` (on AWS).
     async fn run_sharing(
         &self,
         module: &str,
@@ -319,52 +337,130 @@ async fn text_format_modules_run_as_they_are() {
     assert_eq!(run.output(), "out\nerr\nout again\n");
 }
 
-#[tokio::test]
-async fn code_a_worker_of_the_run_shared_serves_that_order_only() {
+/// Where a run's compiled code of `binary` is (a file, as [`FileIo`] reads URLs), and the
+/// dispatch's view of it.
+fn compiled_code_of(binary: &[u8], folder: &tempfile::TempDir) -> (std::path::PathBuf, SharedCode) {
     use sha2::Digest as _;
-    let binary = wat::parse_str(hello()).unwrap();
-    let folder = tempfile::tempdir().unwrap();
-    let object = Capability::new(folder.path().join("code.cwasm").display().to_string());
+    let object = folder.path().join("code.cwasm");
     let code = SharedCode {
-        module_sha256: data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&binary)),
-        get_url: object.clone(),
-        put_url: object,
+        module_sha256: data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(binary)),
+        get_url: Capability::new(object.display().to_string()),
     };
-    let shared = Some(SharedCompiled {
-        code: &code,
-        io: &FileIo,
-    });
-    let first = Sandbox::new();
-    first.file("guest.wasm", &binary);
-    let run = first
-        .run_sharing("guest.wasm", no_grants(), SHORT, shared)
+    (object, code)
+}
+
+/// `binary` compiled as the compile function compiles it.
+async fn compiled_as_the_function_does(name: &str, binary: &[u8]) -> Vec<u8> {
+    let compiled = compile_for_workers(name, binary.to_vec(), false, &CompileIn::ThisProcess);
+    compiled.await.unwrap()
+}
+
+#[tokio::test]
+async fn code_the_compile_function_made_serves_that_order_only() {
+    let binary = hello().into_bytes();
+    let folder = tempfile::tempdir().unwrap();
+    let (object, code) = compiled_code_of(&binary, &folder);
+    let compiled = compiled_as_the_function_does("guest.wat", &binary).await;
+    std::fs::write(&object, compiled).unwrap();
+    let worker = Sandbox::new();
+    let run = worker
+        .run_compiled_elsewhere("guest.wat", &binary, &code, SHORT)
         .await;
-    assert!(
-        run.log.tail.contains("compiled guest.wasm in"),
-        "{}",
-        run.log.tail
-    );
-    // A fresh worker of the same run loads it.
-    let warm = Sandbox::new();
-    warm.file("guest.wasm", &binary);
-    let run = warm
-        .run_sharing("guest.wasm", no_grants(), SHORT, shared)
-        .await;
-    assert_eq!(run.outcome, WasmOutcome::Succeeded);
+    assert_eq!(run.outcome, WasmOutcome::Succeeded, "{}", run.log.tail);
+    assert_eq!(run.output(), "out\nerr\nout again\n");
     assert!(
         run.log
             .tail
-            .contains("loaded guest.wasm as another worker compiled it"),
+            .contains("loaded guest.wat as the compile function compiled it"),
         "{}",
         run.log.tail
     );
-    // The next order on that worker, of another run, compiles: code from a run's shared
-    // object is not kept for the process (it was, as "already compiled").
-    let run = warm.run_file("guest.wasm", no_grants(), SHORT).await;
+    // The next order on that worker, of another run, does not find it in memory: code
+    // from a run's object is not kept for the process.
+    let run = worker.run_file("guest.wat", no_grants(), SHORT).await;
     assert!(
-        run.log.tail.contains("compiled guest.wasm in"),
+        run.log.tail.contains("compiled guest.wat in"),
         "{}",
         run.log.tail
+    );
+}
+
+#[tokio::test]
+async fn a_worker_waits_for_the_code_the_compile_function_is_still_making() {
+    let binary = wat::parse_str(hello()).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (object, code) = compiled_code_of(&binary, &folder);
+    let compiled = compiled_as_the_function_does("guest.wasm", &binary).await;
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Whole or not at all, as an S3 PUT lands.
+        let partial = object.with_extension("partial");
+        std::fs::write(&partial, compiled).unwrap();
+        std::fs::rename(&partial, &object).unwrap();
+    });
+    let run = Sandbox::new()
+        .run_compiled_elsewhere("guest.wasm", &binary, &code, SHORT)
+        .await;
+    late.await.unwrap();
+    assert_eq!(run.outcome, WasmOutcome::Succeeded, "{}", run.log.tail);
+    assert!(
+        run.log.tail.contains("as the compile function compiled it"),
+        "{}",
+        run.log.tail
+    );
+}
+
+#[tokio::test]
+async fn code_that_never_appears_fails_the_order_before_its_deadline_saying_so() {
+    let binary = wat::parse_str(hello()).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (_never_written, code) = compiled_code_of(&binary, &folder);
+    let run = Sandbox::new()
+        .run_compiled_elsewhere("guest.wasm", &binary, &code, Duration::from_secs(2))
+        .await;
+    assert!(
+        run.reason()
+            .starts_with("module guest.wasm: its compiled code did not appear within"),
+        "{}",
+        run.reason()
+    );
+    assert!(
+        !run.log.tail.contains("compiled guest.wasm in"),
+        "{}",
+        run.log.tail
+    );
+}
+
+#[tokio::test]
+async fn a_module_the_compile_function_could_not_compile_fails_with_its_reason() {
+    let binary = b"\0asm\x01\0\0\0\x7f".to_vec();
+    let folder = tempfile::tempdir().unwrap();
+    let (object, code) = compiled_code_of(&binary, &folder);
+    let mut refusal = sluice_contract::dispatch::COMPILE_FAILED.to_vec();
+    refusal.extend_from_slice(b"module guest.wasm: invalid: unknown section 127\n");
+    std::fs::write(&object, refusal).unwrap();
+    let run = Sandbox::new()
+        .run_compiled_elsewhere("guest.wasm", &binary, &code, SHORT)
+        .await;
+    assert_eq!(
+        run.reason(),
+        "module guest.wasm: invalid: unknown section 127"
+    );
+}
+
+#[tokio::test]
+async fn a_module_file_other_than_the_one_compiled_is_refused() {
+    let binary = wat::parse_str(hello()).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (_object, code) = compiled_code_of(b"another module", &folder);
+    let run = Sandbox::new()
+        .run_compiled_elsewhere("guest.wasm", &binary, &code, SHORT)
+        .await;
+    assert!(
+        run.reason()
+            .contains("is not the one its run's code was compiled from"),
+        "{}",
+        run.reason()
     );
 }
 
@@ -523,20 +619,9 @@ async fn a_busy_loop_is_stopped_at_the_deadline() {
 /// the deadline (here one that never finishes) is killed then.
 #[tokio::test]
 async fn a_compiler_still_running_at_the_deadline_is_killed() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let pid_file = dir.path().join("compiler.pid");
-    let compiler = dir.path().join("compiler");
-    std::fs::write(
-        &compiler,
-        format!(
-            "#!/bin/sh\necho $$ > {}\nexec sleep 600\n",
-            pid_file.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&compiler, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let runtime = WasmRuntime::new(None).compiling_in(CompileIn::Child(compiler));
+    let compiler = StuckCompiler::in_folder(dir.path());
+    let runtime = WasmRuntime::new(None).compiling_in(CompileIn::Child(compiler.path.clone()));
     let run = Sandbox::with_runtime(runtime)
         .run(&hello(), no_grants(), Duration::from_secs(1))
         .await;
@@ -548,23 +633,7 @@ async fn a_compiler_still_running_at_the_deadline_is_killed() {
         "{}",
         run.log.tail
     );
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    let stat = format!("/proc/{}/stat", pid.trim());
-    // Killed at once; reaped soon after (a zombie is no longer running).
-    let running = || {
-        std::fs::read_to_string(&stat).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-    };
-    for _ in 0..100 {
-        if !running() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the compiler {} is still running", pid.trim());
+    compiler.assert_stopped().await;
 }
 
 #[tokio::test]

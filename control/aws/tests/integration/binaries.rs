@@ -1,4 +1,4 @@
-//! The four binaries started as AWS starts them: a process whose `AWS_LAMBDA_RUNTIME_API`
+//! The five binaries started as AWS starts them: a process whose `AWS_LAMBDA_RUNTIME_API`
 //! points at a Lambda Runtime API (served here on 127.0.0.1), with the function's
 //! environment, `AWS_ENDPOINT_URL` at moto and the `SLUICE_*` settings. Each gets real
 //! events through `GET /runtime/invocation/next` and answers through
@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::binaries::built_binary;
-use crate::support::{moto, settings_env, store_settings, worker_function};
+use crate::support::{compile_function, moto, settings_env, store_settings, worker_function};
 use serde_json::{Value, json};
 use sluice_aws::{AwsSettings, CallCounter, wiring};
 use sluice_contract::result::DoneDoc;
-use sluice_contract::{JobStatus, OrderNum, OrderStatus, RunId, keys};
-use sluice_ports::Presigned;
+use sluice_contract::{ExecutionTarget, JobStatus, OrderNum, OrderStatus, RunId, keys};
+use sluice_engine::Engine;
+use sluice_ports::{OrderRecord, Presigned};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -195,6 +196,7 @@ async fn deployment() -> AwsSettings {
     let clients = moto().await;
     let mut settings = store_settings(&clients).await;
     settings.worker_function = worker_function(&clients).await;
+    settings.compile_function = Some(compile_function(&clients).await);
     settings.codebuild_project = "no-orders-run-there".to_owned();
     settings
 }
@@ -214,48 +216,68 @@ fn s3_event(bucket: &str, key: &str) -> Value {
     }]})
 }
 
-/// The worker binary cargo built beside this test (in the target folder's profile folder).
-fn worker_binary() -> String {
-    let worker = built_binary(
-        "worker",
-        &[
-            "worker-host/src",
-            "worker-host/Cargo.toml",
-            "worker-host/aws/src",
-            "worker-host/aws/Cargo.toml",
-            "control/contract/src",
-            "control/lambda/src",
-        ],
-        "`cargo build -p sluice-worker-aws` (or `cargo test --workspace`)",
-    );
-    worker.display().to_string()
+/// The binary `name` of another crate, cargo built beside this test (in the target
+/// folder's profile folder) from `sources`.
+fn other_crates_binary(name: &str, sources: &[&str], build: &str) -> String {
+    let common = [
+        "Cargo.toml",
+        "Cargo.lock",
+        "worker-host/src",
+        "worker-host/Cargo.toml",
+        "worker-host/aws/src",
+        "worker-host/aws/Cargo.toml",
+        "control/contract/src",
+        "control/lambda/src",
+    ];
+    let sources: Vec<&str> = common.iter().chain(sources).copied().collect();
+    built_binary(name, &sources, build).display().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
-    let settings = deployment().await;
-    // The binaries cargo built for this test (the worker is sluice-worker-aws's, built by
-    // `cargo test --workspace` beside this crate's), or (SLUICE_LAMBDA_DIR, set by
-    // `scripts/build-lambdas --check`) the `bootstrap` files built for Lambda.
-    let lambda_dir = std::env::var("SLUICE_LAMBDA_DIR").ok();
-    let bin = |name: &str| -> String {
-        if let Some(dir) = &lambda_dir {
-            return format!("{dir}/{name}/bootstrap");
+/// The binary `name` the test runs: the one cargo built for this test (the worker and
+/// the compile function are other crates', built by `cargo test --workspace` beside this
+/// crate's — the worker then with the compiler the workspace's other crates ask for, so
+/// `scripts/test` builds it alone first, as `slim-worker`, and says so in
+/// SLUICE_SLIM_WORKER), or (SLUICE_LAMBDA_DIR, set by `scripts/build-lambdas --check`)
+/// the `bootstrap` file built for Lambda.
+fn bin(name: &str) -> String {
+    if let Ok(dir) = std::env::var("SLUICE_LAMBDA_DIR") {
+        return format!("{dir}/{name}/bootstrap");
+    }
+    match name {
+        "init-job" => env!("CARGO_BIN_EXE_init-job"),
+        "orchestrator" => env!("CARGO_BIN_EXE_orchestrator"),
+        "watchdog-check" => env!("CARGO_BIN_EXE_watchdog-check"),
+        "compile" => {
+            return other_crates_binary(
+                "compile",
+                &["worker-host/compile/src", "worker-host/compile/Cargo.toml"],
+                "`cargo build -p sluice-compile` (or `cargo test --workspace`)",
+            );
         }
-        match name {
-            "init-job" => env!("CARGO_BIN_EXE_init-job"),
-            "orchestrator" => env!("CARGO_BIN_EXE_orchestrator"),
-            "watchdog-check" => env!("CARGO_BIN_EXE_watchdog-check"),
-            _ => return worker_binary(),
+        _ if std::env::var_os("SLUICE_SLIM_WORKER").is_some() => {
+            return other_crates_binary(
+                "slim-worker",
+                &[],
+                "`cargo build -p sluice-worker-aws && cp target/debug/worker target/debug/slim-worker`",
+            );
         }
-        .to_owned()
-    };
+        _ => {
+            eprintln!(
+                "note: running the worker cargo built for the workspace, which has a compiler; \
+                 scripts/test runs the Lambda's (SLUICE_SLIM_WORKER)"
+            );
+            return other_crates_binary(
+                "worker",
+                &[],
+                "`cargo build -p sluice-worker-aws` (or `cargo test --workspace`)",
+            );
+        }
+    }
+    .to_owned()
+}
 
-    // init-job, through API Gateway's HTTP API.
-    let job = json!({"username": "alice", "orders": [
-        {"order_name": "hello", "cmds": ["echo hello from $SLUICE_ORDER_NAME"], "timeout": 60,
-         "execution_target": "lambda"}
-    ]});
+/// Submits `job` through init-job's binary, as API Gateway's HTTP API invokes it; the run.
+async fn submit(settings: &AwsSettings, job: &Value) -> RunId {
     let http = json!({
         "version": "2.0", "routeKey": "POST /init", "rawPath": "/init", "rawQueryString": "",
         "headers": {"content-type": "application/json"},
@@ -267,61 +289,109 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
                                    "userArn": "arn:aws:iam::123456789012:user/alice"}}},
         "body": job.to_string(), "isBase64Encoded": false
     });
-    let answers = invoke(&bin("init-job"), &settings, vec![http]).await;
+    let answers = invoke(&bin("init-job"), settings, vec![http]).await;
     assert_eq!(answers[0].0, "response", "{answers:?}");
     assert_eq!(answers[0].1["statusCode"], 200, "{answers:?}");
     let body: Value = serde_json::from_str(answers[0].1["body"].as_str().unwrap()).unwrap();
-    let run_id = RunId::parse(body["run_id"].as_str().unwrap()).unwrap();
+    RunId::parse(body["run_id"].as_str().unwrap()).unwrap()
+}
 
-    // The orchestrator, woken by the init trigger's S3 event, dispatches the order.
-    let trigger = keys::trigger(&run_id);
+/// Has the orchestrator's binary, woken by the init trigger's S3 event, dispatch the run's
+/// first order; that order, `running`.
+async fn dispatch_first(settings: &AwsSettings, engine: &Engine, run_id: &RunId) -> OrderRecord {
+    let trigger = keys::trigger(run_id);
     let answers = invoke(
         &bin("orchestrator"),
-        &settings,
+        settings,
         vec![s3_event(&settings.internal_bucket, &trigger)],
     )
     .await;
     assert_eq!(answers[0].0, "response", "{answers:?}");
-    let clients = moto().await;
-    let engine = wiring::aws_engine(&clients, &settings, &CallCounter::default());
     let first = OrderNum::from_index(0);
-    let order = engine.ports.orders.get_order(&run_id, first).await.unwrap();
+    let order = engine.ports.orders.get_order(run_id, first).await.unwrap();
     assert_eq!(order.status, OrderStatus::Running);
+    order
+}
 
-    // The worker, invoked with the dispatch payload (moto's Lambda ran nothing) and no AWS
-    // credentials at all: its presigned URLs are all it needs.
+/// A URL for `operation` on `key` of the internal bucket, as the control plane mints them.
+async fn presign(engine: &Engine, operation: Presigned, key: &str) -> String {
+    let url = engine
+        .ports
+        .internal
+        .presign(operation, key, Duration::from_secs(600));
+    url.await.unwrap()
+}
+
+/// The dispatch payload of `order`'s attempt, as the orchestrator invokes the worker with
+/// it (moto's Lambda runs nothing, so the test invokes the worker itself).
+async fn worker_payload(engine: &Engine, order: &OrderRecord) -> Value {
+    let (run_id, num) = (&order.run_id, order.plan.order_num);
     let attempt = order.attempt.clone().unwrap();
-    let result = keys::result(&run_id, first, &attempt);
-    let presign = async |operation, key: String| {
-        let url = engine
-            .ports
-            .internal
-            .presign(operation, &key, Duration::from_secs(600));
-        url.await.unwrap()
-    };
-    let claim = keys::claim(&run_id, first, &attempt);
-    let payload = json!({
-        "run_id": run_id, "order_num": first, "attempt": attempt,
-        "bundle_url": presign(Presigned::Get, keys::exec_zip(&run_id, first)).await,
-        "claim_url": presign(Presigned::PutIfAbsent, claim.clone()).await,
-        "claim_check_url": presign(Presigned::Get, claim).await,
-        "log_url": presign(Presigned::Put, order.log_key.clone()).await,
-        "callback_url": presign(Presigned::PutIfAbsent, result.clone()).await,
+    let claim = keys::claim(run_id, num, &attempt);
+    let mut payload = json!({
+        "run_id": run_id, "order_num": num, "attempt": attempt,
+        "bundle_url": presign(engine, Presigned::Get, &keys::exec_zip(run_id, num)).await,
+        "claim_url": presign(engine, Presigned::PutIfAbsent, &claim).await,
+        "claim_check_url": presign(engine, Presigned::Get, &claim).await,
+        "log_url": presign(engine, Presigned::Put, &order.log_key).await,
+        "callback_url": presign(engine, Presigned::PutIfAbsent, &keys::result(run_id, num, &attempt)).await,
         "identity": sluice_engine::run_key::order_identity(
             &engine.ports.keys.get_key(&order.key_path).await.unwrap(),
-            &run_id,
-            first,
+            run_id,
+            num,
         )
         .unwrap(),
     });
+    if let Some(module) = &order.compiled {
+        let code = keys::compiled_code(
+            run_id,
+            ExecutionTarget::Lambda,
+            &module.module_sha256,
+            module.metered,
+        );
+        payload["compiled"] = json!({
+            "module_sha256": module.module_sha256,
+            "get_url": presign(engine, Presigned::Get, &code).await,
+        });
+    }
+    payload
+}
+
+/// The worker's binary, started with no AWS credentials at all (its presigned URLs are all
+/// it needs), run over `payload`; its answer and its log lines.
+async fn run_worker(settings: &AwsSettings, payload: Value) -> (Value, Vec<String>) {
     // Logging everything: the Lambda runtime's own tracing (which logs whole events) stays
     // at info, so nothing of the payload — its signatures, the order's identity — is logged.
-    let identity = payload["identity"].as_str().unwrap().to_owned();
     let start = Start {
         credentials: false,
         log: "trace",
     };
-    let (answers, logs) = invoke_as(&bin("worker"), &settings, vec![payload], start).await;
+    let (answers, logs) = invoke_as(&bin("worker"), settings, vec![payload], start).await;
+    (answers[0].1.clone(), logs)
+}
+
+/// The stored log of the run's first order.
+async fn first_log(engine: &Engine, run_id: &RunId) -> String {
+    let first = OrderNum::from_index(0);
+    let log = engine.ports.internal.get(&keys::log(run_id, first)).await;
+    String::from_utf8_lossy(&log.unwrap()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
+    let settings = deployment().await;
+    let job = json!({"username": "alice", "orders": [
+        {"order_name": "hello", "cmds": ["echo hello from $SLUICE_ORDER_NAME"], "timeout": 60,
+         "execution_target": "lambda"}
+    ]});
+    let run_id = submit(&settings, &job).await;
+    let clients = moto().await;
+    let engine = wiring::aws_engine(&clients, &settings, &CallCounter::default());
+    let order = dispatch_first(&settings, &engine, &run_id).await;
+
+    let payload = worker_payload(&engine, &order).await;
+    let identity = payload["identity"].as_str().unwrap().to_owned();
+    let (answer, logs) = run_worker(&settings, payload).await;
     assert!(
         logs.iter()
             .any(|line| line.contains("\"level\":\"DEBUG\"") || line.contains("TRACE")),
@@ -333,10 +403,7 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
             "{line}"
         );
     }
-    assert_eq!(
-        answers[0],
-        ("response".to_owned(), json!({"reported": "succeeded"}))
-    );
+    assert_eq!(answer, json!({"reported": "succeeded"}));
 
     // A step of the run's watch: the result is there but not applied yet, so the step
     // kicks the orchestrator, which finalizes the run.
@@ -353,6 +420,11 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     );
 
     // The result's own S3 event, arriving after: the run is already finished.
+    let result = keys::result(
+        &run_id,
+        order.plan.order_num,
+        order.attempt.as_ref().unwrap(),
+    );
     let answers = invoke(
         &bin("orchestrator"),
         &settings,
@@ -366,11 +438,68 @@ async fn the_binaries_carry_a_job_from_init_to_its_done_document() {
     let done = engine.ports.done.get(&keys::done(&run_id)).await.unwrap();
     let done: DoneDoc = serde_json::from_slice(&done).unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
-    let log = engine
-        .ports
-        .internal
-        .get(&keys::log(&run_id, first))
+    assert!(
+        first_log(&engine, &run_id)
+            .await
+            .contains("hello from hello")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compile_function_compiles_a_module_the_worker_then_runs() {
+    let settings = deployment().await;
+    let clients = moto().await;
+    // A WASI command printing a line, in a code zip init-job reads from S3.
+    let module = wat::parse_str(crate::support::HELLO_WASM).unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("guest.wasm", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut zip, &module).unwrap();
+    let code_bucket = crate::support::bucket(&clients).await;
+    (clients.s3.put_object())
+        .bucket(&code_bucket)
+        .key("guest.zip")
+        .body(zip.finish().unwrap().into_inner().into())
+        .send()
         .await
         .unwrap();
-    assert!(String::from_utf8_lossy(&log).contains("hello from hello"));
+    let job = json!({"username": "alice", "orders": [
+        {"order_name": "guest", "wasm": {"module": "guest.wasm"}, "timeout": 60,
+         "s3_location": format!("s3://{code_bucket}/guest.zip"), "execution_target": "lambda"}
+    ]});
+    let run_id = submit(&settings, &job).await;
+    let engine = wiring::aws_engine(&clients, &settings, &CallCounter::default());
+    let order = dispatch_first(&settings, &engine, &run_id).await;
+    let compiled = order.compiled.clone().expect("init-job named the module");
+
+    // The compile function, invoked with what init-job asked of it (moto's Lambda ran
+    // nothing), with no AWS credentials: the module and its code's object are behind URLs.
+    let code = keys::compiled_code(
+        &run_id,
+        ExecutionTarget::Lambda,
+        &compiled.module_sha256,
+        false,
+    );
+    let request = json!({
+        "run_id": run_id, "module_name": "guest.wasm",
+        "module_url": presign(&engine, Presigned::Get, &keys::module_to_compile(&run_id, &compiled.module_sha256)).await,
+        "module_sha256": compiled.module_sha256, "metered": false, "timeout": 60,
+        "code_url": presign(&engine, Presigned::PutIfAbsent, &code).await,
+    });
+    let start = Start {
+        credentials: false,
+        log: "info",
+    };
+    let (answers, _) = invoke_as(&bin("compile"), &settings, vec![request], start).await;
+    assert_eq!(answers[0], ("response".to_owned(), json!({"stored": true})));
+
+    // The worker (on Lambda, without a compiler) loads that code and runs the module.
+    let (answer, _) = run_worker(&settings, worker_payload(&engine, &order).await).await;
+    assert_eq!(answer, json!({"reported": "succeeded"}));
+    let log = first_log(&engine, &run_id).await;
+    assert!(
+        log.contains("loaded guest.wasm as the compile function compiled it")
+            && log.contains("hello from wasm"),
+        "{log}"
+    );
 }

@@ -381,15 +381,7 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
 /// (`guest.wat`), in a code zip stored in a new bucket; the zip's `s3://` location.
 async fn guest_code(cloud: &crate::support::cloud::Cloud) -> String {
     use std::io::Write as _;
-    let text = r#"(module
-            (import "wasi_snapshot_preview1" "fd_write"
-                (func $fd_write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 16) "hello from wasm\n")
-            (func (export "_start")
-                (i32.store (i32.const 0) (i32.const 16))
-                (i32.store (i32.const 4) (i32.const 16))
-                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let text = crate::support::HELLO_WASM;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let file = zip::write::SimpleFileOptions::default();
     zip.start_file("guest.wasm", file).unwrap();
@@ -438,8 +430,25 @@ async fn log_of(cloud: &crate::support::cloud::Cloud, done: &DoneDoc, name: &str
     String::from_utf8(log).unwrap()
 }
 
+/// The keys under the run's `tmp/compiled/` folder.
+async fn compiled_objects(cloud: &crate::support::cloud::Cloud, run_id: &RunId) -> Vec<String> {
+    let listed = (cloud.clients.s3.list_objects_v2())
+        .bucket(&cloud.settings.internal_bucket)
+        .prefix(format!("tmp/compiled/{run_id}/"))
+        .send()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter_map(|object| object.key().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys
+}
+
 #[tokio::test]
-async fn a_module_is_compiled_once_per_run_and_fresh_workers_load_the_shared_code() {
+async fn a_runs_modules_are_compiled_once_by_the_compile_function_for_its_workers() {
     let cloud = cloud().await;
     let code = guest_code(&cloud).await;
     let job_text = job(vec![
@@ -451,20 +460,20 @@ async fn a_module_is_compiled_once_per_run_and_fresh_workers_load_the_shared_cod
     ]);
     let done = cloud.run(&job_text, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Succeeded);
-    for (first, second, module) in [
-        ("first", "second", "guest.wasm"),
-        // Named by the file as packaged, not by the binary the worker converts it to.
-        ("text-first", "text-second", "guest.wat"),
+    for (name, module) in [
+        ("first", "guest.wasm"),
+        ("second", "guest.wasm"),
+        // Named by the file as packaged, not by the binary it converts to.
+        ("text-first", "guest.wat"),
+        ("text-second", "guest.wat"),
     ] {
-        let (first, second) = (
-            log_of(&cloud, &done, first).await,
-            log_of(&cloud, &done, second).await,
-        );
-        assert!(first.contains(&format!("compiled {module} in")), "{first}");
+        let log = log_of(&cloud, &done, name).await;
         assert!(
-            second.contains(&format!("loaded {module} as another worker compiled it"))
-                && second.contains("hello from wasm"),
-            "{second}"
+            log.contains(&format!(
+                "loaded {module} as the compile function compiled it"
+            )) && log.contains("hello from wasm")
+                && !log.contains("compiled guest"),
+            "{log}"
         );
     }
     let run_id = RunId::parse(&done.run_id).unwrap();
@@ -475,20 +484,103 @@ async fn a_module_is_compiled_once_per_run_and_fresh_workers_load_the_shared_cod
         .run_orders(&run_id)
         .await
         .unwrap();
-    let shares = |name: &str| {
+    let module_of = |name: &str| {
         let row = rows.iter().find(|r| r.plan.order_name == name).unwrap();
-        row.compiled.is_some()
+        row.compiled.as_ref().map(|m| m.module_sha256.clone())
     };
-    assert!(shares("first") && shares("text-first") && !shares("shell"));
-    // Another run compiles for itself: no run's code runs in another's worker.
-    let again = cloud.run(&job_text, |_| Worker::Runs).await;
-    assert_eq!(again.status, JobStatus::Succeeded);
-    let first = log_of(&cloud, &again, "first").await;
-    assert!(first.contains("compiled guest.wasm in"), "{first}");
+    assert!(module_of("shell").is_none());
+    // Each module stored once for the compile function, and compiled once.
+    let (binary, text) = (
+        module_of("first").unwrap(),
+        module_of("text-first").unwrap(),
+    );
+    let mut expected = vec![
+        keys::module_to_compile(&run_id, &binary),
+        keys::module_to_compile(&run_id, &text),
+        keys::compiled_code(&run_id, ExecutionTarget::Lambda, &binary, false),
+        keys::compiled_code(&run_id, ExecutionTarget::Lambda, &text, false),
+    ];
+    expected.sort();
+    assert_eq!(compiled_objects(&cloud, &run_id).await, expected);
 }
 
 #[tokio::test]
-async fn shared_code_that_does_not_load_is_compiled_afresh() {
+async fn a_module_that_does_not_compile_fails_its_orders_with_the_reason_at_once() {
+    let cloud = cloud().await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("bad.wasm", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut zip, b"\0asm\x01\0\0\0\x7f").unwrap();
+    let code_bucket = bucket(&cloud.clients).await;
+    let code = stored_zip(&cloud, &code_bucket, "code/bad.zip", zip).await;
+    let mut bad = wasm_order("bad", "bad.wasm", &code, &[]);
+    bad["timeout"] = 600.into();
+    let started = std::time::Instant::now();
+    let done = cloud.run(&job(vec![bad]), |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let reason = done.orders[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("module bad.wasm: invalid: "), "{reason}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the worker gave up on the code at once, not at its 10-minute deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_module_reached_through_a_link_is_refused_at_submission() {
+    let cloud = cloud().await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("guest.wasm", options).unwrap();
+    std::io::Write::write_all(&mut zip, b"\0asm\x01\0\0\0").unwrap();
+    zip.add_symlink("link.wasm", "guest.wasm", options).unwrap();
+    let code_bucket = bucket(&cloud.clients).await;
+    let code = stored_zip(&cloud, &code_bucket, "code/linked.zip", zip).await;
+    let refused = cloud
+        .refused(&job(vec![wasm_order("linked", "link.wasm", &code, &[])]))
+        .await;
+    assert!(
+        refused.contains(
+            "wasm.module link.wasm: on AWS the module must be a file of the order's code, not a link to one"
+        ),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_without_a_compile_function_refuses_webassembly_orders() {
+    let mut cloud = cloud().await;
+    cloud.settings.compile_function = None;
+    let code = guest_code(&cloud).await;
+    let error = cloud
+        .submit(&job(vec![wasm_order("only", "guest.wasm", &code, &[])]))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with("starting the compile function for order 0001 of run ")
+            && message.ends_with(
+                " failed: this deployment has none, so it cannot run WebAssembly orders"
+            ),
+        "{message}"
+    );
+    // Refused before anything was stored, or the run's watch started.
+    let stored = (cloud.clients.s3.list_objects_v2())
+        .bucket(&cloud.settings.internal_bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(stored.contents().is_empty(), "{stored:?}");
+    assert!(cloud.watchdog_executions().await.is_empty());
+    // Shell orders run as ever.
+    let done = cloud
+        .run(&job(vec![order("shell", "true", &[])]), |_| Worker::Runs)
+        .await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn code_that_does_not_load_in_the_worker_fails_its_order_saying_why() {
     let cloud = cloud().await;
     let code = guest_code(&cloud).await;
     let job_text = job(vec![wasm_order("only", "guest.wasm", &code, &[])]);
@@ -503,9 +595,9 @@ async fn shared_code_that_does_not_load_is_compiled_afresh() {
     let module = rows[0]
         .compiled
         .as_ref()
-        .expect("a WebAssembly order shares its code");
-    // Code of another wasmtime, or damaged, there before the worker: wasmtime refuses it,
-    // and the worker compiles.
+        .expect("a WebAssembly order on AWS names the code compiled for it");
+    // Code of another wasmtime, or damaged, there before the compile function's: wasmtime
+    // refuses it, and the worker (which cannot compile) says what to do.
     let key = keys::compiled_code(
         &response.run_id,
         ExecutionTarget::Lambda,
@@ -516,11 +608,11 @@ async fn shared_code_that_does_not_load_is_compiled_afresh() {
     let internal = cloud.engine().ports.internal;
     internal.put(&key, planted.clone()).await.unwrap();
     let done = cloud.pump(&response.run_id, |_| Worker::Runs).await;
-    assert_eq!(done.status, JobStatus::Succeeded);
-    let log = log_of(&cloud, &done, "only").await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let reason = done.orders[0].reason.as_deref().unwrap_or_default();
     assert!(
-        log.contains("compiled guest.wasm in") && log.contains("hello from wasm"),
-        "{log}"
+        reason.contains("the code compiled for it does not load in this worker (deploy the worker and compile functions from one build)"),
+        "{reason}"
     );
     assert_eq!(
         internal.get(&key).await.unwrap(),

@@ -19,7 +19,7 @@ use sluice_aws::AwsSettings;
 use sluice_aws::schema::{
     EVENTS_PARTITION, EVENTS_SORT, LOCKS_PARTITION, ORDERS_PARTITION, ORDERS_SORT, TTL_ATTRIBUTE,
 };
-use sluice_contract::{OrderNum, RunId, keys};
+use sluice_contract::{ExecutionTarget, OrderNum, RunId, keys};
 
 pub(crate) fn template() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
@@ -237,6 +237,13 @@ fn control_plane_functions_get_exactly_the_settings_their_code_reads() {
             settings.worker_function,
             name_of("WorkerFunction", "FunctionName")
         );
+        // init-job alone has modules compiled.
+        let compile_function = name_of("CompileFunction", "FunctionName");
+        assert_eq!(
+            settings.compile_function.as_deref(),
+            (function == "InitJobFunction").then_some(&*compile_function),
+            "{function}"
+        );
         assert_eq!(
             settings.codebuild_project,
             name_of("CodeBuildWorker", "Name")
@@ -412,6 +419,14 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         "the worker Lambda's role: {}",
         worker_function["Policies"]
     );
+    // Nor does the compile function: its module and its code's object are behind the
+    // URLs of its event, presigned with init-job's role.
+    let compile_function = &resource(&template, "CompileFunction")["Properties"];
+    assert!(
+        compile_function["Policies"].is_null() && compile_function["Role"].is_null(),
+        "the compile function's role: {}",
+        compile_function["Policies"]
+    );
     let codebuild = &resource(&template, "CodeBuildWorkerRole")["Properties"]["Policies"][0]["PolicyDocument"]
         ["Statement"];
     let parameter = |path: String| format!("arn:aws:ssm:eu-west-1:123456789012:parameter{path}");
@@ -487,6 +502,31 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         &object(&keys::exec_zip(&run, order))
     ));
     assert!(can(&init, "s3:PutObject", &object(&keys::trigger(&run))));
+    // Modules for the compile function, and its URLs: the module read, the code written.
+    let module = "ab".repeat(32);
+    let code = keys::compiled_code(&run, ExecutionTarget::Lambda, &module, false);
+    for (action, key) in [
+        ("s3:PutObject", keys::module_to_compile(&run, &module)),
+        ("s3:GetObject", keys::module_to_compile(&run, &module)),
+        ("s3:PutObject", code.clone()),
+    ] {
+        assert!(can(&init, action, &object(&key)), "init-job {action} {key}");
+    }
+    assert!(
+        !can(&init, "s3:GetObject", &object(&code)),
+        "init-job reads no compiled code"
+    );
+    let compile_arn = format!(
+        "arn:aws:lambda:eu-west-1:123456789012:function:{}",
+        evaluate(&template, &compile_function["FunctionName"])
+    );
+    assert!(can(&init, "lambda:InvokeFunction", &compile_arn));
+    // The orchestrator presigns the workers' reads of it, and no write.
+    assert!(can(&orchestrator, "s3:GetObject", &object(&code)));
+    assert!(
+        !can(&orchestrator, "s3:PutObject", &object(&code)),
+        "workers are given no URL to write compiled code"
+    );
     assert!(
         !can(&init, "s3:PutObject", &object(&result_key)),
         "init-job writes no order's result"

@@ -338,8 +338,8 @@ impl Engine {
     /// through its callback URL, and a worker of an earlier attempt cannot overwrite this
     /// attempt's result. The URLs live as long as the attempt may report — until the job's
     /// deadline (a worker may wait in a queue before its timeout starts) — and a margin,
-    /// within what a presigned URL can live. A WebAssembly order on AWS also gets the two
-    /// URLs of its module's shared compiled code: read, and written if absent.
+    /// within what a presigned URL can live. A WebAssembly order on AWS also gets the URL of
+    /// the code the compile function makes from its module.
     ///
     /// # Errors
     ///
@@ -391,22 +391,10 @@ impl Engine {
             )
         })?;
         let compiled = match shared_code_key(order) {
-            Some((module_sha256, key)) => {
-                // Written once, by the attempt's worker as it starts: the URL need not
-                // outlive the attempt's own time.
-                let attempt_time = Duration::from_secs(
-                    order
-                        .plan
-                        .timeout
-                        .saturating_add(PRESIGN_MARGIN)
-                        .min(MAX_PRESIGN_EXPIRY),
-                );
-                Some(SharedCode {
-                    module_sha256,
-                    get_url: presign(Presigned::Get, key.clone()).await?,
-                    put_url: presign_for(Presigned::PutIfAbsent, key, attempt_time).await?,
-                })
-            }
+            Some((module_sha256, key)) => Some(SharedCode {
+                module_sha256,
+                get_url: presign(Presigned::Get, key).await?,
+            }),
             None => None,
         };
         Ok(DispatchPayload {
@@ -447,14 +435,15 @@ impl Engine {
     }
 }
 
-/// The module digest and the key of the code a WebAssembly order's workers share. The
+/// The module digest and the key of the code the compile function makes for a WebAssembly
+/// order's workers. The
 /// digest must be a sha256 (hex), so the key stays one of the run's own.
 fn shared_code_key(order: &OrderRecord) -> Option<(String, String)> {
     let compiled = order.compiled.as_ref()?;
     let sha = &compiled.module_sha256;
     let is_sha256 = sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if !is_sha256 {
-        tracing::warn!(module_sha256 = %sha, "not a sha256: the order's workers share no code");
+        tracing::warn!(module_sha256 = %sha, "not a sha256: the order's worker is pointed at no compiled code");
         return None;
     }
     let key = keys::compiled_code(

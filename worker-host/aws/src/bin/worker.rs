@@ -29,9 +29,6 @@ fn describe(report: &WorkerReport) -> serde_json::Value {
 }
 
 fn main() -> Result<(), Error> {
-    // A compiler child process of this worker compiles its module and exits here, before
-    // anything else starts (see `sluice_worker::wasm::CompileIn`).
-    sluice_worker::wasm::serve_if_asked();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -48,14 +48,16 @@ pub enum Function {
     Orchestrator,
     WatchdogCheck,
     Worker,
+    Compile,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 5] = [
         Function::InitJob,
         Function::Orchestrator,
         Function::WatchdogCheck,
         Function::Worker,
+        Function::Compile,
     ];
 
     /// Its resource in `infra/template.yaml`.
@@ -65,6 +67,7 @@ impl Function {
             Function::Orchestrator => "OrchestratorFunction",
             Function::WatchdogCheck => "WatchdogCheckFunction",
             Function::Worker => "WorkerFunction",
+            Function::Compile => "CompileFunction",
         }
     }
 }

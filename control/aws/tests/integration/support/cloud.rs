@@ -22,19 +22,21 @@ use sluice_aws::clients::Clients;
 use sluice_aws::s3_events::S3Notification;
 use sluice_aws::schema::{EVENTS_KEY, LOCKS_KEY, ORDERS_KEY};
 use sluice_aws::{AwsSettings, CallCounter, s3_events, wiring};
-use sluice_contract::dispatch::{Capability, Claim, DispatchPayload};
+use sluice_contract::dispatch::{Capability, Claim, CompileRequest, DispatchPayload};
 use sluice_contract::result::DoneDoc;
 use sluice_contract::{OrderNum, OrderStatus, RunId, ValidateOptions, keys, parse_job};
 use sluice_engine::init_job::InitResponse;
 use sluice_engine::{Engine, EngineError};
 use sluice_ports::WatchdogInput;
 use sluice_worker::retry::RetryPolicy;
+use sluice_worker::wasm::CompileIn;
 use sluice_worker::{WorkerConfig, WorkerIo, run_order};
 use sluice_worker_aws::HttpTransfer;
 
 use super::billing::{self, LambdaTime};
 use super::{
-    BodyTap, FlakyEndpoint, bucket, moto, table, unique, watchdog_machine, worker_function,
+    BodyTap, FlakyEndpoint, bucket, compile_function, moto, table, unique, watchdog_machine,
+    worker_function,
 };
 
 /// A Sluice deployment in moto.
@@ -102,6 +104,7 @@ pub async fn cloud() -> Cloud {
     let done = bucket(&clients).await;
     let queue_url = notify_queue(&clients, &sqs, &internal).await;
     let worker_function = worker_function(&clients).await;
+    let compile_function = Some(compile_function(&clients).await);
     let watchdog_state_machine = watchdog_machine(&clients).await;
 
     let tap = BodyTap::default();
@@ -113,6 +116,7 @@ pub async fn cloud() -> Cloud {
         events_table: table(&clients, EVENTS_KEY).await,
         locks_table: table(&clients, LOCKS_KEY).await,
         worker_function,
+        compile_function,
         codebuild_project: "unused".to_owned(),
         watchdog_state_machine,
         ssm_prefix: format!("/{}", unique("sluice-test")),
@@ -178,7 +182,8 @@ pub async fn deployed() -> Cloud {
             &tap,
         ),
     };
-    let environment = &deployment.functions["OrchestratorFunction"].environment;
+    // init-job's: every setting (the compile function's name too).
+    let environment = &deployment.functions["InitJobFunction"].environment;
     let settings = AwsSettings::from_lookup(|name| environment.get(name).cloned()).unwrap();
     let sqs = aws_sdk_sqs::Client::new(&admin);
     let queue_url = notify_queue(&clients, &sqs, &settings.internal_bucket).await;
@@ -485,8 +490,34 @@ impl Cloud {
                     }
                 });
             }
-            // Dispatched attempts → workers.
-            let dispatched: Vec<DispatchPayload> = self.tap.take();
+            // Compile requests → the compile function (tried three times, as Lambda tries
+            // an asynchronous event); dispatched attempts → workers.
+            let bodies: Vec<serde_json::Value> = self.tap.take();
+            let mut dispatched = Vec::new();
+            for body in bodies {
+                if let Ok(request) = serde_json::from_value::<CompileRequest>(body.clone()) {
+                    let (transfer, lambda) = (transfer.clone(), Arc::clone(&self.lambda));
+                    tasks.spawn(async move {
+                        for _ in 0..3 {
+                            let started = Instant::now();
+                            let compiled = sluice_compile::compile_for_run(
+                                &request,
+                                &transfer,
+                                &CompileIn::ThisProcess,
+                                tokio::time::Instant::now() + Duration::from_secs(60),
+                            )
+                            .await;
+                            lambda.record(billing::Function::Compile, started.elapsed());
+                            match compiled {
+                                Ok(_) => return,
+                                Err(error) => println!("the compile function failed: {error}"),
+                            }
+                        }
+                    });
+                } else if let Ok(payload) = serde_json::from_value::<DispatchPayload>(body) {
+                    dispatched.push(payload);
+                }
+            }
             for payload in dispatched {
                 let name = &names[payload.order_num.get() as usize - 1];
                 match worker_of(name) {

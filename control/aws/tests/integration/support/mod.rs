@@ -78,6 +78,17 @@ impl Intercept for BodyTap {
     }
 }
 
+/// A WASI command printing `hello from wasm`, in the text format.
+pub const HELLO_WASM: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write"
+        (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 16) "hello from wasm\n")
+    (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 16))
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
@@ -263,6 +274,7 @@ pub async fn store_settings(clients: &Clients) -> AwsSettings {
         events_table: table(clients, EVENTS_KEY).await,
         locks_table: table(clients, LOCKS_KEY).await,
         worker_function: String::new(),
+        compile_function: None,
         codebuild_project: String::new(),
         watchdog_state_machine: watchdog_machine(clients).await,
         ssm_prefix: format!("/{}", unique("sluice-test")),
@@ -294,12 +306,27 @@ pub fn settings_env(settings: &AwsSettings) -> Vec<(&'static str, String)> {
         ),
         ("SLUICE_SSM_PREFIX", settings.ssm_prefix.clone()),
     ]
+    .into_iter()
+    .chain(
+        (settings.compile_function.clone()).map(|function| ("SLUICE_COMPILE_FUNCTION", function)),
+    )
+    .collect()
 }
 
 /// A worker function in moto (Lambda configured to accept invokes without running them).
 pub async fn worker_function(clients: &Clients) -> String {
+    lambda_function(clients, "sluice-worker").await
+}
+
+/// A compile function in moto, as [`worker_function`].
+pub async fn compile_function(clients: &Clients) -> String {
+    lambda_function(clients, "sluice-compile").await
+}
+
+/// A function named `prefix-<unique>` in moto that accepts invokes without running them.
+async fn lambda_function(clients: &Clients, prefix: &str) -> String {
     moto_lambda_without_docker().await;
-    let name = unique("sluice-worker");
+    let name = unique(prefix);
     clients
         .lambda
         .create_function()
