@@ -14,7 +14,9 @@
 //!    `echo` (shell runner, a real process), the WAT hello guest and the Rust example guest
 //!    cold (compiled), warm from the disk cache (a new process), on a fresh worker loading
 //!    the code the compile function made (as on AWS; read from a file here, where S3 adds
-//!    one GET), and warm in memory (the next order of the same process).
+//!    one GET), and warm in memory (the next order of the same process); and what running
+//!    code compiled for AWS's CPUs (the compile function's), or for the architecture's
+//!    baseline, costs against code compiled for this CPU, on a compute loop.
 //!
 //! Each engine figure is the median of a few runs of the release `sluice` binary. Every
 //! figure is also recorded with its unit and, where issue 17 set one, its goal, and written
@@ -36,7 +38,8 @@ use sluice_worker::redact::Redactor;
 use sluice_worker::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
 use sluice_worker::spool::DEFAULT_MAX_LOG_BYTES;
 use sluice_worker::wasm::{
-    CompileIn, Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime, compile_for_workers,
+    CompileIn, CpuLevel, Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime,
+    compile_for_cpus, compile_for_workers,
 };
 
 #[path = "support/figures.rs"]
@@ -177,6 +180,91 @@ fn wasm(runs: usize, figures: &mut Figures) {
         );
         figures.record(&format!("{key}_warm_process_ms"), ms(memory), "ms", None);
     }
+    portable_code_cost(runs, &rt, figures);
+}
+
+/// A loop of the instructions a CPU feature past x86_64's baseline makes native (`floor`:
+/// SSE4.1; `popcnt`), 20 million times.
+const COMPUTE_LOOP: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $i i32) (local $f f64) (local $n i64)
+    (local.set $f (f64.const 1.5))
+    (loop $next
+      (local.set $f
+        (f64.add (f64.floor (f64.mul (local.get $f) (f64.const 1.000001))) (f64.const 0.25)))
+      (local.set $n (i64.add (local.get $n) (i64.popcnt (i64.extend_i32_u (local.get $i)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (i32.const 20000000))))
+    (i64.store (i32.const 0) (local.get $n))
+    (f64.store (i32.const 8) (local.get $f))))"#;
+
+/// What running the compile function's code (for the CPUs AWS runs on: x86-64-v2 on
+/// x86_64), and code for the architecture's baseline alone, cost against code compiled
+/// for this CPU (`sluice run`'s), on a compute loop: ratios of their times measured in one
+/// run, each run a fresh runtime loading the code (from the disk cache, or the object the
+/// compile function would store), linking it and running the loop.
+fn portable_code_cost(runs: usize, rt: &tokio::runtime::Runtime, figures: &mut Figures) {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("compute.wat"), COMPUTE_LOOP).unwrap();
+    let spec: WasmSpec =
+        serde_json::from_value(serde_json::json!({"module": "compute.wat", "memory_mb": 16}))
+            .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    rt.block_on(run_guest(
+        &WasmRuntime::new(Some(cache.path().to_owned())),
+        folder.path(),
+        &spec,
+    ));
+    let native = median(runs, || {
+        let runtime = WasmRuntime::new(Some(cache.path().to_owned()));
+        rt.block_on(run_guest(&runtime, folder.path(), &spec))
+    });
+    let compiled_for = |level: CpuLevel, file: &str| {
+        let code = compile_for_cpus(COMPUTE_LOOP.as_bytes(), false, level).unwrap();
+        let object = folder.path().join(file);
+        std::fs::write(&object, code).unwrap();
+        SharedCode {
+            module_sha256: sha256_hex(COMPUTE_LOOP.as_bytes()),
+            get_url: Capability::new(object.display().to_string()),
+        }
+    };
+    let loaded_each_run = |code: &SharedCode| {
+        median(runs, || {
+            let sharing = SharedCompiled { code, io: &FileIo };
+            let worker = WasmRuntime::new(None);
+            rt.block_on(run_guest_with_code(
+                &worker,
+                folder.path(),
+                &spec,
+                Some(sharing),
+            ))
+        })
+    };
+    let aws = loaded_each_run(&compiled_for(CpuLevel::AwsHosts, "aws.cwasm"));
+    let baseline = loaded_each_run(&compiled_for(CpuLevel::Baseline, "baseline.cwasm"));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (aws_ratio, baseline_ratio) = (ms(aws) / ms(native), ms(baseline) / ms(native));
+    println!(
+        "compute loop (floor, popcnt; 20 M iterations): code for this CPU {:.1} ms, for AWS's \
+         CPUs (the compile function's) {:.1} ms ({aws_ratio:.2}x), for the baseline {:.1} ms \
+         ({baseline_ratio:.2}x)",
+        ms(native),
+        ms(aws),
+        ms(baseline)
+    );
+    figures.record(
+        "wasm_aws_cpus_over_native_compute",
+        aws_ratio,
+        "ratio",
+        None,
+    );
+    figures.record(
+        "wasm_baseline_over_native_compute",
+        baseline_ratio,
+        "ratio",
+        None,
+    );
 }
 
 /// Runs a guest of the guests folder; the time from start to exit.

@@ -5,8 +5,8 @@
 //! worker compiled its module again). init-job invokes this function asynchronously with a
 //! [`CompileRequest`] per module and engine setting of a run, before the run starts:
 //! [`compile_for_run`] reads the module through the request's presigned URL, checks it is
-//! the one init-job packaged (its sha256), compiles it for every CPU of the workers'
-//! architecture (`sluice_worker::wasm::compile_for_workers`, in a child process killed
+//! the one init-job packaged (its sha256), compiles it for the CPUs AWS runs the
+//! workers on (`sluice_worker::wasm::compile_for_workers`, in a child process killed
 //! when the longest timeout of the module's orders, or the function's own time, is up) and
 //! stores the code through the request's put-if-absent URL. A module at fault — not
 //! WebAssembly, invalid, not the one packaged, compiling too long, killing its compiler —

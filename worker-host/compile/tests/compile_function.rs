@@ -127,7 +127,7 @@ async fn the_functions_own_binary_compiles_in_a_child_for_any_cpu() {
         .await
         .unwrap();
     assert_eq!(compiled, Compiled::Stored);
-    // The very code compiled here for any CPU (not for this one), fuel metered.
+    // The very code compiled here for AWS's CPUs (not for this one), fuel metered.
     let here = compile_for_workers("run.wasm", module, true, &CompileIn::ThisProcess)
         .await
         .unwrap();

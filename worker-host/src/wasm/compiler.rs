@@ -37,7 +37,7 @@ use super::new_engine;
 /// The first argument that makes a Sluice binary a compiler.
 pub const COMPILER_ARG: &str = "--sluice-compile-wasm";
 
-/// Its optional third argument: compile for any CPU of this architecture.
+/// Its optional third argument: compile for the CPUs AWS runs on (see `portable_engine`).
 const PORTABLE_ARG: &str = "portable";
 
 /// Whether this binary's `main` called [`serve_if_asked`], so a child of it compiles.
@@ -96,7 +96,7 @@ impl CompileIn {
         self.compile_for(engine, source, metered, false).await
     }
 
-    /// [`CompileIn::compile`], for any CPU of this architecture when `portable` (`engine`,
+    /// [`CompileIn::compile`], for the CPUs AWS runs on when `portable` (`engine`,
     /// used in this process, must then be [`portable_engine`]'s).
     async fn compile_for(
         &self,
@@ -257,11 +257,11 @@ async fn read_capped(
 
 /// Compiles the module `bytes` (binary or text format, converted where it is compiled)
 /// named `name` as a run's workers load it (the compile function on AWS): for an engine of
-/// their configuration (fuel metering on or off), and for every CPU of this machine's
-/// architecture — no CPU feature is taken from the machine that compiles, as the workers
-/// run on others (wasmtime refuses code that needs a feature its CPU lacks). Where
-/// `compile_in` says; the caller bounds the time: dropping the future kills a child
-/// compiler.
+/// their configuration (fuel metering on or off), and for the CPUs of this machine's
+/// architecture AWS runs on (x86-64-v2 on x86_64) — no CPU feature is taken from the
+/// machine that compiles, as the workers run on others (wasmtime refuses code that needs a
+/// feature its CPU lacks). Where `compile_in` says; the caller bounds the time: dropping
+/// the future kills a child compiler.
 ///
 /// # Errors
 ///
@@ -281,16 +281,68 @@ pub async fn compile_for_workers(
         .await?)
 }
 
+/// Compiles `bytes` as [`compile_for_workers`] does, in this process, for the CPUs of
+/// `level`: for measuring what CPU features are worth.
+///
+/// # Errors
+///
+/// As [`compile_for_workers`].
+#[cfg(all(feature = "compiler", feature = "test-support"))]
+pub fn compile_for_cpus(
+    bytes: &[u8],
+    metered: bool,
+    level: CpuLevel,
+) -> Result<Vec<u8>, WasmError> {
+    let engine = engine_for_cpus(metered, level)?;
+    compile_bytes(&engine, bytes).map_err(|error| {
+        WasmError::Module(ModuleError::CompilerFailed {
+            module: String::new(),
+            message: error.to_string(),
+        })
+    })
+}
+
 /// An engine of the workers' configuration (fuel metering on or off) compiling for every
-/// CPU of this machine's architecture: its target set, no CPU feature is inferred.
+/// CPU of this machine's architecture that AWS runs functions and builds on: its target
+/// set, no CPU feature is inferred from this one; on x86_64 the features of x86-64-v2
+/// (SSE4.2, POPCNT, CMPXCHG16B: Intel's Nehalem and AMD's Bulldozer cores and every later
+/// one), without which rounding is a call and `popcnt` a sequence (a compute loop of both
+/// ran 1.6 times as long: `scripts/bench 5 wasm`).
 #[cfg(feature = "compiler")]
 fn portable_engine(metered: bool) -> Result<Engine, WasmEngineError> {
+    engine_for_cpus(metered, CpuLevel::AwsHosts)
+}
+
+/// The CPUs code is compiled for.
+#[cfg(feature = "compiler")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuLevel {
+    /// Those AWS runs functions and builds on (x86-64-v2 on x86_64): what the compile
+    /// function compiles for.
+    AwsHosts,
+    /// Every CPU of the architecture (x86_64's baseline, SSE2): for measuring what the
+    /// features above are worth.
+    Baseline,
+}
+
+/// An engine of the workers' configuration compiling for the CPUs of `level`.
+#[cfg(feature = "compiler")]
+#[expect(unsafe_code, reason = "Cranelift's CPU features; see SAFETY")]
+fn engine_for_cpus(metered: bool, level: CpuLevel) -> Result<Engine, WasmEngineError> {
     let mut config = engine_config(metered);
     let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     config
         .target(&target)
-        .and_then(|config| Engine::new(config))
-        .map_err(|e| WasmEngineError::Start(Arc::new(e)))
+        .map_err(|e| WasmEngineError::Start(Arc::new(e)))?;
+    if cfg!(target_arch = "x86_64") && level == CpuLevel::AwsHosts {
+        // SAFETY: code compiled for CPU features a machine lacks would fault there, but
+        // wasmtime checks, when code is loaded, that the CPU has every feature it was
+        // compiled with, and refuses it otherwise (the order then fails saying so).
+        unsafe {
+            config.cranelift_flag_enable("x86-64-v2");
+        }
+    }
+    Engine::new(&config).map_err(|e| WasmEngineError::Start(Arc::new(e)))
 }
 
 /// Without a compiler, there is no portable engine to compile with either.
@@ -343,8 +395,8 @@ pub fn serve_if_asked() {
     });
 }
 
-/// Compiles the module on stdin for an engine configured as the worker's (for any CPU of
-/// this architecture when `portable`).
+/// Compiles the module on stdin for an engine configured as the worker's (for the CPUs AWS
+/// runs on when `portable`).
 fn compile_stdin(metered: bool, portable: bool) -> Result<Vec<u8>, ServeError> {
     let mut binary = Vec::new();
     std::io::stdin()
@@ -383,4 +435,55 @@ fn as_binary(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ServeError> {
 #[cfg(not(feature = "compiler"))]
 fn as_binary(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, ServeError> {
     Ok(std::borrow::Cow::Borrowed(bytes))
+}
+
+#[cfg(all(test, feature = "compiler", target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// A CPU with x86-64-v2's features and nothing more.
+    fn v2_only(feature: &str) -> Option<bool> {
+        Some(matches!(
+            feature,
+            "sse3" | "ssse3" | "sse4.1" | "sse4.2" | "popcnt" | "cmpxchg16b"
+        ))
+    }
+
+    /// The same without POPCNT.
+    fn v2_without_popcnt(feature: &str) -> Option<bool> {
+        v2_only(feature).map(|has| has && feature != "popcnt")
+    }
+
+    /// An engine of the workers' configuration on a CPU `detect` describes. Its own
+    /// compiler (the worker Lambda has none) is given a target, so that it infers no CPU
+    /// feature of this machine, which wasmtime would check against `detect` too.
+    #[expect(unsafe_code, reason = "a stand-in CPU for wasmtime's checks")]
+    fn worker_engine_on(detect: fn(&str) -> Option<bool>) -> Engine {
+        let mut config = engine_config(false);
+        config.target("x86_64-unknown-linux-gnu").unwrap();
+        // SAFETY: the engine only loads code here, to see what wasmtime accepts; nothing
+        // it loads is run.
+        unsafe {
+            config.detect_host_feature(detect);
+        }
+        Engine::new(&config).unwrap()
+    }
+
+    /// The compile function's code needs x86-64-v2's features and no more, and wasmtime
+    /// checks them when it loads the code: the SAFETY of `engine_for_cpus` rests on both.
+    #[test]
+    #[expect(unsafe_code, reason = "loading compiled code; nothing of it runs")]
+    fn code_for_aws_hosts_loads_where_x86_64_v2_is_and_only_there() {
+        let module = b"(module (func (export \"_start\") (drop (i64.popcnt (i64.const 7)))))";
+        let engine = engine_for_cpus(false, CpuLevel::AwsHosts).unwrap();
+        let code = compile_bytes(&engine, module).unwrap();
+        // SAFETY: wasmtime's own code, compiled just above; it is only loaded.
+        let loaded = unsafe { wasmtime::Module::deserialize(&worker_engine_on(v2_only), &code) };
+        assert!(loaded.is_ok(), "{:?}", loaded.err());
+        // SAFETY: as above.
+        let refused =
+            unsafe { wasmtime::Module::deserialize(&worker_engine_on(v2_without_popcnt), &code) };
+        let error = format!("{:#}", refused.expect_err("refused without POPCNT"));
+        assert!(error.contains("has_popcnt"), "{error}");
+    }
 }

@@ -169,7 +169,7 @@ pub enum ModuleError {
     },
     /// The code the compile function made does not load in this worker.
     #[error(
-        "module {module}: the code compiled for it does not load in this worker (deploy the worker and compile functions from one build): {source:#}"
+        "module {module}: the code compiled for it does not load in this worker (deploy the worker and compile functions from one build, on CPUs with x86-64-v2's features): {source:#}"
     )]
     SharedCodeDoesNotLoad {
         /// The module.

@@ -44,9 +44,11 @@ use wasmtime_wasi::I32Exit;
 pub use self::compile::MAX_MODULE_BYTES;
 use self::compile::{GuestCache, Linkers, Lookup, Prepared, Provenance, Source};
 use self::compiler::MAX_CODE_BYTES;
-#[cfg(feature = "compiler")]
-pub use self::compiler::compile_for_workers;
+#[cfg(all(feature = "compiler", feature = "test-support"))]
+pub use self::compiler::compile_for_cpus;
 pub use self::compiler::{COMPILER_ARG, CompileIn, serve_if_asked};
+#[cfg(feature = "compiler")]
+pub use self::compiler::{CpuLevel, compile_for_workers};
 pub use self::error::{
     CacheError, GrantError, ModuleError, MountError, WasmEngineError, WasmError,
 };
@@ -312,7 +314,10 @@ fn engine_config(metered: bool) -> Config {
     config
         .epoch_interruption(true)
         .consume_fuel(metered)
-        .wasm_component_model(true);
+        .wasm_component_model(true)
+        // Relaxed SIMD gives the same results on every CPU: the code the compile function
+        // makes for AWS's CPUs and what `sluice run` compiles for this one agree.
+        .relaxed_simd_deterministic(true);
     config
 }
 

@@ -611,7 +611,7 @@ async fn code_that_does_not_load_in_the_worker_fails_its_order_saying_why() {
     assert_eq!(done.status, JobStatus::Failed);
     let reason = done.orders[0].reason.as_deref().unwrap_or_default();
     assert!(
-        reason.contains("the code compiled for it does not load in this worker (deploy the worker and compile functions from one build)"),
+        reason.contains("the code compiled for it does not load in this worker (deploy the worker and compile functions from one build, on CPUs with x86-64-v2's features)"),
         "{reason}"
     );
     assert_eq!(
