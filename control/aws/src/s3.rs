@@ -89,17 +89,25 @@ impl S3Store {
     }
 }
 
-/// Code zips by `s3://bucket/key` URL.
+/// Code zips by `s3://bucket/key` URL — never from Sluice's own buckets, which hold every
+/// run's bundles, modules, results and idempotency records: init-job reads a zip with its
+/// own role, so a job naming one of those objects would read, or learn of, another run's.
 #[derive(Debug, Clone)]
 pub struct S3Archives {
     client: aws_sdk_s3::Client,
+    own_buckets: Vec<String>,
     calls: CallCounter,
 }
 
 impl S3Archives {
-    /// Zips read with `client`, counting calls in `calls`.
-    pub fn new(client: aws_sdk_s3::Client, calls: CallCounter) -> Self {
-        S3Archives { client, calls }
+    /// Zips read with `client`, refusing those in `own_buckets` as if access were denied
+    /// (so whether an object is there is not told either), counting calls in `calls`.
+    pub fn new(client: aws_sdk_s3::Client, own_buckets: Vec<String>, calls: CallCounter) -> Self {
+        S3Archives {
+            client,
+            own_buckets,
+            calls,
+        }
     }
 }
 
@@ -114,6 +122,12 @@ impl CodeArchives for S3Archives {
                 what: format!("reading {location}"),
                 message: "not an s3://bucket/key URL".to_owned(),
             })?;
+        if self.own_buckets.iter().any(|own| own == bucket) {
+            return Err(StoreError::Denied {
+                what: format!("reading {location}"),
+                message: "a bucket of Sluice's own".to_owned(),
+            });
+        }
         S3Store::new(self.client.clone(), bucket, self.calls.clone())
             .get(key)
             .await

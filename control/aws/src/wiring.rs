@@ -79,7 +79,14 @@ pub fn aws_engine(clients: &Clients, settings: &AwsSettings, calls: &CallCounter
             clients.secrets_manager.clone(),
             calls.clone(),
         )),
-        archives: Some(Arc::new(S3Archives::new(clients.s3.clone(), calls.clone()))),
+        archives: Some(Arc::new(S3Archives::new(
+            clients.s3.clone(),
+            vec![
+                settings.internal_bucket.clone(),
+                settings.done_bucket.clone(),
+            ],
+            calls.clone(),
+        ))),
         vcs: settings.github_api.as_deref().and_then(github),
         clock: Arc::new(SystemClock),
     };

@@ -377,6 +377,35 @@ async fn orders_share_a_code_zip_from_s3_downloaded_once() {
     );
 }
 
+/// init-job reads a job's zip with its own role, which may read Sluice's own objects: a
+/// zip named in its buckets — another run's bundle, here — is refused as one it may not
+/// read, whether there is an object or not.
+#[tokio::test]
+async fn code_is_never_read_from_sluices_own_buckets() {
+    let cloud = cloud().await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("run.sh", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    let internal = cloud.settings.internal_bucket.clone();
+    stored_zip(&cloud, &internal, "tmp/exec/another-run/0001/exec.zip", zip).await;
+    for (bucket, key) in [
+        (internal.as_str(), "tmp/exec/another-run/0001/exec.zip"),
+        (internal.as_str(), "tmp/exec/another-run/0002/exec.zip"),
+        (cloud.settings.done_bucket.as_str(), "another-run/done"),
+    ] {
+        let mut reading = order("reading", "true", &[]);
+        reading["s3_location"] = format!("s3://{bucket}/{key}").into();
+        assert_eq!(
+            cloud.refused(&job(vec![reading])).await,
+            format!(
+                "order 0001 (reading): packaging its code failed: s3_location: this deployment \
+                 may not read s3://{bucket}/{key} (access denied; S3 says so for a missing \
+                 object too when its bucket may not be listed)"
+            )
+        );
+    }
+}
+
 /// A WASI command printing a line, compiled (`guest.wasm`) and in the text format
 /// (`guest.wat`), in a code zip stored in a new bucket; the zip's `s3://` location.
 async fn guest_code(cloud: &crate::support::cloud::Cloud) -> String {
