@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use sluice_contract::dispatch::Capability;
+use sluice_contract::dispatch::{Capability, PinnedRange};
 use sluice_engine::local::{DirStore, Launcher};
 use sluice_engine::{ObjectStore, StoreError};
+use sluice_worker::io::range_of;
 use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
 
 use crate::sentinel::Sentinel;
@@ -56,6 +57,19 @@ impl WorkerIo for LocalIo {
             ));
         }
         Ok(bytes)
+    }
+
+    async fn get_range(&self, url: &Capability, range: &PinnedRange) -> Result<Vec<u8>, IoError> {
+        let key = self.key_of("reading", url)?;
+        let end = range.start.saturating_add(range.len);
+        let bytes =
+            (self.internal.get_prefix(&key, end).await).map_err(|e| failed("reading", &key, e))?;
+        range_of(&bytes, range).ok_or_else(|| {
+            IoError::permanent(
+                format!("reading {key}"),
+                format!("it has no bytes {}", range.range_header()),
+            )
+        })
     }
 
     async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {

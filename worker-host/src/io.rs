@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use sluice_contract::dispatch::Capability;
+use sluice_contract::dispatch::{Capability, PinnedRange};
 
 /// An IO operation of the worker failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,11 +61,22 @@ pub trait WorkerIo: Send + Sync {
     /// object is an error, and is never loaded whole).
     async fn get(&self, url: &Capability, max_bytes: u64) -> Result<Vec<u8>, IoError>;
 
+    /// Exactly the bytes `range` of the object behind `url` (a URL signed for that range:
+    /// the request asks for it and no other); fewer or more is an error.
+    async fn get_range(&self, url: &Capability, range: &PinnedRange) -> Result<Vec<u8>, IoError>;
+
     /// PUTs `body` to `url` unless an object is there already (`If-None-Match: *`).
     async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError>;
 
     /// PUTs the file at `path` to `url` (replacing what is there), streaming it.
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError>;
+}
+
+/// The bytes `range` of `object`, when it has them all.
+pub fn range_of(object: &[u8], range: &PinnedRange) -> Option<Vec<u8>> {
+    let start = usize::try_from(range.start).ok()?;
+    let end = start.checked_add(usize::try_from(range.len).ok()?)?;
+    object.get(start..end).map(<[u8]>::to_vec)
 }
 
 /// The worker's IO on plain file paths (a URL is a path): for tests and benchmarks of what
@@ -79,6 +90,16 @@ pub struct FileIo;
 impl WorkerIo for FileIo {
     async fn get(&self, url: &Capability, _max_bytes: u64) -> Result<Vec<u8>, IoError> {
         std::fs::read(url.expose()).map_err(|e| IoError::permanent(url.expose(), e.to_string()))
+    }
+
+    async fn get_range(&self, url: &Capability, range: &PinnedRange) -> Result<Vec<u8>, IoError> {
+        let bytes = self.get(url, u64::MAX).await?;
+        range_of(&bytes, range).ok_or_else(|| {
+            IoError::permanent(
+                url.expose(),
+                format!("it has no bytes {}", range.range_header()),
+            )
+        })
     }
 
     async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {

@@ -70,6 +70,9 @@ pub struct LogSummary {
     pub tail: String,
     /// Whether `tail` is only the end of the log.
     pub truncated: bool,
+    /// Whether `tail` is the whole log byte for byte (not cut, and valid UTF-8, which the
+    /// tail's text keeps as it is): a copy of the log needs nothing else.
+    pub whole: bool,
 }
 
 /// A running log pipeline.
@@ -171,25 +174,29 @@ fn write_all(
     let end = bounded.finish()?;
     let mut out = spool.reopen()?;
     let stored = out.seek(SeekFrom::End(0))?;
-    let (tail, truncated) = read_tail(&mut out, stored)?;
+    let (tail, cut, lossless) = read_tail(&mut out, stored)?;
+    let truncated = cut || end.dropped > 0;
     Ok(LogSummary {
         spool,
         bytes: end.bytes,
         dropped: end.dropped,
         tail,
-        truncated: truncated || end.dropped > 0,
+        truncated,
+        whole: !truncated && lossless,
     })
 }
 
-/// Reads the last [`MAX_LOG_TAIL_BYTES`] of the spool back.
-fn read_tail(file: &mut File, bytes: u64) -> std::io::Result<(String, bool)> {
+/// Reads the last [`MAX_LOG_TAIL_BYTES`] of the spool back: the text, whether it is only
+/// the end, and whether the bytes read were valid UTF-8 (the text is them unchanged).
+fn read_tail(file: &mut File, bytes: u64) -> std::io::Result<(String, bool, bool)> {
     let start = bytes.saturating_sub(MAX_LOG_TAIL_BYTES as u64);
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::with_capacity((bytes - start) as usize);
     file.read_to_end(&mut tail)?;
+    let lossless = std::str::from_utf8(&tail).is_ok();
     let text = tail_text(&tail, start > 0);
     let (text, cut) = fit_escaped(text, MAX_LOG_TAIL_BYTES);
-    Ok((text, start > 0 || cut))
+    Ok((text, start > 0 || cut, lossless))
 }
 
 /// The tail as text: when it was cut, a partial first character is dropped; other invalid
@@ -255,7 +262,7 @@ mod tests {
         drop(sender);
         let summary = sink.finish().await.unwrap();
         assert_eq!(summary.bytes, 1_000_008);
-        assert!(summary.truncated);
+        assert!(summary.truncated && !summary.whole);
         // The tail fills the budget as JSON: the final newline escapes to two bytes.
         assert_eq!(summary.tail.len(), MAX_LOG_TAIL_BYTES - 1);
         assert!(summary.tail.ends_with("xxTHE END\n"));
@@ -273,6 +280,18 @@ mod tests {
         let summary = sink.finish().await.unwrap();
         assert_eq!(summary.tail, "==> hello\n");
         assert!(!summary.truncated);
+        assert!(summary.whole);
+    }
+
+    #[tokio::test]
+    async fn a_short_log_that_is_not_text_is_not_whole_in_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::create(dir.path()).unwrap();
+        sink.sender().send(b"caf\xe9\n".to_vec()).await.unwrap();
+        let summary = sink.finish().await.unwrap();
+        assert_eq!(summary.tail, "caf\u{fffd}\n");
+        assert!(!summary.truncated);
+        assert!(!summary.whole, "the tail is not the log's bytes");
     }
 
     #[tokio::test]

@@ -212,7 +212,44 @@ async fn run_attempt(
             failed_result(reason.to_string())
         }
     };
-    report(io, result, payload, sending).await
+    let report = report(io, result, payload, sending).await;
+    keep_unreported_log(io, payload, config, opened.work.path(), &report).await;
+    report
+}
+
+/// Stores the log alone after all when its result was to be its only copy but was not
+/// stored (the watch's time-out was there first, or the callback failed): the log is the
+/// one thing of the attempt that must not be lost.
+async fn keep_unreported_log(
+    io: &dyn WorkerIo,
+    payload: &DispatchPayload,
+    config: &WorkerConfig,
+    work: &Path,
+    report: &WorkerReport,
+) {
+    let (WorkerReport::Superseded(result) | WorkerReport::CallbackFailed(result, _)) = report
+    else {
+        return;
+    };
+    if !result.log_in_result {
+        return;
+    }
+    let stored = async {
+        let mut file = tempfile::NamedTempFile::new_in(work)
+            .map_err(|e| IoError::permanent(payload.log_url.shown(), e.to_string()))?;
+        std::io::Write::write_all(&mut file, result.log.as_bytes())
+            .map_err(|e| IoError::permanent(payload.log_url.shown(), e.to_string()))?;
+        let until = Instant::now() + config.callback.report_window / 2;
+        store_log(io, payload, config, file.path(), until, until).await
+    };
+    match stored.await {
+        Ok(()) => tracing::info!(
+            "the result this worker sent did not decide the attempt (or its answer was lost): its log was stored alone too"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "the log, which only the result held, could not be stored alone")
+        }
+    }
 }
 
 /// How and until when a result is sent.
@@ -288,8 +325,21 @@ async fn open_bundle(
     // A bundle unpacks to at most `max_bytes`; its zip is no larger than that and a
     // directory.
     let max_bundle = config.limits.max_bytes.saturating_add(MAX_SMALL_FILE);
-    let bundle = retry::while_transient(config.callback, patience, || {
-        io.get(&payload.bundle_url, max_bundle)
+    let bundle = retry::while_transient(config.callback, patience, || async {
+        match &payload.bundle_range {
+            // Its bytes in the run's pack.
+            Some(range) if range.len <= max_bundle => {
+                io.get_range(&payload.bundle_url, range).await
+            }
+            Some(range) => Err(IoError::permanent(
+                payload.bundle_url.shown(),
+                format!(
+                    "the bundle's {} bytes are more than {max_bundle}",
+                    range.len
+                ),
+            )),
+            None => io.get(&payload.bundle_url, max_bundle).await,
+        }
     })
     .await
     .map_err(|cause| BundleError::Fetch {
@@ -441,22 +491,45 @@ async fn prepare_and_run(
     doc.log_bytes = summary.bytes;
     doc.log_truncated = summary.truncated;
     doc.events = events;
+    if payload.log_in_result && summary.whole {
+        // The result is the log's only copy: a PUT less (see [`keep_unreported_log`]).
+        doc.log_in_result = true;
+        return Ok(Some(doc));
+    }
     // The log may use half the report window past the deadline: the result, which
     // decides the order, must still reach the callback before the watchdog gives up.
     let log_by = deadline.max(Instant::now()) + config.callback.report_window / 2;
-    let stored = retry::while_transient(config.callback, patience, || {
-        io.put_file(&payload.log_url, summary.spool.path())
-    });
-    match tokio::time::timeout_at(log_by, stored).await {
-        Ok(Ok(())) => doc.log_key = Some(manifest.log_key.clone()),
-        Ok(Err(error)) => {
+    let path = summary.spool.path();
+    match store_log(io, payload, config, path, patience, log_by).await {
+        Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
+        Err(error) => {
             tracing::warn!(%error, "the full log could not be stored; the result keeps its tail")
-        }
-        Err(_late) => {
-            tracing::warn!("the full log was not stored in time; the result keeps its tail")
         }
     }
     Ok(Some(doc))
+}
+
+/// PUTs the log at `path` to the attempt's log URL, tried again after a transient failure
+/// until `patience`, the whole bounded by `by`: one stalled PUT must not keep the worker
+/// (a billed build) for its transfer's time-out, several times over.
+async fn store_log(
+    io: &dyn WorkerIo,
+    payload: &DispatchPayload,
+    config: &WorkerConfig,
+    path: &Path,
+    patience: Instant,
+    by: Instant,
+) -> Result<(), IoError> {
+    let put = retry::while_transient(config.callback, patience, || {
+        io.put_file(&payload.log_url, path)
+    });
+    match tokio::time::timeout_at(by, put).await {
+        Ok(stored) => stored,
+        Err(_late) => Err(IoError::transient(
+            payload.log_url.shown(),
+            "not stored in time",
+        )),
+    }
 }
 
 /// Where an attempt's events folder is, next to its `code/` folder.

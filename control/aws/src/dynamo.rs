@@ -315,6 +315,29 @@ impl DynamoOrderStore {
             })
     }
 
+    /// Sends `items` as one `TransactWriteItems`, all or none, billed as `billed`.
+    async fn transact<'a>(
+        &self,
+        items: Vec<TransactWriteItem>,
+        billed: impl IntoIterator<Item = Written<'a>>,
+        about: Transaction,
+    ) -> Result<(), StoreError> {
+        self.calls.count(SERVICE, "TransactWriteItems");
+        self.capacity.write(&self.calls, true, billed);
+        let sent = (self.client.transact_write_items())
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed {
+                what: about.what,
+                detail: format!("{}: {}", about.refused, DisplayErrorContext(&e)),
+            }),
+            Err(e) => Err(backend(about.doing, e)),
+        }
+    }
+
     /// `update` sent alone, as an `UpdateItem`: a transaction's item and a single write are
     /// one shape, built once.
     fn alone(&self, update: Update) -> UpdateItemFluentBuilder {
@@ -461,6 +484,14 @@ impl DynamoOrderStore {
     }
 }
 
+/// What a transaction is about, for its errors: the items whose condition may fail
+/// (`what`), what such a failure means (`refused`), and what was being done (`doing`).
+struct Transaction {
+    what: String,
+    refused: String,
+    doing: String,
+}
+
 /// A status change as an update expression, conditioned on the status it changes from.
 struct TransitionUpdate {
     expression: String,
@@ -478,7 +509,7 @@ impl TransitionUpdate {
             (":to".to_owned(), s(change.to.as_str())),
             (":from".to_owned(), s(from.as_str())),
         ]);
-        let fields: [(&str, Option<AttributeValue>); 6] = [
+        let fields: [(&str, Option<AttributeValue>); 7] = [
             ("attempt", change.attempt.as_ref().map(|a| s(a.as_str()))),
             ("dispatched_at_ms", change.dispatched_at_ms.map(number)),
             ("finished_at_ms", change.finished_at_ms.map(number)),
@@ -488,6 +519,7 @@ impl TransitionUpdate {
                 change.exit_code.map(|n| AttributeValue::N(n.to_string())),
             ),
             ("reason", change.reason.as_deref().map(s)),
+            ("log_stored", change.log_stored.map(AttributeValue::Bool)),
         ];
         for (field, value) in fields {
             if let Some(value) = value {
@@ -717,29 +749,17 @@ impl OrderStore for DynamoOrderStore {
         moves: &[OrderMove],
     ) -> Result<(), StoreError> {
         let items = self.move_items(run_id, moves)?;
-        self.calls.count(SERVICE, "TransactWriteItems");
         let rows = moves.iter().map(|_| Written::OrderRow);
-        self.capacity.write(&self.calls, true, rows);
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Err(StoreError::ConditionFailed {
+        self.transact(
+            items,
+            rows,
+            Transaction {
                 what: format!("{} orders of run {run_id}", moves.len()),
-                detail: format!(
-                    "one was not in the status expected: {}",
-                    DisplayErrorContext(&e)
-                ),
-            }),
-            Err(e) => Err(backend(
-                format!("updating {} orders of run {run_id}", moves.len()),
-                e,
-            )),
-        }
+                refused: "one was not in the status expected".to_owned(),
+                doing: format!("updating {} orders of run {run_id}", moves.len()),
+            },
+        )
+        .await
     }
 
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
@@ -823,6 +843,53 @@ impl OrderStore for DynamoOrderStore {
                     .await
             }
         }
+    }
+
+    async fn take_lock_with(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        released_marks: u64,
+        lease_until_ms: u64,
+        moves: &[OrderMove],
+    ) -> Result<u64, StoreError> {
+        let take = Update::builder()
+            .table_name(&self.locks_table)
+            .key(LOCKS_PARTITION, lock_pk(run_id))
+            .update_expression("SET #owner = :owner, lease_until = :lease ADD marks :one")
+            .condition_expression(
+                "attribute_not_exists(#owner) AND attribute_not_exists(#status) AND marks = :seen",
+            )
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":lease", number(lease_until_ms))
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":seen", number(released_marks))
+            .build()
+            .map_err(|e| StoreError::Backend {
+                what: format!("lock:{run_id}"),
+                message: format!("building its taking: {e}"),
+            })?;
+        let mut items = vec![TransactWriteItem::builder().update(take).build()];
+        items.extend(self.move_items(run_id, moves)?);
+        let billed = (moves.iter().map(|_| Written::OrderRow)).chain([Written::Lock]);
+        let refused = format!(
+            "taking it with {} orders' moves: it was not released with {released_marks} \
+             wake-ups, or an order was not in the status expected",
+            moves.len()
+        );
+        self.transact(
+            items,
+            billed,
+            Transaction {
+                what: format!("lock:{run_id}"),
+                refused,
+                doing: format!("taking lock:{run_id} with a step's writes"),
+            },
+        )
+        .await?;
+        Ok(released_marks + 1)
     }
 
     async fn renew_lock(

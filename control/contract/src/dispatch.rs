@@ -16,15 +16,29 @@ pub struct DispatchPayload {
     pub order_num: OrderNum,
     /// The attempt id the worker claims before running anything.
     pub attempt: AttemptId,
-    /// GET: the order's bundle.
+    /// GET: the order's bundle — or, with [`DispatchPayload::bundle_range`], the run's pack
+    /// of bundles that holds it.
     pub bundle_url: Capability,
+    /// Where the order's bundle is in the pack `bundle_url` names: the GET must send this
+    /// range and entity tag as they are signed into the URL (its holder can read no other
+    /// order's bundle). `None`: `bundle_url` is the bundle alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_range: Option<PinnedRange>,
     /// PUT, if absent: the attempt's claim.
     pub claim_url: Capability,
     /// GET: the attempt's claim, read back when a claim was there already (this worker's own
     /// earlier put whose answer was lost, or another worker's).
     pub claim_check_url: Capability,
-    /// PUT: the order's full log.
+    /// PUT: the order's full log (with [`DispatchPayload::log_in_result`], only a log
+    /// longer than its result holds).
     pub log_url: Capability,
+    /// Whether a log the result can hold byte for byte (UTF-8, at most
+    /// [`MAX_LOG_TAIL_BYTES`](crate::result::MAX_LOG_TAIL_BYTES) once JSON-escaped) stays
+    /// there alone rather than being stored at `log_url` too — unless the result is not
+    /// stored: on AWS a PUT less per order; locally every log is a file one can open.
+    /// Absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_in_result: bool,
     /// PUT, if absent: the attempt's result. Minted at dispatch for the attempt's own result
     /// key, living until the job's deadline and a margin.
     pub callback_url: Capability,
@@ -34,6 +48,29 @@ pub struct DispatchPayload {
     /// from its module, which the worker loads (it has no compiler of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled: Option<SharedCode>,
+}
+
+/// Bytes `start .. start + len` of one version of an object: where one order's bundle is in
+/// its run's pack ([`crate::keys::bundle_pack`]). Its GET sends `Range` for these bytes and
+/// `If-Range` with the object's entity tag, both signed into its URL: S3 answers a range
+/// whose `If-Range` names another version with the whole object, so an unsigned
+/// `If-Range` would let the URL's holder read every bundle of the pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedRange {
+    /// The offset of the first byte.
+    pub start: u64,
+    /// How many bytes (at least one).
+    pub len: u64,
+    /// The object's entity tag, as S3 answered it (quotes included).
+    pub etag: String,
+}
+
+impl PinnedRange {
+    /// The HTTP `Range` header's value asking for exactly these bytes (`bytes=10-19`).
+    pub fn range_header(&self) -> String {
+        let last = self.start + self.len.max(1) - 1;
+        format!("bytes={}-{last}", self.start)
+    }
 }
 
 /// The compiled code of a WebAssembly order's module ([`crate::keys::compiled_code`]),
@@ -186,9 +223,15 @@ mod tests {
             order_num: OrderNum::from_index(0),
             attempt: AttemptId::parse("a1").unwrap(),
             bundle_url: url("exec.zip"),
+            bundle_range: Some(PinnedRange {
+                start: 10,
+                len: 5,
+                etag: "\"e\"".to_owned(),
+            }),
             claim_url: url("claim"),
             claim_check_url: url("claim"),
             log_url: url("log.txt"),
+            log_in_result: false,
             callback_url: url("result.json"),
             identity: OrderIdentity::new("AGE-SECRET-KEY-1SECRET"),
             compiled: None,

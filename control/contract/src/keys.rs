@@ -1,6 +1,7 @@
 //! The storage layout: the same keys in S3 and in the local directory store.
 //!
 //! Internal bucket: `tmp/exec/<run_id>/<order_num>/exec.zip`,
+//! `tmp/exec/<run_id>/packs/<pack>.bin` (AWS),
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
 //! `tmp/idempotency/<digest>.json`,
@@ -14,9 +15,15 @@ use crate::job::ExecutionTarget;
 /// Prefix under which result callbacks land; its objects wake the orchestrator.
 pub const CALLBACK_PREFIX: &str = "tmp/callbacks/runs/";
 
-/// Where an order's bundle is stored.
+/// Where an order's bundle is stored when it is not in one of its run's packs.
 pub fn exec_zip(run_id: &RunId, order_num: OrderNum) -> String {
     format!("tmp/exec/{run_id}/{order_num}/exec.zip")
+}
+
+/// Where the run's pack `pack` (0, 1, ...) is on AWS: small bundles stored back to back,
+/// one PUT for many orders; each order's row says where its bundle is in which pack.
+pub fn bundle_pack(run_id: &RunId, pack: u32) -> String {
+    format!("tmp/exec/{run_id}/packs/{pack}.bin")
 }
 
 /// Where the copy of an order's bundle without its encrypted env is (`stripped_copy`).

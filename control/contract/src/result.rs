@@ -53,6 +53,10 @@ pub struct ResultDoc {
     /// Where the full log was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_key: Option<String>,
+    /// Whether `log` is the whole log, byte for byte, and the worker stored it nowhere else
+    /// (on AWS, a log the result can hold: a PUT less per order).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_in_result: bool,
     /// When the worker started the order (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
@@ -88,6 +92,7 @@ impl ResultDoc {
             log_bytes: 0,
             log_truncated: false,
             log_key: None,
+            log_in_result: false,
             started_at: None,
             finished_at: None,
             attempt: None,
@@ -190,9 +195,15 @@ pub struct DoneOrder {
     /// The exit code of its last command, when one ran to completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Where its full log is stored, when it ran.
+    /// Where its full log is stored, when it ran — absent when its result holds the whole
+    /// log and it was stored nowhere else (on AWS, a log the result can hold byte for byte).
+    /// (A worker that could not store it, or was timed out, may have stored none.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_key: Option<String>,
+    /// The result its worker reported, when that result ended it and said where its log
+    /// is: its `log` is the log's last 256 KiB — all of it when `log_key` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_key: Option<String>,
 }
 
 /// What a finished run publishes at its done endpoint.

@@ -11,6 +11,7 @@ use sluice_contract::validate::Platform;
 
 use crate::git::GitPolicy;
 use crate::grants::CredentialGrants;
+use crate::orchestrator::taking::LastReleases;
 use crate::run_key::RunKeyCache;
 
 use crate::ports::{
@@ -108,6 +109,9 @@ pub struct Engine {
     pending_events: Arc<Mutex<Vec<OrderEvent>>>,
     /// Run keys read lately (see [`RunKeyCache`]). Shared by clones.
     pub(crate) run_keys: Arc<RunKeyCache>,
+    /// The runs this process last released with one order in flight (see
+    /// [`crate::orchestrator::taking`]). Shared by clones.
+    pub(crate) last_releases: Arc<LastReleases>,
 }
 
 impl Engine {
@@ -118,6 +122,7 @@ impl Engine {
             config,
             pending_events: Arc::default(),
             run_keys: Arc::default(),
+            last_releases: Arc::default(),
         }
     }
 

@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::blocking::run_blocking;
 use crate::bundle::{self, BundleError, BundleInput, CodeInput};
+use crate::bundle_packs::{BundlePacks, FullPack};
 use crate::code::{CodeError, CodePlan};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
@@ -60,12 +61,12 @@ pub struct InitResponse {
 
 /// How many orders are packaged and uploaded at the same time.
 const PACKAGING_PARALLELISM: usize = 8;
-/// Retries of a transient failure storing a key or a bundle, after the SDK's own: a
-/// throttled init would otherwise fail the whole submission (its caller retries with the
-/// idempotency key, but only if it has one).
-const STORE_RETRIES: u32 = 4;
+/// Retries of a transient failure storing a key or a bundle, or starting a compilation,
+/// after the SDK's own: a throttled init would otherwise fail the whole submission (its
+/// caller retries with the idempotency key, but only if it has one).
+const INIT_RETRIES: u32 = 4;
 /// The first of those retries' delays (then doubling, jittered).
-const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const INIT_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// Most bytes of an idempotency record read back.
 const MAX_SUBMISSION_BYTES: u64 = 16 * 1024;
 
@@ -220,10 +221,7 @@ impl Engine {
             .zip(envs)
             .map(|((order, code), env)| self.package_order(ids, order, code, env, &modules))
             .collect();
-        let packaged: Vec<OrderRecord> = stream::iter(packaging)
-            .buffered(PACKAGING_PARALLELISM)
-            .try_collect()
-            .await?;
+        let packaged = self.store_packs(ids.run_id, packaging).await?;
         // The watch before anything it must clean up or finish: from here on, whatever
         // fails, the run is carried to its done document (an `init_failed` one when no rows
         // came, its keys deleted).
@@ -385,27 +383,91 @@ impl Engine {
     /// tried again (storing the same key twice is harmless).
     async fn store_run_key(&self, ids: &RunIds<'_>) -> Result<String, EngineError> {
         let stored = ids.run_key.stored();
-        let path = while_transient(
-            self.ports.clock.as_ref(),
-            Backoff::new(STORE_RETRY_FIRST, STORE_RETRIES),
-            "storing the run's key",
-            StoreError::kind,
-            || self.ports.keys.put_key(ids.run_id, OrderNum::INIT, stored),
-        )
-        .await?;
+        let path = self
+            .storing("storing the run's key", || {
+                self.ports.keys.put_key(ids.run_id, OrderNum::INIT, stored)
+            })
+            .await?;
         Ok(path)
+    }
+
+    /// Packages the orders (`packaging`, in order) a few at a time; stores the bundles
+    /// [`Engine::package_order`] left to pack in the run's packs as they fill; answers the
+    /// orders' rows, each saying where its bundle is.
+    async fn store_packs(
+        &self,
+        run_id: &RunId,
+        packaging: Vec<impl Future<Output = Result<(OrderRecord, Option<Vec<u8>>), EngineError>>>,
+    ) -> Result<Vec<OrderRecord>, EngineError> {
+        let mut rows: Vec<OrderRecord> = Vec::with_capacity(packaging.len());
+        let mut packs = BundlePacks::new(run_id);
+        let mut packaged = stream::iter(packaging).buffered(PACKAGING_PARALLELISM);
+        while let Some((mut row, to_pack)) = packaged.try_next().await? {
+            if let Some(bundle) = to_pack {
+                let (packed, full) = packs.add(rows.len(), &bundle);
+                row.packed = Some(packed);
+                if let Some(full) = full {
+                    self.store_pack(full, &mut rows).await?;
+                }
+            }
+            rows.push(row);
+        }
+        if let Some(last) = packs.finish() {
+            self.store_pack(last, &mut rows).await?;
+        }
+        Ok(rows)
+    }
+
+    /// Stores `pack` and pins its members' ranges in `rows` to the entity tag S3 answered:
+    /// their workers' reads are signed with it (see [`sluice_contract::dispatch::PinnedRange`]).
+    async fn store_pack(&self, pack: FullPack, rows: &mut [OrderRecord]) -> Result<(), StoreError> {
+        let internal = &self.ports.internal;
+        let etag = self
+            .storing("storing a pack of bundles", || {
+                internal.put_tagged(&pack.key, pack.bytes.clone())
+            })
+            .await?;
+        for member in pack.members {
+            let packed = rows.get_mut(member).and_then(|row| row.packed.as_mut());
+            debug_assert!(packed.is_some(), "pack member {member} is a packed row");
+            // A row left without a tag is refused a URL at dispatch: its order fails.
+            if let Some(packed) = packed {
+                packed.range.etag.clone_from(&etag);
+            }
+        }
+        Ok(())
     }
 
     /// Writes `bytes` at `key` of the internal store, trying a transient failure again.
     async fn store_retrying(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        while_transient(
-            self.ports.clock.as_ref(),
-            Backoff::new(STORE_RETRY_FIRST, STORE_RETRIES),
-            "storing a bundle",
-            StoreError::kind,
-            || self.ports.internal.put(key, bytes.to_vec()),
-        )
+        self.storing("storing a bundle", || {
+            self.ports.internal.put(key, bytes.to_vec())
+        })
         .await
+    }
+
+    /// `store` (`what`, for the log), tried again after a transient failure.
+    async fn storing<T, F>(&self, what: &str, store: impl FnMut() -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        self.init_retrying(what, StoreError::kind, store).await
+    }
+
+    /// `call` (`what`, for the log), tried again after a failure `kind_of` says is
+    /// transient: init's retries, which a run's start can wait for.
+    pub(crate) async fn init_retrying<T, E, F>(
+        &self,
+        what: &str,
+        kind_of: impl Fn(&E) -> ErrorKind,
+        call: impl FnMut() -> F,
+    ) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let retries = Backoff::new(INIT_RETRY_FIRST, INIT_RETRIES);
+        while_transient(self.ports.clock.as_ref(), retries, what, kind_of, call).await
     }
 
     async fn package_order(
@@ -415,7 +477,7 @@ impl Engine {
         code: CodeInput,
         env: OrderEnv,
         modules: &Arc<RunModules>,
-    ) -> Result<OrderRecord, EngineError> {
+    ) -> Result<(OrderRecord, Option<Vec<u8>>), EngineError> {
         let run_id = ids.run_id;
         let order_num = order.plan.order_num;
         let bundle_error = |cause: CodeError| EngineError::Bundle {
@@ -460,6 +522,11 @@ impl Engine {
             (Task::Wasm(wasm), Platform::Aws) => Some((wasm.module.clone(), wasm.fuel.is_some())),
             _ => None,
         };
+        // Named in messages as the worker names it: by its file name.
+        let module_name = to_compile.as_ref().map(|(path, _)| {
+            let name = Path::new(path).file_name().unwrap_or_default();
+            name.to_string_lossy().into_owned()
+        });
         // The bundle's own failure is the job's (a bad path or link); the blocking task's
         // is Sluice's.
         let first_to_store = Arc::clone(modules);
@@ -484,19 +551,19 @@ impl Engine {
                     let key = keys::module_to_compile(run_id, &compiled.module_sha256);
                     self.store_retrying(&key, &file).await?;
                 }
-                // Named in messages as the worker names it: by its file name.
-                let name = match &order.task {
-                    Task::Wasm(wasm) => Path::new(&wasm.module).file_name(),
-                    _ => None,
-                };
-                let name = name.map(|n| n.to_string_lossy().into_owned());
-                modules.want(run_id, &order.plan, &name.unwrap_or_default(), &compiled);
+                let name = module_name.unwrap_or_default();
+                modules.want(run_id, &order.plan, &name, &compiled);
                 Some(compiled)
             }
             None => None,
         };
-        self.store_retrying(&keys::exec_zip(run_id, order_num), &bytes)
-            .await?;
+        // On AWS a small bundle goes in one of the run's packs (`crate::bundle_packs`),
+        // which the caller stores.
+        let to_pack = self.config.platform == Platform::Aws && BundlePacks::takes(&bytes);
+        if !to_pack {
+            self.store_retrying(&keys::exec_zip(run_id, order_num), &bytes)
+                .await?;
+        }
         if let Some(stripped) = stripped {
             self.store_retrying(&keys::exec_zip_stripped(run_id, order_num), &stripped)
                 .await?;
@@ -518,10 +585,12 @@ impl Engine {
             duration_ms: None,
             exit_code: None,
             reason: None,
+            log_stored: None,
             pr: ids.job.pr.clone(),
             compiled,
+            packed: None,
         };
-        Ok(record)
+        Ok((record, to_pack.then_some(bytes)))
     }
 }
 

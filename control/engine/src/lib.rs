@@ -38,6 +38,7 @@
 
 pub mod blocking;
 pub mod bundle;
+mod bundle_packs;
 pub mod cancel;
 pub mod code;
 pub mod credentials;

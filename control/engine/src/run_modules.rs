@@ -20,7 +20,6 @@ use sluice_contract::{OrderNum, RunId, keys};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::ports::{CompiledModule, Presigned};
-use crate::retry::{Backoff, while_transient};
 
 /// How long the compile function's URLs live: its queue (an asynchronous invocation waits
 /// up to the 15 minutes `infra/template.yaml` allows), then its own time (15 minutes at
@@ -29,13 +28,6 @@ const COMPILE_URL_EXPIRY: Duration = Duration::from_secs(2 * 3600);
 
 /// How many compilations are started at the same time.
 const STARTING_PARALLELISM: usize = 8;
-
-/// Retries of a transient failure starting a compilation, after the SDK's own (as for a
-/// bundle: a throttled start would otherwise fail the whole submission).
-const START_RETRIES: u32 = 4;
-
-/// The first of those retries' delays (then doubling, jittered).
-const START_RETRY_FIRST: Duration = Duration::from_millis(200);
 
 /// One compilation a run needs.
 #[derive(Debug)]
@@ -143,9 +135,7 @@ impl Engine {
             timeout: wanted.timeout,
             code_url: presign(Presigned::PutIfAbsent, &code_key).await?,
         };
-        while_transient(
-            self.ports.clock.as_ref(),
-            Backoff::new(START_RETRY_FIRST, START_RETRIES),
+        self.init_retrying(
             "starting the compile function",
             |error: &crate::ports::DispatchError| error.kind,
             || self.ports.dispatcher.compile(wanted.order_num, &request),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sluice_contract::result::{DoneDoc, parse_done};
+use sluice_contract::result::{DoneDoc, MAX_RESULT_BYTES, parse_done, parse_result};
 use sluice_contract::{OrderStatus, RunId, keys};
 
 use crate::engine::Engine;
@@ -43,13 +43,15 @@ impl Engine {
         Ok(RunView { orders, done })
     }
 
-    /// The stored log of the run's order `order` (its number, `2` or `0002`, or its name).
+    /// The stored log of the run's order `order` (its number, `2` or `0002`, or its name):
+    /// its log object, or its result's `log` when that holds it alone (on AWS) or no log
+    /// was stored (then under a line saying so).
     ///
     /// # Errors
     ///
     /// [`EngineError::UnknownRun`] for a run without rows; [`EngineError::UnknownOrder`]
-    /// listing the run's orders; [`EngineError::NoLog`] when the order has no stored log
-    /// (it has not run, or its worker died before storing one).
+    /// listing the run's orders; [`EngineError::NoLog`] when the order has neither a stored
+    /// log nor a result (it has not run, or its worker died before reporting).
     pub async fn order_log(&self, run_id: &RunId, order: &str) -> Result<Vec<u8>, EngineError> {
         // Only the rows: the done document has nothing a log needs.
         let orders = self.ports.orders.run_orders(run_id).await?;
@@ -74,17 +76,42 @@ impl Engine {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        match self.ports.internal.get(&row.log_key).await {
-            Ok(log) => Ok(log),
-            Err(StoreError::NotFound { .. }) => Err(EngineError::NoLog {
-                run_id: run_id.to_string(),
-                order: format!("{} {}", row.plan.order_num, row.plan.order_name),
-                why: if row.status.is_terminal() {
-                    format!("it is {}: its worker stored none", row.status)
-                } else {
-                    format!("it is {}: its log is stored when it ends", row.status)
-                },
+        if row.log_stored != Some(false) {
+            match self.ports.internal.get(&row.log_key).await {
+                Ok(log) => return Ok(log),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        // Its result holds it alone, or (no log stored: a worker that could not store it,
+        // or that reported after the run had ended the order) holds what there is of it.
+        let no_log = |why: String| EngineError::NoLog {
+            run_id: run_id.to_string(),
+            order: format!("{} {}", row.plan.order_num, row.plan.order_name),
+            why,
+        };
+        let none_yet = || {
+            no_log(if row.status.is_terminal() {
+                format!("it is {}: its worker stored none", row.status)
+            } else {
+                format!("it is {}: its log is stored when it ends", row.status)
+            })
+        };
+        let Some(attempt) = &row.attempt else {
+            return Err(none_yet());
+        };
+        let key = keys::result(run_id, row.plan.order_num, attempt);
+        let result = self
+            .ports
+            .internal
+            .get_prefix(&key, MAX_RESULT_BYTES as u64);
+        match result.await {
+            Ok(result) => log_in_result(&key, &result).ok_or_else(|| {
+                no_log(format!(
+                    "its result {key} is malformed, and no log was stored"
+                ))
             }),
+            Err(StoreError::NotFound { .. }) => Err(none_yet()),
             Err(other) => Err(other.into()),
         }
     }
@@ -115,4 +142,27 @@ impl Engine {
             tokio::time::sleep(poll).await;
         }
     }
+}
+
+/// The log a result (at `key`) holds: the whole log, or, when no log was stored, what the
+/// result kept of it (its last 256 KiB, as text) under a line that says so; `None` for a
+/// result that cannot be read as one.
+fn log_in_result(key: &str, result: &[u8]) -> Option<Vec<u8>> {
+    let doc = parse_result(result).ok()?;
+    let mut log = Vec::with_capacity(doc.log.len() + 100);
+    if !doc.log_in_result {
+        let of = match doc.log_bytes {
+            0 => String::new(),
+            bytes => format!(" of its {bytes} bytes"),
+        };
+        let note = format!(
+            "==> no log of this order was stored: this is what its result {key} kept{of}\n"
+        );
+        log.extend_from_slice(note.as_bytes());
+    }
+    log.extend_from_slice(doc.log.as_bytes());
+    if !log.ends_with(b"\n") {
+        log.push(b'\n');
+    }
+    Some(log)
 }

@@ -14,11 +14,11 @@ use sluice_contract::{
 use crate::StoreError;
 use crate::{
     AcquireOutcome, CompiledModule, LockStatus, ObjectStore, OrderEvent, OrderMove, OrderRecord,
-    OrderStore, Presigned, ReleaseOutcome, StepWrites, Transition,
+    OrderStore, PackedBundle, Presigned, ReleaseOutcome, StepWrites, Transition,
 };
 
 /// A queued order row for tests; the first of a run is a WebAssembly order's, sharing its
-/// compiled code.
+/// compiled code, and its bundle is in a pack.
 pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
     let order_num = OrderNum::from_index(index);
     OrderRecord {
@@ -45,10 +45,19 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
         duration_ms: None,
         exit_code: None,
         reason: None,
+        log_stored: None,
         pr: None,
         compiled: (index == 0).then(|| CompiledModule {
             module_sha256: "ab".repeat(32),
             metered: true,
+        }),
+        packed: (index == 0).then(|| PackedBundle {
+            pack: 1,
+            range: sluice_contract::dispatch::PinnedRange {
+                start: 1 << 33,
+                len: 700,
+                etag: "\"0f343b0931126a20f133d67c2b018a3b\"".to_owned(),
+            },
         }),
     }
 }
@@ -133,20 +142,33 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     store.delete(&key).await.unwrap();
     store.delete(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap_err().is_not_found(), "deleted");
+    // A tagged put answers the entity tag a ranged read is pinned to: another for other
+    // content.
+    let pack = format!("{base}/pack");
+    let first = store.put_tagged(&pack, b"one".to_vec()).await.unwrap();
+    let second = store.put_tagged(&pack, b"two".to_vec()).await.unwrap();
+    assert!(!first.is_empty() && first != second, "{first} {second}");
+    assert_eq!(store.get(&pack).await.unwrap(), b"two");
+    let range = sluice_contract::dispatch::PinnedRange {
+        start: 1,
+        len: 2,
+        etag: second,
+    };
     let operations = [
         Presigned::Get,
+        Presigned::GetRange(range),
         Presigned::Put,
         Presigned::PutIfAbsent,
         Presigned::Delete,
     ];
     for operation in operations {
         let url = (store
-            .presign(operation, &fresh, Duration::from_secs(60))
+            .presign(operation.clone(), &fresh, Duration::from_secs(60))
             .await)
             .unwrap();
         assert!(!url.is_empty(), "{operation:?}");
     }
-    for k in [fresh, log, format!("{base}x/other")] {
+    for k in [fresh, log, pack, format!("{base}x/other")] {
         store.delete(&k).await.unwrap();
     }
 }
@@ -202,6 +224,7 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         .unwrap();
     let done = Transition {
         exit_code: Some(0),
+        log_stored: Some(false),
         ..Transition::to(OrderStatus::Succeeded)
     };
     store
@@ -229,9 +252,10 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         (
             row.status,
             row.exit_code,
-            row.attempt.as_ref().map(AttemptId::as_str)
+            row.attempt.as_ref().map(AttemptId::as_str),
+            row.log_stored,
         ),
-        (OrderStatus::Succeeded, Some(0), Some("a1"))
+        (OrderStatus::Succeeded, Some(0), Some("a1"), Some(false))
     );
     assert!(
         store
@@ -377,6 +401,86 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
     assert_eq!(
         store.lock_state(run).await.unwrap().unwrap().status,
         LockStatus::Released
+    );
+
+    // Taken with a step's first writes: only from the release that left this count, and
+    // all or none.
+    let rows = store.run_orders(run).await.unwrap();
+    let result = |index: usize| {
+        let done = Transition {
+            exit_code: Some(0),
+            ..Transition::to(OrderStatus::Succeeded)
+        };
+        OrderMove::of(&rows[orders[index].plan.order_num.index().unwrap()], &done)
+    };
+    let not_released = |err: StoreError| assert!(err.is_condition_failed(), "{err}");
+    not_released(
+        store
+            .take_lock_with(run, "t", now - 1, u64::MAX, &[result(0)])
+            .await
+            .unwrap_err(),
+    );
+    let moved_before = [result(0), claim(&orders[1], "b2")];
+    not_released(
+        store
+            .take_lock_with(run, "t", now, u64::MAX, &moved_before)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        statuses().await,
+        [OrderStatus::Running; 2],
+        "nothing written"
+    );
+    assert_eq!(
+        store.lock_state(run).await.unwrap().unwrap().status,
+        LockStatus::Released,
+        "not taken"
+    );
+    let taken = store
+        .take_lock_with(run, "t", now, u64::MAX, &[result(0)])
+        .await
+        .unwrap();
+    assert_eq!(taken, now + 1);
+    assert_eq!(
+        statuses().await,
+        [OrderStatus::Succeeded, OrderStatus::Running]
+    );
+    let lock = store.lock_state(run).await.unwrap().unwrap();
+    assert_eq!(
+        (lock.status, lock.owner.as_str(), lock.marks),
+        (LockStatus::Held, "t", taken)
+    );
+    not_released(
+        store
+            .take_lock_with(run, "u", now, u64::MAX, &[])
+            .await
+            .unwrap_err(),
+    );
+    not_released(
+        store
+            .take_lock_with(run, "u", taken, u64::MAX, &[])
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        store.acquire_lock(run, "u", 1, u64::MAX).await.unwrap(),
+        AcquireOutcome::Marked,
+        "held by its taker"
+    );
+    assert_eq!(
+        store
+            .release_lock(run, "t", taken, &StepWrites::default())
+            .await
+            .unwrap(),
+        ReleaseOutcome::Marked { marks: taken + 1 }
+    );
+    assert_eq!(
+        store
+            .release_lock(run, "t", taken + 1, &StepWrites::default())
+            .await
+            .unwrap(),
+        ReleaseOutcome::Released
     );
 }
 

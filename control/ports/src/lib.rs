@@ -31,7 +31,8 @@ pub use key_store::KeyStore;
 pub use object_store::{ObjectStore, Presigned};
 pub use order_store::{
     AcquireOutcome, CompiledModule, LockState, LockStatus, MAX_MOVES_TOGETHER, OrderEvent,
-    OrderMove, OrderRecord, OrderStore, ReleaseOutcome, StepWrites, Transition, order_pk,
+    OrderMove, OrderRecord, OrderStore, PackedBundle, ReleaseOutcome, StepWrites, Transition,
+    order_pk,
 };
 pub use secret_source::SecretSource;
 pub use vcs::Vcs;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sluice_contract::dispatch::PinnedRange;
 
 use crate::StoreError;
 
@@ -33,6 +34,10 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// Writes an object atomically: readers see the old object or the whole new one, never a
     /// part. Replaces any existing object.
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Writes an object as [`ObjectStore::put`] does; answers its entity tag (S3's `ETag`),
+    /// which a ranged read of it pins ([`Presigned::GetRange`]).
+    async fn put_tagged(&self, key: &str, bytes: Vec<u8>) -> Result<String, StoreError>;
 
     /// Writes an object only if none exists at `key` (S3's `If-None-Match: *`). Atomic.
     ///
@@ -73,10 +78,14 @@ pub trait ObjectStore: Send + Sync + Debug {
 }
 
 /// The operation a presigned URL allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presigned {
     /// Reading the object (a bounded read sends a `Range`).
     Get,
+    /// Reading these bytes of the object's version and no others: the request must carry
+    /// this `Range` and `If-Range`, and the URL is signed with both, so its holder cannot
+    /// widen it.
+    GetRange(PinnedRange),
     /// Writing the object, replacing what is there.
     Put,
     /// Writing the object only if none is there: the request must carry `If-None-Match: *`,
@@ -88,9 +97,9 @@ pub enum Presigned {
 
 impl Presigned {
     /// The S3 operation's name, for messages.
-    pub fn operation(self) -> &'static str {
+    pub fn operation(&self) -> &'static str {
         match self {
-            Presigned::Get => "GetObject",
+            Presigned::Get | Presigned::GetRange(_) => "GetObject",
             Presigned::Put | Presigned::PutIfAbsent => "PutObject",
             Presigned::Delete => "DeleteObject",
         }

@@ -8,6 +8,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sluice_contract::dispatch::PinnedRange;
 use sluice_contract::validate::PullRequest;
 use sluice_contract::{AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, TraceId};
 
@@ -31,8 +32,14 @@ pub struct OrderRecord {
     pub job_deadline_ms: u64,
     /// Where the worker fetches the order's private key.
     pub key_path: String,
-    /// Where the full log will be stored.
+    /// Where the full log will be stored (see `log_stored`).
     pub log_key: String,
+    /// Whether the worker stored the order's log at `log_key`, as the result that ended it
+    /// said (`None` until a worker's result did, or when it did not say): on AWS a log its
+    /// result holds whole is only there (`Some(false)`), and the result
+    /// (`sluice_contract::keys::result`) is where to read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_stored: Option<bool>,
     /// Current status.
     pub status: OrderStatus,
     /// The current dispatch attempt.
@@ -60,6 +67,20 @@ pub struct OrderRecord {
     /// run's workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled: Option<CompiledModule>,
+    /// Where the order's bundle is when it is in one of its run's packs (on AWS, small
+    /// bundles are stored together: one PUT for many orders); `None`: alone, at
+    /// `sluice_contract::keys::exec_zip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<PackedBundle>,
+}
+
+/// Where an order's bundle is among its run's packs of bundles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedBundle {
+    /// Which pack (`sluice_contract::keys::bundle_pack`).
+    pub pack: u32,
+    /// The bundle's bytes in it, and the pack's entity tag.
+    pub range: PinnedRange,
 }
 
 /// What names the code compiled from a WebAssembly order's module, which the compile
@@ -102,6 +123,8 @@ pub struct Transition {
     pub exit_code: Option<i32>,
     /// Sets `reason`.
     pub reason: Option<String>,
+    /// Sets `log_stored`.
+    pub log_stored: Option<bool>,
 }
 
 impl Transition {
@@ -115,6 +138,7 @@ impl Transition {
             duration_ms: None,
             exit_code: None,
             reason: None,
+            log_stored: None,
         }
     }
 
@@ -176,6 +200,9 @@ impl Transition {
         }
         if self.reason.is_some() {
             record.reason.clone_from(&self.reason);
+        }
+        if self.log_stored.is_some() {
+            record.log_stored = self.log_stored;
         }
     }
 }
@@ -417,6 +444,28 @@ pub trait OrderStore: Send + Sync + Debug {
         now_ms: u64,
         lease_until_ms: u64,
     ) -> Result<AcquireOutcome, StoreError>;
+
+    /// Takes `lock:<run_id>` for `owner` if it is released with `released_marks` wake-ups
+    /// counted — nobody has taken it since the release that left that count, so nothing was
+    /// written under it since — counting one more, and in the same all-or-none write makes
+    /// `moves`: a step's first writes, planned from rows read without the lock (DynamoDB:
+    /// one `TransactWriteItems`, at most [`MAX_MOVES_TOGETHER`] items in all). Returns the
+    /// wake-up count the caller has accounted for (`released_marks + 1`), which its release
+    /// compares against.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ConditionFailed`] when the lock is not released with that count (taken
+    /// since, held, completed, or never made), or an order of `moves` is not in its `from`:
+    /// nothing written either way.
+    async fn take_lock_with(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        released_marks: u64,
+        lease_until_ms: u64,
+        moves: &[OrderMove],
+    ) -> Result<u64, StoreError>;
 
     /// Extends the holder's lease; sets it to `0` to give the lock back after an error
     /// (a lease set to `0` is never extended again). Returns the lock's wake-up count as

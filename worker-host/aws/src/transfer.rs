@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
-use sluice_contract::dispatch::Capability;
+use sluice_contract::dispatch::{Capability, PinnedRange};
 use sluice_lambda::CallCounter;
 use sluice_worker::{Delivery, IoError, WorkerIo};
 
@@ -230,6 +230,43 @@ impl WorkerIo for HttpTransfer {
             return Err(IoError::permanent(
                 what(),
                 format!("the object is larger than {max_bytes} bytes"),
+            ));
+        }
+        Ok(body)
+    }
+
+    async fn get_range(&self, url: &Capability, range: &PinnedRange) -> Result<Vec<u8>, IoError> {
+        let what = || format!("GET {} ({})", url.shown(), range.range_header());
+        let timeout = if range.len > LARGE_READ {
+            LARGE_TIMEOUT
+        } else {
+            SMALL_TIMEOUT
+        };
+        // Both are signed into the URL: the request must carry them as they were signed.
+        let request = self
+            .request(Method::GET, url, "GetObject", timeout)
+            .header("range", range.range_header())
+            .header("if-range", &range.etag)
+            .header("if-match", &range.etag);
+        let response = sent(request, what).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refused(response, what).await);
+        }
+        // 206 with the range; a 200 is the whole object (another version than the one the
+        // range is pinned to, or a store that ignores ranges): right only when it is the
+        // range.
+        let whole = status != StatusCode::PARTIAL_CONTENT;
+        let (body, more) = bounded_body(response, range.len, what).await?;
+        if more || body.len() as u64 != range.len || (whole && range.start != 0) {
+            return Err(IoError::permanent(
+                what(),
+                format!(
+                    "the answer ({status}, {}{} bytes) is not the {} bytes asked for",
+                    if more { "more than " } else { "" },
+                    body.len(),
+                    range.len
+                ),
             ));
         }
         Ok(body)

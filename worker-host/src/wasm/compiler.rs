@@ -106,7 +106,7 @@ impl CompileIn {
         portable: bool,
     ) -> Result<Vec<u8>, ModuleError> {
         let name = source.name.clone();
-        if !cfg!(feature = "compiler") || *self == CompileIn::Nowhere {
+        if !cfg!(feature = "compiler") {
             return Err(ModuleError::NoCompiler { module: name });
         }
         let code = match self {
@@ -120,21 +120,7 @@ impl CompileIn {
                             step: "compiling",
                             source,
                         })?;
-                match compiled {
-                    Ok(code) => code,
-                    Err(ServeError::Invalid(source)) => {
-                        return Err(ModuleError::Invalid {
-                            module: name,
-                            source,
-                        });
-                    }
-                    Err(other) => {
-                        return Err(ModuleError::CompilerFailed {
-                            module: name,
-                            message: other.to_string(),
-                        });
-                    }
-                }
+                compiled.map_err(|error| module_error(name.clone(), error))?
             }
             CompileIn::Child(binary) => in_child(binary, &source, metered, portable).await?,
             CompileIn::Nowhere => return Err(ModuleError::NoCompiler { module: name }),
@@ -294,12 +280,7 @@ pub fn compile_for_cpus(
     level: CpuLevel,
 ) -> Result<Vec<u8>, WasmError> {
     let engine = engine_for_cpus(metered, level)?;
-    compile_bytes(&engine, bytes).map_err(|error| {
-        WasmError::Module(ModuleError::CompilerFailed {
-            module: String::new(),
-            message: error.to_string(),
-        })
-    })
+    Ok(compile_bytes(&engine, bytes).map_err(|error| module_error(String::new(), error))?)
 }
 
 /// An engine of the workers' configuration (fuel metering on or off) compiling for every
@@ -413,6 +394,18 @@ fn compile_stdin(metered: bool, portable: bool) -> Result<Vec<u8>, ServeError> {
         new_engine(metered)?
     };
     compile_bytes(&engine, &binary)
+}
+
+/// Why the module `module` did not compile in this process, as a compiler child process
+/// would have said it: wasmtime's refusal, or the compiler's own message.
+fn module_error(module: String, error: ServeError) -> ModuleError {
+    match error {
+        ServeError::Invalid(source) => ModuleError::Invalid { module, source },
+        other => ModuleError::CompilerFailed {
+            module,
+            message: other.to_string(),
+        },
+    }
 }
 
 /// Compiles `bytes`, a module or component in the binary or the text format, for `engine`.

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use age::secrecy::ExposeSecret;
 use async_trait::async_trait;
 use sluice_contract::AttemptId;
-use sluice_contract::dispatch::{Capability, Claim, DispatchPayload, OrderIdentity};
+use sluice_contract::dispatch::{Capability, Claim, DispatchPayload, OrderIdentity, PinnedRange};
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, parse_result};
 use sluice_contract::{OrderNum, OrderStatus, RunId, TraceId};
+use sluice_worker::io::range_of;
 use sluice_worker::{Delivery, IoError, WorkerConfig, WorkerIo, WorkerReport, run_order};
 use zip::write::SimpleFileOptions;
 
@@ -77,9 +78,11 @@ impl MemoryIo {
             order_num: OrderNum::from_index(0),
             attempt: AttemptId::parse("attempt-1").unwrap(),
             bundle_url: Capability::new(BUNDLE_URL),
+            bundle_range: None,
             claim_url: Capability::new(CLAIM_URL),
             claim_check_url: Capability::new(CLAIM_CHECK_URL),
             log_url: Capability::new(LOG_URL),
+            log_in_result: false,
             callback_url: Capability::new(RESULT_URL),
             identity: OrderIdentity::new(self.key.clone()),
             compiled: None,
@@ -105,6 +108,10 @@ impl WorkerIo for MemoryIo {
         let found = found.ok_or_else(|| IoError::permanent(url.shown(), "404 Not Found"))?;
         assert!(found.len() as u64 <= max_bytes);
         Ok(found)
+    }
+    async fn get_range(&self, url: &Capability, range: &PinnedRange) -> Result<Vec<u8>, IoError> {
+        let object = self.get(url, u64::MAX).await?;
+        range_of(&object, range).ok_or_else(|| IoError::permanent(url.shown(), "416"))
     }
     async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError> {
         if url.expose() == RESULT_URL
@@ -240,6 +247,63 @@ async fn runs_the_order_stores_its_log_and_calls_back() {
     assert!(result.duration_ms().is_some());
     assert_eq!(result.log_key.as_deref(), Some("tmp/logs/x/0001/log.txt"));
     assert!(String::from_utf8_lossy(&io.object(LOG_URL).unwrap()).contains("done"));
+}
+
+/// On AWS a log the result holds whole is not stored a second time (a PUT less per
+/// order); a longer one is, and the result says where.
+#[tokio::test]
+async fn a_log_the_result_holds_whole_is_stored_only_there_when_asked() {
+    let run = RunId::generate();
+    let long = "head -c 300000 /dev/zero | tr '\\0' x; echo";
+    for (cmd, stored_alone) in [("echo short", false), (long, true)] {
+        let io = MemoryIo {
+            bundle: zip_bundle(
+                &manifest(&run, &[cmd]),
+                None,
+                &[("secrets.src", b""), ("env_vars.env", b"")],
+            ),
+            ..MemoryIo::default()
+        };
+        let payload = DispatchPayload {
+            log_in_result: true,
+            ..io.payload(&run)
+        };
+        let report = run_order(&payload, &io, &config()).await;
+        assert!(matches!(report, WorkerReport::Reported(_)));
+        let result = only_result(&io);
+        assert_eq!(result.status, OrderStatus::Succeeded, "{}", result.log);
+        assert_eq!(io.object(LOG_URL).is_some(), stored_alone, "{cmd}");
+        assert_eq!(result.log_key.is_some(), stored_alone, "{cmd}");
+        assert_eq!(result.log_truncated, stored_alone, "{cmd}");
+        assert_eq!(result.log_in_result, !stored_alone, "{cmd}");
+        if !stored_alone {
+            assert_eq!(result.log, "==> [1/1] echo short\nshort\n");
+        }
+    }
+    // Its result refused for good, a log that was to live there alone is stored after all.
+    let io = MemoryIo {
+        bundle: zip_bundle(
+            &manifest(&run, &["echo short"]),
+            None,
+            &[("secrets.src", b""), ("env_vars.env", b"")],
+        ),
+        refuse_callbacks: usize::MAX,
+        ..MemoryIo::default()
+    };
+    let payload = DispatchPayload {
+        log_in_result: true,
+        ..io.payload(&run)
+    };
+    let report = run_order(&payload, &io, &config()).await;
+    assert!(
+        matches!(report, WorkerReport::CallbackFailed(..)),
+        "{report:?}"
+    );
+    let log = io.object(LOG_URL).expect("the log, stored alone");
+    assert_eq!(
+        String::from_utf8(log).unwrap(),
+        "==> [1/1] echo short\nshort\n"
+    );
 }
 
 /// init_job encrypts nothing for an order without variables: its bundle has no
@@ -392,6 +456,48 @@ async fn an_unreadable_bundle_is_reported_failed() {
     let result = only_result(&io);
     assert_eq!(result.status, OrderStatus::Failed);
     assert!(result.reason.unwrap().contains("not a readable zip"));
+}
+
+/// On AWS a small bundle is in its run's pack among others: the worker reads exactly its
+/// range, and refuses one larger than a bundle may be before reading anything.
+#[tokio::test]
+async fn a_packed_bundle_is_read_by_its_range_alone() {
+    let run = RunId::generate();
+    let bundle = zip_bundle(
+        &manifest(&run, &["echo packed"]),
+        None,
+        &[("secrets.src", b""), ("env_vars.env", b"")],
+    );
+    let mut pack = vec![0xaa; 1000];
+    pack.extend_from_slice(&bundle);
+    pack.extend_from_slice(&[0xbb; 500]);
+    let io = MemoryIo {
+        bundle: pack,
+        key: "not a key: nothing is decrypted".to_owned(),
+        ..MemoryIo::default()
+    };
+    let range = |len| PinnedRange {
+        start: 1000,
+        len,
+        etag: "\"pack\"".to_owned(),
+    };
+    let mut payload = io.payload(&run);
+    payload.bundle_range = Some(range(bundle.len() as u64));
+    run_order(&payload, &io, &config()).await;
+    let result = only_result(&io);
+    assert_eq!(result.status, OrderStatus::Succeeded, "{:?}", result.reason);
+    assert!(result.log.contains("packed"), "{}", result.log);
+
+    let io = MemoryIo {
+        bundle: Vec::new(),
+        ..MemoryIo::default()
+    };
+    payload.bundle_range = Some(range(u64::MAX / 2));
+    run_order(&payload, &io, &config()).await;
+    let result = only_result(&io);
+    assert_eq!(result.status, OrderStatus::Failed);
+    let reason = result.reason.unwrap();
+    assert!(reason.contains("bytes are more than"), "{reason}");
 }
 
 #[tokio::test]

@@ -328,9 +328,18 @@ async fn worker_payload(engine: &Engine, order: &OrderRecord) -> Value {
     let (run_id, num) = (&order.run_id, order.plan.order_num);
     let attempt = order.attempt.clone().unwrap();
     let claim = keys::claim(run_id, num, &attempt);
+    // A small bundle is in the run's pack, read by its range.
+    let bundle_url = match &order.packed {
+        Some(at) => {
+            let pack = keys::bundle_pack(run_id, at.pack);
+            presign(engine, Presigned::GetRange(at.range.clone()), &pack).await
+        }
+        None => presign(engine, Presigned::Get, &keys::exec_zip(run_id, num)).await,
+    };
     let mut payload = json!({
         "run_id": run_id, "order_num": num, "attempt": attempt,
-        "bundle_url": presign(engine, Presigned::Get, &keys::exec_zip(run_id, num)).await,
+        "bundle_url": bundle_url,
+        "bundle_range": order.packed.as_ref().map(|at| &at.range),
         "claim_url": presign(engine, Presigned::PutIfAbsent, &claim).await,
         "claim_check_url": presign(engine, Presigned::Get, &claim).await,
         "log_url": presign(engine, Presigned::Put, &order.log_key).await,

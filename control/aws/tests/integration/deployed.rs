@@ -230,6 +230,7 @@ async fn each_role_is_refused_what_its_policy_does_not_grant() {
     );
     let readable = [
         keys::exec_zip(&run, num),
+        keys::bundle_pack(&run, 0),
         keys::claim(&run, num, &AttemptId::parse("a1").unwrap()),
         ticket.clone(),
         compiled.clone(),

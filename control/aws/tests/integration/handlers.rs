@@ -68,12 +68,12 @@ fn http_answer(answer: &Value) -> (u64, Value) {
     (answer["statusCode"].as_u64().unwrap(), body)
 }
 
-/// The run exists: both bundles, the init trigger, two rows; it runs as alice.
+/// The run exists: both bundles (in one pack), the init trigger, two rows; it runs as alice.
 async fn assert_queued(engine: &Engine, answer: &Value) {
     assert_queued_as(engine, answer, "alice").await;
 }
 
-/// The run exists: both bundles, the init trigger, two rows; it runs as `user`.
+/// The run exists: both bundles (in one pack), the init trigger, two rows; it runs as `user`.
 async fn assert_queued_as(engine: &Engine, answer: &Value, user: &str) {
     let run_id = RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
     assert!(
@@ -94,7 +94,7 @@ async fn assert_queued_as(engine: &Engine, answer: &Value, user: &str) {
         .list(&format!("tmp/exec/{run_id}/"))
         .await
         .unwrap();
-    assert_eq!(objects.len(), 2, "{objects:?}");
+    assert_eq!(objects, [keys::bundle_pack(&run_id, 0)]);
     let trigger = keys::trigger(&run_id);
     assert!(
         engine

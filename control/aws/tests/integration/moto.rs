@@ -113,7 +113,8 @@ async fn lists_follow_pages_and_presigned_puts_write_objects() {
 }
 
 /// What a worker, holding no credentials, does through presigned URLs: a bounded read
-/// (an object over the bound is refused, not loaded), a conditional put that never replaces
+/// (an object over the bound is refused, not loaded), a read of its range of a pack (signed,
+/// and exactly that range or an error), a conditional put that never replaces
 /// what is there (the watchdog's time-out written first stands against a late worker, and a
 /// worker's own PUT sent again after a lost answer is no error), a streamed file upload, and
 /// a delete.
@@ -149,6 +150,58 @@ async fn a_worker_reaches_its_objects_through_presigned_urls_only() {
         !too_large.to_string().contains("X-Amz-Signature"),
         "{too_large}"
     );
+    // A bundle in a pack: the range, and the pack's entity tag it is pinned to, are signed
+    // into the URL, so its holder cannot widen it to the pack's other bundles (S3 answers
+    // a range whose `If-Range` names another version with the whole object).
+    let pack = "tmp/exec/r/packs/0.bin";
+    let bytes: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let etag = store.put_tagged(pack, bytes.clone()).await.unwrap();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    let pinned = |start, len| sluice_contract::dispatch::PinnedRange {
+        start,
+        len,
+        etag: etag.clone(),
+    };
+    let range = pinned(1000, 700);
+    let ranged = presign(Presigned::GetRange(range.clone()), pack).await;
+    let signed = ranged
+        .expose()
+        .split("X-Amz-SignedHeaders=")
+        .nth(1)
+        .unwrap();
+    let signed = signed.split('&').next().unwrap().replace("%3B", ";");
+    for header in ["range", "if-range", "if-match"] {
+        assert!(signed.split(';').any(|h| h == header), "{header}: {signed}");
+    }
+    assert_eq!(
+        transfer.get_range(&ranged, &range).await.unwrap(),
+        bytes[1000..1700]
+    );
+    let past_the_end = pinned(2900, 700);
+    let short = presign(Presigned::GetRange(past_the_end.clone()), pack).await;
+    let error = transfer.get_range(&short, &past_the_end).await.unwrap_err();
+    assert!(!error.transient, "{error}");
+    assert!(
+        error.message.contains("not the 700 bytes asked for"),
+        "{error}"
+    );
+    let untagged = sluice_contract::dispatch::PinnedRange {
+        etag: "no tag".to_owned(),
+        ..range
+    };
+    let refused = store
+        .presign(
+            Presigned::GetRange(untagged),
+            pack,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("is no entity tag"),
+        "{refused}"
+    );
+
     let missing = presign(Presigned::Get, "tmp/exec/r/0002/exec.zip").await;
     let error = transfer.get(&missing, 10).await.unwrap_err();
     assert!(!error.transient && error.message.contains("404"), "{error}");
@@ -272,9 +325,11 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
         order_num: sluice_contract::OrderNum::from_index(0),
         attempt: sluice_contract::AttemptId::parse(attempt).unwrap(),
         bundle_url: url("exec.zip"),
+        bundle_range: None,
         claim_url: url("claim"),
         claim_check_url: url("claim"),
         log_url: url("log.txt"),
+        log_in_result: false,
         callback_url: url("result.json"),
         identity: OrderIdentity::new("AGE-SECRET-KEY-1ORDERIDENTITY"),
         compiled: None,

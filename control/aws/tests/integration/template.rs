@@ -463,6 +463,7 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     );
     let presigned = [
         ("s3:GetObject", keys::exec_zip(&run, order)),
+        ("s3:GetObject", keys::bundle_pack(&run, 0)),
         (
             "s3:PutObject",
             keys::claim(&run, order, &AttemptId::parse("a1").unwrap()),
@@ -496,11 +497,9 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     assert!(can(&orchestrator, "ssm:PutParameter", &ticket_key));
 
     let init = allowed(&template, function_statements(&template, "InitJobFunction"));
-    assert!(can(
-        &init,
-        "s3:PutObject",
-        &object(&keys::exec_zip(&run, order))
-    ));
+    for bundle in [keys::exec_zip(&run, order), keys::bundle_pack(&run, 0)] {
+        assert!(can(&init, "s3:PutObject", &object(&bundle)), "{bundle}");
+    }
     assert!(can(&init, "s3:PutObject", &object(&keys::trigger(&run))));
     // Modules for the compile function, and its URLs: the module read, the code written.
     let module = "ab".repeat(32);

@@ -405,6 +405,61 @@ impl OrderStore for SqliteStore {
         .await
     }
 
+    async fn take_lock_with(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        released_marks: u64,
+        lease_until_ms: u64,
+        moves: &[OrderMove],
+    ) -> Result<u64, StoreError> {
+        for m in moves {
+            m.change.check_allowed(run_id, m.order_num, m.from)?;
+        }
+        let pk = lock_pk(run_id);
+        let owner = owner.to_owned();
+        let run_id = run_id.clone();
+        let moves = moves.to_vec();
+        self.with_conn("taking a lock with a step's writes", move |conn| {
+            let what = "taking a lock with a step's writes";
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| backend(what, e))?;
+            let current: Option<(LockStatus, i64)> = query_row(
+                &tx,
+                "SELECT status, dirty FROM locks WHERE pk = ?1",
+                params![pk],
+                |row| Ok((lock_status(row, 0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| backend(what, e))?;
+            match current {
+                Some((LockStatus::Released, marks)) if marks as u64 == released_marks => {}
+                other => {
+                    return Err(StoreError::ConditionFailed {
+                        what: pk,
+                        detail: format!(
+                            "{what}: not released with {released_marks} wake-ups ({other:?})"
+                        ),
+                    });
+                }
+            }
+            for m in &moves {
+                move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
+            }
+            let marks = released_marks + 1;
+            execute(
+                &tx,
+                "UPDATE locks SET owner = ?2, status = 'held', lease_until = ?3, dirty = ?4 WHERE pk = ?1",
+                params![pk, owner, lease_until_ms as i64, marks as i64],
+            )
+            .map_err(|e| backend(what, e))?;
+            tx.commit().map_err(|e| backend(what, e))?;
+            Ok(marks)
+        })
+        .await
+    }
+
     async fn renew_lock(
         &self,
         run_id: &RunId,

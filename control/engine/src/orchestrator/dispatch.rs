@@ -20,23 +20,31 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity, SharedCode};
 use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
-use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN};
+use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN, Platform};
 use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
 use super::put_back;
 use super::read_state::ReadResult;
+use super::taking::TakeLock;
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{
-    DispatchError, MAX_MOVES_TOGETHER, OrderMove, OrderRecord, Presigned, Transition,
+    DispatchError, LockStatus, MAX_MOVES_TOGETHER, OrderMove, OrderRecord, Presigned, Transition,
 };
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::order_identity;
 
 /// The keys a pass read, by path: the stored value, or why it could not be read.
 type StoredKeys = std::collections::HashMap<String, Result<String, StoreError>>;
+
+/// Retries of the lock's read after a failed taking (whose answer may have been lost),
+/// and the first wait: unread, the step is refused though it may hold the lock, and what
+/// it wrote is then recorded late (its events lost, its claims started after the dispatch
+/// lease).
+const LOCK_READ_RETRIES: u32 = 3;
+const LOCK_READ_RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
 const START_RETRIES: u32 = 2;
@@ -55,6 +63,9 @@ impl Engine {
     ///
     /// Past the job's deadline nothing new is started: finalize times the rest out.
     ///
+    /// A step that is to take the lock with its first writes (`take`) takes it with the
+    /// results and the moves they lead to, or, refused, writes nothing and returns at once.
+    ///
     /// # Errors
     ///
     /// A backend failure.
@@ -62,11 +73,17 @@ impl Engine {
         &self,
         mut orders: Vec<OrderRecord>,
         mut results: Vec<ReadResult>,
+        take: Option<&TakeLock>,
     ) -> Result<(Vec<OrderRecord>, Vec<(OrderRecord, Transition)>), EngineError> {
         let mut started = Vec::new();
         loop {
+            if take.is_some_and(TakeLock::is_refused) {
+                return Ok((orders, started));
+            }
             let again;
-            (orders, again) = (self.apply_plan_once(orders, &mut results, &mut started)).await?;
+            (orders, again) = self
+                .apply_plan_once(orders, &mut results, &mut started, take)
+                .await?;
             if !again {
                 return Ok((orders, started));
             }
@@ -80,9 +97,15 @@ impl Engine {
         mut orders: Vec<OrderRecord>,
         results: &mut Vec<ReadResult>,
         started: &mut Vec<(OrderRecord, Transition)>,
+        take: Option<&TakeLock>,
     ) -> Result<(Vec<OrderRecord>, bool), EngineError> {
         let now = self.now_ms();
+        let take = take.filter(|take| take.is_pending());
         if orders.iter().any(|o| now >= o.job_deadline_ms) {
+            if let Some(take) = take {
+                take.refuse(&"the job's deadline has passed");
+                return Ok((orders, false));
+            }
             self.write_results(&mut orders, std::mem::take(results))
                 .await?;
             return Ok((orders, false));
@@ -124,7 +147,7 @@ impl Engine {
             })
             .collect();
         let Some((ended, claimed)) = self
-            .move_with_results(&mut orders, results, ended_by_dependency, claims)
+            .move_with_results(&mut orders, results, ended_by_dependency, claims, take)
             .await?
         else {
             return Ok((orders, true));
@@ -214,26 +237,55 @@ impl Engine {
     /// the dependents a failure ends (`ended`) and the orders it claims — in one write when
     /// they fit ([`MAX_MOVES_TOGETHER`]); what became of `ended` and `claims`. `None` when
     /// a result was moved by someone else first (the plan assumed otherwise: the results
-    /// are written, and the caller evaluates again).
+    /// are written, and the caller evaluates again), or the step was to take the lock with
+    /// these writes (`take`) and was refused (nothing written).
     async fn move_with_results(
         &self,
         orders: &mut [OrderRecord],
         results: &mut Vec<ReadResult>,
         ended: Vec<(OrderRecord, Transition)>,
         claims: Vec<(OrderRecord, Transition)>,
+        take: Option<&TakeLock>,
     ) -> Result<Option<(Vec<Moved>, Vec<Moved>)>, EngineError> {
         let results = std::mem::take(results);
         let alone = ended.is_empty() && claims.is_empty();
-        if !results.is_empty()
-            && !alone
-            && results.len() + ended.len() + claims.len() <= MAX_MOVES_TOGETHER
+        // A take's write carries the lock's item too.
+        let items = results.len() + ended.len() + claims.len() + usize::from(take.is_some());
+        let fits = items <= MAX_MOVES_TOGETHER;
+        if let Some(take) = take
+            && (results.is_empty() || !fits)
         {
+            take.refuse(&"no result, or too many moves for one write");
+            return Ok(None);
+        }
+        if !results.is_empty() && (!alone || take.is_some()) && fits {
             let moves: Vec<OrderMove> = (results.iter())
                 .map(|r| OrderMove::of(&r.row, &r.change))
                 .chain((ended.iter().chain(&claims)).map(|(o, c)| OrderMove::of(o, c)))
                 .collect();
             let run_id = &results[0].row.run_id;
-            match self.ports.orders.transition_together(run_id, &moves).await {
+            let written = match take {
+                Some(take) => {
+                    let lease_until = self.now_ms() + millis(self.config.lock_lease);
+                    (self.ports.orders)
+                        .take_lock_with(
+                            run_id,
+                            &take.owner,
+                            take.released_marks,
+                            lease_until,
+                            &moves,
+                        )
+                        .await
+                        .map(|marks| take.took(marks))
+                }
+                None => self.ports.orders.transition_together(run_id, &moves).await,
+            };
+            if let (Some(take), Err(error)) = (take, &written)
+                && !self.took_after_all(run_id, take, error).await
+            {
+                return Ok(None);
+            }
+            match written {
                 Ok(()) => {
                     for result in results {
                         let written = Moved::applied(result.row.clone(), &result.change);
@@ -257,6 +309,32 @@ impl Engine {
             self.move_orders(ended).await?,
             self.move_orders(claims).await?,
         )))
+    }
+
+    /// Whether a take that failed (`error`) took the lock all the same — its answer was
+    /// lost after it took effect, or the store's own retry of it then found the lock held:
+    /// the lock says, held by the step's owner. Then the step holds the lock, and its
+    /// moves are written apart, which says which stand; otherwise it is refused.
+    async fn took_after_all(&self, run_id: &RunId, take: &TakeLock, error: &StoreError) -> bool {
+        let read = while_transient(
+            self.ports.clock.as_ref(),
+            Backoff::new(LOCK_READ_RETRY_FIRST, LOCK_READ_RETRIES),
+            "reading the lock after its taking failed",
+            StoreError::kind,
+            || self.ports.orders.lock_state(run_id),
+        );
+        if let Ok(Some(lock)) = read.await
+            && lock.owner == take.owner
+            && lock.status == LockStatus::Held
+        {
+            take.took(take.released_marks + 1);
+            return true;
+        }
+        if !error.is_condition_failed() && !error.is_transient() {
+            tracing::warn!(%error, "taking the lock with a step's writes was refused");
+        }
+        take.refuse(error);
+        false
     }
 
     /// The row a move left, its event (named after the new status) recorded with `detail`
@@ -401,10 +479,18 @@ impl Engine {
             run_id: run_id.clone(),
             order_num: num,
             attempt: attempt.clone(),
-            bundle_url: presign(Presigned::Get, keys::exec_zip(run_id, num)).await?,
+            bundle_url: match &order.packed {
+                Some(at) => {
+                    let pack = keys::bundle_pack(run_id, at.pack);
+                    presign(Presigned::GetRange(at.range.clone()), pack).await?
+                }
+                None => presign(Presigned::Get, keys::exec_zip(run_id, num)).await?,
+            },
+            bundle_range: order.packed.as_ref().map(|at| at.range.clone()),
             claim_url: presign(Presigned::PutIfAbsent, keys::claim(run_id, num, attempt)).await?,
             claim_check_url: presign(Presigned::Get, keys::claim(run_id, num, attempt)).await?,
             log_url: presign(Presigned::Put, order.log_key.clone()).await?,
+            log_in_result: self.config.platform == Platform::Aws,
             callback_url: presign(Presigned::PutIfAbsent, keys::result(run_id, num, attempt))
                 .await?,
             identity: OrderIdentity::new(identity),

@@ -160,7 +160,14 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
                 reason: o.reason.clone(),
                 duration_ms: o.duration_ms,
                 exit_code: o.exit_code,
-                log_key: o.dispatched_at_ms.map(|_| o.log_key.clone()),
+                log_key: match o.log_stored {
+                    Some(false) => None,
+                    _ => o.dispatched_at_ms.map(|_| o.log_key.clone()),
+                },
+                result_key: o.attempt.as_ref().and_then(|attempt| {
+                    o.log_stored
+                        .map(|_| keys::result(run_id, o.plan.order_num, attempt))
+                }),
             })
             .collect(),
     }
@@ -169,6 +176,7 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_contract::AttemptId;
     use sluice_ports::conformance::sample_order;
 
     #[test]
@@ -184,6 +192,8 @@ mod tests {
         orders[2].dispatched_at_ms = Some(1);
         orders[3].status = OrderStatus::Succeeded;
         orders[3].dispatched_at_ms = Some(1);
+        orders[3].attempt = AttemptId::parse("a1");
+        orders[3].log_stored = Some(false);
         let doc = done_document(&run, JobStatus::TimedOut, &orders);
         assert_eq!(
             doc.summary,
@@ -202,6 +212,20 @@ mod tests {
             "an order that never ran has no log"
         );
         assert!(doc.orders[2].log_key.is_some());
+        assert_eq!(
+            (
+                doc.orders[2].result_key.as_deref(),
+                doc.orders[3].log_key.as_deref()
+            ),
+            (None, None),
+            "no result ended the third; the fourth's log is in its result only"
+        );
+        let result = keys::result(
+            &run,
+            orders[3].plan.order_num,
+            orders[3].attempt.as_ref().unwrap(),
+        );
+        assert_eq!(doc.orders[3].result_key, Some(result));
         assert_eq!(doc.trace_id, orders[0].trace_id.to_string());
     }
 }

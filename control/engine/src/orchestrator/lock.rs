@@ -9,6 +9,8 @@
 //! written before it was counted, so the step has seen it).
 //! No wake-up is lost: an event that arrives at any moment either finds the lock free (and
 //! runs) or is counted before the holder's conditional release (which then fails and loops).
+//! (A step may also take a released lock with its first writes, conditional on the count
+//! its release left — see `taking.rs`; refused, it acquires as here.)
 //! An event that finds the lock held costs one write, and a holder's release one write,
 //! however many events arrived. An acquire that takes the lock over from a holder whose
 //! lease ended says so (`missed`): that holder may have left marks unread, so the new

@@ -1,6 +1,8 @@
 //! The orchestrator: one invocation per result event, advancing a run under its lock.
 //!
-//! Each invocation first takes `lock:<run_id>` ([`lock`]). If another invocation holds it,
+//! Each invocation first takes `lock:<run_id>` ([`lock`]) — or, for a run whose lock this
+//! process last released with one order in flight, with its step's first writes
+//! (`taking.rs`). If another invocation holds it,
 //! this one's wake-up is counted on the lock and it leaves: the holder loops once more
 //! before releasing, so the event that woke us is processed by someone. The holder loops
 //! [`read_state`] → [`evaluate`] → [`dispatch`] →
@@ -13,11 +15,12 @@ pub mod evaluate;
 pub mod finalize;
 pub mod lock;
 pub mod read_state;
+pub(crate) mod taking;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sluice_contract::{AttemptId, JobStatus, OrderNum, RunId};
+use sluice_contract::{AttemptId, JobStatus, OrderNum, OrderStatus, RunId};
 use tracing::Instrument;
 
 use crate::engine::{Engine, millis};
@@ -27,6 +30,7 @@ use crate::ports::{
 };
 use crate::retry::Backoff;
 use lock::{LockAttempt, Release};
+use taking::TakeLock;
 
 /// How many times one invocation retries a pass that failed transiently, and the first
 /// wait: about 0.5 + 1 + 2 + 4 s at most, far inside the lock's lease.
@@ -60,13 +64,26 @@ fn writing_apart(error: &StoreError, what: &str) {
 }
 
 /// Which step of an invocation is taken.
-enum Step {
+enum Step<'a> {
     /// The first: the lock was just taken with a whole lease, and the notifications that
     /// woke the invocation name what arrived (`None`: unknown, list it).
     First(Option<Arrivals>),
+    /// The first, taking the lock with its first writes (see [`taking`]), woken by the
+    /// notifications of what arrived.
+    Taking(Arrivals, &'a TakeLock),
     /// A later one (wake-ups were counted on the lock meanwhile, or a step failed): renew
     /// the lease (which answers the count the step's release is made against), list.
     Later,
+}
+
+impl<'a> Step<'a> {
+    /// The taking of the lock this step makes with its first writes, if it does.
+    fn take(&self) -> Option<&'a TakeLock> {
+        match self {
+            Step::Taking(_, take) => Some(*take),
+            Step::First(_) | Step::Later => None,
+        }
+    }
 }
 
 /// What [`Engine::move_order`] found.
@@ -148,6 +165,19 @@ impl Engine {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
         async {
+            let released = self.last_releases.take(run_id);
+            if let (Some(arrived), Some(released)) = (&arrived, released) {
+                let take = TakeLock::new(&owner, released);
+                let first = Step::Taking(arrived.clone(), &take);
+                let outcome = self.hold_and_advance(run_id, &owner, first, 0).await;
+                if take.taken().is_some() {
+                    return self.given_back_after_error(run_id, &owner, outcome).await;
+                }
+                // Nothing written, nothing held: take the lock as usual.
+                if let Err(error) = outcome {
+                    tracing::debug!(%error, "the step taking the lock with its writes failed first");
+                }
+            }
             let (arrived, marks) = match lock::acquire(self, run_id, &owner).await? {
                 LockAttempt::Acquired { missed: false, marks } => (arrived, marks),
                 // A holder may have left results unread: look for all of them.
@@ -155,20 +185,28 @@ impl Engine {
                 LockAttempt::Deferred => return Ok(Outcome::Deferred),
                 LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
             };
-            match self.hold_and_advance(run_id, &owner, arrived, marks).await {
-                Ok(outcome) => Ok(outcome),
-                Err(error) => {
-                    // Give the lock back so the next event can retry at once rather than after
-                    // the lease; the tables hold everything needed to resume.
-                    if let Err(release) = lock::abandon(self, run_id, &owner).await {
-                        tracing::warn!(error = %release, "could not give back the lock after an error");
-                    }
-                    Err(error)
-                }
-            }
+            let outcome = (self.hold_and_advance(run_id, &owner, Step::First(arrived), marks)).await;
+            self.given_back_after_error(run_id, &owner, outcome).await
         }
         .instrument(span)
         .await
+    }
+
+    /// `outcome` of holding the lock, which is given back after an error so the next event
+    /// can retry at once rather than after the lease; the tables hold everything needed to
+    /// resume.
+    async fn given_back_after_error(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        outcome: Result<Outcome, EngineError>,
+    ) -> Result<Outcome, EngineError> {
+        if outcome.is_err()
+            && let Err(release) = lock::abandon(self, run_id, owner).await
+        {
+            tracing::warn!(error = %release, "could not give back the lock after an error");
+        }
+        outcome
     }
 
     /// Moves `order` from the status it has in `order` with `change` (a conditional write);
@@ -313,17 +351,21 @@ impl Engine {
     /// lease (thousands of results to apply, hundreds of orders to start). Should the lease
     /// be lost all the same, the pass stops where it is — as a crash would, which every step
     /// is written to survive — since another invocation owns the run now.
+    ///
+    /// A first step that takes the lock with its writes holds nothing until it took it
+    /// (nor keeps a lease); when it did not, it ends there, and its caller takes the lock.
     async fn hold_and_advance(
         &self,
         run_id: &RunId,
         owner: &str,
-        arrived: Option<Arrivals>,
+        first: Step<'_>,
         marks: u64,
     ) -> Result<Outcome, EngineError> {
+        let take = first.take();
         tokio::select! {
             biased;
-            outcome = self.advance_until_settled(run_id, owner, arrived, marks) => outcome,
-            () = self.keep_lease(run_id, owner) => {
+            outcome = self.advance_until_settled(run_id, owner, first, marks) => outcome,
+            () = self.keep_lease(run_id, owner, take) => {
                 tracing::warn!("the lease was lost during the pass; another invocation took over");
                 Ok(Outcome::LostLock)
             }
@@ -340,12 +382,16 @@ impl Engine {
             .await
     }
 
-    /// Renews the lease every third of it for as long as it is polled; returns only once
-    /// the lease is lost. A failed renewal is tried again at the next third.
-    async fn keep_lease(&self, run_id: &RunId, owner: &str) {
+    /// Renews the lease every third of it for as long as it is polled — once `take` took
+    /// the lock, when the step takes it with its writes; returns only once the lease is
+    /// lost. A failed renewal is tried again at the next third.
+    async fn keep_lease(&self, run_id: &RunId, owner: &str, take: Option<&TakeLock>) {
         let every = self.config.lock_lease / 3;
         loop {
             tokio::time::sleep(every).await;
+            if take.is_some_and(|take| take.taken().is_none()) {
+                continue;
+            }
             match self.renew_lease(run_id, owner).await {
                 Ok(_) => {}
                 Err(StoreError::ConditionFailed { .. }) => return,
@@ -361,19 +407,27 @@ impl Engine {
         &self,
         run_id: &RunId,
         owner: &str,
-        arrived: Option<Arrivals>,
+        first: Step<'_>,
         mut marks: u64,
     ) -> Result<Outcome, EngineError> {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
         let mut backoff = Backoff::new(PASS_RETRY_FIRST, PASS_RETRIES);
-        let mut step = Step::First(arrived);
+        let mut step = first;
         loop {
             let this = std::mem::replace(&mut step, Step::Later);
+            let taking = this.take();
             let started_ms = self.now_ms();
             let stepped = self
                 .advance_once(run_id, owner, this, &mut marks, &mut commented)
                 .await;
+            if let Some(take) = taking
+                && take.taken().is_none()
+            {
+                // It wrote nothing and holds nothing (see [`Engine::hold_and_advance`]).
+                take.refuse(&"the step ended first");
+                return stepped.map(|_| Outcome::Deferred);
+            }
             // What a step that failed had recorded.
             self.write_events().await;
             match stepped {
@@ -400,19 +454,21 @@ impl Engine {
         }
     }
 
-    /// One step: renew the lease (not in the first step, which has just taken it), read,
+    /// One step: renew the lease (not in the first step, which has just taken the lock or
+    /// takes it with its first writes), read,
     /// evaluate and dispatch, finalize or release. `None` when an event arrived meanwhile
     /// and the loop must go round again.
     async fn advance_once(
         &self,
         run_id: &RunId,
         owner: &str,
-        step: Step,
+        step: Step<'_>,
         marks: &mut u64,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
     ) -> Result<Option<Outcome>, EngineError> {
-        let arrived = match step {
-            Step::First(arrived) => arrived,
+        let (arrived, take) = match step {
+            Step::First(arrived) => (arrived, None),
+            Step::Taking(arrived, take) => (Some(arrived), Some(take)),
             Step::Later => {
                 match self.renew_lease(run_id, owner).await {
                     // This step looks for every result that arrived: the wake-ups counted
@@ -426,14 +482,20 @@ impl Engine {
                     }
                     Err(other) => return Err(other.into()),
                 }
-                None
+                (None, None)
             }
         };
-        let (orders, results) = self.read_results(run_id, arrived.as_ref()).await?;
+        let (orders, results) = self.read_results(run_id, arrived.as_ref(), take).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
-        let (orders, started) = self.apply_plan(orders, results).await?;
+        let (orders, started) = self.apply_plan(orders, results, take).await?;
+        if let Some(take) = take {
+            match take.taken() {
+                Some(taken) => *marks = taken,
+                None => return Ok(None),
+            }
+        }
         if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
             return Ok(Some(Outcome::Finalized(status)));
         }
@@ -447,6 +509,14 @@ impl Engine {
             self.update_pr_comment(&shown, None).await;
             *commented = Some(statuses);
         }
-        self.release_step(run_id, owner, marks, started).await
+        let in_flight = (shown.iter())
+            .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
+            .count();
+        let released = self.release_step(run_id, owner, marks, started).await?;
+        if released == Some(Outcome::Released) && in_flight == 1 {
+            // Its result most likely wakes the run next, finding the lock as it is left.
+            self.last_releases.remember(run_id, *marks);
+        }
+        Ok(released)
     }
 }

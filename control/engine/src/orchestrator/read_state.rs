@@ -16,6 +16,7 @@ use sluice_contract::events::OrderEmitted;
 use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
 use sluice_contract::{OrderStatus, RunId, keys};
 
+use super::taking::TakeLock;
 use super::{Arrivals, Moved, put_back};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
@@ -44,17 +45,20 @@ impl Engine {
         run_id: &RunId,
         known: Option<&Arrivals>,
     ) -> Result<Vec<OrderRecord>, EngineError> {
-        let (mut orders, results) = self.read_results(run_id, known).await?;
+        let (mut orders, results) = self.read_results(run_id, known, None).await?;
         self.write_results(&mut orders, results).await?;
         Ok(orders)
     }
 
     /// Reads the run's orders and the results that arrived, as [`Engine::read_state`],
-    /// without applying them: a pass writes them with the first moves they lead to.
+    /// without applying them: a pass writes them with the first moves they lead to. A step
+    /// that is to take the lock with those (`take`) writes nothing here: it is refused when a
+    /// result must be recorded first.
     pub(crate) async fn read_results(
         &self,
         run_id: &RunId,
         known: Option<&Arrivals>,
+        take: Option<&TakeLock>,
     ) -> Result<(Vec<OrderRecord>, Vec<ReadResult>), EngineError> {
         let mut orders = self.ports.orders.run_orders(run_id).await?;
         let in_flight = |order: &&OrderRecord| {
@@ -100,6 +104,10 @@ impl Engine {
             // A result for an order still `dispatching` means its orchestrator stopped
             // between starting the worker and recording it: record it now, then apply it.
             let order = if order.status == OrderStatus::Dispatching {
+                if let Some(take) = take {
+                    take.refuse(&"a result arrived for an order not recorded running");
+                    return Ok((orders, Vec::new()));
+                }
                 let row = (self.move_order(&order, &Transition::to(OrderStatus::Running)))
                     .await?
                     .row();
@@ -210,6 +218,13 @@ impl Engine {
                 change.exit_code = doc.exit_code;
                 change.reason = doc.reason.clone();
                 change.duration_ms = doc.duration_ms().or(fallback_duration);
+                // What the worker said of its log; nothing for the watch's time-out, which
+                // knows nothing of it.
+                change.log_stored = match (&doc.log_key, doc.log_in_result) {
+                    (Some(_), _) => Some(true),
+                    (None, true) => Some(false),
+                    (None, false) => None,
+                };
                 let detail = serde_json::json!({
                     "exit_code": doc.exit_code, "reason": doc.reason, "attempt": doc.attempt,
                     "log_bytes": doc.log_bytes, "log_truncated": doc.log_truncated,

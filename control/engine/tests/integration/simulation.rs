@@ -74,6 +74,8 @@ struct Counts {
     concurrent_deliveries: u64,
     duplicate_submissions: u64,
     kicks: u64,
+    /// Steps that took the lock with their first writes.
+    locks_taken_with_writes: u64,
 }
 
 tokio::task_local! {
@@ -289,6 +291,14 @@ impl ObjectStore for FaultyObjects {
         };
         self.world.faulty("put", call).await
     }
+    async fn put_tagged(&self, key: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
+        let call = async {
+            let etag = self.inner.put_tagged(key, bytes).await?;
+            self.written(key);
+            Ok(etag)
+        };
+        self.world.faulty("put_tagged", call).await
+    }
     async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let call = async {
             self.inner.put_if_absent(key, bytes).await?;
@@ -387,6 +397,22 @@ impl OrderStore for FaultyTables {
             .inner
             .acquire_lock(run_id, owner, now_ms, lease_until_ms);
         self.world.faulty("acquire_lock", call).await
+    }
+    async fn take_lock_with(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        released_marks: u64,
+        lease_until_ms: u64,
+        moves: &[OrderMove],
+    ) -> Result<u64, StoreError> {
+        let call =
+            (self.inner).take_lock_with(run_id, owner, released_marks, lease_until_ms, moves);
+        let taken = self.world.faulty("take_lock_with", call).await;
+        if taken.is_ok() {
+            self.world.counts.lock().unwrap().locks_taken_with_writes += 1;
+        }
+        taken
     }
     async fn renew_lock(&self, run_id: &RunId, owner: &str, until: u64) -> Result<u64, StoreError> {
         let call = self.inner.renew_lock(run_id, owner, until);
@@ -1148,6 +1174,7 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
                 totals.concurrent_deliveries += counts.concurrent_deliveries;
                 totals.duplicate_submissions += counts.duplicate_submissions;
                 totals.kicks += counts.kicks;
+                totals.locks_taken_with_writes += counts.locks_taken_with_writes;
             }
             Err(failure) => panic!("seed {seed}: {failure}\nreplay: SLUICE_SIM_SEED={seed}"),
         }
@@ -1155,7 +1182,7 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
     println!(
         "simulation: {jobs} jobs completed, {actions} actions; port calls {}, transient faults {}, \
          crashes {}, refused starts {}, lost notifications {}, duplicated {}, delivered two at \
-         once {}, jobs submitted twice {}, watch kicks {}",
+         once {}, jobs submitted twice {}, watch kicks {}, locks taken with a step's writes {}",
         totals.calls,
         totals.transient,
         totals.crashes,
@@ -1164,6 +1191,11 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
         totals.duplicated_notifications,
         totals.concurrent_deliveries,
         totals.duplicate_submissions,
-        totals.kicks
+        totals.kicks,
+        totals.locks_taken_with_writes
+    );
+    assert!(
+        jobs < 100 || totals.locks_taken_with_writes > 0,
+        "no step took the lock with its writes: that path went untested"
     );
 }

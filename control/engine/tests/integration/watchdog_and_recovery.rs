@@ -920,6 +920,15 @@ impl Interloper {
         self.inner.as_ref()
     }
 
+    /// Makes the move set to go first, once, before the step's first write together.
+    async fn move_first(&self) -> Result<(), StoreError> {
+        let first = self.first.lock().unwrap().take();
+        if let Some((run, num, from, change)) = first {
+            self.inner().transition(&run, num, from, &change).await?;
+        }
+        Ok(())
+    }
+
     /// Counts a wake-up on the run's lock, as another result's notification does while a
     /// pass holds it, when `armed` (once).
     async fn wake_if(&self, armed: &AtomicBool, run_id: &RunId) {
@@ -960,11 +969,21 @@ impl sluice_engine::OrderStore for Interloper {
         run_id: &RunId,
         moves: &[OrderMove],
     ) -> Result<(), StoreError> {
-        let first = self.first.lock().unwrap().take();
-        if let Some((run, num, from, change)) = first {
-            self.inner().transition(&run, num, from, &change).await?;
-        }
+        self.move_first().await?;
         self.inner().transition_together(run_id, moves).await
+    }
+    async fn take_lock_with(
+        &self,
+        run_id: &RunId,
+        owner: &str,
+        released_marks: u64,
+        lease_until_ms: u64,
+        moves: &[OrderMove],
+    ) -> Result<u64, StoreError> {
+        self.move_first().await?;
+        (self.inner())
+            .take_lock_with(run_id, owner, released_marks, lease_until_ms, moves)
+            .await
     }
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
         self.inner().put_events(events).await
