@@ -256,13 +256,15 @@ impl Engine {
     /// those are written apart and the step loops (`None`); when they cannot go with the
     /// release (too many, an order moved by someone else, an answer lost, a write refused),
     /// they are written apart — the events first, so a failing move loses none — and the
-    /// lock released alone.
+    /// lock released alone. `shown`, the run's rows with the started orders `running`, is
+    /// left as the store holds them: a move written apart puts back the row it found.
     async fn release_step(
         &self,
         run_id: &RunId,
         owner: &str,
         marks: &mut u64,
         started: Vec<(OrderRecord, Transition)>,
+        shown: &mut [OrderRecord],
     ) -> Result<Option<Outcome>, EngineError> {
         let writes = StepWrites {
             moves: started.iter().map(|(o, c)| OrderMove::of(o, c)).collect(),
@@ -288,7 +290,9 @@ impl Engine {
             }
         }
         self.put_events(&writes.events).await;
-        self.move_orders(started).await?;
+        for moved in self.move_orders(started).await? {
+            put_back(shown, moved.row());
+        }
         let released = match answered {
             Some(release) => release,
             None => lock::release(self, run_id, owner, *marks).await?,
@@ -512,10 +516,15 @@ impl Engine {
         let in_flight = (shown.iter())
             .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
             .count();
-        let released = self.release_step(run_id, owner, marks, started).await?;
+        let released = (self.release_step(run_id, owner, marks, started, &mut shown)).await?;
         if released == Some(Outcome::Released) && in_flight == 1 {
-            // Its result most likely wakes the run next, finding the lock as it is left.
-            self.last_releases.remember(run_id, *marks);
+            // Its result most likely wakes the run next, finding the lock and the rows as
+            // they are left.
+            let release = taking::Release {
+                marks: *marks,
+                rows: Some(shown),
+            };
+            self.last_releases.remember(run_id, release);
         }
         Ok(released)
     }

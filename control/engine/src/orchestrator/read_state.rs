@@ -53,14 +53,18 @@ impl Engine {
     /// Reads the run's orders and the results that arrived, as [`Engine::read_state`],
     /// without applying them: a pass writes them with the first moves they lead to. A step
     /// that is to take the lock with those (`take`) writes nothing here: it is refused when a
-    /// result must be recorded first.
+    /// result must be recorded first; it reads no rows when the release it takes the lock
+    /// from left them (its taking fails unless they are still the stored ones).
     pub(crate) async fn read_results(
         &self,
         run_id: &RunId,
         known: Option<&Arrivals>,
         take: Option<&TakeLock>,
     ) -> Result<(Vec<OrderRecord>, Vec<ReadResult>), EngineError> {
-        let mut orders = self.ports.orders.run_orders(run_id).await?;
+        let mut orders = match take.and_then(TakeLock::rows_as_released) {
+            Some(rows) => rows,
+            None => self.ports.orders.run_orders(run_id).await?,
+        };
         let in_flight = |order: &&OrderRecord| {
             matches!(
                 order.status,

@@ -2,17 +2,23 @@
 //! per hop of a chain.
 //!
 //! A warm process remembers the runs whose lock it last released with one order in flight,
-//! and the lock's wake-up count then ([`LastReleases`]). The next notification of such a run
-//! most likely names that order's result and finds the lock as it was left: its step reads
-//! the rows and the result without the lock, plans, and writes the result and the moves it
-//! leads to in one all-or-none write that also takes the lock, on the condition that the
-//! lock is still released with that count ([`OrderStore::take_lock_with`](crate::OrderStore::take_lock_with)).
+//! the lock's wake-up count then, and the run's rows as that release left them
+//! ([`LastReleases`]). The next notification of such a run most likely names that order's
+//! result and finds the lock as it was left: its step plans from those rows and the result
+//! (read without the lock), and writes the result and the moves it leads to in one
+//! all-or-none write that also takes the lock, on the condition that the lock is still
+//! released with that count ([`OrderStore::take_lock_with`](crate::OrderStore::take_lock_with)).
 //! Every acquire adds one to the count, so an equal count means nobody held the lock since
-//! that release and no step wrote the rows since they were read (a write made without the
-//! lock, as a local cancel's, is conditional on the order's status, as the step's are). A
-//! take whose answer was lost is told by the lock: held by the step's owner, it was made.
-//! From the taking on, the step is an ordinary one under the lock (its launches, PR comment
-//! and events are ordered before any finalize, as every step's).
+//! that release and no step wrote the rows since: reading them again would be a call per
+//! hop for nothing. Only a write made without the lock — a cancel's, and the results it
+//! applies — may have moved orders since; every move the step plans is conditional on the
+//! order's status, the in-flight order's result among them, so its write is refused when an
+//! order it moves was moved meanwhile. Memory can only lag the store for orders the step
+//! does not move (a queued order a cancel has already cancelled), as rows read just before
+//! the take could: finalize waits for every row to end, and a cancel in progress cancels
+//! what a step starts. A take whose answer was lost is told by the lock: held by the step's
+//! owner, it was made. From the taking on, the step is an ordinary one under the lock (its
+//! launches, PR comment and events are ordered before any finalize, as every step's).
 //!
 //! When anything says otherwise — the count moved (another invocation, the watch), a row
 //! is not as read, a result must be recorded first, the job's deadline passed — the step
@@ -24,47 +30,98 @@ use std::sync::{Mutex, MutexGuard};
 
 use sluice_contract::RunId;
 
-/// The runs this process released the lock of with one order in flight, and the lock's
-/// wake-up count then (at most [`LastReleases::RUNS`], newest last).
+use crate::ports::OrderRecord;
+
+/// What a release of a run's lock by this process left.
+#[derive(Debug)]
+pub(crate) struct Release {
+    /// The lock's wake-up count.
+    pub marks: u64,
+    /// The run's rows as the step that released it left them; `None` when they are not
+    /// kept (more than the memory allows).
+    pub rows: Option<Vec<OrderRecord>>,
+}
+
+impl Release {
+    /// About how much memory the rows take, bytes.
+    fn rows_bytes(&self) -> usize {
+        self.rows
+            .as_ref()
+            .map_or(0, |rows| rows.iter().map(row_bytes).sum())
+    }
+}
+
+/// About how much memory `row` takes, bytes: its own size and its longer strings and lists
+/// (a worker's reason may be long).
+fn row_bytes(row: &OrderRecord) -> usize {
+    let strings = [
+        &row.key_path,
+        &row.log_key,
+        &row.flow_id,
+        &row.plan.order_name,
+    ];
+    std::mem::size_of::<OrderRecord>()
+        + strings.iter().map(|s| s.len()).sum::<usize>()
+        + row.reason.as_ref().map_or(0, String::len)
+        + row.plan.depends_on.len() * std::mem::size_of::<sluice_contract::OrderNum>()
+}
+
+/// The runs this process released the lock of with one order in flight, and what each
+/// release left (at most [`LastReleases::RUNS`] runs, newest last; rows of at most
+/// [`LastReleases::ROW_BYTES`] in all, the oldest runs' dropped first).
 #[derive(Debug, Default)]
 pub(crate) struct LastReleases {
-    runs: Mutex<VecDeque<(RunId, u64)>>,
+    runs: Mutex<VecDeque<(RunId, Release)>>,
 }
 
 impl LastReleases {
     /// How many runs are remembered.
     const RUNS: usize = 256;
+    /// How much memory the rows remembered take at most, bytes: a run whose rows go is
+    /// read again at its next hop, and still takes the lock with its writes.
+    const ROW_BYTES: usize = 8 << 20;
 
-    fn runs(&self) -> MutexGuard<'_, VecDeque<(RunId, u64)>> {
+    fn runs(&self) -> MutexGuard<'_, VecDeque<(RunId, Release)>> {
         self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Remembers that this process released `run_id`'s lock with `marks` counted (the
-    /// higher count, when another of its invocations released it later and remembered
-    /// first).
-    pub(crate) fn remember(&self, run_id: &RunId, marks: u64) {
+    /// Remembers that this process released `run_id`'s lock as `release` says (or as a
+    /// later release with a higher count said, when another of its invocations released it
+    /// later and remembered first).
+    pub(crate) fn remember(&self, run_id: &RunId, mut release: Release) {
+        if release.rows_bytes() > Self::ROW_BYTES {
+            release.rows = None;
+        }
         let mut runs = self.runs();
-        let marks = match runs.iter().position(|(run, _)| run == run_id) {
-            Some(index) => runs
-                .remove(index)
-                .map_or(marks, |(_, later)| later.max(marks)),
-            None => marks,
-        };
-        if runs.len() == Self::RUNS {
+        if let Some(index) = runs.iter().position(|(run, _)| run == run_id)
+            && let Some((_, later)) = runs.remove(index)
+            && later.marks > release.marks
+        {
+            release = later;
+        }
+        runs.push_back((run_id.clone(), release));
+        if runs.len() > Self::RUNS {
             runs.pop_front();
         }
-        runs.push_back((run_id.clone(), marks));
+        let mut bytes: usize = runs.iter().map(|(_, release)| release.rows_bytes()).sum();
+        for (_, release) in runs.iter_mut() {
+            if bytes <= Self::ROW_BYTES {
+                break;
+            }
+            bytes -= release.rows_bytes();
+            release.rows = None;
+        }
     }
 
-    /// The count `run_id`'s lock was last released with by this process, forgotten as it
-    /// is told: whatever the invocation asking does next moves the count or leaves it to
-    /// be remembered again.
-    pub(crate) fn take(&self, run_id: &RunId) -> Option<u64> {
+    /// What this process's last release of `run_id`'s lock left, forgotten as it is told:
+    /// whatever the invocation asking does next moves the count or leaves it to be
+    /// remembered again.
+    pub(crate) fn take(&self, run_id: &RunId) -> Option<Release> {
         let mut runs = self.runs();
         let index = runs.iter().position(|(run, _)| run == run_id)?;
-        runs.remove(index).map(|(_, marks)| marks)
+        runs.remove(index).map(|(_, release)| release)
     }
 }
 
@@ -80,21 +137,31 @@ enum Taking {
 }
 
 /// A step's taking of the lock with its first writes, for `owner`, from the release that
-/// left `released_marks`.
+/// left `released_marks` (and the rows it left, which the step plans from).
 #[derive(Debug)]
 pub(crate) struct TakeLock {
     pub(crate) owner: String,
     pub(crate) released_marks: u64,
+    rows: Mutex<Option<Vec<OrderRecord>>>,
     state: Mutex<Taking>,
 }
 
 impl TakeLock {
-    pub(crate) fn new(owner: &str, released_marks: u64) -> Self {
+    pub(crate) fn new(owner: &str, released: Release) -> Self {
         TakeLock {
             owner: owner.to_owned(),
-            released_marks,
+            released_marks: released.marks,
+            rows: Mutex::new(released.rows),
             state: Mutex::new(Taking::Pending),
         }
+    }
+
+    /// The run's rows as the release left them, once (`None` when not kept): the take's
+    /// condition says whether they are still the stored ones.
+    pub(crate) fn rows_as_released(&self) -> Option<Vec<OrderRecord>> {
+        (self.rows.lock())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     fn state(&self) -> MutexGuard<'_, Taking> {
@@ -136,29 +203,69 @@ impl TakeLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::conformance::sample_order;
+
+    fn release(marks: u64, rows: usize) -> Release {
+        let run = RunId::generate();
+        Release {
+            marks,
+            rows: Some((0..rows).map(|i| sample_order(&run, i)).collect()),
+        }
+    }
 
     #[test]
     fn a_release_is_told_once_and_the_oldest_runs_are_forgotten() {
         let releases = LastReleases::default();
         let run = RunId::generate();
-        releases.remember(&run, 5);
-        releases.remember(&run, 3);
-        assert_eq!(
-            releases.take(&run),
-            Some(5),
-            "the latest release: the higher count"
-        );
-        assert_eq!(releases.take(&run), None, "told once");
+        releases.remember(&run, release(5, 1));
+        releases.remember(&run, release(3, 2));
+        let told = releases.take(&run).expect("remembered");
+        assert_eq!(told.marks, 5, "the latest release: the higher count");
+        assert_eq!(told.rows.map(|rows| rows.len()), Some(1), "and its rows");
+        assert!(releases.take(&run).is_none(), "told once");
         let runs: Vec<RunId> = (0..=LastReleases::RUNS)
             .map(|_| RunId::generate())
             .collect();
         for (marks, run) in runs.iter().enumerate() {
-            releases.remember(run, marks as u64);
+            releases.remember(run, release(marks as u64, 0));
         }
-        assert_eq!(releases.take(&runs[0]), None, "the oldest is pushed out");
-        assert_eq!(
-            releases.take(&runs[LastReleases::RUNS]),
-            Some(LastReleases::RUNS as u64)
+        assert!(
+            releases.take(&runs[0]).is_none(),
+            "the oldest is pushed out"
+        );
+        let newest = releases.take(&runs[LastReleases::RUNS]).expect("kept");
+        assert_eq!(newest.marks, LastReleases::RUNS as u64);
+    }
+
+    /// A release whose one row takes about `bytes` (a long reason).
+    fn release_of_bytes(marks: u64, bytes: usize) -> Release {
+        let mut row = sample_order(&RunId::generate(), 0);
+        row.reason = Some("x".repeat(bytes));
+        Release {
+            marks,
+            rows: Some(vec![row]),
+        }
+    }
+
+    #[test]
+    fn rows_beyond_the_budget_are_dropped_oldest_first_and_counts_kept() {
+        let releases = LastReleases::default();
+        let half = LastReleases::ROW_BYTES / 2;
+        let (large, first, second) = (RunId::generate(), RunId::generate(), RunId::generate());
+        releases.remember(&large, release_of_bytes(1, LastReleases::ROW_BYTES));
+        let told = releases.take(&large).expect("its count is kept");
+        assert!(told.rows.is_none(), "too large to keep");
+        releases.remember(&first, release_of_bytes(2, half));
+        releases.remember(&second, release_of_bytes(3, half));
+        let oldest = releases
+            .take(&first)
+            .expect("the oldest run's count is kept");
+        assert_eq!(oldest.marks, 2);
+        assert!(oldest.rows.is_none(), "the oldest run's rows go first");
+        assert!(
+            releases
+                .take(&second)
+                .is_some_and(|told| told.rows.is_some())
         );
     }
 }

@@ -889,7 +889,8 @@ fn true_order(name: &str, deps: &[&str]) -> OrderSpec {
 /// change (a pass whose lease ran out, a cancel) before the next write of several orders
 /// together — the race between a pass reading a result and writing it — or a wake-up
 /// counted on the lock (another result's notification) before the lock's next release or
-/// renewal. Counts the releases the pass attempts.
+/// renewal. Counts the releases the pass attempts, its reads of a run's rows and its
+/// acquires of the lock.
 struct Interloper {
     inner: Arc<dyn sluice_engine::OrderStore>,
     first: Mutex<Option<(RunId, OrderNum, OrderStatus, sluice_engine::Transition)>>,
@@ -897,6 +898,8 @@ struct Interloper {
     /// What someone else does just before the lock's next renewal (once).
     before_renewal: Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
     releases: AtomicU64,
+    row_reads: AtomicU64,
+    acquires: AtomicU64,
 }
 
 impl std::fmt::Debug for Interloper {
@@ -913,6 +916,8 @@ impl Interloper {
             wake_before_release: AtomicBool::default(),
             before_renewal: Mutex::default(),
             releases: AtomicU64::default(),
+            row_reads: AtomicU64::default(),
+            acquires: AtomicU64::default(),
         }
     }
 
@@ -950,6 +955,7 @@ impl sluice_engine::OrderStore for Interloper {
         self.inner().insert_orders(orders).await
     }
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
+        self.row_reads.fetch_add(1, Ordering::SeqCst);
         self.inner().run_orders(run_id).await
     }
     async fn get_order(&self, run_id: &RunId, num: OrderNum) -> Result<OrderRecord, StoreError> {
@@ -1001,6 +1007,7 @@ impl sluice_engine::OrderStore for Interloper {
         now_ms: u64,
         lease_until_ms: u64,
     ) -> Result<AcquireOutcome, StoreError> {
+        self.acquires.fetch_add(1, Ordering::SeqCst);
         self.inner()
             .acquire_lock(run_id, owner, now_ms, lease_until_ms)
             .await
@@ -1077,6 +1084,62 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
         .map(|payload| payload.order_num)
         .collect();
     assert_eq!(started, [a], "only a was ever started");
+}
+
+/// A warm orchestrator's next hop of a chain, woken by the result of the one order in
+/// flight, plans from the rows its last release left and takes the lock with its first
+/// write: it neither reads the run's rows nor acquires the lock (on AWS, a Query and an
+/// update less per order). Before, every hop read the rows again.
+#[tokio::test]
+async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
+    let mut setup = setup();
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let job = JobSpec {
+        orders: vec![
+            true_order("a", &[]),
+            true_order("b", &["a"]),
+            true_order("c", &["b"]),
+        ],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    let counts = || {
+        let reads = interloper.row_reads.load(Ordering::SeqCst);
+        (reads, interloper.acquires.load(Ordering::SeqCst))
+    };
+    for (index, last) in [(0, false), (1, false), (2, true)] {
+        let done = OrderNum::from_index(index);
+        report_success(&setup, &run, done).await;
+        let attempt = row_of(&setup, &run, done).await.attempt.unwrap();
+        let before = counts();
+        let outcome = (setup.engine)
+            .orchestrate_notified(&run, [(done, attempt)].into())
+            .await
+            .unwrap();
+        let (reads, acquires) = (counts().0 - before.0, counts().1 - before.1);
+        if last {
+            assert_eq!(
+                outcome,
+                Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+            );
+        } else {
+            assert_eq!(outcome, Outcome::Released);
+            let next = row_of(&setup, &run, OrderNum::from_index(index + 1)).await;
+            assert_eq!(next.status, OrderStatus::Running);
+        }
+        assert_eq!(
+            (reads, acquires),
+            (0, 0),
+            "hop {index}: the rows and the lock as the last release left them"
+        );
+    }
 }
 
 /// A chain a → b whose a was started and has reported, its tables now seen through an
