@@ -43,6 +43,7 @@ use crate::ports::{
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::RunKey;
 use crate::run_modules::RunModules;
+use crate::watchdog::first_wait_seconds;
 
 /// What init_job answers (the body of the 200 response on AWS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +372,7 @@ impl Engine {
             job_deadline: ids.job_deadline_ms().div_ceil(1000),
             internal_bucket: self.ports.internal.bucket().to_owned(),
             generation: 0,
+            wait_seconds: Some(first_wait_seconds(self.config.start_grace)),
         };
         self.ports
             .watchdog

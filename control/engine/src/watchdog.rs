@@ -42,6 +42,13 @@ pub const MAX_WAIT_SECONDS: u64 = 600;
 pub const MIN_QUIET_SECONDS: u64 = 60;
 /// Wait after asking for a kick, seconds.
 pub const KICK_WAIT_SECONDS: u64 = 5;
+
+/// How long a run's watch waits before its first check, seconds: no sooner than a check
+/// could find the run stalled (its start grace) nor later than a young run's quiet wait
+/// ([`MIN_QUIET_SECONDS`]); at least 1.
+pub fn first_wait_seconds(start_grace: std::time::Duration) -> u64 {
+    start_grace.as_secs().clamp(1, MIN_QUIET_SECONDS)
+}
 /// Most bytes of a claim that are read (a worker writes it: a claim is a few dozen).
 const MAX_CLAIM_BYTES: u64 = 4096;
 
@@ -346,5 +353,23 @@ impl Engine {
             Err(StoreError::ConditionFailed { .. }) => Ok(()),
             Err(other) => Err(other.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_first_check_waits_the_start_grace_within_a_young_runs_quiet() {
+        assert_eq!(first_wait_seconds(Duration::from_secs(60)), 60);
+        assert_eq!(first_wait_seconds(Duration::from_secs(5)), 5);
+        assert_eq!(first_wait_seconds(Duration::ZERO), 1, "never at once");
+        assert_eq!(
+            first_wait_seconds(Duration::from_secs(3600)),
+            MIN_QUIET_SECONDS
+        );
     }
 }

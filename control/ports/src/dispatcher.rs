@@ -96,6 +96,13 @@ pub struct WatchdogInput {
     /// 30 days) is carried on by a fresh execution before a Step Functions history fills.
     #[serde(default, skip_serializing_if = "is_first")]
     pub generation: u32,
+    /// On AWS, how long the watch waits before its first check, seconds: a check at once
+    /// finds a run that has only just started, and costs a read of the lock and of the
+    /// rows. (The state machine carries each check's answer in the same field, the wait
+    /// before the next check.) Absent: check at once. Locally, where a check costs nothing,
+    /// the first comes after a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<u64>,
 }
 
 fn is_first(generation: &u32) -> bool {

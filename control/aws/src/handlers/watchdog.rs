@@ -1,10 +1,11 @@
-//! watchdog-check: one check of a run's watch (Task → Choice on `done` → Wait
-//! `wait_seconds` → Task). The input ([`WatchdogStep`]) is the watch input init-job
-//! started the execution with; the output adds `done` and `wait_seconds` to it, so the
-//! next step gets the same input back. When the check asks for a kick, the orchestrator
-//! runs for the run here and now. Waits are spread by up to a tenth (at most 30 s, the same
-//! for one run), so the watches of runs submitted together do not all wake in the same
-//! second.
+//! watchdog-check: one check of a run's watch (Wait `wait_seconds` → Task → Choice on
+//! `done` → Wait → Task; an input without `wait_seconds` starts with the Task). The input
+//! ([`WatchdogStep`]) is the watch input init-job started the execution with; the output
+//! adds `done` and sets `wait_seconds`, so the next step gets the same input back. When
+//! the check asks for a kick, the orchestrator runs for the run here and now. Waits are
+//! spread by up to a tenth (at most 30 s, the same for one run), so the watches of runs
+//! submitted together do not all wake in the same second. The first wait is init-job's:
+//! a check at once would find a run that has only just started.
 //!
 //! No error of a kick ends the loop (it is logged; the next check kicks again), and a watch
 //! that lives long is handed over: the output counts the execution's checks (`checks`), and
@@ -21,7 +22,8 @@ use sluice_engine::Engine;
 use sluice_ports::WatchdogInput;
 
 /// One step's input: the watch's input, and what the state machine carries from the step
-/// before (the execution's `checks`; its `done` and `wait_seconds` are not read).
+/// before (the execution's `checks`; its `done` is not read, nor is the input's
+/// `wait_seconds`, the wait that came before this check).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct WatchdogStep {
     /// The watch.
@@ -53,20 +55,23 @@ pub async fn handle(engine: &Engine, step: &WatchdogStep) -> Result<Value, anyho
         }
     }
     let checks = step.checks + 1;
-    let handed_over =
-        !verdict.done && checks >= CHECKS_PER_EXECUTION && hand_over(engine, input).await;
+    let wait_seconds = jittered(verdict.wait_seconds, input.run_id.as_str());
+    let handed_over = !verdict.done
+        && checks >= CHECKS_PER_EXECUTION
+        && hand_over(engine, input, wait_seconds).await;
     let mut output = serde_json::to_value(input)?;
     output["done"] = (verdict.done || handed_over).into();
-    output["wait_seconds"] = jittered(verdict.wait_seconds, input.run_id.as_str()).into();
+    output["wait_seconds"] = wait_seconds.into();
     output["checks"] = checks.into();
     Ok(output)
 }
 
-/// Starts the watch's next generation; says whether it started (if not, this execution
-/// goes on and tries again at its next check).
-async fn hand_over(engine: &Engine, input: &WatchdogInput) -> bool {
+/// Starts the watch's next generation, whose first check comes after `wait_seconds`; says
+/// whether it started (if not, this execution goes on and tries again at its next check).
+async fn hand_over(engine: &Engine, input: &WatchdogInput, wait_seconds: u64) -> bool {
     let next = WatchdogInput {
         generation: input.generation + 1,
+        wait_seconds: Some(wait_seconds),
         ..input.clone()
     };
     match engine.ports.watchdog.start(&next).await {

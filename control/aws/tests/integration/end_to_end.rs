@@ -740,7 +740,10 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
     let mut per_order = Vec::new();
     for (shape, chain) in [("wide", false), ("chain", true)] {
         for n in [10, 100] {
-            let cloud = cloud().await;
+            // The watch as deployed: its first check a minute in, its last when the run
+            // is over.
+            let mut cloud = cloud().await;
+            cloud.quick_watch = false;
             let done = cloud.run(&shaped_job(n, chain), |_| Worker::Runs).await;
             assert_eq!(done.status, JobStatus::Succeeded);
             assert_eq!(
@@ -809,7 +812,8 @@ async fn aws_costs() {
     ] {
         let mut smallest = None;
         for n in sizes {
-            let cloud = cloud().await;
+            let mut cloud = cloud().await;
+            cloud.quick_watch = false;
             let done = cloud.run(&shaped_job(n, chain), |_| Worker::Runs).await;
             assert_eq!(done.status, JobStatus::Succeeded);
             let calls = cloud.calls.total() as f64 / n as f64;

@@ -545,6 +545,7 @@ async fn a_runs_watch_starts_once() {
         job_deadline: 1_700_003_600,
         internal_bucket: "internal".to_owned(),
         generation: 0,
+        wait_seconds: Some(60),
     };
     watchdog.start(&input).await.unwrap();
     watchdog.start(&input).await.unwrap();

@@ -295,7 +295,8 @@ fn no_error_ends_a_watch() {
     let template = template();
     let definition = &resource(&template, "WatchdogStateMachine")["Properties"]["Definition"];
     let states = &definition["States"];
-    let check = &states[definition["StartAt"].as_str().unwrap()];
+    let check = &states["Check"];
+    assert_eq!(check["Type"], "Task");
     let every_error = serde_json::json!(["States.ALL"]);
     assert!(
         check["Retry"]
@@ -313,7 +314,7 @@ fn no_error_ends_a_watch() {
         .expect("a Catch for every error");
     let recover = &states[caught["Next"].as_str().unwrap()];
     assert_eq!(recover["Type"], "Wait");
-    assert_eq!(recover["Next"], definition["StartAt"], "back to the check");
+    assert_eq!(recover["Next"], "Check", "back to the check");
     let finishing: Vec<&String> = states
         .as_object()
         .unwrap()
@@ -325,6 +326,26 @@ fn no_error_ends_a_watch() {
     let choice = &states[check["Next"].as_str().unwrap()];
     assert_eq!(choice["Choices"][0]["Variable"], "$.done");
     assert_eq!(&choice["Choices"][0]["Next"], finishing[0]);
+}
+
+/// A watch's first check waits the `wait_seconds` init-job gives it (a check at once would
+/// find a run that has only just started, for a read of its lock and rows); a watch started
+/// without one — by an init-job from before — is checked at once, as before.
+#[test]
+fn a_watch_waits_before_its_first_check() {
+    let template = template();
+    let definition = &resource(&template, "WatchdogStateMachine")["Properties"]["Definition"];
+    let states = &definition["States"];
+    let start = &states[definition["StartAt"].as_str().unwrap()];
+    assert_eq!(start["Type"], "Choice", "{start}");
+    let when = &start["Choices"][0];
+    assert_eq!(when["Variable"], "$.wait_seconds");
+    assert_eq!(when["IsPresent"], true);
+    let wait = &states[when["Next"].as_str().unwrap()];
+    assert_eq!(wait["Type"], "Wait");
+    assert_eq!(wait["SecondsPath"], "$.wait_seconds");
+    assert_eq!(wait["Next"], "Check");
+    assert_eq!(start["Default"], "Check", "no wait_seconds: check at once");
 }
 
 /// Run state in the internal bucket outlives the longest job a deployment accepts (it

@@ -120,6 +120,7 @@ impl LocalRuntime {
             job_deadline: first.job_deadline_ms.div_ceil(1000),
             internal_bucket: engine.ports.internal.bucket().to_owned(),
             generation: 0,
+            wait_seconds: None,
         };
         let mut requeued = Vec::new();
         for order in &orders {

@@ -349,6 +349,7 @@ async fn the_run_watch_of_a_run_never_queued_deletes_its_keys() {
         job_deadline: setup.clock.now_ms() / 1000 + 3600,
         internal_bucket: "internal".to_owned(),
         generation: 0,
+        wait_seconds: None,
     };
     let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
     assert!(

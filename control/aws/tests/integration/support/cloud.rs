@@ -53,6 +53,9 @@ pub struct Cloud {
     pub calls: CallCounter,
     /// How long each function the pump played ran, for the bill.
     pub lambda: Arc<LambdaTime>,
+    /// Whether the functions' watch settings are short enough for a test to see the watch
+    /// act (the default), or the deployment's own (for counting what a run costs).
+    pub quick_watch: bool,
     /// Held by a test of the deployed stack: its internal bucket notifies one queue, so one
     /// test at a time plays it.
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
@@ -135,6 +138,7 @@ pub async fn cloud() -> Cloud {
         tap,
         calls: CallCounter::default(),
         lambda: Arc::default(),
+        quick_watch: true,
         _turn: None,
     }
 }
@@ -196,6 +200,7 @@ pub async fn deployed() -> Cloud {
         tap,
         calls: CallCounter::default(),
         lambda: Arc::default(),
+        quick_watch: true,
         _turn: Some(turn),
     }
 }
@@ -371,9 +376,11 @@ impl Cloud {
     /// The engine as a function with `clients` runs it.
     pub fn engine_as(&self, clients: &Clients) -> Engine {
         let mut engine = wiring::aws_engine(clients, &self.settings, &self.calls);
-        // Short enough for a test to see the watchdogs act.
-        engine.config.watchdog_slack = Duration::from_secs(1);
-        engine.config.start_grace = Duration::from_secs(1);
+        if self.quick_watch {
+            // Short enough for a test to see the watchdogs act.
+            engine.config.watchdog_slack = Duration::from_secs(1);
+            engine.config.start_grace = Duration::from_secs(1);
+        }
         engine
     }
 
@@ -441,8 +448,11 @@ impl Cloud {
             },
             ..WorkerConfig::default()
         };
-        let mut watch = serde_json::to_value(self.run_watch(run_id).await).unwrap();
-        let mut next_check = Some(Instant::now());
+        // The state machine's first state: wait what init-job asked, else check at once.
+        let watch_input = self.run_watch(run_id).await;
+        let first_wait = Duration::from_secs(watch_input.wait_seconds.unwrap_or(0));
+        let mut watch = serde_json::to_value(watch_input).unwrap();
+        let mut next_check = Some(Instant::now() + first_wait);
         let mut tasks = tokio::task::JoinSet::new();
         // The worker run here with the dispatched payload, as a fresh Lambda would run it:
         // with no AWS credentials, only the payload's presigned URLs, and nothing compiled.
@@ -560,23 +570,15 @@ impl Cloud {
             // The run's watch: a check when its wait is over; a check that fails is retried
             // after 2 s, as the state machine's Retry does.
             if next_check.is_some_and(|at| Instant::now() >= at) {
-                let step = serde_json::from_value(watch.clone()).unwrap();
-                let started = Instant::now();
-                let checked = sluice_aws::handlers::watchdog::handle(&watchdog, &step).await;
-                self.lambda
-                    .record(billing::Function::WatchdogCheck, started.elapsed());
-                next_check = match checked {
-                    Ok(output) if output["done"] == true => None,
-                    Ok(output) => {
-                        let wait = output["wait_seconds"].as_u64().unwrap();
-                        watch = output;
-                        Some(Instant::now() + Duration::from_secs(wait))
-                    }
-                    Err(_) => Some(Instant::now() + Duration::from_secs(2)),
-                };
+                next_check = self.check_watch(&watchdog, &mut watch).await;
             }
             if let Ok(bytes) = engine.ports.done.get(&keys::done(run_id)).await {
                 while tasks.join_next().await.is_some() {}
+                // The watch's next check, sooner than it would come: it finds the run
+                // finalized and ends (every run's watch makes that check, and pays for it).
+                if next_check.is_some() {
+                    self.check_watch(&watchdog, &mut watch).await;
+                }
                 return serde_json::from_slice(&bytes).unwrap();
             }
             while let Some(finished) = tasks.try_join_next() {
@@ -585,6 +587,30 @@ impl Cloud {
             if idle {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+    }
+
+    /// One check of the run's watch (`watch`, its step's input, becomes the next step's);
+    /// when the next comes, or `None` when the watch is done.
+    async fn check_watch(
+        &self,
+        watchdog: &Engine,
+        watch: &mut serde_json::Value,
+    ) -> Option<Instant> {
+        let step = serde_json::from_value(watch.clone()).unwrap();
+        let started = Instant::now();
+        let checked = sluice_aws::handlers::watchdog::handle(watchdog, &step).await;
+        self.lambda
+            .record(billing::Function::WatchdogCheck, started.elapsed());
+        match checked {
+            Ok(output) if output["done"] == true => None,
+            Ok(output) => {
+                let wait = output["wait_seconds"].as_u64().unwrap();
+                *watch = output;
+                Some(Instant::now() + Duration::from_secs(wait))
+            }
+            // The state machine's Retry.
+            Err(_) => Some(Instant::now() + Duration::from_secs(2)),
         }
     }
 
