@@ -135,6 +135,26 @@ impl KeyStore for SsmKeyStore {
                 _ => break,
             }
         }
+        self.delete_named(&path, &names).await
+    }
+
+    async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError> {
+        let path = self.run_path(run_id);
+        let under = format!("{path}/");
+        if let Some(other) = key_paths.iter().find(|name| !name.starts_with(&under)) {
+            return Err(StoreError::Backend {
+                what: format!("deleting keys under {path}"),
+                message: format!("{other} is not one of the run's keys"),
+            });
+        }
+        self.delete_named(&path, key_paths).await
+    }
+}
+
+impl SsmKeyStore {
+    /// Deletes the parameters `names` (under `path`, for messages), a batch per call; a
+    /// name already gone is no error (SSM answers it among the invalid ones).
+    async fn delete_named(&self, path: &str, names: &[String]) -> Result<(), StoreError> {
         for batch in names.chunks(MAX_DELETE) {
             self.calls.count(SERVICE, "DeleteParameters");
             self.client

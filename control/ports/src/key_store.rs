@@ -29,4 +29,13 @@ pub trait KeyStore: Send + Sync + Debug {
 
     /// Deletes every key of a run; succeeds when they are already gone.
     async fn delete_run_keys(&self, run_id: &RunId) -> Result<(), StoreError>;
+
+    /// Deletes every key of a run, which the caller knows are exactly `key_paths` (paths
+    /// [`KeyStore::put_key`] returned for `run_id`): where [`KeyStore::delete_run_keys`]
+    /// lists them first (SSM), this does not. Succeeds when they are already gone.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when a path is not one of `run_id`'s keys (nothing deleted).
+    async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError>;
 }

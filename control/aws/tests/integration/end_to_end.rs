@@ -751,6 +751,12 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
                 Some(&1),
                 "one watch per run, none per order"
             );
+            // A run of Lambda orders has only its run key, deleted by name.
+            assert_eq!(
+                cloud.calls.snapshot().get(&("ssm", "GetParametersByPath")),
+                None,
+                "{shape} {n}: its keys not listed"
+            );
             let calls = cloud.calls.total() as f64 / n as f64;
             println!(
                 "{shape} {n}: {calls:.1} AWS calls per order\n{}",

@@ -316,6 +316,51 @@ async fn ssm_keeps_keys_secret_and_deletes_a_runs_keys() {
     store.delete_run_keys(&run).await.unwrap();
 }
 
+/// A run's keys whose names the caller knows (the ones its rows name) are deleted without
+/// listing them, a batch per call; a name that is not the run's is refused before anything
+/// is deleted, and keys already gone are no error.
+#[tokio::test]
+async fn ssm_deletes_a_runs_keys_by_name_without_listing() {
+    use sluice_aws::keys::SsmKeyStore;
+    use sluice_ports::KeyStore;
+    let clients = moto().await;
+    let prefix = format!("/{}", unique("sluice-test"));
+    let calls = CallCounter::default();
+    let store = SsmKeyStore::new(clients.ssm.clone(), &prefix, calls.clone());
+    let (run, other) = (RunId::generate(), RunId::generate());
+    let mut paths = Vec::new();
+    for i in 0..12 {
+        let num = sluice_contract::OrderNum::from_index(i);
+        paths.push(store.put_key(&run, num, "AGE-SECRET-KEY-1").await.unwrap());
+    }
+    let first = sluice_contract::OrderNum::from_index(0);
+    let kept = store
+        .put_key(&other, first, "AGE-SECRET-KEY-2")
+        .await
+        .unwrap();
+
+    let mut foreign = paths.clone();
+    foreign.push(kept.clone());
+    let refused = store.delete_keys(&run, &foreign).await.unwrap_err();
+    assert!(refused.to_string().contains(&kept), "{refused}");
+    assert_eq!(store.get_key(&paths[0]).await.unwrap(), "AGE-SECRET-KEY-1");
+
+    calls.reset();
+    store.delete_keys(&run, &paths).await.unwrap();
+    for path in &paths {
+        assert!(store.get_key(path).await.unwrap_err().is_not_found());
+    }
+    assert_eq!(store.get_key(&kept).await.unwrap(), "AGE-SECRET-KEY-2");
+    let counted = calls.snapshot();
+    assert_eq!(
+        counted.get(&("ssm", "GetParametersByPath")),
+        None,
+        "no listing"
+    );
+    assert_eq!(counted[&("ssm", "DeleteParameters")], 2, "ten names a call");
+    store.delete_keys(&run, &paths).await.unwrap();
+}
+
 fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPayload {
     use sluice_contract::dispatch::{Capability, OrderIdentity};
     let url =

@@ -99,6 +99,22 @@ impl KeyStore for FileKeyStore {
         })
         .await
     }
+
+    /// Deletes the run's folder, after checking that every path is in it: listing it
+    /// costs nothing.
+    async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError> {
+        let dir = self.run_dir(run_id);
+        if let Some(other) = key_paths
+            .iter()
+            .find(|p| Path::new(p).parent() != Some(dir.as_path()))
+        {
+            return Err(StoreError::Backend {
+                what: format!("deleting keys under {}", dir.display()),
+                message: format!("{other} is not one of the run's keys"),
+            });
+        }
+        self.delete_run_keys(run_id).await
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +149,31 @@ mod tests {
         );
         store.delete_run_keys(&run).await.unwrap();
         assert!(store.get_key(&path).await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn keys_deleted_by_name_must_be_the_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileKeyStore::open(&dir.path().join("keys")).unwrap();
+        let (run, other) = (RunId::generate(), RunId::generate());
+        let first = OrderNum::from_index(0);
+        let path = store
+            .put_key(&run, first, "AGE-SECRET-KEY-1")
+            .await
+            .unwrap();
+        let kept = store
+            .put_key(&other, first, "AGE-SECRET-KEY-2")
+            .await
+            .unwrap();
+        let foreign = [path.clone(), kept.clone()];
+        assert!(store.delete_keys(&run, &foreign).await.is_err());
+        assert_eq!(store.get_key(&path).await.unwrap(), "AGE-SECRET-KEY-1");
+        store
+            .delete_keys(&run, std::slice::from_ref(&path))
+            .await
+            .unwrap();
+        assert!(store.get_key(&path).await.unwrap_err().is_not_found());
+        assert_eq!(store.get_key(&kept).await.unwrap(), "AGE-SECRET-KEY-2");
+        store.delete_keys(&run, &[path]).await.unwrap();
     }
 }

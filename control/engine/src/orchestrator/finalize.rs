@@ -7,6 +7,7 @@
 //! crashed after it and is resumed does not record a second completion. Then the `_job`
 //! completed event, the per-order keys deleted, and the lock marked `completed` for good.
 
+use sluice_contract::job::ExecutionTarget;
 use sluice_contract::result::{DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
 use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
 
@@ -76,11 +77,35 @@ impl Engine {
             tracing::info!(%status, "run finalized");
             self.update_pr_comment(&orders, Some(status)).await;
         }
-        self.ports.keys.delete_run_keys(run_id).await?;
+        self.delete_keys_of(run_id, &orders).await?;
         self.run_keys.forget(run_id);
         match self.ports.orders.complete_lock(run_id, owner).await {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(Some(status)),
             Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Deletes the run's keys: the ones its rows name, without listing them (a call less
+    /// on AWS), unless a CodeBuild order may have left its tickets' keys beside them, or
+    /// the rows name something that is not one of the run's keys.
+    async fn delete_keys_of(
+        &self,
+        run_id: &RunId,
+        orders: &[OrderRecord],
+    ) -> Result<(), StoreError> {
+        let keys = &self.ports.keys;
+        if (orders.iter()).any(|o| o.plan.execution_target == ExecutionTarget::Codebuild) {
+            return keys.delete_run_keys(run_id).await;
+        }
+        let mut paths: Vec<String> = orders.iter().map(|o| o.key_path.clone()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        match keys.delete_keys(run_id, &paths).await {
+            Err(error) if !error.is_transient() => {
+                tracing::warn!(%error, "could not delete the run's keys by their paths; listing them");
+                keys.delete_run_keys(run_id).await
+            }
+            deleted => deleted,
         }
     }
 

@@ -466,6 +466,10 @@ impl KeyStore for FaultyKeys {
         let call = self.inner.delete_run_keys(run_id);
         self.world.faulty("delete_run_keys", call).await
     }
+    async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError> {
+        let call = self.inner.delete_keys(run_id, key_paths);
+        self.world.faulty("delete_keys", call).await
+    }
 }
 
 /// Starts of workers and watches are recorded for the simulation to play; a start may fail
