@@ -323,6 +323,10 @@ async fn a_watchdog_step_returns_its_input_with_the_verdict() {
     let executions = sfn_executions(&settings.watchdog_state_machine).await;
     let successor = format!("{run_id}-0000-run-g1");
     assert!(executions.contains(&successor), "{executions:?}");
+    // It waits before its first check what this check answered, as the loop would have.
+    let successor_input = sfn_execution_input(&settings.watchdog_state_machine, &successor).await;
+    assert_eq!(successor_input["wait_seconds"], handed["wait_seconds"]);
+    assert_eq!(successor_input["generation"], 1);
 
     // A step of a watch per attempt (retired; an older version started them) is done at
     // once.
@@ -392,6 +396,20 @@ async fn a_submission_cut_by_the_gateway_is_sent_again_and_answers_the_same_run(
 }
 
 /// The names of a state machine's executions.
+/// The input of `machine`'s execution named `name`.
+async fn sfn_execution_input(machine: &str, name: &str) -> serde_json::Value {
+    let clients = moto().await;
+    let listed = clients.sfn.list_executions().state_machine_arn(machine);
+    let executions = listed.send().await.unwrap().executions;
+    let arn = (executions.iter())
+        .find(|e| e.name == name)
+        .map(|e| e.execution_arn.clone())
+        .unwrap();
+    let described = clients.sfn.describe_execution().execution_arn(arn);
+    let input = described.send().await.unwrap().input.unwrap();
+    serde_json::from_str(&input).unwrap()
+}
+
 async fn sfn_executions(machine: &str) -> Vec<String> {
     let clients = moto().await;
     clients

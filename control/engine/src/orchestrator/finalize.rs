@@ -49,7 +49,19 @@ impl Engine {
             cut_by_deadline,
         );
         let doc = done_document(run_id, status, &orders);
-        // The orders' events are recorded before the done document that ends the run.
+        // The orders' events, and the job's `completed`, are recorded before the done
+        // document that ends the run, in one write. `completed` is dated by the last order
+        // to end, so a finalize repeated (after a crash, or by a pass that took the lock
+        // over) writes the same event over it rather than a second one.
+        let ended_ms = orders.iter().filter_map(|o| o.finished_at_ms).max();
+        self.record(OrderEvent {
+            trace_id: orders[0].trace_id.clone(),
+            order_name: OrderEvent::JOB.to_owned(),
+            epoch_ms: ended_ms.unwrap_or(orders[0].created_at_ms),
+            event: "completed".to_owned(),
+            run_id: run_id.clone(),
+            detail: serde_json::json!({ "status": status, "summary": doc.summary }),
+        });
         self.write_events().await;
 
         let first = match self
@@ -63,17 +75,6 @@ impl Engine {
             Err(other) => return Err(other.into()),
         };
         if first {
-            let trace_id = orders[0].trace_id.clone();
-            let event = OrderEvent {
-                trace_id,
-                order_name: OrderEvent::JOB.to_owned(),
-                epoch_ms: now,
-                event: "completed".to_owned(),
-                run_id: run_id.clone(),
-                detail: serde_json::json!({ "status": status, "summary": doc.summary }),
-            };
-            self.record(event);
-            self.write_events().await;
             tracing::info!(%status, "run finalized");
             self.update_pr_comment(&orders, Some(status)).await;
         }

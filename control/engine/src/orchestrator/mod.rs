@@ -72,8 +72,11 @@ enum Step<'a> {
     /// notifications of what arrived.
     Taking(Arrivals, &'a TakeLock),
     /// A later one (wake-ups were counted on the lock meanwhile, or a step failed): renew
-    /// the lease (which answers the count the step's release is made against), list.
-    Later,
+    /// the lease (which answers the count the step's release is made against), list. With
+    /// the run's rows as the step before left them, when it ended with the lock still held
+    /// (its release found wake-ups): the lock held since, nobody wrote them, and they are
+    /// not read again; after a failed step, they are.
+    Later(Option<Vec<OrderRecord>>),
 }
 
 impl<'a> Step<'a> {
@@ -81,7 +84,7 @@ impl<'a> Step<'a> {
     fn take(&self) -> Option<&'a TakeLock> {
         match self {
             Step::Taking(_, take) => Some(*take),
-            Step::First(_) | Step::Later => None,
+            Step::First(_) | Step::Later(_) => None,
         }
     }
 }
@@ -419,11 +422,12 @@ impl Engine {
         let mut backoff = Backoff::new(PASS_RETRY_FIRST, PASS_RETRIES);
         let mut step = first;
         loop {
-            let this = std::mem::replace(&mut step, Step::Later);
+            let this = std::mem::replace(&mut step, Step::Later(None));
             let taking = this.take();
             let started_ms = self.now_ms();
+            let mut left = None;
             let stepped = self
-                .advance_once(run_id, owner, this, &mut marks, &mut commented)
+                .advance_once(run_id, owner, this, &mut marks, &mut commented, &mut left)
                 .await;
             if let Some(take) = taking
                 && take.taken().is_none()
@@ -437,6 +441,7 @@ impl Engine {
             match stepped {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) => {
+                    step = Step::Later(left);
                     backoff.reset(PASS_RETRIES);
                     // Results arrived during the step: let more gather, for as long as the
                     // step took (see [`MAX_STEP_PACE`]), so that a step reading a large
@@ -461,7 +466,7 @@ impl Engine {
     /// One step: renew the lease (not in the first step, which has just taken the lock or
     /// takes it with its first writes), read,
     /// evaluate and dispatch, finalize or release. `None` when an event arrived meanwhile
-    /// and the loop must go round again.
+    /// and the loop must go round again, the rows as the step left them in `left`.
     async fn advance_once(
         &self,
         run_id: &RunId,
@@ -469,11 +474,12 @@ impl Engine {
         step: Step<'_>,
         marks: &mut u64,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
+        left: &mut Option<Vec<OrderRecord>>,
     ) -> Result<Option<Outcome>, EngineError> {
-        let (arrived, take) = match step {
-            Step::First(arrived) => (arrived, None),
-            Step::Taking(arrived, take) => (Some(arrived), Some(take)),
-            Step::Later => {
+        let (arrived, take, rows) = match step {
+            Step::First(arrived) => (arrived, None, None),
+            Step::Taking(arrived, take) => (Some(arrived), Some(take), take.rows_as_released()),
+            Step::Later(rows) => {
                 match self.renew_lease(run_id, owner).await {
                     // This step looks for every result that arrived: the wake-ups counted
                     // until now are its own, and only a later one must make it loop again.
@@ -486,10 +492,10 @@ impl Engine {
                     }
                     Err(other) => return Err(other.into()),
                 }
-                (None, None)
+                (None, None, rows)
             }
         };
-        let (orders, results) = self.read_results(run_id, arrived.as_ref(), take).await?;
+        let (orders, results) = (self.read_results(run_id, arrived.as_ref(), take, rows)).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
@@ -517,14 +523,19 @@ impl Engine {
             .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
             .count();
         let released = (self.release_step(run_id, owner, marks, started, &mut shown)).await?;
-        if released == Some(Outcome::Released) && in_flight == 1 {
+        match released {
             // Its result most likely wakes the run next, finding the lock and the rows as
             // they are left.
-            let release = taking::Release {
-                marks: *marks,
-                rows: Some(shown),
-            };
-            self.last_releases.remember(run_id, release);
+            Some(Outcome::Released) if in_flight == 1 => {
+                let release = taking::Release {
+                    marks: *marks,
+                    rows: Some(shown),
+                };
+                self.last_releases.remember(run_id, release);
+            }
+            // The lock is still held: the next step starts from these rows.
+            None => *left = Some(shown),
+            Some(_) => {}
         }
         Ok(released)
     }

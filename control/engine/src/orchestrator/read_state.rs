@@ -45,7 +45,7 @@ impl Engine {
         run_id: &RunId,
         known: Option<&Arrivals>,
     ) -> Result<Vec<OrderRecord>, EngineError> {
-        let (mut orders, results) = self.read_results(run_id, known, None).await?;
+        let (mut orders, results) = self.read_results(run_id, known, None, None).await?;
         self.write_results(&mut orders, results).await?;
         Ok(orders)
     }
@@ -53,15 +53,17 @@ impl Engine {
     /// Reads the run's orders and the results that arrived, as [`Engine::read_state`],
     /// without applying them: a pass writes them with the first moves they lead to. A step
     /// that is to take the lock with those (`take`) writes nothing here: it is refused when a
-    /// result must be recorded first; it reads no rows when the release it takes the lock
-    /// from left them (its taking fails unless they are still the stored ones).
+    /// result must be recorded first. The rows are read unless the caller has them as they
+    /// stand (`rows`: left by the release the step takes the lock from, which its taking
+    /// checks, or by the step before under the lock held since).
     pub(crate) async fn read_results(
         &self,
         run_id: &RunId,
         known: Option<&Arrivals>,
         take: Option<&TakeLock>,
+        rows: Option<Vec<OrderRecord>>,
     ) -> Result<(Vec<OrderRecord>, Vec<ReadResult>), EngineError> {
-        let mut orders = match take.and_then(TakeLock::rows_as_released) {
+        let mut orders = match rows {
             Some(rows) => rows,
             None => self.ports.orders.run_orders(run_id).await?,
         };

@@ -985,6 +985,15 @@ impl Sim {
                 continue;
             }
             with_rows.push(run_id.clone());
+            // Events may be lost to faults, but a finalize made again (after a crash, or by
+            // a pass that took the lock over) never records the run's end twice.
+            let events = self.tables.trace_events(&rows[0].trace_id).await.unwrap();
+            let ends = (events.iter())
+                .filter(|e| e.order_name == "_job" && e.event == "completed")
+                .count();
+            if ends > 1 {
+                return Err(format!("run {run_id} recorded `completed` {ends} times"));
+            }
             if !answers.is_empty() && !answers.contains(run_id) {
                 return Err(format!(
                     "run {run_id} was queued, but the submissions were answered with {answers:?}"

@@ -890,8 +890,8 @@ fn true_order(name: &str, deps: &[&str]) -> OrderSpec {
 /// change (a pass whose lease ran out, a cancel) before the next write of several orders
 /// together — the race between a pass reading a result and writing it — or a wake-up
 /// counted on the lock (another result's notification) before the lock's next release or
-/// renewal. Counts the releases the pass attempts, its reads of a run's rows and its
-/// acquires of the lock.
+/// renewal. Counts the releases the pass attempts, its reads of a run's rows, its
+/// acquires of the lock and its writes of events.
 struct Interloper {
     inner: Arc<dyn sluice_engine::OrderStore>,
     first: Mutex<Option<(RunId, OrderNum, OrderStatus, sluice_engine::Transition)>>,
@@ -901,6 +901,7 @@ struct Interloper {
     releases: AtomicU64,
     row_reads: AtomicU64,
     acquires: AtomicU64,
+    event_writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Interloper {
@@ -919,6 +920,7 @@ impl Interloper {
             releases: AtomicU64::default(),
             row_reads: AtomicU64::default(),
             acquires: AtomicU64::default(),
+            event_writes: AtomicU64::default(),
         }
     }
 
@@ -993,6 +995,7 @@ impl sluice_engine::OrderStore for Interloper {
             .await
     }
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
+        self.event_writes.fetch_add(1, Ordering::SeqCst);
         self.inner().put_events(events).await
     }
     async fn trace_events(
@@ -1143,6 +1146,34 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
     }
 }
 
+/// The pass that ends a run writes its orders' last events and the job's `completed`
+/// together, before the done document, in one write (the simulation checks that a
+/// finalize made again after a crash writes the same `completed`, not a second). Before,
+/// `completed` was a write of its own after the done document.
+#[tokio::test]
+async fn a_finalize_writes_its_events_in_one_write_and_completed_once() {
+    let mut setup = setup();
+    let run = one_order_run(&setup, 60).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let only = OrderNum::from_index(0);
+    report_success(&setup, &run, only).await;
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
+    );
+    assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 1);
+    let trace = row_of(&setup, &run, only).await.trace_id;
+    let events = interloper.inner().trace_events(&trace).await.unwrap();
+    let job = events.iter().filter(|e| e.order_name == "_job");
+    assert_eq!(job.filter(|e| e.event == "completed").count(), 1);
+}
+
 /// A chain a → b whose a was started and has reported, its tables now seen through an
 /// [`Interloper`]: the next pass applies a's result and starts b.
 async fn chain_with_a_reported(setup: &mut Setup) -> (RunId, Arc<Interloper>) {
@@ -1189,6 +1220,25 @@ async fn a_wake_up_counted_before_a_steps_renewal_is_that_steps_own() {
         2,
         "one release refused for the wake-up during the first step, then released"
     );
+}
+
+/// A step that loops because wake-ups were counted while it held the lock plans its next
+/// step from the rows it left: the lock held since, nobody wrote them (on AWS a Query less
+/// per loop). Before, every step read the run's rows again.
+#[tokio::test]
+async fn a_step_that_loops_for_a_wake_up_reads_the_rows_once() {
+    let mut setup = setup();
+    let (run, interloper) = chain_with_a_reported(&mut setup).await;
+    interloper.wake_before_release.store(true, Ordering::SeqCst);
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+
+    assert_eq!(outcome, Outcome::Released);
+    assert_eq!(
+        row_of(&setup, &run, OrderNum::from_index(1)).await.status,
+        OrderStatus::Running
+    );
+    assert_eq!(interloper.releases.load(Ordering::SeqCst), 2, "it looped");
+    assert_eq!(interloper.row_reads.load(Ordering::SeqCst), 1);
 }
 
 /// The other half of the rule above: what a wake-up counted before a step's renewal

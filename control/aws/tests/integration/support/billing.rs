@@ -41,6 +41,9 @@ mod price {
 /// three per check.
 pub const TRANSITIONS_PER_CHECK: u64 = 3;
 
+/// And each execution starts with two before its first check (Start, the first Wait).
+pub const TRANSITIONS_PER_WATCH: u64 = 2;
+
 /// The functions the pump plays, as the template names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Function {
@@ -144,10 +147,12 @@ impl Bill {
             );
         }
         let (checks, _) = lambda.of(Function::WatchdogCheck);
-        bill.add(
-            "sfn",
-            (checks * TRANSITIONS_PER_CHECK) as f64 * price::SFN_TRANSITION,
-        );
+        let watches = (calls.snapshot())
+            .get(&("sfn", "StartExecution"))
+            .copied()
+            .unwrap_or_default();
+        let transitions = watches * TRANSITIONS_PER_WATCH + checks * TRANSITIONS_PER_CHECK;
+        bill.add("sfn", transitions as f64 * price::SFN_TRANSITION);
         bill
     }
 
@@ -187,6 +192,7 @@ mod tests {
             calls.count("s3", "GetObject");
             calls.count("s3", "DeleteObject");
         }
+        calls.count("sfn", "StartExecution");
         calls.add_units("dynamodb", WRITE_UNITS, 1_000_000);
         calls.add_units("dynamodb", READ_UNITS, 1_000_000);
         let lambda = LambdaTime::default();
@@ -207,7 +213,7 @@ mod tests {
         near("s3", 0.005 + 0.0004);
         near("dynamodb", 0.625 + 0.125);
         near("lambda", 1002.0 * 0.2e-6 + 2.0 * 0.000_016_666_7);
-        near("sfn", 3.0 * 0.025);
+        near("sfn", (3000.0 + 2.0) * 0.000_025);
         let per_1000 = bill.per_1000(10);
         assert!((per_1000.total() - 100.0 * bill.total()).abs() < 1e-9);
     }
