@@ -368,6 +368,19 @@ impl DynamoOrderStore {
         Ok(by_key.into_values().collect())
     }
 
+    /// An event's item (see [`Self::event_items`]) put in a transaction of `run_id`'s.
+    fn event_put(&self, run_id: &RunId, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.events_table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| StoreError::Backend {
+                what: format!("the events of run {run_id}"),
+                message: format!("building their puts: {e}"),
+            })?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
     /// Reads the lock row (consistent).
     async fn lock_item(&self, run_id: &RunId) -> Result<Option<Item>, StoreError> {
         self.calls.count(SERVICE, "GetItem");
@@ -605,14 +618,34 @@ fn failed_condition_item<R>(error: &SdkError<UpdateItemError, R>) -> Option<Item
 
 #[async_trait]
 impl OrderStore for DynamoOrderStore {
-    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
+    async fn insert_orders(
+        &self,
+        orders: &[OrderRecord],
+        events: &[OrderEvent],
+    ) -> Result<(), StoreError> {
+        let event_items = self.event_items(events)?;
+        let batches = orders.len().div_ceil(MAX_TRANSACTION_ITEMS);
+        // The events go with the last batch when they fit in its transaction.
+        let events_fit = batches > 0
+            && orders.len() - (batches - 1) * MAX_TRANSACTION_ITEMS + event_items.len()
+                <= MAX_TRANSACTION_ITEMS;
         for (batch_index, batch) in orders.chunks(MAX_TRANSACTION_ITEMS).enumerate() {
-            let mut items = Vec::with_capacity(batch.len());
+            let with_events: &[Item] = if events_fit && batch_index + 1 == batches {
+                &event_items
+            } else {
+                &[]
+            };
+            let mut items = Vec::with_capacity(batch.len() + with_events.len());
             let rows = (batch.iter())
                 .map(|order| self.order_item(order))
                 .collect::<Result<Vec<_>, _>>()?;
             rows.iter().for_each(|row| self.capacity.saw_order_row(row));
-            (self.capacity).write(&self.calls, true, rows.iter().map(Written::Item));
+            let billed =
+                (rows.iter().map(Written::Item)).chain(with_events.iter().map(Written::Event));
+            (self.capacity).write(&self.calls, true, billed);
+            for item in with_events {
+                items.push(self.event_put(&batch[0].run_id, item.clone())?);
+            }
             for (order, row) in batch.iter().zip(rows) {
                 let put = Put::builder()
                     .table_name(&self.orders_table)
@@ -662,7 +695,11 @@ impl OrderStore for DynamoOrderStore {
                 });
             }
         }
-        Ok(())
+        if events_fit {
+            Ok(())
+        } else {
+            self.put_events(events).await
+        }
     }
 
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
@@ -942,15 +979,7 @@ impl OrderStore for DynamoOrderStore {
                 .chain([Written::Lock]);
             self.capacity.write(&self.calls, true, billed);
             for item in events {
-                let put = Put::builder()
-                    .table_name(&self.events_table)
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| StoreError::Backend {
-                        what: format!("the events of run {run_id}"),
-                        message: format!("building their puts: {e}"),
-                    })?;
-                items.push(TransactWriteItem::builder().put(put).build());
+                items.push(self.event_put(run_id, item)?);
             }
             self.calls.count(SERVICE, "TransactWriteItems");
             let written = self

@@ -260,16 +260,6 @@ impl Engine {
         let records = queued?;
         // From here on the run exists and its watch carries it: what fails now is logged,
         // and the caller is told the run id, never an error for a run that exists.
-        let started = OrderEvent {
-            trace_id: ids.trace_id.clone(),
-            order_name: OrderEvent::JOB.to_owned(),
-            epoch_ms: ids.created_at_ms,
-            event: "started".to_owned(),
-            run_id: ids.run_id.clone(),
-            detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
-        };
-        self.record(started);
-        self.write_events().await;
         // Before the trigger: the orchestrator then finds the comment to update.
         self.update_pr_comment(&records, None).await;
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
@@ -286,7 +276,8 @@ impl Engine {
         Ok(Queued::New)
     }
 
-    /// Stores the run's key and inserts the rows (all or none); returns the rows.
+    /// Stores the run's key and inserts the rows (all or none) with the job's `started`
+    /// event; returns the rows.
     async fn store_rows(
         &self,
         mut records: Vec<OrderRecord>,
@@ -296,7 +287,16 @@ impl Engine {
         for record in &mut records {
             record.key_path.clone_from(&key_path);
         }
-        if let Err(error) = self.ports.orders.insert_orders(&records).await {
+        let started = OrderEvent {
+            trace_id: ids.trace_id.clone(),
+            order_name: OrderEvent::JOB.to_owned(),
+            epoch_ms: ids.created_at_ms,
+            event: "started".to_owned(),
+            run_id: ids.run_id.clone(),
+            detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
+        };
+        let inserted = self.ports.orders.insert_orders(&records, &[started]).await;
+        if let Err(error) = inserted {
             // A write that timed out may have landed all the same: then the run exists.
             let landed = self
                 .ports

@@ -178,11 +178,34 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
 pub async fn order_store_suite(store: &dyn OrderStore) {
     let run = RunId::generate();
     let orders: Vec<OrderRecord> = (0..3).map(|i| sample_order(&run, i)).collect();
-    store.insert_orders(&orders).await.unwrap();
-    let err = store.insert_orders(&orders[..1]).await.unwrap_err();
+    let event = OrderEvent {
+        trace_id: orders[0].trace_id.clone(),
+        order_name: OrderEvent::JOB.to_owned(),
+        epoch_ms: 7,
+        event: "started".to_owned(),
+        run_id: run.clone(),
+        detail: serde_json::json!({"n": 1}),
+    };
+    store
+        .insert_orders(&orders, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let refused = OrderEvent {
+        event: "refused".to_owned(),
+        ..event.clone()
+    };
+    let err = store
+        .insert_orders(&orders[..1], std::slice::from_ref(&refused))
+        .await
+        .unwrap_err();
     assert!(
         err.is_condition_failed(),
         "inserting an existing order: {err}"
+    );
+    assert_eq!(
+        store.trace_events(&orders[0].trace_id).await.unwrap(),
+        vec![event.clone()],
+        "a run's first events are recorded with its rows, and not when they are refused"
     );
     let read = store.run_orders(&run).await.unwrap();
     assert_eq!(read, orders, "run_orders returns every row in order");
@@ -265,18 +288,6 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
             .is_not_found()
     );
 
-    let event = OrderEvent {
-        trace_id: orders[0].trace_id.clone(),
-        order_name: OrderEvent::JOB.to_owned(),
-        epoch_ms: 7,
-        event: "started".to_owned(),
-        run_id: run.clone(),
-        detail: serde_json::json!({"n": 1}),
-    };
-    store
-        .put_events(std::slice::from_ref(&event))
-        .await
-        .unwrap();
     store
         .put_events(std::slice::from_ref(&event))
         .await

@@ -374,12 +374,20 @@ impl LockState {
 /// The three tables.
 #[async_trait]
 pub trait OrderStore: Send + Sync + Debug {
-    /// Inserts a run's orders, all or none.
+    /// Inserts a run's orders, all or none, and records `events` (the run's first) with
+    /// the last of the rows' writes where they fit in it (DynamoDB: one transaction of at
+    /// most [`MAX_MOVES_TOGETHER`] items), else right after: a run's start costs no write
+    /// of its own.
     ///
     /// # Errors
     ///
-    /// [`StoreError::ConditionFailed`] when a row with one of the keys exists.
-    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError>;
+    /// [`StoreError::ConditionFailed`] when a row with one of the keys exists (nothing
+    /// written); a failure writing `events` apart once the rows are in.
+    async fn insert_orders(
+        &self,
+        orders: &[OrderRecord],
+        events: &[OrderEvent],
+    ) -> Result<(), StoreError>;
 
     /// Every order of a run, by order number (all pages).
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError>;

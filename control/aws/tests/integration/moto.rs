@@ -53,7 +53,7 @@ async fn order_rows_expire_the_retention_after_the_jobs_deadline() {
     let mut order = sample_order(&run, 0);
     order.job_deadline_ms = 1_800_000_000_000 + 30 * 86_400_000;
     store
-        .insert_orders(std::slice::from_ref(&order))
+        .insert_orders(std::slice::from_ref(&order), &[])
         .await
         .unwrap();
     let item = clients
@@ -248,15 +248,51 @@ async fn runs_larger_than_one_transaction_insert_whole_and_read_back_in_order() 
     let store = order_store(&clients, &calls).await;
     let run = RunId::generate();
     let orders: Vec<_> = (0..250).map(|i| sample_order(&run, i)).collect();
-    store.insert_orders(&orders).await.unwrap();
-    assert_eq!(calls.snapshot()[&("dynamodb", "TransactWriteItems")], 3);
+    let started = |orders: &[sluice_engine::OrderRecord]| sluice_engine::OrderEvent {
+        trace_id: orders[0].trace_id.clone(),
+        order_name: sluice_engine::OrderEvent::JOB.to_owned(),
+        epoch_ms: 1,
+        event: "started".to_owned(),
+        run_id: orders[0].run_id.clone(),
+        detail: serde_json::json!({}),
+    };
+    let event = started(&orders);
+    store
+        .insert_orders(&orders, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let counted = calls.snapshot();
+    assert_eq!(counted[&("dynamodb", "TransactWriteItems")], 3);
+    assert_eq!(
+        counted.get(&("dynamodb", "BatchWriteItem")),
+        None,
+        "the event went with the last 50 rows"
+    );
     assert_eq!(store.run_orders(&run).await.unwrap(), orders);
+    let recorded = store.trace_events(&event.trace_id).await.unwrap();
+    assert_eq!(recorded, [event]);
+
+    // When the last batch is full, the event is written after it.
+    calls.reset();
+    let full_run = RunId::generate();
+    let full: Vec<_> = (0..200).map(|i| sample_order(&full_run, i)).collect();
+    let event = started(&full);
+    store
+        .insert_orders(&full, std::slice::from_ref(&event))
+        .await
+        .unwrap();
+    let counted = calls.snapshot();
+    assert_eq!(counted[&("dynamodb", "TransactWriteItems")], 2);
+    assert_eq!(counted[&("dynamodb", "BatchWriteItem")], 1);
 
     // A batch that collides with an existing row undoes the batches before it.
     let other = RunId::generate();
     let mut colliding: Vec<_> = (0..150).map(|i| sample_order(&other, i)).collect();
-    store.insert_orders(&colliding[120..121]).await.unwrap();
-    let err = store.insert_orders(&colliding).await.unwrap_err();
+    store
+        .insert_orders(&colliding[120..121], &[])
+        .await
+        .unwrap();
+    let err = store.insert_orders(&colliding, &[]).await.unwrap_err();
     assert!(err.is_condition_failed(), "{err}");
     let left = store.run_orders(&other).await.unwrap();
     colliding.truncate(121);

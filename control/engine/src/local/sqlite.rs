@@ -186,9 +186,14 @@ fn encode<T: serde::Serialize>(value: &T) -> String {
 
 #[async_trait]
 impl OrderStore for SqliteStore {
-    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
+    async fn insert_orders(
+        &self,
+        orders: &[OrderRecord],
+        events: &[OrderEvent],
+    ) -> Result<(), StoreError> {
         let orders = orders.to_vec();
-        let ttl = self.order_ttl_ms;
+        let events = events.to_vec();
+        let (ttl, event_ttl) = (self.order_ttl_ms, self.event_ttl_ms);
         self.with_conn("inserting orders", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -217,6 +222,7 @@ impl OrderStore for SqliteStore {
                     });
                 }
             }
+            insert_events(&tx, &events, event_ttl)?;
             tx.commit().map_err(|e| backend("inserting orders", e))
         })
         .await
@@ -704,7 +710,7 @@ mod tests {
         let mut order = sample_order(&run, 0);
         order.job_deadline_ms = order.created_at_ms + 30 * 86_400_000;
         store
-            .insert_orders(std::slice::from_ref(&order))
+            .insert_orders(std::slice::from_ref(&order), &[])
             .await
             .unwrap();
         let pk = order.pk();

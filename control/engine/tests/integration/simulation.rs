@@ -346,8 +346,12 @@ struct FaultyTables {
 
 #[async_trait]
 impl OrderStore for FaultyTables {
-    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
-        let call = self.inner.insert_orders(orders);
+    async fn insert_orders(
+        &self,
+        orders: &[OrderRecord],
+        events: &[OrderEvent],
+    ) -> Result<(), StoreError> {
+        let call = self.inner.insert_orders(orders, events);
         self.world.faulty("insert_orders", call).await
     }
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {

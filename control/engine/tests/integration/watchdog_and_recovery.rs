@@ -954,8 +954,12 @@ async fn notify(orders: Arc<dyn sluice_engine::OrderStore>, run_id: RunId) {
 
 #[async_trait]
 impl sluice_engine::OrderStore for Interloper {
-    async fn insert_orders(&self, orders: &[OrderRecord]) -> Result<(), StoreError> {
-        self.inner().insert_orders(orders).await
+    async fn insert_orders(
+        &self,
+        orders: &[OrderRecord],
+        events: &[OrderEvent],
+    ) -> Result<(), StoreError> {
+        self.inner().insert_orders(orders, events).await
     }
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
         self.row_reads.fetch_add(1, Ordering::SeqCst);
@@ -1144,6 +1148,26 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
             "hop {index}: the rows and the lock as the last release left them"
         );
     }
+}
+
+/// init_job records the job's `started` event with the run's rows, in the same write:
+/// a run's start costs no events write of its own (before, it was one more call).
+#[tokio::test]
+async fn init_records_the_start_with_the_rows() {
+    let mut setup = setup();
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let run = one_order_run(&setup, 60).await;
+    assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 0);
+    let trace = row_of(&setup, &run, OrderNum::from_index(0)).await.trace_id;
+    let events = interloper.inner().trace_events(&trace).await.unwrap();
+    let started: Vec<_> = (events.iter())
+        .filter(|e| e.order_name == "_job" && e.event == "started")
+        .collect();
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0].detail["orders"], 1);
 }
 
 /// The pass that ends a run writes its orders' last events and the job's `completed`
