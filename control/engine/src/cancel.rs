@@ -42,6 +42,8 @@ impl Engine {
             || self.cancel_once(run_id, reason),
         )
         .await;
+        // Rows this process's steps kept from before are not planned from again.
+        self.last_releases.rows_written_apart();
         // Results applied on the way recorded their events.
         self.write_events().await;
         cancelled

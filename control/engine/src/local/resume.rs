@@ -139,6 +139,8 @@ impl LocalRuntime {
                 requeued.push(order.plan.order_num);
             }
         }
+        // Written without the lock: no step of this process plans from rows read before.
+        engine.last_releases.rows_written_apart();
         engine.write_events().await;
         engine
             .ports

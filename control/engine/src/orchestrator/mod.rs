@@ -76,7 +76,7 @@ enum Step<'a> {
     /// the run's rows as the step before left them, when it ended with the lock still held
     /// (its release found wake-ups): the lock held since, nobody wrote them, and they are
     /// not read again; after a failed step, they are.
-    Later(Option<Vec<OrderRecord>>),
+    Later(Option<taking::KeptRows>),
 }
 
 impl<'a> Step<'a> {
@@ -474,9 +474,9 @@ impl Engine {
         step: Step<'_>,
         marks: &mut u64,
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
-        left: &mut Option<Vec<OrderRecord>>,
+        left: &mut Option<taking::KeptRows>,
     ) -> Result<Option<Outcome>, EngineError> {
-        let (arrived, take, rows) = match step {
+        let (arrived, take, kept) = match step {
             Step::First(arrived) => (arrived, None, None),
             Step::Taking(arrived, take) => (Some(arrived), Some(take), take.rows_as_released()),
             Step::Later(rows) => {
@@ -495,6 +495,12 @@ impl Engine {
                 (None, None, rows)
             }
         };
+        // Rows kept from before, unless a write without the lock may have changed them; else
+        // read now.
+        let kept = kept.and_then(|kept| self.last_releases.fresh(kept));
+        let generation =
+            (kept.as_ref()).map_or_else(|| self.last_releases.generation(), |k| k.generation);
+        let rows = kept.map(|kept| kept.rows);
         let (orders, results) = (self.read_results(run_id, arrived.as_ref(), take, rows)).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
@@ -527,14 +533,23 @@ impl Engine {
             // Its result most likely wakes the run next, finding the lock and the rows as
             // they are left.
             Some(Outcome::Released) if in_flight == 1 => {
+                let rows = taking::KeptRows {
+                    rows: shown,
+                    generation,
+                };
                 let release = taking::Release {
                     marks: *marks,
-                    rows: Some(shown),
+                    rows: Some(rows),
                 };
                 self.last_releases.remember(run_id, release);
             }
             // The lock is still held: the next step starts from these rows.
-            None => *left = Some(shown),
+            None => {
+                *left = Some(taking::KeptRows {
+                    rows: shown,
+                    generation,
+                });
+            }
             Some(_) => {}
         }
         Ok(released)

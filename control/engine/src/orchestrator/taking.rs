@@ -26,11 +26,22 @@
 //! stale memory costs one refused write, never a wrong one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use sluice_contract::RunId;
 
 use crate::ports::OrderRecord;
+
+/// A run's rows as a step left them, to plan a later step from instead of reading them
+/// again, and which of this process's writes without the lock they may miss (see
+/// [`LastReleases::rows_written_apart`]).
+#[derive(Debug)]
+pub(crate) struct KeptRows {
+    pub rows: Vec<OrderRecord>,
+    /// [`LastReleases::generation`] when the rows were read from the store.
+    pub generation: u64,
+}
 
 /// What a release of a run's lock by this process left.
 #[derive(Debug)]
@@ -39,15 +50,13 @@ pub(crate) struct Release {
     pub marks: u64,
     /// The run's rows as the step that released it left them; `None` when they are not
     /// kept (more than the memory allows).
-    pub rows: Option<Vec<OrderRecord>>,
+    pub rows: Option<KeptRows>,
 }
 
 impl Release {
     /// About how much memory the rows take, bytes.
     fn rows_bytes(&self) -> usize {
-        self.rows
-            .as_ref()
-            .map_or(0, |rows| rows.iter().map(row_bytes).sum())
+        (self.rows.as_ref()).map_or(0, |kept| kept.rows.iter().map(row_bytes).sum())
     }
 }
 
@@ -68,10 +77,13 @@ fn row_bytes(row: &OrderRecord) -> usize {
 
 /// The runs this process released the lock of with one order in flight, and what each
 /// release left (at most [`LastReleases::RUNS`] runs, newest last; rows of at most
-/// [`LastReleases::ROW_BYTES`] in all, the oldest runs' dropped first).
+/// [`LastReleases::ROW_BYTES`] in all, the oldest runs' dropped first); and whether rows
+/// kept by this process's steps are still fresh.
 #[derive(Debug, Default)]
 pub(crate) struct LastReleases {
     runs: Mutex<VecDeque<(RunId, Release)>>,
+    /// How many times this process wrote rows without the lock (a cancel).
+    written_apart: AtomicU64,
 }
 
 impl LastReleases {
@@ -115,6 +127,23 @@ impl LastReleases {
         }
     }
 
+    /// Counts a write of rows this process made without the lock (a cancel, which moves
+    /// orders no step moves after it, so nothing refuses a plan from rows kept before),
+    /// once it is written: rows read before are not planned from again.
+    pub(crate) fn rows_written_apart(&self) {
+        self.written_apart.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The count of [`LastReleases::rows_written_apart`], to tell rows read now by.
+    pub(crate) fn generation(&self) -> u64 {
+        self.written_apart.load(Ordering::SeqCst)
+    }
+
+    /// `kept`, unless this process wrote rows without the lock since they were read.
+    pub(crate) fn fresh(&self, kept: KeptRows) -> Option<KeptRows> {
+        (kept.generation == self.generation()).then_some(kept)
+    }
+
     /// What this process's last release of `run_id`'s lock left, forgotten as it is told:
     /// whatever the invocation asking does next moves the count or leaves it to be
     /// remembered again.
@@ -142,7 +171,7 @@ enum Taking {
 pub(crate) struct TakeLock {
     pub(crate) owner: String,
     pub(crate) released_marks: u64,
-    rows: Mutex<Option<Vec<OrderRecord>>>,
+    rows: Mutex<Option<KeptRows>>,
     state: Mutex<Taking>,
 }
 
@@ -158,7 +187,7 @@ impl TakeLock {
 
     /// The run's rows as the release left them, once (`None` when not kept): the take's
     /// condition says whether they are still the stored ones.
-    pub(crate) fn rows_as_released(&self) -> Option<Vec<OrderRecord>> {
+    pub(crate) fn rows_as_released(&self) -> Option<KeptRows> {
         (self.rows.lock())
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
@@ -207,9 +236,13 @@ mod tests {
 
     fn release(marks: u64, rows: usize) -> Release {
         let run = RunId::generate();
+        let rows = (0..rows).map(|i| sample_order(&run, i)).collect();
         Release {
             marks,
-            rows: Some((0..rows).map(|i| sample_order(&run, i)).collect()),
+            rows: Some(KeptRows {
+                rows,
+                generation: 0,
+            }),
         }
     }
 
@@ -221,7 +254,11 @@ mod tests {
         releases.remember(&run, release(3, 2));
         let told = releases.take(&run).expect("remembered");
         assert_eq!(told.marks, 5, "the latest release: the higher count");
-        assert_eq!(told.rows.map(|rows| rows.len()), Some(1), "and its rows");
+        assert_eq!(
+            told.rows.map(|kept| kept.rows.len()),
+            Some(1),
+            "and its rows"
+        );
         assert!(releases.take(&run).is_none(), "told once");
         let runs: Vec<RunId> = (0..=LastReleases::RUNS)
             .map(|_| RunId::generate())
@@ -237,13 +274,33 @@ mod tests {
         assert_eq!(newest.marks, LastReleases::RUNS as u64);
     }
 
+    #[test]
+    fn rows_read_before_a_write_without_the_lock_are_not_fresh() {
+        let releases = LastReleases::default();
+        let kept = |generation| KeptRows {
+            rows: Vec::new(),
+            generation,
+        };
+        let before = releases.generation();
+        assert!(releases.fresh(kept(before)).is_some());
+        releases.rows_written_apart();
+        assert!(
+            releases.fresh(kept(before)).is_none(),
+            "read before the cancel"
+        );
+        assert!(releases.fresh(kept(releases.generation())).is_some());
+    }
+
     /// A release whose one row takes about `bytes` (a long reason).
     fn release_of_bytes(marks: u64, bytes: usize) -> Release {
         let mut row = sample_order(&RunId::generate(), 0);
         row.reason = Some("x".repeat(bytes));
         Release {
             marks,
-            rows: Some(vec![row]),
+            rows: Some(KeptRows {
+                rows: vec![row],
+                generation: 0,
+            }),
         }
     }
 

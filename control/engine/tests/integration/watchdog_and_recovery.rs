@@ -1265,6 +1265,38 @@ async fn a_step_that_loops_for_a_wake_up_reads_the_rows_once() {
     assert_eq!(interloper.row_reads.load(Ordering::SeqCst), 1);
 }
 
+/// ... unless this process cancelled the run meanwhile: a cancel writes rows without the
+/// lock, moving orders no step moves after it, and the wake-up it counts (its kick) must
+/// find the run as the cancel left it, finalize it, and not be spent planning from rows
+/// read before. Here b, still running, is cancelled between the steps.
+#[tokio::test]
+async fn a_step_after_a_cancel_reads_the_rows_the_cancel_wrote() {
+    let mut setup = setup();
+    let run = independent_orders_run(&setup, &["a", "b"]).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    report_success(&setup, &run, OrderNum::from_index(0)).await;
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    interloper.wake_before_release.store(true, Ordering::SeqCst);
+    let (canceller, cancelled_run) = (setup.engine.clone(), run.clone());
+    *interloper.before_renewal.lock().unwrap() = Some(Box::pin(async move {
+        canceller
+            .cancel_run(&cancelled_run, "cancelled by t")
+            .await
+            .unwrap();
+    }));
+    let outcome = setup.engine.orchestrate(&run).await.unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Finalized(sluice_contract::JobStatus::Cancelled)
+    );
+    let b = row_of(&setup, &run, OrderNum::from_index(1)).await;
+    assert_eq!(b.status, OrderStatus::Cancelled);
+}
+
 /// The other half of the rule above: what a wake-up counted before a step's renewal
 /// stands for is found by that step. Here b's worker reports between the steps (its
 /// notification counted just before the renewal): the step applies b's result and
