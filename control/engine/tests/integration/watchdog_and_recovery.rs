@@ -1101,10 +1101,7 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
 #[tokio::test]
 async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
     let mut setup = setup();
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper.clone();
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let interloper = seen_through_an_interloper(&mut setup);
     let job = JobSpec {
         orders: vec![
             true_order("a", &[]),
@@ -1155,10 +1152,7 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
 #[tokio::test]
 async fn init_records_the_start_with_the_rows() {
     let mut setup = setup();
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper.clone();
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let interloper = seen_through_an_interloper(&mut setup);
     let run = one_order_run(&setup, 60).await;
     assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 0);
     let trace = row_of(&setup, &run, OrderNum::from_index(0)).await.trace_id;
@@ -1181,10 +1175,7 @@ async fn a_finalize_writes_its_events_in_one_write_and_completed_once() {
     setup.engine.orchestrate(&run).await.unwrap();
     let only = OrderNum::from_index(0);
     report_success(&setup, &run, only).await;
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper.clone();
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let interloper = seen_through_an_interloper(&mut setup);
 
     let outcome = setup.engine.orchestrate(&run).await.unwrap();
     assert_eq!(
@@ -1198,6 +1189,16 @@ async fn a_finalize_writes_its_events_in_one_write_and_completed_once() {
     assert_eq!(job.filter(|e| e.event == "completed").count(), 1);
 }
 
+/// Gives `setup` a fresh engine (nothing remembered) whose tables are seen through an
+/// [`Interloper`], which is returned.
+fn seen_through_an_interloper(setup: &mut Setup) -> Arc<Interloper> {
+    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
+    let mut ports = setup.engine.ports.clone();
+    ports.orders = interloper.clone();
+    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    interloper
+}
+
 /// A chain a → b whose a was started and has reported, its tables now seen through an
 /// [`Interloper`]: the next pass applies a's result and starts b.
 async fn chain_with_a_reported(setup: &mut Setup) -> (RunId, Arc<Interloper>) {
@@ -1208,11 +1209,7 @@ async fn chain_with_a_reported(setup: &mut Setup) -> (RunId, Arc<Interloper>) {
     let run = queue(setup, &job).await;
     setup.engine.orchestrate(&run).await.unwrap();
     report_success(setup, &run, OrderNum::from_index(0)).await;
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper.clone();
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
-    (run, interloper)
+    (run, seen_through_an_interloper(setup))
 }
 
 /// A step that loops because a wake-up arrived looks for every result after renewing the
@@ -1275,10 +1272,7 @@ async fn a_step_after_a_cancel_reads_the_rows_the_cancel_wrote() {
     let run = independent_orders_run(&setup, &["a", "b"]).await;
     setup.engine.orchestrate(&run).await.unwrap();
     report_success(&setup, &run, OrderNum::from_index(0)).await;
-    let interloper = Arc::new(Interloper::over(setup.engine.ports.orders.clone()));
-    let mut ports = setup.engine.ports.clone();
-    ports.orders = interloper.clone();
-    setup.engine = Engine::new(ports, setup.engine.config.clone());
+    let interloper = seen_through_an_interloper(&mut setup);
     interloper.wake_before_release.store(true, Ordering::SeqCst);
     let (canceller, cancelled_run) = (setup.engine.clone(), run.clone());
     *interloper.before_renewal.lock().unwrap() = Some(Box::pin(async move {
