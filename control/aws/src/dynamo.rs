@@ -890,30 +890,35 @@ impl OrderStore for DynamoOrderStore {
         lease_until_ms: u64,
         moves: &[OrderMove],
     ) -> Result<u64, StoreError> {
+        // Every acquire counts one: a lock never made (no item at all) is one never taken.
         let take = Update::builder()
             .table_name(&self.locks_table)
             .key(LOCKS_PARTITION, lock_pk(run_id))
             .update_expression("SET #owner = :owner, lease_until = :lease ADD marks :one")
-            .condition_expression(
-                "attribute_not_exists(#owner) AND attribute_not_exists(#status) AND marks = :seen",
-            )
             .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":lease", number(lease_until_ms))
-            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(":one", number(1));
+        let take = if released_marks == 0 {
+            take.condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", LOCKS_PARTITION)
+        } else {
+            take.condition_expression(
+                "attribute_not_exists(#owner) AND attribute_not_exists(#status) AND marks = :seen",
+            )
+            .expression_attribute_names("#status", "status")
             .expression_attribute_values(":seen", number(released_marks))
-            .build()
-            .map_err(|e| StoreError::Backend {
-                what: format!("lock:{run_id}"),
-                message: format!("building its taking: {e}"),
-            })?;
+        };
+        let take = take.build().map_err(|e| StoreError::Backend {
+            what: format!("lock:{run_id}"),
+            message: format!("building its taking: {e}"),
+        })?;
         let mut items = vec![TransactWriteItem::builder().update(take).build()];
         items.extend(self.move_items(run_id, moves)?);
         let billed = (moves.iter().map(|_| Written::OrderRow)).chain([Written::Lock]);
         let refused = format!(
             "taking it with {} orders' moves: it was not released with {released_marks} \
-             wake-ups, or an order was not in the status expected",
+             wake-ups (0: never made), or an order was not in the status expected",
             moves.len()
         );
         self.transact(

@@ -372,10 +372,45 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         moves: running.clone(),
         events: vec![event.clone()],
     };
+    // A run's first step takes a lock never made (count 0) with its writes, all or none.
+    let lock_of = || async { store.lock_state(run).await.unwrap() };
+    let claimed_before = claim(&orders[0], "a0");
+    let err = (store.take_lock_with(run, "first", 0, u64::MAX, &[claimed_before]))
+        .await
+        .unwrap_err();
+    assert!(err.is_condition_failed(), "an order not as expected: {err}");
+    assert!(lock_of().await.is_none(), "nothing written, no lock made");
+    let first = (store.take_lock_with(run, "first", 0, u64::MAX, &[]))
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    let lock = lock_of().await.unwrap();
+    assert_eq!(
+        (lock.status, lock.owner.as_str(), lock.marks),
+        (LockStatus::Held, "first", 1)
+    );
+    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &[]))
+        .await
+        .unwrap_err();
+    assert!(err.is_condition_failed(), "made now: {err}");
+    let released = (store.release_lock(run, "first", first, &StepWrites::default())).await;
+    assert_eq!(released.unwrap(), ReleaseOutcome::Released);
+    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_condition_failed(),
+        "released with a count of 1: {err}"
+    );
+
     let marks = match store.acquire_lock(run, "a", 0, u64::MAX).await.unwrap() {
         AcquireOutcome::Acquired { marks, .. } => marks,
         other => panic!("a free lock is taken: {other:?}"),
     };
+    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &[]))
+        .await
+        .unwrap_err();
+    assert!(err.is_condition_failed(), "held: {err}");
     assert_eq!(
         store.acquire_lock(run, "b", 1, u64::MAX).await.unwrap(),
         AcquireOutcome::Marked
@@ -584,6 +619,13 @@ async fn lock_suite(store: &dyn OrderStore) {
         store.acquire_lock(&run, "d", 10_000, 20_000).await.unwrap(),
         AcquireOutcome::Completed,
         "completed is final"
+    );
+    let err = (store.take_lock_with(&run, "d", 0, u64::MAX, &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_condition_failed(),
+        "a completed lock was made: {err}"
     );
     assert_eq!(
         store.lock_state(&run).await.unwrap().unwrap().status,

@@ -455,7 +455,9 @@ pub trait OrderStore: Send + Sync + Debug {
 
     /// Takes `lock:<run_id>` for `owner` if it is released with `released_marks` wake-ups
     /// counted — nobody has taken it since the release that left that count, so nothing was
-    /// written under it since — counting one more, and in the same all-or-none write makes
+    /// written under it since — or, with `released_marks` 0, if it was never made (nobody
+    /// has ever taken it: a run's first step); counting one more, and in the same
+    /// all-or-none write makes
     /// `moves`: a step's first writes, planned from rows read without the lock (DynamoDB:
     /// one `TransactWriteItems`, at most [`MAX_MOVES_TOGETHER`] items in all). Returns the
     /// wake-up count the caller has accounted for (`released_marks + 1`), which its release
@@ -464,7 +466,8 @@ pub trait OrderStore: Send + Sync + Debug {
     /// # Errors
     ///
     /// [`StoreError::ConditionFailed`] when the lock is not released with that count (taken
-    /// since, held, completed, or never made), or an order of `moves` is not in its `from`:
+    /// since, held, completed, or never made while the count is not 0), or an order of
+    /// `moves` is not in its `from`:
     /// nothing written either way.
     async fn take_lock_with(
         &self,

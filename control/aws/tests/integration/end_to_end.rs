@@ -772,7 +772,7 @@ async fn aws_calls_per_order_stay_flat_as_a_run_grows() {
                 );
             }
             // Where the figures stand at 100 orders (docs/aws.md), with room for how passes
-            // meet on the lock: wide 5.8 to 5.9; chain 7.2 to 7.3 on a quiet machine and
+            // meet on the lock: wide 5.8; chain 7.1 to 7.3 on a quiet machine and
             // more when the suite runs beside it, as the next worker's result then often
             // lands before the step releases the lock, which writes the step's `running`
             // mark and events apart and loops (a looping step reads the rows; a hop that

@@ -441,6 +441,8 @@ impl OrderStore for SqliteStore {
             .map_err(|e| backend(what, e))?;
             match current {
                 Some((LockStatus::Released, marks)) if marks as u64 == released_marks => {}
+                // Never made: never taken.
+                None if released_marks == 0 => {}
                 other => {
                     return Err(StoreError::ConditionFailed {
                         what: pk,
@@ -456,7 +458,9 @@ impl OrderStore for SqliteStore {
             let marks = released_marks + 1;
             execute(
                 &tx,
-                "UPDATE locks SET owner = ?2, status = 'held', lease_until = ?3, dirty = ?4 WHERE pk = ?1",
+                "INSERT INTO locks (pk, owner, status, lease_until, dirty) \
+                 VALUES (?1, ?2, 'held', ?3, ?4) ON CONFLICT (pk) DO UPDATE SET \
+                 owner = ?2, status = 'held', lease_until = ?3, dirty = ?4",
                 params![pk, owner, lease_until_ms as i64, marks as i64],
             )
             .map_err(|e| backend(what, e))?;

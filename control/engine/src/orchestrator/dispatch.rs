@@ -253,23 +253,23 @@ impl Engine {
         let items = results.len() + ended.len() + claims.len() + usize::from(take.is_some());
         let fits = items <= MAX_MOVES_TOGETHER;
         if let Some(take) = take
-            && (results.is_empty() || !fits)
+            && ((results.is_empty() && alone) || !fits)
         {
-            take.refuse(&"no result, or too many moves for one write");
+            take.refuse(&"nothing to write, or too many moves for one write");
             return Ok(None);
         }
-        if !results.is_empty() && (!alone || take.is_some()) && fits {
+        if take.is_some() || (!results.is_empty() && !alone && fits) {
             let moves: Vec<OrderMove> = (results.iter())
                 .map(|r| OrderMove::of(&r.row, &r.change))
                 .chain((ended.iter().chain(&claims)).map(|(o, c)| OrderMove::of(o, c)))
                 .collect();
-            let run_id = &results[0].row.run_id;
+            let run_id = orders[0].run_id.clone(); // rows are never empty
             let written = match take {
                 Some(take) => {
                     let lease_until = self.now_ms() + millis(self.config.lock_lease);
                     (self.ports.orders)
                         .take_lock_with(
-                            run_id,
+                            &run_id,
                             &take.owner,
                             take.released_marks,
                             lease_until,
@@ -278,10 +278,10 @@ impl Engine {
                         .await
                         .map(|marks| take.took(marks))
                 }
-                None => self.ports.orders.transition_together(run_id, &moves).await,
+                None => self.ports.orders.transition_together(&run_id, &moves).await,
             };
             if let (Some(take), Err(error)) = (take, &written)
-                && !self.took_after_all(run_id, take, error).await
+                && !self.took_after_all(&run_id, take, error).await
             {
                 return Ok(None);
             }
@@ -333,7 +333,7 @@ impl Engine {
         if !error.is_condition_failed() && !error.is_transient() {
             tracing::warn!(%error, "taking the lock with a step's writes was refused");
         }
-        take.refuse(error);
+        take.refuse_written(error);
         false
     }
 

@@ -1,8 +1,8 @@
 //! The orchestrator: one invocation per result event, advancing a run under its lock.
 //!
 //! Each invocation first takes `lock:<run_id>` ([`lock`]) — or, for a run whose lock this
-//! process last released with one order in flight, with its step's first writes
-//! (`taking.rs`). If another invocation holds it,
+//! process last released with one order in flight, and for a run's first step (woken by its
+//! init trigger), with its step's first writes (`taking.rs`). If another invocation holds it,
 //! this one's wake-up is counted on the lock and it leaves: the holder loops once more
 //! before releasing, so the event that woke us is processed by someone. The holder loops
 //! [`read_state`] → [`evaluate`] → [`dispatch`] →
@@ -66,8 +66,10 @@ fn writing_apart(error: &StoreError, what: &str) {
 /// Which step of an invocation is taken.
 enum Step<'a> {
     /// The first: the lock was just taken with a whole lease, and the notifications that
-    /// woke the invocation name what arrived (`None`: unknown, list it).
-    First(Option<Arrivals>),
+    /// woke the invocation name what arrived (`None`: unknown, list it). With the run's
+    /// rows when a step refused the taking before this acquire planned from them and
+    /// nobody took the lock in between (see [`taking::TakeLock::planned_rows`]).
+    First(Option<Arrivals>, Option<taking::KeptRows>),
     /// The first, taking the lock with its first writes (see [`taking`]), woken by the
     /// notifications of what arrived.
     Taking(Arrivals, &'a TakeLock),
@@ -84,7 +86,7 @@ impl<'a> Step<'a> {
     fn take(&self) -> Option<&'a TakeLock> {
         match self {
             Step::Taking(_, take) => Some(*take),
-            Step::First(_) | Step::Later(_) => None,
+            Step::First(..) | Step::Later(_) => None,
         }
     }
 }
@@ -168,7 +170,18 @@ impl Engine {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
         async {
-            let released = self.last_releases.take(run_id);
+            let released = self.last_releases.take(run_id).or_else(|| {
+                // Woken by its init trigger: the run's first step, most likely, to find a
+                // lock never made (see [`taking`]).
+                let init = (OrderNum::INIT, AttemptId::init_trigger());
+                (arrived.as_ref())
+                    .is_some_and(|arrived| arrived.contains(&init))
+                    .then_some(taking::Release {
+                        marks: 0,
+                        rows: None,
+                    })
+            });
+            let mut refused = None;
             if let (Some(arrived), Some(released)) = (&arrived, released) {
                 let take = TakeLock::new(&owner, released);
                 let first = Step::Taking(arrived.clone(), &take);
@@ -180,15 +193,20 @@ impl Engine {
                 if let Err(error) = outcome {
                     tracing::debug!(%error, "the step taking the lock with its writes failed first");
                 }
+                refused = Some(take);
             }
-            let (arrived, marks) = match lock::acquire(self, run_id, &owner).await? {
-                LockAttempt::Acquired { missed: false, marks } => (arrived, marks),
+            let first = match lock::acquire(self, run_id, &owner).await? {
+                LockAttempt::Acquired { missed: false, marks } => {
+                    let rows = refused.and_then(|take| take.planned_rows(marks));
+                    (Step::First(arrived, rows), marks)
+                }
                 // A holder may have left results unread: look for all of them.
-                LockAttempt::Acquired { missed: true, marks } => (None, marks),
+                LockAttempt::Acquired { missed: true, marks } => (Step::First(None, None), marks),
                 LockAttempt::Deferred => return Ok(Outcome::Deferred),
                 LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
             };
-            let outcome = (self.hold_and_advance(run_id, &owner, Step::First(arrived), marks)).await;
+            let (first, marks) = first;
+            let outcome = (self.hold_and_advance(run_id, &owner, first, marks)).await;
             self.given_back_after_error(run_id, &owner, outcome).await
         }
         .instrument(span)
@@ -477,7 +495,7 @@ impl Engine {
         left: &mut Option<taking::KeptRows>,
     ) -> Result<Option<Outcome>, EngineError> {
         let (arrived, take, kept) = match step {
-            Step::First(arrived) => (arrived, None, None),
+            Step::First(arrived, rows) => (arrived, None, rows),
             Step::Taking(arrived, take) => (Some(arrived), Some(take), take.rows_as_released()),
             Step::Later(rows) => {
                 match self.renew_lease(run_id, owner).await {
@@ -509,7 +527,11 @@ impl Engine {
         if let Some(take) = take {
             match take.taken() {
                 Some(taken) => *marks = taken,
-                None => return Ok(None),
+                None => {
+                    let rows = orders;
+                    take.keep_planned_rows(taking::KeptRows { rows, generation });
+                    return Ok(None);
+                }
             }
         }
         if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {

@@ -20,10 +20,17 @@
 //! owner, it was made. From the taking on, the step is an ordinary one under the lock (its
 //! launches, PR comment and events are ordered before any finalize, as every step's).
 //!
+//! A run's first step, woken by its init trigger, takes the lock from a count of 0: a lock
+//! never made, so never taken, and nothing written under it since init-job wrote the rows
+//! (which the step reads without the lock). Its claims and the lock's making are one write.
+//!
 //! When anything says otherwise — the count moved (another invocation, the watch), a row
-//! is not as read, a result must be recorded first, the job's deadline passed — the step
-//! writes nothing ([`TakeLock::refuse`]) and the invocation takes the lock as usual: a
-//! stale memory costs one refused write, never a wrong one.
+//! is not as read, a result must be recorded first, the job's deadline passed, the moves do
+//! not fit one write — the step writes nothing ([`TakeLock::refuse`]) and the invocation
+//! takes the lock as usual: a stale memory costs one refused write, never a wrong one. When
+//! the step was refused before it wrote, and that acquire counts one more than the release
+//! the step started from, nobody took the lock in between: the invocation plans from the
+//! rows the step had ([`TakeLock::planned_rows`]) rather than reading them again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,8 +168,10 @@ enum Taking {
     Pending,
     /// Taken; the wake-up count the step has accounted for.
     Taken(u64),
-    /// Not taken, nothing written: the invocation takes the lock as usual.
-    Refused,
+    /// Not taken, nothing written: the invocation takes the lock as usual. `planned` when
+    /// the step was refused before it wrote (rather than by its write's condition), so the
+    /// rows it planned from are as it read them.
+    Refused { planned: bool },
 }
 
 /// A step's taking of the lock with its first writes, for `owner`, from the release that
@@ -206,14 +215,14 @@ impl TakeLock {
 
     /// Whether the step was refused (it wrote nothing and holds nothing).
     pub(crate) fn is_refused(&self) -> bool {
-        *self.state() == Taking::Refused
+        matches!(*self.state(), Taking::Refused { .. })
     }
 
     /// The count the step accounted for when it took the lock; `None` until then.
     pub(crate) fn taken(&self) -> Option<u64> {
         match *self.state() {
             Taking::Taken(marks) => Some(marks),
-            Taking::Pending | Taking::Refused => None,
+            Taking::Pending | Taking::Refused { .. } => None,
         }
     }
 
@@ -222,10 +231,41 @@ impl TakeLock {
         *self.state() = Taking::Taken(marks);
     }
 
-    /// The step will not take the lock (`why`, for the debug log): it must write nothing.
+    /// The step will not take the lock (`why`, for the debug log), and has not tried: it
+    /// must write nothing.
     pub(crate) fn refuse(&self, why: &dyn std::fmt::Display) {
-        tracing::debug!(%why, "not taking the lock with the step's first writes");
-        *self.state() = Taking::Refused;
+        self.refused(why, true);
+    }
+
+    /// The step's write, which was to take the lock, was refused (`why`): a row may not be
+    /// as the step read it.
+    pub(crate) fn refuse_written(&self, why: &dyn std::fmt::Display) {
+        self.refused(why, false);
+    }
+
+    fn refused(&self, why: &dyn std::fmt::Display, planned: bool) {
+        let mut state = self.state();
+        if *state == Taking::Pending {
+            tracing::debug!(%why, "not taking the lock with the step's first writes");
+            *state = Taking::Refused { planned };
+        }
+    }
+
+    /// Keeps `rows`, which the step planned from, if it was refused before it wrote.
+    pub(crate) fn keep_planned_rows(&self, rows: KeptRows) {
+        if *self.state() == (Taking::Refused { planned: true }) {
+            *self.rows.lock().unwrap_or_else(|p| p.into_inner()) = Some(rows);
+        }
+    }
+
+    /// The rows the refused step planned from, when the lock acquired after it counted
+    /// `marks`: one more than the release this step started from, nobody took the lock in
+    /// between, and the rows are as the step read them (as for the take's own condition).
+    pub(crate) fn planned_rows(&self, marks: u64) -> Option<KeptRows> {
+        let planned = *self.state() == (Taking::Refused { planned: true });
+        (planned && marks == self.released_marks + 1)
+            .then(|| self.rows_as_released())
+            .flatten()
     }
 }
 

@@ -1147,6 +1147,102 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
     }
 }
 
+/// A run's first step, woken by its init trigger, takes the lock — never made yet — with
+/// its claims: it does not acquire it first (on AWS, an update less per run). Before, it
+/// acquired the lock, then claimed.
+#[tokio::test]
+async fn a_runs_first_step_takes_the_lock_with_its_claims() {
+    let mut setup = setup();
+    let interloper = seen_through_an_interloper(&mut setup);
+    let job = JobSpec {
+        orders: vec![
+            true_order("a", &[]),
+            true_order("b", &[]),
+            true_order("c", &["a"]),
+        ],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    let init = (OrderNum::INIT, AttemptId::init_trigger());
+    let outcome = setup
+        .engine
+        .orchestrate_notified(&run, [init.clone()].into());
+    assert_eq!(outcome.await.unwrap(), Outcome::Released);
+    assert_eq!(
+        interloper.acquires.load(Ordering::SeqCst),
+        0,
+        "taken, not acquired"
+    );
+    for (index, status) in [
+        (0, OrderStatus::Running),
+        (1, OrderStatus::Running),
+        (2, OrderStatus::Queued),
+    ] {
+        assert_eq!(
+            row_of(&setup, &run, OrderNum::from_index(index))
+                .await
+                .status,
+            status
+        );
+    }
+    let lock = setup
+        .engine
+        .ports
+        .orders
+        .lock_state(&run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lock.marks, 1, "taken once");
+
+    // The trigger's notification delivered twice: the lock is made now, and the second
+    // acquires it as usual, starting nothing again.
+    let outcome = setup.engine.orchestrate_notified(&run, [init].into());
+    assert_eq!(outcome.await.unwrap(), Outcome::Released);
+    assert_eq!(interloper.acquires.load(Ordering::SeqCst), 1);
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 2);
+}
+
+/// A warm hop whose moves do not fit one write with the lock's taking (a result that
+/// readies 100 dependents) acquires the lock as usual, and, nobody having taken it in
+/// between, plans from the rows it had: it reads them no more than the hop that fits.
+/// Before, the acquire's step read them again.
+#[tokio::test]
+async fn a_step_refused_the_taking_for_its_size_reads_no_rows_again() {
+    let mut setup = setup();
+    let interloper = seen_through_an_interloper(&mut setup);
+    let mut orders = vec![true_order("a", &[])];
+    orders.extend((0..100).map(|i| true_order(&format!("d{i}"), &["a"])));
+    let job = JobSpec {
+        orders,
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    let a = OrderNum::from_index(0);
+    report_success(&setup, &run, a).await;
+    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
+    let (reads, acquires) = (
+        || interloper.row_reads.load(Ordering::SeqCst),
+        || interloper.acquires.load(Ordering::SeqCst),
+    );
+    let before = (reads(), acquires());
+    let outcome = setup
+        .engine
+        .orchestrate_notified(&run, [(a, attempt)].into());
+    assert_eq!(outcome.await.unwrap(), Outcome::Released);
+    assert_eq!((reads() - before.0, acquires() - before.1), (0, 1));
+    let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|row| row.status == OrderStatus::Running)
+    );
+}
+
 /// init_job records the job's `started` event with the run's rows, in the same write:
 /// a run's start costs no events write of its own (before, it was one more call).
 #[tokio::test]
