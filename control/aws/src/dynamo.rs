@@ -269,6 +269,21 @@ impl DynamoOrderStore {
             .collect()
     }
 
+    /// The transaction items of a step's `writes` of `run_id`: its moves (see
+    /// [`Self::move_items`]), then its events' puts; and the events' items, to bill.
+    fn step_items(
+        &self,
+        run_id: &RunId,
+        writes: &StepWrites,
+    ) -> Result<(Vec<TransactWriteItem>, Vec<Item>), StoreError> {
+        let mut items = self.move_items(run_id, &writes.moves)?;
+        let events = self.event_items(&writes.events)?;
+        for item in &events {
+            items.push(self.event_put(run_id, item.clone())?);
+        }
+        Ok((items, events))
+    }
+
     /// `m` of `run_id`'s order as an update conditioned on its status (checked against
     /// the status table first), for a transaction or alone ([`Self::alone`]).
     fn transition_update(&self, run_id: &RunId, m: &OrderMove) -> Result<Update, StoreError> {
@@ -783,17 +798,17 @@ impl OrderStore for DynamoOrderStore {
     async fn transition_together(
         &self,
         run_id: &RunId,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<(), StoreError> {
-        let items = self.move_items(run_id, moves)?;
-        let rows = moves.iter().map(|_| Written::OrderRow);
+        let (items, events) = self.step_items(run_id, writes)?;
+        let count = writes.moves.len();
         self.transact(
             items,
-            rows,
+            billed(writes, &events),
             Transaction {
-                what: format!("{} orders of run {run_id}", moves.len()),
+                what: format!("{count} orders of run {run_id}"),
                 refused: "one was not in the status expected".to_owned(),
-                doing: format!("updating {} orders of run {run_id}", moves.len()),
+                doing: format!("updating {count} orders of run {run_id}"),
             },
         )
         .await
@@ -888,7 +903,7 @@ impl OrderStore for DynamoOrderStore {
         owner: &str,
         released_marks: u64,
         lease_until_ms: u64,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<u64, StoreError> {
         // Every acquire counts one: a lock never made (no item at all) is one never taken.
         let take = Update::builder()
@@ -913,17 +928,17 @@ impl OrderStore for DynamoOrderStore {
             what: format!("lock:{run_id}"),
             message: format!("building its taking: {e}"),
         })?;
+        let (step, events) = self.step_items(run_id, writes)?;
         let mut items = vec![TransactWriteItem::builder().update(take).build()];
-        items.extend(self.move_items(run_id, moves)?);
-        let billed = (moves.iter().map(|_| Written::OrderRow)).chain([Written::Lock]);
+        items.extend(step);
         let refused = format!(
             "taking it with {} orders' moves: it was not released with {released_marks} \
              wake-ups (0: never made), or an order was not in the status expected",
-            moves.len()
+            writes.moves.len()
         );
         self.transact(
             items,
-            billed,
+            billed(writes, &events).chain([Written::Lock]),
             Transaction {
                 what: format!("lock:{run_id}"),
                 refused,
@@ -976,16 +991,11 @@ impl OrderStore for DynamoOrderStore {
                 },
             }
         } else {
+            let (step, events) = self.step_items(run_id, writes)?;
             let mut items = vec![TransactWriteItem::builder().update(release).build()];
-            items.extend(self.move_items(run_id, &writes.moves)?);
-            let events = self.event_items(&writes.events)?;
-            let billed = (writes.moves.iter().map(|_| Written::OrderRow))
-                .chain(events.iter().map(Written::Event))
-                .chain([Written::Lock]);
+            items.extend(step);
+            let billed = billed(writes, &events).chain([Written::Lock]);
             self.capacity.write(&self.calls, true, billed);
-            for item in events {
-                items.push(self.event_put(run_id, item)?);
-            }
             self.calls.count(SERVICE, "TransactWriteItems");
             let written = self
                 .client
@@ -1060,6 +1070,12 @@ impl OrderStore for DynamoOrderStore {
             marks: lock_marks(&item),
         }))
     }
+}
+
+/// What a step's `writes` are billed as: an update per move, a put per event (`events`,
+/// their items).
+fn billed<'a>(writes: &'a StepWrites, events: &'a [Item]) -> impl Iterator<Item = Written<'a>> {
+    (writes.moves.iter().map(|_| Written::OrderRow)).chain(events.iter().map(Written::Event))
 }
 
 #[cfg(test)]

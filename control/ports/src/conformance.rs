@@ -339,8 +339,22 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         from: OrderStatus::Dispatching,
         ..OrderMove::of(&orders[1], &Transition::to(OrderStatus::Running))
     };
+    // With events: all or none.
+    let claimed = OrderEvent {
+        trace_id: orders[0].trace_id.clone(),
+        order_name: orders[0].plan.order_name.clone(),
+        epoch_ms: 50,
+        event: "claimed".to_owned(),
+        run_id: run.clone(),
+        detail: serde_json::json!({}),
+    };
+    let recorded = || async { store.trace_events(&orders[0].trace_id).await.unwrap() };
+    let with_claimed = |moves: Vec<OrderMove>| StepWrites {
+        moves,
+        events: vec![claimed.clone()],
+    };
     let err = store
-        .transition_together(run, &[claim(&orders[0], "a1"), wrong])
+        .transition_together(run, &with_claimed(vec![claim(&orders[0], "a1"), wrong]))
         .await
         .unwrap_err();
     assert!(
@@ -348,9 +362,14 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         "one order not as expected: {err}"
     );
     assert_eq!(statuses().await, [OrderStatus::Queued; 2], "none moved");
-    let claims = [claim(&orders[0], "a1"), claim(&orders[1], "b1")];
-    store.transition_together(run, &claims).await.unwrap();
+    assert!(!recorded().await.contains(&claimed), "not recorded");
+    let claims = vec![claim(&orders[0], "a1"), claim(&orders[1], "b1")];
+    store
+        .transition_together(run, &with_claimed(claims.clone()))
+        .await
+        .unwrap();
     assert_eq!(statuses().await, [OrderStatus::Dispatching; 2]);
+    assert!(recorded().await.contains(&claimed), "recorded with them");
 
     // With the release: the moves, the events and the release, or nothing.
     let rows = store.run_orders(run).await.unwrap();
@@ -373,14 +392,18 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         events: vec![event.clone()],
     };
     // A run's first step takes a lock never made (count 0) with its writes, all or none.
+    let none = StepWrites::default();
     let lock_of = || async { store.lock_state(run).await.unwrap() };
-    let claimed_before = claim(&orders[0], "a0");
-    let err = (store.take_lock_with(run, "first", 0, u64::MAX, &[claimed_before]))
+    let claimed_before = StepWrites {
+        moves: vec![claim(&orders[0], "a0")],
+        events: Vec::new(),
+    };
+    let err = (store.take_lock_with(run, "first", 0, u64::MAX, &claimed_before))
         .await
         .unwrap_err();
     assert!(err.is_condition_failed(), "an order not as expected: {err}");
     assert!(lock_of().await.is_none(), "nothing written, no lock made");
-    let first = (store.take_lock_with(run, "first", 0, u64::MAX, &[]))
+    let first = (store.take_lock_with(run, "first", 0, u64::MAX, &none))
         .await
         .unwrap();
     assert_eq!(first, 1);
@@ -389,13 +412,13 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         (lock.status, lock.owner.as_str(), lock.marks),
         (LockStatus::Held, "first", 1)
     );
-    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &[]))
+    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &none))
         .await
         .unwrap_err();
     assert!(err.is_condition_failed(), "made now: {err}");
     let released = (store.release_lock(run, "first", first, &StepWrites::default())).await;
     assert_eq!(released.unwrap(), ReleaseOutcome::Released);
-    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &[]))
+    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &none))
         .await
         .unwrap_err();
     assert!(
@@ -407,7 +430,7 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         AcquireOutcome::Acquired { marks, .. } => marks,
         other => panic!("a free lock is taken: {other:?}"),
     };
-    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &[]))
+    let err = (store.take_lock_with(run, "second", 0, u64::MAX, &none))
         .await
         .unwrap_err();
     assert!(err.is_condition_failed(), "held: {err}");
@@ -419,7 +442,6 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         ReleaseOutcome::Marked { marks } => marks,
         other => panic!("a wake-up arrived: {other:?}"),
     };
-    let recorded = || async { store.trace_events(&orders[0].trace_id).await.unwrap() };
     assert_eq!(
         statuses().await,
         [OrderStatus::Dispatching; 2],
@@ -459,14 +481,23 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         };
         OrderMove::of(&rows[orders[index].plan.order_num.index().unwrap()], &done)
     };
+    let finished = OrderEvent {
+        event: "succeeded".to_owned(),
+        epoch_ms: 200,
+        ..event.clone()
+    };
+    let with_finished = |moves: Vec<OrderMove>| StepWrites {
+        moves,
+        events: vec![finished.clone()],
+    };
     let not_released = |err: StoreError| assert!(err.is_condition_failed(), "{err}");
     not_released(
         store
-            .take_lock_with(run, "t", now - 1, u64::MAX, &[result(0)])
+            .take_lock_with(run, "t", now - 1, u64::MAX, &with_finished(vec![result(0)]))
             .await
             .unwrap_err(),
     );
-    let moved_before = [result(0), claim(&orders[1], "b2")];
+    let moved_before = with_finished(vec![result(0), claim(&orders[1], "b2")]);
     not_released(
         store
             .take_lock_with(run, "t", now, u64::MAX, &moved_before)
@@ -478,19 +509,24 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         [OrderStatus::Running; 2],
         "nothing written"
     );
+    assert!(!recorded().await.contains(&finished), "nothing recorded");
     assert_eq!(
         store.lock_state(run).await.unwrap().unwrap().status,
         LockStatus::Released,
         "not taken"
     );
     let taken = store
-        .take_lock_with(run, "t", now, u64::MAX, &[result(0)])
+        .take_lock_with(run, "t", now, u64::MAX, &with_finished(vec![result(0)]))
         .await
         .unwrap();
     assert_eq!(taken, now + 1);
     assert_eq!(
         statuses().await,
         [OrderStatus::Succeeded, OrderStatus::Running]
+    );
+    assert!(
+        recorded().await.contains(&finished),
+        "recorded with the take"
     );
     let lock = store.lock_state(run).await.unwrap().unwrap();
     assert_eq!(
@@ -499,13 +535,13 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
     );
     not_released(
         store
-            .take_lock_with(run, "u", now, u64::MAX, &[])
+            .take_lock_with(run, "u", now, u64::MAX, &none)
             .await
             .unwrap_err(),
     );
     not_released(
         store
-            .take_lock_with(run, "u", taken, u64::MAX, &[])
+            .take_lock_with(run, "u", taken, u64::MAX, &none)
             .await
             .unwrap_err(),
     );
@@ -620,7 +656,7 @@ async fn lock_suite(store: &dyn OrderStore) {
         AcquireOutcome::Completed,
         "completed is final"
     );
-    let err = (store.take_lock_with(&run, "d", 0, u64::MAX, &[]))
+    let err = (store.take_lock_with(&run, "d", 0, u64::MAX, &StepWrites::default()))
         .await
         .unwrap_err();
     assert!(

@@ -207,8 +207,8 @@ impl Transition {
     }
 }
 
-/// The most moves one [`OrderStore::transition_together`] takes (DynamoDB's limit on a
-/// transaction's items).
+/// The most moves and events one [`OrderStore::transition_together`] takes, and items one
+/// transaction holds in all (DynamoDB's limit).
 pub const MAX_MOVES_TOGETHER: usize = 100;
 
 /// One order's change in [`OrderStore::transition_together`].
@@ -281,8 +281,10 @@ pub enum AcquireOutcome {
     Completed,
 }
 
-/// The writes a step makes with its release ([`OrderStore::release_lock`]): its orders'
-/// last status changes (those it started become `running`) and its events.
+/// Writes a step makes together: with its release ([`OrderStore::release_lock`]) its
+/// orders' last status changes (those it started become `running`) and its events; with
+/// its first status changes ([`OrderStore::transition_together`],
+/// [`OrderStore::take_lock_with`]) the events of a run's end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepWrites {
     /// Status changes, each conditional on its order's status.
@@ -418,18 +420,18 @@ pub trait OrderStore: Send + Sync + Debug {
     ) -> Result<OrderRecord, StoreError>;
 
     /// Changes several orders of one run at once, each if, and only if, it is in its `from`
-    /// now: all or none (DynamoDB: one `TransactWriteItems`). At most
-    /// [`MAX_MOVES_TOGETHER`] moves. The new rows are the old ones with each change applied
-    /// ([`Transition::apply`]).
+    /// now, and records `writes.events` with them: all or none (DynamoDB: one
+    /// `TransactWriteItems`). At most [`MAX_MOVES_TOGETHER`] moves and events. The new rows
+    /// are the old ones with each change applied ([`Transition::apply`]).
     ///
     /// # Errors
     ///
-    /// [`StoreError::ConditionFailed`] when any order is not in its `from` (none changed);
-    /// [`StoreError::NotFound`] when one does not exist.
+    /// [`StoreError::ConditionFailed`] when any order is not in its `from` (nothing
+    /// written); [`StoreError::NotFound`] when one does not exist.
     async fn transition_together(
         &self,
         run_id: &RunId,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<(), StoreError>;
 
     /// Records events (each replacing one with the same key), in as few calls as the
@@ -457,17 +459,16 @@ pub trait OrderStore: Send + Sync + Debug {
     /// counted — nobody has taken it since the release that left that count, so nothing was
     /// written under it since — or, with `released_marks` 0, if it was never made (nobody
     /// has ever taken it: a run's first step); counting one more, and in the same
-    /// all-or-none write makes
-    /// `moves`: a step's first writes, planned from rows read without the lock (DynamoDB:
-    /// one `TransactWriteItems`, at most [`MAX_MOVES_TOGETHER`] items in all). Returns the
-    /// wake-up count the caller has accounted for (`released_marks + 1`), which its release
-    /// compares against.
+    /// all-or-none write makes `writes`: a step's first moves (and events), planned from
+    /// rows read without the lock (DynamoDB: one `TransactWriteItems`, at most
+    /// [`MAX_MOVES_TOGETHER`] items in all). Returns the wake-up count the caller has
+    /// accounted for (`released_marks + 1`), which its release compares against.
     ///
     /// # Errors
     ///
     /// [`StoreError::ConditionFailed`] when the lock is not released with that count (taken
     /// since, held, completed, or never made while the count is not 0), or an order of
-    /// `moves` is not in its `from`:
+    /// `writes` is not in its `from`:
     /// nothing written either way.
     async fn take_lock_with(
         &self,
@@ -475,7 +476,7 @@ pub trait OrderStore: Send + Sync + Debug {
         owner: &str,
         released_marks: u64,
         lease_until_ms: u64,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<u64, StoreError>;
 
     /// Extends the holder's lease; sets it to `0` to give the lock back after an error

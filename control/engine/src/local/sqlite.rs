@@ -23,8 +23,8 @@ use crate::engine::millis;
 use crate::error::StoreError;
 use crate::ports::order_pk;
 use crate::ports::{
-    AcquireOutcome, LockState, LockStatus, OrderEvent, OrderMove, OrderRecord, OrderStore,
-    ReleaseOutcome, StepWrites, Transition,
+    AcquireOutcome, LockState, LockStatus, OrderEvent, OrderRecord, OrderStore, ReleaseOutcome,
+    StepWrites, Transition,
 };
 
 const SCHEMA: &str = "
@@ -280,20 +280,22 @@ impl OrderStore for SqliteStore {
     async fn transition_together(
         &self,
         run_id: &RunId,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<(), StoreError> {
-        for m in moves {
+        for m in &writes.moves {
             m.change.check_allowed(run_id, m.order_num, m.from)?;
         }
         let run_id = run_id.clone();
-        let moves = moves.to_vec();
+        let writes = writes.clone();
+        let ttl = self.event_ttl_ms;
         self.with_conn("changing orders' statuses", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("changing orders' statuses", e))?;
-            for m in &moves {
+            for m in &writes.moves {
                 move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
             }
+            insert_events(&tx, &writes.events, ttl)?;
             tx.commit()
                 .map_err(|e| backend("changing orders' statuses", e))
         })
@@ -417,15 +419,16 @@ impl OrderStore for SqliteStore {
         owner: &str,
         released_marks: u64,
         lease_until_ms: u64,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<u64, StoreError> {
-        for m in moves {
+        for m in &writes.moves {
             m.change.check_allowed(run_id, m.order_num, m.from)?;
         }
         let pk = lock_pk(run_id);
         let owner = owner.to_owned();
         let run_id = run_id.clone();
-        let moves = moves.to_vec();
+        let writes = writes.clone();
+        let ttl = self.event_ttl_ms;
         self.with_conn("taking a lock with a step's writes", move |conn| {
             let what = "taking a lock with a step's writes";
             let tx = conn
@@ -452,9 +455,10 @@ impl OrderStore for SqliteStore {
                     });
                 }
             }
-            for m in &moves {
+            for m in &writes.moves {
                 move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
             }
+            insert_events(&tx, &writes.events, ttl)?;
             let marks = released_marks + 1;
             execute(
                 &tx,

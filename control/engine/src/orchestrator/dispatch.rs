@@ -25,13 +25,15 @@ use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
 
 use super::Moved;
 use super::evaluate::{Node, evaluate};
+use super::finalize::run_end;
 use super::put_back;
-use super::read_state::ReadResult;
+use super::read_state::{ReadResult, order_event};
 use super::taking::TakeLock;
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{
-    DispatchError, LockStatus, MAX_MOVES_TOGETHER, OrderMove, OrderRecord, Presigned, Transition,
+    DispatchError, LockStatus, MAX_MOVES_TOGETHER, OrderEvent, OrderMove, OrderRecord, Presigned,
+    StepWrites, Transition,
 };
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::order_identity;
@@ -41,14 +43,44 @@ type StoredKeys = std::collections::HashMap<String, Result<String, StoreError>>;
 
 /// Retries of the lock's read after a failed taking (whose answer may have been lost),
 /// and the first wait: unread, the step is refused though it may hold the lock, and what
-/// it wrote is then recorded late (its events lost, its claims started after the dispatch
-/// lease).
+/// it wrote is then recorded late (its results' events lost unless it ended the run, its
+/// claims started after the dispatch lease).
 const LOCK_READ_RETRIES: u32 = 3;
 const LOCK_READ_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The most the run's last events may hold (their details, JSON) to be written with the
+/// step's last moves.
+const RUN_END_EVENT_BYTES: usize = 256 << 10;
 
 /// Retries of a start that failed transiently within one pass, and the first wait.
 const START_RETRIES: u32 = 2;
 const START_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// What a step's evaluations and actions left ([`Engine::apply_plan`]).
+pub(crate) struct Applied {
+    /// The run's rows.
+    pub orders: Vec<OrderRecord>,
+    /// The `→ running` moves of the orders it started, to write with the release.
+    pub started: Vec<(OrderRecord, Transition)>,
+    /// Whether it wrote the run's last events, `completed` among them, with its moves.
+    pub closed: bool,
+}
+
+/// What became of a step's first moves ([`Engine::move_with_results`]).
+struct FirstMoves {
+    ended: Vec<Moved>,
+    claimed: Vec<Moved>,
+    /// The run's last events were written with them.
+    closed: bool,
+}
+
+/// The event of an order a step ended itself — a dependency failed, or it could not start —
+/// (`row`, as its move left it), dated by that move: made again, it is the same event.
+fn end_event(row: &OrderRecord) -> OrderEvent {
+    let detail = serde_json::json!({ "reason": row.reason });
+    let at_ms = row.finished_at_ms.unwrap_or_default();
+    order_event(row, at_ms, row.status.as_str(), detail)
+}
 
 impl Engine {
     /// Evaluates the run and acts on the plan until nothing more can change without a
@@ -74,20 +106,26 @@ impl Engine {
         mut orders: Vec<OrderRecord>,
         mut results: Vec<ReadResult>,
         take: Option<&TakeLock>,
-    ) -> Result<(Vec<OrderRecord>, Vec<(OrderRecord, Transition)>), EngineError> {
+    ) -> Result<Applied, EngineError> {
         let mut started = Vec::new();
+        let mut closed = false;
         loop {
             if take.is_some_and(TakeLock::is_refused) {
-                return Ok((orders, started));
+                break;
             }
             let again;
             (orders, again) = self
-                .apply_plan_once(orders, &mut results, &mut started, take)
+                .apply_plan_once(orders, &mut results, &mut started, &mut closed, take)
                 .await?;
             if !again {
-                return Ok((orders, started));
+                break;
             }
         }
+        Ok(Applied {
+            orders,
+            started,
+            closed,
+        })
     }
 
     /// One evaluation and its actions; also says whether to evaluate again (an order
@@ -97,6 +135,7 @@ impl Engine {
         mut orders: Vec<OrderRecord>,
         results: &mut Vec<ReadResult>,
         started: &mut Vec<(OrderRecord, Transition)>,
+        closed: &mut bool,
         take: Option<&TakeLock>,
     ) -> Result<(Vec<OrderRecord>, bool), EngineError> {
         let now = self.now_ms();
@@ -146,22 +185,24 @@ impl Engine {
                 (orders[num.index().expect("real order")].clone(), change)
             })
             .collect();
-        let Some((ended, claimed)) = self
+        let Some(first) = self
             .move_with_results(&mut orders, results, ended_by_dependency, claims, take)
             .await?
         else {
             return Ok((orders, true));
         };
-        for moved in ended {
-            let order = self.settle_moved(
-                moved,
-                |updated| serde_json::json!({ "reason": updated.reason }),
-            );
-            put_back(&mut orders, order);
+        *closed |= first.closed;
+        for moved in first.ended {
+            if let Moved::Applied(row) = &moved
+                && !first.closed
+            {
+                self.record(end_event(row));
+            }
+            put_back(&mut orders, moved.row());
         }
 
         let mut to_start = Vec::new();
-        for moved in claimed {
+        for moved in first.claimed {
             match moved {
                 Moved::Applied(claimed) => to_start.push(claimed),
                 Moved::Lost(current) => put_back(&mut orders, current),
@@ -224,18 +265,18 @@ impl Engine {
         }
         let failed_to_start = !failed.is_empty();
         for moved in self.move_orders(failed).await? {
-            let order = self.settle_moved(
-                moved,
-                |updated| serde_json::json!({ "reason": updated.reason }),
-            );
-            put_back(&mut orders, order);
+            if let Moved::Applied(row) = &moved {
+                self.record(end_event(row));
+            }
+            put_back(&mut orders, moved.row());
         }
         Ok((orders, failed_to_start))
     }
 
     /// Writes the results a step read together with the moves its plan makes of them —
     /// the dependents a failure ends (`ended`) and the orders it claims — in one write when
-    /// they fit ([`MAX_MOVES_TOGETHER`]); what became of `ended` and `claims`. `None` when
+    /// they fit ([`MAX_MOVES_TOGETHER`]), with the run's last events when they end the run
+    /// (see [`Engine::run_end_events`]); what became of `ended` and `claims`. `None` when
     /// a result was moved by someone else first (the plan assumed otherwise: the results
     /// are written, and the caller evaluates again), or the step was to take the lock with
     /// these writes (`take`) and was refused (nothing written).
@@ -246,23 +287,32 @@ impl Engine {
         ended: Vec<(OrderRecord, Transition)>,
         claims: Vec<(OrderRecord, Transition)>,
         take: Option<&TakeLock>,
-    ) -> Result<Option<(Vec<Moved>, Vec<Moved>)>, EngineError> {
+    ) -> Result<Option<FirstMoves>, EngineError> {
         let results = std::mem::take(results);
         let alone = ended.is_empty() && claims.is_empty();
+        let nothing = results.is_empty() && alone;
         // A take's write carries the lock's item too.
         let items = results.len() + ended.len() + claims.len() + usize::from(take.is_some());
         let fits = items <= MAX_MOVES_TOGETHER;
         if let Some(take) = take
-            && ((results.is_empty() && alone) || !fits)
+            && (nothing || !fits)
         {
             take.refuse(&"nothing to write, or too many moves for one write");
             return Ok(None);
         }
-        if take.is_some() || (!results.is_empty() && !alone && fits) {
-            let moves: Vec<OrderMove> = (results.iter())
-                .map(|r| OrderMove::of(&r.row, &r.change))
-                .chain((ended.iter().chain(&claims)).map(|(o, c)| OrderMove::of(o, c)))
-                .collect();
+        let run_end = (fits && claims.is_empty() && !nothing)
+            .then(|| self.run_end_events(orders, &results, &ended))
+            .flatten()
+            .filter(|events| items + events.len() <= MAX_MOVES_TOGETHER);
+        if take.is_some() || (fits && ((!results.is_empty() && !alone) || run_end.is_some())) {
+            let writes = StepWrites {
+                moves: (results.iter())
+                    .map(|r| OrderMove::of(&r.row, &r.change))
+                    .chain((ended.iter().chain(&claims)).map(|(o, c)| OrderMove::of(o, c)))
+                    .collect(),
+                events: run_end.unwrap_or_default(),
+            };
+            let closed = !writes.events.is_empty();
             let run_id = orders[0].run_id.clone(); // rows are never empty
             let written = match take {
                 Some(take) => {
@@ -273,12 +323,17 @@ impl Engine {
                             &take.owner,
                             take.released_marks,
                             lease_until,
-                            &moves,
+                            &writes,
                         )
                         .await
                         .map(|marks| take.took(marks))
                 }
-                None => self.ports.orders.transition_together(&run_id, &moves).await,
+                None => {
+                    self.ports
+                        .orders
+                        .transition_together(&run_id, &writes)
+                        .await
+                }
             };
             if let (Some(take), Err(error)) = (take, &written)
                 && !self.took_after_all(&run_id, take, error).await
@@ -288,15 +343,19 @@ impl Engine {
             match written {
                 Ok(()) => {
                     for result in results {
-                        let written = Moved::applied(result.row.clone(), &result.change);
-                        put_back(orders, self.settle_result(written, result));
+                        let moved = Moved::applied(result.row.clone(), &result.change);
+                        put_back(orders, self.settle_result(moved, &result, closed));
                     }
                     let applied = |pairs: Vec<(OrderRecord, Transition)>| -> Vec<Moved> {
                         (pairs.into_iter())
                             .map(|(order, change)| Moved::applied(order, &change))
                             .collect()
                     };
-                    return Ok(Some((applied(ended), applied(claims))));
+                    return Ok(Some(FirstMoves {
+                        ended: applied(ended),
+                        claimed: applied(claims),
+                        closed,
+                    }));
                 }
                 // One at a time: which moves stand says what to do next.
                 Err(error) => super::writing_apart(&error, "the step's results"),
@@ -305,10 +364,51 @@ impl Engine {
         if !self.write_results(orders, results).await? {
             return Ok(None);
         }
-        Ok(Some((
-            self.move_orders(ended).await?,
-            self.move_orders(claims).await?,
-        )))
+        Ok(Some(FirstMoves {
+            ended: self.move_orders(ended).await?,
+            claimed: self.move_orders(claims).await?,
+            closed: false,
+        }))
+    }
+
+    /// The events that end the run, when `results` and `ended` end every order of `orders`
+    /// not ended yet: theirs, and the job's `completed` — written with those moves, so that
+    /// finalize has no events left to write apart before the done document.
+    fn run_end_events(
+        &self,
+        orders: &[OrderRecord],
+        results: &[ReadResult],
+        ended: &[(OrderRecord, Transition)],
+    ) -> Option<Vec<OrderEvent>> {
+        let moving: HashSet<OrderNum> = (results.iter().map(|r| r.row.plan.order_num))
+            .chain(ended.iter().map(|(order, _)| order.plan.order_num))
+            .collect();
+        let rest_ended =
+            (orders.iter()).all(|o| o.status.is_terminal() || moving.contains(&o.plan.order_num));
+        let moves_end = (results.iter().map(|r| r.change.to))
+            .chain(ended.iter().map(|(_, change)| change.to))
+            .all(OrderStatus::is_terminal);
+        if !(rest_ended && moves_end) {
+            return None;
+        }
+        let mut after = orders.to_vec();
+        let mut events = Vec::new();
+        for result in results {
+            let row = Moved::applied(result.row.clone(), &result.change).row();
+            events.extend(self.result_events(&row, result));
+            put_back(&mut after, row);
+        }
+        for (order, change) in ended {
+            let row = Moved::applied(order.clone(), change).row();
+            events.push(end_event(&row));
+            put_back(&mut after, row);
+        }
+        let (_, completed) = run_end(&after[0].run_id, &after);
+        events.push(completed);
+        // Far inside a transaction's 4 MB and an item's 400 KB: what orders emitted can be
+        // larger (a result may hold 1 MiB), and is then written apart, as before.
+        let bytes: usize = (events.iter()).map(|e| e.detail.to_string().len()).sum();
+        (bytes <= RUN_END_EVENT_BYTES).then_some(events)
     }
 
     /// Whether a take that failed (`error`) took the lock all the same — its answer was
@@ -335,23 +435,6 @@ impl Engine {
         }
         take.refuse_written(error);
         false
-    }
-
-    /// The row a move left, its event (named after the new status) recorded with `detail`
-    /// when the move was this pass's.
-    fn settle_moved(
-        &self,
-        moved: Moved,
-        detail: impl FnOnce(&OrderRecord) -> serde_json::Value,
-    ) -> OrderRecord {
-        match moved {
-            Moved::Applied(updated) => {
-                let detail = detail(&updated);
-                self.record_event(&updated, updated.status.as_str(), detail);
-                updated
-            }
-            Moved::Lost(current) => current,
-        }
     }
 
     /// Reads, once each, the keys the orders to start are derived from (one run key for a

@@ -2,10 +2,12 @@
 //! document exactly once.
 //!
 //! Past the deadline every unfinished order becomes `timed_out` (reason `job_timeout`) by a
-//! conditional write from its current status. The done document is written with a
-//! conditional put (if absent): that put is the "exactly once" gate, so an orchestrator that
-//! crashed after it and is resumed does not record a second completion. Then the `_job`
-//! completed event, the per-order keys deleted, and the lock marked `completed` for good.
+//! conditional write from its current status. The orders' last events and the `_job`
+//! `completed` event are written first (by the step's last moves when they ended the run:
+//! see [`run_end`]), then the done document with a conditional put (if absent): that put
+//! is the "exactly once" gate, so an orchestrator that crashed after it and is resumed does
+//! not publish a second one. Then the run's keys deleted, and the lock marked `completed`
+//! for good.
 
 use sluice_contract::job::ExecutionTarget;
 use sluice_contract::result::{DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
@@ -18,7 +20,8 @@ use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, Transition};
 
 impl Engine {
-    /// Finalizes the run if it is over; returns the job status when it did.
+    /// Finalizes the run if it is over; returns the job status when it did. `closed`: the
+    /// step wrote the run's `completed` event already, with its last moves.
     ///
     /// # Errors
     ///
@@ -28,6 +31,7 @@ impl Engine {
         run_id: &RunId,
         owner: &str,
         orders: &[OrderRecord],
+        closed: bool,
     ) -> Result<Option<JobStatus>, EngineError> {
         let now = self.now_ms();
         let past_deadline = orders.iter().any(|o| now >= o.job_deadline_ms);
@@ -41,27 +45,16 @@ impl Engine {
                 *order = self.time_out_for_job(order, now).await?;
             }
         }
-        let cut_by_deadline = orders
-            .iter()
-            .any(|o| o.reason.as_deref() == Some(JOB_TIMEOUT));
-        let status = JobStatus::decide(
-            orders.iter().map(|o| (o.status, o.plan.must_succeed)),
-            cut_by_deadline,
-        );
-        let doc = done_document(run_id, status, &orders);
+        let (doc, completed) = run_end(run_id, &orders);
+        let status = doc.status;
         // The orders' events, and the job's `completed`, are recorded before the done
-        // document that ends the run, in one write. `completed` is dated by the last order
-        // to end, so a finalize repeated (after a crash, or by a pass that took the lock
-        // over) writes the same event over it rather than a second one.
-        let ended_ms = orders.iter().filter_map(|o| o.finished_at_ms).max();
-        self.record(OrderEvent {
-            trace_id: orders[0].trace_id.clone(),
-            order_name: OrderEvent::JOB.to_owned(),
-            epoch_ms: ended_ms.unwrap_or(orders[0].created_at_ms),
-            event: "completed".to_owned(),
-            run_id: run_id.clone(),
-            detail: serde_json::json!({ "status": status, "summary": doc.summary }),
-        });
+        // document that ends the run, in one write — the step's last moves', when they fit.
+        // `completed` is dated by the last order to end, so a finalize repeated (after a
+        // crash, or by a pass that took the lock over) writes the same event over it rather
+        // than a second one.
+        if !closed {
+            self.record(completed);
+        }
         self.write_events().await;
 
         let first = match self
@@ -150,6 +143,28 @@ impl Engine {
         }
         Ok(current)
     }
+}
+
+/// The done document of a run whose `orders` have all ended, and the job's `completed`
+/// event: dated by the last order to end (else by the run's creation), so that the same
+/// end always records the same event.
+pub(crate) fn run_end(run_id: &RunId, orders: &[OrderRecord]) -> (DoneDoc, OrderEvent) {
+    let cut_by_deadline = (orders.iter()).any(|o| o.reason.as_deref() == Some(JOB_TIMEOUT));
+    let status = JobStatus::decide(
+        orders.iter().map(|o| (o.status, o.plan.must_succeed)),
+        cut_by_deadline,
+    );
+    let doc = done_document(run_id, status, orders);
+    let ended_ms = orders.iter().filter_map(|o| o.finished_at_ms).max();
+    let completed = OrderEvent {
+        trace_id: orders[0].trace_id.clone(),
+        order_name: OrderEvent::JOB.to_owned(),
+        epoch_ms: ended_ms.unwrap_or(orders[0].created_at_ms),
+        event: "completed".to_owned(),
+        run_id: run_id.clone(),
+        detail: serde_json::json!({ "status": status, "summary": doc.summary }),
+    };
+    (doc, completed)
 }
 
 /// The done document of a finished run.

@@ -347,9 +347,12 @@ impl Engine {
                 continue;
             }
             let run_id = &batch[0].0.run_id; // chunks are never empty
-            let together: Vec<OrderMove> = (batch.iter())
-                .map(|(order, change)| OrderMove::of(order, change))
-                .collect();
+            let together = StepWrites {
+                moves: (batch.iter())
+                    .map(|(order, change)| OrderMove::of(order, change))
+                    .collect(),
+                events: Vec::new(),
+            };
             match self
                 .ports
                 .orders
@@ -523,7 +526,11 @@ impl Engine {
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
-        let (orders, started) = self.apply_plan(orders, results, take).await?;
+        let dispatch::Applied {
+            orders,
+            started,
+            closed,
+        } = self.apply_plan(orders, results, take).await?;
         if let Some(take) = take {
             match take.taken() {
                 Some(taken) => *marks = taken,
@@ -534,7 +541,7 @@ impl Engine {
                 }
             }
         }
-        if let Some(status) = self.finalize_if_done(run_id, owner, &orders).await? {
+        if let Some(status) = (self.finalize_if_done(run_id, owner, &orders, closed)).await? {
             return Ok(Some(Outcome::Finalized(status)));
         }
         // The comment shows the orders started as running, as the release will write them.

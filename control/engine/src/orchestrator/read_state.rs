@@ -20,7 +20,7 @@ use super::taking::TakeLock;
 use super::{Arrivals, Moved, put_back};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
-use crate::ports::{OrderRecord, Transition};
+use crate::ports::{OrderEvent, OrderRecord, Transition};
 
 /// A result read and not yet written: its order's row as stored, the change it makes, and
 /// what the order's events will say.
@@ -173,23 +173,47 @@ impl Engine {
         let mut all_applied = true;
         for (moved, result) in self.move_orders(moves).await?.into_iter().zip(results) {
             all_applied &= matches!(moved, Moved::Applied(_));
-            put_back(orders, self.settle_result(moved, result));
+            put_back(orders, self.settle_result(moved, &result, false));
         }
         Ok(all_applied)
     }
 
-    /// The row a result's move left, its events recorded when the move was this pass's.
-    pub(crate) fn settle_result(&self, moved: Moved, result: ReadResult) -> OrderRecord {
+    /// The row a result's move left, its events recorded when the move was this pass's
+    /// (and not `written` already, with the move).
+    pub(crate) fn settle_result(
+        &self,
+        moved: Moved,
+        result: &ReadResult,
+        written: bool,
+    ) -> OrderRecord {
         match moved {
             Moved::Applied(updated) => {
                 tracing::info!(order_num = %updated.plan.order_num, status = %updated.status, "order finished");
-                self.record_emitted(&updated, result.emitted);
-                self.record_event(&updated, updated.status.as_str(), result.detail);
+                if !written {
+                    for event in self.result_events(&updated, result) {
+                        self.record(event);
+                    }
+                }
                 updated
             }
             // Someone else applied it (or the job timed it out) first: theirs stands.
             Moved::Lost(current) => current,
         }
+    }
+
+    /// The events of `result`, applied to its order (`updated`): what the order emitted,
+    /// then its end, dated when the result was read — the same events however often they
+    /// are made (a write whose answer was lost, made again apart, records them once).
+    pub(crate) fn result_events(
+        &self,
+        updated: &OrderRecord,
+        result: &ReadResult,
+    ) -> Vec<OrderEvent> {
+        let read_ms = (result.change.finished_at_ms).unwrap_or_else(|| self.now_ms());
+        let mut events = Self::emitted_events(updated, &result.emitted, read_ms);
+        let end = updated.status.as_str();
+        events.push(order_event(updated, read_ms, end, result.detail.clone()));
+        events
     }
 
     /// Reads the result of `order`'s current attempt, bounded: a worker (or whoever holds
@@ -254,42 +278,48 @@ impl Engine {
         }
     }
 
-    /// Records the events an order emitted (carried in its result) as `emitted:<kind>` rows.
-    /// Their times are made strictly increasing, so two events of one millisecond keep
-    /// distinct keys and their order.
-    fn record_emitted(&self, order: &OrderRecord, emitted: Vec<OrderEmitted>) {
+    /// The events an order emitted (carried in its result), as `emitted:<kind>` rows dated
+    /// as it dated them, else at `read_ms`. Their times are made strictly increasing, so two
+    /// events of one millisecond keep distinct keys and their order.
+    fn emitted_events(
+        order: &OrderRecord,
+        emitted: &[OrderEmitted],
+        read_ms: u64,
+    ) -> Vec<OrderEvent> {
         let mut last_ms: u64 = 0;
-        for event in emitted {
-            let at_ms = event
-                .at_ms
-                .unwrap_or_else(|| self.now_ms())
-                .max(last_ms.saturating_add(1));
-            last_ms = at_ms;
-            let detail = serde_json::json!({ "message": event.message, "data": event.data });
-            self.record_event_at(order, at_ms, &format!("emitted:{}", event.kind), detail);
-        }
+        (emitted.iter())
+            .map(|event| {
+                let at_ms = event
+                    .at_ms
+                    .unwrap_or(read_ms)
+                    .max(last_ms.saturating_add(1));
+                last_ms = at_ms;
+                let detail = serde_json::json!({ "message": event.message, "data": event.data });
+                order_event(order, at_ms, &format!("emitted:{}", event.kind), detail)
+            })
+            .collect()
     }
 
     /// Records an order event, written with the rest of the step's (see
     /// [`Engine::write_events`]).
     pub(crate) fn record_event(&self, order: &OrderRecord, event: &str, detail: serde_json::Value) {
-        self.record_event_at(order, self.now_ms(), event, detail);
+        self.record(order_event(order, self.now_ms(), event, detail));
     }
+}
 
-    fn record_event_at(
-        &self,
-        order: &OrderRecord,
-        epoch_ms: u64,
-        event: &str,
-        detail: serde_json::Value,
-    ) {
-        self.record(crate::ports::OrderEvent {
-            trace_id: order.trace_id.clone(),
-            order_name: order.plan.order_name.clone(),
-            epoch_ms,
-            event: event.to_owned(),
-            run_id: order.run_id.clone(),
-            detail,
-        });
+/// `order`'s event named `event`, at `epoch_ms`.
+pub(crate) fn order_event(
+    order: &OrderRecord,
+    epoch_ms: u64,
+    event: &str,
+    detail: serde_json::Value,
+) -> OrderEvent {
+    OrderEvent {
+        trace_id: order.trace_id.clone(),
+        order_name: order.plan.order_name.clone(),
+        epoch_ms,
+        event: event.to_owned(),
+        run_id: order.run_id.clone(),
+        detail,
     }
 }

@@ -35,8 +35,8 @@ use sluice_contract::{
 };
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::ports::{
-    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderMove, OrderRecord, Presigned,
-    ReleaseOutcome, StepWrites,
+    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderRecord, Presigned, ReleaseOutcome,
+    StepWrites,
 };
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ErrorKind, KeyStore, ObjectStore, OrderStore, Ports,
@@ -376,9 +376,9 @@ impl OrderStore for FaultyTables {
     async fn transition_together(
         &self,
         run_id: &RunId,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<(), StoreError> {
-        let call = self.inner.transition_together(run_id, moves);
+        let call = self.inner.transition_together(run_id, writes);
         self.world.faulty("transition_together", call).await
     }
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
@@ -408,10 +408,10 @@ impl OrderStore for FaultyTables {
         owner: &str,
         released_marks: u64,
         lease_until_ms: u64,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<u64, StoreError> {
         let call =
-            (self.inner).take_lock_with(run_id, owner, released_marks, lease_until_ms, moves);
+            (self.inner).take_lock_with(run_id, owner, released_marks, lease_until_ms, writes);
         let taken = self.world.faulty("take_lock_with", call).await;
         if taken.is_ok() {
             self.world.counts.lock().unwrap().locks_taken_with_writes += 1;

@@ -18,8 +18,7 @@ use sluice_contract::{
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::{
-    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderMove, OrderRecord, ReleaseOutcome,
-    StepWrites,
+    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderRecord, ReleaseOutcome, StepWrites,
 };
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, StoreError, WatchdogInput,
@@ -183,7 +182,12 @@ async fn current_result_key(setup: &Setup, run: &RunId, order_num: OrderNum) -> 
 
 /// Writes a succeeded result for the order's current attempt, as its worker would.
 async fn report_success(setup: &Setup, run: &RunId, order_num: sluice_contract::OrderNum) {
-    let doc = sluice_contract::result::ResultDoc::new(OrderStatus::Succeeded, "ok");
+    report(setup, run, order_num, OrderStatus::Succeeded).await;
+}
+
+/// Writes a result of `status` for the order's current attempt, as its worker would.
+async fn report(setup: &Setup, run: &RunId, order_num: OrderNum, status: OrderStatus) {
+    let doc = sluice_contract::result::ResultDoc::new(status, "reported");
     let key = current_result_key(setup, run, order_num).await;
     setup
         .internal
@@ -898,6 +902,9 @@ struct Interloper {
     wake_before_release: AtomicBool,
     /// What someone else does just before the lock's next renewal (once).
     before_renewal: Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    /// The next step's first write (with the moves, or taking the lock) is applied, and
+    /// its answer lost (once).
+    lose_first_answer: AtomicBool,
     releases: AtomicU64,
     row_reads: AtomicU64,
     acquires: AtomicU64,
@@ -917,6 +924,7 @@ impl Interloper {
             first: Mutex::default(),
             wake_before_release: AtomicBool::default(),
             before_renewal: Mutex::default(),
+            lose_first_answer: AtomicBool::default(),
             releases: AtomicU64::default(),
             row_reads: AtomicU64::default(),
             acquires: AtomicU64::default(),
@@ -935,6 +943,17 @@ impl Interloper {
             self.inner().transition(&run, num, from, &change).await?;
         }
         Ok(())
+    }
+
+    /// `written`, whose answer is lost when [`Interloper::lose_first_answer`] is armed.
+    fn answer<T>(&self, written: Result<T, StoreError>) -> Result<T, StoreError> {
+        if written.is_ok() && self.lose_first_answer.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                what: "a step's first write".to_owned(),
+                message: "its answer was lost".to_owned(),
+            });
+        }
+        written
     }
 
     /// Counts a wake-up on the run's lock, as another result's notification does while a
@@ -980,10 +999,10 @@ impl sluice_engine::OrderStore for Interloper {
     async fn transition_together(
         &self,
         run_id: &RunId,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<(), StoreError> {
         self.move_first().await?;
-        self.inner().transition_together(run_id, moves).await
+        self.answer(self.inner().transition_together(run_id, writes).await)
     }
     async fn take_lock_with(
         &self,
@@ -991,12 +1010,13 @@ impl sluice_engine::OrderStore for Interloper {
         owner: &str,
         released_marks: u64,
         lease_until_ms: u64,
-        moves: &[OrderMove],
+        writes: &StepWrites,
     ) -> Result<u64, StoreError> {
         self.move_first().await?;
-        (self.inner())
-            .take_lock_with(run_id, owner, released_marks, lease_until_ms, moves)
-            .await
+        let taken = (self.inner())
+            .take_lock_with(run_id, owner, released_marks, lease_until_ms, writes)
+            .await;
+        self.answer(taken)
     }
     async fn put_events(&self, events: &[OrderEvent]) -> Result<(), StoreError> {
         self.event_writes.fetch_add(1, Ordering::SeqCst);
@@ -1147,6 +1167,138 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
     }
 }
 
+/// The step that ends a run writes the run's last events — its result's, the orders a
+/// failure ended, the job's `completed` — with its moves, whether it takes the lock with
+/// them (a warm hop) or acquired it first: finalize has none left to write apart before the
+/// done document (on AWS, a call less per run), and `completed` once (the simulation
+/// checks that a finalize made again after a crash writes the same `completed`, not a
+/// second). Before, finalize wrote them in a batch of their own.
+#[tokio::test]
+async fn the_step_that_ends_a_run_writes_its_last_events_with_its_moves() {
+    for warm in [true, false] {
+        let (mut setup, run, interloper) = two_steps_before_the_end().await;
+        let b = OrderNum::from_index(1);
+        report(&setup, &run, b, OrderStatus::Failed).await;
+        let before = interloper.event_writes.load(Ordering::SeqCst);
+        assert_eq!(
+            last_step(&mut setup, &run, b, warm).await,
+            Outcome::Finalized(sluice_contract::JobStatus::Failed)
+        );
+        assert_eq!(
+            interloper.event_writes.load(Ordering::SeqCst) - before,
+            0,
+            "warm {warm}: no events written apart"
+        );
+        assert_each_end_recorded_once(&interloper, &setup, &run).await;
+    }
+}
+
+/// When the answer of the write that ended the run is lost, the step writes its moves
+/// apart (each found made already) and records the events again: the same items, not a
+/// second of any. And when the run's last events are too many to go with the moves, they
+/// are written apart, once.
+#[tokio::test]
+async fn a_run_ends_with_each_event_once_when_its_last_write_is_lost_or_too_large() {
+    for (warm, lose, emitted) in [(true, true, 0), (false, true, 0), (true, false, 150)] {
+        let (mut setup, run, interloper) = two_steps_before_the_end().await;
+        let b = OrderNum::from_index(1);
+        interloper.lose_first_answer.store(lose, Ordering::SeqCst);
+        // Time passes between the write and its making again apart.
+        setup.clock.tick_ms.store(1, Ordering::SeqCst);
+        let mut doc = sluice_contract::result::ResultDoc::new(OrderStatus::Failed, "reported");
+        doc.events = (0..emitted)
+            .map(|i| sluice_contract::events::OrderEmitted {
+                kind: "progress".to_owned(),
+                message: Some(format!("step {i}")),
+                at_ms: Some(1_000 + i),
+                data: None,
+            })
+            .collect();
+        let key = current_result_key(&setup, &run, b).await;
+        setup
+            .internal
+            .put(&key, serde_json::to_vec(&doc).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            last_step(&mut setup, &run, b, warm).await,
+            Outcome::Finalized(sluice_contract::JobStatus::Failed)
+        );
+        assert_each_end_recorded_once(&interloper, &setup, &run).await;
+        if emitted > 0 {
+            let trace = row_of(&setup, &run, b).await.trace_id;
+            let events = interloper.inner().trace_events(&trace).await.unwrap();
+            let progress = events.iter().filter(|e| e.event == "emitted:progress");
+            assert_eq!(progress.count() as u64, emitted);
+            assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 1, "apart");
+        }
+    }
+}
+
+/// A chain a → b → c → d, a succeeded and b started (its result not written yet), the
+/// tables seen through an [`Interloper`] from the start.
+async fn two_steps_before_the_end() -> (Setup, RunId, Arc<Interloper>) {
+    let mut setup = setup();
+    let interloper = seen_through_an_interloper(&mut setup);
+    let job = JobSpec {
+        orders: vec![
+            true_order("a", &[]),
+            true_order("b", &["a"]),
+            true_order("c", &["b"]),
+            true_order("d", &["c"]),
+        ],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    let a = OrderNum::from_index(0);
+    report_success(&setup, &run, a).await;
+    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
+    let next = setup
+        .engine
+        .orchestrate_notified(&run, [(a, attempt)].into());
+    assert_eq!(next.await.unwrap(), Outcome::Released);
+    (setup, run, interloper)
+}
+
+/// The step that applies `b`'s result: woken by its notification (`warm`: the lock taken
+/// with its writes), or by a pass that acquires the lock and lists.
+async fn last_step(setup: &mut Setup, run: &RunId, b: OrderNum, warm: bool) -> Outcome {
+    if warm {
+        let attempt = row_of(setup, run, b).await.attempt.unwrap();
+        let last = setup
+            .engine
+            .orchestrate_notified(run, [(b, attempt)].into());
+        last.await.unwrap()
+    } else {
+        setup.engine.orchestrate(run).await.unwrap()
+    }
+}
+
+/// b failed, c and d by dependency, each recorded once, and the job's `completed` once.
+async fn assert_each_end_recorded_once(interloper: &Interloper, setup: &Setup, run: &RunId) {
+    let trace = row_of(setup, run, OrderNum::from_index(0)).await.trace_id;
+    let events = interloper.inner().trace_events(&trace).await.unwrap();
+    let named = |order: &str, event: &str| {
+        (events.iter())
+            .filter(|e| e.order_name == order && e.event == event)
+            .count()
+    };
+    assert_eq!(
+        (
+            named("b", "failed"),
+            named("c", "failed"),
+            named("d", "failed")
+        ),
+        (1, 1, 1),
+        "{events:#?}"
+    );
+    assert_eq!(named(OrderEvent::JOB, "completed"), 1);
+}
+
 /// A run's first step, woken by its init trigger, takes the lock — never made yet — with
 /// its claims: it does not acquire it first (on AWS, an update less per run). Before, it
 /// acquired the lock, then claimed.
@@ -1258,31 +1410,6 @@ async fn init_records_the_start_with_the_rows() {
         .collect();
     assert_eq!(started.len(), 1, "{events:?}");
     assert_eq!(started[0].detail["orders"], 1);
-}
-
-/// The pass that ends a run writes its orders' last events and the job's `completed`
-/// together, before the done document, in one write (the simulation checks that a
-/// finalize made again after a crash writes the same `completed`, not a second). Before,
-/// `completed` was a write of its own after the done document.
-#[tokio::test]
-async fn a_finalize_writes_its_events_in_one_write_and_completed_once() {
-    let mut setup = setup();
-    let run = one_order_run(&setup, 60).await;
-    setup.engine.orchestrate(&run).await.unwrap();
-    let only = OrderNum::from_index(0);
-    report_success(&setup, &run, only).await;
-    let interloper = seen_through_an_interloper(&mut setup);
-
-    let outcome = setup.engine.orchestrate(&run).await.unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Finalized(sluice_contract::JobStatus::Succeeded)
-    );
-    assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 1);
-    let trace = row_of(&setup, &run, only).await.trace_id;
-    let events = interloper.inner().trace_events(&trace).await.unwrap();
-    let job = events.iter().filter(|e| e.order_name == "_job");
-    assert_eq!(job.filter(|e| e.event == "completed").count(), 1);
 }
 
 /// Gives `setup` a fresh engine (nothing remembered) whose tables are seen through an
