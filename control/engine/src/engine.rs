@@ -21,7 +21,8 @@ use crate::ports::{
 
 /// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
 /// lock lease 60 s, dispatch lease 120 s, 16 dispatches in parallel, watchdog slack 40 s,
-/// start grace 60 s, init limit 15 min, event TTL 90 days, order TTL 1 day, platform local.
+/// start grace 60 s, init limit 15 min, event TTL 90 days, order TTL 1 day, platform local,
+/// the first step taken by init.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Where jobs run (decides which fields validation accepts).
@@ -50,6 +51,10 @@ pub struct EngineConfig {
     pub git: GitPolicy,
     /// Which credentials a known caller may name.
     pub credential_grants: CredentialGrants,
+    /// Whether init_job takes the run's first step itself, from the rows it has just
+    /// written, when that step fits one write (else its init trigger wakes the
+    /// orchestrator for it). Off, the trigger always does.
+    pub first_step_at_init: bool,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +71,7 @@ impl Default for EngineConfig {
             order_ttl: Duration::from_secs(24 * 3600),
             git: GitPolicy::default(),
             credential_grants: CredentialGrants::default(),
+            first_step_at_init: true,
         }
     }
 }

@@ -1,17 +1,19 @@
-//! init_job: validate a job, package each order, upload, queue, and wake the orchestrator.
+//! init_job: validate a job, package each order, upload, queue, and start the run.
 //!
 //! The steps, in order: validate → preflight → credentials fetched (each location once) →
 //! ids and the run's key → per order (in parallel, bounded): its key pair derived from the
 //! run's ([`crate::run_key`]), env encrypted, bundle, upload → the run's watch → the run's
-//! key stored → insert all rows (all or none) → `_job` started
-//! event → init trigger `0000/init/result.json`, whose arrival runs the
-//! orchestrator for the first time. Bundles are uploaded before rows are inserted so that a
-//! dispatched order always finds its bundle; a failure before the insert leaves no queued
-//! orders behind. The watch is started before the key and rows exist, so neither exists
-//! without one: it runs the first pass itself should the trigger's notification be lost,
-//! and every later one nothing else starts, and when no rows came (init failed or died) it
-//! deletes the keys. Once the rows are in, init succeeds: a failure to write the started
-//! event or the trigger is logged, and the watch carries the run.
+//! key stored → insert all rows (all or none) with the `_job` started event → the run's
+//! first step, taken here from those rows (one step; see
+//! [`EngineConfig::first_step_at_init`](crate::EngineConfig::first_step_at_init)), or else
+//! the init trigger `0000/init/result.json`, whose arrival runs the orchestrator for it.
+//! Bundles are uploaded before rows are inserted so that a dispatched order always finds
+//! its bundle; a failure before the insert leaves no queued orders behind. The watch is
+//! started before the key and rows exist, so neither exists without one: it runs the first
+//! pass itself should the trigger's notification be lost (or init die mid-step), and every
+//! later one nothing else starts, and when no rows came (init failed or died) it deletes
+//! the keys. Once the rows are in, init succeeds: a failure of the first step, or to write
+//! the trigger, is logged, and the trigger or the watch carries the run.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use crate::code::{CodeError, CodePlan};
 use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
+use crate::orchestrator::Outcome;
 use crate::ports::{
     CompiledModule, DispatchError, ErrorKind, OrderEvent, OrderRecord, WatchdogInput,
 };
@@ -203,7 +206,8 @@ impl Engine {
     }
 
     /// Packages and uploads every order, inserts the rows (all or none), records the start
-    /// and writes the init trigger; or, for a submission seen before, answers its run.
+    /// and takes the first step or writes the init trigger; or, for a submission seen
+    /// before, answers its run.
     async fn queue_run(
         &self,
         code: Vec<CodeInput>,
@@ -260,8 +264,29 @@ impl Engine {
         let records = queued?;
         // From here on the run exists and its watch carries it: what fails now is logged,
         // and the caller is told the run id, never an error for a run that exists.
-        // Before the trigger: the orchestrator then finds the comment to update.
-        self.update_pr_comment(&records, None).await;
+        let count = records.len();
+        // The run's first step, taken here from the rows just written (a Query, the run
+        // key's read and the trigger's PUT less per run, and the first orders start sooner)
+        // when it fits one write, one step only (the submitter waits); else, or when results
+        // came meanwhile, or it failed, the init trigger wakes the orchestrator to go on.
+        // The PR comment is the step's to make, as any step's.
+        let first_step = if self.config.first_step_at_init {
+            self.take_first_step(ids.run_id, records).await
+        } else {
+            // Before the trigger: the orchestrator then finds the comment to update.
+            self.update_pr_comment(&records, None).await;
+            Ok(None)
+        };
+        match first_step {
+            Ok(Some(outcome)) if outcome != Outcome::HandedOff => {
+                tracing::info!(orders = count, ?outcome, "job queued; its first step taken");
+                return Ok(Queued::New);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "the run's first step failed; its init trigger starts it again");
+            }
+        }
         let trigger = ResultDoc::new(OrderStatus::Succeeded, "init");
         let trigger_key = keys::trigger(ids.run_id);
         if let Err(error) = self
@@ -272,7 +297,7 @@ impl Engine {
         {
             tracing::warn!(%error, "could not write the init trigger; the run's watch starts the run");
         }
-        tracing::info!(orders = records.len(), "job queued");
+        tracing::info!(orders = count, "job queued");
         Ok(Queued::New)
     }
 
@@ -390,6 +415,10 @@ impl Engine {
                 self.ports.keys.put_key(ids.run_id, OrderNum::INIT, stored)
             })
             .await?;
+        if self.config.first_step_at_init {
+            // For the run's first step, taken here.
+            self.run_keys.keep(ids.run_id, &path, stored);
+        }
         Ok(path)
     }
 

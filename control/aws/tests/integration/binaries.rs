@@ -297,7 +297,8 @@ async fn submit(settings: &AwsSettings, job: &Value) -> RunId {
 }
 
 /// Has the orchestrator's binary, woken by the init trigger's S3 event, dispatch the run's
-/// first order; that order, `running`.
+/// first order (init-job's binary has, in its first step: the pass then finds it started);
+/// that order, `running`.
 async fn dispatch_first(settings: &AwsSettings, engine: &Engine, run_id: &RunId) -> OrderRecord {
     let trigger = keys::trigger(run_id);
     let answers = invoke(

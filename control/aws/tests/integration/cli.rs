@@ -161,7 +161,8 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
     let run_id = RunId::parse(&run).unwrap();
     assert_eq!(submitted["pr_search_tag"], format!("sluice-{run}"));
 
-    // Queued, not yet run: the orders' rows, and no log to show.
+    // Submitted: the first order started by init-job's first step, the others queued, no
+    // log to show yet.
     let status: Value = stdout_json(&output(cloud, &["status", &run]).await);
     assert_eq!(status["status"], "running");
     let orders: Vec<(String, String)> = status["orders"]
@@ -178,7 +179,7 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
     assert_eq!(
         orders,
         [
-            ("fetch".to_owned(), "queued".to_owned()),
+            ("fetch".to_owned(), "running".to_owned()),
             ("build".to_owned(), "queued".to_owned()),
             ("check".to_owned(), "queued".to_owned())
         ]
@@ -193,14 +194,14 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
     );
 
     // `wait` follows the run while the deployment carries it to its end: its first line is
-    // the queued run (read before the run moves), its last the finished one.
+    // the run as submitted (read before it moves), its last the finished one.
     let mut waiting = Following::start(cloud, &["wait", &run, "--poll", "1"]);
     let first = waiting
         .next_line(Duration::from_secs(30), "wait prints the run at once")
         .await;
     assert_eq!(
         first,
-        "sluice: 0001 fetch queued · 0002 build queued · 0003 check queued"
+        "sluice: 0001 fetch running · 0002 build queued · 0003 check queued"
     );
     let done = cloud.pump(&run_id, |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Failed);

@@ -188,7 +188,9 @@ async fn a_job_whose_watch_cannot_start_is_refused_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_run_whose_first_notification_is_lost_is_started_by_its_watch() {
-    let cloud = cloud().await;
+    let mut cloud = cloud().await;
+    // The first step left to the init trigger, as for a job of more than 99 roots.
+    cloud.first_step_at_init = false;
     let engine = cloud.engine();
     let answer = cloud
         .submit(&job(vec![order("plan", "echo planned", &[])]))
@@ -264,8 +266,8 @@ async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
     let counted = cloud.calls.snapshot();
     assert_eq!(
         counted[&("ssm", "GetParameter")],
-        2,
-        "one for the credential, one for the run key both orders' keys derive from"
+        1,
+        "one for the credential; init-job, which made the run key, started both orders"
     );
     assert_eq!(counted[&("secretsmanager", "GetSecretValue")], 1);
 

@@ -68,12 +68,14 @@ fn http_answer(answer: &Value) -> (u64, Value) {
     (answer["statusCode"].as_u64().unwrap(), body)
 }
 
-/// The run exists: both bundles (in one pack), the init trigger, two rows; it runs as alice.
+/// The run exists: both bundles (in one pack), two rows, its first step taken by init-job
+/// (the lock made, no init trigger); it runs as alice.
 async fn assert_queued(engine: &Engine, answer: &Value) {
     assert_queued_as(engine, answer, "alice").await;
 }
 
-/// The run exists: both bundles (in one pack), the init trigger, two rows; it runs as `user`.
+/// The run exists: both bundles (in one pack), two rows, its first step taken by init-job
+/// (the lock made, no init trigger); it runs as `user`.
 async fn assert_queued_as(engine: &Engine, answer: &Value, user: &str) {
     let run_id = RunId::parse(answer["run_id"].as_str().unwrap()).unwrap();
     assert!(
@@ -96,11 +98,16 @@ async fn assert_queued_as(engine: &Engine, answer: &Value, user: &str) {
         .unwrap();
     assert_eq!(objects, [keys::bundle_pack(&run_id, 0)]);
     let trigger = keys::trigger(&run_id);
+    let internal = &engine.ports.internal;
+    assert!(
+        internal.head(&trigger).await.unwrap().is_none(),
+        "no trigger"
+    );
     assert!(
         engine
             .ports
-            .internal
-            .head(&trigger)
+            .orders
+            .lock_state(&run_id)
             .await
             .unwrap()
             .is_some()
@@ -273,7 +280,9 @@ async fn a_job_runs_as_its_caller_and_names_only_credentials_granted_to_it() {
 
 #[tokio::test]
 async fn a_watchdog_step_returns_its_input_with_the_verdict() {
-    let (engine, settings) = engine_and_settings().await;
+    let (mut engine, settings) = engine_and_settings().await;
+    // The test starts the first order itself.
+    engine.config.first_step_at_init = false;
     let answer = init_job::handle(&engine, &serde_json::from_str::<Value>(JOB).unwrap())
         .await
         .unwrap();

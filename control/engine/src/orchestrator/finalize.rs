@@ -4,7 +4,7 @@
 //! Past the deadline every unfinished order becomes `timed_out` (reason `job_timeout`) by a
 //! conditional write from its current status. The orders' last events and the `_job`
 //! `completed` event are written first (by the step's last moves when they ended the run:
-//! see [`run_end`]), then the done document with a conditional put (if absent): that put
+//! see `run_end`), then the done document with a conditional put (if absent): that put
 //! is the "exactly once" gate, so an orchestrator that crashed after it and is resumed does
 //! not publish a second one. Then the run's keys deleted, and the lock marked `completed`
 //! for good.

@@ -116,6 +116,16 @@ impl Moved {
     }
 }
 
+/// How far an invocation carries the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carry {
+    /// Until it is finalized or the lock released clean.
+    Settled,
+    /// One step (init_job's: its submitter waits), then the lock given back when the step
+    /// would loop.
+    OneStep,
+}
+
 /// How an orchestrator invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -129,6 +139,9 @@ pub enum Outcome {
     AlreadyFinished,
     /// The lock's lease expired while this invocation worked and another took over.
     LostLock,
+    /// It took one step and gave the lock back, results having arrived meanwhile: another
+    /// invocation goes on (init_job's first step, which its submitter waits for).
+    HandedOff,
 }
 
 impl Engine {
@@ -162,6 +175,46 @@ impl Engine {
         self.orchestrate_with(run_id, Some(arrived)).await
     }
 
+    /// Takes the run's first step in the process that has just written its rows (`rows`,
+    /// as written): planned from them, it takes the lock — never made — with its claims
+    /// (see [`taking`]) and goes on as any step, but for one step only: when results
+    /// arrived meanwhile, it gives the lock back ([`Outcome::HandedOff`]). `None` when it
+    /// did not take it and wrote nothing (its moves do not fit one write, or someone took
+    /// the lock first). Either way, the run's init trigger is then what carries it on.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::orchestrate`], once the step took the lock.
+    pub(crate) async fn take_first_step(
+        &self,
+        run_id: &RunId,
+        rows: Vec<OrderRecord>,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let span = tracing::info_span!("first step", run_id = %run_id, owner = %owner);
+        async {
+            let generation = self.last_releases.generation();
+            let kept = taking::KeptRows { rows, generation };
+            let released = taking::Release {
+                marks: 0,
+                rows: Some(kept),
+            };
+            let take = TakeLock::new(&owner, released);
+            let init = Arrivals::from([(OrderNum::INIT, AttemptId::init_trigger())]);
+            let first = Step::Taking(init, &take);
+            let outcome = (self.hold_and_advance(run_id, &owner, first, 0, Carry::OneStep)).await;
+            if take.taken().is_some() {
+                return (self.given_back_after_error(run_id, &owner, outcome).await).map(Some);
+            }
+            if let Err(error) = outcome {
+                tracing::debug!(%error, "the first step failed before it took the lock");
+            }
+            Ok(None)
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn orchestrate_with(
         &self,
         run_id: &RunId,
@@ -185,7 +238,7 @@ impl Engine {
             if let (Some(arrived), Some(released)) = (&arrived, released) {
                 let take = TakeLock::new(&owner, released);
                 let first = Step::Taking(arrived.clone(), &take);
-                let outcome = self.hold_and_advance(run_id, &owner, first, 0).await;
+                let outcome = (self.hold_and_advance(run_id, &owner, first, 0, Carry::Settled)).await;
                 if take.taken().is_some() {
                     return self.given_back_after_error(run_id, &owner, outcome).await;
                 }
@@ -206,7 +259,7 @@ impl Engine {
                 LockAttempt::Completed => return Ok(Outcome::AlreadyFinished),
             };
             let (first, marks) = first;
-            let outcome = (self.hold_and_advance(run_id, &owner, first, marks)).await;
+            let outcome = (self.hold_and_advance(run_id, &owner, first, marks, Carry::Settled)).await;
             self.given_back_after_error(run_id, &owner, outcome).await
         }
         .instrument(span)
@@ -388,11 +441,12 @@ impl Engine {
         owner: &str,
         first: Step<'_>,
         marks: u64,
+        carry: Carry,
     ) -> Result<Outcome, EngineError> {
         let take = first.take();
         tokio::select! {
             biased;
-            outcome = self.advance_until_settled(run_id, owner, first, marks) => outcome,
+            outcome = self.advance_until_settled(run_id, owner, first, marks, carry) => outcome,
             () = self.keep_lease(run_id, owner, take) => {
                 tracing::warn!("the lease was lost during the pass; another invocation took over");
                 Ok(Outcome::LostLock)
@@ -430,13 +484,16 @@ impl Engine {
 
     /// Loops one step at a time until the run is finalized or the lock released clean. A
     /// transient failure (throttling, a folder unwritable for a while) is retried after a
-    /// backoff, from the tables, as a new event would: every step is safe to repeat.
+    /// backoff, from the tables, as a new event would: every step is safe to repeat. With
+    /// [`Carry::OneStep`], a step that would loop gives the lock back instead, and a
+    /// failure is not retried.
     async fn advance_until_settled(
         &self,
         run_id: &RunId,
         owner: &str,
         first: Step<'_>,
         mut marks: u64,
+        carry: Carry,
     ) -> Result<Outcome, EngineError> {
         // The statuses the PR comment was last brought up to date with in this invocation.
         let mut commented: Option<Vec<sluice_contract::OrderStatus>> = None;
@@ -461,6 +518,11 @@ impl Engine {
             self.write_events().await;
             match stepped {
                 Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) if carry == Carry::OneStep => {
+                    lock::abandon(self, run_id, owner).await?;
+                    return Ok(Outcome::HandedOff);
+                }
+                Err(error) if carry == Carry::OneStep => return Err(error),
                 Ok(None) => {
                     step = Step::Later(left);
                     backoff.reset(PASS_RETRIES);

@@ -568,6 +568,8 @@ enum Behaviour {
 struct Plan {
     job: JobSpec,
     behaviours: Vec<Behaviour>,
+    /// Whether init takes the run's first step (else its trigger wakes a pass for it).
+    first_step_at_init: bool,
 }
 
 fn random_plan(world: &World) -> Plan {
@@ -601,6 +603,7 @@ fn random_plan(world: &World) -> Plan {
             ..JobSpec::default()
         },
         behaviours,
+        first_step_at_init: world.chance(0.5),
     }
 }
 
@@ -660,6 +663,7 @@ impl Sim {
         };
         let config = EngineConfig {
             dispatch_parallelism: 1,
+            first_step_at_init: plan.first_step_at_init,
             ..EngineConfig::default()
         };
         Sim {
@@ -1098,6 +1102,7 @@ fn a_start_whose_answer_was_lost_is_still_started_at_once() {
                 ..JobSpec::default()
             },
             behaviours: vec![Behaviour::Succeeds],
+            first_step_at_init: false,
         };
         let sim = Sim::build(world, plan);
         let options = ValidateOptions::local("sim");
@@ -1136,6 +1141,7 @@ fn a_cancel_that_fails_transiently_is_tried_again() {
                 ..JobSpec::default()
             },
             behaviours: vec![Behaviour::Succeeds; 2],
+            first_step_at_init: false,
         };
         let sim = Sim::build(world, plan);
         let options = ValidateOptions::local("sim");

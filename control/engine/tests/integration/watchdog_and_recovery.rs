@@ -18,7 +18,8 @@ use sluice_contract::{
 use sluice_engine::local::{DirStore, FileKeyStore, SecretsFile, SqliteStore};
 use sluice_engine::orchestrator::Outcome;
 use sluice_engine::ports::{
-    AcquireOutcome, DispatchError, LockState, OrderEvent, OrderRecord, ReleaseOutcome, StepWrites,
+    AcquireOutcome, DispatchError, LockState, LockStatus, OrderEvent, OrderRecord, ReleaseOutcome,
+    StepWrites,
 };
 use sluice_engine::{
     Clock, Dispatcher, Engine, EngineConfig, ObjectStore, Ports, StoreError, WatchdogInput,
@@ -150,8 +151,10 @@ fn setup() -> Setup {
         vcs: None,
         clock: clock.clone(),
     };
+    // Steps driven by hand, the first too (see `init_takes_the_runs_first_step`).
     let config = EngineConfig {
         watchdog_slack: Duration::from_secs(30),
+        first_step_at_init: false,
         ..EngineConfig::default()
     };
     Setup {
@@ -1297,6 +1300,121 @@ async fn assert_each_end_recorded_once(interloper: &Interloper, setup: &Setup, r
         "{events:#?}"
     );
     assert_eq!(named(OrderEvent::JOB, "completed"), 1);
+}
+
+/// init_job takes the run's first step itself, from the rows it has just written: the
+/// first orders are started by the time it answers, without the init trigger, a read of
+/// the rows or an acquire of the lock (on AWS: the trigger's PUT, the Query and the run
+/// key's read less per run). A first step that does not fit one write (100 roots and the
+/// lock's item) is left to the trigger, as before.
+#[tokio::test]
+async fn init_takes_the_runs_first_step() {
+    for roots in [2, 100] {
+        let mut setup = setup();
+        let mut config = setup.engine.config.clone();
+        config.first_step_at_init = true;
+        setup.engine = Engine::new(setup.engine.ports.clone(), config);
+        let interloper = seen_through_an_interloper(&mut setup);
+        let mut orders: Vec<OrderSpec> = (0..roots)
+            .map(|i| true_order(&format!("r{i}"), &[]))
+            .collect();
+        orders.push(true_order("after", &["r0"]));
+        let job = JobSpec {
+            orders,
+            ..JobSpec::default()
+        };
+        let run = queue(&setup, &job).await;
+        let trigger = setup.internal.get(&keys::trigger(&run)).await;
+        let started = setup.recorder.dispatched.lock().unwrap().len();
+        let counts = (
+            interloper.row_reads.load(Ordering::SeqCst),
+            interloper.acquires.load(Ordering::SeqCst),
+        );
+        if roots == 2 {
+            assert!(trigger.is_err(), "no trigger");
+            assert_eq!((started, counts), (2, (0, 0)));
+            let lock = setup
+                .engine
+                .ports
+                .orders
+                .lock_state(&run)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((lock.status, lock.marks), (LockStatus::Released, 1));
+            let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
+            let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
+            assert_eq!(
+                statuses,
+                [
+                    OrderStatus::Running,
+                    OrderStatus::Running,
+                    OrderStatus::Queued
+                ]
+            );
+        } else {
+            assert!(trigger.is_ok(), "left to the trigger");
+            assert_eq!((started, counts), (0, (0, 0)));
+            assert!(
+                setup
+                    .engine
+                    .ports
+                    .orders
+                    .lock_state(&run)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+}
+
+/// init_job takes one step only, its submitter waiting: when results arrive while it holds
+/// the lock (a wake-up counted before its release), it gives the lock back and writes the
+/// init trigger, whose pass goes on. Before, init carried the run for as long as results
+/// kept arriving.
+#[tokio::test]
+async fn init_hands_a_first_step_that_would_loop_to_its_trigger() {
+    let mut setup = setup();
+    let mut config = setup.engine.config.clone();
+    config.first_step_at_init = true;
+    setup.engine = Engine::new(setup.engine.ports.clone(), config);
+    let interloper = seen_through_an_interloper(&mut setup);
+    interloper.wake_before_release.store(true, Ordering::SeqCst);
+    let job = JobSpec {
+        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    assert!(
+        setup.internal.get(&keys::trigger(&run)).await.is_ok(),
+        "the trigger written"
+    );
+    let lock = setup
+        .engine
+        .ports
+        .orders
+        .lock_state(&run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (lock.status, lock.lease_until_ms),
+        (LockStatus::Held, 0),
+        "given back"
+    );
+    assert_eq!(interloper.releases.load(Ordering::SeqCst), 1, "one step");
+
+    let init = (OrderNum::INIT, AttemptId::init_trigger());
+    let pass = setup.engine.orchestrate_notified(&run, [init].into());
+    assert_eq!(pass.await.unwrap(), Outcome::Released);
+    let a = row_of(&setup, &run, OrderNum::from_index(0)).await;
+    assert_eq!(a.status, OrderStatus::Running);
+    assert_eq!(
+        setup.recorder.dispatched.lock().unwrap().len(),
+        1,
+        "started once"
+    );
 }
 
 /// A run's first step, woken by its init trigger, takes the lock — never made yet — with

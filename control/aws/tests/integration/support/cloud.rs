@@ -56,6 +56,9 @@ pub struct Cloud {
     /// Whether the functions' watch settings are short enough for a test to see the watch
     /// act (the default), or the deployment's own (for counting what a run costs).
     pub quick_watch: bool,
+    /// Whether init-job takes a run's first step (the default, as deployed), or leaves it
+    /// to the init trigger's pass (for a test of the trigger).
+    pub first_step_at_init: bool,
     /// Held by a test of the deployed stack: its internal bucket notifies one queue, so one
     /// test at a time plays it.
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
@@ -139,6 +142,7 @@ pub async fn cloud() -> Cloud {
         calls: CallCounter::default(),
         lambda: Arc::default(),
         quick_watch: true,
+        first_step_at_init: true,
         _turn: None,
     }
 }
@@ -201,6 +205,7 @@ pub async fn deployed() -> Cloud {
         calls: CallCounter::default(),
         lambda: Arc::default(),
         quick_watch: true,
+        first_step_at_init: true,
         _turn: Some(turn),
     }
 }
@@ -376,6 +381,7 @@ impl Cloud {
     /// The engine as a function with `clients` runs it.
     pub fn engine_as(&self, clients: &Clients) -> Engine {
         let mut engine = wiring::aws_engine(clients, &self.settings, &self.calls);
+        engine.config.first_step_at_init = self.first_step_at_init;
         if self.quick_watch {
             // Short enough for a test to see the watchdogs act.
             engine.config.watchdog_slack = Duration::from_secs(1);
