@@ -893,6 +893,34 @@ fn true_order(name: &str, deps: &[&str]) -> OrderSpec {
     }
 }
 
+/// A chain of `true` orders named `names`, each waiting for the one before.
+fn chain_of(names: &[&str]) -> JobSpec {
+    let orders = (names.iter().enumerate())
+        .map(|(i, name)| true_order(name, &names[i.saturating_sub(1)..i]))
+        .collect();
+    JobSpec {
+        orders,
+        ..JobSpec::default()
+    }
+}
+
+/// `job` queued, and its first step taken by a pass: the run.
+async fn started(setup: &Setup, job: &JobSpec) -> RunId {
+    let run = queue(setup, job).await;
+    assert_eq!(
+        setup.engine.orchestrate(&run).await.unwrap(),
+        Outcome::Released
+    );
+    run
+}
+
+/// `setup`'s engine, init_job taking runs' first steps (as by default).
+fn taking_first_steps_at_init(setup: &mut Setup) {
+    let mut config = setup.engine.config.clone();
+    config.first_step_at_init = true;
+    setup.engine = Engine::new(setup.engine.ports.clone(), config);
+}
+
 /// The tables, with someone else acting just before one of a pass's writes: a status
 /// change (a pass whose lease ran out, a cancel) before the next write of several orders
 /// together — the race between a pass reading a result and writing it — or a wake-up
@@ -1080,12 +1108,7 @@ impl sluice_engine::OrderStore for Interloper {
 #[tokio::test]
 async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
     let mut setup = setup();
-    let job = JobSpec {
-        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    setup.engine.orchestrate(&run).await.unwrap();
+    let run = started(&setup, &chain_of(&["a", "b"])).await;
     let (a, b) = (OrderNum::from_index(0), OrderNum::from_index(1));
     assert_eq!(row_of(&setup, &run, a).await.status, OrderStatus::Running);
     report_success(&setup, &run, a).await;
@@ -1125,19 +1148,7 @@ async fn a_result_that_lost_to_a_time_out_starts_none_of_its_dependents() {
 async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
     let mut setup = setup();
     let interloper = seen_through_an_interloper(&mut setup);
-    let job = JobSpec {
-        orders: vec![
-            true_order("a", &[]),
-            true_order("b", &["a"]),
-            true_order("c", &["b"]),
-        ],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    assert_eq!(
-        setup.engine.orchestrate(&run).await.unwrap(),
-        Outcome::Released
-    );
+    let run = started(&setup, &chain_of(&["a", "b", "c"])).await;
     let counts = || {
         let reads = interloper.row_reads.load(Ordering::SeqCst);
         (reads, interloper.acquires.load(Ordering::SeqCst))
@@ -1243,20 +1254,7 @@ async fn a_run_ends_with_each_event_once_when_its_last_write_is_lost_or_too_larg
 async fn two_steps_before_the_end() -> (Setup, RunId, Arc<Interloper>) {
     let mut setup = setup();
     let interloper = seen_through_an_interloper(&mut setup);
-    let job = JobSpec {
-        orders: vec![
-            true_order("a", &[]),
-            true_order("b", &["a"]),
-            true_order("c", &["b"]),
-            true_order("d", &["c"]),
-        ],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    assert_eq!(
-        setup.engine.orchestrate(&run).await.unwrap(),
-        Outcome::Released
-    );
+    let run = started(&setup, &chain_of(&["a", "b", "c", "d"])).await;
     let a = OrderNum::from_index(0);
     report_success(&setup, &run, a).await;
     let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
@@ -1311,9 +1309,7 @@ async fn assert_each_end_recorded_once(interloper: &Interloper, setup: &Setup, r
 async fn init_takes_the_runs_first_step() {
     for roots in [2, 100] {
         let mut setup = setup();
-        let mut config = setup.engine.config.clone();
-        config.first_step_at_init = true;
-        setup.engine = Engine::new(setup.engine.ports.clone(), config);
+        taking_first_steps_at_init(&mut setup);
         let interloper = seen_through_an_interloper(&mut setup);
         let mut orders: Vec<OrderSpec> = (0..roots)
             .map(|i| true_order(&format!("r{i}"), &[]))
@@ -1376,16 +1372,10 @@ async fn init_takes_the_runs_first_step() {
 #[tokio::test]
 async fn init_hands_a_first_step_that_would_loop_to_its_trigger() {
     let mut setup = setup();
-    let mut config = setup.engine.config.clone();
-    config.first_step_at_init = true;
-    setup.engine = Engine::new(setup.engine.ports.clone(), config);
+    taking_first_steps_at_init(&mut setup);
     let interloper = seen_through_an_interloper(&mut setup);
     interloper.wake_before_release.store(true, Ordering::SeqCst);
-    let job = JobSpec {
-        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
+    let run = queue(&setup, &chain_of(&["a", "b"])).await;
     assert!(
         setup.internal.get(&keys::trigger(&run)).await.is_ok(),
         "the trigger written"
@@ -1543,12 +1533,7 @@ fn seen_through_an_interloper(setup: &mut Setup) -> Arc<Interloper> {
 /// A chain a → b whose a was started and has reported, its tables now seen through an
 /// [`Interloper`]: the next pass applies a's result and starts b.
 async fn chain_with_a_reported(setup: &mut Setup) -> (RunId, Arc<Interloper>) {
-    let job = JobSpec {
-        orders: vec![true_order("a", &[]), true_order("b", &["a"])],
-        ..JobSpec::default()
-    };
-    let run = queue(setup, &job).await;
-    setup.engine.orchestrate(&run).await.unwrap();
+    let run = started(setup, &chain_of(&["a", "b"])).await;
     report_success(setup, &run, OrderNum::from_index(0)).await;
     (run, seen_through_an_interloper(setup))
 }
