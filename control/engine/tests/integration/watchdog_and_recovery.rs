@@ -1395,15 +1395,23 @@ async fn init_hands_a_first_step_that_would_loop_to_its_trigger() {
     );
     assert_eq!(interloper.releases.load(Ordering::SeqCst), 1, "one step");
 
+    // The result the wake-up was for: the trigger's pass takes the lock over, finds it, and
+    // goes on.
+    let a = OrderNum::from_index(0);
+    report_success(&setup, &run, a).await;
     let init = (OrderNum::INIT, AttemptId::init_trigger());
     let pass = setup.engine.orchestrate_notified(&run, [init].into());
     assert_eq!(pass.await.unwrap(), Outcome::Released);
-    let a = row_of(&setup, &run, OrderNum::from_index(0)).await;
-    assert_eq!(a.status, OrderStatus::Running);
+    let b = row_of(&setup, &run, OrderNum::from_index(1)).await;
+    let a = row_of(&setup, &run, a).await;
+    assert_eq!(
+        (a.status, b.status),
+        (OrderStatus::Succeeded, OrderStatus::Running)
+    );
     assert_eq!(
         setup.recorder.dispatched.lock().unwrap().len(),
-        1,
-        "started once"
+        2,
+        "each started once"
     );
 }
 
