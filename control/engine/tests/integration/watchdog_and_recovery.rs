@@ -166,6 +166,11 @@ fn setup() -> Setup {
     }
 }
 
+/// The run's lock, if made.
+async fn lock_of(setup: &Setup, run: &RunId) -> Option<LockState> {
+    setup.engine.ports.orders.lock_state(run).await.unwrap()
+}
+
 /// The order's row.
 async fn row_of(setup: &Setup, run: &RunId, order_num: OrderNum) -> sluice_engine::OrderRecord {
     setup
@@ -1329,14 +1334,7 @@ async fn init_takes_the_runs_first_step() {
         if roots == 2 {
             assert!(trigger.is_err(), "no trigger");
             assert_eq!((started, counts), (2, (0, 0)));
-            let lock = setup
-                .engine
-                .ports
-                .orders
-                .lock_state(&run)
-                .await
-                .unwrap()
-                .unwrap();
+            let lock = lock_of(&setup, &run).await.unwrap();
             assert_eq!((lock.status, lock.marks), (LockStatus::Released, 1));
             let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
             let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
@@ -1351,16 +1349,7 @@ async fn init_takes_the_runs_first_step() {
         } else {
             assert!(trigger.is_ok(), "left to the trigger");
             assert_eq!((started, counts), (0, (0, 0)));
-            assert!(
-                setup
-                    .engine
-                    .ports
-                    .orders
-                    .lock_state(&run)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            assert!(lock_of(&setup, &run).await.is_none());
         }
     }
 }
@@ -1380,14 +1369,7 @@ async fn init_hands_a_first_step_that_would_loop_to_its_trigger() {
         setup.internal.get(&keys::trigger(&run)).await.is_ok(),
         "the trigger written"
     );
-    let lock = setup
-        .engine
-        .ports
-        .orders
-        .lock_state(&run)
-        .await
-        .unwrap()
-        .unwrap();
+    let lock = lock_of(&setup, &run).await.unwrap();
     assert_eq!(
         (lock.status, lock.lease_until_ms),
         (LockStatus::Held, 0),
@@ -1453,14 +1435,7 @@ async fn a_runs_first_step_takes_the_lock_with_its_claims() {
             status
         );
     }
-    let lock = setup
-        .engine
-        .ports
-        .orders
-        .lock_state(&run)
-        .await
-        .unwrap()
-        .unwrap();
+    let lock = lock_of(&setup, &run).await.unwrap();
     assert_eq!(lock.marks, 1, "taken once");
 
     // The trigger's notification delivered twice: the lock is made now, and the second
