@@ -45,6 +45,11 @@ const MAX_STEP_PACE: Duration = Duration::from_millis(100);
 /// The results a notification named: `(order, attempt)` of each.
 pub type Arrivals = HashSet<(OrderNum, AttemptId)>;
 
+/// The arrival a run's init trigger names.
+fn init_trigger() -> (OrderNum, AttemptId) {
+    (OrderNum::INIT, AttemptId::init_trigger())
+}
+
 /// Puts `order` back in `orders`, at its index.
 pub(crate) fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
     let index = order.plan.order_num.index().expect("real order");
@@ -195,13 +200,8 @@ impl Engine {
         async {
             let generation = self.last_releases.generation();
             let kept = taking::KeptRows { rows, generation };
-            let released = taking::Release {
-                marks: 0,
-                rows: Some(kept),
-            };
-            let take = TakeLock::new(&owner, released);
-            let init = Arrivals::from([(OrderNum::INIT, AttemptId::init_trigger())]);
-            let first = Step::Taking(init, &take);
+            let take = TakeLock::new(&owner, taking::Release::never_taken(Some(kept)));
+            let first = Step::Taking(Arrivals::from([init_trigger()]), &take);
             let outcome = (self.hold_and_advance(run_id, &owner, first, 0, Carry::OneStep)).await;
             if take.taken().is_some() {
                 return (self.given_back_after_error(run_id, &owner, outcome).await).map(Some);
@@ -226,13 +226,9 @@ impl Engine {
             let released = self.last_releases.take(run_id).or_else(|| {
                 // Woken by its init trigger: the run's first step, most likely, to find a
                 // lock never made (see [`taking`]).
-                let init = (OrderNum::INIT, AttemptId::init_trigger());
                 (arrived.as_ref())
-                    .is_some_and(|arrived| arrived.contains(&init))
-                    .then_some(taking::Release {
-                        marks: 0,
-                        rows: None,
-                    })
+                    .is_some_and(|arrived| arrived.contains(&init_trigger()))
+                    .then(|| taking::Release::never_taken(None))
             });
             let mut refused = None;
             if let (Some(arrived), Some(released)) = (&arrived, released) {

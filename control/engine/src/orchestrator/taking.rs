@@ -61,6 +61,12 @@ pub(crate) struct Release {
 }
 
 impl Release {
+    /// The "release" a lock never made stands for — nobody has taken it (every acquire
+    /// counts one) — with the run's rows as init-job wrote them, when at hand.
+    pub(crate) fn never_taken(rows: Option<KeptRows>) -> Self {
+        Release { marks: 0, rows }
+    }
+
     /// About how much memory the rows take, bytes.
     fn rows_bytes(&self) -> usize {
         (self.rows.as_ref()).map_or(0, |kept| kept.rows.iter().map(row_bytes).sum())
@@ -88,7 +94,8 @@ fn row_bytes(row: &OrderRecord) -> usize {
 /// kept by this process's steps are still fresh.
 #[derive(Debug, Default)]
 pub(crate) struct LastReleases {
-    runs: Mutex<VecDeque<(RunId, Release)>>,
+    /// Each with about how much memory its rows take (0 when not kept), counted once.
+    runs: Mutex<VecDeque<(RunId, Release, usize)>>,
     /// How many times this process wrote rows without the lock (a cancel).
     written_apart: AtomicU64,
 }
@@ -100,7 +107,7 @@ impl LastReleases {
     /// read again at its next hop, and still takes the lock with its writes.
     const ROW_BYTES: usize = 8 << 20;
 
-    fn runs(&self) -> MutexGuard<'_, VecDeque<(RunId, Release)>> {
+    fn runs(&self) -> MutexGuard<'_, VecDeque<(RunId, Release, usize)>> {
         self.runs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -110,27 +117,28 @@ impl LastReleases {
     /// later release with a higher count said, when another of its invocations released it
     /// later and remembered first).
     pub(crate) fn remember(&self, run_id: &RunId, mut release: Release) {
-        if release.rows_bytes() > Self::ROW_BYTES {
-            release.rows = None;
+        let mut bytes = release.rows_bytes();
+        if bytes > Self::ROW_BYTES {
+            (release.rows, bytes) = (None, 0);
         }
         let mut runs = self.runs();
-        if let Some(index) = runs.iter().position(|(run, _)| run == run_id)
-            && let Some((_, later)) = runs.remove(index)
+        if let Some(index) = runs.iter().position(|(run, ..)| run == run_id)
+            && let Some((_, later, later_bytes)) = runs.remove(index)
             && later.marks > release.marks
         {
-            release = later;
+            (release, bytes) = (later, later_bytes);
         }
-        runs.push_back((run_id.clone(), release));
+        runs.push_back((run_id.clone(), release, bytes));
         if runs.len() > Self::RUNS {
             runs.pop_front();
         }
-        let mut bytes: usize = runs.iter().map(|(_, release)| release.rows_bytes()).sum();
-        for (_, release) in runs.iter_mut() {
-            if bytes <= Self::ROW_BYTES {
+        let mut total: usize = runs.iter().map(|(.., bytes)| bytes).sum();
+        for (_, release, bytes) in runs.iter_mut() {
+            if total <= Self::ROW_BYTES {
                 break;
             }
-            bytes -= release.rows_bytes();
-            release.rows = None;
+            total -= *bytes;
+            (release.rows, *bytes) = (None, 0);
         }
     }
 
@@ -156,8 +164,8 @@ impl LastReleases {
     /// remembered again.
     pub(crate) fn take(&self, run_id: &RunId) -> Option<Release> {
         let mut runs = self.runs();
-        let index = runs.iter().position(|(run, _)| run == run_id)?;
-        runs.remove(index).map(|(_, release)| release)
+        let index = runs.iter().position(|(run, ..)| run == run_id)?;
+        runs.remove(index).map(|(_, release, _)| release)
     }
 }
 
