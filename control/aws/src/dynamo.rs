@@ -269,19 +269,43 @@ impl DynamoOrderStore {
             .collect()
     }
 
-    /// The transaction items of a step's `writes` of `run_id`: its moves (see
-    /// [`Self::move_items`]), then its events' puts; and the events' items, to bill.
-    fn step_items(
-        &self,
-        run_id: &RunId,
-        writes: &StepWrites,
-    ) -> Result<(Vec<TransactWriteItem>, Vec<Item>), StoreError> {
-        let mut items = self.move_items(run_id, &writes.moves)?;
+    /// The transaction items of a step's `writes` of `run_id`: its rows' puts (see
+    /// [`Self::order_put`]), its moves (see [`Self::move_items`]), then its events' puts;
+    /// and the items put, to bill.
+    fn step_items(&self, run_id: &RunId, writes: &StepWrites) -> Result<StepItems, StoreError> {
+        let mut items = Vec::with_capacity(writes.len());
+        let mut rows = Vec::with_capacity(writes.inserts.len());
+        for order in &writes.inserts {
+            let row = self.order_item(order)?;
+            items.push(self.order_put(order, row.clone())?);
+            rows.push(row);
+        }
+        items.extend(self.move_items(run_id, &writes.moves)?);
         let events = self.event_items(&writes.events)?;
         for item in &events {
             items.push(self.event_put(run_id, item.clone())?);
         }
-        Ok((items, events))
+        Ok(StepItems {
+            items,
+            rows,
+            events,
+        })
+    }
+
+    /// `order`'s row (`row`, its item) put where no row with its key exists.
+    fn order_put(&self, order: &OrderRecord, row: Item) -> Result<TransactWriteItem, StoreError> {
+        self.capacity.saw_order_row(&row);
+        let put = Put::builder()
+            .table_name(&self.orders_table)
+            .set_item(Some(row))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", ORDERS_PARTITION)
+            .build()
+            .map_err(|e| StoreError::Backend {
+                what: format!("order {}", order.pk()),
+                message: e.to_string(),
+            })?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
     /// `m` of `run_id`'s order as an update conditioned on its status (checked against
@@ -654,26 +678,15 @@ impl OrderStore for DynamoOrderStore {
             let rows = (batch.iter())
                 .map(|order| self.order_item(order))
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.iter().for_each(|row| self.capacity.saw_order_row(row));
-            let billed =
-                (rows.iter().map(Written::Item)).chain(with_events.iter().map(Written::Event));
-            (self.capacity).write(&self.calls, true, billed);
             for item in with_events {
                 items.push(self.event_put(&batch[0].run_id, item.clone())?);
             }
-            for (order, row) in batch.iter().zip(rows) {
-                let put = Put::builder()
-                    .table_name(&self.orders_table)
-                    .set_item(Some(row))
-                    .condition_expression("attribute_not_exists(#pk)")
-                    .expression_attribute_names("#pk", ORDERS_PARTITION)
-                    .build()
-                    .map_err(|e| StoreError::Backend {
-                        what: format!("order {}", order.pk()),
-                        message: e.to_string(),
-                    })?;
-                items.push(TransactWriteItem::builder().put(put).build());
+            for (order, row) in batch.iter().zip(&rows) {
+                items.push(self.order_put(order, row.clone())?);
             }
+            let billed =
+                (rows.iter().map(Written::Item)).chain(with_events.iter().map(Written::Event));
+            (self.capacity).write(&self.calls, true, billed);
             self.calls.count(SERVICE, "TransactWriteItems");
             // The token makes the SDK's own retry of a transaction that was applied (its
             // answer lost) succeed, rather than fail its conditions on its own rows.
@@ -800,11 +813,15 @@ impl OrderStore for DynamoOrderStore {
         run_id: &RunId,
         writes: &StepWrites,
     ) -> Result<(), StoreError> {
-        let (items, events) = self.step_items(run_id, writes)?;
+        let StepItems {
+            items,
+            rows,
+            events,
+        } = self.step_items(run_id, writes)?;
         let count = writes.moves.len();
         self.transact(
             items,
-            billed(writes, &events),
+            billed(writes, &rows, &events),
             Transaction {
                 what: format!("{count} orders of run {run_id}"),
                 refused: "one was not in the status expected".to_owned(),
@@ -928,17 +945,19 @@ impl OrderStore for DynamoOrderStore {
             what: format!("lock:{run_id}"),
             message: format!("building its taking: {e}"),
         })?;
-        let (step, events) = self.step_items(run_id, writes)?;
+        let step = self.step_items(run_id, writes)?;
         let mut items = vec![TransactWriteItem::builder().update(take).build()];
-        items.extend(step);
+        items.extend(step.items);
         let refused = format!(
-            "taking it with {} orders' moves: it was not released with {released_marks} \
-             wake-ups (0: never made), or an order was not in the status expected",
+            "taking it with {} rows and {} orders' moves: it was not released with \
+             {released_marks} wake-ups (0: never made), an order was not in the status \
+             expected, or a row to insert exists",
+            writes.inserts.len(),
             writes.moves.len()
         );
         self.transact(
             items,
-            billed(writes, &events).chain([Written::Lock]),
+            billed(writes, &step.rows, &step.events).chain([Written::Lock]),
             Transaction {
                 what: format!("lock:{run_id}"),
                 refused,
@@ -991,10 +1010,10 @@ impl OrderStore for DynamoOrderStore {
                 },
             }
         } else {
-            let (step, events) = self.step_items(run_id, writes)?;
+            let step = self.step_items(run_id, writes)?;
             let mut items = vec![TransactWriteItem::builder().update(release).build()];
-            items.extend(step);
-            let billed = billed(writes, &events).chain([Written::Lock]);
+            items.extend(step.items);
+            let billed = billed(writes, &step.rows, &step.events).chain([Written::Lock]);
             self.capacity.write(&self.calls, true, billed);
             self.calls.count(SERVICE, "TransactWriteItems");
             let written = self
@@ -1072,10 +1091,24 @@ impl OrderStore for DynamoOrderStore {
     }
 }
 
-/// What a step's `writes` are billed as: an update per move, a put per event (`events`,
-/// their items).
-fn billed<'a>(writes: &'a StepWrites, events: &'a [Item]) -> impl Iterator<Item = Written<'a>> {
-    (writes.moves.iter().map(|_| Written::OrderRow)).chain(events.iter().map(Written::Event))
+/// A step's writes as one transaction's items, and the rows and events among them, whose
+/// sizes they are billed by.
+struct StepItems {
+    items: Vec<TransactWriteItem>,
+    rows: Vec<Item>,
+    events: Vec<Item>,
+}
+
+/// What a step's `writes` are billed as: a put per row inserted, an update per move, a put
+/// per event (`rows` and `events`, the items put).
+fn billed<'a>(
+    writes: &'a StepWrites,
+    rows: &'a [Item],
+    events: &'a [Item],
+) -> impl Iterator<Item = Written<'a>> {
+    (rows.iter().map(Written::Item))
+        .chain(writes.moves.iter().map(|_| Written::OrderRow))
+        .chain(events.iter().map(Written::Event))
 }
 
 #[cfg(test)]

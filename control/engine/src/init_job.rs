@@ -3,12 +3,14 @@
 //! The steps, in order: validate → preflight → credentials fetched (each location once) →
 //! ids and the run's key → per order (in parallel, bounded): its key pair derived from the
 //! run's ([`crate::run_key`]), env encrypted, bundle, upload → the run's watch → the run's
-//! key stored → insert all rows (all or none) with the `_job` started event → the run's
-//! first step, taken here from those rows (one step; see
-//! [`EngineConfig::first_step_at_init`](crate::EngineConfig::first_step_at_init)), or else
-//! the init trigger `0000/init/result.json`, whose arrival runs the orchestrator for it.
-//! Bundles are uploaded before rows are inserted so that a dispatched order always finds
-//! its bundle; a failure before the insert leaves no queued orders behind. The watch is
+//! key stored → the run's first step, taken here, whose one write inserts all rows (as its
+//! claims leave them) with the `_job` started event and makes the lock (one step; see
+//! [`EngineConfig::first_step_at_init`](crate::EngineConfig::first_step_at_init)) — or,
+//! when they do not fit one write or the step is refused, all rows inserted (all or none)
+//! with the event, then the first step taken from them — or else the init trigger
+//! `0000/init/result.json`, whose arrival runs the orchestrator for it. Bundles are
+//! uploaded before rows are inserted so that a dispatched order always finds its bundle; a
+//! failure before the insert leaves no queued orders behind. The watch is
 //! started before the key and rows exist, so neither exists without one: it runs the first
 //! pass itself should the trigger's notification be lost (or init die mid-step), and every
 //! later one nothing else starts, and when no rows came (init failed or died) it deletes
@@ -40,8 +42,10 @@ use crate::credentials::{self, OrderEnv};
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
 use crate::orchestrator::Outcome;
+use crate::orchestrator::taking::TakeLock;
 use crate::ports::{
-    CompiledModule, DispatchError, ErrorKind, OrderEvent, OrderRecord, WatchdogInput,
+    CompiledModule, DispatchError, ErrorKind, MAX_MOVES_TOGETHER, OrderEvent, OrderRecord,
+    WatchdogInput,
 };
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::RunKey;
@@ -80,6 +84,17 @@ enum Queued {
     New,
     /// The same submission was made before: its run.
     Again(InitResponse),
+}
+
+/// How a run's rows were written.
+enum RowsWritten {
+    /// By the run's first step, taken here (which took the lock with them): what the step
+    /// came to.
+    ByFirstStep(Result<Outcome, EngineError>),
+    /// Inserted alone: the rows.
+    Inserted(Vec<OrderRecord>),
+    /// Found there after a write that reported an error: they may not be as sent.
+    Found,
 }
 
 /// Whether a submission with an idempotency key is the first.
@@ -261,21 +276,25 @@ impl Engine {
                 tracing::warn!(%error, "could not forget a failed submission's idempotency key");
             }
         }
-        let records = queued?;
         // From here on the run exists and its watch carries it: what fails now is logged,
         // and the caller is told the run id, never an error for a run that exists.
-        let count = records.len();
-        // The run's first step, taken here from the rows just written (a Query, the run
-        // key's read and the trigger's PUT less per run, and the first orders start sooner)
-        // when it fits one write, one step only (the submitter waits); else, or when results
-        // came meanwhile, or it failed, the init trigger wakes the orchestrator to go on.
-        // The PR comment is the step's to make, as any step's.
-        let first_step = if self.config.first_step_at_init {
-            self.take_first_step(ids.run_id, records).await
-        } else {
-            // Before the trigger: the orchestrator then finds the comment to update.
-            self.update_pr_comment(&records, None).await;
-            Ok(None)
+        let count = ids.job.orders.len();
+        // The run's first step, taken here from the rows as written — with them, or just
+        // after (a Query, the run key's read and the trigger's PUT less per run, and the
+        // first orders start sooner) — when it fits one write, one step only (the submitter
+        // waits); else, or when results came meanwhile, or it failed, the init trigger wakes
+        // the orchestrator to go on. The PR comment is the step's to make, as any step's.
+        let first_step = match queued? {
+            RowsWritten::ByFirstStep(outcome) => outcome.map(Some),
+            RowsWritten::Inserted(records) if self.config.first_step_at_init => {
+                self.take_first_step(ids.run_id, records, None).await
+            }
+            RowsWritten::Inserted(records) => {
+                // Before the trigger: the orchestrator then finds the comment to update.
+                self.update_pr_comment(&records, None).await;
+                Ok(None)
+            }
+            RowsWritten::Found => Ok(None),
         };
         match first_step {
             Ok(Some(outcome)) if outcome != Outcome::HandedOff => {
@@ -301,13 +320,15 @@ impl Engine {
         Ok(Queued::New)
     }
 
-    /// Stores the run's key and inserts the rows (all or none) with the job's `started`
-    /// event; returns the rows.
+    /// Stores the run's key and writes the rows (all or none) with the job's `started`
+    /// event: in the run's first step, taken here, when it takes one and they fit its write
+    /// with the lock's item (the rows and the first claims are then one write), else
+    /// inserted, for a first step taken after.
     async fn store_rows(
         &self,
         mut records: Vec<OrderRecord>,
         ids: &RunIds<'_>,
-    ) -> Result<Vec<OrderRecord>, EngineError> {
+    ) -> Result<RowsWritten, EngineError> {
         let key_path = self.store_run_key(ids).await?;
         for record in &mut records {
             record.key_path.clone_from(&key_path);
@@ -320,9 +341,22 @@ impl Engine {
             run_id: ids.run_id.clone(),
             detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
         };
+        let fits = TakeLock::inserting_items(records.len(), 1) <= MAX_MOVES_TOGETHER;
+        if self.config.first_step_at_init && fits {
+            let stepped =
+                self.take_first_step(ids.run_id, records.clone(), Some(vec![started.clone()]));
+            match stepped.await {
+                Ok(Some(outcome)) => return Ok(RowsWritten::ByFirstStep(Ok(outcome))),
+                // It took the lock: its write, with the rows, was made.
+                Err(error) => return Ok(RowsWritten::ByFirstStep(Err(error))),
+                Ok(None) => {}
+            }
+        }
         let inserted = self.ports.orders.insert_orders(&records, &[started]).await;
         if let Err(error) = inserted {
-            // A write that timed out may have landed all the same: then the run exists.
+            // A write that timed out may have landed all the same (or the first step's,
+            // whose answer was lost, did): then the run exists, and its trigger carries it
+            // on from the rows as they are.
             let landed = self
                 .ports
                 .orders
@@ -333,8 +367,9 @@ impl Engine {
                 return Err(error.into());
             }
             tracing::warn!(%error, "inserting the rows reported an error, but they are there");
+            return Ok(RowsWritten::Found);
         }
-        Ok(records)
+        Ok(RowsWritten::Inserted(records))
     }
 
     /// Records that `submitter` submitted `key` as `response`'s run, unless someone did

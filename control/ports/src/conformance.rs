@@ -314,7 +314,104 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     );
 
     together_suite(store, &orders[1..]).await;
+    first_step_suite(store).await;
     lock_suite(store).await;
+}
+
+/// A run's first step taken in init-job: its rows, as its claims leave them, inserted with
+/// the run's first events and the lock never made taken — all or none.
+async fn first_step_suite(store: &dyn OrderStore) {
+    let run = RunId::generate();
+    let mut rows: Vec<OrderRecord> = (0..3).map(|i| sample_order(&run, i)).collect();
+    let claim = Transition {
+        attempt: AttemptId::parse("a1"),
+        dispatched_at_ms: Some(5),
+        ..Transition::to(OrderStatus::Dispatching)
+    };
+    claim.apply(&mut rows[0]);
+    let started = OrderEvent {
+        trace_id: rows[0].trace_id.clone(),
+        order_name: OrderEvent::JOB.to_owned(),
+        epoch_ms: 3,
+        event: "started".to_owned(),
+        run_id: run.clone(),
+        detail: serde_json::json!({}),
+    };
+    let writes = StepWrites {
+        inserts: rows.clone(),
+        events: vec![started.clone()],
+        ..StepWrites::default()
+    };
+    // One row there already (an init tried again): nothing written.
+    store.insert_orders(&rows[2..], &[]).await.unwrap();
+    let err = (store.take_lock_with(&run, "init", 0, u64::MAX, &writes))
+        .await
+        .unwrap_err();
+    assert!(err.is_condition_failed(), "a row exists: {err}");
+    assert_eq!(store.run_orders(&run).await.unwrap(), rows[2..]);
+    assert_eq!(store.lock_state(&run).await.unwrap(), None, "no lock made");
+    assert!(
+        (store.trace_events(&started.trace_id).await.unwrap()).is_empty(),
+        "no event recorded"
+    );
+
+    let run = RunId::generate();
+    let rows: Vec<OrderRecord> = (rows.into_iter())
+        .map(|row| OrderRecord {
+            run_id: run.clone(),
+            ..row
+        })
+        .collect();
+    let writes = StepWrites {
+        inserts: rows.clone(),
+        events: vec![OrderEvent {
+            run_id: run.clone(),
+            ..started.clone()
+        }],
+        ..StepWrites::default()
+    };
+    let taken = (store.take_lock_with(&run, "init", 0, u64::MAX, &writes)).await;
+    assert_eq!(taken.unwrap(), 1);
+    assert_eq!(
+        store.run_orders(&run).await.unwrap(),
+        rows,
+        "inserted as written"
+    );
+    let lock = store.lock_state(&run).await.unwrap().unwrap();
+    assert_eq!(
+        (lock.status, lock.owner.as_str(), lock.marks),
+        (LockStatus::Held, "init", 1)
+    );
+    assert_eq!(
+        store.trace_events(&started.trace_id).await.unwrap(),
+        writes.events,
+        "recorded with them"
+    );
+    let again = (store.take_lock_with(&run, "again", 0, u64::MAX, &writes)).await;
+    assert!(again.unwrap_err().is_condition_failed(), "made now");
+
+    // The lock made, but no row: nothing written either.
+    let run = RunId::generate();
+    let rows: Vec<OrderRecord> = (rows.into_iter())
+        .map(|row| OrderRecord {
+            run_id: run.clone(),
+            ..row
+        })
+        .collect();
+    let writes = StepWrites {
+        inserts: rows,
+        ..StepWrites::default()
+    };
+    assert!(matches!(
+        store
+            .acquire_lock(&run, "other", 0, u64::MAX)
+            .await
+            .unwrap(),
+        AcquireOutcome::Acquired { .. }
+    ));
+    let err = (store.take_lock_with(&run, "init", 0, u64::MAX, &writes)).await;
+    assert!(err.unwrap_err().is_condition_failed(), "the lock exists");
+    assert!(store.run_orders(&run).await.unwrap().is_empty(), "no row");
 }
 
 /// Status changes made together, alone or with the lock's release: all or none.
@@ -352,6 +449,7 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
     let with_claimed = |moves: Vec<OrderMove>| StepWrites {
         moves,
         events: vec![claimed.clone()],
+        ..StepWrites::default()
     };
     let err = store
         .transition_together(run, &with_claimed(vec![claim(&orders[0], "a1"), wrong]))
@@ -390,13 +488,14 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
     let writes = StepWrites {
         moves: running.clone(),
         events: vec![event.clone()],
+        ..StepWrites::default()
     };
     // A run's first step takes a lock never made (count 0) with its writes, all or none.
     let none = StepWrites::default();
     let lock_of = || async { store.lock_state(run).await.unwrap() };
     let claimed_before = StepWrites {
         moves: vec![claim(&orders[0], "a0")],
-        events: Vec::new(),
+        ..StepWrites::default()
     };
     let err = (store.take_lock_with(run, "first", 0, u64::MAX, &claimed_before))
         .await
@@ -452,6 +551,7 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
     let stale = StepWrites {
         moves: vec![claim(&orders[0], "a2")],
         events: vec![event.clone()],
+        ..StepWrites::default()
     };
     let err = store.release_lock(run, "a", now, &stale).await.unwrap_err();
     assert!(err.is_condition_failed(), "an order not as expected: {err}");
@@ -489,6 +589,7 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
     let with_finished = |moves: Vec<OrderMove>| StepWrites {
         moves,
         events: vec![finished.clone()],
+        ..StepWrites::default()
     };
     let not_released = |err: StoreError| assert!(err.is_condition_failed(), "{err}");
     not_released(

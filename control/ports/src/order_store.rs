@@ -284,9 +284,12 @@ pub enum AcquireOutcome {
 /// Writes a step makes together: with its release ([`OrderStore::release_lock`]) its
 /// orders' last status changes (those it started become `running`) and its events; with
 /// its first status changes ([`OrderStore::transition_together`],
-/// [`OrderStore::take_lock_with`]) the events of a run's end.
+/// [`OrderStore::take_lock_with`]) the events of a run's end; with the taking of a run's
+/// lock never made, in init-job, the run's rows themselves, as its first claims leave them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepWrites {
+    /// Rows inserted, each only where no row with its key exists.
+    pub inserts: Vec<OrderRecord>,
     /// Status changes, each conditional on its order's status.
     pub moves: Vec<OrderMove>,
     /// Events (each replacing one with the same key).
@@ -296,7 +299,22 @@ pub struct StepWrites {
 impl StepWrites {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.moves.is_empty() && self.events.is_empty()
+        self.inserts.is_empty() && self.moves.is_empty() && self.events.is_empty()
+    }
+
+    /// How many items the writes are: rows inserted, moves and events.
+    pub fn len(&self) -> usize {
+        self.inserts.len() + self.moves.len() + self.events.len()
+    }
+
+    /// Checks that the statuses allow every move of `run_id`'s orders (see
+    /// [`Transition::check_allowed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Transition::check_allowed`], for the first move refused.
+    pub fn check_allowed(&self, run_id: &RunId) -> Result<(), StoreError> {
+        (self.moves.iter()).try_for_each(|m| m.change.check_allowed(run_id, m.order_num, m.from))
     }
 }
 
@@ -460,16 +478,18 @@ pub trait OrderStore: Send + Sync + Debug {
     /// written under it since — or, with `released_marks` 0, if it was never made (nobody
     /// has ever taken it: a run's first step); counting one more, and in the same
     /// all-or-none write makes `writes`: a step's first moves (and events), planned from
-    /// rows read without the lock (DynamoDB: one `TransactWriteItems`, at most
-    /// [`MAX_MOVES_TOGETHER`] items in all). Returns the wake-up count the caller has
-    /// accounted for (`released_marks + 1`), which its release compares against.
+    /// rows read without the lock — or, in a run's first step taken by init-job, the run's
+    /// rows themselves, inserted as its claims leave them (DynamoDB: one
+    /// `TransactWriteItems`, at most [`MAX_MOVES_TOGETHER`] items in all). Returns the
+    /// wake-up count the caller has accounted for (`released_marks + 1`), which its
+    /// release compares against.
     ///
     /// # Errors
     ///
     /// [`StoreError::ConditionFailed`] when the lock is not released with that count (taken
-    /// since, held, completed, or never made while the count is not 0), or an order of
-    /// `writes` is not in its `from`:
-    /// nothing written either way.
+    /// since, held, completed, or never made while the count is not 0), an order of
+    /// `writes` is not in its `from`, or a row it inserts exists: nothing written either
+    /// way.
     async fn take_lock_with(
         &self,
         run_id: &RunId,

@@ -158,6 +158,13 @@ impl SqliteStore {
         .await
     }
 
+    fn ttls(&self) -> Ttls {
+        Ttls {
+            orders_ms: self.order_ttl_ms,
+            events_ms: self.event_ttl_ms,
+        }
+    }
+
     /// Runs `work` with the connection on the blocking pool.
     async fn with_conn<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
     where
@@ -199,28 +206,7 @@ impl OrderStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("inserting orders", e))?;
             for order in &orders {
-                let inserted = execute(
-                        &tx,
-                        "INSERT OR IGNORE INTO orders (pk, run_id, order_num, status, record, expires_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            order.pk(),
-                            order.run_id.as_str(),
-                            order.plan.order_num.to_string(),
-                            order.status.as_str(),
-                            encode(order),
-                            // The retention counts from the job's deadline: a run may last
-                            // as long as its job_timeout.
-                            (order.job_deadline_ms + ttl) as i64
-                        ],
-                    )
-                    .map_err(|e| backend("inserting orders", e))?;
-                if inserted == 0 {
-                    return Err(StoreError::ConditionFailed {
-                        what: format!("orders row {}", order.pk()),
-                        detail: "it exists already".to_owned(),
-                    });
-                }
+                insert_row(&tx, order, ttl)?;
             }
             insert_events(&tx, &events, event_ttl)?;
             tx.commit().map_err(|e| backend("inserting orders", e))
@@ -282,20 +268,15 @@ impl OrderStore for SqliteStore {
         run_id: &RunId,
         writes: &StepWrites,
     ) -> Result<(), StoreError> {
-        for m in &writes.moves {
-            m.change.check_allowed(run_id, m.order_num, m.from)?;
-        }
+        writes.check_allowed(run_id)?;
         let run_id = run_id.clone();
         let writes = writes.clone();
-        let ttl = self.event_ttl_ms;
+        let ttls = self.ttls();
         self.with_conn("changing orders' statuses", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("changing orders' statuses", e))?;
-            for m in &writes.moves {
-                move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
-            }
-            insert_events(&tx, &writes.events, ttl)?;
+            write_step(&tx, &run_id, &writes, ttls)?;
             tx.commit()
                 .map_err(|e| backend("changing orders' statuses", e))
         })
@@ -421,14 +402,12 @@ impl OrderStore for SqliteStore {
         lease_until_ms: u64,
         writes: &StepWrites,
     ) -> Result<u64, StoreError> {
-        for m in &writes.moves {
-            m.change.check_allowed(run_id, m.order_num, m.from)?;
-        }
+        writes.check_allowed(run_id)?;
         let pk = lock_pk(run_id);
         let owner = owner.to_owned();
         let run_id = run_id.clone();
         let writes = writes.clone();
-        let ttl = self.event_ttl_ms;
+        let ttls = self.ttls();
         self.with_conn("taking a lock with a step's writes", move |conn| {
             let what = "taking a lock with a step's writes";
             let tx = conn
@@ -455,10 +434,7 @@ impl OrderStore for SqliteStore {
                     });
                 }
             }
-            for m in &writes.moves {
-                move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
-            }
-            insert_events(&tx, &writes.events, ttl)?;
+            write_step(&tx, &run_id, &writes, ttls)?;
             let marks = released_marks + 1;
             execute(
                 &tx,
@@ -510,14 +486,12 @@ impl OrderStore for SqliteStore {
         seen_marks: u64,
         writes: &StepWrites,
     ) -> Result<ReleaseOutcome, StoreError> {
-        for m in &writes.moves {
-            m.change.check_allowed(run_id, m.order_num, m.from)?;
-        }
+        writes.check_allowed(run_id)?;
         let pk = lock_pk(run_id);
         let owner = owner.to_owned();
         let run_id = run_id.clone();
         let writes = writes.clone();
-        let ttl = self.event_ttl_ms;
+        let ttls = self.ttls();
         self.with_conn("releasing a lock", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -537,10 +511,7 @@ impl OrderStore for SqliteStore {
                             marks: marks as u64,
                         });
                     }
-                    for m in &writes.moves {
-                        move_in(&tx, &order_pk(&run_id, m.order_num), m.from, &m.change)?;
-                    }
-                    insert_events(&tx, &writes.events, ttl)?;
+                    write_step(&tx, &run_id, &writes, ttls)?;
                     execute(
                         &tx,
                         "UPDATE locks SET status = 'released' WHERE pk = ?1",
@@ -591,6 +562,61 @@ impl OrderStore for SqliteStore {
         })
         .await
     }
+}
+
+/// How long rows are kept past their job's deadline, and events past their time, ms.
+#[derive(Debug, Clone, Copy)]
+struct Ttls {
+    orders_ms: u64,
+    events_ms: u64,
+}
+
+/// Makes a step's `writes` of `run_id` inside `tx` (which the caller commits, or drops to
+/// undo): its rows inserted, its moves (checked allowed by the caller, before it opened
+/// `tx`), its events.
+fn write_step(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &RunId,
+    writes: &StepWrites,
+    ttls: Ttls,
+) -> Result<(), StoreError> {
+    for order in &writes.inserts {
+        insert_row(tx, order, ttls.orders_ms)?;
+    }
+    for m in &writes.moves {
+        move_in(tx, &order_pk(run_id, m.order_num), m.from, &m.change)?;
+    }
+    insert_events(tx, &writes.events, ttls.events_ms)
+}
+
+/// Inserts `order`'s row inside `tx` where none with its key exists, kept `ttl_ms` past its
+/// job's deadline (a run may last as long as its job_timeout).
+fn insert_row(
+    tx: &rusqlite::Transaction<'_>,
+    order: &OrderRecord,
+    ttl_ms: u64,
+) -> Result<(), StoreError> {
+    let inserted = execute(
+        tx,
+        "INSERT OR IGNORE INTO orders (pk, run_id, order_num, status, record, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            order.pk(),
+            order.run_id.as_str(),
+            order.plan.order_num.to_string(),
+            order.status.as_str(),
+            encode(order),
+            (order.job_deadline_ms + ttl_ms) as i64
+        ],
+    )
+    .map_err(|e| backend("inserting orders", e))?;
+    if inserted == 0 {
+        return Err(StoreError::ConditionFailed {
+            what: format!("orders row {}", order.pk()),
+            detail: "it exists already".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Records `events` inside `tx`, each replacing one with the same key, kept `ttl_ms`.

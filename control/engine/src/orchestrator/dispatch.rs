@@ -291,8 +291,13 @@ impl Engine {
         let results = std::mem::take(results);
         let alone = ended.is_empty() && claims.is_empty();
         let nothing = results.is_empty() && alone;
-        // A take's write carries the lock's item too.
-        let items = results.len() + ended.len() + claims.len() + usize::from(take.is_some());
+        let inserting = take.and_then(TakeLock::inserted_events);
+        // A take's write carries the lock's item too; one that inserts the rows, each row
+        // (those moved among them) and the events that go with them.
+        let items = match inserting {
+            Some(events) => TakeLock::inserting_items(orders.len(), events.len()),
+            None => results.len() + ended.len() + claims.len() + usize::from(take.is_some()),
+        };
         let fits = items <= MAX_MOVES_TOGETHER;
         if let Some(take) = take
             && (nothing || !fits)
@@ -305,14 +310,32 @@ impl Engine {
             .flatten()
             .filter(|events| items + events.len() <= MAX_MOVES_TOGETHER);
         if take.is_some() || (fits && ((!results.is_empty() && !alone) || run_end.is_some())) {
-            let writes = StepWrites {
-                moves: (results.iter())
-                    .map(|r| OrderMove::of(&r.row, &r.change))
-                    .chain((ended.iter().chain(&claims)).map(|(o, c)| OrderMove::of(o, c)))
-                    .collect(),
-                events: run_end.unwrap_or_default(),
+            let closed = run_end.is_some();
+            let moves = (results.iter())
+                .map(|r| (&r.row, &r.change))
+                .chain((ended.iter().chain(&claims)).map(|(o, c)| (o, c)));
+            let writes = match inserting {
+                Some(events) => {
+                    let mut rows = orders.to_vec();
+                    for (order, change) in moves {
+                        // Inserted as moved: allowed as the move would be.
+                        (change.check_allowed(&order.run_id, order.plan.order_num, order.status))?;
+                        put_back(&mut rows, Moved::applied(order.clone(), change).row());
+                    }
+                    StepWrites {
+                        inserts: rows,
+                        events: (events.iter().cloned())
+                            .chain(run_end.into_iter().flatten())
+                            .collect(),
+                        ..StepWrites::default()
+                    }
+                }
+                None => StepWrites {
+                    moves: moves.map(|(o, c)| OrderMove::of(o, c)).collect(),
+                    events: run_end.unwrap_or_default(),
+                    ..StepWrites::default()
+                },
             };
-            let closed = !writes.events.is_empty();
             let run_id = orders[0].run_id.clone(); // rows are never empty
             let written = match take {
                 Some(take) => {

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{
-    MAX_MOVES_TOGETHER, OrderMove, OrderRecord, ReleaseOutcome, StepWrites, Transition,
+    MAX_MOVES_TOGETHER, OrderEvent, OrderMove, OrderRecord, ReleaseOutcome, StepWrites, Transition,
 };
 use crate::retry::Backoff;
 use lock::{LockAttempt, Release};
@@ -181,26 +181,33 @@ impl Engine {
     }
 
     /// Takes the run's first step in the process that has just written its rows (`rows`,
-    /// as written): planned from them, it takes the lock — never made — with its claims
-    /// (see [`taking`]) and goes on as any step, but for one step only: when results
-    /// arrived meanwhile, it gives the lock back ([`Outcome::HandedOff`]). `None` when it
-    /// did not take it and wrote nothing (its moves do not fit one write, or someone took
-    /// the lock first). Either way, the run's init trigger is then what carries it on.
+    /// as written), or is about to (`unwritten`: the events to write with them): planned
+    /// from them, it takes the lock — never made — with its claims, or with the rows as its
+    /// claims leave them (see [`taking`]), and goes on as any step, but for one step only:
+    /// when results arrived meanwhile, it gives the lock back ([`Outcome::HandedOff`]).
+    /// `None` when it did not take it (its writes do not fit one, someone took the lock
+    /// first, a row exists, or its write failed and the lock does not say it was made —
+    /// then, rarely, it may have been). Either way, the run's init trigger is then what
+    /// carries it on.
     ///
     /// # Errors
     ///
-    /// As [`Engine::orchestrate`], once the step took the lock.
+    /// As [`Engine::orchestrate`], once the step took the lock (and wrote any rows).
     pub(crate) async fn take_first_step(
         &self,
         run_id: &RunId,
         rows: Vec<OrderRecord>,
+        unwritten: Option<Vec<OrderEvent>>,
     ) -> Result<Option<Outcome>, EngineError> {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("first step", run_id = %run_id, owner = %owner);
         async {
             let generation = self.last_releases.generation();
             let kept = taking::KeptRows { rows, generation };
-            let take = TakeLock::new(&owner, taking::Release::never_taken(Some(kept)));
+            let take = match unwritten {
+                Some(events) => TakeLock::inserting(&owner, kept, events),
+                None => TakeLock::new(&owner, taking::Release::never_taken(Some(kept))),
+            };
             let first = Step::Taking(Arrivals::from([init_trigger()]), &take);
             let outcome = (self.hold_and_advance(run_id, &owner, first, 0, Carry::OneStep)).await;
             if take.taken().is_some() {
@@ -339,9 +346,9 @@ impl Engine {
         let writes = StepWrites {
             moves: started.iter().map(|(o, c)| OrderMove::of(o, c)).collect(),
             events: self.take_events(),
+            ..StepWrites::default()
         };
-        let together =
-            !writes.is_empty() && writes.moves.len() + writes.events.len() < MAX_MOVES_TOGETHER;
+        let together = !writes.is_empty() && writes.len() < MAX_MOVES_TOGETHER;
         let mut answered = None;
         if together {
             match (self.ports.orders)
@@ -400,7 +407,7 @@ impl Engine {
                 moves: (batch.iter())
                     .map(|(order, change)| OrderMove::of(order, change))
                     .collect(),
-                events: Vec::new(),
+                ..StepWrites::default()
             };
             match self
                 .ports
@@ -574,9 +581,13 @@ impl Engine {
                 (None, None, rows)
             }
         };
-        // Rows kept from before, unless a write without the lock may have changed them; else
-        // read now.
-        let kept = kept.and_then(|kept| self.last_releases.fresh(kept));
+        // Rows kept from before, unless a write without the lock may have changed them (not
+        // rows a take is to insert: none are stored yet); else read now.
+        let inserting = take.is_some_and(|take| take.inserted_events().is_some());
+        let kept = kept.and_then(|kept| match inserting {
+            true => Some(kept),
+            false => self.last_releases.fresh(kept),
+        });
         let generation =
             (kept.as_ref()).map_or_else(|| self.last_releases.generation(), |k| k.generation);
         let rows = kept.map(|kept| kept.rows);

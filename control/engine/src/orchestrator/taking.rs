@@ -23,6 +23,9 @@
 //! A run's first step, woken by its init trigger, takes the lock from a count of 0: a lock
 //! never made, so never taken, and nothing written under it since init-job wrote the rows
 //! (which the step reads without the lock). Its claims and the lock's making are one write.
+//! When init-job takes that step itself, the rows are not written yet: the step inserts
+//! them, as its claims leave them, with the run's `started` event, in the write that makes
+//! the lock ([`TakeLock::inserting`]) — the rows and the first claims are one write.
 //!
 //! When anything says otherwise — the count moved (another invocation, the watch), a row
 //! is not as read, a result must be recorded first, the job's deadline passed, the moves do
@@ -38,7 +41,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use sluice_contract::RunId;
 
-use crate::ports::OrderRecord;
+use crate::ports::{OrderEvent, OrderRecord};
 
 /// A run's rows as a step left them, to plan a later step from instead of reading them
 /// again, and which of this process's writes without the lock they may miss (see
@@ -188,6 +191,8 @@ enum Taking {
 pub(crate) struct TakeLock {
     pub(crate) owner: String,
     pub(crate) released_marks: u64,
+    /// `Some` when the rows are not written yet: the events written with them.
+    inserting: Option<Vec<OrderEvent>>,
     rows: Mutex<Option<KeptRows>>,
     state: Mutex<Taking>,
 }
@@ -197,9 +202,30 @@ impl TakeLock {
         TakeLock {
             owner: owner.to_owned(),
             released_marks: released.marks,
+            inserting: None,
             rows: Mutex::new(released.rows),
             state: Mutex::new(Taking::Pending),
         }
+    }
+
+    /// The taking of a lock never made by the step that writes the run's rows (`rows`, not
+    /// stored yet) as its moves leave them, and `events` (the run's first) with them.
+    pub(crate) fn inserting(owner: &str, rows: KeptRows, events: Vec<OrderEvent>) -> Self {
+        TakeLock {
+            inserting: Some(events),
+            ..TakeLock::new(owner, Release::never_taken(Some(rows)))
+        }
+    }
+
+    /// The events to write with the rows, when the take inserts the run's rows.
+    pub(crate) fn inserted_events(&self) -> Option<&[OrderEvent]> {
+        self.inserting.as_deref()
+    }
+
+    /// How many items a take that inserts `rows` rows with `events` events writes: each
+    /// row (those its claims move among them), each event and the lock's.
+    pub(crate) fn inserting_items(rows: usize, events: usize) -> usize {
+        rows + events + 1
     }
 
     /// The run's rows as the release left them, once (`None` when not kept): the take's

@@ -941,8 +941,13 @@ struct Interloper {
     /// The next step's first write (with the moves, or taking the lock) is applied, and
     /// its answer lost (once).
     lose_first_answer: AtomicBool,
+    /// The next taking of the lock with a step's writes fails transiently, not applied
+    /// (once).
+    fail_next_take: AtomicBool,
     releases: AtomicU64,
     row_reads: AtomicU64,
+    /// Writes of rows alone ([`sluice_engine::OrderStore::insert_orders`]).
+    row_inserts: AtomicU64,
     acquires: AtomicU64,
     event_writes: AtomicU64,
 }
@@ -961,8 +966,10 @@ impl Interloper {
             wake_before_release: AtomicBool::default(),
             before_renewal: Mutex::default(),
             lose_first_answer: AtomicBool::default(),
+            fail_next_take: AtomicBool::default(),
             releases: AtomicU64::default(),
             row_reads: AtomicU64::default(),
+            row_inserts: AtomicU64::default(),
             acquires: AtomicU64::default(),
             event_writes: AtomicU64::default(),
         }
@@ -1014,6 +1021,7 @@ impl sluice_engine::OrderStore for Interloper {
         orders: &[OrderRecord],
         events: &[OrderEvent],
     ) -> Result<(), StoreError> {
+        self.row_inserts.fetch_add(1, Ordering::SeqCst);
         self.inner().insert_orders(orders, events).await
     }
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
@@ -1049,6 +1057,12 @@ impl sluice_engine::OrderStore for Interloper {
         writes: &StepWrites,
     ) -> Result<u64, StoreError> {
         self.move_first().await?;
+        if self.fail_next_take.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                what: format!("lock:{run_id}"),
+                message: "the take failed before it took effect".to_owned(),
+            });
+        }
         let taken = (self.inner())
             .take_lock_with(run_id, owner, released_marks, lease_until_ms, writes)
             .await;
@@ -1305,14 +1319,23 @@ async fn assert_each_end_recorded_once(interloper: &Interloper, setup: &Setup, r
     assert_eq!(named(OrderEvent::JOB, "completed"), 1);
 }
 
-/// init_job takes the run's first step itself, from the rows it has just written: the
-/// first orders are started by the time it answers, without the init trigger, a read of
-/// the rows or an acquire of the lock (on AWS: the trigger's PUT, the Query and the run
-/// key's read less per run). A first step that does not fit one write (100 roots and the
-/// lock's item) is left to the trigger, as before.
+/// init_job takes the run's first step itself, from the rows it is writing: the first
+/// orders are started by the time it answers, without the init trigger, a read of the rows
+/// or an acquire of the lock (on AWS: the trigger's PUT, the Query and the run key's read
+/// less per run), and the rows are written with the first claims and the lock's making, in
+/// one write, up to 98 orders (before, the rows were inserted apart: a write more per run).
+/// Beyond, the rows are inserted alone and the step takes the lock with its claims, up to
+/// 99 roots; a first step that does not fit one write (100 roots and the lock's item) is
+/// left to the trigger.
 #[tokio::test]
 async fn init_takes_the_runs_first_step() {
-    for roots in [2, 100] {
+    // Roots (and one order after the first), inserts apart, whether the trigger is left.
+    for (roots, inserts, trigger) in [
+        (2, 0, false),
+        (97, 0, false),
+        (98, 1, false),
+        (100, 1, true),
+    ] {
         let mut setup = setup();
         taking_first_steps_at_init(&mut setup);
         let interloper = seen_through_an_interloper(&mut setup);
@@ -1325,33 +1348,124 @@ async fn init_takes_the_runs_first_step() {
             ..JobSpec::default()
         };
         let run = queue(&setup, &job).await;
-        let trigger = setup.internal.get(&keys::trigger(&run)).await;
+        let case = format!("{roots} roots");
+        let left = setup.internal.get(&keys::trigger(&run)).await.is_ok();
         let started = setup.recorder.dispatched.lock().unwrap().len();
         let counts = (
             interloper.row_reads.load(Ordering::SeqCst),
             interloper.acquires.load(Ordering::SeqCst),
+            interloper.row_inserts.load(Ordering::SeqCst),
         );
-        if roots == 2 {
-            assert!(trigger.is_err(), "no trigger");
-            assert_eq!((started, counts), (2, (0, 0)));
-            let lock = lock_of(&setup, &run).await.unwrap();
-            assert_eq!((lock.status, lock.marks), (LockStatus::Released, 1));
-            let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
-            let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
-            assert_eq!(
-                statuses,
-                [
-                    OrderStatus::Running,
-                    OrderStatus::Running,
-                    OrderStatus::Queued
-                ]
-            );
+        assert_eq!((left, counts), (trigger, (0, 0, inserts)), "{case}");
+        let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
+        let running = rows
+            .iter()
+            .filter(|r| r.status == OrderStatus::Running)
+            .count();
+        if trigger {
+            assert_eq!((started, running), (0, 0), "{case}");
+            assert!(lock_of(&setup, &run).await.is_none(), "{case}");
         } else {
-            assert!(trigger.is_ok(), "left to the trigger");
-            assert_eq!((started, counts), (0, (0, 0)));
-            assert!(lock_of(&setup, &run).await.is_none());
+            assert_eq!((started, running), (roots, roots), "{case}");
+            assert_eq!(rows[roots].status, OrderStatus::Queued, "{case}");
+            let lock = lock_of(&setup, &run).await.unwrap();
+            assert_eq!(
+                (lock.status, lock.marks),
+                (LockStatus::Released, 1),
+                "{case}"
+            );
         }
     }
+}
+
+/// init's first step refused before its write took effect (a transient error; the lock
+/// says it was not made): nothing was written, so the rows are inserted alone, and the
+/// step taken again from them.
+#[tokio::test]
+async fn init_whose_first_write_failed_inserts_the_rows_and_steps_again() {
+    let mut setup = setup();
+    taking_first_steps_at_init(&mut setup);
+    let interloper = seen_through_an_interloper(&mut setup);
+    interloper.fail_next_take.store(true, Ordering::SeqCst);
+    let run = queue(&setup, &chain_of(&["a", "b"])).await;
+    assert!(
+        setup.internal.get(&keys::trigger(&run)).await.is_err(),
+        "no trigger"
+    );
+    assert_eq!(interloper.row_inserts.load(Ordering::SeqCst), 1);
+    let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
+    let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [OrderStatus::Running, OrderStatus::Queued]);
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1);
+    let events = interloper
+        .inner()
+        .trace_events(&rows[0].trace_id)
+        .await
+        .unwrap();
+    let count = |event: &str| (events.iter()).filter(|e| e.event == event).count();
+    assert_eq!(
+        (count("started"), count("dispatched")),
+        (1, 1),
+        "{events:#?}"
+    );
+}
+
+/// The write of init's first step — the rows, the claims, the lock's making — applied but
+/// its answer lost: the lock, held by the step, says it was made, and the step goes on,
+/// finding its claims made (written again apart, each found applied). Nothing is inserted
+/// again, recorded twice or started twice.
+#[tokio::test]
+async fn init_whose_first_write_was_answered_lost_goes_on() {
+    let mut setup = setup();
+    taking_first_steps_at_init(&mut setup);
+    let interloper = seen_through_an_interloper(&mut setup);
+    interloper.lose_first_answer.store(true, Ordering::SeqCst);
+    let job = JobSpec {
+        orders: vec![
+            true_order("a", &[]),
+            true_order("b", &[]),
+            true_order("c", &["a"]),
+        ],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    assert!(
+        setup.internal.get(&keys::trigger(&run)).await.is_err(),
+        "no trigger"
+    );
+    assert_eq!(interloper.row_inserts.load(Ordering::SeqCst), 0);
+    let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
+    let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            OrderStatus::Running,
+            OrderStatus::Running,
+            OrderStatus::Queued
+        ]
+    );
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 2);
+    let lock = lock_of(&setup, &run).await.unwrap();
+    assert_eq!((lock.status, lock.marks), (LockStatus::Released, 1));
+    let events = interloper
+        .inner()
+        .trace_events(&rows[0].trace_id)
+        .await
+        .unwrap();
+    let count = |name: &str, event: &str| {
+        (events.iter())
+            .filter(|e| e.order_name == name && e.event == event)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("_job", "started"),
+            count("a", "dispatched"),
+            count("b", "dispatched")
+        ),
+        (1, 1, 1),
+        "{events:#?}"
+    );
 }
 
 /// init_job takes one step only, its submitter waiting: when results arrive while it holds
@@ -1486,21 +1600,33 @@ async fn a_step_refused_the_taking_for_its_size_reads_no_rows_again() {
     );
 }
 
-/// init_job records the job's `started` event with the run's rows, in the same write:
-/// a run's start costs no events write of its own (before, it was one more call).
+/// init_job records the job's `started` event with the run's rows, in the same write,
+/// whether it inserts them alone or with its first step's claims: a run's start costs no
+/// events write of its own (before, it was one more call).
 #[tokio::test]
 async fn init_records_the_start_with_the_rows() {
-    let mut setup = setup();
-    let interloper = seen_through_an_interloper(&mut setup);
-    let run = one_order_run(&setup, 60).await;
-    assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 0);
-    let trace = row_of(&setup, &run, OrderNum::from_index(0)).await.trace_id;
-    let events = interloper.inner().trace_events(&trace).await.unwrap();
-    let started: Vec<_> = (events.iter())
-        .filter(|e| e.order_name == "_job" && e.event == "started")
-        .collect();
-    assert_eq!(started.len(), 1, "{events:?}");
-    assert_eq!(started[0].detail["orders"], 1);
+    for first_step_at_init in [false, true] {
+        let mut setup = setup();
+        if first_step_at_init {
+            taking_first_steps_at_init(&mut setup);
+        }
+        let interloper = seen_through_an_interloper(&mut setup);
+        let run = one_order_run(&setup, 60).await;
+        assert_eq!(interloper.event_writes.load(Ordering::SeqCst), 0);
+        let inserts = interloper.row_inserts.load(Ordering::SeqCst);
+        assert_eq!(
+            inserts,
+            u64::from(!first_step_at_init),
+            "rows inserted alone"
+        );
+        let trace = row_of(&setup, &run, OrderNum::from_index(0)).await.trace_id;
+        let events = interloper.inner().trace_events(&trace).await.unwrap();
+        let started: Vec<_> = (events.iter())
+            .filter(|e| e.order_name == "_job" && e.event == "started")
+            .collect();
+        assert_eq!(started.len(), 1, "{events:?}");
+        assert_eq!(started[0].detail["orders"], 1);
+    }
 }
 
 /// Gives `setup` a fresh engine (nothing remembered) whose tables are seen through an
