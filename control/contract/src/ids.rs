@@ -63,8 +63,9 @@ impl fmt::Display for TraceId {
 }
 
 /// An attempt's id: which start of an order a claim, a log, a result or a worker belongs
-/// to. Each dispatch gets a fresh one (32 lower-case hex characters); in storage keys an
-/// attempt id is letters, digits, `-` and `_` ([`AttemptId::parse`]).
+/// to. Each dispatch gets a fresh one (32 lower-case hex characters; the orchestrator adds
+/// `-l<n>`, the run lock's count, to the attempt of an order it leaves alone in flight); in
+/// storage keys an attempt id is letters, digits, `-` and `_` ([`AttemptId::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AttemptId(String);

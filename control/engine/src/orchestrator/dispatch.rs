@@ -28,7 +28,7 @@ use super::evaluate::{Node, evaluate};
 use super::finalize::run_end;
 use super::put_back;
 use super::read_state::{ReadResult, order_event};
-use super::taking::TakeLock;
+use super::taking::{TakeLock, lone_attempt};
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{
@@ -97,6 +97,8 @@ impl Engine {
     ///
     /// A step that is to take the lock with its first writes (`take`) takes it with the
     /// results and the moves they lead to, or, refused, writes nothing and returns at once.
+    /// `holding`: the lock's count the step holds (or will, once it takes it), which names
+    /// the attempt of an order it leaves alone in flight (see [`super::taking`]).
     ///
     /// # Errors
     ///
@@ -106,6 +108,7 @@ impl Engine {
         mut orders: Vec<OrderRecord>,
         mut results: Vec<ReadResult>,
         take: Option<&TakeLock>,
+        holding: u64,
     ) -> Result<Applied, EngineError> {
         let mut started = Vec::new();
         let mut closed = false;
@@ -115,7 +118,14 @@ impl Engine {
             }
             let again;
             (orders, again) = self
-                .apply_plan_once(orders, &mut results, &mut started, &mut closed, take)
+                .apply_plan_once(
+                    orders,
+                    &mut results,
+                    &mut started,
+                    &mut closed,
+                    take,
+                    holding,
+                )
                 .await?;
             if !again {
                 break;
@@ -137,6 +147,7 @@ impl Engine {
         started: &mut Vec<(OrderRecord, Transition)>,
         closed: &mut bool,
         take: Option<&TakeLock>,
+        holding: u64,
     ) -> Result<(Vec<OrderRecord>, bool), EngineError> {
         let now = self.now_ms();
         let take = take.filter(|take| take.is_pending());
@@ -174,11 +185,22 @@ impl Engine {
             .collect();
 
         // Claim the ready orders, each with a fresh attempt id, then start them and the
-        // starts found interrupted (the same attempt again).
+        // starts found interrupted (the same attempt again). An order left alone in flight
+        // has its attempt named after the lock's count (see [`super::taking`]).
+        let resulted: HashSet<OrderNum> = results.iter().map(|r| r.row.plan.order_num).collect();
+        let alone = plan.ready.len() == 1
+            && !(orders.iter()).any(|o| {
+                matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running)
+                    && !resulted.contains(&o.plan.order_num)
+            });
         let claims: Vec<(OrderRecord, Transition)> = (plan.ready.iter())
             .map(|num| {
+                let attempt = match alone {
+                    true => lone_attempt(holding),
+                    false => AttemptId::generate(),
+                };
                 let change = Transition {
-                    attempt: Some(AttemptId::generate()),
+                    attempt: Some(attempt),
                     dispatched_at_ms: Some(now),
                     ..Transition::to(OrderStatus::Dispatching)
                 };

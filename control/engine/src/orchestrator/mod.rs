@@ -230,16 +230,29 @@ impl Engine {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let span = tracing::info_span!("orchestrate", run_id = %run_id, owner = %owner);
         async {
-            let released = self.last_releases.take(run_id).or_else(|| {
-                // Woken by its init trigger: the run's first step, most likely, to find a
-                // lock never made (see [`taking`]).
-                (arrived.as_ref())
-                    .is_some_and(|arrived| arrived.contains(&init_trigger()))
-                    .then(|| taking::Release::never_taken(None))
+            let released = self.last_releases.take(run_id);
+            let take = arrived.as_ref().and_then(|arrived| {
+                let lone = taking::lone_arrival(arrived);
+                match (released, lone) {
+                    // This process released the lock last, as far as the notification
+                    // knows: plan from the rows it left.
+                    (Some(released), None) => Some(TakeLock::new(&owner, released)),
+                    (Some(released), Some((_, _, marks))) if released.marks >= marks => {
+                        Some(TakeLock::new(&owner, released))
+                    }
+                    // Another released it after: take from the count the attempt names.
+                    (_, Some((order_num, attempt, marks))) => {
+                        Some(TakeLock::lone(&owner, order_num, attempt, marks))
+                    }
+                    // Woken by its init trigger: the run's first step, most likely, to find
+                    // a lock never made (see [`taking`]).
+                    (None, None) => arrived
+                        .contains(&init_trigger())
+                        .then(|| TakeLock::new(&owner, taking::Release::never_taken(None))),
+                }
             });
             let mut refused = None;
-            if let (Some(arrived), Some(released)) = (&arrived, released) {
-                let take = TakeLock::new(&owner, released);
+            if let (Some(arrived), Some(take)) = (&arrived, take) {
                 let first = Step::Taking(arrived.clone(), &take);
                 let outcome = (self.hold_and_advance(run_id, &owner, first, 0, Carry::Settled)).await;
                 if take.taken().is_some() {
@@ -592,6 +605,8 @@ impl Engine {
             (kept.as_ref()).map_or_else(|| self.last_releases.generation(), |k| k.generation);
         let rows = kept.map(|kept| kept.rows);
         let (orders, results) = (self.read_results(run_id, arrived.as_ref(), take, rows)).await?;
+        // The lock's count the step holds, or will once its first write takes the lock.
+        let holding = take.map_or(*marks, |take| take.released_marks + 1);
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
@@ -599,7 +614,7 @@ impl Engine {
             orders,
             started,
             closed,
-        } = self.apply_plan(orders, results, take).await?;
+        } = (self.apply_plan(orders, results, take, holding)).await?;
         if let Some(take) = take {
             match take.taken() {
                 Some(taken) => *marks = taken,

@@ -67,6 +67,12 @@ impl Engine {
             Some(rows) => rows,
             None => self.ports.orders.run_orders(run_id).await?,
         };
+        if let Some(take) = take
+            && !take.follows_its_release(&orders)
+        {
+            take.refuse_unproven();
+            return Ok((orders, Vec::new()));
+        }
         let in_flight = |order: &&OrderRecord| {
             matches!(
                 order.status,

@@ -27,6 +27,22 @@
 //! them, as its claims leave them, with the run's `started` event, in the write that makes
 //! the lock ([`TakeLock::inserting`]) — the rows and the first claims are one write.
 //!
+//! An orchestrator that has not seen the run (a fresh process, or another than the one
+//! that released the lock: on AWS, where Lambda spreads invocations over its instances,
+//! often) learns the count from the notification itself: a step that leaves one order in
+//! flight, the one it claims, names its attempt after the lock's count it holds
+//! ([`lone_attempt`]: `<random>-l<count>`), and the result's key carries the attempt. The
+//! step that the result wakes reads the rows, and takes the lock from that count with its
+//! writes — but only when the rows show that order `running` with that attempt
+//! ([`TakeLock::lone`]): the move to `running` was written with the release of that count
+//! (or apart, when the step looped — and then released with a higher count, so the take's
+//! condition fails), so rows that show it were read after that release, and the take's
+//! condition says nobody took the lock since. Rows read before it (the result landed
+//! before the release: the order is still `dispatching`) refuse the take, and are not
+//! planned from again. The count is the orchestrator's own word: a worker cannot change the
+//! key its result goes to (its presigned URL names it), and a count that is wrong only
+//! fails the take's condition.
+//!
 //! When anything says otherwise — the count moved (another invocation, the watch), a row
 //! is not as read, a result must be recorded first, the job's deadline passed, the moves do
 //! not fit one write — the step writes nothing ([`TakeLock::refuse`]) and the invocation
@@ -39,9 +55,41 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use sluice_contract::RunId;
+use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId};
 
+use super::Arrivals;
 use crate::ports::{OrderEvent, OrderRecord};
+
+/// What separates a lone attempt's random part from the lock's count in its id.
+const LONE_MARK: &str = "-l";
+
+/// A fresh attempt id for the one order in flight a step leaves, dispatched under the
+/// lock's count `marks`: `<32 hex>-l<marks>` (see the module docs).
+pub(crate) fn lone_attempt(marks: u64) -> AttemptId {
+    let random = uuid::Uuid::new_v4().simple();
+    AttemptId::parse(&format!("{random}{LONE_MARK}{marks}")).expect("hex, `-l` and digits")
+}
+
+/// The one result `arrived` names, when its attempt is a lone one (see [`lone_attempt`]):
+/// its order, its attempt and the lock's count it was dispatched under.
+pub(crate) fn lone_arrival(arrived: &Arrivals) -> Option<(OrderNum, AttemptId, u64)> {
+    let mut arrivals = arrived.iter();
+    let (order_num, attempt) = arrivals.next()?;
+    let marks = lone_count(attempt)?;
+    arrivals
+        .next()
+        .is_none()
+        .then(|| (*order_num, attempt.clone(), marks))
+}
+
+/// The lock's count a lone attempt (see [`lone_attempt`]) was dispatched under; `None` for
+/// any other attempt id.
+fn lone_count(attempt: &AttemptId) -> Option<u64> {
+    let (random, marks) = attempt.as_str().split_once(LONE_MARK)?;
+    let hex = random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = !marks.is_empty() && marks.bytes().all(|b| b.is_ascii_digit());
+    (hex && digits).then(|| marks.parse().ok()).flatten()
+}
 
 /// A run's rows as a step left them, to plan a later step from instead of reading them
 /// again, and which of this process's writes without the lock they may miss (see
@@ -193,6 +241,9 @@ pub(crate) struct TakeLock {
     pub(crate) released_marks: u64,
     /// `Some` when the rows are not written yet: the events written with them.
     inserting: Option<Vec<OrderEvent>>,
+    /// `Some` when the count comes from a lone attempt's id: the order and attempt the rows
+    /// read must show `running` for the take to go on (see the module docs).
+    lone: Option<(OrderNum, AttemptId)>,
     rows: Mutex<Option<KeptRows>>,
     state: Mutex<Taking>,
 }
@@ -203,6 +254,7 @@ impl TakeLock {
             owner: owner.to_owned(),
             released_marks: released.marks,
             inserting: None,
+            lone: None,
             rows: Mutex::new(released.rows),
             state: Mutex::new(Taking::Pending),
         }
@@ -215,6 +267,30 @@ impl TakeLock {
             inserting: Some(events),
             ..TakeLock::new(owner, Release::never_taken(Some(rows)))
         }
+    }
+
+    /// The taking of the lock from the count `attempt`, the lone attempt of `order_num`,
+    /// was dispatched under (see [`lone_count`]), by the step its result wakes, planned from
+    /// rows it reads.
+    pub(crate) fn lone(owner: &str, order_num: OrderNum, attempt: AttemptId, marks: u64) -> Self {
+        TakeLock {
+            lone: Some((order_num, attempt)),
+            ..TakeLock::new(owner, Release { marks, rows: None })
+        }
+    }
+
+    /// Whether rows read show what the take's count stands for: a lone attempt's order
+    /// `running` with it, so they were read after the release that left the count. Always,
+    /// for a take from a release this process made or from a lock never made.
+    pub(crate) fn follows_its_release(&self, rows: &[OrderRecord]) -> bool {
+        let Some((order_num, attempt)) = &self.lone else {
+            return true;
+        };
+        (rows.iter()).any(|row| {
+            row.plan.order_num == *order_num
+                && row.status == OrderStatus::Running
+                && row.attempt.as_ref() == Some(attempt)
+        })
     }
 
     /// The events to write with the rows, when the take inserts the run's rows.
@@ -275,6 +351,16 @@ impl TakeLock {
     /// as the step read it.
     pub(crate) fn refuse_written(&self, why: &dyn std::fmt::Display) {
         self.refused(why, false);
+    }
+
+    /// The step read rows that may be older than the release its count stands for (see
+    /// [`TakeLock::follows_its_release`]): it writes nothing, and the rows are not planned
+    /// from again.
+    pub(crate) fn refuse_unproven(&self) {
+        self.refused(
+            &"the rows read may be older than the release taken from",
+            false,
+        );
     }
 
     fn refused(&self, why: &dyn std::fmt::Display, planned: bool) {
@@ -346,6 +432,70 @@ mod tests {
         );
         let newest = releases.take(&runs[LastReleases::RUNS]).expect("kept");
         assert_eq!(newest.marks, LastReleases::RUNS as u64);
+    }
+
+    #[test]
+    fn a_lone_attempt_names_the_count_it_was_dispatched_under() {
+        let attempt = lone_attempt(42);
+        let order = OrderNum::from_index(3);
+        let arrived = Arrivals::from([(order, attempt.clone())]);
+        assert_eq!(lone_arrival(&arrived), Some((order, attempt.clone(), 42)));
+        assert_ne!(lone_attempt(42), attempt, "fresh each time");
+        let two = Arrivals::from([(order, attempt), (order, lone_attempt(42))]);
+        assert_eq!(lone_arrival(&two), None, "one result only");
+        let random = "0123456789abcdef0123456789abcdef";
+        for other in [
+            AttemptId::generate().as_str().to_owned(),
+            "init".to_owned(),
+            "abc-l5".to_owned(),
+            format!("{random}-l"),
+            format!("{random}-lx"),
+            format!("{random}-l5-l6"),
+        ] {
+            let arrived = Arrivals::from([(order, AttemptId::parse(&other).unwrap())]);
+            assert_eq!(lone_arrival(&arrived), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_lone_take_goes_on_only_from_rows_that_show_its_attempt_running() {
+        let run = RunId::generate();
+        let attempt = lone_attempt(7);
+        let take = TakeLock::lone("o", OrderNum::from_index(0), attempt.clone(), 7);
+        assert_eq!(take.released_marks, 7);
+        let mut row = sample_order(&run, 0);
+        row.attempt = Some(attempt);
+        for (status, follows) in [
+            (OrderStatus::Dispatching, false),
+            (OrderStatus::Running, true),
+            (OrderStatus::Succeeded, false),
+        ] {
+            row.status = status;
+            assert_eq!(
+                take.follows_its_release(&[row.clone()]),
+                follows,
+                "{status}"
+            );
+        }
+        row.attempt = Some(AttemptId::generate());
+        assert!(!take.follows_its_release(&[row.clone()]), "another attempt");
+        let own = TakeLock::new(
+            "o",
+            Release {
+                marks: 7,
+                rows: None,
+            },
+        );
+        assert!(
+            own.follows_its_release(&[]),
+            "its own release: no proof needed"
+        );
+        take.refuse_unproven();
+        take.keep_planned_rows(KeptRows {
+            rows: vec![row],
+            generation: 0,
+        });
+        assert!(take.planned_rows(8).is_none(), "never planned from again");
     }
 
     #[test]

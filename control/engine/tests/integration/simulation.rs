@@ -8,7 +8,8 @@
 //! before or after it (the invocation is dropped at that await, as a Lambda killed there:
 //! no clean-up runs, its lock stays held until the lease ends); a permanent refusal of a
 //! start. Notifications of results are lost, delivered twice, or delivered together with
-//! another (two orchestrator invocations at once, racing for the lock); a job with an
+//! another (two orchestrator invocations at once, racing for the lock), and a third of them
+//! to an orchestrator that has seen nothing of the run (another Lambda instance); a job with an
 //! idempotency key is submitted twice, one after the other or both at once, as a caller
 //! whose answer was lost does. Time jumps expire leases and deadlines. Half the jobs' stores
 //! say a listing costs what S3's does, so passes and the watch find results by listing as on
@@ -72,6 +73,8 @@ struct Counts {
     lost_notifications: u64,
     duplicated_notifications: u64,
     concurrent_deliveries: u64,
+    /// Notifications delivered to an orchestrator that had seen nothing of the run.
+    cold_deliveries: u64,
     duplicate_submissions: u64,
     kicks: u64,
     /// Steps that took the lock with their first writes.
@@ -798,10 +801,19 @@ impl Sim {
                 .unwrap()
                 .push_back(key.clone());
         }
-        // As the S3 event does, the notification names the result that arrived.
+        // As the S3 event does, the notification names the result that arrived. A third land
+        // on an orchestrator that has seen nothing of the run (another Lambda instance).
         let result = keys::parse_result(&key).expect("results only");
         let arrived = [(result.order_num, result.attempt)].into();
-        let pass = self.engine.orchestrate_notified(&result.run_id, arrived);
+        let cold;
+        let engine = if self.world.chance(0.3) {
+            self.world.counts.lock().unwrap().cold_deliveries += 1;
+            cold = Engine::new(self.engine.ports.clone(), self.engine.config.clone());
+            &cold
+        } else {
+            &self.engine
+        };
+        let pass = engine.orchestrate_notified(&result.run_id, arrived);
         let _ = self.world.invoke(pass).await;
     }
 
@@ -1195,6 +1207,7 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
                 totals.lost_notifications += counts.lost_notifications;
                 totals.duplicated_notifications += counts.duplicated_notifications;
                 totals.concurrent_deliveries += counts.concurrent_deliveries;
+                totals.cold_deliveries += counts.cold_deliveries;
                 totals.duplicate_submissions += counts.duplicate_submissions;
                 totals.kicks += counts.kicks;
                 totals.locks_taken_with_writes += counts.locks_taken_with_writes;
@@ -1205,7 +1218,8 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
     println!(
         "simulation: {jobs} jobs completed, {actions} actions; port calls {}, transient faults {}, \
          crashes {}, refused starts {}, lost notifications {}, duplicated {}, delivered two at \
-         once {}, jobs submitted twice {}, watch kicks {}, locks taken with a step's writes {}",
+         once {}, to an orchestrator new to the run {}, jobs submitted twice {}, watch kicks {}, \
+         locks taken with a step's writes {}",
         totals.calls,
         totals.transient,
         totals.crashes,
@@ -1213,6 +1227,7 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
         totals.lost_notifications,
         totals.duplicated_notifications,
         totals.concurrent_deliveries,
+        totals.cold_deliveries,
         totals.duplicate_submissions,
         totals.kicks,
         totals.locks_taken_with_writes

@@ -944,6 +944,9 @@ struct Interloper {
     /// The next taking of the lock with a step's writes fails transiently, not applied
     /// (once).
     fail_next_take: AtomicBool,
+    /// The next read of a run's rows shows this order in this status, as a read made
+    /// before someone moved it would (once).
+    stale_read: Mutex<Option<(OrderNum, OrderStatus)>>,
     releases: AtomicU64,
     row_reads: AtomicU64,
     /// Writes of rows alone ([`sluice_engine::OrderStore::insert_orders`]).
@@ -967,6 +970,7 @@ impl Interloper {
             before_renewal: Mutex::default(),
             lose_first_answer: AtomicBool::default(),
             fail_next_take: AtomicBool::default(),
+            stale_read: Mutex::default(),
             releases: AtomicU64::default(),
             row_reads: AtomicU64::default(),
             row_inserts: AtomicU64::default(),
@@ -1026,7 +1030,13 @@ impl sluice_engine::OrderStore for Interloper {
     }
     async fn run_orders(&self, run_id: &RunId) -> Result<Vec<OrderRecord>, StoreError> {
         self.row_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner().run_orders(run_id).await
+        let mut rows = self.inner().run_orders(run_id).await?;
+        if let Some((num, status)) = self.stale_read.lock().unwrap().take() {
+            (rows.iter_mut())
+                .filter(|row| row.plan.order_num == num)
+                .for_each(|row| row.status = status);
+        }
+        Ok(rows)
     }
     async fn get_order(&self, run_id: &RunId, num: OrderNum) -> Result<OrderRecord, StoreError> {
         self.inner().get_order(run_id, num).await
@@ -1198,6 +1208,73 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
             "hop {index}: the rows and the lock as the last release left them"
         );
     }
+}
+
+/// An orchestrator that has not seen the run (on AWS, the next hop of a chain often lands
+/// on another Lambda instance than the one that released the lock; the hop after init-job's
+/// first step always does) learns the lock's count from the result's attempt, which the
+/// step that left the order alone in flight named after it: it reads the rows, sees that
+/// order running with that attempt, and takes the lock with its first write instead of
+/// acquiring it (an update less per such hop). Before, it acquired the lock first.
+#[tokio::test]
+async fn a_cold_chain_hop_takes_the_lock_with_its_writes() {
+    let mut setup = setup();
+    let run = started(&setup, &chain_of(&["a", "b", "c"])).await;
+    for index in [0, 1] {
+        // A fresh orchestrator, remembering nothing, for each hop.
+        let interloper = seen_through_an_interloper(&mut setup);
+        let done = OrderNum::from_index(index);
+        report_success(&setup, &run, done).await;
+        let attempt = row_of(&setup, &run, done).await.attempt.unwrap();
+        let outcome = (setup.engine)
+            .orchestrate_notified(&run, [(done, attempt)].into())
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Released, "hop {index}");
+        let next = row_of(&setup, &run, OrderNum::from_index(index + 1)).await;
+        assert_eq!(next.status, OrderStatus::Running, "hop {index}");
+        let counts = (
+            interloper.row_reads.load(Ordering::SeqCst),
+            interloper.acquires.load(Ordering::SeqCst),
+        );
+        assert_eq!(counts, (1, 0), "hop {index}: the rows read, the lock taken");
+    }
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 3);
+}
+
+/// The rows a cold hop reads may come from before the release whose count the attempt
+/// names — the result landed while the step that started its order still held the lock,
+/// the order still `dispatching` in them — and a take planned from them would write over
+/// what that release wrote: the hop does not take the lock from them, acquires it as
+/// usual, and reads the rows again rather than plan from those.
+#[tokio::test]
+async fn a_cold_hop_that_read_the_rows_before_the_release_reads_them_again() {
+    let mut setup = setup();
+    let run = started(&setup, &chain_of(&["a", "b"])).await;
+    let interloper = seen_through_an_interloper(&mut setup);
+    let a = OrderNum::from_index(0);
+    report_success(&setup, &run, a).await;
+    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
+    *interloper.stale_read.lock().unwrap() = Some((a, OrderStatus::Dispatching));
+    let outcome = (setup.engine)
+        .orchestrate_notified(&run, [(a, attempt)].into())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Released);
+    let counts = (
+        interloper.row_reads.load(Ordering::SeqCst),
+        interloper.acquires.load(Ordering::SeqCst),
+    );
+    assert_eq!(counts, (2, 1), "acquired, and the rows read again");
+    let (a, b) = (
+        row_of(&setup, &run, a).await,
+        row_of(&setup, &run, OrderNum::from_index(1)).await,
+    );
+    assert_eq!(
+        (a.status, b.status),
+        (OrderStatus::Succeeded, OrderStatus::Running)
+    );
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 2);
 }
 
 /// The step that ends a run writes the run's last events — its result's, the orders a
