@@ -1,8 +1,9 @@
 //! The orchestrator: one invocation per result event, advancing a run under its lock.
 //!
 //! Each invocation first takes `lock:<run_id>` ([`lock`]) — or, for a run whose lock this
-//! process last released with one order in flight, and for a run's first step (woken by its
-//! init trigger), with its step's first writes (`taking.rs`). If another invocation holds it,
+//! process last released with one order in flight, for the result of an order a step left
+//! alone in flight (its attempt names the lock's count), and for a run's first step (woken
+//! by its init trigger), with its step's first writes (`taking.rs`). If another invocation holds it,
 //! this one's wake-up is counted on the lock and it leaves: the holder loops once more
 //! before releasing, so the event that woke us is processed by someone. The holder loops
 //! [`read_state`] → [`evaluate`] → [`dispatch`] →

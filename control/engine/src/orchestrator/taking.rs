@@ -34,14 +34,17 @@
 //! ([`lone_attempt`]: `<random>-l<count>`), and the result's key carries the attempt. The
 //! step that the result wakes reads the rows, and takes the lock from that count with its
 //! writes — but only when the rows show that order `running` with that attempt
-//! ([`TakeLock::lone`]): the move to `running` was written with the release of that count
-//! (or apart, when the step looped — and then released with a higher count, so the take's
-//! condition fails), so rows that show it were read after that release, and the take's
-//! condition says nobody took the lock since. Rows read before it (the result landed
-//! before the release: the order is still `dispatching`) refuse the take, and are not
-//! planned from again. The count is the orchestrator's own word: a worker cannot change the
-//! key its result goes to (its presigned URL names it), and a count that is wrong only
-//! fails the take's condition.
+//! ([`TakeLock::lone`]). That move is written with the release of that count (or apart,
+//! when the step looped — and then released with a higher count, so the take's condition
+//! fails), so rows that show it were read after it, and the take's condition says nobody
+//! took the lock since that release. What may still be written after the move under the
+//! same count — the same step tried again after a transient failure, which moves that
+//! order by its result, or a cancel, without the lock — moves that order too, and the
+//! take's own move of it, conditional on `running`, is refused. Rows read before the move
+//! (the result landed before the release: the order is still `dispatching`) refuse the
+//! take; a lone take's rows, refused for any reason, are not planned from again. The count
+//! is the orchestrator's own word: a worker cannot change the key its result goes to (its
+//! presigned URL names it), and a count that is wrong only fails the take's condition.
 //!
 //! When anything says otherwise — the count moved (another invocation, the watch), a row
 //! is not as read, a result must be recorded first, the job's deadline passed, the moves do
@@ -363,10 +366,13 @@ impl TakeLock {
         );
     }
 
+    /// Refused; `planned` as [`Taking::Refused`] says — never for a lone take, whose rows
+    /// are proven fresh only by the write it did not make.
     fn refused(&self, why: &dyn std::fmt::Display, planned: bool) {
         let mut state = self.state();
         if *state == Taking::Pending {
             tracing::debug!(%why, "not taking the lock with the step's first writes");
+            let planned = planned && self.lone.is_none();
             *state = Taking::Refused { planned };
         }
     }

@@ -8,8 +8,8 @@
 //! before or after it (the invocation is dropped at that await, as a Lambda killed there:
 //! no clean-up runs, its lock stays held until the lease ends); a permanent refusal of a
 //! start. Notifications of results are lost, delivered twice, or delivered together with
-//! another (two orchestrator invocations at once, racing for the lock), and a third of them
-//! to an orchestrator that has seen nothing of the run (another Lambda instance); a job with an
+//! another (two orchestrator invocations at once, racing for the lock), and 30 % of them to
+//! an orchestrator that has seen nothing of the run (another Lambda instance); a job with an
 //! idempotency key is submitted twice, one after the other or both at once, as a caller
 //! whose answer was lost does. Time jumps expire leases and deadlines. Half the jobs' stores
 //! say a listing costs what S3's does, so passes and the watch find results by listing as on
@@ -74,11 +74,13 @@ struct Counts {
     duplicated_notifications: u64,
     concurrent_deliveries: u64,
     /// Notifications delivered to an orchestrator that had seen nothing of the run.
-    cold_deliveries: u64,
+    fresh_deliveries: u64,
     duplicate_submissions: u64,
     kicks: u64,
     /// Steps that took the lock with their first writes.
     locks_taken_with_writes: u64,
+    /// Of those, steps of an engine new to the run, from a lone attempt's count.
+    locks_taken_by_fresh_engines: u64,
 }
 
 tokio::task_local! {
@@ -345,6 +347,8 @@ impl ObjectStore for FaultyObjects {
 struct FaultyTables {
     inner: SqliteStore,
     world: Arc<World>,
+    /// The tables as an orchestrator new to the run sees them (its takes are counted).
+    fresh: bool,
 }
 
 #[async_trait]
@@ -417,7 +421,12 @@ impl OrderStore for FaultyTables {
             (self.inner).take_lock_with(run_id, owner, released_marks, lease_until_ms, writes);
         let taken = self.world.faulty("take_lock_with", call).await;
         if taken.is_ok() {
-            self.world.counts.lock().unwrap().locks_taken_with_writes += 1;
+            let mut counts = self.world.counts.lock().unwrap();
+            counts.locks_taken_with_writes += 1;
+            // A fresh engine remembers no release: it took from a lone attempt's count.
+            if self.fresh && released_marks > 0 {
+                counts.locks_taken_by_fresh_engines += 1;
+            }
         }
         taken
     }
@@ -616,6 +625,8 @@ fn random_plan(world: &World) -> Plan {
 struct Sim {
     world: Arc<World>,
     engine: Engine,
+    /// The ports of an orchestrator new to the run (another Lambda instance).
+    fresh_ports: Ports,
     plan: Plan,
     done: Arc<DirStore>,
     tables: SqliteStore,
@@ -652,6 +663,7 @@ impl Sim {
             orders: Arc::new(FaultyTables {
                 inner: open_tables(),
                 world: Arc::clone(&world),
+                fresh: false,
             }),
             dispatcher: starts.clone(),
             watchdog: starts,
@@ -669,8 +681,17 @@ impl Sim {
             first_step_at_init: plan.first_step_at_init,
             ..EngineConfig::default()
         };
+        let fresh_ports = Ports {
+            orders: Arc::new(FaultyTables {
+                inner: open_tables(),
+                world: Arc::clone(&world),
+                fresh: true,
+            }),
+            ..ports.clone()
+        };
         Sim {
             engine: Engine::new(ports, config),
+            fresh_ports,
             plan,
             done,
             tables: open_tables(),
@@ -801,15 +822,15 @@ impl Sim {
                 .unwrap()
                 .push_back(key.clone());
         }
-        // As the S3 event does, the notification names the result that arrived. A third land
+        // As the S3 event does, the notification names the result that arrived. 30 % land
         // on an orchestrator that has seen nothing of the run (another Lambda instance).
         let result = keys::parse_result(&key).expect("results only");
         let arrived = [(result.order_num, result.attempt)].into();
-        let cold;
+        let fresh;
         let engine = if self.world.chance(0.3) {
-            self.world.counts.lock().unwrap().cold_deliveries += 1;
-            cold = Engine::new(self.engine.ports.clone(), self.engine.config.clone());
-            &cold
+            self.world.counts.lock().unwrap().fresh_deliveries += 1;
+            fresh = Engine::new(self.fresh_ports.clone(), self.engine.config.clone());
+            &fresh
         } else {
             &self.engine
         };
@@ -1207,10 +1228,11 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
                 totals.lost_notifications += counts.lost_notifications;
                 totals.duplicated_notifications += counts.duplicated_notifications;
                 totals.concurrent_deliveries += counts.concurrent_deliveries;
-                totals.cold_deliveries += counts.cold_deliveries;
+                totals.fresh_deliveries += counts.fresh_deliveries;
                 totals.duplicate_submissions += counts.duplicate_submissions;
                 totals.kicks += counts.kicks;
                 totals.locks_taken_with_writes += counts.locks_taken_with_writes;
+                totals.locks_taken_by_fresh_engines += counts.locks_taken_by_fresh_engines;
             }
             Err(failure) => panic!("seed {seed}: {failure}\nreplay: SLUICE_SIM_SEED={seed}"),
         }
@@ -1219,7 +1241,7 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
         "simulation: {jobs} jobs completed, {actions} actions; port calls {}, transient faults {}, \
          crashes {}, refused starts {}, lost notifications {}, duplicated {}, delivered two at \
          once {}, to an orchestrator new to the run {}, jobs submitted twice {}, watch kicks {}, \
-         locks taken with a step's writes {}",
+         locks taken with a step's writes {} ({} by engines new to the run)",
         totals.calls,
         totals.transient,
         totals.crashes,
@@ -1227,13 +1249,18 @@ fn every_run_finishes_exactly_once_under_injected_faults() {
         totals.lost_notifications,
         totals.duplicated_notifications,
         totals.concurrent_deliveries,
-        totals.cold_deliveries,
+        totals.fresh_deliveries,
         totals.duplicate_submissions,
         totals.kicks,
-        totals.locks_taken_with_writes
+        totals.locks_taken_with_writes,
+        totals.locks_taken_by_fresh_engines
     );
     assert!(
         jobs < 100 || totals.locks_taken_with_writes > 0,
         "no step took the lock with its writes: that path went untested"
+    );
+    assert!(
+        jobs < 100 || totals.locks_taken_by_fresh_engines > 0,
+        "no fresh engine took the lock from a lone attempt's count: that path went untested"
     );
 }

@@ -1218,20 +1218,34 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
 /// acquiring it (an update less per such hop). Before, it acquired the lock first.
 #[tokio::test]
 async fn a_cold_chain_hop_takes_the_lock_with_its_writes() {
-    let mut setup = setup();
-    let run = started(&setup, &chain_of(&["a", "b", "c"])).await;
+    for first_step_at_init in [false, true] {
+        let mut setup = setup();
+        let job = chain_of(&["a", "b", "c"]);
+        let run = if first_step_at_init {
+            taking_first_steps_at_init(&mut setup);
+            queue(&setup, &job).await
+        } else {
+            started(&setup, &job).await
+        };
+        cold_hops(&mut setup, &run).await;
+    }
+}
+
+/// Plays the first two hops of `run`, a chain a → b → c whose a was started, each on a
+/// fresh orchestrator: each reads the rows and takes the lock with its writes.
+async fn cold_hops(setup: &mut Setup, run: &RunId) {
     for index in [0, 1] {
         // A fresh orchestrator, remembering nothing, for each hop.
-        let interloper = seen_through_an_interloper(&mut setup);
+        let interloper = seen_through_an_interloper(setup);
         let done = OrderNum::from_index(index);
-        report_success(&setup, &run, done).await;
-        let attempt = row_of(&setup, &run, done).await.attempt.unwrap();
+        report_success(setup, run, done).await;
+        let attempt = row_of(setup, run, done).await.attempt.unwrap();
         let outcome = (setup.engine)
-            .orchestrate_notified(&run, [(done, attempt)].into())
+            .orchestrate_notified(run, [(done, attempt)].into())
             .await
             .unwrap();
         assert_eq!(outcome, Outcome::Released, "hop {index}");
-        let next = row_of(&setup, &run, OrderNum::from_index(index + 1)).await;
+        let next = row_of(setup, run, OrderNum::from_index(index + 1)).await;
         assert_eq!(next.status, OrderStatus::Running, "hop {index}");
         let counts = (
             interloper.row_reads.load(Ordering::SeqCst),
@@ -1240,6 +1254,45 @@ async fn a_cold_chain_hop_takes_the_lock_with_its_writes() {
         assert_eq!(counts, (1, 0), "hop {index}: the rows read, the lock taken");
     }
     assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 3);
+
+    // b's notification delivered again, to yet another: it finds b ended, takes nothing,
+    // and starts nothing again.
+    seen_through_an_interloper(setup);
+    let b = OrderNum::from_index(1);
+    let attempt = row_of(setup, run, b).await.attempt.unwrap();
+    let again = setup
+        .engine
+        .orchestrate_notified(run, [(b, attempt)].into());
+    assert_eq!(again.await.unwrap(), Outcome::Released);
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 3);
+}
+
+/// A lone attempt's count is stale when the step that started it looped (a wake-up came
+/// before its release, which then came with a higher count): the cold hop's take is
+/// refused by its condition, and it acquires the lock and reads the rows again.
+#[tokio::test]
+async fn a_cold_hop_whose_count_went_stale_acquires_and_reads_again() {
+    let mut setup = setup();
+    let interloper = seen_through_an_interloper(&mut setup);
+    interloper.wake_before_release.store(true, Ordering::SeqCst);
+    let run = started(&setup, &chain_of(&["a", "b"])).await;
+    assert_eq!(lock_of(&setup, &run).await.unwrap().marks, 2, "looped once");
+    let interloper = seen_through_an_interloper(&mut setup);
+    let a = OrderNum::from_index(0);
+    report_success(&setup, &run, a).await;
+    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
+    let outcome = setup
+        .engine
+        .orchestrate_notified(&run, [(a, attempt)].into());
+    assert_eq!(outcome.await.unwrap(), Outcome::Released);
+    let counts = (
+        interloper.row_reads.load(Ordering::SeqCst),
+        interloper.acquires.load(Ordering::SeqCst),
+    );
+    assert_eq!(counts, (2, 1), "refused, acquired, the rows read again");
+    let b = row_of(&setup, &run, OrderNum::from_index(1)).await;
+    assert_eq!(b.status, OrderStatus::Running);
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 2);
 }
 
 /// The rows a cold hop reads may come from before the release whose count the attempt
