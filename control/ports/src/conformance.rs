@@ -329,14 +329,7 @@ async fn first_step_suite(store: &dyn OrderStore) {
         ..Transition::to(OrderStatus::Dispatching)
     };
     claim.apply(&mut rows[0]);
-    let started = OrderEvent {
-        trace_id: rows[0].trace_id.clone(),
-        order_name: OrderEvent::JOB.to_owned(),
-        epoch_ms: 3,
-        event: "started".to_owned(),
-        run_id: run.clone(),
-        detail: serde_json::json!({}),
-    };
+    let started = event_of(&rows[0], OrderEvent::JOB, 3, "started");
     let writes = StepWrites {
         inserts: rows.clone(),
         events: vec![started.clone()],
@@ -355,13 +348,18 @@ async fn first_step_suite(store: &dyn OrderStore) {
         "no event recorded"
     );
 
-    let run = RunId::generate();
-    let rows: Vec<OrderRecord> = (rows.into_iter())
-        .map(|row| OrderRecord {
-            run_id: run.clone(),
-            ..row
-        })
-        .collect();
+    // The same rows, of a run of their own.
+    let of_new_run = |rows: Vec<OrderRecord>| {
+        let run = RunId::generate();
+        let rows: Vec<OrderRecord> = (rows.into_iter())
+            .map(|row| OrderRecord {
+                run_id: run.clone(),
+                ..row
+            })
+            .collect();
+        (run, rows)
+    };
+    let (run, rows) = of_new_run(rows);
     let writes = StepWrites {
         inserts: rows.clone(),
         events: vec![OrderEvent {
@@ -391,13 +389,7 @@ async fn first_step_suite(store: &dyn OrderStore) {
     assert!(again.unwrap_err().is_condition_failed(), "made now");
 
     // The lock made, but no row: nothing written either.
-    let run = RunId::generate();
-    let rows: Vec<OrderRecord> = (rows.into_iter())
-        .map(|row| OrderRecord {
-            run_id: run.clone(),
-            ..row
-        })
-        .collect();
+    let (run, rows) = of_new_run(rows);
     let writes = StepWrites {
         inserts: rows,
         ..StepWrites::default()
@@ -412,6 +404,18 @@ async fn first_step_suite(store: &dyn OrderStore) {
     let err = (store.take_lock_with(&run, "init", 0, u64::MAX, &writes)).await;
     assert!(err.unwrap_err().is_condition_failed(), "the lock exists");
     assert!(store.run_orders(&run).await.unwrap().is_empty(), "no row");
+}
+
+/// An event `event` of `order`'s run at `epoch_ms`, recorded under `order_name`.
+fn event_of(order: &OrderRecord, order_name: &str, epoch_ms: u64, event: &str) -> OrderEvent {
+    OrderEvent {
+        trace_id: order.trace_id.clone(),
+        order_name: order_name.to_owned(),
+        epoch_ms,
+        event: event.to_owned(),
+        run_id: order.run_id.clone(),
+        detail: serde_json::json!({}),
+    }
 }
 
 /// Status changes made together, alone or with the lock's release: all or none.
@@ -437,14 +441,7 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
         ..OrderMove::of(&orders[1], &Transition::to(OrderStatus::Running))
     };
     // With events: all or none.
-    let claimed = OrderEvent {
-        trace_id: orders[0].trace_id.clone(),
-        order_name: orders[0].plan.order_name.clone(),
-        epoch_ms: 50,
-        event: "claimed".to_owned(),
-        run_id: run.clone(),
-        detail: serde_json::json!({}),
-    };
+    let claimed = event_of(&orders[0], &orders[0].plan.order_name, 50, "claimed");
     let recorded = || async { store.trace_events(&orders[0].trace_id).await.unwrap() };
     let with_claimed = |moves: Vec<OrderMove>| StepWrites {
         moves,
@@ -477,14 +474,7 @@ async fn together_suite(store: &dyn OrderStore, orders: &[OrderRecord]) {
             OrderMove::of(row, &Transition::to(OrderStatus::Running))
         })
         .collect();
-    let event = OrderEvent {
-        trace_id: orders[0].trace_id.clone(),
-        order_name: orders[0].plan.order_name.clone(),
-        epoch_ms: 100,
-        event: "dispatched".to_owned(),
-        run_id: run.clone(),
-        detail: serde_json::json!({}),
-    };
+    let event = event_of(&orders[0], &orders[0].plan.order_name, 100, "dispatched");
     let writes = StepWrites {
         moves: running.clone(),
         events: vec![event.clone()],

@@ -909,6 +909,18 @@ fn chain_of(names: &[&str]) -> JobSpec {
     }
 }
 
+/// Roots a and b, and c after a.
+fn two_roots_and_one_after() -> JobSpec {
+    JobSpec {
+        orders: vec![
+            true_order("a", &[]),
+            true_order("b", &[]),
+            true_order("c", &["a"]),
+        ],
+        ..JobSpec::default()
+    }
+}
+
 /// `job` queued, and its first step taken by a pass: the run.
 async fn started(setup: &Setup, job: &JobSpec) -> RunId {
     let run = queue(setup, job).await;
@@ -1508,94 +1520,61 @@ async fn init_takes_the_runs_first_step() {
     }
 }
 
-/// init's first step refused before its write took effect (a transient error; the lock
-/// says it was not made): nothing was written, so the rows are inserted alone, and the
-/// step taken again from them.
+/// The write of init's first step — the rows, the claims, the lock's making — fails:
+/// before it took effect (the lock says it was not made), nothing was written, so the rows
+/// are inserted alone and the step taken again from them; or after (its answer lost), when
+/// the lock, held by the step, says it was made, and the step goes on, finding its claims
+/// made (written again apart, each found applied). Either way nothing is recorded or
+/// started twice.
 #[tokio::test]
-async fn init_whose_first_write_failed_inserts_the_rows_and_steps_again() {
-    let mut setup = setup();
-    taking_first_steps_at_init(&mut setup);
-    let interloper = seen_through_an_interloper(&mut setup);
-    interloper.fail_next_take.store(true, Ordering::SeqCst);
-    let run = queue(&setup, &chain_of(&["a", "b"])).await;
-    assert!(
-        setup.internal.get(&keys::trigger(&run)).await.is_err(),
-        "no trigger"
-    );
-    assert_eq!(interloper.row_inserts.load(Ordering::SeqCst), 1);
-    let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
-    let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [OrderStatus::Running, OrderStatus::Queued]);
-    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 1);
-    let events = interloper
-        .inner()
-        .trace_events(&rows[0].trace_id)
-        .await
-        .unwrap();
-    let count = |event: &str| (events.iter()).filter(|e| e.event == event).count();
-    assert_eq!(
-        (count("started"), count("dispatched")),
-        (1, 1),
-        "{events:#?}"
-    );
-}
-
-/// The write of init's first step — the rows, the claims, the lock's making — applied but
-/// its answer lost: the lock, held by the step, says it was made, and the step goes on,
-/// finding its claims made (written again apart, each found applied). Nothing is inserted
-/// again, recorded twice or started twice.
-#[tokio::test]
-async fn init_whose_first_write_was_answered_lost_goes_on() {
-    let mut setup = setup();
-    taking_first_steps_at_init(&mut setup);
-    let interloper = seen_through_an_interloper(&mut setup);
-    interloper.lose_first_answer.store(true, Ordering::SeqCst);
-    let job = JobSpec {
-        orders: vec![
-            true_order("a", &[]),
-            true_order("b", &[]),
-            true_order("c", &["a"]),
-        ],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    assert!(
-        setup.internal.get(&keys::trigger(&run)).await.is_err(),
-        "no trigger"
-    );
-    assert_eq!(interloper.row_inserts.load(Ordering::SeqCst), 0);
-    let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
-    let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses,
-        [
-            OrderStatus::Running,
-            OrderStatus::Running,
-            OrderStatus::Queued
-        ]
-    );
-    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 2);
-    let lock = lock_of(&setup, &run).await.unwrap();
-    assert_eq!((lock.status, lock.marks), (LockStatus::Released, 1));
-    let events = interloper
-        .inner()
-        .trace_events(&rows[0].trace_id)
-        .await
-        .unwrap();
-    let count = |name: &str, event: &str| {
-        (events.iter())
-            .filter(|e| e.order_name == name && e.event == event)
-            .count()
-    };
-    assert_eq!(
-        (
+async fn init_whose_first_write_fails_goes_on_once() {
+    for (took_effect, inserts) in [(false, 1), (true, 0)] {
+        let mut setup = setup();
+        taking_first_steps_at_init(&mut setup);
+        let interloper = seen_through_an_interloper(&mut setup);
+        let fault = match took_effect {
+            true => &interloper.lose_first_answer,
+            false => &interloper.fail_next_take,
+        };
+        fault.store(true, Ordering::SeqCst);
+        let run = queue(&setup, &two_roots_and_one_after()).await;
+        let case = format!("took effect: {took_effect}");
+        let trigger = setup.internal.get(&keys::trigger(&run)).await;
+        assert!(trigger.is_err(), "no trigger: {case}");
+        let row_inserts = interloper.row_inserts.load(Ordering::SeqCst);
+        assert_eq!(row_inserts, inserts, "{case}");
+        let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
+        let statuses: Vec<_> = rows.iter().map(|r| r.status).collect();
+        let running = [OrderStatus::Running, OrderStatus::Running];
+        assert_eq!(
+            statuses,
+            [&running[..], &[OrderStatus::Queued]].concat(),
+            "{case}"
+        );
+        assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 2, "{case}");
+        let lock = lock_of(&setup, &run).await.unwrap();
+        assert_eq!(
+            (lock.status, lock.marks),
+            (LockStatus::Released, 1),
+            "{case}"
+        );
+        let events = interloper
+            .inner()
+            .trace_events(&rows[0].trace_id)
+            .await
+            .unwrap();
+        let count = |name: &str, event: &str| {
+            (events.iter())
+                .filter(|e| e.order_name == name && e.event == event)
+                .count()
+        };
+        let counts = [
             count("_job", "started"),
             count("a", "dispatched"),
-            count("b", "dispatched")
-        ),
-        (1, 1, 1),
-        "{events:#?}"
-    );
+            count("b", "dispatched"),
+        ];
+        assert_eq!(counts, [1, 1, 1], "{case}: {events:#?}");
+    }
 }
 
 /// init_job takes one step only, its submitter waiting: when results arrive while it holds
@@ -1648,15 +1627,7 @@ async fn init_hands_a_first_step_that_would_loop_to_its_trigger() {
 async fn a_runs_first_step_takes_the_lock_with_its_claims() {
     let mut setup = setup();
     let interloper = seen_through_an_interloper(&mut setup);
-    let job = JobSpec {
-        orders: vec![
-            true_order("a", &[]),
-            true_order("b", &[]),
-            true_order("c", &["a"]),
-        ],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
+    let run = queue(&setup, &two_roots_and_one_after()).await;
     let init = (OrderNum::INIT, AttemptId::init_trigger());
     let outcome = setup
         .engine
