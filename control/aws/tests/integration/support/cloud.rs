@@ -304,15 +304,17 @@ pub enum Worker {
 }
 
 impl Cloud {
-    /// Sends every AWS call of the engine and the workers (presigned callbacks included)
-    /// through `endpoint`: a proxy in front of moto.
+    /// Sends every AWS call of the deployment's functions and its workers (presigned
+    /// callbacks included) through `endpoint`: a proxy in front of moto. The test's own
+    /// set-up and inspection (`clients`: waiting for the done document, reading the run's
+    /// watch) still reach moto directly: a proxy that refuses calls is the deployment's
+    /// weather, not the test's.
     pub async fn through(&mut self, endpoint: &str) {
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
             .load()
             .await;
-        self.clients = tapped(&shared, &self.tap);
-        self.roles = Roles::all(&self.clients);
+        self.roles = Roles::all(&tapped(&shared, &self.tap));
     }
 
     /// Stores the credential `json` (base64, as jobs' `ssm_paths` hold them) as the
