@@ -341,10 +341,11 @@ impl Engine {
             run_id: ids.run_id.clone(),
             detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
         };
-        let fits = TakeLock::inserting_items(records.len(), 1) <= MAX_MOVES_TOGETHER;
-        if self.config.first_step_at_init && fits {
-            let stepped =
-                self.take_first_step(ids.run_id, records.clone(), Some(vec![started.clone()]));
+        let first_events = vec![started];
+        let items = TakeLock::inserting_items(records.len(), first_events.len());
+        if self.config.first_step_at_init && items <= MAX_MOVES_TOGETHER {
+            let events = Some(first_events.clone());
+            let stepped = self.take_first_step(ids.run_id, records.clone(), events);
             match stepped.await {
                 Ok(Some(outcome)) => return Ok(RowsWritten::ByFirstStep(Ok(outcome))),
                 // It took the lock: its write, with the rows, was made.
@@ -352,7 +353,9 @@ impl Engine {
                 Ok(None) => {}
             }
         }
-        let inserted = self.ports.orders.insert_orders(&records, &[started]).await;
+        let inserted = (self.ports.orders)
+            .insert_orders(&records, &first_events)
+            .await;
         if let Err(error) = inserted {
             // A write that timed out may have landed all the same (or the first step's,
             // whose answer was lost, did): then the run exists, and its trigger carries it

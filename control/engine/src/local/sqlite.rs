@@ -200,15 +200,15 @@ impl OrderStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let orders = orders.to_vec();
         let events = events.to_vec();
-        let (ttl, event_ttl) = (self.order_ttl_ms, self.event_ttl_ms);
+        let ttls = self.ttls();
         self.with_conn("inserting orders", move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| backend("inserting orders", e))?;
             for order in &orders {
-                insert_row(&tx, order, ttl)?;
+                insert_row(&tx, order, ttls.orders_ms)?;
             }
-            insert_events(&tx, &events, event_ttl)?;
+            insert_events(&tx, &events, ttls.events_ms)?;
             tx.commit().map_err(|e| backend("inserting orders", e))
         })
         .await
