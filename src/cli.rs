@@ -300,6 +300,27 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The most threads the async runtime's blocking pool may have, when the command
+    /// bounds it. Each running order of `run` and `resume` holds one for its whole life (its
+    /// log's writer) and has at most one short file operation in flight besides (unpacking
+    /// its bundle, storing its log); the engine's own short file and SQLite work takes
+    /// [`ENGINE_BLOCKING_THREADS`] more. Tokio's default of 512 let a burst (init writing
+    /// 9 999 bundles) start hundreds of threads, each keeping its stack and its heap pages:
+    /// about a tenth of a large run's peak RSS.
+    pub fn blocking_threads(&self) -> Option<usize> {
+        match self {
+            Command::Run { config, .. } | Command::Resume { config, .. } => {
+                Some(2 * config.concurrency + ENGINE_BLOCKING_THREADS)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Threads of the blocking pool for the engine's short work, besides two per running order.
+const ENGINE_BLOCKING_THREADS: usize = 16;
+
 /// Parses the command line; on `--help`/`--version` or a usage error, returns the exit code
 /// to end with (0, or 3 for bad usage) after printing.
 pub fn parse() -> Result<Command, ExitCode> {

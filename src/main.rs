@@ -27,10 +27,12 @@ fn main() -> ExitCode {
     // Before anything is started: orders (and anything reading /proc) must not see this
     // process's environment, and what they orphan must come back to it.
     sluice_worker::containment::harden_process();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = command.blocking_threads() {
+        builder.max_blocking_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sluice: error: starting the async runtime: {error}");

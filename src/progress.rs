@@ -24,6 +24,7 @@ use comfy_table::{ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_contract::result::{DoneDoc, DoneOrder};
 use sluice_contract::{OrderNum, OrderStatus, RunId};
+use sluice_engine::local::DirStore;
 use sluice_engine::{Clock as _, Engine, OrderEvent, OrderRecord};
 use tokio::sync::oneshot;
 
@@ -294,8 +295,8 @@ pub fn format_ms(ms: u64) -> String {
 }
 
 /// The end-of-run table, with the end of each unsuccessful order's log (of every order's
-/// with `all_logs`).
-pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
+/// with `all_logs`), read from `internal`, the store holding the logs.
+pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
     let mut out = String::new();
     let rows = done
         .orders
@@ -333,7 +334,9 @@ pub fn summary(done: &DoneDoc, internal_root: &Path, all_logs: bool) -> String {
         let Some(log_key) = &order.log_key else {
             continue;
         };
-        let path = internal_root.join(log_key);
+        let Ok(path) = internal.path_of(log_key) else {
+            continue;
+        };
         if let Some(tail) = last_lines(&path, LOG_LINES_SHOWN) {
             let _ = writeln!(
                 out,

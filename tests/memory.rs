@@ -23,7 +23,7 @@ fn an_order_printing_2_gb_keeps_the_cli_under_100_mb_and_its_log_head_and_tail()
     assert!(peak_kib < 100 * 1024, "peak RSS {peak_kib} KiB");
 
     let log_key = done.orders[0].log_key.clone().unwrap();
-    let log = sandbox.state().join("internal").join(log_key);
+    let log = sandbox.object_path(&log_key);
     let size = std::fs::metadata(&log).unwrap().len();
     assert!(
         (8 << 20..(8 << 20) + 200).contains(&size),

@@ -320,7 +320,7 @@ pub async fn follow(
         }
     };
 
-    let summary = progress::summary(&done, runtime.internal_store().root(), config.logs);
+    let summary = progress::summary(&done, runtime.internal_store(), config.logs);
     if config.json {
         eprint!("{summary}");
         println!(

@@ -116,13 +116,10 @@ fn a_stripped_copy_has_the_code_but_no_env_and_neither_a_callback_url() {
     let output = sandbox.run(&sandbox.write_job("job.json", &job(true)), &[]);
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::Succeeded);
-    let folder = sandbox
-        .state()
-        .join("internal/tmp/exec")
-        .join(&done.run_id)
-        .join("0001");
-    let full = entries(&folder.join("exec.zip"));
-    let stripped = entries(&folder.join("exec-stripped.zip"));
+    let bundle =
+        |run_id: &str, name: &str| sandbox.object_path(&format!("tmp/exec/{run_id}/0001/{name}"));
+    let full = entries(&bundle(&done.run_id, "exec.zip"));
+    let stripped = entries(&bundle(&done.run_id, "exec-stripped.zip"));
     let names =
         |list: &[(String, Vec<u8>)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert!(names(&full).contains(&"env.json.age".to_owned()));
@@ -141,11 +138,6 @@ fn a_stripped_copy_has_the_code_but_no_env_and_neither_a_callback_url() {
 
     let output = sandbox.run(&sandbox.write_job("job.json", &job(false)), &[]);
     let done = done_of(&output);
-    let folder = sandbox
-        .state()
-        .join("internal/tmp/exec")
-        .join(&done.run_id)
-        .join("0001");
-    assert!(folder.join("exec.zip").is_file());
-    assert!(!folder.join("exec-stripped.zip").exists());
+    assert!(bundle(&done.run_id, "exec.zip").is_file());
+    assert!(!bundle(&done.run_id, "exec-stripped.zip").exists());
 }

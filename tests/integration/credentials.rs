@@ -37,11 +37,7 @@ fn credentials_from_the_secrets_file_reach_the_orders_that_list_them() {
 
     // The bundle lists the names that came from credentials, and holds no value in the clear
     // (order.json has the command, which quotes the expected values).
-    let exec = sandbox
-        .state()
-        .join("internal/tmp/exec")
-        .join(&done.run_id)
-        .join("0001/exec.zip");
+    let exec = sandbox.object_path(&format!("tmp/exec/{}/0001/exec.zip", done.run_id));
     let mut zip = zip::ZipArchive::new(std::fs::File::open(exec).unwrap()).unwrap();
     let mut names = String::new();
     zip.by_name("secrets.src")

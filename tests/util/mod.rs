@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use sluice_contract::result::DoneDoc;
+use sluice_engine::ObjectStore as _;
+use sluice_engine::local::{DirStore, INTERNAL_BUCKET};
 
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -72,24 +74,34 @@ impl Sandbox {
             .find(|o| o.order_name == order_name)
             .unwrap();
         let key = order.log_key.as_ref().expect("the order ran");
-        std::fs::read_to_string(self.state().join("internal").join(key)).unwrap()
+        std::fs::read_to_string(self.object_path(key)).unwrap()
+    }
+
+    /// The state folder's internal store, as `sluice run` opens it.
+    pub fn internal_store(&self) -> DirStore {
+        DirStore::open(&self.state().join(INTERNAL_BUCKET), INTERNAL_BUCKET).unwrap()
+    }
+
+    /// The file holding `key` of the state folder's internal store.
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.internal_store().path_of(key).unwrap()
     }
 
     /// The results stored for order `order_num` (`0001`) of any run, one per attempt that
     /// reported.
     pub fn results_of(&self, order_num: &str) -> Vec<PathBuf> {
-        let runs = self.state().join("internal/tmp/callbacks/runs");
-        let mut found = Vec::new();
-        for run in std::fs::read_dir(runs).into_iter().flatten().flatten() {
-            let attempts = std::fs::read_dir(run.path().join(order_num));
-            for attempt in attempts.into_iter().flatten().flatten() {
-                let result = attempt.path().join("result.json");
-                if result.exists() {
-                    found.push(result);
-                }
-            }
-        }
-        found
+        let store = self.internal_store();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let keys = (runtime.block_on(store.list("tmp/callbacks/runs/"))).unwrap();
+        keys.iter()
+            .filter(|key| {
+                let parts: Vec<&str> = key.split('/').collect();
+                parts.len() == 7 && parts[4] == order_num && parts[6] == "result.json"
+            })
+            .map(|key| store.path_of(key).unwrap())
+            .collect()
     }
 }
 

@@ -171,6 +171,55 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     for k in [fresh, log, pack, format!("{base}x/other")] {
         store.delete(&k).await.unwrap();
     }
+    run_keys_suite(store).await;
+}
+
+/// Keys under a run id, which a store may keep apart (the local one keeps the rest of such a
+/// key as one file name): every `/` and `~` round-trips, and listings by any prefix, ending
+/// before, inside or after the run id, see exactly the keys they name, sorted by key.
+async fn run_keys_suite(store: &dyn ObjectStore) {
+    let base = format!("conformance/{}", uuid::Uuid::new_v4().simple());
+    let run = uuid::Uuid::new_v4().hyphenated().to_string();
+    let under = |rest: &str| format!("{base}/{run}/{rest}");
+    let keys = [
+        under("0001/a~b/result.json"),
+        under("0001/a/~b"),
+        under("0001~x"),
+        under("0002/log.txt"),
+        under("0001/a/b"),
+    ];
+    for key in &keys {
+        store.put(key, key.as_bytes().to_vec()).await.unwrap();
+    }
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    let prefixes = [
+        format!("{base}/"),
+        format!("{base}/{}", &run[..8]),
+        format!("{base}/{run}"),
+        format!("{base}/{run}/"),
+        under("0001"),
+        under("0001/"),
+        under("0001/a/"),
+        under("0001/a~"),
+        under("0003"),
+    ];
+    for prefix in prefixes {
+        let expected: Vec<String> = (sorted.iter())
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let listed = store.list(&prefix).await.unwrap();
+        assert_eq!(listed, expected, "listing {prefix}");
+    }
+    for key in &keys {
+        assert_eq!(store.get(key).await.unwrap(), key.as_bytes(), "{key}");
+        store.delete(key).await.unwrap();
+    }
+    assert_eq!(
+        store.list(&format!("{base}/")).await.unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 /// Orders insert all-or-none, transitions are conditional and follow the state machine,

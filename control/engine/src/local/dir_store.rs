@@ -1,6 +1,7 @@
 //! [`DirStore`]: an object store over a local directory.
 //!
-//! Keys map to paths under the root (`tmp/exec/<run>/<num>/exec.zip` is a file there).
+//! Keys map to paths under the root, one folder per run (see [`super::dir_layout`]:
+//! `tmp/exec/<run>/<num>/exec.zip` is the file `tmp/exec/<run>/<num>~~exec.zip` there).
 //! A put writes a temporary file in `<root>/.tmp` and renames it into place, so readers never
 //! see a partial object; a conditional put hard-links the temporary file to the key's path,
 //! which fails if the path exists, so two writers racing for the same key cannot both win.
@@ -15,17 +16,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::dir_layout::{Layout, TMP_DIR, checked_key};
 use crate::blocking::run_blocking;
 use crate::error::StoreError;
 use crate::ports::{ObjectStore, Presigned};
-
-const TMP_DIR: &str = ".tmp";
 
 /// An object store over a directory (see the module docs).
 #[derive(Debug, Clone)]
 pub struct DirStore {
     bucket: String,
     root: PathBuf,
+    layout: Layout,
     listener: Option<UnboundedSender<String>>,
 }
 
@@ -34,7 +35,8 @@ impl DirStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Io`] when the folder cannot be created.
+    /// [`StoreError::Io`] when the folder cannot be created or read;
+    /// [`StoreError::Backend`] when it records a layout this version does not know.
     pub fn open(root: &Path, bucket: &str) -> Result<Self, StoreError> {
         fs::create_dir_all(root.join(TMP_DIR))
             .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
@@ -43,6 +45,7 @@ impl DirStore {
             .map_err(|e| StoreError::io(format!("resolving {}", root.display()), e))?;
         Ok(DirStore {
             bucket: bucket.to_owned(),
+            layout: Layout::of_root(&root)?,
             root,
             listener: None,
         })
@@ -59,18 +62,21 @@ impl DirStore {
         &self.root
     }
 
-    /// The key a `file://` URL of this store points to, if it points inside it.
+    /// The key a `file://` URL of this store points to, if it points to one.
     pub fn key_for_url(&self, url: &str) -> Option<String> {
         let path = url.strip_prefix("file://")?;
-        let key = Path::new(path).strip_prefix(&self.root).ok()?;
-        let key = key.to_str()?.to_owned();
-        checked_key(&key).ok()?;
-        Some(key)
+        let relative = Path::new(path).strip_prefix(&self.root).ok()?;
+        self.layout.key_of(relative.to_str()?)
     }
 
-    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+    /// The file holding `key`'s object.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when `key` is not a key this store can hold.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         checked_key(key)?;
-        Ok(self.root.join(key))
+        Ok(self.root.join(self.layout.relative_path(key)?))
     }
 
     fn notify(&self, key: &str) {
@@ -110,36 +116,12 @@ impl DirStore {
         let temp = self.temp_path();
         let what = key.to_owned();
         run_blocking("writing an object", move || {
-            match &content {
-                Content::Bytes(bytes) => fs::write(&temp, bytes)
-                    .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?,
-                Content::File(source) => {
-                    fs::copy(source, &temp)
-                        .map_err(|e| StoreError::io(format!("copying {}", source.display()), e))?;
-                }
+            let written = write_and_land(&content, &temp, &path, landing, what);
+            // A rename took the temporary file away; after a link or a failure it is left.
+            if written.is_err() || matches!(landing, Landing::IfAbsent) {
+                let _ = fs::remove_file(&temp);
             }
-            create_parent(&path)?;
-            match landing {
-                Landing::Replace => fs::rename(&temp, &path)
-                    .map_err(|e| StoreError::io(format!("renaming into {}", path.display()), e)),
-                Landing::IfAbsent => {
-                    let linked = fs::hard_link(&temp, &path);
-                    let _ = fs::remove_file(&temp);
-                    match linked {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                            Err(StoreError::ConditionFailed {
-                                what,
-                                detail: "an object already exists".to_owned(),
-                            })
-                        }
-                        Err(e) => Err(StoreError::io(
-                            format!("linking into {}", path.display()),
-                            e,
-                        )),
-                    }
-                }
-            }
+            written
         })
         .await?;
         self.notify(key);
@@ -147,21 +129,42 @@ impl DirStore {
     }
 }
 
-/// Rejects keys that would leave the root or hit the temporary folder.
-fn checked_key(key: &str) -> Result<(), StoreError> {
-    let bad = key.is_empty()
-        || key.starts_with('/')
-        || key
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..")
-        || key.split('/').next() == Some(TMP_DIR);
-    if bad {
-        return Err(StoreError::Backend {
-            what: format!("key {key:?}"),
-            message: "not a valid object key".to_owned(),
-        });
+/// Writes `content` to `temp`, then lands it at `path` as `landing` says (`what` names the
+/// key in a refusal).
+fn write_and_land(
+    content: &Content,
+    temp: &Path,
+    path: &Path,
+    landing: Landing,
+    what: String,
+) -> Result<(), StoreError> {
+    match content {
+        Content::Bytes(bytes) => fs::write(temp, bytes)
+            .map_err(|e| StoreError::io(format!("writing {}", temp.display()), e))?,
+        Content::File(source) => {
+            fs::copy(source, temp)
+                .map_err(|e| StoreError::io(format!("copying {}", source.display()), e))?;
+        }
     }
-    Ok(())
+    // The object's folder is made only when landing finds it missing: most writes go to a
+    // run's folder that exists, and need no second system call.
+    let land = || match landing {
+        Landing::Replace => fs::rename(temp, path),
+        Landing::IfAbsent => fs::hard_link(temp, path),
+    };
+    let mut landed = land();
+    if matches!(&landed, Err(e) if e.kind() == ErrorKind::NotFound) {
+        create_parent(path)?;
+        landed = land();
+    }
+    landed.map_err(|e| match landing {
+        Landing::IfAbsent if e.kind() == ErrorKind::AlreadyExists => StoreError::ConditionFailed {
+            what,
+            detail: "an object already exists".to_owned(),
+        },
+        Landing::IfAbsent => StoreError::io(format!("linking into {}", path.display()), e),
+        Landing::Replace => StoreError::io(format!("renaming into {}", path.display()), e),
+    })
 }
 
 fn create_parent(path: &Path) -> Result<(), StoreError> {
@@ -170,9 +173,12 @@ fn create_parent(path: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(format!("creating {}", parent.display()), e))
 }
 
+/// Appends to `out` the keys starting with `prefix` stored under `dir` (`relative` to the
+/// root, `""` for the root itself).
 fn list_under(
+    layout: Layout,
     dir: &Path,
-    root: &Path,
+    relative: &str,
     prefix: &str,
     out: &mut Vec<String>,
 ) -> Result<(), StoreError> {
@@ -183,24 +189,30 @@ fn list_under(
     };
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-        let path = entry.path();
-        let Some(key) = path.strip_prefix(root).ok().and_then(|k| k.to_str()) else {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if key == TMP_DIR {
-            continue;
-        }
+        let path = if relative.is_empty() {
+            name
+        } else {
+            format!("{relative}/{name}")
+        };
         let file_type = entry
             .file_type()
-            .map_err(|e| StoreError::io(format!("listing {}", path.display()), e))?;
+            .map_err(|e| StoreError::io(format!("listing {}", entry.path().display()), e))?;
         if file_type.is_dir() {
-            // Descend only where keys under the folder can still match the prefix.
-            let folder = format!("{key}/");
-            if folder.starts_with(prefix) || prefix.starts_with(&folder) {
-                list_under(&path, root, prefix, out)?;
+            // Folders are key segments in every layout: descend only where keys under the
+            // folder can still match the prefix.
+            let folder = format!("{path}/");
+            if folder != format!("{TMP_DIR}/")
+                && (folder.starts_with(prefix) || prefix.starts_with(&folder))
+            {
+                list_under(layout, &entry.path(), &path, prefix, out)?;
             }
-        } else if key.starts_with(prefix) {
-            out.push(key.to_owned());
+        } else if let Some(key) = layout.key_of(&path)
+            && key.starts_with(prefix)
+        {
+            out.push(key);
         }
     }
     Ok(())
@@ -279,21 +291,21 @@ impl ObjectStore for DirStore {
     }
 
     fn keys_per_listing(&self) -> usize {
-        // Listing walks the folders: every key is a file (in folders) to visit.
+        // Listing reads folders: every key is an entry to read (a run's keys, one folder's).
         1
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
+        let layout = self.layout;
         let prefix = prefix.to_owned();
         run_blocking("listing objects", move || {
-            // Start from the deepest folder the prefix names in full.
-            let start = match prefix.rfind('/') {
-                Some(end) => root.join(&prefix[..end]),
-                None => root.clone(),
+            let Some(start) = layout.listing_start(&prefix) else {
+                return Ok(Vec::new());
             };
             let mut keys = Vec::new();
-            list_under(&start, &root, &prefix, &mut keys)?;
+            list_under(layout, &root.join(&start), &start, &prefix, &mut keys)?;
+            // Sorted by key, not by path (a run's keys are names in one folder).
             keys.sort();
             Ok(keys)
         })
@@ -310,8 +322,13 @@ impl ObjectStore for DirStore {
         .await
     }
 
+    /// A key this store cannot hold (see [`Self::presign`], which checks) has the URL of
+    /// its nested path, where no object is.
     fn object_url(&self, key: &str) -> String {
-        format!("file://{}/{key}", self.root.display())
+        match self.path_of(key) {
+            Ok(path) => format!("file://{}", path.display()),
+            Err(_) => format!("file://{}/{key}", self.root.display()),
+        }
     }
 
     /// Locally a "presigned URL" is the object's `file://` URL, whatever the operation: the
@@ -323,7 +340,7 @@ impl ObjectStore for DirStore {
         key: &str,
         _expiry: Duration,
     ) -> Result<String, StoreError> {
-        checked_key(key)?;
+        self.path_of(key)?;
         Ok(self.object_url(key))
     }
 }
@@ -332,33 +349,82 @@ impl ObjectStore for DirStore {
 mod tests {
     use super::*;
 
+    const RUN: &str = "2778a02f-79d5-4488-b289-a488f18524b4";
+
     #[tokio::test]
     async fn keys_cannot_leave_the_root_and_urls_map_back_to_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(&dir.path().join("b"), "b").unwrap();
-        for bad in ["../x", "/abs", "a//b", "a/./b", ".tmp/x", ""] {
+        for bad in ["../x", "/abs", "a//b", "a/./b", ".tmp/x", ".layout", ""] {
             assert!(
                 store.put(bad, b"x".to_vec()).await.is_err(),
                 "{bad:?} accepted"
             );
         }
-        let url = store
-            .presign(
-                Presigned::Put,
-                "tmp/callbacks/runs/r/0001/result.json",
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            store.key_for_url(&url).as_deref(),
-            Some("tmp/callbacks/runs/r/0001/result.json")
-        );
+        for key in [
+            format!("tmp/callbacks/runs/{RUN}/0001/a-l1/result.json"),
+            "idempotency/abc".to_owned(),
+        ] {
+            let url = (store.presign(Presigned::Put, &key, Duration::from_secs(1)))
+                .await
+                .unwrap();
+            assert_eq!(store.key_for_url(&url), Some(key.clone()));
+            assert_eq!(url, store.object_url(&key));
+        }
         assert_eq!(store.key_for_url("file:///etc/passwd"), None);
         assert_eq!(
             store.key_for_url(&format!("file://{}/../x", store.root().display())),
             None
         );
+        let nested = format!(
+            "file://{}/tmp/logs/{RUN}/0001/log.txt",
+            store.root().display()
+        );
+        assert_eq!(
+            store.key_for_url(&nested),
+            None,
+            "not where that key is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runs_objects_are_files_of_one_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(&dir.path().join("b"), "b").unwrap();
+        for num in ["0001", "0002"] {
+            for key in [
+                format!("tmp/logs/{RUN}/{num}/log.txt"),
+                format!("tmp/claims/{RUN}/{num}/a-l1"),
+            ] {
+                store.put_if_absent(&key, b"x".to_vec()).await.unwrap();
+                assert!(store.path_of(&key).unwrap().is_file());
+            }
+        }
+        let run_folder = store.root().join("tmp/logs").join(RUN);
+        let names: Vec<_> = fs::read_dir(&run_folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"0001~~log.txt".to_owned()), "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_folder_from_an_older_sluice_keeps_its_nested_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("b");
+        let key = format!("tmp/logs/{RUN}/0001/log.txt");
+        fs::create_dir_all(root.join(format!("tmp/logs/{RUN}/0001"))).unwrap();
+        fs::write(root.join(&key), b"old").unwrap();
+        let store = DirStore::open(&root, "b").unwrap();
+        assert_eq!(store.get(&key).await.unwrap(), b"old");
+        assert_eq!(store.list("tmp/").await.unwrap(), vec![key.clone()]);
+        let claim = format!("tmp/claims/{RUN}/0001/a");
+        store.put(&claim, b"new".to_vec()).await.unwrap();
+        assert!(root.join(&claim).is_file(), "written nested too");
+        // Reopened, it is still the same folder.
+        let store = DirStore::open(&root, "b").unwrap();
+        assert_eq!(store.list("tmp/").await.unwrap(), vec![claim, key]);
     }
 
     #[tokio::test]
@@ -374,5 +440,7 @@ mod tests {
         assert_eq!(rx.recv().await.as_deref(), Some("a/one"));
         assert_eq!(rx.recv().await.as_deref(), Some("a/two"));
         assert!(rx.try_recv().is_err(), "a refused write is not announced");
+        let left = fs::read_dir(store.root().join(TMP_DIR)).unwrap().count();
+        assert_eq!(left, 0, "temporary files are removed, after a refusal too");
     }
 }

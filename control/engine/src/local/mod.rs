@@ -1,6 +1,6 @@
 //! The local backends: the engine on one machine, with nothing to install.
 //!
-//! - [`DirStore`]: an [`ObjectStore`](crate::ObjectStore) over a directory, same key layout
+//! - [`DirStore`]: an [`ObjectStore`](crate::ObjectStore) over a directory, same keys
 //!   as S3, atomic puts by rename, conditional puts by hard link.
 //! - [`SqliteStore`]: the orders / order_events / locks tables in SQLite (bundled), with
 //!   real conditional writes inside `BEGIN IMMEDIATE` transactions.
@@ -12,6 +12,7 @@
 //!   invocation for every result written, concurrently, as S3 events start Lambdas; and
 //!   resumes a run whose process died ([`LocalRuntime::resume`]).
 
+mod dir_layout;
 mod dir_store;
 mod dispatcher;
 mod key_store;
@@ -24,6 +25,6 @@ pub use dir_store::DirStore;
 pub use dispatcher::{Launcher, LocalDispatcher};
 pub use key_store::FileKeyStore;
 pub use resume::{OwnershipError, Resumed, RunOwnership};
-pub use runtime::{LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError};
+pub use runtime::{INTERNAL_BUCKET, LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError};
 pub use secrets_file::{SecretsFile, SecretsFileError};
 pub use sqlite::SqliteStore;

@@ -11,7 +11,7 @@
 //! connection behind a mutex (SQLite serialises writers anyway).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS locks (
 /// The three tables in one SQLite file (see the module docs).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// Taken before a blocking thread is: callers wait for the connection as tasks, so
+    /// only one thread of the (bounded) blocking pool ever holds or waits for it.
+    conn: Arc<tokio::sync::Mutex<Connection>>,
     order_ttl_ms: u64,
     event_ttl_ms: u64,
 }
@@ -113,7 +115,7 @@ impl SqliteStore {
         // Room for every statement this store runs (about 20), each prepared once.
         conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
             order_ttl_ms: millis(order_ttl),
             event_ttl_ms: millis(event_ttl),
         })
@@ -171,12 +173,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        run_blocking(what, move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
+        let mut conn = Arc::clone(&self.conn).lock_owned().await;
+        run_blocking(what, move || work(&mut conn)).await
     }
 }
 

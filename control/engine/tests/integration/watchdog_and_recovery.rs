@@ -757,10 +757,8 @@ async fn an_oversized_result_fails_its_order_without_being_loaded() {
     let run = one_order_run(&setup, 60).await;
     setup.engine.orchestrate(&run).await.unwrap();
     let num = OrderNum::from_index(0);
-    let path = setup
-        .internal
-        .root()
-        .join(current_result_key(&setup, &run, num).await);
+    let key = current_result_key(&setup, &run, num).await;
+    let path = setup.internal.path_of(&key).unwrap();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::File::create(&path).unwrap();
     file.set_len(64 << 30).unwrap();
