@@ -45,19 +45,13 @@ impl Layout {
     /// recorded there; for a folder holding no object yet, [`Layout::PerRun`], recorded now.
     pub(super) fn of_root(root: &Path) -> Result<Layout, StoreError> {
         let record = root.join(LAYOUT_FILE);
-        match fs::read_to_string(&record) {
-            Ok(text) => return parse_record(&record, &text),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io(format!("reading {}", record.display()), e)),
+        if let Some(layout) = read_record(&record)? {
+            return Ok(layout);
         }
         if holds_objects(root)? {
             // A store of this version records its layout before its first object: read again,
             // in case one did both since the first read.
-            return match fs::read_to_string(&record) {
-                Ok(text) => parse_record(&record, &text),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(Layout::Nested),
-                Err(e) => Err(StoreError::io(format!("reading {}", record.display()), e)),
-            };
+            return Ok(read_record(&record)?.unwrap_or(Layout::Nested));
         }
         // Written whole, then linked into place: a store opened at the same moment reads
         // either no record or all of it, and the first link wins.
@@ -75,10 +69,12 @@ impl Layout {
         let _ = fs::remove_file(&temp);
         match linked {
             Ok(()) => Ok(Layout::PerRun),
+            // Another opener's record won: it is there, unless removed since.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let text = fs::read_to_string(&record)
-                    .map_err(|e| StoreError::io(format!("reading {}", record.display()), e))?;
-                parse_record(&record, &text)
+                read_record(&record)?.ok_or_else(|| {
+                    let gone = std::io::Error::from(ErrorKind::NotFound);
+                    StoreError::io(format!("reading {}", record.display()), gone)
+                })
             }
             Err(e) => Err(StoreError::io(format!("writing {}", record.display()), e)),
         }
@@ -152,9 +148,15 @@ impl Layout {
     }
 }
 
-fn parse_record(record: &Path, text: &str) -> Result<Layout, StoreError> {
+/// The layout recorded in `record`, `None` when there is no record.
+fn read_record(record: &Path) -> Result<Option<Layout>, StoreError> {
+    let text = match fs::read_to_string(record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(format!("reading {}", record.display()), e)),
+    };
     match text.trim() {
-        PER_RUN => Ok(Layout::PerRun),
+        PER_RUN => Ok(Some(Layout::PerRun)),
         other => Err(StoreError::Backend {
             what: format!("reading {}", record.display()),
             message: format!(

@@ -167,6 +167,11 @@ fn write_and_land(
     })
 }
 
+/// The `file://` URL of `path` (absolute: under the canonical root).
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
 fn create_parent(path: &Path) -> Result<(), StoreError> {
     let parent = path.parent().expect("object paths have a parent");
     fs::create_dir_all(parent)
@@ -204,9 +209,7 @@ fn list_under(
             // Folders are key segments in every layout: descend only where keys under the
             // folder can still match the prefix.
             let folder = format!("{path}/");
-            if folder != format!("{TMP_DIR}/")
-                && (folder.starts_with(prefix) || prefix.starts_with(&folder))
-            {
+            if path != TMP_DIR && (folder.starts_with(prefix) || prefix.starts_with(&folder)) {
                 list_under(layout, &entry.path(), &path, prefix, out)?;
             }
         } else if let Some(key) = layout.key_of(&path)
@@ -326,7 +329,7 @@ impl ObjectStore for DirStore {
     /// its nested path, where no object is.
     fn object_url(&self, key: &str) -> String {
         match self.path_of(key) {
-            Ok(path) => format!("file://{}", path.display()),
+            Ok(path) => file_url(&path),
             Err(_) => format!("file://{}/{key}", self.root.display()),
         }
     }
@@ -340,8 +343,7 @@ impl ObjectStore for DirStore {
         key: &str,
         _expiry: Duration,
     ) -> Result<String, StoreError> {
-        self.path_of(key)?;
-        Ok(self.object_url(key))
+        self.path_of(key).map(|path| file_url(&path))
     }
 }
 

@@ -193,6 +193,15 @@ async fn report_success(setup: &Setup, run: &RunId, order_num: sluice_contract::
     report(setup, run, order_num, OrderStatus::Succeeded).await;
 }
 
+/// A pass woken by the notification of the result of `order_num`'s current attempt.
+async fn notified(setup: &Setup, run: &RunId, order_num: OrderNum) -> Outcome {
+    let attempt = row_of(setup, run, order_num).await.attempt.unwrap();
+    let pass = setup
+        .engine
+        .orchestrate_notified(run, [(order_num, attempt)].into());
+    pass.await.unwrap()
+}
+
 /// Writes a result of `status` for the order's current attempt, as its worker would.
 async fn report(setup: &Setup, run: &RunId, order_num: OrderNum, status: OrderStatus) {
     let doc = sluice_contract::result::ResultDoc::new(status, "reported");
@@ -989,6 +998,12 @@ impl Interloper {
         }
     }
 
+    /// Its reads of a run's rows and its acquires of the lock so far.
+    fn reads_and_acquires(&self) -> (u64, u64) {
+        let reads = self.row_reads.load(Ordering::SeqCst);
+        (reads, self.acquires.load(Ordering::SeqCst))
+    }
+
     fn inner(&self) -> &dyn sluice_engine::OrderStore {
         self.inner.as_ref()
     }
@@ -1188,20 +1203,13 @@ async fn a_warm_chain_hop_reads_no_rows_and_takes_the_lock_with_its_writes() {
     let mut setup = setup();
     let interloper = seen_through_an_interloper(&mut setup);
     let run = started(&setup, &chain_of(&["a", "b", "c"])).await;
-    let counts = || {
-        let reads = interloper.row_reads.load(Ordering::SeqCst);
-        (reads, interloper.acquires.load(Ordering::SeqCst))
-    };
     for (index, last) in [(0, false), (1, false), (2, true)] {
         let done = OrderNum::from_index(index);
         report_success(&setup, &run, done).await;
-        let attempt = row_of(&setup, &run, done).await.attempt.unwrap();
-        let before = counts();
-        let outcome = (setup.engine)
-            .orchestrate_notified(&run, [(done, attempt)].into())
-            .await
-            .unwrap();
-        let (reads, acquires) = (counts().0 - before.0, counts().1 - before.1);
+        let before = interloper.reads_and_acquires();
+        let outcome = notified(&setup, &run, done).await;
+        let after = interloper.reads_and_acquires();
+        let (reads, acquires) = (after.0 - before.0, after.1 - before.1);
         if last {
             assert_eq!(
                 outcome,
@@ -1249,18 +1257,11 @@ async fn cold_hops(setup: &mut Setup, run: &RunId) {
         let interloper = seen_through_an_interloper(setup);
         let done = OrderNum::from_index(index);
         report_success(setup, run, done).await;
-        let attempt = row_of(setup, run, done).await.attempt.unwrap();
-        let outcome = (setup.engine)
-            .orchestrate_notified(run, [(done, attempt)].into())
-            .await
-            .unwrap();
+        let outcome = notified(setup, run, done).await;
         assert_eq!(outcome, Outcome::Released, "hop {index}");
         let next = row_of(setup, run, OrderNum::from_index(index + 1)).await;
         assert_eq!(next.status, OrderStatus::Running, "hop {index}");
-        let counts = (
-            interloper.row_reads.load(Ordering::SeqCst),
-            interloper.acquires.load(Ordering::SeqCst),
-        );
+        let counts = interloper.reads_and_acquires();
         assert_eq!(counts, (1, 0), "hop {index}: the rows read, the lock taken");
     }
     assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 3);
@@ -1268,12 +1269,8 @@ async fn cold_hops(setup: &mut Setup, run: &RunId) {
     // b's notification delivered again, to yet another: it finds b ended, takes nothing,
     // and starts nothing again.
     seen_through_an_interloper(setup);
-    let b = OrderNum::from_index(1);
-    let attempt = row_of(setup, run, b).await.attempt.unwrap();
-    let again = setup
-        .engine
-        .orchestrate_notified(run, [(b, attempt)].into());
-    assert_eq!(again.await.unwrap(), Outcome::Released);
+    let again = notified(setup, run, OrderNum::from_index(1)).await;
+    assert_eq!(again, Outcome::Released);
     assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), 3);
 }
 
@@ -1290,15 +1287,8 @@ async fn a_cold_hop_whose_count_went_stale_acquires_and_reads_again() {
     let interloper = seen_through_an_interloper(&mut setup);
     let a = OrderNum::from_index(0);
     report_success(&setup, &run, a).await;
-    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
-    let outcome = setup
-        .engine
-        .orchestrate_notified(&run, [(a, attempt)].into());
-    assert_eq!(outcome.await.unwrap(), Outcome::Released);
-    let counts = (
-        interloper.row_reads.load(Ordering::SeqCst),
-        interloper.acquires.load(Ordering::SeqCst),
-    );
+    assert_eq!(notified(&setup, &run, a).await, Outcome::Released);
+    let counts = interloper.reads_and_acquires();
     assert_eq!(counts, (2, 1), "refused, acquired, the rows read again");
     let b = row_of(&setup, &run, OrderNum::from_index(1)).await;
     assert_eq!(b.status, OrderStatus::Running);
@@ -1317,17 +1307,9 @@ async fn a_cold_hop_that_read_the_rows_before_the_release_reads_them_again() {
     let interloper = seen_through_an_interloper(&mut setup);
     let a = OrderNum::from_index(0);
     report_success(&setup, &run, a).await;
-    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
     *interloper.stale_read.lock().unwrap() = Some((a, OrderStatus::Dispatching));
-    let outcome = (setup.engine)
-        .orchestrate_notified(&run, [(a, attempt)].into())
-        .await
-        .unwrap();
-    assert_eq!(outcome, Outcome::Released);
-    let counts = (
-        interloper.row_reads.load(Ordering::SeqCst),
-        interloper.acquires.load(Ordering::SeqCst),
-    );
+    assert_eq!(notified(&setup, &run, a).await, Outcome::Released);
+    let counts = interloper.reads_and_acquires();
     assert_eq!(counts, (2, 1), "acquired, and the rows read again");
     let (a, b) = (
         row_of(&setup, &run, a).await,
@@ -1416,11 +1398,7 @@ async fn two_steps_before_the_end() -> (Setup, RunId, Arc<Interloper>) {
     let run = started(&setup, &chain_of(&["a", "b", "c", "d"])).await;
     let a = OrderNum::from_index(0);
     report_success(&setup, &run, a).await;
-    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
-    let next = setup
-        .engine
-        .orchestrate_notified(&run, [(a, attempt)].into());
-    assert_eq!(next.await.unwrap(), Outcome::Released);
+    assert_eq!(notified(&setup, &run, a).await, Outcome::Released);
     (setup, run, interloper)
 }
 
@@ -1428,11 +1406,7 @@ async fn two_steps_before_the_end() -> (Setup, RunId, Arc<Interloper>) {
 /// with its writes), or by a pass that acquires the lock and lists.
 async fn last_step(setup: &mut Setup, run: &RunId, b: OrderNum, warm: bool) -> Outcome {
     if warm {
-        let attempt = row_of(setup, run, b).await.attempt.unwrap();
-        let last = setup
-            .engine
-            .orchestrate_notified(run, [(b, attempt)].into());
-        last.await.unwrap()
+        notified(setup, run, b).await
     } else {
         setup.engine.orchestrate(run).await.unwrap()
     }
@@ -1680,17 +1654,10 @@ async fn a_step_refused_the_taking_for_its_size_reads_no_rows_again() {
     );
     let a = OrderNum::from_index(0);
     report_success(&setup, &run, a).await;
-    let attempt = row_of(&setup, &run, a).await.attempt.unwrap();
-    let (reads, acquires) = (
-        || interloper.row_reads.load(Ordering::SeqCst),
-        || interloper.acquires.load(Ordering::SeqCst),
-    );
-    let before = (reads(), acquires());
-    let outcome = setup
-        .engine
-        .orchestrate_notified(&run, [(a, attempt)].into());
-    assert_eq!(outcome.await.unwrap(), Outcome::Released);
-    assert_eq!((reads() - before.0, acquires() - before.1), (0, 1));
+    let before = interloper.reads_and_acquires();
+    assert_eq!(notified(&setup, &run, a).await, Outcome::Released);
+    let after = interloper.reads_and_acquires();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (0, 1));
     let rows = setup.engine.ports.orders.run_orders(&run).await.unwrap();
     assert!(
         rows[1..]
