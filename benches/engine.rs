@@ -305,7 +305,7 @@ async fn run_guest_with_code(
         shared,
     };
     let dir = tempfile::tempdir().unwrap();
-    let log = LogSink::create(dir.path()).unwrap();
+    let log = LogSink::create(dir.path());
     let started = Instant::now();
     let outcome = runtime.run(&order, &log).await;
     let elapsed = started.elapsed();
@@ -417,8 +417,7 @@ fn capture(figures: &mut Figures) {
 /// also the log's size.
 async fn pipeline(cmd: &str, redactor: &Arc<Redactor>) -> (Duration, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        LogSink::create_with(dir.path(), Arc::clone(redactor), DEFAULT_MAX_LOG_BYTES).unwrap();
+    let log = LogSink::create_with(dir.path(), Arc::clone(redactor), DEFAULT_MAX_LOG_BYTES);
     let cmds = vec![cmd.to_owned()];
     let env = vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
     let started = Instant::now();

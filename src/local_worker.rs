@@ -81,6 +81,11 @@ impl WorkerIo for LocalIo {
         }
     }
 
+    async fn put(&self, url: &Capability, body: Vec<u8>) -> Result<(), IoError> {
+        let key = self.key_of("storing", url)?;
+        (self.internal.put(&key, body).await).map_err(|e| failed("storing", &key, e))
+    }
+
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
         let key = self.key_of("storing", url)?;
         (self.internal.put_file(&key, path).await).map_err(|e| failed("storing", &key, e))

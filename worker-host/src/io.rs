@@ -54,7 +54,7 @@ pub enum Delivery {
     AlreadyThere,
 }
 
-/// The worker's view of the outside world: three operations on URLs.
+/// The worker's view of the outside world: reads and writes of objects by URL.
 #[async_trait]
 pub trait WorkerIo: Send + Sync {
     /// The object behind `url`, if it holds at most `max_bytes` (a ranged read: a larger
@@ -67,6 +67,9 @@ pub trait WorkerIo: Send + Sync {
 
     /// PUTs `body` to `url` unless an object is there already (`If-None-Match: *`).
     async fn put_if_absent(&self, url: &Capability, body: Vec<u8>) -> Result<Delivery, IoError>;
+
+    /// PUTs `body` to `url` (replacing what is there): a log short enough to be in memory.
+    async fn put(&self, url: &Capability, body: Vec<u8>) -> Result<(), IoError>;
 
     /// PUTs the file at `path` to `url` (replacing what is there), streaming it.
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError>;
@@ -112,6 +115,11 @@ impl WorkerIo for FileIo {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Delivery::AlreadyThere),
             Err(e) => Err(IoError::permanent(url.expose(), e.to_string())),
         }
+    }
+
+    async fn put(&self, url: &Capability, body: Vec<u8>) -> Result<(), IoError> {
+        std::fs::write(url.expose(), body)
+            .map_err(|e| IoError::permanent(url.expose(), e.to_string()))
     }
 
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {

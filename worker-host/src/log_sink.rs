@@ -6,21 +6,18 @@
 //! order and a fast producer waits for the disk rather than filling memory. A single writer
 //! on the blocking pool masks the order's secrets in each chunk ([`crate::redact`]) — the
 //! only way into the spool, so no unmasked byte is ever written — appends it to the
-//! [`BoundedSpool`] (head and tail kept beyond the cap) and hands the buffer back to a small
-//! pool the readers take from, so the pipeline allocates a fixed set of buffers whatever the
-//! output size. When the producers are done, the tail for `result.json` (the last
-//! [`MAX_LOG_TAIL_BYTES`]) is read back from the spool.
+//! [`BoundedSpool`] (in memory while short; head and tail kept beyond the cap) and hands the
+//! buffer back to a small pool the readers take from, so the pipeline allocates a fixed set
+//! of buffers whatever the output size. When the producers are done, the tail for
+//! `result.json` (the last [`MAX_LOG_TAIL_BYTES`]) is taken from the stored log.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sluice_contract::result::MAX_LOG_TAIL_BYTES;
-use tempfile::NamedTempFile;
 
 use crate::redact::Redactor;
-use crate::spool::{BoundedSpool, DEFAULT_MAX_LOG_BYTES};
+use crate::spool::{BoundedSpool, DEFAULT_MAX_LOG_BYTES, StoredLog};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -60,8 +57,9 @@ impl LogSender {
 /// The spooled log, once every producer is done.
 #[derive(Debug)]
 pub struct LogSummary {
-    /// The stored log (deleted when this is dropped): all of it, or its head and tail.
-    pub spool: NamedTempFile,
+    /// The stored log (its file deleted when this is dropped): all of it, or its head and
+    /// tail.
+    pub log: StoredLog,
     /// The size of the whole log, dropped bytes included.
     pub bytes: u64,
     /// Bytes dropped from the middle of the stored log (0 under the cap).
@@ -83,41 +81,27 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    /// Starts a pipeline spooling into a new file in `dir`, with no secrets to mask and the
-    /// default cap.
-    ///
-    /// # Errors
-    ///
-    /// The spool file cannot be created.
-    pub fn create(dir: &Path) -> std::io::Result<Self> {
+    /// Starts a pipeline spooling (when the log outgrows memory) into files in `dir`, with
+    /// no secrets to mask and the default cap.
+    pub fn create(dir: &Path) -> Self {
         Self::create_with(dir, Arc::new(Redactor::default()), DEFAULT_MAX_LOG_BYTES)
     }
 
-    /// Starts a pipeline spooling into a new file in `dir`, masking `redactor`'s secrets and
-    /// keeping at most `max_bytes` of the log (its head and tail).
-    ///
-    /// # Errors
-    ///
-    /// The spool file cannot be created.
-    pub fn create_with(
-        dir: &Path,
-        redactor: Arc<Redactor>,
-        max_bytes: u64,
-    ) -> std::io::Result<Self> {
-        let spool = tempfile::Builder::new().prefix("log-").tempfile_in(dir)?;
+    /// Starts a pipeline spooling (when the log outgrows memory) into files in `dir`,
+    /// masking `redactor`'s secrets and keeping at most `max_bytes` of the log (its head and
+    /// tail).
+    pub fn create_with(dir: &Path, redactor: Arc<Redactor>, max_bytes: u64) -> Self {
         let (chunks, receiver) = mpsc::channel(CHANNEL_CHUNKS);
         let pool = BufferPool::default();
         let writer_pool = Arc::clone(&pool);
-        let dir = dir.to_owned();
+        let bounded = BoundedSpool::new(dir, max_bytes);
         let writer = tokio::task::spawn_blocking(move || {
-            let file = spool.reopen()?;
-            let bounded = BoundedSpool::new(file, &dir, max_bytes);
-            write_all(spool, bounded, &redactor, receiver, writer_pool)
+            write_all(bounded, &redactor, receiver, writer_pool)
         });
-        Ok(LogSink {
+        LogSink {
             sender: LogSender { chunks, pool },
             writer,
-        })
+        }
     }
 
     /// A sender for one producer.
@@ -134,7 +118,7 @@ impl LogSink {
     ///
     /// # Errors
     ///
-    /// Writing or reading back the spool file failed.
+    /// Writing or reading back a spool file failed.
     pub async fn finish(self) -> std::io::Result<LogSummary> {
         drop(self.sender);
         self.writer.await.map_err(std::io::Error::other)?
@@ -142,7 +126,6 @@ impl LogSink {
 }
 
 fn write_all(
-    spool: NamedTempFile,
     mut bounded: BoundedSpool,
     redactor: &Redactor,
     mut receiver: mpsc::Receiver<Vec<u8>>,
@@ -172,12 +155,10 @@ fn write_all(
     stream.finish(&mut masked);
     bounded.write(&masked)?;
     let end = bounded.finish()?;
-    let mut out = spool.reopen()?;
-    let stored = out.seek(SeekFrom::End(0))?;
-    let (tail, cut, lossless) = read_tail(&mut out, stored)?;
+    let (tail, cut, lossless) = read_tail(&end.log)?;
     let truncated = cut || end.dropped > 0;
     Ok(LogSummary {
-        spool,
+        log: end.log,
         bytes: end.bytes,
         dropped: end.dropped,
         tail,
@@ -186,17 +167,14 @@ fn write_all(
     })
 }
 
-/// Reads the last [`MAX_LOG_TAIL_BYTES`] of the spool back: the text, whether it is only
-/// the end, and whether the bytes read were valid UTF-8 (the text is them unchanged).
-fn read_tail(file: &mut File, bytes: u64) -> std::io::Result<(String, bool, bool)> {
-    let start = bytes.saturating_sub(MAX_LOG_TAIL_BYTES as u64);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::with_capacity((bytes - start) as usize);
-    file.read_to_end(&mut tail)?;
+/// The last [`MAX_LOG_TAIL_BYTES`] of the stored log: the text, whether it is only the
+/// end, and whether the bytes read were valid UTF-8 (the text is them unchanged).
+fn read_tail(log: &StoredLog) -> std::io::Result<(String, bool, bool)> {
+    let (tail, cut) = log.tail(MAX_LOG_TAIL_BYTES)?;
     let lossless = std::str::from_utf8(&tail).is_ok();
-    let text = tail_text(&tail, start > 0);
-    let (text, cut) = fit_escaped(text, MAX_LOG_TAIL_BYTES);
-    Ok((text, start > 0 || cut, lossless))
+    let text = tail_text(&tail, cut);
+    let (text, fitted) = fit_escaped(text, MAX_LOG_TAIL_BYTES);
+    Ok((text, cut || fitted, lossless))
 }
 
 /// The tail as text: when it was cut, a partial first character is dropped; other invalid
@@ -251,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_everything_in_the_spool_and_the_end_in_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path()).unwrap();
+        let sink = LogSink::create(dir.path());
         let sender = sink.sender();
         for _ in 0..1000 {
             let mut buffer = sender.buffer();
@@ -266,16 +244,13 @@ mod tests {
         // The tail fills the budget as JSON: the final newline escapes to two bytes.
         assert_eq!(summary.tail.len(), MAX_LOG_TAIL_BYTES - 1);
         assert!(summary.tail.ends_with("xxTHE END\n"));
-        assert_eq!(
-            std::fs::metadata(summary.spool.path()).unwrap().len(),
-            1_000_008
-        );
+        assert_eq!(summary.log.contents().unwrap().len(), 1_000_008);
     }
 
     #[tokio::test]
     async fn a_short_log_is_whole_in_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path()).unwrap();
+        let sink = LogSink::create(dir.path());
         sink.note("hello").await;
         let summary = sink.finish().await.unwrap();
         assert_eq!(summary.tail, "==> hello\n");
@@ -286,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn a_short_log_that_is_not_text_is_not_whole_in_the_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path()).unwrap();
+        let sink = LogSink::create(dir.path());
         sink.sender().send(b"caf\xe9\n".to_vec()).await.unwrap();
         let summary = sink.finish().await.unwrap();
         assert_eq!(summary.tail, "caf\u{fffd}\n");
@@ -297,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn a_tail_of_control_characters_still_fits_once_escaped() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path()).unwrap();
+        let sink = LogSink::create(dir.path());
         sink.sender()
             .send(vec![0u8; 3 * MAX_LOG_TAIL_BYTES])
             .await

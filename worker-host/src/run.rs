@@ -38,7 +38,7 @@ use crate::process_group::RUN_MARKER;
 use crate::redact::{MIN_SECRET_LEN, Redactor};
 use crate::retry::{self, RetryPolicy};
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
-use crate::spool::DEFAULT_MAX_LOG_BYTES;
+use crate::spool::{DEFAULT_MAX_LOG_BYTES, StoredLog};
 use crate::wasm::{Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime};
 use tokio_util::sync::CancellationToken;
 
@@ -136,9 +136,6 @@ enum AttemptError {
     /// The env cannot be decrypted.
     #[error(transparent)]
     Env(#[from] EnvError),
-    /// The log's spool file cannot be created.
-    #[error("creating the log spool: {0}")]
-    LogSpool(#[source] std::io::Error),
     /// The events folder cannot be created.
     #[error("creating the events folder: {0}")]
     EventsFolder(#[source] std::io::Error),
@@ -213,7 +210,7 @@ async fn run_attempt(
         }
     };
     let report = report(io, result, payload, sending).await;
-    keep_unreported_log(io, payload, config, opened.work.path(), &report).await;
+    keep_unreported_log(io, payload, config, &report).await;
     report
 }
 
@@ -224,7 +221,6 @@ async fn keep_unreported_log(
     io: &dyn WorkerIo,
     payload: &DispatchPayload,
     config: &WorkerConfig,
-    work: &Path,
     report: &WorkerReport,
 ) {
     let (WorkerReport::Superseded(result) | WorkerReport::CallbackFailed(result, _)) = report
@@ -234,15 +230,9 @@ async fn keep_unreported_log(
     if !result.log_in_result {
         return;
     }
-    let stored = async {
-        let mut file = tempfile::NamedTempFile::new_in(work)
-            .map_err(|e| IoError::permanent(payload.log_url.shown(), e.to_string()))?;
-        std::io::Write::write_all(&mut file, result.log.as_bytes())
-            .map_err(|e| IoError::permanent(payload.log_url.shown(), e.to_string()))?;
-        let until = Instant::now() + config.callback.report_window / 2;
-        store_log(io, payload, config, file.path(), until, until).await
-    };
-    match stored.await {
+    let log = StoredLog::Memory(result.log.clone().into_bytes());
+    let until = Instant::now() + config.callback.report_window / 2;
+    match store_log(io, payload, config, &log, until, until).await {
         Ok(()) => tracing::info!(
             "the result this worker sent did not decide the attempt (or its answer was lost): its log was stored alone too"
         ),
@@ -458,8 +448,7 @@ async fn prepare_and_run(
     })));
 
     let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
-    let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes)
-        .map_err(AttemptError::LogSpool)?;
+    let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes);
     for name in redactor.unmasked() {
         log.note(&format!(
             "warning: the secret {name} is shorter than {MIN_SECRET_LEN} characters and is not masked in this log"
@@ -499,8 +488,7 @@ async fn prepare_and_run(
     // The log may use half the report window past the deadline: the result, which
     // decides the order, must still reach the callback before the watchdog gives up.
     let log_by = deadline.max(Instant::now()) + config.callback.report_window / 2;
-    let path = summary.spool.path();
-    match store_log(io, payload, config, path, patience, log_by).await {
+    match store_log(io, payload, config, &summary.log, patience, log_by).await {
         Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
         Err(error) => {
             tracing::warn!(%error, "the full log could not be stored; the result keeps its tail")
@@ -509,19 +497,22 @@ async fn prepare_and_run(
     Ok(Some(doc))
 }
 
-/// PUTs the log at `path` to the attempt's log URL, tried again after a transient failure
+/// PUTs the log to the attempt's log URL, tried again after a transient failure
 /// until `patience`, the whole bounded by `by`: one stalled PUT must not keep the worker
 /// (a billed build) for its transfer's time-out, several times over.
 async fn store_log(
     io: &dyn WorkerIo,
     payload: &DispatchPayload,
     config: &WorkerConfig,
-    path: &Path,
+    log: &StoredLog,
     patience: Instant,
     by: Instant,
 ) -> Result<(), IoError> {
-    let put = retry::while_transient(config.callback, patience, || {
-        io.put_file(&payload.log_url, path)
+    let put = retry::while_transient(config.callback, patience, || async {
+        match log {
+            StoredLog::Memory(bytes) => io.put(&payload.log_url, bytes.clone()).await,
+            StoredLog::File(file) => io.put_file(&payload.log_url, file.path()).await,
+        }
     });
     match tokio::time::timeout_at(by, put).await {
         Ok(stored) => stored,

@@ -37,6 +37,9 @@ const LARGE_READ: u64 = 1 << 20;
 /// Most bytes of an error answer read (S3's XML error is a few hundred).
 const MAX_ERROR_BODY: u64 = 4096;
 
+/// What a stored log is.
+const LOG_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
 /// Requests to presigned URLs, counted as the S3 calls they are.
 #[derive(Debug, Clone)]
 pub struct HttpTransfer {
@@ -287,6 +290,15 @@ impl WorkerIo for HttpTransfer {
         }
     }
 
+    async fn put(&self, url: &Capability, body: Vec<u8>) -> Result<(), IoError> {
+        let what = || format!("PUT {}", url.shown());
+        let request = self
+            .request(Method::PUT, url, "PutObject", SMALL_TIMEOUT)
+            .header("content-type", LOG_CONTENT_TYPE)
+            .body(body);
+        succeeded(sent(request, what).await?, what).await
+    }
+
     async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
         let what = || format!("PUT {}", url.shown());
         let reading = |e: std::io::Error| {
@@ -297,7 +309,7 @@ impl WorkerIo for HttpTransfer {
         let chunks = tokio_util::io::ReaderStream::new(file);
         let request = self
             .request(Method::PUT, url, "PutObject", LARGE_TIMEOUT)
-            .header("content-type", "text/plain; charset=utf-8")
+            .header("content-type", LOG_CONTENT_TYPE)
             .header("content-length", length)
             .body(reqwest::Body::wrap_stream(chunks));
         succeeded(sent(request, what).await?, what).await

@@ -159,7 +159,7 @@ mod tests {
     #[tokio::test]
     async fn writes_through_either_interface_reach_the_log_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path()).unwrap();
+        let sink = LogSink::create(dir.path());
         let output = GuestOutput::new(sink.sender());
         let mut p2 = output.p2_stream();
         p2.write_ready().await.unwrap();
@@ -177,7 +177,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreserved_handle_asks_the_guest_to_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = LogSink::create(dir.path()).unwrap();
+        let sink = LogSink::create(dir.path());
         let mut p2 = GuestOutput::new(sink.sender()).p2_stream();
         assert_eq!(p2.check_write().unwrap(), 0);
         p2.ready().await;

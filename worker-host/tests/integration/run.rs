@@ -130,11 +130,13 @@ impl WorkerIo for MemoryIo {
         }
         Ok(Delivery::Stored)
     }
-    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
+    async fn put(&self, url: &Capability, body: Vec<u8>) -> Result<(), IoError> {
         let object = object_of(url.expose(), "put")?.to_owned();
-        let body = std::fs::read(path).unwrap();
         self.objects.lock().unwrap().insert(object, body);
         Ok(())
+    }
+    async fn put_file(&self, url: &Capability, path: &Path) -> Result<(), IoError> {
+        self.put(url, std::fs::read(path).unwrap()).await
     }
 }
 

@@ -20,7 +20,7 @@ async fn run(
 ) -> (ShellOutcome, LogSummary, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
-    let log = LogSink::create(dir.path()).unwrap();
+    let log = LogSink::create(dir.path());
     let started = Instant::now();
     let order = ShellOrder {
         cmds: &cmds,
@@ -181,7 +181,7 @@ async fn a_background_process_holding_the_pipe_cannot_hang_the_worker() {
 async fn a_missing_working_directory_is_a_spawn_failure() {
     let cmds = vec!["true".to_owned()];
     let dir = tempfile::tempdir().unwrap();
-    let log = LogSink::create(dir.path()).unwrap();
+    let log = LogSink::create(dir.path());
     let order = ShellOrder {
         cmds: &cmds,
         env: &base_env(),
