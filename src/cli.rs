@@ -31,6 +31,10 @@ enum CommandArgs {
         /// to their values, for orders with `ssm_paths` / `secret_manager_paths`.
         #[arg(long, env = "SLUICE_SECRETS")]
         secrets: Option<PathBuf>,
+        /// Check the job and print its plan (`validate --plan`; JSON with --json) instead of
+        /// running it: nothing runs and nothing is written, not even the state folder.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         local: LocalArgs,
     },
@@ -105,6 +109,13 @@ enum CommandArgs {
         /// Also check every credential the job lists against this secrets file.
         #[arg(long, env = "SLUICE_SECRETS")]
         secrets: Option<PathBuf>,
+        /// Print the plan: the orders in waves (a wave's orders can run at the same time),
+        /// each with what it runs and what it waits for.
+        #[arg(long)]
+        plan: bool,
+        /// With --plan: print the plan as JSON.
+        #[arg(long, requires = "plan")]
+        json: bool,
     },
 }
 
@@ -195,17 +206,30 @@ pub enum Command {
     },
     /// `sluice schema`.
     Schema,
-    /// `sluice validate`.
+    /// `sluice validate`, and `sluice run --dry-run`.
     Validate {
         /// The job file.
         job: PathBuf,
         /// The secrets file to check credentials against.
         secrets: Option<PathBuf>,
+        /// What is printed of a valid job.
+        listing: Listing,
         /// Username jobs default to.
         username: String,
         /// Log level.
         verbosity: &'static str,
     },
+}
+
+/// What `sluice validate` prints of a valid job after its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Each order on a line.
+    Orders,
+    /// The plan in waves, as text.
+    Plan,
+    /// The plan in waves, as JSON (alone on stdout).
+    PlanJson,
 }
 
 /// A question about a run on AWS.
@@ -350,6 +374,23 @@ pub fn parse() -> Result<Command, ExitCode> {
         CommandArgs::Run {
             job,
             secrets,
+            dry_run: true,
+            local,
+        } => Command::Validate {
+            job,
+            secrets,
+            listing: if local.json {
+                Listing::PlanJson
+            } else {
+                Listing::Plan
+            },
+            username,
+            verbosity,
+        },
+        CommandArgs::Run {
+            job,
+            secrets,
+            dry_run: false,
             local,
         } => Command::Run {
             job,
@@ -407,9 +448,19 @@ pub fn parse() -> Result<Command, ExitCode> {
             verbosity,
         },
         CommandArgs::Schema => Command::Schema,
-        CommandArgs::Validate { job, secrets } => Command::Validate {
+        CommandArgs::Validate {
             job,
             secrets,
+            plan,
+            json,
+        } => Command::Validate {
+            job,
+            secrets,
+            listing: match (plan, json) {
+                (false, _) => Listing::Orders,
+                (true, false) => Listing::Plan,
+                (true, true) => Listing::PlanJson,
+            },
             username,
             verbosity,
         },

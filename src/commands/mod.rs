@@ -3,6 +3,7 @@
 #[cfg(feature = "aws")]
 mod aws;
 mod local;
+mod plan;
 mod resume;
 mod run;
 mod validate;
@@ -43,9 +44,10 @@ pub async fn run(command: Command) -> i32 {
         Command::Validate {
             job,
             secrets,
+            listing,
             username,
             ..
-        } => validate::validate(&job, secrets.as_deref(), &username).await,
+        } => validate::validate(&job, secrets.as_deref(), listing, &username).await,
         #[cfg(feature = "aws")]
         Command::Aws { command, .. } => aws::run(command).await,
     }

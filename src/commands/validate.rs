@@ -1,23 +1,40 @@
-//! `sluice validate JOB.json`: every check `sluice run` makes before it queues anything.
+//! `sluice validate JOB.json` (and `sluice run --dry-run`): every check `sluice run` makes
+//! before it queues anything, then the job's orders or its plan.
 
 use std::path::Path;
 
 use sluice_contract::exit_codes;
 use sluice_contract::manifest::Task;
+use sluice_contract::validate::ValidJob;
 
-use super::{Failure, check_credentials, read_valid_job};
+use super::{Failure, check_credentials, plan, read_valid_job};
+use crate::cli::Listing;
 
-pub async fn validate(path: &Path, secrets: Option<&Path>, username: &str) -> i32 {
+pub async fn validate(
+    path: &Path,
+    secrets: Option<&Path>,
+    listing: Listing,
+    username: &str,
+) -> i32 {
     match check(path, secrets, username).await {
-        Ok(lines) => {
-            print!("{lines}");
+        Ok((valid, verdict)) => {
+            match listing {
+                Listing::Orders => print!("{verdict}{}", orders(&valid)),
+                Listing::Plan => print!("{verdict}{}", plan::text(&valid)),
+                Listing::PlanJson => println!("{}", plan::json(path, &valid)),
+            }
             exit_codes::SUCCEEDED
         }
         Err(failure) => failure.report(),
     }
 }
 
-async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<String, Failure> {
+/// The valid job and the verdict line: how many orders, what was made of credentials.
+async fn check(
+    path: &Path,
+    secrets: Option<&Path>,
+    username: &str,
+) -> Result<(ValidJob, String), Failure> {
     let (_, _, valid) = read_valid_job(path, username)?;
     let listed = valid
         .orders
@@ -32,11 +49,17 @@ async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<St
     } else {
         format!(", {listed} credentials not checked (no --secrets file)")
     };
-    let mut out = format!(
+    let verdict = format!(
         "{}: valid, {} orders{credentials}\n",
         path.display(),
         valid.orders.len()
     );
+    Ok((valid, verdict))
+}
+
+/// Each order on a line: what it runs, its timeout, what it waits for.
+fn orders(valid: &ValidJob) -> String {
+    let mut out = String::new();
     for order in &valid.orders {
         let deps: Vec<String> = order
             .plan
@@ -61,5 +84,5 @@ async fn check(path: &Path, secrets: Option<&Path>, username: &str) -> Result<St
             order.plan.timeout
         ));
     }
-    Ok(out)
+    out
 }

@@ -8,6 +8,7 @@ mod aws_client;
 mod bad_input;
 mod code_sources;
 mod credentials;
+mod dry_run;
 mod examples;
 mod git_sources;
 mod isolation;

@@ -126,6 +126,35 @@ pub(super) fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError
     Ok(())
 }
 
+/// The orders in waves, by index: each order in the wave after the last of those it waits
+/// for, so a wave's orders can run at the same time and there are as many waves as the
+/// job's longest chain has orders. Orders keep the job's order within a wave.
+pub(super) fn waves(orders: &[ValidOrder]) -> Vec<Vec<usize>> {
+    let mut waiting: Vec<usize> = orders.iter().map(|o| o.plan.depends_on.len()).collect();
+    let mut dependents = vec![Vec::new(); orders.len()];
+    for (index, order) in orders.iter().enumerate() {
+        for dependency in order.plan.depends_on.iter().filter_map(|d| d.index()) {
+            dependents[dependency].push(index);
+        }
+    }
+    let mut wave: Vec<usize> = (0..orders.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut waves = Vec::new();
+    while !wave.is_empty() {
+        let mut next = Vec::new();
+        for &index in &wave {
+            for &dependent in &dependents[index] {
+                waiting[dependent] -= 1;
+                if waiting[dependent] == 0 {
+                    next.push(dependent);
+                }
+            }
+        }
+        next.sort_unstable();
+        waves.push(std::mem::replace(&mut wave, next));
+    }
+    waves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +184,31 @@ mod tests {
             e.contains("order 0001 (a)") && e.contains("unknown dependency \"biuld\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn waves_put_each_order_after_the_last_it_waits_for() {
+        // 1 → 2 → 4, 1 → 3, 5 alone, 6 after 4 and 5: the longest chain is 1, 2, 4, 6.
+        let job = check(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5},
+                {"cmds":["true"],"timeout":5,"dependencies":[1]},
+                {"cmds":["true"],"timeout":5,"dependencies":[1]},
+                {"cmds":["true"],"timeout":5,"dependencies":[2,1]},
+                {"cmds":["true"],"timeout":5},
+                {"cmds":["true"],"timeout":5,"dependencies":[5,4]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            waves(&job.orders),
+            vec![vec![0, 4], vec![1, 2], vec![3], vec![5]]
+        );
+        // An order may wait for one written after it.
+        let job = check(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"dependencies":[2]},{"cmds":["true"],"timeout":5}]}"#,
+        )
+        .unwrap();
+        assert_eq!(waves(&job.orders), vec![vec![1], vec![0]]);
     }
 
     #[test]

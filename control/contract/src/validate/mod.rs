@@ -142,6 +142,15 @@ pub struct ValidJob {
 }
 
 impl ValidJob {
+    /// The orders in waves: each wave's orders wait only for orders of earlier waves, so
+    /// they can run at the same time; the first wave starts at once.
+    pub fn waves(&self) -> Vec<Vec<&ValidOrder>> {
+        graph::waves(&self.orders)
+            .into_iter()
+            .map(|wave| wave.into_iter().map(|i| &self.orders[i]).collect())
+            .collect()
+    }
+
     /// Every credential location the job names, with where (`order 0001 (plan), field
     /// `ssm_paths``): the orders' credentials, their git token or SSH key, the PR's token.
     pub fn credential_locations(&self) -> Vec<(String, &SecretLocation)> {

@@ -1,0 +1,121 @@
+//! A job's plan, printed by `sluice validate --plan` and `sluice run --dry-run`: the
+//! orders in waves, each with what it runs and what it waits for.
+//!
+//! A wave holds the orders whose dependencies all sit in earlier waves: the first starts at
+//! once, and each order starts as soon as those it waits for have ended, so a wave's orders
+//! can run at the same time and the number of waves is the length of the job's longest
+//! chain. The plan says what may run together, not when: `--concurrency` and the time each
+//! order takes decide that.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use sluice_contract::manifest::Task;
+use sluice_contract::plan::OrderPlan;
+use sluice_contract::validate::{ValidJob, ValidOrder};
+
+use crate::progress::terminal_safe;
+
+/// The plan as text, after the verdict line.
+pub fn text(job: &ValidJob) -> String {
+    let waves = job.waves();
+    let mut out = format!(
+        "plan: {} wave{}; a wave's orders can run at the same time, each once the orders it waits for have ended\n",
+        waves.len(),
+        if waves.len() == 1 { "" } else { "s" }
+    );
+    for (number, wave) in waves.iter().enumerate() {
+        let _ = writeln!(out, "wave {}:", number + 1);
+        for order in wave {
+            describe(&mut out, order, job);
+        }
+    }
+    out
+}
+
+/// One order of the plan: its number, name and limits; what it waits for; what it runs.
+fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
+    let plan = &order.plan;
+    let mut facts = vec![
+        format!("timeout {} s", plan.timeout),
+        format!("{} on AWS", plan.execution_target),
+    ];
+    if !plan.must_succeed {
+        facts.push("must_succeed false: its failure does not fail the job".to_owned());
+    }
+    let _ = writeln!(
+        out,
+        "  {} {} ({})",
+        plan.order_num,
+        terminal_safe(&plan.order_name),
+        facts.join(", ")
+    );
+    if !plan.depends_on.is_empty() {
+        let after: Vec<String> = plan
+            .depends_on
+            .iter()
+            .filter_map(|num| num.index().and_then(|i| job.orders.get(i)))
+            .map(|dep| {
+                format!(
+                    "{} {}",
+                    dep.plan.order_num,
+                    terminal_safe(&dep.plan.order_name)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "      after {}", after.join(", "));
+    }
+    match &order.task {
+        Task::Cmds(cmds) => {
+            for cmd in cmds {
+                for (i, line) in cmd.split('\n').enumerate() {
+                    let prompt = if i == 0 { '$' } else { ' ' };
+                    let _ = writeln!(out, "      {prompt} {}", terminal_safe(line));
+                }
+            }
+        }
+        Task::Wasm(wasm) => {
+            let mut call = vec![terminal_safe(&wasm.module)];
+            call.extend(wasm.args.iter().map(|arg| terminal_safe(arg)));
+            let _ = writeln!(out, "      wasm {}", call.join(" "));
+        }
+    }
+}
+
+/// The plan as JSON: the job file, its number of orders, and its waves of orders, each
+/// with its plan (`order_num`, `order_name`, `depends_on`, …) and its task (`cmds` or
+/// `wasm`).
+pub fn json(path: &Path, job: &ValidJob) -> String {
+    #[derive(Serialize)]
+    struct Plan<'a> {
+        job: String,
+        orders: usize,
+        waves: Vec<Vec<PlannedOrder<'a>>>,
+    }
+    #[derive(Serialize)]
+    struct PlannedOrder<'a> {
+        #[serde(flatten)]
+        plan: &'a OrderPlan,
+        #[serde(flatten)]
+        task: &'a Task,
+    }
+    let waves = job
+        .waves()
+        .into_iter()
+        .map(|wave| {
+            wave.into_iter()
+                .map(|order| PlannedOrder {
+                    plan: &order.plan,
+                    task: &order.task,
+                })
+                .collect()
+        })
+        .collect();
+    let plan = Plan {
+        job: path.display().to_string(),
+        orders: job.orders.len(),
+        waves,
+    };
+    serde_json::to_string_pretty(&plan).expect("a plan serializes")
+}
