@@ -189,6 +189,8 @@ pub enum Command {
         job: PathBuf,
         /// The secrets file, if any.
         secrets: Option<PathBuf>,
+        /// Print the plan after every check instead of running (`--dry-run`).
+        dry_run: bool,
         /// How the local engine runs.
         config: LocalConfig,
     },
@@ -206,7 +208,7 @@ pub enum Command {
     },
     /// `sluice schema`.
     Schema,
-    /// `sluice validate`, and `sluice run --dry-run`.
+    /// `sluice validate`.
     Validate {
         /// The job file.
         job: PathBuf,
@@ -334,7 +336,12 @@ impl Command {
     /// about a tenth of a large run's peak RSS.
     pub fn blocking_threads(&self) -> Option<usize> {
         match self {
-            Command::Run { config, .. } | Command::Resume { config, .. } => {
+            Command::Run {
+                dry_run: false,
+                config,
+                ..
+            }
+            | Command::Resume { config, .. } => {
                 Some(2 * config.concurrency + ENGINE_BLOCKING_THREADS)
             }
             _ => None,
@@ -374,27 +381,12 @@ pub fn parse() -> Result<Command, ExitCode> {
         CommandArgs::Run {
             job,
             secrets,
-            dry_run: true,
-            local,
-        } => Command::Validate {
-            job,
-            secrets,
-            listing: if local.json {
-                Listing::PlanJson
-            } else {
-                Listing::Plan
-            },
-            username,
-            verbosity,
-        },
-        CommandArgs::Run {
-            job,
-            secrets,
-            dry_run: false,
+            dry_run,
             local,
         } => Command::Run {
             job,
             secrets,
+            dry_run,
             config: local_config(local, username, verbosity),
         },
         CommandArgs::Resume { run_id, local } => Command::Resume {

@@ -124,9 +124,12 @@ async fn emitted_events(engine: &Engine, any_order: &OrderRecord) -> Vec<OrderEv
 }
 
 /// `text` with its control characters (but tabs) shown escaped (`\u{1b}`), so that it
-/// reaches a terminal as text, never as escape sequences, carriage returns or new lines.
+/// reaches a terminal as text, never as escape sequences, carriage returns or new lines;
+/// and its invisible characters that change how text reads (bidirectional overrides and
+/// isolates, zero-width spaces, line and paragraph separators), so that a command shown
+/// is the command that runs ("trojan source").
 pub fn terminal_safe(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    let unsafe_char = |c: char| (c.is_control() && c != '\t') || is_invisible(c);
     if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
@@ -139,6 +142,24 @@ pub fn terminal_safe(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(safe)
+}
+
+/// Whether `c` is an invisible character that reorders or hides text: the bidirectional
+/// marks, embeddings, overrides and isolates, zero-width spaces and the byte-order mark,
+/// and the line and paragraph separators. (Zero-width joiners, which emoji and several
+/// scripts need, are left alone.)
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
 }
 
 /// `progress: checked haiku.txt`.
@@ -188,6 +209,7 @@ fn symbol(status: OrderStatus) -> &'static str {
         OrderStatus::Failed => "✗",
         OrderStatus::TimedOut => "⏱",
         OrderStatus::Cancelled => "■",
+        OrderStatus::Skipped => "⤼",
     }
 }
 
@@ -241,14 +263,24 @@ fn live_view(orders: &[OrderRecord], emitted: &[OrderEvent], elapsed: Duration) 
 
 fn counts(orders: &[OrderRecord]) -> String {
     let count = |pred: fn(OrderStatus) -> bool| orders.iter().filter(|o| pred(o.status)).count();
-    format!(
+    let mut line = format!(
         "{} queued · {} running · {} succeeded · {} failed · {} timed out",
         count(|s| s == OrderStatus::Queued),
         count(|s| matches!(s, OrderStatus::Dispatching | OrderStatus::Running)),
         count(|s| s == OrderStatus::Succeeded),
         count(|s| s == OrderStatus::Failed),
         count(|s| s == OrderStatus::TimedOut),
-    )
+    );
+    for (status, what) in [
+        (OrderStatus::Skipped, "skipped"),
+        (OrderStatus::Cancelled, "cancelled"),
+    ] {
+        let n = orders.iter().filter(|o| o.status == status).count();
+        if n > 0 {
+            let _ = write!(line, " · {n} {what}");
+        }
+    }
+    line
 }
 
 fn print_changes(
@@ -351,16 +383,16 @@ pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
         }
     }
     let s = &done.summary;
-    let cancelled = if s.cancelled > 0 {
-        format!(", {} cancelled", s.cancelled)
-    } else {
-        String::new()
-    };
-    let _ = writeln!(
-        out,
-        "\njob {}: {} succeeded, {} failed, {} timed out{cancelled}",
-        done.status, s.succeeded, s.failed, s.timed_out
+    let mut counts = format!(
+        "{} succeeded, {} failed, {} timed out",
+        s.succeeded, s.failed, s.timed_out
     );
+    for (count, what) in [(s.skipped, "skipped"), (s.cancelled, "cancelled")] {
+        if count > 0 {
+            let _ = write!(counts, ", {count} {what}");
+        }
+    }
+    let _ = writeln!(out, "\njob {}: {counts}", done.status);
     out
 }
 
@@ -382,6 +414,22 @@ fn last_lines(path: &Path, count: usize) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_and_invisible_reordering_characters_are_escaped() {
+        assert_eq!(terminal_safe("plain\ttext"), "plain\ttext");
+        assert_eq!(terminal_safe("a\u{1b}]0;x\u{7}"), "a\\u{1b}]0;x\\u{7}");
+        // "Trojan source": an override that would show `rm -rf /` as something else.
+        assert_eq!(
+            terminal_safe("echo \u{202E}/ fr- mr\u{2066}"),
+            "echo \\u{202e}/ fr- mr\\u{2066}"
+        );
+        assert_eq!(
+            terminal_safe("a\u{2028}b\u{200B}c"),
+            "a\\u{2028}b\\u{200b}c"
+        );
+        assert_eq!(terminal_safe("👩\u{200D}💻 ok"), "👩\u{200D}💻 ok");
+    }
 
     #[test]
     fn larger_runs_are_looked_at_less_often() {

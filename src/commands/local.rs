@@ -106,6 +106,16 @@ fn usable_wasm_cache(config: &LocalConfig) -> Option<std::path::PathBuf> {
     Some(dir)
 }
 
+/// The git known hosts file's text (empty without one).
+pub fn known_hosts(config: &LocalConfig) -> Result<String, Failure> {
+    match &config.git_known_hosts {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading the git known hosts file {}", file.display()))
+            .map_err(Failure::invalid),
+        None => Ok(String::new()),
+    }
+}
+
 /// Opens the state folder and starts the engine, its workers and their sentinel.
 pub fn start(
     config: &LocalConfig,
@@ -135,12 +145,7 @@ pub fn start(
         stop: stop.clone(),
         ..WorkerConfig::default()
     };
-    let known_hosts = match &config.git_known_hosts {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("reading the git known hosts file {}", file.display()))
-            .map_err(Failure::invalid)?,
-        None => String::new(),
-    };
+    let known_hosts = known_hosts(config)?;
     let engine_config = EngineConfig {
         watchdog_slack: config.grace_period + EngineConfig::default().watchdog_slack,
         git: GitPolicy {

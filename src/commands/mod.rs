@@ -25,8 +25,9 @@ pub async fn run(command: Command) -> i32 {
         Command::Run {
             job,
             secrets,
+            dry_run,
             config,
-        } => run::run(&job, secrets.as_deref(), config).await,
+        } => run::run(&job, secrets.as_deref(), dry_run, config).await,
         Command::Resume { run_id, config } => resume::resume(run_id.as_deref(), config).await,
         Command::Sentinel { state_dir } => {
             tokio::task::spawn_blocking(move || crate::sentinel::serve(&state_dir))

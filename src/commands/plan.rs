@@ -8,6 +8,7 @@
 //! order takes decide that.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -17,8 +18,18 @@ use sluice_contract::validate::{ValidJob, ValidOrder};
 
 use crate::progress::terminal_safe;
 
+/// Prints the plan on stdout: the verdict line and the plan as text, or the plan alone as
+/// JSON. A reader that stops early (`| head`) ends the printing, not the process.
+pub fn print(path: &Path, job: &ValidJob, verdict: &str, as_json: bool) {
+    let out = match as_json {
+        true => json(path, job) + "\n",
+        false => format!("{verdict}{}", text(job)),
+    };
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
 /// The plan as text, after the verdict line.
-pub fn text(job: &ValidJob) -> String {
+fn text(job: &ValidJob) -> String {
     let waves = job.waves();
     let mut out = format!(
         "plan: {} wave{}; a wave's orders can run at the same time, each once the orders it waits for have ended\n",
@@ -64,7 +75,19 @@ fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
                 )
             })
             .collect();
-        let _ = writeln!(out, "      after {}", after.join(", "));
+        match &plan.condition {
+            None => {
+                let _ = writeln!(out, "      after {}", after.join(", "));
+            }
+            Some(condition) => {
+                let _ = writeln!(
+                    out,
+                    "      after {}: runs if {}, else skipped",
+                    after.join(", "),
+                    terminal_safe(&condition.text)
+                );
+            }
+        }
     }
     match &order.task {
         Task::Cmds(cmds) => {
@@ -86,7 +109,7 @@ fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
 /// The plan as JSON: the job file, its number of orders, and its waves of orders, each
 /// with its plan (`order_num`, `order_name`, `depends_on`, …) and its task (`cmds` or
 /// `wasm`).
-pub fn json(path: &Path, job: &ValidJob) -> String {
+fn json(path: &Path, job: &ValidJob) -> String {
     #[derive(Serialize)]
     struct Plan<'a> {
         job: String,

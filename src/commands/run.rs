@@ -1,14 +1,15 @@
-//! `sluice run JOB.json`: queue the job on the local engine, follow it, report it.
+//! `sluice run JOB.json`: queue the job on the local engine, follow it, report it; with
+//! `--dry-run`, make every check and print the plan instead.
 
 use std::path::Path;
 
 use sluice_contract::{RunId, ValidateOptions};
 
-use super::{Failure, check_credentials, local, read_valid_job};
+use super::{Failure, check_credentials, local, plan, read_valid_job, validate};
 use crate::cli::LocalConfig;
 
-pub async fn run(job: &Path, secrets: Option<&Path>, config: LocalConfig) -> i32 {
-    match run_job(job, secrets, &config).await {
+pub async fn run(job: &Path, secrets: Option<&Path>, dry_run: bool, config: LocalConfig) -> i32 {
+    match run_job(job, secrets, dry_run, &config).await {
         Ok(code) => code,
         Err(failure) => failure.report(),
     }
@@ -17,6 +18,7 @@ pub async fn run(job: &Path, secrets: Option<&Path>, config: LocalConfig) -> i32
 async fn run_job(
     job_path: &Path,
     secrets: Option<&Path>,
+    dry_run: bool,
     config: &LocalConfig,
 ) -> Result<i32, Failure> {
     // Check everything first: a bad job leaves no trace, not even a state folder.
@@ -33,6 +35,13 @@ async fn run_job(
         Some(_) => local::github(config)?,
         None => None,
     };
+    if dry_run {
+        // The checks `start` makes of the settings, without starting anything.
+        local::known_hosts(config)?;
+        let verdict = validate::verdict(job_path, &valid, true);
+        plan::print(job_path, &valid, &verdict, config.json);
+        return Ok(sluice_contract::exit_codes::SUCCEEDED);
+    }
     let session = local::start(config, secrets, vcs)?;
     let engine = std::sync::Arc::clone(session.runtime.engine());
 

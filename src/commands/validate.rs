@@ -1,5 +1,5 @@
-//! `sluice validate JOB.json` (and `sluice run --dry-run`): every check `sluice run` makes
-//! before it queues anything, then the job's orders or its plan.
+//! `sluice validate JOB.json`: every check `sluice run` makes before it queues anything,
+//! then the job's orders or its plan.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use sluice_contract::validate::ValidJob;
 
 use super::{Failure, check_credentials, plan, read_valid_job};
 use crate::cli::Listing;
+use crate::progress::terminal_safe;
 
 pub async fn validate(
     path: &Path,
@@ -20,8 +21,8 @@ pub async fn validate(
         Ok((valid, verdict)) => {
             match listing {
                 Listing::Orders => print!("{verdict}{}", orders(&valid)),
-                Listing::Plan => print!("{verdict}{}", plan::text(&valid)),
-                Listing::PlanJson => println!("{}", plan::json(path, &valid)),
+                Listing::Plan => plan::print(path, &valid, &verdict, false),
+                Listing::PlanJson => plan::print(path, &valid, &verdict, true),
             }
             exit_codes::SUCCEEDED
         }
@@ -29,32 +30,37 @@ pub async fn validate(
     }
 }
 
-/// The valid job and the verdict line: how many orders, what was made of credentials.
+/// The valid job and the verdict line; credentials are checked only against a secrets file.
 async fn check(
     path: &Path,
     secrets: Option<&Path>,
     username: &str,
 ) -> Result<(ValidJob, String), Failure> {
     let (_, _, valid) = read_valid_job(path, username)?;
+    if secrets.is_some() {
+        check_credentials(path, &valid, secrets).await?;
+    }
+    let verdict = verdict(path, &valid, secrets.is_some());
+    Ok((valid, verdict))
+}
+
+/// `job.json: valid, 3 orders`, and what was made of the credentials the job lists.
+pub fn verdict(path: &Path, valid: &ValidJob, credentials_checked: bool) -> String {
     let listed = valid
         .orders
         .iter()
         .map(|o| o.credentials.len())
         .sum::<usize>();
-    let credentials = if listed == 0 {
-        String::new()
-    } else if secrets.is_some() {
-        check_credentials(path, &valid, secrets).await?;
-        format!(", {listed} credentials found in the secrets file")
-    } else {
-        format!(", {listed} credentials not checked (no --secrets file)")
+    let credentials = match (listed, credentials_checked) {
+        (0, _) => String::new(),
+        (_, true) => format!(", {listed} credentials found in the secrets file"),
+        (_, false) => format!(", {listed} credentials not checked (no --secrets file)"),
     };
-    let verdict = format!(
+    format!(
         "{}: valid, {} orders{credentials}\n",
         path.display(),
         valid.orders.len()
-    );
-    Ok((valid, verdict))
+    )
 }
 
 /// Each order on a line: what it runs, its timeout, what it waits for.
@@ -67,20 +73,24 @@ fn orders(valid: &ValidJob) -> String {
             .iter()
             .map(|d| d.to_string())
             .collect();
-        let after = if deps.is_empty() {
-            String::new()
-        } else {
-            format!(" after {}", deps.join(", "))
+        let after = match (&order.plan.condition, deps.is_empty()) {
+            (_, true) => String::new(),
+            (None, false) => format!(" after {}", deps.join(", ")),
+            (Some(condition), false) => format!(
+                " after {}, if {}",
+                deps.join(", "),
+                terminal_safe(&condition.text)
+            ),
         };
         let task = match &order.task {
             Task::Cmds(cmds) if cmds.len() == 1 => "1 command".to_owned(),
             Task::Cmds(cmds) => format!("{} commands", cmds.len()),
-            Task::Wasm(wasm) => format!("wasm {}", crate::progress::terminal_safe(&wasm.module)),
+            Task::Wasm(wasm) => format!("wasm {}", terminal_safe(&wasm.module)),
         };
         out.push_str(&format!(
             "  {} {}: {task} (timeout {} s){after}\n",
             order.plan.order_num,
-            crate::progress::terminal_safe(&order.plan.order_name),
+            terminal_safe(&order.plan.order_name),
             order.plan.timeout
         ));
     }

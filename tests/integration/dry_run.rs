@@ -1,17 +1,25 @@
 //! `sluice run --dry-run` and `sluice validate --plan`: the plan in waves, every check made,
 //! nothing run and nothing written.
 
+use std::path::Path;
+
 use crate::util::{Sandbox, sluice};
 
 /// A diamond (`fetch` → `build`, `lint` → `publish`) with an order alone beside it; each
-/// command would leave a file behind if it ran, and one would retitle the terminal.
-const JOB: &str = r#"{"orders": [
-    {"order_name": "publish", "cmds": ["touch ran-publish"], "timeout": 5, "dependencies": ["build", "lint"]},
-    {"order_name": "fetch", "cmds": ["touch ran-fetch", "set -e\necho two lines"], "timeout": 7},
-    {"order_name": "build", "cmds": ["touch ran-build"], "timeout": 5, "dependencies": ["fetch"], "must_succeed": false},
-    {"order_name": "lint", "cmds": ["touch ran-lint; echo \u001b]0;owned\u0007"], "timeout": 5, "dependencies": ["fetch"], "execution_target": "lambda"},
-    {"order_name": "alone", "cmds": ["touch ran-alone"], "timeout": 5}
-]}"#;
+/// command would leave a file in `marks` if it ran (an order's commands run in a work
+/// folder of their own: the path must be absolute), and one would retitle the terminal.
+fn job(marks: &Path) -> String {
+    let touch = |name: &str| format!("touch {}", marks.join(format!("ran-{name}")).display());
+    let job = serde_json::json!({"orders": [
+        {"order_name": "publish", "cmds": [touch("publish")], "timeout": 5, "dependencies": ["build", "lint"]},
+        {"order_name": "fetch", "cmds": [touch("fetch"), "set -e\necho two lines"], "timeout": 7},
+        {"order_name": "build", "cmds": [touch("build")], "timeout": 5, "dependencies": ["fetch"], "must_succeed": false},
+        {"order_name": "lint", "cmds": [format!("{}; echo \u{1b}]0;owned\u{7}", touch("lint"))], "timeout": 5,
+         "dependencies": ["fetch"], "execution_target": "lambda"},
+        {"order_name": "alone", "cmds": [touch("alone")], "timeout": 5}
+    ]});
+    job.to_string()
+}
 
 fn nothing_ran_or_was_written(sandbox: &Sandbox) {
     assert!(!sandbox.state().exists(), "a dry run makes no state folder");
@@ -26,7 +34,8 @@ fn nothing_ran_or_was_written(sandbox: &Sandbox) {
 #[test]
 fn a_dry_run_prints_the_waves_and_runs_nothing() {
     let sandbox = Sandbox::new();
-    sandbox.write_job("job.json", JOB);
+    sandbox.write_job("job.json", &job(sandbox.path()));
+    let marks = sandbox.path().display();
     let output = sluice()
         .current_dir(sandbox.path())
         .args(["run", "--dry-run", "job.json", "--state-dir"])
@@ -35,28 +44,30 @@ fn a_dry_run_prints_the_waves_and_runs_nothing() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
-    let expected = "\
+    let expected = format!(
+        "\
 job.json: valid, 5 orders
 plan: 3 waves; a wave's orders can run at the same time, each once the orders it waits for have ended
 wave 1:
   0002 fetch (timeout 7 s, codebuild on AWS)
-      $ touch ran-fetch
+      $ touch {marks}/ran-fetch
       $ set -e
         echo two lines
   0005 alone (timeout 5 s, codebuild on AWS)
-      $ touch ran-alone
+      $ touch {marks}/ran-alone
 wave 2:
   0003 build (timeout 5 s, codebuild on AWS, must_succeed false: its failure does not fail the job)
       after 0002 fetch
-      $ touch ran-build
+      $ touch {marks}/ran-build
   0004 lint (timeout 5 s, lambda on AWS)
       after 0002 fetch
-      $ touch ran-lint; echo \\u{1b}]0;owned\\u{7}
+      $ touch {marks}/ran-lint; echo \\u{{1b}}]0;owned\\u{{7}}
 wave 3:
   0001 publish (timeout 5 s, codebuild on AWS)
       after 0003 build, 0004 lint
-      $ touch ran-publish
-";
+      $ touch {marks}/ran-publish
+"
+    );
     assert_eq!(text, expected);
     nothing_ran_or_was_written(&sandbox);
 
@@ -73,7 +84,7 @@ wave 3:
 #[test]
 fn a_dry_run_as_json_gives_each_wave_its_orders() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job("job.json", JOB);
+    let job = sandbox.write_job("job.json", &job(sandbox.path()));
     let output = sandbox.run(&job, &["--dry-run"]);
     assert!(output.status.success(), "{output:?}");
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -103,9 +114,10 @@ fn a_dry_run_as_json_gives_each_wave_its_orders() {
         nums,
         [vec!["0002", "0005"], vec!["0003", "0004"], vec!["0001"]]
     );
+    let touch = format!("touch {}/ran-fetch", sandbox.path().display());
     assert_eq!(
         waves[0][0].1,
-        serde_json::json!(["touch ran-fetch", "set -e\necho two lines"])
+        serde_json::json!([touch, "set -e\necho two lines"])
     );
     assert_eq!(
         plan["waves"][2][0]["depends_on"],
@@ -120,7 +132,7 @@ fn a_dry_run_of_a_bad_job_exits_3_and_writes_nothing() {
     let sandbox = Sandbox::new();
     let job = sandbox.write_job(
         "job.json",
-        r#"{"orders": [{"order_name": "a", "cmds": ["touch ran-a"], "timeout": 5, "dependencies": ["b"]}]}"#,
+        r#"{"orders": [{"order_name": "a", "cmds": ["true"], "timeout": 5, "dependencies": ["b"]}]}"#,
     );
     let output = sandbox.run(&job, &["--dry-run"]);
     assert_eq!(output.status.code(), Some(3), "{output:?}");
@@ -128,14 +140,24 @@ fn a_dry_run_of_a_bad_job_exits_3_and_writes_nothing() {
     assert!(stderr.contains("unknown dependency \"b\""), "{stderr}");
     assert!(output.stdout.is_empty());
     nothing_ran_or_was_written(&sandbox);
-    // Credentials are checked as `run` checks them: one the secrets file lacks is named.
+    // Credentials are checked as `run` checks them: one the secrets file lacks, or any
+    // without a secrets file, is named.
     let job = sandbox.write_job(
         "creds.json",
-        r#"{"orders": [{"cmds": ["touch ran-c"], "timeout": 5, "ssm_paths": ["/team/db"]}]}"#,
+        r#"{"orders": [{"cmds": ["true"], "timeout": 5, "ssm_paths": ["/team/db"]}]}"#,
     );
     let secrets = sandbox.write_secrets(serde_json::json!({}));
-    let output = sandbox.run(&job, &["--dry-run", "--secrets", secrets.to_str().unwrap()]);
+    let secrets = secrets.to_str().unwrap();
+    for extra in [&["--dry-run", "--secrets", secrets][..], &["--dry-run"]] {
+        let output = sandbox.run(&job, extra);
+        assert_eq!(output.status.code(), Some(3), "{extra:?}: {output:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("/team/db"));
+    }
+    // So are the settings `run` reads before it starts.
+    let output = sandbox.run(
+        &job,
+        &["--dry-run", "--git-known-hosts", "/nonexistent/known_hosts"],
+    );
     assert_eq!(output.status.code(), Some(3), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("/team/db"));
     nothing_ran_or_was_written(&sandbox);
 }

@@ -7,6 +7,7 @@
 mod aws_client;
 mod bad_input;
 mod code_sources;
+mod conditions;
 mod credentials;
 mod dry_run;
 mod examples;

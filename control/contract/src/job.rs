@@ -87,6 +87,13 @@ pub struct OrderSpec {
     /// Queue ids or order names of the orders this one waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<Reference>,
+    /// A condition instead of `dependencies`: the order waits until every order it names
+    /// has ended, then runs if it holds, else is skipped. Terms `<order name or
+    /// queue_id>.succeeded|failed|timed_out|skipped|cancelled|ended`, with `&&`, `||`, `!`
+    /// and parentheses: `"build.succeeded && (lint.failed || lint.skipped)"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub depends: Option<String>,
     /// Whether this order's outcome decides the job (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub must_succeed: Option<bool>,

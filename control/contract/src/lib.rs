@@ -11,6 +11,7 @@
 //! - [`validate`]: every rule a job must satisfy, checked fail-fast into a [`ValidJob`] whose
 //!   orders have their numbers, names, queue ids and resolved dependencies.
 //! - [`ids`]: run, trace, flow and attempt ids, order numbers.
+//! - [`condition`]: `depends` expressions (conditional dependencies).
 //! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
@@ -40,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod caller;
+pub mod condition;
 pub mod credentials;
 pub mod dispatch;
 pub mod events;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::condition::Condition;
 use crate::{ExecutionTarget, OrderNum};
 
 /// An order's identity, its place in the graph and how it runs.
@@ -18,8 +19,13 @@ pub struct OrderPlan {
     pub order_name: String,
     /// Its queue id (normalised).
     pub queue_id: String,
-    /// The orders it waits for, sorted, without repeats.
+    /// The orders it waits for, sorted, without repeats: its `dependencies`, or every
+    /// order its `depends` condition names.
     pub depends_on: Vec<OrderNum>,
+    /// Its `depends` condition: it runs only if this holds once the orders it names have
+    /// ended, else it is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
     /// Whether its outcome decides the job.
     pub must_succeed: bool,
     /// Seconds it may run.

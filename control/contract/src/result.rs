@@ -23,6 +23,8 @@ pub const MAX_RESULT_BYTES: usize = 4 * MAX_LOG_TAIL_BYTES;
 pub const MALFORMED_RESULT: &str = "malformed_result";
 /// The reason written for orders failed because a dependency did not succeed.
 pub const DEPENDENCY_FAILED: &str = "dependency_failed";
+/// The reason written for orders skipped because a dependency was skipped.
+pub const DEPENDENCY_SKIPPED: &str = "dependency_skipped";
 /// The reason written for orders cancelled because a dependency was (the run is stopping).
 pub const DEPENDENCY_CANCELLED: &str = "dependency_cancelled";
 /// The reason written for orders stopped because the job ran out of time.
@@ -128,8 +130,9 @@ pub enum MalformedResult {
     /// A schema version this reader does not know.
     #[error("result has unknown schema_version {0:?}")]
     UnknownVersion(String),
-    /// A status that does not end an order.
-    #[error("result status {0} is not terminal")]
+    /// A status that does not end an order, or that a worker cannot report (`skipped`:
+    /// only the orchestrator skips an order, which then never ran).
+    #[error("result status {0} is not an outcome a worker reports")]
     NotTerminal(OrderStatus),
 }
 
@@ -150,7 +153,7 @@ pub fn parse_result(bytes: &[u8]) -> Result<ResultDoc, MalformedResult> {
     if doc.schema_version != SCHEMA_VERSION && !doc.schema_version.starts_with("v1.") {
         return Err(MalformedResult::UnknownVersion(doc.schema_version));
     }
-    if !doc.status.is_terminal() {
+    if !doc.status.is_terminal() || !OrderStatus::Running.can_become(doc.status) {
         return Err(MalformedResult::NotTerminal(doc.status));
     }
     Ok(doc)
@@ -171,6 +174,10 @@ pub struct DoneSummary {
     /// Orders cancelled when the run was stopped (absent when none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cancelled: u32,
+    /// Orders skipped: their condition was false, or a dependency was skipped (absent when
+    /// none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u32,
 }
 
 fn is_zero(count: &u32) -> bool {
@@ -281,6 +288,12 @@ mod tests {
         assert!(matches!(
             parse_result(br#"{"status":"running"}"#),
             Err(MalformedResult::NotTerminal(_))
+        ));
+        // A running order cannot become skipped: a result saying so would be refused by
+        // every store, pass after pass.
+        assert!(matches!(
+            parse_result(br#"{"status":"skipped"}"#),
+            Err(MalformedResult::NotTerminal(OrderStatus::Skipped))
         ));
         assert!(matches!(
             parse_result(br#"{"schema_version":"v9","status":"failed"}"#),

@@ -28,11 +28,14 @@ pub enum OrderStatus {
     /// The run was stopped (Ctrl-C, SIGTERM) before the order ended, whatever its
     /// process did when it was stopped.
     Cancelled,
+    /// Never run: its `depends` condition was false, or an order it depends on was
+    /// skipped. Never fails the job.
+    Skipped,
 }
 
 impl OrderStatus {
     /// Every status, in life order.
-    pub const ALL: [OrderStatus; 7] = [
+    pub const ALL: [OrderStatus; 8] = [
         OrderStatus::Queued,
         OrderStatus::Dispatching,
         OrderStatus::Running,
@@ -40,6 +43,7 @@ impl OrderStatus {
         OrderStatus::Failed,
         OrderStatus::TimedOut,
         OrderStatus::Cancelled,
+        OrderStatus::Skipped,
     ];
 
     /// Whether the order is finished for good.
@@ -50,13 +54,15 @@ impl OrderStatus {
                 | OrderStatus::Failed
                 | OrderStatus::TimedOut
                 | OrderStatus::Cancelled
+                | OrderStatus::Skipped
         )
     }
 
     /// Whether `self -> next` is an allowed transition.
     ///
     /// `queued -> dispatching -> running -> terminal`; `queued -> failed` (a dependency
-    /// failed) or `-> timed_out` (the job timed out); `dispatching -> queued` (the worker could
+    /// failed), `-> skipped` (its condition was false, or a dependency was skipped) or
+    /// `-> timed_out` (the job timed out); `dispatching -> queued` (the worker could
     /// not be started and the order is given back) and `dispatching -> terminal` (the job
     /// timed out, or the target refused the order); `running -> queued` (a local run resumed
     /// after the process running it died: the attempt died with it, and the order gets a new
@@ -66,12 +72,13 @@ impl OrderStatus {
         use OrderStatus::*;
         matches!(
             (self, next),
-            (Queued, Dispatching | Failed | TimedOut | Cancelled)
-                | (
-                    Dispatching,
-                    Running | Queued | Failed | TimedOut | Cancelled
-                )
-                | (Running, Succeeded | Failed | TimedOut | Queued | Cancelled)
+            (
+                Queued,
+                Dispatching | Failed | TimedOut | Cancelled | Skipped
+            ) | (
+                Dispatching,
+                Running | Queued | Failed | TimedOut | Cancelled
+            ) | (Running, Succeeded | Failed | TimedOut | Queued | Cancelled)
         )
     }
 
@@ -85,6 +92,7 @@ impl OrderStatus {
             OrderStatus::Failed => "failed",
             OrderStatus::TimedOut => "timed_out",
             OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Skipped => "skipped",
         }
     }
 }
@@ -115,7 +123,7 @@ impl FromStr for OrderStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
-    /// Every `must_succeed` order succeeded.
+    /// Every `must_succeed` order succeeded (or was skipped: its condition was false).
     Succeeded,
     /// A `must_succeed` order failed (and none timed out).
     Failed,
@@ -128,7 +136,7 @@ pub enum JobStatus {
 impl JobStatus {
     /// The job-status rule: a run with a cancelled order (any) was stopped: cancelled.
     /// Otherwise, among `must_succeed` orders, any timed out makes the job timed out, else
-    /// any failed makes it failed, else it succeeded. Orders with `must_succeed = false` are
+    /// any failed makes it failed, else it succeeded (a skipped order counts as neither). Orders with `must_succeed = false` are
     /// reported but never decide. A job past its `job_timeout` is timed out whatever its
     /// orders say.
     pub fn decide(
@@ -180,7 +188,7 @@ mod tests {
 
     #[test]
     fn terminal_statuses_never_change() {
-        for from in [Succeeded, Failed, TimedOut] {
+        for from in [Succeeded, Failed, TimedOut, Cancelled, Skipped] {
             for to in OrderStatus::ALL {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }

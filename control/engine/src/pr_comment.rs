@@ -89,6 +89,7 @@ fn mark(status: OrderStatus) -> &'static str {
         OrderStatus::Failed => "❌",
         OrderStatus::TimedOut => "⏱️",
         OrderStatus::Cancelled => "⏹️",
+        OrderStatus::Skipped => "⏭️",
         OrderStatus::Running | OrderStatus::Dispatching => "🔄",
         OrderStatus::Queued => "⏳",
     }

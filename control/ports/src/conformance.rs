@@ -28,6 +28,7 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
             order_name: format!("order-{}", index + 1),
             queue_id: (index + 1).to_string(),
             depends_on: Vec::new(),
+            condition: None,
             must_succeed: true,
             timeout: 60,
             execution_target: ExecutionTarget::Lambda,

@@ -115,6 +115,45 @@ async fn a_failure_cascades_and_optional_orders_still_run() {
     assert_eq!(status_of(&done, "report").0, OrderStatus::Succeeded);
 }
 
+/// The condition travels in the order's row (a map of the text and the resolved
+/// expression) and decides in the orchestrator as locally.
+#[tokio::test]
+async fn conditions_run_or_skip_their_orders_and_skips_never_fail_the_job() {
+    let cloud = cloud().await;
+    let mut lint = order("lint", "exit 1", &[]);
+    lint["must_succeed"] = false.into();
+    let mut deploy = order("deploy", "echo deploying", &[]);
+    deploy["depends"] = "build.succeeded && lint.succeeded".into();
+    let mut fix = order("fix", "echo fixing", &[]);
+    fix["depends"] = "build.succeeded && (lint.failed || lint.timed_out)".into();
+    let done = cloud
+        .run(
+            &job(vec![
+                order("build", "echo built", &[]),
+                lint,
+                deploy,
+                order("notify", "echo never", &["deploy"]),
+                fix,
+            ]),
+            |_| Worker::Runs,
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        status_of(&done, "deploy"),
+        (
+            OrderStatus::Skipped,
+            Some("condition false: build.succeeded && lint.succeeded".to_owned())
+        )
+    );
+    assert_eq!(
+        status_of(&done, "notify"),
+        (OrderStatus::Skipped, Some("dependency_skipped".to_owned()))
+    );
+    assert_eq!(status_of(&done, "fix").0, OrderStatus::Succeeded);
+    assert_eq!(done.summary.skipped, 2);
+}
+
 #[tokio::test]
 async fn an_order_that_cannot_be_started_fails_and_the_run_still_finishes() {
     // The deployment's CodeBuild project does not exist: StartBuild fails. No worker will

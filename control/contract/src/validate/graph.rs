@@ -10,64 +10,95 @@
 use std::collections::HashMap;
 
 use super::{OrderCtx, ValidOrder, ValidationError, normalise_ref, orders_label};
+use crate::condition::{self, Condition};
 use crate::ids::OrderNum;
-use crate::job::{OrderSpec, Reference};
+use crate::job::OrderSpec;
 
-/// The orders `order` (checked from `spec`) waits for, sorted, without repeats.
+/// The orders `order` (checked from `spec`) waits for, sorted, without repeats, and its
+/// condition when it has `depends` instead of `dependencies`.
 pub(super) fn resolve_dependencies(
     order: &ValidOrder,
     spec: &OrderSpec,
     orders: &[ValidOrder],
     by_queue_id: &HashMap<String, usize>,
     by_name: &HashMap<String, usize>,
-) -> Result<Vec<OrderNum>, ValidationError> {
+) -> Result<(Vec<OrderNum>, Option<Condition>), ValidationError> {
     let ctx = OrderCtx {
         num: order.plan.order_num,
         name: order.plan.order_name.clone(),
     };
-    let mut resolved = Vec::with_capacity(spec.dependencies.len());
-    for reference in &spec.dependencies {
-        let index = resolve_one(&ctx, reference, orders, by_queue_id, by_name)?;
-        if orders[index].plan.order_num == order.plan.order_num {
+    let (field, mut resolved, condition) = match &spec.depends {
+        None => {
+            let mut resolved = Vec::with_capacity(spec.dependencies.len());
+            for reference in &spec.dependencies {
+                let index = resolve_one(
+                    &ctx,
+                    "dependencies",
+                    reference.as_str(),
+                    orders,
+                    by_queue_id,
+                    by_name,
+                )?;
+                resolved.push(orders[index].plan.order_num);
+            }
+            ("dependencies", resolved, None)
+        }
+        Some(_) if !spec.dependencies.is_empty() => {
             return Err(ctx.error(
-                "dependencies",
-                format!(
-                    "dependency cycle: the order depends on itself ({:?})",
-                    reference.as_str()
-                ),
+                "depends",
+                "`depends` and `dependencies` are both given: keep one (`depends` waits for every order it names)",
             ));
         }
-        resolved.push(orders[index].plan.order_num);
+        Some(text) => {
+            let expr = condition::parse(text)
+                .map_err(|e| ctx.error("depends", format!("syntax error at {e}")))?;
+            let expr = expr.resolve(&mut |name: &String| {
+                resolve_one(&ctx, "depends", name, orders, by_queue_id, by_name)
+                    .map(|index| orders[index].plan.order_num)
+            })?;
+            let resolved = expr.names().into_iter().copied().collect();
+            let condition = Condition {
+                text: text.clone(),
+                expr,
+            };
+            ("depends", resolved, Some(condition))
+        }
+    };
+    if resolved.contains(&order.plan.order_num) {
+        return Err(ctx.error(
+            field,
+            "dependency cycle: the order depends on itself".to_owned(),
+        ));
     }
     resolved.sort();
     resolved.dedup();
-    Ok(resolved)
+    Ok((resolved, condition))
 }
 
 /// The index of the order `reference` names, by queue id or by name.
 fn resolve_one(
     ctx: &OrderCtx,
-    reference: &Reference,
+    field: &str,
+    reference: &str,
     orders: &[ValidOrder],
     by_queue_id: &HashMap<String, usize>,
     by_name: &HashMap<String, usize>,
 ) -> Result<usize, ValidationError> {
-    let by_id = by_queue_id.get(&normalise_ref(reference.as_str())).copied();
-    let by_order_name = by_name.get(reference.as_str()).copied();
+    let by_id = by_queue_id.get(&normalise_ref(reference)).copied();
+    let by_order_name = by_name.get(reference).copied();
     match (by_id, by_order_name) {
         (Some(a), Some(b)) if a != b => Err(ctx.error(
-            "dependencies",
+            field,
             format!(
-                "dependency {:?} is ambiguous: it is the queue_id of order {} and the order_name of order {}",
-                reference.as_str(),
+                "dependency {reference:?} is ambiguous: it is the queue_id of order {} and the order_name of order {}",
                 orders_label(orders, a),
                 orders_label(orders, b)
             ),
         )),
         (Some(index), _) | (None, Some(index)) => Ok(index),
         (None, None) => Err(ctx.error(
-            "dependencies",
-            format!("unknown dependency {:?}: no order has that queue_id or order_name", reference.as_str()),
+            field,
+            format!("unknown dependency {reference:?}: no order has that queue_id or order_name"),
         )),
     }
 }
@@ -111,14 +142,15 @@ pub(super) fn check_acyclic(orders: &[ValidOrder]) -> Result<(), ValidationError
                         .collect();
                     path.push(&orders[dep].plan.order_name);
                     let first = &orders[dep];
+                    let field = match first.plan.condition {
+                        Some(_) => "depends",
+                        None => "dependencies",
+                    };
                     return Err(OrderCtx {
                         num: first.plan.order_num,
                         name: first.plan.order_name.clone(),
                     }
-                    .error(
-                        "dependencies",
-                        format!("dependency cycle: {}", path.join(" -> ")),
-                    ));
+                    .error(field, format!("dependency cycle: {}", path.join(" -> "))));
                 }
             }
         }
@@ -187,6 +219,68 @@ mod tests {
     }
 
     #[test]
+    fn a_condition_waits_for_every_order_it_names() {
+        let job = check(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5,"order_name":"build"},
+                {"cmds":["true"],"timeout":5,"queue_id":"lint-7"},
+                {"cmds":["true"],"timeout":5,"depends":"build.succeeded && (lint-7.failed || !build.ended)"}]}"#,
+        )
+        .unwrap();
+        let plan = &job.orders[2].plan;
+        assert_eq!(
+            plan.depends_on,
+            vec![OrderNum::from_index(0), OrderNum::from_index(1)]
+        );
+        let condition = plan.condition.as_ref().unwrap();
+        assert_eq!(
+            condition.text,
+            "build.succeeded && (lint-7.failed || !build.ended)"
+        );
+        assert_eq!(
+            condition.expr.to_string(),
+            "0001.succeeded && (0002.failed || !0001.ended)"
+        );
+        assert!(job.orders[0].plan.condition.is_none());
+    }
+
+    #[test]
+    fn bad_conditions_name_the_order_the_field_and_the_column() {
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a"},
+                {"cmds":["true"],"timeout":5,"order_name":"b","depends":"a.succeeded &&& a.failed"}]}"#,
+        );
+        assert!(
+            e.contains("order 0002 (b)") && e.contains("`depends`"),
+            "{e}"
+        );
+        assert!(e.contains("syntax error at column 15"), "{e}");
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a","depends":"nope.ended"}]}"#,
+        );
+        assert!(e.contains("unknown dependency \"nope\""), "{e}");
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a"},
+                {"cmds":["true"],"timeout":5,"dependencies":["a"],"depends":"a.ended"}]}"#,
+        );
+        assert!(
+            e.contains("`depends` and `dependencies` are both given"),
+            "{e}"
+        );
+        let e = error_of(
+            r#"{"orders":[
+                {"cmds":["true"],"timeout":5,"order_name":"a","depends":"b.failed"},
+                {"cmds":["true"],"timeout":5,"order_name":"b","dependencies":["a"]}]}"#,
+        );
+        assert!(e.contains("dependency cycle: a -> b -> a"), "{e}");
+        assert!(e.contains("`depends`"), "{e}");
+        let e = error_of(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"order_name":"a","depends":"a.failed || 1.ended"}]}"#,
+        );
+        assert!(e.contains("depends on itself"), "{e}");
+    }
+
+    #[test]
     fn waves_put_each_order_after_the_last_it_waits_for() {
         // 1 → 2 → 4, 1 → 3, 5 alone, 6 after 4 and 5: the longest chain is 1, 2, 4, 6.
         let job = check(
@@ -238,8 +332,7 @@ mod tests {
 
 #[cfg(test)]
 mod proptests {
-    use super::*;
-    use crate::job::{JobSpec, OrderSpec};
+    use crate::job::{JobSpec, OrderSpec, Reference};
     use crate::validate::{ValidateOptions, validate};
     use proptest::prelude::*;
 

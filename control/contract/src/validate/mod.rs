@@ -357,9 +357,10 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
     }
 
     for (index, spec) in job.orders.iter().enumerate() {
-        let depends_on =
+        let (depends_on, condition) =
             graph::resolve_dependencies(&orders[index], spec, &orders, &by_queue_id, &by_name)?;
         orders[index].plan.depends_on = depends_on;
+        orders[index].plan.condition = condition;
     }
     graph::check_acyclic(&orders)?;
 

@@ -248,6 +248,7 @@ pub(super) fn validate_order(
             order_name,
             queue_id,
             depends_on: Vec::new(),
+            condition: None,
             must_succeed: spec.must_succeed.unwrap_or(true),
             timeout,
             execution_target,

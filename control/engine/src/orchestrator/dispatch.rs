@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity, SharedCode};
-use sluice_contract::result::{DEPENDENCY_CANCELLED, DEPENDENCY_FAILED};
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN, Platform};
 use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
 
@@ -169,18 +168,16 @@ impl Engine {
         }
         let plan = evaluate(&nodes);
 
-        let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.dependency_failed.iter())
-            .map(|num| (num, OrderStatus::Failed, DEPENDENCY_FAILED))
-            .chain(
-                (plan.dependency_cancelled.iter())
-                    .map(|num| (num, OrderStatus::Cancelled, DEPENDENCY_CANCELLED)),
-            )
-            .map(|(num, status, reason)| {
+        let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.ended.into_iter())
+            .map(|ending| {
                 let change = Transition {
                     finished_at_ms: Some(now),
-                    ..Transition::to(status).reason(reason)
+                    ..Transition::to(ending.status).reason(ending.reason)
                 };
-                (orders[num.index().expect("real order")].clone(), change)
+                (
+                    orders[ending.num.index().expect("real order")].clone(),
+                    change,
+                )
             })
             .collect();
 

@@ -176,6 +176,7 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
             OrderStatus::Failed => summary.failed += 1,
             OrderStatus::TimedOut => summary.timed_out += 1,
             OrderStatus::Cancelled => summary.cancelled += 1,
+            OrderStatus::Skipped => summary.skipped += 1,
             _ => {}
         }
     }
@@ -242,7 +243,8 @@ mod tests {
                 succeeded: 2,
                 failed: 1,
                 timed_out: 1,
-                cancelled: 0
+                cancelled: 0,
+                skipped: 0
             }
         );
         assert_eq!(doc.orders.len(), 4);

@@ -140,6 +140,13 @@ fn row_bytes(row: &OrderRecord) -> usize {
         + strings.iter().map(|s| s.len()).sum::<usize>()
         + row.reason.as_ref().map_or(0, String::len)
         + row.plan.depends_on.len() * std::mem::size_of::<sluice_contract::OrderNum>()
+        + row.plan.condition.as_ref().map_or(0, condition_bytes)
+}
+
+/// About how much memory a condition takes: its text, and its tree (a node of a few words
+/// for each term and operator, each a few characters of the text at least).
+fn condition_bytes(condition: &sluice_contract::condition::Condition) -> usize {
+    condition.text.len() * 8
 }
 
 /// The runs this process released the lock of with one order in flight, and what each

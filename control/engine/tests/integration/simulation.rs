@@ -30,7 +30,9 @@ use async_trait::async_trait;
 use sluice_contract::AttemptId;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::job::{OrderSpec, Reference};
-use sluice_contract::result::{DEPENDENCY_FAILED, INIT_FAILED, JOB_TIMEOUT, ResultDoc, parse_done};
+use sluice_contract::result::{
+    DEPENDENCY_FAILED, DEPENDENCY_SKIPPED, INIT_FAILED, JOB_TIMEOUT, ResultDoc, parse_done,
+};
 use sluice_contract::{
     ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys,
 };
@@ -584,6 +586,23 @@ struct Plan {
     first_step_at_init: bool,
 }
 
+/// A `depends` expression over `orders`: a term each, `&&`- or `||`-joined, some negated.
+fn random_condition(world: &World, orders: &[Reference]) -> String {
+    const OUTCOMES: [&str; 5] = ["succeeded", "failed", "timed_out", "skipped", "ended"];
+    let mut text = String::new();
+    for (i, order) in orders.iter().enumerate() {
+        if i > 0 {
+            text.push_str(if world.chance(0.5) { " && " } else { " || " });
+        }
+        if world.chance(0.2) {
+            text.push('!');
+        }
+        let outcome = OUTCOMES[world.below(OUTCOMES.len())];
+        text.push_str(&format!("{}.{outcome}", order.as_str()));
+    }
+    text
+}
+
 fn random_plan(world: &World) -> Plan {
     let count = 1 + world.below(8);
     let mut orders = Vec::new();
@@ -598,10 +617,18 @@ fn random_plan(world: &World) -> Plan {
             13..=17 => Behaviour::Fails,
             _ => Behaviour::Hangs,
         });
+        // A quarter of the orders that wait use a condition over the same orders instead.
+        let depends = (!dependencies.is_empty() && world.chance(0.25))
+            .then(|| random_condition(world, &dependencies));
         orders.push(OrderSpec {
             cmds: Some(vec!["true".into()]),
             timeout: Some(30 + 30 * world.below(10) as u64),
-            dependencies,
+            dependencies: if depends.is_some() {
+                Vec::new()
+            } else {
+                dependencies
+            },
+            depends,
             must_succeed: Some(!world.chance(0.2)),
             ..OrderSpec::default()
         });
@@ -1054,17 +1081,30 @@ impl Sim {
                 }
                 self.check_status(row, &rows)?;
             }
-            // No order ran unless each dependency it must wait for succeeded: a result the
-            // pass read but could not write (the order was timed out meanwhile) must not
-            // have started its dependents.
+            // No order ran unless each dependency it must wait for succeeded (or its
+            // condition held once they ended): a result the pass read but could not write
+            // (the order was timed out meanwhile) must not have started its dependents.
             for (num, _) in self.world.executed.lock().unwrap().keys() {
                 let row = &rows[num.index().unwrap()];
-                let unmet = (row.plan.depends_on.iter())
-                    .find(|dep| rows[dep.index().unwrap()].status != OrderStatus::Succeeded);
-                if let (true, Some(dep)) = (row.plan.must_succeed, unmet) {
+                let status = |dep: &OrderNum| rows[dep.index().unwrap()].status;
+                if let Some(condition) = &row.plan.condition {
+                    if !condition_held(row, &rows) {
+                        return Err(format!(
+                            "order {num} ran though its condition {} does not hold",
+                            condition.text
+                        ));
+                    }
+                    continue;
+                }
+                let unmet = (row.plan.depends_on.iter()).find(|dep| {
+                    let s = status(dep);
+                    s == OrderStatus::Skipped
+                        || (row.plan.must_succeed && s != OrderStatus::Succeeded)
+                });
+                if let Some(dep) = unmet {
                     return Err(format!(
                         "order {num} ran though its dependency {dep} is {}",
-                        rows[dep.index().unwrap()].status
+                        status(dep)
                     ));
                 }
             }
@@ -1079,15 +1119,25 @@ impl Sim {
     fn check_status(&self, row: &OrderRecord, rows: &[OrderRecord]) -> Result<(), String> {
         let behaviour = self.plan.behaviours[row.plan.order_num.index().unwrap()];
         let reason = row.reason.as_deref().unwrap_or_default();
+        let dep_status = |dep: &OrderNum| rows[dep.index().unwrap()].status;
         let ok = match row.status {
-            OrderStatus::Succeeded => behaviour == Behaviour::Succeeds,
+            OrderStatus::Succeeded => {
+                behaviour == Behaviour::Succeeds
+                    && (row.plan.condition.is_none() || condition_held(row, rows))
+            }
             OrderStatus::Failed if reason == DEPENDENCY_FAILED => {
                 row.plan.must_succeed
-                    && row
-                        .plan
-                        .depends_on
-                        .iter()
-                        .any(|dep| rows[dep.index().unwrap()].status != OrderStatus::Succeeded)
+                    && row.plan.condition.is_none()
+                    && (row.plan.depends_on.iter())
+                        .any(|dep| dep_status(dep) != OrderStatus::Succeeded)
+            }
+            OrderStatus::Skipped if reason == DEPENDENCY_SKIPPED => {
+                row.plan.condition.is_none()
+                    && (row.plan.depends_on.iter())
+                        .any(|dep| dep_status(dep) == OrderStatus::Skipped)
+            }
+            OrderStatus::Skipped => {
+                reason.starts_with("condition false: ") && !condition_held(row, rows)
             }
             OrderStatus::Failed if reason.starts_with("dispatch_failed") => true,
             OrderStatus::Failed => behaviour == Behaviour::Fails,
@@ -1112,6 +1162,14 @@ impl Sim {
             ))
         }
     }
+}
+
+/// Whether `row`'s condition holds by the final statuses of the orders it names, all ended.
+fn condition_held(row: &OrderRecord, rows: &[OrderRecord]) -> bool {
+    let status = |dep: &OrderNum| rows[dep.index().unwrap()].status;
+    let condition = row.plan.condition.as_ref().expect("a conditional order");
+    (row.plan.depends_on.iter()).all(|dep| status(dep).is_terminal())
+        && condition.expr.holds(&|dep: &OrderNum| Some(status(dep)))
 }
 
 /// A start whose row write landed but whose answer was lost (DynamoDB's own retry then
