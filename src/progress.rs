@@ -63,7 +63,7 @@ pub async fn follow(
     mut stop: oneshot::Receiver<()>,
 ) {
     let started = Instant::now();
-    let mut seen: HashMap<OrderNum, OrderStatus> = HashMap::new();
+    let mut seen: HashMap<OrderNum, (OrderStatus, usize)> = HashMap::new();
     let mut events_seen: HashSet<String> = HashSet::new();
     let live = interactive.then(|| {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -286,33 +286,64 @@ fn counts(orders: &[OrderRecord]) -> String {
 fn print_changes(
     orders: &[OrderRecord],
     elapsed: Duration,
-    seen: &mut HashMap<OrderNum, OrderStatus>,
+    seen: &mut HashMap<OrderNum, (OrderStatus, usize)>,
 ) {
     let mut stderr = std::io::stderr().lock();
     for order in orders {
-        // Dispatching is a blink between queued and running: not worth a line.
-        if order.status == OrderStatus::Dispatching
-            || seen.get(&order.plan.order_num) == Some(&order.status)
+        // Dispatching is a blink between queued and running: not worth a line. An order
+        // seen again with more attempts ended was retried in between.
+        let now = (order.status, order.attempts.len());
+        if order.status == OrderStatus::Dispatching || seen.get(&order.plan.order_num) == Some(&now)
         {
             continue;
         }
         if order.status == OrderStatus::Queued && !seen.contains_key(&order.plan.order_num) {
-            seen.insert(order.plan.order_num, order.status);
+            seen.insert(order.plan.order_num, now);
             continue;
         }
-        seen.insert(order.plan.order_num, order.status);
-        let detail = order
-            .reason
-            .as_deref()
-            .map(|r| format!(" ({})", terminal_safe(r)))
-            .unwrap_or_default();
+        let retried_unseen = seen
+            .insert(order.plan.order_num, now)
+            .is_some_and(|(_, attempts)| attempts < order.attempts.len())
+            && order.status == OrderStatus::Running;
+        let waiting = order.awaiting_retry().or_else(|| {
+            // A retry that started between two looks: still say the attempt before ended.
+            (order.attempts.last())
+                .filter(|_| retried_unseen)
+                .map(|a| (a, 0))
+        });
+        let (status, detail) = match waiting {
+            // Back in the queue after an attempt ended: a retry.
+            Some((ended, retry_at)) => {
+                let wait = format_ms(retry_at.saturating_sub(sluice_engine::SystemClock.now_ms()));
+                let reason = ended
+                    .reason
+                    .as_deref()
+                    .map(terminal_safe)
+                    .unwrap_or_default();
+                let detail = format!(
+                    " (attempt {} {}{}{reason}; attempt {} in {wait})",
+                    ended.number,
+                    ended.status,
+                    if reason.is_empty() { "" } else { ": " },
+                    ended.number + 1
+                );
+                ("retrying".to_owned(), detail)
+            }
+            None => {
+                let detail = order
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", terminal_safe(r)))
+                    .unwrap_or_default();
+                (order.status.to_string(), detail)
+            }
+        };
         let _ = writeln!(
             stderr,
-            "[{:>8}] {} {} {}{detail}",
+            "[{:>8}] {} {} {status}{detail}",
             format_ms(elapsed.as_millis() as u64),
             order.plan.order_num,
             terminal_safe(&order.plan.order_name),
-            order.status
         );
     }
 }
@@ -342,12 +373,7 @@ pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
                     .duration_ms
                     .map(format_ms)
                     .unwrap_or_else(|| "-".to_owned()),
-                order
-                    .reason
-                    .as_deref()
-                    .map(terminal_safe)
-                    .unwrap_or_default()
-                    .into_owned(),
+                detail_of(order),
             ]
         })
         .collect();
@@ -394,6 +420,21 @@ pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
     }
     let _ = writeln!(out, "\njob {}: {counts}", done.status);
     out
+}
+
+/// The summary's detail of an order: its reason, and how many attempts it took when more
+/// than one.
+fn detail_of(order: &DoneOrder) -> String {
+    let reason = order
+        .reason
+        .as_deref()
+        .map(terminal_safe)
+        .unwrap_or_default();
+    match (order.attempts.len(), reason.is_empty()) {
+        (0 | 1, _) => reason.into_owned(),
+        (n, true) => format!("{n} attempts"),
+        (n, false) => format!("{reason} ({n} attempts)"),
+    }
 }
 
 /// The last `count` lines of a file, reading only its end.

@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::Serialize;
 use sluice_contract::manifest::Task;
 use sluice_contract::plan::OrderPlan;
+use sluice_contract::retries::{RetryOn, RetryPolicy};
 use sluice_contract::validate::{ValidJob, ValidOrder};
 
 use crate::progress::terminal_safe;
@@ -89,6 +90,9 @@ fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
             }
         }
     }
+    if let Some(retry) = &plan.retry {
+        let _ = writeln!(out, "      retry: {}", describe_retry(retry));
+    }
     match &order.task {
         Task::Cmds(cmds) => {
             for cmd in cmds {
@@ -104,6 +108,29 @@ fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
             let _ = writeln!(out, "      wasm {}", call.join(" "));
         }
     }
+}
+
+/// `up to 3 more attempts on failed (exit codes 75), timed_out; waiting 1 s, doubling to 300 s`.
+fn describe_retry(retry: &RetryPolicy) -> String {
+    let seconds = |ms: u64| format!("{} s", ms as f64 / 1000.0);
+    let on: Vec<String> = (retry.on.iter())
+        .map(|on| match on {
+            RetryOn::Failed if !retry.exit_codes.is_empty() => {
+                let codes: Vec<String> = retry.exit_codes.iter().map(i32::to_string).collect();
+                format!("failed (exit codes {})", codes.join(", "))
+            }
+            RetryOn::Failed => "failed".to_owned(),
+            RetryOn::TimedOut => "timed_out".to_owned(),
+        })
+        .collect();
+    format!(
+        "up to {} more attempt{} on {}; waiting {}, doubling to {}, jittered",
+        retry.limit,
+        if retry.limit == 1 { "" } else { "s" },
+        on.join(", "),
+        seconds(retry.backoff_ms),
+        seconds(retry.max_backoff_ms)
+    )
 }
 
 /// The plan as JSON: the job file, its number of orders, and its waves of orders, each

@@ -114,6 +114,41 @@ fn cascade_fails_dependents_and_runs_optional_orders() {
     );
 }
 
+/// Plan, apply (retried once: the first attempt finds the state lock held, exit 75), smoke
+/// test, then the release announced and the rollback skipped.
+#[test]
+fn release_retries_its_apply_and_skips_its_rollback() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&examples().join("release.json"), &[]);
+    let done = done_of(&output);
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let apply = done
+        .orders
+        .iter()
+        .find(|o| o.order_name == "apply")
+        .unwrap();
+    let attempts: Vec<_> = (apply.attempts.iter())
+        .map(|a| (a.status, a.exit_code))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (OrderStatus::Failed, Some(75)),
+            (OrderStatus::Succeeded, Some(0))
+        ]
+    );
+    assert_eq!(status_of(&done, "announce").0, OrderStatus::Succeeded);
+    assert_eq!(
+        status_of(&done, "rollback"),
+        (
+            OrderStatus::Skipped,
+            Some(
+                "condition false: apply.failed || apply.timed_out || smoke-test.failed".to_owned()
+            )
+        )
+    );
+}
+
 #[test]
 fn timeout_stops_the_hanging_order_and_reports_timed_out() {
     let sandbox = Sandbox::new();

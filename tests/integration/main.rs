@@ -16,6 +16,7 @@ mod isolation;
 mod pr_comments;
 mod redaction;
 mod resume;
+mod retries;
 mod signals;
 mod terminal_output;
 #[path = "../util/mod.rs"]

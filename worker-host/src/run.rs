@@ -466,6 +466,7 @@ async fn prepare_and_run(
             .as_ref()
             .map(|code| SharedCompiled { code, io }),
         manifest,
+        attempt_number: payload.attempt_number,
         secrets: &secrets,
         code_root: &work.join(CODE_DIR),
         events_dir: &events_dir,
@@ -489,7 +490,10 @@ async fn prepare_and_run(
     // decides the order, must still reach the callback before the watchdog gives up.
     let log_by = deadline.max(Instant::now()) + config.callback.report_window / 2;
     match store_log(io, payload, config, &summary.log, patience, log_by).await {
-        Ok(()) => doc.log_key = Some(manifest.log_key.clone()),
+        Ok(()) => {
+            let key = payload.log_key.as_ref().unwrap_or(&manifest.log_key);
+            doc.log_key = Some(key.clone());
+        }
         Err(error) => {
             tracing::warn!(%error, "the full log could not be stored; the result keeps its tail")
         }
@@ -533,6 +537,8 @@ struct TaskRun<'a> {
     /// AWS).
     shared: Option<SharedCompiled<'a>>,
     manifest: &'a OrderManifest,
+    /// Which attempt of the order this is (1 for the first).
+    attempt_number: u32,
     secrets: &'a BTreeMap<String, String>,
     code_root: &'a Path,
     events_dir: &'a Path,
@@ -581,7 +587,7 @@ impl TaskRun<'_> {
                 }
             }
             Task::Wasm(spec) => {
-                let context = sluice_context(self.manifest);
+                let context = sluice_context(self.manifest, self.attempt_number);
                 let order = WasmOrder {
                     grants: Grants {
                         spec,
@@ -611,7 +617,7 @@ impl TaskRun<'_> {
     fn shell_env(&self) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = self.config.host_env.iter().cloned().collect();
         env.extend(self.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend(sluice_context(self.manifest));
+        env.extend(sluice_context(self.manifest, self.attempt_number));
         env.insert(
             EVENTS_DIR_VAR.to_owned(),
             self.events_dir.display().to_string(),
@@ -621,10 +627,11 @@ impl TaskRun<'_> {
 }
 
 /// Sluice's variables, which every order sees (`TIMEOUT` as the seed system names it).
-fn sluice_context(manifest: &OrderManifest) -> Vec<(String, String)> {
+fn sluice_context(manifest: &OrderManifest, attempt_number: u32) -> Vec<(String, String)> {
     let timeout = manifest.timeout.to_string();
     [
         (RUN_MARKER, manifest.run_id.to_string()),
+        ("SLUICE_ATTEMPT", attempt_number.to_string()),
         ("SLUICE_ORDER_NUM", manifest.order_num.to_string()),
         ("SLUICE_ORDER_NAME", manifest.order_name.clone()),
         ("SLUICE_TRACE_ID", manifest.trace_id.to_string()),

@@ -561,7 +561,7 @@ impl TransitionUpdate {
             (":to".to_owned(), s(change.to.as_str())),
             (":from".to_owned(), s(from.as_str())),
         ]);
-        let fields: [(&str, Option<AttributeValue>); 7] = [
+        let fields: [(&str, Option<AttributeValue>); 9] = [
             ("attempt", change.attempt.as_ref().map(|a| s(a.as_str()))),
             ("dispatched_at_ms", change.dispatched_at_ms.map(number)),
             ("finished_at_ms", change.finished_at_ms.map(number)),
@@ -572,6 +572,8 @@ impl TransitionUpdate {
             ),
             ("reason", change.reason.as_deref().map(s)),
             ("log_stored", change.log_stored.map(AttributeValue::Bool)),
+            ("log_key", change.log_key.as_deref().map(s)),
+            ("retry_at_ms", change.retry_at_ms.map(number)),
         ];
         for (field, value) in fields {
             if let Some(value) = value {
@@ -579,6 +581,18 @@ impl TransitionUpdate {
                 names.insert(format!("#{field}"), field.to_owned());
                 values.insert(format!(":{field}"), value);
             }
+        }
+        if let Some(ended) = &change.ended_attempt {
+            // Appended: the condition on the status keeps a write made again from
+            // appending twice.
+            sets.push(
+                "#attempts = list_append(if_not_exists(#attempts, :none), :ended)".to_owned(),
+            );
+            names.insert("#attempts".to_owned(), "attempts".to_owned());
+            values.insert(":none".to_owned(), AttributeValue::L(Vec::new()));
+            let ended = serde_dynamo::to_attribute_value(ended)
+                .expect("an attempt record is a DynamoDB map");
+            values.insert(":ended".to_owned(), AttributeValue::L(vec![ended]));
         }
         TransitionUpdate {
             expression: format!("SET {}", sets.join(", ")),

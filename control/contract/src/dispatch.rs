@@ -16,6 +16,10 @@ pub struct DispatchPayload {
     pub order_num: OrderNum,
     /// The attempt id the worker claims before running anything.
     pub attempt: AttemptId,
+    /// Which attempt of the order this is: 1 for the first, 2 for its first retry… (the
+    /// order sees it as `SLUICE_ATTEMPT`). Absent: 1.
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt_number: u32,
     /// GET: the order's bundle — or, with [`DispatchPayload::bundle_range`], the run's pack
     /// of bundles that holds it.
     pub bundle_url: Capability,
@@ -32,6 +36,10 @@ pub struct DispatchPayload {
     /// PUT: the order's full log (with [`DispatchPayload::log_in_result`], only a log
     /// longer than its result holds).
     pub log_url: Capability,
+    /// The key `log_url` names, which the worker's result reports: a retry's attempt stores
+    /// its log beside the first's. Absent: the manifest's `log_key` (the first attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
     /// Whether a log the result can hold byte for byte (UTF-8, at most
     /// [`MAX_LOG_TAIL_BYTES`](crate::result::MAX_LOG_TAIL_BYTES) once JSON-escaped) stays
     /// there alone rather than being stored at `log_url` too — unless the result is not
@@ -48,6 +56,14 @@ pub struct DispatchPayload {
     /// from its module, which the worker loads (it has no compiler of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled: Option<SharedCode>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(number: &u32) -> bool {
+    *number == 1
 }
 
 /// Bytes `start .. start + len` of one version of an object: where one order's bundle is in
@@ -222,6 +238,7 @@ mod tests {
             run_id: RunId::generate(),
             order_num: OrderNum::from_index(0),
             attempt: AttemptId::parse("a1").unwrap(),
+            attempt_number: 1,
             bundle_url: url("exec.zip"),
             bundle_range: Some(PinnedRange {
                 start: 10,
@@ -231,6 +248,7 @@ mod tests {
             claim_url: url("claim"),
             claim_check_url: url("claim"),
             log_url: url("log.txt"),
+            log_key: None,
             log_in_result: false,
             callback_url: url("result.json"),
             identity: OrderIdentity::new("AGE-SECRET-KEY-1SECRET"),

@@ -96,6 +96,12 @@ impl AttemptId {
         AttemptId("run".to_owned())
     }
 
+    /// The timer that wakes a run for attempt number `number` of an order being retried
+    /// (`retry-<number>`): a watch of one check, which names no attempt of a worker.
+    pub fn retry_timer(number: u32) -> Self {
+        AttemptId(format!("retry-{number}"))
+    }
+
     /// The id as it appears in keys and documents.
     pub fn as_str(&self) -> &str {
         &self.0

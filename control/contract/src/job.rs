@@ -94,6 +94,9 @@ pub struct OrderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub depends: Option<String>,
+    /// Run the order again after it fails or times out (see [`RetrySpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
     /// Whether this order's outcome decides the job (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub must_succeed: Option<bool>,
@@ -136,6 +139,31 @@ pub struct OrderSpec {
     /// Older spelling of `execution_target`: `true` = `lambda`, `false` = `codebuild`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_lambda: Option<bool>,
+}
+
+/// An order's `retry` field: run it again after a failure or a time-out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Further attempts, 1 to 10.
+    #[schemars(range(min = 1, max = 10))]
+    pub limit: u32,
+    /// Seconds before the second attempt (default 1; fractions allowed); each further
+    /// delay doubles it, up to `max_backoff`, jittered between half and all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 86400.0))]
+    pub backoff: Option<f64>,
+    /// The longest delay, seconds (default 300, or `backoff` when that is longer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 86400.0))]
+    pub max_backoff: Option<f64>,
+    /// Which outcomes retry (default both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    pub on: Option<Vec<crate::retries::RetryOn>>,
+    /// Retry a `failed` outcome only when its failing command exited with one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_codes: Option<Vec<i32>>,
 }
 
 /// The largest module file a WebAssembly order may name.

@@ -74,6 +74,15 @@ pub fn log(run_id: &RunId, order_num: OrderNum) -> String {
     format!("tmp/logs/{run_id}/{order_num}/log.txt")
 }
 
+/// Where attempt number `number` of an order stores its log: [`log`] for the first, and
+/// `log-<number>.txt` beside it for each retry.
+pub fn attempt_log(run_id: &RunId, order_num: OrderNum, number: u32) -> String {
+    match number {
+        0 | 1 => log(run_id, order_num),
+        n => format!("tmp/logs/{run_id}/{order_num}/log-{n}.txt"),
+    }
+}
+
 /// The marker a worker writes (if absent) before it runs an attempt, so that an attempt
 /// dispatched twice runs once.
 pub fn claim(run_id: &RunId, order_num: OrderNum, attempt: &AttemptId) -> String {

@@ -12,6 +12,7 @@
 //!   orders have their numbers, names, queue ids and resolved dependencies.
 //! - [`ids`]: run, trace, flow and attempt ids, order numbers.
 //! - [`condition`]: `depends` expressions (conditional dependencies).
+//! - [`retries`]: an order's retry policy and its delays.
 //! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
@@ -54,6 +55,7 @@ pub mod paths;
 pub mod plan;
 pub mod repo_url;
 pub mod result;
+pub mod retries;
 pub mod status;
 pub mod validate;
 

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::retries::RetryPolicy;
 use crate::{ExecutionTarget, OrderNum};
 
 /// An order's identity, its place in the graph and how it runs.
@@ -28,6 +29,9 @@ pub struct OrderPlan {
     pub condition: Option<Condition>,
     /// Whether its outcome decides the job.
     pub must_succeed: bool,
+    /// Its retry policy, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
     /// Seconds it may run.
     pub timeout: u64,
     /// Where it runs on AWS.

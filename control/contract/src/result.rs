@@ -184,6 +184,36 @@ fn is_zero(count: &u32) -> bool {
     *count == 0
 }
 
+/// One ended attempt of an order: a row keeps those its retries followed, and the done
+/// document lists every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Its number: 1 for the first.
+    pub number: u32,
+    /// Its id (its claim, log and result are under it).
+    pub attempt: AttemptId,
+    /// How it ended.
+    pub status: OrderStatus,
+    /// Why, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The exit code of its last command, when one ran to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// When it was dispatched, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at_ms: Option<u64>,
+    /// When its end was read, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// How long it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Where its log is stored, when it stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_key: Option<String>,
+}
+
 /// One order's line in the done document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneOrder {
@@ -211,6 +241,9 @@ pub struct DoneOrder {
     /// is: its `log` is the log's last 256 KiB — all of it when `log_key` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_key: Option<String>,
+    /// Every attempt, in order, when it was run more than once (the last decided it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// What a finished run publishes at its done endpoint.

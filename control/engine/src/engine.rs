@@ -7,17 +7,24 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_contract::AttemptId;
 use sluice_contract::validate::Platform;
 
 use crate::git::GitPolicy;
 use crate::grants::CredentialGrants;
 use crate::orchestrator::taking::LastReleases;
+use crate::retry::{Backoff, while_transient};
 use crate::run_key::RunKeyCache;
 
 use crate::ports::{
-    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderStore, SecretSource,
-    Vcs, WatchdogStarter,
+    Clock, CodeArchives, Dispatcher, KeyStore, ObjectStore, OrderEvent, OrderRecord, OrderStore,
+    SecretSource, Vcs, WatchdogInput, WatchdogStarter,
 };
+
+/// How often a retry's timer is tried again after a transient failure (throttling, when
+/// many orders fail together), and the first wait: about 0.2 + 0.4 + 0.8 s at most.
+const TIMER_RETRIES: u32 = 3;
+const TIMER_RETRY_FIRST: Duration = Duration::from_millis(200);
 
 /// Settings of the control plane. Defaults (see [`EngineConfig::default`]):
 /// lock lease 60 s, dispatch lease 120 s, 16 dispatches in parallel, watchdog slack 40 s,
@@ -113,6 +120,9 @@ pub struct Engine {
     /// end of each step (one call per 25 on DynamoDB) rather than one call each. Shared by
     /// clones; whichever step ends first writes them all.
     pending_events: Arc<Mutex<Vec<OrderEvent>>>,
+    /// Retry timers of orders a step queued for a retry, started once its writes are made
+    /// (see [`crate::watchdog`]). Shared by clones.
+    pending_timers: Arc<Mutex<Vec<WatchdogInput>>>,
     /// Run keys read lately (see [`RunKeyCache`]). Shared by clones.
     pub(crate) run_keys: Arc<RunKeyCache>,
     /// The runs this process last released with one order in flight (see
@@ -127,6 +137,7 @@ impl Engine {
             ports,
             config,
             pending_events: Arc::default(),
+            pending_timers: Arc::default(),
             run_keys: Arc::default(),
             last_releases: Arc::default(),
         }
@@ -138,6 +149,48 @@ impl Engine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(event);
+    }
+
+    /// Records the retry timer of `order`, just queued for its retry, to be started by the
+    /// next [`Engine::start_retry_timers`].
+    pub(crate) fn schedule_retry_timer(&self, order: &OrderRecord) {
+        let Some(retry_at_ms) = order.retry_at_ms else {
+            return;
+        };
+        let now = self.now_ms();
+        let timer = WatchdogInput {
+            run_id: order.run_id.clone(),
+            order_num: order.plan.order_num,
+            attempt: AttemptId::retry_timer(order.attempts.len() as u32 + 1),
+            timeout: 0,
+            start_time: now / 1000,
+            job_deadline: order.job_deadline_ms.div_ceil(1000),
+            internal_bucket: self.ports.internal.bucket().to_owned(),
+            generation: 0,
+            wait_seconds: Some(retry_at_ms.saturating_sub(now).div_ceil(1000).max(1)),
+            wake_at_ms: Some(retry_at_ms),
+        };
+        (self.pending_timers.lock())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(timer);
+    }
+
+    /// Starts the retry timers recorded so far. A timer that does not start is logged: the
+    /// run's watch dispatches a retry that is due all the same, later.
+    pub(crate) async fn start_retry_timers(&self) {
+        let timers = std::mem::take(
+            &mut *(self.pending_timers.lock()).unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for timer in timers {
+            let backoff = Backoff::new(TIMER_RETRY_FIRST, TIMER_RETRIES);
+            let what = "starting a retry's timer";
+            let start = || self.ports.watchdog.start(&timer);
+            let kind = |e: &crate::ports::DispatchError| e.kind;
+            let started = while_transient(self.ports.clock.as_ref(), backoff, what, kind, start);
+            if let Err(error) = started.await {
+                tracing::warn!(run_id = %timer.run_id, order_num = %timer.order_num, %error, "could not start a retry's timer; the run's watch will dispatch it");
+            }
+        }
     }
 
     /// Writes the events recorded so far. A failure is logged, never fatal: events are for

@@ -436,6 +436,7 @@ impl Engine {
             internal_bucket: self.ports.internal.bucket().to_owned(),
             generation: 0,
             wait_seconds: Some(first_wait_seconds(self.config.start_grace)),
+            wake_at_ms: None,
         };
         self.ports
             .watchdog
@@ -655,6 +656,8 @@ impl Engine {
             exit_code: None,
             reason: None,
             log_stored: None,
+            attempts: Vec::new(),
+            retry_at_ms: None,
             pr: ids.job.pr.clone(),
             compiled,
             packed: None,

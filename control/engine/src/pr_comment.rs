@@ -77,10 +77,35 @@ pub(crate) fn render(tag: &str, rows: &[OrderRecord], status: Option<JobStatus>)
             cell(&row.plan.order_name),
             mark(row.status),
             row.status,
-            cell(row.reason.as_deref().unwrap_or_default())
+            cell(&detail(row))
         ));
     }
     text
+}
+
+/// An order's reason, and its attempt when it was retried (`attempt 2 of 4, retrying: …`
+/// while it waits for a retry).
+fn detail(row: &OrderRecord) -> String {
+    let reason = row.reason.as_deref().unwrap_or_default();
+    let Some(policy) = row.plan.retry.as_ref().filter(|_| !row.attempts.is_empty()) else {
+        return reason.to_owned();
+    };
+    let total = policy.limit + 1;
+    if let Some((ended, _)) = row.awaiting_retry() {
+        return format!(
+            "attempt {} of {total} {}, retrying: {}",
+            ended.number,
+            ended.status,
+            ended.reason.as_deref().unwrap_or_default()
+        );
+    }
+    // Ended while waiting for a retry, its last attempt is the recorded one.
+    let recorded = row.attempts.last().map(|a| &a.attempt) == row.attempt.as_ref();
+    let attempt = row.attempts.len() + usize::from(!recorded);
+    match reason.is_empty() {
+        true => format!("attempt {attempt} of {total}"),
+        false => format!("attempt {attempt} of {total}: {reason}"),
+    }
 }
 
 fn mark(status: OrderStatus) -> &'static str {

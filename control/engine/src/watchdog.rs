@@ -23,6 +23,12 @@
 //! noticed within a minute, one of an old run within a tenth of an hour, and a ten-minute
 //! run costs a handful of checks, not one a minute per order.
 //!
+//! An order waiting for a retry (`retry_at_ms`) is not a stall until its retry is due; the
+//! watch then kicks the run. So that a retry need not wait for the watch's next check
+//! (which may be minutes away), the pass that decides it also starts a **retry timer**: a
+//! watch of one check at the retry's moment (`wake_at_ms`, attempt
+//! [`AttemptId::retry_timer`]), which kicks the run if the order is still waiting for it.
+//!
 //! An execution of the retired watch per attempt (started by an older version) is told
 //! `done` at once: the run's watch covers its attempt.
 
@@ -34,6 +40,7 @@ use sluice_contract::{AttemptId, JobStatus, OrderNum, OrderStatus, keys};
 use crate::engine::to_json;
 use crate::engine::{Engine, millis};
 use crate::error::{EngineError, StoreError};
+use crate::orchestrator::evaluate::{Node, evaluate};
 use crate::ports::{OrderRecord, WatchdogInput};
 
 /// Longest wait between two checks, seconds.
@@ -69,6 +76,9 @@ pub enum Stall {
     ResultWaiting,
     /// A worker did not report by its deadline; the watch wrote its `timed_out` result.
     WorkerOverdue,
+    /// An order's retry is due and it was not dispatched (its timer did not kick the run,
+    /// or the pass it kicked failed).
+    RetryDue,
 }
 
 impl std::fmt::Display for Stall {
@@ -80,6 +90,7 @@ impl std::fmt::Display for Stall {
             Stall::NothingInFlight => "orders are queued and none is in flight",
             Stall::ResultWaiting => "a result has not been applied",
             Stall::WorkerOverdue => "a worker did not report in time",
+            Stall::RetryDue => "an order's retry is due",
         })
     }
 }
@@ -133,6 +144,9 @@ impl Engine {
         &self,
         input: &WatchdogInput,
     ) -> Result<WatchdogVerdict, EngineError> {
+        if let Some(wake_at_ms) = input.wake_at_ms {
+            return self.retry_timer_check(input, wake_at_ms).await;
+        }
         if input.order_num != OrderNum::INIT {
             tracing::info!(run_id = %input.run_id, order_num = %input.order_num, "a retired watch per attempt ends; the run's watch covers it");
             return Ok(WatchdogVerdict::DONE);
@@ -176,6 +190,32 @@ impl Engine {
             next_check_ms.min(now + quiet_ms),
         ))
     }
+    /// A retry timer's check: kick the run if the order waits for a retry that is due (and
+    /// end); check again at the retry's moment if it came early; else end (the order was
+    /// dispatched already, or ended, or the run was finalized).
+    async fn retry_timer_check(
+        &self,
+        input: &WatchdogInput,
+        wake_at_ms: u64,
+    ) -> Result<WatchdogVerdict, EngineError> {
+        let orders = self.ports.orders.run_orders(&input.run_id).await?;
+        let now = self.now_ms();
+        let retry_at = orders
+            .iter()
+            .find(|o| o.plan.order_num == input.order_num)
+            .and_then(|o| o.awaiting_retry())
+            .map(|(_, at)| at);
+        Ok(match retry_at {
+            Some(at) if at <= now => WatchdogVerdict {
+                done: true,
+                wait_seconds: 0,
+                kick: true,
+            },
+            Some(at) => WatchdogVerdict::wait_until(now, at.max(wake_at_ms)),
+            None => WatchdogVerdict::DONE,
+        })
+    }
+
     /// Writes the done document of a run that was accepted but never queued (once).
     async fn finish_unqueued(&self, run_id: &sluice_contract::RunId) -> Result<(), EngineError> {
         let doc = DoneDoc {
@@ -257,6 +297,15 @@ impl Engine {
             }
             next_ms = next_ms.min(retry_at);
         }
+        // Orders waiting for a retry: a stall once it is due (nobody dispatched it), else
+        // a moment to check at.
+        for (_, retry_at) in orders.iter().filter_map(OrderRecord::awaiting_retry) {
+            if now >= retry_at {
+                stall = stall.or(Some(Stall::RetryDue));
+            } else {
+                next_ms = next_ms.min(retry_at);
+            }
+        }
         if stall.is_some() {
             return Ok((stall, now));
         }
@@ -266,13 +315,17 @@ impl Engine {
             .filter(|o| matches!(o.status, OrderStatus::Dispatching | OrderStatus::Running))
             .map(|o| (o.plan.order_num, o.attempt.as_ref()))
             .collect();
-        if in_flight.is_empty() {
+        if in_flight.is_empty() && startable(orders, now) {
             // Only queued and ended orders: the pass that ended the last one should have
-            // started or failed the rest. Right after init the trigger's pass may still come.
+            // started or ended the rest. Right after init the trigger's pass may still come.
             if now >= grace_ends_ms {
                 return Ok((Some(Stall::NothingInFlight), now));
             }
             return Ok((None, next_ms.min(grace_ends_ms)));
+        }
+        if in_flight.is_empty() {
+            // Every queued order waits for a retry, or for an order that does.
+            return Ok((None, next_ms));
         }
         if self.result_waiting(orders, &in_flight).await? {
             return Ok((Some(Stall::ResultWaiting), now));
@@ -354,6 +407,19 @@ impl Engine {
             Err(other) => Err(other.into()),
         }
     }
+}
+
+/// Whether a pass would start or end a queued order of `orders` now: one is ready (and
+/// not waiting for its retry), or ends because of what its dependencies did. Orders that
+/// wait for a retry, or for an order that does, are not.
+fn startable(orders: &[OrderRecord], now: u64) -> bool {
+    let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
+    let plan = evaluate(&nodes);
+    let retry_later = |num: &OrderNum| {
+        let order = &orders[num.index().expect("real order")];
+        order.awaiting_retry().is_some_and(|(_, at)| at > now)
+    };
+    !plan.ended.is_empty() || plan.ready.iter().any(|num| !retry_later(num))
 }
 
 #[cfg(test)]

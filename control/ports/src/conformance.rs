@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use sluice_contract::result::AttemptRecord;
+use sluice_contract::retries::{RetryOn, RetryPolicy};
 use sluice_contract::{
     AttemptId, ExecutionTarget, OrderNum, OrderPlan, OrderStatus, RunId, TraceId,
 };
@@ -30,6 +32,13 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
             depends_on: Vec::new(),
             condition: None,
             must_succeed: true,
+            retry: (index == 1).then(|| RetryPolicy {
+                limit: 3,
+                backoff_ms: 1500,
+                max_backoff_ms: 60_000,
+                on: vec![RetryOn::Failed],
+                exit_codes: vec![75],
+            }),
             timeout: 60,
             execution_target: ExecutionTarget::Lambda,
         },
@@ -47,6 +56,22 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
         exit_code: None,
         reason: None,
         log_stored: None,
+        // The second order waits for its second attempt: its rows keep the first.
+        attempts: match index {
+            1 => vec![AttemptRecord {
+                number: 1,
+                attempt: AttemptId::parse("first").expect("an attempt id"),
+                status: OrderStatus::Failed,
+                reason: Some("command 1 failed: exit code 75".to_owned()),
+                exit_code: Some(75),
+                dispatched_at_ms: Some(10),
+                finished_at_ms: Some(20),
+                duration_ms: Some(9),
+                log_key: Some("log".to_owned()),
+            }],
+            _ => Vec::new(),
+        },
+        retry_at_ms: (index == 1).then_some(1_000),
         pr: None,
         compiled: (index == 0).then(|| CompiledModule {
             module_sha256: "ab".repeat(32),
@@ -364,8 +389,76 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     );
 
     together_suite(store, &orders[1..]).await;
+    retry_suite(store).await;
     first_step_suite(store).await;
     lock_suite(store).await;
+}
+
+/// A retry: `running → queued` with the attempt that ended appended to the row's (a list a
+/// write appends to, not one it replaces), the next attempt's log key and when it may
+/// start; made again (a write whose answer was lost), it is refused and appends nothing,
+/// and the row reads as holding it.
+async fn retry_suite(store: &dyn OrderStore) {
+    let run = RunId::generate();
+    let order = sample_order(&run, 1);
+    let num = order.plan.order_num;
+    store
+        .insert_orders(std::slice::from_ref(&order), &[])
+        .await
+        .unwrap();
+    let second = AttemptId::parse("second").expect("an attempt id");
+    let claim = Transition {
+        attempt: Some(second.clone()),
+        dispatched_at_ms: Some(2_000),
+        ..Transition::to(OrderStatus::Dispatching)
+    };
+    store
+        .transition(&run, num, OrderStatus::Queued, &claim)
+        .await
+        .unwrap();
+    let running = Transition::to(OrderStatus::Running);
+    store
+        .transition(&run, num, OrderStatus::Dispatching, &running)
+        .await
+        .unwrap();
+    let ended = AttemptRecord {
+        number: 2,
+        attempt: second,
+        status: OrderStatus::TimedOut,
+        reason: Some("timed out after 60 s".to_owned()),
+        exit_code: None,
+        dispatched_at_ms: Some(2_000),
+        finished_at_ms: Some(62_500),
+        duration_ms: Some(60_100),
+        log_key: None,
+    };
+    let retry = Transition {
+        log_key: Some("log-3".to_owned()),
+        retry_at_ms: Some(64_000),
+        ended_attempt: Some(ended.clone()),
+        ..Transition::to(OrderStatus::Queued)
+    };
+    let row = store
+        .transition(&run, num, OrderStatus::Running, &retry)
+        .await
+        .unwrap();
+    assert_eq!(row.attempts.len(), 2, "appended to the first");
+    assert_eq!(row.attempts[0], order.attempts[0]);
+    assert_eq!(row.attempts[1], ended);
+    assert_eq!(
+        (row.log_key.as_str(), row.retry_at_ms),
+        ("log-3", Some(64_000))
+    );
+    assert_eq!(store.get_order(&run, num).await.unwrap(), row, "as read");
+    assert!(
+        retry.is_applied_in(&row),
+        "a lost answer's write reads as made"
+    );
+    let again = store
+        .transition(&run, num, OrderStatus::Running, &retry)
+        .await;
+    assert!(again.unwrap_err().is_condition_failed());
+    assert_eq!(store.get_order(&run, num).await.unwrap().attempts.len(), 2);
 }
 
 /// A run's first step taken in init-job: its rows, as its claims leave them, inserted with

@@ -103,6 +103,10 @@ pub struct WatchdogInput {
     /// the first comes after a second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<u64>,
+    /// A retry's timer (attempt [`AttemptId::retry_timer`]): one check at this moment, ms
+    /// since the epoch, which kicks the run if the order's retry is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at_ms: Option<u64>,
 }
 
 fn is_first(generation: &u32) -> bool {

@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::PinnedRange;
+use sluice_contract::result::AttemptRecord;
 use sluice_contract::validate::PullRequest;
 use sluice_contract::{AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, TraceId};
 
@@ -60,6 +61,13 @@ pub struct OrderRecord {
     /// Why it ended as it did.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The attempts that ended and were followed by a retry, in order (the current
+    /// attempt is number `attempts.len() + 1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
+    /// A queued order waiting to be retried: not dispatched before this, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_ms: Option<u64>,
     /// The pull request whose comment follows the run (the same on every row of a run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr: Option<PullRequest>,
@@ -99,6 +107,17 @@ impl OrderRecord {
     pub fn pk(&self) -> String {
         order_pk(&self.run_id, self.plan.order_num)
     }
+
+    /// For an order queued again for a retry and not dispatched since: the attempt that
+    /// ended, and when the retry may start. (`retry_at_ms` stays in the row after the
+    /// retry is dispatched, and an order `sluice resume` queued again is not waiting for a
+    /// retry: its attempt is not the last ended one.)
+    pub fn awaiting_retry(&self) -> Option<(&AttemptRecord, u64)> {
+        let ended = self.attempts.last()?;
+        let waiting =
+            self.status == OrderStatus::Queued && self.attempt.as_ref() == Some(&ended.attempt);
+        Some((ended, self.retry_at_ms.filter(|_| waiting)?))
+    }
 }
 
 /// The primary key of an order row.
@@ -125,6 +144,12 @@ pub struct Transition {
     pub reason: Option<String>,
     /// Sets `log_stored`.
     pub log_stored: Option<bool>,
+    /// Sets `log_key`: where the next attempt's log goes (a retry).
+    pub log_key: Option<String>,
+    /// Sets `retry_at_ms` (a retry).
+    pub retry_at_ms: Option<u64>,
+    /// Appends to `attempts` the attempt that ended (a retry).
+    pub ended_attempt: Option<AttemptRecord>,
 }
 
 impl Transition {
@@ -139,6 +164,9 @@ impl Transition {
             exit_code: None,
             reason: None,
             log_stored: None,
+            log_key: None,
+            retry_at_ms: None,
+            ended_attempt: None,
         }
     }
 
@@ -203,6 +231,19 @@ impl Transition {
         }
         if self.log_stored.is_some() {
             record.log_stored = self.log_stored;
+        }
+        if let Some(log_key) = &self.log_key {
+            record.log_key.clone_from(log_key);
+        }
+        if self.retry_at_ms.is_some() {
+            record.retry_at_ms = self.retry_at_ms;
+        }
+        // Appended once: a change applied again (a write whose answer was lost, checked)
+        // finds its attempt there already.
+        if let Some(ended) = &self.ended_attempt
+            && record.attempts.last() != Some(ended)
+        {
+            record.attempts.push(ended.clone());
         }
     }
 }

@@ -115,6 +115,85 @@ async fn a_failure_cascades_and_optional_orders_still_run() {
     assert_eq!(status_of(&done, "report").0, OrderStatus::Succeeded);
 }
 
+/// A flaky order is run again through its retry timer (a watch execution of one check)
+/// until it succeeds: each attempt a new id, `SLUICE_ATTEMPT` its number, the row keeping the
+/// ended ones (a list appended to in DynamoDB), the done document listing them all.
+#[tokio::test]
+async fn a_flaky_order_is_retried_through_its_timer_until_it_succeeds() {
+    let mut cloud = cloud().await;
+    cloud.plays_retry_timers = true;
+    let marks = tempfile::tempdir().unwrap();
+    let counter = marks.path().join("count");
+    let mut flaky = order(
+        "flaky",
+        &format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; echo attempt $SLUICE_ATTEMPT; [ $n -ge 3 ] || exit 75",
+            c = counter.display()
+        ),
+        &[],
+    );
+    flaky["retry"] = serde_json::json!({"limit": 3, "backoff": 0.5, "exit_codes": [75]});
+    let mut broken = order("broken", "exit 2", &[]);
+    broken["retry"] = serde_json::json!({"limit": 3, "backoff": 0.5, "exit_codes": [75]});
+    broken["must_succeed"] = false.into();
+    let done = cloud
+        .run(
+            &job(vec![
+                flaky,
+                order("after", "echo after", &["flaky"]),
+                broken,
+            ]),
+            |_| Worker::Runs,
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let flaky = done
+        .orders
+        .iter()
+        .find(|o| o.order_name == "flaky")
+        .unwrap();
+    let statuses: Vec<OrderStatus> = flaky.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            OrderStatus::Failed,
+            OrderStatus::Failed,
+            OrderStatus::Succeeded
+        ]
+    );
+    assert_eq!(flaky.attempts[1].exit_code, Some(75));
+    for (i, attempt) in flaky.attempts.iter().enumerate() {
+        let result = keys::result(
+            &RunId::parse(&done.run_id).unwrap(),
+            flaky.order_num,
+            &attempt.attempt,
+        );
+        let result = cloud
+            .clients
+            .s3
+            .get_object()
+            .bucket(&cloud.settings.internal_bucket)
+            .key(result)
+            .send()
+            .await
+            .unwrap();
+        let result = result.body.collect().await.unwrap().into_bytes();
+        let result: sluice_contract::result::ResultDoc = serde_json::from_slice(&result).unwrap();
+        assert!(
+            result.log.contains(&format!("attempt {}\n", i + 1)),
+            "{}",
+            result.log
+        );
+    }
+    assert_eq!(status_of(&done, "after").0, OrderStatus::Succeeded);
+    let broken = done
+        .orders
+        .iter()
+        .find(|o| o.order_name == "broken")
+        .unwrap();
+    assert_eq!(broken.attempts.len(), 1, "exit 2 is not retried");
+}
+
 /// The condition travels in the order's row (a map of the text and the resolved
 /// expression) and decides in the orchestrator as locally.
 #[tokio::test]

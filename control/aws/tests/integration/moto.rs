@@ -405,11 +405,13 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
         run_id: run.clone(),
         order_num: sluice_contract::OrderNum::from_index(0),
         attempt: sluice_contract::AttemptId::parse(attempt).unwrap(),
+        attempt_number: 1,
         bundle_url: url("exec.zip"),
         bundle_range: None,
         claim_url: url("claim"),
         claim_check_url: url("claim"),
         log_url: url("log.txt"),
+        log_key: None,
         log_in_result: false,
         callback_url: url("result.json"),
         identity: OrderIdentity::new("AGE-SECRET-KEY-1ORDERIDENTITY"),
@@ -627,6 +629,7 @@ async fn a_runs_watch_starts_once() {
         internal_bucket: "internal".to_owned(),
         generation: 0,
         wait_seconds: Some(60),
+        wake_at_ms: None,
     };
     watchdog.start(&input).await.unwrap();
     watchdog.start(&input).await.unwrap();

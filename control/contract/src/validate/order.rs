@@ -18,9 +18,13 @@ use super::{
 };
 use crate::credentials::{SecretLocation, SecretStore, is_variable_name};
 use crate::ids::OrderNum;
-use crate::job::{ExecutionTarget, JobSpec, OrderSpec};
+use crate::job::{ExecutionTarget, JobSpec, OrderSpec, RetrySpec};
 use crate::manifest::Task;
 use crate::plan::OrderPlan;
+use crate::retries::{
+    DEFAULT_BACKOFF_MS, DEFAULT_MAX_BACKOFF_MS, MAX_BACKOFF_SECONDS, MAX_RETRY_LIMIT, RetryOn,
+    RetryPolicy,
+};
 
 /// Longest `idempotency_key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
@@ -250,6 +254,11 @@ pub(super) fn validate_order(
             depends_on: Vec::new(),
             condition: None,
             must_succeed: spec.must_succeed.unwrap_or(true),
+            retry: spec
+                .retry
+                .as_ref()
+                .map(|retry| retry_policy(&ctx, retry))
+                .transpose()?,
             timeout,
             execution_target,
         },
@@ -291,11 +300,153 @@ fn credential_locations(
     Ok(locations)
 }
 
+/// The policy of an order's `retry` field, checked.
+fn retry_policy(ctx: &OrderCtx, spec: &RetrySpec) -> Result<RetryPolicy, ValidationError> {
+    if !(1..=MAX_RETRY_LIMIT).contains(&spec.limit) {
+        return Err(ctx.error(
+            "retry.limit",
+            format!(
+                "{} is not 1 to {MAX_RETRY_LIMIT} further attempts",
+                spec.limit
+            ),
+        ));
+    }
+    let seconds = |field: &str, value: Option<f64>, default_ms: u64| match value {
+        None => Ok(default_ms),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_BACKOFF_SECONDS => {
+            Ok(((s * 1000.0).round() as u64).max(1))
+        }
+        Some(s) => Err(ctx.error(
+            field,
+            format!("{s} is not a number of seconds above 0 and at most {MAX_BACKOFF_SECONDS}"),
+        )),
+    };
+    let backoff_ms = seconds("retry.backoff", spec.backoff, DEFAULT_BACKOFF_MS)?;
+    // Unsaid, the longest delay is 300 s, or the first delay when that is longer.
+    let max_backoff_ms = seconds(
+        "retry.max_backoff",
+        spec.max_backoff,
+        DEFAULT_MAX_BACKOFF_MS.max(backoff_ms),
+    )?;
+    if max_backoff_ms < backoff_ms {
+        return Err(ctx.error(
+            "retry.max_backoff",
+            "max_backoff is shorter than backoff, the first delay",
+        ));
+    }
+    let on = spec
+        .on
+        .clone()
+        .unwrap_or_else(|| vec![RetryOn::Failed, RetryOn::TimedOut]);
+    if on.is_empty() {
+        return Err(ctx.error(
+            "retry.on",
+            "no outcome to retry: name failed, timed_out or both",
+        ));
+    }
+    if on.iter().enumerate().any(|(i, o)| on[..i].contains(o)) {
+        return Err(ctx.error("retry.on", "an outcome is named twice"));
+    }
+    let exit_codes = spec.exit_codes.clone().unwrap_or_default();
+    if spec.exit_codes.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ctx.error(
+            "retry.exit_codes",
+            "empty: leave it out to retry every failure",
+        ));
+    }
+    if let Some(code) = exit_codes.iter().find(|c| !(1..=255).contains(*c)) {
+        return Err(ctx.error(
+            "retry.exit_codes",
+            format!("{code} is not the exit code of a failed command (1 to 255)"),
+        ));
+    }
+    if !exit_codes.is_empty() && !on.contains(&RetryOn::Failed) {
+        return Err(ctx.error(
+            "retry.exit_codes",
+            "exit codes narrow `failed` outcomes, which `on` does not retry",
+        ));
+    }
+    Ok(RetryPolicy {
+        limit: spec.limit,
+        backoff_ms,
+        max_backoff_ms,
+        on,
+        exit_codes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::parse_job;
     use crate::validate::{ValidateOptions, check, error_of, validate};
+
+    #[test]
+    fn a_retry_policy_gets_its_defaults_and_its_limits_checked() {
+        let job = check(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"retry":{"limit":2}},
+                {"cmds":["true"],"timeout":5,"retry":{"limit":10,"backoff":0.25,"max_backoff":2.5,
+                 "on":["failed"],"exit_codes":[75,1]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            job.orders[0].plan.retry,
+            Some(RetryPolicy {
+                limit: 2,
+                backoff_ms: 1000,
+                max_backoff_ms: 300_000,
+                on: vec![RetryOn::Failed, RetryOn::TimedOut],
+                exit_codes: Vec::new(),
+            })
+        );
+        let second = job.orders[1].plan.retry.as_ref().unwrap();
+        assert_eq!((second.backoff_ms, second.max_backoff_ms), (250, 2500));
+        assert_eq!(second.exit_codes, [75, 1]);
+        let refused = |retry: &str, needle: &str| {
+            let e = error_of(&format!(
+                r#"{{"orders":[{{"cmds":["true"],"timeout":5,"order_name":"r","retry":{retry}}}]}}"#
+            ));
+            assert!(
+                e.contains("order 0001 (r)") && e.contains(needle),
+                "{retry}: {e}"
+            );
+        };
+        refused(r#"{"limit":0}"#, "`retry.limit`: 0 is not 1 to 10");
+        refused(r#"{"limit":11}"#, "`retry.limit`");
+        refused(r#"{"limit":1,"backoff":0}"#, "`retry.backoff`");
+        refused(r#"{"limit":1,"backoff":-1}"#, "`retry.backoff`");
+        refused(
+            r#"{"limit":1,"backoff":5,"max_backoff":1}"#,
+            "`retry.max_backoff`",
+        );
+        let long = check(
+            r#"{"orders":[{"cmds":["true"],"timeout":5,"retry":{"limit":1,"backoff":600}}]}"#,
+        )
+        .unwrap();
+        let long = long.orders[0].plan.retry.as_ref().unwrap();
+        assert_eq!((long.backoff_ms, long.max_backoff_ms), (600_000, 600_000));
+        refused(r#"{"limit":1,"on":[]}"#, "`retry.on`");
+        refused(r#"{"limit":1,"on":["failed","failed"]}"#, "named twice");
+        refused(r#"{"limit":1,"exit_codes":[]}"#, "`retry.exit_codes`");
+        refused(
+            r#"{"limit":1,"exit_codes":[0]}"#,
+            "0 is not the exit code of a failed command",
+        );
+        refused(
+            r#"{"limit":1,"on":["timed_out"],"exit_codes":[1]}"#,
+            "`on` does not retry",
+        );
+        let unknown = parse_job(
+            br#"{"orders":[{"cmds":["true"],"timeout":5,"retry":{"limit":1,"on":["crashed"]}}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("crashed"), "{unknown}");
+        let typo = parse_job(br#"{"orders":[{"cmds":["true"],"timeout":5,"retry":{"limt":1}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("limt"), "{typo}");
+    }
 
     #[test]
     fn idempotency_keys_are_short_plain_words() {

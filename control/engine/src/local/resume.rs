@@ -121,6 +121,7 @@ impl LocalRuntime {
             internal_bucket: engine.ports.internal.bucket().to_owned(),
             generation: 0,
             wait_seconds: None,
+            wake_at_ms: None,
         };
         let mut requeued = Vec::new();
         for order in &orders {

@@ -345,12 +345,15 @@ async fn watchdogs(engine: Arc<Engine>, mut watches: mpsc::UnboundedReceiver<Wat
 }
 
 async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
-    // The first check comes soon; from then on the check says how long to wait.
-    let mut wait = Duration::from_secs(1);
+    // The first check comes soon — a retry's timer at its moment, to the millisecond; from
+    // then on the check says how long to wait.
+    let mut wait = match input.wake_at_ms {
+        Some(at) => Duration::from_millis(at.saturating_sub(engine.now_ms())),
+        None => Duration::from_secs(1),
+    };
     loop {
         tokio::time::sleep(wait).await;
         match engine.watchdog_check(&input).await {
-            Ok(verdict) if verdict.done => return,
             Ok(verdict) => {
                 if verdict.kick {
                     tokio::spawn(orchestrate_with_retries(
@@ -358,6 +361,9 @@ async fn watch(engine: Arc<Engine>, input: WatchdogInput) {
                         input.run_id.clone(),
                         None,
                     ));
+                }
+                if verdict.done {
+                    return;
                 }
                 wait = Duration::from_secs(verdict.wait_seconds.max(1));
             }

@@ -166,7 +166,14 @@ impl Engine {
             let index = result.row.plan.order_num.index().expect("real order");
             nodes[index].status = result.change.to;
         }
-        let plan = evaluate(&nodes);
+        let mut plan = evaluate(&nodes);
+        // An order waiting for its retry starts at its moment (its timer wakes the run) —
+        // one a result of this step queues for a retry, at a later step.
+        plan.ready.retain(|num| {
+            let order = &orders[num.index().expect("real order")];
+            let retried_now = (results.iter()).any(|r| r.row.plan.order_num == *num);
+            !retried_now && order.awaiting_retry().is_none_or(|(_, at)| at <= now)
+        });
 
         let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.ended.into_iter())
             .map(|ending| {
@@ -604,6 +611,7 @@ impl Engine {
             run_id: run_id.clone(),
             order_num: num,
             attempt: attempt.clone(),
+            attempt_number: order.attempts.len() as u32 + 1,
             bundle_url: match &order.packed {
                 Some(at) => {
                     let pack = keys::bundle_pack(run_id, at.pack);
@@ -615,6 +623,7 @@ impl Engine {
             claim_url: presign(Presigned::PutIfAbsent, keys::claim(run_id, num, attempt)).await?,
             claim_check_url: presign(Presigned::Get, keys::claim(run_id, num, attempt)).await?,
             log_url: presign(Presigned::Put, order.log_key.clone()).await?,
+            log_key: (!order.attempts.is_empty()).then(|| order.log_key.clone()),
             log_in_result: self.config.platform == Platform::Aws,
             callback_url: presign(Presigned::PutIfAbsent, keys::result(run_id, num, attempt))
                 .await?,

@@ -10,7 +10,7 @@
 //! for good.
 
 use sluice_contract::job::ExecutionTarget;
-use sluice_contract::result::{DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
+use sluice_contract::result::{AttemptRecord, DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
 use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
 
 use super::Moved;
@@ -127,10 +127,34 @@ impl Engine {
             if current.status.is_terminal() {
                 return Ok(current);
             }
-            let change = Transition {
-                finished_at_ms: Some(now),
-                duration_ms: current.dispatched_at_ms.map(|t| now.saturating_sub(t)),
-                ..Transition::to(status).reason(reason)
+            let change = match current.awaiting_retry() {
+                // Cut while waiting for a retry: what its last attempt did stands (the job's
+                // deadline), or the stop's `cancelled` does; its times, exit code and log
+                // are that attempt's.
+                Some((ended, _)) => {
+                    let (status, reason) = match status {
+                        OrderStatus::TimedOut => (
+                            ended.status,
+                            format!(
+                                "{}; its retry was cut by the job's deadline",
+                                ended.reason.as_deref().unwrap_or(ended.status.as_str())
+                            ),
+                        ),
+                        other => (other, reason.to_owned()),
+                    };
+                    Transition {
+                        finished_at_ms: Some(now),
+                        duration_ms: ended.duration_ms,
+                        exit_code: ended.exit_code,
+                        log_key: ended.log_key.clone(),
+                        ..Transition::to(status).reason(reason)
+                    }
+                }
+                None => Transition {
+                    finished_at_ms: Some(now),
+                    duration_ms: current.dispatched_at_ms.map(|t| now.saturating_sub(t)),
+                    ..Transition::to(status).reason(reason)
+                },
             };
             match self.move_order(&current, &change).await? {
                 Moved::Applied(updated) => {
@@ -193,25 +217,54 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
             .map(|o| o.flow_id.clone())
             .unwrap_or_default(),
         summary,
-        orders: orders
-            .iter()
-            .map(|o| DoneOrder {
-                order_num: o.plan.order_num,
-                order_name: o.plan.order_name.clone(),
+        orders: orders.iter().map(|o| done_order(run_id, o)).collect(),
+    }
+}
+
+/// An order's line in the done document.
+fn done_order(run_id: &RunId, o: &OrderRecord) -> DoneOrder {
+    // Ended while waiting for a retry (the job's deadline, a stop): its last attempt, which
+    // is recorded, has its log and result; the row names the next attempt's log.
+    let ended_waiting = (o.attempt.as_ref())
+        .filter(|attempt| o.attempts.last().is_some_and(|a| &a.attempt == *attempt));
+    let log_key = match (ended_waiting, o.log_stored) {
+        (Some(_), _) => o.attempts.last().and_then(|a| a.log_key.clone()),
+        (None, Some(false)) => None,
+        (None, _) => o.dispatched_at_ms.map(|_| o.log_key.clone()),
+    };
+    let result_key = o.attempt.as_ref().and_then(|attempt| {
+        (o.log_stored.is_some() || ended_waiting.is_some())
+            .then(|| keys::result(run_id, o.plan.order_num, attempt))
+    });
+    // An order with a retry policy that ran: every attempt, the last (the row's own) after
+    // those its retries followed, unless it is recorded already.
+    let attempts = match &o.attempt {
+        Some(attempt) if o.plan.retry.is_some() && ended_waiting.is_none() => {
+            let last = AttemptRecord {
+                number: o.attempts.len() as u32 + 1,
+                attempt: attempt.clone(),
                 status: o.status,
                 reason: o.reason.clone(),
-                duration_ms: o.duration_ms,
                 exit_code: o.exit_code,
-                log_key: match o.log_stored {
-                    Some(false) => None,
-                    _ => o.dispatched_at_ms.map(|_| o.log_key.clone()),
-                },
-                result_key: o.attempt.as_ref().and_then(|attempt| {
-                    o.log_stored
-                        .map(|_| keys::result(run_id, o.plan.order_num, attempt))
-                }),
-            })
-            .collect(),
+                dispatched_at_ms: o.dispatched_at_ms,
+                finished_at_ms: o.finished_at_ms,
+                duration_ms: o.duration_ms,
+                log_key: log_key.clone(),
+            };
+            o.attempts.iter().cloned().chain([last]).collect()
+        }
+        _ => o.attempts.clone(),
+    };
+    DoneOrder {
+        order_num: o.plan.order_num,
+        order_name: o.plan.order_name.clone(),
+        status: o.status,
+        reason: o.reason.clone(),
+        duration_ms: o.duration_ms,
+        exit_code: o.exit_code,
+        result_key,
+        log_key,
+        attempts,
     }
 }
 

@@ -531,8 +531,9 @@ impl Engine {
                 take.refuse(&"the step ended first");
                 return stepped.map(|_| Outcome::Deferred);
             }
-            // What a step that failed had recorded.
+            // What a step that failed had recorded; the timers of retries it decided.
             self.write_events().await;
+            self.start_retry_timers().await;
             match stepped {
                 Ok(Some(outcome)) => return Ok(outcome),
                 Ok(None) if carry == Carry::OneStep => {

@@ -13,7 +13,7 @@
 
 use futures::stream::{self, StreamExt};
 use sluice_contract::events::OrderEmitted;
-use sluice_contract::result::{MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
+use sluice_contract::result::{AttemptRecord, MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
 use sluice_contract::{OrderStatus, RunId, keys};
 
 use super::taking::TakeLock;
@@ -21,6 +21,25 @@ use super::{Arrivals, Moved, put_back};
 use crate::engine::Engine;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, Transition};
+
+/// Most bytes of an ended attempt's reason its row keeps.
+const MAX_ATTEMPT_REASON_BYTES: usize = 1024;
+
+/// `text`, cut to at most `max` bytes at a character boundary (`…` marking the cut).
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The event of an attempt that ended and is followed by a retry (instead of the order's
+/// end): its detail says how the attempt ended and when the next starts.
+pub const RETRYING_EVENT: &str = "retrying";
 
 /// A result read and not yet written: its order's row as stored, the change it makes, and
 /// what the order's events will say.
@@ -195,6 +214,9 @@ impl Engine {
         match moved {
             Moved::Applied(updated) => {
                 tracing::info!(order_num = %updated.plan.order_num, status = %updated.status, "order finished");
+                if updated.status == OrderStatus::Queued {
+                    self.schedule_retry_timer(&updated);
+                }
                 if !written {
                     for event in self.result_events(&updated, result) {
                         self.record(event);
@@ -215,9 +237,14 @@ impl Engine {
         updated: &OrderRecord,
         result: &ReadResult,
     ) -> Vec<OrderEvent> {
-        let read_ms = (result.change.finished_at_ms).unwrap_or_else(|| self.now_ms());
+        let read_ms = (result.change.finished_at_ms)
+            .or_else(|| result.change.ended_attempt.as_ref()?.finished_at_ms)
+            .unwrap_or_else(|| self.now_ms());
         let mut events = Self::emitted_events(updated, &result.emitted, read_ms);
-        let end = updated.status.as_str();
+        let end = match updated.status {
+            OrderStatus::Queued => RETRYING_EVENT,
+            status => status.as_str(),
+        };
         events.push(order_event(updated, read_ms, end, result.detail.clone()));
         events
     }
@@ -276,11 +303,65 @@ impl Engine {
             }
         };
         change.finished_at_ms = Some(now);
+        let change = self.retried_or_ended(&order, change, now);
+        let mut detail = detail;
+        if let Some(retry_at_ms) = change.retry_at_ms {
+            detail["retry_at_ms"] = retry_at_ms.into();
+            detail["attempt_number"] = (order.attempts.len() + 1).into();
+            detail["status"] = change
+                .ended_attempt
+                .as_ref()
+                .map(|a| a.status.as_str())
+                .into();
+        }
         ReadResult {
             row: order,
             change,
             detail,
             emitted,
+        }
+    }
+
+    /// `ended`, how `order`'s current attempt ended; or, when its retry policy calls for
+    /// another attempt that can start before the job's deadline, the order queued again for
+    /// it: the attempt recorded, the next attempt's log key, and when it may start.
+    fn retried_or_ended(&self, order: &OrderRecord, ended: Transition, now: u64) -> Transition {
+        let (Some(policy), Some(attempt)) = (&order.plan.retry, &order.attempt) else {
+            return ended;
+        };
+        let number = order.attempts.len() as u32 + 1;
+        if !policy.retries(number, ended.to, ended.exit_code) {
+            return ended;
+        }
+        let retry_at_ms = now + policy.delay_ms(number, self.ports.clock.jitter());
+        if retry_at_ms >= order.job_deadline_ms {
+            return ended;
+        }
+        let record = AttemptRecord {
+            number,
+            attempt: attempt.clone(),
+            status: ended.to,
+            // A row keeps up to eleven: each reason bounded, within an item's 400 KB.
+            reason: ended
+                .reason
+                .as_deref()
+                .map(|r| bounded(r, MAX_ATTEMPT_REASON_BYTES)),
+            exit_code: ended.exit_code,
+            dispatched_at_ms: order.dispatched_at_ms,
+            finished_at_ms: ended.finished_at_ms,
+            duration_ms: ended.duration_ms,
+            // A log its result holds alone is in that attempt's result.
+            log_key: (ended.log_stored != Some(false)).then(|| order.log_key.clone()),
+        };
+        Transition {
+            log_key: Some(keys::attempt_log(
+                &order.run_id,
+                order.plan.order_num,
+                number + 1,
+            )),
+            retry_at_ms: Some(retry_at_ms),
+            ended_attempt: Some(record),
+            ..Transition::to(OrderStatus::Queued)
         }
     }
 

@@ -141,6 +141,13 @@ fn row_bytes(row: &OrderRecord) -> usize {
         + row.reason.as_ref().map_or(0, String::len)
         + row.plan.depends_on.len() * std::mem::size_of::<sluice_contract::OrderNum>()
         + row.plan.condition.as_ref().map_or(0, condition_bytes)
+        + (row.attempts.iter())
+            .map(|a| {
+                std::mem::size_of_val(a)
+                    + a.reason.as_ref().map_or(0, String::len)
+                    + a.log_key.as_ref().map_or(0, String::len)
+            })
+            .sum::<usize>()
 }
 
 /// About how much memory a condition takes: its text, and its tree (a node of a few words

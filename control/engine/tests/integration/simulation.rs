@@ -29,9 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sluice_contract::AttemptId;
 use sluice_contract::dispatch::{Claim, DispatchPayload};
-use sluice_contract::job::{OrderSpec, Reference};
+use sluice_contract::job::{OrderSpec, Reference, RetrySpec};
 use sluice_contract::result::{
-    DEPENDENCY_FAILED, DEPENDENCY_SKIPPED, INIT_FAILED, JOB_TIMEOUT, ResultDoc, parse_done,
+    DEPENDENCY_FAILED, DEPENDENCY_SKIPPED, DoneOrder, INIT_FAILED, JOB_TIMEOUT, ResultDoc,
+    parse_done,
 };
 use sluice_contract::{
     ExecutionTarget, JobSpec, OrderNum, OrderStatus, RunId, TraceId, ValidateOptions, keys,
@@ -558,9 +559,20 @@ impl WatchdogStarter for Starts {
                 runs.push(input.run_id.clone());
             }
             let mut watches = world.watches.lock().unwrap();
-            // Starting the same attempt's watch twice is a no-op (a named execution).
-            if !watches.iter().any(|(w, _)| w == input) {
-                watches.push((input.clone(), world.now() + 1000));
+            // Starting the same attempt's watch twice is a no-op (a named execution); a
+            // retry's timer checks at its moment.
+            let same = |w: &WatchdogInput| {
+                (&w.run_id, w.order_num, &w.attempt, w.generation)
+                    == (
+                        &input.run_id,
+                        input.order_num,
+                        &input.attempt,
+                        input.generation,
+                    )
+            };
+            if !watches.iter().any(|(w, _)| same(w)) {
+                let at = input.wake_at_ms.unwrap_or(world.now() + 1000);
+                watches.push((input.clone(), at));
             }
         })
         .await
@@ -620,9 +632,27 @@ fn random_plan(world: &World) -> Plan {
         // A quarter of the orders that wait use a condition over the same orders instead.
         let depends = (!dependencies.is_empty() && world.chance(0.25))
             .then(|| random_condition(world, &dependencies));
+        // Some orders retry: every failure, or only exit code 1 (what a failing worker
+        // reports here) or 2 (never), or only time-outs.
+        let retry = world.chance(0.3).then(|| {
+            let timed_out_only = world.chance(0.2);
+            RetrySpec {
+                limit: 1 + world.below(3) as u32,
+                backoff: Some(1.0 + world.below(30) as f64),
+                max_backoff: None,
+                on: timed_out_only.then(|| vec![sluice_contract::retries::RetryOn::TimedOut]),
+                exit_codes: match world.below(4) {
+                    _ if timed_out_only => None,
+                    0 => Some(vec![1]),
+                    1 => Some(vec![2]),
+                    _ => None,
+                },
+            }
+        });
         orders.push(OrderSpec {
             cmds: Some(vec!["true".into()]),
             timeout: Some(30 + 30 * world.below(10) as u64),
+            retry,
             dependencies: if depends.is_some() {
                 Vec::new()
             } else {
@@ -980,7 +1010,7 @@ impl Sim {
                 match verdict {
                     Some(Ok(v)) if v.done => {
                         watches.swap_remove(slot);
-                        false
+                        v.kick
                     }
                     Some(Ok(v)) => {
                         watches[slot].1 = now + v.wait_seconds * 1000;
@@ -1080,6 +1110,21 @@ impl Sim {
                     ));
                 }
                 self.check_status(row, &rows)?;
+                check_attempts(row, listed)?;
+            }
+            // No order ran more attempts than its policy allows.
+            let mut ran: HashMap<OrderNum, u32> = HashMap::new();
+            for (num, _) in self.world.executed.lock().unwrap().keys() {
+                *ran.entry(*num).or_default() += 1;
+            }
+            for (num, attempts) in ran {
+                let row = &rows[num.index().unwrap()];
+                let allowed = 1 + row.plan.retry.as_ref().map_or(0, |policy| policy.limit);
+                if attempts > allowed {
+                    return Err(format!(
+                        "order {num} ran {attempts} attempts, {allowed} allowed"
+                    ));
+                }
             }
             // No order ran unless each dependency it must wait for succeeded (or its
             // condition held once they ended): a result the pass read but could not write
@@ -1162,6 +1207,41 @@ impl Sim {
             ))
         }
     }
+}
+
+/// An order's ended attempts are numbered in turn, each one its policy retries, no more
+/// than it allows, and the done document lists them first.
+fn check_attempts(row: &OrderRecord, listed: &DoneOrder) -> Result<(), String> {
+    let num = row.plan.order_num;
+    if row.attempts.is_empty() {
+        return Ok(());
+    }
+    let Some(policy) = &row.plan.retry else {
+        return Err(format!("order {num} was retried without a policy"));
+    };
+    if row.attempts.len() > policy.limit as usize {
+        return Err(format!(
+            "order {num} retried {} times, limit {}",
+            row.attempts.len(),
+            policy.limit
+        ));
+    }
+    for (i, attempt) in row.attempts.iter().enumerate() {
+        if attempt.number != i as u32 + 1
+            || !policy.retries(attempt.number, attempt.status, attempt.exit_code)
+        {
+            return Err(format!(
+                "order {num}: attempt {attempt:?} should not have been retried"
+            ));
+        }
+    }
+    if !listed.attempts.starts_with(&row.attempts) {
+        return Err(format!(
+            "order {num}: the done document lists {:?}",
+            listed.attempts
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `row`'s condition holds by the final statuses of the orders it names, all ended.

@@ -371,6 +371,7 @@ async fn the_run_watch_of_a_run_never_queued_deletes_its_keys() {
         internal_bucket: "internal".to_owned(),
         generation: 0,
         wait_seconds: None,
+        wake_at_ms: None,
     };
     let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
     assert!(
@@ -605,6 +606,98 @@ async fn the_run_watch_kicks_a_run_whose_result_was_not_processed() {
         Outcome::Finalized(_)
     ));
     assert!(setup.engine.watchdog_check(&watch).await.unwrap().done);
+}
+
+/// An order waiting for its retry, with a dependent waiting for it: the run's watch does
+/// not take it for a stalled run (it kicked every 5 s for the whole backoff), checks again
+/// at the retry's moment, and kicks then if nobody started it; the retry's timer the pass
+/// started kicks at that moment and ends, and a pass before it dispatches nothing.
+#[tokio::test]
+async fn an_order_waiting_for_its_retry_is_woken_by_its_timer_not_before() {
+    let setup = setup();
+    let mut flaky = true_order("flaky", &[]);
+    flaky.retry = Some(sluice_contract::job::RetrySpec {
+        limit: 2,
+        backoff: Some(100.0),
+        max_backoff: None,
+        on: None,
+        exit_codes: None,
+    });
+    let job = JobSpec {
+        orders: vec![flaky, true_order("after", &["flaky"])],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    report(&setup, &run, num, OrderStatus::Failed).await;
+    notified(&setup, &run, num).await;
+    let row = row_of(&setup, &run, num).await;
+    let (ended, retry_at) = row.awaiting_retry().expect("queued for its retry");
+    assert_eq!((ended.number, ended.status), (1, OrderStatus::Failed));
+    let now = setup.clock.now_ms();
+    assert!(
+        (now + 50_000..=now + 100_000).contains(&retry_at),
+        "{retry_at}"
+    );
+    // The pass started the retry's timer, for that moment.
+    let timer = (setup.recorder.watched.lock().unwrap().iter())
+        .find(|w| w.wake_at_ms.is_some())
+        .cloned()
+        .expect("a retry timer");
+    assert_eq!((timer.order_num, timer.wake_at_ms), (num, Some(retry_at)));
+    assert_eq!(timer.attempt.as_str(), "retry-2");
+    // Well after the start grace: no stall, and the next check is at the retry's moment.
+    setup.clock.advance(Duration::from_secs(40));
+    let watch = run_watch(&setup);
+    let verdict = setup.engine.watchdog_check(&watch).await.unwrap();
+    assert!(!verdict.kick, "{verdict:?}");
+    let next_check = setup.clock.now_ms() + verdict.wait_seconds * 1000;
+    assert!(
+        next_check >= retry_at && next_check < retry_at + 1000,
+        "{verdict:?}"
+    );
+    // A pass before the moment starts nothing; the timer, early, waits for it.
+    let dispatched = setup.recorder.dispatched.lock().unwrap().len();
+    setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(setup.recorder.dispatched.lock().unwrap().len(), dispatched);
+    let early = setup.engine.watchdog_check(&timer).await.unwrap();
+    assert!(!early.done && !early.kick, "{early:?}");
+    // At the moment, the timer kicks and ends; so would the run's watch.
+    setup
+        .clock
+        .advance(Duration::from_millis(retry_at - setup.clock.now_ms()));
+    let due = setup.engine.watchdog_check(&timer).await.unwrap();
+    assert!(due.done && due.kick, "{due:?}");
+    assert!(setup.engine.watchdog_check(&watch).await.unwrap().kick);
+    setup.engine.orchestrate(&run).await.unwrap();
+    let retried = row_of(&setup, &run, num).await;
+    assert_eq!(retried.status, OrderStatus::Running);
+    assert!(retried.awaiting_retry().is_none());
+    let payload = setup
+        .recorder
+        .dispatched
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(payload.attempt_number, 2);
+    assert_eq!(payload.log_key.as_deref(), Some(retried.log_key.as_str()));
+    assert!(
+        retried.log_key.ends_with("/log-2.txt"),
+        "{}",
+        retried.log_key
+    );
+    // Its timer, checked again, ends without a kick: the order was started.
+    assert_eq!(
+        setup.engine.watchdog_check(&timer).await.unwrap(),
+        sluice_engine::watchdog::WatchdogVerdict {
+            done: true,
+            wait_seconds: 0,
+            kick: false
+        }
+    );
 }
 
 /// A watch per attempt started by an older version ends at its first check.

@@ -59,6 +59,10 @@ pub struct Cloud {
     /// Whether init-job takes a run's first step (the default, as deployed), or leaves it
     /// to the init trigger's pass (for a test of the trigger).
     pub first_step_at_init: bool,
+    /// Whether the pump also plays the retry timers passes start (watch executions of one
+    /// check), found by listing the watch's executions twice a second: only runs whose
+    /// orders retry need it.
+    pub plays_retry_timers: bool,
     /// Held by a test of the deployed stack: its internal bucket notifies one queue, so one
     /// test at a time plays it.
     _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
@@ -143,6 +147,7 @@ pub async fn cloud() -> Cloud {
         lambda: Arc::default(),
         quick_watch: true,
         first_step_at_init: true,
+        plays_retry_timers: false,
         _turn: None,
     }
 }
@@ -206,6 +211,7 @@ pub async fn deployed() -> Cloud {
         lambda: Arc::default(),
         quick_watch: true,
         first_step_at_init: true,
+        plays_retry_timers: false,
         _turn: Some(turn),
     }
 }
@@ -478,6 +484,10 @@ impl Cloud {
             });
         };
         let retries: Arc<std::sync::Mutex<Vec<(S3Notification, u32)>>> = Arc::default();
+        // Retry timers: each execution's step and when its check comes.
+        let mut timers: Vec<(serde_json::Value, Instant)> = Vec::new();
+        let mut timers_seen = std::collections::HashSet::new();
+        let mut timers_looked = Instant::now();
         let started = Instant::now();
         loop {
             // A benchmark's runs of hundreds of orders take longer: moto answers a Query of
@@ -579,6 +589,32 @@ impl Cloud {
             // after 2 s, as the state machine's Retry does.
             if next_check.is_some_and(|at| Instant::now() >= at) {
                 next_check = self.check_watch(&watchdog, &mut watch).await;
+            }
+            // Retry timers started since the last look, each checked after its first wait.
+            if self.plays_retry_timers && timers_looked.elapsed() > Duration::from_millis(500) {
+                timers_looked = Instant::now();
+                for timer in self.watchdog_executions().await {
+                    if timer.run_id == *run_id
+                        && timer.wake_at_ms.is_some()
+                        && timers_seen.insert(serde_json::to_string(&timer).unwrap())
+                    {
+                        let wait = Duration::from_secs(timer.wait_seconds.unwrap_or(0));
+                        timers.push((serde_json::to_value(timer).unwrap(), Instant::now() + wait));
+                    }
+                }
+            }
+            let mut due = Vec::new();
+            timers.retain(|(step, at)| {
+                let is_due = Instant::now() >= *at;
+                if is_due {
+                    due.push(step.clone());
+                }
+                !is_due
+            });
+            for mut step in due {
+                if let Some(at) = self.check_watch(&watchdog, &mut step).await {
+                    timers.push((step, at));
+                }
             }
             if let Ok(bytes) = engine.ports.done.get(&keys::done(run_id)).await {
                 while tasks.join_next().await.is_some() {}
