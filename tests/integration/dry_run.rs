@@ -161,3 +161,24 @@ fn a_dry_run_of_a_bad_job_exits_3_and_writes_nothing() {
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     nothing_ran_or_was_written(&sandbox);
 }
+
+/// The plan says what the job's fields of issue 18 will do: each retry policy, and each
+/// condition with the orders it waits for.
+#[test]
+fn the_plan_shows_retry_policies_and_conditions() {
+    let output = sluice()
+        .args(["validate", "--plan"])
+        .arg(crate::util::examples().join("release.json"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    for line in [
+        "      retry: up to 2 more attempts on failed (exit codes 75), timed_out; waiting 0.5 s, doubling to 300 s, jittered",
+        "      after 0002 apply, 0003 smoke-test: runs if apply.failed || apply.timed_out || smoke-test.failed, else skipped",
+        "  0005 announce (timeout 30 s, codebuild on AWS)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
+    assert!(text.contains("plan: 4 waves"), "{text}");
+}
