@@ -577,6 +577,9 @@ impl Engine {
         commented: &mut Option<Vec<sluice_contract::OrderStatus>>,
         left: &mut Option<taking::KeptRows>,
     ) -> Result<Option<Outcome>, EngineError> {
+        // Woken by the run's watch, or taking over from a holder whose lease ended: the
+        // timers of retries decided before may have been lost with a crashed holder.
+        let rearm_timers = matches!(step, Step::First(None, _));
         let (arrived, take, kept) = match step {
             Step::First(arrived, rows) => (arrived, None, rows),
             Step::Taking(arrived, take) => (Some(arrived), Some(take), take.rows_as_released()),
@@ -611,6 +614,13 @@ impl Engine {
         let holding = take.map_or(*marks, |take| take.released_marks + 1);
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
+        }
+        if rearm_timers {
+            // Starting a timer again is harmless: one execution per name.
+            let now = self.now_ms();
+            (orders.iter())
+                .filter(|o| o.awaiting_retry().is_some_and(|(_, at)| at > now))
+                .for_each(|o| self.schedule_retry_timer(o));
         }
         let dispatch::Applied {
             orders,

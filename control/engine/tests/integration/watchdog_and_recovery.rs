@@ -700,6 +700,47 @@ async fn an_order_waiting_for_its_retry_is_woken_by_its_timer_not_before() {
     );
 }
 
+/// A retry's timer lost (its pass crashed after writing the retry, before starting it):
+/// the next pass the run's watch kicks, or one taking over the lock, starts it again.
+#[tokio::test]
+async fn a_lost_retry_timer_is_started_again_by_the_next_kicked_pass() {
+    let setup = setup();
+    let mut flaky = true_order("flaky", &[]);
+    flaky.retry = Some(sluice_contract::job::RetrySpec {
+        limit: 1,
+        backoff: Some(100.0),
+        ..Default::default()
+    });
+    let job = JobSpec {
+        orders: vec![flaky],
+        ..JobSpec::default()
+    };
+    let run = queue(&setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    report(&setup, &run, num, OrderStatus::Failed).await;
+    notified(&setup, &run, num).await;
+    let timers = |setup: &Setup| {
+        let watched = setup.recorder.watched.lock().unwrap();
+        watched.iter().filter(|w| w.wake_at_ms.is_some()).count()
+    };
+    assert_eq!(timers(&setup), 1);
+    setup
+        .recorder
+        .watched
+        .lock()
+        .unwrap()
+        .retain(|w| w.wake_at_ms.is_none());
+    // The pass the watch kicks starts it again.
+    setup.engine.orchestrate(&run).await.unwrap();
+    assert_eq!(timers(&setup), 1);
+    let timer = (setup.recorder.watched.lock().unwrap().iter())
+        .find(|w| w.wake_at_ms.is_some())
+        .cloned()
+        .unwrap();
+    assert_eq!(timer.attempt.as_str(), "retry-2");
+}
+
 /// A watch per attempt started by an older version ends at its first check.
 #[tokio::test]
 async fn a_retired_watch_per_attempt_ends_at_once() {
