@@ -151,10 +151,10 @@ impl Engine {
             .push(event);
     }
 
-    /// Records the retry timer of `order`, just queued for its retry, to be started by the
+    /// Records the retry timer of `order`, if it waits for a retry, to be started by the
     /// next [`Engine::start_retry_timers`].
     pub(crate) fn schedule_retry_timer(&self, order: &OrderRecord) {
-        let Some(retry_at_ms) = order.retry_at_ms else {
+        let Some((_, retry_at_ms)) = order.awaiting_retry() else {
             return;
         };
         let now = self.now_ms();

@@ -100,7 +100,7 @@ fn detail(row: &OrderRecord) -> String {
         );
     }
     // Ended while waiting for a retry, its last attempt is the recorded one.
-    let recorded = row.attempts.last().map(|a| &a.attempt) == row.attempt.as_ref();
+    let recorded = row.last_attempt_recorded().is_some();
     let attempt = row.attempts.len() + usize::from(!recorded);
     match reason.is_empty() {
         true => format!("attempt {attempt} of {total}"),

@@ -415,11 +415,8 @@ impl Engine {
 fn startable(orders: &[OrderRecord], now: u64) -> bool {
     let nodes: Vec<Node> = orders.iter().map(Node::from).collect();
     let plan = evaluate(&nodes);
-    let retry_later = |num: &OrderNum| {
-        let order = &orders[num.index().expect("real order")];
-        order.awaiting_retry().is_some_and(|(_, at)| at > now)
-    };
-    !plan.ended.is_empty() || plan.ready.iter().any(|num| !retry_later(num))
+    let retry_waits = |num: &OrderNum| orders[num.index().expect("real order")].retry_waits(now);
+    !plan.ended.is_empty() || plan.ready.iter().any(|num| !retry_waits(num))
 }
 
 #[cfg(test)]

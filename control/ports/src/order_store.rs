@@ -113,10 +113,23 @@ impl OrderRecord {
     /// retry is dispatched, and an order `sluice resume` queued again is not waiting for a
     /// retry: its attempt is not the last ended one.)
     pub fn awaiting_retry(&self) -> Option<(&AttemptRecord, u64)> {
-        let ended = self.attempts.last()?;
-        let waiting =
-            self.status == OrderStatus::Queued && self.attempt.as_ref() == Some(&ended.attempt);
-        Some((ended, self.retry_at_ms.filter(|_| waiting)?))
+        let ended = self.last_attempt_recorded()?;
+        let retry_at_ms = self
+            .retry_at_ms
+            .filter(|_| self.status == OrderStatus::Queued)?;
+        Some((ended, retry_at_ms))
+    }
+
+    /// Whether the order waits for a retry that may not start before `now_ms`.
+    pub fn retry_waits(&self, now_ms: u64) -> bool {
+        self.awaiting_retry().is_some_and(|(_, at)| at > now_ms)
+    }
+
+    /// The current attempt's record, when the attempt is recorded already: the order ended
+    /// it and has not been dispatched since (it waits for a retry, or was ended while it
+    /// waited: by the job's deadline, by a stop).
+    pub fn last_attempt_recorded(&self) -> Option<&AttemptRecord> {
+        (self.attempts.last()).filter(|ended| self.attempt.as_ref() == Some(&ended.attempt))
     }
 }
 

@@ -172,7 +172,7 @@ impl Engine {
         plan.ready.retain(|num| {
             let order = &orders[num.index().expect("real order")];
             let retried_now = (results.iter()).any(|r| r.row.plan.order_num == *num);
-            !retried_now && order.awaiting_retry().is_none_or(|(_, at)| at <= now)
+            !retried_now && !order.retry_waits(now)
         });
 
         let ended_by_dependency: Vec<(OrderRecord, Transition)> = (plan.ended.into_iter())

@@ -225,10 +225,9 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
 fn done_order(run_id: &RunId, o: &OrderRecord) -> DoneOrder {
     // Ended while waiting for a retry (the job's deadline, a stop): its last attempt, which
     // is recorded, has its log and result; the row names the next attempt's log.
-    let ended_waiting = (o.attempt.as_ref())
-        .filter(|attempt| o.attempts.last().is_some_and(|a| &a.attempt == *attempt));
+    let ended_waiting = o.last_attempt_recorded();
     let log_key = match (ended_waiting, o.log_stored) {
-        (Some(_), _) => o.attempts.last().and_then(|a| a.log_key.clone()),
+        (Some(ended), _) => ended.log_key.clone(),
         (None, Some(false)) => None,
         (None, _) => o.dispatched_at_ms.map(|_| o.log_key.clone()),
     };

@@ -619,7 +619,7 @@ impl Engine {
             // Starting a timer again is harmless: one execution per name.
             let now = self.now_ms();
             (orders.iter())
-                .filter(|o| o.awaiting_retry().is_some_and(|(_, at)| at > now))
+                .filter(|o| o.retry_waits(now))
                 .for_each(|o| self.schedule_retry_timer(o));
         }
         let dispatch::Applied {

@@ -214,9 +214,7 @@ impl Engine {
         match moved {
             Moved::Applied(updated) => {
                 tracing::info!(order_num = %updated.plan.order_num, status = %updated.status, "order finished");
-                if updated.status == OrderStatus::Queued {
-                    self.schedule_retry_timer(&updated);
-                }
+                self.schedule_retry_timer(&updated);
                 if !written {
                     for event in self.result_events(&updated, result) {
                         self.record(event);

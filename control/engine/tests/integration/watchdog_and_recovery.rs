@@ -608,6 +608,27 @@ async fn the_run_watch_kicks_a_run_whose_result_was_not_processed() {
     assert!(setup.engine.watchdog_check(&watch).await.unwrap().done);
 }
 
+/// A run whose first order, `flaky` (up to `limit` retries 50–100 s apart), was started
+/// with `then` and failed: the pass that applied its result queued it for its retry.
+async fn first_attempt_failed(setup: &Setup, limit: u32, then: Vec<OrderSpec>) -> RunId {
+    let mut flaky = true_order("flaky", &[]);
+    flaky.retry = Some(sluice_contract::job::RetrySpec {
+        limit,
+        backoff: Some(100.0),
+        ..Default::default()
+    });
+    let job = JobSpec {
+        orders: [vec![flaky], then].concat(),
+        ..JobSpec::default()
+    };
+    let run = queue(setup, &job).await;
+    setup.engine.orchestrate(&run).await.unwrap();
+    let num = OrderNum::from_index(0);
+    report(setup, &run, num, OrderStatus::Failed).await;
+    notified(setup, &run, num).await;
+    run
+}
+
 /// An order waiting for its retry, with a dependent waiting for it: the run's watch does
 /// not take it for a stalled run (it kicked every 5 s for the whole backoff), checks again
 /// at the retry's moment, and kicks then if nobody started it; the retry's timer the pass
@@ -615,23 +636,8 @@ async fn the_run_watch_kicks_a_run_whose_result_was_not_processed() {
 #[tokio::test]
 async fn an_order_waiting_for_its_retry_is_woken_by_its_timer_not_before() {
     let setup = setup();
-    let mut flaky = true_order("flaky", &[]);
-    flaky.retry = Some(sluice_contract::job::RetrySpec {
-        limit: 2,
-        backoff: Some(100.0),
-        max_backoff: None,
-        on: None,
-        exit_codes: None,
-    });
-    let job = JobSpec {
-        orders: vec![flaky, true_order("after", &["flaky"])],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    setup.engine.orchestrate(&run).await.unwrap();
+    let run = first_attempt_failed(&setup, 2, vec![true_order("after", &["flaky"])]).await;
     let num = OrderNum::from_index(0);
-    report(&setup, &run, num, OrderStatus::Failed).await;
-    notified(&setup, &run, num).await;
     let row = row_of(&setup, &run, num).await;
     let (ended, retry_at) = row.awaiting_retry().expect("queued for its retry");
     assert_eq!((ended.number, ended.status), (1, OrderStatus::Failed));
@@ -705,21 +711,7 @@ async fn an_order_waiting_for_its_retry_is_woken_by_its_timer_not_before() {
 #[tokio::test]
 async fn a_lost_retry_timer_is_started_again_by_the_next_kicked_pass() {
     let setup = setup();
-    let mut flaky = true_order("flaky", &[]);
-    flaky.retry = Some(sluice_contract::job::RetrySpec {
-        limit: 1,
-        backoff: Some(100.0),
-        ..Default::default()
-    });
-    let job = JobSpec {
-        orders: vec![flaky],
-        ..JobSpec::default()
-    };
-    let run = queue(&setup, &job).await;
-    setup.engine.orchestrate(&run).await.unwrap();
-    let num = OrderNum::from_index(0);
-    report(&setup, &run, num, OrderStatus::Failed).await;
-    notified(&setup, &run, num).await;
+    let run = first_attempt_failed(&setup, 1, Vec::new()).await;
     let timers = |setup: &Setup| {
         let watched = setup.recorder.watched.lock().unwrap();
         watched.iter().filter(|w| w.wake_at_ms.is_some()).count()
