@@ -280,6 +280,7 @@ async fn run_guest_with_code(
     shared: Option<SharedCompiled<'_>>,
 ) -> Duration {
     let events = tempfile::tempdir().unwrap();
+    let publish = tempfile::tempdir().unwrap();
     let context: Vec<(String, String)> = [
         ("SLUICE_RUN_ID", "bench"),
         ("SLUICE_ORDER_NUM", "0001"),
@@ -295,10 +296,11 @@ async fn run_guest_with_code(
     let order = WasmOrder {
         grants: Grants {
             spec,
-            secrets: &secrets,
+            variables: &secrets,
             context: &context,
             code_root: guests,
             events_dir: events.path(),
+            publish_dir: publish.path(),
         },
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
         stop: &tokio_util::sync::CancellationToken::new(),

@@ -422,20 +422,43 @@ pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
     out
 }
 
-/// The summary's detail of an order: its reason, and how many attempts it took when more
-/// than one.
+/// The summary's detail of an order: its reason, how many attempts it took when more
+/// than one, and the names of the outputs it published.
 fn detail_of(order: &DoneOrder) -> String {
     let reason = order
         .reason
         .as_deref()
         .map(terminal_safe)
         .unwrap_or_default();
-    match (order.attempts.len(), reason.is_empty()) {
+    let mut detail = match (order.attempts.len(), reason.is_empty()) {
         (0 | 1, _) => reason.into_owned(),
         (n, true) => format!("{n} attempts"),
         (n, false) => format!("{reason} ({n} attempts)"),
+    };
+    let names: Vec<&str> = (order.outputs.keys())
+        .chain(&order.withheld_outputs)
+        .map(String::as_str)
+        .collect();
+    let outputs = match (names.len(), &order.outputs_key) {
+        // Too large for the done document: only where they are.
+        (0, Some(key)) => format!("outputs at {}", terminal_safe(key)),
+        (0, None) => return detail,
+        (n, _) if n <= OUTPUT_NAMES_SHOWN => format!("outputs: {}", names.join(", ")),
+        (n, _) => format!(
+            "outputs: {} and {} more",
+            names[..OUTPUT_NAMES_SHOWN].join(", "),
+            n - OUTPUT_NAMES_SHOWN
+        ),
+    };
+    if !detail.is_empty() {
+        detail.push_str("; ");
     }
+    detail.push_str(&outputs);
+    detail
 }
+
+/// How many output names an order's line of the summary shows.
+const OUTPUT_NAMES_SHOWN: usize = 4;
 
 /// The last `count` lines of a file, reading only its end.
 fn last_lines(path: &Path, count: usize) -> Option<Vec<String>> {

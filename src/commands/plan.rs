@@ -1,5 +1,6 @@
 //! A job's plan, printed by `sluice validate --plan` and `sluice run --dry-run`: the
-//! orders in waves, each with what it runs and what it waits for.
+//! orders in waves, each with what it runs, what it waits for and what it takes from the
+//! orders before it.
 //!
 //! A wave holds the orders whose dependencies all sit in earlier waves: the first starts at
 //! once, and each order starts as soon as those it waits for have ended, so a wave's orders
@@ -92,6 +93,15 @@ fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
     }
     if let Some(retry) = &plan.retry {
         let _ = writeln!(out, "      retry: {}", describe_retry(retry));
+    }
+    if !plan.inputs.is_empty() {
+        let inputs: Vec<String> = (plan.inputs.iter())
+            .map(|input| {
+                let (env, source) = (terminal_safe(&input.env), terminal_safe(&input.source));
+                format!("{env} = {source}")
+            })
+            .collect();
+        let _ = writeln!(out, "      inputs: {}", inputs.join(", "));
     }
     match &order.task {
         Task::Cmds(cmds) => {

@@ -162,10 +162,10 @@ fn a_dry_run_of_a_bad_job_exits_3_and_writes_nothing() {
     nothing_ran_or_was_written(&sandbox);
 }
 
-/// The plan says what the job's fields of issue 18 will do: each retry policy, and each
-/// condition with the orders it waits for.
+/// The plan says what the job's fields of issue 18 will do: each retry policy, each
+/// condition with the orders it waits for, and each order's inputs.
 #[test]
-fn the_plan_shows_retry_policies_and_conditions() {
+fn the_plan_shows_retry_policies_conditions_and_inputs() {
     let output = sluice()
         .args(["validate", "--plan"])
         .arg(crate::util::examples().join("release.json"))
@@ -177,6 +177,7 @@ fn the_plan_shows_retry_policies_and_conditions() {
         "      retry: up to 2 more attempts on failed (exit codes 75), timed_out; waiting 0.5 s, doubling to 300 s, jittered",
         "      after 0002 apply, 0003 smoke-test: runs if apply.failed || apply.timed_out || smoke-test.failed, else skipped",
         "  0005 announce (timeout 30 s, codebuild on AWS)",
+        "      inputs: PLAN_ID = plan.plan_id, PLAN_SUMMARY = plan.summary",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }

@@ -114,8 +114,9 @@ fn cascade_fails_dependents_and_runs_optional_orders() {
     );
 }
 
-/// Plan, apply (retried once: the first attempt finds the state lock held, exit 75), smoke
-/// test, then the release announced and the rollback skipped.
+/// Plan, apply (taking the plan's outputs, and retried once: the first attempt finds the
+/// state lock held, exit 75), smoke test, then the release announced with apply's output
+/// and the rollback skipped.
 #[test]
 fn release_retries_its_apply_and_skips_its_rollback() {
     let sandbox = Sandbox::new();
@@ -138,6 +139,19 @@ fn release_retries_its_apply_and_skips_its_rollback() {
         ]
     );
     assert_eq!(status_of(&done, "announce").0, OrderStatus::Succeeded);
+    // The plan's outputs reached apply, and apply's reached the announcement.
+    let log = sandbox.log_of(&done, "apply");
+    assert!(
+        log.contains("apply release-42, attempt 2\n")
+            && log.contains("applied:\n3 to add\n1 to change\n0 to destroy\n"),
+        "{log}"
+    );
+    assert!(
+        sandbox
+            .log_of(&done, "announce")
+            .contains("released release-42\n")
+    );
+    assert_eq!(apply.outputs["version"], "release-42");
     assert_eq!(
         status_of(&done, "rollback"),
         (

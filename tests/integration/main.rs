@@ -13,6 +13,7 @@ mod dry_run;
 mod examples;
 mod git_sources;
 mod isolation;
+mod outputs;
 mod pr_comments;
 mod redaction;
 mod resume;

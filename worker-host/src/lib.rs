@@ -16,6 +16,8 @@
 //! - [`wasm`]: WebAssembly modules and components in wasmtime, seeing only what the order
 //!   grants, with memory, time and (optional) fuel limits and a compile cache.
 //! - [`events`]: the events an order dropped in its events folder, sent with the result.
+//! - `outputs`: the inputs an order takes from earlier orders, and the outputs it
+//!   publishes for later ones.
 //! - [`log_sink`]: the streaming log pipeline: output masked ([`redact`]) and spooled to a
 //!   file as it arrives, head and tail kept beyond a size cap, the tail read back for
 //!   `result.json`.
@@ -31,6 +33,7 @@ pub mod events;
 pub mod extract;
 pub mod io;
 pub mod log_sink;
+mod outputs;
 pub mod process_group;
 pub mod redact;
 pub mod retry;

@@ -133,6 +133,30 @@ where
     }
 }
 
+/// [`while_transient`] until `patience`, the whole bounded by `by`: one stalled request
+/// must not keep the worker (a billed build) for its transfer's time-out, several times
+/// over. Past `by`, a transient failure of `what` (the URL's path), "not stored in time".
+///
+/// # Errors
+///
+/// The last failure, or the time running out.
+pub async fn within<T, F, Fut>(
+    policy: RetryPolicy,
+    patience: Instant,
+    by: Instant,
+    what: &str,
+    call: F,
+) -> Result<T, IoError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, IoError>>,
+{
+    match tokio::time::timeout_at(by, while_transient(policy, patience, call)).await {
+        Ok(done) => done,
+        Err(_late) => Err(IoError::transient(what, "not stored in time")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ use sluice_contract::dispatch::{Claim, DispatchPayload};
 use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE, Task,
 };
+use sluice_contract::outputs::OUTPUT_VAR;
 use sluice_contract::result::{ResultDoc, format_timestamp};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -34,6 +35,7 @@ use crate::events::collect_events;
 use crate::extract::{ExtractLimits, SmallEntries, extract};
 use crate::io::{Delivery, IoError, WorkerIo};
 use crate::log_sink::LogSink;
+use crate::outputs::{self, InputError, MAX_COMMAND_VARIABLE, PublishDir, Publishing};
 use crate::process_group::RUN_MARKER;
 use crate::redact::{MIN_SECRET_LEN, Redactor};
 use crate::retry::{self, RetryPolicy};
@@ -142,6 +144,17 @@ enum AttemptError {
     /// The log cannot be written to its spool file.
     #[error("writing the log: {0}")]
     WriteLog(#[source] std::io::Error),
+    /// An input is missing or cannot be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The folder of the output file cannot be made.
+    #[error("creating the output file: {0}")]
+    OutputFile(#[source] std::io::Error),
+    /// An input would replace one of the order's own variables (from its credentials).
+    #[error(
+        "input {0} would replace the order's own variable {0} (from its credentials): rename the input"
+    )]
+    InputReplaces(String),
 }
 
 /// Largest manifest or encrypted env a worker reads into memory.
@@ -440,14 +453,27 @@ async fn prepare_and_run(
         }
         None => BTreeMap::new(),
     };
+    // The order's time runs from here: its inputs are read within it.
+    let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
+    let max_value = matches!(manifest.task, Task::Cmds(_)).then_some(MAX_COMMAND_VARIABLE);
+    let until = patience.min(deadline);
+    let inputs = outputs::take_inputs(io, payload, config.callback, until, max_value).await?;
+    if let Some(input) = inputs.iter().find(|input| secrets.contains_key(&input.env)) {
+        return Err(AttemptError::InputReplaces(input.env.clone()));
+    }
     // init_job lists the secret names; names that look secret are masked even if a bundle
-    // made elsewhere forgot them.
-    let redactor = Arc::new(Redactor::new(secrets.iter().filter_map(|(name, value)| {
+    // made elsewhere forgot them. So are the inputs that are secret.
+    let own_secrets = secrets.iter().filter_map(|(name, value)| {
         (opened.secret_names.contains(name) || is_secret_name(name))
             .then_some((name.as_str(), value.as_str()))
-    })));
+    });
+    let secret_inputs = (inputs.iter())
+        .filter(|input| input.secret)
+        .map(|input| (input.env.as_str(), input.value.as_str()));
+    let redactor = Arc::new(Redactor::new(own_secrets.chain(secret_inputs)));
+    let mut variables = secrets;
+    variables.extend(outputs::as_variables(&inputs));
 
-    let deadline = Instant::now() + Duration::from_secs(manifest.timeout);
     let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes);
     for name in redactor.unmasked() {
         log.note(&format!(
@@ -455,10 +481,22 @@ async fn prepare_and_run(
         ))
         .await;
     }
+    for input in &inputs {
+        log.note(&format!(
+            "input {} from {} ({} bytes)",
+            input.env,
+            input.source,
+            input.value.len()
+        ))
+        .await;
+    }
     let events_dir = work.join(EVENTS_FOLDER);
     tokio::fs::create_dir(&events_dir)
         .await
         .map_err(AttemptError::EventsFolder)?;
+    let publish_dir = PublishDir::prepare(work)
+        .await
+        .map_err(AttemptError::OutputFile)?;
     let task = TaskRun {
         config,
         shared: payload
@@ -467,13 +505,27 @@ async fn prepare_and_run(
             .map(|code| SharedCompiled { code, io }),
         manifest,
         attempt_number: payload.attempt_number,
-        secrets: &secrets,
+        variables: &variables,
         code_root: &work.join(CODE_DIR),
         events_dir: &events_dir,
+        publish_dir: &publish_dir,
         deadline,
     };
     let (status, exit_code, reason) = task.run(&log).await;
     let events = collect_events(&events_dir, &log, &redactor).await;
+    // Storing the outputs and the log may use half the report window past the deadline,
+    // together: the result, which decides the order, must still reach the callback before
+    // the watchdog gives up.
+    let stored_by = deadline.max(Instant::now()) + config.callback.report_window / 2;
+    let publishing = Publishing {
+        url: payload.outputs_url.as_ref(),
+        redactor: &redactor,
+        policy: config.callback,
+        patience,
+        by: stored_by,
+    };
+    let (status, reason, published) =
+        publish_outputs(io, &publish_dir, publishing, &log, (status, reason)).await;
     let summary = log.finish().await.map_err(AttemptError::WriteLog)?;
     let mut doc = ResultDoc::new(status, summary.tail);
     doc.exit_code = exit_code;
@@ -481,15 +533,13 @@ async fn prepare_and_run(
     doc.log_bytes = summary.bytes;
     doc.log_truncated = summary.truncated;
     doc.events = events;
+    doc.outputs = published;
     if payload.log_in_result && summary.whole {
         // The result is the log's only copy: a PUT less (see [`keep_unreported_log`]).
         doc.log_in_result = true;
         return Ok(Some(doc));
     }
-    // The log may use half the report window past the deadline: the result, which
-    // decides the order, must still reach the callback before the watchdog gives up.
-    let log_by = deadline.max(Instant::now()) + config.callback.report_window / 2;
-    match store_log(io, payload, config, &summary.log, patience, log_by).await {
+    match store_log(io, payload, config, &summary.log, patience, stored_by).await {
         Ok(()) => {
             let key = payload.log_key.as_ref().unwrap_or(&manifest.log_key);
             doc.log_key = Some(key.clone());
@@ -499,6 +549,33 @@ async fn prepare_and_run(
         }
     }
     Ok(Some(doc))
+}
+
+/// Publishes the outputs of an order that ended `status` (`reason`): the status, reason and
+/// number of outputs it ends with. An order that succeeded fails when its outputs cannot be
+/// published; one that failed keeps its reason (the log says why it published nothing); one
+/// that timed out or was stopped publishes nothing.
+async fn publish_outputs(
+    io: &dyn WorkerIo,
+    dir: &PublishDir,
+    publishing: Publishing<'_>,
+    log: &LogSink,
+    (status, reason): (OrderStatus, Option<String>),
+) -> (OrderStatus, Option<String>, u32) {
+    if !matches!(status, OrderStatus::Succeeded | OrderStatus::Failed) {
+        return (status, reason, 0);
+    }
+    match outputs::publish(io, dir, publishing).await {
+        Ok(count) => (status, reason, count),
+        Err(error) => {
+            let why = format!("outputs not published: {error}");
+            log.note(&why).await;
+            match status {
+                OrderStatus::Succeeded => (OrderStatus::Failed, Some(why), 0),
+                _ => (status, reason, 0),
+            }
+        }
+    }
 }
 
 /// PUTs the log to the attempt's log URL, tried again after a transient failure
@@ -512,19 +589,14 @@ async fn store_log(
     patience: Instant,
     by: Instant,
 ) -> Result<(), IoError> {
-    let put = retry::while_transient(config.callback, patience, || async {
+    let url = &payload.log_url;
+    retry::within(config.callback, patience, by, url.shown(), || async {
         match log {
-            StoredLog::Memory(bytes) => io.put(&payload.log_url, bytes.clone()).await,
-            StoredLog::File(file) => io.put_file(&payload.log_url, file.path()).await,
+            StoredLog::Memory(bytes) => io.put(url, bytes.clone()).await,
+            StoredLog::File(file) => io.put_file(url, file.path()).await,
         }
-    });
-    match tokio::time::timeout_at(by, put).await {
-        Ok(stored) => stored,
-        Err(_late) => Err(IoError::transient(
-            payload.log_url.shown(),
-            "not stored in time",
-        )),
-    }
+    })
+    .await
 }
 
 /// Where an attempt's events folder is, next to its `code/` folder.
@@ -539,9 +611,12 @@ struct TaskRun<'a> {
     manifest: &'a OrderManifest,
     /// Which attempt of the order this is (1 for the first).
     attempt_number: u32,
-    secrets: &'a BTreeMap<String, String>,
+    /// The order's variables: its decrypted env and its inputs.
+    variables: &'a BTreeMap<String, String>,
     code_root: &'a Path,
     events_dir: &'a Path,
+    /// The folder of its output file.
+    publish_dir: &'a PublishDir,
     deadline: Instant,
 }
 
@@ -591,10 +666,11 @@ impl TaskRun<'_> {
                 let order = WasmOrder {
                     grants: Grants {
                         spec,
-                        secrets: self.secrets,
+                        variables: self.variables,
                         context: &context,
                         code_root: self.code_root,
                         events_dir: self.events_dir,
+                        publish_dir: self.publish_dir.path(),
                     },
                     deadline: self.deadline,
                     stop: &self.config.stop,
@@ -616,11 +692,15 @@ impl TaskRun<'_> {
     /// the order's own (decrypted) variables, then Sluice's. Nothing else of the host.
     fn shell_env(&self) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = self.config.host_env.iter().cloned().collect();
-        env.extend(self.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(self.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(sluice_context(self.manifest, self.attempt_number));
         env.insert(
             EVENTS_DIR_VAR.to_owned(),
             self.events_dir.display().to_string(),
+        );
+        env.insert(
+            OUTPUT_VAR.to_owned(),
+            self.publish_dir.output_file().display().to_string(),
         );
         env.into_iter().collect()
     }

@@ -50,12 +50,31 @@ pub struct DispatchPayload {
     /// PUT, if absent: the attempt's result. Minted at dispatch for the attempt's own result
     /// key, living until the job's deadline and a margin.
     pub callback_url: Capability,
+    /// PUT, if absent: where the order's outputs are stored, when it publishes any
+    /// ([`crate::keys::outputs`]). Absent: the order may publish none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_url: Option<Capability>,
+    /// The outputs of earlier orders the order takes: one source per order it takes from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputSource>,
     /// The order's private age identity, which decrypts its bundle's `env.json.age`.
     pub identity: OrderIdentity,
     /// For a WebAssembly order on AWS: where the compile function stores the code compiled
     /// from its module, which the worker loads (it has no compiler of its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled: Option<SharedCode>,
+}
+
+/// The inputs an attempt takes from one earlier order, and where that order's outputs are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSource {
+    /// GET: the outputs the order published ([`crate::outputs::PublishedOutputs`]).
+    /// Absent when it published none: its inputs are missing, and the attempt fails before
+    /// anything runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Capability>,
+    /// The inputs taken from them (each naming that order).
+    pub inputs: Vec<crate::outputs::Input>,
 }
 
 fn first_attempt() -> u32 {
@@ -251,11 +270,25 @@ mod tests {
             log_key: None,
             log_in_result: false,
             callback_url: url("result.json"),
+            outputs_url: Some(url("outputs.json")),
+            inputs: vec![InputSource {
+                published: Some(url("plan-outputs.json")),
+                inputs: vec![crate::outputs::Input {
+                    env: "PLAN".to_owned(),
+                    source: "plan.file".to_owned(),
+                    order_num: OrderNum::from_index(1),
+                    output: "file".to_owned(),
+                }],
+            }],
             identity: OrderIdentity::new("AGE-SECRET-KEY-1SECRET"),
             compiled: None,
         };
         let printed = format!("{payload:?}");
         assert!(printed.contains(r#"Capability("/exec.zip")"#), "{printed}");
+        assert!(
+            printed.contains(r#"Capability("/plan-outputs.json")"#),
+            "{printed}"
+        );
         assert!(
             !printed.contains("amazonaws"),
             "no bucket, no account: {printed}"

@@ -97,6 +97,12 @@ pub struct OrderSpec {
     /// Run the order again after it fails or times out (see [`RetrySpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// Outputs of earlier orders this one takes as variables: `{"PLAN_FILE":
+    /// "plan.plan_file"}` sets `PLAN_FILE` to the output `plan_file` of the order named (by
+    /// name or queue id) `plan`, which must be among this order's ancestors. A WebAssembly
+    /// order must also list the variable in `wasm.env`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
     /// Whether this order's outcome decides the job (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub must_succeed: Option<bool>,

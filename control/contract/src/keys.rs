@@ -3,7 +3,7 @@
 //! Internal bucket: `tmp/exec/<run_id>/<order_num>/exec.zip`,
 //! `tmp/exec/<run_id>/packs/<pack>.bin` (AWS),
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
-//! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
+//! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/outputs/<run_id>/<order_num>/<attempt>.json`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
 //! `tmp/idempotency/<digest>.json`,
 //! `tmp/compiled/<run_id>/<module sha256>.wasm`,
 //! `tmp/compiled/<run_id>/<target>/<module sha256>-<engine>.cwasm`.
@@ -81,6 +81,13 @@ pub fn attempt_log(run_id: &RunId, order_num: OrderNum, number: u32) -> String {
         0 | 1 => log(run_id, order_num),
         n => format!("tmp/logs/{run_id}/{order_num}/log-{n}.txt"),
     }
+}
+
+/// Where an attempt stores the outputs its order published
+/// ([`crate::outputs::PublishedOutputs`]), which later orders of the run read. Outside
+/// [`CALLBACK_PREFIX`]: storing them wakes nobody.
+pub fn outputs(run_id: &RunId, order_num: OrderNum, attempt: &AttemptId) -> String {
+    format!("tmp/outputs/{run_id}/{order_num}/{attempt}.json")
 }
 
 /// The marker a worker writes (if absent) before it runs an attempt, so that an attempt

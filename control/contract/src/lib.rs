@@ -16,6 +16,7 @@
 //! - [`status`]: order and job statuses, the allowed transitions, the job-status rule.
 //! - [`keys`]: the storage layout (same keys in S3 and the local store).
 //! - [`manifest`]: `order.json`, what a worker is told to run.
+//! - [`outputs`]: what an order publishes for later orders, and the inputs that take it.
 //! - [`plan`]: the fields of an order that validation settles and its stored row keeps.
 //! - [`paths`]: what stays inside a code root (shared by packer and unpacker).
 //! - [`repo_url`]: what a `git_repo` may be, and the host a credential would go to.
@@ -51,6 +52,7 @@ pub mod ids;
 pub mod job;
 pub mod keys;
 pub mod manifest;
+pub mod outputs;
 pub mod paths;
 pub mod plan;
 pub mod repo_url;

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::outputs::Input;
 use crate::retries::RetryPolicy;
 use crate::{ExecutionTarget, OrderNum};
 
@@ -27,6 +28,9 @@ pub struct OrderPlan {
     /// ended, else it is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Condition>,
+    /// The outputs of earlier orders it takes as variables, sorted by variable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Input>,
     /// Whether its outcome decides the job.
     pub must_succeed: bool,
     /// Its retry policy, if it has one.

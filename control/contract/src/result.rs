@@ -6,6 +6,8 @@
 //! large) is a [`MalformedResult`], which marks that order failed rather than blocking the
 //! run. The [`DoneDoc`] is what a finished run publishes at its done endpoint.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::events::OrderEmitted;
@@ -19,6 +21,9 @@ pub const MAX_LOG_TAIL_BYTES: usize = 256 * 1024;
 /// The largest result document a reader accepts: the tail (at most this once
 /// JSON-escaped), the events (at most [`MAX_EVENTS`](crate::events::MAX_EVENTS) of 4 KiB each), and the other fields.
 pub const MAX_RESULT_BYTES: usize = 4 * MAX_LOG_TAIL_BYTES;
+/// The most bytes of an order's published outputs (the stored document) the done document
+/// shows; larger ones are only at the order's `outputs_key`.
+pub const MAX_DONE_OUTPUTS_BYTES: u64 = 64 * 1024;
 /// The reason written for an order whose result could not be read.
 pub const MALFORMED_RESULT: &str = "malformed_result";
 /// The reason written for orders failed because a dependency did not succeed.
@@ -71,9 +76,10 @@ pub struct ResultDoc {
     /// Why the order ended as it did, when the status alone does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Values the order published for others (free-form JSON object).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outputs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// How many outputs the order published: they are stored at the attempt's
+    /// [`crate::keys::outputs`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outputs: u32,
     /// Events the order emitted, in order (at most [`MAX_EVENTS`](crate::events::MAX_EVENTS)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<OrderEmitted>,
@@ -99,7 +105,7 @@ impl ResultDoc {
             finished_at: None,
             attempt: None,
             reason: None,
-            outputs: None,
+            outputs: 0,
             events: Vec::new(),
         }
     }
@@ -135,6 +141,23 @@ pub enum MalformedResult {
     #[error("result status {0} is not an outcome a worker reports")]
     NotTerminal(OrderStatus),
 }
+
+/// `text`, cut to at most `max` bytes (at least 4) at a character boundary, `…` marking
+/// the cut: for what an order wrote that ends up in a reason, which a row must hold.
+pub fn bounded(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+}
+
+/// The most bytes of an order's reason its row keeps (a worker's reason may quote what the
+/// order wrote).
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// Reads a result document tolerantly (see the module docs).
 ///
@@ -241,6 +264,18 @@ pub struct DoneOrder {
     /// is: its `log` is the log's last 256 KiB — all of it when `log_key` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_key: Option<String>,
+    /// The outputs it published (see [`crate::outputs`]), when the document holds them: an
+    /// order's outputs stored in more than [`MAX_DONE_OUTPUTS_BYTES`], and those past the
+    /// run's total the document shows (4 MiB, in order number), are at `outputs_key` alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    /// Outputs whose value holds one of the order's secrets: named, not shown (the orders
+    /// that take them get them, masked in their logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withheld_outputs: Vec<String>,
+    /// Where all its outputs are stored (internal bucket), when it published any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_key: Option<String>,
     /// Every attempt, in order, when it was run more than once (the last decided it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRecord>,
@@ -337,6 +372,14 @@ mod tests {
             parse_result(&huge),
             Err(MalformedResult::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn bounded_text_is_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("abcdefghij", 8), "abcde…");
+        assert_eq!(bounded("ééééé", 8), "éé…");
+        assert!(bounded(&"x".repeat(100_000), MAX_REASON_BYTES).len() <= MAX_REASON_BYTES);
     }
 
     #[test]

@@ -658,6 +658,7 @@ impl Engine {
             log_stored: None,
             attempts: Vec::new(),
             retry_at_ms: None,
+            outputs_key: None,
             pr: ids.job.pr.clone(),
             compiled,
             packed: None,

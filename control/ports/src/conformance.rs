@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use sluice_contract::outputs::Input;
 use sluice_contract::result::AttemptRecord;
 use sluice_contract::retries::{RetryOn, RetryPolicy};
 use sluice_contract::{
@@ -31,6 +32,15 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
             queue_id: (index + 1).to_string(),
             depends_on: Vec::new(),
             condition: None,
+            inputs: match index {
+                2 => vec![Input {
+                    env: "PLAN_FILE".to_owned(),
+                    source: "order-1.plan_file".to_owned(),
+                    order_num: OrderNum::from_index(0),
+                    output: "plan_file".to_owned(),
+                }],
+                _ => Vec::new(),
+            },
             must_succeed: true,
             retry: (index == 1).then(|| RetryPolicy {
                 limit: 3,
@@ -72,6 +82,7 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
             _ => Vec::new(),
         },
         retry_at_ms: (index == 1).then_some(1_000),
+        outputs_key: None,
         pr: None,
         compiled: (index == 0).then(|| CompiledModule {
             module_sha256: "ab".repeat(32),
@@ -323,6 +334,7 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
     let done = Transition {
         exit_code: Some(0),
         log_stored: Some(false),
+        outputs_key: Some("tmp/outputs/run/0001/a1.json".to_owned()),
         ..Transition::to(OrderStatus::Succeeded)
     };
     store
@@ -352,8 +364,15 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
             row.exit_code,
             row.attempt.as_ref().map(AttemptId::as_str),
             row.log_stored,
+            row.outputs_key.as_deref(),
         ),
-        (OrderStatus::Succeeded, Some(0), Some("a1"), Some(false))
+        (
+            OrderStatus::Succeeded,
+            Some(0),
+            Some("a1"),
+            Some(false),
+            Some("tmp/outputs/run/0001/a1.json")
+        )
     );
     assert!(
         store

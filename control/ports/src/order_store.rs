@@ -68,6 +68,10 @@ pub struct OrderRecord {
     /// A queued order waiting to be retried: not dispatched before this, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at_ms: Option<u64>,
+    /// Where the outputs its order published are stored, when the result that ended it
+    /// said it published some (`sluice_contract::keys::outputs` of that attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_key: Option<String>,
     /// The pull request whose comment follows the run (the same on every row of a run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr: Option<PullRequest>,
@@ -163,6 +167,8 @@ pub struct Transition {
     pub retry_at_ms: Option<u64>,
     /// Appends to `attempts` the attempt that ended (a retry).
     pub ended_attempt: Option<AttemptRecord>,
+    /// Sets `outputs_key`.
+    pub outputs_key: Option<String>,
 }
 
 impl Transition {
@@ -180,6 +186,7 @@ impl Transition {
             log_key: None,
             retry_at_ms: None,
             ended_attempt: None,
+            outputs_key: None,
         }
     }
 
@@ -250,6 +257,9 @@ impl Transition {
         }
         if self.retry_at_ms.is_some() {
             record.retry_at_ms = self.retry_at_ms;
+        }
+        if self.outputs_key.is_some() {
+            record.outputs_key.clone_from(&self.outputs_key);
         }
         // Appended once: a change applied again (a write whose answer was lost, checked)
         // finds its attempt there already.

@@ -298,6 +298,12 @@ pub enum GrantError {
         /// wasmtime's error.
         source: wasmtime::Error,
     },
+    /// The folder of the attempt's output file cannot be opened.
+    #[error("cannot open the folder of /sluice/output: {source:#}")]
+    OpenOutput {
+        /// wasmtime's error.
+        source: wasmtime::Error,
+    },
 }
 
 /// Why a folder to mount is not a folder of the order's code. `host` is the folder's path

@@ -2,8 +2,9 @@
 //!
 //! The WASI context starts empty and gets only: `argv` (the module's file name, then the
 //! order's `args`), the listed variables with their decrypted values plus Sluice's own
-//! `SLUICE_*` context, the listed folders of the code root (read-only unless `rw`) and the
-//! events folder at `/sluice/events`. Directory access goes through cap-std handles opened
+//! `SLUICE_*` context, the listed folders of the code root (read-only unless `rw`), the
+//! events folder at `/sluice/events` and the folder of its output file at `/sluice`
+//! (`/sluice/output`, named by `SLUICE_OUTPUT` too). Directory access goes through cap-std handles opened
 //! on those folders, so `..`, absolute paths and symlinks cannot reach past them; stdin is
 //! empty; sockets and name lookup are refused. A mount is resolved and checked to stay in
 //! the code root before it is opened.
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_contract::events::{EVENTS_DIR_VAR, GUEST_EVENTS_DIR};
 use sluice_contract::job::{DirMode, WasmSpec};
+use sluice_contract::outputs::{OUTPUT_VAR, WASM_OUTPUT_PATH};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -46,15 +48,21 @@ impl WasiView for GuestState {
 pub struct Grants<'a> {
     /// The order's `wasm` field.
     pub spec: &'a WasmSpec,
-    /// The order's decrypted variables (only the listed ones are passed on).
-    pub secrets: &'a BTreeMap<String, String>,
+    /// The order's variables, decrypted, and its inputs (only the listed ones are passed
+    /// on).
+    pub variables: &'a BTreeMap<String, String>,
     /// Sluice's context variables (`SLUICE_RUN_ID`...), always passed.
     pub context: &'a [(String, String)],
     /// The unpacked code root the module and mounts are relative to.
     pub code_root: &'a Path,
     /// The attempt's events folder (host side).
     pub events_dir: &'a Path,
+    /// The folder of the attempt's output file (host side), the guest's `/sluice`.
+    pub publish_dir: &'a Path,
 }
+
+/// Where a guest sees the folder of its output file.
+const GUEST_SLUICE_DIR: &str = "/sluice";
 
 /// Builds the guest's store data.
 ///
@@ -69,7 +77,7 @@ pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, G
     builder.args(&spec.args);
     for name in &spec.env {
         let value = grants
-            .secrets
+            .variables
             .get(name)
             .ok_or_else(|| GrantError::MissingVariable { name: name.clone() })?;
         builder.env(name, value);
@@ -78,6 +86,7 @@ pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, G
         builder.env(name, value);
     }
     builder.env(EVENTS_DIR_VAR, GUEST_EVENTS_DIR);
+    builder.env(OUTPUT_VAR, WASM_OUTPUT_PATH);
     for (i, dir) in spec.dirs.iter().enumerate() {
         let host =
             mount_source(grants.code_root, &dir.host).map_err(|source| GrantError::Mount {
@@ -98,9 +107,15 @@ pub fn guest_state(grants: &Grants<'_>, log: &LogSender) -> Result<GuestState, G
                 source,
             })?;
     }
+    // The events folder stays the first mount after the order's own (file descriptor 3
+    // when it has none); `/sluice/output` is reached through the folder mounted at
+    // `/sluice` after it (a guest resolves a path through the longest mount it starts with).
     builder
         .preopened_dir(grants.events_dir, GUEST_EVENTS_DIR, FsPerms::ReadWrite)
         .map_err(|source| GrantError::OpenEvents { source })?;
+    builder
+        .preopened_dir(grants.publish_dir, GUEST_SLUICE_DIR, FsPerms::ReadWrite)
+        .map_err(|source| GrantError::OpenOutput { source })?;
     builder
         .stdout(GuestOutput::new(log.clone()))
         .stderr(GuestOutput::new(log.clone()))

@@ -86,6 +86,8 @@ impl MemoryIo {
             log_key: None,
             log_in_result: false,
             callback_url: Capability::new(RESULT_URL),
+            outputs_url: None,
+            inputs: Vec::new(),
             identity: OrderIdentity::new(self.key.clone()),
             compiled: None,
         }

@@ -177,6 +177,7 @@ fn component(ok: bool) -> String {
 struct Sandbox {
     code: tempfile::TempDir,
     events: tempfile::TempDir,
+    publish: tempfile::TempDir,
     runtime: WasmRuntime,
     secrets: BTreeMap<String, String>,
 }
@@ -199,6 +200,7 @@ impl Sandbox {
         Sandbox {
             code: tempfile::tempdir().unwrap(),
             events: tempfile::tempdir().unwrap(),
+            publish: tempfile::tempdir().unwrap(),
             runtime,
             secrets,
         }
@@ -256,10 +258,11 @@ impl Sandbox {
         let order = WasmOrder {
             grants: Grants {
                 spec: &spec,
-                secrets: &self.secrets,
+                variables: &self.secrets,
                 context: &context,
                 code_root: self.code.path(),
                 events_dir: self.events.path(),
+                publish_dir: self.publish.path(),
             },
             deadline: Instant::now() + timeout,
             stop: &tokio_util::sync::CancellationToken::new(),
@@ -507,6 +510,7 @@ async fn the_environment_is_exactly_the_listed_variables_and_sluices() {
         [
             "SLUICE_EVENTS_DIR=/sluice/events",
             "SLUICE_ORDER_NUM=0001",
+            "SLUICE_OUTPUT=/sluice/output",
             "SLUICE_RUN_ID=1b4e28ba-2fa1-11d2-883f-0016d3cca427",
             "TOKEN=t0ken-value",
         ]
@@ -531,7 +535,9 @@ async fn only_the_granted_folders_are_visible() {
     let spec = serde_json::json!({"dirs": [{"host": "data", "guest": "/data"}]});
     let run = sandbox.run(&lists_preopens(), spec, SHORT).await;
     assert_eq!(run.outcome, WasmOutcome::Succeeded);
-    assert_eq!(run.output(), "/data\n/sluice/events\n");
+    // The order's mounts, then the events folder (descriptor 3 when there are no others),
+    // then the folder of the output file.
+    assert_eq!(run.output(), "/data\n/sluice/events\n/sluice\n");
 }
 
 #[tokio::test]

@@ -46,17 +46,26 @@ async fn a_diamond_with_credentials_runs_with_each_functions_own_role() {
     );
     build["ssm_paths"] = serde_json::json!([format!("aws:::ssm:{parameter}")]);
     build["secret_manager_paths"] = serde_json::json!([secret]);
+    // An output crosses the run: stored through a URL init-job signed (the root's first
+    // step is init-job's), read through one the orchestrator signed, shown by finalize.
+    let mut publish = order(
+        "publish",
+        r#"test "$SHA" = 5e1f && echo published"#,
+        &["build", "lint"],
+    );
+    publish["inputs"] = serde_json::json!({ "SHA": "fetch.sha" });
     let job = job(vec![
-        order("fetch", "echo fetched", &[]),
+        order("fetch", r#"echo sha=5e1f >> "$SLUICE_OUTPUT""#, &[]),
         build,
         order("lint", "echo linted", &["fetch"]),
-        order("publish", "echo published", &["build", "lint"]),
+        publish,
     ]);
     let done = cloud.run(&job.to_string(), |_| Worker::Runs).await;
     assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
     for name in ["fetch", "build", "lint", "publish"] {
         assert_eq!(status_of(&done, name), OrderStatus::Succeeded, "{name}");
     }
+    assert_eq!(done.orders[0].outputs["sha"], "5e1f");
     // Finalize deleted the run's keys with the orchestrator's role.
     let keys = cloud
         .clients

@@ -233,6 +233,55 @@ async fn conditions_run_or_skip_their_orders_and_skips_never_fail_the_job() {
     assert_eq!(done.summary.skipped, 2);
 }
 
+/// Outputs travel from worker to worker through the bucket (never through a row): a
+/// block of lines and a value holding a secret reach a later order, the done document
+/// withholds the secret one, and an input nobody published fails its consumer.
+#[tokio::test]
+async fn outputs_reach_later_orders_through_the_bucket() {
+    let cloud = cloud().await;
+    let mut plan = order(
+        "plan",
+        r#"printf 'plan_file=p.tfplan\nsummary<<EOF\none\ntwo\nEOF\nauth=Bearer %s\n' "$API_TOKEN" >> "$SLUICE_OUTPUT""#,
+        &[],
+    );
+    plan["env_vars"] = serde_json::json!({ "API_TOKEN": "tok-7c1e0b55d2a94f3e" });
+    let mut apply = order(
+        "apply",
+        r#"test "$PLAN|$SUMMARY|$AUTH" = "p.tfplan|one
+two|Bearer tok-7c1e0b55d2a94f3e" && echo "applied with $AUTH""#,
+        &["plan"],
+    );
+    apply["inputs"] = serde_json::json!({ "PLAN": "plan.plan_file", "SUMMARY": "plan.summary", "AUTH": "plan.auth" });
+    let mut missing = order("missing", "echo never", &["plan"]);
+    missing["inputs"] = serde_json::json!({ "X": "plan.nothing" });
+    missing["must_succeed"] = false.into();
+    let done = cloud
+        .run(&job(vec![plan, apply, missing]), |_| Worker::Runs)
+        .await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    let plan = &done.orders[0];
+    assert_eq!(plan.outputs["summary"], "one\ntwo");
+    assert_eq!(plan.withheld_outputs, ["auth"]);
+    assert!(!plan.outputs.contains_key("auth"));
+    let stored = plan.outputs_key.as_deref().unwrap();
+    assert!(
+        stored.starts_with(&format!("tmp/outputs/{}/0001/", done.run_id)),
+        "{stored}"
+    );
+    assert!(
+        log_of(&cloud, &done, "apply")
+            .await
+            .contains("applied with ***\n")
+    );
+    assert_eq!(
+        status_of(&done, "missing"),
+        (
+            OrderStatus::Failed,
+            Some("missing input: plan.nothing".to_owned())
+        )
+    );
+}
+
 #[tokio::test]
 async fn an_order_that_cannot_be_started_fails_and_the_run_still_finishes() {
     // The deployment's CodeBuild project does not exist: StartBuild fails. No worker will
@@ -456,7 +505,7 @@ async fn a_garbage_result_fails_its_order_and_the_run_still_finishes() {
             ]),
             |name| {
                 if name == "garbled" {
-                    Worker::CallsBackGarbage
+                    Worker::CallsBack(b"{\"status\": \"exploded\", garbage".to_vec())
                 } else {
                     Worker::Runs
                 }
@@ -473,6 +522,38 @@ async fn a_garbage_result_fails_its_order_and_the_run_still_finishes() {
         (OrderStatus::Failed, Some("dependency_failed".to_owned()))
     );
     assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
+}
+
+/// A reason of hundreds of kilobytes (a worker quoting what its order wrote) is cut to
+/// what a row holds: before, it was stored whole, and on DynamoDB — which refuses an item
+/// over 400 KB, where moto takes it — every pass failed and the run never got its done
+/// document.
+#[tokio::test]
+async fn a_huge_reason_is_cut_to_what_a_row_holds() {
+    let cloud = cloud().await;
+    let reason = "x".repeat(450_000);
+    let result = serde_json::json!({"status": "failed", "reason": reason, "exit_code": 1});
+    let done = cloud
+        .run(
+            &job(vec![
+                order("wordy", "echo never runs", &[]),
+                order("after", "echo after", &["wordy"]),
+            ]),
+            |name| match name {
+                "wordy" => Worker::CallsBack(serde_json::to_vec(&result).unwrap()),
+                _ => Worker::Runs,
+            },
+        )
+        .await;
+    assert_eq!(done.status, JobStatus::Failed);
+    let (status, reason) = status_of(&done, "wordy");
+    assert_eq!(status, OrderStatus::Failed);
+    let reason = reason.unwrap();
+    assert!(
+        reason.len() <= 4096 && reason.ends_with("x…"),
+        "{}",
+        reason.len()
+    );
 }
 
 #[tokio::test]

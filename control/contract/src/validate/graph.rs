@@ -76,7 +76,7 @@ pub(super) fn resolve_dependencies(
 }
 
 /// The index of the order `reference` names, by queue id or by name.
-fn resolve_one(
+pub(super) fn resolve_one(
     ctx: &OrderCtx,
     field: &str,
     reference: &str,

@@ -17,7 +17,8 @@
 //!   locations) and the job's labels, idempotency key and pull request;
 //! - `wasm`: a WebAssembly order's module, variables, mounts and limits;
 //! - `code`: where an order's code comes from ([`CodeSource`], [`GitSource`]);
-//! - `graph`: dependencies resolved to order numbers, and the graph checked for cycles.
+//! - `graph`: dependencies resolved to order numbers, and the graph checked for cycles;
+//! - `inputs`: the outputs of earlier orders an order takes, resolved to its ancestors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -31,6 +32,7 @@ use crate::plan::OrderPlan;
 
 mod code;
 mod graph;
+mod inputs;
 mod order;
 mod wasm;
 
@@ -363,6 +365,10 @@ pub fn validate(job: &JobSpec, options: &ValidateOptions) -> Result<ValidJob, Va
         orders[index].plan.condition = condition;
     }
     graph::check_acyclic(&orders)?;
+    for (index, spec) in job.orders.iter().enumerate() {
+        orders[index].plan.inputs =
+            inputs::resolve_inputs(index, spec, &orders, &by_queue_id, &by_name)?;
+    }
 
     if let Some(key) = &job.idempotency_key {
         order::check_idempotency_key(key)?;

@@ -253,6 +253,7 @@ pub(super) fn validate_order(
             queue_id,
             depends_on: Vec::new(),
             condition: None,
+            inputs: Vec::new(),
             must_succeed: spec.must_succeed.unwrap_or(true),
             retry: spec
                 .retry

@@ -163,6 +163,8 @@ mod tests {
                 log_key: None,
                 log_in_result: false,
                 callback_url: nowhere,
+                outputs_url: None,
+                inputs: Vec::new(),
                 identity: OrderIdentity::new(""),
                 compiled: None,
             };

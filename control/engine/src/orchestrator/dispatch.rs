@@ -14,11 +14,14 @@
 //! retried a few times in the pass, then left `dispatching` for that later retry; only a
 //! permanent failure fails the order (`dispatch_failed`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
-use sluice_contract::dispatch::{Capability, DispatchPayload, OrderIdentity, SharedCode};
+use sluice_contract::dispatch::{
+    Capability, DispatchPayload, InputSource, OrderIdentity, SharedCode,
+};
+use sluice_contract::outputs::Input;
 use sluice_contract::validate::{MAX_PRESIGN_EXPIRY, PRESIGN_MARGIN, Platform};
 use sluice_contract::{AttemptId, OrderNum, OrderStatus, RunId, keys};
 
@@ -250,9 +253,10 @@ impl Engine {
         }
         let stored_keys = self.read_keys(to_start.iter()).await;
         let stored_keys = &stored_keys;
+        let published = &published_outputs(&to_start, &orders);
         let launched: Vec<(OrderRecord, Result<(), DispatchError>)> = stream::iter(to_start)
             .map(|order| async move {
-                let launched = self.launch(&order, now, stored_keys).await;
+                let launched = self.launch(&order, now, stored_keys, published).await;
                 (order, launched)
             })
             .buffer_unordered(self.config.dispatch_parallelism.max(1))
@@ -561,6 +565,7 @@ impl Engine {
         attempt: &AttemptId,
         now: u64,
         stored_keys: &StoredKeys,
+        published: &PublishedKeys,
     ) -> Result<DispatchPayload, DispatchError> {
         let failed = |kind, message: String| DispatchError {
             kind,
@@ -607,6 +612,22 @@ impl Engine {
             }),
             None => None,
         };
+        // One source per order the inputs name, its outputs' URL signed once.
+        let mut by_producer: BTreeMap<OrderNum, Vec<Input>> = BTreeMap::new();
+        for input in &order.plan.inputs {
+            (by_producer.entry(input.order_num).or_default()).push(input.clone());
+        }
+        let mut inputs = Vec::with_capacity(by_producer.len());
+        for (producer, taken) in by_producer {
+            let published = match published.get(&producer) {
+                Some(Some(key)) => Some(presign(Presigned::Get, key.clone()).await?),
+                Some(None) | None => None,
+            };
+            inputs.push(InputSource {
+                published,
+                inputs: taken,
+            });
+        }
         Ok(DispatchPayload {
             run_id: run_id.clone(),
             order_num: num,
@@ -627,6 +648,10 @@ impl Engine {
             log_in_result: self.config.platform == Platform::Aws,
             callback_url: presign(Presigned::PutIfAbsent, keys::result(run_id, num, attempt))
                 .await?,
+            outputs_url: Some(
+                presign(Presigned::PutIfAbsent, keys::outputs(run_id, num, attempt)).await?,
+            ),
+            inputs,
             identity: OrderIdentity::new(identity),
             compiled,
         })
@@ -638,6 +663,7 @@ impl Engine {
         order: &OrderRecord,
         now: u64,
         stored_keys: &StoredKeys,
+        published: &PublishedKeys,
     ) -> Result<(), DispatchError> {
         let Some(attempt) = &order.attempt else {
             return Err(DispatchError {
@@ -649,10 +675,25 @@ impl Engine {
             });
         };
         let payload = self
-            .attempt_payload(order, attempt, now, stored_keys)
+            .attempt_payload(order, attempt, now, stored_keys, published)
             .await?;
         self.start_worker(order, &payload).await
     }
+}
+
+/// Where the orders that `to_start` take inputs from stored their outputs (`None`: they
+/// published none), by order number.
+type PublishedKeys = HashMap<OrderNum, Option<String>>;
+
+/// The [`PublishedKeys`] of the producers of `to_start`'s inputs, from the run's rows.
+fn published_outputs(to_start: &[OrderRecord], orders: &[OrderRecord]) -> PublishedKeys {
+    (to_start.iter())
+        .flat_map(|order| &order.plan.inputs)
+        .filter_map(|input| {
+            let producer = orders.get(input.order_num.index()?)?;
+            Some((input.order_num, producer.outputs_key.clone()))
+        })
+        .collect()
 }
 
 /// The module digest and the key of the code the compile function makes for a WebAssembly

@@ -10,7 +10,13 @@
 //! for good.
 
 use sluice_contract::job::ExecutionTarget;
-use sluice_contract::result::{AttemptRecord, DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT};
+use std::collections::BTreeMap;
+
+use futures::stream::{self, StreamExt};
+use sluice_contract::outputs::{is_output_name, parse_published};
+use sluice_contract::result::{
+    AttemptRecord, DoneDoc, DoneOrder, DoneSummary, JOB_TIMEOUT, MAX_DONE_OUTPUTS_BYTES,
+};
 use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
 
 use super::Moved;
@@ -18,6 +24,12 @@ use crate::engine::Engine;
 use crate::engine::to_json;
 use crate::error::{EngineError, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, Transition};
+
+/// The most bytes of outputs the done document shows, all orders together (a run of
+/// 10 000 orders each publishing the most it shows would make a document of 640 MiB).
+const MAX_DONE_OUTPUTS_TOTAL: u64 = 4 << 20;
+/// How many orders' outputs finalize reads at once.
+const OUTPUT_READS_AT_ONCE: usize = 16;
 
 impl Engine {
     /// Finalizes the run if it is over; returns the job status when it did. `closed`: the
@@ -45,7 +57,8 @@ impl Engine {
                 *order = self.time_out_for_job(order, now).await?;
             }
         }
-        let (doc, completed) = run_end(run_id, &orders);
+        let (mut doc, completed) = run_end(run_id, &orders);
+        self.show_outputs(&mut doc).await?;
         let status = doc.status;
         // The orders' events, and the job's `completed`, are recorded before the done
         // document that ends the run, in one write — the step's last moves', when they fit.
@@ -77,6 +90,62 @@ impl Engine {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(Some(status)),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// Fills in the outputs of the orders that published some, in order number, each read
+    /// bounded and dropped once shown: an order's of at most [`MAX_DONE_OUTPUTS_BYTES`],
+    /// until the document holds [`MAX_DONE_OUTPUTS_TOTAL`] of them (no more is read then);
+    /// the rest stay at the order's `outputs_key`. Values holding a secret are named, not
+    /// shown.
+    ///
+    /// # Errors
+    ///
+    /// A transient failure reading them (the pass is tried again); outputs that are gone
+    /// or unreadable are left out (the document still says where they were).
+    async fn show_outputs(&self, doc: &mut DoneDoc) -> Result<(), EngineError> {
+        let reads: Vec<(usize, String)> = (doc.orders.iter().enumerate())
+            .filter_map(|(index, order)| Some((index, order.outputs_key.clone()?)))
+            .collect();
+        let mut read = stream::iter(reads)
+            .map(|(index, key)| async move {
+                let bound = MAX_DONE_OUTPUTS_BYTES + 1;
+                (index, self.ports.internal.get_prefix(&key, bound).await)
+            })
+            .buffered(OUTPUT_READS_AT_ONCE);
+        let mut shown: u64 = 0;
+        while let Some((index, bytes)) = read.next().await {
+            let order = &mut doc.orders[index];
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                Err(error) if error.is_transient() => return Err(error.into()),
+                Err(error) => {
+                    tracing::warn!(order_num = %order.order_num, %error, "the order's outputs cannot be read for the done document");
+                    continue;
+                }
+            };
+            let size = bytes.len() as u64;
+            if size > MAX_DONE_OUTPUTS_BYTES {
+                continue;
+            }
+            if shown + size > MAX_DONE_OUTPUTS_TOTAL {
+                break;
+            }
+            match parse_published(&bytes) {
+                Ok(published) => {
+                    shown += size;
+                    // What the worker stored; locally an order could have written it.
+                    let names = |name: &String| is_output_name(name);
+                    order.withheld_outputs = published.secret.into_iter().filter(names).collect();
+                    order.outputs = (published.outputs.into_iter())
+                        .filter(|(name, _)| names(name) && !order.withheld_outputs.contains(name))
+                        .collect();
+                }
+                Err(error) => {
+                    tracing::warn!(order_num = %order.order_num, %error, "the order's outputs are unreadable");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the run's keys: the ones its rows name, without listing them (a call less
@@ -263,6 +332,9 @@ fn done_order(run_id: &RunId, o: &OrderRecord) -> DoneOrder {
         exit_code: o.exit_code,
         result_key,
         log_key,
+        outputs: BTreeMap::new(),
+        withheld_outputs: Vec::new(),
+        outputs_key: o.outputs_key.clone(),
         attempts,
     }
 }

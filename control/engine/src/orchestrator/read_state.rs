@@ -13,7 +13,9 @@
 
 use futures::stream::{self, StreamExt};
 use sluice_contract::events::OrderEmitted;
-use sluice_contract::result::{AttemptRecord, MALFORMED_RESULT, MAX_RESULT_BYTES, parse_result};
+use sluice_contract::result::{
+    AttemptRecord, MALFORMED_RESULT, MAX_REASON_BYTES, MAX_RESULT_BYTES, bounded, parse_result,
+};
 use sluice_contract::{OrderStatus, RunId, keys};
 
 use super::taking::TakeLock;
@@ -24,18 +26,6 @@ use crate::ports::{OrderEvent, OrderRecord, Transition};
 
 /// Most bytes of an ended attempt's reason its row keeps.
 const MAX_ATTEMPT_REASON_BYTES: usize = 1024;
-
-/// `text`, cut to at most `max` bytes at a character boundary (`…` marking the cut).
-fn bounded(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max - '…'.len_utf8();
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
 
 /// The event of an attempt that ended and is followed by a retry (instead of the order's
 /// end): its detail says how the attempt ended and when the next starts.
@@ -277,7 +267,11 @@ impl Engine {
             Ok(doc) => {
                 let mut change = Transition::to(doc.status);
                 change.exit_code = doc.exit_code;
-                change.reason = doc.reason.clone();
+                // Bounded: a row is an item of at most 400 KB, and a reason may quote what
+                // the order wrote.
+                let reason =
+                    (doc.reason.as_deref()).map(|r| bounded(r, MAX_REASON_BYTES).into_owned());
+                change.reason = reason.clone();
                 change.duration_ms = doc.duration_ms().or(fallback_duration);
                 // What the worker said of its log; nothing for the watch's time-out, which
                 // knows nothing of it.
@@ -286,9 +280,14 @@ impl Engine {
                     (None, true) => Some(false),
                     (None, false) => None,
                 };
+                // Where its outputs are: the attempt's own key, whatever the result says.
+                change.outputs_key = (order.attempt.as_ref())
+                    .filter(|_| doc.outputs > 0)
+                    .map(|attempt| keys::outputs(&order.run_id, order.plan.order_num, attempt));
                 let detail = serde_json::json!({
-                    "exit_code": doc.exit_code, "reason": doc.reason, "attempt": doc.attempt,
+                    "exit_code": doc.exit_code, "reason": reason, "attempt": doc.attempt,
                     "log_bytes": doc.log_bytes, "log_truncated": doc.log_truncated,
+                    "outputs": doc.outputs,
                 });
                 (change, detail, doc.events)
             }
@@ -343,7 +342,7 @@ impl Engine {
             reason: ended
                 .reason
                 .as_deref()
-                .map(|r| bounded(r, MAX_ATTEMPT_REASON_BYTES)),
+                .map(|r| bounded(r, MAX_ATTEMPT_REASON_BYTES).into_owned()),
             exit_code: ended.exit_code,
             dispatched_at_ms: order.dispatched_at_ms,
             finished_at_ms: ended.finished_at_ms,

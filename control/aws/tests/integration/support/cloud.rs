@@ -305,8 +305,8 @@ pub enum Worker {
     DiesAfterClaiming,
     /// Runs it, calling back through this endpoint.
     CallsBackThrough(FlakyEndpoint),
-    /// Runs nothing and PUTs garbage to the callback URL instead of a result.
-    CallsBackGarbage,
+    /// Runs nothing and PUTs these bytes to the callback URL instead of a worker's result.
+    CallsBack(Vec<u8>),
 }
 
 impl Cloud {
@@ -557,12 +557,9 @@ impl Cloud {
                             Capability::new(endpoint.url_for(payload.callback_url.expose()));
                         spawn_worker(&mut tasks, rerouted);
                     }
-                    Worker::CallsBackGarbage => {
+                    Worker::CallsBack(result) => {
                         transfer
-                            .put_if_absent(
-                                &payload.callback_url,
-                                b"{\"status\": \"exploded\", garbage".to_vec(),
-                            )
+                            .put_if_absent(&payload.callback_url, result)
                             .await
                             .unwrap();
                     }
