@@ -77,6 +77,11 @@ pub struct Spawned {
     /// Someone else reaped it (`waitid` said there is no such child): its pid is no longer
     /// this process's to signal or reap.
     gone: bool,
+    /// Killed, and handed to a task that reaps it once it has ended: should that task be
+    /// dropped first (its runtime shutting down), it is reaped if it has ended, never
+    /// handed on again — a task spawned on a runtime shutting down is dropped at once, and
+    /// each drop handing it on again was a recursion without end.
+    handed_off: bool,
 }
 
 /// How the worker hears that a child ended.
@@ -133,7 +138,7 @@ impl Drop for Spawned {
         if self.gone {
             return;
         }
-        if self.status.is_some() {
+        if self.status.is_some() || self.handed_off {
             reap(self.pid);
             return;
         }
@@ -151,6 +156,7 @@ impl Drop for Spawned {
             exits: std::mem::replace(&mut self.exits, Exits::Taken),
             status: None,
             gone: false,
+            handed_off: true,
         };
         runtime.spawn(async move {
             // Dropped once it has ended: that drop reaps it. Should waiting fail, it is left
@@ -352,6 +358,7 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> std::io::Result<Spawned> {
         exits,
         status: None,
         gone: false,
+        handed_off: false,
     };
     // Not expected (the mask was read from this thread), but a thread left blocking every
     // signal must not go unnoticed: the process is killed with `spawned`.
@@ -599,6 +606,42 @@ mod tests {
         let (status, _) = output_of("/bin/sh", &["-c", "exit 4"], &[]).await;
         WITHOUT_PIDFDS.store(false, Ordering::SeqCst);
         assert_eq!(status.code(), Some(4));
+    }
+
+    /// A runtime shutting down drops the tasks holding children still running: before,
+    /// each drop handed its killed child to a new task, which the runtime dropped at once,
+    /// whose drop handed it on again, until the stack overflowed (a worker whose run was
+    /// cut short, a test failing with a command still running, aborted the process).
+    #[test]
+    fn a_runtime_shutting_down_with_children_running_drops_them() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pid = runtime.block_on(async {
+            let launch = Launch {
+                program: "/bin/sleep",
+                args: &["300"],
+                env: &[],
+                cwd: Path::new("/"),
+                setup: &nothing,
+            };
+            let mut child = spawn(&launch).unwrap();
+            let pid = child.pid;
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            tokio::task::yield_now().await;
+            pid
+        });
+        drop(runtime);
+        // Killed: its pid is gone, or a zombie this process may reap.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while kill(pid, None).is_ok() && std::time::Instant::now() < give_up {
+            reap(pid);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(kill(pid, None), Err(Errno::ESRCH));
     }
 
     #[tokio::test]
