@@ -48,6 +48,21 @@ enum CommandArgs {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Cancel a run: nothing more of it starts, its running orders get SIGTERM, then
+    /// SIGKILL after the grace period, and it ends `cancelled`, saying who cancelled. A
+    /// local run (`--state-dir`) is stopped by the `sluice` carrying it, or here when none
+    /// does; with `--aws`, a run of the deployment (its workers stop within seconds).
+    Cancel {
+        /// The run id.
+        run_id: String,
+        /// Cancel a run of the deployment named by the environment (SLUICE_* settings)
+        /// rather than a local one.
+        #[cfg(feature = "aws")]
+        #[arg(long)]
+        aws: bool,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
     /// The sentinel `run` and `resume` start beside themselves (internal).
     #[command(hide = true)]
     Sentinel {
@@ -201,6 +216,13 @@ pub enum Command {
         /// How the local engine runs.
         config: LocalConfig,
     },
+    /// `sluice cancel` of a local run.
+    Cancel {
+        /// The run.
+        run_id: String,
+        /// How the local engine runs (when no other `sluice` carries the run).
+        config: LocalConfig,
+    },
     /// The hidden `sluice sentinel`.
     Sentinel {
         /// The state folder of the runs it watches.
@@ -266,6 +288,13 @@ pub enum AwsCommand {
         /// The order's number or name.
         order: String,
     },
+    /// `sluice cancel --aws RUN_ID`.
+    Cancel {
+        /// The run.
+        run_id: String,
+        /// Who cancels (`$USER`).
+        by: String,
+    },
 }
 
 /// Where `sluice submit` sends a job.
@@ -317,7 +346,9 @@ impl Command {
     /// The default log level.
     pub fn verbosity(&self) -> &'static str {
         match self {
-            Command::Run { config, .. } | Command::Resume { config, .. } => config.verbosity,
+            Command::Run { config, .. }
+            | Command::Resume { config, .. }
+            | Command::Cancel { config, .. } => config.verbosity,
             Command::Sentinel { .. } | Command::Schema => "warn",
             Command::Validate { verbosity, .. } => verbosity,
             #[cfg(feature = "aws")]
@@ -341,7 +372,8 @@ impl Command {
                 config,
                 ..
             }
-            | Command::Resume { config, .. } => {
+            | Command::Resume { config, .. }
+            | Command::Cancel { config, .. } => {
                 Some(2 * config.concurrency + ENGINE_BLOCKING_THREADS)
             }
             _ => None,
@@ -390,6 +422,20 @@ pub fn parse() -> Result<Command, ExitCode> {
             config: local_config(local, username, verbosity),
         },
         CommandArgs::Resume { run_id, local } => Command::Resume {
+            run_id,
+            config: local_config(local, username, verbosity),
+        },
+        #[cfg(feature = "aws")]
+        CommandArgs::Cancel {
+            run_id, aws: true, ..
+        } => Command::Aws {
+            command: AwsCommand::Cancel {
+                run_id,
+                by: username,
+            },
+            verbosity,
+        },
+        CommandArgs::Cancel { run_id, local, .. } => Command::Cancel {
             run_id,
             config: local_config(local, username, verbosity),
         },

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_contract::{RunId, exit_codes};
+use sluice_engine::cancel::CancelAnswer;
 use sluice_engine::{Engine, EngineError};
 
 use super::{Failure, read_job};
@@ -55,6 +56,22 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
         AwsCommand::Wait { run_id, poll } => {
             let (engine, run_id) = engine_and_run(&run_id).await?;
             wait(&engine, &run_id, poll).await
+        }
+        AwsCommand::Cancel { run_id, by } => {
+            let (engine, run_id) = engine_and_run(&run_id).await?;
+            let answer = (engine.request_cancel(&run_id, &by).await).map_err(engine_failure)?;
+            match answer {
+                CancelAnswer::AlreadyEnded(status) => {
+                    eprintln!("sluice: run {run_id} had ended ({status}): nothing to cancel");
+                }
+                CancelAnswer::Requested(request) | CancelAnswer::AlreadyRequested(request) => {
+                    eprintln!(
+                        "sluice: run {run_id}: {} asked to cancel it; its workers stop within seconds (`sluice wait {run_id}` follows it to its end)",
+                        request.by
+                    );
+                }
+            }
+            Ok(exit_codes::SUCCEEDED)
         }
         AwsCommand::Logs { run_id, order } => {
             let (engine, run_id) = engine_and_run(&run_id).await?;

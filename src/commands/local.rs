@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sluice_contract::cancel::CancelRequest;
+use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, RunId, exit_codes};
 use sluice_engine::git::GitPolicy;
 use sluice_engine::github::GitHubVcs;
@@ -223,7 +225,7 @@ impl Session {
 
     /// Resolves when the process is asked to stop (at once for a signal kept by
     /// [`Session::shielded`]).
-    async fn stop_requested(&self) -> &'static str {
+    pub async fn stop_requested(&self) -> &'static str {
         let kept = self.pending.lock().expect("not poisoned").take();
         match kept {
             Some(signal) => signal,
@@ -231,38 +233,115 @@ impl Session {
         }
     }
 
-    /// Stops `runs` (Ctrl-C, SIGTERM): their unfinished orders become `cancelled`, nothing
-    /// more starts, and running orders get SIGTERM, then SIGKILL after the grace period (at
-    /// once on a second signal); then a pass finalizes each run.
+    /// Stops `runs` (Ctrl-C, SIGTERM) (see [`Session::stop_and_finalize`]).
     async fn stop_runs(&self, runs: &[RunId], signal: &str, config: &LocalConfig) {
         let grace = config.grace_period.as_secs();
         eprintln!(
             "sluice: {signal}: stopping: SIGTERM to the orders, SIGKILL after {grace} s (signal again to kill them now)"
         );
-        // Nothing starts from now on, and what runs is asked to stop, before the orders are
-        // marked: a pass dispatching meanwhile launches nothing.
-        self.runtime.stop_launching();
-        self.stop.cancel();
-        let engine = self.runtime.engine();
         let reason = format!("cancelled: sluice was {signal}");
+        self.stop_and_finalize(runs, &reason, config).await;
+    }
+
+    /// Cancels `run` as `request` asks (`sluice cancel` from another terminal). When this
+    /// process carries that run alone, as a signal would ([`Session::stop_and_finalize`]);
+    /// else its unfinished orders become `cancelled` and a pass finalizes it, while its
+    /// running orders are stopped by their workers, which find the request within seconds.
+    async fn cancel(
+        &self,
+        run: &RunId,
+        request: &CancelRequest,
+        carried: &[RunId],
+        config: &LocalConfig,
+    ) {
+        let reason = request.reason();
+        if carried == std::slice::from_ref(run) {
+            let grace = config.grace_period.as_secs();
+            eprintln!("sluice: run {run} {reason}: SIGTERM to its orders, SIGKILL after {grace} s");
+            self.stop_and_finalize(std::slice::from_ref(run), &reason, config)
+                .await;
+            return;
+        }
+        eprintln!("sluice: run {run} {reason}: its orders stop within seconds");
+        if let Err(error) = self.runtime.engine().cancel_run(run, &reason).await {
+            eprintln!("sluice: warning: cancelling run {run}: {error}");
+        }
+        self.runtime.kick(run);
+    }
+
+    /// Stops `runs`: nothing more starts, their unfinished orders become `cancelled` with
+    /// `reason` (before their orders are stopped, so a stopped order's result finds its
+    /// row ended), running orders get SIGTERM, then SIGKILL after the grace period (at once
+    /// on a signal); then a pass finalizes each run, once its orders have stopped.
+    async fn stop_and_finalize(&self, runs: &[RunId], reason: &str, config: &LocalConfig) {
+        self.runtime.stop_launching();
+        let engine = self.runtime.engine();
         for run in runs {
-            if let Err(error) = engine.cancel_run(run, &reason).await {
+            if let Err(error) = engine.cancel_run(run, reason).await {
                 eprintln!("sluice: warning: cancelling run {run}: {error}");
             }
         }
+        self.stop_orders(config).await;
+        for run in runs {
+            self.runtime.kick(run);
+        }
+    }
+
+    /// Asks every running order to stop and waits for them (the grace period and a
+    /// margin), or kills them at once on a signal.
+    async fn stop_orders(&self, config: &LocalConfig) {
+        self.stop.cancel();
         let limit = config.grace_period + Duration::from_secs(5);
         tokio::select! {
             _ = self.runtime.wait_workers(limit) => {}
-            again = self.stop_requested() => eprintln!("sluice: {again} again: killing the orders now"),
-        }
-        for run in runs {
-            self.runtime.kick(run);
+            again = self.stop_requested() => eprintln!("sluice: {again}: killing the orders now"),
         }
     }
 
     /// Stops the loops and every worker still running (their processes are killed).
     pub async fn shutdown(self) {
         self.runtime.shutdown().await;
+    }
+}
+
+/// The run `text` names in the state folder `config` gives, which must hold runs.
+///
+/// # Errors
+///
+/// Exit 3: `text` is not a run id, or the folder holds no runs.
+pub fn run_in_state(text: &str, config: &LocalConfig) -> Result<RunId, Failure> {
+    let run = RunId::parse(text)
+        .ok_or_else(|| Failure::invalid(anyhow::anyhow!("{text:?} is not a run id (a UUID)")))?;
+    state_holds_runs(config)?;
+    Ok(run)
+}
+
+/// Refuses a state folder without runs (no `sluice.db`).
+///
+/// # Errors
+///
+/// Exit 3, saying to pass the `--state-dir` `sluice run` used.
+pub fn state_holds_runs(config: &LocalConfig) -> Result<(), Failure> {
+    if config.state_dir.join("sluice.db").is_file() {
+        return Ok(());
+    }
+    Err(Failure::invalid(anyhow::anyhow!(
+        "{} holds no runs (no sluice.db): pass the --state-dir `sluice run` used",
+        config.state_dir.display()
+    )))
+}
+
+/// How often the `sluice` carrying a run looks for its cancel request.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// The cancel request of `run`, once someone asked (`sluice cancel`); a failure to look is
+/// looking again.
+async fn cancel_requested(runtime: &LocalRuntime, run: &RunId) -> CancelRequest {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        if let Ok(Some(request)) = runtime.engine().cancel_requested(run).await {
+            return request;
+        }
     }
 }
 
@@ -278,7 +357,9 @@ pub struct Followed {
 /// Shows the run's progress until its done document, then prints the summary (and the
 /// document with `--json`). A signal stops every run in `stoppable` (see
 /// [`Session::stop_runs`]); the exit code is then 130 (Ctrl-C) or 143 (SIGTERM), once the
-/// run is finalized as `cancelled` (a run that had ended anyway keeps its own code).
+/// run is finalized as `cancelled` (a run that had ended anyway keeps its own code). A
+/// cancel request (`sluice cancel`) stops the run ([`Session::cancel`]); its exit code is
+/// then 5, the cancelled job's.
 pub async fn follow(
     session: &Session,
     run_id: &RunId,
@@ -294,15 +375,34 @@ pub async fn follow(
         config.interactive,
         stopped,
     ));
-    let (done, signal) = tokio::select! {
-        done = runtime.wait_done(run_id) => (done.map_err(anyhow::Error::new), None),
+    let stopped_by = tokio::select! {
+        done = runtime.wait_done(run_id) => Ok(done),
         signal = session.stop_requested() => {
             session.stop_runs(stoppable, signal, config).await;
+            Err(Some(signal))
+        }
+        request = cancel_requested(&session.runtime, run_id) => {
+            session.cancel(run_id, &request, stoppable, config).await;
+            Err(None)
+        }
+    };
+    let (done, signal) = match stopped_by {
+        // Cancelled and finalized before this process found the request (by the run's
+        // watch): its orders still get their grace.
+        Ok(Ok(done))
+            if done.status == JobStatus::Cancelled && stoppable == std::slice::from_ref(run_id) =>
+        {
+            session.runtime.stop_launching();
+            session.stop_orders(config).await;
+            (Ok(done), None)
+        }
+        Ok(done) => (done.map_err(anyhow::Error::new), None),
+        Err(signal) => {
             let done = tokio::time::timeout(FINALIZE_AFTER_STOP, runtime.wait_done(run_id))
                 .await
                 .map_err(|_| anyhow::anyhow!("not finalized within {FINALIZE_AFTER_STOP:?}"))
                 .and_then(|done| done.map_err(anyhow::Error::new));
-            (done, Some(signal))
+            (done, signal)
         }
     };
     let _ = stop_progress.send(());
@@ -325,12 +425,23 @@ pub async fn follow(
         }
     };
 
-    let summary = progress::summary(&done, runtime.internal_store(), config.logs);
+    report_done(runtime, run_id, &done, config);
+    let code = match stopped_code {
+        Some(code) if done.status == JobStatus::Cancelled => code,
+        _ => exit_codes::for_job_status(done.status),
+    };
+    Ok(Followed { code, stopped })
+}
+
+/// Prints a finished run's summary (and its done document with `--json`), and where the
+/// document is.
+pub fn report_done(runtime: &LocalRuntime, run_id: &RunId, done: &DoneDoc, config: &LocalConfig) {
+    let summary = progress::summary(done, runtime.internal_store(), config.logs);
     if config.json {
         eprint!("{summary}");
         println!(
             "{}",
-            serde_json::to_string_pretty(&done).expect("done documents serialize")
+            serde_json::to_string_pretty(done).expect("done documents serialize")
         );
     } else {
         print!("{summary}");
@@ -340,9 +451,4 @@ pub async fn follow(
         "sluice: done document: {}",
         runtime.engine().ports.done.object_url(&done_key)
     );
-    let code = match stopped_code {
-        Some(code) if done.status == JobStatus::Cancelled => code,
-        _ => exit_codes::for_job_status(done.status),
-    };
-    Ok(Followed { code, stopped })
 }

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod cancel;
 mod local;
 mod plan;
 mod resume;
@@ -29,6 +30,7 @@ pub async fn run(command: Command) -> i32 {
             config,
         } => run::run(&job, secrets.as_deref(), dry_run, config).await,
         Command::Resume { run_id, config } => resume::resume(run_id.as_deref(), config).await,
+        Command::Cancel { run_id, config } => cancel::cancel(&run_id, config).await,
         Command::Sentinel { state_dir } => {
             tokio::task::spawn_blocking(move || crate::sentinel::serve(&state_dir))
                 .await

@@ -21,17 +21,12 @@ pub async fn resume(run_id: Option<&str>, config: LocalConfig) -> i32 {
 
 async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, Failure> {
     let asked = match run_id {
-        Some(text) => Some(RunId::parse(text).ok_or_else(|| {
-            Failure::invalid(anyhow::anyhow!("{text:?} is not a run id (a UUID)"))
-        })?),
-        None => None,
+        Some(text) => Some(local::run_in_state(text, config)?),
+        None => {
+            local::state_holds_runs(config)?;
+            None
+        }
     };
-    if !config.state_dir.join("sluice.db").is_file() {
-        return Err(Failure::invalid(anyhow::anyhow!(
-            "{} holds no runs (no sluice.db): pass the --state-dir `sluice run` used",
-            config.state_dir.display()
-        )));
-    }
     // Credentials were encrypted into the bundles at init: nothing to read again.
     let session = local::start(config, SecretsFile::none(), local::github(config)?)?;
     let runtime = &session.runtime;
@@ -66,6 +61,10 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
         let killed = tokio::task::spawn_blocking(move || kill_run_processes(&marker))
             .await
             .unwrap_or(0);
+        // Asked to be cancelled meanwhile: nothing is run again.
+        if let Err(error) = runtime.engine().cancel_if_requested(run).await {
+            eprintln!("sluice: warning: looking for a cancel of run {run}: {error}");
+        }
         let resumed = match runtime.resume(run).await {
             Ok(resumed) => resumed,
             Err(error) => {

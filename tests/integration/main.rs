@@ -6,6 +6,7 @@
 
 mod aws_client;
 mod bad_input;
+mod cancel;
 mod code_sources;
 mod conditions;
 mod credentials;

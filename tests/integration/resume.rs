@@ -1,25 +1,9 @@
 //! `sluice run` killed with SIGKILL: its orders' processes die with it (the sentinel), and
 //! `sluice resume` carries the run to its done document without running again what ended.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::util::{Sandbox, sluice, succeeded};
+use crate::util::{Sandbox, announced_run, sluice, start_run, succeeded, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// Waits up to 30 s for `ready`.
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what} never happened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Processes whose environment carries the run's id.
 fn processes_of(run_id: &str) -> Vec<String> {
@@ -38,36 +22,6 @@ fn processes_of(run_id: &str) -> Vec<String> {
         .collect()
 }
 
-/// `sluice run` in the background, its stderr going to a file.
-fn start_run(sandbox: &Sandbox, job: &Path) -> (Child, std::path::PathBuf) {
-    let stderr = sandbox.path().join("run.stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("run")
-        .arg(job)
-        .arg("--state-dir")
-        .arg(sandbox.state())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    (child, stderr)
-}
-
-/// The run id `sluice run` announced on stderr.
-fn announced_run(stderr: &Path) -> String {
-    let mut run = None;
-    wait_for("the run's announcement", || {
-        let text = std::fs::read_to_string(stderr).unwrap_or_default();
-        run = text
-            .split_whitespace()
-            .skip_while(|word| *word != "run")
-            .nth(1)
-            .map(str::to_owned);
-        run.is_some()
-    });
-    run.unwrap()
-}
-
 #[test]
 fn a_run_whose_sluice_was_killed_leaves_no_process_and_is_resumed() {
     let sandbox = Sandbox::new();
@@ -83,7 +37,7 @@ fn a_run_whose_sluice_was_killed_leaves_no_process_and_is_resumed() {
         ]}}"#
     );
     let job = sandbox.write_job("job.json", &job);
-    let (mut child, stderr) = start_run(&sandbox, &job);
+    let (mut child, stderr) = start_run(&sandbox, &job, &[]);
     let run = announced_run(&stderr);
     wait_for("slow's start and quick's success", || {
         sandbox.path().join("ran").exists()
@@ -138,7 +92,7 @@ fn a_run_that_another_sluice_carries_is_not_resumed() {
         "job.json",
         r#"{"orders": [{"order_name": "long", "timeout": 300, "cmds": ["sleep 300"]}]}"#,
     );
-    let (mut child, stderr) = start_run(&sandbox, &job);
+    let (mut child, stderr) = start_run(&sandbox, &job, &[]);
     let run = announced_run(&stderr);
     let output = sluice()
         .arg("resume")

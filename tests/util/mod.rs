@@ -4,6 +4,8 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use sluice_contract::result::DoneDoc;
@@ -177,4 +179,47 @@ pub fn http_stand_in<R: wiremock::Respond + 'static>(
             .mount(&server),
     );
     server
+}
+
+/// Waits up to 30 s for `ready`.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} never happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `sluice run` in the background, its stderr going to a file.
+pub fn start_run(sandbox: &Sandbox, job: &Path, extra: &[&str]) -> (Child, PathBuf) {
+    let stderr = sandbox.path().join("run.stderr");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(job)
+        .arg("--state-dir")
+        .arg(sandbox.state())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    (child, stderr)
+}
+
+/// The run id `sluice run` announced on stderr.
+pub fn announced_run(stderr: &Path) -> String {
+    let mut run = None;
+    wait_for("the run's announcement", || {
+        let text = std::fs::read_to_string(stderr).unwrap_or_default();
+        run = text
+            .split_whitespace()
+            .skip_while(|word| *word != "run")
+            .nth(1)
+            .map(str::to_owned);
+        run.is_some()
+    });
+    run.unwrap()
 }

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_contract::OrderStatus;
+use sluice_contract::cancel::{CancelRequest, MAX_CANCEL_REQUEST_BYTES, parse_cancel_request};
 use sluice_contract::credentials::is_secret_name;
-use sluice_contract::dispatch::{Claim, DispatchPayload};
+use sluice_contract::dispatch::{Capability, Claim, DispatchPayload};
 use sluice_contract::manifest::{
     CODE_DIR, ENV_FILE, ENV_NAMES_FILE, MANIFEST_FILE, OrderManifest, SECRET_NAMES_FILE, Task,
 };
@@ -68,6 +69,10 @@ pub struct WorkerConfig {
     /// Cancelled when the run is stopped (`sluice run` interrupted): running orders are
     /// stopped as at their deadline and report `cancelled`.
     pub stop: CancellationToken,
+    /// Whether to look for the run's cancel request before the order starts, as well as
+    /// while it runs: a CodeBuild worker may start minutes after its dispatch (a build's
+    /// queue and provisioning), a GET well spent.
+    pub look_for_cancel_at_start: bool,
 }
 
 impl Default for WorkerConfig {
@@ -81,6 +86,7 @@ impl Default for WorkerConfig {
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             callback: RetryPolicy::default(),
             stop: CancellationToken::new(),
+            look_for_cancel_at_start: false,
         }
     }
 }
@@ -444,6 +450,21 @@ async fn prepare_and_run(
         tracing::warn!("attempt already claimed by another worker: not running it again");
         return Ok(None);
     }
+    if config.look_for_cancel_at_start
+        && let Some(url) = &payload.cancel_url
+        && let Ok(bytes) = io.get(url, MAX_CANCEL_REQUEST_BYTES).await
+    {
+        let request =
+            parse_cancel_request(&bytes).unwrap_or_else(|_| CancelRequest::unreadable(now_ms()));
+        let reason = request.reason();
+        tracing::info!(%reason, "the run was cancelled before the order started; not running it");
+        let mut doc = ResultDoc::new(
+            OrderStatus::Cancelled,
+            format!("==> {reason} before it started\n"),
+        );
+        doc.reason = Some(reason);
+        return Ok(Some(doc));
+    }
     let secrets = match opened.ciphertext.clone() {
         Some(ciphertext) => {
             let identity = payload.identity.clone();
@@ -497,6 +518,7 @@ async fn prepare_and_run(
     let publish_dir = PublishDir::prepare(work)
         .await
         .map_err(AttemptError::OutputFile)?;
+    let stop = config.stop.child_token();
     let task = TaskRun {
         config,
         shared: payload
@@ -510,8 +532,12 @@ async fn prepare_and_run(
         events_dir: &events_dir,
         publish_dir: &publish_dir,
         deadline,
+        stop: &stop,
     };
-    let (status, exit_code, reason) = task.run(&log).await;
+    let (status, exit_code, reason) = match &payload.cancel_url {
+        Some(url) => run_unless_cancelled(task.run(&log), io, url, &stop, &log).await,
+        None => task.run(&log).await,
+    };
     let events = collect_events(&events_dir, &log, &redactor).await;
     // Storing the outputs and the log may use half the report window past the deadline,
     // together: the result, which decides the order, must still reach the callback before
@@ -549,6 +575,50 @@ async fn prepare_and_run(
         }
     }
     Ok(Some(doc))
+}
+
+/// How often a running order's worker looks for its run's cancel request.
+const CANCEL_POLL: Duration = Duration::from_secs(2);
+
+/// Awaits `run` (the order), looking for the run's cancel request at `url` every
+/// [`CANCEL_POLL`] meanwhile: once it is there, the order is stopped (`stop`: SIGTERM, the
+/// grace period, SIGKILL) and ends `cancelled`, with who cancelled as its reason.
+async fn run_unless_cancelled(
+    run: impl Future<Output = (OrderStatus, Option<i32>, Option<String>)>,
+    io: &dyn WorkerIo,
+    url: &Capability,
+    stop: &CancellationToken,
+    log: &LogSink,
+) -> (OrderStatus, Option<i32>, Option<String>) {
+    tokio::pin!(run);
+    let request = tokio::select! {
+        ended = &mut run => return ended,
+        request = cancel_request(io, url) => request,
+    };
+    log.note(&format!("{}: stopping the order", request.reason()))
+        .await;
+    stop.cancel();
+    match run.await {
+        (OrderStatus::Cancelled, exit_code, _) => {
+            (OrderStatus::Cancelled, exit_code, Some(request.reason()))
+        }
+        ended => ended,
+    }
+}
+
+/// The run's cancel request, once it is at `url` (looked for every [`CANCEL_POLL`]; a
+/// failure to look is looking again).
+async fn cancel_request(io: &dyn WorkerIo, url: &Capability) -> CancelRequest {
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        match io.get(url, MAX_CANCEL_REQUEST_BYTES).await {
+            Ok(bytes) => {
+                return parse_cancel_request(&bytes)
+                    .unwrap_or_else(|_| CancelRequest::unreadable(now_ms()));
+            }
+            Err(error) => tracing::trace!(%error, "no cancel request"),
+        }
+    }
 }
 
 /// Publishes the outputs of an order that ended `status` (`reason`): the status, reason and
@@ -618,6 +688,8 @@ struct TaskRun<'a> {
     /// The folder of its output file.
     publish_dir: &'a PublishDir,
     deadline: Instant,
+    /// Cancelled to stop the order (the run is stopped, or was asked to be cancelled).
+    stop: &'a CancellationToken,
 }
 
 impl TaskRun<'_> {
@@ -639,7 +711,7 @@ impl TaskRun<'_> {
                     env: &env,
                     cwd: self.code_root,
                     deadline: self.deadline,
-                    stop: &self.config.stop,
+                    stop: self.stop,
                 };
                 match run_cmds(&order, log, self.config.shell).await {
                     ShellOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
@@ -673,7 +745,7 @@ impl TaskRun<'_> {
                         publish_dir: self.publish_dir.path(),
                     },
                     deadline: self.deadline,
-                    stop: &self.config.stop,
+                    stop: self.stop,
                     shared: self.shared,
                 };
                 match self.config.wasm.run(&order, log).await {

@@ -54,6 +54,10 @@ pub struct DispatchPayload {
     /// ([`crate::keys::outputs`]). Absent: the order may publish none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs_url: Option<Capability>,
+    /// GET: the run's cancel request ([`crate::keys::cancel_request`]), which the worker
+    /// looks for every few seconds while the order runs, and stops it once it is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_url: Option<Capability>,
     /// The outputs of earlier orders the order takes: one source per order it takes from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<InputSource>,
@@ -271,6 +275,7 @@ mod tests {
             log_in_result: false,
             callback_url: url("result.json"),
             outputs_url: Some(url("outputs.json")),
+            cancel_url: Some(url("cancel.json")),
             inputs: vec![InputSource {
                 published: Some(url("plan-outputs.json")),
                 inputs: vec![crate::outputs::Input {

@@ -16,7 +16,10 @@ pub const TIMED_OUT: i32 = 2;
 pub const INVALID_INPUT: i32 = 3;
 /// Sluice itself could not do its work (state directory unwritable, storage error).
 pub const INTERNAL_ERROR: i32 = 4;
-/// The run was stopped by Ctrl-C (128 + SIGINT, as shells report it); also a cancelled job.
+/// The job was cancelled (`sluice cancel`) before it ended.
+pub const CANCELLED: i32 = 5;
+/// The run was stopped by Ctrl-C (128 + SIGINT, as shells report it) in the `sluice` that
+/// carried it.
 pub const INTERRUPTED: i32 = 130;
 /// The run was stopped by SIGTERM (128 + 15).
 pub const TERMINATED: i32 = 143;
@@ -27,7 +30,7 @@ pub fn for_job_status(status: JobStatus) -> i32 {
         JobStatus::Succeeded => SUCCEEDED,
         JobStatus::Failed => FAILED,
         JobStatus::TimedOut => TIMED_OUT,
-        JobStatus::Cancelled => INTERRUPTED,
+        JobStatus::Cancelled => CANCELLED,
     }
 }
 
@@ -40,6 +43,7 @@ mod tests {
         assert_eq!(for_job_status(JobStatus::Succeeded), 0);
         assert_eq!(for_job_status(JobStatus::Failed), 1);
         assert_eq!(for_job_status(JobStatus::TimedOut), 2);
+        assert_eq!(for_job_status(JobStatus::Cancelled), 5);
         assert_eq!(INVALID_INPUT, 3);
     }
 }

@@ -91,6 +91,11 @@ impl AttemptId {
         AttemptId("init".to_owned())
     }
 
+    /// The attempt of the cancel trigger (order `0000`): `cancel`.
+    pub fn cancel_trigger() -> Self {
+        AttemptId("cancel".to_owned())
+    }
+
     /// The attempt of a run's own watch (order `0000`): `run`.
     pub fn run_watch() -> Self {
         AttemptId("run".to_owned())
@@ -254,7 +259,11 @@ mod tests {
         let fresh = AttemptId::generate();
         assert_eq!(AttemptId::parse(fresh.as_str()), Some(fresh.clone()));
         assert_ne!(AttemptId::generate(), fresh);
-        for named in [AttemptId::init_trigger(), AttemptId::run_watch()] {
+        for named in [
+            AttemptId::init_trigger(),
+            AttemptId::cancel_trigger(),
+            AttemptId::run_watch(),
+        ] {
             assert_eq!(AttemptId::parse(named.as_str()), Some(named.clone()));
         }
         for bad in ["", "a/b", "..", "a b", "a.b", &"x".repeat(65)] {

@@ -4,7 +4,7 @@
 //! `tmp/exec/<run_id>/packs/<pack>.bin` (AWS),
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/outputs/<run_id>/<order_num>/<attempt>.json`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
-//! `tmp/idempotency/<digest>.json`,
+//! `tmp/idempotency/<digest>.json`, `tmp/cancel/<run_id>.json`,
 //! `tmp/compiled/<run_id>/<module sha256>.wasm`,
 //! `tmp/compiled/<run_id>/<target>/<module sha256>-<engine>.cwasm`.
 //! Done bucket: `<run_id>/done`.
@@ -81,6 +81,18 @@ pub fn attempt_log(run_id: &RunId, order_num: OrderNum, number: u32) -> String {
         0 | 1 => log(run_id, order_num),
         n => format!("tmp/logs/{run_id}/{order_num}/log-{n}.txt"),
     }
+}
+
+/// The cancel trigger: the object `sluice cancel` writes after the run's cancel request,
+/// whose notification wakes a pass that cancels the run.
+pub fn cancel_trigger(run_id: &RunId) -> String {
+    result(run_id, OrderNum::INIT, &AttemptId::cancel_trigger())
+}
+
+/// Where a run's cancel request is ([`crate::cancel::CancelRequest`], written if absent).
+/// Outside [`CALLBACK_PREFIX`]: its trigger is what wakes the run.
+pub fn cancel_request(run_id: &RunId) -> String {
+    format!("tmp/cancel/{run_id}.json")
 }
 
 /// Where an attempt stores the outputs its order published

@@ -22,6 +22,7 @@
 //! - [`repo_url`]: what a `git_repo` may be, and the host a credential would go to.
 //! - [`result`]: `result.json` v1 (tolerant reader) and the done document.
 //! - [`events`]: events an order emits about itself, carried back in its result.
+//! - [`cancel`]: a request to cancel a run (who, when).
 //! - [`caller`]: who submitted a job, as the deployment authenticated them.
 //! - [`credentials`]: credential locations and how their values become variables.
 //! - [`dispatch`]: the payload a dispatcher hands to a worker.
@@ -43,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod caller;
+pub mod cancel;
 pub mod condition;
 pub mod credentials;
 pub mod dispatch;

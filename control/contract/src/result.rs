@@ -300,6 +300,9 @@ pub struct DoneDoc {
     /// Every order, in order.
     #[serde(default)]
     pub orders: Vec<DoneOrder>,
+    /// Who cancelled the run (`sluice cancel`), when someone did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
     /// Why the run ended without its orders deciding (`init_failed: …`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -22,7 +22,7 @@ impl Engine {
     /// Brings the run's PR comment up to date with `rows` (and the job's final `status`,
     /// once finalized). Does nothing for a run without `pr_number` or an engine without a
     /// [`crate::ports::Vcs`].
-    pub(crate) async fn update_pr_comment(&self, rows: &[OrderRecord], status: Option<JobStatus>) {
+    pub(crate) async fn update_pr_comment(&self, rows: &[OrderRecord], ending: Option<Ending<'_>>) {
         let (Some(vcs), Some(first)) = (&self.ports.vcs, rows.first()) else {
             return;
         };
@@ -40,7 +40,7 @@ impl Engine {
             None => None,
         };
         let tag = format!("#{}", pr_search_tag(&first.run_id));
-        let body = render(&tag, rows, status);
+        let body = render(&tag, rows, ending);
         let update = vcs.upsert_comment(pr, token.as_deref(), &tag, &body);
         match tokio::time::timeout(UPDATE_TIMEOUT, update).await {
             Ok(Ok(())) => tracing::debug!(pr = pr.number, "PR comment updated"),
@@ -54,11 +54,24 @@ impl Engine {
     }
 }
 
+/// How a run ended, as its comment says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ending<'a> {
+    /// The job's status.
+    pub status: JobStatus,
+    /// Who cancelled it, when someone did.
+    pub cancelled_by: Option<&'a str>,
+}
+
 /// The comment's text.
-pub(crate) fn render(tag: &str, rows: &[OrderRecord], status: Option<JobStatus>) -> String {
+pub(crate) fn render(tag: &str, rows: &[OrderRecord], ending: Option<Ending<'_>>) -> String {
     let first = &rows[0];
-    let state = match status {
-        Some(status) => format!("**{status}**"),
+    let state = match ending {
+        Some(Ending {
+            status,
+            cancelled_by: Some(by),
+        }) => format!("**{status}** by {}", cell(by)),
+        Some(Ending { status, .. }) => format!("**{status}**"),
         None => "running".to_owned(),
     };
     let mut text = format!(
@@ -145,7 +158,11 @@ mod tests {
         rows[0].duration_ms = Some(1250);
         rows[1].status = OrderStatus::Failed;
         rows[1].reason = Some("command 1 failed: exit code 3\n| oops".to_owned());
-        let text = render("#sluice-x", &rows, Some(JobStatus::Failed));
+        let failed = Ending {
+            status: JobStatus::Failed,
+            cancelled_by: None,
+        };
+        let text = render("#sluice-x", &rows, Some(failed));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "#sluice-x");
         assert!(lines[1].contains(&run.to_string()) && lines[1].ends_with("**failed**"));
@@ -156,5 +173,29 @@ mod tests {
         );
         assert!(lines[6].contains("exit code 3 \\| oops |"), "{}", lines[6]);
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn a_cancelled_run_says_who_cancelled_it() {
+        let run = RunId::generate();
+        let mut rows = vec![sample_order(&run, 0)];
+        rows[0].status = OrderStatus::Cancelled;
+        rows[0].reason = Some("cancelled by alice".to_owned());
+        let cancelled = Ending {
+            status: JobStatus::Cancelled,
+            cancelled_by: Some("alice|x"),
+        };
+        let text = render("#sluice-x", &rows, Some(cancelled));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].ends_with("**cancelled** by alice\\|x"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[5].contains("| ⏹️ cancelled |  | cancelled by alice |"),
+            "{}",
+            lines[5]
+        );
     }
 }

@@ -176,6 +176,22 @@ impl Engine {
             self.finish_unqueued(run_id).await?;
             return Ok(WatchdogVerdict::DONE);
         }
+        // A cancel whose trigger's notification was lost is not: the run is cancelled here,
+        // and the pass kicked finalizes it.
+        // Best effort: a request that cannot be read must not keep the watch from the rest.
+        let unfinished = orders.iter().any(|o| !o.status.is_terminal());
+        if unfinished {
+            match self.cancel_if_requested(run_id).await {
+                Ok(Some(request)) => {
+                    tracing::warn!(run_id = %run_id, by = %request.by, "the run was asked to be cancelled; cancelled it");
+                    return Ok(WatchdogVerdict::kick());
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(run_id = %run_id, %error, "looking for the run's cancel request")
+                }
+            }
+        }
         let grace_ends_ms = started_ms + millis(self.config.start_grace);
         let (stall, next_check_ms) = self.stall(&orders, now, grace_ends_ms).await?;
         if let Some(stall) = stall {
@@ -225,6 +241,7 @@ impl Engine {
             flow_id: String::new(),
             summary: Default::default(),
             orders: Vec::new(),
+            cancelled_by: None,
             reason: Some(INIT_FAILED.to_owned()),
         };
         match self

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use age::secrecy::ExposeSecret;
 use async_trait::async_trait;
 use sluice_contract::AttemptId;
+use sluice_contract::cancel::CancelRequest;
 use sluice_contract::dispatch::{Capability, Claim, DispatchPayload, OrderIdentity, PinnedRange};
 use sluice_contract::manifest::{OrderManifest, Task};
 use sluice_contract::result::{ResultDoc, parse_result};
@@ -87,6 +88,7 @@ impl MemoryIo {
             log_in_result: false,
             callback_url: Capability::new(RESULT_URL),
             outputs_url: None,
+            cancel_url: None,
             inputs: Vec::new(),
             identity: OrderIdentity::new(self.key.clone()),
             compiled: None,
@@ -586,4 +588,95 @@ async fn a_claim_whose_answer_was_lost_is_found_to_be_ours() {
         ..MemoryIo::default()
     };
     succeeds_given_time(&io, &run).await;
+}
+
+/// A cancel request of the order's run, in the memory store where its dispatch's cancel
+/// URL points.
+fn request_cancel(io: &MemoryIo, by: &str) {
+    let request = CancelRequest {
+        by: by.to_owned(),
+        at_ms: 1,
+    };
+    io.objects.lock().unwrap().insert(
+        "memory://cancel".to_owned(),
+        serde_json::to_vec(&request).unwrap(),
+    );
+}
+
+#[tokio::test]
+async fn a_running_order_is_stopped_once_its_runs_cancel_request_appears() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(
+        &manifest(
+            &run,
+            &[
+                "trap 'echo got SIGTERM; exit 143' TERM; echo started; while true; do sleep 0.1; done",
+            ],
+        ),
+        "{}",
+    );
+    let io = MemoryIo {
+        bundle,
+        key,
+        ..MemoryIo::default()
+    };
+    let payload = DispatchPayload {
+        cancel_url: Some(Capability::new("memory://cancel?get")),
+        ..io.payload(&run)
+    };
+    let cancel = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        request_cancel(&io, "frank");
+    };
+    let config = config();
+    let (report, ()) = tokio::join!(run_order(&payload, &io, &config), cancel);
+    assert!(matches!(report, WorkerReport::Reported(_)), "{report:?}");
+    let result = only_result(&io);
+    // Stopped through SIGTERM, which the order trapped, before its 10 s timeout.
+    assert_eq!(
+        (result.status, result.reason.as_deref()),
+        (OrderStatus::Cancelled, Some("cancelled by frank"))
+    );
+    let log = String::from_utf8_lossy(&io.object(LOG_URL).unwrap()).into_owned();
+    assert!(
+        log.contains("cancelled by frank: stopping the order") && log.contains("got SIGTERM"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_starting_after_its_run_was_cancelled_runs_nothing_when_it_looks_first() {
+    let run = RunId::generate();
+    let (bundle, key) = bundle(&manifest(&run, &["echo it ran"]), "{}");
+    let io = MemoryIo {
+        bundle,
+        key,
+        ..MemoryIo::default()
+    };
+    request_cancel(&io, "grace");
+    let payload = DispatchPayload {
+        cancel_url: Some(Capability::new("memory://cancel?get")),
+        ..io.payload(&run)
+    };
+    let config = WorkerConfig {
+        look_for_cancel_at_start: true,
+        ..config()
+    };
+    run_order(&payload, &io, &config).await;
+    let result = only_result(&io);
+    assert_eq!(
+        (result.status, result.reason.as_deref()),
+        (OrderStatus::Cancelled, Some("cancelled by grace"))
+    );
+    assert!(!result.log.contains("it ran"), "{}", result.log);
+    // A worker that does not look first (on Lambda: started at once) runs the order, and
+    // looks once it has run two seconds; this one ends before.
+    let io = MemoryIo {
+        bundle: io.bundle.clone(),
+        key: io.key.clone(),
+        ..MemoryIo::default()
+    };
+    request_cancel(&io, "grace");
+    run_order(&payload, &io, &self::config()).await;
+    assert_eq!(only_result(&io).status, OrderStatus::Succeeded);
 }

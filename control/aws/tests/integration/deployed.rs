@@ -82,6 +82,13 @@ async fn a_diamond_with_credentials_runs_with_each_functions_own_role() {
     assert!(keys.parameters().is_empty(), "{keys:?}");
 }
 
+/// A cancel works with each function's own role: the orchestrator reads the request,
+/// and the worker looks for it through a URL the orchestrator signed.
+#[tokio::test]
+async fn a_run_is_cancelled_with_each_functions_own_role() {
+    crate::end_to_end::cancel_midway(&deployed().await).await;
+}
+
 #[tokio::test]
 async fn a_job_sent_again_answers_the_run_the_first_created() {
     let cloud = deployed().await;

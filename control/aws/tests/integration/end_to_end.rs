@@ -524,6 +524,78 @@ async fn a_garbage_result_fails_its_order_and_the_run_still_finishes() {
     assert_eq!(status_of(&done, "fine").0, OrderStatus::Succeeded);
 }
 
+/// `sluice cancel --aws`: the request and its trigger stored, the pass the trigger wakes
+/// cancels the run and finalizes it saying who cancelled, and the running worker finds
+/// the request within seconds and stops its order with SIGTERM (which the order traps).
+#[tokio::test]
+async fn a_cancelled_run_ends_cancelled_and_its_worker_stops_its_order() {
+    cancel_midway(&cloud().await).await;
+}
+
+/// Cancels a run on `cloud` while an order runs, and checks what that did (see
+/// [`a_cancelled_run_ends_cancelled_and_its_worker_stops_its_order`]).
+pub(crate) async fn cancel_midway(cloud: &crate::support::cloud::Cloud) {
+    let marks = tempfile::tempdir().unwrap();
+    let marks_dir = marks.path().display().to_string();
+    let mut trapper = order(
+        "trapper",
+        &format!(
+            "trap 'touch {marks_dir}/trapped; exit 143' TERM; touch {marks_dir}/started; while true; do sleep 0.1; done"
+        ),
+        &[],
+    );
+    trapper["timeout"] = 120.into();
+    trapper["dependencies"] = serde_json::json!(["quick"]);
+    let job = job(vec![
+        order("quick", "echo quick", &[]),
+        trapper,
+        order("after", "echo never", &["trapper"]),
+    ]);
+    let run = cloud.submit(&job).await.unwrap().run_id;
+    let engine = cloud.engine();
+    let cancel = async {
+        let started = marks.path().join("started");
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        while !started.exists() {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the order never started"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        engine.request_cancel(&run, "erin").await.unwrap()
+    };
+    let pumped = std::time::Instant::now();
+    let (done, answer) = tokio::join!(cloud.pump(&run, |_| Worker::Runs), cancel);
+    assert!(
+        matches!(answer, sluice_engine::cancel::CancelAnswer::Requested(ref r) if r.by == "erin"),
+        "{answer:?}"
+    );
+    assert_eq!(done.status, JobStatus::Cancelled, "{done:?}");
+    assert_eq!(done.cancelled_by.as_deref(), Some("erin"));
+    assert_eq!(status_of(&done, "quick").0, OrderStatus::Succeeded);
+    assert_eq!(
+        status_of(&done, "trapper"),
+        (OrderStatus::Cancelled, Some("cancelled by erin".to_owned()))
+    );
+    // Cancelled by the pass, or — should the worker's result come first — as its
+    // dependency was.
+    assert_eq!(status_of(&done, "after").0, OrderStatus::Cancelled);
+    // The worker found the request and stopped its order through SIGTERM (the pump waits
+    // for its workers), long before the order's 120 s timeout would have.
+    assert!(marks.path().join("trapped").exists());
+    assert!(
+        pumped.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        pumped.elapsed()
+    );
+    // Asked again: the run has ended.
+    assert_eq!(
+        engine.request_cancel(&run, "erin").await.unwrap(),
+        sluice_engine::cancel::CancelAnswer::AlreadyEnded(JobStatus::Cancelled)
+    );
+}
+
 /// A reason of hundreds of kilobytes (a worker quoting what its order wrote) is cut to
 /// what a row holds: before, it was stored whole, and on DynamoDB — which refuses an item
 /// over 400 KB, where moto takes it — every pass failed and the run never got its done

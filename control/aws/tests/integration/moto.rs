@@ -415,6 +415,7 @@ fn payload(run: &RunId, attempt: &str) -> sluice_contract::dispatch::DispatchPay
         log_in_result: false,
         callback_url: url("result.json"),
         outputs_url: None,
+        cancel_url: None,
         inputs: Vec::new(),
         identity: OrderIdentity::new("AGE-SECRET-KEY-1ORDERIDENTITY"),
         compiled: None,

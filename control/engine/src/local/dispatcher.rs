@@ -164,6 +164,7 @@ mod tests {
                 log_in_result: false,
                 callback_url: nowhere,
                 outputs_url: None,
+                cancel_url: None,
                 inputs: Vec::new(),
                 identity: OrderIdentity::new(""),
                 compiled: None,

@@ -651,6 +651,7 @@ impl Engine {
             outputs_url: Some(
                 presign(Presigned::PutIfAbsent, keys::outputs(run_id, num, attempt)).await?,
             ),
+            cancel_url: Some(presign(Presigned::Get, keys::cancel_request(run_id)).await?),
             inputs,
             identity: OrderIdentity::new(identity),
             compiled,

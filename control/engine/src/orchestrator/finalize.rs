@@ -22,8 +22,9 @@ use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
 use super::Moved;
 use crate::engine::Engine;
 use crate::engine::to_json;
-use crate::error::{EngineError, StoreError};
+use crate::error::{EngineError, ErrorKind, StoreError};
 use crate::ports::{OrderEvent, OrderRecord, Transition};
+use crate::pr_comment::Ending;
 
 /// The most bytes of outputs the done document shows, all orders together (a run of
 /// 10 000 orders each publishing the most it shows would make a document of 640 MiB).
@@ -59,6 +60,18 @@ impl Engine {
         }
         let (mut doc, completed) = run_end(run_id, &orders);
         self.show_outputs(&mut doc).await?;
+        if doc.status == JobStatus::Cancelled {
+            // Who, when someone asked; a request that cannot be read does not keep the run
+            // from its end.
+            doc.cancelled_by = match self.cancel_requested(run_id).await {
+                Ok(request) => request.map(|r| r.by),
+                Err(error) if error.kind() == ErrorKind::Transient => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, "who cancelled the run cannot be read");
+                    None
+                }
+            };
+        }
         let status = doc.status;
         // The orders' events, and the job's `completed`, are recorded before the done
         // document that ends the run, in one write — the step's last moves', when they fit.
@@ -82,7 +95,11 @@ impl Engine {
         };
         if first {
             tracing::info!(%status, "run finalized");
-            self.update_pr_comment(&orders, Some(status)).await;
+            let ending = Ending {
+                status,
+                cancelled_by: doc.cancelled_by.as_deref(),
+            };
+            self.update_pr_comment(&orders, Some(ending)).await;
         }
         self.delete_keys_of(run_id, &orders).await?;
         self.run_keys.forget(run_id);
@@ -287,6 +304,7 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
             .unwrap_or_default(),
         summary,
         orders: orders.iter().map(|o| done_order(run_id, o)).collect(),
+        cancelled_by: None,
     }
 }
 

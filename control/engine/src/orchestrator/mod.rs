@@ -51,6 +51,14 @@ fn init_trigger() -> (OrderNum, AttemptId) {
     (OrderNum::INIT, AttemptId::init_trigger())
 }
 
+/// How many more passes a cancel trigger runs, a second apart, to finalize its run.
+const CANCEL_PASSES: u32 = 20;
+
+/// The arrival a run's cancel trigger names.
+fn cancel_trigger() -> (OrderNum, AttemptId) {
+    (OrderNum::INIT, AttemptId::cancel_trigger())
+}
+
 /// Puts `order` back in `orders`, at its index.
 pub(crate) fn put_back(orders: &mut [OrderRecord], order: OrderRecord) {
     let index = order.plan.order_num.index().expect("real order");
@@ -178,7 +186,39 @@ impl Engine {
         run_id: &RunId,
         arrived: Arrivals,
     ) -> Result<Outcome, EngineError> {
+        if arrived.contains(&cancel_trigger()) {
+            return self.cancelled_on_trigger(run_id, arrived).await;
+        }
         self.orchestrate_with(run_id, Some(arrived)).await
+    }
+
+    /// Woken by a cancel trigger: cancels the run (without the lock, as every cancel),
+    /// then runs passes until one finalizes it or finds it finalized, a second apart, for
+    /// [`CANCEL_PASSES`] at most — a pass holding the lock meanwhile may have planned from
+    /// rows read before the cancel and released it without finalizing; should none, the
+    /// run's watch finalizes it. A request that cannot be read (a permission missing) is
+    /// left to the watch too.
+    async fn cancelled_on_trigger(
+        &self,
+        run_id: &RunId,
+        arrived: Arrivals,
+    ) -> Result<Outcome, EngineError> {
+        match self.cancel_if_requested(run_id).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == ErrorKind::Transient => return Err(error),
+            Err(error) => {
+                tracing::warn!(run_id = %run_id, %error, "the run's cancel request cannot be acted on")
+            }
+        }
+        let mut outcome = self.orchestrate_with(run_id, Some(arrived)).await?;
+        for _ in 0..CANCEL_PASSES {
+            if matches!(outcome, Outcome::Finalized(_) | Outcome::AlreadyFinished) {
+                break;
+            }
+            self.ports.clock.sleep(Duration::from_secs(1)).await;
+            outcome = self.orchestrate_with(run_id, None).await?;
+        }
+        Ok(outcome)
     }
 
     /// Takes the run's first step in the process that has just written its rows (`rows`,

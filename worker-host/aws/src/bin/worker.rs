@@ -51,6 +51,11 @@ async fn serve() -> Result<(), Error> {
                 std::process::exit(1);
             }
         };
+        // A build may start long after its dispatch: the run may have been cancelled since.
+        let config = sluice_worker::WorkerConfig {
+            look_for_cancel_at_start: true,
+            ..config
+        };
         let report = run_order(&payload, &transfer, &config).await;
         tracing::info!(report = %describe(&report), "attempt done");
         std::process::exit(match report {
