@@ -1,4 +1,5 @@
-//! Helpers for people who write Sluice orders: the order's context and its events.
+//! Helpers for people who write Sluice orders: the order's context, its events and its
+//! outputs.
 //!
 //! Every order Sluice runs is told who it is through environment variables:
 //! `SLUICE_RUN_ID`, `SLUICE_ORDER_NUM`, `SLUICE_ORDER_NAME`, `SLUICE_TRACE_ID`,
@@ -10,6 +11,10 @@
 //! events folder (`$SLUICE_EVENTS_DIR`; WASI modules see it at `/sluice/events`) and
 //! [`Events::emit`] writes one event file there. When the order ends, Sluice sends them with
 //! its result and records each as an `order_events` row (`emitted:<kind>`).
+//!
+//! An order passes values to the orders after it through [`Outputs`]: [`Outputs::set`]
+//! appends a name and value to its output file (`$SLUICE_OUTPUT`; WASI modules see it at
+//! `/sluice/output`), which a later order takes as a variable with `inputs`.
 //!
 //! The crate has no dependencies and builds with Rust 1.63 (Debian's `rustc` for
 //! `wasm32-wasi`) as well as current Rust (`wasm32-wasip1`, native targets).
@@ -32,8 +37,10 @@
 use std::fmt;
 
 mod events;
+mod outputs;
 
 pub use events::{Event, EventError, Events, Value};
+pub use outputs::{entry as output_entry, OutputError, Outputs, MAX_NAME_LEN};
 
 /// Who the running order is.
 #[derive(Debug, Clone, PartialEq, Eq)]

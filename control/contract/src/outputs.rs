@@ -247,6 +247,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// What the guest SDK writes reads back as it was given: any text without NUL,
+        /// lines and line ends of every kind, delimiters among them.
+        #[test]
+        fn what_the_guest_sdk_writes_reads_back(
+            values in proptest::collection::vec(
+                "(SLUICE_EOF(_[0-9])?|[a-z=<]{0,3}|\r|\n|\r\n| ){0,12}",
+                1..4,
+            )
+        ) {
+            let mut file = String::new();
+            for (i, value) in values.iter().enumerate() {
+                file.push_str(&sluice_guest::output_entry(&format!("v{i}"), value).unwrap());
+            }
+            let read = parse_outputs(file.as_bytes()).unwrap();
+            for (i, value) in values.iter().enumerate() {
+                proptest::prop_assert_eq!(&read[&format!("v{i}")], value);
+            }
+        }
+    }
+
     #[test]
     fn names_are_identifiers() {
         for good in ["a", "_", "A_1", "plan_file"] {
