@@ -11,7 +11,7 @@ use sluice_contract::{RunId, exit_codes};
 use sluice_engine::cancel::CancelAnswer;
 use sluice_engine::{Engine, EngineError};
 
-use super::{Failure, read_job};
+use super::{Failure, print_json, read_job};
 use crate::cli::{AwsCommand, SubmitTarget};
 
 pub async fn run(command: AwsCommand) -> i32 {
@@ -47,10 +47,7 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
                     })).collect::<Vec<_>>(),
                 }),
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&shown).expect("JSON serializes")
-            );
+            print_json(&shown);
             Ok(exit_codes::SUCCEEDED)
         }
         AwsCommand::Wait { run_id, poll } => {
@@ -117,10 +114,7 @@ async fn wait(engine: &Engine, run_id: &RunId, poll: Duration) -> Result<i32, Fa
         })
         .await
         .map_err(engine_failure)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&done).expect("done documents serialize")
-    );
+    print_json(&done);
     Ok(exit_codes::for_job_status(done.status))
 }
 
@@ -172,10 +166,7 @@ async fn submit(
     };
     match (answer, follow) {
         (Ok(answer), None) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).expect("JSON serializes")
-            );
+            print_json(&answer);
             Ok(exit_codes::SUCCEEDED)
         }
         (Ok(answer), Some((engine, poll))) => {

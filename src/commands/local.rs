@@ -439,12 +439,9 @@ pub fn report_done(runtime: &LocalRuntime, run_id: &RunId, done: &DoneDoc, confi
     let summary = progress::summary(done, runtime.internal_store(), config.logs);
     if config.json {
         eprint!("{summary}");
-        println!(
-            "{}",
-            serde_json::to_string_pretty(done).expect("done documents serialize")
-        );
+        super::print_json(done);
     } else {
-        print!("{summary}");
+        super::print_stdout(&summary);
     }
     let done_key = sluice_contract::keys::done(run_id);
     eprintln!(

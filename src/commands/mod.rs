@@ -37,11 +37,7 @@ pub async fn run(command: Command) -> i32 {
                 .unwrap_or(exit_codes::INTERNAL_ERROR)
         }
         Command::Schema => {
-            let schema = sluice_contract::job::job_schema();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).expect("JSON serializes")
-            );
+            print_json(&sluice_contract::job::job_schema());
             exit_codes::SUCCEEDED
         }
         Command::Validate {
@@ -54,6 +50,19 @@ pub async fn run(command: Command) -> i32 {
         #[cfg(feature = "aws")]
         Command::Aws { command, .. } => aws::run(command).await,
     }
+}
+
+/// Writes `text` on stdout. A reader that stops reading (`| head`) ends the printing, not
+/// the process (`println!` panics on a closed pipe).
+pub fn print_stdout(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+}
+
+/// `value` as pretty JSON and a line end on stdout (see [`print_stdout`]).
+pub fn print_json(value: &impl serde::Serialize) {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON serializes");
+    text.push('\n');
+    print_stdout(&text);
 }
 
 /// A failure and the exit code it ends the process with.

@@ -9,7 +9,6 @@
 //! order takes decide that.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -27,7 +26,7 @@ pub fn print(path: &Path, job: &ValidJob, verdict: &str, as_json: bool) {
         true => json(path, job) + "\n",
         false => format!("{verdict}{}", text(job)),
     };
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    super::print_stdout(&out);
 }
 
 /// The plan as text, after the verdict line.

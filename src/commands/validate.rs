@@ -7,7 +7,7 @@ use sluice_contract::exit_codes;
 use sluice_contract::manifest::Task;
 use sluice_contract::validate::ValidJob;
 
-use super::{Failure, check_credentials, plan, read_valid_job};
+use super::{Failure, check_credentials, plan, print_stdout, read_valid_job};
 use crate::cli::Listing;
 use crate::progress::terminal_safe;
 
@@ -20,7 +20,7 @@ pub async fn validate(
     match check(path, secrets, username).await {
         Ok((valid, verdict)) => {
             match listing {
-                Listing::Orders => print!("{verdict}{}", orders(&valid)),
+                Listing::Orders => print_stdout(&format!("{verdict}{}", orders(&valid))),
                 Listing::Plan => plan::print(path, &valid, &verdict, false),
                 Listing::PlanJson => plan::print(path, &valid, &verdict, true),
             }

@@ -135,3 +135,20 @@ fn bad_usage_exits_3() {
     let output = sluice().arg("--help").output().unwrap();
     assert_eq!(output.status.code(), Some(0));
 }
+
+/// A reader that stops reading (`sluice schema | head -1`) ends the printing, not
+/// `sluice`: before, `println!` panicked on the closed pipe (exit 101).
+#[test]
+fn a_closed_stdout_ends_the_printing_quietly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
