@@ -450,20 +450,8 @@ async fn prepare_and_run(
         tracing::warn!("attempt already claimed by another worker: not running it again");
         return Ok(None);
     }
-    if config.look_for_cancel_at_start
-        && let Some(url) = &payload.cancel_url
-        && let Ok(bytes) = io.get(url, MAX_CANCEL_REQUEST_BYTES).await
-    {
-        let request =
-            parse_cancel_request(&bytes).unwrap_or_else(|_| CancelRequest::unreadable(now_ms()));
-        let reason = request.reason();
-        tracing::info!(%reason, "the run was cancelled before the order started; not running it");
-        let mut doc = ResultDoc::new(
-            OrderStatus::Cancelled,
-            format!("==> {reason} before it started\n"),
-        );
-        doc.reason = Some(reason);
-        return Ok(Some(doc));
+    if let Some(cancelled) = cancelled_before_start(payload, io, config).await {
+        return Ok(Some(cancelled));
     }
     let secrets = match opened.ciphertext.clone() {
         Some(ciphertext) => {
@@ -482,35 +470,12 @@ async fn prepare_and_run(
     if let Some(input) = inputs.iter().find(|input| secrets.contains_key(&input.env)) {
         return Err(AttemptError::InputReplaces(input.env.clone()));
     }
-    // init_job lists the secret names; names that look secret are masked even if a bundle
-    // made elsewhere forgot them. So are the inputs that are secret.
-    let own_secrets = secrets.iter().filter_map(|(name, value)| {
-        (opened.secret_names.contains(name) || is_secret_name(name))
-            .then_some((name.as_str(), value.as_str()))
-    });
-    let secret_inputs = (inputs.iter())
-        .filter(|input| input.secret)
-        .map(|input| (input.env.as_str(), input.value.as_str()));
-    let redactor = Arc::new(Redactor::new(own_secrets.chain(secret_inputs)));
+    let redactor = Arc::new(redactor_of(&secrets, &opened.secret_names, &inputs));
     let mut variables = secrets;
     variables.extend(outputs::as_variables(&inputs));
 
     let log = LogSink::create_with(work, Arc::clone(&redactor), config.max_log_bytes);
-    for name in redactor.unmasked() {
-        log.note(&format!(
-            "warning: the secret {name} is shorter than {MIN_SECRET_LEN} characters and is not masked in this log"
-        ))
-        .await;
-    }
-    for input in &inputs {
-        log.note(&format!(
-            "input {} from {} ({} bytes)",
-            input.env,
-            input.source,
-            input.value.len()
-        ))
-        .await;
-    }
+    note_what_it_takes(&log, &redactor, &inputs).await;
     let events_dir = work.join(EVENTS_FOLDER);
     tokio::fs::create_dir(&events_dir)
         .await
@@ -646,6 +611,70 @@ async fn publish_outputs(
             }
         }
     }
+}
+
+/// The result of an attempt whose run was cancelled before its order started, when the
+/// worker looks first ([`WorkerConfig::look_for_cancel_at_start`]) and finds the request.
+async fn cancelled_before_start(
+    payload: &DispatchPayload,
+    io: &dyn WorkerIo,
+    config: &WorkerConfig,
+) -> Option<ResultDoc> {
+    if !config.look_for_cancel_at_start {
+        return None;
+    }
+    let bytes = io
+        .get(payload.cancel_url.as_ref()?, MAX_CANCEL_REQUEST_BYTES)
+        .await
+        .ok()?;
+    let request =
+        parse_cancel_request(&bytes).unwrap_or_else(|_| CancelRequest::unreadable(now_ms()));
+    let reason = request.reason();
+    tracing::info!(%reason, "the run was cancelled before the order started; not running it");
+    let mut doc = ResultDoc::new(
+        OrderStatus::Cancelled,
+        format!("==> {reason} before it started\n"),
+    );
+    doc.reason = Some(reason);
+    Some(doc)
+}
+
+/// Notes in the order's log the secrets too short to be masked and the inputs it took
+/// (their sizes, never their values).
+async fn note_what_it_takes(log: &LogSink, redactor: &Redactor, inputs: &[outputs::TakenInput]) {
+    for name in redactor.unmasked() {
+        log.note(&format!(
+            "warning: the secret {name} is shorter than {MIN_SECRET_LEN} characters and is not masked in this log"
+        ))
+        .await;
+    }
+    for input in inputs {
+        log.note(&format!(
+            "input {} from {} ({} bytes)",
+            input.env,
+            input.source,
+            input.value.len()
+        ))
+        .await;
+    }
+}
+
+/// What the order's log masks: the variables init_job listed as secrets (`secret_names`),
+/// those named like secrets even if a bundle made elsewhere forgot them, and the inputs
+/// that are secret.
+fn redactor_of(
+    secrets: &BTreeMap<String, String>,
+    secret_names: &[String],
+    inputs: &[outputs::TakenInput],
+) -> Redactor {
+    let own = secrets.iter().filter_map(|(name, value)| {
+        (secret_names.contains(name) || is_secret_name(name))
+            .then_some((name.as_str(), value.as_str()))
+    });
+    let taken = (inputs.iter())
+        .filter(|input| input.secret)
+        .map(|input| (input.env.as_str(), input.value.as_str()));
+    Redactor::new(own.chain(taken))
 }
 
 /// PUTs the log to the attempt's log URL, tried again after a transient failure
