@@ -576,12 +576,22 @@ async fn run_unless_cancelled(
 async fn cancel_request(io: &dyn WorkerIo, url: &Capability) -> CancelRequest {
     loop {
         tokio::time::sleep(CANCEL_POLL).await;
-        match io.get(url, MAX_CANCEL_REQUEST_BYTES).await {
-            Ok(bytes) => {
-                return parse_cancel_request(&bytes)
-                    .unwrap_or_else(|_| CancelRequest::unreadable(now_ms()));
-            }
-            Err(error) => tracing::trace!(%error, "no cancel request"),
+        if let Some(request) = look_for_cancel(io, url).await {
+            return request;
+        }
+    }
+}
+
+/// The run's cancel request at `url`, if it is there (an unreadable one still cancels); a
+/// failure to look is none.
+async fn look_for_cancel(io: &dyn WorkerIo, url: &Capability) -> Option<CancelRequest> {
+    match io.get(url, MAX_CANCEL_REQUEST_BYTES).await {
+        Ok(bytes) => Some(
+            parse_cancel_request(&bytes).unwrap_or_else(|_| CancelRequest::unreadable(now_ms())),
+        ),
+        Err(error) => {
+            tracing::trace!(%error, "no cancel request");
+            None
         }
     }
 }
@@ -623,12 +633,7 @@ async fn cancelled_before_start(
     if !config.look_for_cancel_at_start {
         return None;
     }
-    let bytes = io
-        .get(payload.cancel_url.as_ref()?, MAX_CANCEL_REQUEST_BYTES)
-        .await
-        .ok()?;
-    let request =
-        parse_cancel_request(&bytes).unwrap_or_else(|_| CancelRequest::unreadable(now_ms()));
+    let request = look_for_cancel(io, payload.cancel_url.as_ref()?).await?;
     let reason = request.reason();
     tracing::info!(%reason, "the run was cancelled before the order started; not running it");
     let mut doc = ResultDoc::new(
