@@ -63,6 +63,46 @@ enum CommandArgs {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Run a finished run's job again, as a new run naming it (`rerun_of`): each order runs
+    /// the code it ran with while its bundle is stored (else fetched from the job again),
+    /// with its credentials read anew. With `--failed`, orders that succeeded (and wait for
+    /// none that runs again) are not run: they are `succeeded`, `reused_from` that run, their
+    /// outputs passed on as before. A
+    /// local rerun runs in the foreground as `run` does (same progress, flags and exit
+    /// codes); with `--aws`, the deployment's init-job queues it (`--wait` follows it).
+    Rerun {
+        /// The run to run again (finished).
+        run_id: String,
+        /// Run only the orders that did not succeed, and those waiting for them.
+        #[arg(long)]
+        failed: bool,
+        /// JSON file of the credentials the job's orders list (as for `run`).
+        #[arg(long, env = "SLUICE_SECRETS")]
+        secrets: Option<PathBuf>,
+        /// Rerun a run of the deployment named by the environment (SLUICE_* settings),
+        /// through its init-job (`--endpoint` or `--function`, as `submit`).
+        #[cfg(feature = "aws")]
+        #[arg(long)]
+        aws: bool,
+        /// With --aws: the HTTP API's /init URL.
+        #[cfg(feature = "aws")]
+        #[arg(long, env = "SLUICE_INIT_ENDPOINT", conflicts_with = "function")]
+        endpoint: Option<String>,
+        /// With --aws: the init-job function's name or ARN.
+        #[cfg(feature = "aws")]
+        #[arg(long, env = "SLUICE_INIT_FUNCTION")]
+        function: Option<String>,
+        /// With --aws: then wait for the new run, as `sluice wait` does.
+        #[cfg(feature = "aws")]
+        #[arg(long, requires = "aws")]
+        wait: bool,
+        /// With --wait: seconds between looks.
+        #[cfg(feature = "aws")]
+        #[arg(long, default_value_t = 5, requires = "wait", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        poll: u64,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
     /// The sentinel `run` and `resume` start beside themselves (internal).
     #[command(hide = true)]
     Sentinel {
@@ -216,6 +256,17 @@ pub enum Command {
         /// How the local engine runs.
         config: LocalConfig,
     },
+    /// `sluice rerun` of a local run.
+    Rerun {
+        /// The run to run again.
+        run_id: String,
+        /// Only what did not succeed.
+        failed: bool,
+        /// The secrets file, if any.
+        secrets: Option<PathBuf>,
+        /// How the local engine runs.
+        config: LocalConfig,
+    },
     /// `sluice cancel` of a local run.
     Cancel {
         /// The run.
@@ -288,6 +339,17 @@ pub enum AwsCommand {
         /// The order's number or name.
         order: String,
     },
+    /// `sluice rerun --aws RUN_ID`.
+    Rerun {
+        /// The run to run again.
+        run_id: String,
+        /// Only what did not succeed.
+        failed: bool,
+        /// Where init-job is.
+        target: SubmitTarget,
+        /// Follow the new run afterwards, looking this often.
+        wait: Option<Duration>,
+    },
     /// `sluice cancel --aws RUN_ID`.
     Cancel {
         /// The run.
@@ -348,6 +410,7 @@ impl Command {
         match self {
             Command::Run { config, .. }
             | Command::Resume { config, .. }
+            | Command::Rerun { config, .. }
             | Command::Cancel { config, .. } => config.verbosity,
             Command::Sentinel { .. } | Command::Schema => "warn",
             Command::Validate { verbosity, .. } => verbosity,
@@ -435,6 +498,37 @@ pub fn parse() -> Result<Command, ExitCode> {
             },
             verbosity,
         },
+        #[cfg(feature = "aws")]
+        CommandArgs::Rerun {
+            run_id,
+            failed,
+            aws: true,
+            endpoint,
+            function,
+            wait,
+            poll,
+            ..
+        } => Command::Aws {
+            command: AwsCommand::Rerun {
+                run_id,
+                failed,
+                target: submit_target(endpoint, function)?,
+                wait: wait.then(|| Duration::from_secs(poll)),
+            },
+            verbosity,
+        },
+        CommandArgs::Rerun {
+            run_id,
+            failed,
+            secrets,
+            local,
+            ..
+        } => Command::Rerun {
+            run_id,
+            failed,
+            secrets,
+            config: local_config(local, username, verbosity),
+        },
         CommandArgs::Cancel { run_id, local, .. } => Command::Cancel {
             run_id,
             config: local_config(local, username, verbosity),
@@ -447,26 +541,14 @@ pub fn parse() -> Result<Command, ExitCode> {
             function,
             wait,
             poll,
-        } => {
-            let target = match (endpoint, function) {
-                (Some(url), _) => SubmitTarget::Endpoint(url),
-                (None, Some(function)) => SubmitTarget::Function(function),
-                (None, None) => {
-                    eprintln!(
-                        "sluice: error: say where init-job is: --endpoint URL (SLUICE_INIT_ENDPOINT) or --function NAME (SLUICE_INIT_FUNCTION)"
-                    );
-                    return Err(ExitCode::from(exit_codes::INVALID_INPUT as u8));
-                }
-            };
-            Command::Aws {
-                command: AwsCommand::Submit {
-                    job,
-                    target,
-                    wait: wait.then(|| Duration::from_secs(poll)),
-                },
-                verbosity,
-            }
-        }
+        } => Command::Aws {
+            command: AwsCommand::Submit {
+                job,
+                target: submit_target(endpoint, function)?,
+                wait: wait.then(|| Duration::from_secs(poll)),
+            },
+            verbosity,
+        },
         #[cfg(feature = "aws")]
         CommandArgs::Status { run_id } => Command::Aws {
             command: AwsCommand::Status { run_id },
@@ -503,6 +585,25 @@ pub fn parse() -> Result<Command, ExitCode> {
             verbosity,
         },
     })
+}
+
+/// Where init-job is, from `--endpoint` and `--function`; without either, the usage error
+/// (printed) and its exit code.
+#[cfg(feature = "aws")]
+fn submit_target(
+    endpoint: Option<String>,
+    function: Option<String>,
+) -> Result<SubmitTarget, ExitCode> {
+    match (endpoint, function) {
+        (Some(url), _) => Ok(SubmitTarget::Endpoint(url)),
+        (None, Some(function)) => Ok(SubmitTarget::Function(function)),
+        (None, None) => {
+            eprintln!(
+                "sluice: error: say where init-job is: --endpoint URL (SLUICE_INIT_ENDPOINT) or --function NAME (SLUICE_INIT_FUNCTION)"
+            );
+            Err(ExitCode::from(exit_codes::INVALID_INPUT as u8))
+        }
+    }
 }
 
 /// The local engine's settings, with what they take from the host.

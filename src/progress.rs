@@ -418,12 +418,16 @@ pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
             let _ = write!(counts, ", {count} {what}");
         }
     }
-    let _ = writeln!(out, "\njob {}: {counts}", done.status);
+    let rerun = match &done.rerun_of {
+        Some(run) => format!(" (rerun of {})", terminal_safe(run)),
+        None => String::new(),
+    };
+    let _ = writeln!(out, "\njob {}{rerun}: {counts}", done.status);
     out
 }
 
 /// The summary's detail of an order: its reason, how many attempts it took when more
-/// than one, and the names of the outputs it published.
+/// than one (or the run it was reused from), and the names of the outputs it published.
 fn detail_of(order: &DoneOrder) -> String {
     let reason = order
         .reason
@@ -435,6 +439,9 @@ fn detail_of(order: &DoneOrder) -> String {
         (n, true) => format!("{n} attempts"),
         (n, false) => format!("{reason} ({n} attempts)"),
     };
+    if let Some(run) = &order.reused_from {
+        detail = format!("reused from {}", terminal_safe(run));
+    }
     let names: Vec<&str> = (order.outputs.keys())
         .chain(&order.withheld_outputs)
         .map(String::as_str)

@@ -1,5 +1,5 @@
-//! `sluice submit | status | wait | logs`: a job sent to a deployment, and questions about a
-//! run on AWS answered from its tables and buckets (the `SLUICE_*` settings of the
+//! `sluice submit | rerun --aws | status | wait | logs`: a job (or a rerun) sent to a
+//! deployment, and questions about a run on AWS answered from its tables and buckets (the `SLUICE_*` settings of the
 //! deployment and the standard AWS configuration come from the environment).
 
 use std::io::Write as _;
@@ -33,6 +33,12 @@ fn engine_failure(error: EngineError) -> Failure {
 async fn answer(command: AwsCommand) -> Result<i32, Failure> {
     match command {
         AwsCommand::Submit { job, target, wait } => submit(&job, &target, wait).await,
+        AwsCommand::Rerun {
+            run_id,
+            failed,
+            target,
+            wait,
+        } => rerun(&run_id, failed, &target, wait).await,
         AwsCommand::Status { run_id } => {
             let (engine, run_id) = engine_and_run(&run_id).await?;
             let view = engine.run_view(&run_id).await.map_err(engine_failure)?;
@@ -150,18 +156,48 @@ async fn submit(
     sluice_contract::validate::validate(&spec, &options)
         .with_context(|| format!("job file {}", job.display()))
         .map_err(Failure::invalid)?;
+    let bytes = std::fs::read(job)
+        .with_context(|| format!("reading job file {}", job.display()))
+        .map_err(Failure::invalid)?;
+    send(bytes, target, wait_poll).await
+}
+
+/// Asks the deployment to run a finished run's job again; see [`send`].
+async fn rerun(
+    run_id: &str,
+    failed: bool,
+    target: &SubmitTarget,
+    wait_poll: Option<Duration>,
+) -> Result<i32, Failure> {
+    let of = RunId::parse(run_id)
+        .with_context(|| format!("{run_id:?} is not a run id"))
+        .map_err(Failure::invalid)?;
+    let request = sluice_aws::handlers::init_job::RerunSubmission {
+        rerun_of: of.to_string(),
+        failed,
+        idempotency_key: None,
+    };
+    let bytes = serde_json::to_vec(&request).expect("JSON serializes");
+    send(bytes, target, wait_poll).await
+}
+
+/// Sends `body` to init-job (a job, or a rerun request); prints its answer, or with
+/// `wait_poll` follows the run it queued as `sluice wait` does.
+async fn send(
+    body: Vec<u8>,
+    target: &SubmitTarget,
+    wait_poll: Option<Duration>,
+) -> Result<i32, Failure> {
+    // The settings waiting needs are checked before anything is queued.
     let follow = match wait_poll {
         Some(poll) => Some((deployment().await?, poll)),
         None => None,
     };
-    let bytes = std::fs::read(job)
-        .with_context(|| format!("reading job file {}", job.display()))
-        .map_err(Failure::invalid)?;
     let answer = match target {
-        SubmitTarget::Endpoint(url) => sluice_aws::client::submit_http(url, bytes).await,
+        SubmitTarget::Endpoint(url) => sluice_aws::client::submit_http(url, body).await,
         SubmitTarget::Function(function) => {
             let clients = sluice_aws::clients::Clients::load().await;
-            sluice_aws::client::submit_invoke(&clients.lambda, function, bytes).await
+            sluice_aws::client::submit_invoke(&clients.lambda, function, body).await
         }
     };
     match (answer, follow) {

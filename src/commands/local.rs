@@ -10,8 +10,9 @@ use sluice_contract::result::DoneDoc;
 use sluice_contract::{JobStatus, RunId, exit_codes};
 use sluice_engine::git::GitPolicy;
 use sluice_engine::github::GitHubVcs;
+use sluice_engine::init_job::InitResponse;
 use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
-use sluice_engine::{EngineConfig, Vcs};
+use sluice_engine::{EngineConfig, EngineError, Vcs};
 use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
 use sluice_worker::wasm::{CompileIn, WasmRuntime};
@@ -302,6 +303,46 @@ impl Session {
     pub async fn shutdown(self) {
         self.runtime.shutdown().await;
     }
+}
+
+/// Queues the new run `run_id` through `queueing` (shielded from stop signals: see
+/// [`Session::shielded`]), says so on stderr (`what` after its flow: `3 orders`, `rerun of
+/// …`), follows it to its done document and shuts `session` down; the exit code. What
+/// `run` and `rerun` share; `queued` names what was queued in errors (`job file x`).
+pub async fn carry_new_run(
+    session: Session,
+    config: &LocalConfig,
+    run_id: &RunId,
+    queueing: impl std::future::Future<Output = Result<InitResponse, EngineError>>,
+    queued: &str,
+    what: &str,
+) -> Result<i32, Failure> {
+    // This process carries the run, from before its rows exist: `sluice resume` will not
+    // take it over while this process lives.
+    let _ownership = session.runtime.own(run_id).map_err(Failure::internal)?;
+    let response = match session.shielded(run_id, queueing).await {
+        Ok(response) => response,
+        Err(error) => {
+            let invalid = error.is_invalid_input() || matches!(error, EngineError::UnknownRun(_));
+            let error = anyhow::Error::new(error).context(queued.to_owned());
+            session.shutdown().await;
+            return Err(if invalid {
+                Failure::invalid(error)
+            } else {
+                Failure::internal(error)
+            });
+        }
+    };
+    eprintln!(
+        "sluice: run {} · flow {} · {what} · state in {}",
+        response.run_id,
+        response.flow_id,
+        config.state_dir.display()
+    );
+    let run = std::slice::from_ref(&response.run_id);
+    let followed = follow(&session, &response.run_id, run, config).await;
+    session.shutdown().await;
+    followed.map(|followed| followed.code)
 }
 
 /// The run `text` names in the state folder `config` gives, which must hold runs.

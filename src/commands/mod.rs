@@ -5,6 +5,7 @@ mod aws;
 mod cancel;
 mod local;
 mod plan;
+mod rerun;
 mod resume;
 mod run;
 mod validate;
@@ -30,6 +31,12 @@ pub async fn run(command: Command) -> i32 {
             config,
         } => run::run(&job, secrets.as_deref(), dry_run, config).await,
         Command::Resume { run_id, config } => resume::resume(run_id.as_deref(), config).await,
+        Command::Rerun {
+            run_id,
+            failed,
+            secrets,
+            config,
+        } => rerun::rerun(&run_id, failed, secrets.as_deref(), config).await,
         Command::Cancel { run_id, config } => cancel::cancel(&run_id, config).await,
         Command::Sentinel { state_dir } => {
             tokio::task::spawn_blocking(move || crate::sentinel::serve(&state_dir))

@@ -44,41 +44,10 @@ async fn run_job(
     }
     let session = local::start(config, secrets, vcs)?;
     let engine = std::sync::Arc::clone(session.runtime.engine());
-
-    // This process carries the run, from before its rows exist: `sluice resume` will not
-    // take it over while this process lives.
     let run_id = RunId::generate();
-    let _ownership = session.runtime.own(&run_id).map_err(Failure::internal)?;
     let options = ValidateOptions::local(&config.username);
-    let init = session
-        .shielded(
-            &run_id,
-            engine.init_job_as(run_id.clone(), &job, &options, &base_dir),
-        )
-        .await;
-    let response = match init {
-        Ok(response) => response,
-        Err(error) => {
-            let invalid = error.is_invalid_input();
-            let error =
-                anyhow::Error::new(error).context(format!("job file {}", job_path.display()));
-            session.shutdown().await;
-            return Err(if invalid {
-                Failure::invalid(error)
-            } else {
-                Failure::internal(error)
-            });
-        }
-    };
-    eprintln!(
-        "sluice: run {} · flow {} · {} orders · state in {}",
-        response.run_id,
-        response.flow_id,
-        job.orders.len(),
-        config.state_dir.display()
-    );
-    let run = std::slice::from_ref(&response.run_id);
-    let followed = local::follow(&session, &response.run_id, run, config).await;
-    session.shutdown().await;
-    followed.map(|followed| followed.code)
+    let queueing = engine.init_job_as(run_id.clone(), &job, &options, &base_dir);
+    let queued = format!("job file {}", job_path.display());
+    let orders = format!("{} orders", job.orders.len());
+    local::carry_new_run(session, config, &run_id, queueing, &queued, &orders).await
 }

@@ -17,6 +17,7 @@ mod isolation;
 mod outputs;
 mod pr_comments;
 mod redaction;
+mod rerun;
 mod resume;
 mod retries;
 mod signals;

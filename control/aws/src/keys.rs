@@ -4,7 +4,8 @@
 //! before run keys), written by init-job, read by the control plane when a step starts
 //! orders (workers read none: their order's identity comes with the dispatch),
 //! and the keys of CodeBuild tickets (`<prefix>/sops-keys/<run_id>/tickets/<order_num>/…`),
-//! all deleted when the run is finalized.
+//! all deleted when the run is finalized; and the deployment's key of kept jobs,
+//! `<prefix>/jobs-key`, which outlives runs.
 
 use async_trait::async_trait;
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
@@ -57,12 +58,20 @@ impl SsmKeyStore {
         identity: &str,
     ) -> Result<String, StoreError> {
         let name = format!("{}/tickets/{order_num}/{ticket}", self.run_path(run_id));
-        self.put_secure(&name, identity, "storing a ticket's key")
+        self.put_secure(&name, identity, "storing a ticket's key", true)
             .await?;
         Ok(name)
     }
 
-    async fn put_secure(&self, name: &str, value: &str, what: &str) -> Result<(), StoreError> {
+    /// Stores `value` as the SecureString `name`, over what is there when `overwrite`;
+    /// else [`StoreError::ConditionFailed`] when one is there.
+    async fn put_secure(
+        &self,
+        name: &str,
+        value: &str,
+        what: &str,
+        overwrite: bool,
+    ) -> Result<(), StoreError> {
         self.calls.count(SERVICE, "PutParameter");
         self.client
             .put_parameter()
@@ -70,11 +79,24 @@ impl SsmKeyStore {
             .value(value)
             .r#type(ParameterType::SecureString)
             .tier(ParameterTier::IntelligentTiering)
-            .overwrite(true)
+            .overwrite(overwrite)
             .send()
             .await
-            .map_err(|e| backend(format!("{what} {name}"), e))?;
+            .map_err(|e| match e.as_service_error() {
+                Some(service) if service.is_parameter_already_exists() => {
+                    StoreError::ConditionFailed {
+                        what: format!("the parameter {name}"),
+                        detail: "stored already".to_owned(),
+                    }
+                }
+                _ => backend(format!("{what} {name}"), e),
+            })?;
         Ok(())
+    }
+
+    /// Outside `sops-keys/`, which roles other than init-job's read.
+    fn jobs_key_name(&self) -> String {
+        format!("{}/jobs-key", self.prefix)
     }
 }
 
@@ -87,7 +109,8 @@ impl KeyStore for SsmKeyStore {
         secret_key: &str,
     ) -> Result<String, StoreError> {
         let name = format!("{}/{order_num}", self.run_path(run_id));
-        self.put_secure(&name, secret_key, "storing key").await?;
+        self.put_secure(&name, secret_key, "storing key", true)
+            .await?;
         Ok(name)
     }
 
@@ -136,6 +159,21 @@ impl KeyStore for SsmKeyStore {
             }
         }
         self.delete_named(&path, &names).await
+    }
+
+    /// Read first (it is there but for a deployment's first job); made with `Overwrite`
+    /// off, so that of two first jobs, the second reads the first's.
+    async fn jobs_key(&self, made: &str) -> Result<String, StoreError> {
+        let name = self.jobs_key_name();
+        match self.get_key(&name).await {
+            Err(StoreError::NotFound { .. }) => {}
+            read => return read,
+        }
+        match (self.put_secure(&name, made, "storing the kept jobs' key", false)).await {
+            Ok(()) => Ok(made.to_owned()),
+            Err(StoreError::ConditionFailed { .. }) => self.get_key(&name).await,
+            Err(other) => Err(other),
+        }
     }
 
     async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 //! `tmp/exec/<run_id>/packs/<pack>.bin` (AWS),
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/outputs/<run_id>/<order_num>/<attempt>.json`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
-//! `tmp/idempotency/<digest>.json`, `tmp/cancel/<run_id>.json`,
+//! `tmp/idempotency/<digest>.json`, `tmp/cancel/<run_id>.json`, `tmp/jobs/<run_id>.age`,
 //! `tmp/compiled/<run_id>/<module sha256>.wasm`,
 //! `tmp/compiled/<run_id>/<target>/<module sha256>-<engine>.cwasm`.
 //! Done bucket: `<run_id>/done`.
@@ -93,6 +93,13 @@ pub fn cancel_trigger(run_id: &RunId) -> String {
 /// Outside [`CALLBACK_PREFIX`]: its trigger is what wakes the run.
 pub fn cancel_request(run_id: &RunId) -> String {
     format!("tmp/cancel/{run_id}.json")
+}
+
+/// Where a run's job is kept as it was submitted (sealed with age), for `sluice rerun` to
+/// run it again. Read and written by init only: outside [`CALLBACK_PREFIX`], and no worker
+/// is handed a URL to it.
+pub fn job(run_id: &RunId) -> String {
+    format!("tmp/jobs/{run_id}.age")
 }
 
 /// Where an attempt stores the outputs its order published

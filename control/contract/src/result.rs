@@ -279,6 +279,10 @@ pub struct DoneOrder {
     /// Every attempt, in order, when it was run more than once (the last decided it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRecord>,
+    /// Not run in this run (`sluice rerun --failed`): it succeeded in this run, whose
+    /// result, log and outputs it keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// What a finished run publishes at its done endpoint.
@@ -303,6 +307,9 @@ pub struct DoneDoc {
     /// Who cancelled the run (`sluice cancel`), when someone did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// The run this one runs again (`sluice rerun`), when it is a rerun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
     /// Why the run ended without its orders deciding (`init_failed: …`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

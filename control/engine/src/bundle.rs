@@ -29,6 +29,9 @@ pub enum CodeInput {
     Dir(PathBuf),
     /// A zip, whose entries become the code.
     Zip(PathBuf),
+    /// A bundle an earlier run stored (`sluice rerun`): the code under its `code/`, taken
+    /// as it is, is the code (what was built then runs again).
+    Bundle(PathBuf),
 }
 
 /// Everything that goes into one bundle.
@@ -254,7 +257,7 @@ pub enum BundleError {
 ///
 /// [`BundleError::Recipient`] naming the recipient that does not parse, or
 /// [`BundleError::Encrypt`] with age's failure.
-fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, BundleError> {
+pub(crate) fn encrypt(plaintext: &[u8], recipients: &[String]) -> Result<Vec<u8>, BundleError> {
     let parsed: Vec<age::x25519::Recipient> = recipients
         .iter()
         .map(|r| {
@@ -396,7 +399,8 @@ fn build_bundle(input: &BundleInput, whole: bool) -> Result<Vec<u8>, BundleError
             add_dir(&mut zip, dir, dir, file, &mut links)?;
             check_links(&links, [], dir)?;
         }
-        CodeInput::Zip(path) => add_zip(&mut zip, path)?,
+        CodeInput::Zip(path) => add_zip(&mut zip, path, Path::new(""))?,
+        CodeInput::Bundle(path) => add_zip(&mut zip, path, Path::new(CODE_DIR))?,
     }
     let cursor = zip.finish().map_err(BundleError::Finish)?;
     Ok(cursor.into_inner())
@@ -521,7 +525,19 @@ fn check_links<'a>(
     })
 }
 
-fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), BundleError> {
+/// Adds the entries of the zip at `path` under its folder `within` (`""`: all of them) as
+/// the code, checked as a worker will unpack them.
+fn add_zip(
+    zip: &mut ZipWriter<Cursor<Vec<u8>>>,
+    path: &Path,
+    within: &Path,
+) -> Result<(), BundleError> {
+    // An entry's path under `within`; `None` for `within` itself and for what is not under
+    // it.
+    let code_path = |safe: PathBuf| {
+        let relative = safe.strip_prefix(within).ok()?;
+        (!relative.as_os_str().is_empty()).then(|| relative.to_owned())
+    };
     let file = fs::File::open(path).map_err(|source| BundleError::OpenZip {
         path: path.to_owned(),
         source,
@@ -541,7 +557,7 @@ fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), Bund
     let mut entries = Vec::new();
     for index in 0..archive.len() {
         let mut entry = archive.by_index(index).map_err(unreadable(index))?;
-        if let Some(safe) = entry.enclosed_name() {
+        if let Some(safe) = entry.enclosed_name().and_then(code_path) {
             if entry.is_symlink() {
                 let mut target = String::new();
                 if let Err(source) = entry.by_ref().take(4096).read_to_string(&mut target) {
@@ -569,6 +585,9 @@ fn add_zip(zip: &mut ZipWriter<Cursor<Vec<u8>>>, path: &Path) -> Result<(), Bund
                 path: path.to_owned(),
                 entry: raw_name,
             });
+        };
+        let Some(safe) = code_path(safe) else {
+            continue;
         };
         let name = entry_name(Path::new(""), &safe)?;
         let name = if entry.is_dir() {
@@ -659,14 +678,20 @@ mod tests {
         assert_eq!(read_entry(&bundle, ENV_NAMES_FILE).unwrap(), b"");
     }
 
-    #[test]
-    fn code_dir_keeps_modes_and_rejects_escaping_links() {
+    /// A code folder: an executable `run.sh`, and `sub/link` to it.
+    fn code_tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("run.sh");
         fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
         std::os::unix::fs::symlink("../run.sh", dir.path().join("sub/link")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn code_dir_keeps_modes_and_rejects_escaping_links() {
+        let dir = code_tree();
         let key = OrderKey::generate();
         let mut input = BundleInput {
             manifest: manifest(),
@@ -687,6 +712,59 @@ mod tests {
         input.code = CodeInput::Dir(dir.path().to_owned());
         let err = build(&input).unwrap_err().to_string();
         assert!(err.contains("outside the code folder"), "{err}");
+    }
+
+    /// A rerun's bundle takes the code of the bundle stored before, modes and links as
+    /// they were, and none of its other entries (its manifest and env are made anew).
+    #[test]
+    fn a_stored_bundles_code_is_the_code_again() {
+        let dir = code_tree();
+        let key = OrderKey::generate();
+        let first = build(&BundleInput {
+            manifest: manifest(),
+            env: BTreeMap::from([("A".to_owned(), "1".to_owned())]),
+            secret_names: vec![],
+            recipients: vec![key.recipient],
+            code: CodeInput::Dir(dir.path().to_owned()),
+        })
+        .unwrap();
+        let stored = dir.path().join("exec.zip");
+        fs::write(&stored, &first).unwrap();
+
+        let again = build(&BundleInput {
+            manifest: manifest(),
+            env: BTreeMap::new(),
+            secret_names: vec![],
+            recipients: vec![],
+            code: CodeInput::Bundle(stored),
+        })
+        .unwrap();
+        let mut archive = ZipArchive::new(Cursor::new(&again)).unwrap();
+        let mut names: Vec<String> = (archive.file_names())
+            .map(|name| name.unwrap().into_owned())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "code/",
+                "code/run.sh",
+                "code/sub/",
+                "code/sub/link",
+                ENV_NAMES_FILE,
+                MANIFEST_FILE,
+                SECRET_NAMES_FILE
+            ]
+        );
+        assert_eq!(
+            archive.by_name("code/run.sh").unwrap().unix_mode().unwrap() & 0o777,
+            0o755
+        );
+        assert!(archive.by_name("code/sub/link").unwrap().is_symlink());
+        assert_eq!(
+            read_entry(&again, "code/run.sh").unwrap(),
+            b"#!/bin/sh\necho hi\n"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub use sluice_ports::{ErrorKind, StoreError};
 
 use crate::code::CodeError;
 use crate::ports::DispatchError;
+use crate::rerun::NotRerunnable;
 
 /// An engine operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,14 @@ pub enum EngineError {
     /// The run does not exist.
     #[error("run {0} has no orders")]
     UnknownRun(String),
+    /// `sluice rerun` of a run that cannot be run again (yet, or at all).
+    #[error("run {run_id} cannot be rerun: {why}")]
+    NotRerunnable {
+        /// The run asked for.
+        run_id: String,
+        /// Why not, and what to do instead.
+        why: NotRerunnable,
+    },
     /// The run has no such order.
     #[error("run {run_id} has no order {order:?} (its orders: {known})")]
     UnknownOrder {
@@ -101,6 +110,7 @@ impl EngineError {
                 | EngineError::Bundle { .. }
                 | EngineError::Credential { .. }
                 | EngineError::Forbidden { .. }
+                | EngineError::NotRerunnable { .. }
         )
     }
 }

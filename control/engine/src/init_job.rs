@@ -47,6 +47,7 @@ use crate::ports::{
     CompiledModule, DispatchError, ErrorKind, MAX_MOVES_TOGETHER, OrderEvent, OrderRecord,
     WatchdogInput,
 };
+use crate::rerun::{KeptJob, Rerun};
 use crate::retry::{Backoff, while_transient};
 use crate::run_key::RunKey;
 use crate::run_modules::RunModules;
@@ -138,9 +139,26 @@ impl Engine {
         options: &ValidateOptions,
         base_dir: &Path,
     ) -> Result<InitResponse, EngineError> {
-        let valid = validate(job, options)?;
+        self.init(run_id, job, options, base_dir, None).await
+    }
+
+    /// [`Engine::init_job_as`], of a run that reruns another when `rerun` says so (see
+    /// [`crate::rerun`]).
+    pub(crate) async fn init(
+        &self,
+        run_id: RunId,
+        job: &JobSpec,
+        options: &ValidateOptions,
+        base_dir: &Path,
+        rerun: Option<&Rerun>,
+    ) -> Result<InitResponse, EngineError> {
+        let mut valid = validate(job, options)?;
         if let Some(caller) = &options.caller {
+            // A rerun too: its caller may rerun only a job it could submit.
             self.config.credential_grants.check(caller, &valid)?;
+        }
+        if let Some(rerun) = rerun {
+            rerun.without_reused_credentials(&mut valid);
         }
         // A submission made again is answered at once, before any of init's work: a
         // client retrying after API Gateway's 30 s cut must not wait as long again.
@@ -152,7 +170,23 @@ impl Engine {
                 return Ok(previous);
             }
         }
-        let plans = preflight(&valid, self.config.platform, base_dir)?;
+        // A rerun's bundles taken from the run it reruns live here until its own are built.
+        let scratch = match rerun {
+            Some(_) => Some(
+                tempfile::Builder::new()
+                    .prefix("sluice-rerun-")
+                    .tempdir()
+                    .map_err(|e| StoreError::io("creating a folder for a rerun's bundles", e))?,
+            ),
+            None => None,
+        };
+        let plans = match (rerun, &scratch) {
+            (Some(rerun), Some(scratch)) => {
+                self.rerun_code(&valid, rerun, base_dir, scratch.path())
+                    .await?
+            }
+            _ => preflight(&valid, self.config.platform, base_dir)?,
+        };
         self.check_modules_can_compile(&run_id, &valid)?;
         let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
         // Clones and downloads live until every bundle is built.
@@ -170,6 +204,8 @@ impl Engine {
             flow_id: &flow_id,
             created_at_ms: now,
             job: &valid,
+            rerun,
+            kept: &KeptJob::of(job, &valid, options, base_dir, rerun),
         };
         let response = InitResponse {
             done_endpt: self.ports.done.object_url(&keys::done(&run_id)),
@@ -256,6 +292,11 @@ impl Engine {
             },
             None => None,
         };
+        // Before the rows, so that a run that has them has its job kept; a rerun is a
+        // convenience the run does not fail for.
+        if let Err(error) = self.keep_job(ids.run_id, ids.kept).await {
+            tracing::warn!(%error, "the job could not be kept: the run cannot be rerun");
+        }
         // The compile function's requests go out before the rows: a run's first worker
         // finds its code sooner. A failure is handled as the rows' own.
         let queued = match self.compile_modules(ids.run_id, &modules).await {
@@ -339,7 +380,12 @@ impl Engine {
             epoch_ms: ids.created_at_ms,
             event: "started".to_owned(),
             run_id: ids.run_id.clone(),
-            detail: serde_json::json!({ "flow_id": ids.flow_id, "orders": records.len(), "username": ids.job.username }),
+            detail: serde_json::json!({
+                "flow_id": ids.flow_id,
+                "orders": records.len(),
+                "username": ids.job.username,
+                "rerun_of": ids.rerun.map(|rerun| &rerun.of),
+            }),
         };
         let first_events = vec![started];
         let items = TakeLock::inserting_items(records.len(), first_events.len());
@@ -550,6 +596,12 @@ impl Engine {
     ) -> Result<(OrderRecord, Option<Vec<u8>>), EngineError> {
         let run_id = ids.run_id;
         let order_num = order.plan.order_num;
+        let log_key = keys::log(run_id, order_num);
+        if let Some(rerun) = ids.rerun.filter(|rerun| rerun.reuses(order_num)) {
+            // Not run: no bundle, no key, no code.
+            let row = rerun.rerun_row(ids.new_row(order, log_key, None), self.now_ms());
+            return Ok((row, None));
+        }
         let bundle_error = |cause: CodeError| EngineError::Bundle {
             order_num: order_num.to_string(),
             order_name: order.plan.order_name.clone(),
@@ -566,7 +618,6 @@ impl Engine {
                 .collect()
         };
 
-        let log_key = keys::log(run_id, order_num);
         let input = BundleInput {
             manifest: OrderManifest {
                 schema_version: sluice_contract::result::SCHEMA_VERSION.to_owned(),
@@ -639,30 +690,10 @@ impl Engine {
                 .await?;
         }
 
-        let record = OrderRecord {
-            run_id: run_id.clone(),
-            plan: order.plan.clone(),
-            trace_id: ids.trace_id.clone(),
-            flow_id: ids.flow_id.to_owned(),
-            created_at_ms: ids.created_at_ms,
-            job_deadline_ms: ids.job_deadline_ms(),
-            key_path: String::new(),
-            log_key,
-            status: OrderStatus::Queued,
-            attempt: None,
-            dispatched_at_ms: None,
-            finished_at_ms: None,
-            duration_ms: None,
-            exit_code: None,
-            reason: None,
-            log_stored: None,
-            attempts: Vec::new(),
-            retry_at_ms: None,
-            outputs_key: None,
-            pr: ids.job.pr.clone(),
-            compiled,
-            packed: None,
-        };
+        let mut record = ids.new_row(order, log_key, compiled);
+        if let Some(rerun) = ids.rerun {
+            record = rerun.rerun_row(record, self.now_ms());
+        }
         Ok((record, to_pack.then_some(bytes)))
     }
 }
@@ -724,7 +755,7 @@ pub fn preflight(
         .collect()
 }
 
-fn preflight_order(
+pub(crate) fn preflight_order(
     order: &ValidOrder,
     platform: Platform,
     base_dir: &Path,
@@ -807,12 +838,51 @@ struct RunIds<'a> {
     flow_id: &'a str,
     created_at_ms: u64,
     job: &'a ValidJob,
+    /// The run it reruns, when it is a rerun.
+    rerun: Option<&'a Rerun>,
+    /// What is kept of its job, for reruns.
+    kept: &'a KeptJob,
 }
 
 impl RunIds<'_> {
     /// When the whole job times out, ms since the epoch.
     fn job_deadline_ms(&self) -> u64 {
         self.created_at_ms + self.job.job_timeout * 1000
+    }
+
+    /// `order`'s row as queued, its log at `log_key` (its key path is set with the rows').
+    fn new_row(
+        &self,
+        order: &ValidOrder,
+        log_key: String,
+        compiled: Option<CompiledModule>,
+    ) -> OrderRecord {
+        OrderRecord {
+            run_id: self.run_id.clone(),
+            plan: order.plan.clone(),
+            trace_id: self.trace_id.clone(),
+            flow_id: self.flow_id.to_owned(),
+            created_at_ms: self.created_at_ms,
+            job_deadline_ms: self.job_deadline_ms(),
+            key_path: String::new(),
+            log_key,
+            status: OrderStatus::Queued,
+            attempt: None,
+            dispatched_at_ms: None,
+            finished_at_ms: None,
+            duration_ms: None,
+            exit_code: None,
+            reason: None,
+            log_stored: None,
+            attempts: Vec::new(),
+            retry_at_ms: None,
+            outputs_key: None,
+            pr: self.job.pr.clone(),
+            compiled,
+            packed: None,
+            rerun_of: None,
+            reused_from: None,
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 //! - [`github`]: PR comments through GitHub's REST API ([`Vcs`]); the comment itself is
 //!   rendered and kept current by the engine (`pr_comment`).
 //! - [`orchestrator`]: the lock protocol, read_state, evaluate, dispatch and finalize.
+//! - [`rerun`]: a new run of a finished run's kept job, reusing what succeeded when asked.
 //! - [`run_key`]: one stored secret per run, each order's age key derived from it.
 //! - [`runs`]: what a client asks about a run (rows, done document, a log, waiting).
 //! - `local` (feature `local`): directory object store, SQLite tables, file key store, secrets file,
@@ -54,6 +55,7 @@ pub mod local;
 pub mod orchestrator;
 pub use sluice_ports as ports;
 mod pr_comment;
+pub mod rerun;
 mod retry;
 pub mod run_key;
 mod run_modules;

@@ -74,8 +74,12 @@ pub(crate) fn render(tag: &str, rows: &[OrderRecord], ending: Option<Ending<'_>>
         Some(Ending { status, .. }) => format!("**{status}**"),
         None => "running".to_owned(),
     };
+    let rerun = match &first.rerun_of {
+        Some(of) => format!(" · rerun of `{of}`"),
+        None => String::new(),
+    };
     let mut text = format!(
-        "{tag}\n**Sluice** run `{}` · flow `{}` · {state}\n\n| order | name | status | duration | detail |\n|---|---|---|---|---|\n",
+        "{tag}\n**Sluice** run `{}`{rerun} · flow `{}` · {state}\n\n| order | name | status | duration | detail |\n|---|---|---|---|---|\n",
         first.run_id,
         cell(&first.flow_id)
     );
@@ -97,8 +101,11 @@ pub(crate) fn render(tag: &str, rows: &[OrderRecord], ending: Option<Ending<'_>>
 }
 
 /// An order's reason, and its attempt when it was retried (`attempt 2 of 4, retrying: …`
-/// while it waits for a retry).
+/// while it waits for a retry); for an order a rerun reused, the run it ran in.
 fn detail(row: &OrderRecord) -> String {
+    if let Some(from) = &row.reused_from {
+        return format!("reused from `{from}`");
+    }
     let reason = row.reason.as_deref().unwrap_or_default();
     let Some(policy) = row.plan.retry.as_ref().filter(|_| !row.attempts.is_empty()) else {
         return reason.to_owned();
@@ -173,6 +180,29 @@ mod tests {
         );
         assert!(lines[6].contains("exit code 3 \\| oops |"), "{}", lines[6]);
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn a_rerun_names_the_run_it_reruns_and_what_it_reused() {
+        let (run, of) = (RunId::generate(), RunId::generate());
+        let mut rows = vec![sample_order(&run, 0), sample_order(&run, 1)];
+        for row in &mut rows {
+            row.rerun_of = Some(of.clone());
+        }
+        rows[0].status = OrderStatus::Succeeded;
+        rows[0].reused_from = Some(of.clone());
+        let text = render("#sluice-x", &rows, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains(&format!("`{run}` · rerun of `{of}` · flow")),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[5].ends_with(&format!("| ✅ succeeded |  | reused from `{of}` |")),
+            "{}",
+            lines[5]
+        );
     }
 
     #[test]

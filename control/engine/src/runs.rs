@@ -97,10 +97,9 @@ impl Engine {
                 format!("it is {}: its log is stored when it ends", row.status)
             })
         };
-        let Some(attempt) = &row.attempt else {
+        let Some(key) = row.result_key() else {
             return Err(none_yet());
         };
-        let key = keys::result(run_id, row.plan.order_num, attempt);
         let result = self
             .ports
             .internal

@@ -242,6 +242,7 @@ impl Engine {
             summary: Default::default(),
             orders: Vec::new(),
             cancelled_by: None,
+            rerun_of: None,
             reason: Some(INIT_FAILED.to_owned()),
         };
         match self

@@ -96,6 +96,8 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
                 etag: "\"0f343b0931126a20f133d67c2b018a3b\"".to_owned(),
             },
         }),
+        rerun_of: None,
+        reused_from: None,
     }
 }
 
@@ -263,7 +265,13 @@ async fn run_keys_suite(store: &dyn ObjectStore) {
 /// events are kept by key, and the lock's conditional writes behave as the protocol needs.
 pub async fn order_store_suite(store: &dyn OrderStore) {
     let run = RunId::generate();
-    let orders: Vec<OrderRecord> = (0..3).map(|i| sample_order(&run, i)).collect();
+    let mut orders: Vec<OrderRecord> = (0..3).map(|i| sample_order(&run, i)).collect();
+    // A rerun's rows, the third reused from the run it reruns: kept as written too.
+    let of = RunId::generate();
+    for order in &mut orders {
+        order.rerun_of = Some(of.clone());
+    }
+    orders[2].reused_from = Some(of);
     let event = OrderEvent {
         trace_id: orders[0].trace_id.clone(),
         order_name: OrderEvent::JOB.to_owned(),

@@ -1,5 +1,5 @@
-//! Where a run's private keys are kept (its run key, tickets' keys): SSM SecureString on
-//! AWS, 0600 files locally.
+//! Where a run's private keys are kept (its run key, tickets' keys), and the deployment's
+//! one key that outlives runs (kept jobs'): SSM SecureString on AWS, 0600 files locally.
 
 use std::fmt::Debug;
 
@@ -38,4 +38,13 @@ pub trait KeyStore: Send + Sync + Debug {
     ///
     /// [`StoreError::Backend`] when a path is not one of `run_id`'s keys (nothing deleted).
     async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError>;
+
+    /// The deployment's key kept jobs are encrypted to (`sluice rerun`): `made` is stored
+    /// unless a key is there already (the first to store one wins, as if absent), and the
+    /// key stored is answered. No run's: finalize never deletes it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the key can be neither read nor stored.
+    async fn jobs_key(&self, made: &str) -> Result<String, StoreError>;
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::PinnedRange;
 use sluice_contract::result::AttemptRecord;
 use sluice_contract::validate::PullRequest;
-use sluice_contract::{AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, TraceId};
+use sluice_contract::{AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, TraceId, keys};
 
 use crate::StoreError;
 
@@ -84,6 +84,14 @@ pub struct OrderRecord {
     /// `sluice_contract::keys::exec_zip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packed: Option<PackedBundle>,
+    /// The run this one runs again (`sluice rerun`), when it is a rerun (the same on every
+    /// row of a run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RunId>,
+    /// An order not run again by `sluice rerun --failed`: the run in which it succeeded,
+    /// whose log and outputs it keeps. Inserted `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<RunId>,
 }
 
 /// Where an order's bundle is among its run's packs of bundles.
@@ -107,6 +115,13 @@ pub struct CompiledModule {
 }
 
 impl OrderRecord {
+    /// Where the result of its current attempt is: under its run, or, for an order a
+    /// rerun reused, under the run it ran in.
+    pub fn result_key(&self) -> Option<String> {
+        let run = self.reused_from.as_ref().unwrap_or(&self.run_id);
+        (self.attempt.as_ref()).map(|attempt| keys::result(run, self.plan.order_num, attempt))
+    }
+
     /// The table's primary key, `<run_id>:<order_num>`.
     pub fn pk(&self) -> String {
         order_pk(&self.run_id, self.plan.order_num)

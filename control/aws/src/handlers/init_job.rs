@@ -1,7 +1,10 @@
 //! init-job: accepts a job from API Gateway (REST v1 and HTTP v2), a Lambda function URL,
 //! SNS, or a direct invoke, and answers in the caller's shape.
 //!
-//! The job is the JSON document itself or `{"job_parameters_b64": "<base64 of it>"}`.
+//! The job is the JSON document itself or `{"job_parameters_b64": "<base64 of it>"}`; or
+//! the body asks to run a finished run's job again: `{"rerun_of": "<run id>", "failed":
+//! true}` ([`RerunSubmission`]; 404 for a run that never was, 403 for a caller other
+//! than the run's submitter).
 //! HTTP callers get a proxy response: 405 for anything but POST, 400 with the error list
 //! for a job that does not parse or validate, 403 for a request without an IAM identity or
 //! naming a credential its caller is not granted ([`sluice_engine::grants`]), 200 with
@@ -20,9 +23,11 @@ use std::path::Path;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
 use aws_lambda_events::sns::SnsEvent;
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sluice_contract::caller::Caller;
-use sluice_contract::{ParseError, ValidateOptions, parse_job};
+use sluice_contract::{JobSpec, ParseError, RunId, ValidateOptions, parse_job};
+use sluice_engine::rerun::{NotRerunnable, RerunRequest};
 use sluice_engine::{Engine, EngineError};
 
 /// Where the job came from, which decides the answer's shape.
@@ -109,6 +114,11 @@ pub enum BodyError {
     /// The job does not parse.
     #[error(transparent)]
     Job(#[from] ParseError),
+    /// A rerun request does not read as one.
+    #[error(
+        "a rerun request is {{\"rerun_of\": RUN_ID, \"failed\": BOOL, \"idempotency_key\": KEY}}: {0}"
+    )]
+    Rerun(#[source] serde_json::Error),
 }
 
 /// Recognises the event's shape.
@@ -190,6 +200,41 @@ pub fn read_event(event: &Value) -> Result<Request, EventError> {
     })
 }
 
+/// A request to run a finished run's job again (`sluice rerun --aws`): `{"rerun_of":
+/// "<run id>", "failed": true}`, with an `idempotency_key` of its own if its sender gives
+/// one (see [`sluice_engine::rerun`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerunSubmission {
+    /// The run to run again.
+    pub rerun_of: String,
+    /// Run only what did not succeed; the rest is reused.
+    #[serde(default)]
+    pub failed: bool,
+    /// Makes sending the request again harmless, as a job's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// What a body asks for.
+enum Submitted {
+    /// A job to run.
+    Job(Box<JobSpec>),
+    /// A finished run to run again.
+    Rerun(RerunSubmission),
+}
+
+/// The job a body holds, or the rerun it asks for (an object naming `rerun_of`).
+fn submission(body: &[u8]) -> Result<Submitted, BodyError> {
+    let bytes = job_bytes(body)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(BodyError::NotJson)?;
+    if value.get("rerun_of").is_some() {
+        let rerun = serde_json::from_value(value).map_err(BodyError::Rerun)?;
+        return Ok(Submitted::Rerun(rerun));
+    }
+    Ok(Submitted::Job(Box::new(parse_job(&bytes)?)))
+}
+
 /// The job document from a body: itself, or the decoding of its `job_parameters_b64`.
 fn job_bytes(body: &[u8]) -> Result<Vec<u8>, BodyError> {
     let value: Value = serde_json::from_slice(body).map_err(BodyError::NotJson)?;
@@ -224,10 +269,8 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
         let body = json!({ "errors": [format!("{method} is not allowed: POST the job")] });
         return Ok(answer(request.source, 405, &body));
     }
-    let mut job = match job_bytes(&request.body)
-        .and_then(|bytes| parse_job(&bytes).map_err(BodyError::Job))
-    {
-        Ok(job) => job,
+    let submitted = match submission(&request.body) {
+        Ok(submitted) => submitted,
         Err(error) => {
             return Ok(answer(
                 request.source,
@@ -236,9 +279,6 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
             ));
         }
     };
-    if job.idempotency_key.is_none() {
-        job.idempotency_key = request.delivery_id;
-    }
     let options = match (request.source, request.caller) {
         (_, Some(caller)) => ValidateOptions::aws_from(caller),
         (Source::Direct, None) => ValidateOptions::aws(),
@@ -249,9 +289,29 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
             return Ok(answer(source, 403, &json!({ "errors": [message] })));
         }
     };
-    match engine.init_job(&job, &options, Path::new("/")).await {
+    let queued = match submitted {
+        Submitted::Job(mut job) => {
+            if job.idempotency_key.is_none() {
+                job.idempotency_key = request.delivery_id;
+            }
+            engine.init_job(&job, &options, Path::new("/")).await
+        }
+        Submitted::Rerun(rerun) => {
+            let Some(of) = RunId::parse(&rerun.rerun_of) else {
+                let error = format!("rerun_of: {:?} is not a run id", rerun.rerun_of);
+                return Ok(answer(request.source, 400, &json!({ "errors": [error] })));
+            };
+            let rerun = RerunRequest {
+                of,
+                failed_only: rerun.failed,
+                idempotency_key: rerun.idempotency_key.or(request.delivery_id),
+            };
+            engine.rerun_as(RunId::generate(), &rerun, &options).await
+        }
+    };
+    match queued {
         Ok(response) => {
-            tracing::info!(run_id = %response.run_id, orders = job.orders.len(), "job accepted");
+            tracing::info!(run_id = %response.run_id, "job accepted");
             let body = json!({
                 "run_id": response.run_id, "trace_id": response.trace_id,
                 "flow_id": response.flow_id, "done_endpt": response.done_endpt,
@@ -262,6 +322,21 @@ pub async fn handle(engine: &Engine, event: &Value) -> Result<Value, EngineError
         Err(error @ EngineError::Forbidden { .. }) => Ok(answer(
             request.source,
             403,
+            &json!({ "errors": [error.to_string()] }),
+        )),
+        Err(
+            error @ EngineError::NotRerunnable {
+                why: NotRerunnable::NotTheSubmitter,
+                ..
+            },
+        ) => Ok(answer(
+            request.source,
+            403,
+            &json!({ "errors": [error.to_string()] }),
+        )),
+        Err(error @ EngineError::UnknownRun(_)) => Ok(answer(
+            request.source,
+            404,
             &json!({ "errors": [error.to_string()] }),
         )),
         Err(error) if error.is_invalid_input() => Ok(answer(
@@ -289,6 +364,35 @@ fn answer(source: Source, status: u16, body: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_naming_rerun_of_asks_for_a_rerun() {
+        let run = "f81d4fae-7dec-41d0-a765-00a0c91e6bf6";
+        let body = format!(r#"{{"rerun_of":"{run}","failed":true,"idempotency_key":"k1"}}"#);
+        let Ok(Submitted::Rerun(rerun)) = submission(body.as_bytes()) else {
+            panic!("not read as a rerun");
+        };
+        let expected = RerunSubmission {
+            rerun_of: run.to_owned(),
+            failed: true,
+            idempotency_key: Some("k1".to_owned()),
+        };
+        assert_eq!(rerun, expected);
+        // What `sluice rerun --aws` sends reads back as it was.
+        let sent = serde_json::to_vec(&expected).unwrap();
+        assert!(matches!(submission(&sent), Ok(Submitted::Rerun(r)) if r == expected));
+        // A misspelt field is refused, naming the shape; a job stays a job.
+        let error = submission(format!(r#"{{"rerun_of":"{run}","faled":true}}"#).as_bytes())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("a rerun request is") && error.contains("faled"),
+            "{error}"
+        );
+        let job = br#"{"orders":[{"cmds":["true"],"timeout":5}]}"#;
+        assert!(matches!(submission(job), Ok(Submitted::Job(_))));
+    }
 
     #[test]
     fn bodies_may_be_the_job_or_its_base64() {

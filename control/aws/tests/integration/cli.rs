@@ -253,9 +253,9 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
 }
 
 #[tokio::test]
-async fn submit_wait_follows_the_run_it_submitted() {
+async fn submit_wait_and_rerun_wait_follow_the_runs_they_queue() {
     let deployment = Deployment::with_job(
-        r#"{"username": "alice", "orders": [
+        r#"{"orders": [
             {"order_name": "plan", "cmds": ["echo planned"], "timeout": 60, "execution_target": "lambda"}
         ]}"#,
     )
@@ -284,4 +284,55 @@ async fn submit_wait_follows_the_run_it_submitted() {
         Some("sluice: 0001 plan succeeded"),
         "{rest:?}"
     );
+
+    // `rerun --aws --wait` queues the same job again through init-job and follows it.
+    let endpoint = deployment.endpoint.as_str();
+    let args = [
+        "rerun",
+        "--aws",
+        run,
+        "--endpoint",
+        endpoint,
+        "--wait",
+        "--poll",
+        "1",
+    ];
+    let mut rerunning = Following::start(cloud, &args);
+    let first = rerunning
+        .next_line(Duration::from_secs(60), "rerun says which run it queued")
+        .await;
+    let again = first
+        .strip_prefix("sluice: submitted run ")
+        .unwrap_or_else(|| panic!("{first}"));
+    cloud
+        .pump(&RunId::parse(again).unwrap(), |_| Worker::Runs)
+        .await;
+    let (rest, rerun) = rerunning.finish().await;
+    assert_eq!(rerun.status.code(), Some(0), "{rest:?}");
+    let rerun: DoneDoc = serde_json::from_slice(&rerun.stdout).unwrap();
+    assert_eq!(rerun.status, JobStatus::Succeeded);
+    assert_eq!(rerun.rerun_of.as_deref(), Some(run));
+    // The job came without a username (its caller's name served), yet an operator's direct
+    // invoke reruns it, under the name it ran under.
+    let direct = cloud.rerun(&RunId::parse(again).unwrap(), false).await;
+    let direct_run = direct["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{direct}"));
+    let direct_done = cloud
+        .pump(&RunId::parse(direct_run).unwrap(), |_| Worker::Runs)
+        .await;
+    assert_eq!(direct_done.status, JobStatus::Succeeded);
+    assert_eq!(
+        direct_done.flow_id.split(':').next(),
+        rerun.flow_id.split(':').next()
+    );
+    // Nothing failed: `--failed` is refused, saying so (the caller's fault: exit 3).
+    let refused = output(
+        cloud,
+        &["rerun", "--aws", run, "--failed", "--endpoint", endpoint],
+    )
+    .await;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{said}");
+    assert!(said.contains("every one of its orders succeeded"), "{said}");
 }

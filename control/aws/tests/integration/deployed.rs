@@ -89,6 +89,13 @@ async fn a_run_is_cancelled_with_each_functions_own_role() {
     crate::end_to_end::cancel_midway(&deployed().await).await;
 }
 
+/// A rerun works with init-job's own role: it reads the run's kept job, done document,
+/// rows and bundles.
+#[tokio::test]
+async fn a_rerun_works_with_init_jobs_own_role() {
+    crate::end_to_end::rerun_the_failed(&deployed().await).await;
+}
+
 #[tokio::test]
 async fn a_job_sent_again_answers_the_run_the_first_created() {
     let cloud = deployed().await;

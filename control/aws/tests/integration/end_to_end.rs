@@ -69,7 +69,7 @@ async fn a_diamond_runs_to_its_done_document() {
     assert!(stored.await.unwrap().len() > 300_000, "{lint:?}");
     let log = log_of(&cloud, &done, "lint").await;
     assert!(log.len() > 300_000 && log.ends_with("linted\n"));
-    // The run's keys are gone from SSM.
+    // The run's keys are gone from SSM: only the kept jobs' key, which outlives runs, is left.
     let keys = cloud
         .clients
         .ssm
@@ -79,7 +79,14 @@ async fn a_diamond_runs_to_its_done_document() {
         .send()
         .await
         .unwrap();
-    assert!(keys.parameters().is_empty(), "keys are deleted at finalize");
+    let names: Vec<&str> = (keys.parameters().iter())
+        .filter_map(|p| p.name())
+        .collect();
+    let jobs_key = format!(
+        "{}/jobs-key",
+        cloud.settings.ssm_prefix.trim_end_matches('/')
+    );
+    assert_eq!(names, [jobs_key.as_str()], "keys are deleted at finalize");
     println!("AWS calls for a 4-order diamond:\n{}", cloud.calls);
 }
 
@@ -433,8 +440,9 @@ async fn credentials_from_ssm_and_secrets_manager_reach_the_orders_env() {
     let counted = cloud.calls.snapshot();
     assert_eq!(
         counted[&("ssm", "GetParameter")],
-        1,
-        "one for the credential; init-job, which made the run key, started both orders"
+        2,
+        "one for the credential, one for the kept jobs' key; init-job, which made the run \
+         key, started both orders"
     );
     assert_eq!(counted[&("secretsmanager", "GetSecretValue")], 1);
 
@@ -530,6 +538,90 @@ async fn a_garbage_result_fails_its_order_and_the_run_still_finishes() {
 #[tokio::test]
 async fn a_cancelled_run_ends_cancelled_and_its_worker_stops_its_order() {
     cancel_midway(&cloud().await).await;
+}
+
+/// `rerun --failed` through init-job: what succeeded is reused (not run, its output
+/// passed on from the run it ran in), the rest runs from the bundles stored before, and the
+/// new run's done document names the run it reruns.
+#[tokio::test]
+async fn a_rerun_of_the_failed_reuses_what_succeeded() {
+    rerun_the_failed(&cloud().await).await;
+}
+
+/// Runs a plan → apply flow whose middle order fails, then reruns its failed orders on
+/// `cloud` (see [`a_rerun_of_the_failed_reuses_what_succeeded`]).
+pub(crate) async fn rerun_the_failed(cloud: &crate::support::cloud::Cloud) {
+    let marks = tempfile::tempdir().unwrap();
+    let marks_dir = marks.path().display().to_string();
+    let plan = order(
+        "plan",
+        &format!(
+            "echo planning; echo ran >> {marks_dir}/plan-runs; echo plan_id=p-$$ >> \"$SLUICE_OUTPUT\""
+        ),
+        &[],
+    );
+    let flaky = order("flaky", &format!("test -e {marks_dir}/fixed"), &["plan"]);
+    let mut apply = order(
+        "apply",
+        &format!("echo \"$PLAN_ID\" > {marks_dir}/applied"),
+        &["flaky"],
+    );
+    apply["inputs"] = serde_json::json!({ "PLAN_ID": "plan.plan_id" });
+    let first = cloud
+        .run(&job(vec![plan, flaky, apply]), |_| Worker::Runs)
+        .await;
+    assert_eq!(first.status, JobStatus::Failed, "{first:?}");
+    let of = RunId::parse(&first.run_id).unwrap();
+    let plan_order = first
+        .orders
+        .iter()
+        .find(|o| o.order_name == "plan")
+        .unwrap();
+    let plan_id = plan_order.outputs["plan_id"].clone();
+
+    std::fs::write(marks.path().join("fixed"), "").unwrap();
+    let answer = cloud.rerun(&of, true).await;
+    let run = answer["run_id"]
+        .as_str()
+        .and_then(RunId::parse)
+        .unwrap_or_else(|| panic!("{answer}"));
+    let second = cloud.pump(&run, |_| Worker::Runs).await;
+    assert_eq!(second.status, JobStatus::Succeeded, "{second:?}");
+    assert_eq!(second.rerun_of.as_deref(), Some(first.run_id.as_str()));
+    let reused = second
+        .orders
+        .iter()
+        .find(|o| o.order_name == "plan")
+        .unwrap();
+    assert_eq!(reused.status, OrderStatus::Succeeded);
+    assert_eq!(reused.reused_from.as_deref(), Some(first.run_id.as_str()));
+    assert_eq!(reused.outputs["plan_id"], plan_id);
+    let runs = std::fs::read_to_string(marks.path().join("plan-runs")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "plan was not run again");
+    // Its log is the one it wrote where it ran (in its result there, on AWS).
+    let log = cloud.engine().order_log(&run, "plan").await.unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("planning"));
+    for name in ["flaky", "apply"] {
+        assert_eq!(status_of(&second, name), (OrderStatus::Succeeded, None));
+    }
+    let applied = std::fs::read_to_string(marks.path().join("applied")).unwrap();
+    assert_eq!(applied.trim(), plan_id);
+
+    // Refused, saying why: nothing failed; a run that never was.
+    let refused = cloud.rerun(&run, true).await;
+    assert!(
+        refused["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("every one of its orders succeeded")),
+        "{refused}"
+    );
+    let unknown = cloud.rerun(&RunId::generate(), false).await;
+    assert!(
+        unknown["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("has no orders")),
+        "{unknown}"
+    );
 }
 
 /// Cancels a run on `cloud` while an order runs, and checks what that did (see

@@ -130,6 +130,45 @@ async fn init_job_takes_a_rest_api_post() {
     assert_queued(&engine, &body).await;
 }
 
+/// Only the caller that submitted a run may rerun it (an operator's direct invoke may too);
+/// a run that never was is a 404.
+#[tokio::test]
+async fn a_run_is_rerun_by_its_submitter_only() {
+    let engine = engine().await;
+    let (status, queued) = http_answer(
+        &init_job::handle(&engine, &rest_event("POST", JOB))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{queued}");
+    let rerun = json!({ "rerun_of": queued["run_id"] }).to_string();
+
+    let mut by_bob = rest_event("POST", &rerun);
+    by_bob["requestContext"]["identity"]["userArn"] = json!("arn:aws:iam::123456789012:user/bob");
+    let (status, refused) = http_answer(&init_job::handle(&engine, &by_bob).await.unwrap());
+    assert_eq!(status, 403, "{refused}");
+    let error = refused["errors"][0].as_str().unwrap();
+    assert!(error.contains("only its submitter may rerun it"), "{error}");
+
+    // Its every start failed here (no worker function): it has ended, and may be rerun.
+    let by_alice = rest_event("POST", &rerun);
+    let (status, queued_again) = http_answer(&init_job::handle(&engine, &by_alice).await.unwrap());
+    assert_eq!(status, 200, "{queued_again}");
+    assert_ne!(queued_again["run_id"], queued["run_id"]);
+    let direct = init_job::handle(&engine, &serde_json::from_str(&rerun).unwrap())
+        .await
+        .unwrap();
+    assert!(direct["run_id"].is_string(), "{direct}");
+
+    let never = json!({ "rerun_of": RunId::generate() }).to_string();
+    let (status, _) = http_answer(
+        &init_job::handle(&engine, &rest_event("POST", &never))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(status, 404);
+}
+
 #[tokio::test]
 async fn init_job_takes_base64_bodies_and_job_parameters_b64_from_http_apis() {
     let engine = engine().await;

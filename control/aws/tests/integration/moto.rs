@@ -352,6 +352,34 @@ async fn ssm_keeps_keys_secret_and_deletes_a_runs_keys() {
     store.delete_run_keys(&run).await.unwrap();
 }
 
+/// The kept jobs' key: the first stored wins (of two stored at once, both callers get the
+/// same), as a SecureString outside `sops-keys/`, and no run's deletion takes it.
+#[tokio::test]
+async fn ssm_keeps_one_jobs_key_the_first_stored() {
+    use sluice_aws::keys::SsmKeyStore;
+    use sluice_ports::KeyStore;
+    let clients = moto().await;
+    let prefix = format!("/{}", unique("sluice-test"));
+    let store = SsmKeyStore::new(clients.ssm.clone(), &prefix, CallCounter::default());
+    let (a, b) = tokio::join!(store.jobs_key("key-a"), store.jobs_key("key-b"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert!(a == "key-a" || a == "key-b", "{a}");
+    assert_eq!(store.jobs_key("key-c").await.unwrap(), a);
+    let parameter = clients
+        .ssm
+        .get_parameter()
+        .name(format!("{prefix}/jobs-key"))
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap();
+    assert_eq!(parameter.r#type().map(|t| t.as_str()), Some("SecureString"));
+    store.delete_run_keys(&RunId::generate()).await.unwrap();
+    assert_eq!(store.jobs_key("key-d").await.unwrap(), a);
+}
+
 /// A run's keys whose names the caller knows (the ones its rows name) are deleted without
 /// listing them, a batch per call; a name that is not the run's is refused before anything
 /// is deleted, and keys already gone are no error.

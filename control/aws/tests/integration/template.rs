@@ -430,6 +430,10 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         &template,
         &resource(&template, "InternalBucket")["Properties"]["BucketName"],
     );
+    let done = evaluate(
+        &template,
+        &resource(&template, "DoneBucket")["Properties"]["BucketName"],
+    );
     let object = |key: &str| format!("arn:aws:s3:::{internal}/{key}");
     // Workers hold no data permission at all: not the Lambda's role, not the CodeBuild
     // project's (beyond the worker binary and its own logs). Everything an attempt touches
@@ -453,6 +457,7 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     let parameter = |path: String| format!("arn:aws:ssm:eu-west-1:123456789012:parameter{path}");
     let order_key = parameter(format!("/sluice/sops-keys/{run}/{order}"));
     let ticket_key = parameter(format!("/sluice/sops-keys/{run}/tickets/{order}/a1-n"));
+    let jobs_key = parameter("/sluice/jobs-key".to_owned());
     for statement in codebuild.as_array().unwrap() {
         let actions = &statement["Action"];
         let resource = &statement["Resource"];
@@ -463,7 +468,9 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             && evaluate(&template, resource) == object("artifacts/worker/*");
         let tickets = *actions == "ssm:GetParameters" && {
             let pattern = evaluate(&template, resource);
-            arn_matches(&pattern, &ticket_key) && !arn_matches(&pattern, &order_key)
+            arn_matches(&pattern, &ticket_key)
+                && !arn_matches(&pattern, &order_key)
+                && !arn_matches(&pattern, &jobs_key)
         };
         let decrypt = *actions == "kms:Decrypt"
             && statement["Condition"]["StringEquals"]["kms:ViaService"]
@@ -556,15 +563,41 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
             "init-job may not {action} {record}"
         );
     }
+    // A run's job, kept at init, read back by a rerun, sealed to a key only init-job reads.
+    let kept = object(&keys::job(&RunId::generate()));
+    for action in ["s3:PutObject", "s3:GetObject"] {
+        assert!(
+            can(&init, action, &kept),
+            "init-job may not {action} {kept}"
+        );
+        assert!(
+            !can(&orchestrator, action, &kept),
+            "the orchestrator may {action} {kept}"
+        );
+    }
+    for action in ["ssm:PutParameter", "ssm:GetParameter"] {
+        assert!(
+            can(&init, action, &jobs_key),
+            "init-job may not {action} {jobs_key}"
+        );
+    }
+    for function in ["OrchestratorFunction", "WatchdogCheckFunction"] {
+        let rules = allowed(&template, function_statements(&template, function));
+        assert!(
+            !can(&rules, "ssm:GetParameter", &jobs_key),
+            "{function} may read the kept jobs' key"
+        );
+    }
     // Whoever reads a key that may not exist yet (an idempotency record; a result, a
-    // claim) must be able to list the bucket, with no condition, or S3 answers 403, not
-    // 404, and "not yet" becomes a failure.
-    let bucket_arn = format!("arn:aws:s3:::{internal}");
-    for function in [
-        "InitJobFunction",
-        "OrchestratorFunction",
-        "WatchdogCheckFunction",
+    // claim; a rerun's done document) must be able to list the bucket, with no condition,
+    // or S3 answers 403, not 404, and "not yet" becomes a failure.
+    for (function, bucket) in [
+        ("InitJobFunction", &internal),
+        ("InitJobFunction", &done),
+        ("OrchestratorFunction", &internal),
+        ("WatchdogCheckFunction", &internal),
     ] {
+        let bucket_arn = format!("arn:aws:s3:::{bucket}");
         let statements = function_statements(&template, function).as_array().unwrap();
         let lists = statements.iter().any(|statement| {
             let actions = &statement["Action"];
@@ -578,7 +611,7 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         });
         assert!(
             lists,
-            "{function} may not list the internal bucket unconditionally"
+            "{function} may not list the bucket {bucket} unconditionally"
         );
     }
     // One watch per run: init-job starts it, watchdog-check hands a long one over to a new
@@ -605,10 +638,6 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
     assert!(
         can(&orchestrator, "s3:PutObject", &object(&result_key)),
         "callback URLs are presigned with this role"
-    );
-    let done = evaluate(
-        &template,
-        &resource(&template, "DoneBucket")["Properties"]["BucketName"],
     );
     assert!(can(
         &orchestrator,

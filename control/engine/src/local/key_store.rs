@@ -1,7 +1,8 @@
 //! [`FileKeyStore`]: per-order private keys as files readable by their owner only.
 //!
-//! Layout: `<root>/<run_id>/<order_num>.key`, folders 0700, files 0600, created with those
-//! modes (never widened afterwards, so no window where another user could read them).
+//! Layout: `<root>/<run_id>/<order_num>.key`, and the kept jobs' key `<root>/jobs.key`;
+//! folders 0700, files 0600, created with those modes (never widened afterwards, so no
+//! window where another user could read them).
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -100,6 +101,33 @@ impl KeyStore for FileKeyStore {
         .await
     }
 
+    /// Written whole to a temporary file, then linked into place unless a key is there:
+    /// no reader ever finds a key half written, and of two first runs the second reads the
+    /// first's.
+    async fn jobs_key(&self, made: &str) -> Result<String, StoreError> {
+        let root = self.root.clone();
+        let made = made.to_owned();
+        run_blocking("reading or storing the kept jobs' key", move || {
+            let path = root.join("jobs.key");
+            let failed = |what: &str| {
+                let what = format!("{what} {}", path.display());
+                move |e| StoreError::io(what, e)
+            };
+            // tempfile makes it 0600.
+            let mut file = tempfile::NamedTempFile::new_in(&root).map_err(failed("writing"))?;
+            file.write_all(format!("{made}\n").as_bytes())
+                .map_err(failed("writing"))?;
+            match file.persist_noclobber(&path) {
+                Ok(_) => Ok(made),
+                Err(e) if e.error.kind() == ErrorKind::AlreadyExists => fs::read_to_string(&path)
+                    .map(|text| text.trim().to_owned())
+                    .map_err(failed("reading")),
+                Err(e) => Err(failed("storing")(e.error)),
+            }
+        })
+        .await
+    }
+
     /// Deletes the run's folder, after checking that every path is in it: listing it
     /// costs nothing.
     async fn delete_keys(&self, run_id: &RunId, key_paths: &[String]) -> Result<(), StoreError> {
@@ -121,6 +149,26 @@ impl KeyStore for FileKeyStore {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn the_jobs_key_is_the_first_stored_private_and_outlives_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileKeyStore::open(&dir.path().join("keys")).unwrap();
+        assert_eq!(store.jobs_key("first").await.unwrap(), "first");
+        assert_eq!(store.jobs_key("second").await.unwrap(), "first");
+        let path = dir.path().join("keys/jobs.key");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let run = RunId::generate();
+        store
+            .put_key(&run, OrderNum::from_index(0), "AGE-SECRET-KEY-1XYZ")
+            .await
+            .unwrap();
+        store.delete_run_keys(&run).await.unwrap();
+        assert_eq!(store.jobs_key("third").await.unwrap(), "first");
+    }
 
     #[tokio::test]
     async fn keys_are_private_and_deleted_with_their_run() {

@@ -303,29 +303,38 @@ pub fn done_document(run_id: &RunId, status: JobStatus, orders: &[OrderRecord]) 
             .map(|o| o.flow_id.clone())
             .unwrap_or_default(),
         summary,
-        orders: orders.iter().map(|o| done_order(run_id, o)).collect(),
+        orders: orders.iter().map(done_order).collect(),
         cancelled_by: None,
+        rerun_of: orders
+            .first()
+            .and_then(|o| o.rerun_of.as_ref())
+            .map(RunId::to_string),
     }
 }
 
 /// An order's line in the done document.
-fn done_order(run_id: &RunId, o: &OrderRecord) -> DoneOrder {
+fn done_order(o: &OrderRecord) -> DoneOrder {
     // Ended while waiting for a retry (the job's deadline, a stop): its last attempt, which
     // is recorded, has its log and result; the row names the next attempt's log.
     let ended_waiting = o.last_attempt_recorded();
     let log_key = match (ended_waiting, o.log_stored) {
         (Some(ended), _) => ended.log_key.clone(),
+        // Reused: its log is the run's it ran in, when that run stored one.
+        (None, stored) if o.reused_from.is_some() => {
+            (stored == Some(true)).then(|| o.log_key.clone())
+        }
         (None, Some(false)) => None,
         (None, _) => o.dispatched_at_ms.map(|_| o.log_key.clone()),
     };
-    let result_key = o.attempt.as_ref().and_then(|attempt| {
-        (o.log_stored.is_some() || ended_waiting.is_some())
-            .then(|| keys::result(run_id, o.plan.order_num, attempt))
-    });
+    let result_key = o
+        .result_key()
+        .filter(|_| o.log_stored.is_some() || ended_waiting.is_some());
     // An order with a retry policy that ran: every attempt, the last (the row's own) after
     // those its retries followed, unless it is recorded already.
     let attempts = match &o.attempt {
-        Some(attempt) if o.plan.retry.is_some() && ended_waiting.is_none() => {
+        Some(attempt)
+            if o.plan.retry.is_some() && ended_waiting.is_none() && o.reused_from.is_none() =>
+        {
             let last = AttemptRecord {
                 number: o.attempts.len() as u32 + 1,
                 attempt: attempt.clone(),
@@ -354,6 +363,7 @@ fn done_order(run_id: &RunId, o: &OrderRecord) -> DoneOrder {
         withheld_outputs: Vec::new(),
         outputs_key: o.outputs_key.clone(),
         attempts,
+        reused_from: o.reused_from.as_ref().map(RunId::to_string),
     }
 }
 

@@ -489,6 +489,10 @@ impl KeyStore for FaultyKeys {
         let call = self.inner.delete_keys(run_id, key_paths);
         self.world.faulty("delete_keys", call).await
     }
+    async fn jobs_key(&self, made: &str) -> Result<String, StoreError> {
+        let call = self.inner.jobs_key(made);
+        self.world.faulty("jobs_key", call).await
+    }
 }
 
 /// Starts of workers and watches are recorded for the simulation to play; a start may fail
@@ -1041,7 +1045,7 @@ impl Sim {
         }
         let runs = self.runs();
         // Every run an init started (none when init failed before its watch) ends with one
-        // done document, and no key is left.
+        // done document, and no key of a run is left (the kept jobs' key outlives runs).
         let mut expected: Vec<String> = runs.iter().map(keys::done).collect();
         expected.sort();
         let mut done_keys = self.done.list("").await.unwrap();
@@ -1053,6 +1057,7 @@ impl Sim {
             .map(|entries| {
                 (entries.flatten())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name != "jobs.key")
                     .collect()
             })
             .unwrap_or_default();

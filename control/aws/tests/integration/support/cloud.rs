@@ -414,6 +414,18 @@ impl Cloud {
         submitted
     }
 
+    /// Asks init-job — its handler, with its role — to run `of`'s job again as `sluice
+    /// rerun --aws` does (a direct invoke); its answer (the new run's ids, or `errors`).
+    pub async fn rerun(&self, of: &RunId, failed: bool) -> serde_json::Value {
+        let started = Instant::now();
+        let request = serde_json::json!({ "rerun_of": of, "failed": failed });
+        let engine = self.engine_as(&self.roles.init_job);
+        let answer = sluice_aws::handlers::init_job::handle(&engine, &request).await;
+        self.lambda
+            .record(billing::Function::InitJob, started.elapsed());
+        answer.unwrap()
+    }
+
     /// Submits `job` and pumps events until its done document appears. A submission that
     /// fails transiently (init-job answers 503) is sent again, as `sluice submit` does.
     pub async fn run(&self, job: &str, worker_of: impl Fn(&str) -> Worker) -> DoneDoc {
