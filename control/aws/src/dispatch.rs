@@ -10,6 +10,8 @@
 //!   payload itself would be visible to anyone who can read the build) and a build timeout
 //!   covering the order's. No idempotency token: a token sent again with other values is
 //!   refused, and each start's ticket differs; a duplicate build finds its attempt claimed.
+//!   The build's id is recorded (`tmp/builds/…`): a cancel stops the run's builds
+//!   (`StopBuild`), which their workers would otherwise end only once they look.
 //! - Compile: `Invoke` of the compile function with `InvocationType=Event` and the
 //!   [`CompileRequest`] as the event (its async config retries twice: compiling again is
 //!   harmless, the code is stored only where none is).
@@ -24,9 +26,9 @@ use aws_sdk_codebuild::types::EnvironmentVariable;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use sluice_contract::ExecutionTarget;
-use sluice_contract::OrderNum;
 use sluice_contract::dispatch::{CompileRequest, DispatchPayload};
 use sluice_contract::validate::MAX_PRESIGN_EXPIRY;
+use sluice_contract::{OrderNum, RunId};
 use sluice_ports::ErrorKind;
 use sluice_ports::{DispatchError, Dispatcher, WatchdogInput, WatchdogStarter};
 
@@ -170,21 +172,63 @@ impl Dispatcher for AwsDispatcher {
                     build = build.environment_variables_override(variable);
                 }
                 self.calls.count("codebuild", "StartBuild");
-                match build.send().await {
-                    Ok(_) => {}
-                    // A 2xx answer means the build was accepted; its body (the build's
-                    // description, which Sluice does not use) may still fail to parse, as
-                    // moto's does (it writes timestamps as strings).
+                let build_id = match build.send().await {
+                    Ok(started) => started.build_value.and_then(|build| build.id),
+                    // A 2xx answer means the build was accepted; its body may still fail to
+                    // parse, as moto's does (it writes timestamps as strings): its id is
+                    // read from the JSON as it is.
                     Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
-                        tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, error = %aws_sdk_codebuild::error::DisplayErrorContext(&e), "StartBuild accepted, but its answer could not be read");
+                        tracing::debug!(run_id = %payload.run_id, order_num = %payload.order_num, error = %aws_sdk_codebuild::error::DisplayErrorContext(&e), "StartBuild accepted, but its answer does not parse");
+                        (e.raw_response().and_then(|r| r.body().bytes()))
+                            .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
+                            .and_then(|answer| answer["build"]["id"].as_str().map(str::to_owned))
                     }
                     Err(e) => {
                         return Err(failed(kind(&e), "codebuild worker", payload, describe(&e)));
                     }
+                };
+                // For a cancel to stop it; its worker also stops at a cancel by itself.
+                let recorded = match &build_id {
+                    Some(id) => self
+                        .tickets
+                        .record_build(payload, id)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("its answer holds no build id".to_owned()),
+                };
+                if let Err(error) = recorded {
+                    tracing::warn!(run_id = %payload.run_id, order_num = %payload.order_num, %error, "the build started is not recorded: a cancel will not stop it (its worker still stops at the cancel)");
                 }
             }
         }
         Ok(())
+    }
+
+    /// StopBuild for each build the run's dispatches recorded; one that has ended already
+    /// is stopped again harmlessly (or refused, and skipped).
+    async fn stop_builds(&self, run_id: &RunId) -> Result<usize, DispatchError> {
+        let builds = (self.tickets.started_builds(run_id).await).map_err(|e| DispatchError {
+            kind: e.kind(),
+            what: "listing the run's builds".to_owned(),
+            run_id: run_id.clone(),
+            order_num: OrderNum::INIT,
+            message: e.to_string(),
+        })?;
+        let mut stopped = 0;
+        for id in builds {
+            self.calls.count("codebuild", "StopBuild");
+            match self.codebuild.stop_build().id(&id).send().await {
+                Ok(_) => stopped += 1,
+                // Accepted, its answer unparsed (moto's timestamps, as for StartBuild).
+                Err(e) if e.raw_response().is_some_and(|r| r.status().is_success()) => {
+                    stopped += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%run_id, build = %id, error = %describe(&e), "a build of the cancelled run could not be stopped");
+                }
+            }
+        }
+        Ok(stopped)
     }
 
     fn compiles_modules(&self) -> bool {

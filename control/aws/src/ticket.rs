@@ -31,7 +31,7 @@ use std::time::Duration;
 use age::secrecy::ExposeSecret;
 use aws_sdk_codebuild::types::EnvironmentVariableType;
 use sluice_contract::dispatch::{DispatchPayload, ticket};
-use sluice_contract::keys;
+use sluice_contract::{RunId, keys};
 use sluice_ports::{ObjectStore, Presigned, StoreError};
 
 use crate::keys::SsmKeyStore;
@@ -77,7 +77,8 @@ pub struct BuildVariable {
     pub kind: EnvironmentVariableType,
 }
 
-/// Where tickets are kept: the ciphertexts in the internal bucket, their keys in SSM.
+/// Where tickets are kept: the ciphertexts in the internal bucket, their keys in SSM; and the
+/// record of the build each started (`tmp/builds/…`), by which a cancel stops them.
 #[derive(Debug, Clone)]
 pub struct Tickets {
     store: Arc<dyn ObjectStore>,
@@ -88,6 +89,39 @@ impl Tickets {
     /// Tickets in `store` (the internal bucket), their keys in `keys`.
     pub fn new(store: Arc<dyn ObjectStore>, keys: SsmKeyStore) -> Self {
         Tickets { store, keys }
+    }
+
+    /// Records that the build `build_id` was started for `payload`'s attempt.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    pub async fn record_build(
+        &self,
+        payload: &DispatchPayload,
+        build_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = keys::build(
+            &payload.run_id,
+            payload.order_num,
+            &payload.attempt,
+            build_id,
+        );
+        self.store.put(&key, Vec::new()).await
+    }
+
+    /// The builds started for `run_id`'s attempts, as recorded.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure listing them.
+    pub async fn started_builds(&self, run_id: &RunId) -> Result<Vec<String>, StoreError> {
+        let records = self.store.list(&keys::run_builds(run_id)).await?;
+        Ok((records.iter())
+            .filter_map(|key| key.rsplit('/').next())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Stores a new ticket for `payload` and returns the build's environment: the ticket's

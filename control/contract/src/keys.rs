@@ -5,6 +5,7 @@
 //! `tmp/callbacks/runs/<run_id>/<order_num>/<attempt>/result.json`,
 //! `tmp/logs/<run_id>/<order_num>/log.txt`, `tmp/outputs/<run_id>/<order_num>/<attempt>.json`, `tmp/claims/<run_id>/<order_num>/<attempt>`,
 //! `tmp/idempotency/<digest>.json`, `tmp/cancel/<run_id>.json`, `tmp/jobs/<run_id>.age`,
+//! `tmp/builds/<run_id>/<order_num>/<attempt>/<build id>` (AWS),
 //! `tmp/compiled/<run_id>/<module sha256>.wasm`,
 //! `tmp/compiled/<run_id>/<target>/<module sha256>-<engine>.cwasm`.
 //! Done bucket: `<run_id>/done`.
@@ -119,6 +120,17 @@ pub fn claim(run_id: &RunId, order_num: OrderNum, attempt: &AttemptId) -> String
 /// dispatch payload encrypted to the build's own key (see `sluice_aws::ticket`).
 pub fn ticket(run_id: &RunId, order_num: OrderNum, name: &str) -> String {
     format!("tmp/tickets/{run_id}/{order_num}/{name}.age")
+}
+
+/// Where the dispatcher records that it started the CodeBuild build `build_id` for an
+/// attempt (an empty object, named by the build): a cancel stops the run's builds.
+pub fn build(run_id: &RunId, order_num: OrderNum, attempt: &AttemptId, build_id: &str) -> String {
+    format!("{}{order_num}/{attempt}/{build_id}", run_builds(run_id))
+}
+
+/// The prefix holding the records of every build a run's dispatches started.
+pub fn run_builds(run_id: &RunId) -> String {
+    format!("tmp/builds/{run_id}/")
 }
 
 /// Where the run a submission created is recorded, by the digest of its user and

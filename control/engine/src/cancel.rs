@@ -20,7 +20,7 @@ use sluice_contract::cancel::{
     CancelRequest, MAX_CANCEL_REQUEST_BYTES, check_cancelled_by, parse_cancel_request,
 };
 use sluice_contract::validate::Platform;
-use sluice_contract::{JobStatus, OrderStatus, RunId, keys};
+use sluice_contract::{ExecutionTarget, JobStatus, OrderStatus, RunId, keys};
 
 use crate::engine::{Engine, to_json};
 use crate::error::{EngineError, StoreError};
@@ -166,18 +166,45 @@ impl Engine {
         self.last_releases.rows_written_apart();
         // Results applied on the way recorded their events.
         self.write_events().await;
-        cancelled
+        let (settled, builds_ran) = cancelled?;
+        if builds_ran {
+            self.stop_builds(run_id).await;
+        }
+        Ok(settled)
     }
 
+    /// Stops the run's CodeBuild builds, which their workers would end only once they
+    /// look (a build still in CodeBuild's queue looks when it starts); a failure is logged:
+    /// the workers stop all the same.
+    async fn stop_builds(&self, run_id: &RunId) {
+        match self.ports.dispatcher.stop_builds(run_id).await {
+            Ok(0) => {}
+            Ok(stopped) => {
+                tracing::info!(run_id = %run_id, stopped, "builds of the cancelled run stopped")
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %run_id, %error, "the builds of the cancelled run could not be listed; their workers stop them")
+            }
+        }
+    }
+
+    /// The orders as cancelled, and whether one of them was on CodeBuild until then.
     async fn cancel_once(
         &self,
         run_id: &RunId,
         reason: &str,
-    ) -> Result<Vec<OrderRecord>, EngineError> {
+    ) -> Result<(Vec<OrderRecord>, bool), EngineError> {
         let orders = self.read_state(run_id, None).await?;
         if orders.is_empty() {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
+        let builds_ran = orders.iter().any(|order| {
+            order.plan.execution_target == ExecutionTarget::Codebuild
+                && matches!(
+                    order.status,
+                    OrderStatus::Dispatching | OrderStatus::Running
+                )
+        });
         let now = self.now_ms();
         let mut settled = Vec::with_capacity(orders.len());
         for order in &orders {
@@ -187,6 +214,6 @@ impl Engine {
             );
         }
         tracing::info!(run_id = %run_id, reason, "run cancelled");
-        Ok(settled)
+        Ok((settled, builds_ran))
     }
 }

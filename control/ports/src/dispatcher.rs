@@ -48,6 +48,20 @@ pub trait Dispatcher: Send + Sync + Debug {
         payload: &DispatchPayload,
     ) -> Result<(), DispatchError>;
 
+    /// Stops what still runs of `run_id`'s workers on a backend whose workers may not
+    /// notice a cancel soon (a CodeBuild build waiting in its queue, or wedged): the run
+    /// was cancelled. Returns how many were stopped. A backend whose workers all look for
+    /// the cancel themselves has nothing to stop.
+    ///
+    /// # Errors
+    ///
+    /// [`DispatchError`] when the builds cannot be listed; one that cannot be stopped is
+    /// logged and skipped.
+    async fn stop_builds(&self, run_id: &RunId) -> Result<usize, DispatchError> {
+        let _ = run_id;
+        Ok(0)
+    }
+
     /// Whether [`Dispatcher::compile`] can start compilations (a deployment with a compile
     /// function).
     fn compiles_modules(&self) -> bool {

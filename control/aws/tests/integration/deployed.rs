@@ -89,6 +89,37 @@ async fn a_run_is_cancelled_with_each_functions_own_role() {
     crate::end_to_end::cancel_midway(&deployed().await).await;
 }
 
+/// A cancel stops the run's CodeBuild build with each function's own role: init-job, which
+/// started it in the run's first step, recorded it; the orchestrator's pass that cancels
+/// the run stops it.
+#[tokio::test]
+async fn a_cancel_stops_the_runs_builds_with_each_functions_own_role() {
+    let cloud = deployed().await;
+    // The stack's project, which the deployed moto does not make.
+    crate::support::worker_project(&cloud.clients.codebuild, &cloud.settings.codebuild_project)
+        .await;
+    let mut build = order("build", "sleep 600", &[]);
+    build["execution_target"] = "codebuild".into();
+    let run = cloud
+        .submit(&job(vec![build]).to_string())
+        .await
+        .unwrap()
+        .run_id;
+    let engine = cloud.engine();
+    let rows = engine.ports.orders.run_orders(&run).await.unwrap();
+    assert_eq!(rows[0].status, OrderStatus::Running, "{rows:?}");
+    engine.request_cancel(&run, "erin").await.unwrap();
+    // No worker runs the build here: the cancel alone ends the run.
+    let done = cloud.pump(&run, |_| Worker::Runs).await;
+    assert_eq!(done.status, JobStatus::Cancelled, "{done:?}");
+    let calls = cloud.calls.snapshot();
+    assert_eq!(
+        calls.get(&("codebuild", "StopBuild")),
+        Some(&1),
+        "{calls:?}"
+    );
+}
+
 /// A rerun works with init-job's own role: it reads the run's kept job, done document,
 /// rows and bundles.
 #[tokio::test]

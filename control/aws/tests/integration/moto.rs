@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{
-    BodyTap, ROLE, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
+    BodyTap, bucket, moto, put_url, store_settings, unique, watchdog_machine, worker_function,
 };
 use sluice_aws::{CallCounter, DynamoOrderStore, S3Store, clients::Clients};
 use sluice_contract::RunId;
@@ -459,35 +459,7 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
     use sluice_worker_aws::ticket;
     let clients = moto().await;
     let project = unique("sluice-test");
-    clients
-        .codebuild
-        .create_project()
-        .name(&project)
-        .source(
-            aws_sdk_codebuild::types::ProjectSource::builder()
-                .r#type(aws_sdk_codebuild::types::SourceType::S3)
-                .location("artifacts/worker.zip")
-                .build()
-                .unwrap(),
-        )
-        .artifacts(
-            aws_sdk_codebuild::types::ProjectArtifacts::builder()
-                .r#type(aws_sdk_codebuild::types::ArtifactsType::NoArtifacts)
-                .build()
-                .unwrap(),
-        )
-        .environment(
-            aws_sdk_codebuild::types::ProjectEnvironment::builder()
-                .r#type(aws_sdk_codebuild::types::EnvironmentType::LinuxContainer)
-                .image("public.ecr.aws/sluice/worker:latest")
-                .compute_type(aws_sdk_codebuild::types::ComputeType::BuildGeneral1Small)
-                .build()
-                .unwrap(),
-        )
-        .service_role(ROLE)
-        .send()
-        .await
-        .unwrap();
+    crate::support::worker_project(&clients.codebuild, &project).await;
     let calls = CallCounter::default();
     let tap = BodyTap::default();
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -621,6 +593,19 @@ async fn codebuild_workers_get_their_payload_as_a_ticket_only_they_can_redeem() 
     keys.delete_run_keys(&run).await.unwrap();
     let gone = keys.get_key(parameter.as_str().unwrap()).await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
+
+    // Each build started is recorded; a cancel stops them all (and another run's none).
+    // moto refuses StopBuild of a build it does not know (and its BatchGetBuilds says
+    // SUCCEEDED of any build): the count and the requests sent are what is checked.
+    assert_eq!(dispatcher.stop_builds(&RunId::generate()).await.unwrap(), 0);
+    assert_eq!(dispatcher.stop_builds(&run).await.unwrap(), 2);
+    let mut stopped: Vec<String> = (tap.take::<serde_json::Value>().iter())
+        .map(|request| request["id"].as_str().unwrap().to_owned())
+        .collect();
+    stopped.sort();
+    let mut started = builds.ids().to_vec();
+    started.sort();
+    assert_eq!(stopped, started);
 
     let missing = AwsDispatcher::new(
         clients.lambda.clone(),

@@ -627,12 +627,28 @@ fn results_wake_the_orchestrator_and_roles_reach_the_keys_their_code_uses() {
         &template,
         function_statements(&template, "WatchdogCheckFunction"),
     );
+    let project = "arn:aws:codebuild:eu-west-1:123456789012:project/sluice-worker";
+    let build = object(&keys::build(
+        &run,
+        order,
+        &AttemptId::parse("a1").unwrap(),
+        "sluice-worker:0f3e",
+    ));
     for (role, rules) in [
         ("init-job", &init),
         ("watchdog-check", &watchdog),
         ("orchestrator", &orchestrator),
     ] {
         assert!(can(rules, "states:StartExecution", &machine), "{role}");
+        // Whoever starts builds records them; whoever cancels runs stops them.
+        assert!(can(rules, "codebuild:StartBuild", project), "{role}");
+        assert!(can(rules, "s3:PutObject", &build), "{role} records {build}");
+    }
+    for (role, rules) in [
+        ("watchdog-check", &watchdog),
+        ("orchestrator", &orchestrator),
+    ] {
+        assert!(can(rules, "codebuild:StopBuild", project), "{role}");
     }
     assert!(can(&orchestrator, "s3:GetObject", &object(&result_key)));
     assert!(

@@ -313,6 +313,47 @@ pub fn settings_env(settings: &AwsSettings) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+/// The CodeBuild project `name` of the workers in moto (builds are accepted, never run);
+/// one already there is kept.
+pub async fn worker_project(codebuild: &aws_sdk_codebuild::Client, name: &str) {
+    use aws_sdk_codebuild::types::{
+        ArtifactsType, ComputeType, EnvironmentType, ProjectArtifacts, ProjectEnvironment,
+        ProjectSource, SourceType,
+    };
+    let made = codebuild
+        .create_project()
+        .name(name)
+        .source(
+            ProjectSource::builder()
+                .r#type(SourceType::S3)
+                .location("artifacts/worker.zip")
+                .build()
+                .unwrap(),
+        )
+        .artifacts(
+            ProjectArtifacts::builder()
+                .r#type(ArtifactsType::NoArtifacts)
+                .build()
+                .unwrap(),
+        )
+        .environment(
+            ProjectEnvironment::builder()
+                .r#type(EnvironmentType::LinuxContainer)
+                .image("public.ecr.aws/sluice/worker:latest")
+                .compute_type(ComputeType::BuildGeneral1Small)
+                .build()
+                .unwrap(),
+        )
+        .service_role(ROLE)
+        .send()
+        .await;
+    if let Err(error) = made {
+        let exists =
+            (error.as_service_error()).is_some_and(|e| e.is_resource_already_exists_exception());
+        assert!(exists, "{error:?}");
+    }
+}
+
 /// A worker function in moto (Lambda configured to accept invokes without running them).
 pub async fn worker_function(clients: &Clients) -> String {
     lambda_function(clients, "sluice-worker").await
