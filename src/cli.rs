@@ -157,6 +157,18 @@ enum CommandArgs {
     },
     /// Print the JSON Schema of job files, for editors and checks before submitting.
     Schema,
+    /// Print a job's DAG for another program to draw: one node per order (name, where it
+    /// runs on AWS, what it runs, its condition), an arrow to each order that waits for it
+    /// (dashed, with the outcomes asked, for a `depends` condition). Mermaid renders in a
+    /// PR comment or Markdown file (in a `mermaid` code block); DOT through Graphviz
+    /// (`| dot -Tsvg > job.svg`).
+    Graph {
+        /// The job file (JSON).
+        job: PathBuf,
+        /// The format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
     /// Check a job file without running it.
     Validate {
         /// The job file (JSON).
@@ -281,6 +293,15 @@ pub enum Command {
     },
     /// `sluice schema`.
     Schema,
+    /// `sluice graph`.
+    Graph {
+        /// The job file.
+        job: PathBuf,
+        /// The format.
+        format: GraphFormat,
+        /// Username jobs default to.
+        username: String,
+    },
     /// `sluice validate`.
     Validate {
         /// The job file.
@@ -294,6 +315,15 @@ pub enum Command {
         /// Log level.
         verbosity: &'static str,
     },
+}
+
+/// What `sluice graph` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// Graphviz's DOT language.
+    Dot,
 }
 
 /// What `sluice validate` prints of a valid job after its verdict.
@@ -412,7 +442,7 @@ impl Command {
             | Command::Resume { config, .. }
             | Command::Rerun { config, .. }
             | Command::Cancel { config, .. } => config.verbosity,
-            Command::Sentinel { .. } | Command::Schema => "warn",
+            Command::Sentinel { .. } | Command::Schema | Command::Graph { .. } => "warn",
             Command::Validate { verbosity, .. } => verbosity,
             #[cfg(feature = "aws")]
             Command::Aws { verbosity, .. } => verbosity,
@@ -568,6 +598,11 @@ pub fn parse() -> Result<Command, ExitCode> {
             verbosity,
         },
         CommandArgs::Schema => Command::Schema,
+        CommandArgs::Graph { job, format } => Command::Graph {
+            job,
+            format,
+            username,
+        },
         CommandArgs::Validate {
             job,
             secrets,

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod graph;
 mod local_worker;
 mod progress;
 mod sentinel;

@@ -3,6 +3,7 @@
 #[cfg(feature = "aws")]
 mod aws;
 mod cancel;
+mod graph;
 mod local;
 mod plan;
 mod rerun;
@@ -43,6 +44,11 @@ pub async fn run(command: Command) -> i32 {
                 .await
                 .unwrap_or(exit_codes::INTERNAL_ERROR)
         }
+        Command::Graph {
+            job,
+            format,
+            username,
+        } => graph::graph(&job, format, &username),
         Command::Schema => {
             print_json(&sluice_contract::job::job_schema());
             exit_codes::SUCCEEDED

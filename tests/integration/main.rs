@@ -13,6 +13,7 @@ mod credentials;
 mod dry_run;
 mod examples;
 mod git_sources;
+mod graph;
 mod isolation;
 mod outputs;
 mod pr_comments;
