@@ -150,16 +150,17 @@ impl Engine {
         job: &JobSpec,
         options: &ValidateOptions,
         base_dir: &Path,
-        rerun: Option<&Rerun>,
+        mut rerun: Option<Rerun>,
     ) -> Result<InitResponse, EngineError> {
         let mut valid = validate(job, options)?;
         if let Some(caller) = &options.caller {
             // A rerun too: its caller may rerun only a job it could submit.
             self.config.credential_grants.check(caller, &valid)?;
         }
-        if let Some(rerun) = rerun {
-            rerun.without_reused_credentials(&mut valid);
+        if let Some(rerun) = &mut rerun {
+            rerun.settle(&mut valid);
         }
+        let rerun = rerun.as_ref();
         // A submission made again is answered at once, before any of init's work: a
         // client retrying after API Gateway's 30 s cut must not wait as long again.
         let submitter = submitter(options, &valid);
@@ -170,22 +171,13 @@ impl Engine {
                 return Ok(previous);
             }
         }
-        // A rerun's bundles taken from the run it reruns live here until its own are built.
-        let scratch = match rerun {
-            Some(_) => Some(
-                tempfile::Builder::new()
-                    .prefix("sluice-rerun-")
-                    .tempdir()
-                    .map_err(|e| StoreError::io("creating a folder for a rerun's bundles", e))?,
-            ),
-            None => None,
-        };
-        let plans = match (rerun, &scratch) {
-            (Some(rerun), Some(scratch)) => {
-                self.rerun_code(&valid, rerun, base_dir, scratch.path())
-                    .await?
+        // A rerun's bundles taken from the run it reruns are kept until its own are built.
+        let (plans, _stored_bundles) = match rerun {
+            Some(rerun) => {
+                let (plans, stored) = self.rerun_code(&valid, rerun, base_dir).await?;
+                (plans, Some(stored))
             }
-            _ => preflight(&valid, self.config.platform, base_dir)?,
+            None => (preflight(&valid, self.config.platform, base_dir)?, None),
         };
         self.check_modules_can_compile(&run_id, &valid)?;
         let envs = credentials::resolve(&valid, self.ports.secrets.as_ref()).await?;
@@ -599,7 +591,7 @@ impl Engine {
         let log_key = keys::log(run_id, order_num);
         if let Some(rerun) = ids.rerun.filter(|rerun| rerun.reuses(order_num)) {
             // Not run: no bundle, no key, no code.
-            let row = rerun.rerun_row(ids.new_row(order, log_key, None), self.now_ms());
+            let row = rerun.reused_row(ids.new_row(order, log_key, None), self.now_ms());
             return Ok((row, None));
         }
         let bundle_error = |cause: CodeError| EngineError::Bundle {
@@ -690,10 +682,7 @@ impl Engine {
                 .await?;
         }
 
-        let mut record = ids.new_row(order, log_key, compiled);
-        if let Some(rerun) = ids.rerun {
-            record = rerun.rerun_row(record, self.now_ms());
-        }
+        let record = ids.new_row(order, log_key, compiled);
         Ok((record, to_pack.then_some(bytes)))
     }
 }
@@ -850,7 +839,8 @@ impl RunIds<'_> {
         self.created_at_ms + self.job.job_timeout * 1000
     }
 
-    /// `order`'s row as queued, its log at `log_key` (its key path is set with the rows').
+    /// `order`'s row as queued, its log at `log_key` (its key path is set with the rows'),
+    /// naming the run it reruns if it does.
     fn new_row(
         &self,
         order: &ValidOrder,
@@ -880,7 +870,7 @@ impl RunIds<'_> {
             pr: self.job.pr.clone(),
             compiled,
             packed: None,
-            rerun_of: None,
+            rerun_of: self.rerun.map(|rerun| rerun.of.clone()),
             reused_from: None,
         }
     }

@@ -29,7 +29,7 @@ use age::secrecy::ExposeSecret as _;
 use futures::stream::{self, StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 use sluice_contract::result::{DoneDoc, DoneOrder};
-use sluice_contract::validate::{Platform, ValidJob, validate};
+use sluice_contract::validate::{Platform, ValidJob};
 use sluice_contract::{AttemptId, JobSpec, OrderNum, OrderStatus, RunId, ValidateOptions, keys};
 
 use crate::bundle::CodeInput;
@@ -131,7 +131,8 @@ pub enum NotRerunnable {
 pub(crate) struct Rerun {
     /// The run rerun.
     pub(crate) of: RunId,
-    /// The orders not run again (`--failed`), by number.
+    /// The orders not run again (`--failed`), by number: those that succeeded, until
+    /// [`Rerun::settle`] keeps the ones that wait for no order that runs again.
     reused: BTreeMap<OrderNum, ReusedOrder>,
     /// The rerun run's rows, which say where its bundles are (none once they expired).
     originals: Vec<OrderRecord>,
@@ -258,12 +259,9 @@ impl Engine {
             // over HTTP took from its caller).
             job.username.get_or_insert(kept.ran_as);
         }
+        // Narrowed by init once the job is validated (`Rerun::settle`).
         let reused = match request.failed_only {
-            true => {
-                let valid = validate(&job, options)?;
-                let succeeded = self.still_reusable(of, &done).await?;
-                reusable(succeeded, &valid)
-            }
+            true => self.still_reusable(of, &done).await?,
             false => BTreeMap::new(),
         };
         let base_dir = kept.base_dir.unwrap_or_else(|| PathBuf::from("/"));
@@ -277,7 +275,7 @@ impl Engine {
             ran_in,
             submitter: kept.submitter,
         };
-        self.init(run_id, &job, options, &base_dir, Some(&rerun))
+        self.init(run_id, &job, options, &base_dir, Some(rerun))
             .await
     }
 
@@ -305,20 +303,22 @@ impl Engine {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// Each order's code for a rerun (see the module docs), the stored bundles it takes
-    /// written into `scratch`: none for a reused order, the stored bundle's where there is
-    /// one, else what preflight finds for it.
+    /// Each order's code for a rerun (see the module docs): none for a reused order, the
+    /// stored bundle's where there is one, else what preflight finds for it; and the
+    /// scratch folder holding the stored bundles, which must live until the bundles are
+    /// built.
     ///
     /// # Errors
     ///
-    /// A backend failure reading a bundle, or one writing it into `scratch`; preflight's.
+    /// A backend failure reading a bundle, or one writing it to scratch; preflight's.
     pub(crate) async fn rerun_code(
         &self,
         valid: &ValidJob,
         rerun: &Rerun,
         base_dir: &Path,
-        scratch: &Path,
-    ) -> Result<Vec<CodePlan>, EngineError> {
+    ) -> Result<(Vec<CodePlan>, tempfile::TempDir), EngineError> {
+        let scratch = (tempfile::Builder::new().prefix("sluice-rerun-").tempdir())
+            .map_err(|e| StoreError::io("creating a folder for a rerun's bundles", e))?;
         let mut stored = StoredBundles::default();
         let mut plans = Vec::with_capacity(valid.orders.len());
         for order in &valid.orders {
@@ -332,7 +332,7 @@ impl Engine {
                 plans.push(preflight_order(order, self.config.platform, base_dir)?);
                 continue;
             };
-            let path = scratch.join(format!("{order_num}.zip"));
+            let path = scratch.path().join(format!("{order_num}.zip"));
             let writing = path.clone();
             crate::blocking::run_blocking("writing a stored bundle", move || {
                 std::fs::write(&writing, bundle)
@@ -341,7 +341,7 @@ impl Engine {
             .await?;
             plans.push(CodePlan::Local(CodeInput::Bundle(path)));
         }
-        Ok(plans)
+        Ok((plans, scratch))
     }
 
     /// The bundle `order_num` ran with, while stored: the run rerun's, or, for an order that
@@ -410,10 +410,9 @@ impl Rerun {
         self.reused.contains_key(&order_num)
     }
 
-    /// `row` as this rerun has it: naming the run it reruns, and, for an order reused,
-    /// ended as it did there.
-    pub(crate) fn rerun_row(&self, mut row: OrderRecord, now_ms: u64) -> OrderRecord {
-        row.rerun_of = Some(self.of.clone());
+    /// `row`, queued, as an order this rerun reuses has it: ended as it did where it ran
+    /// (unchanged for an order that runs).
+    pub(crate) fn reused_row(&self, mut row: OrderRecord, now_ms: u64) -> OrderRecord {
         let Some(reused) = self.reused.get(&row.plan.order_num) else {
             return row;
         };
@@ -430,9 +429,12 @@ impl Rerun {
         row
     }
 
-    /// `valid` without the credentials of the orders reused: nothing of them runs, so they
-    /// are not fetched (the caller's grants are checked against the whole job first).
-    pub(crate) fn without_reused_credentials(&self, valid: &mut ValidJob) {
+    /// Settles what is reused of `valid` (the job validated): of the orders that
+    /// succeeded, only those waiting for no order that runs again ([`reusable`]); and drops
+    /// their credentials from `valid`: nothing of them runs, so they are not fetched (the
+    /// caller's grants are checked against the whole job before).
+    pub(crate) fn settle(&mut self, valid: &mut ValidJob) {
+        self.reused = reusable(std::mem::take(&mut self.reused), valid);
         for order in &mut valid.orders {
             if self.reuses(order.plan.order_num) {
                 order.credentials.clear();
