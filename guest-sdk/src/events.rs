@@ -209,13 +209,7 @@ impl Events {
     ///
     /// [`ContextError`] when the variable is not set (not run by Sluice).
     pub fn from_env() -> Result<Self, ContextError> {
-        match std::env::var_os("SLUICE_EVENTS_DIR") {
-            Some(dir) if !dir.is_empty() => Ok(Events::in_dir(dir)),
-            _ => Err(ContextError {
-                variable: "SLUICE_EVENTS_DIR",
-                problem: "is not set",
-            }),
-        }
+        crate::path_from_env("SLUICE_EVENTS_DIR").map(Events::in_dir)
     }
 
     /// Events written to `dir` (for tests, or a folder chosen elsewhere).

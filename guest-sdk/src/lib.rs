@@ -80,6 +80,21 @@ impl fmt::Display for ContextError {
 
 impl std::error::Error for ContextError {}
 
+/// The path a context variable names (the events folder, the output file).
+///
+/// # Errors
+///
+/// [`ContextError`] when it is not set (the program was not started by Sluice).
+pub(crate) fn path_from_env(variable: &'static str) -> Result<std::ffi::OsString, ContextError> {
+    match std::env::var_os(variable) {
+        Some(path) if !path.is_empty() => Ok(path),
+        _ => Err(ContextError {
+            variable,
+            problem: "is not set",
+        }),
+    }
+}
+
 impl OrderContext {
     /// Reads the context from the process environment.
     ///

@@ -52,13 +52,7 @@ impl Outputs {
     ///
     /// [`ContextError`] when the variable is not set (not run by Sluice).
     pub fn from_env() -> Result<Self, ContextError> {
-        match std::env::var_os("SLUICE_OUTPUT") {
-            Some(file) if !file.is_empty() => Ok(Outputs::in_file(file)),
-            _ => Err(ContextError {
-                variable: "SLUICE_OUTPUT",
-                problem: "is not set",
-            }),
-        }
+        crate::path_from_env("SLUICE_OUTPUT").map(Outputs::in_file)
     }
 
     /// Outputs appended to `file` (for tests, or a file chosen elsewhere).

@@ -164,17 +164,22 @@ pub fn read_valid_job(
     Ok((job, base_dir, valid))
 }
 
-/// Reads the secrets file (none given: every credential is missing) and checks that it
-/// holds every credential the job lists, by the same rules as SSM and Secrets Manager.
+/// Reads the secrets file, if one is given (none: every credential is missing).
+pub fn secrets_file(secrets: Option<&Path>) -> Result<SecretsFile, Failure> {
+    match secrets {
+        Some(path) => SecretsFile::load(path).map_err(Failure::invalid),
+        None => Ok(SecretsFile::none()),
+    }
+}
+
+/// Reads the secrets file ([`secrets_file`]) and checks that it holds every credential the
+/// job lists, by the same rules as SSM and Secrets Manager.
 pub async fn check_credentials(
     job_path: &Path,
     valid: &ValidJob,
     secrets: Option<&Path>,
 ) -> Result<SecretsFile, Failure> {
-    let file = match secrets {
-        Some(path) => SecretsFile::load(path).map_err(Failure::invalid)?,
-        None => SecretsFile::none(),
-    };
+    let file = secrets_file(secrets)?;
     credentials::resolve(valid, &file).await.map_err(|e| {
         let invalid = e.is_invalid_input();
         let error = anyhow::Error::new(e).context(format!("job file {}", job_path.display()));

@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use sluice_contract::{RunId, ValidateOptions};
-use sluice_engine::local::SecretsFile;
 use sluice_engine::rerun::RerunRequest;
 
-use super::{Failure, local};
+use super::{Failure, local, secrets_file};
 use crate::cli::LocalConfig;
 
 pub async fn rerun(run_id: &str, failed: bool, secrets: Option<&Path>, config: LocalConfig) -> i32 {
@@ -26,11 +25,7 @@ async fn rerun_run(
     let of = local::run_in_state(text, config)?;
     // The job's credentials are read again (the run's were deleted with its keys): from
     // this file, as `run` reads them.
-    let secrets = match secrets {
-        Some(path) => SecretsFile::load(path).map_err(Failure::invalid)?,
-        None => SecretsFile::none(),
-    };
-    let session = local::start(config, secrets, local::github(config)?)?;
+    let session = local::start(config, secrets_file(secrets)?, local::github(config)?)?;
     let engine = std::sync::Arc::clone(session.runtime.engine());
     let run_id = RunId::generate();
     let request = RerunRequest {
