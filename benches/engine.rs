@@ -17,6 +17,7 @@
 //!    one GET), and warm in memory (the next order of the same process); and what running
 //!    code compiled for AWS's CPUs (the compile function's), or for the architecture's
 //!    baseline, costs against code compiled for this CPU, on a compute loop.
+//! 6. Run reports: see `support/report.rs`.
 //!
 //! Each engine figure is the median of a few runs of the release `sluice` binary. Every
 //! figure is also recorded with its unit and, where issue 17 set one, its goal, and written
@@ -44,6 +45,8 @@ use sluice_worker::wasm::{
 
 #[path = "support/figures.rs"]
 mod figures;
+#[path = "support/report.rs"]
+mod report;
 use figures::Figures;
 
 const GIB: u64 = 1 << 30;
@@ -53,7 +56,8 @@ fn main() {
         measure_child();
         return;
     }
-    // `cargo bench` passes `--bench`; keep only our own arguments: [RUNS] [capture|engine|wasm].
+    // `cargo bench` passes `--bench`; keep only our own arguments:
+    // [RUNS] [capture|engine|wasm|report].
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -70,6 +74,9 @@ fn main() {
     }
     if only.is_none() || only == Some("wasm") {
         wasm(runs.max(5), &mut figures);
+    }
+    if only.is_none() || only == Some("report") {
+        report::report(runs, &mut figures);
     }
     figures.save(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results.json"));
 }

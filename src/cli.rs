@@ -155,13 +155,32 @@ enum CommandArgs {
         /// The order: its number (`2`, `0002`) or its name.
         order: String,
     },
+    /// Write a run's report: one HTML file that opens in any browser with nothing else (no
+    /// network, no script): the run's header, its DAG coloured by status, a timeline of
+    /// every attempt (its wait to start, then its run), the orders table, and each order's
+    /// log (its head and tail when long) and events.
+    Report {
+        /// The run id.
+        run_id: String,
+        /// The file to write (default: `report-<run id>.html` here); `-` for stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Report a run of the deployment named by the environment (SLUICE_* settings)
+        /// rather than a local one.
+        #[cfg(feature = "aws")]
+        #[arg(long)]
+        aws: bool,
+        /// The state folder of the run (a local run).
+        #[arg(long, env = "SLUICE_STATE_DIR", default_value = ".sluice")]
+        state_dir: PathBuf,
+    },
     /// Print the JSON Schema of job files, for editors and checks before submitting.
     Schema,
-    /// Print a job's DAG for another program to draw: one node per order (name, where it
-    /// runs on AWS, what it runs, its condition), an arrow to each order that waits for it
-    /// (dashed, with the outcomes asked, for a `depends` condition). Mermaid renders in a
-    /// PR comment or Markdown file (in a `mermaid` code block); DOT through Graphviz
-    /// (`| dot -Tsvg > job.svg`).
+    /// Print a job's DAG: one node per order (name, where it runs on AWS, what it runs, its
+    /// condition), an arrow to each order that waits for it (dashed, with the outcomes
+    /// asked, for a `depends` condition). Mermaid renders in a PR comment or Markdown file
+    /// (in a `mermaid` code block); DOT through Graphviz (`| dot -Tsvg > job.svg`); SVG is
+    /// drawn by sluice itself (`> job.svg`, opens in a browser).
     Graph {
         /// The job file (JSON).
         job: PathBuf,
@@ -198,6 +217,10 @@ struct LocalArgs {
     /// Show the end of every order's log in the summary (unsuccessful ones always are).
     #[arg(long)]
     logs: bool,
+    /// Also write the run's HTML report (as `sluice report` does) to FILE once it ends;
+    /// when several runs are resumed, each run's id is added to FILE's name.
+    #[arg(long, value_name = "FILE", value_parser = report_file)]
+    report: Option<PathBuf>,
     /// How many orders run at the same time.
     #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     concurrency: u32,
@@ -236,6 +259,14 @@ struct LocalArgs {
     /// it, no comment is posted from this machine.
     #[arg(long, env = "SLUICE_GITHUB_API")]
     github_api: Option<String>,
+}
+
+/// A `--report` file: any path but `-`, since stdout carries the run's summary.
+fn report_file(text: &str) -> Result<PathBuf, String> {
+    match text {
+        "-" => Err("stdout carries the run's summary: give a file (`sluice report RUN_ID -o -` prints a report)".to_owned()),
+        _ => Ok(PathBuf::from(text)),
+    }
 }
 
 /// What to do, fully parsed.
@@ -291,6 +322,15 @@ pub enum Command {
         /// The state folder of the runs it watches.
         state_dir: PathBuf,
     },
+    /// `sluice report` of a local run.
+    Report {
+        /// The run.
+        run_id: String,
+        /// The file to write, or `-`.
+        output: Option<PathBuf>,
+        /// The state folder.
+        state_dir: PathBuf,
+    },
     /// `sluice schema`.
     Schema,
     /// `sluice graph`.
@@ -324,6 +364,8 @@ pub enum GraphFormat {
     Mermaid,
     /// Graphviz's DOT language.
     Dot,
+    /// An SVG picture, laid out by sluice itself.
+    Svg,
 }
 
 /// What `sluice validate` prints of a valid job after its verdict.
@@ -380,6 +422,13 @@ pub enum AwsCommand {
         /// Follow the new run afterwards, looking this often.
         wait: Option<Duration>,
     },
+    /// `sluice report --aws RUN_ID`.
+    Report {
+        /// The run.
+        run_id: String,
+        /// The file to write, or `-`.
+        output: Option<PathBuf>,
+    },
     /// `sluice cancel --aws RUN_ID`.
     Cancel {
         /// The run.
@@ -408,6 +457,8 @@ pub struct LocalConfig {
     pub json: bool,
     /// Show every order's log tail in the summary.
     pub logs: bool,
+    /// Where to write the run's report once it ends, if anywhere.
+    pub report: Option<PathBuf>,
     /// Workers at once.
     pub concurrency: usize,
     /// SIGTERM → SIGKILL delay.
@@ -442,7 +493,10 @@ impl Command {
             | Command::Resume { config, .. }
             | Command::Rerun { config, .. }
             | Command::Cancel { config, .. } => config.verbosity,
-            Command::Sentinel { .. } | Command::Schema | Command::Graph { .. } => "warn",
+            Command::Sentinel { .. }
+            | Command::Schema
+            | Command::Graph { .. }
+            | Command::Report { .. } => "warn",
             Command::Validate { verbosity, .. } => verbosity,
             #[cfg(feature = "aws")]
             Command::Aws { verbosity, .. } => verbosity,
@@ -597,6 +651,26 @@ pub fn parse() -> Result<Command, ExitCode> {
             command: AwsCommand::Logs { run_id, order },
             verbosity,
         },
+        #[cfg(feature = "aws")]
+        CommandArgs::Report {
+            run_id,
+            output,
+            aws: true,
+            ..
+        } => Command::Aws {
+            command: AwsCommand::Report { run_id, output },
+            verbosity,
+        },
+        CommandArgs::Report {
+            run_id,
+            output,
+            state_dir,
+            ..
+        } => Command::Report {
+            run_id,
+            output,
+            state_dir,
+        },
         CommandArgs::Schema => Command::Schema,
         CommandArgs::Graph { job, format } => Command::Graph {
             job,
@@ -663,6 +737,7 @@ fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> 
         state_dir: local.state_dir,
         json: local.json,
         logs: local.logs,
+        report: local.report,
         concurrency: local.concurrency as usize,
         grace_period: Duration::from_secs(local.grace_period),
         max_log_bytes: local.max_log_mb << 20,

@@ -9,6 +9,7 @@ mod commands;
 mod graph;
 mod local_worker;
 mod progress;
+mod report;
 mod sentinel;
 
 use std::process::ExitCode;

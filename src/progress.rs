@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 /// Above this many orders the live view shows counts instead of one line per order.
 const MAX_LIVE_ROWS: usize = 20;
 /// The event name prefix of events orders emit themselves.
-const EMITTED_PREFIX: &str = "emitted:";
+pub(crate) const EMITTED_PREFIX: &str = "emitted:";
 /// Lines of a failed order's log shown in the summary.
 const LOG_LINES_SHOWN: usize = 10;
 /// A table of plain columns two spaces apart, laid out by displayed width, never wrapped.

@@ -1,6 +1,7 @@
-//! `sluice submit | rerun --aws | status | wait | logs`: a job (or a rerun) sent to a
-//! deployment, and questions about a run on AWS answered from its tables and buckets (the `SLUICE_*` settings of the
-//! deployment and the standard AWS configuration come from the environment).
+//! `sluice submit | rerun --aws | status | wait | logs | report --aws`: a job (or a
+//! rerun) sent to a deployment, and questions about a run on AWS answered from its tables
+//! and buckets (the `SLUICE_*` settings of the deployment and the standard AWS
+//! configuration come from the environment).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sluice_contract::{RunId, exit_codes};
 use sluice_engine::cancel::CancelAnswer;
+use sluice_engine::runs::RunStores;
 use sluice_engine::{Engine, EngineError};
 
 use super::{Failure, print_json, read_job};
@@ -74,6 +76,12 @@ async fn answer(command: AwsCommand) -> Result<i32, Failure> {
                     );
                 }
             }
+            Ok(exit_codes::SUCCEEDED)
+        }
+        AwsCommand::Report { run_id, output } => {
+            let (engine, run_id) = engine_and_run(&run_id).await?;
+            let stores = RunStores::of(&engine.ports);
+            super::report::write(&stores, &run_id, output.as_deref()).await?;
             Ok(exit_codes::SUCCEEDED)
         }
         AwsCommand::Logs { run_id, order } => {

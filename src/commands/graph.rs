@@ -1,6 +1,6 @@
-//! `sluice graph JOB.json [--format mermaid|dot]`: the job's DAG as text another program
-//! draws (see [`crate::graph`]). Only the job's validity is checked (its code need not be
-//! there): the picture is of the job as written.
+//! `sluice graph JOB.json [--format mermaid|dot|svg]`: the job's DAG as text another
+//! program draws, or drawn as SVG (see [`crate::graph`]). Only the job's validity is
+//! checked (its code need not be there): the picture is of the job as written.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use sluice_contract::{ValidateOptions, exit_codes};
 
 use super::{Failure, print_stdout, read_job};
 use crate::cli::GraphFormat;
-use crate::graph::{JobGraph, dot, mermaid};
+use crate::graph::{JobGraph, dot, mermaid, svg};
 
 pub fn graph(path: &Path, format: GraphFormat, username: &str) -> i32 {
     match draw(path, format, username) {
@@ -31,5 +31,8 @@ fn draw(path: &Path, format: GraphFormat, username: &str) -> Result<String, Fail
     Ok(match format {
         GraphFormat::Mermaid => mermaid::render(&graph),
         GraphFormat::Dot => dot::render(&graph),
+        GraphFormat::Svg => svg::render(&graph)
+            .context("laying out the job's DAG")
+            .map_err(Failure::internal)?,
     })
 }

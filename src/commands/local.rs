@@ -12,6 +12,7 @@ use sluice_engine::git::GitPolicy;
 use sluice_engine::github::GitHubVcs;
 use sluice_engine::init_job::InitResponse;
 use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
+use sluice_engine::runs::RunStores;
 use sluice_engine::{EngineConfig, EngineError, Vcs};
 use sluice_worker::WorkerConfig;
 use sluice_worker::shell::ShellSettings;
@@ -351,10 +352,19 @@ pub async fn carry_new_run(
 ///
 /// Exit 3: `text` is not a run id, or the folder holds no runs.
 pub fn run_in_state(text: &str, config: &LocalConfig) -> Result<RunId, Failure> {
-    let run = RunId::parse(text)
-        .ok_or_else(|| Failure::invalid(anyhow::anyhow!("{text:?} is not a run id (a UUID)")))?;
-    state_holds_runs(config)?;
+    let run = run_id(text)?;
+    state_holds_runs(&config.state_dir)?;
     Ok(run)
+}
+
+/// The run id `text` is.
+///
+/// # Errors
+///
+/// Exit 3 when it is not one.
+pub fn run_id(text: &str) -> Result<RunId, Failure> {
+    RunId::parse(text)
+        .ok_or_else(|| Failure::invalid(anyhow::anyhow!("{text:?} is not a run id (a UUID)")))
 }
 
 /// Refuses a state folder without runs (no `sluice.db`).
@@ -362,13 +372,13 @@ pub fn run_in_state(text: &str, config: &LocalConfig) -> Result<RunId, Failure> 
 /// # Errors
 ///
 /// Exit 3, saying to pass the `--state-dir` `sluice run` used.
-pub fn state_holds_runs(config: &LocalConfig) -> Result<(), Failure> {
-    if config.state_dir.join("sluice.db").is_file() {
+pub fn state_holds_runs(state_dir: &std::path::Path) -> Result<(), Failure> {
+    if state_dir.join("sluice.db").is_file() {
         return Ok(());
     }
     Err(Failure::invalid(anyhow::anyhow!(
         "{} holds no runs (no sluice.db): pass the --state-dir `sluice run` used",
-        config.state_dir.display()
+        state_dir.display()
     )))
 }
 
@@ -454,6 +464,11 @@ pub async fn follow(
         (Ok(done), _) => done,
         (Err(error), Some(code)) => {
             eprintln!("sluice: run {run_id} was stopped; its done document: {error}");
+            if config.report.is_some() {
+                eprintln!(
+                    "sluice: no report written: the run is not finished (`sluice resume {run_id} --report FILE` finishes it)"
+                );
+            }
             return Ok(Followed {
                 code,
                 stopped: true,
@@ -467,6 +482,13 @@ pub async fn follow(
     };
 
     report_done(runtime, run_id, &done, config);
+    if let Some(file) = &config.report {
+        let path = super::report::path_for_run(file, run_id, stoppable.len());
+        let stores = RunStores::of(&runtime.engine().ports);
+        if let Err(failure) = super::report::write(&stores, run_id, Some(&path)).await {
+            failure.warn(&format!("writing run {run_id}'s report"));
+        }
+    }
     let code = match stopped_code {
         Some(code) if done.status == JobStatus::Cancelled => code,
         _ => exit_codes::for_job_status(done.status),

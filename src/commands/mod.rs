@@ -6,6 +6,7 @@ mod cancel;
 mod graph;
 mod local;
 mod plan;
+mod report;
 mod rerun;
 mod resume;
 mod run;
@@ -49,6 +50,11 @@ pub async fn run(command: Command) -> i32 {
             format,
             username,
         } => graph::graph(&job, format, &username),
+        Command::Report {
+            run_id,
+            output,
+            state_dir,
+        } => report::report(&run_id, output.as_deref(), &state_dir).await,
         Command::Schema => {
             print_json(&sluice_contract::job::job_schema());
             exit_codes::SUCCEEDED
@@ -99,6 +105,12 @@ impl Failure {
             code: exit_codes::INTERNAL_ERROR,
             error: error.into(),
         }
+    }
+
+    /// Prints the error as a warning about `what`, for a failure that does not end the
+    /// command.
+    pub fn warn(self, what: &str) {
+        eprintln!("sluice: warning: {what}: {}", one_line(&self.error));
     }
 
     /// Prints the error on one line with its causes and returns the exit code.

@@ -23,7 +23,7 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
     let asked = match run_id {
         Some(text) => Some(local::run_in_state(text, config)?),
         None => {
-            local::state_holds_runs(config)?;
+            local::state_holds_runs(&config.state_dir)?;
             None
         }
     };

@@ -14,15 +14,8 @@ pub fn render(graph: &JobGraph) -> String {
         "digraph job {\n    rankdir=TB;\n    node [shape=box, style=rounded, fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n",
     );
     for node in &graph.nodes {
-        let mut label = format!(
-            "{}\\n{} · {}",
-            escape(&node.name),
-            escape(&node.target),
-            escape(&node.summary)
-        );
-        if let Some(condition) = &node.condition {
-            let _ = write!(label, "\\nif {}", escape(condition));
-        }
+        let lines: Vec<String> = node.lines().iter().map(|line| escape(line)).collect();
+        let label = lines.join("\\n");
         let _ = writeln!(out, "    \"{}\" [label=\"{label}\"];", node.order_num);
     }
     for edge in &graph.edges {

@@ -16,13 +16,7 @@ use super::JobGraph;
 pub fn render(graph: &JobGraph) -> String {
     let mut out = String::from("flowchart TD\n");
     for node in &graph.nodes {
-        let mut lines = vec![
-            escape(&node.name),
-            escape(&format!("{} · {}", node.target, node.summary)),
-        ];
-        if let Some(condition) = &node.condition {
-            lines.push(escape(&format!("if {condition}")));
-        }
+        let lines: Vec<String> = node.lines().iter().map(|line| escape(line)).collect();
         let _ = writeln!(out, "    n{}[\"{}\"]", node.order_num, lines.join("<br/>"));
     }
     for edge in &graph.edges {

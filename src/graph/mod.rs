@@ -4,12 +4,15 @@
 //! when the wait is a `depends` condition rather than plain `dependencies`.
 //!
 //! [`JobGraph`] is what every format draws: [`mermaid`] (pastes into a PR comment or a
-//! Markdown file, which render it) and [`dot`] (Graphviz). Everything from the job file is
+//! Markdown file, which render it), [`dot`] (Graphviz) and [`svg`] (drawn here, laid out
+//! by [`layout`]; the run report draws a run with it too). Everything from the job file is
 //! escaped for the format that carries it: a name or command cannot end a label and start
 //! syntax of its own.
 
 pub mod dot;
+pub mod layout;
 pub mod mermaid;
+pub mod svg;
 
 use sluice_contract::OrderNum;
 use sluice_contract::condition::Expr;
@@ -55,6 +58,20 @@ pub struct Edge {
     /// `None` for plain `dependencies`; for a `depends` condition, the outcomes it asks of
     /// the order waited for (`failed`, `skipped`, `!succeeded`).
     pub outcomes: Option<Vec<String>>,
+}
+
+impl Node {
+    /// What its box says, line by line: its name, where and what it runs, its condition.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![
+            self.name.clone(),
+            format!("{} · {}", self.target, self.summary),
+        ];
+        if let Some(condition) = &self.condition {
+            lines.push(format!("if {condition}"));
+        }
+        lines
+    }
 }
 
 impl JobGraph {
@@ -133,13 +150,14 @@ fn outcomes_of(expr: &Expr<OrderNum>, waited: OrderNum) -> Vec<String> {
     found
 }
 
-/// `text` with control characters and line or paragraph separators (which JavaScript takes
-/// for line ends) written as spaces, and each character `special` writes a replacement of
+/// `text` with control characters, line or paragraph separators (which JavaScript takes
+/// for line ends) and the noncharacters XML forbids (U+FFFE, U+FFFF) written as spaces,
+/// and each character `special` writes a replacement of
 /// into the output (answering `true`) replaced: what each format escapes.
 fn escaped(text: &str, special: impl Fn(char, &mut String) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{FFFE}' | '\u{FFFF}') {
             out.push(' ');
         } else if !special(c, &mut out) {
             out.push(c);
@@ -149,7 +167,7 @@ fn escaped(text: &str, special: impl Fn(char, &mut String) -> bool) -> String {
 }
 
 /// `text` cut to `max` characters, with `…` when cut.
-fn shortened(text: &str, max: usize) -> String {
+pub(crate) fn shortened(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),

@@ -18,6 +18,7 @@ mod isolation;
 mod outputs;
 mod pr_comments;
 mod redaction;
+mod report;
 mod rerun;
 mod resume;
 mod retries;

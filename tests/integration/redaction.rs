@@ -1,6 +1,6 @@
 //! Secrets never reach the state folder: whatever form an order prints them in, its log,
-//! result, events and the done document hold `***` instead, and the rest of the output is
-//! kept.
+//! result, events, the done document and the run's report hold `***` instead, and the rest
+//! of the output is kept.
 
 use std::path::Path;
 
@@ -70,10 +70,22 @@ fn secrets_printed_in_every_form_are_stored_nowhere() {
           "secret_manager_paths": ["wat/greeting"] },
     ]});
     let job = sandbox.write_job("job.json", &job.to_string());
-    let output = sandbox.run(&job, &["--secrets", secrets.to_str().unwrap()]);
+    // The run's report is written into the state folder, to be searched with the rest.
+    let report = sandbox.state().join("report.html");
+    let output = sandbox.run(
+        &job,
+        &[
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     let done = done_of(&output);
     assert_eq!(done.status, JobStatus::Failed);
     assert_eq!(done.orders[1].status, OrderStatus::Succeeded);
+    let report = std::fs::read_to_string(report).unwrap();
+    assert!(report.contains("plain: ***\n"), "{report}");
 
     let log = sandbox.log_of(&done, "leaky");
     for kept in [

@@ -69,7 +69,12 @@ fn rerun_failed_runs_only_what_did_not_succeed() {
     let plan_id = order(&first, "plan").outputs["plan_id"].clone();
 
     std::fs::write(sandbox.path().join("fixed"), "").unwrap();
-    let again = rerun(&sandbox, &first.run_id, &["--failed"]);
+    let report = sandbox.path().join("rerun.html");
+    let again = rerun(
+        &sandbox,
+        &first.run_id,
+        &["--failed", "--report", report.to_str().unwrap()],
+    );
     let said = String::from_utf8_lossy(&again.stderr);
     assert_eq!(again.status.code(), Some(exit_codes::SUCCEEDED), "{said}");
     assert!(
@@ -91,6 +96,17 @@ fn rerun_failed_runs_only_what_did_not_succeed() {
         assert_eq!(reused.log_key, order(&first, name).log_key);
     }
     assert_eq!(order(&second, "plan").outputs["plan_id"], plan_id);
+    // Its report names the run it reruns and where the reused orders ran, with their
+    // logs and outputs, and no timeline bar for them: they did not run in this run.
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(page.contains(&format!(
+        "<dt>Rerun of</dt><dd><code>{}</code>",
+        first.run_id
+    )));
+    let reused = format!("reused from run {}", first.run_id);
+    assert_eq!(page.matches(&reused).count(), 2, "{page}");
+    assert!(page.contains(&format!("plan_id={plan_id}")), "{page}");
+    assert_eq!(page.matches(" style=\"left:").count(), 3, "{page}");
     // The rest ran, the consumer taking the reused order's output; and so did `notify`,
     // which succeeded but waits for an order that ran again.
     assert_eq!(lines(&sandbox, "flaky-runs"), 2);

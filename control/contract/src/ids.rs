@@ -50,6 +50,12 @@ impl TraceId {
         TraceId(hex[..8].to_owned())
     }
 
+    /// Reads a trace id as documents hold it (8 lower-case hex characters).
+    pub fn parse(text: &str) -> Option<Self> {
+        let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+        (text.len() == 8 && text.chars().all(hex)).then(|| TraceId(text.to_owned()))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -227,6 +233,15 @@ impl TryFrom<String> for OrderNum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_are_read_back_as_generated() {
+        let trace = TraceId::generate();
+        assert_eq!(TraceId::parse(trace.as_str()), Some(trace));
+        for bad in ["", "0123abc", "0123abcde", "0123ABCD", "0123abcg"] {
+            assert_eq!(TraceId::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn order_num_is_zero_padded_and_round_trips() {

@@ -55,6 +55,7 @@ pub mod local;
 pub mod orchestrator;
 pub use sluice_ports as ports;
 mod pr_comment;
+pub mod report;
 pub mod rerun;
 mod retry;
 pub mod run_key;

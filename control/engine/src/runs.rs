@@ -1,15 +1,16 @@
 //! What a client asks about a run after submitting it: its orders and done document, one
 //! order's stored log, and waiting for the end — over the ports, so the same on any
-//! backend (`sluice status | wait | logs` on AWS).
+//! backend (`sluice status | wait | logs` on AWS; `sluice report` anywhere).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_contract::result::{DoneDoc, MAX_RESULT_BYTES, parse_done, parse_result};
 use sluice_contract::{OrderStatus, RunId, keys};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Ports};
 use crate::error::{EngineError, StoreError};
-use crate::ports::OrderRecord;
+use crate::ports::{ObjectStore, OrderRecord, OrderStore};
 
 /// A run as a client sees it.
 #[derive(Debug, Clone)]
@@ -20,16 +21,37 @@ pub struct RunView {
     pub done: Option<DoneDoc>,
 }
 
-impl Engine {
+/// The stores a run is read from: an engine's, or a local state folder's opened without
+/// starting anything ([`crate::local::open_run_stores`]).
+#[derive(Debug, Clone)]
+pub struct RunStores {
+    /// The internal bucket (logs, results).
+    pub internal: Arc<dyn ObjectStore>,
+    /// The done bucket.
+    pub done: Arc<dyn ObjectStore>,
+    /// The tables.
+    pub orders: Arc<dyn OrderStore>,
+}
+
+impl RunStores {
+    /// An engine's stores.
+    pub fn of(ports: &Ports) -> Self {
+        RunStores {
+            internal: Arc::clone(&ports.internal),
+            done: Arc::clone(&ports.done),
+            orders: Arc::clone(&ports.orders),
+        }
+    }
+
     /// The run's rows and done document.
     ///
     /// # Errors
     ///
     /// [`EngineError::UnknownRun`] when there is neither; a backend failure.
-    pub async fn run_view(&self, run_id: &RunId) -> Result<RunView, EngineError> {
-        let orders = self.ports.orders.run_orders(run_id).await?;
+    pub async fn view(&self, run_id: &RunId) -> Result<RunView, EngineError> {
+        let orders = self.orders.run_orders(run_id).await?;
         let key = keys::done(run_id);
-        let done = match self.ports.done.get(&key).await {
+        let done = match self.done.get(&key).await {
             Ok(bytes) => Some(parse_done(&bytes).map_err(|e| StoreError::Backend {
                 what: format!("done document {key}"),
                 message: e.to_string(),
@@ -41,6 +63,17 @@ impl Engine {
             return Err(EngineError::UnknownRun(run_id.to_string()));
         }
         Ok(RunView { orders, done })
+    }
+}
+
+impl Engine {
+    /// The run's rows and done document.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::UnknownRun`] when there is neither; a backend failure.
+    pub async fn run_view(&self, run_id: &RunId) -> Result<RunView, EngineError> {
+        RunStores::of(&self.ports).view(run_id).await
     }
 
     /// The stored log of the run's order `order` (its number, `2` or `0002`, or its name):

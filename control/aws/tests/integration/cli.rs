@@ -1,7 +1,8 @@
 //! The `sluice` client commands against a deployment in moto, as a user runs them after
 //! `sam deploy`: `submit` (SigV4-signed POST to the HTTP API stand-in, which hands it to the
 //! real init-job handler), `status` while the run is queued, `wait` in the background while
-//! the run goes through the deployment, then `status` and `logs` of the finished run.
+//! the run goes through the deployment, then `status`, `logs` and `report` of the finished
+//! run.
 //!
 //! The `sluice` binary is the root crate's, built with the `aws` feature: `cargo test
 //! --workspace --all-features` (what scripts/test runs) builds it next to this test.
@@ -240,6 +241,23 @@ async fn submit_status_wait_and_logs_follow_a_run_on_aws() {
             "{order}: {}",
             String::from_utf8_lossy(&log.stdout)
         );
+    }
+    // Its report, read from the deployment's tables and buckets: a box per order coloured
+    // by status, a bar per attempt, and the logs its results hold.
+    let report = output(cloud, &["report", &run, "--aws", "-o", "-"]).await;
+    assert_eq!(report.status.code(), Some(0), "{report:?}");
+    let page = String::from_utf8(report.stdout).unwrap();
+    for (num, status) in [
+        ("0001", "succeeded"),
+        ("0002", "succeeded"),
+        ("0003", "failed"),
+    ] {
+        let node = format!("<a href=\"#o{num}\" class=\"{status}\"");
+        assert!(page.contains(&node), "no {node} in {page}");
+    }
+    assert_eq!(page.matches(" style=\"left:").count(), 3, "{page}");
+    for log in ["built by build", "checking", "fetched"] {
+        assert!(page.contains(log), "{log} missing from {page}");
     }
     let unknown = output(cloud, &["logs", &run, "deploy"]).await;
     let stderr = String::from_utf8_lossy(&unknown.stderr);

@@ -25,6 +25,8 @@ pub use dir_store::DirStore;
 pub use dispatcher::{Launcher, LocalDispatcher};
 pub use key_store::FileKeyStore;
 pub use resume::{OwnershipError, Resumed, RunOwnership};
-pub use runtime::{INTERNAL_BUCKET, LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError};
+pub use runtime::{
+    INTERNAL_BUCKET, LocalOptions, LocalRuntime, LocalWatchdog, RuntimeError, open_run_stores,
+};
 pub use secrets_file::{SecretsFile, SecretsFileError};
 pub use sqlite::SqliteStore;

@@ -10,7 +10,7 @@
 //!   [`Engine::watchdog_check`] and kicking the orchestrator when asked;
 //! - **done notifications**: writers of done documents wake [`LocalRuntime::wait_done`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use crate::engine::{Engine, EngineConfig, Ports};
 use crate::error::StoreError;
 use crate::orchestrator::Arrivals;
 use crate::ports::{DispatchError, ObjectStore, SystemClock, WatchdogInput, WatchdogStarter};
+use crate::runs::RunStores;
 
 /// Name of the local internal bucket.
 pub const INTERNAL_BUCKET: &str = "internal";
@@ -87,6 +88,29 @@ impl WatchdogStarter for LocalWatchdog {
             message: "the local runtime is shutting down".to_owned(),
         })
     }
+}
+
+/// The stores of the runs in the state folder `dir`, opened to read them (`sluice report`):
+/// nothing runs, though the stores make their folders and tables when missing.
+///
+/// # Errors
+///
+/// [`RuntimeError`] when a store cannot be opened.
+pub fn open_run_stores(dir: &Path) -> Result<RunStores, RuntimeError> {
+    let fail = |cause| RuntimeError {
+        path: dir.to_owned(),
+        cause,
+    };
+    let config = EngineConfig::default();
+    let store = |bucket: &str| DirStore::open(&dir.join(bucket), bucket).map_err(fail);
+    Ok(RunStores {
+        internal: Arc::new(store(INTERNAL_BUCKET)?),
+        done: Arc::new(store(DONE_BUCKET)?),
+        orders: Arc::new(
+            SqliteStore::open(&dir.join("sluice.db"), config.order_ttl, config.event_ttl)
+                .map_err(fail)?,
+        ),
+    })
 }
 
 /// The engine on local backends, with its event bus and watchdogs running.
