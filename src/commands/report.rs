@@ -3,11 +3,11 @@
 //! stores — the same reading over the same ports.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use sluice_contract::{RunId, exit_codes};
 use sluice_engine::EngineError;
+use sluice_engine::ports::{Clock as _, SystemClock};
 use sluice_engine::report::LogBudget;
 use sluice_engine::runs::RunStores;
 
@@ -53,7 +53,7 @@ pub async fn write(
         .orders
         .len()
         .max(report.done.as_ref().map_or(0, |d| d.orders.len()));
-    let page = html::page(&RunStory::of(report, now_ms()));
+    let page = html::page(&RunStory::of(report, SystemClock.now_ms()));
     let path = output.map_or_else(|| default_path(run_id), Path::to_owned);
     if path == Path::new("-") {
         super::print_stdout(&page);
@@ -90,11 +90,4 @@ pub fn path_for_run(file: &Path, run_id: &RunId, runs: usize) -> PathBuf {
         None => format!("{stem}-{run_id}"),
     };
     file.with_file_name(name)
-}
-
-fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
