@@ -18,6 +18,9 @@
 //!    code compiled for AWS's CPUs (the compile function's), or for the architecture's
 //!    baseline, costs against code compiled for this CPU, on a compute loop.
 //! 6. Run reports: see `support/report.rs`.
+//! 7. The sandbox: a chain of 100 `true` run with `--sandbox off` and `--sandbox required`,
+//!    interleaved: what each order's namespaces cost. Groups 2 to 4 run with `--sandbox
+//!    off`: they measure the engine.
 //!
 //! Each engine figure is the median of a few runs of the release `sluice` binary. Every
 //! figure is also recorded with its unit and, where issue 17 set one, its goal, and written
@@ -57,7 +60,7 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; keep only our own arguments:
-    // [RUNS] [capture|engine|wasm|report].
+    // [RUNS] [capture|engine|wasm|report|sandbox].
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -77,6 +80,9 @@ fn main() {
     }
     if only.is_none() || only == Some("report") {
         report::report(runs, &mut figures);
+    }
+    if only.is_none() || only == Some("sandbox") {
+        sandbox(runs, &mut figures);
     }
     figures.save(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results.json"));
 }
@@ -436,6 +442,7 @@ async fn pipeline(cmd: &str, redactor: &Arc<Redactor>) -> (Duration, u64) {
         cwd: dir.path(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(600),
         stop: &tokio_util::sync::CancellationToken::new(),
+        jail: None,
     };
     let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
     let summary = log.finish().await.unwrap();
@@ -502,6 +509,30 @@ fn engine(runs: usize, figures: &mut Figures) {
         Some("<= 1"),
     );
     scale(runs, dir.path(), figures);
+}
+
+/// A chain of 100 `true` without and with the sandbox, the runs interleaved (see
+/// `engine`): the sandbox's cost per order.
+fn sandbox(runs: usize, figures: &mut Figures) {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = write_job(dir.path(), "chain.json", 100, Shape::Chain);
+    let mut timed: [Vec<Duration>; 2] = Default::default();
+    for _ in 0..runs.max(1) {
+        for (times, sandbox) in timed.iter_mut().zip(["off", "required"]) {
+            times.push(run_sluice_with(&chain, dir.path(), 8, sandbox).wall);
+        }
+    }
+    let [off, on] = timed.map(median_of);
+    let extra_ms = (on.as_secs_f64() - off.as_secs_f64()) * 1000.0 / 100.0;
+    println!(
+        "chain of 100 `true`: {:.2} s unsandboxed, {:.2} s sandboxed: {extra_ms:.1} ms more per order ({:.2}x)",
+        off.as_secs_f64(),
+        on.as_secs_f64(),
+        on.as_secs_f64() / off.as_secs_f64()
+    );
+    figures.record("sandbox_chain_100_off_s", off.as_secs_f64(), "s", None);
+    figures.record("sandbox_chain_100_on_s", on.as_secs_f64(), "s", None);
+    figures.record("sandbox_extra_per_order_ms", extra_ms, "ms", Some("small"));
 }
 
 /// Fan-in and the largest jobs: wall time and the peak RSS of `sluice`.
@@ -581,13 +612,19 @@ fn write_job(dir: &Path, name: &str, orders: usize, shape: Shape) -> std::path::
     path
 }
 
-/// One `sluice run`: its wall time and its peak RSS.
+/// A measured `sluice run`: its wall time and its peak RSS.
 struct Measured {
     wall: Duration,
     peak_rss_mib: f64,
 }
 
+/// [`run_sluice_with`] without the sandbox: the engine's own cost.
 fn run_sluice(job: &Path, dir: &Path, concurrency: usize) -> Measured {
+    run_sluice_with(job, dir, concurrency, "off")
+}
+
+/// One `sluice run --sandbox <sandbox>`: its wall time and its peak RSS.
+fn run_sluice_with(job: &Path, dir: &Path, concurrency: usize, sandbox: &str) -> Measured {
     // Kept until `dir` goes, at the end of the group: deleting thousands of files between
     // runs would slow the next run's file creation (ext4 without a journal scans recently
     // freed inodes), charging one run's clean-up to the next.
@@ -604,6 +641,7 @@ fn run_sluice(job: &Path, dir: &Path, concurrency: usize) -> Measured {
         .arg(&state)
         .arg("--concurrency")
         .arg(concurrency.to_string())
+        .args(["--sandbox", sandbox])
         .output()
         .unwrap();
     assert!(

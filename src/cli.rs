@@ -4,7 +4,7 @@
 //! reads the environment: the few host variables orders inherit (`PATH`, `HOME`, `LANG`) and
 //! the default username are captured here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -259,6 +259,27 @@ struct LocalArgs {
     /// it, no comment is posted from this machine.
     #[arg(long, env = "SLUICE_GITHUB_API")]
     github_api: Option<String>,
+    /// Run each shell order in a sandbox of its own: the system read-only, no home, state
+    /// or job folder, no other process, no network. `auto`: where this machine allows one,
+    /// else without, with a warning; `required`: refuse to run without one; `off`: run
+    /// orders as the user, seeing what the user sees.
+    #[arg(long, env = "SLUICE_SANDBOX", value_enum, default_value_t = SandboxMode::Auto)]
+    sandbox: SandboxMode,
+    /// Let every sandboxed order reach the network, as an order's `"sandbox": {"network":
+    /// true}` does.
+    #[arg(long)]
+    network: bool,
+}
+
+/// Whether `sluice run` sandboxes shell orders (`--sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    /// Never.
+    Off,
+    /// Where this machine allows it.
+    Auto,
+    /// Always: refuse to run without.
+    Required,
 }
 
 /// A `--report` file: any path but `-`, since stdout carries the run's summary.
@@ -483,6 +504,17 @@ pub struct LocalConfig {
     pub interactive: bool,
     /// Log level.
     pub verbosity: &'static str,
+    /// Whether shell orders run sandboxed.
+    pub sandbox: SandboxMode,
+    /// Whether every sandboxed order may reach the network.
+    pub network: bool,
+    /// What sandboxed orders do not see unless granted: the home, the current folder, the
+    /// temporary folder (other orders' work folders), the runtime folder and agents'
+    /// sockets, the job's folder.
+    pub hidden: Vec<PathBuf>,
+    /// What sandboxed orders never see: the state folder, the compile cache, the secrets
+    /// file.
+    pub protected: Vec<PathBuf>,
 }
 
 impl Command {
@@ -562,12 +594,23 @@ pub fn parse() -> Result<Command, ExitCode> {
             secrets,
             dry_run,
             local,
-        } => Command::Run {
-            job,
-            secrets,
-            dry_run,
-            config: local_config(local, username, verbosity),
-        },
+        } => {
+            let mut config = local_config(local, username, verbosity);
+            let job_folder = job
+                .parent()
+                .map(|folder| match folder.as_os_str().is_empty() {
+                    true => PathBuf::from("."),
+                    false => folder.to_path_buf(),
+                });
+            config.hidden.extend(job_folder);
+            config.protected.extend(secrets.clone());
+            Command::Run {
+                job,
+                secrets,
+                dry_run,
+                config,
+            }
+        }
         CommandArgs::Resume { run_id, local } => Command::Resume {
             run_id,
             config: local_config(local, username, verbosity),
@@ -607,12 +650,16 @@ pub fn parse() -> Result<Command, ExitCode> {
             secrets,
             local,
             ..
-        } => Command::Rerun {
-            run_id,
-            failed,
-            secrets,
-            config: local_config(local, username, verbosity),
-        },
+        } => {
+            let mut config = local_config(local, username, verbosity);
+            config.protected.extend(secrets.clone());
+            Command::Rerun {
+                run_id,
+                failed,
+                secrets,
+                config,
+            }
+        }
         CommandArgs::Cancel { run_id, local, .. } => Command::Cancel {
             run_id,
             config: local_config(local, username, verbosity),
@@ -733,6 +780,22 @@ fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> 
         })
         .filter(|(_, value)| !value.is_empty())
         .collect();
+    let wasm_cache = wasm_cache_dir(local.wasm_cache, |name| std::env::var_os(name));
+    let agent_socket_folder = |name: &str| {
+        let socket = PathBuf::from(std::env::var_os(name)?);
+        socket.parent().map(Path::to_path_buf)
+    };
+    let hidden = (["HOME", "XDG_RUNTIME_DIR", "GNUPGHOME"].into_iter())
+        .filter_map(|name| std::env::var_os(name).map(PathBuf::from))
+        .chain(agent_socket_folder("SSH_AUTH_SOCK"))
+        .chain([std::env::temp_dir()])
+        .chain(std::env::current_dir().ok())
+        .filter(|path| !path.as_os_str().is_empty())
+        .collect();
+    let protected = [local.state_dir.clone()]
+        .into_iter()
+        .chain(wasm_cache.clone())
+        .collect();
     LocalConfig {
         state_dir: local.state_dir,
         json: local.json,
@@ -742,7 +805,7 @@ fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> 
         grace_period: Duration::from_secs(local.grace_period),
         max_log_bytes: local.max_log_mb << 20,
         github_api: local.github_api,
-        wasm_cache: wasm_cache_dir(local.wasm_cache, |name| std::env::var_os(name)),
+        wasm_cache,
         git_credential_hosts: local.git_credential_hosts,
         git_known_hosts: local.git_known_hosts.or_else(|| {
             let user_file = PathBuf::from(std::env::var_os("HOME")?).join(".ssh/known_hosts");
@@ -753,6 +816,10 @@ fn local_config(local: LocalArgs, username: String, verbosity: &'static str) -> 
         host_env,
         interactive: std::io::stderr().is_terminal(),
         verbosity,
+        sandbox: local.sandbox,
+        network: local.network,
+        hidden,
+        protected,
     }
 }
 

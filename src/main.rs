@@ -17,6 +17,9 @@ use std::process::ExitCode;
 use sluice_contract::exit_codes;
 
 fn main() -> ExitCode {
+    // A sandbox's first process runs its order's command and exits here, before anything
+    // else starts (see `sluice_worker::sandbox`).
+    sluice_worker::sandbox::serve_if_asked();
     // A compiler child process of `sluice` compiles its module and exits here, before
     // anything else starts (see `sluice_worker::wasm::CompileIn`).
     sluice_worker::wasm::serve_if_asked();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use comfy_table::{ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_contract::result::{DoneDoc, DoneOrder};
-use sluice_contract::{OrderNum, OrderStatus, RunId};
+use sluice_contract::{OrderNum, OrderStatus, RunId, SandboxSpec};
 use sluice_engine::local::DirStore;
 use sluice_engine::{Clock as _, Engine, OrderEvent, OrderRecord};
 use tokio::sync::oneshot;
@@ -408,6 +408,9 @@ pub fn summary(done: &DoneDoc, internal: &DirStore, all_logs: bool) -> String {
             }
         }
     }
+    if let Some(line) = sandbox_line(done) {
+        let _ = writeln!(out, "\n{line}");
+    }
     let s = &done.summary;
     let mut counts = format!(
         "{} succeeded, {} failed, {} timed out",
@@ -442,6 +445,10 @@ fn detail_of(order: &DoneOrder) -> String {
     if let Some(run) = &order.reused_from {
         detail = format!("reused from {}", terminal_safe(run));
     }
+    if let Some(granted) = (order.sandbox.as_ref()).filter(|_| order.status == OrderStatus::Failed)
+    {
+        let _ = write!(detail, "; {}", sandbox_hint(granted));
+    }
     let names: Vec<&str> = (order.outputs.keys())
         .chain(&order.withheld_outputs)
         .map(String::as_str)
@@ -462,6 +469,48 @@ fn detail_of(order: &DoneOrder) -> String {
     }
     detail.push_str(&outputs);
     detail
+}
+
+/// What a failed sandboxed order's line adds: how it ran, and how to grant more (a `tofu
+/// plan` that cannot reach its cloud says why at once).
+fn sandbox_hint(granted: &SandboxSpec) -> String {
+    let ran = match granted.is_empty() {
+        true => "without network, seeing only its own folders".to_owned(),
+        false => format!("granted {}", terminal_safe(&granted.to_string())),
+    };
+    format!(
+        "it ran sandboxed {ran}: grant more in its \"sandbox\" field ({{\"network\": true, \"read\": [\"~/.aws\"]}}) or run with --network or --sandbox off"
+    )
+}
+
+/// The summary's line on the sandbox, when orders ran in one: how many, and what each
+/// order granted more was granted.
+fn sandbox_line(done: &DoneDoc) -> Option<String> {
+    let sandboxed: Vec<(&DoneOrder, &SandboxSpec)> = (done.orders.iter())
+        .filter_map(|order| Some((order, order.sandbox.as_ref()?)))
+        .collect();
+    let (count, their) = match sandboxed.len() {
+        0 => return None,
+        1 => ("1 order".to_owned(), "its"),
+        n => (format!("{n} orders"), "their"),
+    };
+    let granted: Vec<String> = (sandboxed.iter())
+        .filter(|(_, granted)| !granted.is_empty())
+        .map(|(order, granted)| {
+            let name = terminal_safe(&order.order_name);
+            let granted = granted.to_string();
+            format!("{} {name}: {}", order.order_num, terminal_safe(&granted))
+        })
+        .collect();
+    Some(match granted.is_empty() {
+        true => format!(
+            "sandbox: {count} ran sandboxed, without network, seeing only {their} own folders"
+        ),
+        false => format!(
+            "sandbox: {count} ran sandboxed; granted more: {}",
+            granted.join("; ")
+        ),
+    })
 }
 
 /// How many output names an order's line of the summary shows.

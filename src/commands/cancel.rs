@@ -27,7 +27,7 @@ pub async fn cancel(run_id: &str, config: LocalConfig) -> i32 {
 
 async fn cancel_run(text: &str, config: &LocalConfig) -> Result<i32, Failure> {
     let run = local::run_in_state(text, config)?;
-    let session = local::start(config, SecretsFile::none(), local::github(config)?)?;
+    let session = local::start(config, SecretsFile::none(), local::github(config)?).await?;
     let outcome = cancel_in(&session, &run, config).await;
     session.shutdown().await;
     outcome

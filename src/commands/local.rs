@@ -1,6 +1,7 @@
 //! What `sluice run` and `sluice resume` share: the local runtime with its workers and
 //! sentinel, and following a run to its done document.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use sluice_engine::local::{LocalOptions, LocalRuntime, SecretsFile};
 use sluice_engine::runs::RunStores;
 use sluice_engine::{EngineConfig, EngineError, Vcs};
 use sluice_worker::WorkerConfig;
+use sluice_worker::sandbox::{SandboxError, SandboxSettings};
 use sluice_worker::shell::ShellSettings;
 use sluice_worker::wasm::{CompileIn, WasmRuntime};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -22,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Failure;
-use crate::cli::LocalConfig;
+use crate::cli::{LocalConfig, SandboxMode};
 use crate::sentinel::Sentinel;
 use crate::{local_worker, progress};
 
@@ -120,12 +122,50 @@ pub fn known_hosts(config: &LocalConfig) -> Result<String, Failure> {
     }
 }
 
-/// Opens the state folder and starts the engine, its workers and their sentinel.
-pub fn start(
+/// The sandbox shell orders run in, as `--sandbox` asks and this machine allows: with
+/// `auto`, none (and a warning saying why) where a trial sandbox fails; with `required`,
+/// exit 3 saying why.
+async fn sandbox(config: &LocalConfig) -> Result<Option<Arc<SandboxSettings>>, Failure> {
+    if config.sandbox == SandboxMode::Off {
+        return Ok(None);
+    }
+    let settings = SandboxSettings {
+        init: PathBuf::from("/proc/self/exe"),
+        home: std::env::var_os("HOME").map(PathBuf::from),
+        hidden: config.hidden.clone(),
+        protected: config.protected.clone(),
+        network: config.network,
+    };
+    match settings.probe().await {
+        Ok(()) => Ok(Some(Arc::new(settings))),
+        Err(error @ SandboxError::Unavailable(_)) if config.sandbox == SandboxMode::Required => {
+            Err(Failure::invalid(anyhow::anyhow!(
+                "--sandbox required, and this machine gives no sandbox: {error}"
+            )))
+        }
+        // Not the machine's doing (a path the sandbox cannot use): no quiet way round it.
+        Err(error @ (SandboxError::Path(_) | SandboxError::Grant { .. })) => {
+            Err(Failure::invalid(anyhow::anyhow!(
+                "the orders' sandbox cannot be built: {error} (--sandbox off runs them as you)"
+            )))
+        }
+        Err(error) => {
+            eprintln!(
+                "sluice: warning: orders run without a sandbox, seeing what you see: {error} (--sandbox off says so quietly; --sandbox required refuses)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Opens the state folder and starts the engine, its workers (in the sandbox `--sandbox`
+/// asks for) and their sentinel.
+pub async fn start(
     config: &LocalConfig,
     secrets: SecretsFile,
     vcs: Option<Arc<dyn Vcs>>,
 ) -> Result<Session, Failure> {
+    let sandbox = sandbox(config).await?;
     let signals = StopSignals::listen()
         .context("listening for Ctrl-C and SIGTERM")
         .map_err(Failure::internal)?;
@@ -147,6 +187,7 @@ pub fn start(
         ),
         max_log_bytes: config.max_log_bytes,
         stop: stop.clone(),
+        sandbox,
         ..WorkerConfig::default()
     };
     let known_hosts = known_hosts(config)?;

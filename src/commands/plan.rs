@@ -102,6 +102,10 @@ fn describe(out: &mut String, order: &ValidOrder, job: &ValidJob) {
             .collect();
         let _ = writeln!(out, "      inputs: {}", inputs.join(", "));
     }
+    if let Some(sandbox) = &plan.sandbox {
+        let granted = sandbox.to_string();
+        let _ = writeln!(out, "      sandbox grants: {}", terminal_safe(&granted));
+    }
     match &order.task {
         Task::Cmds(cmds) => {
             for cmd in cmds {

@@ -25,7 +25,7 @@ async fn rerun_run(
     let of = local::run_in_state(text, config)?;
     // The job's credentials are read again (the run's were deleted with its keys): from
     // this file, as `run` reads them.
-    let session = local::start(config, secrets_file(secrets)?, local::github(config)?)?;
+    let session = local::start(config, secrets_file(secrets)?, local::github(config)?).await?;
     let engine = std::sync::Arc::clone(session.runtime.engine());
     let run_id = RunId::generate();
     let request = RerunRequest {

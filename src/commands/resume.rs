@@ -28,7 +28,7 @@ async fn resume_runs(run_id: Option<&str>, config: &LocalConfig) -> Result<i32, 
         }
     };
     // Credentials were encrypted into the bundles at init: nothing to read again.
-    let session = local::start(config, SecretsFile::none(), local::github(config)?)?;
+    let session = local::start(config, SecretsFile::none(), local::github(config)?).await?;
     let runtime = &session.runtime;
     let runs = match asked {
         Some(run) => vec![run],

@@ -42,7 +42,7 @@ async fn run_job(
         plan::print(job_path, &valid, &verdict, config.json);
         return Ok(sluice_contract::exit_codes::SUCCEEDED);
     }
-    let session = local::start(config, secrets, vcs)?;
+    let session = local::start(config, secrets, vcs).await?;
     let engine = std::sync::Arc::clone(session.runtime.engine());
     let run_id = RunId::generate();
     let options = ValidateOptions::local(&config.username);

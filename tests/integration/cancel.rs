@@ -42,7 +42,7 @@ fn a_run_is_cancelled_from_a_second_terminal() {
             format!("touch {marks}/after-ran")
         ]}
     ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let job = sandbox.write_job_with_marks("job.json", &job.to_string());
     let (mut runner, stderr) = start_run(&sandbox, &job, &["--grace-period", "2"]);
     let run = announced_run(&stderr);
     wait_for("the orders to start", || {
@@ -115,7 +115,7 @@ fn a_run_whose_sluice_died_is_cancelled_by_sluice_cancel_itself() {
         ]},
         {"order_name": "next", "timeout": 60, "dependencies": ["long"], "cmds": ["true"]}
     ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let job = sandbox.write_job_with_marks("job.json", &job.to_string());
     let (mut runner, stderr) = start_run(&sandbox, &job, &[]);
     let run = announced_run(&stderr);
     wait_for("the order to start", || {
@@ -147,7 +147,7 @@ fn a_run_whose_sluice_died_is_cancelled_by_sluice_cancel_itself() {
 #[test]
 fn cancel_names_an_unknown_run_and_a_bad_id() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [{"order_name": "a", "timeout": 10, "cmds": ["true"]}]}"#,
     );

@@ -22,6 +22,7 @@ mod report;
 mod rerun;
 mod resume;
 mod retries;
+mod sandbox;
 mod signals;
 mod terminal_output;
 #[path = "../util/mod.rs"]

@@ -90,7 +90,7 @@ fn a_runs_report_draws_its_orders_attempts_and_hostile_log_in_chromium() {
          "cmds": ["echo deploying"]},
         {"order_name": "notify", "timeout": 10, "depends": "hostile.failed", "cmds": ["echo told"]}
     ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let job = sandbox.write_job_with_marks("job.json", &job.to_string());
     let written = sandbox.path().join("run-report.html");
     let output = sandbox.run(&job, &["--report", written.to_str().unwrap()]);
     let done = done_of(&output);
@@ -186,7 +186,7 @@ fn a_runs_report_draws_its_orders_attempts_and_hostile_log_in_chromium() {
 #[test]
 fn a_report_of_no_known_run_is_refused() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [{"timeout": 5, "cmds": ["true"]}]}"#,
     );
@@ -229,7 +229,7 @@ fn a_report_of_no_known_run_is_refused() {
 #[test]
 fn a_job_is_drawn_as_svg_that_chromium_reads() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [
             {"order_name": "a & <b>", "timeout": 5, "cmds": ["echo \"x\" > y"]},

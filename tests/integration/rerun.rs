@@ -53,7 +53,7 @@ fn plan_apply_job(sandbox: &Sandbox) -> std::path::PathBuf {
         {"order_name": "notify", "timeout": 10, "depends": "flaky.ended",
          "cmds": [format!("echo ran >> {marks}/notify-runs")]}
     ]});
-    sandbox.write_job("job.json", &job.to_string())
+    sandbox.write_job_with_marks("job.json", &job.to_string())
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn a_rerun_runs_the_code_its_bundle_held() {
     let job = serde_json::json!({"orders": [
         {"order_name": "step", "timeout": 10, "code_dir": "code", "cmds": ["sh step.sh"]},
     ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let job = sandbox.write_job_with_marks("job.json", &job.to_string());
     let first = done_of(&sandbox.run(&job, &[]));
     std::fs::write(code.join("step.sh"), "echo second version\n").unwrap();
 
@@ -176,7 +176,7 @@ fn a_rerun_runs_the_code_its_bundle_held() {
             format!("test -e {}/open", sandbox.path().display())
         ]},
     ]});
-    let chained = sandbox.write_job("chained.json", &chained.to_string());
+    let chained = sandbox.write_job_with_marks("chained.json", &chained.to_string());
     std::fs::write(code.join("step.sh"), "echo chained first\n").unwrap();
     let a = done_of(&sandbox.run(&chained, &[]));
     std::fs::write(sandbox.path().join("open"), "").unwrap();
@@ -217,7 +217,7 @@ fn a_rerun_runs_the_code_its_bundle_held() {
 #[test]
 fn runs_that_cannot_be_rerun_are_refused_saying_why() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [{"order_name": "a", "timeout": 10, "cmds": ["true"]}]}"#,
     );
@@ -245,7 +245,7 @@ fn runs_that_cannot_be_rerun_are_refused_saying_why() {
 fn a_run_still_going_is_not_rerun() {
     let sandbox = Sandbox::new();
     let marks = sandbox.path().display().to_string();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         &serde_json::json!({"orders": [{"order_name": "slow", "timeout": 60, "cmds": [
             format!("touch {marks}/started; sleep 30")
@@ -301,7 +301,7 @@ fn credentials_are_read_again_for_the_orders_that_run() {
         {"order_name": "check", "timeout": 10, "dependencies": ["deploy"],
          "cmds": [format!("test -e {marks}/fixed")]}
     ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let job = sandbox.write_job_with_marks("job.json", &job.to_string());
     let secrets = sandbox.write_secrets(serde_json::json!({"aws:::secretd:deploy-token": "tok-1"}));
     let secrets = secrets.to_str().unwrap();
     let first = done_of(&sandbox.run(&job, &["--secrets", secrets]));

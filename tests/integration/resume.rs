@@ -36,7 +36,7 @@ fn a_run_whose_sluice_was_killed_leaves_no_process_and_is_resumed() {
         {{"order_name": "after", "timeout": 60, "cmds": ["echo after"], "dependencies": ["slow", "quick"]}}
         ]}}"#
     );
-    let job = sandbox.write_job("job.json", &job);
+    let job = sandbox.write_job_with_marks("job.json", &job);
     let (mut child, stderr) = start_run(&sandbox, &job, &[]);
     let run = announced_run(&stderr);
     wait_for("slow's start and quick's success", || {
@@ -88,7 +88,7 @@ fn a_run_whose_sluice_was_killed_leaves_no_process_and_is_resumed() {
 #[test]
 fn a_run_that_another_sluice_carries_is_not_resumed() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [{"order_name": "long", "timeout": 300, "cmds": ["sleep 300"]}]}"#,
     );

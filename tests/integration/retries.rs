@@ -35,7 +35,7 @@ fn a_flaky_order_is_run_again_after_its_backoff_until_it_succeeds() {
         {"order_name": "after", "cmds": [format!("cat {}", counter.display())], "timeout": 10,
          "dependencies": ["flaky"]}
     ]});
-    let job = sandbox.write_job("job.json", &job.to_string());
+    let job = sandbox.write_job_with_marks("job.json", &job.to_string());
     let done = done_of(&sandbox.run(&job, &[]));
     assert_eq!(done.status, JobStatus::Succeeded);
     let attempts = attempts_of(&done, "flaky");
@@ -80,7 +80,7 @@ fn a_flaky_order_is_run_again_after_its_backoff_until_it_succeeds() {
 #[test]
 fn exit_codes_narrow_which_failures_retry() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [
             {"order_name": "busy", "cmds": ["exit 75"], "timeout": 10,
@@ -108,7 +108,7 @@ fn exit_codes_narrow_which_failures_retry() {
 #[test]
 fn time_outs_retry_when_the_policy_says_so() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [
             {"order_name": "slow", "cmds": ["sleep 30"], "timeout": 1,
@@ -132,7 +132,7 @@ fn time_outs_retry_when_the_policy_says_so() {
 #[test]
 fn no_retry_starts_past_the_jobs_deadline() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"job_timeout": 3, "orders": [
             {"order_name": "doomed", "cmds": ["exit 1"], "timeout": 2,

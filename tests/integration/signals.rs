@@ -3,18 +3,18 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Sandbox, done_of, is_gone};
+use crate::util::{Sandbox, done_of, processes_running};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sluice_contract::OrderStatus;
 
 fn stop_with(signal: Signal, expected_code: i32) {
     let sandbox = Sandbox::new();
-    let pid_file = sandbox.path().join("pid");
+    // Found on the machine by its argument (in a sandbox, the pid the order sees is its own).
+    let sleeper = format!("300.{}{}", std::process::id(), signal as i32);
     let job = format!(
-        r#"{{"orders": [{{"order_name": "long", "timeout": 300, "env_vars": {{"PID_FILE": "{}"}},
-            "cmds": ["sleep 300 & echo $! > \"$PID_FILE\"; wait"]}}]}}"#,
-        pid_file.display()
+        r#"{{"orders": [{{"order_name": "long", "timeout": 300,
+            "cmds": ["sleep {sleeper} & wait"]}}]}}"#
     );
     let job = sandbox.write_job("job.json", &job);
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -27,27 +27,25 @@ fn stop_with(signal: Signal, expected_code: i32) {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !pid_file.exists()
-        || std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .is_empty()
-    {
+    while processes_running(&sleeper).is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the order never started"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sleeper = std::fs::read_to_string(&pid_file).unwrap();
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(expected_code));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !is_gone(&sleeper) && Instant::now() < deadline {
+    while !processes_running(&sleeper).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(is_gone(&sleeper), "the order's process outlived sluice");
+    let left = processes_running(&sleeper);
+    assert!(
+        left.is_empty(),
+        "the order's process outlived sluice: {left:?}"
+    );
 }
 
 #[test]
@@ -77,7 +75,7 @@ fn stop_gracefully(signal: Signal, expected_code: i32) {
         {{"order_name": "quick", "timeout": 60, "cmds": ["true"]}}
         ]}}"#
     );
-    let job = sandbox.write_job("job.json", &job);
+    let job = sandbox.write_job_with_marks("job.json", &job);
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("run")
         .arg(&job)
@@ -166,7 +164,7 @@ fn sigterm_while_the_job_is_queued_cancels_the_run() {
             "cmds": ["touch {}"]}}]}}"#,
         marker.display()
     );
-    let job = sandbox.write_job("job.json", &job);
+    let job = sandbox.write_job_with_marks("job.json", &job);
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("run")
         .arg(&job)
@@ -207,7 +205,7 @@ fn sigterm_while_the_job_is_queued_cancels_the_run() {
 #[test]
 fn a_sluice_started_with_sigchld_ignored_still_sees_how_commands_end() {
     let sandbox = Sandbox::new();
-    let job = sandbox.write_job(
+    let job = sandbox.write_job_with_marks(
         "job.json",
         r#"{"orders": [
             {"order_name": "ok", "timeout": 30, "cmds": ["true", "sleep 0.2"]},

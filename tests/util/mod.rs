@@ -16,6 +16,14 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.state());
+        let _ = std::fs::remove_dir_all(self.wasm_cache());
+        let _ = std::fs::remove_file(self.beside("secrets.json"));
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
@@ -27,13 +35,20 @@ impl Sandbox {
         self.dir.path()
     }
 
+    /// `name` beside the test's folder, not in it: a test may grant its orders that
+    /// folder, and the sandbox never grants a folder holding Sluice's own files (the state
+    /// folder, the compile cache, the secrets file).
+    fn beside(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}-{name}", self.dir.path().display()))
+    }
+
     pub fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.beside("state")
     }
 
     /// The compile cache `run_command` gives sluice (`SLUICE_WASM_CACHE`).
     pub fn wasm_cache(&self) -> PathBuf {
-        self.dir.path().join("wasm-cache")
+        self.beside("wasm-cache")
     }
 
     pub fn write_job(&self, name: &str, json: &str) -> PathBuf {
@@ -42,9 +57,23 @@ impl Sandbox {
         path
     }
 
+    /// Writes `json` as a job whose every shell order may write this test's folder (its
+    /// `sandbox` field grants it), for a test whose orders leave marks there: the sandbox
+    /// of `sluice run` would otherwise keep them from it.
+    pub fn write_job_with_marks(&self, name: &str, json: &str) -> PathBuf {
+        let mut job: serde_json::Value = serde_json::from_str(json).unwrap();
+        let folder = self.dir.path().display().to_string();
+        for order in job["orders"].as_array_mut().unwrap() {
+            if order.get("cmds").is_some() {
+                order["sandbox"] = serde_json::json!({ "write": [folder] });
+            }
+        }
+        self.write_job(name, &job.to_string())
+    }
+
     /// Writes a secrets file (`--secrets`) mapping credential locations to values.
     pub fn write_secrets(&self, secrets: serde_json::Value) -> PathBuf {
-        let path = self.dir.path().join("secrets.json");
+        let path = self.beside("secrets.json");
         std::fs::write(&path, secrets.to_string()).unwrap();
         path
     }
@@ -135,6 +164,23 @@ pub fn succeeded(output: &std::process::Output) -> DoneDoc {
 
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobs")
+}
+
+/// The processes of this machine (as its `/proc` shows them, whatever namespace they run
+/// in) still running with `arg` in their command line: an order's processes found by a
+/// unique argument, which works in a sandbox too, where the pids an order sees are its own.
+pub fn processes_running(arg: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    (entries.filter_map(Result::ok))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.parse::<u32>().is_ok() && !is_gone(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(arg))
+        })
+        .collect()
 }
 
 /// Whether a process is gone: no longer exists, or a zombie waiting for init to reap it.

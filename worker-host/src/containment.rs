@@ -33,6 +33,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::SigSet;
+
+use crate::sandbox::{self, INIT_ARG, Jail};
 use crate::spawn::{Launch, Spawned, default_disposition_where, spawn};
 
 /// The shells of the commands running now (pid → registration token): children of this
@@ -88,9 +95,14 @@ impl Drop for RunningShell {
 /// Starts `/bin/sh -c <script>` as a command's shell (with `env` as its whole environment,
 /// in `cwd`, stdin from `/dev/null`, stdout and stderr piped): in a session of its own (so
 /// it also leads a new process group) and a child subreaper, without the capabilities
-/// [`capabilities_to_drop`] lists. Keep the [`RunningShell`] until the child has been
-/// waited for (declare it before the child, so it is dropped after), or a concurrent
-/// [`sweep`] may take the shell for a leftover.
+/// [`capabilities_to_drop`] lists. In `jail`, when given, the shell is started by the
+/// sandbox's first process, which leads the session instead ([`crate::sandbox`]): that
+/// process starts with no variable and in `/`, and is handed its view and `env` through its
+/// stdin (must be called inside a tokio runtime, which writes them), and dies with the
+/// thread calling this (`PR_SET_PDEATHSIG`): call it from a thread that lives as long as
+/// the command (a runtime's worker thread, not a `spawn_blocking` one). Keep the
+/// [`RunningShell`] until the child has been waited for (declare it before the child, so it
+/// is dropped after), or a concurrent [`sweep`] may take the shell for a leftover.
 ///
 /// # Errors
 ///
@@ -99,8 +111,10 @@ pub(crate) fn spawn_shell(
     script: &str,
     env: &[(String, String)],
     cwd: &Path,
+    jail: Option<&Jail>,
 ) -> std::io::Result<(RunningShell, Spawned)> {
     harden_process();
+    let original_env = env;
     let lose: &'static [libc::c_ulong] = if nix::unistd::geteuid().is_root() {
         capabilities_to_drop()
     } else {
@@ -108,15 +122,47 @@ pub(crate) fn spawn_shell(
     };
     // Runs in the child between clone and exec: system calls only, errors from error codes.
     let setup = || -> std::io::Result<()> {
+        match jail {
+            // The sandbox's first process drops every capability itself, once it has
+            // built the sandbox with them.
+            Some(jail) => jail.enter()?,
+            None => {
+                nix::sys::prctl::set_child_subreaper(true)?;
+                drop_capabilities(lose)?;
+            }
+        }
         nix::unistd::setsid()?;
-        nix::sys::prctl::set_child_subreaper(true)?;
-        drop_capabilities(lose)
+        Ok(())
+    };
+    let shell = ["/bin/sh", "-c", script];
+    // A sandbox's first process gets its view and the command's variables through a pipe:
+    // in its own environment, they would act on it (`LD_PRELOAD`) while it still holds
+    // the capabilities and the host's tree it builds the sandbox with.
+    let (handover_read, handover_write) = match jail {
+        Some(_) => {
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            let write = tokio::net::unix::pipe::Sender::from_owned_fd(write)?;
+            (Some(read), Some(write))
+        }
+        None => (None, None),
+    };
+    let (program, args, env, cwd): (&str, Vec<&str>, &[(String, String)], &Path) = match jail {
+        Some(jail) => (
+            jail.program(),
+            [INIT_ARG].into_iter().chain(shell).collect(),
+            &[],
+            Path::new("/"),
+        ),
+        None => (shell[0], shell[1..].to_vec(), env, cwd),
     };
     let launch = Launch {
-        program: "/bin/sh",
-        args: &["-c", script],
+        program,
+        args: &args,
         env,
         cwd,
+        namespaces: jail.map_or(CloneFlags::empty(), Jail::namespaces),
+        stdin: handover_read.as_ref().map(AsFd::as_fd),
+        blocked: jail.map_or(SigSet::empty(), |_| sandbox::caught_signals()),
         setup: &setup,
     };
     // Held across spawn and registration: a sweep never sees the new shell unregistered.
@@ -124,6 +170,16 @@ pub(crate) fn spawn_shell(
     let child = spawn(&launch)?;
     let (pid, token) = (child.id(), NEXT_TOKEN.fetch_add(1, Ordering::Relaxed));
     shells.insert(pid, token);
+    drop(shells);
+    drop(handover_read);
+    if let (Some(jail), Some(mut sender)) = (jail, handover_write) {
+        let handed = jail.handover(original_env);
+        // Written as the first process reads it; one that died first reads nothing, and its
+        // end is reported as its command's.
+        tokio::spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut sender, &handed).await;
+        });
+    }
     Ok((RunningShell { pid, token }, child))
 }
 
@@ -176,10 +232,7 @@ fn capabilities_to_drop() -> &'static [libc::c_ulong] {
         // SAFETY: PR_CAPBSET_READ takes a capability number and touches no memory.
         let held =
             |cap: libc::c_ulong| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1;
-        let last: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(63);
+        let last = last_capability();
         let keep: Vec<libc::c_ulong> = ROOT_ORDER_CAPABILITIES
             .iter()
             .map(|cap| libc::c_ulong::from(cap.index()))
@@ -190,15 +243,49 @@ fn capabilities_to_drop() -> &'static [libc::c_ulong] {
     })
 }
 
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`, so
+/// ones newer than this code count too); 63 where it cannot be read.
+pub(crate) fn last_capability() -> libc::c_ulong {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(63)
+}
+
 /// Clears the ambient and inheritable capabilities (anyone may) and takes `lose` out of the
 /// bounding set (root may), so nothing the command executes holds them. Runs between clone
 /// and exec, sharing the worker's memory: raw system calls only, no allocation, not even on
 /// an error path (the `caps` crate formats its errors).
+fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
+    // A kernel before 4.3 has no ambient set: nothing to clear.
+    prctl_unless_unknown(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )?;
+    set_inheritable(Inheritable::Nothing)?;
+    for &cap in lose {
+        // A number the kernel does not know: there is nothing to drop.
+        prctl_unless_unknown(libc::PR_CAPBSET_DROP, cap)?;
+    }
+    Ok(())
+}
+
+/// What [`set_inheritable`] makes the inheritable set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inheritable {
+    /// Empty.
+    Nothing,
+    /// The permitted set (so any of it may be made ambient).
+    Permitted,
+}
+
+/// Sets this thread's inheritable capabilities. System calls only, no allocation: the vfork
+/// child calls it.
 #[expect(
     unsafe_code,
     reason = "capget/capset(2) have no allocation-free safe wrappers"
 )]
-fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
+pub(crate) fn set_inheritable(to: Inheritable) -> std::io::Result<()> {
     /// `struct __user_cap_header_struct`, version 3 (two 32-bit words of each set).
     #[repr(C)]
     struct Header {
@@ -214,11 +301,6 @@ fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    // A kernel before 4.3 has no ambient set: nothing to clear.
-    prctl_unless_unknown(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-    )?;
     let mut header = Header {
         version: VERSION_3,
         pid: 0,
@@ -230,15 +312,15 @@ fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
         if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
             return Err(Errno::last().into());
         }
-        data[0].inheritable = 0;
-        data[1].inheritable = 0;
+        for word in &mut data {
+            word.inheritable = match to {
+                Inheritable::Nothing => 0,
+                Inheritable::Permitted => word.permitted,
+            };
+        }
         if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
             return Err(Errno::last().into());
         }
-    }
-    for &cap in lose {
-        // A number the kernel does not know: there is nothing to drop.
-        prctl_unless_unknown(libc::PR_CAPBSET_DROP, cap)?;
     }
     Ok(())
 }
@@ -246,7 +328,7 @@ fn drop_capabilities(lose: &[libc::c_ulong]) -> std::io::Result<()> {
 /// `prctl(option, arg, 0, 0, 0)`, where EINVAL (an option or number this kernel does not
 /// know) means there is nothing to do. System calls only: the vfork child calls it.
 #[expect(unsafe_code, reason = "prctl(2); see SAFETY")]
-fn prctl_unless_unknown(option: libc::c_int, arg: libc::c_ulong) -> std::io::Result<()> {
+pub(crate) fn prctl_unless_unknown(option: libc::c_int, arg: libc::c_ulong) -> std::io::Result<()> {
     // prctl reads its arguments as unsigned longs: they are passed so.
     let zero: libc::c_ulong = 0;
     // SAFETY: both options used here take numbers only and touch no memory.

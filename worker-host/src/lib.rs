@@ -38,6 +38,7 @@ pub mod process_group;
 pub mod redact;
 pub mod retry;
 pub mod run;
+pub mod sandbox;
 pub mod shell;
 mod spawn;
 pub mod spool;

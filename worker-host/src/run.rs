@@ -14,10 +14,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_contract::OrderStatus;
 use sluice_contract::cancel::{CancelRequest, MAX_CANCEL_REQUEST_BYTES, parse_cancel_request};
 use sluice_contract::credentials::is_secret_name;
 use sluice_contract::dispatch::{Capability, Claim, DispatchPayload};
@@ -26,6 +25,7 @@ use sluice_contract::manifest::{
 };
 use sluice_contract::outputs::OUTPUT_VAR;
 use sluice_contract::result::{ResultDoc, format_timestamp};
+use sluice_contract::{OrderStatus, SandboxSpec};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -40,6 +40,7 @@ use crate::outputs::{self, InputError, MAX_COMMAND_VARIABLE, PublishDir, Publish
 use crate::process_group::RUN_MARKER;
 use crate::redact::{MIN_SECRET_LEN, Redactor};
 use crate::retry::{self, RetryPolicy};
+use crate::sandbox::{Jail, SandboxError, SandboxSettings};
 use crate::shell::{ShellOrder, ShellOutcome, ShellSettings, run_cmds};
 use crate::spool::{DEFAULT_MAX_LOG_BYTES, StoredLog};
 use crate::wasm::{Grants, SharedCompiled, WasmOrder, WasmOutcome, WasmRuntime};
@@ -73,6 +74,8 @@ pub struct WorkerConfig {
     /// while it runs: a CodeBuild worker may start minutes after its dispatch (a build's
     /// queue and provisioning), a GET well spent.
     pub look_for_cancel_at_start: bool,
+    /// The sandbox shell orders run in (`sluice run`), or none.
+    pub sandbox: Option<Arc<SandboxSettings>>,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +90,7 @@ impl Default for WorkerConfig {
             callback: RetryPolicy::default(),
             stop: CancellationToken::new(),
             look_for_cancel_at_start: false,
+            sandbox: None,
         }
     }
 }
@@ -498,6 +502,7 @@ async fn prepare_and_run(
         publish_dir: &publish_dir,
         deadline,
         stop: &stop,
+        sandboxed: OnceLock::new(),
     };
     let (status, exit_code, reason) = match &payload.cancel_url {
         Some(url) => run_unless_cancelled(task.run(&log), io, url, &stop, &log).await,
@@ -525,6 +530,7 @@ async fn prepare_and_run(
     doc.log_truncated = summary.truncated;
     doc.events = events;
     doc.outputs = published;
+    doc.sandbox = task.sandboxed.into_inner();
     if payload.log_in_result && summary.whole {
         // The result is the log's only copy: a PUT less (see [`keep_unreported_log`]).
         doc.log_in_result = true;
@@ -724,6 +730,8 @@ struct TaskRun<'a> {
     deadline: Instant,
     /// Cancelled to stop the order (the run is stopped, or was asked to be cancelled).
     stop: &'a CancellationToken,
+    /// What its sandbox granted, once its commands started in one.
+    sandboxed: OnceLock<SandboxSpec>,
 }
 
 impl TaskRun<'_> {
@@ -740,13 +748,21 @@ impl TaskRun<'_> {
         match &self.manifest.task {
             Task::Cmds(cmds) => {
                 let env = self.shell_env();
+                let sandbox = match self.sandbox(log).await {
+                    Ok(sandbox) => sandbox,
+                    Err(error) => return (OrderStatus::Failed, None, Some(error.to_string())),
+                };
                 let order = ShellOrder {
                     cmds,
                     env: &env,
                     cwd: self.code_root,
                     deadline: self.deadline,
                     stop: self.stop,
+                    jail: sandbox.as_ref().map(|(jail, _)| jail),
                 };
+                if let Some((_, granted)) = &sandbox {
+                    let _ = self.sandboxed.set(granted.clone());
+                }
                 match run_cmds(&order, log, self.config.shell).await {
                     ShellOutcome::Succeeded => (OrderStatus::Succeeded, Some(0), None),
                     ShellOutcome::Failed {
@@ -792,6 +808,20 @@ impl TaskRun<'_> {
                 }
             }
         }
+    }
+
+    /// The sandbox the order's commands run in, and what it grants, when the worker
+    /// sandboxes them (a grant that cannot be prepared is said in the log).
+    async fn sandbox(&self, log: &LogSink) -> Result<Option<(Jail, SandboxSpec)>, SandboxError> {
+        let Some(settings) = &self.config.sandbox else {
+            return Ok(None);
+        };
+        let own = [self.code_root, self.events_dir, self.publish_dir.path()];
+        let jail = settings.jail(&own, self.code_root, self.manifest.sandbox.as_ref());
+        if let Err(error) = &jail {
+            log.note(&error.to_string()).await;
+        }
+        jail.map(Some)
     }
 
     /// The complete environment of the order's commands: the minimal host variables, then

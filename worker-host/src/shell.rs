@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::containment;
 use crate::log_sink::{CHUNK_SIZE, LogSender, LogSink};
 use crate::process_group::ProcessGroup;
+use crate::sandbox::Jail;
 
 /// How commands are stopped and drained. Defaults: 10 s grace, 2 s for pipes to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct ShellOrder<'a> {
     /// Cancelled when the run is stopped (Ctrl-C, SIGTERM): the command is stopped as at
     /// the deadline (SIGTERM, the grace period, SIGKILL).
     pub stop: &'a CancellationToken,
+    /// The sandbox each command runs in, if any ([`crate::sandbox`]).
+    pub jail: Option<&'a Jail>,
 }
 
 /// How an order's commands ended.
@@ -160,7 +163,7 @@ async fn run_one(
     log: &LogSink,
     settings: ShellSettings,
 ) -> std::io::Result<CmdEnd> {
-    let (shell, mut child) = containment::spawn_shell(cmd, order.env, order.cwd)?;
+    let (shell, mut child) = containment::spawn_shell(cmd, order.env, order.cwd, order.jail)?;
     let group = ProcessGroup::new(child.id());
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");

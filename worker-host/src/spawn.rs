@@ -28,7 +28,7 @@
 //! it if it was never waited for (and then reaps it in the background once it has ended).
 
 use std::ffi::{CString, c_char};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -57,6 +57,13 @@ pub(crate) struct Launch<'a> {
     pub env: &'a [(String, String)],
     /// Its working folder.
     pub cwd: &'a Path,
+    /// Namespaces the child starts in (none: the worker's own; see [`crate::sandbox`]).
+    pub namespaces: CloneFlags,
+    /// Its stdin (`/dev/null` when `None`).
+    pub stdin: Option<BorrowedFd<'a>>,
+    /// Signals it starts with blocked (none but for a sandbox's first process, which must
+    /// not miss one sent before it could take them).
+    pub blocked: SigSet,
     /// Runs in the child before `execve`. It shares the worker's memory: system calls only,
     /// no allocation, errors from error codes.
     pub setup: &'a dyn Fn() -> std::io::Result<()>,
@@ -286,19 +293,16 @@ impl Prepared {
 pub(crate) fn spawn(launch: &Launch<'_>) -> std::io::Result<Spawned> {
     let prepared = Prepared::new(launch)?;
     let null = std::fs::File::open("/dev/null")?;
+    let stdin = launch.stdin.map_or(null.as_raw_fd(), |fd| fd.as_raw_fd());
     let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let stdout = pipe::Receiver::from_owned_fd(stdout_read)?;
     let stderr = pipe::Receiver::from_owned_fd(stderr_read)?;
     let failure = AtomicI32::new(0);
     let mut stack = vec![0u8; CHILD_STACK];
-    let stdio = [
-        null.as_raw_fd(),
-        stdout_write.as_raw_fd(),
-        stderr_write.as_raw_fd(),
-    ];
+    let stdio = [stdin, stdout_write.as_raw_fd(), stderr_write.as_raw_fd()];
     let child = || -> isize {
-        let outcome = start_child(&prepared, stdio, launch.setup);
+        let outcome = start_child(&prepared, stdio, launch);
         // Only reached when something failed: `execve` does not return.
         let errno = outcome.raw_os_error().unwrap_or(libc::EINVAL);
         failure.store(errno, Ordering::SeqCst);
@@ -318,7 +322,7 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> std::io::Result<Spawned> {
         nix::sched::clone(
             Box::new(child),
             &mut stack,
-            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK | launch.namespaces,
             Some(libc::SIGCHLD),
         )
     };
@@ -385,13 +389,13 @@ pub(crate) fn default_disposition_where(
 }
 
 /// The child's side: the default disposition for each handled signal, `stdio` in place,
-/// the working folder, the caller's setup, an empty signal mask, then `execve`. Returns
-/// only on failure.
+/// the working folder, the caller's setup, the signal mask `launch` asks (empty but for a
+/// sandbox), then `execve`. Returns only on failure.
 #[expect(unsafe_code, reason = "dup2 and execve; see SAFETY")]
 fn start_child(
     prepared: &Prepared,
     stdio: [libc::c_int; 3],
-    setup: &dyn Fn() -> std::io::Result<()>,
+    launch: &Launch<'_>,
 ) -> std::io::Error {
     let run = || -> std::io::Result<()> {
         for signo in 1..=libc::SIGRTMAX() {
@@ -414,8 +418,8 @@ fn start_child(
             }
         }
         nix::unistd::chdir(prepared.cwd.as_c_str())?;
-        setup()?;
-        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+        (launch.setup)()?;
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&launch.blocked), None)?;
         // SAFETY: NUL-terminated strings and NULL-terminated arrays, alive until exec.
         unsafe {
             libc::execve(
@@ -451,6 +455,9 @@ mod tests {
             args,
             env,
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &nothing,
         })
         .unwrap();
@@ -493,6 +500,9 @@ mod tests {
             args: &[],
             env: &[],
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &nothing,
         };
         let mut child = spawn(&launch).unwrap();
@@ -518,6 +528,9 @@ mod tests {
             args: &["/proc/self/stat"],
             env: &[],
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &setup,
         };
         let mut child = spawn(&launch).unwrap();
@@ -549,6 +562,9 @@ mod tests {
             args: &[],
             env: &[],
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &setup,
         };
         let mut child = spawn(&launch).unwrap();
@@ -562,6 +578,9 @@ mod tests {
             args: &["100"],
             env: &[],
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &nothing,
         };
         let child = spawn(&launch).unwrap();
@@ -598,6 +617,9 @@ mod tests {
             args: &["0.1"],
             env: &[],
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &nothing,
         };
         let mut child = spawn(&launch).unwrap();
@@ -624,6 +646,9 @@ mod tests {
                 args: &["300"],
                 env: &[],
                 cwd: Path::new("/"),
+                namespaces: CloneFlags::empty(),
+                stdin: None,
+                blocked: SigSet::empty(),
                 setup: &nothing,
             };
             let mut child = spawn(&launch).unwrap();
@@ -653,6 +678,9 @@ mod tests {
                 args: &[],
                 env: &[],
                 cwd,
+                namespaces: CloneFlags::empty(),
+                stdin: None,
+                blocked: SigSet::empty(),
                 setup,
             };
             spawn(&launch).unwrap_err()
@@ -676,6 +704,9 @@ mod tests {
             args: &[],
             env: &nul,
             cwd: Path::new("/"),
+            namespaces: CloneFlags::empty(),
+            stdin: None,
+            blocked: SigSet::empty(),
             setup: &nothing,
         };
         assert_eq!(

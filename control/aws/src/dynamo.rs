@@ -561,7 +561,7 @@ impl TransitionUpdate {
             (":to".to_owned(), s(change.to.as_str())),
             (":from".to_owned(), s(from.as_str())),
         ]);
-        let fields: [(&str, Option<AttributeValue>); 10] = [
+        let fields: [(&str, Option<AttributeValue>); 11] = [
             ("attempt", change.attempt.as_ref().map(|a| s(a.as_str()))),
             ("dispatched_at_ms", change.dispatched_at_ms.map(number)),
             ("finished_at_ms", change.finished_at_ms.map(number)),
@@ -575,6 +575,12 @@ impl TransitionUpdate {
             ("log_key", change.log_key.as_deref().map(s)),
             ("retry_at_ms", change.retry_at_ms.map(number)),
             ("outputs_key", change.outputs_key.as_deref().map(s)),
+            (
+                "ran_sandboxed",
+                (change.ran_sandboxed.as_ref()).map(|granted| {
+                    serde_dynamo::to_attribute_value(granted).expect("grants are a DynamoDB map")
+                }),
+            ),
         ];
         for (field, value) in fields {
             if let Some(value) = value {

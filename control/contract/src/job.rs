@@ -145,6 +145,62 @@ pub struct OrderSpec {
     /// Older spelling of `execution_target`: `true` = `lambda`, `false` = `codebuild`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_lambda: Option<bool>,
+    /// What a shell order may reach beyond its own folders when `sluice run` sandboxes it
+    /// (see [`SandboxSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
+}
+
+/// Most paths an order's `sandbox.read` or `sandbox.write` lists.
+pub const MAX_SANDBOX_PATHS: usize = 64;
+
+/// A shell order's `sandbox` field: what it may reach beyond its own folders when `sluice
+/// run` runs it in a sandbox (by default it sees a read-only system without the user's
+/// home, the state folder or the job's folder, and no network). Paths are absolute, or
+/// `~/…` for the home of the user running `sluice`; what they name is seen at the same
+/// path. Not applied on AWS, where orders run in the worker's own isolation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    /// Reach the network (default: a loopback of its own only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
+    /// Files and folders it may read (`["~/.terraform.d"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub read: Vec<String>,
+    /// Files and folders it may read and write (`["/var/cache/tofu"]`); a folder not there
+    /// is made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub write: Vec<String>,
+}
+
+impl SandboxSpec {
+    /// Whether it grants nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.network && self.read.is_empty() && self.write.is_empty()
+    }
+}
+
+impl fmt::Display for SandboxSpec {
+    /// `network, read ~/.aws, write /cache`, or `nothing`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.network {
+            parts.push("network".to_owned());
+        }
+        for (verb, paths) in [("read", &self.read), ("write", &self.write)] {
+            if !paths.is_empty() {
+                parts.push(format!("{verb} {}", paths.join(" ")));
+            }
+        }
+        if parts.is_empty() {
+            f.write_str("nothing")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
 }
 
 /// An order's `retry` field: run it again after a failure or a time-out.

@@ -64,7 +64,7 @@ pub mod status;
 pub mod validate;
 
 pub use ids::{AttemptId, OrderNum, RunId, TraceId};
-pub use job::{ExecutionTarget, JobSpec, OrderSpec, ParseError, parse_job};
+pub use job::{ExecutionTarget, JobSpec, OrderSpec, ParseError, SandboxSpec, parse_job};
 pub use plan::OrderPlan;
 pub use status::{JobStatus, OrderStatus};
 pub use validate::{ValidJob, ValidOrder, ValidateOptions, ValidationError};

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{OrderNum, RunId, TraceId};
-use crate::job::WasmSpec;
+use crate::job::{SandboxSpec, WasmSpec};
 
 /// File name of the manifest inside a bundle.
 pub const MANIFEST_FILE: &str = "order.json";
@@ -50,4 +50,7 @@ pub struct OrderManifest {
     pub task: Task,
     /// Where the full log goes.
     pub log_key: String,
+    /// What the order's sandbox grants it, when its job says (shell orders, run locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
 }

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::job::SandboxSpec;
 use crate::outputs::Input;
 use crate::retries::RetryPolicy;
 use crate::{ExecutionTarget, OrderNum};
@@ -40,4 +41,7 @@ pub struct OrderPlan {
     pub timeout: u64,
     /// Where it runs on AWS.
     pub execution_target: ExecutionTarget,
+    /// What a shell order's sandbox grants it (`sluice run`), checked and normalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
 }

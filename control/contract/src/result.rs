@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::OrderEmitted;
 use crate::ids::{AttemptId, OrderNum};
+use crate::job::SandboxSpec;
 use crate::status::{JobStatus, OrderStatus};
 
 /// The schema version this crate writes.
@@ -83,6 +84,10 @@ pub struct ResultDoc {
     /// Events the order emitted, in order (at most [`MAX_EVENTS`](crate::events::MAX_EVENTS)).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<OrderEmitted>,
+    /// When its commands ran in a sandbox (`sluice run`): what it was granted (`{}` for
+    /// nothing). Absent when they ran unsandboxed, and for a module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
 }
 
 fn default_schema_version() -> String {
@@ -107,6 +112,7 @@ impl ResultDoc {
             reason: None,
             outputs: 0,
             events: Vec::new(),
+            sandbox: None,
         }
     }
 
@@ -283,6 +289,11 @@ pub struct DoneOrder {
     /// result, log and outputs it keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
+    /// When its commands ran in a sandbox (`sluice run`): what it was granted (`{}` for
+    /// nothing). Absent when they ran unsandboxed (`--sandbox off`, a machine without user
+    /// namespaces, AWS), for a module, and for an order that never ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxSpec>,
 }
 
 /// What a finished run publishes at its done endpoint.

@@ -631,6 +631,7 @@ mod tests {
             timeout: 5,
             task: Task::Cmds(vec!["true".into()]),
             log_key: "tmp/logs/x".into(),
+            sandbox: None,
         }
     }
 

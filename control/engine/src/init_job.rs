@@ -621,6 +621,7 @@ impl Engine {
                 timeout: order.plan.timeout,
                 task: order.task.clone(),
                 log_key: log_key.clone(),
+                sandbox: order.plan.sandbox.clone(),
             },
             env: env.env,
             secret_names: env.secret_names,
@@ -872,6 +873,7 @@ impl RunIds<'_> {
             packed: None,
             rerun_of: self.rerun.map(|rerun| rerun.of.clone()),
             reused_from: None,
+            ran_sandboxed: None,
         }
     }
 }

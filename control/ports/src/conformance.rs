@@ -11,7 +11,7 @@ use sluice_contract::outputs::Input;
 use sluice_contract::result::AttemptRecord;
 use sluice_contract::retries::{RetryOn, RetryPolicy};
 use sluice_contract::{
-    AttemptId, ExecutionTarget, OrderNum, OrderPlan, OrderStatus, RunId, TraceId,
+    AttemptId, ExecutionTarget, OrderNum, OrderPlan, OrderStatus, RunId, SandboxSpec, TraceId,
 };
 
 use crate::StoreError;
@@ -51,6 +51,12 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
             }),
             timeout: 60,
             execution_target: ExecutionTarget::Lambda,
+            // Grants are stored with the row, and read back whole.
+            sandbox: (index == 0).then(|| SandboxSpec {
+                network: true,
+                read: vec!["~/.terraform.d".to_owned()],
+                write: vec!["/var/cache/tofu".to_owned()],
+            }),
         },
         trace_id: TraceId::generate(),
         flow_id: "test:flow".to_owned(),
@@ -98,6 +104,7 @@ pub fn sample_order(run_id: &RunId, index: usize) -> OrderRecord {
         }),
         rerun_of: None,
         reused_from: None,
+        ran_sandboxed: None,
     }
 }
 

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use sluice_contract::dispatch::PinnedRange;
 use sluice_contract::result::AttemptRecord;
 use sluice_contract::validate::PullRequest;
-use sluice_contract::{AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, TraceId, keys};
+use sluice_contract::{
+    AttemptId, OrderNum, OrderPlan, OrderStatus, RunId, SandboxSpec, TraceId, keys,
+};
 
 use crate::StoreError;
 
@@ -92,6 +94,10 @@ pub struct OrderRecord {
     /// whose log and outputs it keeps. Inserted `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<RunId>,
+    /// What the sandbox its commands ran in granted, as the result that ended it said
+    /// (`None`: unsandboxed, or not run). Not `sandbox`, which is its plan's grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_sandboxed: Option<SandboxSpec>,
 }
 
 /// Where an order's bundle is among its run's packs of bundles.
@@ -184,6 +190,8 @@ pub struct Transition {
     pub ended_attempt: Option<AttemptRecord>,
     /// Sets `outputs_key`.
     pub outputs_key: Option<String>,
+    /// Sets `ran_sandboxed`.
+    pub ran_sandboxed: Option<SandboxSpec>,
 }
 
 impl Transition {
@@ -202,6 +210,7 @@ impl Transition {
             retry_at_ms: None,
             ended_attempt: None,
             outputs_key: None,
+            ran_sandboxed: None,
         }
     }
 
@@ -275,6 +284,9 @@ impl Transition {
         }
         if self.outputs_key.is_some() {
             record.outputs_key.clone_from(&self.outputs_key);
+        }
+        if self.ran_sandboxed.is_some() {
+            record.ran_sandboxed.clone_from(&self.ran_sandboxed);
         }
         // Appended once: a change applied again (a write whose answer was lost, checked)
         // finds its attempt there already.

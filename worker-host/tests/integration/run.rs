@@ -157,6 +157,7 @@ fn manifest(run_id: &RunId, cmds: &[&str]) -> OrderManifest {
         timeout: 10,
         task: Task::Cmds(cmds.iter().map(|c| c.to_string()).collect()),
         log_key: "tmp/logs/x/0001/log.txt".into(),
+        sandbox: None,
     }
 }
 

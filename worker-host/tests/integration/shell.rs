@@ -28,6 +28,7 @@ async fn run(
         cwd: dir.path(),
         deadline: started + timeout,
         stop: &tokio_util::sync::CancellationToken::new(),
+        jail: None,
     };
     let outcome = run_cmds(&order, &log, settings).await;
     let elapsed = started.elapsed();
@@ -188,6 +189,7 @@ async fn a_missing_working_directory_is_a_spawn_failure() {
         cwd: Path::new("/nonexistent/sluice"),
         deadline: Instant::now() + Duration::from_secs(5),
         stop: &tokio_util::sync::CancellationToken::new(),
+        jail: None,
     };
     let outcome = run_cmds(&order, &log, ShellSettings::default()).await;
     assert!(

@@ -34,6 +34,7 @@ mod code;
 mod graph;
 mod inputs;
 mod order;
+mod sandbox;
 mod wasm;
 
 pub use code::{CodeSource, GitSource};

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::code::code_source;
+use super::sandbox::validate_sandbox;
 use super::wasm::validate_wasm;
 use super::{
     CodeSource, MAX_ORDER_TIMEOUT, OrderCtx, Platform, ValidOrder, ValidationError, job_error,
@@ -246,6 +247,10 @@ pub(super) fn validate_order(
         ));
     }
 
+    let sandbox = (spec.sandbox.as_ref())
+        .map(|grants| validate_sandbox(&ctx, &task, grants))
+        .transpose()?;
+
     Ok(ValidOrder {
         plan: OrderPlan {
             order_num: num,
@@ -262,6 +267,7 @@ pub(super) fn validate_order(
                 .transpose()?,
             timeout,
             execution_target,
+            sandbox,
         },
         task,
         code,

@@ -364,6 +364,7 @@ fn done_order(o: &OrderRecord) -> DoneOrder {
         outputs_key: o.outputs_key.clone(),
         attempts,
         reused_from: o.reused_from.as_ref().map(RunId::to_string),
+        sandbox: o.ran_sandboxed.clone(),
     }
 }
 

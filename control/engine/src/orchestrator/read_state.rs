@@ -284,6 +284,7 @@ impl Engine {
                 change.outputs_key = (order.attempt.as_ref())
                     .filter(|_| doc.outputs > 0)
                     .map(|attempt| keys::outputs(&order.run_id, order.plan.order_num, attempt));
+                change.ran_sandboxed = doc.sandbox;
                 let detail = serde_json::json!({
                     "exit_code": doc.exit_code, "reason": reason, "attempt": doc.attempt,
                     "log_bytes": doc.log_bytes, "log_truncated": doc.log_truncated,
