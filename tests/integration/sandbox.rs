@@ -559,6 +559,7 @@ fn grants_cannot_be_turned_into_more() {
     let world = World::new("links");
     let state = world.sandbox.state();
     let state_parent = state.parent().unwrap().to_path_buf();
+    let job_file = world.sandbox.path().join("job.json");
     let planted = world.outside.join("planted");
     let job = serde_json::json!({"orders": [
         {"order_name": "plant", "timeout": 10, "sandbox": {"write": [world.outside]},
@@ -572,6 +573,11 @@ fn grants_cannot_be_turned_into_more() {
          "sandbox": {"write": [state_parent]}, "cmds": ["true"]},
         {"order_name": "state", "timeout": 10, "must_succeed": false,
          "sandbox": {"read": [state]}, "cmds": ["true"]},
+        // The job's folder, hidden, lies in the folder granted; a grant inside it still
+        // shows what it names.
+        {"order_name": "nested", "timeout": 10, "must_succeed": false,
+         "sandbox": {"read": [state_parent, world.outside]},
+         "cmds": [format!("test -d {} && ! test -e {}", world.outside.display(), job_file.display())]},
     ]});
     let job = world.sandbox.write_job("job.json", &job.to_string());
     let (done, stderr) = world.run(&job, &[]);
@@ -591,6 +597,12 @@ fn grants_cannot_be_turned_into_more() {
     // The state folder inside the folder granted stays covered, and a folder holding it is
     // not granted to write (renaming a folder between them would carry it out).
     assert_eq!(world.status(&done, "around"), OrderStatus::Failed);
+    assert_eq!(
+        world.status(&done, "nested"),
+        OrderStatus::Succeeded,
+        "{}",
+        world.sandbox.log_of(&done, "nested")
+    );
     let around = world.order(&done, "around-write");
     let reason = around.reason.clone().unwrap_or_default();
     assert!(reason.contains("holds Sluice's own"), "{reason}");

@@ -601,8 +601,16 @@ impl TransitionUpdate {
                 .expect("an attempt record is a DynamoDB map");
             values.insert(":ended".to_owned(), AttributeValue::L(vec![ended]));
         }
+        // A new attempt has not run yet: how the last one ran goes (see `Transition`).
+        let removes = match (&change.attempt, &change.ran_sandboxed) {
+            (Some(_), None) => {
+                names.insert("#ran_sandboxed".to_owned(), "ran_sandboxed".to_owned());
+                " REMOVE #ran_sandboxed"
+            }
+            _ => "",
+        };
         TransitionUpdate {
-            expression: format!("SET {}", sets.join(", ")),
+            expression: format!("SET {}{removes}", sets.join(", ")),
             names,
             values,
         }

@@ -350,6 +350,7 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
         exit_code: Some(0),
         log_stored: Some(false),
         outputs_key: Some("tmp/outputs/run/0001/a1.json".to_owned()),
+        ran_sandboxed: Some(SandboxSpec::default()),
         ..Transition::to(OrderStatus::Succeeded)
     };
     store
@@ -380,13 +381,15 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
             row.attempt.as_ref().map(AttemptId::as_str),
             row.log_stored,
             row.outputs_key.as_deref(),
+            row.ran_sandboxed,
         ),
         (
             OrderStatus::Succeeded,
             Some(0),
             Some("a1"),
             Some(false),
-            Some("tmp/outputs/run/0001/a1.json")
+            Some("tmp/outputs/run/0001/a1.json"),
+            Some(SandboxSpec::default()),
         )
     );
     assert!(
@@ -434,7 +437,9 @@ pub async fn order_store_suite(store: &dyn OrderStore) {
 /// and the row reads as holding it.
 async fn retry_suite(store: &dyn OrderStore) {
     let run = RunId::generate();
-    let order = sample_order(&run, 1);
+    let mut order = sample_order(&run, 1);
+    // Its first attempt ran sandboxed; the next, dispatched, has not run yet.
+    order.ran_sandboxed = Some(SandboxSpec::default());
     let num = order.plan.order_num;
     store
         .insert_orders(std::slice::from_ref(&order), &[])
@@ -446,10 +451,16 @@ async fn retry_suite(store: &dyn OrderStore) {
         dispatched_at_ms: Some(2_000),
         ..Transition::to(OrderStatus::Dispatching)
     };
-    store
+    let claimed = store
         .transition(&run, num, OrderStatus::Queued, &claim)
         .await
         .unwrap();
+    assert_eq!(claimed.ran_sandboxed, None, "a new attempt has not run");
+    assert_eq!(
+        store.get_order(&run, num).await.unwrap(),
+        claimed,
+        "as read"
+    );
     let running = Transition::to(OrderStatus::Running);
     store
         .transition(&run, num, OrderStatus::Dispatching, &running)

@@ -190,7 +190,8 @@ pub struct Transition {
     pub ended_attempt: Option<AttemptRecord>,
     /// Sets `outputs_key`.
     pub outputs_key: Option<String>,
-    /// Sets `ran_sandboxed`.
+    /// Sets `ran_sandboxed` (a change that sets `attempt`, a new attempt's dispatch, clears
+    /// it: that attempt has not run yet).
     pub ran_sandboxed: Option<SandboxSpec>,
 }
 
@@ -266,6 +267,7 @@ impl Transition {
         }
         if self.attempt.is_some() {
             record.attempt.clone_from(&self.attempt);
+            record.ran_sandboxed = None;
         }
         if self.exit_code.is_some() {
             record.exit_code = self.exit_code;

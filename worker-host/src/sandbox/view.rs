@@ -93,13 +93,21 @@ pub(super) fn enter(view: &View) -> Result<(), ViewError> {
     tmpfs(&inside(new, Path::new("/tmp")), "1777")?;
     devices(old, new)?;
     process_view(new)?;
-    let mut binds: Vec<(&PathBuf, Access)> = (view.write.iter())
-        .map(|path| (path, Access::Write))
-        .chain(view.read.iter().map(|path| (path, Access::ReadOnly)))
+    // The order's folders and grants, and the hidden paths a grant's folder holds covered
+    // again, shallower paths first: a grant inside a hidden folder inside another grant
+    // lands on the cover.
+    let mut layers: Vec<(&PathBuf, Option<Access>)> = (view.write.iter())
+        .map(|path| (path, Some(Access::Write)))
+        .chain(view.read.iter().map(|path| (path, Some(Access::ReadOnly))))
+        .chain(view.hide_within.iter().map(|path| (path, None)))
         .collect();
-    binds.sort_by_key(|(path, _)| path.components().count());
-    for (path, access) in binds {
+    layers.sort_by_key(|(path, _)| path.components().count());
+    for (path, layer) in layers {
         let (source, target) = (inside(old, path), inside(new, path));
+        let Some(access) = layer else {
+            cover(old, &target)?;
+            continue;
+        };
         // Opened through no link: one planted since the worker checked the path (by an
         // order with a grant around it) does not redirect the bind.
         let opened = step(
@@ -110,10 +118,6 @@ pub(super) fn enter(view: &View) -> Result<(), ViewError> {
         let by_descriptor = old.join(format!("proc/self/fd/{}", opened.as_raw_fd()));
         bind(&by_descriptor, &target)?;
         restrict(&target, access)?;
-    }
-    // What a grant's folder holds of the hidden paths stays hidden.
-    for hidden in &view.hide_within {
-        cover(old, &inside(new, hidden))?;
     }
     step(
         || "naming the host".into(),
