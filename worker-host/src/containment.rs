@@ -114,7 +114,6 @@ pub(crate) fn spawn_shell(
     jail: Option<&Jail>,
 ) -> std::io::Result<(RunningShell, Spawned)> {
     harden_process();
-    let original_env = env;
     let lose: &'static [libc::c_ulong] = if nix::unistd::geteuid().is_root() {
         capabilities_to_drop()
     } else {
@@ -146,20 +145,21 @@ pub(crate) fn spawn_shell(
         }
         None => (None, None),
     };
-    let (program, args, env, cwd): (&str, Vec<&str>, &[(String, String)], &Path) = match jail {
-        Some(jail) => (
-            jail.program(),
-            [INIT_ARG].into_iter().chain(shell).collect(),
-            &[],
-            Path::new("/"),
-        ),
-        None => (shell[0], shell[1..].to_vec(), env, cwd),
-    };
+    let (program, args, launch_env, launch_cwd): (&str, Vec<&str>, &[(String, String)], &Path) =
+        match jail {
+            Some(jail) => (
+                jail.program(),
+                [INIT_ARG].into_iter().chain(shell).collect(),
+                &[],
+                Path::new("/"),
+            ),
+            None => (shell[0], shell[1..].to_vec(), env, cwd),
+        };
     let launch = Launch {
         program,
         args: &args,
-        env,
-        cwd,
+        env: launch_env,
+        cwd: launch_cwd,
         namespaces: jail.map_or(CloneFlags::empty(), Jail::namespaces),
         stdin: handover_read.as_ref().map(AsFd::as_fd),
         blocked: jail.map_or(SigSet::empty(), |_| sandbox::caught_signals()),
@@ -173,7 +173,7 @@ pub(crate) fn spawn_shell(
     drop(shells);
     drop(handover_read);
     if let (Some(jail), Some(mut sender)) = (jail, handover_write) {
-        let handed = jail.handover(original_env);
+        let handed = jail.handover(env);
         // Written as the first process reads it; one that died first reads nothing, and its
         // end is reported as its command's.
         tokio::spawn(async move {

@@ -43,6 +43,7 @@ mod init;
 mod view;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -262,7 +263,7 @@ impl SandboxSettings {
     fn hidden_paths(&self, sockets: &[PathBuf]) -> Vec<PathBuf> {
         let given: Vec<PathBuf> = (self.hidden.iter().cloned())
             .chain(ALWAYS_HIDDEN.iter().map(PathBuf::from))
-            .chain(own_home())
+            .chain(own_home().cloned())
             .collect();
         let mut hidden = real_paths(&given);
         let replaced = [Path::new("/tmp"), Path::new("/dev"), Path::new("/proc")];
@@ -334,9 +335,14 @@ fn real_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// The home the user database gives this user: hidden too, `HOME` may be unset or wrong.
-fn own_home() -> Option<PathBuf> {
-    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
-    Some(user.dir)
+/// Looked up once (the database may be a network service), not for every order.
+fn own_home() -> Option<&'static PathBuf> {
+    static HOME: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+        Some(user.dir)
+    })
+    .as_ref()
 }
 
 /// The paths of the Unix sockets bound in this network namespace: `/proc/net/unix`'s
